@@ -1,0 +1,37 @@
+"""The few exceptions users of featurecore catch.
+
+Every message names the object and field, shows the value received and says
+how to fix it.
+"""
+
+
+class FeatureStoreError(Exception):
+    """Base class of every error featurecore raises on purpose."""
+
+
+class RegistryError(FeatureStoreError, ValueError):
+    """A definition is invalid, or an apply would break a contract (a changed
+    version, a mutated feature set, a lifecycle guard)."""
+
+    def __init__(self, message: str, problems: "list[str] | None" = None):
+        self.problems = list(problems) if problems else [message]
+        super().__init__(message)
+
+
+class NotFoundError(FeatureStoreError, KeyError):
+    """A feature, group, feature set, model or entity that the registry does not hold."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ValidationError(FeatureStoreError, ValueError):
+    """A batch of data (write, join input, request) is malformed; nothing was written."""
+
+
+class AccessDeniedError(FeatureStoreError, PermissionError):
+    """The caller's purpose may not read a privacy class, or the tenant is not allowed."""
+
+
+class FeatureUnavailableError(FeatureStoreError):
+    """A feature whose default policy is `fail` was missing for its reason."""

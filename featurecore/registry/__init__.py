@@ -1,0 +1,43 @@
+"""The feature registry: definitions, YAML loading, validation, and the stored Registry."""
+
+from .model import (
+    BUILTIN_ENTITIES,
+    DEFAULT_ACCESS_RULES,
+    DTYPES,
+    AccessRule,
+    CrossFeature,
+    DefaultAction,
+    DefaultPolicy,
+    Entity,
+    Feature,
+    FeatureGroup,
+    FeatureSet,
+    FeatureSetColumn,
+    Model,
+    Prior,
+    RegistryState,
+    RequestFeature,
+    make_ref,
+    parse_ref,
+)
+
+__all__ = [
+    "AccessRule",
+    "BUILTIN_ENTITIES",
+    "CrossFeature",
+    "DEFAULT_ACCESS_RULES",
+    "DTYPES",
+    "DefaultAction",
+    "DefaultPolicy",
+    "Entity",
+    "Feature",
+    "FeatureGroup",
+    "FeatureSet",
+    "FeatureSetColumn",
+    "Model",
+    "Prior",
+    "RegistryState",
+    "RequestFeature",
+    "make_ref",
+    "parse_ref",
+]

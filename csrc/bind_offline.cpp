@@ -1,3 +1,83 @@
+// pybind11 glue for the offline side: AsofJoin (csrc/asof_join.h).
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+#include "asof_join.h"
+
 namespace py = pybind11;
-void bind_offline(py::module_& m) {}
+using featurecore::AsofJoin;
+
+namespace {
+
+// Checks rank, dtype, contiguity and (when expected >= 0) length before any work starts.
+template <class T>
+const T* checked(const py::array& a, const char* name, py::ssize_t expected) {
+    if (a.ndim() != 1 || !a.dtype().is(py::dtype::of<T>()) || !(a.flags() & py::array::c_style))
+        throw std::invalid_argument(std::string(name) + " must be a 1-d C-contiguous " +
+                                    std::string(py::str(py::dtype::of<T>())) + " array, got ndim=" +
+                                    std::to_string(a.ndim()) + " dtype=" + std::string(py::str(a.dtype())) +
+                                    "; convert it with numpy.ascontiguousarray(x, dtype=...)");
+    if (expected >= 0 && a.shape(0) != expected)
+        throw std::invalid_argument(std::string(name) + " has " + std::to_string(a.shape(0)) +
+                                    " elements, expected " + std::to_string(expected));
+    return static_cast<const T*>(a.data());
+}
+
+}  // namespace
+
+void bind_offline(py::module_& m) {
+    py::class_<AsofJoin>(m, "AsofJoin", R"doc(
+Point-in-time search of events against one group's history (see csrc/asof_join.h).
+
+Feed the history with add() in write order (a larger ref is a later write), then
+finish() -> (row_refs int64 (n,), miss_reason uint8 (n,)).
+)doc")
+        .def(py::init([](const py::array& event_keys, const py::array& event_ts,
+                         const std::optional<py::array>& event_valid, bool strict, int threads) {
+                 const int64_t* keys = checked<int64_t>(event_keys, "event_keys", -1);
+                 const py::ssize_t n = event_keys.shape(0);
+                 const int64_t* ts = checked<int64_t>(event_ts, "event_ts", n);
+                 const uint8_t* valid = event_valid ? checked<uint8_t>(*event_valid, "event_valid", n) : nullptr;
+                 py::gil_scoped_release release;
+                 return new AsofJoin(keys, valid, ts, static_cast<size_t>(n), strict, threads);
+             }),
+             py::arg("event_keys"), py::arg("event_ts"), py::arg("event_valid") = py::none(), py::kw_only(),
+             py::arg("strict") = false, py::arg("threads") = 1)
+        .def(
+            "add",
+            [](AsofJoin& self, const py::array& keys, const py::array& feature_ts, const py::array& generated_at,
+               int64_t ref_offset) {
+                const int64_t* k = checked<int64_t>(keys, "keys", -1);
+                const py::ssize_t m = keys.shape(0);
+                const int64_t* ft = checked<int64_t>(feature_ts, "feature_ts", m);
+                const int64_t* ga = checked<int64_t>(generated_at, "generated_at", m);
+                if (ref_offset < 0)
+                    throw std::invalid_argument("ref_offset must be >= 0, got " + std::to_string(ref_offset));
+                py::gil_scoped_release release;
+                return self.add(k, ft, ga, static_cast<size_t>(m), ref_offset);
+            },
+            py::arg("keys"), py::arg("feature_ts"), py::arg("generated_at"), py::arg("ref_offset") = 0,
+            "Merges one history chunk (rows get refs ref_offset + i); returns rows whose key occurs in the events.")
+        .def(
+            "finish",
+            [](const AsofJoin& self) {
+                const auto n = static_cast<py::ssize_t>(self.n_events());
+                py::array_t<int64_t> refs(n);
+                py::array_t<uint8_t> reasons(n);
+                int64_t* r = refs.mutable_data();
+                uint8_t* why = reasons.mutable_data();
+                {
+                    py::gil_scoped_release release;
+                    self.finish(r, why);
+                }
+                return py::make_tuple(refs, reasons);
+            },
+            "Returns (row_refs int64 (n,), miss_reason uint8 (n,)); -1 refs carry their reason.")
+        .def_property_readonly("n_events", &AsofJoin::n_events)
+        .def_property_readonly("n_entities", &AsofJoin::n_entities);
+}

@@ -1,0 +1,78 @@
+/* AsofJoin: the point-in-time (as-of) search of event rows against one feature
+ * group's history, producing row refs into that history.
+ *
+ * Contract. Construct once per (events, group) with the events' entity keys
+ * (int64: raw integer ids or dense codes from a dictionary), their validity and
+ * their event times. Then feed the history in one or more chunks with add(), in
+ * write order: a chunk's rows get refs ref_offset, ref_offset + 1, ... and a
+ * larger ref means a later write. Only a "best so far" per event is kept, so the
+ * history never has to be in memory at once. finish() writes, per event, the ref
+ * of the winning row (or -1) and the reason code (reasons.py):
+ *
+ *   winner  = max over rows of the same key with eligible(row, event_ts) of
+ *             (feature_ts, generated_at, ref)          -- lexicographic
+ *   eligible = feature_ts <= event_ts, and in strict mode also generated_at <= event_ts
+ *   reason  = present (0) with a winner; not_applicable (2) for an invalid (null) key;
+ *             no_history (1) if the key occurs in any chunk but nothing is eligible;
+ *             entity_not_found (6) if it never occurs.
+ *
+ * Thread safety: none; one caller at a time (the bindings release the GIL but
+ * hold the object). add() may use `threads` worker threads internally.
+ * Ownership: copies everything it needs; input pointers are not retained.
+ */
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace featurecore {
+
+class AsofJoin {
+public:
+    AsofJoin(const int64_t* event_keys, const uint8_t* event_valid, const int64_t* event_ts, size_t n,
+             bool strict, int threads);
+
+    /* Merges one history chunk of m rows; returns the number of rows whose key occurs in the events. */
+    size_t add(const int64_t* keys, const int64_t* feature_ts, const int64_t* generated_at, size_t m,
+               int64_t ref_offset);
+
+    /* Writes row_refs (n) and miss_reason (n). */
+    void finish(int64_t* row_refs, uint8_t* miss_reason) const;
+
+    size_t n_events() const { return event_ts_.size(); }
+    size_t n_entities() const { return entity_events_start_.empty() ? 0 : entity_events_start_.size() - 1; }
+
+private:
+    struct Best {
+        int64_t feature_ts;
+        int64_t generated_at;
+        int64_t ref;  // -1: none yet
+    };
+    // True if a beats b: b is empty, or a's (feature_ts, generated_at, ref) is larger.
+    static bool wins(const Best& a, const Best& b) {
+        if (b.ref < 0) return true;
+        if (a.feature_ts != b.feature_ts) return a.feature_ts > b.feature_ts;
+        if (a.generated_at != b.generated_at) return a.generated_at > b.generated_at;
+        return a.ref > b.ref;
+    }
+
+    void merge_entities(size_t first, size_t last, const std::vector<uint32_t>& rows_start,
+                        const std::vector<uint32_t>& rows, const int64_t* feature_ts, const int64_t* generated_at,
+                        int64_t ref_offset);
+
+    bool strict_;
+    int threads_;
+    std::vector<int64_t> table_keys_;   // open addressing, capacity a power of two
+    std::vector<int32_t> table_codes_;  // -1: empty slot
+    std::vector<int32_t> event_code_;   // per event; -1: invalid key
+    std::vector<int64_t> event_ts_;
+    std::vector<uint32_t> entity_events_start_;  // CSR over entity codes (n_entities + 1)
+    std::vector<uint32_t> entity_events_;        // event indices, by code then event time
+    std::vector<uint8_t> seen_;                  // per entity code
+    std::vector<Best> best_;                     // per event
+
+    int32_t find(int64_t key) const;
+};
+
+}  // namespace featurecore

@@ -1,0 +1,442 @@
+"""Validation of a write batch against a feature group's schema.
+
+A pipeline hands over a pandas DataFrame, a pyarrow Table or a dict of arrays plus
+entity ids and timestamps. ``validate_batch`` turns it into the typed columns, null
+mask and int64-microsecond timestamps the native ``encode_rows`` takes, or raises a
+ValidationError naming the column, row and value and saying how to fix it. It never
+writes anything, so a rejected batch leaves the store untouched.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import ValidationError
+from ..registry.model import DTYPES, RegistryState
+from .layout import group_cf_name
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One stored feature of a group: its column name, dtype and shape."""
+
+    name: str
+    dtype: str
+    dim: int = 1
+    categories: tuple | None = None
+
+
+@dataclass(frozen=True)
+class GroupSchema:
+    """What the write path needs to know about one feature group version.
+
+    Attributes:
+        ref: the group ref ``"name:vN"``.
+        cf_name: its column family (``g/<name>/v<N>``).
+        entity_type: the entity name, part of every key.
+        fields: the stored features in schema order; batch columns use their names.
+    """
+
+    ref: str
+    cf_name: str
+    entity_type: str
+    fields: tuple[FieldSpec, ...]
+
+    @classmethod
+    def from_state(cls, state: RegistryState, group_ref: str) -> "GroupSchema":
+        """The schema of registered group ``group_ref`` (NotFoundError if unknown)."""
+        group = state.group(group_ref)
+        fields = []
+        for ref in group.features:
+            feature = state.feature(ref)
+            fields.append(FieldSpec(feature.name, feature.dtype, feature.width, feature.categories))
+        return cls(group.ref, group_cf_name(group.name, group.version), group.entity, tuple(fields))
+
+    @property
+    def dtype_codes(self) -> list[int]:
+        return [DTYPES[f.dtype] for f in self.fields]
+
+    @property
+    def dims(self) -> list[int]:
+        return [f.dim for f in self.fields]
+
+
+@dataclass
+class Batch:
+    """A validated batch, ready for ``encode_keys`` / ``encode_rows``.
+
+    Attributes:
+        ids: entity ids as ``list[str]`` or int64 ndarray (what ``encode_keys`` takes).
+        columns: one array per field: float32/float64/int64 (n,), bool as uint8 (n,),
+            categorical int32 codes (n,), embedding float32 (n, dim); null cells hold 0.
+        nulls: uint8 (n, k), 1 where a cell is null.
+        feature_ts, generated_at, published_at: int64 (n,) microseconds since the epoch.
+    """
+
+    ids: "list[str] | np.ndarray"
+    columns: list[np.ndarray]
+    nulls: np.ndarray
+    feature_ts: np.ndarray
+    generated_at: np.ndarray
+    published_at: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.feature_ts)
+
+
+def _is_null(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, (float, np.floating)):
+        return math.isnan(value)
+    try:  # pandas.NA / NaT without importing pandas here
+        return type(value).__name__ in ("NAType", "NaTType")
+    except Exception:  # pragma: no cover - defensive
+        return False
+
+
+def _to_array(values: Any) -> np.ndarray:
+    """Return ``values`` as a numpy array: numeric when possible, object otherwise.
+
+    pandas nullable/categorical columns and pyarrow columns with nulls become object
+    arrays holding ``None`` for nulls, so no value is silently converted.
+    """
+    module = type(values).__module__
+    if module.startswith("pyarrow"):
+        import pyarrow as pa
+
+        if isinstance(values, pa.ChunkedArray):
+            values = values.combine_chunks()
+        if values.null_count == 0 and (pa.types.is_integer(values.type) or pa.types.is_floating(values.type) or pa.types.is_boolean(values.type)):
+            return values.to_numpy(zero_copy_only=False)
+        return np.array(values.to_pylist() + [None], dtype=object)[:-1]
+    if module.startswith("pandas"):
+        if isinstance(values.dtype, np.dtype) and values.dtype.kind in "biuf":
+            return values.to_numpy()
+        return values.to_numpy(dtype=object, na_value=None)
+    if isinstance(values, np.ndarray):
+        return values
+    array = np.asarray(values) if not isinstance(values, (list, tuple)) else None
+    if array is None or array.dtype.kind not in "biuf":
+        array = np.empty(len(values), dtype=object)
+        array[:] = list(values) if not isinstance(values, np.ndarray) else values
+    return array
+
+
+def _fail(column: str, row: int, value: Any, problem: str, fix: str) -> ValidationError:
+    if isinstance(value, np.generic):
+        value = value.item()
+    return ValidationError(f"column {column!r} row {row}: {problem}, got {value!r}; {fix}")
+
+
+def _first_bad(mask: np.ndarray) -> int:
+    return int(np.flatnonzero(mask)[0])
+
+
+def _float_column(name: str, raw: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    out_dtype = np.float32 if dtype == "float32" else np.float64
+    if raw.dtype.kind in "iuf":
+        values = raw.astype(np.float64)
+    elif raw.dtype.kind == "O":
+        values = np.empty(len(raw), dtype=np.float64)
+        for row, value in enumerate(raw):
+            if _is_null(value):
+                values[row] = np.nan
+            elif isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)):
+                values[row] = float(value)
+            else:
+                raise _fail(name, row, value, f"{dtype} feature needs a number", "pass a number, or None/NaN for a null cell")
+    else:
+        raise _fail(name, 0, raw[0] if len(raw) else None, f"{dtype} feature needs numbers (column dtype {raw.dtype})", "cast the column to a float dtype")
+    nulls = np.isnan(values)
+    bad = ~nulls & ~np.isfinite(values)
+    if dtype == "float32":
+        bad |= ~nulls & (np.abs(values) > _FLOAT32_MAX)
+    if bad.any():
+        row = _first_bad(bad)
+        raise _fail(name, row, raw[row], f"{dtype} feature must be finite" + (" and within float32 range" if dtype == "float32" else ""), "pass a finite value, or None/NaN for a null cell")
+    values[nulls] = 0.0
+    return values.astype(out_dtype), nulls
+
+
+def _int_column(name: str, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if raw.dtype.kind in "iu":
+        if raw.dtype.kind == "u" and len(raw) and raw.max() > _INT64_MAX:
+            row = _first_bad(raw > _INT64_MAX)
+            raise _fail(name, row, raw[row], "int64 feature out of range", "pass a value that fits in int64")
+        return raw.astype(np.int64), np.zeros(len(raw), dtype=bool)
+    values = np.zeros(len(raw), dtype=np.int64)
+    nulls = np.zeros(len(raw), dtype=bool)
+    for row, value in enumerate(raw):
+        if _is_null(value):
+            nulls[row] = True
+        elif isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)) and _INT64_MIN <= int(value) <= _INT64_MAX:
+            values[row] = int(value)
+        elif isinstance(value, (float, np.floating)) and float(value).is_integer() and abs(value) < 2**63:
+            values[row] = int(value)
+        else:
+            raise _fail(name, row, value, "int64 feature needs a whole number within int64", "pass an int, or None/NaN for a null cell")
+    return values, nulls
+
+
+def _bool_column(name: str, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if raw.dtype.kind == "b":
+        return raw.astype(np.uint8), np.zeros(len(raw), dtype=bool)
+    values = np.zeros(len(raw), dtype=np.uint8)
+    nulls = np.zeros(len(raw), dtype=bool)
+    for row, value in enumerate(raw):
+        if _is_null(value):
+            nulls[row] = True
+        elif isinstance(value, (bool, np.bool_, int, np.integer, float, np.floating)) and value in (0, 1):
+            values[row] = int(value)
+        else:
+            raise _fail(name, row, value, "bool feature needs True/False (or 0/1)", "pass a bool, or None for a null cell")
+    return values, nulls
+
+
+def _categorical_column(name: str, raw: np.ndarray, categories: Sequence) -> tuple[np.ndarray, np.ndarray]:
+    codes_of = {category: code for code, category in enumerate(categories)}
+    values = np.zeros(len(raw), dtype=np.int32)
+    nulls = np.zeros(len(raw), dtype=bool)
+    for row, value in enumerate(raw.tolist()):
+        if _is_null(value):
+            nulls[row] = True
+            continue
+        code = codes_of.get(value)
+        if code is None:
+            shown = ", ".join(map(repr, list(categories)[:8])) + (", ..." if len(categories) > 8 else "")
+            raise _fail(name, row, value, f"categorical value is not in the feature's vocabulary [{shown}]", "map it to a registered category, or register a new feature version whose categories include it")
+        values[row] = code
+    return values, nulls
+
+
+def _embedding_column(name: str, raw: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    n = len(raw)
+    if raw.ndim == 2:
+        if raw.shape[1] != dim or raw.dtype.kind not in "iuf":
+            raise _fail(name, 0, f"array of shape {raw.shape} dtype {raw.dtype}", f"embedding needs {dim} numbers per row", f"pass a float array of shape ({n}, {dim})")
+        values = raw.astype(np.float32)
+        nulls = np.isnan(values).all(axis=1)
+    else:
+        values = np.zeros((n, dim), dtype=np.float32)
+        nulls = np.zeros(n, dtype=bool)
+        for row, value in enumerate(raw):
+            if value is None or (np.ndim(value) == 0 and _is_null(value)):
+                nulls[row] = True
+                continue
+            vector = np.asarray(value)
+            if vector.shape != (dim,) or vector.dtype.kind not in "iuf":
+                raise _fail(name, row, value, f"embedding needs exactly {dim} numbers", f"pass a length-{dim} float vector, or None for a null cell")
+            values[row] = vector
+    finite = np.isfinite(values)
+    bad = ~nulls & ~finite.all(axis=1)
+    if bad.any():
+        row = _first_bad(bad)
+        raise _fail(name, row, raw[row], "embedding values must be finite", "fix the vector, or pass None for a null cell")
+    values[nulls] = 0.0
+    return np.ascontiguousarray(values), nulls
+
+
+def _convert_column(spec: FieldSpec, raw: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
+    array = _to_array(raw)
+    if len(array) != n:
+        raise ValidationError(f"column {spec.name!r} has {len(array)} rows but entity_ids has {n}; pass one value per entity id")
+    if spec.dtype in ("float32", "float64"):
+        return _float_column(spec.name, array, spec.dtype)
+    if spec.dtype == "int64":
+        return _int_column(spec.name, array)
+    if spec.dtype == "bool":
+        return _bool_column(spec.name, array)
+    if spec.dtype == "categorical":
+        return _categorical_column(spec.name, array, spec.categories or ())
+    if spec.dtype == "embedding":
+        return _embedding_column(spec.name, array, spec.dim)
+    raise ValidationError(f"feature {spec.name!r} has unknown dtype {spec.dtype!r}; use one of {sorted(DTYPES)}")
+
+
+def _columns_of(data: Any) -> Mapping[str, Any]:
+    module = type(data).__module__
+    if module.startswith("pandas") and hasattr(data, "columns"):
+        return {str(name): data[name] for name in data.columns}
+    if module.startswith("pyarrow") and hasattr(data, "column_names"):
+        return {name: data.column(name) for name in data.column_names}
+    if isinstance(data, Mapping):
+        return data
+    raise ValidationError(f"batch must be a pandas DataFrame, a pyarrow Table or a dict of arrays, got {type(data).__name__}; convert it to one of those")
+
+
+def normalize_ids(ids: Any) -> "list[str] | np.ndarray":
+    """Return entity ids as an int64 ndarray or a list of str, rejecting anything else.
+
+    Integers and their decimal text are the same entity (docs/ARCHITECTURE.md), so a
+    mix of both becomes text.
+    """
+    array = _to_array(ids)
+    if array.ndim != 1:
+        raise ValidationError(f"entity_ids must be one-dimensional, got shape {array.shape}; pass one id per row")
+    if array.dtype.kind in "iu":
+        if array.dtype.kind == "u" and len(array) and array.max() > _INT64_MAX:
+            row = _first_bad(array > _INT64_MAX)
+            raise ValidationError(f"entity_ids row {row}: integer id out of int64 range, got {array[row]!r}; pass it as str")
+        return array.astype(np.int64)
+    if array.dtype.kind == "U":
+        out = array.tolist()
+    elif array.dtype.kind == "O":
+        out = []
+        for row, value in enumerate(array.tolist()):
+            if isinstance(value, str):
+                out.append(value)
+            elif isinstance(value, int) and not isinstance(value, bool):
+                out.append(str(value))
+            else:
+                raise ValidationError(f"entity_ids row {row}: ids must be str or int, got {type(value).__name__} {value!r}; cast the id column to str or int64")
+    else:
+        first = array[0] if len(array) else None
+        raise ValidationError(f"entity_ids must be str or int, got dtype {array.dtype} (first value {first!r}); cast the id column to str or int64")
+    for row, value in enumerate(out):
+        if not value:
+            raise ValidationError(f"entity_ids row {row}: id is empty, got {value!r}; every entity needs a non-empty id")
+    return out
+
+
+def to_micros(value: Any, n: int, what: str) -> np.ndarray:
+    """Return ``value`` as int64 (n,) microseconds since the epoch, UTC.
+
+    Accepts int64 microseconds, tz-aware datetimes, pandas datetime64[tz] values and
+    pyarrow timestamp columns, as one scalar for the whole batch or one per row.
+    """
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return np.full(n, int(value), dtype=np.int64)
+    if isinstance(value, dt.datetime):
+        return np.full(n, _datetime_micros(value, what, 0), dtype=np.int64)
+    module = type(value).__module__
+    if module.startswith("pyarrow"):
+        import pyarrow as pa
+
+        if pa.types.is_timestamp(value.type):
+            if value.type.tz is None:
+                raise ValidationError(f"{what} is a pyarrow timestamp without a time zone; cast it to timestamp('us', tz='UTC')")
+            value = value.to_pandas()
+    if module.startswith("pandas") or type(value).__module__.startswith("pandas"):
+        import pandas as pd
+
+        if isinstance(value, pd.Timestamp):
+            return np.full(n, _datetime_micros(value.to_pydatetime(), what, 0), dtype=np.int64)
+        series = pd.Series(value) if not isinstance(value, pd.Series) else value
+        if isinstance(series.dtype, pd.DatetimeTZDtype):
+            if series.isna().any():
+                row = _first_bad(series.isna().to_numpy())
+                raise ValidationError(f"{what} row {row}: timestamp is missing (NaT); every row needs a timestamp")
+            micros = series.dt.tz_convert("UTC").dt.as_unit("us").astype("int64").to_numpy()
+            return _check_length(micros, n, what)
+        if series.dtype.kind == "M":
+            raise ValidationError(f"{what} is a naive datetime64 column; localize it first (series.dt.tz_localize('UTC'))")
+        value = series.to_numpy(dtype=object if series.dtype == object else None)
+    array = np.asarray(value) if not isinstance(value, np.ndarray) else value
+    if array.ndim == 0:
+        raise ValidationError(f"{what} must be int64 microseconds or a tz-aware datetime, got {type(value).__name__} {value!r}")
+    if array.dtype.kind in "iu":
+        return _check_length(array.astype(np.int64), n, what)
+    if array.dtype.kind == "f":
+        bad = ~np.isfinite(array) | (array != np.round(array))
+        if bad.any():
+            row = _first_bad(bad)
+            raise ValidationError(f"{what} row {row}: timestamp must be a finite whole number of microseconds, got {array[row]!r}; drop or fix the row")
+        return _check_length(array.astype(np.int64), n, what)
+    if array.dtype.kind == "M":
+        raise ValidationError(f"{what} is a naive numpy datetime64 array; pass int64 microseconds or tz-aware datetimes")
+    if array.dtype.kind == "O":
+        out = np.empty(len(array), dtype=np.int64)
+        for row, item in enumerate(array):
+            if isinstance(item, dt.datetime):
+                out[row] = _datetime_micros(item, what, row)
+            elif isinstance(item, (int, np.integer)) and not isinstance(item, (bool, np.bool_)):
+                out[row] = int(item)
+            else:
+                raise ValidationError(f"{what} row {row}: timestamp must be a tz-aware datetime or int64 microseconds, got {item!r}; every row needs a timestamp")
+        return _check_length(out, n, what)
+    raise ValidationError(f"{what} must be int64 microseconds or tz-aware datetimes, got dtype {array.dtype}")
+
+
+def _datetime_micros(value: dt.datetime, what: str, row: int) -> int:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValidationError(f"{what} row {row}: datetime must be timezone-aware, got {value!r}; pass datetime(..., tzinfo=timezone.utc)")
+    delta = value - _EPOCH
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _check_length(array: np.ndarray, n: int, what: str) -> np.ndarray:
+    if len(array) != n:
+        raise ValidationError(f"{what} has {len(array)} values but entity_ids has {n}; pass one timestamp per row or one for the batch")
+    return np.ascontiguousarray(array, dtype=np.int64)
+
+
+def validate_batch(
+    schema: GroupSchema,
+    data: Any,
+    *,
+    entity_ids: Any,
+    feature_timestamp: Any,
+    generated_at: Any = None,
+    published_at: Any,
+) -> Batch:
+    """Check a batch against ``schema`` and convert it for the native encoder.
+
+    ``entity_ids``, ``feature_timestamp`` and ``generated_at`` may also name a column
+    of ``data``; that column is then not a feature. ``generated_at=None`` means the
+    rows were generated when published.
+
+    Raises:
+        ValidationError: naming the first bad column/row/value and how to fix it.
+    """
+    columns = dict(_columns_of(data))
+    named = {arg for arg in (entity_ids, feature_timestamp, generated_at) if isinstance(arg, str)}
+    for name in named:
+        if name not in columns:
+            raise ValidationError(f"{name!r} names no column of the batch (columns: {sorted(columns)}); pass the values or an existing column name")
+    pick = {name: columns.pop(name) for name in named}.get
+
+    def resolve(arg: Any) -> Any:
+        return pick(arg) if isinstance(arg, str) else arg
+
+    ids = normalize_ids(resolve(entity_ids))
+    n = len(ids)
+    expected = [f.name for f in schema.fields]
+    missing = [name for name in expected if name not in columns]
+    extra = [name for name in columns if name not in expected]
+    if missing or extra:
+        parts = ([f"missing columns {missing}"] if missing else []) + ([f"unexpected columns {extra}"] if extra else [])
+        raise ValidationError(f"batch for group {schema.ref} has {' and '.join(parts)}; the group's features are {expected}")
+    arrays, null_columns = [], []
+    for spec in schema.fields:
+        values, nulls = _convert_column(spec, columns[spec.name], n)
+        arrays.append(values)
+        null_columns.append(nulls)
+    nulls = np.zeros((n, len(arrays)), dtype=np.uint8)
+    for j, column_nulls in enumerate(null_columns):
+        nulls[:, j] = column_nulls
+    published = to_micros(published_at, n, "published_at")
+    feature_ts = to_micros(resolve(feature_timestamp), n, "feature_timestamp")
+    generated = published.copy() if generated_at is None else to_micros(resolve(generated_at), n, "generated_at")
+    return Batch(ids, arrays, nulls, feature_ts, generated, published)
+
+
+def micros_now() -> int:
+    """The current time as int64 microseconds since the epoch, UTC."""
+    return _datetime_micros(dt.datetime.now(dt.timezone.utc), "now", 0)
+
+
+def check_tenant(tenant: Any) -> str:
+    """Return ``tenant`` if it is a usable key prefix, else raise ValidationError."""
+    if not isinstance(tenant, str) or not tenant or len(tenant.encode()) > 255:
+        raise ValidationError(f"tenant must be a non-empty str of at most 255 UTF-8 bytes, got {tenant!r}; pass e.g. tenant='default'")
+    return tenant

@@ -477,6 +477,83 @@ class RegistryState:
 
     def iter_all(self) -> Iterator[tuple[str, str, Any]]:
         """Yield ``(kind, key, object)`` for every definition (kinds as in YAML)."""
-        for kind in ("entities", "priors", "access_rules", "features", "feature_groups", "feature_sets", "models"):
+        for kind in KINDS:
             for key, obj in getattr(self, kind).items():
                 yield kind, key, obj
+
+
+@dataclass(frozen=True)
+class Definitions:
+    """A batch of definitions to plan or apply (from YAML or built in Python).
+
+    >>> Definitions.of(Prior("global_ctr_prior", 0.03)).priors
+    (Prior(name='global_ctr_prior', value=0.03, description=''),)
+    """
+
+    entities: tuple[Entity, ...] = ()
+    priors: tuple[Prior, ...] = ()
+    access_rules: tuple[AccessRule, ...] = ()
+    features: tuple[Feature, ...] = ()
+    feature_groups: tuple[FeatureGroup, ...] = ()
+    feature_sets: tuple[FeatureSet, ...] = ()
+    models: tuple[Model, ...] = ()
+
+    def __post_init__(self) -> None:
+        for kind in KINDS:
+            object.__setattr__(self, kind, _tuple(getattr(self, kind)))
+
+    @classmethod
+    def of(cls, *objects: Any) -> "Definitions":
+        """Bucket definition objects by type."""
+        buckets: dict[str, list] = {kind: [] for kind in KINDS}
+        for obj in objects:
+            kind = KIND_OF_TYPE.get(type(obj))
+            if kind is None:
+                raise RegistryError(
+                    f"cannot register {obj!r}: expected one of {', '.join(t.__name__ for t in KIND_OF_TYPE)}"
+                )
+            buckets[kind].append(obj)
+        return cls(**buckets)
+
+    def merged(self, other: "Definitions") -> "Definitions":
+        """Both batches, this one first."""
+        return Definitions(**{k: getattr(self, k) + getattr(other, k) for k in KINDS})
+
+    def __len__(self) -> int:
+        return sum(len(getattr(self, k)) for k in KINDS)
+
+
+#: Definition kinds in dependency order (the YAML top-level keys).
+KINDS: tuple[str, ...] = ("entities", "priors", "access_rules", "features", "feature_groups", "feature_sets", "models")
+KIND_OF_TYPE: Mapping[type, str] = MappingProxyType(
+    {
+        Entity: "entities",
+        Prior: "priors",
+        AccessRule: "access_rules",
+        Feature: "features",
+        FeatureGroup: "feature_groups",
+        FeatureSet: "feature_sets",
+        Model: "models",
+    }
+)
+#: Singular names of the kinds, for messages and tables.
+KIND_LABEL: Mapping[str, str] = MappingProxyType(
+    {
+        "entities": "entity",
+        "priors": "prior",
+        "access_rules": "access rule",
+        "features": "feature",
+        "feature_groups": "feature group",
+        "feature_sets": "feature set",
+        "models": "model",
+    }
+)
+
+
+def key_of(obj: Any) -> str:
+    """The registry key of a definition: its ref, or name (entity, prior), or purpose."""
+    if isinstance(obj, AccessRule):
+        return obj.purpose
+    if isinstance(obj, (Entity, Prior)):
+        return obj.name
+    return make_ref(obj.name, obj.version) if isinstance(obj.version, int) else f"{obj.name}:v{obj.version}"

@@ -1,0 +1,407 @@
+"""YAML features repos <-> Definitions.
+
+A repo is a folder of ``*.yaml`` / ``*.yml`` files (read recursively, sorted by path).
+Each file is a mapping whose top-level keys are the kinds: ``entities``, ``priors``,
+``access_rules``, ``features``, ``feature_groups``, ``feature_sets``, ``models``, each
+a list. A feature group may declare its features inline (they inherit the group's
+entity) or list refs of features declared elsewhere::
+
+    feature_groups:
+      - name: item_behavior
+        version: 1
+        entity: item
+        freshness_sla: 6h
+        owner: ranking-features
+        features:
+          - name: item_ctr_7d_smoothed
+            version: 3
+            dtype: float32
+            owner: ranking-features
+            privacy_class: business_confidential
+            default_policy: {stale: use_stale_if_available, otherwise: {prior: global_ctr_prior}}
+          - item_cvr_30d_smoothed:v1
+
+Default actions are written ``fail``, ``null_with_indicator``, ``use_stale_if_available``,
+a number (a constant), ``{constant: 0.0}`` or ``{prior: name}``; ``otherwise:`` covers
+every reason not listed. Structural problems (unknown keys, bad durations, wrong types)
+are collected per file; semantic checks are ``validation.validate``'s job.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import yaml
+
+from ..durations import format_duration, parse_duration
+from ..errors import RegistryError
+from ..reasons import MISSING_REASONS
+from .model import (
+    KIND_LABEL,
+    KINDS,
+    AccessRule,
+    CrossFeature,
+    DefaultAction,
+    DefaultPolicy,
+    Definitions,
+    Entity,
+    Feature,
+    FeatureGroup,
+    FeatureSet,
+    FeatureSetColumn,
+    Model,
+    Prior,
+    RegistryState,
+    RequestFeature,
+    make_ref,
+)
+from .serde import to_plain
+
+
+def _int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RegistryError(f"{what} must be an integer, got {value!r}; write e.g. 3 (not 'v3')")
+    return value
+
+
+def _str(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise RegistryError(f"{what} must be a string, got {value!r}; quote it")
+    return value
+
+
+def _bool(value: Any, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise RegistryError(f"{what} must be true or false, got {value!r}")
+    return value
+
+
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RegistryError(f"{what} must be a number, got {value!r}")
+    return float(value)
+
+
+def _strings(value: Any, what: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    if not isinstance(value, list) or not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in value):
+        raise RegistryError(f"{what} must be a list of strings, got {value!r}; write [a, b]")
+    return tuple(str(v) for v in value)
+
+
+def _duration(value: Any, what: str) -> float:
+    return parse_duration(value, what=what)
+
+
+def _action(value: Any, what: str) -> DefaultAction:
+    if isinstance(value, str):
+        if value in ("constant", "prior"):
+            raise RegistryError(f"{what} {value!r} needs its argument; write {{{value}: ...}}")
+        return DefaultAction(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return DefaultAction("constant", value=float(value))
+    if isinstance(value, Mapping):
+        if set(value) == {"constant"}:
+            return DefaultAction("constant", value=_number(value["constant"], f"{what} constant"))
+        if set(value) == {"prior"}:
+            return DefaultAction("prior", prior=_str(value["prior"], f"{what} prior"))
+        if "kind" in value and set(value) <= {"kind", "value", "prior"}:
+            number = None if value.get("value") is None else _number(value["value"], f"{what} value")
+            return DefaultAction(_str(value["kind"], f"{what} kind"), number, value.get("prior"))
+    raise RegistryError(
+        f"{what} must be fail, null_with_indicator, use_stale_if_available, a number, "
+        f"{{constant: 0.0}} or {{prior: name}}, got {value!r}"
+    )
+
+
+def _policy(value: Any, what: str) -> DefaultPolicy:
+    if not isinstance(value, Mapping):
+        raise RegistryError(f"{what} must be a mapping of missing reason -> action, got {value!r}")
+    actions = {str(r): _action(a, f"{what}.{r}") for r, a in value.items() if r != "otherwise"}
+    if "otherwise" in value:
+        rest = _action(value["otherwise"], f"{what}.otherwise")
+        actions.update({r: rest for r in MISSING_REASONS if r not in actions})
+    return DefaultPolicy(actions)
+
+
+_FEATURE_FIELDS: dict[str, Callable[[Any, str], Any]] = {
+    "name": _str,
+    "version": _int,
+    "entity": _str,
+    "dtype": _str,
+    "owner": _str,
+    "description": _str,
+    "dim": _int,
+    "categories": _strings,
+    "source_tables": _strings,
+    "timestamp_semantics": _str,
+    "window": _duration,
+    "freshness_sla": _duration,
+    "online": _bool,
+    "offline": _bool,
+    "default_policy": _policy,
+    "privacy_class": _str,
+    "stage": _str,
+    "tags": _strings,
+    "group": _str,
+}
+_GROUP_FIELDS: dict[str, Callable[[Any, str], Any]] = {
+    "name": _str,
+    "version": _int,
+    "entity": _str,
+    "freshness_sla": _duration,
+    "serving_mode": _str,
+    "owner": _str,
+    "description": _str,
+}
+_SIMPLE_FIELDS: dict[str, dict[str, Callable[[Any, str], Any]]] = {
+    "entities": {
+        "name": _str,
+        "join_key": _str,
+        "description": _str,
+        "components": _strings,
+        "per_request": _bool,
+    },
+    "priors": {"name": _str, "value": _number, "description": _str},
+    "access_rules": {"purpose": _str, "allowed_privacy_classes": _strings},
+    "models": {
+        "name": _str,
+        "version": _int,
+        "feature_set": _str,
+        "purpose": _str,
+        "owner": _str,
+        "stage": _str,
+        "feature_importances": lambda v, w: {str(k): _number(x, f"{w}.{k}") for k, x in _mapping(v, w).items()},
+    },
+}
+_CONSTRUCTORS: dict[str, type] = {"entities": Entity, "priors": Prior, "access_rules": AccessRule, "models": Model}
+
+
+def _mapping(value: Any, what: str) -> Mapping:
+    if not isinstance(value, Mapping):
+        raise RegistryError(f"{what} must be a mapping, got {value!r}")
+    return value
+
+
+def _label(kind: str, data: Mapping) -> str:
+    key = data.get("purpose") if kind == "access_rules" else data.get("name", "?")
+    version = f":v{data['version']}" if "version" in data else ""
+    return f"{KIND_LABEL[kind]} '{key}{version}'"
+
+
+def _fields(
+    data: Any, fields: Mapping[str, Callable[[Any, str], Any]], label: str, problems: list[str], skip: tuple = ()
+) -> dict | None:
+    """Convert the known fields of ``data``; record every problem; None if any."""
+    if not isinstance(data, Mapping):
+        problems.append(f"{label} must be a mapping of fields, got {data!r}")
+        return None
+    out: dict[str, Any] = {}
+    ok = True
+    for key, value in data.items():
+        if key in skip:
+            continue
+        if key not in fields:
+            problems.append(f"{label} has unknown field {key!r}; known fields: {', '.join(fields)}")
+            ok = False
+            continue
+        try:
+            out[key] = fields[key](value, f"{label} field '{key}'")
+        except RegistryError as exc:
+            problems.append(str(exc))
+            ok = False
+    return out if ok else None
+
+
+def _feature(data: Any, label: str, problems: list[str], group: Mapping | None = None) -> Feature | None:
+    if isinstance(data, Mapping) and "name" in data:
+        label = f"{label}{_label('features', data)}"
+    fields = _fields(data, _FEATURE_FIELDS, label, problems)
+    if fields is None:
+        return None
+    if group is not None:
+        fields.setdefault("entity", group.get("entity"))
+        if isinstance(group.get("version"), int):
+            fields.setdefault("group", make_ref(group["name"], group["version"]))
+    fields.setdefault("version", None)
+    fields.setdefault("entity", None)
+    fields.setdefault("dtype", None)
+    fields.setdefault("owner", "")
+    return Feature(**fields)
+
+
+def _feature_set(data: Any, label: str, problems: list[str]) -> FeatureSet | None:
+    fields = _fields(
+        data,
+        {"name": _str, "version": _int, "owner": _str, "description": _str},
+        label,
+        problems,
+        skip=("features", "request_features", "cross_features"),
+    )
+    if fields is None:
+        return None
+    try:
+        columns = []
+        for item in data.get("features") or []:
+            if isinstance(item, str):
+                columns.append(FeatureSetColumn(item))
+            else:
+                spec = _mapping(item, f"{label} feature entry")
+                if not set(spec) <= {"ref", "indicator"} or "ref" not in spec:
+                    raise RegistryError(f"{label} feature entry {dict(spec)!r} must be 'name:vN' or {{ref, indicator}}")
+                columns.append(FeatureSetColumn(_str(spec["ref"], f"{label} ref"), _bool(spec.get("indicator", False), f"{label} indicator")))
+        request = []
+        for item in data.get("request_features") or []:
+            spec = _mapping(item, f"{label} request feature")
+            if not set(spec) <= {"name", "source", "dtype", "default"}:
+                raise RegistryError(f"{label} request feature {dict(spec)!r} has unknown fields; known: name, source, dtype, default")
+            default = _number(spec.get("default", 0.0), f"{label} request feature default")
+            request.append(RequestFeature(**{**spec, "default": default}))
+        cross = []
+        for item in data.get("cross_features") or []:
+            spec = _mapping(item, f"{label} cross feature")
+            if not set(spec) <= {"name", "kind", "inputs"}:
+                raise RegistryError(f"{label} cross feature {dict(spec)!r} has unknown fields; known: name, kind, inputs")
+            cross.append(CrossFeature(spec.get("name"), spec.get("kind", "lookup"), _strings(spec.get("inputs", []), f"{label} cross inputs")))
+    except (RegistryError, TypeError) as exc:
+        problems.append(str(exc))
+        return None
+    fields.setdefault("version", None)
+    return FeatureSet(features=tuple(columns), request_features=tuple(request), cross_features=tuple(cross), **fields)
+
+
+def parse_document(document: Any, source: str = "<yaml>") -> Definitions:
+    """Definitions of one parsed YAML document; RegistryError lists every problem."""
+    problems: list[str] = []
+    out: dict[str, list] = {kind: [] for kind in KINDS}
+    if document is None:
+        return Definitions()
+    if not isinstance(document, Mapping):
+        raise RegistryError(f"{source}: top level must be a mapping with keys {', '.join(KINDS)}, got {type(document).__name__}")
+    for kind, items in document.items():
+        if kind not in KINDS:
+            problems.append(f"{source}: unknown top-level key {kind!r}; use {', '.join(KINDS)}")
+            continue
+        if not isinstance(items, list):
+            problems.append(f"{source}: {kind} must be a list, got {type(items).__name__}")
+            continue
+        for data in items:
+            label = f"{source}: " + (_label(kind, data) if isinstance(data, Mapping) else KIND_LABEL[kind])
+            if kind == "features":
+                feature = _feature(data, f"{source}: ", problems)
+                if feature is not None:
+                    out[kind].append(feature)
+            elif kind == "feature_sets":
+                feature_set = _feature_set(data, label, problems)
+                if feature_set is not None:
+                    out[kind].append(feature_set)
+            elif kind == "feature_groups":
+                _group(data, label, source, problems, out)
+            else:
+                fields = _fields(data, _SIMPLE_FIELDS[kind], label, problems)
+                if fields is not None:
+                    try:
+                        out[kind].append(_CONSTRUCTORS[kind](**fields))
+                    except TypeError as exc:
+                        problems.append(f"{label} is missing a required field ({exc}); see docs/ARCHITECTURE.md")
+    if problems:
+        raise RegistryError(f"{len(problems)} problem(s) in {source}: {problems[0]}", problems)
+    return Definitions(**out)
+
+
+def _group(data: Any, label: str, source: str, problems: list[str], out: dict[str, list]) -> None:
+    fields = _fields(data, _GROUP_FIELDS, label, problems, skip=("features",))
+    refs = []
+    for item in (data.get("features") if isinstance(data, Mapping) else None) or []:
+        if isinstance(item, str):
+            refs.append(item)
+            continue
+        feature = _feature(item, f"{source}: ", problems, group=data)
+        if feature is not None:
+            out["features"].append(feature)
+            refs.append(feature.ref if isinstance(feature.version, int) else f"{feature.name}:v?")
+    if fields is None:
+        return
+    fields.setdefault("version", None)
+    fields.setdefault("entity", None)
+    fields.setdefault("freshness_sla", None)
+    out["feature_groups"].append(FeatureGroup(features=tuple(refs), **fields))
+
+
+def load_yaml_text(text: str, source: str = "<yaml>") -> Definitions:
+    """Definitions from YAML text."""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RegistryError(f"{source}: not valid YAML: {exc}") from None
+    return parse_document(document, source)
+
+
+def yaml_files(path: str | os.PathLike) -> list[Path]:
+    """The YAML files of a repo folder (recursive, sorted), or ``[path]`` for a file."""
+    root = Path(path)
+    if root.is_file():
+        return [root]
+    if not root.is_dir():
+        raise RegistryError(f"features repo {str(root)!r} does not exist; pass --repo with a folder of YAML files")
+    return sorted(p for p in root.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+
+
+def load_definitions(path: str | os.PathLike) -> Definitions:
+    """Definitions of every YAML file under ``path``; one RegistryError lists all problems."""
+    definitions = Definitions()
+    problems: list[str] = []
+    for file in yaml_files(path):
+        try:
+            definitions = definitions.merged(load_yaml_text(file.read_text(encoding="utf-8"), str(file)))
+        except RegistryError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise RegistryError(f"{len(problems)} problem(s) loading {path}: {problems[0]}", problems)
+    return definitions
+
+
+def _feature_yaml(feature: Feature) -> dict:
+    data = to_plain(feature)
+    data.pop("group")  # derived from the group that lists it
+    for key in ("window", "freshness_sla"):
+        if data[key] is not None:
+            data[key] = format_duration(data[key])
+    policy = {}
+    for reason, action in feature.default_policy.actions.items() if feature.default_policy else ():
+        if action.kind == "constant":
+            policy[reason] = {"constant": action.value}
+        elif action.kind == "prior":
+            policy[reason] = {"prior": action.prior}
+        else:
+            policy[reason] = action.kind
+    data["default_policy"] = policy
+    return {k: v for k, v in data.items() if v not in (None, [], "")}
+
+
+def to_yaml_document(definitions: Definitions | RegistryState) -> dict:
+    """The YAML document (plain data) that ``parse_document`` turns back into these definitions."""
+    if isinstance(definitions, RegistryState):
+        definitions = Definitions(**{k: tuple(getattr(definitions, k).values()) for k in KINDS})
+    document: dict[str, list] = {}
+    for kind in KINDS:
+        items = []
+        for obj in getattr(definitions, kind):
+            if kind == "features":
+                items.append(_feature_yaml(obj))
+                continue
+            data = to_plain(obj)
+            if kind == "feature_groups":
+                data["freshness_sla"] = format_duration(obj.freshness_sla)
+            items.append(data)
+        if items:
+            document[kind] = items
+    return document
+
+
+def dump_yaml(definitions: Definitions | RegistryState) -> str:
+    """YAML text for ``definitions`` (one file holding every kind)."""
+    return yaml.safe_dump(to_yaml_document(definitions), sort_keys=False, allow_unicode=True)

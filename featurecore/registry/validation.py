@@ -1,0 +1,513 @@
+"""Validation and planning: what applying definitions to a state would add, change,
+leave unchanged or reject, and the resulting state.
+
+Every problem names the object, the field, the value received and how to fix it.
+All problems of one batch are collected; ``validate`` raises them as one RegistryError.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from ..errors import RegistryError
+from ..reasons import DEFAULT_KINDS, MISSING_REASONS, STALE_CAPABLE_REASONS
+from .lineage import production_users
+from .model import (
+    CROSS_KINDS,
+    DTYPES,
+    KIND_LABEL,
+    KINDS,
+    PRIVACY_CLASSES,
+    REQUEST_DTYPES,
+    REQUEST_SOURCES,
+    SERVING_MODES,
+    STAGES,
+    AccessRule,
+    Definitions,
+    Entity,
+    Feature,
+    FeatureGroup,
+    FeatureSet,
+    Model,
+    Prior,
+    RegistryState,
+    key_of,
+)
+
+#: Fields that may change in place under an existing key; any other change needs a new version.
+DESCRIPTIVE_FIELDS: Mapping[str, frozenset[str]] = {
+    "entities": frozenset({"description"}),
+    "priors": frozenset({"description"}),
+    "access_rules": frozenset({"allowed_privacy_classes"}),
+    "features": frozenset({"description", "owner", "tags", "stage"}),
+    "feature_groups": frozenset({"description", "owner", "serving_mode"}),
+    "feature_sets": frozenset(),
+    "models": frozenset({"owner", "stage", "feature_importances"}),
+}
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    """One definition's fate in a plan: action is add | change | unchanged | reject."""
+
+    kind: str
+    key: str
+    action: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What an apply would do. ``state`` is the resulting state (None when rejected)."""
+
+    rows: tuple[PlanRow, ...]
+    problems: tuple[str, ...]
+    state: RegistryState | None
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing is rejected."""
+        return not self.problems
+
+    @property
+    def changes(self) -> int:
+        """Number of definitions added or changed."""
+        return sum(row.action in ("add", "change") for row in self.rows)
+
+    def counts(self) -> dict[str, int]:
+        """Rows per action."""
+        out = dict.fromkeys(("add", "change", "unchanged", "reject"), 0)
+        for row in self.rows:
+            out[row.action] += 1
+        return out
+
+    def to_dicts(self) -> list[dict[str, str]]:
+        """The rows as plain dicts."""
+        return [dataclasses.asdict(row) for row in self.rows]
+
+    def to_text(self, *, show_unchanged: bool = False) -> str:
+        """A printable table plus a summary line and every problem."""
+        rows = [r for r in self.rows if show_unchanged or r.action != "unchanged"]
+        table = [("ACTION", "KIND", "KEY", "DETAIL")] + [(r.action, KIND_LABEL[r.kind], r.key, r.detail) for r in rows]
+        widths = [max(len(row[i]) for row in table) for i in range(3)]
+        lines = ["  ".join(cell.ljust(widths[i]) if i < 3 else cell for i, cell in enumerate(row)).rstrip() for row in table]
+        counts = self.counts()
+        lines.append(", ".join(f"{n} {action}" for action, n in counts.items()))
+        lines.extend(f"problem: {p}" for p in self.problems)
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+
+def _q(value: Any) -> str:
+    return repr(value)
+
+
+def _require(obj: Any, label: str, field: str, hint: str) -> list[str]:
+    value = getattr(obj, field)
+    if value is None or value == "":
+        return [f"{label} field '{field}' is missing; {hint}"]
+    return []
+
+
+def _version(obj: Any, label: str) -> list[str]:
+    if obj.version is None:
+        return [f"{label} field 'version' is missing; add version: 1 (an integer)"]
+    if isinstance(obj.version, bool) or not isinstance(obj.version, int) or obj.version < 1:
+        return [f"{label} field 'version' must be a positive integer, got {obj.version!r}"]
+    return []
+
+
+def _name(obj: Any, label: str) -> list[str]:
+    if not isinstance(obj.name, str) or not obj.name or ":" in obj.name or obj.name.strip() != obj.name:
+        return [f"{label} field 'name' must be a non-empty name without ':' or spaces, got {obj.name!r}"]
+    return []
+
+
+def _choice(value: Any, allowed: tuple[str, ...], label: str, field: str) -> list[str]:
+    if value not in allowed:
+        return [f"{label} field '{field}' has unknown value {value!r}; use one of {', '.join(allowed)}"]
+    return []
+
+
+def _seconds(value: Any, label: str, field: str, required: bool) -> list[str]:
+    if value is None:
+        return [f"{label} field '{field}' is missing; add a duration like 24h, 10m or 5s"] if required else []
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or math.isinf(value):
+        return [f"{label} field '{field}' must be a positive duration in seconds (YAML: '24h'), got {value!r}"]
+    return []
+
+
+def _label(kind: str, obj: Any) -> str:
+    return f"{KIND_LABEL[kind]} '{key_of(obj)}'"
+
+
+def check_entity(entity: Entity, state: RegistryState) -> list[str]:
+    """Problems of one entity."""
+    label = _label("entities", entity)
+    problems = _name(entity, label) + _require(entity, label, "join_key", f"add join_key: {entity.name}_id")
+    for component in entity.components:
+        found = state.entities.get(component)
+        if found is None or found.is_pair:
+            problems.append(
+                f"{label} field 'components' has {component!r}, which is not a registered single entity; "
+                f"use registered entities such as user, item"
+            )
+    if not isinstance(entity.per_request, bool):
+        problems.append(f"{label} field 'per_request' must be true or false, got {entity.per_request!r}")
+    return problems
+
+
+def check_prior(prior: Prior, state: RegistryState) -> list[str]:
+    """Problems of one prior."""
+    label = _label("priors", prior)
+    value = prior.value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return _name(prior, label) + [f"{label} field 'value' must be a finite number, got {value!r}"]
+    return _name(prior, label)
+
+
+def check_access_rule(rule: AccessRule, state: RegistryState) -> list[str]:
+    """Problems of one access rule."""
+    label = _label("access_rules", rule)
+    problems = [] if rule.purpose else [f"{label} field 'purpose' is missing; add purpose: ranking"]
+    for privacy_class in rule.allowed_privacy_classes:
+        problems += _choice(privacy_class, PRIVACY_CLASSES, label, "allowed_privacy_classes")
+    return problems
+
+
+def _check_policy(feature: Feature, label: str, state: RegistryState) -> list[str]:
+    policy = feature.default_policy
+    if policy is None:
+        return [f"{label} field 'default_policy' is missing; add e.g. default_policy: {{otherwise: null_with_indicator}}"]
+    problems = []
+    unknown = [r for r in policy.actions if r not in MISSING_REASONS]
+    if unknown:
+        problems.append(
+            f"{label} field 'default_policy' has unknown reason(s) {', '.join(map(repr, unknown))}; "
+            f"use {', '.join(MISSING_REASONS)} (or otherwise)"
+        )
+    missing = [r for r in MISSING_REASONS if r not in policy.actions]
+    if missing:
+        problems.append(
+            f"{label} field 'default_policy' does not cover reason(s) {', '.join(missing)}; "
+            "add an action for each or an 'otherwise:' entry"
+        )
+    for reason, action in policy.actions.items():
+        where = f"{label} field 'default_policy.{reason}'"
+        if action.kind not in DEFAULT_KINDS:
+            problems.append(f"{where} has unknown action {action.kind!r}; use one of {', '.join(DEFAULT_KINDS)}")
+        elif action.kind == "use_stale_if_available" and reason not in STALE_CAPABLE_REASONS:
+            problems.append(
+                f"{where} is use_stale_if_available, which is only valid for {' and '.join(STALE_CAPABLE_REASONS)} "
+                f"(no stale value exists for {reason}); use a constant, a prior or null_with_indicator"
+            )
+        elif action.kind == "constant" and (
+            isinstance(action.value, bool) or not isinstance(action.value, (int, float)) or math.isinf(action.value)
+        ):
+            problems.append(f"{where} constant needs a finite number, got {action.value!r}; write {{constant: 0.0}}")
+        elif action.kind == "prior" and action.prior not in state.priors:
+            known = ", ".join(sorted(state.priors)) or "none registered"
+            problems.append(f"{where} names prior {action.prior!r}, which is not registered (known: {known}); declare it under priors:")
+    return problems
+
+
+def check_feature(feature: Feature, state: RegistryState) -> list[str]:
+    """Problems of one feature (group membership is checked on the whole state)."""
+    label = _label("features", feature)
+    problems = _name(feature, label) + _version(feature, label)
+    problems += _require(feature, label, "owner", "add owner: <team or person>")
+    if feature.entity not in state.entities:
+        problems.append(
+            f"{label} field 'entity' has unknown entity {feature.entity!r}; use one of "
+            f"{', '.join(sorted(state.entities))} or declare it under entities:"
+        )
+    problems += _choice(feature.dtype, tuple(DTYPES), label, "dtype")
+    if feature.dtype == "categorical":
+        categories = feature.categories or ()
+        if not categories:
+            problems.append(f"{label} is categorical but field 'categories' is missing; list the vocabulary (code = index)")
+        elif len(set(categories)) != len(categories):
+            problems.append(f"{label} field 'categories' has duplicates {sorted(c for c in set(categories) if categories.count(c) > 1)}; list each value once")
+    elif feature.categories is not None:
+        problems.append(f"{label} field 'categories' is only for dtype categorical, got dtype {feature.dtype!r}; remove it")
+    if feature.dtype == "embedding":
+        if isinstance(feature.dim, bool) or not isinstance(feature.dim, int) or feature.dim < 1:
+            problems.append(f"{label} is an embedding but field 'dim' is {feature.dim!r}; add dim: <positive integer>")
+    elif feature.dim is not None:
+        problems.append(f"{label} field 'dim' is only for dtype embedding, got dtype {feature.dtype!r}; remove it")
+    if feature.privacy_class is None:
+        problems.append(f"{label} field 'privacy_class' is missing; use one of {', '.join(PRIVACY_CLASSES)}")
+    else:
+        problems += _choice(feature.privacy_class, PRIVACY_CLASSES, label, "privacy_class")
+    problems += _choice(feature.stage, STAGES, label, "stage")
+    problems += _seconds(feature.window, label, "window", required=False)
+    problems += _seconds(feature.freshness_sla, label, "freshness_sla", required=False)
+    return problems + _check_policy(feature, label, state)
+
+
+def check_group(group: FeatureGroup, state: RegistryState) -> list[str]:
+    """Problems of one feature group."""
+    label = _label("feature_groups", group)
+    problems = _name(group, label) + _version(group, label)
+    problems += _require(group, label, "owner", "add owner: <team or person>")
+    if group.entity not in state.entities:
+        problems.append(f"{label} field 'entity' has unknown entity {group.entity!r}; use one of {', '.join(sorted(state.entities))}")
+    problems += _choice(group.serving_mode, SERVING_MODES, label, "serving_mode")
+    problems += _seconds(group.freshness_sla, label, "freshness_sla", required=True)
+    if not group.features:
+        problems.append(f"{label} field 'features' is empty; list at least one feature")
+    seen = set()
+    for ref in group.features:
+        if ref in seen:
+            problems.append(f"{label} lists feature {ref!r} twice; list it once")
+        seen.add(ref)
+        feature = state.features.get(ref)
+        if feature is None:
+            problems.append(f"{label} lists feature {ref!r}, which does not exist; declare it or fix the ref")
+        elif feature.entity != group.entity:
+            problems.append(
+                f"{label} has entity {group.entity!r} but its feature {ref!r} has entity {feature.entity!r}; "
+                f"a group holds features of one entity: move the feature to a {feature.entity} group"
+            )
+    return problems
+
+
+def _missing_ref(label: str, ref: str, state: RegistryState) -> str:
+    name = ref.split(":")[0]
+    versions = ", ".join(f.ref for f in state.versions(name)) or "none"
+    return f"{label} refers to feature {ref!r}, which does not exist (registered versions: {versions}); register it or fix the ref"
+
+
+def _check_cross(fs_label: str, cross: Any, state: RegistryState) -> list[str]:
+    label = f"{fs_label} cross feature {cross.name!r}"
+    problems = _choice(cross.kind, CROSS_KINDS, label, "kind")
+    if len(cross.inputs) != 2:
+        return problems + [f"{label} field 'inputs' must be two feature refs, got {list(cross.inputs)!r}"]
+    missing = [ref for ref in cross.inputs if ref not in state.features]
+    if missing:
+        return problems + [_missing_ref(label, ref, state) for ref in missing]
+    first, second = (state.features[ref] for ref in cross.inputs)
+    if cross.kind == "lookup":
+        if first.dtype != "embedding":
+            problems.append(f"{label} lookup needs a vector (embedding) first input, got {first.ref} of dtype {first.dtype}")
+        if second.dtype != "categorical":
+            problems.append(f"{label} lookup needs a categorical second input, got {second.ref} of dtype {second.dtype}")
+        elif first.dtype == "embedding" and first.dim != len(second.categories or ()):
+            problems.append(
+                f"{label} lookup: {first.ref} has dim {first.dim} but {second.ref} has "
+                f"{len(second.categories or ())} categories; they must be equal (vector[code])"
+            )
+    elif cross.kind in ("dot", "cosine"):
+        if first.dtype != "embedding" or second.dtype != "embedding" or first.dim != second.dim:
+            problems.append(
+                f"{label} {cross.kind} needs two embeddings of equal dim, got {first.ref} "
+                f"({first.dtype}, dim {first.dim}) and {second.ref} ({second.dtype}, dim {second.dim})"
+            )
+    return problems
+
+
+def check_feature_set(fs: FeatureSet, state: RegistryState) -> list[str]:
+    """Problems of one feature set (all refs must resolve, column names must be unique)."""
+    label = _label("feature_sets", fs)
+    problems = _name(fs, label) + _version(fs, label)
+    problems += _require(fs, label, "owner", "add owner: <team or person>")
+    if not (fs.features or fs.request_features or fs.cross_features):
+        problems.append(f"{label} has no columns; list features, request_features or cross_features")
+    columns: list[str] = []
+    for column in fs.features:
+        feature = state.features.get(column.ref)
+        if feature is None:
+            problems.append(_missing_ref(label, column.ref, state))
+            continue
+        if feature.stage == "archived":
+            problems.append(f"{label} uses archived feature {column.ref!r}; use a newer version of {feature.name}")
+        columns += feature.column_names(column.indicator)
+    for request in fs.request_features:
+        where = f"{label} request feature {request.name!r}"
+        problems += _choice(request.source, REQUEST_SOURCES, where, "source")
+        problems += _choice(request.dtype, REQUEST_DTYPES, where, "dtype")
+        columns.append(request.name)
+    for cross in fs.cross_features:
+        problems += _check_cross(label, cross, state)
+        columns.append(cross.name)
+    duplicates = sorted({c for c in columns if columns.count(c) > 1})
+    if duplicates:
+        problems.append(f"{label} has duplicate column(s) {', '.join(map(repr, duplicates))}; every column name must be unique")
+    return problems
+
+
+def check_model(model: Model, state: RegistryState) -> list[str]:
+    """Problems of one model."""
+    label = _label("models", model)
+    problems = _name(model, label) + _version(model, label)
+    problems += _require(model, label, "owner", "add owner: <team or person>")
+    problems += _choice(model.stage, STAGES, label, "stage")
+    if model.purpose not in state.access_rules:
+        problems.append(
+            f"{label} field 'purpose' has {model.purpose!r}, which has no access rule; use one of "
+            f"{', '.join(sorted(state.access_rules))} or declare it under access_rules:"
+        )
+    if model.feature_set not in state.feature_sets:
+        known = ", ".join(sorted(state.feature_sets)) or "none"
+        problems.append(f"{label} field 'feature_set' refers to {model.feature_set!r}, which does not exist (known: {known}); register it first")
+    else:
+        fs = state.feature_sets[model.feature_set]
+        known_columns = set(state.columns(fs.ref)) | set(fs.refs)
+        unknown = sorted(k for k in model.feature_importances if k not in known_columns)
+        if unknown:
+            problems.append(f"{label} field 'feature_importances' names {unknown}, which are not columns of {fs.ref}")
+    return problems
+
+
+CHECKS: Mapping[str, Callable[[Any, RegistryState], list[str]]] = {
+    "entities": check_entity,
+    "priors": check_prior,
+    "access_rules": check_access_rule,
+    "features": check_feature,
+    "feature_groups": check_group,
+    "feature_sets": check_feature_set,
+    "models": check_model,
+}
+
+
+def changed_fields(old: Any, new: Any) -> list[str]:
+    """Names of dataclass fields whose values differ."""
+    return [f.name for f in dataclasses.fields(old) if getattr(old, f.name) != getattr(new, f.name)]
+
+
+def _describe_change(old: Any, new: Any, fields: list[str]) -> str:
+    return ", ".join(f"{f} ({getattr(old, f)!r} -> {getattr(new, f)!r})" for f in fields)
+
+
+def _memberships(groups: Mapping[str, FeatureGroup]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for ref, group in sorted(groups.items()):
+        for feature_ref in group.features:
+            out.setdefault(feature_ref, []).append(ref)
+    return out
+
+
+def _dedupe(definitions: Definitions, problems: list[str]) -> dict[str, dict[str, Any]]:
+    """Incoming definitions per kind and key; a key declared twice differently is a problem."""
+    incoming: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
+    for kind in KINDS:
+        for obj in getattr(definitions, kind):
+            key = key_of(obj)
+            previous = incoming[kind].get(key)
+            if previous is not None and previous != obj:
+                problems.append(
+                    f"{KIND_LABEL[kind]} '{key}' is declared twice with different content "
+                    f"({_describe_change(previous, obj, changed_fields(previous, obj))}); keep one declaration"
+                )
+            incoming[kind][key] = obj
+    return incoming
+
+
+def _assign_groups(features: dict[str, Feature], groups: Mapping[str, FeatureGroup], touched: set[str]) -> dict[str, list[str]]:
+    """Fill each feature's ``group`` from the groups that list it; problems per feature ref."""
+    members = _memberships(groups)
+    problems: dict[str, list[str]] = {}
+    for ref in touched:
+        feature = features[ref]
+        owners = members.get(ref, [])
+        label = f"feature '{ref}'"
+        if len(owners) > 1:
+            problems.setdefault(ref, []).append(
+                f"{label} is listed in {len(owners)} feature groups ({', '.join(owners)}); a feature belongs to exactly one group"
+            )
+        elif not owners:
+            problems.setdefault(ref, []).append(f"{label} belongs to no feature group; list it in a feature group's features")
+        elif feature.group not in (None, owners[0]):
+            problems.setdefault(ref, []).append(
+                f"{label} field 'group' is {feature.group!r} but it is listed in {owners[0]}; fix the group field or the listing"
+            )
+        else:
+            features[ref] = dataclasses.replace(feature, group=owners[0])
+    return problems
+
+
+def _lifecycle_problems(state: RegistryState) -> dict[str, list[str]]:
+    """Archived features that a production model still reads."""
+    problems: dict[str, list[str]] = {}
+    for ref, feature in state.features.items():
+        if feature.stage == "archived":
+            users = production_users(state, ref)
+            if users:
+                problems[ref] = [
+                    f"feature '{ref}' cannot be archived: production model(s) {', '.join(users)} use it; "
+                    "move them to a feature set without it first"
+                ]
+    return problems
+
+
+def plan_definitions(base: RegistryState, definitions: Definitions) -> Plan:
+    """Plan applying ``definitions`` on top of ``base`` (definitions not mentioned stay)."""
+    general: list[str] = []
+    incoming = _dedupe(definitions, general)
+    merged = {kind: dict(getattr(base, kind)) for kind in KINDS}
+    for kind in KINDS:
+        merged[kind].update(incoming[kind])
+    # Group membership decides each feature's `group`; it must be set before diffing.
+    touched_features = set(incoming["features"]) | {
+        ref for group in incoming["feature_groups"].values() for ref in group.features if ref in merged["features"]
+    }
+    per_key: dict[tuple[str, str], list[str]] = {
+        ("features", ref): msgs for ref, msgs in _assign_groups(merged["features"], merged["feature_groups"], touched_features).items()
+    }
+    rows: list[PlanRow] = []
+    actions: dict[tuple[str, str], tuple[str, str]] = {}
+    for kind in KINDS:
+        for key in incoming[kind]:
+            new = merged[kind][key]
+            old = getattr(base, kind).get(key)
+            if old is None:
+                actions[kind, key] = ("add", "")
+            elif old == new:
+                actions[kind, key] = ("unchanged", "")
+            else:
+                fields = changed_fields(old, new)
+                semantic = [f for f in fields if f not in DESCRIPTIVE_FIELDS[kind]]
+                if semantic:
+                    version = f"; register it as version {old.version + 1} instead" if hasattr(old, "version") else ""
+                    fix = " (a registered feature set version never changes)" if kind == "feature_sets" else version
+                    per_key.setdefault((kind, key), []).append(
+                        f"{KIND_LABEL[kind]} '{key}' already exists and this changes {_describe_change(old, new, semantic)}, "
+                        f"which needs a new version{fix}"
+                    )
+                actions[kind, key] = ("change", _describe_change(old, new, fields))
+    state = RegistryState(**merged, revision=base.revision)
+    for (kind, key), (action, _) in actions.items():
+        if action != "unchanged":
+            per_key.setdefault((kind, key), []).extend(CHECKS[kind](merged[kind][key], state))
+    for ref, msgs in _lifecycle_problems(state).items():
+        per_key.setdefault(("features", ref), []).extend(msgs)
+    problems = list(general)
+    for (kind, key), (action, detail) in actions.items():
+        msgs = per_key.get((kind, key), [])
+        if msgs:
+            rows.append(PlanRow(kind, key, "reject", "; ".join(msgs)))
+            problems.extend(msgs)
+        else:
+            rows.append(PlanRow(kind, key, action, detail))
+    problems.extend(m for (kind, key), msgs in per_key.items() if (kind, key) not in actions for m in msgs)
+    changed = any(row.action in ("add", "change") for row in rows)
+    result = dataclasses.replace(state, revision=base.revision + 1) if changed else state
+    return Plan(tuple(rows), tuple(problems), None if problems else result)
+
+
+def validate(definitions: Definitions, base: RegistryState | None = None) -> RegistryState:
+    """The state after applying ``definitions`` to ``base`` (default: an empty registry).
+
+    Raises:
+        RegistryError: with every problem in ``.problems``.
+    """
+    plan = plan_definitions(base if base is not None else RegistryState(), definitions)
+    if not plan.ok:
+        raise RegistryError(f"{len(plan.problems)} problem(s): {plan.problems[0]}", list(plan.problems))
+    assert plan.state is not None
+    return plan.state

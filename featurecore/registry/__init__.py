@@ -1,5 +1,8 @@
 """The feature registry: definitions, YAML loading, validation, and the stored Registry."""
 
+from .catalog import describe, render_describe, render_search, search
+from .deploy import CheckRow, ValidationReport, validate_model
+from .loader import dump_yaml, load_definitions, load_yaml_text
 from .model import (
     BUILTIN_ENTITIES,
     DEFAULT_ACCESS_RULES,
@@ -8,6 +11,7 @@ from .model import (
     CrossFeature,
     DefaultAction,
     DefaultPolicy,
+    Definitions,
     Entity,
     Feature,
     FeatureGroup,
@@ -20,24 +24,42 @@ from .model import (
     make_ref,
     parse_ref,
 )
+from .registry import Registry
+from .validation import Plan, PlanRow, plan_definitions, validate
 
 __all__ = [
     "AccessRule",
     "BUILTIN_ENTITIES",
+    "CheckRow",
     "CrossFeature",
     "DEFAULT_ACCESS_RULES",
     "DTYPES",
     "DefaultAction",
     "DefaultPolicy",
+    "Definitions",
     "Entity",
     "Feature",
     "FeatureGroup",
     "FeatureSet",
     "FeatureSetColumn",
     "Model",
+    "Plan",
+    "PlanRow",
     "Prior",
+    "Registry",
     "RegistryState",
     "RequestFeature",
+    "ValidationReport",
+    "describe",
+    "dump_yaml",
+    "load_definitions",
+    "load_yaml_text",
     "make_ref",
     "parse_ref",
+    "plan_definitions",
+    "render_describe",
+    "render_search",
+    "search",
+    "validate",
+    "validate_model",
 ]

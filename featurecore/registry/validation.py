@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping
 from ..errors import RegistryError
 from ..reasons import DEFAULT_KINDS, MISSING_REASONS, STALE_CAPABLE_REASONS
 from .lineage import production_users
+from .render import render_table
 from .model import (
     CROSS_KINDS,
     DTYPES,
@@ -90,10 +91,12 @@ class Plan:
 
     def to_text(self, *, show_unchanged: bool = False) -> str:
         """A printable table plus a summary line and every problem."""
-        rows = [r for r in self.rows if show_unchanged or r.action != "unchanged"]
-        table = [("ACTION", "KIND", "KEY", "DETAIL")] + [(r.action, KIND_LABEL[r.kind], r.key, r.detail) for r in rows]
-        widths = [max(len(row[i]) for row in table) for i in range(3)]
-        lines = ["  ".join(cell.ljust(widths[i]) if i < 3 else cell for i, cell in enumerate(row)).rstrip() for row in table]
+        rows = [
+            {"action": r.action, "kind": KIND_LABEL[r.kind], "key": r.key, "detail": r.detail}
+            for r in self.rows
+            if show_unchanged or r.action != "unchanged"
+        ]
+        lines = [render_table(rows, ("action", "kind", "key", "detail"))] if rows else []
         counts = self.counts()
         lines.append(", ".join(f"{n} {action}" for action, n in counts.items()))
         lines.extend(f"problem: {p}" for p in self.problems)

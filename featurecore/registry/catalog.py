@@ -1,0 +1,180 @@
+"""Search and describe: plain data about what the registry holds (dicts out)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..durations import format_duration
+from ..errors import NotFoundError
+from .lineage import dependents, feature_sets_using, models_using
+from .model import RegistryState, parse_ref
+from .render import render_mapping, render_table
+
+#: Columns of a search result row, in display order.
+SEARCH_COLUMNS: tuple[str, ...] = ("ref", "entity", "dtype", "group", "owner", "privacy_class", "stage", "tags")
+
+
+def search(
+    state: RegistryState,
+    *,
+    name: str | None = None,
+    entity: str | None = None,
+    owner: str | None = None,
+    privacy_class: str | None = None,
+    stage: str | None = None,
+    tag: str | None = None,
+) -> list[dict[str, Any]]:
+    """Features matching every given filter (``name`` is a substring), sorted by ref."""
+    rows = []
+    for ref, f in sorted(state.features.items()):
+        if (
+            (name is None or name in f.name)
+            and entity in (None, f.entity)
+            and owner in (None, f.owner)
+            and privacy_class in (None, f.privacy_class)
+            and stage in (None, f.stage)
+            and (tag is None or tag in f.tags)
+        ):
+            rows.append(
+                {
+                    "ref": ref,
+                    "name": f.name,
+                    "version": f.version,
+                    "entity": f.entity,
+                    "dtype": f.dtype if f.dtype != "embedding" else f"embedding[{f.dim}]",
+                    "group": f.group,
+                    "owner": f.owner,
+                    "privacy_class": f.privacy_class,
+                    "stage": f.stage,
+                    "tags": list(f.tags),
+                }
+            )
+    return rows
+
+
+def render_search(rows: list[dict[str, Any]]) -> str:
+    """A table of ``search`` rows."""
+    return render_table(rows, SEARCH_COLUMNS) if rows else "no matching features"
+
+
+def _duration(seconds: float | None) -> str | None:
+    return None if seconds is None else format_duration(seconds)
+
+
+def _describe_feature(state: RegistryState, ref: str) -> dict[str, Any]:
+    f = state.feature(ref)
+    group = state.group_of(ref)
+    policy = f.default_policy.actions if f.default_policy else {}
+    return {
+        "kind": "feature",
+        "ref": ref,
+        "description": f.description,
+        "entity": f.entity,
+        "dtype": f.dtype,
+        "dim": f.dim,
+        "categories": list(f.categories) if f.categories else None,
+        "owner": f.owner,
+        "stage": f.stage,
+        "privacy_class": f.privacy_class,
+        "tags": list(f.tags),
+        "online": f.online,
+        "offline": f.offline,
+        "versions": [{"ref": v.ref, "stage": v.stage} for v in state.versions(f.name)],
+        "lineage": {
+            "source_tables": list(f.source_tables),
+            "timestamp_semantics": f.timestamp_semantics,
+            "window": _duration(f.window),
+        },
+        "group": {
+            "ref": group.ref,
+            "entity": group.entity,
+            "serving_mode": group.serving_mode,
+            "freshness_sla": _duration(f.freshness_sla or group.freshness_sla),
+        },
+        "default_policy": {reason: action.describe() for reason, action in policy.items()},
+        "used_by": dependents(state, ref),
+    }
+
+
+def _describe_group(state: RegistryState, ref: str) -> dict[str, Any]:
+    g = state.group(ref)
+    return {
+        "kind": "feature_group",
+        "ref": ref,
+        "description": g.description,
+        "entity": g.entity,
+        "serving_mode": g.serving_mode,
+        "freshness_sla": format_duration(g.freshness_sla),
+        "owner": g.owner,
+        "features": list(g.features),
+        "source_tables": sorted({t for f in g.features for t in state.feature(f).source_tables}),
+        "used_by": {"feature_sets": sorted({fs for f in g.features for fs in feature_sets_using(state, f)})},
+    }
+
+
+def _describe_feature_set(state: RegistryState, ref: str) -> dict[str, Any]:
+    fs = state.feature_set(ref)
+    return {
+        "kind": "feature_set",
+        "ref": ref,
+        "description": fs.description,
+        "owner": fs.owner,
+        "features": [{"ref": c.ref, "indicator": c.indicator} for c in fs.features],
+        "request_features": [{"name": r.name, "source": r.source, "dtype": r.dtype} for r in fs.request_features],
+        "cross_features": [{"name": c.name, "kind": c.kind, "inputs": list(c.inputs)} for c in fs.cross_features],
+        "groups": [g.ref for g in state.groups_of(ref)],
+        "n_columns": len(state.columns(ref)),
+        "used_by": {"models": models_using(state, ref)},
+    }
+
+
+def _describe_model(state: RegistryState, ref: str) -> dict[str, Any]:
+    m = state.model(ref)
+    fs = state.feature_set(m.feature_set)
+    return {
+        "kind": "model",
+        "ref": ref,
+        "feature_set": m.feature_set,
+        "purpose": m.purpose,
+        "owner": m.owner,
+        "stage": m.stage,
+        "features": list(fs.all_refs),
+        "groups": [g.ref for g in state.groups_of(fs.ref)],
+        "feature_importances": dict(m.feature_importances),
+    }
+
+
+_DESCRIBERS = (
+    ("features", _describe_feature),
+    ("feature_groups", _describe_group),
+    ("feature_sets", _describe_feature_set),
+    ("models", _describe_model),
+)
+
+
+def describe(state: RegistryState, ref_or_name: str) -> dict[str, Any]:
+    """Everything about a feature, group, feature set or model.
+
+    A bare name resolves to the latest version (features first, then groups, sets, models).
+
+    Raises:
+        NotFoundError: nothing of that name or ref is registered.
+    """
+    for kind, describer in _DESCRIBERS:
+        mapping = getattr(state, kind)
+        if ref_or_name in mapping:
+            return describer(state, ref_or_name)
+        versions = sorted((parse_ref(ref)[1], ref) for ref in mapping if parse_ref(ref)[0] == ref_or_name)
+        if versions:
+            return describer(state, versions[-1][1])
+    raise NotFoundError(
+        f"{ref_or_name!r} is not a registered feature, feature group, feature set or model; "
+        "run `featurecore list` to see the features"
+    )
+
+
+def render_describe(description: dict[str, Any]) -> str:
+    """A readable rendering of ``describe`` output."""
+    head = f"{description['kind']} {description['ref']}"
+    body = {k: v for k, v in description.items() if k not in ("kind", "ref") and v not in (None, "", [], {})}
+    return head + "\n" + render_mapping(body, 1)

@@ -1,0 +1,275 @@
+"""The Registry: validated definitions stored in the store's RocksDB ``registry`` column family.
+
+Storage (column family ``registry``): ``b"head"`` -> the current revision (u64 big-endian);
+``b"rev/" + u64 big-endian revision`` -> msgpack of the whole RegistryState at that
+revision plus ``applied_at`` (µs) and ``summary``. Each change writes the new revision
+record and the head in one WriteBatch, so a reader sees the old or the new state,
+never a mix, and a failed apply writes nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import struct
+import threading
+import time
+from typing import Any, Iterable, Mapping
+
+import rocksdict
+
+from ..errors import NotFoundError, RegistryError
+from ..online.layout import REGISTRY_CF, column_family, open_database
+from . import catalog, deploy, lineage
+from .loader import load_definitions
+from .model import STAGES, Definitions, RegistryState, parse_ref
+from .serde import dumps_state, loads_record
+from .validation import Plan, plan_definitions
+
+HEAD_KEY = b"head"
+REVISION_PREFIX = b"rev/"
+
+DefinitionsLike = Definitions | str | os.PathLike | Iterable[Any]
+
+
+def revision_key(revision: int) -> bytes:
+    """Key of one revision's record (sorts by revision)."""
+    return REVISION_PREFIX + struct.pack(">Q", revision)
+
+
+def as_definitions(definitions: DefinitionsLike) -> Definitions:
+    """Definitions from a Definitions, a YAML repo path, or an iterable of definition objects."""
+    if isinstance(definitions, Definitions):
+        return definitions
+    if isinstance(definitions, (str, os.PathLike)):
+        return load_definitions(definitions)
+    return Definitions.of(*definitions)
+
+
+class Registry:
+    """Feature definitions of one store, versioned and validated.
+
+    Use ``Registry.open(root)`` for a store directory (closes its database on ``close``),
+    or ``Registry(db)`` with an Rdict the caller owns (the FeatureStore facade does this).
+    Reads use the cached ``state``; ``reload()`` re-reads it (e.g. in a secondary process
+    after ``try_catch_up_with_primary``). Writers are serialized by a lock per instance.
+
+    >>> with Registry.open(store_dir) as registry:  # doctest: +SKIP
+    ...     registry.apply("examples/recsys")
+    """
+
+    def __init__(self, db: rocksdict.Rdict, *, owns_db: bool = False):
+        self._db = db
+        self._owns_db = owns_db
+        self._lock = threading.Lock()
+        self._state = self._read_head()
+
+    @classmethod
+    def open(cls, root: str | os.PathLike, *, read_only: bool = False) -> "Registry":
+        """Open the registry of the store directory ``root`` (created if missing, unless read-only)."""
+        return cls(open_database(os.fspath(root), read_only=read_only), owns_db=True)
+
+    def close(self) -> None:
+        """Close the database if this registry opened it."""
+        if self._owns_db:
+            self._db.close()
+            self._owns_db = False
+
+    def __enter__(self) -> "Registry":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- reading --------------------------------------------------------------------------
+
+    @property
+    def state(self) -> RegistryState:
+        """The current RegistryState (immutable; a new object after every change)."""
+        return self._state
+
+    @property
+    def revision(self) -> int:
+        """The current revision (0 = nothing applied yet)."""
+        return self._state.revision
+
+    def _cf(self) -> rocksdict.Rdict:
+        return column_family(self._db, REGISTRY_CF, create=False)
+
+    def _read_head(self) -> RegistryState:
+        head = self._cf().get(HEAD_KEY)
+        if head is None:
+            return RegistryState()
+        return self.at_revision(struct.unpack(">Q", head)[0])
+
+    def at_revision(self, revision: int) -> RegistryState:
+        """The state as it was at ``revision``; NotFoundError if it was never applied."""
+        record = self._cf().get(revision_key(revision))
+        if record is None:
+            raise NotFoundError(f"registry revision {revision} does not exist; current revision is {self.revision}")
+        return loads_record(record)[0]
+
+    def history(self) -> list[dict[str, Any]]:
+        """Every applied revision: ``{"revision", "applied_at_us", "summary"}``, oldest first."""
+        out = []
+        cf = self._cf()
+        for key, value in cf.items(from_key=REVISION_PREFIX):
+            if not key.startswith(REVISION_PREFIX):
+                break
+            state, meta = loads_record(value)
+            out.append({"revision": state.revision, "applied_at_us": meta["applied_at_us"], "summary": meta["summary"]})
+        return out
+
+    def reload(self) -> RegistryState:
+        """Re-read the current state from the database."""
+        self._state = self._read_head()
+        return self._state
+
+    # -- changing -------------------------------------------------------------------------
+
+    def _commit(self, state: RegistryState, summary: str) -> RegistryState:
+        """Write ``state`` as the next revision and make it the head, in one batch."""
+        record = dumps_state(state, applied_at_us=time.time_ns() // 1000, summary=summary)
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        handle = self._db.get_column_family_handle(REGISTRY_CF)
+        batch.put(revision_key(state.revision), record, handle)
+        batch.put(HEAD_KEY, struct.pack(">Q", state.revision), handle)
+        self._db.write(batch)
+        self._state = state
+        return state
+
+    def plan(self, definitions: DefinitionsLike) -> Plan:
+        """What ``apply(definitions)`` would add, change, leave unchanged or reject (writes nothing)."""
+        return plan_definitions(self._state, as_definitions(definitions))
+
+    def apply(self, definitions: DefinitionsLike) -> Plan:
+        """Validate ``definitions`` against the current state and store the result atomically.
+
+        Definitions not mentioned stay registered. Nothing is written when anything is
+        rejected, or when nothing changes.
+
+        Args:
+            definitions: a Definitions, a YAML repo folder/file path, or definition objects.
+
+        Returns:
+            The executed Plan (``plan.state`` is the new current state).
+
+        Raises:
+            RegistryError: every problem of the batch in ``.problems``.
+        """
+        with self._lock:
+            self.reload()
+            plan = self.plan(definitions)
+            if not plan.ok:
+                raise RegistryError(f"apply rejected, {len(plan.problems)} problem(s): {plan.problems[0]}", list(plan.problems))
+            assert plan.state is not None
+            if plan.state.revision != self._state.revision:
+                counts = plan.counts()
+                self._commit(plan.state, f"apply: {counts['add']} added, {counts['change']} changed")
+            return plan
+
+    def _apply_one(self, definitions: Definitions, summary: str) -> RegistryState:
+        with self._lock:
+            self.reload()
+            plan = plan_definitions(self._state, definitions)
+            if not plan.ok:
+                raise RegistryError(plan.problems[0], list(plan.problems))
+            assert plan.state is not None
+            return self._commit(plan.state, summary) if plan.state.revision != self._state.revision else self._state
+
+    def set_stage(self, feature_ref: str, stage: str) -> dict[str, Any]:
+        """Move a feature to a lifecycle stage.
+
+        Archiving a feature that a production model reads is refused.
+
+        Returns:
+            ``{"feature", "from", "to", "feature_sets", "models"}``: the dependents, so a
+            deprecation names every feature set and model that must move off it.
+
+        Raises:
+            RegistryError: unknown stage, or the lifecycle guard refused.
+            NotFoundError: unknown feature.
+        """
+        feature = self._state.feature(feature_ref)
+        if stage not in STAGES:
+            raise RegistryError(f"stage {stage!r} for feature '{feature_ref}' is unknown; use one of {', '.join(STAGES)}")
+        self._apply_one(Definitions(features=(dataclasses.replace(feature, stage=stage),)), f"feature {feature_ref} -> {stage}")
+        return {"feature": feature_ref, "from": feature.stage, "to": stage, **lineage.dependents(self._state, feature_ref)}
+
+    def set_model_stage(self, model_ref: str, stage: str) -> dict[str, Any]:
+        """Move a model to a lifecycle stage (promoting to production re-checks the archive guard)."""
+        model = self._state.model(model_ref)
+        if stage not in STAGES:
+            raise RegistryError(f"stage {stage!r} for model '{model_ref}' is unknown; use one of {', '.join(STAGES)}")
+        self._apply_one(Definitions(models=(dataclasses.replace(model, stage=stage),)), f"model {model_ref} -> {stage}")
+        return {"model": model_ref, "from": model.stage, "to": stage}
+
+    def remove(self, ref: str) -> RegistryState:
+        """Remove a model, a feature set, or a feature group together with its features.
+
+        Refused while anything registered depends on it (a model on its feature set, a
+        feature set on a group's features); a production model must leave production first.
+        Features are removed with their group, since a group version's row schema is fixed.
+
+        Raises:
+            RegistryError: a dependent still exists, or ``ref`` is a feature.
+            NotFoundError: nothing registered under ``ref``.
+        """
+        parse_ref(ref)
+        with self._lock:
+            state = self.reload()
+            updates: dict[str, Mapping] = {}
+            if ref in state.models:
+                model = state.models[ref]
+                if model.stage == "production":
+                    raise RegistryError(f"model '{ref}' is in production; set its stage to deprecated before removing it")
+                updates["models"] = {k: v for k, v in state.models.items() if k != ref}
+            elif ref in state.feature_sets:
+                users = lineage.models_using(state, ref)
+                if users:
+                    raise RegistryError(f"feature set '{ref}' is used by model(s) {', '.join(users)}; remove them first")
+                updates["feature_sets"] = {k: v for k, v in state.feature_sets.items() if k != ref}
+            elif ref in state.feature_groups:
+                members = set(state.feature_groups[ref].features)
+                problems = [_removal_problem(state, f) for f in sorted(members) if lineage.feature_sets_using(state, f)]
+                if problems:
+                    raise RegistryError(f"feature group '{ref}' cannot be removed: {problems[0]}", problems)
+                updates["feature_groups"] = {k: v for k, v in state.feature_groups.items() if k != ref}
+                updates["features"] = {k: v for k, v in state.features.items() if k not in members}
+            elif ref in state.features:
+                problem = _removal_problem(state, ref) if lineage.feature_sets_using(state, ref) else (
+                    f"feature '{ref}' is stored by group '{state.features[ref].group}'; remove that group "
+                    "(which removes its features) or archive the feature"
+                )
+                raise RegistryError(problem)
+            else:
+                raise NotFoundError(f"{ref!r} is not a registered model, feature set, feature group or feature")
+            new = dataclasses.replace(state, **updates, revision=state.revision + 1)
+            return self._commit(new, f"remove {ref}")
+
+    # -- queries --------------------------------------------------------------------------
+
+    def search(self, **filters: str | None) -> list[dict[str, Any]]:
+        """Features matching filters name (substring), entity, owner, privacy_class, stage, tag."""
+        return catalog.search(self._state, **filters)
+
+    def describe(self, ref_or_name: str) -> dict[str, Any]:
+        """Versions, sources, group, dependents and lineage of a feature, group, feature set or model."""
+        return catalog.describe(self._state, ref_or_name)
+
+    def dependents(self, feature_ref: str) -> dict[str, list[str]]:
+        """Feature sets and models that read ``feature_ref``."""
+        self._state.feature(feature_ref)
+        return lineage.dependents(self._state, feature_ref)
+
+    def validate_model(self, model_ref: str, online_freshness: Mapping[str, float] | None = None) -> deploy.ValidationReport:
+        """Deploy check of a model (see ``featurecore.registry.deploy.validate_model``)."""
+        return deploy.validate_model(self._state, model_ref, online_freshness)
+
+
+def _removal_problem(state: RegistryState, feature_ref: str) -> str:
+    users = lineage.production_users(state, feature_ref)
+    sets = ", ".join(lineage.feature_sets_using(state, feature_ref))
+    if users:
+        return f"feature '{feature_ref}' is used by production model(s) {', '.join(users)} through feature set(s) {sets}"
+    return f"feature '{feature_ref}' is used by feature set(s) {sets}; remove them first"

@@ -1,0 +1,44 @@
+"""Plain-text rendering of registry data for the CLI (tables and nested mappings)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return "" if value is None else str(value)
+
+
+def render_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """Left-aligned columns with an upper-case header; the last column is not padded."""
+    table = [[c.upper() for c in columns]] + [[_cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    return "\n".join(
+        "  ".join(cell if i == len(columns) - 1 else cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip()
+        for line in table
+    )
+
+
+def render_mapping(data: Any, indent: int = 0) -> str:
+    """Nested mappings and lists as indented ``key: value`` lines."""
+    pad = "  " * indent
+    lines: list[str] = []
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            if isinstance(value, Mapping) and value or isinstance(value, list) and any(isinstance(v, Mapping) for v in value):
+                lines.append(f"{pad}{key}:")
+                lines.append(render_mapping(value, indent + 1))
+            else:
+                lines.append(f"{pad}{key}: {_cell(value) if not isinstance(value, Mapping) else ''}".rstrip())
+    elif isinstance(data, list):
+        for item in data:
+            if isinstance(item, Mapping):
+                body = render_mapping(item, indent + 1).lstrip()
+                lines.append(f"{pad}- {body}")
+            else:
+                lines.append(f"{pad}- {_cell(item)}")
+    else:
+        lines.append(f"{pad}{_cell(data)}")
+    return "\n".join(lines)

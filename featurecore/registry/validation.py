@@ -459,9 +459,8 @@ def plan_definitions(base: RegistryState, definitions: Definitions) -> Plan:
     touched_features = set(incoming["features"]) | {
         ref for group in incoming["feature_groups"].values() for ref in group.features if ref in merged["features"]
     }
-    per_key: dict[tuple[str, str], list[str]] = {
-        ("features", ref): msgs for ref, msgs in _assign_groups(merged["features"], merged["feature_groups"], touched_features).items()
-    }
+    membership = _assign_groups(merged["features"], merged["feature_groups"], touched_features)
+    per_key: dict[tuple[str, str], list[str]] = {}
     rows: list[PlanRow] = []
     actions: dict[tuple[str, str], tuple[str, str]] = {}
     for kind in KINDS:
@@ -487,6 +486,8 @@ def plan_definitions(base: RegistryState, definitions: Definitions) -> Plan:
     for (kind, key), (action, _) in actions.items():
         if action != "unchanged":
             per_key.setdefault((kind, key), []).extend(CHECKS[kind](merged[kind][key], state))
+    for ref, msgs in membership.items():
+        per_key.setdefault(("features", ref), []).extend(msgs)
     for ref, msgs in _lifecycle_problems(state).items():
         per_key.setdefault(("features", ref), []).extend(msgs)
     problems = list(general)

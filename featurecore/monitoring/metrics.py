@@ -1,0 +1,390 @@
+"""Per-feature statistics of feature matrices: mergeable accumulators and plain summaries.
+
+A served or offline matrix is ``values float32 (n, F)``, ``reasons uint8 (n, F)``
+(codes of featurecore.reasons.Reason) and ``group_age float32 (n, G)`` in seconds.
+``MatrixStats`` folds matrices into fixed-size counts (reason counts per column,
+value-bin counts per column against a Baseline's bins, exact value counts for
+categorical columns, log histograms of group ages), so states merge by addition
+and memory never grows with traffic.
+
+Definitions used throughout (and in the tests):
+
+- missing rate of a column: cells whose reason is not ``present`` / cells;
+- null rate: cells whose served value is NaN / cells (what the model sees as null
+  after the default policy ran);
+- value distribution: only cells that are ``present`` and not NaN.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from ..errors import ValidationError
+from ..reasons import Reason
+
+if TYPE_CHECKING:
+    from .drift import Baseline
+
+N_REASONS = len(Reason)
+REASON_NAMES: tuple[str, ...] = tuple(r.name for r in Reason)
+#: Quantiles reported for latencies, ages and values.
+QUANTILES: tuple[float, ...] = (0.5, 0.95, 0.99)
+_COLUMN_SUFFIX = re.compile(r"(\[\d+\]|__missing)$")
+
+
+def feature_of_column(column: str) -> str:
+    """The feature ref a matrix column belongs to (``emb:v2[3]`` and ``ctr:v1__missing``
+    belong to ``emb:v2`` and ``ctr:v1``); request and cross features are their own name."""
+    return _COLUMN_SUFFIX.sub("", column)
+
+
+class LogHistogram:
+    """Counts in fixed log-spaced buckets: O(1) record, mergeable by addition.
+
+    Bucket 0 holds ``[0, lowest)``; bucket ``i >= 1`` holds
+    ``[lowest * 2**((i-1)/per_octave), lowest * 2**(i/per_octave))``; the last bucket
+    is open-ended. A quantile is the geometric middle of its bucket, clamped to the
+    observed min/max, so its relative error is at most ``2**(1/(2*per_octave)) - 1``
+    (4.4% with 8 buckets per octave). Not thread-safe: the owner locks.
+    """
+
+    def __init__(self, lowest: float, highest: float, per_octave: int = 8):
+        if not (0 < lowest < highest) or per_octave < 1:
+            raise ValueError(
+                f"LogHistogram needs 0 < lowest < highest and per_octave >= 1, "
+                f"got lowest={lowest}, highest={highest}, per_octave={per_octave}"
+            )
+        self.lowest = float(lowest)
+        self.per_octave = int(per_octave)
+        self.n_buckets = int(math.ceil(math.log2(highest / lowest) * per_octave)) + 2
+        self.counts = np.zeros(self.n_buckets, dtype=np.int64)
+        self.count = 0
+        self.total = 0.0
+        self.min = math.inf
+        self.max = -math.inf
+
+    def bucket(self, value: float) -> int:
+        """The bucket index of one value (negative values count as 0)."""
+        if value < self.lowest:
+            return 0
+        return min(int(math.log2(value / self.lowest) * self.per_octave) + 1, self.n_buckets - 1)
+
+    def record(self, value: float) -> None:
+        """Add one value (NaN is ignored)."""
+        if value != value:
+            return
+        self.counts[self.bucket(value)] += 1
+        self.count += 1
+        self.total += value
+        self.min = min(self.min, value)
+        self.max = max(self.max, value)
+
+    def record_many(self, values: np.ndarray) -> None:
+        """Add every non-NaN value of an array (vectorized)."""
+        v = np.asarray(values, dtype=np.float64).ravel()
+        v = v[~np.isnan(v)]
+        if v.size == 0:
+            return
+        with np.errstate(divide="ignore"):
+            scaled = np.log2(np.maximum(v, 0.0) / self.lowest) * self.per_octave
+        idx = np.where(v < self.lowest, 0, np.minimum(np.floor(scaled) + 1, self.n_buckets - 1)).astype(np.int64)
+        self.counts += np.bincount(idx, minlength=self.n_buckets)
+        self.count += int(v.size)
+        self.total += float(v.sum())
+        self.min = min(self.min, float(v.min()))
+        self.max = max(self.max, float(v.max()))
+
+    def merge(self, other: "LogHistogram") -> None:
+        """Add ``other``'s counts (same bucket layout) into this histogram."""
+        if (other.lowest, other.per_octave, other.n_buckets) != (self.lowest, self.per_octave, self.n_buckets):
+            raise ValueError("cannot merge LogHistograms with different bucket layouts")
+        self.counts += other.counts
+        self.count += other.count
+        self.total += other.total
+        self.min = min(self.min, other.min)
+        self.max = max(self.max, other.max)
+
+    def bounds(self, i: int) -> tuple[float, float]:
+        """``[low, high)`` of bucket ``i``."""
+        if i == 0:
+            return 0.0, self.lowest
+        high = math.inf if i == self.n_buckets - 1 else self.lowest * 2 ** (i / self.per_octave)
+        return self.lowest * 2 ** ((i - 1) / self.per_octave), high
+
+    def quantile(self, q: float) -> float:
+        """The ``q``-quantile (0..1) within one bucket's error; NaN when empty."""
+        if self.count == 0:
+            return math.nan
+        rank = max(1, math.ceil(q * self.count))
+        i = int(np.searchsorted(np.cumsum(self.counts), rank))
+        low, high = self.bounds(i)
+        middle = low / 2 if i == 0 else (low if math.isinf(high) else math.sqrt(low * high))
+        return min(max(middle, self.min), self.max)
+
+    def summary(self) -> "Quantiles":
+        """Count, mean, p50/p95/p99 and max."""
+        mean = self.total / self.count if self.count else math.nan
+        return Quantiles(
+            count=self.count,
+            mean=mean,
+            p50=self.quantile(0.5),
+            p95=self.quantile(0.95),
+            p99=self.quantile(0.99),
+            max=self.max if self.count else math.nan,
+        )
+
+
+def latency_histogram() -> LogHistogram:
+    """Microseconds from 1 us to 100 s."""
+    return LogHistogram(1.0, 1e8)
+
+
+def age_histogram() -> LogHistogram:
+    """Seconds from 1 ms to ~3 years."""
+    return LogHistogram(1e-3, 1e8)
+
+
+@dataclass(frozen=True)
+class Quantiles:
+    """Summary of a latency (us) or age (s) distribution."""
+
+    count: int
+    mean: float
+    p50: float
+    p95: float
+    p99: float
+    max: float
+
+
+@dataclass(frozen=True)
+class ColumnSummary:
+    """Statistics of one matrix column.
+
+    Attributes:
+        column: the column name; ``feature`` is the ref it belongs to.
+        cells: cells observed (sampled rows).
+        missing_rate: share of cells whose reason is not ``present``.
+        null_rate: share of cells served as NaN.
+        reasons: cells per reason name (every reason, zeros included).
+        quantiles: approximate p50/p95/p99 of present values, interpolated inside the
+            baseline bins (empty without a baseline or for categorical columns).
+        bin_edges, bin_counts: the baseline bins (``len(bin_counts) == len(bin_edges)+1``;
+            categorical: ``bin_edges`` are the baseline's top values, the last bin "other").
+        cardinality, top_values: categorical columns only: distinct values seen and the
+            10 most frequent ``(value, count)``.
+    """
+
+    column: str
+    feature: str
+    cells: int
+    missing_rate: float
+    null_rate: float
+    reasons: dict[str, int]
+    min: float
+    max: float
+    quantiles: dict[str, float]
+    bin_edges: tuple[float, ...]
+    bin_counts: tuple[int, ...]
+    cardinality: int | None
+    top_values: tuple[tuple[float, int], ...]
+
+
+@dataclass(frozen=True)
+class GroupSummary:
+    """Staleness (age = eval_time - generated_at, seconds) of one feature group."""
+
+    group: str
+    age: Quantiles
+
+
+def _check_matrix(values: np.ndarray, reasons: np.ndarray, n_columns: int) -> None:
+    if values.ndim != 2 or values.shape[1] != n_columns:
+        raise ValidationError(
+            f"values must be a float32 (n, {n_columns}) matrix, got shape {values.shape}; "
+            "pass the matrix of the feature set these statistics were created for"
+        )
+    if reasons.shape != values.shape or reasons.dtype != np.uint8:
+        raise ValidationError(
+            f"reasons must be uint8 with the shape of values {values.shape}, "
+            f"got {reasons.dtype} {reasons.shape}; pass FeatureMatrix.reasons"
+        )
+
+
+class MatrixStats:
+    """Mergeable per-column statistics of matrices of one column layout.
+
+    Args:
+        columns: matrix column names, in order.
+        groups: feature group names, in ``group_age`` column order.
+        baseline: fixes the value bins (and which columns are categorical); without
+            one only reasons, nulls, min/max and ages are counted.
+
+    >>> stats = MatrixStats(["a:v1"], [])
+    >>> stats.update(np.array([[1.0], [np.nan]], np.float32), np.array([[0], [6]], np.uint8))
+    >>> stats.summary()[0].missing_rate
+    0.5
+    """
+
+    def __init__(self, columns: Sequence[str], groups: Sequence[str], baseline: "Baseline | None" = None):
+        self.columns = tuple(columns)
+        self.groups = tuple(groups)
+        self.rows = 0
+        self.reason_counts = np.zeros((len(self.columns), N_REASONS), dtype=np.int64)
+        self.nan_counts = np.zeros(len(self.columns), dtype=np.int64)
+        self.vmin = np.full(len(self.columns), np.inf)
+        self.vmax = np.full(len(self.columns), -np.inf)
+        self.ages = [age_histogram() for _ in self.groups]
+        self.baseline: "Baseline | None" = None
+        self.value_counts: np.ndarray | None = None
+        # Rows and missing cells since the baseline was set: the live side of drift.
+        self.binned_rows = 0
+        self.binned_missing = np.zeros(len(self.columns), dtype=np.int64)
+        self.categorical_counts: dict[int, Counter] = {}
+        self._reason_offsets = (np.arange(len(self.columns), dtype=np.int64) * N_REASONS)[None, :]
+        if baseline is not None:
+            self.set_baseline(baseline)
+
+    def set_baseline(self, baseline: "Baseline") -> None:
+        """Start counting values into ``baseline``'s bins (columns must match)."""
+        if tuple(baseline.columns) != self.columns:
+            missing = sorted(set(self.columns) ^ set(baseline.columns))[:5]
+            raise ValidationError(
+                f"baseline columns do not match the matrix columns (first differences: {missing}); "
+                "take the baseline from a matrix of the same feature set version"
+            )
+        self.baseline = baseline
+        self.value_counts = np.zeros_like(baseline.counts)
+        self.binned_rows = 0
+        self.binned_missing[:] = 0
+        self.categorical_counts = {int(j): Counter() for j in baseline.categorical_indices}
+
+    def update(self, values: np.ndarray, reasons: np.ndarray, group_age: np.ndarray | None = None) -> None:
+        """Fold one matrix (all its rows) into the counts.
+
+        Args:
+            values: float32 (n, F).
+            reasons: uint8 (n, F).
+            group_age: float32 (n, G) seconds, or None when no ages are known.
+        """
+        _check_matrix(values, reasons, len(self.columns))
+        n = values.shape[0]
+        if n == 0:
+            return
+        flat = (reasons.astype(np.int64) + self._reason_offsets).ravel()
+        batch = np.bincount(flat, minlength=self.reason_counts.size).reshape(self.reason_counts.shape)
+        self.reason_counts += batch
+        nan = np.isnan(values)
+        self.nan_counts += nan.sum(axis=0)
+        present = (reasons == 0) & ~nan
+        if present.any():
+            with np.errstate(invalid="ignore"):
+                self.vmin = np.fmin(self.vmin, np.where(present, values, np.inf).min(axis=0))
+                self.vmax = np.fmax(self.vmax, np.where(present, values, -np.inf).max(axis=0))
+        if self.baseline is not None and self.value_counts is not None:
+            self.value_counts += self.baseline.bin_counts(values, present)
+            self.binned_rows += n
+            self.binned_missing += n - batch[:, 0]
+            for j, counter in self.categorical_counts.items():
+                codes, counts = np.unique(values[present[:, j], j], return_counts=True)
+                counter.update(dict(zip(codes.tolist(), counts.tolist())))
+        if group_age is not None and len(self.groups):
+            if group_age.ndim != 2 or group_age.shape != (n, len(self.groups)):
+                raise ValidationError(
+                    f"group_age must be (n, {len(self.groups)}) = one column per group {self.groups}, "
+                    f"got shape {group_age.shape}; pass FeatureMatrix.group_age"
+                )
+            for g, hist in enumerate(self.ages):
+                hist.record_many(group_age[:, g])
+        self.rows += n
+
+    def merge(self, other: "MatrixStats") -> None:
+        """Add ``other`` (same columns, groups and baseline) into this one."""
+        if other.columns != self.columns or other.groups != self.groups:
+            raise ValueError("cannot merge MatrixStats of different column layouts")
+        self.rows += other.rows
+        self.reason_counts += other.reason_counts
+        self.nan_counts += other.nan_counts
+        self.vmin = np.fmin(self.vmin, other.vmin)
+        self.vmax = np.fmax(self.vmax, other.vmax)
+        for mine, theirs in zip(self.ages, other.ages):
+            mine.merge(theirs)
+        if other.baseline is not None and self.baseline is None:
+            self.set_baseline(other.baseline)
+        # Counts binned against another baseline (one installed mid-flight) are not comparable.
+        if other.baseline is self.baseline and self.value_counts is not None and other.value_counts is not None:
+            self.value_counts += other.value_counts
+            self.binned_rows += other.binned_rows
+            self.binned_missing += other.binned_missing
+            for j, counter in other.categorical_counts.items():
+                self.categorical_counts[j].update(counter)
+
+    def summary(self) -> list[ColumnSummary]:
+        """One ColumnSummary per column, in column order."""
+        out = []
+        cells = self.rows
+        for j, column in enumerate(self.columns):
+            edges: tuple[float, ...] = ()
+            counts: tuple[int, ...] = ()
+            quantiles: dict[str, float] = {}
+            cardinality = None
+            top: tuple[tuple[float, int], ...] = ()
+            if self.baseline is not None and self.value_counts is not None:
+                edges = tuple(float(e) for e in self.baseline.bin_labels(j))
+                counts = tuple(int(c) for c in self.value_counts[j, : self.baseline.n_bins[j]])
+                if j in self.categorical_counts:
+                    counter = self.categorical_counts[j]
+                    cardinality = len(counter)
+                    top = tuple((float(v), int(c)) for v, c in sorted(counter.items(), key=lambda x: (-x[1], x[0]))[:10])
+                else:
+                    quantiles = {
+                        f"p{round(q * 100)}": binned_quantile(edges, counts, q, self.vmin[j], self.vmax[j])
+                        for q in QUANTILES
+                    }
+            out.append(
+                ColumnSummary(
+                    column=column,
+                    feature=feature_of_column(column),
+                    cells=cells,
+                    missing_rate=float(1 - self.reason_counts[j, 0] / cells) if cells else math.nan,
+                    null_rate=float(self.nan_counts[j] / cells) if cells else math.nan,
+                    reasons={name: int(c) for name, c in zip(REASON_NAMES, self.reason_counts[j])},
+                    min=float(self.vmin[j]) if np.isfinite(self.vmin[j]) else math.nan,
+                    max=float(self.vmax[j]) if np.isfinite(self.vmax[j]) else math.nan,
+                    quantiles=quantiles,
+                    bin_edges=edges,
+                    bin_counts=counts,
+                    cardinality=cardinality,
+                    top_values=top,
+                )
+            )
+        return out
+
+    def group_summary(self) -> list[GroupSummary]:
+        """One GroupSummary (age quantiles) per group."""
+        return [GroupSummary(group=g, age=h.summary()) for g, h in zip(self.groups, self.ages)]
+
+
+def binned_quantile(edges: Sequence[float], counts: Sequence[int], q: float, low: float, high: float) -> float:
+    """Estimate a quantile from right-closed bins ``(-inf, e0], (e0, e1], ..., (e_last, inf)``.
+
+    The open outer bins are closed with the observed ``low``/``high``; inside a bin the
+    values are taken as uniform (linear interpolation). NaN when there are no counts.
+    """
+    total = float(np.sum(counts))
+    if total == 0:
+        return math.nan
+    bounds = [min(low, edges[0]) if edges else low, *edges, max(high, edges[-1]) if edges else high]
+    rank = q * total
+    cumulative = 0.0
+    for i, c in enumerate(counts):
+        if c and cumulative + c >= rank:
+            lo, hi = bounds[i], bounds[i + 1]
+            return float(lo + (hi - lo) * (rank - cumulative) / c)
+        cumulative += c
+    return float(high)

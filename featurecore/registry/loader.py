@@ -120,9 +120,9 @@ def _action(value: Any, what: str) -> DefaultAction:
 def _policy(value: Any, what: str) -> DefaultPolicy:
     if not isinstance(value, Mapping):
         raise RegistryError(f"{what} must be a mapping of missing reason -> action, got {value!r}")
-    actions = {str(r): _action(a, f"{what}.{r}") for r, a in value.items() if r != "otherwise"}
+    actions = {str(r): _action(a, f"{what} reason '{r}'") for r, a in value.items() if r != "otherwise"}
     if "otherwise" in value:
-        rest = _action(value["otherwise"], f"{what}.otherwise")
+        rest = _action(value["otherwise"], f"{what} entry 'otherwise'")
         actions.update({r: rest for r in MISSING_REASONS if r not in actions})
     return DefaultPolicy(actions)
 
@@ -308,7 +308,7 @@ def parse_document(document: Any, source: str = "<yaml>") -> Definitions:
                     except TypeError as exc:
                         problems.append(f"{label} is missing a required field ({exc}); see docs/ARCHITECTURE.md")
     if problems:
-        raise RegistryError(f"{len(problems)} problem(s) in {source}: {problems[0]}", problems)
+        raise RegistryError(f"{len(problems)} problem(s): {problems[0]}", problems)
     return Definitions(**out)
 
 

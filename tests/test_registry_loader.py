@@ -1,0 +1,98 @@
+"""YAML repos: the example round-trips; structural mistakes are reported with file and field."""
+
+import pytest
+import yaml
+
+from featurecore.errors import RegistryError
+from featurecore.reasons import MISSING_REASONS
+from featurecore.registry import DefaultAction, dump_yaml, load_definitions, load_yaml_text, validate
+
+GROUP = """
+priors:
+  - {name: p, value: 0.5}
+feature_groups:
+  - name: g
+    version: 2
+    entity: item
+    freshness_sla: 6h
+    owner: team
+    features:
+      - name: f
+        version: 1
+        dtype: float32
+        owner: team
+        window: 7d
+        privacy_class: public_catalog
+        default_policy: {stale: use_stale_if_available, no_history: 0.25, timeout: {prior: p}, otherwise: fail}
+      - top:v1
+features:
+  - {name: top, version: 1, entity: item, dtype: int64, owner: team, privacy_class: behavioral,
+     default_policy: {otherwise: {constant: 0}}}
+"""
+
+
+def test_example_repo_round_trips_through_yaml(example_repo, example_state, tmp_path):
+    text = dump_yaml(example_state)
+    assert validate(load_yaml_text(text)) == example_state
+    (tmp_path / "one.yaml").write_text(text)
+    assert validate(load_definitions(tmp_path)) == example_state
+    assert len(load_definitions(example_repo)) == 28
+
+
+def test_inline_features_inherit_the_group_entity_and_policy_shorthands():
+    state = validate(load_yaml_text(GROUP))
+    f = state.feature("f:v1")
+    assert (f.entity, f.group, f.window) == ("item", "g:v2", 7 * 86400.0)
+    assert state.feature("top:v1").group == "g:v2"
+    actions = f.default_policy.actions
+    assert actions["no_history"] == DefaultAction("constant", 0.25)
+    assert actions["timeout"] == DefaultAction("prior", prior="p")
+    assert actions["stale"] == DefaultAction("use_stale_if_available")
+    assert {r for r in MISSING_REASONS if actions[r].kind == "fail"} == {"not_applicable", "not_computed", "privacy_disabled", "entity_not_found"}
+    assert state.group("g:v2").freshness_sla == 21600.0
+
+
+def test_structural_problems_are_collected_with_file_and_field(tmp_path):
+    (tmp_path / "a.yaml").write_text(GROUP.replace("window: 7d", "window: 7 days").replace("version: 2", "version: v2"))
+    (tmp_path / "b.yml").write_text("features:\n  - {name: x, version: 1, ownr: me}\nmodel: []\n")
+    with pytest.raises(RegistryError, match=r"4 problem\(s\) loading") as info:
+        load_definitions(tmp_path)
+    problems = info.value.problems
+    assert any("a.yaml: feature group 'g:vv2' field 'version' must be an integer, got 'v2'; write e.g. 3" in p for p in problems)
+    assert any("a.yaml: feature 'f:v1' field 'window' must be a duration like '24h'" in p for p in problems)
+    assert any("b.yml: feature 'x:v1' has unknown field 'ownr'; known fields: name, version" in p for p in problems)
+    assert any("b.yml: unknown top-level key 'model'; use entities, priors" in p for p in problems)
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("features: {a: 1}", r"features must be a list, got dict"),
+        ("- 1", r"top level must be a mapping"),
+        ("features: [", r"not valid YAML"),
+        ("features:\n  - {name: x, default_policy: {stale: constant}}", r"feature 'x' field 'default_policy' reason 'stale' 'constant' needs its argument; write \{constant: ...\}"),
+        ("features:\n  - {name: x, default_policy: {stale: [1]}}", r"^1 problem\(s\): t.yaml: feature 'x' field 'default_policy' reason 'stale' must be fail, null_with_indicator"),
+        ("features:\n  - {name: x, online: 'yes'}", r"field 'online' must be true or false, got 'yes'"),
+        ("feature_sets:\n  - {name: s, version: 1, features: [{ref: a:v1, indicatr: true}]}", r"must be 'name:vN' or \{ref, indicator\}"),
+        ("feature_sets:\n  - {name: s, version: 1, request_features: [{name: h, src: context}]}", r"request feature .* has unknown fields"),
+        ("models:\n  - {name: m, version: 1}", r"model 'm:v1' is missing a required field"),
+        ("priors:\n  - {name: p, value: high}", r"prior 'p' field 'value' must be a number, got 'high'"),
+    ],
+)
+def test_malformed_yaml_is_rejected(text, match):
+    with pytest.raises(RegistryError, match=match):
+        load_yaml_text(text, "t.yaml")
+
+
+def test_missing_repo_path_says_how_to_fix(tmp_path):
+    with pytest.raises(RegistryError, match=r"features repo '.*nowhere' does not exist; pass --repo"):
+        load_definitions(tmp_path / "nowhere")
+
+
+def test_dump_is_plain_yaml_with_durations(example_state):
+    document = yaml.safe_load(dump_yaml(example_state))
+    ctr = next(f for f in document["features"] if f["name"] == "item_ctr_7d_smoothed")
+    assert ctr["window"] == "1w" and "group" not in ctr
+    assert ctr["default_policy"]["no_history"] == {"prior": "global_ctr_prior"}
+    static = next(g for g in document["feature_groups"] if g["name"] == "item_static")
+    assert static["freshness_sla"] == "1d"

@@ -1,3 +1,692 @@
+// pybind11 glue for the serving core: keys, Schema, row codec, GroupTable,
+// ResidentGroup, Plan, assemble and serve. Arguments are checked here (rank,
+// dtype, shape, contiguity) with the GIL held; every per-row loop then runs in
+// csrc/*.cc with the GIL released. Names match featurecore/_core.pyi.
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "assembler.h"
+#include "codec.h"
+#include "group_table.h"
+#include "keys.h"
+#include "reasons.h"
+#include "resident.h"
+
 namespace py = pybind11;
-void bind_serving(py::module_& m) {}
+using fc::GroupTable;
+using fc::Plan;
+using fc::ResidentGroup;
+using fc::Schema;
+
+namespace {
+
+using SchemaPtr = std::shared_ptr<Schema>;
+using TablePtr = std::shared_ptr<GroupTable>;
+using ResidentPtr = std::shared_ptr<ResidentGroup>;
+
+std::string shape_str(const py::array& a) {
+    std::string s = "(";
+    for (py::ssize_t d = 0; d < a.ndim(); ++d) s += (d ? ", " : "") + std::to_string(a.shape(d));
+    return s + (a.ndim() == 1 ? ",)" : ")");
+}
+
+std::string want_str(const std::vector<py::ssize_t>& shape) {
+    std::string s = "(";
+    for (size_t d = 0; d < shape.size(); ++d)
+        s += (d ? ", " : "") + (shape[d] < 0 ? std::string("*") : std::to_string(shape[d]));
+    return s + (shape.size() == 1 ? ",)" : ")");
+}
+
+template <typename T>
+const char* dtype_name() {
+    if (std::is_same<T, float>::value) return "float32";
+    if (std::is_same<T, double>::value) return "float64";
+    if (std::is_same<T, int64_t>::value) return "int64";
+    if (std::is_same<T, int32_t>::value) return "int32";
+    if (std::is_same<T, bool>::value) return "bool";
+    return "uint8";
+}
+
+// Checks that obj is a C-contiguous T array of `shape` (-1 = any extent) and
+// returns it; `writable` for outputs filled in place.
+template <typename T>
+py::array_t<T, py::array::c_style> need(py::handle obj, const std::string& name, std::vector<py::ssize_t> shape,
+                                        bool writable = false) {
+    using Arr = py::array_t<T, py::array::c_style>;
+    const std::string want = std::string("a C-contiguous ") + dtype_name<T>() + " array of shape " + want_str(shape);
+    if (!py::isinstance<py::array>(obj))
+        throw std::invalid_argument(name + " must be " + want + ", got " +
+                                    std::string(py::str(py::type::of(obj).attr("__name__"))) +
+                                    "; pass a numpy array");
+    py::array a = py::reinterpret_borrow<py::array>(obj);
+    bool ok = py::isinstance<Arr>(obj) && a.ndim() == static_cast<py::ssize_t>(shape.size());
+    for (size_t d = 0; ok && d < shape.size(); ++d) ok = shape[d] < 0 || a.shape(d) == shape[d];
+    if (!ok)
+        throw std::invalid_argument(name + " must be " + want + ", got " + std::string(py::str(a.dtype())) + " " +
+                                    shape_str(a) +
+                                    "; convert with np.ascontiguousarray(x, dtype=np." + dtype_name<T>() + ")");
+    if (writable && !a.writeable()) throw std::invalid_argument(name + " must be writeable; pass a fresh np.empty array");
+    return py::reinterpret_borrow<Arr>(obj);
+}
+
+// Typed columns of a batch, kept alive by `keep`.
+struct ColumnsArg {
+    fc::ColumnsIn in;
+    std::vector<py::object> keep;
+};
+
+template <typename T>
+const void* column_ptr(py::handle col, const std::string& name, std::vector<py::ssize_t> shape,
+                       std::vector<py::object>& keep) {
+    auto a = need<T>(col, name, std::move(shape));
+    keep.push_back(a);
+    return a.data();
+}
+
+ColumnsArg columns_arg(const Schema& s, const py::sequence& columns, py::handle nulls, py::handle feature_ts,
+                       py::handle generated_at, py::handle published_at) {
+    ColumnsArg out;
+    const size_t k = s.n_features();
+    if (static_cast<size_t>(py::len(columns)) != k)
+        throw std::invalid_argument("columns has " + std::to_string(py::len(columns)) + " arrays but the schema has " +
+                                    std::to_string(k) + " features; pass one array per feature in schema order");
+    auto ts = need<int64_t>(feature_ts, "feature_ts", {-1});
+    const py::ssize_t n = ts.shape(0);
+    out.in.n = static_cast<size_t>(n);
+    out.keep.push_back(ts);
+    out.in.feature_ts = ts.data();
+    auto ga = need<int64_t>(generated_at, "generated_at", {n});
+    auto pa = need<int64_t>(published_at, "published_at", {n});
+    out.keep.push_back(ga);
+    out.keep.push_back(pa);
+    out.in.generated_at = ga.data();
+    out.in.published_at = pa.data();
+    if (!nulls.is_none()) {
+        auto nl = need<uint8_t>(nulls, "nulls", {n, static_cast<py::ssize_t>(k)});
+        out.keep.push_back(nl);
+        out.in.nulls = nl.data();
+    }
+    for (size_t j = 0; j < k; ++j) {
+        const std::string name = "columns[" + std::to_string(j) + "]";
+        py::handle c = columns[j];
+        const void* p = nullptr;
+        switch (s.dtypes()[j]) {
+            case fc::kFloat32: p = column_ptr<float>(c, name, {n}, out.keep); break;
+            case fc::kFloat64: p = column_ptr<double>(c, name, {n}, out.keep); break;
+            case fc::kInt64: p = column_ptr<int64_t>(c, name, {n}, out.keep); break;
+            case fc::kBool: p = column_ptr<bool>(c, name, {n}, out.keep); break;
+            case fc::kCategorical: p = column_ptr<int32_t>(c, name, {n}, out.keep); break;
+            case fc::kEmbedding:
+                p = column_ptr<float>(c, name, {n, static_cast<py::ssize_t>(s.dims()[j])}, out.keep);
+                break;
+        }
+        out.in.values.push_back(p);
+    }
+    return out;
+}
+
+// Byte strings of a list, kept alive by `keep` while the GIL is released.
+struct BytesList {
+    std::vector<std::string_view> views;
+    std::vector<py::object> keep;
+};
+
+BytesList bytes_list(const py::sequence& seq, const char* name, bool allow_none) {
+    BytesList out;
+    const size_t n = py::len(seq);
+    out.views.reserve(n);
+    out.keep.reserve(n);
+    for (size_t i = 0; i < n; ++i) {
+        py::object item = seq[i];
+        if (allow_none && item.is_none()) {
+            out.views.emplace_back();
+        } else if (PyBytes_Check(item.ptr())) {
+            out.views.emplace_back(PyBytes_AS_STRING(item.ptr()), static_cast<size_t>(PyBytes_GET_SIZE(item.ptr())));
+        } else {
+            throw std::invalid_argument(std::string(name) + "[" + std::to_string(i) + "] must be bytes" +
+                                        (allow_none ? " or None" : "") + ", got " +
+                                        std::string(py::str(py::type::of(item).attr("__name__"))));
+        }
+        out.keep.push_back(std::move(item));
+    }
+    return out;
+}
+
+// Decodes rows (None -> kEntityNotFound) with the GIL released.
+TablePtr decode_table(const SchemaPtr& schema, const BytesList& rows) {
+    auto t = std::make_shared<GroupTable>(schema, rows.views.size());
+    py::gil_scoped_release release;
+    for (size_t i = 0; i < rows.views.size(); ++i) {
+        const auto& v = rows.views[i];
+        if (v.data() != nullptr) t->decode_into(i, reinterpret_cast<const uint8_t*>(v.data()), v.size());
+    }
+    return t;
+}
+
+// Ids of one role, copied out of Python objects with the GIL held.
+struct IdsArg {
+    std::string text;
+    std::vector<uint64_t> offsets;
+    py::object keep;  // the int64 array
+    fc::IdColumn col;
+};
+
+void ids_arg(py::handle ids, const std::string& name, IdsArg& out) {
+    out.text.clear();
+    out.offsets.clear();
+    out.keep = py::none();
+    out.col = fc::IdColumn{};
+    if (ids.is_none()) return;
+    if (py::isinstance<py::array>(ids)) {
+        auto a = need<int64_t>(ids, name, {-1});
+        out.keep = a;
+        out.col.ints = a.data();
+        out.col.n = static_cast<size_t>(a.shape(0));
+        return;
+    }
+    if (!PyList_Check(ids.ptr()) && !PyTuple_Check(ids.ptr()))
+        throw std::invalid_argument(name + " must be a list of str or an int64 numpy array, got " +
+                                    std::string(py::str(py::type::of(ids).attr("__name__"))));
+    PyObject* seq = ids.ptr();
+    const Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject** items = PySequence_Fast_ITEMS(seq);
+    out.offsets.resize(static_cast<size_t>(n) + 1);
+    out.offsets[0] = 0;
+    for (Py_ssize_t i = 0; i < n; ++i) {
+        PyObject* item = items[i];
+        Py_ssize_t len = 0;
+        const char* p = PyUnicode_Check(item) ? PyUnicode_AsUTF8AndSize(item, &len) : nullptr;
+        if (!p) {
+            PyErr_Clear();
+            throw std::invalid_argument(name + "[" + std::to_string(i) + "] must be str, got " +
+                                        std::string(py::str(py::type::of(py::handle(item)).attr("__name__"))) +
+                                        "; pass ids as a list of str or an int64 numpy array");
+        }
+        out.text.append(p, static_cast<size_t>(len));
+        out.offsets[static_cast<size_t>(i) + 1] = out.text.size();
+    }
+    out.col.text = out.text.data();
+    out.col.offsets = out.offsets.data();
+    out.col.n = static_cast<size_t>(n);
+}
+
+std::string id_text(py::handle id, const char* name) {
+    if (py::isinstance<py::str>(id)) return id.cast<std::string>();
+    if (py::isinstance<py::int_>(id) && !py::isinstance<py::bool_>(id)) {
+        std::string s;
+        fc::append_int_id(s, id.cast<int64_t>());
+        return s;
+    }
+    throw std::invalid_argument(std::string(name) + " must be str or int, got " +
+                                std::string(py::str(py::type::of(id).attr("__name__"))));
+}
+
+template <typename T>
+py::array readonly_view(const std::vector<T>& v, std::vector<py::ssize_t> shape, py::handle owner) {
+    py::array_t<T> a(shape, v.data(), owner);
+    a.attr("setflags")(py::arg("write") = false);
+    return a;
+}
+
+struct Outs {
+    py::array_t<float, py::array::c_style> values;
+    py::array_t<uint8_t, py::array::c_style> reasons;
+    py::array_t<float, py::array::c_style> group_age;
+    fc::Outputs out;
+};
+
+Outs outputs_arg(const Plan& plan, py::handle values, py::handle reasons, py::handle group_age) {
+    Outs o;
+    const auto F = static_cast<py::ssize_t>(plan.n_columns());
+    o.values = need<float>(values, "values", {-1, F}, true);
+    const py::ssize_t n = o.values.shape(0);
+    o.reasons = need<uint8_t>(reasons, "reasons", {n, F}, true);
+    o.group_age = need<float>(group_age, "group_age", {n, static_cast<py::ssize_t>(plan.groups().size())}, true);
+    o.out.n = static_cast<size_t>(n);
+    o.out.values = o.values.mutable_data();
+    o.out.reasons = o.reasons.mutable_data();
+    o.out.group_age = o.group_age.mutable_data();
+    return o;
+}
+
+struct ReqArg {
+    std::vector<py::object> keep;
+    fc::RequestCols req;
+};
+
+ReqArg request_arg(const Plan& plan, py::ssize_t n, py::handle eval_time_us, py::handle context, py::handle candidate) {
+    ReqArg r;
+    auto et = need<int64_t>(eval_time_us, "eval_time_us", {-1});
+    if (et.shape(0) != n && et.shape(0) != 1)
+        throw std::invalid_argument("eval_time_us has " + std::to_string(et.shape(0)) + " entries; pass " +
+                                    std::to_string(n) + " (one per row) or 1 (broadcast)");
+    r.keep.push_back(et);
+    r.req.eval_time = et.data();
+    r.req.eval_stride = et.shape(0) == 1 ? 0 : 1;
+    const auto C = static_cast<py::ssize_t>(plan.context_cols().size());
+    const bool per_row = py::isinstance<py::array>(context) && py::reinterpret_borrow<py::array>(context).ndim() == 2;
+    auto ctx = per_row ? need<float>(context, "context", {n, C}) : need<float>(context, "context", {C});
+    r.keep.push_back(ctx);
+    r.req.context = ctx.data();
+    r.req.context_stride = per_row ? static_cast<size_t>(C) : 0;
+    auto cand = need<float>(candidate, "candidate", {n, static_cast<py::ssize_t>(plan.candidate_cols().size())});
+    r.keep.push_back(cand);
+    r.req.candidate = cand.data();
+    return r;
+}
+
+// What assemble/serve return: cell counts per reason, the first `fail`, timings.
+struct Stats {
+    fc::AssembleStats s;
+    uint64_t missing() const {
+        uint64_t m = 0;
+        for (int r = 1; r < fc::kNumReasons; ++r) m += s.reason_counts[r];
+        return m;
+    }
+};
+
+Stats run_assemble(const Plan& plan, const py::sequence& tables, const py::sequence& row_refs,
+                   const py::sequence& miss_reasons, py::handle eval_time_us, py::handle context, py::handle candidate,
+                   py::handle values, py::handle reasons, py::handle group_age) {
+    Outs o = outputs_arg(plan, values, reasons, group_age);
+    const auto n = static_cast<py::ssize_t>(o.out.n);
+    ReqArg req = request_arg(plan, n, eval_time_us, context, candidate);
+    const size_t G = plan.groups().size();
+    if (static_cast<size_t>(py::len(tables)) != G || static_cast<size_t>(py::len(row_refs)) != G ||
+        static_cast<size_t>(py::len(miss_reasons)) != G)
+        throw std::invalid_argument("assemble: tables, row_refs and miss_reasons need one entry per plan group (" +
+                                    std::to_string(G) + "), got " + std::to_string(py::len(tables)) + ", " +
+                                    std::to_string(py::len(row_refs)) + ", " + std::to_string(py::len(miss_reasons)));
+    std::vector<fc::GroupRows> rows(G);
+    std::vector<py::object> keep;
+    std::vector<uint8_t> scalar_miss(G);
+    for (size_t g = 0; g < G; ++g) {
+        const std::string gname = "group " + std::to_string(g);
+        py::object t = tables[g];
+        if (t.is_none()) {
+            rows[g].disabled = true;
+            continue;
+        }
+        auto table = t.cast<TablePtr>();
+        if (table->schema().fingerprint() != plan.groups()[g].spec.schema->fingerprint())
+            throw std::invalid_argument("assemble: the table of " + gname +
+                                        " has a different schema than the plan; build it with plan's schema");
+        keep.push_back(t);
+        rows[g].table = table->view();
+        auto refs = need<int64_t>(row_refs[g], "row_refs[" + std::to_string(g) + "]", {-1});
+        if (refs.shape(0) != n && refs.shape(0) != 1)
+            throw std::invalid_argument("row_refs[" + std::to_string(g) + "] has " + std::to_string(refs.shape(0)) +
+                                        " entries; pass " + std::to_string(n) + " or 1 (broadcast)");
+        const int64_t* rp = refs.data();
+        for (py::ssize_t i = 0; i < refs.shape(0); ++i)
+            if (rp[i] < -1 || rp[i] >= static_cast<int64_t>(table->n_rows()))
+                throw std::out_of_range("row_refs[" + std::to_string(g) + "][" + std::to_string(i) + "] = " +
+                                        std::to_string(rp[i]) + " is outside the table's " +
+                                        std::to_string(table->n_rows()) + " rows; use -1 for no row");
+        keep.push_back(refs);
+        rows[g].refs = rp;
+        rows[g].refs_stride = refs.shape(0) == 1 ? 0 : 1;
+        py::object m = miss_reasons[g];
+        const std::string mname = "miss_reasons[" + std::to_string(g) + "]";
+        const uint8_t* mp = nullptr;
+        py::ssize_t mlen = 1;
+        if (py::isinstance<py::array>(m)) {
+            auto ma = need<uint8_t>(m, mname, {-1});
+            mlen = ma.shape(0);
+            if (mlen != n && mlen != 1)
+                throw std::invalid_argument(mname + " has " + std::to_string(mlen) + " entries; pass " +
+                                            std::to_string(n) + ", 1 or an int");
+            keep.push_back(ma);
+            mp = ma.data();
+        } else {
+            scalar_miss[g] = static_cast<uint8_t>(m.cast<int>());
+            mp = &scalar_miss[g];
+        }
+        for (py::ssize_t i = 0; i < mlen; ++i)
+            if (mp[i] == fc::kPresent || mp[i] >= fc::kNumReasons)
+                throw std::invalid_argument(mname + " holds " + std::to_string(mp[i]) +
+                                            "; a missing row needs a reason code 1..7");
+        rows[g].miss = mp;
+        rows[g].miss_stride = mlen == 1 ? 0 : 1;
+    }
+    Stats st;
+    {
+        py::gil_scoped_release release;
+        st.s = fc::assemble(plan, rows, req.req, o.out);
+    }
+    return st;
+}
+
+Stats run_serve(const Plan& plan, const py::sequence& sources, const py::sequence& ids, const std::string& tenant,
+                py::handle eval_time_us, py::handle context, py::handle candidate, py::handle values,
+                py::handle reasons, py::handle group_age) {
+    // Reused per thread so a request allocates nothing once warm.
+    thread_local std::vector<IdsArg> id_args;
+    thread_local fc::ServeScratch scratch;
+    Outs o = outputs_arg(plan, values, reasons, group_age);
+    ReqArg req = request_arg(plan, static_cast<py::ssize_t>(o.out.n), eval_time_us, context, candidate);
+    const auto& roles = plan.roles();
+    if (static_cast<size_t>(py::len(ids)) != roles.size())
+        throw std::invalid_argument("serve: ids needs one entry per plan role (" + std::to_string(roles.size()) +
+                                    "), got " + std::to_string(py::len(ids)));
+    if (id_args.size() < roles.size()) id_args.resize(roles.size());
+    std::vector<fc::IdColumn> cols(roles.size());
+    for (size_t r = 0; r < roles.size(); ++r) {
+        ids_arg(ids[r], "ids[" + std::to_string(r) + "] (" + roles[r].entity_type + ")", id_args[r]);
+        cols[r] = id_args[r].col;
+    }
+    const size_t G = plan.groups().size();
+    if (static_cast<size_t>(py::len(sources)) != G)
+        throw std::invalid_argument("serve: sources needs one entry per plan group (" + std::to_string(G) +
+                                    "), got " + std::to_string(py::len(sources)));
+    std::vector<fc::GroupSource> srcs(G);
+    std::vector<py::object> keep;
+    for (size_t g = 0; g < G; ++g) {
+        py::object s = sources[g];
+        if (s.is_none()) continue;
+        if (py::isinstance<ResidentGroup>(s))
+            srcs[g].resident = s.cast<ResidentPtr>().get();
+        else if (py::isinstance<GroupTable>(s))
+            srcs[g].table = s.cast<TablePtr>().get();
+        else
+            throw std::invalid_argument("serve: sources[" + std::to_string(g) +
+                                        "] must be a ResidentGroup, a GroupTable or None, got " +
+                                        std::string(py::str(py::type::of(s).attr("__name__"))));
+        keep.push_back(std::move(s));
+    }
+    Stats st;
+    {
+        py::gil_scoped_release release;
+        st.s = fc::serve(plan, tenant, cols, srcs, req.req, o.out, scratch);
+    }
+    return st;
+}
+
+py::tuple schema_state(const Schema& s) { return py::make_tuple(s.dtypes(), s.dims()); }
+
+}  // namespace
+
+void bind_serving(py::module_& m) {
+    m.def(
+        "encode_key",
+        [](const std::string& tenant, const std::string& entity_type, py::handle entity_id) {
+            return py::bytes(fc::encode_key(tenant, entity_type, id_text(entity_id, "entity_id")));
+        },
+        py::arg("tenant"), py::arg("entity_type"), py::arg("entity_id"),
+        "Key bytes of one entity: tenant and entity type length-prefixed, then the id's UTF-8 (ints as decimal).");
+    m.def(
+        "encode_keys",
+        [](const std::string& tenant, const std::string& entity_type, py::handle ids) {
+            IdsArg a;
+            ids_arg(ids, "ids", a);
+            std::string prefix;
+            fc::append_key_prefix(prefix, tenant, entity_type);
+            py::list out(a.col.n);
+            std::string key;
+            for (size_t i = 0; i < a.col.n; ++i) {
+                key = prefix;
+                if (a.col.ints)
+                    fc::append_int_id(key, a.col.ints[i]);
+                else
+                    key.append(a.col.text + a.col.offsets[i], a.col.offsets[i + 1] - a.col.offsets[i]);
+                out[i] = py::bytes(key);
+            }
+            return out;
+        },
+        py::arg("tenant"), py::arg("entity_type"), py::arg("ids"),
+        "encode_key for a list of str ids or an int64 numpy array of ids.");
+    m.def(
+        "pair_id",
+        [](py::args ids) {
+            std::vector<std::string> texts;
+            for (size_t i = 0; i < ids.size(); ++i) texts.push_back(id_text(ids[i], "pair_id component"));
+            std::vector<std::string_view> views(texts.begin(), texts.end());
+            return fc::pair_id(views);
+        },
+        "Injective id of a pair entity: '<len>:<id>' for each component but the last, then the last id.");
+    m.def(
+        "hash_key", [](const py::bytes& key) {
+            std::string_view v = key;
+            return fc::hash_bytes(v.data(), v.size());
+        },
+        py::arg("key"), "The 64-bit hash the resident index uses for key bytes.");
+
+    py::class_<Schema, SchemaPtr>(m, "Schema", "Dtype codes and dims of a group's features, in group order.")
+        .def(py::init([](std::vector<uint8_t> dtypes, std::vector<uint32_t> dims) {
+                 return std::make_shared<Schema>(std::move(dtypes), std::move(dims));
+             }),
+             py::arg("dtypes"), py::arg("dims"))
+        .def_property_readonly("n_features", &Schema::n_features)
+        .def_property_readonly("n_slots", &Schema::n_slots)
+        .def_property_readonly("fingerprint", &Schema::fingerprint)
+        .def_property_readonly("row_bytes", &Schema::row_bytes)
+        .def_property_readonly("dtypes", &Schema::dtypes)
+        .def_property_readonly("dims", &Schema::dims)
+        .def_property_readonly("slot_offsets",
+                               [](const Schema& s) {
+                                   const auto& o = s.slot_offsets();
+                                   return py::array_t<int32_t>(static_cast<py::ssize_t>(o.size()), o.data());
+                               })
+        .def("__eq__",
+             [](const Schema& a, py::handle b) {
+                 return py::isinstance<Schema>(b) && a.dtypes() == b.cast<const Schema&>().dtypes() &&
+                        a.dims() == b.cast<const Schema&>().dims();
+             })
+        .def("__hash__", &Schema::fingerprint)
+        .def("__repr__",
+             [](const Schema& s) {
+                 return "Schema(dtypes=" + std::string(py::str(py::cast(s.dtypes()))) +
+                        ", dims=" + std::string(py::str(py::cast(s.dims()))) + ")";
+             })
+        .def(py::pickle(&schema_state, [](py::tuple t) {
+            return std::make_shared<Schema>(t[0].cast<std::vector<uint8_t>>(), t[1].cast<std::vector<uint32_t>>());
+        }));
+
+    m.def(
+        "encode_rows",
+        [](const SchemaPtr& schema, const py::sequence& columns, py::handle nulls, py::handle feature_ts,
+           py::handle generated_at, py::handle published_at) {
+            ColumnsArg c = columns_arg(*schema, columns, nulls, feature_ts, generated_at, published_at);
+            const size_t rb = schema->row_bytes();
+            std::vector<uint8_t> buf(c.in.n * rb);
+            {
+                py::gil_scoped_release release;
+                fc::encode_rows(*schema, c.in, buf.data());
+            }
+            py::list out(c.in.n);
+            for (size_t i = 0; i < c.in.n; ++i)
+                out[i] = py::bytes(reinterpret_cast<const char*>(buf.data() + i * rb), rb);
+            return out;
+        },
+        py::arg("schema"), py::arg("columns"), py::arg("nulls"), py::arg("feature_ts"), py::arg("generated_at"),
+        py::arg("published_at"), "Encodes n rows in format v1 from typed columns (one per feature).");
+
+    py::class_<GroupTable, TablePtr>(m, "GroupTable", "Immutable rows of one group as float32 slots.")
+        .def_static(
+            "from_columns",
+            [](const SchemaPtr& schema, const py::sequence& columns, py::handle nulls, py::handle feature_ts,
+               py::handle generated_at, py::handle published_at) {
+                ColumnsArg c = columns_arg(*schema, columns, nulls, feature_ts, generated_at, published_at);
+                py::gil_scoped_release release;
+                return std::make_shared<GroupTable>(GroupTable::from_columns(schema, c.in));
+            },
+            py::arg("schema"), py::arg("columns"), py::arg("nulls"), py::arg("feature_ts"), py::arg("generated_at"),
+            py::arg("published_at"))
+        .def_static(
+            "decode",
+            [](const SchemaPtr& schema, const py::sequence& rows) {
+                return decode_table(schema, bytes_list(rows, "rows", true));
+            },
+            py::arg("schema"), py::arg("rows"))
+        .def_static(
+            "missing",
+            [](const SchemaPtr& schema, size_t n_rows, int reason) {
+                if (reason <= fc::kPresent || reason >= fc::kNumReasons)
+                    throw std::invalid_argument("reason must be a missing-reason code 1..7, got " +
+                                                std::to_string(reason));
+                auto t = std::make_shared<GroupTable>(schema, n_rows);
+                for (size_t i = 0; i < n_rows; ++i) t->set_missing(i, static_cast<uint8_t>(reason));
+                return t;
+            },
+            py::arg("schema"), py::arg("n_rows"), py::arg("reason"))
+        .def_property_readonly("n_rows", &GroupTable::n_rows)
+        .def_property_readonly("nbytes", &GroupTable::nbytes)
+        .def_property_readonly("schema",
+                               [](const GroupTable& t) { return std::const_pointer_cast<Schema>(t.schema_ptr()); })
+        .def("__len__", &GroupTable::n_rows)
+        .def("slots",
+             [](py::object self) {
+                 const auto& t = self.cast<const GroupTable&>();
+                 return readonly_view(t.slot_data(),
+                                      {static_cast<py::ssize_t>(t.n_rows()), static_cast<py::ssize_t>(t.schema().n_slots())},
+                                      self);
+             })
+        .def("nulls",
+             [](py::object self) {
+                 const auto& t = self.cast<const GroupTable&>();
+                 return readonly_view(
+                     t.null_data(),
+                     {static_cast<py::ssize_t>(t.n_rows()), static_cast<py::ssize_t>(t.schema().n_features())}, self);
+             })
+        .def("status",
+             [](py::object self) {
+                 const auto& t = self.cast<const GroupTable&>();
+                 return readonly_view(t.status_data(), {static_cast<py::ssize_t>(t.n_rows())}, self);
+             })
+        .def("feature_ts",
+             [](py::object self) {
+                 const auto& t = self.cast<const GroupTable&>();
+                 return readonly_view(t.feature_ts_data(), {static_cast<py::ssize_t>(t.n_rows())}, self);
+             })
+        .def("generated_at",
+             [](py::object self) {
+                 const auto& t = self.cast<const GroupTable&>();
+                 return readonly_view(t.generated_at_data(), {static_cast<py::ssize_t>(t.n_rows())}, self);
+             })
+        .def("published_at", [](py::object self) {
+            const auto& t = self.cast<const GroupTable&>();
+            return readonly_view(t.published_at_data(), {static_cast<py::ssize_t>(t.n_rows())}, self);
+        });
+
+    py::class_<ResidentGroup, ResidentPtr>(m, "ResidentGroup",
+                                           "Thread-safe in-memory group: hash index over key bytes + rows.")
+        .def(py::init([](const SchemaPtr& schema) { return std::make_shared<ResidentGroup>(schema); }),
+             py::arg("schema"))
+        .def_property_readonly("schema",
+                               [](const ResidentGroup& r) { return std::const_pointer_cast<Schema>(r.schema_ptr()); })
+        .def(
+            "upsert",
+            [](ResidentGroup& self, const py::sequence& keys, const py::sequence& rows) {
+                BytesList k = bytes_list(keys, "keys", false);
+                BytesList rb = bytes_list(rows, "rows", false);
+                if (k.views.size() != rb.views.size())
+                    throw std::invalid_argument("upsert: got " + std::to_string(k.views.size()) + " keys for " +
+                                                std::to_string(rb.views.size()) + " rows; pass one key per row");
+                TablePtr batch = decode_table(std::const_pointer_cast<Schema>(self.schema_ptr()), rb);
+                py::gil_scoped_release release;
+                self.upsert(k.views, *batch);
+            },
+            py::arg("keys"), py::arg("rows"))
+        .def(
+            "upsert_table",
+            [](ResidentGroup& self, const py::sequence& keys, const GroupTable& table) {
+                BytesList k = bytes_list(keys, "keys", false);
+                py::gil_scoped_release release;
+                self.upsert(k.views, table);
+            },
+            py::arg("keys"), py::arg("table"))
+        .def(
+            "remove",
+            [](ResidentGroup& self, const py::sequence& keys) {
+                BytesList k = bytes_list(keys, "keys", false);
+                py::gil_scoped_release release;
+                return self.remove(k.views);
+            },
+            py::arg("keys"))
+        .def(
+            "lookup",
+            [](const ResidentGroup& self, const py::sequence& keys) {
+                BytesList k = bytes_list(keys, "keys", false);
+                py::array_t<int64_t> out(static_cast<py::ssize_t>(k.views.size()));
+                int64_t* p = out.mutable_data();
+                py::gil_scoped_release release;
+                self.lookup(k.views, p);
+                return out;
+            },
+            py::arg("keys"))
+        .def(
+            "get",
+            [](const ResidentGroup& self, const py::sequence& keys) {
+                BytesList k = bytes_list(keys, "keys", false);
+                py::gil_scoped_release release;
+                return std::make_shared<GroupTable>(self.get(k.views));
+            },
+            py::arg("keys"))
+        .def("clear", &ResidentGroup::clear, py::call_guard<py::gil_scoped_release>())
+        .def("__len__", &ResidentGroup::size)
+        .def_property_readonly("nbytes", &ResidentGroup::nbytes)
+        .def_property_readonly("payload_bytes", &ResidentGroup::payload_bytes);
+
+    py::class_<Plan, std::shared_ptr<Plan>>(m, "Plan", "Immutable assembly plan of one feature set version.")
+        .def(py::init([](size_t n_columns, py::handle actions, py::handle constants,
+                         const std::vector<std::tuple<std::string, bool, std::vector<uint32_t>>>& roles,
+                         const std::vector<std::tuple<SchemaPtr, uint32_t, int64_t,
+                                                      std::vector<std::tuple<uint32_t, uint32_t, int32_t>>>>& groups,
+                         std::vector<uint32_t> context_cols, std::vector<uint32_t> candidate_cols,
+                         const std::vector<std::tuple<uint8_t, uint32_t, uint32_t, uint32_t, uint32_t, uint32_t>>& crosses) {
+                 const auto F = static_cast<py::ssize_t>(n_columns);
+                 auto a = need<uint8_t>(actions, "actions", {F, fc::kNumReasons});
+                 auto c = need<float>(constants, "constants", {F, fc::kNumReasons});
+                 std::vector<fc::RoleSpec> rs;
+                 for (const auto& [entity_type, per_request, components] : roles)
+                     rs.push_back(fc::RoleSpec{entity_type, per_request, components});
+                 std::vector<fc::GroupSpec> gs;
+                 for (const auto& [schema, role, sla_us, features] : groups) {
+                     fc::GroupSpec g{schema, role, sla_us, {}};
+                     for (const auto& [feature, dst, ind] : features) g.features.push_back({feature, dst, ind});
+                     gs.push_back(std::move(g));
+                 }
+                 std::vector<fc::CrossSpec> xs;
+                 for (const auto& [kind, dst, ga, fa, gb, fb] : crosses) xs.push_back({kind, dst, ga, fa, gb, fb});
+                 return std::make_shared<Plan>(n_columns, std::vector<uint8_t>(a.data(), a.data() + a.size()),
+                                               std::vector<float>(c.data(), c.data() + c.size()), std::move(rs),
+                                               std::move(gs), std::move(context_cols), std::move(candidate_cols),
+                                               std::move(xs));
+             }),
+             py::arg("n_columns"), py::arg("actions"), py::arg("constants"), py::arg("roles"), py::arg("groups"),
+             py::arg("context_cols"), py::arg("candidate_cols"), py::arg("crosses"))
+        .def_property_readonly("n_columns", &Plan::n_columns)
+        .def_property_readonly("n_groups", [](const Plan& p) { return p.groups().size(); })
+        .def_property_readonly("n_roles", [](const Plan& p) { return p.roles().size(); })
+        .def_property_readonly("n_context", [](const Plan& p) { return p.context_cols().size(); })
+        .def_property_readonly("n_candidate", [](const Plan& p) { return p.candidate_cols().size(); });
+
+    py::class_<Stats>(m, "AssembleStats", "Counts and timings of one assemble/serve call.")
+        .def_property_readonly("reason_counts",
+                               [](const Stats& s) {
+                                   py::tuple t(fc::kNumReasons);
+                                   for (int r = 0; r < fc::kNumReasons; ++r) t[r] = s.s.reason_counts[r];
+                                   return t;
+                               })
+        .def_property_readonly("missing", &Stats::missing)
+        .def_property_readonly("stale", [](const Stats& s) { return s.s.reason_counts[fc::kStale]; })
+        .def_property_readonly("fail_row", [](const Stats& s) { return s.s.fail_row; })
+        .def_property_readonly("fail_col", [](const Stats& s) { return s.s.fail_col; })
+        .def_property_readonly("fail_reason", [](const Stats& s) { return s.s.fail_reason; })
+        .def_property_readonly("resolve_us", [](const Stats& s) { return s.s.resolve_ns / 1000.0; })
+        .def_property_readonly("assemble_us", [](const Stats& s) { return s.s.assemble_ns / 1000.0; });
+
+    m.def("assemble", &run_assemble, py::arg("plan"), py::arg("tables"), py::arg("row_refs"), py::arg("miss_reasons"),
+          py::arg("eval_time_us"), py::arg("context"), py::arg("candidate"), py::arg("values"), py::arg("reasons"),
+          py::arg("group_age"), "Fills values/reasons/group_age in place from per-group row refs.");
+    m.def("serve", &run_serve, py::arg("plan"), py::arg("sources"), py::arg("ids"), py::arg("tenant"),
+          py::arg("eval_time_us"), py::arg("context"), py::arg("candidate"), py::arg("values"), py::arg("reasons"),
+          py::arg("group_age"), "One request: resolve keys per group, then assemble, with the GIL released.");
+}

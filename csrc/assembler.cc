@@ -1,0 +1,495 @@
+#include "assembler.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <mutex>
+#include <shared_mutex>
+#include <stdexcept>
+
+#include "keys.h"
+
+namespace fc {
+namespace {
+
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+std::string col_str(size_t c) { return std::to_string(c); }
+
+// Marks [col, col + width) as produced once; throws on overlap or overflow.
+void claim(std::vector<uint8_t>& used, size_t col, size_t width, const std::string& what) {
+    if (col + width > used.size())
+        throw std::invalid_argument("Plan: " + what + " writes columns " + col_str(col) + ".." +
+                                    col_str(col + width - 1) + " but the plan has " + col_str(used.size()) +
+                                    " columns");
+    for (size_t c = col; c < col + width; ++c) {
+        if (used[c])
+            throw std::invalid_argument("Plan: column " + col_str(c) + " is written twice (" + what +
+                                        "); give every column exactly one source");
+        used[c] = 1;
+    }
+}
+
+// Per group state of the current row.
+struct RowState {
+    const float* src;       // slots of the row, or nullptr
+    const uint8_t* nulls;   // null bytes of the row, or nullptr
+    uint8_t reason;         // row-level reason (0 = row present)
+    bool stale;
+    bool clean;             // present, not stale, no null: copy runs
+};
+
+inline uint8_t feature_reason(const RowState& s, uint32_t feature) {
+    if (s.reason) return s.reason;
+    if (s.nulls[feature]) return kNoHistory;
+    return s.stale ? kStale : kPresent;
+}
+
+inline int64_t now_ns() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
+
+class Writer {
+  public:
+    Writer(const Plan& plan, const Outputs& out, AssembleStats& stats)
+        : actions_(plan.actions().data()),
+          constants_(plan.constants().data()),
+          f_(plan.n_columns()),
+          out_(out),
+          stats_(stats) {}
+
+    void start_row(size_t i) {
+        row_ = i;
+        v_ = out_.values + i * f_;
+        r_ = out_.reasons + i * f_;
+    }
+    float* values() const { return v_; }
+    uint8_t* reasons() const { return r_; }
+
+    // Writes the default of each column in [col, col + width) for reason;
+    // stale_src is the stored value when there is one (stale rows).
+    void missing(uint32_t col, uint32_t width, uint8_t reason, const float* stale_src) {
+        for (uint32_t j = 0; j < width; ++j) {
+            const size_t c = col + j;
+            float v = kNaN;
+            switch (actions_[c * kNumReasons + reason]) {
+                case kConstant: v = constants_[c * kNumReasons + reason]; break;
+                case kUseStaleIfAvailable:
+                    if (stale_src && (reason == kStale || reason == kTimeout)) v = stale_src[j];
+                    break;
+                case kFail:
+                    if (stats_.fail_row < 0) {
+                        stats_.fail_row = static_cast<int64_t>(row_);
+                        stats_.fail_col = static_cast<int64_t>(c);
+                        stats_.fail_reason = reason;
+                    }
+                    break;
+                default: break;  // null_with_indicator
+            }
+            v_[c] = v;
+            r_[c] = reason;
+        }
+        stats_.reason_counts[reason] += width;
+    }
+
+    void present(uint32_t col, float v) {
+        v_[col] = v;
+        r_[col] = kPresent;
+    }
+
+  private:
+    const uint8_t* actions_;
+    const float* constants_;
+    size_t f_;
+    const Outputs& out_;
+    AssembleStats& stats_;
+    size_t row_ = 0;
+    float* v_ = nullptr;
+    uint8_t* r_ = nullptr;
+};
+
+void write_group(const Plan::Group& g, const RowState& s, Writer& w) {
+    float* v = w.values();
+    uint8_t* r = w.reasons();
+    if (s.clean) {
+        for (const auto& run : g.runs) {
+            std::memcpy(v + run.dst_col, s.src + run.src_slot, run.width * sizeof(float));
+            std::memset(r + run.dst_col, kPresent, run.width);
+        }
+        for (uint32_t c : g.indicator_cols) w.present(c, 0.0f);
+        return;
+    }
+    for (const auto& m : g.maps) {
+        const uint8_t reason = feature_reason(s, m.feature);
+        if (reason == kPresent) {
+            std::memcpy(v + m.dst_col, s.src + m.src_slot, m.width * sizeof(float));
+            std::memset(r + m.dst_col, kPresent, m.width);
+        } else {
+            const bool has_value = s.reason == kPresent && !s.nulls[m.feature];
+            w.missing(m.dst_col, m.width, reason, has_value ? s.src + m.src_slot : nullptr);
+        }
+        if (m.indicator_col >= 0) w.present(static_cast<uint32_t>(m.indicator_col), reason ? 1.0f : 0.0f);
+    }
+}
+
+void write_cross(const Plan::Cross& x, const std::vector<RowState>& states, Writer& w) {
+    const RowState& sa = states[x.spec.group_a];
+    const RowState& sb = states[x.spec.group_b];
+    const uint8_t ra = feature_reason(sa, x.spec.feature_a);
+    const uint8_t reason = ra ? ra : feature_reason(sb, x.spec.feature_b);
+    if (reason) {
+        w.missing(x.spec.dst_col, 1, reason, nullptr);
+        return;
+    }
+    const float* a = sa.src + x.a_slot;
+    const float* b = sb.src + x.b_slot;
+    switch (x.spec.kind) {
+        case kLookup: {
+            const float code = b[0];
+            if (!(code >= 0.0f && code < static_cast<float>(x.a_width)) || code != std::floor(code)) {
+                w.missing(x.spec.dst_col, 1, kNotApplicable, nullptr);
+                return;
+            }
+            w.present(x.spec.dst_col, a[static_cast<size_t>(code)]);
+            return;
+        }
+        case kDot:
+        case kCosine: {
+            double dot = 0, na = 0, nb = 0;
+            for (uint32_t j = 0; j < x.a_width; ++j) {
+                dot += static_cast<double>(a[j]) * b[j];
+                na += static_cast<double>(a[j]) * a[j];
+                nb += static_cast<double>(b[j]) * b[j];
+            }
+            if (x.spec.kind == kCosine) dot = (na > 0 && nb > 0) ? dot / std::sqrt(na * nb) : 0.0;
+            w.present(x.spec.dst_col, static_cast<float>(dot));
+            return;
+        }
+    }
+}
+
+void write_request_cols(const std::vector<uint32_t>& cols, const float* src, Writer& w) {
+    for (size_t j = 0; j < cols.size(); ++j) {
+        const float v = src[j];
+        if (std::isnan(v))
+            w.missing(cols[j], 1, kNotComputed, nullptr);
+        else
+            w.present(cols[j], v);
+    }
+}
+
+}  // namespace
+
+Plan::Plan(size_t n_columns, std::vector<uint8_t> actions, std::vector<float> constants, std::vector<RoleSpec> roles,
+           std::vector<GroupSpec> groups, std::vector<uint32_t> context_cols, std::vector<uint32_t> candidate_cols,
+           std::vector<CrossSpec> crosses)
+    : n_columns_(n_columns),
+      actions_(std::move(actions)),
+      constants_(std::move(constants)),
+      roles_(std::move(roles)),
+      context_cols_(std::move(context_cols)),
+      candidate_cols_(std::move(candidate_cols)) {
+    if (actions_.size() != n_columns_ * kNumReasons || constants_.size() != n_columns_ * kNumReasons)
+        throw std::invalid_argument("Plan: actions and constants must be (n_columns, 8) = (" + col_str(n_columns_) +
+                                    ", 8), got " + col_str(actions_.size()) + " and " +
+                                    col_str(constants_.size()) + " values");
+    for (size_t i = 0; i < actions_.size(); ++i)
+        if (actions_[i] >= kNumActions)
+            throw std::invalid_argument("Plan: column " + col_str(i / kNumReasons) + " has action code " +
+                                        col_str(actions_[i]) + " for reason " + col_str(i % kNumReasons) +
+                                        "; use 0..3 (constant, use_stale_if_available, null_with_indicator, fail)");
+    for (size_t r = 0; r < roles_.size(); ++r)
+        for (uint32_t c : roles_[r].components)
+            if (c >= roles_.size() || !roles_[c].components.empty())
+                throw std::invalid_argument("Plan: pair role " + col_str(r) + " (" + roles_[r].entity_type +
+                                            ") has component " + col_str(c) + ", which is not a plain role");
+    for (const auto& r : roles_)
+        if (r.components.size() == 1)
+            throw std::invalid_argument("Plan: pair role " + r.entity_type + " needs at least 2 components");
+    std::vector<uint8_t> used(n_columns_, 0);
+    for (size_t gi = 0; gi < groups.size(); ++gi) {
+        Group g;
+        g.spec = std::move(groups[gi]);
+        const std::string gname = "group " + col_str(gi);
+        if (!g.spec.schema) throw std::invalid_argument("Plan: " + gname + " has no schema");
+        if (g.spec.role >= roles_.size())
+            throw std::invalid_argument("Plan: " + gname + " uses role " + col_str(g.spec.role) + " but there are " +
+                                        col_str(roles_.size()) + " roles");
+        const Schema& s = *g.spec.schema;
+        for (const auto& f : g.spec.features) {
+            if (f.feature >= s.n_features())
+                throw std::invalid_argument("Plan: " + gname + " maps feature " + col_str(f.feature) +
+                                            " but its schema has " + col_str(s.n_features()) + " features");
+            const uint32_t slot = static_cast<uint32_t>(s.slot_offsets()[f.feature]);
+            const uint32_t width = static_cast<uint32_t>(s.slot_offsets()[f.feature + 1]) - slot;
+            claim(used, f.dst_col, width, gname + " feature " + col_str(f.feature));
+            if (f.indicator_col >= 0) {
+                claim(used, static_cast<size_t>(f.indicator_col), 1, gname + " indicator of feature " + col_str(f.feature));
+                g.indicator_cols.push_back(static_cast<uint32_t>(f.indicator_col));
+            }
+            g.maps.push_back(Map{f.feature, slot, width, f.dst_col, f.indicator_col});
+            if (!g.runs.empty() && g.runs.back().src_slot + g.runs.back().width == slot &&
+                g.runs.back().dst_col + g.runs.back().width == f.dst_col)
+                g.runs.back().width += width;
+            else
+                g.runs.push_back(Run{slot, f.dst_col, width});
+        }
+        groups_.push_back(std::move(g));
+    }
+    for (size_t j = 0; j < context_cols_.size(); ++j) claim(used, context_cols_[j], 1, "context value " + col_str(j));
+    for (size_t j = 0; j < candidate_cols_.size(); ++j)
+        claim(used, candidate_cols_[j], 1, "candidate value " + col_str(j));
+    for (size_t xi = 0; xi < crosses.size(); ++xi) {
+        const CrossSpec& x = crosses[xi];
+        const std::string xname = "cross feature " + col_str(xi);
+        if (x.kind > kCosine)
+            throw std::invalid_argument("Plan: " + xname + " has kind " + col_str(x.kind) +
+                                        "; use 0 lookup, 1 dot or 2 cosine");
+        auto input = [&](uint32_t g, uint32_t f, uint32_t& slot, uint32_t& width) {
+            if (g >= groups_.size() || f >= groups_[g].spec.schema->n_features())
+                throw std::invalid_argument("Plan: " + xname + " reads group " + col_str(g) + " feature " +
+                                            col_str(f) + ", which does not exist");
+            const auto& offs = groups_[g].spec.schema->slot_offsets();
+            slot = static_cast<uint32_t>(offs[f]);
+            width = static_cast<uint32_t>(offs[f + 1]) - slot;
+        };
+        Cross c{x, 0, 0, 0, 0};
+        input(x.group_a, x.feature_a, c.a_slot, c.a_width);
+        input(x.group_b, x.feature_b, c.b_slot, c.b_width);
+        if (x.kind == kLookup ? c.b_width != 1 : c.a_width != c.b_width)
+            throw std::invalid_argument("Plan: " + xname + " input widths " + col_str(c.a_width) + " and " +
+                                        col_str(c.b_width) +
+                                        " do not fit its kind (lookup: vector and one code; dot/cosine: equal)");
+        claim(used, x.dst_col, 1, xname);
+        crosses_.push_back(c);
+    }
+    for (size_t c = 0; c < n_columns_; ++c)
+        if (!used[c])
+            throw std::invalid_argument("Plan: column " + col_str(c) + " has no source; map a feature, request "
+                                        "value or cross feature to it");
+}
+
+AssembleStats assemble(const Plan& plan, const std::vector<GroupRows>& groups, const RequestCols& req,
+                       const Outputs& out) {
+    AssembleStats stats;
+    const int64_t t0 = now_ns();
+    const auto& pgroups = plan.groups();
+    const size_t G = pgroups.size();
+    std::vector<RowState> states(G);
+    Writer w(plan, out, stats);
+    for (size_t i = 0; i < out.n; ++i) {
+        w.start_row(i);
+        const int64_t t = req.eval_time[i * req.eval_stride];
+        for (size_t g = 0; g < G; ++g) {
+            const GroupRows& in = groups[g];
+            RowState& s = states[g];
+            s = RowState{nullptr, nullptr, kPrivacyDisabled, false, false};
+            float age = kNaN;
+            if (!in.disabled) {
+                const int64_t ref = in.refs[i * in.refs_stride];
+                if (ref < 0) {
+                    s.reason = in.miss[i * in.miss_stride];
+                } else if (in.table.status[ref] != kPresent) {
+                    s.reason = in.table.status[ref];
+                } else {
+                    const size_t r = static_cast<size_t>(ref);
+                    const int64_t age_us = t - in.table.generated_at[r];
+                    const int64_t sla = pgroups[g].spec.sla_us;
+                    s.src = in.table.slots + r * in.table.n_slots;
+                    s.nulls = in.table.nulls + r * in.table.n_features;
+                    s.reason = kPresent;
+                    s.stale = sla > 0 && age_us > sla;
+                    s.clean = !s.stale && !in.table.any_null[r];
+                    age = static_cast<float>(static_cast<double>(age_us) * 1e-6);
+                }
+            }
+            out.group_age[i * G + g] = age;
+            write_group(pgroups[g], s, w);
+        }
+        if (!plan.context_cols().empty()) write_request_cols(plan.context_cols(), req.context + i * req.context_stride, w);
+        if (!plan.candidate_cols().empty())
+            write_request_cols(plan.candidate_cols(), req.candidate + i * plan.candidate_cols().size(), w);
+        for (const auto& x : plan.crosses()) write_cross(x, states, w);
+    }
+    uint64_t missing = 0;
+    for (int r = 1; r < kNumReasons; ++r) missing += stats.reason_counts[r];
+    stats.reason_counts[kPresent] = out.n * plan.n_columns() - missing;
+    stats.assemble_ns = now_ns() - t0;
+    return stats;
+}
+
+namespace {
+
+// Appends the id text of row i; false if the id means "no such entity".
+bool append_id(const IdColumn& ids, size_t i, std::string& out) {
+    if (ids.ints) {
+        if (ids.ints[i] < 0) return false;
+        append_int_id(out, ids.ints[i]);
+        return true;
+    }
+    const uint64_t b = ids.offsets[i], e = ids.offsets[i + 1];
+    if (b == e) return false;
+    out.append(ids.text + b, e - b);
+    return true;
+}
+
+// Builds and hashes the keys of every row of one role.
+void build_role_keys(const Plan& plan, size_t role, std::string_view tenant, const std::vector<IdColumn>& role_ids,
+                     size_t n_rows, ServeScratch& sc) {
+    const RoleSpec& spec = plan.roles()[role];
+    std::string& keys = sc.role_keys[role];
+    auto& offs = sc.role_offs[role];
+    auto& hashes = sc.role_hashes[role];
+    auto& miss = sc.role_miss[role];
+    keys.clear();
+    std::string prefix;
+    append_key_prefix(prefix, tenant, spec.entity_type);
+    offs.assign(n_rows + 1, 0);
+    hashes.resize(n_rows);
+    miss.assign(n_rows, kPresent);
+    for (size_t i = 0; i < n_rows; ++i) {
+        const size_t start = keys.size();
+        keys.append(prefix);
+        bool ok = true;
+        if (spec.components.empty()) {
+            ok = append_id(role_ids[role], i, keys);
+        } else {
+            for (size_t c = 0; c < spec.components.size() && ok; ++c) {
+                const IdColumn& ids = role_ids[spec.components[c]];
+                const size_t row = ids.n == 1 ? 0 : i;
+                if (c + 1 == spec.components.size()) {
+                    ok = append_id(ids, row, keys);
+                } else {
+                    sc.tmp.clear();
+                    ok = append_id(ids, row, sc.tmp);
+                    append_pair_component(keys, sc.tmp);
+                }
+            }
+        }
+        if (!ok) {
+            keys.resize(start);
+            miss[i] = kNotApplicable;
+        }
+        offs[i] = start;
+        offs[i + 1] = keys.size();
+    }
+    for (size_t i = 0; i < n_rows; ++i) hashes[i] = hash_bytes(keys.data() + offs[i], offs[i + 1] - offs[i]);
+}
+
+// Rows of a role for a request of n candidates (1 when every id is per-request).
+size_t role_rows(const Plan& plan, size_t role, const std::vector<IdColumn>& role_ids, size_t n) {
+    const RoleSpec& spec = plan.roles()[role];
+    if (spec.components.empty()) return spec.per_request ? 1 : n;
+    for (uint32_t c : spec.components)
+        if (role_ids[c].n != 1) return n;
+    return 1;
+}
+
+}  // namespace
+
+AssembleStats serve(const Plan& plan, std::string_view tenant, const std::vector<IdColumn>& role_ids,
+                    const std::vector<GroupSource>& sources, const RequestCols& req, const Outputs& out,
+                    ServeScratch& sc) {
+    const int64_t t0 = now_ns();
+    const size_t n = out.n;
+    const auto& roles = plan.roles();
+    const auto& pgroups = plan.groups();
+    if (role_ids.size() != roles.size() || sources.size() != pgroups.size())
+        throw std::invalid_argument("serve: got ids for " + col_str(role_ids.size()) + " roles and " +
+                                    col_str(sources.size()) + " group sources; the plan has " +
+                                    col_str(roles.size()) + " roles and " + col_str(pgroups.size()) + " groups");
+    for (size_t r = 0; r < roles.size(); ++r) {
+        if (!roles[r].components.empty()) continue;
+        const size_t want = roles[r].per_request ? 1 : n;
+        if (role_ids[r].n != want)
+            throw std::invalid_argument("serve: entity '" + roles[r].entity_type + "' got " +
+                                        col_str(role_ids[r].n) + " ids; it needs " + col_str(want) +
+                                        (roles[r].per_request ? " (one per request)" : " (one per candidate)"));
+    }
+    sc.role_keys.resize(roles.size());
+    sc.role_offs.resize(roles.size());
+    sc.role_hashes.resize(roles.size());
+    sc.role_miss.resize(roles.size());
+    sc.refs.resize(pgroups.size());
+    sc.miss.resize(pgroups.size());
+    if (sc.iota.size() < n) {
+        sc.iota.resize(n);
+        for (size_t i = 0; i < n; ++i) sc.iota[i] = static_cast<int64_t>(i);
+    }
+    // Hash once per role, shared by every resident group of that entity.
+    std::vector<uint8_t> built(roles.size(), 0);
+    for (size_t g = 0; g < pgroups.size(); ++g) {
+        const uint32_t role = pgroups[g].spec.role;
+        if (sources[g].resident && !built[role]) {
+            build_role_keys(plan, role, tenant, role_ids, role_rows(plan, role, role_ids, n), sc);
+            built[role] = 1;
+        }
+    }
+    // Shared locks in address order, each group once, so two readers never
+    // wait on each other's writers in a cycle.
+    std::vector<const ResidentGroup*> residents;
+    for (const auto& s : sources)
+        if (s.resident) residents.push_back(s.resident);
+    std::sort(residents.begin(), residents.end());
+    residents.erase(std::unique(residents.begin(), residents.end()), residents.end());
+    std::vector<std::shared_lock<std::shared_mutex>> locks;
+    locks.reserve(residents.size());
+    for (const ResidentGroup* r : residents) locks.emplace_back(r->mutex());
+
+    std::vector<GroupRows> rows(pgroups.size());
+    for (size_t g = 0; g < pgroups.size(); ++g) {
+        const GroupSource& src = sources[g];
+        GroupRows& gr = rows[g];
+        const uint32_t role = pgroups[g].spec.role;
+        const size_t nr = role_rows(plan, role, role_ids, n);
+        if (src.resident) {
+            if (src.resident->schema().fingerprint() != pgroups[g].spec.schema->fingerprint())
+                throw std::invalid_argument("serve: the resident source of group " + col_str(g) +
+                                            " has a different schema than the plan; load it with the plan's schema");
+            const std::string& keys = sc.role_keys[role];
+            const auto& offs = sc.role_offs[role];
+            const auto& hashes = sc.role_hashes[role];
+            const auto& rmiss = sc.role_miss[role];
+            auto& refs = sc.refs[g];
+            auto& miss = sc.miss[g];
+            refs.resize(nr);
+            miss.resize(nr);
+            for (size_t i = 0; i < nr; ++i) {
+                if (rmiss[i]) {
+                    refs[i] = -1;
+                    miss[i] = rmiss[i];
+                } else {
+                    refs[i] = src.resident->find_locked(keys.data() + offs[i], offs[i + 1] - offs[i], hashes[i]);
+                    miss[i] = kEntityNotFound;
+                }
+            }
+            gr.table = src.resident->view_locked();
+            gr.refs = refs.data();
+            gr.miss = miss.data();
+            gr.miss_stride = gr.refs_stride = nr == 1 ? 0 : 1;
+        } else if (src.table) {
+            if (src.table->schema().fingerprint() != pgroups[g].spec.schema->fingerprint())
+                throw std::invalid_argument("serve: the table of group " + col_str(g) +
+                                            " has a different schema than the plan; decode it with the plan's schema");
+            if (src.table->n_rows() != nr)
+                throw std::invalid_argument("serve: the table of group " + col_str(g) + " has " +
+                                            col_str(src.table->n_rows()) + " rows; it needs " + col_str(nr) +
+                                            " (row i = candidate i, or 1 for a per-request entity)");
+            gr.table = src.table->view();
+            gr.refs = sc.iota.data();
+            gr.refs_stride = nr == 1 ? 0 : 1;
+        } else {
+            gr.disabled = true;
+        }
+    }
+    const int64_t t1 = now_ns();
+    AssembleStats stats = assemble(plan, rows, req, out);
+    stats.resolve_ns = t1 - t0;
+    return stats;
+}
+
+}  // namespace fc

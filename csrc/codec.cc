@@ -1,0 +1,173 @@
+#include "codec.h"
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <stdexcept>
+#include <string>
+
+namespace fc {
+namespace {
+
+const uint32_t* crc_table() {
+    static const auto table = [] {
+        static uint32_t t[256];
+        for (uint32_t i = 0; i < 256; ++i) {
+            uint32_t c = i;
+            for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+            t[i] = c;
+        }
+        return t;
+    }();
+    return table;
+}
+
+// Little-endian loads/stores; the format is little-endian on every host.
+template <typename T>
+T load_le(const uint8_t* p) {
+    T v;
+    std::memcpy(&v, p, sizeof(T));
+    return v;
+}
+
+template <typename T>
+void store_le(uint8_t* p, T v) {
+    std::memcpy(p, &v, sizeof(T));
+}
+
+static_assert(sizeof(float) == 4 && sizeof(double) == 8, "IEEE floats expected");
+
+}  // namespace
+
+uint32_t crc32(const uint8_t* data, size_t n, uint32_t crc) {
+    const uint32_t* t = crc_table();
+    crc = ~crc;
+    for (size_t i = 0; i < n; ++i) crc = t[(crc ^ data[i]) & 0xFF] ^ (crc >> 8);
+    return ~crc;
+}
+
+Schema::Schema(std::vector<uint8_t> dtypes, std::vector<uint32_t> dims)
+    : dtypes_(std::move(dtypes)), dims_(std::move(dims)) {
+    if (dtypes_.size() != dims_.size())
+        throw std::invalid_argument("Schema: dtypes has " + std::to_string(dtypes_.size()) +
+                                    " entries but dims has " + std::to_string(dims_.size()) +
+                                    "; pass one dim per feature (1 unless embedding)");
+    if (dtypes_.size() > 65535)
+        throw std::invalid_argument("Schema: " + std::to_string(dtypes_.size()) +
+                                    " features exceed the row format's 65535; split the group");
+    slot_offsets_.assign(1, 0);
+    std::vector<uint8_t> fp;  // dtype u8 + dim u32le per feature
+    row_bytes_ = kHeaderBytes + bitmap_bytes();
+    for (size_t j = 0; j < dtypes_.size(); ++j) {
+        const uint8_t dt = dtypes_[j];
+        const uint32_t dim = dims_[j];
+        if (dt >= kNumDTypes)
+            throw std::invalid_argument("Schema: feature " + std::to_string(j) + " has dtype code " +
+                                        std::to_string(dt) + "; use 0..5 (float32, float64, int64, "
+                                        "bool, categorical, embedding)");
+        if (dt == kEmbedding ? dim == 0 || dim > (1u << 20) : dim != 1)
+            throw std::invalid_argument(
+                "Schema: feature " + std::to_string(j) + " has dim " + std::to_string(dim) +
+                (dt == kEmbedding ? "; an embedding needs 1..1048576 dims" : "; only embeddings have dim != 1"));
+        slot_offsets_.push_back(slot_offsets_.back() + static_cast<int32_t>(dim));
+        row_bytes_ += value_bytes(j);
+        fp.push_back(dt);
+        for (int b = 0; b < 4; ++b) fp.push_back(static_cast<uint8_t>(dim >> (8 * b)));
+    }
+    fingerprint_ = crc32(fp.data(), fp.size());
+}
+
+size_t Schema::value_bytes(size_t j) const {
+    switch (dtypes_[j]) {
+        case kFloat64:
+        case kInt64: return 8;
+        case kBool: return 1;
+        case kEmbedding: return 4 * static_cast<size_t>(dims_[j]);
+        default: return 4;  // float32, categorical
+    }
+}
+
+void column_to_slots(const Schema& schema, const ColumnsIn& in, size_t j, size_t r, float* slots) {
+    const void* col = in.values[j];
+    switch (schema.dtypes()[j]) {
+        case kFloat32: slots[0] = static_cast<const float*>(col)[r]; break;
+        case kFloat64: slots[0] = static_cast<float>(static_cast<const double*>(col)[r]); break;
+        case kInt64: slots[0] = static_cast<float>(static_cast<const int64_t*>(col)[r]); break;
+        case kBool: slots[0] = static_cast<const uint8_t*>(col)[r] ? 1.0f : 0.0f; break;
+        case kCategorical: slots[0] = static_cast<float>(static_cast<const int32_t*>(col)[r]); break;
+        case kEmbedding: {
+            const size_t dim = schema.dims()[j];
+            std::memcpy(slots, static_cast<const float*>(col) + r * dim, dim * sizeof(float));
+            break;
+        }
+    }
+}
+
+void encode_rows(const Schema& schema, const ColumnsIn& in, uint8_t* out) {
+    const size_t k = schema.n_features();
+    const size_t bitmap = schema.bitmap_bytes();
+    for (size_t r = 0; r < in.n; ++r) {
+        uint8_t* p = out + r * schema.row_bytes();
+        std::memset(p, 0, kHeaderBytes + bitmap);
+        p[0] = kFormatVersion;
+        store_le<uint16_t>(p + 2, static_cast<uint16_t>(k));
+        store_le<uint32_t>(p + 4, schema.fingerprint());
+        store_le<int64_t>(p + 8, in.feature_ts[r]);
+        store_le<int64_t>(p + 16, in.generated_at[r]);
+        store_le<int64_t>(p + 24, in.published_at[r]);
+        uint8_t* bits = p + kHeaderBytes;
+        uint8_t* v = bits + bitmap;
+        for (size_t j = 0; j < k; ++j) {
+            const size_t w = schema.value_bytes(j);
+            if (in.nulls && in.nulls[r * k + j]) {
+                bits[j / 8] |= static_cast<uint8_t>(1u << (j % 8));
+                std::memset(v, 0, w);
+            } else if (schema.dtypes()[j] == kBool) {
+                *v = static_cast<const uint8_t*>(in.values[j])[r] ? 1 : 0;
+            } else {
+                std::memcpy(v, static_cast<const uint8_t*>(in.values[j]) + r * w, w);
+            }
+            v += w;
+        }
+    }
+}
+
+uint8_t decode_row(const Schema& schema, const uint8_t* data, size_t len, float* slots,
+                   uint8_t* nulls, int64_t* ts) {
+    const size_t k = schema.n_features();
+    if (data == nullptr || len != schema.row_bytes()) return kNotComputed;
+    if (data[0] != kFormatVersion || data[1] != 0) return kNotComputed;
+    if (load_le<uint16_t>(data + 2) != k || load_le<uint32_t>(data + 4) != schema.fingerprint())
+        return kNotComputed;
+    ts[0] = load_le<int64_t>(data + 8);
+    ts[1] = load_le<int64_t>(data + 16);
+    ts[2] = load_le<int64_t>(data + 24);
+    const uint8_t* bits = data + kHeaderBytes;
+    // Padding bits past n_features must be zero: a set one means a foreign row.
+    if (k % 8 != 0 && (bits[k / 8] >> (k % 8)) != 0) return kNotComputed;
+    const uint8_t* v = bits + schema.bitmap_bytes();
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    const auto& offs = schema.slot_offsets();
+    for (size_t j = 0; j < k; ++j) {
+        float* s = slots + offs[j];
+        const uint8_t null = (bits[j / 8] >> (j % 8)) & 1;
+        nulls[j] = null;
+        const size_t w = schema.value_bytes(j);
+        if (null) {
+            for (int32_t d = offs[j]; d < offs[j + 1]; ++d) slots[d] = nan;
+        } else {
+            switch (schema.dtypes()[j]) {
+                case kFloat32: s[0] = load_le<float>(v); break;
+                case kFloat64: s[0] = static_cast<float>(load_le<double>(v)); break;
+                case kInt64: s[0] = static_cast<float>(load_le<int64_t>(v)); break;
+                case kBool: s[0] = *v ? 1.0f : 0.0f; break;
+                case kCategorical: s[0] = static_cast<float>(load_le<int32_t>(v)); break;
+                case kEmbedding: std::memcpy(s, v, w); break;
+            }
+        }
+        v += w;
+    }
+    return kPresent;
+}
+
+}  // namespace fc

@@ -1,0 +1,82 @@
+// Schema and row format v1 (docs/ARCHITECTURE.md, "Row format v1").
+//
+// A Schema is an immutable list of (dtype, dim); it fixes the slot layout of a
+// group (every feature becomes `dim` float32 slots, dim = 1 except embeddings)
+// and the exact byte length of every encoded row. Schemas are shared between
+// tables through std::shared_ptr<const Schema> and are safe to read from any
+// thread.
+//
+// decode_row never trusts its input: any length, version, reserved byte,
+// feature count, fingerprint or padding-bit mismatch yields kNotComputed, and
+// it never reads outside [data, data + len).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "reasons.h"
+
+namespace fc {
+
+constexpr uint8_t kFormatVersion = 1;
+// version u8, reserved u8, n_features u16, fingerprint u32, three i64 timestamps.
+constexpr size_t kHeaderBytes = 32;
+
+// zlib-compatible CRC-32 (so Python can check fingerprints with zlib.crc32).
+uint32_t crc32(const uint8_t* data, size_t n, uint32_t crc = 0);
+
+class Schema {
+  public:
+    // Throws std::invalid_argument for an unknown dtype, a dim that is not 1 for
+    // a non-embedding feature, an embedding dim of 0, or more than 65535 features.
+    Schema(std::vector<uint8_t> dtypes, std::vector<uint32_t> dims);
+
+    size_t n_features() const { return dtypes_.size(); }
+    size_t n_slots() const { return slot_offsets_.back(); }
+    uint32_t fingerprint() const { return fingerprint_; }
+    size_t bitmap_bytes() const { return (n_features() + 7) / 8; }
+    // Exact length of every encoded row of this schema.
+    size_t row_bytes() const { return row_bytes_; }
+    const std::vector<uint8_t>& dtypes() const { return dtypes_; }
+    const std::vector<uint32_t>& dims() const { return dims_; }
+    // slot_offsets()[j] is feature j's first slot; the last entry is n_slots.
+    const std::vector<int32_t>& slot_offsets() const { return slot_offsets_; }
+    // Byte width of feature j's stored value.
+    size_t value_bytes(size_t j) const;
+
+  private:
+    std::vector<uint8_t> dtypes_;
+    std::vector<uint32_t> dims_;
+    std::vector<int32_t> slot_offsets_;
+    uint32_t fingerprint_;
+    size_t row_bytes_;
+};
+
+// Typed input columns of a batch of n rows, one pointer per feature in the C
+// layout of its dtype: float32, float64, int64, bool (1 byte), int32 code, or
+// float32 (n, dim). `nulls` is (n, n_features) uint8 or nullptr for "none".
+struct ColumnsIn {
+    std::vector<const void*> values;
+    const uint8_t* nulls = nullptr;
+    const int64_t* feature_ts = nullptr;
+    const int64_t* generated_at = nullptr;
+    const int64_t* published_at = nullptr;
+    size_t n = 0;
+};
+
+// Encodes n rows back to back into out (n * schema.row_bytes() bytes).
+// Null cells are written as zero bytes.
+void encode_rows(const Schema& schema, const ColumnsIn& in, uint8_t* out);
+
+// Converts value j of row r of `in` to its float32 slots (dim slots).
+void column_to_slots(const Schema& schema, const ColumnsIn& in, size_t j, size_t r, float* slots);
+
+// Decodes one row into slots (n_slots floats; nulls become NaN), nulls
+// (n_features bytes, 1 = null) and ts (feature_ts, generated_at, published_at).
+// Returns kPresent, or kNotComputed if the bytes are not a valid v1 row of
+// this schema (outputs are then unspecified).
+uint8_t decode_row(const Schema& schema, const uint8_t* data, size_t len, float* slots,
+                   uint8_t* nulls, int64_t* ts);
+
+}  // namespace fc

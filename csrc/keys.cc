@@ -1,0 +1,99 @@
+#include "keys.h"
+
+#include <charconv>
+#include <cstring>
+#include <stdexcept>
+
+namespace fc {
+namespace {
+
+inline uint64_t mix(uint64_t a, uint64_t b) {
+    const __uint128_t r = static_cast<__uint128_t>(a) * b;
+    return static_cast<uint64_t>(r) ^ static_cast<uint64_t>(r >> 64);
+}
+
+inline uint64_t load64(const char* p) {
+    uint64_t v;
+    std::memcpy(&v, p, 8);
+    return v;
+}
+
+inline uint64_t load32(const char* p) {
+    uint32_t v;
+    std::memcpy(&v, p, 4);
+    return v;
+}
+
+void check_label(std::string_view s, const char* what) {
+    if (s.size() > 255)
+        throw std::invalid_argument(std::string(what) + " is " + std::to_string(s.size()) +
+                                    " bytes long; keys allow at most 255 UTF-8 bytes, use a shorter name");
+}
+
+}  // namespace
+
+void append_key_prefix(std::string& out, std::string_view tenant, std::string_view entity_type) {
+    check_label(tenant, "tenant");
+    check_label(entity_type, "entity_type");
+    out.push_back(kKeyFormat);
+    out.push_back(static_cast<char>(tenant.size()));
+    out.append(tenant);
+    out.push_back(static_cast<char>(entity_type.size()));
+    out.append(entity_type);
+}
+
+std::string encode_key(std::string_view tenant, std::string_view entity_type, std::string_view id) {
+    std::string out;
+    out.reserve(3 + tenant.size() + entity_type.size() + id.size());
+    append_key_prefix(out, tenant, entity_type);
+    out.append(id);
+    return out;
+}
+
+void append_int_id(std::string& out, int64_t v) {
+    char buf[24];
+    const auto res = std::to_chars(buf, buf + sizeof(buf), v);
+    out.append(buf, res.ptr);
+}
+
+void append_pair_component(std::string& out, std::string_view component) {
+    append_int_id(out, static_cast<int64_t>(component.size()));
+    out.push_back(':');
+    out.append(component);
+}
+
+std::string pair_id(const std::vector<std::string_view>& components) {
+    if (components.size() < 2)
+        throw std::invalid_argument("pair_id needs at least 2 component ids, got " +
+                                    std::to_string(components.size()));
+    std::string out;
+    for (size_t i = 0; i + 1 < components.size(); ++i) append_pair_component(out, components[i]);
+    out.append(components.back());
+    return out;
+}
+
+uint64_t hash_bytes(const char* p, size_t n) {
+    constexpr uint64_t k0 = 0xa0761d6478bd642full, k1 = 0xe7037ed1a0b428dbull, k2 = 0x8ebc6af09c88c6e3ull;
+    uint64_t h = k0 ^ mix(n ^ k1, k2);
+    const char* q = p;
+    size_t left = n;
+    while (left > 16) {
+        h = mix(load64(q) ^ k1, load64(q + 8) ^ h);
+        q += 16;
+        left -= 16;
+    }
+    uint64_t a = 0, b = 0;
+    if (left >= 8) {
+        a = load64(q);
+        b = load64(q + left - 8);
+    } else if (left >= 4) {
+        a = load32(q);
+        b = load32(q + left - 4);
+    } else if (left > 0) {
+        a = (static_cast<uint64_t>(static_cast<uint8_t>(q[0])) << 16) |
+            (static_cast<uint64_t>(static_cast<uint8_t>(q[left / 2])) << 8) | static_cast<uint8_t>(q[left - 1]);
+    }
+    return mix(k1 ^ n, mix(a ^ k1, b ^ h));
+}
+
+}  // namespace fc

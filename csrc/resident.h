@@ -1,0 +1,82 @@
+// ResidentGroup: one feature group held in memory for serving.
+//
+// Rows live in a GroupTable; an open-addressing (linear probing) hash index
+// maps key bytes, kept in an arena, to row numbers. Thread safety: a
+// std::shared_mutex guards everything. Readers (lookup, get, and the serving
+// path, which holds mutex() shared from key lookup until the gather ends)
+// share it; upsert/remove/clear take it exclusively. An upsert batch is
+// decoded, validated and hashed before the lock is taken and then applied in
+// one critical section, so a reader sees either none or all of a batch and
+// never a torn row. Overwriting a key replaces its row in place; removing a
+// key moves the last row into the hole, so row numbers are only meaningful
+// while the lock is held.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <shared_mutex>
+#include <string_view>
+#include <vector>
+
+#include "group_table.h"
+
+namespace fc {
+
+class ResidentGroup {
+  public:
+    explicit ResidentGroup(std::shared_ptr<const Schema> schema);
+    ResidentGroup(const ResidentGroup&) = delete;
+    ResidentGroup& operator=(const ResidentGroup&) = delete;
+
+    const Schema& schema() const { return *schema_; }
+    const std::shared_ptr<const Schema>& schema_ptr() const { return schema_; }
+
+    // keys[i] -> row i of batch (same schema). Throws std::invalid_argument and
+    // applies nothing if a row is not kPresent or a key is empty. Later
+    // duplicates of a key win.
+    void upsert(const std::vector<std::string_view>& keys, const GroupTable& batch);
+    // Removes the keys that exist; returns how many were removed.
+    size_t remove(const std::vector<std::string_view>& keys);
+    // out[i] = current row of keys[i] or -1.
+    void lookup(const std::vector<std::string_view>& keys, int64_t* out) const;
+    // Copies the rows of keys (absent -> kEntityNotFound) into a new table.
+    GroupTable get(const std::vector<std::string_view>& keys) const;
+    void clear();
+
+    size_t size() const;
+    // Bytes held: rows, key arena, key offsets and the hash index.
+    size_t nbytes() const;
+    // Bytes of the raw data held: encoded row length + key length per entry.
+    size_t payload_bytes() const;
+
+    // Serving path, with mutex() held shared by the caller.
+    std::shared_mutex& mutex() const { return mu_; }
+    int64_t find_locked(const char* key, size_t len, uint64_t hash) const;
+    TableView view_locked() const { return rows_.view(); }
+
+  private:
+    static constexpr uint32_t kEmpty = 0xFFFFFFFFu;
+    struct Slot {
+        uint64_t hash;
+        uint32_t row;
+    };
+
+    size_t find_slot_locked(const char* key, size_t len, uint64_t hash) const;  // index_.size() if absent
+    bool key_equals(uint32_t row, const char* key, size_t len) const;
+    void insert_index_locked(uint64_t hash, uint32_t row);
+    void erase_slot_locked(size_t pos);
+    void reserve_index_locked(size_t n_keys);
+    void compact_arena_locked();
+
+    std::shared_ptr<const Schema> schema_;
+    mutable std::shared_mutex mu_;
+    GroupTable rows_;
+    std::vector<char> arena_;
+    size_t arena_garbage_ = 0;
+    std::vector<uint64_t> key_off_;
+    std::vector<uint32_t> key_len_;
+    std::vector<Slot> index_;
+};
+
+}  // namespace fc

@@ -1,0 +1,234 @@
+"""Stubs of featurecore._core, the native extension (this file is the contract).
+
+Dtype codes: 0 float32, 1 float64, 2 int64, 3 bool, 4 categorical (int32 code),
+5 embedding (float32 x dim). Reason codes: featurecore.reasons.Reason. Action
+codes: featurecore.reasons.Action. Timestamps are int64 microseconds (UTC).
+"""
+
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+Ids = list[str] | NDArray[np.int64]
+
+def encode_key(tenant: str, entity_type: str, entity_id: str | int) -> bytes:
+    """b"\\x01" + u8 len + tenant + u8 len + entity_type + id UTF-8 (ints as decimal)."""
+
+def encode_keys(tenant: str, entity_type: str, ids: Ids) -> list[bytes]: ...
+def pair_id(*component_ids: str | int) -> str:
+    """Injective pair id: "<utf8 len>:<id>" for every component but the last, then the last.
+
+    >>> pair_id("u1", "i9")
+    '2:u1i9'
+    """
+
+def hash_key(key: bytes) -> int:
+    """The 64-bit hash of key bytes used by the resident index."""
+
+class Schema:
+    """Dtypes and dims of a group's features in group order (dim 1 unless embedding)."""
+
+    def __init__(self, dtypes: Sequence[int], dims: Sequence[int]) -> None: ...
+    @property
+    def n_features(self) -> int: ...
+    @property
+    def n_slots(self) -> int: ...
+    @property
+    def fingerprint(self) -> int:
+        """zlib.crc32 of (u8 dtype, u32le dim) per feature."""
+    @property
+    def row_bytes(self) -> int:
+        """Exact length of every encoded v1 row."""
+    @property
+    def dtypes(self) -> list[int]: ...
+    @property
+    def dims(self) -> list[int]: ...
+    @property
+    def slot_offsets(self) -> NDArray[np.int32]:
+        """(n_features + 1,) first slot of each feature; the last entry is n_slots."""
+    def __eq__(self, other: object) -> bool: ...
+    def __hash__(self) -> int: ...
+
+def encode_rows(
+    schema: Schema,
+    columns: Sequence[np.ndarray],
+    nulls: NDArray[np.uint8] | None,
+    feature_ts: NDArray[np.int64],
+    generated_at: NDArray[np.int64],
+    published_at: NDArray[np.int64],
+) -> list[bytes]:
+    """Encode n rows in format v1.
+
+    columns: one C-contiguous array per feature: float32/float64/int64/bool (n,),
+    categorical int32 (n,), embedding float32 (n, dim). nulls: uint8 (n, n_features),
+    nonzero = null, or None. Timestamps int64 (n,).
+    """
+
+class GroupTable:
+    """Immutable rows of one group as float32 slots (see csrc/group_table.h).
+
+    status() per row: 0 present, 6 entity_not_found (absent), 4 not_computed
+    (undecodable), or the reason given to ``missing``. Accessors return read-only
+    views that keep the table alive.
+    """
+
+    @staticmethod
+    def from_columns(
+        schema: Schema,
+        columns: Sequence[np.ndarray],
+        nulls: NDArray[np.uint8] | None,
+        feature_ts: NDArray[np.int64],
+        generated_at: NDArray[np.int64],
+        published_at: NDArray[np.int64],
+    ) -> GroupTable: ...
+    @staticmethod
+    def decode(schema: Schema, rows: Sequence[bytes | None]) -> GroupTable:
+        """None -> entity_not_found; bytes that are not a valid v1 row -> not_computed."""
+    @staticmethod
+    def missing(schema: Schema, n_rows: int, reason: int) -> GroupTable:
+        """n_rows rows without values, all with status ``reason`` (e.g. Reason.timeout)."""
+    @property
+    def n_rows(self) -> int: ...
+    @property
+    def nbytes(self) -> int: ...
+    @property
+    def schema(self) -> Schema: ...
+    def __len__(self) -> int: ...
+    def slots(self) -> NDArray[np.float32]:
+        """(n_rows, n_slots); null cells and missing rows are NaN."""
+    def nulls(self) -> NDArray[np.uint8]:
+        """(n_rows, n_features), 1 = null."""
+    def status(self) -> NDArray[np.uint8]: ...
+    def feature_ts(self) -> NDArray[np.int64]: ...
+    def generated_at(self) -> NDArray[np.int64]: ...
+    def published_at(self) -> NDArray[np.int64]: ...
+
+class ResidentGroup:
+    """Thread-safe in-memory group: rows + hash index over key bytes.
+
+    Upserts are decoded and validated before the exclusive lock and applied in one
+    critical section (readers see all or none of a batch, never a torn row).
+    Row numbers from ``lookup`` are only stable until the next upsert/remove.
+    """
+
+    def __init__(self, schema: Schema) -> None: ...
+    @property
+    def schema(self) -> Schema: ...
+    def upsert(self, keys: Sequence[bytes], rows: Sequence[bytes]) -> None:
+        """Raise ValueError naming the first invalid row; nothing is applied then."""
+    def upsert_table(self, keys: Sequence[bytes], table: GroupTable) -> None: ...
+    def remove(self, keys: Sequence[bytes]) -> int: ...
+    def lookup(self, keys: Sequence[bytes]) -> NDArray[np.int64]:
+        """Row of each key, -1 if absent."""
+    def get(self, keys: Sequence[bytes]) -> GroupTable:
+        """Copies of the rows of keys (absent -> entity_not_found)."""
+    def clear(self) -> None: ...
+    def __len__(self) -> int: ...
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: rows, key arena, key offsets and the hash index."""
+    @property
+    def payload_bytes(self) -> int:
+        """Encoded row bytes + key bytes of the live entries."""
+
+class Plan:
+    """Immutable assembly plan of one feature set version (see csrc/assembler.h).
+
+    Args:
+        n_columns: F, matrix columns.
+        actions: uint8 (F, 8) action code per column and reason.
+        constants: float32 (F, 8) constant per column and reason (action 0).
+        roles: (entity_type, per_request, component role indices) per role; a role
+            with components is a pair entity whose ids are built natively with pair_id.
+        groups: (schema, role index, freshness SLA in us (<= 0: never stale),
+            [(feature index, first dst column, indicator column or -1), ...]) per group.
+        context_cols: matrix column of each context value.
+        candidate_cols: matrix column of each candidate value.
+        crosses: (kind 0 lookup | 1 dot | 2 cosine, dst column, group a, feature a,
+            group b, feature b) per cross feature; lookup reads vector a at code b.
+    """
+
+    def __init__(
+        self,
+        n_columns: int,
+        actions: NDArray[np.uint8],
+        constants: NDArray[np.float32],
+        roles: Sequence[tuple[str, bool, Sequence[int]]],
+        groups: Sequence[tuple[Schema, int, int, Sequence[tuple[int, int, int]]]],
+        context_cols: Sequence[int],
+        candidate_cols: Sequence[int],
+        crosses: Sequence[tuple[int, int, int, int, int, int]],
+    ) -> None: ...
+    @property
+    def n_columns(self) -> int: ...
+    @property
+    def n_groups(self) -> int: ...
+    @property
+    def n_roles(self) -> int: ...
+    @property
+    def n_context(self) -> int: ...
+    @property
+    def n_candidate(self) -> int: ...
+
+class AssembleStats:
+    @property
+    def reason_counts(self) -> tuple[int, ...]:
+        """Cells of the matrix per reason code (8 entries)."""
+    @property
+    def missing(self) -> int: ...
+    @property
+    def stale(self) -> int: ...
+    @property
+    def fail_row(self) -> int:
+        """Row of the first cell whose action is ``fail``, or -1."""
+    @property
+    def fail_col(self) -> int: ...
+    @property
+    def fail_reason(self) -> int: ...
+    @property
+    def resolve_us(self) -> float: ...
+    @property
+    def assemble_us(self) -> float: ...
+
+def assemble(
+    plan: Plan,
+    tables: Sequence[GroupTable | None],
+    row_refs: Sequence[NDArray[np.int64]],
+    miss_reasons: Sequence[int | NDArray[np.uint8]],
+    eval_time_us: NDArray[np.int64],
+    context: NDArray[np.float32],
+    candidate: NDArray[np.float32],
+    values: NDArray[np.float32],
+    reasons: NDArray[np.uint8],
+    group_age: NDArray[np.float32],
+) -> AssembleStats:
+    """Fill values (n, F), reasons (n, F) and group_age (n, G) in place, GIL released.
+
+    Per group: a table (None = privacy_disabled), row refs int64 (n,) or (1,)
+    broadcast (-1 = no row) and the reason of a -1 ref (int or uint8 (n,)/(1,)).
+    eval_time_us int64 (n,) or (1,); context float32 (C,) or (n, C); candidate
+    float32 (n, M). NaN context/candidate values get reason not_computed.
+    """
+
+def serve(
+    plan: Plan,
+    sources: Sequence[ResidentGroup | GroupTable | None],
+    ids: Sequence[Ids | None],
+    tenant: str,
+    eval_time_us: NDArray[np.int64],
+    context: NDArray[np.float32],
+    candidate: NDArray[np.float32],
+    values: NDArray[np.float32],
+    reasons: NDArray[np.uint8],
+    group_age: NDArray[np.float32],
+) -> AssembleStats:
+    """One request in one native call (GIL released after the ids are copied).
+
+    sources per group: a ResidentGroup (keys built from tenant + role entity + id,
+    shared lock held until assembly ends), a GroupTable decoded from a direct read
+    (n rows, or 1 for a per-request entity), or None (privacy_disabled, never read).
+    ids per role: n ids (1 for a per-request role), a list of str or an int64
+    array; None for pair roles (built from their components). An empty str id or
+    a negative int id means not_applicable.
+    """

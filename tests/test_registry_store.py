@@ -116,7 +116,7 @@ def test_describe_feature_shows_lineage_and_dependents(registry):
         "models": ["home_ranker:v18", "trending_ranker:v3"],
     }
     assert info["default_policy"]["no_history"] == "prior(global_ctr_prior)"
-    assert "  used_by:\n    feature_sets: home_ranker_features:v18,trending_features:v3" in render_describe(info)
+    assert "  used_by:\n    feature_sets: home_ranker_features:v18, trending_features:v3" in render_describe(info)
 
 
 def test_describe_groups_sets_models(registry):

@@ -18,8 +18,8 @@ from typing import Any, Iterable, Mapping
 
 import rocksdict
 
-from ..errors import NotFoundError, RegistryError
-from ..online.layout import REGISTRY_CF, column_family, open_database
+from ..errors import FeatureStoreError, NotFoundError, RegistryError
+from ..online.layout import REGISTRY_CF, column_family, online_path, open_database
 from . import catalog, deploy, lineage
 from .loader import load_definitions
 from .model import STAGES, Definitions, RegistryState, parse_ref
@@ -66,8 +66,22 @@ class Registry:
 
     @classmethod
     def open(cls, root: str | os.PathLike, *, read_only: bool = False) -> "Registry":
-        """Open the registry of the store directory ``root`` (created if missing, unless read-only)."""
-        return cls(open_database(os.fspath(root), read_only=read_only), owns_db=True)
+        """Open the registry of the store directory ``root`` (created if missing, unless read-only).
+
+        Raises:
+            NotFoundError: ``read_only`` and no store exists at ``root``.
+            FeatureStoreError: RocksDB refused to open it (e.g. another process holds its lock).
+        """
+        root = os.fspath(root)
+        if read_only and not os.path.exists(os.path.join(online_path(root), "CURRENT")):
+            raise NotFoundError(f"store {root!r} does not exist yet; run `featurecore apply --store {root}` first")
+        try:
+            db = open_database(root, read_only=read_only)
+        except Exception as exc:  # rocksdict raises bare Exception for every RocksDB status
+            raise FeatureStoreError(
+                f"cannot open store {root!r}: {exc}; if another process holds it, stop it or open read-only"
+            ) from exc
+        return cls(db, owns_db=True)
 
     def close(self) -> None:
         """Close the database if this registry opened it."""

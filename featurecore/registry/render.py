@@ -7,7 +7,7 @@ from typing import Any, Mapping, Sequence
 
 def _cell(value: Any) -> str:
     if isinstance(value, (list, tuple)):
-        return ",".join(map(str, value))
+        return ", ".join(map(str, value))
     return "" if value is None else str(value)
 
 
@@ -21,22 +21,27 @@ def render_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> s
     )
 
 
+def _nested(value: Any) -> bool:
+    return isinstance(value, Mapping) or isinstance(value, (list, tuple)) and any(isinstance(v, Mapping) for v in value)
+
+
 def render_mapping(data: Any, indent: int = 0) -> str:
     """Nested mappings and lists as indented ``key: value`` lines."""
     pad = "  " * indent
     lines: list[str] = []
     if isinstance(data, Mapping):
         for key, value in data.items():
-            if isinstance(value, Mapping) and value or isinstance(value, list) and any(isinstance(v, Mapping) for v in value):
+            if _nested(value) and value:
                 lines.append(f"{pad}{key}:")
                 lines.append(render_mapping(value, indent + 1))
             else:
                 lines.append(f"{pad}{key}: {_cell(value) if not isinstance(value, Mapping) else ''}".rstrip())
     elif isinstance(data, list):
         for item in data:
-            if isinstance(item, Mapping):
-                body = render_mapping(item, indent + 1).lstrip()
-                lines.append(f"{pad}- {body}")
+            if isinstance(item, Mapping) and not any(_nested(v) for v in item.values()):
+                lines.append(f"{pad}- " + "  ".join(f"{k}: {_cell(v)}" for k, v in item.items()))
+            elif isinstance(item, Mapping):
+                lines.append(f"{pad}- " + render_mapping(item, indent + 1).lstrip())
             else:
                 lines.append(f"{pad}- {_cell(item)}")
     else:

@@ -1,0 +1,232 @@
+"""The ``featurecore`` command.
+
+Subcommands live in ``COMMANDS`` (name -> Command): each declares its arguments and a
+``run(args) -> exit code``. To add one (``serve``, ``materialize``, ...), append a
+Command to ``COMMANDS`` or call ``register``; ``main`` builds the parser from the table.
+Every subcommand takes ``--store`` and ``--repo``. Failures print one line,
+``featurecore <command>: error: <message>``, to stderr and exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import FeatureStoreError
+from .registry import Registry, render_describe, render_search
+from .registry.render import render_mapping, render_table
+
+DEFAULT_STORE = "./featurecore-store"
+
+
+def example_repo() -> Path:
+    """The example features repo: ``./examples/recsys`` when run from a checkout, else the
+    copy shipped inside the package (``featurecore/examples/recsys``)."""
+    local = Path("examples") / "recsys"
+    return local if local.is_dir() else Path(__file__).resolve().parent / "examples" / "recsys"
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its help line, an argument adder and the function that runs it."""
+
+    name: str
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=False, default=str))
+
+
+def _apply(args: argparse.Namespace) -> int:
+    with Registry.open(args.store) as registry:
+        plan = registry.plan(args.repo)
+        print(plan.to_text())
+        if not plan.ok:
+            raise FeatureStoreError(f"apply rejected, {len(plan.problems)} problem(s), nothing written: {plan.problems[0]}")
+        registry.apply(args.repo)
+        print(f"registry revision {registry.revision} in {args.store}")
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    store_exists = Path(args.store, "online", "CURRENT").exists()
+    if store_exists:
+        with Registry.open(args.store, read_only=True) as registry:
+            plan = registry.plan(args.repo)
+    else:
+        from .registry import RegistryState, load_definitions, plan_definitions
+
+        plan = plan_definitions(RegistryState(), load_definitions(args.repo))
+    if args.json:
+        _print_json({"ok": plan.ok, "rows": plan.to_dicts(), "problems": list(plan.problems)})
+    else:
+        print(plan.to_text(show_unchanged=args.all))
+    return 0 if plan.ok else 1
+
+
+def _list(args: argparse.Namespace) -> int:
+    filters = {k: getattr(args, k) for k in ("name", "entity", "owner", "privacy_class", "stage", "tag")}
+    with Registry.open(args.store, read_only=True) as registry:
+        rows = registry.search(**filters)
+    if args.json:
+        _print_json(rows)
+    else:
+        print(render_search(rows))
+    return 0
+
+
+def _describe(args: argparse.Namespace) -> int:
+    with Registry.open(args.store, read_only=True) as registry:
+        info = registry.describe(args.ref)
+    if args.json:
+        _print_json(info)
+    else:
+        print(render_describe(info))
+    return 0
+
+
+def _freshness(items: list[str]) -> dict[str, float] | None:
+    if not items:
+        return None
+    out = {}
+    for item in items:
+        group, _, age = item.partition("=")
+        try:
+            out[group] = float(age)
+        except ValueError:
+            raise FeatureStoreError(f"--freshness {item!r} must be GROUP_REF=AGE_SECONDS, e.g. item_static:v1=3600") from None
+    return out
+
+
+def _validate(args: argparse.Namespace) -> int:
+    with Registry.open(args.store, read_only=True) as registry:
+        report = registry.validate_model(args.model, _freshness(args.freshness))
+    if args.json:
+        _print_json({"model": report.model, "passed": report.passed, "rows": report.to_dicts()})
+    else:
+        print(report.to_text(failures_only=not args.all))
+    return 0 if report.passed else 1
+
+
+def _stage(args: argparse.Namespace) -> int:
+    with Registry.open(args.store) as registry:
+        result = registry.set_stage(args.ref, args.stage)
+    print(f"feature {result['feature']}: {result['from']} -> {result['to']}")
+    if result["feature_sets"]:
+        print(render_mapping({"used by feature sets": result["feature_sets"], "used by models": result["models"]}))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    with Registry.open(args.store) as registry:
+        plan = registry.apply(args.repo)
+        state = registry.state
+        counts = plan.counts()
+        print(f"applied {args.repo} to {args.store}: {counts['add']} added, {counts['change']} changed, revision {state.revision}")
+        print(render_search(registry.search()))
+        sets = [
+            {"feature_set": ref, "columns": len(state.columns(ref)), "groups": [g.ref for g in state.groups_of(ref)]}
+            for ref in sorted(state.feature_sets)
+        ]
+        print(render_table(sets, ("feature_set", "columns", "groups")))
+        models = [{"model": ref, **{k: getattr(m, k) for k in ("feature_set", "purpose", "stage")}} for ref, m in sorted(state.models.items())]
+        print(render_table(models, ("model", "feature_set", "purpose", "stage")))
+    return 0
+
+
+def _filters(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--name", help="substring of the feature name")
+    parser.add_argument("--entity", help="entity, e.g. item")
+    parser.add_argument("--owner", help="owner, e.g. ranking-features")
+    parser.add_argument("--privacy-class", dest="privacy_class", help="e.g. behavioral")
+    parser.add_argument("--stage", help="lifecycle stage, e.g. production")
+    parser.add_argument("--tag", help="one tag")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _plan_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--all", action="store_true", help="also show unchanged definitions")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _describe_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("ref", help="a ref (item_ctr_7d_smoothed:v3) or a name (latest version)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def _validate_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="model ref, e.g. home_ranker:v18")
+    parser.add_argument(
+        "--freshness",
+        action="append",
+        default=[],
+        metavar="GROUP=AGE_S",
+        help="observed age in seconds of a group, checked against its SLA (repeatable)",
+    )
+    parser.add_argument("--all", action="store_true", help="show passed checks too")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _stage_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("ref", help="feature ref, e.g. item_ctr_7d_smoothed:v3")
+    parser.add_argument("stage", help="proposed | experimental | production | deprecated | archived")
+
+
+#: The subcommand table; ``main`` builds the parser from it, in this order.
+COMMANDS: dict[str, Command] = {
+    c.name: c
+    for c in (
+        Command("apply", "validate the features repo and store it in the registry", lambda p: None, _apply),
+        Command("plan", "show what apply would add, change or reject (writes nothing)", _plan_args, _plan),
+        Command("list", "list and search registered features", _filters, _list),
+        Command("describe", "show a feature, group, feature set or model and its dependents", _describe_args, _describe),
+        Command("validate", "deploy check of a model version", _validate_args, _validate),
+        Command("stage", "move a feature to a lifecycle stage", _stage_args, _stage),
+        Command("demo", "apply the example repo to a store and show what the registry holds", lambda p: None, _demo),
+    )
+}
+
+
+def register(command: Command) -> None:
+    """Add or replace a subcommand (e.g. ``serve``), keeping the table's order otherwise."""
+    COMMANDS[command.name] = command
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser for every registered subcommand."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--store", default=DEFAULT_STORE, help=f"store directory (default {DEFAULT_STORE})")
+    common.add_argument("--repo", default=None, help="features repo folder of YAML files (default: examples/recsys)")
+    parser = argparse.ArgumentParser(prog="featurecore", description="Embedded feature store for recommendation ranking.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS.values():
+        child = sub.add_parser(command.name, help=command.help, description=command.help, parents=[common])
+        command.configure(child)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (0 ok, 1 failure, 2 usage error)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help and usage errors; keep main() callable in-process
+        return int(exc.code or 0)
+    args.repo = os.fspath(args.repo) if args.repo else os.fspath(example_repo())
+    try:
+        return COMMANDS[args.command].run(args)
+    except FeatureStoreError as exc:
+        print(f"featurecore {args.command}: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

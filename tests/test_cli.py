@@ -1,0 +1,106 @@
+"""The featurecore command, run in-process through main([...])."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from featurecore import cli
+from featurecore.registry import Registry
+
+
+def run(capsys, *argv):
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def applied(store_dir, example_repo, capsys):
+    code, out, _ = run(capsys, "apply", "--store", str(store_dir), "--repo", str(example_repo))
+    assert code == 0 and "registry revision 1" in out
+    return ["--store", str(store_dir)]
+
+
+def test_apply_prints_the_plan_and_stores(store_dir, example_repo, capsys, applied):
+    with Registry.open(store_dir, read_only=True) as registry:
+        assert registry.revision == 1
+    code, out, _ = run(capsys, "apply", *applied, "--repo", str(example_repo))
+    assert code == 0 and "0 add, 0 change, 28 unchanged, 0 reject" in out
+
+
+def test_apply_rejection_is_one_line_and_writes_nothing(store_dir, tmp_path, capsys, applied):
+    (tmp_path / "bad.yaml").write_text("priors:\n  - {name: global_ctr_prior, value: 0.9}\n")
+    code, out, err = run(capsys, "apply", *applied, "--repo", str(tmp_path))
+    assert code == 1
+    assert err.count("\n") == 1
+    assert err.startswith("featurecore apply: error: apply rejected, 1 problem(s), nothing written: prior 'global_ctr_prior' already exists")
+    assert "reject  prior  global_ctr_prior" in out
+    with Registry.open(store_dir, read_only=True) as registry:
+        assert registry.state.prior("global_ctr_prior").value == 0.021
+
+
+def test_plan_without_a_store_and_as_json(store_dir, example_repo, capsys):
+    code, out, _ = run(capsys, "plan", "--store", str(store_dir), "--repo", str(example_repo))
+    assert code == 0 and "25 add, 0 change, 3 unchanged, 0 reject" in out
+    assert not store_dir.exists()
+    code, out, _ = run(capsys, "plan", "--store", str(store_dir), "--repo", str(example_repo), "--json")
+    data = json.loads(out)
+    assert data["ok"] and data["rows"][0] == {"kind": "priors", "key": "global_ctr_prior", "action": "add", "detail": ""}
+
+
+def test_list_and_describe(capsys, applied):
+    code, out, _ = run(capsys, "list", *applied, "--entity", "user", "--privacy-class", "behavioral")
+    assert code == 0
+    assert [line.split()[0] for line in out.splitlines()[1:]] == ["user_category_affinity_30d:v2", "user_embedding:v1"]
+    code, out, _ = run(capsys, "list", *applied, "--tag", "ctr", "--json")
+    assert [row["ref"] for row in json.loads(out)] == ["item_ctr_7d_smoothed:v3"]
+    code, out, _ = run(capsys, "describe", *applied, "item_ctr_7d_smoothed")
+    assert code == 0 and out.startswith("feature item_ctr_7d_smoothed:v3\n") and "models: home_ranker:v18, trending_ranker:v3" in out
+    code, out, err = run(capsys, "describe", *applied, "nope")
+    assert code == 1 and err.startswith("featurecore describe: error: 'nope' is not a registered")
+
+
+def test_validate_and_stage(capsys, applied):
+    code, out, _ = run(capsys, "validate", *applied, "trending_ranker:v3")
+    assert code == 0 and "all checks passed" in out
+    code, out, _ = run(capsys, "stage", *applied, "item_language:v1", "deprecated")
+    assert code == 0 and "feature item_language:v1: production -> deprecated" in out
+    assert "used by models: home_ranker:v18, trending_ranker:v3" in out
+    fresh = ["--freshness", "item_static:v1=10", "--freshness", "item_behavior:v1=99999", "--freshness", "creator_safety:v1=5"]
+    code, out, _ = run(capsys, "validate", *applied, "trending_ranker:v3", *fresh)
+    assert code == 1
+    assert "FAIL    lifecycle  item_language:v1" in out and "age 99999s vs SLA 6h" in out
+    code, _, err = run(capsys, "stage", *applied, "item_language:v1", "archived")
+    assert code == 1 and "cannot be archived: production model(s)" in err
+    code, _, err = run(capsys, "validate", *applied, "x:v1", "--freshness", "oops")
+    assert code == 1 and "must be GROUP_REF=AGE_SECONDS" in err
+
+
+def test_demo_applies_the_example_repo(store_dir, capsys):
+    code, out, _ = run(capsys, "demo", "--store", str(store_dir))
+    assert code == 0
+    assert "25 added, 0 changed, revision 1" in out
+    assert "home_ranker_features:v18  60" in out
+    assert "trending_ranker:v3  trending_features:v3      non_personalized  production" in out
+
+
+def test_usage_errors_and_missing_store(store_dir, capsys):
+    assert cli.main(["frobnicate"]) == 2
+    assert "invalid choice: 'frobnicate'" in capsys.readouterr().err
+    code, _, err = run(capsys, "list", "--store", str(store_dir))
+    assert code == 1 and "does not exist yet; run `featurecore apply" in err
+
+
+def test_register_adds_a_subcommand(capsys, monkeypatch):
+    monkeypatch.setattr(cli, "COMMANDS", dict(cli.COMMANDS))
+    cli.register(cli.Command("hello", "say hello", lambda p: p.add_argument("who"), lambda a: print(f"hi {a.who}") or 0))
+    assert run(capsys, "hello", "you")[:2] == (0, "hi you\n")
+
+
+def test_module_help_runs_as_a_subprocess():
+    result = subprocess.run([sys.executable, "-m", "featurecore.cli", "--help"], capture_output=True, text=True, check=False)
+    assert result.returncode == 0
+    for name in ("apply", "plan", "list", "describe", "validate", "demo"):
+        assert name in result.stdout

@@ -60,13 +60,25 @@ def test_baseline_bins_are_deciles_with_ties_dropped_and_categories_are_top_valu
     ])
     reasons = np.zeros(values.shape, np.uint8)
     reasons[:4, 0] = 6  # four missing cells
-    base = Baseline.from_matrix(values, reasons, ["x:v1", "spiky:v1", "cat:v1"], categorical=["cat:v1"], max_categories=2)
+    deciles = np.linspace(0.1, 0.9, 9)
+    base = Baseline.from_matrix(values, reasons, ["x:v1", "spiky:v1", "cat:v1"], categorical=["cat:v1"],
+                                max_categories=2, quantiles=deciles)
     assert base.n_bins == (10, 3, 3)
     assert base.edges[0][0] == pytest.approx(np.quantile(np.arange(5, 101), 0.1))
     assert list(base.counts[1, :3]) == [90, 0, 10]
     assert list(base.edges[2]) == [1.0, 3.0] and list(base.counts[2, :3]) == [30, 50, 20]
     assert list(base.missing) == [4, 0, 0] and base.rows == 100
     assert base.counts[0].sum() == 96
+
+
+def test_default_bins_resolve_the_tails():
+    x = np.random.default_rng(3).normal(size=(10_000, 1)).astype(np.float32)
+    base = Baseline.from_matrix(x, np.zeros(x.shape, np.uint8), ["x:v1"])
+    assert base.n_bins == (14,)
+    assert base.edges[0][[0, -1]] == pytest.approx(np.quantile(x, [0.01, 0.99]), abs=1e-6)
+    assert list(base.counts[0, [0, 13]]) == [100, 100]
+    with pytest.raises(ValidationError, match=r"quantiles must be a non-empty list of numbers in \(0, 1\), got \[0.5, 1.0\]"):
+        Baseline.from_matrix(x, np.zeros(x.shape, np.uint8), ["x:v1"], quantiles=[0.5, 1.0])
 
 
 def test_baseline_round_trips_through_msgpack_and_rejects_other_files(tmp_path):

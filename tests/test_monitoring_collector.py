@@ -115,12 +115,13 @@ def test_registered_baseline_bins_values_and_marks_models_at_risk():
     baseline = Baseline.from_matrix(base.values, base.reasons, COLUMNS, source="training set")
     collector = ServingCollector(sample_rate=1.0, max_rows=800)
     collector.register("home:v1", COLUMNS, GROUPS, baseline=baseline)
-    outage = normal(1)
-    outage.reasons[:400, 0] = 3  # half the ctr reads time out
-    collector.observe("home:v1", outage, 90.0, tenant="acme")
+    for seed in (1, 2):
+        outage = normal(seed)
+        outage.reasons[:400, 0] = 3  # half the ctr reads time out
+        collector.observe("home:v1", outage, 90.0, tenant="acme")
     s = collector.summary("home:v1")
     assert s.baseline_source == "training set"
-    assert sum(s.columns[1].bin_counts) == 800 and sum(s.columns[0].bin_counts) == 400
+    assert sum(s.columns[1].bin_counts) == 1600 and sum(s.columns[0].bin_counts) == 800
     deps = Dependencies(feature_sets={"home:v1": COLUMNS}, models={"home_ranker:v2": "home:v1"},
                         importances={"home_ranker:v2": {"ctr:v1": 0.7, "price:v1": 0.3}})
     report = collector.drift("home:v1", tenant="acme", dependencies=deps)

@@ -64,7 +64,8 @@ def test_value_bins_quantiles_and_categorical_top_values_from_a_baseline():
     base_values = np.array(
         [[float(i), c] for i, c in zip(range(1, 11), [3, 3, 3, 1, 1, 2, 3, 3, 1, 3])], dtype=np.float32
     )
-    baseline = Baseline.from_matrix(base_values, np.zeros((10, 2), np.uint8), ["x:v1", "cat:v1"], categorical=["cat:v1"])
+    baseline = Baseline.from_matrix(base_values, np.zeros((10, 2), np.uint8), ["x:v1", "cat:v1"],
+                                    categorical=["cat:v1"], quantiles=np.linspace(0.1, 0.9, 9))
     stats = MatrixStats(["x:v1", "cat:v1"], [], baseline)
     live = np.array([[1.5, 3], [1.6, 3], [9.5, 7], [NAN, 1]], dtype=np.float32)
     stats.update(live, np.array([[0, 0], [0, 0], [0, 0], [1, 0]], np.uint8))

@@ -185,7 +185,7 @@ class ServingCollector:
         self,
         feature_set: str,
         matrix: Any,
-        latency_us: float,
+        latency_us: float | None,
         *,
         tenant: str = "default",
         surface: str | None = None,
@@ -198,7 +198,8 @@ class ServingCollector:
             matrix: a FeatureMatrix (or any object with ``values`` float32 (n, F),
                 ``reasons`` uint8 (n, F), ``group_age`` float32 (n, G), and ``columns``
                 / ``group_names`` for an unregistered feature set).
-            latency_us: end-to-end serving latency in microseconds.
+            latency_us: end-to-end serving latency in microseconds (None for a matrix
+                that was not served, e.g. an offline window fed in for a report).
             tenant, surface: dimensions the statistics are kept by (no surface = ``""``).
             stages: per-stage latencies in microseconds (recorded when sampled).
         """
@@ -209,7 +210,8 @@ class ServingCollector:
                 state = self._new_state(feature_set, matrix, key)
             state.requests += 1
             state.rows += matrix.values.shape[0]
-            state.latency.record(latency_us)
+            if latency_us is not None:
+                state.latency.record(latency_us)
             seen = self._seen
             self._seen = seen + 1
             sampled = math.floor((seen + 1) * self.sample_rate) > math.floor(seen * self.sample_rate)

@@ -1,8 +1,9 @@
 """Drift of served (or recent) values against a saved baseline, with importance-aware
 thresholds and the models a drifting or missing feature puts at risk.
 
-Bins: a numeric column's bins are the baseline's deciles (``n_bins`` quantiles,
-duplicates dropped), right-closed: ``(-inf, e0], (e0, e1], ..., (e_last, inf)``. A
+Bins: a numeric column's bin edges are the baseline's quantiles ``BIN_QUANTILES`` (the
+deciles plus 1%, 5%, 95% and 99%, so tails are resolved and value quantiles reported
+from the bins are close; duplicates dropped), right-closed: ``(-inf, e0], (e0, e1], ..., (e_last, inf)``. A
 categorical column's bins are its ``max_categories`` most frequent baseline values
 plus one "other" bin. Only ``present``, non-NaN cells are binned; missing cells are
 judged by the missing rate instead.
@@ -36,6 +37,8 @@ from ..errors import ValidationError
 from .metrics import feature_of_column
 
 PSI_FLOOR = 1e-4
+#: Baseline quantiles that become a numeric column's bin edges.
+BIN_QUANTILES: tuple[float, ...] = (0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 _FORMAT = "featurecore.baseline/1"
 
 
@@ -137,7 +140,7 @@ class Baseline:
         columns: Sequence[str],
         *,
         categorical: Sequence[str] = (),
-        n_bins: int = 10,
+        quantiles: Sequence[float] = BIN_QUANTILES,
         max_categories: int = 20,
         source: str = "",
     ) -> "Baseline":
@@ -149,7 +152,8 @@ class Baseline:
             columns: the F column names.
             categorical: names of columns holding category codes (see
                 ``categorical_columns`` to read them from the registry).
-            n_bins: quantile bins per numeric column (fewer when quantiles tie).
+            quantiles: baseline quantiles (strictly between 0 and 1) that become a numeric
+                column's bin edges (fewer edges when quantiles tie).
             max_categories: top values kept per categorical column (+ "other").
             source: free text stored with the baseline.
         """
@@ -164,8 +168,9 @@ class Baseline:
         unknown = sorted(set(categorical) - set(columns))
         if unknown:
             raise ValidationError(f"categorical columns {unknown} are not among the matrix columns; check the names")
-        if n_bins < 2:
-            raise ValidationError(f"n_bins must be at least 2, got {n_bins}")
+        qs = np.asarray(quantiles, dtype=np.float64)
+        if qs.ndim != 1 or qs.size == 0 or not ((qs > 0) & (qs < 1)).all():
+            raise ValidationError(f"quantiles must be a non-empty list of numbers in (0, 1), got {list(quantiles)!r}")
         cat_set = set(categorical)
         present = (reasons == 0) & ~np.isnan(values)
         edges: list[np.ndarray] = []
@@ -177,8 +182,7 @@ class Baseline:
                 edges.append(np.sort(codes[order]))
             elif x.size:
                 # float32-exact edges: float32 cells compare with them exactly.
-                qs = np.quantile(x, np.linspace(0, 1, n_bins + 1)[1:-1])
-                edges.append(np.unique(qs.astype(np.float32)).astype(np.float64))
+                edges.append(np.unique(np.quantile(x, qs).astype(np.float32)).astype(np.float64))
             else:
                 edges.append(np.empty(0))
         width = max(len(e) for e in edges) + 1 if edges else 1
@@ -305,7 +309,7 @@ class DriftPolicy:
     critical: Thresholds = Thresholds(psi_warn=0.05, psi_alert=0.1, js_alert=0.02, missing_increase=0.02)
     important_share: float = 0.03
     critical_share: float = 0.10
-    min_rows: int = 200
+    min_rows: int = 1000
 
     def tier(self, share: float) -> str:
         """``"critical"``, ``"important"`` or ``"normal"`` for an importance share."""

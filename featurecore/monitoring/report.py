@@ -1,0 +1,273 @@
+"""Monitoring reports: one plain-data snapshot, rendered as text (``featurecore monitor``),
+a PNG (matplotlib, Agg) or a self-contained HTML page.
+
+>>> snapshot = take_snapshot(ServingCollector())
+>>> text_report(snapshot).splitlines()[0].startswith("featurecore monitor")
+True
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import html
+import io
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from .collector import FeatureSetSummary, ServingCollector
+from .drift import Dependencies, DriftPolicy, DriftReport
+from .metrics import REASON_NAMES
+from .parity import ParityMonitor, ParityStatus
+
+_STATUS_COLORS = {"alert": "#d62728", "warn": "#ff7f0e", "ok": "#2ca02c", "insufficient_data": "#aaaaaa"}
+
+
+@dataclass(frozen=True)
+class MonitoringSnapshot:
+    """Everything a report shows, as plain data.
+
+    Attributes:
+        taken_at_unix: wall-clock time of the snapshot.
+        feature_sets: one summary per feature set (all tenants and surfaces).
+        drift: one report per feature set that has a baseline.
+        parity: status of each parity monitor.
+    """
+
+    taken_at_unix: float
+    feature_sets: tuple[FeatureSetSummary, ...]
+    drift: tuple[DriftReport, ...]
+    parity: tuple[ParityStatus, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Nested dicts/lists/numbers (NaN as None), ready for ``json.dumps``."""
+        return _json_safe(dataclasses.asdict(self))
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return None if math.isnan(obj) else obj
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def take_snapshot(
+    collector: ServingCollector,
+    *,
+    parity: Sequence[ParityMonitor] = (),
+    policy: DriftPolicy | None = None,
+    dependencies: Dependencies | None = None,
+) -> MonitoringSnapshot:
+    """Summaries, drift and parity of the current state."""
+    summaries = tuple(collector.summaries())
+    drift = tuple(
+        r
+        for r in (collector.drift(s.feature_set, policy=policy, dependencies=dependencies) for s in summaries)
+        if r is not None
+    )
+    return MonitoringSnapshot(
+        taken_at_unix=time.time(),
+        feature_sets=summaries,
+        drift=drift,
+        parity=tuple(m.status() for m in parity),
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# text
+
+
+def _num(x: float, digits: int = 1) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:,.{digits}f}"
+
+
+def _pct(x: float) -> str:
+    return "-" if math.isnan(x) else f"{100 * x:.1f}%"
+
+
+def text_report(snapshot: MonitoringSnapshot, *, top: int = 10) -> str:
+    """The ``featurecore monitor`` text: per feature set traffic, latency, staleness,
+    the ``top`` columns by missing rate, drift findings and models at risk; then parity."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(snapshot.taken_at_unix))
+    lines = [f"featurecore monitor - {stamp}"]
+    if not snapshot.feature_sets:
+        lines.append("no feature set observed yet")
+    drift_by_fs = {r.feature_set: r for r in snapshot.drift}
+    for s in snapshot.feature_sets:
+        lines += ["", f"feature set {s.feature_set}   tenants: {', '.join(s.tenants) or '-'}   "
+                      f"surfaces: {', '.join(x or '(none)' for x in s.surfaces) or '-'}"]
+        share = s.sampled_requests / s.requests if s.requests else math.nan
+        lines.append(f"  requests {s.requests:,} (sampled {s.sampled_requests:,}, {_pct(share)})   "
+                     f"rows {s.rows:,} (inspected {s.sampled_rows:,})")
+        lines.append("  latency (us)          p50        p95        p99        max")
+        for name, q in [("total", s.latency), *s.stages.items()]:
+            lines.append(f"    {name:<18}{_num(q.p50):>9}  {_num(q.p95):>9}  {_num(q.p99):>9}  {_num(q.max):>9}")
+        if s.groups:
+            lines.append("  staleness (age, s)    p50        p95        p99        max")
+            for g in s.groups:
+                lines.append(f"    {g.group:<18}{_num(g.age.p50):>9}  {_num(g.age.p95):>9}  "
+                             f"{_num(g.age.p99):>9}  {_num(g.age.max):>9}")
+        inspected = [c for c in s.columns if c.cells]
+        if inspected:
+            worst = sorted(inspected, key=lambda c: (-c.missing_rate, c.column))[:top]
+            lines.append(f"  columns by missing rate (top {len(worst)} of {len(s.columns)})")
+            lines.append(f"    {'column':<28}{'missing':>8}{'null':>8}  {'p50':>9}{'p99':>9}  reasons")
+            for c in worst:
+                reasons = ", ".join(f"{r} {_pct(n / c.cells)}" for r, n in c.reasons.items() if n and r != "present")
+                lines.append(f"    {c.column:<28}{_pct(c.missing_rate):>8}{_pct(c.null_rate):>8}  "
+                             f"{_num(c.quantiles.get('p50', math.nan), 3):>9}{_num(c.quantiles.get('p99', math.nan), 3):>9}"
+                             f"  {reasons or '-'}")
+        report = drift_by_fs.get(s.feature_set)
+        if report is None:
+            lines.append("  drift: no baseline yet")
+            continue
+        lines.append(f"  drift vs baseline ({s.baseline_source}), {report.live_rows:,} live rows")
+        flagged = [c for c in report.columns if c.status in ("alert", "warn")]
+        for c in flagged[:top]:
+            lines.append(f"    {c.status.upper():<6} {c.column:<28} tier {c.tier:<9} PSI {c.psi:.3f}  JS {c.js:.3f}  "
+                         f"missing {_pct(c.baseline_missing_rate)} -> {_pct(c.live_missing_rate)}  ({'; '.join(c.why)})")
+        counts = {st: sum(c.status == st for c in report.columns) for st in ("alert", "warn", "ok", "insufficient_data")}
+        lines.append("    " + ", ".join(f"{k}: {v}" for k, v in counts.items()))
+        for risk in report.models_at_risk:
+            lines.append(f"  MODEL AT RISK {risk.model}: {'; '.join(risk.why)}")
+    if snapshot.parity:
+        lines += ["", "parity checks"]
+        for p in snapshot.parity:
+            last = p.last_outcome
+            found = f"{last.mismatched:,}/{last.checked:,} mismatched" if last else "no result yet"
+            detail = f" ({last.detail})" if last and last.detail else ""
+            error = f"   last error: {p.last_error}" if p.last_error else ""
+            lines.append(f"  {p.name}: runs {p.runs}, failures {p.failures}, errors {p.errors}; last {found}{detail}{error}")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------
+# PNG / HTML
+
+
+def _label(fs: str, column: str, many: bool) -> str:
+    return f"{fs} | {column}" if many else column
+
+
+def _figure(snapshot: MonitoringSnapshot, top: int) -> Any:
+    # A bare Figure renders with Agg and never touches pyplot's global state.
+    from matplotlib.figure import Figure
+
+    many = len(snapshot.feature_sets) > 1
+    fig = Figure(figsize=(16, 11), dpi=100, layout="constrained")
+    (ax_drift, ax_reason), (ax_age, ax_lat) = fig.subplots(2, 2)
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(snapshot.taken_at_unix))
+    fig.suptitle(f"featurecore monitoring - {stamp}", fontsize=14)
+
+    # Drift: PSI per column, worst first, coloured by status, tier thresholds marked.
+    order = {"alert": 0, "warn": 1, "ok": 2, "insufficient_data": 3}
+    cols = sorted(
+        ((r.feature_set, c) for r in snapshot.drift for c in r.columns), key=lambda x: (order[x[1].status], -x[1].psi)
+    )[:top]
+    if cols:
+        labels = [_label(fs, c.column, many) for fs, c in cols][::-1]
+        psis = [c.psi for _, c in cols][::-1]
+        ax_drift.barh(labels, psis, color=[_STATUS_COLORS[c.status] for _, c in cols][::-1])
+        for y, (_, c) in enumerate(cols[::-1]):
+            up = c.live_missing_rate - c.baseline_missing_rate
+            outage = f"  missing {_pct(c.baseline_missing_rate)} -> {_pct(c.live_missing_rate)}" if up > 0.01 else ""
+            ax_drift.text(c.psi, y, f" {c.psi:.3f}{outage}", va="center", fontsize=8)
+        for x, style, tier in ((0.1, ":", "critical"), (0.25, "--", "normal")):
+            ax_drift.axvline(x, color="black", linestyle=style, linewidth=1, label=f"alert, {tier} tier (PSI {x})")
+        ax_drift.set_xlim(0, max(max(psis) * 1.15, 0.3))
+        ax_drift.legend(loc="lower right", fontsize=8)
+    _empty(ax_drift, not cols, "no baseline yet")
+    ax_drift.set_title(f"Drift vs baseline: PSI, alerts first (top {len(cols)}; red alert, orange warn, green ok)")
+    ax_drift.set_xlabel("PSI")
+
+    # Missing reasons: share of cells per reason for the columns with most missing.
+    cells = sorted(
+        ((s.feature_set, c) for s in snapshot.feature_sets for c in s.columns if c.cells and c.missing_rate > 0),
+        key=lambda x: (-x[1].missing_rate, x[1].column),
+    )[:top][::-1]
+    if cells:
+        labels = [_label(fs, c.column, many) for fs, c in cells]
+        left = [0.0] * len(cells)
+        cmap = _colors(len(REASON_NAMES) - 1)
+        for k, reason in enumerate(REASON_NAMES[1:]):
+            widths = [c.reasons[reason] / c.cells for _, c in cells]
+            if any(widths):
+                ax_reason.barh(labels, widths, left=left, color=cmap[k], label=reason)
+                left = [a + b for a, b in zip(left, widths)]
+        ax_reason.set_xlim(0, max(max(left) * 1.1, 0.05))
+        if any(left):
+            ax_reason.legend(loc="lower right", fontsize=8)
+    _empty(ax_reason, not cells, "no missing cells in the sampled matrices")
+    ax_reason.set_title(f"Missing reasons: share of cells (top {len(cells)} columns by missing rate)")
+    ax_reason.set_xlabel("share of cells")
+
+    # Staleness: age quantiles per group.
+    groups = [(s.feature_set, g) for s in snapshot.feature_sets for g in s.groups if g.age.count]
+    _quantile_bars(ax_age, [(_label(fs, g.group, many), g.age) for fs, g in groups])
+    _empty(ax_age, not groups, "no group ages yet")
+    ax_age.set_title("Staleness: age of served rows per group (eval time - generated_at)")
+    ax_age.set_xlabel("seconds (log)")
+
+    # Latency: total and per stage, per feature set.
+    lats = [(f"{s.feature_set} total" if many else "total", s.latency) for s in snapshot.feature_sets if s.latency.count]
+    lats += [(f"{s.feature_set} {n}" if many else n, q) for s in snapshot.feature_sets for n, q in s.stages.items()]
+    _quantile_bars(ax_lat, lats)
+    _empty(ax_lat, not lats, "no requests yet")
+    ax_lat.set_title("Serving latency: total and per stage")
+    ax_lat.set_xlabel("microseconds (log)")
+    return fig
+
+
+def _colors(n: int) -> list[Any]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10"]
+    return [cmap(i % 10) for i in range(n)]
+
+
+def _quantile_bars(ax: Any, rows: list[tuple[str, Any]]) -> None:
+    if not rows:
+        return
+    rows = rows[::-1]  # first row on top
+    height = 0.27
+    for k, (name, color) in enumerate((("p50", "#1f77b4"), ("p95", "#ff7f0e"), ("p99", "#d62728"))):
+        ys = [i + (k - 1) * height for i in range(len(rows))]
+        ax.barh(ys, [max(getattr(q, name), 1e-3) for _, q in rows], height=height, color=color, label=name)
+    ax.set_yticks(range(len(rows)), [r[0] for r in rows])
+    ax.set_xscale("log")
+    ax.legend(loc="lower right", fontsize=8)
+
+
+def _empty(ax: Any, empty: bool, text: str) -> None:
+    if empty:
+        ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="gray")
+        ax.set_yticks([])
+
+
+def png_report(snapshot: MonitoringSnapshot, path: str | Path, *, top: int = 20) -> Path:
+    """Write a PNG (1600x1100) with four panels: drift (PSI per column), missing
+    reasons, staleness per group and latency per stage; return its path."""
+    path = Path(path)
+    _figure(snapshot, top).savefig(path, format="png")
+    return path
+
+
+def html_report(snapshot: MonitoringSnapshot, path: str | Path, *, top: int = 20) -> Path:
+    """Write one self-contained HTML page: the PNG (inline) above the text report."""
+    buffer = io.BytesIO()
+    _figure(snapshot, top).savefig(buffer, format="png")
+    image = base64.b64encode(buffer.getvalue()).decode("ascii")
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>featurecore monitoring</title></head><body>"
+        f"<img alt='featurecore monitoring plots' src='data:image/png;base64,{image}' style='max-width:100%'>"
+        f"<pre>{html.escape(text_report(snapshot, top=top))}</pre></body></html>\n"
+    )
+    path = Path(path)
+    path.write_text(page, encoding="utf-8")
+    return path

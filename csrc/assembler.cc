@@ -337,10 +337,21 @@ bool append_id(const IdColumn& ids, size_t i, std::string& out) {
     return true;
 }
 
+void check_ids(const Plan& plan, size_t role, const std::vector<IdColumn>& role_ids, size_t want) {
+    const RoleSpec& spec = plan.roles()[role];
+    if (spec.per_request) want = 1;
+    if (role_ids[role].n != want)
+        throw std::invalid_argument("serve: entity '" + spec.entity_type + "' got " + col_str(role_ids[role].n) +
+                                    " ids; it needs " + col_str(want) +
+                                    (spec.per_request ? " (one per request)" : " (one per candidate)"));
+}
+
 // Builds and hashes the keys of every row of one role.
 void build_role_keys(const Plan& plan, size_t role, std::string_view tenant, const std::vector<IdColumn>& role_ids,
                      size_t n_rows, ServeScratch& sc) {
     const RoleSpec& spec = plan.roles()[role];
+    if (spec.components.empty()) check_ids(plan, role, role_ids, n_rows);
+    for (uint32_t c : spec.components) check_ids(plan, c, role_ids, n_rows);
     std::string& keys = sc.role_keys[role];
     auto& offs = sc.role_offs[role];
     auto& hashes = sc.role_hashes[role];
@@ -360,7 +371,7 @@ void build_role_keys(const Plan& plan, size_t role, std::string_view tenant, con
         } else {
             for (size_t c = 0; c < spec.components.size() && ok; ++c) {
                 const IdColumn& ids = role_ids[spec.components[c]];
-                const size_t row = ids.n == 1 ? 0 : i;
+                const size_t row = plan.roles()[spec.components[c]].per_request ? 0 : i;
                 if (c + 1 == spec.components.size()) {
                     ok = append_id(ids, row, keys);
                 } else {
@@ -381,11 +392,11 @@ void build_role_keys(const Plan& plan, size_t role, std::string_view tenant, con
 }
 
 // Rows of a role for a request of n candidates (1 when every id is per-request).
-size_t role_rows(const Plan& plan, size_t role, const std::vector<IdColumn>& role_ids, size_t n) {
+size_t role_rows(const Plan& plan, size_t role, size_t n) {
     const RoleSpec& spec = plan.roles()[role];
     if (spec.components.empty()) return spec.per_request ? 1 : n;
     for (uint32_t c : spec.components)
-        if (role_ids[c].n != 1) return n;
+        if (!plan.roles()[c].per_request) return n;
     return 1;
 }
 
@@ -402,14 +413,6 @@ AssembleStats serve(const Plan& plan, std::string_view tenant, const std::vector
         throw std::invalid_argument("serve: got ids for " + col_str(role_ids.size()) + " roles and " +
                                     col_str(sources.size()) + " group sources; the plan has " +
                                     col_str(roles.size()) + " roles and " + col_str(pgroups.size()) + " groups");
-    for (size_t r = 0; r < roles.size(); ++r) {
-        if (!roles[r].components.empty()) continue;
-        const size_t want = roles[r].per_request ? 1 : n;
-        if (role_ids[r].n != want)
-            throw std::invalid_argument("serve: entity '" + roles[r].entity_type + "' got " +
-                                        col_str(role_ids[r].n) + " ids; it needs " + col_str(want) +
-                                        (roles[r].per_request ? " (one per request)" : " (one per candidate)"));
-    }
     sc.role_keys.resize(roles.size());
     sc.role_offs.resize(roles.size());
     sc.role_hashes.resize(roles.size());
@@ -425,7 +428,7 @@ AssembleStats serve(const Plan& plan, std::string_view tenant, const std::vector
     for (size_t g = 0; g < pgroups.size(); ++g) {
         const uint32_t role = pgroups[g].spec.role;
         if (sources[g].resident && !built[role]) {
-            build_role_keys(plan, role, tenant, role_ids, role_rows(plan, role, role_ids, n), sc);
+            build_role_keys(plan, role, tenant, role_ids, role_rows(plan, role, n), sc);
             built[role] = 1;
         }
     }
@@ -445,7 +448,7 @@ AssembleStats serve(const Plan& plan, std::string_view tenant, const std::vector
         const GroupSource& src = sources[g];
         GroupRows& gr = rows[g];
         const uint32_t role = pgroups[g].spec.role;
-        const size_t nr = role_rows(plan, role, role_ids, n);
+        const size_t nr = role_rows(plan, role, n);
         if (src.resident) {
             if (src.resident->schema().fingerprint() != pgroups[g].spec.schema->fingerprint())
                 throw std::invalid_argument("serve: the resident source of group " + col_str(g) +

@@ -1,0 +1,14 @@
+"""Serving: requests, compiled feature sets (native plans) and feature matrices."""
+
+from .matrix import FeatureMatrix
+from .plan import CompiledFeatureSet, GroupBinding, compile_feature_set, schema_for_group
+from .request import FeatureRequest
+
+__all__ = [
+    "CompiledFeatureSet",
+    "FeatureMatrix",
+    "FeatureRequest",
+    "GroupBinding",
+    "compile_feature_set",
+    "schema_for_group",
+]

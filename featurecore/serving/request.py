@@ -1,0 +1,136 @@
+"""FeatureRequest: one ranking request, validated before anything is read."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..errors import ValidationError
+
+PRIVACY_MODES: tuple[str, ...] = ("personalized", "non_personalized")
+
+
+def _normalize_ids(entity: str, ids: Any) -> list[str] | np.ndarray:
+    """One entity's ids as a list of str or a C-contiguous int64 array."""
+    if isinstance(ids, str):
+        return [ids]
+    if isinstance(ids, (int, np.integer)) and not isinstance(ids, bool):
+        return np.array([ids], dtype=np.int64)
+    if isinstance(ids, np.ndarray):
+        if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+            raise ValidationError(
+                f"entities[{entity!r}] must be a 1-d integer array or a list of str, got {ids.dtype} {ids.shape}; "
+                f"pass np.asarray(ids, dtype=np.int64) or [str(i) for i in ids]"
+            )
+        return np.ascontiguousarray(ids, dtype=np.int64)
+    if isinstance(ids, (list, tuple)):
+        bad = next((x for x in ids if not isinstance(x, str)), None)
+        if bad is not None:
+            raise ValidationError(
+                f"entities[{entity!r}] must hold str ids, got {type(bad).__name__} {bad!r}; "
+                f"pass str ids or an int64 numpy array"
+            )
+        return list(ids)
+    raise ValidationError(
+        f"entities[{entity!r}] must be an id (str or int), a list of str or an int64 array, got {type(ids).__name__}"
+    )
+
+
+@dataclass(frozen=True)
+class FeatureRequest:
+    """What a ranking service asks for.
+
+    Attributes:
+        feature_set: feature set ref (``"home_ranker_features:v18"``).
+        entities: entity name -> id (per-request entities such as ``user``) or ids
+            (list of str or int64 numpy array, one per candidate).
+        request_time: timezone-aware datetime or int microseconds since the epoch (UTC).
+        tenant: key namespace.
+        privacy_mode: ``personalized`` or ``non_personalized`` (the latter never reads
+            behavioral/personal groups).
+        purpose: the caller's purpose, checked against access rules.
+        caller: free text for audit logs.
+        context: request-time feature name -> number.
+        candidate: per-candidate feature name -> numeric array (n,).
+        deadline_ms: budget for direct reads, or None.
+
+    >>> FeatureRequest("home:v1", {"user": "u1", "item": ["i1", "i2"]}, 1_750_000_000_000_000)  # doctest: +SKIP
+    """
+
+    feature_set: str
+    entities: Mapping[str, Any]
+    request_time: datetime | int
+    tenant: str = "default"
+    privacy_mode: str = "personalized"
+    purpose: str = "ranking"
+    caller: str = ""
+    context: Mapping[str, float] = field(default_factory=dict)
+    candidate: Mapping[str, np.ndarray] = field(default_factory=dict)
+    deadline_ms: float | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.feature_set, str) or not self.feature_set:
+            raise ValidationError(f"feature_set must be a ref like 'home_ranker_features:v18', got {self.feature_set!r}")
+        if not isinstance(self.entities, Mapping) or not self.entities:
+            raise ValidationError(
+                f"entities must map entity name -> id(s), got {self.entities!r}; e.g. {{'user': 'u1', 'item': [...]}}"
+            )
+        object.__setattr__(
+            self, "entities", {str(k): _normalize_ids(str(k), v) for k, v in self.entities.items()}
+        )
+        self._check_time()
+        if not isinstance(self.tenant, str) or not self.tenant or len(self.tenant.encode()) > 255:
+            raise ValidationError(f"tenant must be a non-empty str of at most 255 bytes, got {self.tenant!r}")
+        if self.privacy_mode not in PRIVACY_MODES:
+            raise ValidationError(f"privacy_mode must be one of {PRIVACY_MODES}, got {self.privacy_mode!r}")
+        for name, value in self.context.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+                raise ValidationError(
+                    f"context[{name!r}] must be a number, got {type(value).__name__} {value!r}; "
+                    f"encode categories as codes"
+                )
+        candidate = {}
+        for name, values in self.candidate.items():
+            arr = np.asarray(values)
+            if arr.ndim != 1 or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+                raise ValidationError(
+                    f"candidate[{name!r}] must be a 1-d numeric array (one value per candidate), "
+                    f"got {arr.dtype} {arr.shape}"
+                )
+            candidate[name] = arr
+        object.__setattr__(self, "candidate", candidate)
+        if self.deadline_ms is not None and not (
+            isinstance(self.deadline_ms, (int, float)) and self.deadline_ms > 0 and math.isfinite(self.deadline_ms)
+        ):
+            raise ValidationError(f"deadline_ms must be a positive number or None, got {self.deadline_ms!r}")
+
+    def _check_time(self) -> None:
+        t = self.request_time
+        if isinstance(t, datetime):
+            if t.tzinfo is None or t.utcoffset() is None:
+                raise ValidationError(
+                    f"request_time must be timezone-aware, got {t}; pass datetime(..., tzinfo=timezone.utc)"
+                )
+        elif isinstance(t, bool) or not isinstance(t, (int, np.integer)):
+            raise ValidationError(
+                f"request_time must be a timezone-aware datetime or int microseconds, got {type(t).__name__} {t!r}"
+            )
+
+    @property
+    def request_time_us(self) -> int:
+        """request_time as int microseconds since the epoch (UTC)."""
+        t = self.request_time
+        if isinstance(t, datetime):
+            delta = t.astimezone(timezone.utc) - datetime(1970, 1, 1, tzinfo=timezone.utc)
+            return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+        return int(t)
+
+    def n_candidates(self, entity: str) -> int:
+        """Number of ids given for ``entity`` (the candidate count for a per-candidate entity)."""
+        if entity not in self.entities:
+            raise ValidationError(f"entities has no {entity!r}; pass entities={{{entity!r}: [...]}}")
+        return len(self.entities[entity])

@@ -2,10 +2,22 @@
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from featurecore.errors import RegistryError
 from featurecore.reasons import MISSING_REASONS
-from featurecore.registry import DefaultAction, dump_yaml, load_definitions, load_yaml_text, validate
+from featurecore.registry import (
+    DefaultAction,
+    DefaultPolicy,
+    Definitions,
+    Feature,
+    FeatureGroup,
+    dump_yaml,
+    load_definitions,
+    load_yaml_text,
+    validate,
+)
 
 GROUP = """
 priors:
@@ -96,3 +108,44 @@ def test_dump_is_plain_yaml_with_durations(example_state):
     assert ctr["default_policy"]["no_history"] == {"prior": "global_ctr_prior"}
     static = next(g for g in document["feature_groups"] if g["name"] == "item_static")
     assert static["freshness_sla"] == "1d"
+
+
+_names = st.from_regex(r"[a-z][a-z0-9_]{0,10}", fullmatch=True)
+_action = st.one_of(
+    st.builds(DefaultAction, st.just("constant"), st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)),
+    st.sampled_from([DefaultAction("fail"), DefaultAction("null_with_indicator")]),
+)
+
+
+@given(
+    name=_names,
+    version=st.integers(1, 999),
+    dtype=st.sampled_from(["float32", "float64", "int64", "bool", "categorical", "embedding"]),
+    policy=st.fixed_dictionaries({r: _action for r in MISSING_REASONS}),
+    stale=st.booleans(),
+    window=st.one_of(st.none(), st.integers(1, 10**7).map(float)),
+    sla=st.integers(1, 10**6).map(float),
+    tags=st.lists(_names, max_size=3),
+    stage=st.sampled_from(["proposed", "experimental", "production", "deprecated"]),
+)
+@settings(max_examples=60, deadline=None)
+def test_any_valid_feature_round_trips_through_yaml(name, version, dtype, policy, stale, window, sla, tags, stage):
+    if stale:
+        policy = {**policy, "stale": DefaultAction("use_stale_if_available")}
+    feature = Feature(
+        name,
+        version,
+        "item",
+        dtype,
+        "team",
+        dim=3 if dtype == "embedding" else None,
+        categories=("a", "b: c", "ü") if dtype == "categorical" else None,
+        window=window,
+        default_policy=DefaultPolicy(policy),
+        privacy_class="public_catalog",
+        stage=stage,
+        tags=tags,
+    )
+    group = FeatureGroup("g", 1, "item", (feature.ref,), sla, owner="team")
+    state = validate(Definitions.of(feature, group))
+    assert validate(load_yaml_text(dump_yaml(state))) == state

@@ -1,7 +1,5 @@
 """Registry model: refs, column order, lookups, and the msgpack round trip."""
 
-import dataclasses
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -127,6 +125,4 @@ def test_feature_plain_round_trip(name, version, dtype, actions, tags, window):
         tags=tags,
         window=window,
     )
-    back = feature_from_plain(to_plain(feature))
-    assert back == feature
-    assert dataclasses.replace(back, tags=()) != feature or not tags
+    assert feature_from_plain(to_plain(feature)) == feature

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 from ..errors import NotFoundError, RegistryError
 from ..reasons import Action
@@ -29,8 +29,6 @@ PRIVACY_CLASSES: tuple[str, ...] = (
     "sensitive_inferred",
     "tenant_confidential",
 )
-#: Privacy classes a non-personalized request must never read.
-PERSONAL_PRIVACY_CLASSES: tuple[str, ...] = ("behavioral", "personal_data", "sensitive_inferred")
 STAGES: tuple[str, ...] = ("proposed", "experimental", "production", "deprecated", "archived")
 SERVING_MODES: tuple[str, ...] = ("resident", "direct")
 REQUEST_SOURCES: tuple[str, ...] = ("context", "candidate")
@@ -157,13 +155,6 @@ class DefaultPolicy:
 
     def __hash__(self) -> int:
         return hash(tuple(sorted(self.actions.items())))
-
-    def for_reason(self, reason: str) -> DefaultAction:
-        """The action for ``reason`` (KeyError-free: raises NotFoundError naming it)."""
-        try:
-            return self.actions[reason]
-        except KeyError:
-            raise NotFoundError(f"default policy has no action for reason {reason!r}") from None
 
 
 @dataclass(frozen=True)
@@ -474,12 +465,6 @@ class RegistryState:
         if not found:
             raise NotFoundError(f"feature {name!r} is not registered; check the name or run `featurecore list`")
         return found[-1]
-
-    def iter_all(self) -> Iterator[tuple[str, str, Any]]:
-        """Yield ``(kind, key, object)`` for every definition (kinds as in YAML)."""
-        for kind in KINDS:
-            for key, obj in getattr(self, kind).items():
-                yield kind, key, obj
 
 
 @dataclass(frozen=True)

@@ -106,10 +106,6 @@ class Plan:
         return self.to_text()
 
 
-def _q(value: Any) -> str:
-    return repr(value)
-
-
 def _require(obj: Any, label: str, field: str, hint: str) -> list[str]:
     value = getattr(obj, field)
     if value is None or value == "":

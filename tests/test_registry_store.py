@@ -5,6 +5,7 @@ import dataclasses
 import pytest
 
 from featurecore.errors import NotFoundError, RegistryError
+from featurecore.online.layout import open_database
 from featurecore.registry import (
     AccessRule,
     DefaultAction,
@@ -244,3 +245,18 @@ def test_python_definitions_apply_like_yaml(store_dir, example_state):
     with Registry.open(store_dir) as registry:
         plan = registry.apply(Definitions(**{k: tuple(getattr(example_state, k).values()) for k in ("priors", "features", "feature_groups", "feature_sets", "models")}))
         assert plan.ok and registry.state == example_state
+
+
+def test_reload_follows_another_writer_on_the_same_database(store_dir, example_repo):
+    db = open_database(str(store_dir))
+    try:
+        writer, reader = Registry(db), Registry(db)
+        writer.apply(example_repo)
+        assert reader.revision == 0 and reader.stored_revision() == 1
+        cached = reader.reload()
+        assert cached == writer.state
+        assert reader.reload() is cached  # head unchanged: nothing decoded
+        writer.apply([Prior("late_prior", 0.1)])
+        assert reader.reload().prior("late_prior").value == 0.1
+    finally:
+        db.close()

@@ -110,11 +110,14 @@ class Registry:
     def _cf(self) -> rocksdict.Rdict:
         return column_family(self._db, REGISTRY_CF, create=False)
 
-    def _read_head(self) -> RegistryState:
+    def stored_revision(self) -> int:
+        """The head revision in the database (cheap: reads 8 bytes, decodes nothing)."""
         head = self._cf().get(HEAD_KEY)
-        if head is None:
-            return RegistryState()
-        return self.at_revision(struct.unpack(">Q", head)[0])
+        return 0 if head is None else struct.unpack(">Q", head)[0]
+
+    def _read_head(self) -> RegistryState:
+        revision = self.stored_revision()
+        return RegistryState() if revision == 0 else self.at_revision(revision)
 
     def at_revision(self, revision: int) -> RegistryState:
         """The state as it was at ``revision``; NotFoundError if it was never applied."""
@@ -135,8 +138,9 @@ class Registry:
         return out
 
     def reload(self) -> RegistryState:
-        """Re-read the current state from the database."""
-        self._state = self._read_head()
+        """Re-read the current state from the database (decoded only when the head moved)."""
+        if self.stored_revision() != self._state.revision:
+            self._state = self._read_head()
         return self._state
 
     # -- changing -------------------------------------------------------------------------

@@ -1,0 +1,171 @@
+"""ResidentGroup against a dict oracle: upserts, overwrites, removes, memory, concurrency."""
+
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from featurecore import _core
+from featurecore.reasons import Reason
+
+SCHEMA = _core.Schema([0, 2, 5], [1, 1, 2])
+
+
+def rows_for(values, schema=SCHEMA, ts=None):
+    """Encoded rows whose every slot equals values[i] (timestamps too unless given)."""
+    v = np.asarray(values, dtype=np.float64)
+    n = len(v)
+    ts = np.asarray(v if ts is None else ts, dtype=np.int64)
+    cols = [v.astype(np.float32), v.astype(np.int64), np.repeat(v.astype(np.float32)[:, None], 2, axis=1)]
+    return _core.encode_rows(schema, cols, None, ts, ts, ts)
+
+
+# Ids that would collide under naive concatenation or contain format bytes.
+IDS = st.sampled_from(["a", "b", "ab", "\x01", "\x00", "1:a", "a\x04item", "42", "", "é", "x" * 40])
+TENANTS = st.sampled_from(["default", "t", "t\x01", "def"])
+ENTITIES = st.sampled_from(["item", "itema", "i"])
+
+
+class ResidentMachine(RuleBasedStateMachine):
+    """Random upsert/remove/clear sequences; lookups and rows must equal a dict."""
+
+    def __init__(self):
+        super().__init__()
+        self.group = _core.ResidentGroup(SCHEMA)
+        self.oracle: dict[bytes, int] = {}
+        self.counter = 0
+
+    def key(self, tenant, entity, id_):
+        return _core.encode_key(tenant, entity, id_)
+
+    @rule(batch=st.lists(st.tuples(TENANTS, ENTITIES, IDS), max_size=8))
+    def upsert(self, batch):
+        keys = [self.key(*k) for k in batch]
+        values = list(range(self.counter, self.counter + len(keys)))
+        self.counter += len(keys)
+        self.group.upsert(keys, rows_for(values))
+        for k, v in zip(keys, values):
+            self.oracle[k] = v
+
+    @rule(batch=st.lists(st.tuples(TENANTS, ENTITIES, IDS), max_size=5))
+    def remove(self, batch):
+        keys = list(dict.fromkeys(self.key(*k) for k in batch))
+        expected = sum(k in self.oracle for k in keys)
+        assert self.group.remove(keys) == expected
+        for k in keys:
+            self.oracle.pop(k, None)
+
+    @rule()
+    def clear(self):
+        self.group.clear()
+        self.oracle.clear()
+
+    @invariant()
+    def matches_oracle(self):
+        assert len(self.group) == len(self.oracle)
+        keys = list(self.oracle) + [self.key("nobody", "item", "zz")]
+        refs = self.group.lookup(keys)
+        assert refs[-1] == -1 and (refs[:-1] >= 0).all()
+        assert len(set(refs[:-1].tolist())) == len(self.oracle)
+        table = self.group.get(keys)
+        expect = [self.oracle[k] for k in self.oracle]
+        np.testing.assert_array_equal(table.slots()[:-1, 0], np.array(expect, np.float32))
+        np.testing.assert_array_equal(table.feature_ts()[:-1], expect)
+        assert table.status().tolist() == [Reason.present] * len(expect) + [Reason.entity_not_found]
+
+
+TestResidentMachine = ResidentMachine.TestCase
+TestResidentMachine.settings = settings(max_examples=40, stateful_step_count=25, deadline=None)
+
+
+def test_many_keys_round_trip_through_growth_and_removal():
+    group = _core.ResidentGroup(SCHEMA)
+    ids = np.arange(20_000, dtype=np.int64)
+    keys = _core.encode_keys("default", "item", ids)
+    group.upsert(keys, rows_for(ids))
+    removed = keys[::3]
+    assert group.remove(removed) == len(removed)
+    refs = group.lookup(keys)
+    alive = np.ones(len(keys), bool)
+    alive[::3] = False
+    assert (refs[~alive] == -1).all()
+    table = group.get(keys)
+    np.testing.assert_array_equal(table.slots()[alive, 0], ids[alive].astype(np.float32))
+    assert len(group) == alive.sum()
+
+
+def test_an_invalid_row_rejects_the_whole_batch():
+    group = _core.ResidentGroup(SCHEMA)
+    keys = _core.encode_keys("default", "item", ["a", "b", "c"])
+    group.upsert(keys[:1], rows_for([1]))
+    good = rows_for([2, 3])
+    with pytest.raises(ValueError, match="row 1 is not a valid v1 row of this group's schema .* nothing was applied"):
+        group.upsert(keys[1:], [good[0], good[1][:-1]])
+    assert len(group) == 1 and group.lookup(keys).tolist() == [0, -1, -1]
+    with pytest.raises(ValueError, match="got 2 keys for 1 rows"):
+        group.upsert(keys[:2], good[:1])
+    with pytest.raises(ValueError, match=r"keys\[0\] must be bytes, got str"):
+        group.upsert(["a"], good[:1])
+    other = _core.Schema([0], [1])
+    ts = np.zeros(1, np.int64)
+    table = _core.GroupTable.from_columns(other, [np.zeros(1, np.float32)], None, ts, ts, ts)
+    with pytest.raises(ValueError, match="the batch's schema .* differs from the group's"):
+        group.upsert_table(keys[:1], table)
+
+
+def test_upsert_table_and_later_duplicates_win():
+    group = _core.ResidentGroup(SCHEMA)
+    key = _core.encode_key("default", "item", "a")
+    group.upsert([key, key], rows_for([1, 2]))
+    assert len(group) == 1 and group.get([key]).slots()[0, 0] == 2
+    table = _core.GroupTable.decode(SCHEMA, rows_for([7]))
+    group.upsert_table([key], table)
+    assert group.get([key]).slots()[0, 0] == 7
+
+
+def test_memory_stays_close_to_the_payload():
+    schema = _core.Schema([0] * 32, [1] * 32)
+    n = 50_000
+    group = _core.ResidentGroup(schema)
+    ts = np.zeros(n, np.int64)
+    cols = [np.full(n, j, np.float32) for j in range(32)]
+    group.upsert(_core.encode_keys("default", "item", np.arange(n, dtype=np.int64)),
+                 _core.encode_rows(schema, cols, None, ts, ts, ts))
+    capacity = 16
+    while n * 10 > capacity * 7:
+        capacity *= 2
+    index_bytes = 16 * capacity
+    assert group.nbytes - index_bytes <= 1.3 * group.payload_bytes
+    group.clear()
+    assert len(group) == 0 and group.nbytes < 4096
+
+
+def test_readers_never_see_a_torn_row_or_half_a_batch():
+    """A writer upserts batches where every slot of every row equals the batch number."""
+    group = _core.ResidentGroup(SCHEMA)
+    keys = _core.encode_keys("default", "item", np.arange(2_000, dtype=np.int64))
+    batches = [rows_for(np.full(len(keys), b)) for b in range(1, 30)]
+    group.upsert(keys, rows_for(np.zeros(len(keys))))
+    errors: list[str] = []
+    done = threading.Event()
+
+    def read():
+        while not done.is_set():
+            slots = group.get(keys).slots()
+            if not (slots == slots[0, 0]).all():
+                errors.append(f"mixed values {np.unique(slots)}")
+                return
+
+    readers = [threading.Thread(target=read) for _ in range(2)]
+    for t in readers:
+        t.start()
+    for batch in batches:
+        group.upsert(keys, batch)
+    done.set()
+    for t in readers:
+        t.join()
+    assert errors == []
+    assert (group.get(keys).slots() == 29).all()

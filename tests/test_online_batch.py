@@ -57,7 +57,7 @@ def test_pandas_frame_converts_values_nulls_and_timestamps():
     np.testing.assert_array_equal(ctr, np.array([0.5, 0.0, 0.25], np.float32))
     assert ctr.dtype == np.float32 and price.dtype == np.float64 and views.dtype == np.int64
     np.testing.assert_array_equal(views, [10, 0, 30])
-    np.testing.assert_array_equal(is_new, np.array([1, 0, 0], np.uint8))
+    np.testing.assert_array_equal(is_new, [True, False, False])
     np.testing.assert_array_equal(color, np.array([0, 0, 2], np.int32))
     assert emb.shape == (3, 3) and emb.dtype == np.float32
     np.testing.assert_array_equal(emb[2], [0.0, 0.5, 1.0])

@@ -76,8 +76,8 @@ class Batch:
 
     Attributes:
         ids: entity ids as ``list[str]`` or int64 ndarray (what ``encode_keys`` takes).
-        columns: one array per field: float32/float64/int64 (n,), bool as uint8 (n,),
-            categorical int32 codes (n,), embedding float32 (n, dim); null cells hold 0.
+        columns: one array per field: float32/float64/int64/bool (n,),
+            categorical int32 codes (n,), embedding float32 (n, dim), bool as bool; null cells hold 0.
         nulls: uint8 (n, k), 1 where a cell is null.
         feature_ts, generated_at, published_at: int64 (n,) microseconds since the epoch.
     """
@@ -190,14 +190,14 @@ def _int_column(name: str, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _bool_column(name: str, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if raw.dtype.kind == "b":
-        return raw.astype(np.uint8), np.zeros(len(raw), dtype=bool)
-    values = np.zeros(len(raw), dtype=np.uint8)
+        return raw.astype(bool), np.zeros(len(raw), dtype=bool)
+    values = np.zeros(len(raw), dtype=bool)
     nulls = np.zeros(len(raw), dtype=bool)
     for row, value in enumerate(raw):
         if _is_null(value):
             nulls[row] = True
         elif isinstance(value, (bool, np.bool_, int, np.integer, float, np.floating)) and value in (0, 1):
-            values[row] = int(value)
+            values[row] = bool(value)
         else:
             raise _fail(name, row, value, "bool feature needs True/False (or 0/1)", "pass a bool, or None for a null cell")
     return values, nulls

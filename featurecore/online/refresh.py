@@ -1,0 +1,125 @@
+"""Cross-process refresh: a RocksDB secondary follows the primary's changelog.
+
+A ranking worker that is not the writer opens the store as a secondary. A background
+thread, every ``interval_s``:
+
+1. calls ``try_catch_up_with_primary()`` (the secondary now sees every WriteBatch the
+   primary committed, each whole or not at all);
+2. reads the changelog entries after the last sequence it applied;
+3. re-reads the changed keys of loaded resident groups from their column families and
+   upserts (or removes) them natively; an entry without keys reloads its group;
+4. if the changelog was trimmed past its last sequence, reloads every loaded group.
+
+So a write the primary has committed is served here after at most ``interval_s`` plus
+one catch-up-and-apply pass (typically milliseconds). Direct groups need nothing from
+step 3: their reads go to the caught-up database.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable
+
+import rocksdict
+
+from . import changelog
+from .layout import CHANGELOG_CF, column_family
+from .snapshots import Snapshots
+
+_log = logging.getLogger(__name__)
+
+#: Default seconds between refresh passes.
+DEFAULT_REFRESH_INTERVAL_S = 1.0
+
+
+class Refresher:
+    """Keeps a secondary's resident snapshots in step with the primary.
+
+    Args:
+        db: a callable returning the current (secondary) database.
+        snapshots: the resident groups to keep current.
+        lock: held while catching up and applying, so loads never interleave.
+        interval_s: seconds between passes.
+        on_catch_up: called (under ``lock``) after each catch-up, before entries are
+            applied; the store reloads its registry there when its revision changed.
+    """
+
+    def __init__(
+        self,
+        db: Callable[[], rocksdict.Rdict],
+        snapshots: Snapshots,
+        lock: threading.RLock,
+        *,
+        interval_s: float = DEFAULT_REFRESH_INTERVAL_S,
+        on_catch_up: "Callable[[], None] | None" = None,
+    ):
+        self._db = db
+        self._snapshots = snapshots
+        self._lock = lock
+        self.interval_s = float(interval_s)
+        self._on_catch_up = on_catch_up
+        self.sequence = changelog.last_sequence(column_family(db(), CHANGELOG_CF, create=False))
+        self.last_refresh_s = 0.0
+        self.last_error: "Exception | None" = None
+        self._stop = threading.Event()
+        self._thread: "threading.Thread | None" = None
+
+    def refresh(self) -> int:
+        """Catch up once and apply new changelog entries; returns how many were applied."""
+        with self._lock:
+            start = time.perf_counter()
+            db = self._db()
+            db.try_catch_up_with_primary()
+            if self._on_catch_up is not None:
+                self._on_catch_up()
+            log = column_family(db, CHANGELOG_CF, create=False)
+            applied = 0
+            if self.sequence + 1 < changelog.first_sequence(log):
+                for name in self._snapshots.loaded_names():
+                    self._snapshots.reload(name)
+                self.sequence = changelog.last_sequence(log)
+            while entries := changelog.read_after(log, self.sequence):
+                for entry in entries:
+                    self._apply(db, entry)
+                self.sequence = entries[-1].sequence
+                applied += len(entries)
+            self.last_refresh_s = time.perf_counter() - start
+            return applied
+
+    def _apply(self, db: rocksdict.Rdict, entry: changelog.ChangeEntry) -> None:
+        if self._snapshots.loaded(entry.group_cf) is None:
+            return
+        if entry.keys is None:
+            self._snapshots.reload(entry.group_cf)
+            return
+        rows = column_family(db, entry.group_cf, create=False).get(entry.keys)
+        present = [(k, r) for k, r in zip(entry.keys, rows) if r is not None]
+        gone = [k for k, r in zip(entry.keys, rows) if r is None]
+        if present:
+            self._snapshots.apply(entry.group_cf, [k for k, _ in present], [r for _, r in present])
+        if gone:
+            self._snapshots.apply(entry.group_cf, gone, None)
+
+    def start(self) -> None:
+        """Start the background thread (daemon; ``stop`` ends it)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="featurecore-refresh", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.refresh()
+                self.last_error = None
+            except Exception as error:  # keep serving the last good state; report it
+                self.last_error = error
+                _log.warning("featurecore refresh failed: %s", error)
+
+    def stop(self) -> None:
+        """Stop the background thread and wait for it."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None

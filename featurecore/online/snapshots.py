@@ -1,0 +1,141 @@
+"""Resident snapshots: whole feature groups loaded from RocksDB into native memory.
+
+A group is loaded on first use by iterating its column family in chunks and upserting
+each chunk natively (``ResidentGroup.upsert``). After that the writer (same process) or
+the refresher (other processes) applies every change to it, under the same lock that
+guards the load, so a snapshot never misses a change that raced with its load.
+Reads go through ``ResidentGroup``'s own shared lock and need no Python lock.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Callable
+
+import rocksdict
+
+from .. import _core
+from .batch import GroupSchema
+from .layout import column_family
+
+#: Rows read from RocksDB per native upsert while loading a group.
+LOAD_CHUNK = 8192
+
+
+@dataclass(frozen=True)
+class LoadStats:
+    """How loading one group went: rows, seconds, resident and payload bytes."""
+
+    group_cf: str
+    rows: int
+    seconds: float
+    nbytes: int
+    payload_bytes: int
+
+
+class Snapshots:
+    """This process's resident groups, by column family name.
+
+    Args:
+        db: a callable returning the current database (a secondary may be reopened).
+        lock: serializes loads with the changes the writer/refresher applies.
+        create_cfs: create a missing column family (primary); otherwise a group without
+            one loads empty (a secondary before the primary's first write to it).
+    """
+
+    def __init__(self, db: Callable[[], rocksdict.Rdict], lock: threading.RLock, *, create_cfs: bool = True):
+        self._db = db
+        self._create_cfs = create_cfs
+        self._lock = lock
+        self._groups: dict[str, _core.ResidentGroup] = {}
+        self._schemas: dict[tuple, _core.Schema] = {}
+        self._group_schemas: dict[str, GroupSchema] = {}
+        self.loads: dict[str, LoadStats] = {}
+        #: Undecodable rows skipped while loading, per group.
+        self.corrupt_rows: Counter[str] = Counter()
+        #: Times each group was handed to a request (tests count reads with it).
+        self.reads: Counter[str] = Counter()
+
+    def native_schema(self, schema: GroupSchema) -> _core.Schema:
+        """The native Schema of ``schema`` (cached; equal layouts share one)."""
+        layout = (tuple(schema.dtype_codes), tuple(schema.dims))
+        native = self._schemas.get(layout)
+        if native is None:
+            native = self._schemas.setdefault(layout, _core.Schema(list(layout[0]), list(layout[1])))
+        return native
+
+    def resident(self, schema: GroupSchema) -> _core.ResidentGroup:
+        """The loaded group of ``schema``, loading it now if this is its first use."""
+        self.reads[schema.cf_name] += 1
+        group = self._groups.get(schema.cf_name)
+        if group is None:
+            group = self.load(schema)
+        return group
+
+    def load(self, schema: GroupSchema) -> _core.ResidentGroup:
+        """(Re)load a group from its column family; returns the new resident group."""
+        with self._lock:
+            start = time.perf_counter()
+            group = _core.ResidentGroup(self.native_schema(schema))
+            db = self._db()
+            if self._create_cfs or schema.cf_name in db.list_cf(db.path()):
+                cf = column_family(db, schema.cf_name, create=self._create_cfs)
+                it = cf.iter()
+                it.seek_to_first()
+                while it.valid():
+                    keys, rows = [], []
+                    while it.valid() and len(keys) < LOAD_CHUNK:
+                        keys.append(it.key())
+                        rows.append(it.value())
+                        it.next()
+                    self._upsert_valid(schema.cf_name, group, keys, rows)
+                del it, cf
+            self._groups[schema.cf_name] = group
+            self._group_schemas[schema.cf_name] = schema
+            self.loads[schema.cf_name] = LoadStats(
+                schema.cf_name, len(group), time.perf_counter() - start, group.nbytes, group.payload_bytes
+            )
+            return group
+
+    def _upsert_valid(self, group_cf: str, group: _core.ResidentGroup, keys: list[bytes], rows: list[bytes]) -> None:
+        """Upsert a loaded chunk; rows that do not decode (corrupt bytes in the column
+        family) are skipped and counted, so one bad row never blocks a load."""
+        try:
+            group.upsert(keys, rows)
+        except ValueError:
+            status = _core.GroupTable.decode(group.schema, rows).status()
+            good = [i for i, s in enumerate(status.tolist()) if s == 0]
+            self.corrupt_rows[group_cf] += len(rows) - len(good)
+            group.upsert([keys[i] for i in good], [rows[i] for i in good])
+
+    def reload(self, group_cf: str) -> None:
+        """Reload a loaded group from its column family (after a bulk change)."""
+        self.load(self._group_schemas[group_cf])
+
+    def loaded(self, group_cf: str) -> "_core.ResidentGroup | None":
+        """The resident group of ``group_cf`` if it is loaded."""
+        return self._groups.get(group_cf)
+
+    def apply(self, group_cf: str, keys: list[bytes], rows: "list[bytes] | None") -> None:
+        """Apply a committed change to the group if it is loaded (``rows`` None = delete)."""
+        group = self._groups.get(group_cf)
+        if group is None:
+            return
+        if rows is None:
+            group.remove(keys)
+        else:
+            self._upsert_valid(group_cf, group, keys, rows)
+
+    def unload(self, group_cf: str) -> None:
+        """Forget a loaded group (its next use reloads it)."""
+        with self._lock:
+            self._groups.pop(group_cf, None)
+            self._group_schemas.pop(group_cf, None)
+            self.loads.pop(group_cf, None)
+
+    def loaded_names(self) -> list[str]:
+        """Column families of the loaded groups."""
+        return list(self._groups)

@@ -1,0 +1,157 @@
+"""The serving engine: one request -> access check -> privacy mode -> ONE native call.
+
+Python work per request is constant (a dict lookup per group, one multi-get per direct
+group); every per-candidate loop (key encoding, hash lookups, gathers, defaults,
+staleness, crosses) runs natively in ``CompiledFeatureSet.serve`` with the GIL released.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .. import _core
+from ..errors import AccessDeniedError, NotFoundError, ValidationError
+from ..reasons import Reason
+from ..registry.model import RegistryState
+from .matrix import FeatureMatrix
+from .plan import CompiledFeatureSet, GroupBinding, compile_feature_set
+from .request import FeatureRequest
+
+if TYPE_CHECKING:
+    from ..store import FeatureStore
+
+#: Privacy classes a non-personalized request never reads (their groups are not touched).
+PERSONAL_PRIVACY_CLASSES = frozenset({"behavioral", "personal_data", "sensitive_inferred"})
+
+
+def check_access(state: RegistryState, compiled: CompiledFeatureSet, purpose: str, skipped: set[str]) -> None:
+    """Raise AccessDeniedError unless ``purpose`` may read every group not in ``skipped``."""
+    try:
+        allowed = set(state.access_rule(purpose).allowed_privacy_classes)
+    except NotFoundError:
+        raise AccessDeniedError(
+            f"purpose {purpose!r} has no access rule, so it may read nothing; use one of "
+            f"{sorted(state.access_rules)} or register an AccessRule for it"
+        ) from None
+    for binding in compiled.groups:
+        denied = sorted(binding.privacy_classes - allowed)
+        if binding.ref not in skipped and denied:
+            raise AccessDeniedError(
+                f"purpose {purpose!r} may not read group {binding.ref} of feature set {compiled.ref}: its "
+                f"privacy classes {denied} are not in the purpose's allowed classes {sorted(allowed)}; "
+                "use a feature set without them, request privacy_mode='non_personalized', or change the access rule"
+            )
+
+
+def privacy_skipped(compiled: CompiledFeatureSet, privacy_mode: str) -> set[str]:
+    """Refs of the groups the privacy mode forbids reading (served as privacy_disabled)."""
+    if privacy_mode != "non_personalized":
+        return set()
+    return {b.ref for b in compiled.groups if b.privacy_classes & PERSONAL_PRIVACY_CLASSES}
+
+
+class ServingEngine:
+    """Serves FeatureRequests from a store's resident snapshots and direct reads.
+
+    Compiled feature sets are cached per (registry revision, feature set ref).
+    """
+
+    def __init__(self, store: "FeatureStore"):
+        self._store = store
+        self._compiled: dict[tuple[int, str], CompiledFeatureSet] = {}
+        self._lock = threading.Lock()
+
+    def compiled(self, state: RegistryState, feature_set_ref: str) -> CompiledFeatureSet:
+        """The compiled feature set at ``state``'s revision (compiled once, then cached)."""
+        key = (state.revision, feature_set_ref)
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            with self._lock:
+                compiled = self._compiled.get(key)
+                if compiled is None:
+                    compiled = compile_feature_set(state, feature_set_ref)
+                    self._compiled = {k: v for k, v in self._compiled.items() if k[0] == state.revision}
+                    self._compiled[key] = compiled
+        return compiled
+
+    def get_features(self, request: FeatureRequest) -> FeatureMatrix:
+        """Serve ``request``; see ``FeatureStore.get_features``."""
+        store = self._store
+        state = store.state
+        compiled = self.compiled(state, request.feature_set)
+        skipped = privacy_skipped(compiled, request.privacy_mode)
+        check_access(state, compiled, request.purpose, skipped)
+        row_entity, n = _candidates(compiled, request)
+        deadline = None if request.deadline_ms is None else time.monotonic() + request.deadline_ms / 1000.0
+        sources: list[Any] = []
+        for binding in compiled.groups:
+            if binding.ref in skipped:
+                sources.append(None)
+            elif binding.serving_mode == "resident":
+                sources.append(store.snapshots.resident(store.group_schema(binding.ref)))
+            else:
+                sources.append(self._direct(compiled, binding, request, n, deadline))
+        return compiled.serve(
+            sources,
+            request.entities,
+            request.tenant,
+            request.request_time_us,
+            request.context,
+            request.candidate,
+            n,
+            row_ids=request.entities.get(row_entity) if row_entity else None,
+            row_entity=row_entity,
+        )
+
+    def _direct(self, compiled: CompiledFeatureSet, binding: GroupBinding, request: FeatureRequest, n: int, deadline: "float | None") -> _core.GroupTable:
+        schema = self._store.group_schema(binding.ref)
+        keys = _core.encode_keys(request.tenant, binding.entity, _ids_for(compiled, binding, request, n))
+        rows = 1 if binding.per_request else n
+        if len(keys) != rows:
+            raise ValidationError(
+                f"entities[{binding.entity!r}] has {len(keys)} ids but group {binding.ref} needs {rows}; "
+                "pass one id per candidate (or one for a per-request entity)"
+            )
+        read = self._store.direct.read(schema.cf_name, binding.schema, keys, deadline)
+        if read.n_read < len(keys):
+            # Rows read before the deadline are dropped with the rest: a GroupTable has
+            # no per-row timeout status yet (see docs/ARCHITECTURE.md, direct reads).
+            return _core.GroupTable.missing(binding.schema, len(keys), int(Reason.timeout))
+        return read.table
+
+
+def _candidates(compiled: CompiledFeatureSet, request: FeatureRequest) -> tuple[str, int]:
+    """The per-candidate entity labelling the rows and the candidate count (1 if none)."""
+    per_candidate = [b.entity for b in compiled.groups if not b.per_request and b.entity in request.entities]
+    if not per_candidate:
+        return "", 1
+    counts = {entity: request.n_candidates(entity) for entity in dict.fromkeys(per_candidate)}
+    if len(set(counts.values())) != 1:
+        raise ValidationError(f"per-candidate entities must have one id per candidate each, got counts {counts}; pass equal-length id lists")
+    return per_candidate[0], next(iter(counts.values()))
+
+
+def _ids_for(compiled: CompiledFeatureSet, binding: GroupBinding, request: FeatureRequest, n: int) -> "list[str] | np.ndarray":
+    """Ids of a direct group's entity: given in the request, or, for a pair entity,
+    built from its components with ``pair_id`` (a Python loop over candidates: direct
+    pair groups cost more than resident ones)."""
+    ids = request.entities.get(binding.entity)
+    if ids is not None:
+        return ids
+    parts = compiled.pair_components.get(binding.role, ())
+    missing = [compiled.roles[r] for r in parts if compiled.roles[r] not in request.entities]
+    if not parts or missing:
+        raise ValidationError(
+            f"request has no ids for entity {binding.entity!r} read by direct group {binding.ref}; "
+            f"pass entities={{{binding.entity!r}: ...}}" + (f" or ids for {missing}" if missing else "")
+        )
+    columns = [_as_str_list(request.entities[compiled.roles[r]]) for r in parts]
+    return [_core.pair_id(*(c[0] if len(c) == 1 else c[i] for c in columns)) for i in range(n)]
+
+
+def _as_str_list(ids: "list[str] | np.ndarray") -> list[str]:
+    return [str(i) for i in ids.tolist()] if isinstance(ids, np.ndarray) else ids

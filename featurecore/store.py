@@ -1,0 +1,302 @@
+"""FeatureStore: the facade over one store directory (registry + online RocksDB).
+
+One process opens the store as the primary (it writes); ranking workers in other
+processes open it as secondaries that follow the primary within ``refresh_interval_s``
+plus one catch-up pass (see featurecore/online/refresh.py).
+
+>>> with FeatureStore.open("/tmp/store") as store:  # doctest: +SKIP
+...     store.apply("examples/recsys")
+...     store.write_online("item_static:v1", frame, entity_ids="item_id", feature_timestamp=ts)
+...     matrix = store.get_features(request)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import rocksdict
+
+from .errors import FeatureStoreError, NotFoundError, ValidationError
+from .online import changelog
+from .online.batch import GroupSchema, micros_now, validate_batch
+from .online.direct import DirectReader
+from .online.layout import CHANGELOG_CF, column_family, online_path, open_database
+from .online.refresh import DEFAULT_REFRESH_INTERVAL_S, Refresher
+from .online.snapshots import LoadStats, Snapshots
+from .online.writer import DEFAULT_CHANGELOG_RETENTION, OnlineWriter
+from .registry.model import RegistryState, parse_ref
+from .registry.registry import DefinitionsLike, Registry
+from .registry.validation import Plan
+from .serving.engine import ServingEngine
+from .serving.matrix import FeatureMatrix
+from .serving.request import FeatureRequest
+
+MODES = ("primary", "secondary", "read_only")
+
+
+@dataclass(frozen=True)
+class WriteReceipt:
+    """What ``write_online`` / ``delete_online`` committed.
+
+    Attributes:
+        group: the group ref.
+        rows: rows written (or deleted).
+        sequence: the changelog sequence of the change; secondaries that applied it
+            serve it.
+        published_at_us: the publication time recorded in the rows.
+    """
+
+    group: str
+    rows: int
+    sequence: int
+    published_at_us: int
+
+
+class FeatureStore:
+    """A store directory opened for serving and (as primary) writing.
+
+    Use ``FeatureStore.open``; close it (or use ``with``) to release RocksDB.
+    Thread-safe: any number of threads may call ``get_features`` while others write.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        *,
+        mode: str = "primary",
+        refresh_interval_s: float = DEFAULT_REFRESH_INTERVAL_S,
+        preload: bool = True,
+        changelog_retention: int = DEFAULT_CHANGELOG_RETENTION,
+    ):
+        if mode not in MODES:
+            raise ValidationError(f"mode must be one of {MODES}, got {mode!r}")
+        self.root = os.fspath(root)
+        self.mode = mode
+        self._lock = threading.RLock()
+        self._secondary_dirs: list[str] = []
+        if mode != "primary" and not os.path.exists(os.path.join(online_path(self.root), "CURRENT")):
+            raise NotFoundError(f"store {self.root!r} does not exist; open it once with mode='primary' (or apply definitions) first")
+        self._db = self._open_db()
+        self._cf_names = set(rocksdict.Rdict.list_cf(online_path(self.root)))
+        self.registry = Registry(self._db)
+        self._schemas: dict[tuple[int, str], GroupSchema] = {}
+        self.snapshots = Snapshots(lambda: self._db, self._lock, create_cfs=mode == "primary")
+        self.direct = DirectReader(lambda: self._db)
+        self._engine = ServingEngine(self)
+        self._writer: OnlineWriter | None = None
+        self._refresher: Refresher | None = None
+        if mode == "primary":
+            self._writer = OnlineWriter(self._db, self.snapshots, self._lock, changelog_retention=changelog_retention)
+        elif mode == "secondary":
+            self._refresher = Refresher(
+                lambda: self._db, self.snapshots, self._lock, interval_s=refresh_interval_s, on_catch_up=self._after_catch_up
+            )
+        if preload:
+            self.load_resident()
+        if self._refresher is not None:
+            self._refresher.start()
+
+    @classmethod
+    def open(cls, root: "str | os.PathLike", *, mode: str = "primary", **options: Any) -> "FeatureStore":
+        """Open the store directory ``root``.
+
+        Args:
+            root: the store directory (created by the primary if missing).
+            mode: ``"primary"`` (reads and writes; one process at a time),
+                ``"secondary"`` (reads; follows a live primary, refreshed in the
+                background every ``refresh_interval_s``) or ``"read_only"`` (reads
+                the state at open time).
+            refresh_interval_s: secondary refresh period in seconds (default 1.0).
+            preload: load every resident group now instead of on first use.
+            changelog_retention: changelog entries the primary keeps.
+        """
+        return cls(os.fspath(root), mode=mode, **options)
+
+    def _open_db(self) -> rocksdict.Rdict:
+        try:
+            if self.mode == "secondary":
+                self._secondary_dirs.append(tempfile.mkdtemp(prefix="featurecore-secondary-"))
+                return open_database(self.root, secondary_path=self._secondary_dirs[-1])
+            return open_database(self.root, read_only=self.mode == "read_only")
+        except Exception as error:  # rocksdict raises bare Exception for every RocksDB status
+            raise FeatureStoreError(
+                f"cannot open store {self.root!r} as {self.mode}: {error}; only one process may open it as primary, "
+                "open the others with mode='secondary'"
+            ) from error
+
+    # -- registry ---------------------------------------------------------------------------
+
+    @property
+    def state(self) -> RegistryState:
+        """The current registry state."""
+        return self.registry.state
+
+    def apply(self, definitions: DefinitionsLike) -> Plan:
+        """Apply definitions to the registry (primary only) and create the column
+        families of new groups, so secondaries that open later see them."""
+        self._require_primary("apply definitions")
+        plan = self.registry.apply(definitions)
+        for group in self.state.feature_groups.values():
+            column_family(self._db, self.group_schema(group.ref).cf_name)
+        return plan
+
+    def group_schema(self, group_ref: str) -> GroupSchema:
+        """The write schema of ``group_ref`` (``"name:vN"``, or a bare name for its
+        highest registered version)."""
+        state = self.state
+        ref = group_ref if ":" in group_ref else self._latest_group(state, group_ref)
+        key = (state.revision, ref)
+        schema = self._schemas.get(key)
+        if schema is None:
+            schema = self._schemas[key] = GroupSchema.from_state(state, ref)
+        return schema
+
+    @staticmethod
+    def _latest_group(state: RegistryState, name: str) -> str:
+        versions = [parse_ref(ref) for ref, group in state.feature_groups.items() if group.name == name]
+        if not versions:
+            raise NotFoundError(f"feature group {name!r} is not registered; known: {sorted(state.feature_groups)[:12]}")
+        return f"{name}:v{max(v for _, v in versions)}"
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def _require_primary(self, what: str) -> OnlineWriter:
+        if self._writer is None:
+            raise FeatureStoreError(f"cannot {what}: store {self.root!r} is open as {self.mode}; write through the primary")
+        return self._writer
+
+    def write_online(
+        self,
+        group_ref: str,
+        data: Any,
+        *,
+        entity_ids: Any,
+        feature_timestamp: Any,
+        generated_at: Any = None,
+        tenant: str = "default",
+        published_at: Any = None,
+    ) -> WriteReceipt:
+        """Validate a batch against the group's schema and publish it atomically.
+
+        The whole batch and its changelog entry are one RocksDB WriteBatch; readers in
+        this process see it when this returns, secondaries after their next refresh.
+
+        Args:
+            group_ref: ``"item_static:v1"`` (or ``"item_static"`` for the latest version).
+            data: pandas DataFrame, pyarrow Table or dict of arrays, one column per
+                feature (named by feature name); NaN/None are null cells.
+            entity_ids: ids (str or int) or the name of the id column of ``data``.
+            feature_timestamp: when the values are valid as of: tz-aware datetime(s),
+                pandas datetime64[tz], int64 microseconds, or a column name.
+            generated_at: when the pipeline produced them (same forms); default: the
+                publication time.
+            tenant: the tenant whose rows these are.
+            published_at: publication time (same forms); default: now.
+
+        Raises:
+            ValidationError: the batch does not fit the schema; nothing was written.
+            NotFoundError: the group is not registered.
+        """
+        writer = self._require_primary("write online rows")
+        schema = self.group_schema(group_ref)
+        published = micros_now() if published_at is None else published_at
+        batch = validate_batch(
+            schema, data, entity_ids=entity_ids, feature_timestamp=feature_timestamp, generated_at=generated_at, published_at=published
+        )
+        sequence = writer.write(schema, batch, tenant)
+        return WriteReceipt(schema.ref, len(batch), sequence, int(batch.published_at[0]) if len(batch) else micros_now())
+
+    def delete_online(self, group_ref: str, entity_ids: Any, *, tenant: str = "default") -> WriteReceipt:
+        """Delete the rows of ``entity_ids`` of ``tenant`` from one group (through the
+        changelog, so secondaries drop them too)."""
+        writer = self._require_primary("delete online rows")
+        schema = self.group_schema(group_ref)
+        change = writer.delete_change(schema, entity_ids, tenant)
+        sequence = writer.commit([change])
+        return WriteReceipt(schema.ref, len(change.keys), sequence, micros_now())
+
+    def delete_entity_online(self, entity: str, entity_ids: Any, *, tenant: str = "default") -> dict[str, int]:
+        """Delete ``entity_ids`` of ``tenant`` from every group keyed by ``entity``, in one
+        atomic batch. Returns ``{group_ref: ids deleted}`` (ids, whether or not a row existed)."""
+        writer = self._require_primary("delete online rows")
+        self.state.entity(entity)
+        schemas = [self.group_schema(g.ref) for g in self.state.feature_groups.values() if g.entity == entity]
+        changes = [writer.delete_change(schema, entity_ids, tenant) for schema in schemas]
+        writer.commit(changes)
+        return {schema.ref: len(change.keys) for schema, change in zip(schemas, changes)}
+
+    # -- serving ----------------------------------------------------------------------------
+
+    def get_features(self, request: FeatureRequest) -> FeatureMatrix:
+        """Serve one request: access check, privacy mode, then one native call.
+
+        Raises:
+            AccessDeniedError: the request's purpose may not read a group's privacy
+                class (raised before anything is read).
+            FeatureUnavailableError: a feature with a ``fail`` policy was missing.
+        """
+        return self._engine.get_features(request)
+
+    def load_resident(self) -> dict[str, LoadStats]:
+        """Load every registered resident group not loaded yet; returns load stats."""
+        for group in self.state.feature_groups.values():
+            if group.serving_mode == "resident":
+                schema = self.group_schema(group.ref)
+                if self.snapshots.loaded(schema.cf_name) is None:
+                    self.snapshots.load(schema)
+        return dict(self.snapshots.loads)
+
+    # -- cross-process ----------------------------------------------------------------------
+
+    @property
+    def sequence(self) -> int:
+        """The last changelog sequence written (primary) or applied (secondary)."""
+        if self._writer is not None:
+            return self._writer.sequence
+        if self._refresher is not None:
+            return self._refresher.sequence
+        return changelog.last_sequence(column_family(self._db, CHANGELOG_CF, create=False))
+
+    def refresh(self) -> int:
+        """Secondary: catch up with the primary now; returns changelog entries applied."""
+        if self._refresher is None:
+            raise FeatureStoreError(f"refresh() needs a store opened with mode='secondary', this one is {self.mode}")
+        return self._refresher.refresh()
+
+    def _after_catch_up(self) -> None:
+        """Follow registry changes, and reopen the secondary when the primary created
+        column families after it opened (a secondary cannot see new ones otherwise)."""
+        names = set(rocksdict.Rdict.list_cf(online_path(self.root)))
+        if not names <= self._cf_names:
+            # The old instance is not closed: requests in flight may still read from
+            # it; it is released with its last reference.
+            self._cf_names = names
+            self._db = self._open_db()
+            self.direct.reset()
+            self.registry = Registry(self._db)
+        else:
+            self.registry.reload()
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the refresher and close RocksDB (every handle is dropped first)."""
+        if self._refresher is not None:
+            self._refresher.stop()
+            self._refresher = None
+        self._writer = None
+        self.direct.reset()
+        self._db.close()
+        for path in self._secondary_dirs:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def __enter__(self) -> "FeatureStore":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -73,7 +73,7 @@ def test_validate_and_stage(capsys, applied):
     assert code == 1
     assert "FAIL    lifecycle  item_language:v1" in out and "age 99999s vs SLA 6h" in out
     code, _, err = run(capsys, "stage", *applied, "item_language:v1", "archived")
-    assert code == 1 and "cannot be archived: production model(s)" in err
+    assert code == 1 and "is archived but production model(s)" in err
     code, _, err = run(capsys, "validate", *applied, "x:v1", "--freshness", "oops")
     assert code == 1 and "must be GROUP_REF=AGE_SECONDS" in err
 

@@ -145,14 +145,14 @@ def test_deprecating_lists_dependents_and_archiving_is_guarded(store_dir, regist
         "feature_sets": ["home_ranker_features:v18", "trending_features:v3"],
         "models": ["home_ranker:v18", "trending_ranker:v3"],
     }
-    with pytest.raises(RegistryError, match=r"cannot be archived: production model\(s\) home_ranker:v18, trending_ranker:v3 use it"):
+    with pytest.raises(RegistryError, match=r"feature \'creator_report_rate_30d:v1\' is archived but production model\(s\) home_ranker:v18, trending_ranker:v3 read it; keep the feature live"):
         registry.set_stage("creator_report_rate_30d:v1", "archived")
     with pytest.raises(RegistryError, match=r"stage 'gone' for feature 'creator_report_rate_30d:v1' is unknown"):
         registry.set_stage("creator_report_rate_30d:v1", "gone")
     registry.set_model_stage("home_ranker:v18", "deprecated")
     registry.set_model_stage("trending_ranker:v3", "deprecated")
     assert registry.set_stage("creator_report_rate_30d:v1", "archived")["to"] == "archived"
-    with pytest.raises(RegistryError, match=r"cannot be archived: production model\(s\) trending_ranker:v3"):
+    with pytest.raises(RegistryError, match=r"is archived but production model\(s\) trending_ranker:v3 read it"):
         registry.set_model_stage("trending_ranker:v3", "production")
     registry.close()
     with Registry.open(store_dir) as reopened:

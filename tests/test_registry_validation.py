@@ -233,3 +233,21 @@ def test_new_feature_set_cannot_use_archived_feature(example_state):
     retired = dataclasses.replace(example_state.model("home_ranker:v18"), stage="deprecated")
     state = validate(Definitions.of(archived, retired), example_state)
     reject(Definitions.of(FeatureSet("s", 1, [FeatureSetColumn("item_brand:v1")], owner="t")), r"uses archived feature 'item_brand:v1'", base=state)
+
+
+def test_problems_of_existing_features_reject_the_incoming_definition_that_causes_them(example_state):
+    from featurecore.registry import plan_definitions
+
+    ctr = example_state.feature("item_ctr_7d_smoothed:v3")
+    stealing = FeatureGroup("ctr_copy", 1, "item", (ctr.ref,), 3600.0, owner="t")
+    plan = plan_definitions(example_state, Definitions.of(stealing))
+    assert [(r.action, r.key) for r in plan.rows] == [("reject", "ctr_copy:v1")]
+    assert "is listed in 2 feature groups (ctr_copy:v1, item_behavior:v1)" in plan.rows[0].detail
+    assert plan.problems == (plan.rows[0].detail,)
+
+    retired = dataclasses.replace(example_state.model("home_ranker:v18"), stage="deprecated")
+    archived = dataclasses.replace(ctr, stage="archived")
+    state = validate(Definitions.of(retired, dataclasses.replace(example_state.model("trending_ranker:v3"), stage="deprecated"), archived), example_state)
+    plan = plan_definitions(state, Definitions.of(dataclasses.replace(retired, stage="production")))
+    assert [(r.action, r.key) for r in plan.rows] == [("reject", "home_ranker:v18")]
+    assert "is archived but production model(s) home_ranker:v18 read it" in plan.rows[0].detail

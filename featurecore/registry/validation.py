@@ -438,10 +438,26 @@ def _lifecycle_problems(state: RegistryState) -> dict[str, list[str]]:
             users = production_users(state, ref)
             if users:
                 problems[ref] = [
-                    f"feature '{ref}' cannot be archived: production model(s) {', '.join(users)} use it; "
-                    "move them to a feature set without it first"
+                    f"feature '{ref}' is archived but production model(s) {', '.join(users)} read it; "
+                    "keep the feature live, or move the models to a feature set without it first"
                 ]
     return problems
+
+
+def _attribute(rows: list[PlanRow], incoming: Mapping[str, Mapping[str, Any]], state: RegistryState, feature_ref: str, msgs: list[str]) -> None:
+    """Mark as rejected the incoming groups, feature sets and models that reach ``feature_ref``."""
+    def reaches(kind: str, obj: Any) -> bool:
+        if kind == "feature_groups":
+            return feature_ref in obj.features
+        if kind == "feature_sets":
+            return feature_ref in obj.all_refs
+        fs = state.feature_sets.get(obj.feature_set)
+        return kind == "models" and fs is not None and feature_ref in fs.all_refs
+
+    for i, row in enumerate(rows):
+        if row.kind in ("feature_groups", "feature_sets", "models") and reaches(row.kind, incoming[row.kind][row.key]):
+            detail = "; ".join(msgs) if row.action != "reject" else f"{row.detail}; {'; '.join(msgs)}"
+            rows[i] = PlanRow(row.kind, row.key, "reject", detail)
 
 
 def plan_definitions(base: RegistryState, definitions: Definitions) -> Plan:
@@ -494,7 +510,10 @@ def plan_definitions(base: RegistryState, definitions: Definitions) -> Plan:
             problems.extend(msgs)
         else:
             rows.append(PlanRow(kind, key, action, detail))
-    problems.extend(m for (kind, key), msgs in per_key.items() if (kind, key) not in actions for m in msgs)
+    for (kind, key), msgs in per_key.items():
+        if (kind, key) not in actions:  # an existing feature broken by incoming groups/sets/models
+            _attribute(rows, incoming, state, key, msgs)
+            problems.extend(msgs)
     changed = any(row.action in ("add", "change") for row in rows)
     result = dataclasses.replace(state, revision=base.revision + 1) if changed else state
     return Plan(tuple(rows), tuple(problems), None if problems else result)

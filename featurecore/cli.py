@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from .errors import FeatureStoreError
 from .registry import Registry, render_describe, render_search
+from .registry.catalog import LIST_COLUMNS, list_definitions
 from .registry.render import render_mapping, render_table
 
 DEFAULT_STORE = "./featurecore-store"
@@ -75,11 +76,16 @@ def _plan(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     filters = {k: getattr(args, k) for k in ("name", "entity", "owner", "privacy_class", "stage", "tag")}
     with Registry.open(args.store, read_only=True) as registry:
-        rows = registry.search(**filters)
+        if args.kind == "features":
+            rows = registry.search(**filters)
+            text = render_search(rows)
+        else:
+            rows = list_definitions(registry.state, args.kind)
+            text = render_table(rows, LIST_COLUMNS[args.kind])
     if args.json:
         _print_json(rows)
     else:
-        print(render_search(rows))
+        print(text)
     return 0
 
 
@@ -143,6 +149,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _filters(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--kind", default="features", choices=("features", *LIST_COLUMNS), help="what to list (filters apply to features)"
+    )
     parser.add_argument("--name", help="substring of the feature name")
     parser.add_argument("--entity", help="entity, e.g. item")
     parser.add_argument("--owner", help="owner, e.g. ranking-features")

@@ -104,3 +104,18 @@ def test_module_help_runs_as_a_subprocess():
     assert result.returncode == 0
     for name in ("apply", "plan", "list", "describe", "validate", "demo"):
         assert name in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("kind", "first_line"),
+    [
+        ("feature_groups", "creator_safety:v1         creator    resident      1d             1         trust-safety"),
+        ("feature_sets", "home_ranker_features:v18  60       6       home_ranker:v18     home-ranking"),
+        ("models", "home_ranker:v18     home_ranker_features:v18  ranking           production  home-ranking"),
+        ("entities", "anonymous_user  anonymous_user_id  True"),
+    ],
+)
+def test_list_other_kinds(capsys, applied, kind, first_line):
+    code, out, _ = run(capsys, "list", *applied, "--kind", kind)
+    assert code == 0
+    assert out.splitlines()[1].split() == first_line.split()

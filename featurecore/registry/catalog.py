@@ -57,6 +57,42 @@ def render_search(rows: list[dict[str, Any]]) -> str:
     return render_table(rows, SEARCH_COLUMNS) if rows else "no matching features"
 
 
+#: ``list_definitions`` kinds and their table columns.
+LIST_COLUMNS: dict[str, tuple[str, ...]] = {
+    "feature_groups": ("ref", "entity", "serving_mode", "freshness_sla", "features", "owner"),
+    "feature_sets": ("ref", "columns", "groups", "models", "owner"),
+    "models": ("ref", "feature_set", "purpose", "stage", "owner"),
+    "entities": ("name", "join_key", "per_request", "components"),
+}
+
+
+def list_definitions(state: RegistryState, kind: str) -> list[dict[str, Any]]:
+    """One summary row per feature group, feature set, model or entity (``kind``), sorted."""
+    if kind == "feature_groups":
+        return [
+            {"ref": r, "entity": g.entity, "serving_mode": g.serving_mode, "freshness_sla": format_duration(g.freshness_sla),
+             "features": len(g.features), "owner": g.owner}
+            for r, g in sorted(state.feature_groups.items())
+        ]
+    if kind == "feature_sets":
+        return [
+            {"ref": r, "columns": len(state.columns(r)), "groups": len(state.groups_of(r)),
+             "models": models_using(state, r), "owner": fs.owner}
+            for r, fs in sorted(state.feature_sets.items())
+        ]
+    if kind == "models":
+        return [
+            {"ref": r, "feature_set": m.feature_set, "purpose": m.purpose, "stage": m.stage, "owner": m.owner}
+            for r, m in sorted(state.models.items())
+        ]
+    if kind == "entities":
+        return [
+            {"name": n, "join_key": e.join_key, "per_request": e.per_request, "components": list(e.components)}
+            for n, e in sorted(state.entities.items())
+        ]
+    raise NotFoundError(f"cannot list {kind!r}; use features or one of {', '.join(LIST_COLUMNS)}")
+
+
 def _duration(seconds: float | None) -> str | None:
     return None if seconds is None else format_duration(seconds)
 

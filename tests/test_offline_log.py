@@ -40,7 +40,7 @@ def test_append_round_trips_typed_values_and_nulls(log):
     assert back.column("genre").to_pylist() == [None, 1, 1, None]
     columns, nulls = typed_columns(back, log.schema)
     np.testing.assert_allclose(columns[0], np.linspace(0, 1, 4).astype(np.float32))
-    assert columns[2].dtype == np.uint8 and columns[2].tolist() == [1, 0, 1, 0]
+    assert columns[2].dtype == np.bool_ and columns[2].tolist() == [True, False, True, False]
     assert columns[4].shape == (4, 3) and columns[4][1].tolist() == [0, 0, 0]
     assert nulls[:, 3].tolist() == [1, 0, 0, 1] and nulls[:, 4].tolist() == [0, 1, 0, 0]
     dates = sorted(f.date for f in log.files())

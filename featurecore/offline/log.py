@@ -74,13 +74,23 @@ def _fsync_directory(path: str) -> None:
 @dataclass(frozen=True)
 class LogFile:
     """One committed Parquet file: path relative to the group directory, its UTC date,
-    row count and feature_timestamp range (us)."""
+    row count, feature_timestamp range (us) and the tenants it holds."""
 
     path: str
     date: str
     rows: int
     min_ts: int
     max_ts: int
+    tenants: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Watermark:
+    """How much of a log a reader has consumed: the first ``files`` committed files, up
+    to feature_timestamp ``as_of_us`` (later rows of those files are not consumed)."""
+
+    files: int
+    as_of_us: int
 
 
 @dataclass(frozen=True)
@@ -169,11 +179,16 @@ class OfflineLog:
                 f"offline log {self.directory} holds fields {list(fields)} but group {self.schema.ref} "
                 f"defines {list(self.fields)}; a group version is immutable, register a new version instead"
             )
-        return Manifest(raw["id_type"], fields, tuple(LogFile(**f) for f in raw["files"]))
+        files = tuple(LogFile(**{**f, "tenants": tuple(f["tenants"])}) for f in raw["files"])
+        return Manifest(raw["id_type"], fields, files)
 
     def files(self) -> tuple[LogFile, ...]:
         """Committed files in commit order."""
         return self.manifest().files
+
+    def tenants(self) -> list[str]:
+        """Tenants with committed rows, sorted."""
+        return sorted({t for f in self.files() for t in f.tenants})
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -263,7 +278,9 @@ class OfflineLog:
                 final = os.path.join(self.directory, relative)
                 os.makedirs(os.path.dirname(final), exist_ok=True)
                 tmp = final + ".tmp"
-                staged.append((tmp, LogFile(relative, date, len(rows), int(ts[rows].min()), int(ts[rows].max()))))
+                tenants = tuple(sorted(pc.unique(part.column("tenant")).to_pylist()))
+                entry = LogFile(relative, date, len(rows), int(ts[rows].min()), int(ts[rows].max()), tenants)
+                staged.append((tmp, entry))
                 with open(tmp, "wb") as f:
                     pq.write_table(part, f)
                     f.flush()
@@ -300,30 +317,43 @@ class OfflineLog:
         *,
         tenant: "str | None" = None,
         max_feature_ts: "int | None" = None,
+        newer_than: "Watermark | None" = None,
+        upto_files: "int | None" = None,
         chunk_rows: int = 4_000_000,
     ) -> Iterator[pa.Table]:
         """Yield the committed rows in write order, in tables of about ``chunk_rows`` rows.
 
         Args:
-            columns: columns to read (default all); ``tenant`` is added when filtering.
+            columns: columns to read (default all).
             tenant: keep only this tenant's rows.
             max_feature_ts: skip files whose rows all have a later feature_timestamp (us).
+            newer_than: keep only rows not covered by this watermark: rows of files
+                committed after it, and rows of earlier files with a later feature_timestamp.
+            upto_files: read only the first ``upto_files`` committed files (a pinned state).
             chunk_rows: rows per yielded table (the memory bound of a streaming reader).
         """
         manifest = self.manifest()
         if manifest.id_type is None:
             return
         names = list(columns) if columns is not None else self.arrow_schema(manifest.id_type).names
-        read = names + (["tenant"] if tenant is not None and "tenant" not in names else [])
+        extra = [c for c in ("tenant", "feature_timestamp") if c not in names]
         pending: list[pa.RecordBatch] = []
         pending_rows = 0
-        for entry in manifest.files:
+        for index, entry in enumerate(manifest.files[:upto_files]):
             if max_feature_ts is not None and entry.min_ts > max_feature_ts:
                 continue
+            covered = newer_than is not None and index < newer_than.files
+            if covered and entry.max_ts <= newer_than.as_of_us:
+                continue
+            if tenant is not None and tenant not in entry.tenants:
+                continue
             reader = pq.ParquetFile(os.path.join(self.directory, entry.path))
-            for batch in reader.iter_batches(batch_size=chunk_rows, columns=read):
-                if tenant is not None:
+            for batch in reader.iter_batches(batch_size=chunk_rows, columns=names + extra):
+                if tenant is not None and len(entry.tenants) > 1:
                     batch = batch.filter(pc.equal(batch.column("tenant"), tenant))
+                if covered:
+                    ts = batch.column("feature_timestamp").cast(pa.int64())
+                    batch = batch.filter(pc.greater(ts, newer_than.as_of_us))
                 pending.append(batch.select(names))
                 pending_rows += batch.num_rows
                 if pending_rows >= chunk_rows:
@@ -348,7 +378,7 @@ def micros(column: "pa.Array | pa.ChunkedArray") -> np.ndarray:
 def typed_columns(table: pa.Table, schema: GroupSchema) -> tuple[list[np.ndarray], np.ndarray]:
     """The feature columns of a log table as the native encoder takes them.
 
-    Returns one array per field (float32/float64/int64 (n,), bool as uint8 (n,),
+    Returns one array per field (float32/float64/int64/bool (n,),
     int32 codes (n,), embedding float32 (n, dim); null cells hold 0) and the null
     mask uint8 (n, k).
     """
@@ -369,5 +399,5 @@ def typed_columns(table: pa.Table, schema: GroupSchema) -> tuple[list[np.ndarray
         if column.null_count:
             column = pc.fill_null(column, False if f.dtype == "bool" else 0)
         values = column.to_numpy(zero_copy_only=False)
-        columns.append(np.ascontiguousarray(values, np.uint8 if f.dtype == "bool" else values.dtype))
+        columns.append(np.ascontiguousarray(values, values.dtype))
     return columns, nulls

@@ -1,0 +1,232 @@
+"""W2: point-in-time join, featurecore against pandas, DuckDB and Polars in the same run.
+
+A feature table of 100,000 item ids x 30 daily rows (3M rows, 8 float32 features) and
+1,000,000 events (unsorted, 2% unknown items, some past the 7-day TTL); backward as-of
+join with a 7-day TTL (older values become NaN). Every engine starts from in-memory
+tables in its own format (converted outside the timed part) and ends with the joined
+float32 matrix in input order; each result is checked against featurecore's.
+
+    python -m pytest benchmarks/bench_pit.py --benchmark-only
+
+Peak memory per engine is measured in a fresh subprocess (``/proc/self/status``
+VmHWM after the join minus VmRSS before it, with the high-water mark reset via
+``/proc/self/clear_refs``), since tracemalloc cannot see native allocations.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from featurecore.offline.pit import point_in_time_join
+from featurecore.reasons import MISSING_REASONS
+from featurecore.registry.model import DefaultAction, DefaultPolicy, Feature, FeatureGroup, FeatureSet, RegistryState
+
+N_ITEMS = 100_000
+DAYS = 30
+N_FEATURES = 8
+N_EVENTS = 1_000_000
+TTL_DAYS = 7
+THREADS = 2
+DAY_US = 86_400_000_000
+T0_US = 1_780_000_000_000_000
+FEATURES = [f"f{i}" for i in range(N_FEATURES)]
+ROUNDS = 3
+
+
+def registry() -> RegistryState:
+    """One item group of 8 float32 features, SLA = TTL, every missing reason -> NaN."""
+    nan = DefaultPolicy({r: DefaultAction("null_with_indicator") for r in MISSING_REASONS})
+    features = [
+        Feature(name, 1, "item", "float32", "bench", default_policy=nan, privacy_class="public_catalog", group="items:v1")
+        for name in FEATURES
+    ]
+    group = FeatureGroup("items", 1, "item", tuple(f.ref for f in features), TTL_DAYS * 86400.0, owner="bench")
+    fs = FeatureSet("w2", 1, tuple(f.ref for f in features), owner="bench")
+    return RegistryState(
+        features={f.ref: f for f in features}, feature_groups={group.ref: group}, feature_sets={fs.ref: fs}, revision=1
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def make_data() -> dict:
+    """History (log columns) and events as Arrow tables, plus the engines' own formats."""
+    rng = np.random.default_rng(42)
+    ids = np.repeat(np.arange(N_ITEMS, dtype=np.int64), DAYS)
+    day = np.tile(np.arange(DAYS, dtype=np.int64), N_ITEMS)
+    ft = T0_US + day * DAY_US + rng.integers(0, DAY_US, ids.size)
+    order = rng.permutation(ids.size)  # pipelines write in no particular order
+    ts = pa.array(ft[order]).cast(pa.timestamp("us", tz="UTC"))
+    history = pa.table(
+        {
+            "entity_id": ids[order],
+            "feature_timestamp": ts,
+            "generated_at": ts,
+            **{name: rng.random(ids.size, dtype=np.float32) for name in FEATURES},
+        }
+    )
+    item = rng.integers(0, int(N_ITEMS * 1.02), N_EVENTS).astype(np.int64)  # ~2% unknown
+    ev_ts = T0_US + rng.integers(-DAY_US, (DAYS + 10) * DAY_US, N_EVENTS)  # before, during and past the TTL
+    events = pa.table(
+        {
+            "item_id": item,
+            "event_timestamp": pa.array(ev_ts).cast(pa.timestamp("us", tz="UTC")),
+            "label": rng.integers(0, 2, N_EVENTS).astype(np.int8),
+        }
+    )
+    return {"history": history, "events": events, "state": registry()}
+
+
+# -- the engines ------------------------------------------------------------------------
+
+
+def run_featurecore(data) -> np.ndarray:
+    result = point_in_time_join(
+        data["events"], data["state"], "w2:v1", histories={"items:v1": data["history"]}, threads=THREADS
+    )
+    return result.values
+
+
+def pandas_inputs(data):
+    history = data["history"].select(["entity_id", "feature_timestamp", *FEATURES]).to_pandas()
+    events = data["events"].select(["item_id", "event_timestamp"]).to_pandas()
+    return history.rename(columns={"entity_id": "item_id"}), events
+
+
+def run_pandas(inputs) -> np.ndarray:
+    import pandas as pd
+
+    history, events = inputs
+    left = events.assign(_pos=np.arange(len(events))).sort_values("event_timestamp", kind="stable")
+    right = history.sort_values("feature_timestamp", kind="stable")
+    joined = pd.merge_asof(
+        left,
+        right,
+        left_on="event_timestamp",
+        right_on="feature_timestamp",
+        by="item_id",
+        direction="backward",
+        tolerance=pd.Timedelta(days=TTL_DAYS),
+    )
+    return joined.sort_values("_pos")[FEATURES].to_numpy(np.float32)
+
+
+def duckdb_inputs(data):
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute(f"SET threads TO {THREADS}")
+    con.register("history", data["history"].select(["entity_id", "feature_timestamp", *FEATURES]))
+    events = data["events"].select(["item_id", "event_timestamp"])
+    con.register("events", events.append_column("pos", pa.array(np.arange(events.num_rows))))
+    return con
+
+
+def run_duckdb(con) -> np.ndarray:
+    cols = ", ".join(f"CASE WHEN e.event_timestamp - h.feature_timestamp <= INTERVAL {TTL_DAYS} DAY THEN h.{c} END AS {c}" for c in FEATURES)
+    table = con.sql(
+        f"""SELECT {cols} FROM events e ASOF LEFT JOIN history h
+            ON e.item_id = h.entity_id AND e.event_timestamp >= h.feature_timestamp ORDER BY e.pos"""
+    ).to_arrow_table()
+    return np.column_stack([table.column(c).to_numpy(zero_copy_only=False) for c in FEATURES]).astype(np.float32)
+
+
+def polars_inputs(data):
+    import polars as pl
+
+    history = pl.from_arrow(data["history"].select(["entity_id", "feature_timestamp", *FEATURES]))
+    events = pl.from_arrow(data["events"].select(["item_id", "event_timestamp"]))
+    return history.rename({"entity_id": "item_id"}), events
+
+
+def run_polars(inputs) -> np.ndarray:
+    import polars as pl
+
+    history, events = inputs
+    joined = (
+        events.with_row_index("_pos")
+        .sort("event_timestamp")
+        .join_asof(
+            history.sort("feature_timestamp"),
+            left_on="event_timestamp",
+            right_on="feature_timestamp",
+            by="item_id",
+            strategy="backward",
+            tolerance=f"{TTL_DAYS}d",
+            check_sortedness=False,  # both sides are sorted just above
+        )
+        .sort("_pos")
+    )
+    return joined.select(FEATURES).to_numpy().astype(np.float32)
+
+
+ENGINES = {
+    "featurecore": (lambda data: data, run_featurecore),
+    "pandas": (pandas_inputs, run_pandas),
+    "duckdb": (duckdb_inputs, run_duckdb),
+    "polars": (polars_inputs, run_polars),
+}
+
+
+# -- benchmarks -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_data()
+
+
+@pytest.fixture(scope="module")
+def expected(data):
+    return run_featurecore(data)
+
+
+@pytest.mark.parametrize("engine", list(ENGINES))
+def test_w2_pit_join(benchmark, data, expected, engine):
+    os.environ.setdefault("POLARS_MAX_THREADS", str(THREADS))
+    prepare, run = ENGINES[engine]
+    inputs = prepare(data)
+    benchmark.group = "W2 point-in-time join (3M history rows x 8 features, 1M events, 7d TTL)"
+    benchmark.extra_info["engine"] = engine
+    got = benchmark.pedantic(run, args=(inputs,), rounds=ROUNDS, iterations=1, warmup_rounds=0)
+    np.testing.assert_array_equal(got, expected)
+
+
+def _peak_memory_mb(engine: str) -> float:
+    env = dict(os.environ, POLARS_MAX_THREADS=str(THREADS))
+    out = subprocess.run(
+        [sys.executable, __file__, "--memory", engine], capture_output=True, text=True, check=True, env=env
+    )
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def test_w2_peak_memory():
+    """Peak extra resident memory of one join per engine (fresh subprocess each)."""
+    rows = [(engine, _peak_memory_mb(engine)) for engine in ENGINES]
+    print("\nW2 peak memory above the inputs (MB):")
+    for engine, mb in rows:
+        print(f"  {engine:12s} {mb:8.0f}")
+
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(field)
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--memory"]:
+    prepare, run = ENGINES[sys.argv[2]]
+    inputs = prepare(make_data())
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets VmHWM to the current RSS
+    before = _status_kb("VmRSS")
+    run(inputs)
+    print((_status_kb("VmHWM") - before) / 1024)

@@ -1,0 +1,352 @@
+"""Materialization: the offline log's latest row per entity, as of a time, into the online
+store; and the offline snapshot loader.
+
+"Latest as of T" is the point-in-time rule of ``pit`` evaluated at T for every entity
+of the log (greatest feature_timestamp <= T, then generated_at, then write order), so
+an entity materialized at T serves exactly what a training row at T joins.
+
+Bulk (``materialize_bulk``): the group version's whole online state is rebuilt as of
+T. Every row is encoded natively, keys are sorted, and one SST file (puts for the new
+rows, deletes for keys that are no longer there) is written and ingested into the
+group's column family with ONE ``ingest_external_file`` call. RocksDB applies an
+ingest atomically, so readers see the old generation or the new one, never a mix; a
+crash before the ingest leaves the old state (the temporary SST is removed on the next
+run). Then the watermark is stored in ``meta`` and ``on_ingested(group_cf)`` lets the
+online engine reload its snapshots and tell other processes (a changelog entry that
+means "reload the whole group"). Values written online while the bulk path runs are
+overwritten by the ingest, so run it for new versions, bootstraps and repairs.
+
+Incremental (``materialize_incremental``): only rows the watermark does not cover (rows
+of files committed since, and later rows of earlier files) are considered; for each
+entity the newest of them is written through the online writer (one WriteBatch with
+its changelog entry) unless the online row is newer. The watermark ``(files, as_of)``
+lives in ``meta`` under ``materialize/<group_cf>``; rerunning after a crash re-applies
+the same rows, which is harmless.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import struct
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Callable
+
+import msgpack
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import rocksdict
+
+from .. import _core
+from ..errors import ValidationError
+from ..online.batch import GroupSchema, micros_now
+from ..online.layout import META_CF, column_family
+from ..online.writer import Change
+from ..registry.model import RegistryState
+from .log import OfflineLog, Watermark, micros, typed_columns
+from ..serving.plan import schema_for_group
+from .pit import LogHistory, event_keys, group_table, select_rows
+
+#: Rows encoded per native call (bounds the temporary row buffers).
+ENCODE_CHUNK = 65_536
+_TIMESTAMPS = struct.Struct("<qq")  # feature_ts, generated_at at byte 8 of a v1 row
+
+
+@dataclass(frozen=True)
+class MaterializeSummary:
+    """What one materialization did."""
+
+    group: str
+    mode: str
+    rows: int  # entities written (put)
+    deleted: int
+    seconds: float
+    watermark: Watermark
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else float("inf")
+
+    def __str__(self) -> str:
+        return (
+            f"materialized {self.group} ({self.mode}) as of {self.watermark.as_of_us} us: {self.rows:,} rows put, "
+            f"{self.deleted:,} deleted in {self.seconds:.2f} s ({self.rows_per_s:,.0f} rows/s)"
+        )
+
+
+# -- watermark ------------------------------------------------------------------------
+
+
+def watermark_key(group_cf: str) -> bytes:
+    """The ``meta`` key of a group's materialization watermark."""
+    return b"materialize/" + group_cf.encode()
+
+
+def read_watermark(db: rocksdict.Rdict, group_cf: str) -> "Watermark | None":
+    """The last materialization watermark of ``group_cf`` (None if never materialized)."""
+    raw = column_family(db, META_CF).get(watermark_key(group_cf))
+    return None if raw is None else Watermark(*msgpack.unpackb(raw))
+
+
+def _write_watermark(db: rocksdict.Rdict, group_cf: str, watermark: Watermark) -> None:
+    column_family(db, META_CF)[watermark_key(group_cf)] = msgpack.packb([watermark.files, watermark.as_of_us])
+
+
+# -- latest rows ----------------------------------------------------------------------
+
+
+@dataclass
+class LatestRows:
+    """The latest row of each entity of one tenant: ids (int64 ndarray or list[str],
+    sorted by key bytes) and the log rows in the same order."""
+
+    tenant: str
+    ids: "np.ndarray | list[str]"
+    rows: pa.Table
+
+
+def latest_rows(
+    log: OfflineLog,
+    tenant: str,
+    as_of_us: int,
+    *,
+    newer_than: "Watermark | None" = None,
+    files: "int | None" = None,
+    strict: bool = False,
+    threads: int = 2,
+    chunk_rows: int = 4_000_000,
+    progress: bool = False,
+) -> LatestRows:
+    """The newest row at/before ``as_of_us`` of every entity of ``tenant`` in ``log``,
+    considering only rows ``newer_than`` a watermark and the first ``files`` files."""
+    history = LogHistory(log, tenant, newer_than=newer_than, files=files)
+    ids = [c.column("entity_id") for c in history.scan(["entity_id"], chunk_rows, as_of_us)]
+    if not ids:
+        return LatestRows(tenant, np.zeros(0, np.int64), pa.table({}))
+    unique = pc.unique(pa.chunked_array(ids).combine_chunks())
+    # Key order of one tenant and entity type is the byte order of the id text.
+    unique = unique.take(pc.sort_indices(unique.cast(pa.string())))
+    keys = event_keys(unique, history.id_is_int)
+    event_ts = np.full(len(unique), as_of_us, np.int64)
+    rows, refs, _ = select_rows(
+        history, keys, event_ts, log.schema, strict=strict, threads=threads, chunk_rows=chunk_rows, progress=progress
+    )
+    found = np.flatnonzero(refs >= 0)
+    chosen = unique.take(pa.array(found))
+    ids_out = np.ascontiguousarray(chosen.to_numpy(), np.int64) if history.id_is_int else chosen.to_pylist()
+    return LatestRows(tenant, ids_out, rows.take(pa.array(refs[found])))
+
+
+def encode(schema: GroupSchema, native: _core.Schema, rows: pa.Table, published_at_us: int) -> list[bytes]:
+    """Log rows as v1 row bytes (native), in chunks of ENCODE_CHUNK rows."""
+    out: list[bytes] = []
+    for start in range(0, rows.num_rows, ENCODE_CHUNK):
+        part = rows.slice(start, ENCODE_CHUNK)
+        columns, nulls = typed_columns(part, schema)
+        generated = micros(part.column("generated_at"))
+        published = np.full(part.num_rows, published_at_us, np.int64)
+        out += _core.encode_rows(native, columns, nulls, micros(part.column("feature_timestamp")), generated, published)
+    return out
+
+
+def _say(progress: bool, text: str) -> None:
+    if progress:
+        sys.stderr.write(f"\r{text}\033[K")
+        sys.stderr.flush()
+
+
+# -- bulk -----------------------------------------------------------------------------
+
+
+def materialize_bulk(
+    db: rocksdict.Rdict,
+    root: str,
+    state: RegistryState,
+    group_ref: str,
+    as_of_us: "int | None" = None,
+    *,
+    on_ingested: "Callable[[str], None] | None" = None,
+    strict: bool = False,
+    threads: int = 2,
+    chunk_rows: int = 4_000_000,
+    progress: "bool | None" = None,
+) -> MaterializeSummary:
+    """Replace the online rows of ``group_ref`` with the offline state as of ``as_of_us``
+    (default now) in one atomic SST ingest.
+
+    Args:
+        db: the primary (read-write) online database.
+        root: the store directory (``<root>/offline`` holds the log).
+        on_ingested: called with the group's column family after the ingest (the online
+            engine reloads snapshots and appends a whole-group changelog entry).
+    """
+    start = time.perf_counter()
+    progress = sys.stderr.isatty() if progress is None else progress
+    as_of_us = micros_now() if as_of_us is None else int(as_of_us)
+    log = OfflineLog.open(root, state, group_ref)
+    schema, native = log.schema, schema_for_group(state, group_ref)
+    files = len(log.files())
+    published = micros_now()
+    puts: list[tuple[bytes, bytes]] = []
+    for tenant in log.tenants():
+        _say(progress, f"materialize {group_ref}: selecting {tenant}")
+        latest = latest_rows(
+            log, tenant, as_of_us, files=files, strict=strict, threads=threads, chunk_rows=chunk_rows
+        )
+        _say(progress, f"materialize {group_ref}: encoding {len(latest.ids):,} rows of {tenant}")
+        keys = _core.encode_keys(tenant, schema.entity_type, latest.ids)
+        puts.append((keys[0] if keys else b"", list(zip(keys, encode(schema, native, latest.rows, published)))))
+    cf = column_family(db, schema.cf_name)
+    new_keys = [pair for _, block in sorted(puts, key=lambda p: p[0]) for pair in block]
+    deletes = _vanished_keys(cf, new_keys)
+    _clear_stale_ingest_files(root)
+    path = os.path.join(root, "ingest", f"{uuid.uuid4().hex}.sst")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    _say(progress, f"materialize {group_ref}: writing {len(new_keys):,} rows to {path}")
+    try:
+        if new_keys or deletes:
+            _write_sst(path, new_keys, deletes)
+            options = rocksdict.IngestExternalFileOptions()
+            options.set_move_files(True)
+            cf.ingest_external_file([path], options)
+    finally:
+        if os.path.exists(path):
+            os.remove(path)
+    del cf
+    watermark = Watermark(files, as_of_us)
+    _write_watermark(db, schema.cf_name, watermark)
+    if on_ingested is not None:
+        on_ingested(schema.cf_name)
+    summary = MaterializeSummary(group_ref, "bulk", len(new_keys), len(deletes), time.perf_counter() - start, watermark)
+    _say(progress, str(summary) + "\n")
+    return summary
+
+
+def _vanished_keys(cf: rocksdict.Rdict, new_keys: list[tuple[bytes, bytes]]) -> list[bytes]:
+    """Keys in the column family that the new generation does not hold, sorted."""
+    it = cf.iter()
+    it.seek_to_first()
+    if not it.valid():
+        return []
+    keep = {k for k, _ in new_keys}
+    gone = []
+    while it.valid():
+        if it.key() not in keep:
+            gone.append(it.key())
+        it.next()
+    return gone
+
+
+def _write_sst(path: str, puts: list[tuple[bytes, bytes]], deletes: list[bytes]) -> None:
+    writer = rocksdict.SstFileWriter(rocksdict.Options(raw_mode=True))
+    writer.open(path)
+    if deletes:
+        merged = heapq.merge(((k, v) for k, v in puts), ((k, None) for k in deletes))
+        for key, value in merged:
+            if value is None:
+                del writer[key]
+            else:
+                writer[key] = value
+    else:
+        for key, value in puts:
+            writer[key] = value
+    writer.finish()
+
+
+def _clear_stale_ingest_files(root: str) -> None:
+    directory = os.path.join(root, "ingest")
+    if os.path.isdir(directory):
+        for name in os.listdir(directory):
+            os.remove(os.path.join(directory, name))
+
+
+# -- incremental ----------------------------------------------------------------------
+
+
+def materialize_incremental(
+    db: rocksdict.Rdict,
+    writer,
+    root: str,
+    state: RegistryState,
+    group_ref: str,
+    as_of_us: "int | None" = None,
+    *,
+    strict: bool = False,
+    threads: int = 2,
+    chunk_rows: int = 4_000_000,
+    progress: "bool | None" = None,
+) -> MaterializeSummary:
+    """Write the rows committed to the log since the last watermark (up to ``as_of_us``,
+    default now) through ``writer`` (an ``online.writer.OnlineWriter``), skipping
+    entities whose online row is newer. Without a watermark every row is considered."""
+    start = time.perf_counter()
+    progress = sys.stderr.isatty() if progress is None else progress
+    as_of_us = micros_now() if as_of_us is None else int(as_of_us)
+    log = OfflineLog.open(root, state, group_ref)
+    schema, native = log.schema, schema_for_group(state, group_ref)
+    previous = read_watermark(db, schema.cf_name)
+    if previous is not None and as_of_us < previous.as_of_us:
+        raise ValidationError(
+            f"as_of {as_of_us} us is before {group_ref}'s watermark {previous.as_of_us} us; "
+            "materialize_incremental only moves forward, use materialize_bulk to rebuild an earlier state"
+        )
+    files = len(log.files())
+    cf = column_family(db, schema.cf_name)
+    changes = []
+    for tenant in log.tenants():
+        latest = latest_rows(
+            log, tenant, as_of_us, newer_than=previous, files=files, strict=strict, threads=threads, chunk_rows=chunk_rows
+        )
+        keys = _core.encode_keys(tenant, schema.entity_type, latest.ids)
+        rows = encode(schema, native, latest.rows, micros_now())
+        fresh = [i for i, old in enumerate(cf.get(keys) if keys else []) if old is None or _newer_or_same(rows[i], old)]
+        if fresh:
+            changes.append(Change(schema.cf_name, [keys[i] for i in fresh], [rows[i] for i in fresh]))
+    del cf
+    if changes:
+        writer.commit(changes)
+    watermark = Watermark(files, as_of_us)
+    _write_watermark(db, schema.cf_name, watermark)
+    written = sum(len(c.keys) for c in changes)
+    summary = MaterializeSummary(group_ref, "incremental", written, 0, time.perf_counter() - start, watermark)
+    _say(progress, str(summary) + "\n")
+    return summary
+
+
+def _newer_or_same(row: bytes, online: bytes) -> bool:
+    """True unless the online row's (feature_ts, generated_at) is later than ``row``'s.
+    An undecodable online row is replaced."""
+    if len(online) < 24:
+        return True
+    return _TIMESTAMPS.unpack_from(row, 8) >= _TIMESTAMPS.unpack_from(online, 8)
+
+
+# -- snapshot loader ------------------------------------------------------------------
+
+
+def load_snapshot(
+    root: str,
+    state: RegistryState,
+    group_ref: str,
+    as_of_us: int,
+    *,
+    tenants: "list[str] | None" = None,
+    strict: bool = False,
+    threads: int = 2,
+    chunk_rows: int = 4_000_000,
+) -> _core.ResidentGroup:
+    """A ResidentGroup holding each entity's latest row as of ``as_of_us`` straight from
+    the offline log (for replay and offline evaluation); keys as online."""
+    log = OfflineLog.open(root, state, group_ref)
+    native = schema_for_group(state, group_ref)
+    resident = _core.ResidentGroup(native)
+    for tenant in tenants if tenants is not None else log.tenants():
+        latest = latest_rows(log, tenant, as_of_us, strict=strict, threads=threads, chunk_rows=chunk_rows)
+        if len(latest.ids):
+            keys = _core.encode_keys(tenant, log.schema.entity_type, latest.ids)
+            resident.upsert_table(keys, group_table(latest.rows, log.schema, native))
+    return resident

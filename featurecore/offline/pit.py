@@ -1,0 +1,411 @@
+"""Point-in-time joins: a feature set's training matrix for every row of an events table.
+
+Semantics (the same rules as online serving, applied at each event's own time):
+
+* For each event row and feature group, the value is the group row of the same tenant
+  and entity with the greatest ``feature_timestamp <= event_timestamp`` (inclusive).
+  Ties on ``feature_timestamp`` go to the latest ``generated_at``, then to the later
+  write (offline log order: commit order, then row order).
+* ``strict=True`` also requires ``generated_at <= event_timestamp``, so a value computed
+  after the event (a late backfill of an earlier feature_timestamp) cannot leak into
+  training; the greatest eligible ``feature_timestamp`` wins among the rest.
+* A value whose age at event time (``event_timestamp - generated_at``) exceeds the
+  group's freshness SLA is ``stale`` and gets the feature's default policy for
+  ``stale`` (``use_stale_if_available`` keeps the value), exactly as online.
+* Reasons: an entity id that never occurs in the group's history is
+  ``entity_not_found``; one that occurs, but with no row at/before the event time, is
+  ``no_history``; a null cell in the chosen row is ``no_history``; a null, empty or
+  negative-integer entity id is ``not_applicable`` for that group (the same rule the
+  online engine applies to missing ids, e.g. an item without a creator).
+* Exactly one output row per input row, in input order: duplicates are kept, unknown
+  and expired entities get their defaults. The input need not be sorted.
+* Event timestamps must be timezone-aware (pandas ``datetime64[ns, tz]`` or Arrow
+  ``timestamp(..., tz=...)``) or int64 microseconds since the epoch, UTC; naive
+  timestamps are rejected with a ValidationError.
+* Entity ids come from the event column named by each entity's ``join_key``
+  (``item_id``); a pair entity (``user_item``) uses its own ``join_key`` column when
+  present, otherwise it is built from its components' columns with ``pair_id``.
+  Integer ids and their decimal text are the same entity.
+* Request-time features are read from event columns of the same name (float32);
+  an absent column or a null value is ``not_computed``.
+
+The matrix is built by the same native ``assemble`` the online engine uses (row refs
+from the native as-of search into a ``GroupTable`` of the chosen history rows), so
+column order, defaults, indicators and cross features are identical to serving.
+The history is streamed in chunks of ``chunk_rows`` rows: the as-of search keeps only
+a best-so-far row per event, then only the winning rows are read back, so the history
+never has to fit in memory.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .. import _core
+from ..errors import ValidationError
+from ..reasons import Reason
+from ..online.batch import GroupSchema
+from ..registry.model import RegistryState
+from ..serving.plan import CompiledFeatureSet, compile_feature_set
+from .log import OfflineLog, Watermark, micros, typed_columns
+
+_STAMP_COLUMNS = ["entity_id", "feature_timestamp", "generated_at"]
+
+
+# -- inputs -------------------------------------------------------------------------
+
+
+def events_table(events: Any) -> pa.Table:
+    """``events`` (pandas DataFrame, Arrow Table or Parquet path) as an Arrow table."""
+    if isinstance(events, pa.Table):
+        return events
+    if isinstance(events, (str, os.PathLike)):
+        return pq.read_table(events)
+    if type(events).__module__.startswith("pandas"):
+        return pa.Table.from_pandas(events, preserve_index=False)
+    raise ValidationError(
+        f"events must be a pandas DataFrame, a pyarrow Table or a Parquet path, got {type(events).__name__}"
+    )
+
+
+def event_micros(table: pa.Table, column: str) -> np.ndarray:
+    """The event time column as int64 microseconds, UTC; rejects naive or null times."""
+    if column not in table.column_names:
+        raise ValidationError(
+            f"events have no timestamp column {column!r} (columns: {table.column_names}); "
+            "pass event_timestamp='<your column>'"
+        )
+    values = table.column(column)
+    if values.null_count:
+        row = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
+        raise ValidationError(f"events column {column!r} row {row}: timestamp is null; every event needs a time")
+    if pa.types.is_timestamp(values.type):
+        if values.type.tz is None:
+            raise ValidationError(
+                f"events column {column!r} is a timezone-naive timestamp ({values.type}); localize it, "
+                "e.g. df[col] = df[col].dt.tz_localize('UTC'), or pass int64 microseconds since the epoch"
+            )
+        return micros(values.cast(pa.timestamp("us", tz="UTC")))
+    if pa.types.is_integer(values.type):
+        return np.ascontiguousarray(values.to_numpy(), np.int64)
+    raise ValidationError(
+        f"events column {column!r} has type {values.type}; pass tz-aware timestamps or int64 microseconds"
+    )
+
+
+def _pair_ids(table: pa.Table, state: RegistryState, entity) -> pa.ChunkedArray:
+    """``pair_id(*components)`` per row, vectorized: '<bytes>:<id>' for all but the last."""
+    parts = []
+    columns = []
+    for name in entity.components:
+        column = _id_column(table, state, state.entity(name)).cast(pa.string())
+        columns.append(column)
+    for column in columns[:-1]:
+        parts += [pc.binary_length(column).cast(pa.string()), pa.scalar(":"), column]
+    return pc.binary_join_element_wise(*parts, columns[-1], "")
+
+
+def _id_column(table: pa.Table, state: RegistryState, entity) -> pa.ChunkedArray:
+    if entity.join_key in table.column_names:
+        return table.column(entity.join_key)
+    if entity.is_pair:
+        return _pair_ids(table, state, entity)
+    raise ValidationError(
+        f"events have no column {entity.join_key!r} for entity {entity.name!r} (columns: {table.column_names}); "
+        f"add the {entity.join_key} column"
+    )
+
+
+@dataclass
+class EventKeys:
+    """Event entity ids prepared for AsofJoin: int64 keys plus a validity mask, and the
+    function that maps a history chunk's ids onto the same keys."""
+
+    keys: np.ndarray
+    valid: np.ndarray
+    history_keys: Callable[[pa.ChunkedArray], np.ndarray]
+
+
+def event_keys(ids: pa.ChunkedArray, history_is_int: bool) -> EventKeys:
+    """Factorize event ids. Integer ids on both sides are hashed natively as they are;
+    otherwise both sides become text and are coded against the events' distinct ids."""
+    ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+    if pa.types.is_integer(ids.type) and history_is_int:
+        valid = pc.fill_null(pc.greater_equal(ids, 0), False)
+        keys = np.ascontiguousarray(pc.fill_null(ids, -1).cast(pa.int64()).to_numpy(), np.int64)
+        return EventKeys(keys, _u8(valid), lambda h: np.ascontiguousarray(h.to_numpy(), np.int64))
+    if pa.types.is_integer(ids.type):
+        valid = pc.fill_null(pc.greater_equal(ids, 0), False)
+        text = ids.cast(pa.string())
+    elif pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type):
+        text = ids.cast(pa.string())
+        valid = pc.fill_null(pc.greater(pc.binary_length(text), 0), False)
+    else:
+        raise ValidationError(f"entity id column has type {ids.type}; ids must be integers or strings")
+    dictionary = pc.unique(text.filter(valid))
+    keys = np.ascontiguousarray(pc.fill_null(pc.index_in(text, dictionary), -1).cast(pa.int64()).to_numpy(), np.int64)
+
+    def history_keys(history_ids: pa.ChunkedArray) -> np.ndarray:
+        codes = pc.index_in(history_ids.cast(pa.string()), dictionary)
+        return np.ascontiguousarray(pc.fill_null(codes, -1).cast(pa.int64()).to_numpy(), np.int64)
+
+    return EventKeys(keys, _u8(valid), history_keys)
+
+
+def _u8(mask: pa.Array) -> np.ndarray:
+    return np.ascontiguousarray(mask.to_numpy(zero_copy_only=False), np.uint8)
+
+
+# -- history sources ----------------------------------------------------------------
+
+
+class TableHistory:
+    """An in-memory history of one group version: an Arrow table with the offline log's
+    columns (``tenant`` optional), in write order."""
+
+    def __init__(self, table: pa.Table, tenant: str):
+        if "tenant" in table.column_names:
+            table = table.filter(pc.equal(table.column("tenant"), tenant))
+        self.table = table
+
+    @property
+    def id_is_int(self) -> bool:
+        return pa.types.is_integer(self.table.schema.field("entity_id").type)
+
+    def scan(self, columns, chunk_rows: int, max_feature_ts: int) -> Iterator[pa.Table]:
+        for offset in range(0, self.table.num_rows, chunk_rows):
+            yield self.table.slice(offset, chunk_rows).select(columns)
+
+
+class LogHistory:
+    """A group version's history read from the Parquet offline log."""
+
+    def __init__(
+        self, log: OfflineLog, tenant: str, newer_than: "Watermark | None" = None, files: "int | None" = None
+    ):
+        self.log = log
+        self.tenant = tenant
+        self.newer_than = newer_than
+        self.files = len(log.files()) if files is None else files  # pinned: both passes see the same rows
+        self.id_is_int = log.manifest().id_type == "int64"
+
+    def scan(self, columns, chunk_rows: int, max_feature_ts: int) -> Iterator[pa.Table]:
+        return self.log.scan(
+            columns,
+            tenant=self.tenant,
+            max_feature_ts=max_feature_ts,
+            newer_than=self.newer_than,
+            upto_files=self.files,
+            chunk_rows=chunk_rows,
+        )
+
+
+def _progress(label: str, done: int, enabled: bool) -> None:
+    if enabled:
+        sys.stderr.write(f"\rpit {label}: {done:,} history rows scanned")
+        sys.stderr.flush()
+
+
+def select_rows(
+    history, keys: EventKeys, event_ts: np.ndarray, schema: GroupSchema, *, strict: bool, threads: int,
+    chunk_rows: int, progress: bool,
+) -> tuple[pa.Table, np.ndarray, np.ndarray]:
+    """As-of search of one group for every event.
+
+    Returns:
+        The winning history rows (``feature_timestamp``, ``generated_at`` and the
+        features, each row once), ``refs`` int64 (n,) into them (-1: none) and the
+        ``miss_reason`` uint8 (n,) of the -1 refs.
+    """
+    join = _core.AsofJoin(keys.keys, event_ts, keys.valid, strict=strict, threads=threads)
+    max_ts = int(event_ts.max()) if len(event_ts) else 0
+    offset = 0
+    for chunk in history.scan(_STAMP_COLUMNS, chunk_rows, max_ts):
+        join.add(
+            keys.history_keys(chunk.column("entity_id")),
+            micros(chunk.column("feature_timestamp")),
+            micros(chunk.column("generated_at")),
+            offset,
+        )
+        offset += chunk.num_rows
+        _progress(schema.ref, offset, progress)
+    if progress:
+        sys.stderr.write("\n")
+    refs, miss = join.finish()
+    found = refs >= 0
+    ordered = np.sort(refs[found])
+    winners = ordered[np.r_[True, ordered[1:] != ordered[:-1]]] if len(ordered) else ordered
+    refs[found] = np.searchsorted(winners, refs[found])
+    return _gather(history, winners, schema, chunk_rows, max_ts), refs, miss
+
+
+def group_table(rows: pa.Table, schema: GroupSchema, native: _core.Schema) -> _core.GroupTable:
+    """A native GroupTable of log rows (published_at = generated_at: offline rows were
+    never published)."""
+    columns, nulls = typed_columns(rows, schema)
+    generated = micros(rows.column("generated_at"))
+    return _core.GroupTable.from_columns(
+        native, columns, nulls, micros(rows.column("feature_timestamp")), generated, generated
+    )
+
+
+def _gather(history, winners: np.ndarray, schema: GroupSchema, chunk_rows: int, max_ts: int) -> pa.Table:
+    """The history rows with refs ``winners`` (sorted), in that order (a second scan)."""
+    columns = ["feature_timestamp", "generated_at", *(f.name for f in schema.fields)]
+    if isinstance(history, TableHistory):
+        return history.table.select(columns).take(pa.array(winners))
+    parts = []
+    offset = 0
+    for chunk in history.scan(columns, chunk_rows, max_ts):
+        lo, hi = np.searchsorted(winners, [offset, offset + chunk.num_rows])
+        if hi > lo:
+            parts.append(chunk.take(pa.array(winners[lo:hi] - offset)))
+        offset += chunk.num_rows
+    if parts:
+        return pa.concat_tables(parts)
+    return history.log.arrow_schema("string").empty_table().select(columns)
+
+
+# -- the join -----------------------------------------------------------------------
+
+
+@dataclass
+class TrainingSet:
+    """The training matrix of a point-in-time join: one row per event, in input order.
+
+    Attributes:
+        feature_set: ref of the feature set that fixed the columns.
+        columns: F matrix column names (the online FeatureMatrix's columns).
+        values: float32 (n, F), defaults applied exactly as online.
+        reasons: uint8 (n, F) missing reason per cell (0 = present; see Reason).
+        group_age: float32 (n, G) seconds from generated_at to the event (NaN: no row).
+        group_names: G group refs.
+        labels: the events table, passed through unchanged (labels, ids, timestamps).
+    """
+
+    feature_set: str
+    columns: tuple[str, ...]
+    values: np.ndarray
+    reasons: np.ndarray
+    group_age: np.ndarray
+    group_names: tuple[str, ...]
+    labels: pa.Table
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def to_arrow(self, *, reasons: bool = False) -> pa.Table:
+        """The event columns followed by one float32 column per matrix column (and a
+        uint8 ``<column>__reason`` column each when ``reasons``)."""
+        table = self.labels
+        for j, name in enumerate(self.columns):
+            table = table.append_column(pa.field(name, pa.float32()), pa.array(self.values[:, j]))
+            if reasons:
+                table = table.append_column(pa.field(f"{name}__reason", pa.uint8()), pa.array(self.reasons[:, j]))
+        return table
+
+    def to_pandas(self, *, reasons: bool = False):
+        """``to_arrow`` as a pandas DataFrame."""
+        return self.to_arrow(reasons=reasons).to_pandas()
+
+
+def _request_matrix(table: pa.Table, names: tuple[str, ...]) -> np.ndarray:
+    """float32 (n, len(names)) from event columns of those names; absent or null -> NaN."""
+    out = np.full((table.num_rows, len(names)), np.nan, np.float32)
+    for j, name in enumerate(names):
+        if name in table.column_names:
+            column = table.column(name)
+            out[:, j] = pc.fill_null(column.cast(pa.float32()), np.nan).to_numpy()
+    return out
+
+
+def _history_for(group_ref: str, histories, root, state, tenant):
+    if histories is not None and group_ref in histories:
+        history = histories[group_ref]
+        return TableHistory(history if isinstance(history, pa.Table) else pa.Table.from_pandas(history), tenant)
+    if root is None:
+        raise ValidationError(
+            f"no history for group {group_ref}: pass root=<store directory> to read the offline log, "
+            f"or histories={{{group_ref!r}: table}}"
+        )
+    return LogHistory(OfflineLog(root, GroupSchema.from_state(state, group_ref)), tenant)
+
+
+def point_in_time_join(
+    events: Any,
+    state: RegistryState,
+    feature_set_ref: str,
+    *,
+    root: "str | None" = None,
+    histories: "Mapping[str, Any] | None" = None,
+    event_timestamp: str = "event_timestamp",
+    tenant: str = "default",
+    strict: bool = False,
+    threads: "int | None" = None,
+    chunk_rows: int = 4_000_000,
+    progress: "bool | None" = None,
+    compiled: "CompiledFeatureSet | None" = None,
+) -> TrainingSet:
+    """Build the training matrix of ``feature_set_ref`` for every event (see the module
+    docstring for the exact semantics).
+
+    Args:
+        events: pandas DataFrame, Arrow Table or Parquet path with the entities' join
+            key columns, ``event_timestamp`` and any label columns.
+        state: the registry state that defines the feature set.
+        root: store directory whose offline log holds the groups' history.
+        histories: group ref -> in-memory history (Arrow Table or DataFrame with the
+            log's columns), used instead of the log for those groups.
+        tenant: the tenant whose history is joined.
+        strict: also require ``generated_at <= event_timestamp``.
+        threads: native threads for the as-of search (default min(4, cpus)).
+        chunk_rows: history rows read per chunk (the memory bound).
+        progress: a progress line on stderr (default: when stderr is a terminal).
+        compiled: a cached ``compile_feature_set`` result for this feature set.
+
+    Raises:
+        ValidationError: naive timestamps, missing id columns, no history source.
+        FeatureUnavailableError: a feature whose policy is ``fail`` was missing.
+
+    >>> ts = point_in_time_join(events, state, "ranker:v3", root="store")  # doctest: +SKIP
+    >>> ts.to_pandas().head()  # doctest: +SKIP
+    """
+    table = events_table(events)
+    event_ts = event_micros(table, event_timestamp)
+    compiled = compiled or compile_feature_set(state, feature_set_ref)
+    threads = threads or min(4, os.cpu_count() or 1)
+    progress = sys.stderr.isatty() if progress is None else progress
+    tables, refs, reasons = [], [], []
+    for binding in compiled.groups:
+        history = _history_for(binding.ref, histories, root, state, tenant)
+        ids = _id_column(table, state, state.entity(binding.entity))
+        keys = event_keys(ids, history.id_is_int)
+        schema = GroupSchema.from_state(state, binding.ref)
+        rows, group_refs, miss = select_rows(
+            history, keys, event_ts, schema, strict=strict, threads=threads, chunk_rows=chunk_rows, progress=progress
+        )
+        # assemble() rejects code 0 anywhere in miss_reasons, though it reads them only for -1 refs.
+        miss[group_refs >= 0] = Reason.entity_not_found
+        tables.append(group_table(rows, schema, binding.schema))
+        refs.append(group_refs)
+        reasons.append(miss)
+    values, reason_codes, group_age = compiled.assemble(
+        tables,
+        refs,
+        reasons,
+        event_ts,
+        _request_matrix(table, compiled.context_names),
+        _request_matrix(table, compiled.candidate_names),
+    )
+    return TrainingSet(
+        compiled.ref, compiled.columns, values, reason_codes, group_age, tuple(g.ref for g in compiled.groups), table
+    )

@@ -51,7 +51,9 @@ def _apply(args: argparse.Namespace) -> int:
         plan = registry.plan(args.repo)
         print(plan.to_text())
         if not plan.ok:
-            raise FeatureStoreError(f"apply rejected, {len(plan.problems)} problem(s), nothing written: {plan.problems[0]}")
+            raise FeatureStoreError(
+                f"apply rejected, {len(plan.problems)} problem(s), nothing written: {plan.problems[0]}"
+            )
         registry.apply(args.repo)
         print(f"registry revision {registry.revision} in {args.store}")
     return 0
@@ -108,7 +110,9 @@ def _freshness(items: list[str]) -> dict[str, float] | None:
         try:
             out[group] = float(age)
         except ValueError:
-            raise FeatureStoreError(f"--freshness {item!r} must be GROUP_REF=AGE_SECONDS, e.g. item_static:v1=3600") from None
+            raise FeatureStoreError(
+                f"--freshness {item!r} must be GROUP_REF=AGE_SECONDS, e.g. item_static:v1=3600"
+            ) from None
     return out
 
 
@@ -136,21 +140,30 @@ def _demo(args: argparse.Namespace) -> int:
         plan = registry.apply(args.repo)
         state = registry.state
         counts = plan.counts()
-        print(f"applied {args.repo} to {args.store}: {counts['add']} added, {counts['change']} changed, revision {state.revision}")
+        print(
+            f"applied {args.repo} to {args.store}: {counts['add']} added, {counts['change']} changed, "
+            f"revision {state.revision}"
+        )
         print(render_search(registry.search()))
         sets = [
             {"feature_set": ref, "columns": len(state.columns(ref)), "groups": [g.ref for g in state.groups_of(ref)]}
             for ref in sorted(state.feature_sets)
         ]
         print(render_table(sets, ("feature_set", "columns", "groups")))
-        models = [{"model": ref, **{k: getattr(m, k) for k in ("feature_set", "purpose", "stage")}} for ref, m in sorted(state.models.items())]
+        models = [
+            {"model": ref, **{k: getattr(m, k) for k in ("feature_set", "purpose", "stage")}}
+            for ref, m in sorted(state.models.items())
+        ]
         print(render_table(models, ("model", "feature_set", "purpose", "stage")))
     return 0
 
 
 def _filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--kind", default="features", choices=("features", *LIST_COLUMNS), help="what to list (filters apply to features)"
+        "--kind",
+        default="features",
+        choices=("features", *LIST_COLUMNS),
+        help="what to list (filters apply to features)",
     )
     parser.add_argument("--name", help="substring of the feature name")
     parser.add_argument("--entity", help="entity, e.g. item")
@@ -196,7 +209,9 @@ COMMANDS: dict[str, Command] = {
         Command("apply", "validate the features repo and store it in the registry", lambda p: None, _apply),
         Command("plan", "show what apply would add, change or reject (writes nothing)", _plan_args, _plan),
         Command("list", "list and search registered features", _filters, _list),
-        Command("describe", "show a feature, group, feature set or model and its dependents", _describe_args, _describe),
+        Command(
+            "describe", "show a feature, group, feature set or model and its dependents", _describe_args, _describe
+        ),
         Command("validate", "deploy check of a model version", _validate_args, _validate),
         Command("stage", "move a feature to a lifecycle stage", _stage_args, _stage),
         Command("demo", "apply the example repo to a store and show what the registry holds", lambda p: None, _demo),
@@ -214,7 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--store", default=DEFAULT_STORE, help=f"store directory (default {DEFAULT_STORE})")
     common.add_argument("--repo", default=None, help="features repo folder of YAML files (default: examples/recsys)")
-    parser = argparse.ArgumentParser(prog="featurecore", description="Embedded feature store for recommendation ranking.")
+    parser = argparse.ArgumentParser(
+        prog="featurecore", description="Embedded feature store for recommendation ranking."
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS.values():
         child = sub.add_parser(command.name, help=command.help, description=command.help, parents=[common])

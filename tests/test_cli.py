@@ -35,7 +35,9 @@ def test_apply_rejection_is_one_line_and_writes_nothing(store_dir, tmp_path, cap
     code, out, err = run(capsys, "apply", *applied, "--repo", str(tmp_path))
     assert code == 1
     assert err.count("\n") == 1
-    assert err.startswith("featurecore apply: error: apply rejected, 1 problem(s), nothing written: prior 'global_ctr_prior' already exists")
+    assert err.startswith(
+        "featurecore apply: error: apply rejected, 1 problem(s), nothing written: prior 'global_ctr_prior' already exists"
+    )
     assert "reject  prior  global_ctr_prior" in out
     with Registry.open(store_dir, read_only=True) as registry:
         assert registry.state.prior("global_ctr_prior").value == 0.021
@@ -47,7 +49,12 @@ def test_plan_without_a_store_and_as_json(store_dir, example_repo, capsys):
     assert not store_dir.exists()
     code, out, _ = run(capsys, "plan", "--store", str(store_dir), "--repo", str(example_repo), "--json")
     data = json.loads(out)
-    assert data["ok"] and data["rows"][0] == {"kind": "priors", "key": "global_ctr_prior", "action": "add", "detail": ""}
+    assert data["ok"] and data["rows"][0] == {
+        "kind": "priors",
+        "key": "global_ctr_prior",
+        "action": "add",
+        "detail": "",
+    }
 
 
 def test_list_and_describe(capsys, applied):
@@ -57,7 +64,11 @@ def test_list_and_describe(capsys, applied):
     code, out, _ = run(capsys, "list", *applied, "--tag", "ctr", "--json")
     assert [row["ref"] for row in json.loads(out)] == ["item_ctr_7d_smoothed:v3"]
     code, out, _ = run(capsys, "describe", *applied, "item_ctr_7d_smoothed")
-    assert code == 0 and out.startswith("feature item_ctr_7d_smoothed:v3\n") and "models: home_ranker:v18, trending_ranker:v3" in out
+    assert (
+        code == 0
+        and out.startswith("feature item_ctr_7d_smoothed:v3\n")
+        and "models: home_ranker:v18, trending_ranker:v3" in out
+    )
     code, out, err = run(capsys, "describe", *applied, "nope")
     assert code == 1 and err.startswith("featurecore describe: error: 'nope' is not a registered")
 
@@ -68,7 +79,14 @@ def test_validate_and_stage(capsys, applied):
     code, out, _ = run(capsys, "stage", *applied, "item_language:v1", "deprecated")
     assert code == 0 and "feature item_language:v1: production -> deprecated" in out
     assert "used by models: home_ranker:v18, trending_ranker:v3" in out
-    fresh = ["--freshness", "item_static:v1=10", "--freshness", "item_behavior:v1=99999", "--freshness", "creator_safety:v1=5"]
+    fresh = [
+        "--freshness",
+        "item_static:v1=10",
+        "--freshness",
+        "item_behavior:v1=99999",
+        "--freshness",
+        "creator_safety:v1=5",
+    ]
     code, out, _ = run(capsys, "validate", *applied, "trending_ranker:v3", *fresh)
     assert code == 1
     assert "FAIL    lifecycle  item_language:v1" in out and "age 99999s vs SLA 6h" in out
@@ -95,12 +113,16 @@ def test_usage_errors_and_missing_store(store_dir, capsys):
 
 def test_register_adds_a_subcommand(capsys, monkeypatch):
     monkeypatch.setattr(cli, "COMMANDS", dict(cli.COMMANDS))
-    cli.register(cli.Command("hello", "say hello", lambda p: p.add_argument("who"), lambda a: print(f"hi {a.who}") or 0))
+    cli.register(
+        cli.Command("hello", "say hello", lambda p: p.add_argument("who"), lambda a: print(f"hi {a.who}") or 0)
+    )
     assert run(capsys, "hello", "you")[:2] == (0, "hi you\n")
 
 
 def test_module_help_runs_as_a_subprocess():
-    result = subprocess.run([sys.executable, "-m", "featurecore.cli", "--help"], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "featurecore.cli", "--help"], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0
     for name in ("apply", "plan", "list", "describe", "validate", "demo"):
         assert name in result.stdout

@@ -60,7 +60,12 @@ def test_inline_features_inherit_the_group_entity_and_policy_shorthands():
     assert actions["no_history"] == DefaultAction("constant", 0.25)
     assert actions["timeout"] == DefaultAction("prior", prior="p")
     assert actions["stale"] == DefaultAction("use_stale_if_available")
-    assert {r for r in MISSING_REASONS if actions[r].kind == "fail"} == {"not_applicable", "not_computed", "privacy_disabled", "entity_not_found"}
+    assert {r for r in MISSING_REASONS if actions[r].kind == "fail"} == {
+        "not_applicable",
+        "not_computed",
+        "privacy_disabled",
+        "entity_not_found",
+    }
     assert state.group("g:v2").freshness_sla == 21600.0
 
 
@@ -70,7 +75,10 @@ def test_structural_problems_are_collected_with_file_and_field(tmp_path):
     with pytest.raises(RegistryError, match=r"4 problem\(s\) loading") as info:
         load_definitions(tmp_path)
     problems = info.value.problems
-    assert any("a.yaml: feature group 'g:vv2' field 'version' must be an integer, got 'v2'; write e.g. 3" in p for p in problems)
+    assert any(
+        "a.yaml: feature group 'g:vv2' field 'version' must be an integer, got 'v2'; write e.g. 3" in p
+        for p in problems
+    )
     assert any("a.yaml: feature 'f:v1' field 'window' must be a duration like '24h'" in p for p in problems)
     assert any("b.yml: feature 'x:v1' has unknown field 'ownr'; known fields: name, version" in p for p in problems)
     assert any("b.yml: unknown top-level key 'model'; use entities, priors" in p for p in problems)
@@ -82,11 +90,23 @@ def test_structural_problems_are_collected_with_file_and_field(tmp_path):
         ("features: {a: 1}", r"features must be a list, got dict"),
         ("- 1", r"top level must be a mapping"),
         ("features: [", r"not valid YAML"),
-        ("features:\n  - {name: x, default_policy: {stale: constant}}", r"feature 'x' field 'default_policy' reason 'stale' 'constant' needs its argument; write \{constant: ...\}"),
-        ("features:\n  - {name: x, default_policy: {stale: [1]}}", r"^1 problem\(s\): t.yaml: feature 'x' field 'default_policy' reason 'stale' must be fail, null_with_indicator"),
+        (
+            "features:\n  - {name: x, default_policy: {stale: constant}}",
+            r"feature 'x' field 'default_policy' reason 'stale' 'constant' needs its argument; write \{constant: ...\}",
+        ),
+        (
+            "features:\n  - {name: x, default_policy: {stale: [1]}}",
+            r"^1 problem\(s\): t.yaml: feature 'x' field 'default_policy' reason 'stale' must be fail, null_with_indicator",
+        ),
         ("features:\n  - {name: x, online: 'yes'}", r"field 'online' must be true or false, got 'yes'"),
-        ("feature_sets:\n  - {name: s, version: 1, features: [{ref: a:v1, indicatr: true}]}", r"must be 'name:vN' or \{ref, indicator\}"),
-        ("feature_sets:\n  - {name: s, version: 1, request_features: [{name: h, src: context}]}", r"request feature .* has unknown fields"),
+        (
+            "feature_sets:\n  - {name: s, version: 1, features: [{ref: a:v1, indicatr: true}]}",
+            r"must be 'name:vN' or \{ref, indicator\}",
+        ),
+        (
+            "feature_sets:\n  - {name: s, version: 1, request_features: [{name: h, src: context}]}",
+            r"request feature .* has unknown fields",
+        ),
         ("models:\n  - {name: m, version: 1}", r"model 'm:v1' is missing a required field"),
         ("priors:\n  - {name: p, value: high}", r"prior 'p' field 'value' must be a number, got 'high'"),
     ],

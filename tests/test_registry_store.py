@@ -52,7 +52,9 @@ def test_failed_apply_changes_nothing_even_after_reopen(store_dir, registry):
     ctr = before.feature("item_ctr_7d_smoothed:v3")
     good = Prior("new_prior", 0.3)
     bad = dataclasses.replace(ctr, window=3600.0)
-    with pytest.raises(RegistryError, match=r"apply rejected, 1 problem\(s\): feature 'item_ctr_7d_smoothed:v3' already exists"):
+    with pytest.raises(
+        RegistryError, match=r"apply rejected, 1 problem\(s\): feature 'item_ctr_7d_smoothed:v3' already exists"
+    ):
         registry.apply([good, bad])
     assert registry.state == before
     registry.close()
@@ -98,19 +100,40 @@ def test_plan_reports_add_change_unchanged_reject_without_writing(registry):
 def test_search_filters(registry):
     assert [r["ref"] for r in registry.search(name="ctr")] == ["item_ctr_7d_smoothed:v3"]
     behavioral = {r["ref"] for r in registry.search(privacy_class="behavioral")}
-    assert behavioral == {"session_depth:v1", "user_category_affinity_30d:v2", "user_embedding:v1", "user_item_seen_count_7d:v1"}
+    assert behavioral == {
+        "session_depth:v1",
+        "user_category_affinity_30d:v2",
+        "user_embedding:v1",
+        "user_item_seen_count_7d:v1",
+    }
     assert {r["ref"] for r in registry.search(entity="user", tag="two_tower")} == {"user_embedding:v1"}
-    assert {r["ref"] for r in registry.search(owner="trust-safety", stage="production")} == {"creator_report_rate_30d:v1"}
+    assert {r["ref"] for r in registry.search(owner="trust-safety", stage="production")} == {
+        "creator_report_rate_30d:v1"
+    }
     assert registry.search(name="nothing") == []
     text = render_search(registry.search(entity="creator"))
-    assert text.splitlines()[0].split() == ["REF", "ENTITY", "DTYPE", "GROUP", "OWNER", "PRIVACY_CLASS", "STAGE", "TAGS"]
+    assert text.splitlines()[0].split() == [
+        "REF",
+        "ENTITY",
+        "DTYPE",
+        "GROUP",
+        "OWNER",
+        "PRIVACY_CLASS",
+        "STAGE",
+        "TAGS",
+    ]
     assert "creator_report_rate_30d:v1  creator" in text
 
 
 def test_describe_feature_shows_lineage_and_dependents(registry):
     info = registry.describe("item_ctr_7d_smoothed")
     assert info["ref"] == "item_ctr_7d_smoothed:v3"
-    assert info["group"] == {"ref": "item_behavior:v1", "entity": "item", "serving_mode": "resident", "freshness_sla": "6h"}
+    assert info["group"] == {
+        "ref": "item_behavior:v1",
+        "entity": "item",
+        "serving_mode": "resident",
+        "freshness_sla": "6h",
+    }
     assert info["lineage"]["source_tables"] == ["events.impressions", "events.clicks"]
     assert info["used_by"] == {
         "feature_sets": ["home_ranker_features:v18", "trending_features:v3"],
@@ -145,7 +168,10 @@ def test_deprecating_lists_dependents_and_archiving_is_guarded(store_dir, regist
         "feature_sets": ["home_ranker_features:v18", "trending_features:v3"],
         "models": ["home_ranker:v18", "trending_ranker:v3"],
     }
-    with pytest.raises(RegistryError, match=r"feature \'creator_report_rate_30d:v1\' is archived but production model\(s\) home_ranker:v18, trending_ranker:v3 read it; keep the feature live"):
+    with pytest.raises(
+        RegistryError,
+        match=r"feature \'creator_report_rate_30d:v1\' is archived but production model\(s\) home_ranker:v18, trending_ranker:v3 read it; keep the feature live",
+    ):
         registry.set_stage("creator_report_rate_30d:v1", "archived")
     with pytest.raises(RegistryError, match=r"stage 'gone' for feature 'creator_report_rate_30d:v1' is unknown"):
         registry.set_stage("creator_report_rate_30d:v1", "gone")
@@ -160,11 +186,16 @@ def test_deprecating_lists_dependents_and_archiving_is_guarded(store_dir, regist
 
 
 def test_remove_is_guarded_by_dependents(registry):
-    with pytest.raises(RegistryError, match=r"feature group 'creator_safety:v1' cannot be removed: feature 'creator_report_rate_30d:v1' is used by production model\(s\)"):
+    with pytest.raises(
+        RegistryError,
+        match=r"feature group 'creator_safety:v1' cannot be removed: feature 'creator_report_rate_30d:v1' is used by production model\(s\)",
+    ):
         registry.remove("creator_safety:v1")
     with pytest.raises(RegistryError, match=r"is used by production model\(s\) home_ranker:v18, trending_ranker:v3"):
         registry.remove("creator_report_rate_30d:v1")
-    with pytest.raises(RegistryError, match=r"feature set 'trending_features:v3' is used by model\(s\) trending_ranker:v3"):
+    with pytest.raises(
+        RegistryError, match=r"feature set 'trending_features:v3' is used by model\(s\) trending_ranker:v3"
+    ):
         registry.remove("trending_features:v3")
     with pytest.raises(RegistryError, match=r"model 'trending_ranker:v3' is in production"):
         registry.remove("trending_ranker:v3")
@@ -179,7 +210,15 @@ def test_remove_is_guarded_by_dependents(registry):
 def test_validate_model_passes_for_the_example(registry):
     report = registry.validate_model("home_ranker:v18")
     assert report.passed, report.to_text(failures_only=True)
-    assert {row.check for row in report.rows} == {"feature_set", "access_rule", "online", "dtype", "defaults", "privacy", "lifecycle"}
+    assert {row.check for row in report.rows} == {
+        "feature_set",
+        "access_rule",
+        "online",
+        "dtype",
+        "defaults",
+        "privacy",
+        "lifecycle",
+    }
     assert report.to_text().endswith("model home_ranker:v18: all checks passed")
     report.raise_if_failed()
 
@@ -219,7 +258,9 @@ def test_validate_model_fails_for_each_reason(registry):
     assert detail["freshness", "user_profile:v1"] == "age 7200s vs SLA 1h"
     assert detail["freshness", "item_static:v1"] == "no freshness reported (SLA 1d)"
     assert detail["privacy", "user_embedding:v1"] == "privacy class behavioral is not allowed for purpose catalog_only"
-    with pytest.raises(RegistryError, match=r"model probe:v1 is not deployable: online failed for item_quality_offline:v1"):
+    with pytest.raises(
+        RegistryError, match=r"model probe:v1 is not deployable: online failed for item_quality_offline:v1"
+    ):
         report.raise_if_failed()
 
 
@@ -243,7 +284,14 @@ def test_validate_model_flags_defaults_it_cannot_resolve(example_state):
 
 def test_python_definitions_apply_like_yaml(store_dir, example_state):
     with Registry.open(store_dir) as registry:
-        plan = registry.apply(Definitions(**{k: tuple(getattr(example_state, k).values()) for k in ("priors", "features", "feature_groups", "feature_sets", "models")}))
+        plan = registry.apply(
+            Definitions(
+                **{
+                    k: tuple(getattr(example_state, k).values())
+                    for k in ("priors", "features", "feature_groups", "feature_sets", "models")
+                }
+            )
+        )
         assert plan.ok and registry.state == example_state
 
 

@@ -62,9 +62,15 @@ def test_missing_owner_and_version():
 
 
 def test_unknown_entity_dtype_privacy_stage():
-    reject(batch(feature(entity="shop")), r"feature 'f:v1' field 'entity' has unknown entity 'shop'; use one of .*declare it")
+    reject(
+        batch(feature(entity="shop")),
+        r"feature 'f:v1' field 'entity' has unknown entity 'shop'; use one of .*declare it",
+    )
     reject(batch(feature(dtype="float16")), r"field 'dtype' has unknown value 'float16'; use one of float32")
-    reject(batch(feature(privacy_class="secret")), r"field 'privacy_class' has unknown value 'secret'; use one of public_catalog")
+    reject(
+        batch(feature(privacy_class="secret")),
+        r"field 'privacy_class' has unknown value 'secret'; use one of public_catalog",
+    )
     reject(batch(feature(stage="beta")), r"field 'stage' has unknown value 'beta'; use one of proposed")
     reject(batch(feature(privacy_class=None)), r"field 'privacy_class' is missing")
 
@@ -84,7 +90,9 @@ def test_default_policy_rules():
     unknown = DefaultPolicy({**NULL_POLICY.actions, "late": DefaultAction("fail")})
     reject(batch(feature(default_policy=unknown)), r"unknown reason\(s\) 'late'")
     stale_everywhere = DefaultPolicy({r: DefaultAction("use_stale_if_available") for r in MISSING_REASONS})
-    error = reject(batch(feature(default_policy=stale_everywhere)), r"default_policy.no_history' is use_stale_if_available")
+    error = reject(
+        batch(feature(default_policy=stale_everywhere)), r"default_policy.no_history' is use_stale_if_available"
+    )
     assert len(error.problems) == len(MISSING_REASONS) - 2  # stale and timeout are fine
     bad_kind = DefaultPolicy({**NULL_POLICY.actions, "timeout": DefaultAction("zero")})
     reject(batch(feature(default_policy=bad_kind)), r"default_policy.timeout' has unknown action 'zero'")
@@ -95,12 +103,20 @@ def test_default_policy_rules():
 def test_prior_must_be_registered():
     policy = DefaultPolicy({**NULL_POLICY.actions, "no_history": DefaultAction("prior", prior="ctr_prior")})
     reject(batch(feature(default_policy=policy)), r"names prior 'ctr_prior', which is not registered")
-    assert validate(batch(feature(default_policy=policy), extra=[Prior("ctr_prior", 0.02)])).prior("ctr_prior").value == 0.02
+    assert (
+        validate(batch(feature(default_policy=policy), extra=[Prior("ctr_prior", 0.02)])).prior("ctr_prior").value
+        == 0.02
+    )
 
 
 def test_bad_duration():
-    reject(batch(feature(window=-5.0)), r"field 'window' must be a positive duration in seconds \(YAML: '24h'\), got -5.0")
-    reject(Definitions.of(feature(), group(feature(), freshness_sla=0)), r"feature group 'g:v1' field 'freshness_sla' must be a positive")
+    reject(
+        batch(feature(window=-5.0)), r"field 'window' must be a positive duration in seconds \(YAML: '24h'\), got -5.0"
+    )
+    reject(
+        Definitions.of(feature(), group(feature(), freshness_sla=0)),
+        r"feature group 'g:v1' field 'freshness_sla' must be a positive",
+    )
 
 
 def test_group_rules():
@@ -110,17 +126,25 @@ def test_group_rules():
         r"feature group 'g:v1' has entity 'item' but its feature 'u:v1' has entity 'user'.*move the feature to a user group",
     )
     f = feature()
-    reject(Definitions.of(f, group(f), group(f, name="h")), r"feature 'f:v1' is listed in 2 feature groups \(g:v1, h:v1\)")
+    reject(
+        Definitions.of(f, group(f), group(f, name="h")), r"feature 'f:v1' is listed in 2 feature groups \(g:v1, h:v1\)"
+    )
     reject(Definitions.of(f), r"feature 'f:v1' belongs to no feature group")
     reject(Definitions.of(f, group(f, serving_mode="cached")), r"field 'serving_mode' has unknown value 'cached'")
     reject(Definitions.of(f, group(f, feature("ghost"))), r"lists feature 'ghost:v1', which does not exist")
-    reject(Definitions.of(dataclasses.replace(f, group="x:v1"), group(f)), r"field 'group' is 'x:v1' but it is listed in g:v1")
+    reject(
+        Definitions.of(dataclasses.replace(f, group="x:v1"), group(f)),
+        r"field 'group' is 'x:v1' but it is listed in g:v1",
+    )
 
 
 def test_feature_set_rules():
     f = feature()
     fs = FeatureSet("s", 1, ["f:v2"], owner="team")
-    reject(batch(f, extra=[fs]), r"feature set 's:v1' refers to feature 'f:v2', which does not exist \(registered versions: f:v1\)")
+    reject(
+        batch(f, extra=[fs]),
+        r"feature set 's:v1' refers to feature 'f:v2', which does not exist \(registered versions: f:v1\)",
+    )
     dup = FeatureSet("s", 1, ["f:v1"], [RequestFeature("f:v1")], owner="team")
     reject(batch(f, extra=[dup]), r"duplicate column\(s\) 'f:v1'")
     bad_request = FeatureSet("s", 1, ["f:v1"], [RequestFeature("hour", source="header")], owner="team")
@@ -134,15 +158,28 @@ def test_cross_feature_rules():
     item_emb = feature("i_emb", dtype="embedding", dim=5)
     category = feature("cat", dtype="categorical", categories=("a", "b"))
     defs = Definitions.of(
-        vector, user_emb, group(vector, user_emb, name="user_g", entity="user"), item_emb, category, group(item_emb, category)
+        vector,
+        user_emb,
+        group(vector, user_emb, name="user_g", entity="user"),
+        item_emb,
+        category,
+        group(item_emb, category),
     )
 
     def with_cross(cross):
         return defs.merged(Definitions.of(FeatureSet("s", 1, ["cat:v1"], cross_features=[cross], owner="team")))
 
-    reject(with_cross(CrossFeature("m", "lookup", ["affinity:v1", "cat:v1"])), r"affinity:v1 has dim 3 but cat:v1 has 2 categories")
-    reject(with_cross(CrossFeature("m", "lookup", ["cat:v1", "cat:v1"])), r"lookup needs a vector \(embedding\) first input")
-    reject(with_cross(CrossFeature("c", "cosine", ["u_emb:v1", "i_emb:v1"])), r"cosine needs two embeddings of equal dim")
+    reject(
+        with_cross(CrossFeature("m", "lookup", ["affinity:v1", "cat:v1"])),
+        r"affinity:v1 has dim 3 but cat:v1 has 2 categories",
+    )
+    reject(
+        with_cross(CrossFeature("m", "lookup", ["cat:v1", "cat:v1"])),
+        r"lookup needs a vector \(embedding\) first input",
+    )
+    reject(
+        with_cross(CrossFeature("c", "cosine", ["u_emb:v1", "i_emb:v1"])), r"cosine needs two embeddings of equal dim"
+    )
     reject(with_cross(CrossFeature("c", "max", ["u_emb:v1", "i_emb:v1"])), r"field 'kind' has unknown value 'max'")
     reject(with_cross(CrossFeature("c", "dot", ["u_emb:v1"])), r"field 'inputs' must be two feature refs")
 
@@ -150,13 +187,19 @@ def test_cross_feature_rules():
 def test_model_rules():
     f = feature()
     fs = FeatureSet("s", 1, ["f:v1"], owner="team")
-    reject(batch(f, extra=[fs, Model("m", 1, "s:v2", "ranking", "team")]), r"model 'm:v1' field 'feature_set' refers to 's:v2'")
+    reject(
+        batch(f, extra=[fs, Model("m", 1, "s:v2", "ranking", "team")]),
+        r"model 'm:v1' field 'feature_set' refers to 's:v2'",
+    )
     reject(batch(f, extra=[fs, Model("m", 1, "s:v1", "ads", "team")]), r"purpose' has 'ads', which has no access rule")
     importances = Model("m", 1, "s:v1", "ranking", "team", feature_importances={"g:v1": 1.0})
     reject(batch(f, extra=[fs, importances]), r"feature_importances' names \['g:v1'\], which are not columns of s:v1")
     custom = batch(f, extra=[fs, AccessRule("ads", ["public_catalog"]), Model("m", 1, "s:v1", "ads", "team")])
     assert validate(custom).model("m:v1").purpose == "ads"
-    reject(Definitions.of(AccessRule("ads", ["everything"])), r"access rule 'ads' field 'allowed_privacy_classes' has unknown value")
+    reject(
+        Definitions.of(AccessRule("ads", ["everything"])),
+        r"access rule 'ads' field 'allowed_privacy_classes' has unknown value",
+    )
 
 
 def test_entities_declared_by_users():
@@ -164,7 +207,10 @@ def test_entities_declared_by_users():
     f = feature(entity="device")
     state = validate(Definitions.of(device, f, group(f, entity="device")))
     assert state.entity("device").per_request
-    reject(Definitions.of(Entity("device_item", "id", components=("device", "item"))), r"components' has 'device', which is not a registered single")
+    reject(
+        Definitions.of(Entity("device_item", "id", components=("device", "item"))),
+        r"components' has 'device', which is not a registered single",
+    )
 
 
 def test_problems_are_collected_not_first_only():
@@ -173,7 +219,10 @@ def test_problems_are_collected_not_first_only():
 
 
 def test_same_key_declared_twice_differently():
-    reject(batch(feature(), extra=[feature(description="other")]), r"feature 'f:v1' is declared twice with different content")
+    reject(
+        batch(feature(), extra=[feature(description="other")]),
+        r"feature 'f:v1' is declared twice with different content",
+    )
 
 
 def test_semantic_change_under_existing_version_is_rejected(example_state):
@@ -192,7 +241,11 @@ def test_semantic_change_under_existing_version_is_rejected(example_state):
         ("timestamp_semantics", "event time"),
         ("default_policy", NULL_POLICY),
     ]:
-        reject(Definitions.of(dataclasses.replace(old, **{field: value})), rf"changes {field} .*needs a new version", base=example_state)
+        reject(
+            Definitions.of(dataclasses.replace(old, **{field: value})),
+            rf"changes {field} .*needs a new version",
+            base=example_state,
+        )
     category = example_state.feature("item_category:v1")
     reject(Definitions.of(dataclasses.replace(category, categories=("a",))), r"changes categories", base=example_state)
     emb = example_state.feature("item_embedding:v1")
@@ -204,7 +257,11 @@ def test_group_move_is_a_semantic_change(example_state):
     static = example_state.group("item_static:v1")
     moved = FeatureGroup("item_quality", 1, "item", (old.ref,), 3600.0, owner="x")
     shrunk = dataclasses.replace(static, features=tuple(r for r in static.features if r != old.ref))
-    reject(Definitions.of(moved, shrunk), r"feature group 'item_static:v1' already exists and this changes features", base=example_state)
+    reject(
+        Definitions.of(moved, shrunk),
+        r"feature group 'item_static:v1' already exists and this changes features",
+        base=example_state,
+    )
 
 
 def test_descriptive_change_is_allowed_in_place(example_state):
@@ -218,21 +275,35 @@ def test_descriptive_change_is_allowed_in_place(example_state):
 def test_feature_set_version_never_changes(example_state):
     fs = example_state.feature_set("trending_features:v3")
     changed = dataclasses.replace(fs, description="new words")
-    reject(Definitions.of(changed), r"feature set 'trending_features:v3' already exists.*a registered feature set version never changes", base=example_state)
+    reject(
+        Definitions.of(changed),
+        r"feature set 'trending_features:v3' already exists.*a registered feature set version never changes",
+        base=example_state,
+    )
     fewer = dataclasses.replace(fs, features=fs.features[:2])
     reject(Definitions.of(fewer), r"changes features", base=example_state)
-    assert validate(Definitions.of(dataclasses.replace(fs, version=4, features=fs.features[:2])), example_state).feature_set("trending_features:v4")
+    assert validate(
+        Definitions.of(dataclasses.replace(fs, version=4, features=fs.features[:2])), example_state
+    ).feature_set("trending_features:v4")
 
 
 def test_prior_value_is_immutable(example_state):
-    reject(Definitions.of(Prior("global_ctr_prior", 0.5)), r"prior 'global_ctr_prior' already exists and this changes value", base=example_state)
+    reject(
+        Definitions.of(Prior("global_ctr_prior", 0.5)),
+        r"prior 'global_ctr_prior' already exists and this changes value",
+        base=example_state,
+    )
 
 
 def test_new_feature_set_cannot_use_archived_feature(example_state):
     archived = dataclasses.replace(example_state.feature("item_brand:v1"), stage="archived")
     retired = dataclasses.replace(example_state.model("home_ranker:v18"), stage="deprecated")
     state = validate(Definitions.of(archived, retired), example_state)
-    reject(Definitions.of(FeatureSet("s", 1, [FeatureSetColumn("item_brand:v1")], owner="t")), r"uses archived feature 'item_brand:v1'", base=state)
+    reject(
+        Definitions.of(FeatureSet("s", 1, [FeatureSetColumn("item_brand:v1")], owner="t")),
+        r"uses archived feature 'item_brand:v1'",
+        base=state,
+    )
 
 
 def test_problems_of_existing_features_reject_the_incoming_definition_that_causes_them(example_state):
@@ -247,7 +318,12 @@ def test_problems_of_existing_features_reject_the_incoming_definition_that_cause
 
     retired = dataclasses.replace(example_state.model("home_ranker:v18"), stage="deprecated")
     archived = dataclasses.replace(ctr, stage="archived")
-    state = validate(Definitions.of(retired, dataclasses.replace(example_state.model("trending_ranker:v3"), stage="deprecated"), archived), example_state)
+    state = validate(
+        Definitions.of(
+            retired, dataclasses.replace(example_state.model("trending_ranker:v3"), stage="deprecated"), archived
+        ),
+        example_state,
+    )
     plan = plan_definitions(state, Definitions.of(dataclasses.replace(retired, stage="production")))
     assert [(r.action, r.key) for r in plan.rows] == [("reject", "home_ranker:v18")]
     assert "is archived but production model(s) home_ranker:v18 read it" in plan.rows[0].detail

@@ -70,14 +70,25 @@ def list_definitions(state: RegistryState, kind: str) -> list[dict[str, Any]]:
     """One summary row per feature group, feature set, model or entity (``kind``), sorted."""
     if kind == "feature_groups":
         return [
-            {"ref": r, "entity": g.entity, "serving_mode": g.serving_mode, "freshness_sla": format_duration(g.freshness_sla),
-             "features": len(g.features), "owner": g.owner}
+            {
+                "ref": r,
+                "entity": g.entity,
+                "serving_mode": g.serving_mode,
+                "freshness_sla": format_duration(g.freshness_sla),
+                "features": len(g.features),
+                "owner": g.owner,
+            }
             for r, g in sorted(state.feature_groups.items())
         ]
     if kind == "feature_sets":
         return [
-            {"ref": r, "columns": len(state.columns(r)), "groups": len(state.groups_of(r)),
-             "models": models_using(state, r), "owner": fs.owner}
+            {
+                "ref": r,
+                "columns": len(state.columns(r)),
+                "groups": len(state.groups_of(r)),
+                "models": models_using(state, r),
+                "owner": fs.owner,
+            }
             for r, fs in sorted(state.feature_sets.items())
         ]
     if kind == "models":

@@ -80,11 +80,18 @@ def validate_model(
     model = state.model(model_ref)
     rows: list[CheckRow] = []
     fs = state.feature_sets.get(model.feature_set)
-    rows.append(CheckRow("feature_set", model.feature_set, fs is not None, "" if fs else "feature set is not registered"))
+    rows.append(
+        CheckRow("feature_set", model.feature_set, fs is not None, "" if fs else "feature set is not registered")
+    )
     rule = state.access_rules.get(model.purpose)
     allowed = set(rule.allowed_privacy_classes) if rule else set()
     rows.append(
-        CheckRow("access_rule", model.purpose, rule is not None, "" if rule else f"no access rule for purpose {model.purpose!r}")
+        CheckRow(
+            "access_rule",
+            model.purpose,
+            rule is not None,
+            "" if rule else f"no access rule for purpose {model.purpose!r}",
+        )
     )
     if fs is None:
         return ValidationReport(model_ref, tuple(rows))
@@ -93,14 +100,22 @@ def validate_model(
         if feature is None:
             rows.append(CheckRow("registered", ref, False, "feature is not registered"))
             continue
-        rows.append(CheckRow("online", ref, feature.online, "" if feature.online else "feature is offline-only (online: false)"))
-        servable = feature.dtype in DTYPES and (feature.dtype != "embedding" or bool(feature.dim)) and (
-            feature.dtype != "categorical" or bool(feature.categories)
+        rows.append(
+            CheckRow("online", ref, feature.online, "" if feature.online else "feature is offline-only (online: false)")
+        )
+        servable = (
+            feature.dtype in DTYPES
+            and (feature.dtype != "embedding" or bool(feature.dim))
+            and (feature.dtype != "categorical" or bool(feature.categories))
         )
         rows.append(CheckRow("dtype", ref, servable, "" if servable else f"dtype {feature.dtype!r} cannot be served"))
         actions = feature.default_policy.actions if feature.default_policy else {}
         gaps = [r for r in MISSING_REASONS if r not in actions]
-        gaps += [f"{r} (prior {a.prior!r} not registered)" for r, a in actions.items() if a.kind == "prior" and a.prior not in state.priors]
+        gaps += [
+            f"{r} (prior {a.prior!r} not registered)"
+            for r, a in actions.items()
+            if a.kind == "prior" and a.prior not in state.priors
+        ]
         rows.append(CheckRow("defaults", ref, not gaps, f"no usable default for {', '.join(gaps)}" if gaps else ""))
         permitted = feature.privacy_class in allowed
         rows.append(
@@ -108,11 +123,17 @@ def validate_model(
                 "privacy",
                 ref,
                 permitted,
-                "" if permitted else f"privacy class {feature.privacy_class} is not allowed for purpose {model.purpose}",
+                (
+                    ""
+                    if permitted
+                    else f"privacy class {feature.privacy_class} is not allowed for purpose {model.purpose}"
+                ),
             )
         )
         live = feature.stage not in ("deprecated", "archived")
-        rows.append(CheckRow("lifecycle", ref, live, "" if live else f"feature is {feature.stage}; move to a newer version"))
+        rows.append(
+            CheckRow("lifecycle", ref, live, "" if live else f"feature is {feature.stage}; move to a newer version")
+        )
     if online_freshness is not None:
         for group in state.groups_of(fs.ref):
             age = online_freshness.get(group.ref)

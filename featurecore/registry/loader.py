@@ -252,20 +252,34 @@ def _feature_set(data: Any, label: str, problems: list[str]) -> FeatureSet | Non
                 spec = _mapping(item, f"{label} feature entry")
                 if not set(spec) <= {"ref", "indicator"} or "ref" not in spec:
                     raise RegistryError(f"{label} feature entry {dict(spec)!r} must be 'name:vN' or {{ref, indicator}}")
-                columns.append(FeatureSetColumn(_str(spec["ref"], f"{label} ref"), _bool(spec.get("indicator", False), f"{label} indicator")))
+                columns.append(
+                    FeatureSetColumn(
+                        _str(spec["ref"], f"{label} ref"), _bool(spec.get("indicator", False), f"{label} indicator")
+                    )
+                )
         request = []
         for item in data.get("request_features") or []:
             spec = _mapping(item, f"{label} request feature")
             if not set(spec) <= {"name", "source", "dtype", "default"}:
-                raise RegistryError(f"{label} request feature {dict(spec)!r} has unknown fields; known: name, source, dtype, default")
+                raise RegistryError(
+                    f"{label} request feature {dict(spec)!r} has unknown fields; known: name, source, dtype, default"
+                )
             default = _number(spec.get("default", 0.0), f"{label} request feature default")
             request.append(RequestFeature(**{**spec, "default": default}))
         cross = []
         for item in data.get("cross_features") or []:
             spec = _mapping(item, f"{label} cross feature")
             if not set(spec) <= {"name", "kind", "inputs"}:
-                raise RegistryError(f"{label} cross feature {dict(spec)!r} has unknown fields; known: name, kind, inputs")
-            cross.append(CrossFeature(spec.get("name"), spec.get("kind", "lookup"), _strings(spec.get("inputs", []), f"{label} cross inputs")))
+                raise RegistryError(
+                    f"{label} cross feature {dict(spec)!r} has unknown fields; known: name, kind, inputs"
+                )
+            cross.append(
+                CrossFeature(
+                    spec.get("name"),
+                    spec.get("kind", "lookup"),
+                    _strings(spec.get("inputs", []), f"{label} cross inputs"),
+                )
+            )
     except (RegistryError, TypeError) as exc:
         problems.append(str(exc))
         return None
@@ -280,7 +294,9 @@ def parse_document(document: Any, source: str = "<yaml>") -> Definitions:
     if document is None:
         return Definitions()
     if not isinstance(document, Mapping):
-        raise RegistryError(f"{source}: top level must be a mapping with keys {', '.join(KINDS)}, got {type(document).__name__}")
+        raise RegistryError(
+            f"{source}: top level must be a mapping with keys {', '.join(KINDS)}, got {type(document).__name__}"
+        )
     for kind, items in document.items():
         if kind not in KINDS:
             problems.append(f"{source}: unknown top-level key {kind!r}; use {', '.join(KINDS)}")

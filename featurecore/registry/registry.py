@@ -179,7 +179,9 @@ class Registry:
             self.reload()
             plan = self.plan(definitions)
             if not plan.ok:
-                raise RegistryError(f"apply rejected, {len(plan.problems)} problem(s): {plan.problems[0]}", list(plan.problems))
+                raise RegistryError(
+                    f"apply rejected, {len(plan.problems)} problem(s): {plan.problems[0]}", list(plan.problems)
+                )
             assert plan.state is not None
             if plan.state.revision != self._state.revision:
                 counts = plan.counts()
@@ -210,9 +212,18 @@ class Registry:
         """
         feature = self._state.feature(feature_ref)
         if stage not in STAGES:
-            raise RegistryError(f"stage {stage!r} for feature '{feature_ref}' is unknown; use one of {', '.join(STAGES)}")
-        self._apply_one(Definitions(features=(dataclasses.replace(feature, stage=stage),)), f"feature {feature_ref} -> {stage}")
-        return {"feature": feature_ref, "from": feature.stage, "to": stage, **lineage.dependents(self._state, feature_ref)}
+            raise RegistryError(
+                f"stage {stage!r} for feature '{feature_ref}' is unknown; use one of {', '.join(STAGES)}"
+            )
+        self._apply_one(
+            Definitions(features=(dataclasses.replace(feature, stage=stage),)), f"feature {feature_ref} -> {stage}"
+        )
+        return {
+            "feature": feature_ref,
+            "from": feature.stage,
+            "to": stage,
+            **lineage.dependents(self._state, feature_ref),
+        }
 
     def set_model_stage(self, model_ref: str, stage: str) -> dict[str, Any]:
         """Move a model to a lifecycle stage (promoting to production re-checks the archive guard)."""
@@ -240,12 +251,16 @@ class Registry:
             if ref in state.models:
                 model = state.models[ref]
                 if model.stage == "production":
-                    raise RegistryError(f"model '{ref}' is in production; set its stage to deprecated before removing it")
+                    raise RegistryError(
+                        f"model '{ref}' is in production; set its stage to deprecated before removing it"
+                    )
                 updates["models"] = {k: v for k, v in state.models.items() if k != ref}
             elif ref in state.feature_sets:
                 users = lineage.models_using(state, ref)
                 if users:
-                    raise RegistryError(f"feature set '{ref}' is used by model(s) {', '.join(users)}; remove them first")
+                    raise RegistryError(
+                        f"feature set '{ref}' is used by model(s) {', '.join(users)}; remove them first"
+                    )
                 updates["feature_sets"] = {k: v for k, v in state.feature_sets.items() if k != ref}
             elif ref in state.feature_groups:
                 members = set(state.feature_groups[ref].features)
@@ -255,9 +270,13 @@ class Registry:
                 updates["feature_groups"] = {k: v for k, v in state.feature_groups.items() if k != ref}
                 updates["features"] = {k: v for k, v in state.features.items() if k not in members}
             elif ref in state.features:
-                problem = _removal_problem(state, ref) if lineage.feature_sets_using(state, ref) else (
-                    f"feature '{ref}' is stored by group '{state.features[ref].group}'; remove that group "
-                    "(which removes its features) or archive the feature"
+                problem = (
+                    _removal_problem(state, ref)
+                    if lineage.feature_sets_using(state, ref)
+                    else (
+                        f"feature '{ref}' is stored by group '{state.features[ref].group}'; remove that group "
+                        "(which removes its features) or archive the feature"
+                    )
                 )
                 raise RegistryError(problem)
             else:
@@ -280,7 +299,9 @@ class Registry:
         self._state.feature(feature_ref)
         return lineage.dependents(self._state, feature_ref)
 
-    def validate_model(self, model_ref: str, online_freshness: Mapping[str, float] | None = None) -> deploy.ValidationReport:
+    def validate_model(
+        self, model_ref: str, online_freshness: Mapping[str, float] | None = None
+    ) -> deploy.ValidationReport:
         """Deploy check of a model (see ``featurecore.registry.deploy.validate_model``)."""
         return deploy.validate_model(self._state, model_ref, online_freshness)
 
@@ -289,5 +310,7 @@ def _removal_problem(state: RegistryState, feature_ref: str) -> str:
     users = lineage.production_users(state, feature_ref)
     sets = ", ".join(lineage.feature_sets_using(state, feature_ref))
     if users:
-        return f"feature '{feature_ref}' is used by production model(s) {', '.join(users)} through feature set(s) {sets}"
+        return (
+            f"feature '{feature_ref}' is used by production model(s) {', '.join(users)} through feature set(s) {sets}"
+        )
     return f"feature '{feature_ref}' is used by feature set(s) {sets}; remove them first"

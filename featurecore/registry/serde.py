@@ -76,9 +76,7 @@ _FROM_PLAIN = {
 
 def state_from_plain(data: Mapping) -> RegistryState:
     """Inverse of ``to_plain`` for a RegistryState."""
-    kwargs: dict[str, Any] = {
-        kind: {key: _FROM_PLAIN[kind](obj) for key, obj in data[kind].items()} for kind in KINDS
-    }
+    kwargs: dict[str, Any] = {kind: {key: _FROM_PLAIN[kind](obj) for key, obj in data[kind].items()} for kind in KINDS}
     return RegistryState(**kwargs, revision=int(data["revision"]))
 
 

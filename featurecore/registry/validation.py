@@ -182,7 +182,9 @@ def check_access_rule(rule: AccessRule, state: RegistryState) -> list[str]:
 def _check_policy(feature: Feature, label: str, state: RegistryState) -> list[str]:
     policy = feature.default_policy
     if policy is None:
-        return [f"{label} field 'default_policy' is missing; add e.g. default_policy: {{otherwise: null_with_indicator}}"]
+        return [
+            f"{label} field 'default_policy' is missing; add e.g. default_policy: {{otherwise: null_with_indicator}}"
+        ]
     problems = []
     unknown = [r for r in policy.actions if r not in MISSING_REASONS]
     if unknown:
@@ -211,7 +213,10 @@ def _check_policy(feature: Feature, label: str, state: RegistryState) -> list[st
             problems.append(f"{where} constant needs a finite number, got {action.value!r}; write {{constant: 0.0}}")
         elif action.kind == "prior" and action.prior not in state.priors:
             known = ", ".join(sorted(state.priors)) or "none registered"
-            problems.append(f"{where} names prior {action.prior!r}, which is not registered (known: {known}); declare it under priors:")
+            problems.append(
+                f"{where} names prior {action.prior!r}, which is not registered (known: {known}); "
+                "declare it under priors:"
+            )
     return problems
 
 
@@ -229,11 +234,18 @@ def check_feature(feature: Feature, state: RegistryState) -> list[str]:
     if feature.dtype == "categorical":
         categories = feature.categories or ()
         if not categories:
-            problems.append(f"{label} is categorical but field 'categories' is missing; list the vocabulary (code = index)")
+            problems.append(
+                f"{label} is categorical but field 'categories' is missing; list the vocabulary (code = index)"
+            )
         elif len(set(categories)) != len(categories):
-            problems.append(f"{label} field 'categories' has duplicates {sorted(c for c in set(categories) if categories.count(c) > 1)}; list each value once")
+            problems.append(
+                f"{label} field 'categories' has duplicates "
+                f"{sorted(c for c in set(categories) if categories.count(c) > 1)}; list each value once"
+            )
     elif feature.categories is not None:
-        problems.append(f"{label} field 'categories' is only for dtype categorical, got dtype {feature.dtype!r}; remove it")
+        problems.append(
+            f"{label} field 'categories' is only for dtype categorical, got dtype {feature.dtype!r}; remove it"
+        )
     if feature.dtype == "embedding":
         if isinstance(feature.dim, bool) or not isinstance(feature.dim, int) or feature.dim < 1:
             problems.append(f"{label} is an embedding but field 'dim' is {feature.dim!r}; add dim: <positive integer>")
@@ -255,7 +267,10 @@ def check_group(group: FeatureGroup, state: RegistryState) -> list[str]:
     problems = _name(group, label) + _version(group, label)
     problems += _require(group, label, "owner", "add owner: <team or person>")
     if group.entity not in state.entities:
-        problems.append(f"{label} field 'entity' has unknown entity {group.entity!r}; use one of {', '.join(sorted(state.entities))}")
+        problems.append(
+            f"{label} field 'entity' has unknown entity {group.entity!r}; "
+            f"use one of {', '.join(sorted(state.entities))}"
+        )
     problems += _choice(group.serving_mode, SERVING_MODES, label, "serving_mode")
     problems += _seconds(group.freshness_sla, label, "freshness_sla", required=True)
     if not group.features:
@@ -279,7 +294,10 @@ def check_group(group: FeatureGroup, state: RegistryState) -> list[str]:
 def _missing_ref(label: str, ref: str, state: RegistryState) -> str:
     name = ref.split(":")[0]
     versions = ", ".join(f.ref for f in state.versions(name)) or "none"
-    return f"{label} refers to feature {ref!r}, which does not exist (registered versions: {versions}); register it or fix the ref"
+    return (
+        f"{label} refers to feature {ref!r}, which does not exist (registered versions: {versions}); "
+        "register it or fix the ref"
+    )
 
 
 def _check_cross(fs_label: str, cross: Any, state: RegistryState) -> list[str]:
@@ -293,9 +311,13 @@ def _check_cross(fs_label: str, cross: Any, state: RegistryState) -> list[str]:
     first, second = (state.features[ref] for ref in cross.inputs)
     if cross.kind == "lookup":
         if first.dtype != "embedding":
-            problems.append(f"{label} lookup needs a vector (embedding) first input, got {first.ref} of dtype {first.dtype}")
+            problems.append(
+                f"{label} lookup needs a vector (embedding) first input, got {first.ref} of dtype {first.dtype}"
+            )
         if second.dtype != "categorical":
-            problems.append(f"{label} lookup needs a categorical second input, got {second.ref} of dtype {second.dtype}")
+            problems.append(
+                f"{label} lookup needs a categorical second input, got {second.ref} of dtype {second.dtype}"
+            )
         elif first.dtype == "embedding" and first.dim != len(second.categories or ()):
             problems.append(
                 f"{label} lookup: {first.ref} has dim {first.dim} but {second.ref} has "
@@ -336,7 +358,9 @@ def check_feature_set(fs: FeatureSet, state: RegistryState) -> list[str]:
         columns.append(cross.name)
     duplicates = sorted({c for c in columns if columns.count(c) > 1})
     if duplicates:
-        problems.append(f"{label} has duplicate column(s) {', '.join(map(repr, duplicates))}; every column name must be unique")
+        problems.append(
+            f"{label} has duplicate column(s) {', '.join(map(repr, duplicates))}; every column name must be unique"
+        )
     return problems
 
 
@@ -353,7 +377,10 @@ def check_model(model: Model, state: RegistryState) -> list[str]:
         )
     if model.feature_set not in state.feature_sets:
         known = ", ".join(sorted(state.feature_sets)) or "none"
-        problems.append(f"{label} field 'feature_set' refers to {model.feature_set!r}, which does not exist (known: {known}); register it first")
+        problems.append(
+            f"{label} field 'feature_set' refers to {model.feature_set!r}, which does not exist (known: {known}); "
+            "register it first"
+        )
     else:
         fs = state.feature_sets[model.feature_set]
         known_columns = set(state.columns(fs.ref)) | set(fs.refs)
@@ -407,7 +434,9 @@ def _dedupe(definitions: Definitions, problems: list[str]) -> dict[str, dict[str
     return incoming
 
 
-def _assign_groups(features: dict[str, Feature], groups: Mapping[str, FeatureGroup], touched: set[str]) -> dict[str, list[str]]:
+def _assign_groups(
+    features: dict[str, Feature], groups: Mapping[str, FeatureGroup], touched: set[str]
+) -> dict[str, list[str]]:
     """Fill each feature's ``group`` from the groups that list it; problems per feature ref."""
     members = _memberships(groups)
     problems: dict[str, list[str]] = {}
@@ -417,13 +446,17 @@ def _assign_groups(features: dict[str, Feature], groups: Mapping[str, FeatureGro
         label = f"feature '{ref}'"
         if len(owners) > 1:
             problems.setdefault(ref, []).append(
-                f"{label} is listed in {len(owners)} feature groups ({', '.join(owners)}); a feature belongs to exactly one group"
+                f"{label} is listed in {len(owners)} feature groups ({', '.join(owners)}); "
+                "a feature belongs to exactly one group"
             )
         elif not owners:
-            problems.setdefault(ref, []).append(f"{label} belongs to no feature group; list it in a feature group's features")
+            problems.setdefault(ref, []).append(
+                f"{label} belongs to no feature group; list it in a feature group's features"
+            )
         elif feature.group not in (None, owners[0]):
             problems.setdefault(ref, []).append(
-                f"{label} field 'group' is {feature.group!r} but it is listed in {owners[0]}; fix the group field or the listing"
+                f"{label} field 'group' is {feature.group!r} but it is listed in {owners[0]}; "
+                "fix the group field or the listing"
             )
         else:
             features[ref] = dataclasses.replace(feature, group=owners[0])
@@ -444,8 +477,15 @@ def _lifecycle_problems(state: RegistryState) -> dict[str, list[str]]:
     return problems
 
 
-def _attribute(rows: list[PlanRow], incoming: Mapping[str, Mapping[str, Any]], state: RegistryState, feature_ref: str, msgs: list[str]) -> None:
+def _attribute(
+    rows: list[PlanRow],
+    incoming: Mapping[str, Mapping[str, Any]],
+    state: RegistryState,
+    feature_ref: str,
+    msgs: list[str],
+) -> None:
     """Mark as rejected the incoming groups, feature sets and models that reach ``feature_ref``."""
+
     def reaches(kind: str, obj: Any) -> bool:
         if kind == "feature_groups":
             return feature_ref in obj.features
@@ -490,7 +530,8 @@ def plan_definitions(base: RegistryState, definitions: Definitions) -> Plan:
                     version = f"; register it as version {old.version + 1} instead" if hasattr(old, "version") else ""
                     fix = " (a registered feature set version never changes)" if kind == "feature_sets" else version
                     per_key.setdefault((kind, key), []).append(
-                        f"{KIND_LABEL[kind]} '{key}' already exists and this changes {_describe_change(old, new, semantic)}, "
+                        f"{KIND_LABEL[kind]} '{key}' already exists and this changes "
+                        f"{_describe_change(old, new, semantic)}, "
                         f"which needs a new version{fix}"
                     )
                 actions[kind, key] = ("change", _describe_change(old, new, fields))

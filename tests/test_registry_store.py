@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from featurecore.errors import NotFoundError, RegistryError
+from featurecore.errors import FeatureStoreError, NotFoundError, RegistryError
 from featurecore.online.layout import open_database
 from featurecore.registry import (
     AccessRule,
@@ -308,3 +308,11 @@ def test_reload_follows_another_writer_on_the_same_database(store_dir, example_r
         assert reader.reload().prior("late_prior").value == 0.1
     finally:
         db.close()
+
+
+def test_a_read_only_registry_refuses_to_write(store_dir, registry):
+    registry.close()
+    with Registry.open(store_dir, read_only=True) as reader:
+        with pytest.raises(FeatureStoreError, match=r"cannot write registry revision 2: .*apply through the store's primary"):
+            reader.apply([Prior("p", 1.0)])
+        assert reader.revision == 1

@@ -152,7 +152,12 @@ class Registry:
         handle = self._db.get_column_family_handle(REGISTRY_CF)
         batch.put(revision_key(state.revision), record, handle)
         batch.put(HEAD_KEY, struct.pack(">Q", state.revision), handle)
-        self._db.write(batch)
+        try:
+            self._db.write(batch)
+        except Exception as exc:  # rocksdict raises bare Exception (e.g. read-only or secondary instance)
+            raise FeatureStoreError(
+                f"cannot write registry revision {state.revision}: {exc}; apply through the store's primary (read-write)"
+            ) from exc
         self._state = state
         return state
 

@@ -74,7 +74,8 @@ def test_exposition_parses_and_carries_counts_latency_reasons_drift_and_parity()
 
 def test_octave_buckets_are_cumulative_fixed_and_end_with_inf():
     hist = LogHistogram(1.0, 1024.0)
-    hist.record_many(np.array([0.5, 1.5, 3.0, 3.0, 1000.0, 5000.0]))
+    for v in (0.5, 1.5, 3.0, 3.0, 1000.0, 5000.0):
+        hist.record(v)
     buckets = octave_buckets(hist)
     assert buckets[0] == ("1", 1.0) and buckets[1] == ("2", 2.0) and buckets[2] == ("4", 4.0)
     assert buckets[-2] == ("1024", 5.0) and buckets[-1] == ("+Inf", 6.0)

@@ -5,7 +5,8 @@ scrape reads the ServingCollector (and parity monitors) and builds the metric
 families then. Latencies and ages are histograms in seconds with one bucket per
 octave (the collector's finer buckets summed), so they aggregate across processes.
 
->>> from prometheus_client import CollectorRegistry, generate_latest
+>>> import numpy as np
+from prometheus_client import CollectorRegistry, generate_latest
 >>> registry = CollectorRegistry()
 >>> registry.register(MonitoringExporter(ServingCollector()))
 >>> generate_latest(registry).startswith(b"# HELP featurecore_requests_total")
@@ -17,6 +18,7 @@ from __future__ import annotations
 import math
 from typing import Iterable, Iterator, Sequence
 
+import numpy as np
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
@@ -31,7 +33,7 @@ _DRIFT_STATUS = {"insufficient_data": -1.0, "ok": 0.0, "warn": 1.0, "alert": 2.0
 def octave_buckets(hist: LogHistogram, scale: float = 1.0) -> list[tuple[str, float]]:
     """Cumulative ``(le, count)`` pairs at every octave boundary (a fixed set, so series
     stay comparable over time), values multiplied by ``scale``, ending with ``+Inf``."""
-    cumulative = hist.counts.cumsum()
+    cumulative = np.cumsum(hist.counts)
     octaves = (hist.n_buckets - 2) // hist.per_octave
     out = [(f"{hist.lowest * 2**k * scale:.6g}", float(cumulative[k * hist.per_octave])) for k in range(octaves + 1)]
     out.append(("+Inf", float(hist.count)))

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import FeatureStoreError
-from .registry import Registry, render_describe, render_search
+from .online.layout import online_path
+from .registry import Registry, RegistryState, load_definitions, plan_definitions, render_describe, render_search
 from .registry.catalog import LIST_COLUMNS, list_definitions
 from .registry.render import render_mapping, render_table
 
@@ -47,27 +48,26 @@ def _print_json(data: Any) -> None:
 
 
 def _apply(args: argparse.Namespace) -> int:
+    definitions = load_definitions(args.repo)
     with Registry.open(args.store) as registry:
-        plan = registry.plan(args.repo)
+        plan = registry.plan(definitions)
         print(plan.to_text())
         if not plan.ok:
             raise FeatureStoreError(
                 f"apply rejected, {len(plan.problems)} problem(s), nothing written: {plan.problems[0]}"
             )
-        registry.apply(args.repo)
+        registry.apply(definitions)
         print(f"registry revision {registry.revision} in {args.store}")
     return 0
 
 
 def _plan(args: argparse.Namespace) -> int:
-    store_exists = Path(args.store, "online", "CURRENT").exists()
-    if store_exists:
+    definitions = load_definitions(args.repo)
+    if os.path.exists(os.path.join(online_path(args.store), "CURRENT")):
         with Registry.open(args.store, read_only=True) as registry:
-            plan = registry.plan(args.repo)
-    else:
-        from .registry import RegistryState, load_definitions, plan_definitions
-
-        plan = plan_definitions(RegistryState(), load_definitions(args.repo))
+            plan = registry.plan(definitions)
+    else:  # no store yet: plan against an empty registry, create nothing
+        plan = plan_definitions(RegistryState(), definitions)
     if args.json:
         _print_json({"ok": plan.ok, "rows": plan.to_dicts(), "problems": list(plan.problems)})
     else:
@@ -145,16 +145,8 @@ def _demo(args: argparse.Namespace) -> int:
             f"revision {state.revision}"
         )
         print(render_search(registry.search()))
-        sets = [
-            {"feature_set": ref, "columns": len(state.columns(ref)), "groups": [g.ref for g in state.groups_of(ref)]}
-            for ref in sorted(state.feature_sets)
-        ]
-        print(render_table(sets, ("feature_set", "columns", "groups")))
-        models = [
-            {"model": ref, **{k: getattr(m, k) for k in ("feature_set", "purpose", "stage")}}
-            for ref, m in sorted(state.models.items())
-        ]
-        print(render_table(models, ("model", "feature_set", "purpose", "stage")))
+        for kind in ("feature_sets", "models"):
+            print(render_table(list_definitions(state, kind), LIST_COLUMNS[kind]))
     return 0
 
 

@@ -100,8 +100,9 @@ def test_demo_applies_the_example_repo(store_dir, capsys):
     code, out, _ = run(capsys, "demo", "--store", str(store_dir))
     assert code == 0
     assert "25 added, 0 changed, revision 1" in out
-    assert "home_ranker_features:v18  60" in out
-    assert "trending_ranker:v3  trending_features:v3      non_personalized  production" in out
+    lines = [line.split() for line in out.splitlines()]
+    assert ["home_ranker_features:v18", "60", "6", "home_ranker:v18", "home-ranking"] in lines
+    assert ["trending_ranker:v3", "trending_features:v3", "non_personalized", "production", "discovery"] in lines
 
 
 def test_usage_errors_and_missing_store(store_dir, capsys):

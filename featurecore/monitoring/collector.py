@@ -207,7 +207,8 @@ class ServingCollector:
             latency_us: end-to-end serving latency in microseconds (None for a matrix
                 that was not served, e.g. an offline window fed in for a report).
             tenant, surface: dimensions the statistics are kept by (no surface = ``""``).
-            stages: per-stage latencies in microseconds (recorded when sampled).
+            stages: per-stage latencies in microseconds (recorded when sampled); by
+                default the matrix's ``diagnostics["latency_us"]`` when it has one.
         """
         key = (feature_set, tenant, surface or "")
         with self._lock:
@@ -251,6 +252,8 @@ class ServingCollector:
         with self._lock:
             state = self._states[key]
             state.sampled += 1
+            if stages is None:
+                stages = getattr(matrix, "diagnostics", {}).get("latency_us")
             for name, us in (stages or {}).items():
                 hist = state.stages.get(name)
                 if hist is None:

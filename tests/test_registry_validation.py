@@ -145,8 +145,8 @@ def test_feature_set_rules():
         batch(f, extra=[fs]),
         r"feature set 's:v1' refers to feature 'f:v2', which does not exist \(registered versions: f:v1\)",
     )
-    dup = FeatureSet("s", 1, ["f:v1"], [RequestFeature("f:v1")], owner="team")
-    reject(batch(f, extra=[dup]), r"duplicate column\(s\) 'f:v1'")
+    dup = FeatureSet("s", 1, ["f:v1", "f:v1"], [RequestFeature("hour"), RequestFeature("hour")], owner="team")
+    reject(batch(f, extra=[dup]), r"duplicate column\(s\) 'f:v1', 'hour'")
     bad_request = FeatureSet("s", 1, ["f:v1"], [RequestFeature("hour", source="header")], owner="team")
     reject(batch(f, extra=[bad_request]), r"request feature 'hour' field 'source' has unknown value 'header'")
     reject(batch(f, extra=[FeatureSet("s", 1, [], owner="team")]), r"feature set 's:v1' has no columns")
@@ -327,3 +327,23 @@ def test_problems_of_existing_features_reject_the_incoming_definition_that_cause
     plan = plan_definitions(state, Definitions.of(dataclasses.replace(retired, stage="production")))
     assert [(r.action, r.key) for r in plan.rows] == [("reject", "home_ranker:v18")]
     assert "is archived but production model(s) home_ranker:v18 read it" in plan.rows[0].detail
+
+
+def test_new_version_hint_is_one_past_the_highest(example_state):
+    ctr = example_state.feature("item_ctr_7d_smoothed:v3")
+    v7 = dataclasses.replace(ctr, version=7, group=None)
+    state = validate(Definitions.of(v7, FeatureGroup("ctr7", 1, "item", (v7.ref,), 3600.0, owner="t")), example_state)
+    reject(
+        Definitions.of(dataclasses.replace(ctr, window=1.0)),
+        r"changes window \(604800.0 -> 1.0\), which needs a new version; register it as version 8 instead",
+        base=state,
+    )
+
+
+def test_request_and_cross_features_need_names():
+    f = feature()
+    nameless = FeatureSet(
+        "s", 1, ["f:v1"], [RequestFeature("")], [CrossFeature("", "dot", ["f:v1", "f:v1"])], owner="t"
+    )
+    error = reject(batch(f, extra=[nameless]), r"request feature '' field 'name' must be a non-empty name")
+    assert any("cross feature '' field 'name' must be a non-empty name" in p for p in error.problems)

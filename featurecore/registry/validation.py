@@ -302,7 +302,7 @@ def _missing_ref(label: str, ref: str, state: RegistryState) -> str:
 
 def _check_cross(fs_label: str, cross: Any, state: RegistryState) -> list[str]:
     label = f"{fs_label} cross feature {cross.name!r}"
-    problems = _choice(cross.kind, CROSS_KINDS, label, "kind")
+    problems = _name(cross, label) + _choice(cross.kind, CROSS_KINDS, label, "kind")
     if len(cross.inputs) != 2:
         return problems + [f"{label} field 'inputs' must be two feature refs, got {list(cross.inputs)!r}"]
     missing = [ref for ref in cross.inputs if ref not in state.features]
@@ -350,6 +350,7 @@ def check_feature_set(fs: FeatureSet, state: RegistryState) -> list[str]:
         columns += feature.column_names(column.indicator)
     for request in fs.request_features:
         where = f"{label} request feature {request.name!r}"
+        problems += _name(request, where)
         problems += _choice(request.source, REQUEST_SOURCES, where, "source")
         problems += _choice(request.dtype, REQUEST_DTYPES, where, "dtype")
         columns.append(request.name)
@@ -477,6 +478,15 @@ def _lifecycle_problems(state: RegistryState) -> dict[str, list[str]]:
     return problems
 
 
+def _how_to_change(base: RegistryState, kind: str, old: Any) -> str:
+    """The fix for a semantic change under an existing key: a new version (or name)."""
+    if not hasattr(old, "version"):
+        return "which needs a new name; declare it under another name and refer to that"
+    version = 1 + max(obj.version for obj in getattr(base, kind).values() if obj.name == old.name)
+    never = " (a registered feature set version never changes)" if kind == "feature_sets" else ""
+    return f"which needs a new version{never}; register it as version {version} instead"
+
+
 def _attribute(
     rows: list[PlanRow],
     incoming: Mapping[str, Mapping[str, Any]],
@@ -527,12 +537,9 @@ def plan_definitions(base: RegistryState, definitions: Definitions) -> Plan:
                 fields = changed_fields(old, new)
                 semantic = [f for f in fields if f not in DESCRIPTIVE_FIELDS[kind]]
                 if semantic:
-                    version = f"; register it as version {old.version + 1} instead" if hasattr(old, "version") else ""
-                    fix = " (a registered feature set version never changes)" if kind == "feature_sets" else version
                     per_key.setdefault((kind, key), []).append(
                         f"{KIND_LABEL[kind]} '{key}' already exists and this changes "
-                        f"{_describe_change(old, new, semantic)}, "
-                        f"which needs a new version{fix}"
+                        f"{_describe_change(old, new, semantic)}, {_how_to_change(base, kind, old)}"
                     )
                 actions[kind, key] = ("change", _describe_change(old, new, fields))
     state = RegistryState(**merged, revision=base.revision)

@@ -25,7 +25,7 @@ from .snapshots import Snapshots
 
 #: Keep this many changelog entries; a secondary further behind reloads fully.
 DEFAULT_CHANGELOG_RETENTION = 100_000
-#: Trim the changelog once every this many commits (a range delete in the same batch).
+#: Trim the changelog at most once every this many commits (a range delete in the same batch).
 _TRIM_EVERY = 1024
 
 
@@ -69,6 +69,7 @@ class OnlineWriter:
         self._snapshots = snapshots
         self._lock = lock
         self._retention = int(changelog_retention)
+        self._trim_every = max(1, min(_TRIM_EVERY, self._retention))
         self._changelog_handle = db.get_column_family_handle(CHANGELOG_CF)
         self.sequence = changelog.last_sequence(column_family(db, CHANGELOG_CF))
 
@@ -114,6 +115,7 @@ class OnlineWriter:
             sequence = self.sequence
             wb = rocksdict.WriteBatch(raw_mode=True)
             for change in changes:
+                column_family(self._db, change.group_cf)  # created on first write
                 handle = self._db.get_column_family_handle(change.group_cf)
                 if change.rows is None:
                     for key in change.keys:
@@ -123,7 +125,7 @@ class OnlineWriter:
                         wb.put(key, row, handle)
                 sequence += 1
                 wb.put(changelog.entry_key(sequence), changelog.encode_entry(change.group_cf, change.keys, published), self._changelog_handle)
-                if sequence % _TRIM_EVERY == 0 and sequence > self._retention:
+                if sequence % self._trim_every == 0 and sequence > self._retention:
                     wb.delete_range(changelog.entry_key(0), changelog.entry_key(sequence - self._retention), self._changelog_handle)
             if changes:
                 self._db.write(wb)

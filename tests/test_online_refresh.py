@@ -1,0 +1,101 @@
+"""A RocksDB secondary in the same process follows the primary through the changelog:
+writes, deletes, trimmed-changelog reloads, new column families and registry changes."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from featurecore.errors import FeatureStoreError
+from featurecore.reasons import Reason
+from featurecore.registry import Feature, FeatureGroup, FeatureSet
+from featurecore.serving import FeatureRequest
+from featurecore.store import FeatureStore
+from online_defs import FEATURE_SET, HOUR_US, ITEM_FEATURES, T0, T0_US, definitions, item_frame, policy
+
+ITEMS = [f"i{i}" for i in range(10)]
+
+
+def ctr_of(store: FeatureStore, items=ITEMS, feature_set: str = FEATURE_SET) -> tuple[list[float], list[int]]:
+    extra = {"context": {"hour": 1.0}, "candidate": {"source_rank": np.zeros(len(items))}} if feature_set == FEATURE_SET else {}
+    matrix = store.get_features(FeatureRequest(feature_set, {"user": "u", "item": items, "creator": ["c"] * len(items)}, T0_US + HOUR_US, **extra))
+    j = matrix.columns.index("ctr:v1")
+    return matrix.values[:, j].tolist(), matrix.reasons[:, j].tolist()
+
+
+def write_ctr(store: FeatureStore, value: float, items=ITEMS) -> int:
+    frame = item_frame(items, np.random.default_rng(0)) | {"ctr": np.full(len(items), value, np.float32)}
+    return store.write_online("item_stats:v1", frame, entity_ids=items, feature_timestamp=T0).sequence
+
+
+@pytest.fixture
+def pair(tmp_path):
+    primary = FeatureStore.open(tmp_path / "store", changelog_retention=4)
+    primary.apply(definitions())
+    write_ctr(primary, 1.0)
+    secondary = FeatureStore.open(tmp_path / "store", mode="secondary", refresh_interval_s=3600)
+    yield primary, secondary
+    secondary.close()
+    primary.close()
+
+
+def test_secondary_serves_writes_and_deletes_after_refresh(pair):
+    primary, secondary = pair
+    assert ctr_of(secondary)[0] == [1.0] * 10
+    sequence = write_ctr(primary, 2.0, ITEMS[:5])
+    assert ctr_of(secondary)[0] == [1.0] * 10  # not caught up yet
+    assert secondary.refresh() == 1
+    assert secondary.sequence == sequence
+    assert ctr_of(secondary)[0] == [2.0] * 5 + [1.0] * 5
+    primary.delete_online("item_stats:v1", ITEMS[:2])
+    secondary.refresh()
+    assert ctr_of(secondary)[1][:3] == [Reason.entity_not_found, Reason.entity_not_found, Reason.present]
+    with pytest.raises(FeatureStoreError, match=r"cannot write online rows: store .* is open as secondary"):
+        write_ctr(secondary, 3.0)
+
+
+def test_secondary_that_fell_behind_a_trimmed_changelog_reloads(pair):
+    primary, secondary = pair
+    for value in range(2, 12):  # 10 commits; only the last 4 changelog entries are kept
+        write_ctr(primary, float(value), [ITEMS[value % 10]])
+    primary.delete_online("item_stats:v1", [ITEMS[0]])
+    secondary.refresh()
+    assert secondary.sequence == primary.sequence
+    values, reasons = ctr_of(secondary)
+    expected_values, expected_reasons = ctr_of(primary)
+    assert reasons == expected_reasons and values == expected_values
+
+
+def test_secondary_follows_registry_changes_and_new_column_families(pair):
+    primary, secondary = pair
+    quality = Feature("quality", 1, "item", "float32", owner="ranking-team", privacy_class="public_catalog", default_policy=policy(), group="item_quality:v1")
+    primary.apply([
+        quality,
+        FeatureGroup("item_quality", 1, "item", (quality.ref,), 3600.0, "resident", owner="ranking-team"),
+        FeatureSet("quality_set", 1, (ITEM_FEATURES[0].ref, quality.ref), owner="ranking-team"),
+    ])
+    primary.write_online("item_quality:v1", {"quality": [0.5, 0.25]}, entity_ids=["i1", "i2"], feature_timestamp=T0)
+    secondary.refresh()  # the group's column family was created after the secondary opened
+    assert secondary.state.revision == primary.state.revision
+    matrix = secondary.get_features(FeatureRequest("quality_set:v1", {"item": ["i1", "i2", "i3"]}, T0_US))
+    assert matrix.values[:, matrix.columns.index("quality:v1")].tolist() == [0.5, 0.25, -float(Reason.entity_not_found)]
+    primary.write_online("item_quality:v1", {"quality": [0.75]}, entity_ids=["i3"], feature_timestamp=T0)
+    secondary.refresh()
+    matrix = secondary.get_features(FeatureRequest("quality_set:v1", {"item": ["i3"]}, T0_US))
+    assert matrix.values[0, matrix.columns.index("quality:v1")] == 0.75
+
+
+def test_background_refresher_applies_writes_within_its_interval(tmp_path):
+    with FeatureStore.open(tmp_path / "store") as primary:
+        primary.apply(definitions())
+        write_ctr(primary, 1.0)
+        with FeatureStore.open(tmp_path / "store", mode="secondary", refresh_interval_s=0.05) as secondary:
+            assert ctr_of(secondary)[0] == [1.0] * 10
+            write_ctr(primary, 5.0)
+            published = time.monotonic()
+            while ctr_of(secondary)[0] != [5.0] * 10:
+                assert time.monotonic() - published < 2.0, "secondary did not catch up within 2 s"
+                time.sleep(0.005)
+            assert time.monotonic() - published < 0.05 + 1.0

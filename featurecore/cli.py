@@ -22,6 +22,7 @@ from .online.layout import online_path
 from .registry import Registry, RegistryState, load_definitions, plan_definitions, render_describe, render_search
 from .registry.catalog import LIST_COLUMNS, list_definitions
 from .registry.render import render_mapping, render_table
+from .store import FeatureStore
 
 DEFAULT_STORE = "./featurecore-store"
 
@@ -49,15 +50,16 @@ def _print_json(data: Any) -> None:
 
 def _apply(args: argparse.Namespace) -> int:
     definitions = load_definitions(args.repo)
-    with Registry.open(args.store) as registry:
-        plan = registry.plan(definitions)
+    # Through the store (primary), which also creates the new groups' column families.
+    with FeatureStore.open(args.store, preload=False) as store:
+        plan = store.registry.plan(definitions)
         print(plan.to_text())
         if not plan.ok:
             raise FeatureStoreError(
                 f"apply rejected, {len(plan.problems)} problem(s), nothing written: {plan.problems[0]}"
             )
-        registry.apply(definitions)
-        print(f"registry revision {registry.revision} in {args.store}")
+        store.apply(definitions)
+        print(f"registry revision {store.state.revision} in {args.store}")
     return 0
 
 
@@ -136,9 +138,9 @@ def _stage(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    with Registry.open(args.store) as registry:
-        plan = registry.apply(args.repo)
-        state = registry.state
+    with FeatureStore.open(args.store, preload=False) as store:
+        plan = store.apply(args.repo)
+        registry, state = store.registry, store.state
         counts = plan.counts()
         print(
             f"applied {args.repo} to {args.store}: {counts['add']} added, {counts['change']} changed, "

@@ -5,8 +5,10 @@ import subprocess
 import sys
 
 import pytest
+import rocksdict
 
 from featurecore import cli
+from featurecore.online.layout import group_cf_name, online_path
 from featurecore.registry import Registry
 
 
@@ -26,6 +28,8 @@ def applied(store_dir, example_repo, capsys):
 def test_apply_prints_the_plan_and_stores(store_dir, example_repo, capsys, applied):
     with Registry.open(store_dir, read_only=True) as registry:
         assert registry.revision == 1
+        groups = {group_cf_name(g.name, g.version) for g in registry.state.feature_groups.values()}
+    assert groups <= set(rocksdict.Rdict.list_cf(online_path(str(store_dir))))  # secondaries can see them
     code, out, _ = run(capsys, "apply", *applied, "--repo", str(example_repo))
     assert code == 0 and "0 add, 0 change, 28 unchanged, 0 reject" in out
 

@@ -1,0 +1,278 @@
+"""W1 serving latency: featurecore vs its floors, in one run, with ratio gates.
+
+Run: ``python -m pytest benchmarks/bench_online.py --benchmark-only``
+
+Every comparison is one pytest-benchmark group holding featurecore and its baseline:
+
+- ``w1-800`` / ``w1-50``: featurecore resident (str ids, int64 ids) vs the floor
+  (numpy float32 array per group gathered by precomputed row numbers: no id lookups,
+  no reasons) vs the naive path (rocksdict multi-get of msgpack rows decoded in Python).
+- ``w1-direct-800``: featurecore with every group direct vs rocksdict's bare multi-get
+  of the same keys (no decode, no assembly): the direct-mode floor.
+- ``w1-writer``: featurecore resident p99, quiet and while a writer thread publishes
+  1,000 rows/s through ``write_online``.
+
+``test_gates`` (last) prints p50/p95/p99 and ratios and fails when a gate is violated.
+Each round serves a different pre-generated request, so generation is never timed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+
+import msgpack
+import numpy as np
+import pytest
+
+from benchmarks.conftest import GROUPS, POOL, T0, TENANT, W1Data, entity_keys
+from featurecore.serving import FeatureRequest
+
+EVAL_US = 1_782_864_000_000_000 + 3_600_000_000
+FEATURE_SET = "w1:v1"
+
+#: name -> per-round seconds, filled by the benchmarks, read by test_gates.
+RESULTS: dict[str, np.ndarray] = {}
+
+#: (candidate, baseline, max p50 ratio); p99 gate for the writer.
+RATIO_GATES = [
+    ("featurecore_resident_str_800", "floor_800", 1.5),
+    ("featurecore_resident_int_800", "floor_800", 1.5),
+    ("featurecore_direct_800", "bare_multiget_800", 1.2),
+]
+P99_GATES = [("featurecore_resident_under_writer_800", "featurecore_resident_quiet_800", 2.0)]
+#: Generous absolute p50 budgets (seconds), so a slow floor cannot hide a slow path.
+ABSOLUTE_P50 = {
+    "featurecore_resident_str_800": 2e-3,
+    "featurecore_resident_int_800": 2e-3,
+    "featurecore_resident_str_50": 0.5e-3,
+    "featurecore_direct_800": 20e-3,
+}
+
+
+def run(benchmark, name: str, fn, rounds: int) -> None:
+    """Benchmark ``fn(r)`` over pool requests r = 0, 1, ... (one request per round)."""
+    pool = itertools.cycle(range(POOL))
+    benchmark.pedantic(fn, setup=lambda: ((next(pool),), {}), rounds=rounds, warmup_rounds=min(50, rounds // 10), iterations=1)
+    RESULTS[name] = np.array(benchmark.stats.stats.data)
+
+
+def offsets() -> dict[str, tuple[int, int]]:
+    out, col = {}, 0
+    for name, (_, _, k) in GROUPS.items():
+        out[name] = (col, col + k)
+        col += k
+    return out
+
+
+def floor_fn(data: W1Data, n: int):
+    """Gather precomputed rows per group into a fresh matrix; row -1 hits an appended
+    default row (numpy's negative index), so unknown ids cost nothing extra."""
+    tables = {g: np.vstack([v, np.zeros((1, v.shape[1]), np.float32)]) for g, v in data.values.items()}
+    spans = offsets()
+    width = max(b for _, b in spans.values())
+    rows = data.requests[n].rows
+
+    def fn(r: int) -> np.ndarray:
+        out = np.empty((n, width), np.float32)
+        for g, (a, b) in spans.items():
+            out[:, a:b] = tables[g][rows[g][r]]
+        return out
+
+    return fn
+
+
+def naive_fn(cfs, data: W1Data, n: int):
+    """The naive store: keys built in Python, one multi-get per group, msgpack rows
+    decoded in Python into the matrix (defaults 0 for unknown ids)."""
+    requests = data.requests[n]
+    spans = offsets()
+    width = max(b for _, b in spans.values())
+    prefixes = {g: entity_keys(g, np.array([0]))[0][:-1] for g in GROUPS}
+
+    def fn(r: int) -> np.ndarray:
+        out = np.zeros((n, width), np.float32)
+        ids = {"item": requests.item_ids[r].tolist(), "creator": requests.creator_ids[r].tolist(), "user": [requests.user_ids[r]]}
+        for g, (a, b) in spans.items():
+            keys = [prefixes[g] + str(i).encode() for i in ids[GROUPS[g][0]]]
+            for i, value in enumerate(cfs[g].get(keys)):
+                if value is not None:
+                    out[i if len(keys) > 1 else slice(None), a:b] = msgpack.unpackb(value)
+        return out
+
+    return fn
+
+
+def featurecore_fn(store, data: W1Data, n: int, ids: str):
+    requests = data.requests[n]
+    creator_strs = [[str(c) for c in ids_.tolist()] for ids_ in requests.creator_ids]
+
+    def by_str(r: int):
+        entities = {"user": str(requests.user_ids[r]), "item": requests.item_strs[r], "creator": creator_strs[r]}
+        return store.get_features(FeatureRequest(FEATURE_SET, entities, EVAL_US, tenant=TENANT))
+
+    def by_int(r: int):
+        entities = {"user": requests.user_ids[r], "item": requests.item_ids[r], "creator": requests.creator_ids[r]}
+        return store.get_features(FeatureRequest(FEATURE_SET, entities, EVAL_US, tenant=TENANT))
+
+    return by_str if ids == "str" else by_int
+
+
+def bare_multiget_fn(store, data: W1Data, n: int):
+    """rocksdict multi-get of every group's keys (precomputed), nothing decoded."""
+    requests = data.requests[n]
+    cfs = {g: store._db.get_column_family(f"g/{g}/v1") for g in GROUPS}
+    ids = {"item": requests.item_ids, "creator": requests.creator_ids, "user": [np.array([u]) for u in requests.user_ids]}
+    keys = {g: [entity_keys(g, ids[GROUPS[g][0]][r]) for r in range(POOL)] for g in GROUPS}
+
+    def fn(r: int) -> None:
+        for g in GROUPS:
+            cfs[g].get(keys[g][r])
+
+    return fn
+
+
+# --------------------------------------------------------------------------- 800 candidates
+
+
+@pytest.mark.benchmark(group="w1-800")
+def test_floor_800(benchmark, w1_data):
+    run(benchmark, "floor_800", floor_fn(w1_data, 800), 3000)
+
+
+@pytest.mark.benchmark(group="w1-800")
+def test_featurecore_resident_str_800(benchmark, w1_resident, w1_data):
+    run(benchmark, "featurecore_resident_str_800", featurecore_fn(w1_resident, w1_data, 800, "str"), 3000)
+
+
+@pytest.mark.benchmark(group="w1-800")
+def test_featurecore_resident_int_800(benchmark, w1_resident, w1_data):
+    run(benchmark, "featurecore_resident_int_800", featurecore_fn(w1_resident, w1_data, 800, "int"), 3000)
+
+
+@pytest.mark.benchmark(group="w1-800")
+def test_naive_msgpack_800(benchmark, naive_db, w1_data):
+    run(benchmark, "naive_msgpack_800", naive_fn(naive_db[1], w1_data, 800), 200)
+
+
+# --------------------------------------------------------------------------- direct mode
+
+
+@pytest.mark.benchmark(group="w1-direct-800")
+def test_bare_multiget_800(benchmark, w1_direct, w1_data):
+    run(benchmark, "bare_multiget_800", bare_multiget_fn(w1_direct, w1_data, 800), 500)
+
+
+@pytest.mark.benchmark(group="w1-direct-800")
+def test_featurecore_direct_800(benchmark, w1_direct, w1_data):
+    run(benchmark, "featurecore_direct_800", featurecore_fn(w1_direct, w1_data, 800, "str"), 500)
+
+
+# --------------------------------------------------------------------------- 50 candidates
+
+
+@pytest.mark.benchmark(group="w1-50")
+def test_floor_50(benchmark, w1_data):
+    run(benchmark, "floor_50", floor_fn(w1_data, 50), 3000)
+
+
+@pytest.mark.benchmark(group="w1-50")
+def test_featurecore_resident_str_50(benchmark, w1_resident, w1_data):
+    run(benchmark, "featurecore_resident_str_50", featurecore_fn(w1_resident, w1_data, 50, "str"), 3000)
+
+
+@pytest.mark.benchmark(group="w1-50")
+def test_naive_msgpack_50(benchmark, naive_db, w1_data):
+    run(benchmark, "naive_msgpack_50", naive_fn(naive_db[1], w1_data, 50), 1000)
+
+
+# --------------------------------------------------------------------------- under a writer
+
+
+@pytest.mark.benchmark(group="w1-writer")
+def test_featurecore_resident_quiet_800(benchmark, w1_resident, w1_data):
+    run(benchmark, "featurecore_resident_quiet_800", featurecore_fn(w1_resident, w1_data, 800, "str"), 3000)
+
+
+@pytest.mark.benchmark(group="w1-writer")
+def test_featurecore_resident_under_writer_800(benchmark, w1_resident, w1_data):
+    """A writer thread publishes 100 item_behavior rows every 100 ms (1,000 rows/s)."""
+    rng = np.random.default_rng(1)
+    batches = [
+        (rng.choice(100_000, 100, replace=False), {f"item_behavior_{j}": rng.random(100, dtype=np.float32) for j in range(32)}) for _ in range(20)
+    ]
+    stop = threading.Event()
+    written = [0]
+
+    def write() -> None:
+        for ids, columns in itertools.cycle(batches):
+            if stop.wait(0.1):
+                return
+            w1_resident.write_online("item_behavior:v1", columns, entity_ids=ids, feature_timestamp=T0)
+            written[0] += len(ids)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    start = time.perf_counter()
+    try:
+        run(benchmark, "featurecore_resident_under_writer_800", featurecore_fn(w1_resident, w1_data, 800, "str"), 3000)
+    finally:
+        stop.set()
+        writer.join()
+    benchmark.extra_info["rows_per_s"] = written[0] / (time.perf_counter() - start)
+
+
+# --------------------------------------------------------------------------- gates
+
+
+def percentiles(name: str) -> tuple[float, float, float]:
+    p50, p95, p99 = np.percentile(RESULTS[name], [50, 95, 99])
+    return p50, p95, p99
+
+
+def evaluate(stores) -> tuple[list[str], list[str]]:
+    """The report lines and the violated gates, from RESULTS of this run."""
+    baselines = {c: b for c, b, _ in RATIO_GATES} | {"naive_msgpack_800": "floor_800", "naive_msgpack_50": "floor_50", "featurecore_resident_str_50": "floor_50"}
+    baselines |= {c: b for c, b, _ in P99_GATES}
+    lines = [f"{'benchmark':40s} {'p50 us':>9s} {'p95 us':>9s} {'p99 us':>9s}  p50 ratio (p99 ratio) vs"]
+    for name in RESULTS:
+        p50, p95, p99 = percentiles(name)
+        ratio = ""
+        base = baselines.get(name)
+        if base in RESULTS:
+            b50, _, b99 = percentiles(base)
+            ratio = f"{p50 / b50:6.2f}x ({p99 / b99:5.2f}x) {base}"
+        lines.append(f"{name:40s} {p50 * 1e6:9.1f} {p95 * 1e6:9.1f} {p99 * 1e6:9.1f}  {ratio}")
+    for store_name, store in stores.items():
+        for stats in store.snapshots.loads.values():
+            lines.append(
+                f"memory {store_name} {stats.group_cf}: {stats.rows} rows, resident {stats.nbytes / 1e6:.1f} MB vs "
+                f"payload+keys {stats.payload_bytes / 1e6:.1f} MB ({stats.nbytes / max(1, stats.payload_bytes):.2f}x), loaded in {stats.seconds * 1e3:.0f} ms"
+            )
+    failures = []
+    for candidate, base, limit in RATIO_GATES:
+        if candidate in RESULTS and base in RESULTS:
+            ratio = percentiles(candidate)[0] / percentiles(base)[0]
+            if ratio > limit:
+                failures.append(f"{candidate} p50 is {ratio:.2f}x {base} (gate {limit}x)")
+    for candidate, base, limit in P99_GATES:
+        if candidate in RESULTS and base in RESULTS:
+            ratio = percentiles(candidate)[2] / percentiles(base)[2]
+            if ratio > limit:
+                failures.append(f"{candidate} p99 is {ratio:.2f}x {base} (gate {limit}x)")
+    for name, budget in ABSOLUTE_P50.items():
+        if name in RESULTS and percentiles(name)[0] > budget:
+            failures.append(f"{name} p50 {percentiles(name)[0] * 1e6:.0f} us exceeds its budget {budget * 1e6:.0f} us")
+    return lines, failures
+
+
+def test_gates(benchmark, request, w1_resident):
+    """Fail when a ratio gate or an absolute budget is violated (needs the runs above)."""
+    if not RESULTS:
+        pytest.skip("no W1 benchmark ran in this session")
+    lines, failures = benchmark.pedantic(evaluate, args=({"resident": w1_resident},), rounds=1, iterations=1)
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    for line in ["", "W1 gates (same run):", *lines, *(f"GATE FAILED: {f}" for f in failures)]:
+        reporter.write_line(line) if reporter else print(line)
+    assert not failures, "; ".join(failures)

@@ -8,7 +8,8 @@ import pytest
 
 from featurecore.monitoring import Baseline, Dependencies, ServingCollector
 from featurecore.monitoring.parity import ParityMonitor, ParityOutcome
-from featurecore.monitoring.report import html_report, png_report, take_snapshot, text_report
+from featurecore.errors import ValidationError
+from featurecore.monitoring.report import MonitoringSnapshot, html_report, png_report, take_snapshot, text_report
 
 COLUMNS = ("ctr:v1", "price:v1", "emb:v1[0]", "emb:v1[1]")
 GROUPS = ("item_behavior:v1", "user_profile:v1")
@@ -83,3 +84,15 @@ def test_html_report_inlines_the_plots_and_the_text(snapshot, tmp_path):
     page = html_report(snapshot, tmp_path / "monitor.html").read_text()
     assert "src='data:image/png;base64,iVBORw0KGgo" in page
     assert "MODEL AT RISK home_ranker:v2" in page and len(page) > 50_000
+
+
+def test_snapshot_round_trips_through_json_for_another_process(snapshot, tmp_path):
+    path = snapshot.save(tmp_path / "snapshot.json")
+    loaded = MonitoringSnapshot.load(path)
+    assert text_report(loaded) == text_report(snapshot)
+    assert loaded.drift[0].models_at_risk == snapshot.drift[0].models_at_risk
+    assert loaded.feature_sets[0].columns == snapshot.feature_sets[0].columns
+    assert loaded.parity == snapshot.parity
+    (tmp_path / "junk.json").write_text('{"feature_sets": 3}')
+    with pytest.raises(ValidationError, match=r"junk.json is not a monitoring snapshot .*take_snapshot\(collector\).save"):
+        MonitoringSnapshot.load(tmp_path / "junk.json")

@@ -1,4 +1,15 @@
-"""Feature monitoring: per-feature statistics, drift, serving collector, exporters, reports."""
+"""Feature monitoring: per-feature statistics, drift, the serving collector, exporters, reports.
+
+Wiring (what the serving path, the CLI and the demo call):
+
+>>> collector = ServingCollector(sample_rate=0.005)                       # doctest: +SKIP
+>>> collector.register(fs_ref, columns, group_names, baseline=Baseline.load(path))  # optional
+>>> collector.observe(fs_ref, matrix, latency_us, tenant=t, surface=s)    # per request
+>>> deps = Dependencies.from_registry(store.state)
+>>> exposition(collector, parity=[monitor], dependencies=deps)            # Prometheus text
+>>> snapshot = take_snapshot(collector, parity=[monitor], dependencies=deps)
+>>> print(text_report(snapshot)); png_report(snapshot, "monitor.png")
+"""
 
 from .collector import FeatureSetSummary, Histograms, ServingCollector
 from .drift import (
@@ -16,6 +27,9 @@ from .drift import (
     psi,
 )
 from .metrics import ColumnSummary, GroupSummary, LogHistogram, MatrixStats, Quantiles, feature_of_column
+from .parity import ParityMonitor, ParityOutcome, ParityStatus
+from .prometheus import MonitoringExporter, exposition
+from .report import MonitoringSnapshot, html_report, png_report, take_snapshot, text_report
 
 __all__ = [
     "Baseline",
@@ -30,13 +44,23 @@ __all__ = [
     "LogHistogram",
     "MatrixStats",
     "ModelRisk",
+    "MonitoringExporter",
+    "MonitoringSnapshot",
+    "ParityMonitor",
+    "ParityOutcome",
+    "ParityStatus",
     "Quantiles",
     "ServingCollector",
     "Thresholds",
     "categorical_columns",
     "drift_of_matrix",
     "evaluate_drift",
+    "exposition",
     "feature_of_column",
+    "html_report",
     "js_divergence",
+    "png_report",
     "psi",
+    "take_snapshot",
+    "text_report",
 ]

@@ -12,12 +12,16 @@ import base64
 import dataclasses
 import html
 import io
+import json
 import math
 import time
+import types
+import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
+from ..errors import ValidationError
 from .collector import FeatureSetSummary, ServingCollector
 from .drift import Dependencies, DriftPolicy, DriftReport
 from .metrics import REASON_NAMES
@@ -45,6 +49,56 @@ class MonitoringSnapshot:
     def to_dict(self) -> dict[str, Any]:
         """Nested dicts/lists/numbers (NaN as None), ready for ``json.dumps``."""
         return _json_safe(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> "MonitoringSnapshot":
+        """Rebuild a snapshot from ``to_dict`` output."""
+        return _build(cls, doc)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the snapshot as JSON (temp file, then rename), e.g. for the
+        ``featurecore monitor`` command of another process to render."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), allow_nan=False), encoding="utf-8")
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "MonitoringSnapshot":
+        """Read a snapshot written by ``save``; ValidationError if it is not one."""
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValidationError(
+                f"{path} is not a monitoring snapshot ({type(exc).__name__}: {exc}); "
+                "write one with take_snapshot(collector).save(path)"
+            ) from None
+
+
+def _build(cls: type, data: Mapping[str, Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    return cls(**{f.name: _convert(hints[f.name], data[f.name]) for f in dataclasses.fields(cls) if f.init})
+
+
+def _convert(tp: Any, value: Any) -> Any:
+    """``value`` (JSON) as type ``tp``: dataclasses, tuples, dicts, optionals, NaN."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        return _convert(next(a for a in args if a is not type(None)), value)
+    if value is None:
+        return math.nan  # to_dict wrote NaN floats as null
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v) for v in value)
+        return tuple(_convert(a, v) for a, v in zip(args, value))
+    if origin is dict:
+        return {k: _convert(args[1], v) for k, v in value.items()}
+    return tp(value)
 
 
 def _json_safe(obj: Any) -> Any:

@@ -5,8 +5,7 @@ scrape reads the ServingCollector (and parity monitors) and builds the metric
 families then. Latencies and ages are histograms in seconds with one bucket per
 octave (the collector's finer buckets summed), so they aggregate across processes.
 
->>> import numpy as np
-from prometheus_client import CollectorRegistry, generate_latest
+>>> from prometheus_client import CollectorRegistry, generate_latest
 >>> registry = CollectorRegistry()
 >>> registry.register(MonitoringExporter(ServingCollector()))
 >>> generate_latest(registry).startswith(b"# HELP featurecore_requests_total")

@@ -149,3 +149,13 @@ def test_reason_and_bin_counts_match_a_per_cell_oracle(n, f, seed):
         oracle = np.bincount(np.searchsorted(baseline.edges[j], present, side="left"), minlength=len(col.bin_counts))
         assert col.bin_counts == tuple(oracle)
         assert col.null_rate == pytest.approx(np.isnan(values[:, j]).mean())
+
+
+def test_docstring_examples_hold():
+    import doctest
+
+    from featurecore.monitoring import collector, drift, metrics, parity, prometheus, report
+
+    for module in (metrics, drift, collector, parity, prometheus, report):
+        result = doctest.testmod(module)
+        assert result.failed == 0 and result.attempted > 0, module.__name__

@@ -54,41 +54,56 @@ void parallel_ranges(size_t n, int threads, Weight weight_prefix, Fn fn) {
 
 AsofJoin::AsofJoin(const int64_t* event_keys, const uint8_t* event_valid, const int64_t* event_ts, size_t n,
                    bool strict, int threads)
-    : strict_(strict), threads_(std::max(1, threads)), event_code_(n, -1), event_ts_(event_ts, event_ts + n) {
+    : strict_(strict), threads_(std::max(1, threads)), event_code_(n, -1) {
     if (n >= UINT32_MAX) throw std::invalid_argument("AsofJoin: at most 2^32 - 1 events per join; split the events");
-    size_t capacity = 1024;
-    while (capacity < 2 * n) capacity <<= 1;
-    // Sized for the worst case (every key distinct) so inserts never rehash.
-    table_keys_.assign(capacity, 0);
-    table_codes_.assign(capacity, -1);
-    const size_t mask = capacity - 1;
+    const size_t n_codes = insert_keys(event_keys, event_valid, n, 2 * n, event_code_.data());
+    // Rebuilt at twice the distinct count: history lookups probe a table that stays in cache.
+    std::vector<int64_t> distinct(n_codes);
+    for (size_t slot = 0; slot < table_codes_.size(); ++slot)
+        if (table_codes_[slot] >= 0) distinct[table_codes_[slot]] = table_keys_[slot];
+    insert_keys(distinct.data(), nullptr, n_codes, 2 * n_codes, nullptr);
+
+    entity_events_start_.assign(n_codes + 1, 0);
+    for (size_t i = 0; i < n; ++i)
+        if (event_code_[i] >= 0) ++entity_events_start_[event_code_[i] + 1];
+    for (size_t c = 0; c < n_codes; ++c) entity_events_start_[c + 1] += entity_events_start_[c];
+    entity_events_.resize(entity_events_start_[n_codes]);
+    std::vector<uint32_t> fill(entity_events_start_.begin(), entity_events_start_.end() - 1);
+    for (size_t i = 0; i < n; ++i)
+        if (event_code_[i] >= 0) entity_events_[fill[event_code_[i]]++] = static_cast<uint32_t>(i);
+    sorted_ts_.resize(entity_events_.size());
+    for (size_t c = 0; c < n_codes; ++c) {
+        auto first = entity_events_.begin() + entity_events_start_[c];
+        auto last = entity_events_.begin() + entity_events_start_[c + 1];
+        std::sort(first, last, [event_ts](uint32_t a, uint32_t b) { return event_ts[a] < event_ts[b]; });
+    }
+    for (size_t e = 0; e < entity_events_.size(); ++e) sorted_ts_[e] = event_ts[entity_events_[e]];
+    seen_.assign(n_codes, 0);
+    best_.assign(entity_events_.size(), Best{0, 0, -1});
+}
+
+// Rebuilds the hash table from the valid keys (codes in first-seen order), writes each
+// key's code to codes_out (when given) and returns the number of distinct keys.
+size_t AsofJoin::insert_keys(const int64_t* keys, const uint8_t* valid, size_t n, size_t capacity,
+                             int32_t* codes_out) {
+    size_t slots = 1024;
+    while (slots < capacity) slots <<= 1;
+    table_keys_.assign(slots, 0);
+    table_codes_.assign(slots, -1);
+    const size_t mask = slots - 1;
     int32_t n_codes = 0;
     for (size_t i = 0; i < n; ++i) {
-        if (event_valid != nullptr && !event_valid[i]) continue;
-        const int64_t key = event_keys[i];
+        if (valid != nullptr && !valid[i]) continue;
+        const int64_t key = keys[i];
         size_t slot = mix(static_cast<uint64_t>(key)) & mask;
         while (table_codes_[slot] != -1 && table_keys_[slot] != key) slot = (slot + 1) & mask;
         if (table_codes_[slot] == -1) {
             table_keys_[slot] = key;
             table_codes_[slot] = n_codes++;
         }
-        event_code_[i] = table_codes_[slot];
+        if (codes_out != nullptr) codes_out[i] = table_codes_[slot];
     }
-    entity_events_start_.assign(static_cast<size_t>(n_codes) + 1, 0);
-    for (size_t i = 0; i < n; ++i)
-        if (event_code_[i] >= 0) ++entity_events_start_[event_code_[i] + 1];
-    for (int32_t c = 0; c < n_codes; ++c) entity_events_start_[c + 1] += entity_events_start_[c];
-    entity_events_.resize(entity_events_start_[n_codes]);
-    std::vector<uint32_t> fill(entity_events_start_.begin(), entity_events_start_.end() - 1);
-    for (size_t i = 0; i < n; ++i)
-        if (event_code_[i] >= 0) entity_events_[fill[event_code_[i]]++] = static_cast<uint32_t>(i);
-    for (int32_t c = 0; c < n_codes; ++c) {
-        auto first = entity_events_.begin() + entity_events_start_[c];
-        auto last = entity_events_.begin() + entity_events_start_[c + 1];
-        std::sort(first, last, [this](uint32_t a, uint32_t b) { return event_ts_[a] < event_ts_[b]; });
-    }
-    seen_.assign(n_codes, 0);
-    best_.assign(n, Best{0, 0, -1});
+    return static_cast<size_t>(n_codes);
 }
 
 int32_t AsofJoin::find(int64_t key) const {
@@ -113,60 +128,64 @@ size_t AsofJoin::add(const int64_t* keys, const int64_t* feature_ts, const int64
     for (size_t j = 0; j < m; ++j)
         if (row_code[j] >= 0) ++rows_start[row_code[j] + 1];
     for (size_t c = 0; c < n_codes; ++c) rows_start[c + 1] += rows_start[c];
-    std::vector<uint32_t> rows(rows_start[n_codes]);
+    std::vector<Row> rows(rows_start[n_codes]);
     std::vector<uint32_t> fill(rows_start.begin(), rows_start.end() - 1);
-    for (size_t j = 0; j < m; ++j)
-        if (row_code[j] >= 0) rows[fill[row_code[j]]++] = static_cast<uint32_t>(j);
+    for (size_t j = 0; j < m; ++j) {
+        if (row_code[j] < 0) continue;
+        const int64_t avail = strict_ ? std::max(feature_ts[j], generated_at[j]) : feature_ts[j];
+        rows[fill[row_code[j]]++] = Row{avail, feature_ts[j], generated_at[j], ref_offset + static_cast<int64_t>(j)};
+    }
     for (size_t c = 0; c < n_codes; ++c)
         if (rows_start[c + 1] > rows_start[c]) seen_[c] = 1;
     auto weight = [&](size_t c) { return static_cast<size_t>(rows_start[c]) + entity_events_start_[c]; };
     parallel_ranges(n_codes, threads_, weight, [&](size_t first, size_t last) {
-        merge_entities(first, last, rows_start, rows, feature_ts, generated_at, ref_offset);
+        merge_entities(first, last, rows_start, rows);
     });
     return rows.size();
 }
 
 void AsofJoin::merge_entities(size_t first, size_t last, const std::vector<uint32_t>& rows_start,
-                              const std::vector<uint32_t>& rows, const int64_t* feature_ts,
-                              const int64_t* generated_at, int64_t ref_offset) {
-    struct Item {
-        int64_t avail;  // the earliest event time at which the row is eligible
-        uint32_t row;
-    };
-    std::vector<Item> items;
+                              std::vector<Row>& rows) {
     for (size_t c = first; c < last; ++c) {
-        const uint32_t r0 = rows_start[c], r1 = rows_start[c + 1];
+        const auto r0 = rows.begin() + rows_start[c], r1 = rows.begin() + rows_start[c + 1];
         if (r0 == r1) continue;
-        items.clear();
-        for (uint32_t k = r0; k < r1; ++k) {
-            const uint32_t j = rows[k];
-            items.push_back({strict_ ? std::max(feature_ts[j], generated_at[j]) : feature_ts[j], j});
-        }
-        std::sort(items.begin(), items.end(), [](const Item& a, const Item& b) { return a.avail < b.avail; });
+        std::sort(r0, r1, [](const Row& a, const Row& b) { return a.avail < b.avail; });
         // Walk the entity's events in time order; `prefix` is the best row eligible so far.
         Best prefix{0, 0, -1};
-        size_t k = 0;
+        auto k = r0;
         for (uint32_t e = entity_events_start_[c]; e < entity_events_start_[c + 1]; ++e) {
-            const uint32_t i = entity_events_[e];
-            const int64_t t = event_ts_[i];
-            for (; k < items.size() && items[k].avail <= t; ++k) {
-                const uint32_t j = items[k].row;
-                const Best cand{feature_ts[j], generated_at[j], ref_offset + static_cast<int64_t>(j)};
+            const int64_t t = sorted_ts_[e];
+            for (; k != r1 && k->avail <= t; ++k) {
+                const Best cand{k->feature_ts, k->generated_at, k->ref};
                 if (wins(cand, prefix)) prefix = cand;
             }
-            if (prefix.ref < 0) continue;
-            Best& best = best_[i];
-            if (wins(prefix, best)) best = prefix;
+            if (prefix.ref >= 0 && wins(prefix, best_[e])) best_[e] = prefix;
         }
     }
 }
 
-void AsofJoin::finish(int64_t* row_refs, uint8_t* miss_reason) const {
-    for (size_t i = 0; i < best_.size(); ++i) {
-        row_refs[i] = best_[i].ref;
-        if (event_code_[i] < 0) miss_reason[i] = kNotApplicable;
-        else if (best_[i].ref >= 0) miss_reason[i] = kPresent;
-        else miss_reason[i] = seen_[event_code_[i]] ? kNoHistory : kEntityNotFound;
+void AsofJoin::finish(int64_t* row_refs, uint8_t* miss_reason, std::vector<int64_t>& winners) const {
+    for (size_t i = 0; i < event_code_.size(); ++i) {
+        row_refs[i] = -1;
+        miss_reason[i] = event_code_[i] < 0 ? kNotApplicable : kEntityNotFound;
+    }
+    std::vector<std::pair<int64_t, uint32_t>> found;  // (history ref, event)
+    for (size_t c = 0; c + 1 < entity_events_start_.size(); ++c) {
+        for (uint32_t e = entity_events_start_[c]; e < entity_events_start_[c + 1]; ++e) {
+            const uint32_t i = entity_events_[e];
+            if (best_[e].ref >= 0) {
+                miss_reason[i] = kPresent;
+                found.emplace_back(best_[e].ref, i);
+            } else if (seen_[c]) {
+                miss_reason[i] = kNoHistory;
+            }
+        }
+    }
+    std::sort(found.begin(), found.end());
+    winners.clear();
+    for (const auto& [ref, i] : found) {
+        if (winners.empty() || winners.back() != ref) winners.push_back(ref);
+        row_refs[i] = static_cast<int64_t>(winners.size()) - 1;
     }
 }
 

@@ -7,7 +7,7 @@
  * write order: a chunk's rows get refs ref_offset, ref_offset + 1, ... and a
  * larger ref means a later write. Only a "best so far" per event is kept, so the
  * history never has to be in memory at once. finish() writes, per event, the ref
- * of the winning row (or -1) and the reason code (reasons.py):
+ * the winning row (or -1) and the reason code (reasons.py):
  *
  *   winner  = max over rows of the same key with eligible(row, event_ts) of
  *             (feature_ts, generated_at, ref)          -- lexicographic
@@ -15,6 +15,9 @@
  *   reason  = present (0) with a winner; not_applicable (2) for an invalid (null) key;
  *             no_history (1) if the key occurs in any chunk but nothing is eligible;
  *             entity_not_found (6) if it never occurs.
+ *
+ * finish() also compacts: row_refs index into `winners`, the sorted distinct refs of
+ * the chosen rows, so a caller reads only those rows back (each once).
  *
  * Thread safety: none; one caller at a time (the bindings release the GIL but
  * hold the object). add() may use `threads` worker threads internally.
@@ -37,10 +40,10 @@ public:
     size_t add(const int64_t* keys, const int64_t* feature_ts, const int64_t* generated_at, size_t m,
                int64_t ref_offset);
 
-    /* Writes row_refs (n) and miss_reason (n). */
-    void finish(int64_t* row_refs, uint8_t* miss_reason) const;
+    /* Writes row_refs (n, indices into winners or -1) and miss_reason (n); fills winners. */
+    void finish(int64_t* row_refs, uint8_t* miss_reason, std::vector<int64_t>& winners) const;
 
-    size_t n_events() const { return event_ts_.size(); }
+    size_t n_events() const { return event_code_.size(); }
     size_t n_entities() const { return entity_events_start_.empty() ? 0 : entity_events_start_.size() - 1; }
 
 private:
@@ -57,20 +60,27 @@ private:
         return a.ref > b.ref;
     }
 
-    void merge_entities(size_t first, size_t last, const std::vector<uint32_t>& rows_start,
-                        const std::vector<uint32_t>& rows, const int64_t* feature_ts, const int64_t* generated_at,
-                        int64_t ref_offset);
+    // A history row as the merge reads it, scattered by entity so reads stay sequential.
+    struct Row {
+        int64_t avail;  // the earliest event time at which the row is eligible
+        int64_t feature_ts;
+        int64_t generated_at;
+        int64_t ref;
+    };
+
+    void merge_entities(size_t first, size_t last, const std::vector<uint32_t>& rows_start, std::vector<Row>& rows);
+    size_t insert_keys(const int64_t* keys, const uint8_t* valid, size_t n, size_t capacity, int32_t* codes_out);
 
     bool strict_;
     int threads_;
     std::vector<int64_t> table_keys_;   // open addressing, capacity a power of two
     std::vector<int32_t> table_codes_;  // -1: empty slot
     std::vector<int32_t> event_code_;   // per event; -1: invalid key
-    std::vector<int64_t> event_ts_;
     std::vector<uint32_t> entity_events_start_;  // CSR over entity codes (n_entities + 1)
     std::vector<uint32_t> entity_events_;        // event indices, by code then event time
+    std::vector<int64_t> sorted_ts_;             // event time of entity_events_[e]
+    std::vector<Best> best_;                     // best row of entity_events_[e]
     std::vector<uint8_t> seen_;                  // per entity code
-    std::vector<Best> best_;                     // per event
 
     int32_t find(int64_t key) const;
 };

@@ -3,6 +3,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -35,7 +36,7 @@ void bind_offline(py::module_& m) {
 Point-in-time search of events against one group's history (see csrc/asof_join.h).
 
 Feed the history with add() in write order (a larger ref is a later write), then
-finish() -> (row_refs int64 (n,), miss_reason uint8 (n,)).
+finish() -> (row_refs int64 (n,), miss_reason uint8 (n,), winners int64 (w,)).
 )doc")
         .def(py::init([](const py::array& event_keys, const py::array& event_ts,
                          const std::optional<py::array>& event_valid, bool strict, int threads) {
@@ -71,13 +72,17 @@ finish() -> (row_refs int64 (n,), miss_reason uint8 (n,)).
                 py::array_t<uint8_t> reasons(n);
                 int64_t* r = refs.mutable_data();
                 uint8_t* why = reasons.mutable_data();
+                std::vector<int64_t> winners;
                 {
                     py::gil_scoped_release release;
-                    self.finish(r, why);
+                    self.finish(r, why, winners);
                 }
-                return py::make_tuple(refs, reasons);
+                py::array_t<int64_t> chosen(static_cast<py::ssize_t>(winners.size()));
+                std::copy(winners.begin(), winners.end(), chosen.mutable_data());
+                return py::make_tuple(refs, reasons, chosen);
             },
-            "Returns (row_refs int64 (n,), miss_reason uint8 (n,)); -1 refs carry their reason.")
+            "Returns (row_refs int64 (n,), miss_reason uint8 (n,), winners int64 (w,)): row_refs index the\n"
+            "sorted distinct history refs `winners` (-1: no row, with its reason in miss_reason).")
         .def_property_readonly("n_events", &AsofJoin::n_events)
         .def_property_readonly("n_entities", &AsofJoin::n_entities);
 }

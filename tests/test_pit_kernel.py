@@ -49,7 +49,10 @@ def run(keys, ft, ga, ev_keys, ev_ts, ev_valid, *, strict, chunks=(), threads=1)
     bounds = [0, *sorted(chunks), len(keys)]
     for lo, hi in zip(bounds, bounds[1:]):
         join.add(keys[lo:hi], ft[lo:hi], ga[lo:hi], lo)
-    return join.finish()
+    refs, reasons, winners = join.finish()
+    # winners: sorted, distinct, each used by some event
+    assert np.all(np.diff(winners) > 0) and set(refs[refs >= 0].tolist()) == set(range(len(winners)))
+    return np.where(refs >= 0, winners[np.maximum(refs, 0)] if len(winners) else -1, -1), reasons
 
 
 small_ints = st.integers(min_value=0, max_value=6)

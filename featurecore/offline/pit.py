@@ -240,11 +240,7 @@ def select_rows(
         _progress(schema.ref, offset, progress)
     if progress:
         sys.stderr.write("\n")
-    refs, miss = join.finish()
-    found = refs >= 0
-    ordered = np.sort(refs[found])
-    winners = ordered[np.r_[True, ordered[1:] != ordered[:-1]]] if len(ordered) else ordered
-    refs[found] = np.searchsorted(winners, refs[found])
+    refs, miss, winners = join.finish()
     return _gather(history, winners, schema, chunk_rows, max_ts), refs, miss
 
 

@@ -163,6 +163,11 @@ def test_concurrent_observes_lose_no_counts():
     assert (s.requests, s.latency.count, s.rows) == (1800, 1800, 1800 * 64)
     assert s.sampled_requests == 180 and s.sampled_rows == 180 * 16
     assert s.columns[0].cells == 180 * 16
+    # The window baseline (2,000 rows) filled and was installed once, mid-traffic.
+    baseline = collector.baseline("home:v1")
+    assert baseline is not None and baseline.rows == 2000
+    # Rows sampled while it was being built are not binned, so at most the rest count.
+    assert 0 < collector.drift("home:v1").live_rows <= 180 * 16 - 2000
 
 
 def test_parity_monitor_records_outcomes_errors_and_runs_on_schedule():

@@ -94,7 +94,7 @@ class _State:
 class _Layout:
     """Columns, groups and baseline of one feature set (shared by its keys)."""
 
-    __slots__ = ("columns", "groups", "categorical", "baseline", "warmup", "warmup_rows")
+    __slots__ = ("columns", "groups", "categorical", "baseline", "warmup", "warmup_rows", "building")
 
     def __init__(self, columns: tuple[str, ...], groups: tuple[str, ...], categorical: tuple[str, ...]):
         self.columns = columns
@@ -103,6 +103,7 @@ class _Layout:
         self.baseline: Baseline | None = None
         self.warmup: list[tuple[np.ndarray, np.ndarray]] = []
         self.warmup_rows = 0
+        self.building = False  # the window is full and its baseline is being built
 
 
 class ServingCollector:
@@ -157,7 +158,8 @@ class ServingCollector:
         """Declare a feature set's column layout and (optionally) its baseline.
 
         Observing a matrix of an unregistered feature set registers it from the
-        matrix's ``columns`` and ``group_names``, with a window baseline.
+        matrix's ``columns`` and ``group_names``, with a window baseline (every column
+        numeric). Registering again resets the feature set's statistics.
 
         Args:
             feature_set: the feature set ref.
@@ -260,26 +262,34 @@ class ServingCollector:
                     hist = state.stages[name] = latency_histogram()
                 hist.record(us)
             state.stats.merge(batch)
-            if layout.baseline is None and self.baseline_rows > 0:
-                self._warm_up(feature_set, layout, values, reasons)
+            window = self._fill_window(layout, values, reasons)
+        if window is not None:
+            # Built outside the lock: quantiles of thousands of rows must not stall serving.
+            baseline = Baseline.from_matrix(
+                np.concatenate([v for v, _ in window]),
+                np.concatenate([r for _, r in window]),
+                layout.columns,
+                categorical=layout.categorical,
+                source=f"first {sum(len(v) for v, _ in window)} sampled serving rows",
+            )
+            with self._lock:
+                layout.baseline = baseline
+                for k, s in self._states.items():
+                    if k[0] == feature_set:
+                        s.stats.set_baseline(baseline)
 
-    def _warm_up(self, feature_set: str, layout: _Layout, values: np.ndarray, reasons: np.ndarray) -> None:
-        """Collect sampled rows until the window baseline is full, then install it."""
+    def _fill_window(
+        self, layout: _Layout, values: np.ndarray, reasons: np.ndarray
+    ) -> list[tuple[np.ndarray, np.ndarray]] | None:
+        """Add sampled rows to the window baseline; return the window once full (lock held)."""
+        if layout.baseline is not None or layout.building or self.baseline_rows <= 0:
+            return None
         layout.warmup.append((np.array(values), np.array(reasons)))
         layout.warmup_rows += values.shape[0]
         if layout.warmup_rows < self.baseline_rows:
-            return
-        layout.baseline = Baseline.from_matrix(
-            np.concatenate([v for v, _ in layout.warmup]),
-            np.concatenate([r for _, r in layout.warmup]),
-            layout.columns,
-            categorical=layout.categorical,
-            source=f"first {layout.warmup_rows} sampled serving rows",
-        )
-        layout.warmup = []
-        for key, state in self._states.items():
-            if key[0] == feature_set:
-                state.stats.set_baseline(layout.baseline)
+            return None
+        window, layout.warmup, layout.building = layout.warmup, [], True
+        return window
 
     # ---------------------------------------------------------------- queries
 

@@ -77,7 +77,7 @@ class Oracle:
                 slot = sum(state.feature(r).width for r in group.features[:index])
                 if skipped:
                     reason = Reason.privacy_disabled
-                elif entity_id == "" or entity_id.startswith("-"):
+                elif entity_id == "":  # str ids: only the empty id is not_applicable
                     reason = Reason.not_applicable
                 elif stored is None:
                     reason = Reason.entity_not_found

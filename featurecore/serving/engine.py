@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .. import _core
 from ..errors import AccessDeniedError, NotFoundError, ValidationError
+from ..online.batch import GroupSchema
 from ..reasons import Reason
 from ..registry.model import RegistryState
 from .matrix import FeatureMatrix
@@ -54,15 +56,30 @@ def privacy_skipped(compiled: CompiledFeatureSet, privacy_mode: str) -> set[str]
     return {b.ref for b in compiled.groups if b.privacy_classes & PERSONAL_PRIVACY_CLASSES}
 
 
+@dataclass(frozen=True)
+class Route:
+    """How one (feature set, purpose, privacy mode) is served at one registry revision:
+    access already checked, and per group where its rows come from."""
+
+    compiled: CompiledFeatureSet
+    #: Per group: "skip" (privacy_disabled, never read), "resident" or "direct", and its schema.
+    sources: tuple[tuple[str, GroupSchema, GroupBinding], ...]
+    #: Per-candidate entities read, in first-use order (the first labels the rows).
+    candidate_entities: tuple[str, ...]
+
+
 class ServingEngine:
     """Serves FeatureRequests from a store's resident snapshots and direct reads.
 
-    Compiled feature sets are cached per (registry revision, feature set ref).
+    Compiled feature sets are cached per (registry revision, feature set ref), routes per
+    (revision, feature set, purpose, privacy mode), so a request's Python work is a few
+    dict lookups plus one multi-get per direct group.
     """
 
     def __init__(self, store: "FeatureStore"):
         self._store = store
         self._compiled: dict[tuple[int, str], CompiledFeatureSet] = {}
+        self._routes: dict[tuple[int, str, str, str], Route] = {}
         self._lock = threading.Lock()
 
     def compiled(self, state: RegistryState, feature_set_ref: str) -> CompiledFeatureSet:
@@ -78,24 +95,40 @@ class ServingEngine:
                     self._compiled[key] = compiled
         return compiled
 
+    def route(self, state: RegistryState, request: FeatureRequest) -> Route:
+        """The checked route of ``request`` (AccessDeniedError when its purpose may not
+        read a group it would read; denials are not cached)."""
+        key = (state.revision, request.feature_set, request.purpose, request.privacy_mode)
+        route = self._routes.get(key)
+        if route is None:
+            compiled = self.compiled(state, request.feature_set)
+            skipped = privacy_skipped(compiled, request.privacy_mode)
+            check_access(state, compiled, request.purpose, skipped)
+            sources = tuple(
+                ("skip" if b.ref in skipped else b.serving_mode, self._store.group_schema(b.ref), b) for b in compiled.groups
+            )
+            entities = tuple(dict.fromkeys(b.entity for b in compiled.groups if not b.per_request))
+            route = Route(compiled, sources, entities)
+            with self._lock:
+                self._routes = {k: v for k, v in self._routes.items() if k[0] == state.revision}
+                self._routes[key] = route
+        return route
+
     def get_features(self, request: FeatureRequest) -> FeatureMatrix:
         """Serve ``request``; see ``FeatureStore.get_features``."""
         store = self._store
-        state = store.state
-        compiled = self.compiled(state, request.feature_set)
-        skipped = privacy_skipped(compiled, request.privacy_mode)
-        check_access(state, compiled, request.purpose, skipped)
-        row_entity, n = _candidates(compiled, request)
+        route = self.route(store.state, request)
+        row_entity, n = _candidates(route, request)
         deadline = None if request.deadline_ms is None else time.monotonic() + request.deadline_ms / 1000.0
         sources: list[Any] = []
-        for binding in compiled.groups:
-            if binding.ref in skipped:
-                sources.append(None)
-            elif binding.serving_mode == "resident":
-                sources.append(store.snapshots.resident(store.group_schema(binding.ref)))
+        for kind, schema, binding in route.sources:
+            if kind == "resident":
+                sources.append(store.snapshots.resident(schema))
+            elif kind == "direct":
+                sources.append(self._direct(route.compiled, schema, binding, request, n, deadline))
             else:
-                sources.append(self._direct(compiled, binding, request, n, deadline))
-        return compiled.serve(
+                sources.append(None)
+        return route.compiled.serve(
             sources,
             request.entities,
             request.tenant,
@@ -107,8 +140,9 @@ class ServingEngine:
             row_entity=row_entity,
         )
 
-    def _direct(self, compiled: CompiledFeatureSet, binding: GroupBinding, request: FeatureRequest, n: int, deadline: "float | None") -> _core.GroupTable:
-        schema = self._store.group_schema(binding.ref)
+    def _direct(
+        self, compiled: CompiledFeatureSet, schema: GroupSchema, binding: GroupBinding, request: FeatureRequest, n: int, deadline: "float | None"
+    ) -> _core.GroupTable:
         keys = _core.encode_keys(request.tenant, binding.entity, _ids_for(compiled, binding, request, n))
         rows = 1 if binding.per_request else n
         if len(keys) != rows:
@@ -119,17 +153,17 @@ class ServingEngine:
         read = self._store.direct.read(schema.cf_name, binding.schema, keys, deadline)
         if read.n_read < len(keys):
             # Rows read before the deadline are dropped with the rest: a GroupTable has
-            # no per-row timeout status yet (see docs/ARCHITECTURE.md, direct reads).
+            # no per-row timeout status (see featurecore/online/direct.py).
             return _core.GroupTable.missing(binding.schema, len(keys), int(Reason.timeout))
         return read.table
 
 
-def _candidates(compiled: CompiledFeatureSet, request: FeatureRequest) -> tuple[str, int]:
+def _candidates(route: Route, request: FeatureRequest) -> tuple[str, int]:
     """The per-candidate entity labelling the rows and the candidate count (1 if none)."""
-    per_candidate = [b.entity for b in compiled.groups if not b.per_request and b.entity in request.entities]
+    per_candidate = [entity for entity in route.candidate_entities if entity in request.entities]
     if not per_candidate:
         return "", 1
-    counts = {entity: request.n_candidates(entity) for entity in dict.fromkeys(per_candidate)}
+    counts = {entity: request.n_candidates(entity) for entity in per_candidate}
     if len(set(counts.values())) != 1:
         raise ValidationError(f"per-candidate entities must have one id per candidate each, got counts {counts}; pass equal-length id lists")
     return per_candidate[0], next(iter(counts.values()))

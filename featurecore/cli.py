@@ -204,7 +204,10 @@ COMMANDS: dict[str, Command] = {
         Command("plan", "show what apply would add, change or reject (writes nothing)", _plan_args, _plan),
         Command("list", "list and search registered features", _filters, _list),
         Command(
-            "describe", "show a feature, group, feature set or model and its dependents", _describe_args, _describe
+            "describe",
+            "show a feature, group, feature set, model or entity and its dependents",
+            _describe_args,
+            _describe,
         ),
         Command("validate", "deploy check of a model version", _validate_args, _validate),
         Command("stage", "move a feature to a lifecycle stage", _stage_args, _stage),

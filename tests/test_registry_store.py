@@ -155,7 +155,12 @@ def test_describe_groups_sets_models(registry):
     assert fs["n_columns"] == len(registry.state.columns("home_ranker_features:v18"))
     model = registry.describe("trending_ranker:v3")
     assert model["groups"] == ["item_static:v1", "item_behavior:v1", "creator_safety:v1"]
-    with pytest.raises(NotFoundError, match=r"'nope' is not a registered feature, feature group, feature set or model"):
+    entity = registry.describe("user_item")
+    assert (entity["kind"], entity["per_request"], entity["components"]) == ("entity", False, ["user", "item"])
+    assert entity["features"] == ["user_item_seen_count_7d:v1"] and entity["groups"] == ["user_item_activity:v1"]
+    with pytest.raises(
+        NotFoundError, match=r"'nope' is not a registered feature, feature group, feature set, model or"
+    ):
         registry.describe("nope")
 
 
@@ -313,6 +318,8 @@ def test_reload_follows_another_writer_on_the_same_database(store_dir, example_r
 def test_a_read_only_registry_refuses_to_write(store_dir, registry):
     registry.close()
     with Registry.open(store_dir, read_only=True) as reader:
-        with pytest.raises(FeatureStoreError, match=r"cannot write registry revision 2: .*apply through the store's primary"):
+        with pytest.raises(
+            FeatureStoreError, match=r"cannot write registry revision 2: .*apply through the store's primary"
+        ):
             reader.apply([Prior("p", 1.0)])
         assert reader.revision == 1

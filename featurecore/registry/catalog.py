@@ -192,6 +192,20 @@ def _describe_model(state: RegistryState, ref: str) -> dict[str, Any]:
     }
 
 
+def _describe_entity(state: RegistryState, name: str) -> dict[str, Any]:
+    e = state.entity(name)
+    return {
+        "kind": "entity",
+        "ref": name,
+        "description": e.description,
+        "join_key": e.join_key,
+        "per_request": e.per_request,
+        "components": list(e.components),
+        "groups": sorted(r for r, g in state.feature_groups.items() if g.entity == name),
+        "features": sorted(r for r, f in state.features.items() if f.entity == name),
+    }
+
+
 _DESCRIBERS = (
     ("features", _describe_feature),
     ("feature_groups", _describe_group),
@@ -201,9 +215,10 @@ _DESCRIBERS = (
 
 
 def describe(state: RegistryState, ref_or_name: str) -> dict[str, Any]:
-    """Everything about a feature, group, feature set or model.
+    """Everything about a feature, group, feature set, model or entity.
 
-    A bare name resolves to the latest version (features first, then groups, sets, models).
+    A bare name resolves to the latest version (features first, then groups, sets,
+    models), else to the entity of that name.
 
     Raises:
         NotFoundError: nothing of that name or ref is registered.
@@ -215,8 +230,10 @@ def describe(state: RegistryState, ref_or_name: str) -> dict[str, Any]:
         versions = sorted((parse_ref(ref)[1], ref) for ref in mapping if parse_ref(ref)[0] == ref_or_name)
         if versions:
             return describer(state, versions[-1][1])
+    if ref_or_name in state.entities:
+        return _describe_entity(state, ref_or_name)
     raise NotFoundError(
-        f"{ref_or_name!r} is not a registered feature, feature group, feature set or model; "
+        f"{ref_or_name!r} is not a registered feature, feature group, feature set, model or entity; "
         "run `featurecore list` to see the features"
     )
 

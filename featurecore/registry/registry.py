@@ -296,7 +296,7 @@ class Registry:
         return catalog.search(self._state, **filters)
 
     def describe(self, ref_or_name: str) -> dict[str, Any]:
-        """Versions, sources, group, dependents and lineage of a feature, group, feature set or model."""
+        """Versions, sources, group, dependents and lineage of a feature, group, feature set, model or entity."""
         return catalog.describe(self._state, ref_or_name)
 
     def dependents(self, feature_ref: str) -> dict[str, list[str]]:

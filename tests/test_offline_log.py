@@ -65,10 +65,13 @@ def test_id_type_is_fixed_by_the_first_append(log):
     assert log.read(["entity_id"]).column("entity_id").to_pylist() == ["a", "b", "7"]
 
 
-def test_int_log_rejects_string_ids(log):
+def test_int_log_takes_decimal_text_and_rejects_other_strings(log):
     log.append(item_batch(log, [1], [T0_US]))
-    with pytest.raises(ValidationError, match="stores int64 entity ids, got str ids"):
-        item_batch(log, ["x"], [T0_US])
+    log.append(item_batch(log, ["2", "-3"], [T0_US, T0_US]))
+    assert log.read(["entity_id"]).column("entity_id").to_pylist() == [1, 2, -3]
+    for bad in ("x", "007"):
+        with pytest.raises(ValidationError, match=f"stores int64 entity ids, got the str id '{bad}'"):
+            item_batch(log, ["5", bad], [T0_US, T0_US])
 
 
 def test_uncommitted_files_are_invisible_and_vacuumed(log):

@@ -238,9 +238,7 @@ class OfflineLog:
         if id_type == "string" and isinstance(ids, np.ndarray):
             ids = [str(i) for i in ids.tolist()]
         elif id_type == "int64" and not isinstance(ids, np.ndarray):
-            raise ValidationError(
-                f"offline log of {self.schema.ref} stores int64 entity ids, got str ids (first {ids[0]!r}); pass integer ids"
-            )
+            ids = self._decimal_ids(ids)
         n = len(batch)
         arrays = [
             pa.array(np.full(n, tenant, dtype=object), pa.string()),
@@ -256,6 +254,22 @@ class OfflineLog:
             else:
                 arrays.append(pa.array(values, _ARROW_TYPES[f.dtype], mask=mask))
         return pa.Table.from_arrays(arrays, schema=self.arrow_schema(id_type))
+
+    def _decimal_ids(self, ids: list[str]) -> np.ndarray:
+        """Text ids as int64 when each is the canonical decimal text of an integer (the
+        same entity, docs/ARCHITECTURE.md); anything else cannot live in an int64 log."""
+        text = pa.array(ids, pa.string())
+        try:
+            values = text.cast(pa.int64())
+        except pa.ArrowInvalid:
+            values = None
+        if values is None or not values.cast(pa.string()).equals(text):
+            bad = next(i for i in ids if not (i.lstrip("-").isdigit() and str(int(i)) == i))
+            raise ValidationError(
+                f"offline log of {self.schema.ref} stores int64 entity ids, got the str id {bad!r}; "
+                "pass integer ids (or their canonical decimal text)"
+            )
+        return values.to_numpy()
 
     def stage(self, table: pa.Table) -> StagedAppend:
         """Write ``table`` (the log's schema) as one file per UTC date, under temporary names."""

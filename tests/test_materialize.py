@@ -1,0 +1,163 @@
+"""Materialization offline -> online (bulk SST ingest, incremental) and the snapshot loader,
+on a real RocksDB and a real Parquet log."""
+
+import threading
+
+import numpy as np
+import pytest
+from test_offline_helpers import DAY_US, HOUR_US, T0_US, make_state
+
+from featurecore import _core
+from featurecore.errors import ValidationError
+from featurecore.offline.log import OfflineLog, Watermark
+from featurecore.offline.materialize import (
+    load_snapshot,
+    materialize_bulk,
+    materialize_incremental,
+    read_watermark,
+)
+from featurecore.online import changelog
+from featurecore.online.batch import GroupSchema, validate_batch
+from featurecore.online.layout import CHANGELOG_CF, column_family, open_database
+from featurecore.online.snapshots import Snapshots
+from featurecore.online.writer import OnlineWriter
+from featurecore.serving.plan import schema_for_group
+
+GROUP = "item_stats:v1"
+CF = "g/item_stats/v1"
+
+
+def append(log, ids, ts, ctr, tenant="default", generated=None):
+    n = len(ids)
+    data = {
+        "ctr": ctr,
+        "views": np.arange(n),
+        "is_new": [False] * n,
+        "genre": ["news"] * n,
+        "emb": [[0.0, 1.0, 2.0]] * n,
+    }
+    batch = validate_batch(
+        log.schema, data, entity_ids=np.asarray(ids), feature_timestamp=np.asarray(ts, np.int64),
+        generated_at=None if generated is None else np.asarray(generated, np.int64), published_at=T0_US,
+    )
+    log.append(log.to_arrow(batch, tenant))
+
+
+@pytest.fixture
+def env(tmp_path):
+    root = str(tmp_path)
+    state = make_state()
+    log = OfflineLog.open(root, state, GROUP)
+    db = open_database(root)
+    yield root, state, log, db
+    db.close()
+
+
+def online_ctr(db, state, tenant, ids):
+    """ctr slot of each id's online row (NaN: absent) and the row status."""
+    cf = column_family(db, CF)
+    rows = cf.get(_core.encode_keys(tenant, "item", np.asarray(ids, np.int64)))
+    table = _core.GroupTable.decode(schema_for_group(state, GROUP), rows)
+    return table.slots()[:, 0].tolist(), table.status().tolist()
+
+
+def test_bulk_materializes_the_latest_row_as_of_a_time(env):
+    root, state, log, db = env
+    append(log, [1, 2, 3], [T0_US] * 3, [0.1, 0.2, 0.3])
+    append(log, [1, 2], [T0_US + DAY_US] * 2, [1.1, 1.2])
+    append(log, [1], [T0_US + 2 * DAY_US], [2.1], tenant="acme")
+    seen = []
+    summary = materialize_bulk(db, root, state, GROUP, T0_US + DAY_US, on_ingested=seen.append)
+    assert seen == [CF]
+    assert (summary.rows, summary.deleted, summary.mode) == (3, 0, "bulk")
+    assert summary.watermark == Watermark(3, T0_US + DAY_US) == read_watermark(db, CF)
+    assert "rows/s" in str(summary)
+    values, status = online_ctr(db, state, "default", [1, 2, 3, 4])
+    np.testing.assert_allclose(values[:3], np.float32([1.1, 1.2, 0.3]))
+    assert status == [0, 0, 0, 6]
+    # acme's only row is after the as-of time
+    assert online_ctr(db, state, "acme", [1])[1] == [6]
+
+
+def test_bulk_replaces_the_whole_generation(env):
+    root, state, log, db = env
+    append(log, [1, 2], [T0_US + DAY_US] * 2, [0.5, 0.6])
+    materialize_bulk(db, root, state, GROUP, T0_US + 2 * DAY_US)
+    column_family(db, CF)[_core.encode_key("default", "item", 99)] = b"garbage written by hand"
+    # Rebuilding an earlier state: entity 99 and both rows are gone, nothing is mixed.
+    summary = materialize_bulk(db, root, state, GROUP, T0_US)
+    assert (summary.rows, summary.deleted) == (0, 3)
+    assert online_ctr(db, state, "default", [1, 2, 99])[1] == [6, 6, 6]
+
+
+def make_writer(db):
+    lock = threading.RLock()
+    snapshots = Snapshots(lambda: db, lock)
+    return OnlineWriter(db, snapshots, lock), snapshots
+
+
+def test_incremental_writes_only_rows_past_the_watermark(env):
+    root, state, log, db = env
+    writer, _ = make_writer(db)
+    append(log, [1, 2], [T0_US] * 2, [0.1, 0.2])
+    materialize_bulk(db, root, state, GROUP, T0_US + HOUR_US)
+    append(log, [2, 3], [T0_US + 2 * HOUR_US] * 2, [2.2, 2.3])
+    before = writer.sequence
+    summary = materialize_incremental(db, writer, root, state, GROUP, T0_US + 3 * HOUR_US)
+    assert (summary.rows, summary.mode) == (2, "incremental")
+    assert read_watermark(db, CF) == Watermark(2, T0_US + 3 * HOUR_US)
+    np.testing.assert_allclose(online_ctr(db, state, "default", [1, 2, 3])[0], np.float32([0.1, 2.2, 2.3]))
+    entries = changelog.read_after(column_family(db, CHANGELOG_CF), before)
+    assert [(e.group_cf, len(e.keys)) for e in entries] == [(CF, 2)]
+    # Nothing new: nothing written.
+    assert materialize_incremental(db, writer, root, state, GROUP, T0_US + 4 * HOUR_US).rows == 0
+
+
+def test_incremental_never_overwrites_a_newer_online_row(env):
+    root, state, log, db = env
+    writer, _ = make_writer(db)
+    online = GroupSchema.from_state(state, GROUP)
+    newer = validate_batch(
+        online, {"ctr": [9.0], "views": [1], "is_new": [True], "genre": ["news"], "emb": [[1, 1, 1]]},
+        entity_ids=np.array([1]), feature_timestamp=T0_US + DAY_US, published_at=T0_US + DAY_US,
+    )
+    writer.write(online, newer, "default")
+    append(log, [1, 2], [T0_US] * 2, [0.1, 0.2])
+    summary = materialize_incremental(db, writer, root, state, GROUP, T0_US + 2 * DAY_US)
+    assert summary.rows == 1
+    np.testing.assert_allclose(online_ctr(db, state, "default", [1, 2])[0], np.float32([9.0, 0.2]))
+
+
+def test_incremental_picks_up_late_rows_of_already_materialized_files(env):
+    root, state, log, db = env
+    writer, _ = make_writer(db)
+    append(log, [1, 2], [T0_US, T0_US + 5 * HOUR_US], [0.1, 0.2])
+    materialize_bulk(db, root, state, GROUP, T0_US + HOUR_US)
+    assert online_ctr(db, state, "default", [2])[1] == [6]
+    materialize_incremental(db, writer, root, state, GROUP, T0_US + 6 * HOUR_US)
+    np.testing.assert_allclose(online_ctr(db, state, "default", [2])[0], np.float32([0.2]))
+
+
+def test_incremental_refuses_to_go_back_in_time(env):
+    root, state, log, db = env
+    writer, _ = make_writer(db)
+    append(log, [1], [T0_US], [0.1])
+    materialize_bulk(db, root, state, GROUP, T0_US + DAY_US)
+    with pytest.raises(ValidationError, match="only moves forward, use materialize_bulk"):
+        materialize_incremental(db, writer, root, state, GROUP, T0_US)
+
+
+def test_snapshot_loader_builds_a_resident_group_as_of_a_time(env):
+    root, state, log, _ = env
+    append(log, [1, 2], [T0_US] * 2, [0.1, 0.2])
+    append(log, ["1"], [T0_US + DAY_US], [1.1], tenant="acme")
+    append(log, [1], [T0_US + DAY_US], [1.5])
+    group = load_snapshot(root, state, GROUP, T0_US + HOUR_US)
+    assert len(group) == 2
+    keys = _core.encode_keys("default", "item", np.array([1, 2], np.int64))
+    np.testing.assert_allclose(group.get(keys).slots()[:, 0], np.float32([0.1, 0.2]))
+    later = load_snapshot(root, state, GROUP, T0_US + DAY_US)
+    assert len(later) == 3
+    np.testing.assert_allclose(later.get(keys).slots()[:, 0], np.float32([1.5, 0.2]))
+    acme = later.get([_core.encode_key("acme", "item", "1")])
+    assert acme.slots()[0, 0] == np.float32(1.1)

@@ -101,12 +101,13 @@ def test_structural_problems_are_collected_with_file_and_field(tmp_path):
         ("features:\n  - {name: x, online: 'yes'}", r"field 'online' must be true or false, got 'yes'"),
         (
             "feature_sets:\n  - {name: s, version: 1, features: [{ref: a:v1, indicatr: true}]}",
-            r"must be 'name:vN' or \{ref, indicator\}",
+            r"feature entry \{'ref': 'a:v1', 'indicatr': True\} has unknown fields; known: ref, indicator",
         ),
         (
             "feature_sets:\n  - {name: s, version: 1, request_features: [{name: h, src: context}]}",
             r"request feature .* has unknown fields",
         ),
+        ("feature_sets:\n  - {name: s, version: 1, features: [{indicator: true}]}", r"needs a ref; write 'name:vN'"),
         ("models:\n  - {name: m, version: 1}", r"model 'm:v1' is missing a required field"),
         ("priors:\n  - {name: p, value: high}", r"prior 'p' field 'value' must be a number, got 'high'"),
     ],

@@ -217,8 +217,6 @@ def _fields(
 
 
 def _feature(data: Any, label: str, problems: list[str], group: Mapping | None = None) -> Feature | None:
-    if isinstance(data, Mapping) and "name" in data:
-        label = f"{label}{_label('features', data)}"
     fields = _fields(data, _FEATURE_FIELDS, label, problems)
     if fields is None:
         return None
@@ -233,58 +231,51 @@ def _feature(data: Any, label: str, problems: list[str], group: Mapping | None =
     return Feature(**fields)
 
 
-def _feature_set(data: Any, label: str, problems: list[str]) -> FeatureSet | None:
-    fields = _fields(
-        data,
-        {"name": _str, "version": _int, "owner": _str, "description": _str},
-        label,
-        problems,
-        skip=("features", "request_features", "cross_features"),
+def _spec(item: Any, allowed: tuple[str, ...], what: str) -> Mapping:
+    """A list entry of a feature set: a mapping with only ``allowed`` keys."""
+    spec = _mapping(item, what)
+    if not set(spec) <= set(allowed):
+        raise RegistryError(f"{what} {dict(spec)!r} has unknown fields; known: {', '.join(allowed)}")
+    return spec
+
+
+def _column(item: Any, label: str) -> FeatureSetColumn:
+    if isinstance(item, str):
+        return FeatureSetColumn(item)
+    spec = _spec(item, ("ref", "indicator"), f"{label} feature entry")
+    if "ref" not in spec:
+        raise RegistryError(f"{label} feature entry {dict(spec)!r} needs a ref; write 'name:vN' or {{ref, indicator}}")
+    return FeatureSetColumn(
+        _str(spec["ref"], f"{label} ref"), _bool(spec.get("indicator", False), f"{label} indicator")
     )
+
+
+def _request(item: Any, label: str) -> RequestFeature:
+    spec = _spec(item, ("name", "source", "dtype", "default"), f"{label} request feature")
+    default = _number(spec.get("default", 0.0), f"{label} request feature {spec.get('name')!r} default")
+    return RequestFeature(**{**spec, "default": default})
+
+
+def _cross(item: Any, label: str) -> CrossFeature:
+    spec = _spec(item, ("name", "kind", "inputs"), f"{label} cross feature")
+    inputs = _strings(spec.get("inputs", []), f"{label} cross feature {spec.get('name')!r} inputs")
+    return CrossFeature(spec.get("name"), spec.get("kind", "lookup"), inputs)
+
+
+def _feature_set(data: Any, label: str, problems: list[str]) -> FeatureSet | None:
+    parts = ("features", "request_features", "cross_features")
+    fields = _fields(data, {"name": _str, "version": _int, "owner": _str, "description": _str}, label, problems, parts)
     if fields is None:
         return None
     try:
-        columns = []
-        for item in data.get("features") or []:
-            if isinstance(item, str):
-                columns.append(FeatureSetColumn(item))
-            else:
-                spec = _mapping(item, f"{label} feature entry")
-                if not set(spec) <= {"ref", "indicator"} or "ref" not in spec:
-                    raise RegistryError(f"{label} feature entry {dict(spec)!r} must be 'name:vN' or {{ref, indicator}}")
-                columns.append(
-                    FeatureSetColumn(
-                        _str(spec["ref"], f"{label} ref"), _bool(spec.get("indicator", False), f"{label} indicator")
-                    )
-                )
-        request = []
-        for item in data.get("request_features") or []:
-            spec = _mapping(item, f"{label} request feature")
-            if not set(spec) <= {"name", "source", "dtype", "default"}:
-                raise RegistryError(
-                    f"{label} request feature {dict(spec)!r} has unknown fields; known: name, source, dtype, default"
-                )
-            default = _number(spec.get("default", 0.0), f"{label} request feature default")
-            request.append(RequestFeature(**{**spec, "default": default}))
-        cross = []
-        for item in data.get("cross_features") or []:
-            spec = _mapping(item, f"{label} cross feature")
-            if not set(spec) <= {"name", "kind", "inputs"}:
-                raise RegistryError(
-                    f"{label} cross feature {dict(spec)!r} has unknown fields; known: name, kind, inputs"
-                )
-            cross.append(
-                CrossFeature(
-                    spec.get("name"),
-                    spec.get("kind", "lookup"),
-                    _strings(spec.get("inputs", []), f"{label} cross inputs"),
-                )
-            )
+        columns = tuple(_column(item, label) for item in data.get("features") or [])
+        request = tuple(_request(item, label) for item in data.get("request_features") or [])
+        cross = tuple(_cross(item, label) for item in data.get("cross_features") or [])
     except (RegistryError, TypeError) as exc:
         problems.append(str(exc))
         return None
     fields.setdefault("version", None)
-    return FeatureSet(features=tuple(columns), request_features=tuple(request), cross_features=tuple(cross), **fields)
+    return FeatureSet(features=columns, request_features=request, cross_features=cross, **fields)
 
 
 def parse_document(document: Any, source: str = "<yaml>") -> Definitions:
@@ -307,7 +298,7 @@ def parse_document(document: Any, source: str = "<yaml>") -> Definitions:
         for data in items:
             label = f"{source}: " + (_label(kind, data) if isinstance(data, Mapping) else KIND_LABEL[kind])
             if kind == "features":
-                feature = _feature(data, f"{source}: ", problems)
+                feature = _feature(data, label, problems)
                 if feature is not None:
                     out[kind].append(feature)
             elif kind == "feature_sets":
@@ -335,7 +326,8 @@ def _group(data: Any, label: str, source: str, problems: list[str], out: dict[st
         if isinstance(item, str):
             refs.append(item)
             continue
-        feature = _feature(item, f"{source}: ", problems, group=data)
+        feature_label = f"{source}: " + (_label("features", item) if isinstance(item, Mapping) else "feature")
+        feature = _feature(item, feature_label, problems, group=data)
         if feature is not None:
             out["features"].append(feature)
             refs.append(feature.ref if isinstance(feature.version, int) else f"{feature.name}:v?")

@@ -59,6 +59,10 @@ from .model import (
 )
 from .serde import to_plain
 
+# libyaml's safe loader/dumper when PyYAML was built with it (about 10x faster), same semantics.
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_SafeDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
 
 def _int(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
@@ -342,7 +346,7 @@ def _group(data: Any, label: str, source: str, problems: list[str], out: dict[st
 def load_yaml_text(text: str, source: str = "<yaml>") -> Definitions:
     """Definitions from YAML text."""
     try:
-        document = yaml.safe_load(text)
+        document = yaml.load(text, Loader=_SafeLoader)
     except yaml.YAMLError as exc:
         raise RegistryError(f"{source}: not valid YAML: {exc}") from None
     return parse_document(document, source)
@@ -412,4 +416,4 @@ def to_yaml_document(definitions: Definitions | RegistryState) -> dict:
 
 def dump_yaml(definitions: Definitions | RegistryState) -> str:
     """YAML text for ``definitions`` (one file holding every kind)."""
-    return yaml.safe_dump(to_yaml_document(definitions), sort_keys=False, allow_unicode=True)
+    return yaml.dump(to_yaml_document(definitions), Dumper=_SafeDumper, sort_keys=False, allow_unicode=True)

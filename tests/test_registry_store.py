@@ -323,3 +323,17 @@ def test_a_read_only_registry_refuses_to_write(store_dir, registry):
         ):
             reader.apply([Prior("p", 1.0)])
         assert reader.revision == 1
+
+
+def test_removing_an_unused_group_removes_its_features(store_dir, registry):
+    quality = registry.state.feature("item_quality_score:v1")
+    v2 = dataclasses.replace(quality, version=2, group=None)
+    registry.apply([v2, FeatureGroup("item_quality", 1, "item", (v2.ref,), 3600.0, owner="t")])
+    with pytest.raises(RegistryError, match=r"remove that group \(which removes its features\) or archive the feature"):
+        registry.remove(v2.ref)
+    registry.remove("item_quality:v1")
+    assert v2.ref not in registry.state.features and "item_quality:v1" not in registry.state.feature_groups
+    registry.close()
+    with Registry.open(store_dir) as reopened:
+        assert v2.ref not in reopened.state.features
+        assert reopened.at_revision(2).feature(v2.ref).group == "item_quality:v1"

@@ -115,6 +115,14 @@ class StagedAppend:
         self._files = files  # (temporary absolute path, committed entry)
         self.rows = sum(entry.rows for _, entry in files)
 
+    @classmethod
+    def combine(cls, log: "OfflineLog", stages: "Sequence[StagedAppend]") -> "StagedAppend":
+        """One staged append holding the files of ``stages`` (committed all at once)."""
+        id_types = {s._id_type for s in stages}
+        if len(id_types) > 1:
+            raise ValidationError(f"staged appends of {log.schema.ref} mix entity id types {sorted(id_types)}; pass one kind of id")
+        return cls(log, id_types.pop() if id_types else "string", [f for s in stages for f in s._files])
+
     def commit(self) -> None:
         """Make the files visible by atomically replacing the manifest."""
         self._log._commit(self._id_type, self._files)
@@ -201,6 +209,8 @@ class OfflineLog:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _commit(self, id_type: str, staged: Sequence[tuple[str, LogFile]]) -> None:
+        if not staged:
+            return
         with self._locked():
             current = self.manifest()
             if current.id_type not in (None, id_type):

@@ -1,0 +1,127 @@
+"""One write for a computed batch: the offline log and (for online groups) the online store.
+
+Order, so a feature is computed once and a failure leaves the stores consistent:
+
+1. Validate everything (the online validator ``validate_batch``; id types against the
+   log; the online encoding, which also rejects duplicate ids in the online part).
+   A bad batch raises ValidationError here and nothing is written anywhere.
+2. Commit the offline append (files staged under temporary names, one atomic manifest
+   swap). The offline log is the source of truth.
+3. Commit the online rows (one WriteBatch with its changelog entry, atomic). A batch
+   may hold several rows per entity (history); online gets the newest one per entity.
+
+If step 3 fails (e.g. the process dies), the offline log already holds the batch and
+the online store does not: both are internally consistent, and the next
+``materialize_incremental`` (which starts from the last materialization watermark)
+writes the missing rows. The online row is never ahead of the offline log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import FeatureStoreError
+from ..online.batch import Batch, GroupSchema, check_tenant, micros_now, to_micros, validate_batch
+from ..registry.model import RegistryState
+from .log import OfflineLog
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What ``write_batch`` committed: rows appended to the offline log, rows put online
+    (0 for offline-only groups or without a writer) and the changelog sequence (or None)."""
+
+    group: str
+    offline_rows: int
+    online_rows: int
+    sequence: "int | None"
+
+
+def newest_per_entity(batch: Batch) -> Batch:
+    """The rows of ``batch`` that are the newest of their entity by (feature_timestamp,
+    generated_at, row order): what the online store keeps."""
+    ids = batch.ids if isinstance(batch.ids, np.ndarray) else np.asarray(batch.ids, dtype=object)
+    frame = pd.DataFrame({"id": ids, "ft": batch.feature_ts, "ga": batch.generated_at, "row": np.arange(len(batch))})
+    if not frame["id"].duplicated().any():
+        return batch
+    rows = frame.sort_values(["ft", "ga", "row"]).drop_duplicates("id", keep="last")["row"].sort_values().to_numpy()
+    picked = batch.ids[rows] if isinstance(batch.ids, np.ndarray) else [batch.ids[i] for i in rows]
+    return Batch(
+        picked,
+        [c[rows] for c in batch.columns],
+        batch.nulls[rows],
+        batch.feature_ts[rows],
+        batch.generated_at[rows],
+        batch.published_at[rows],
+    )
+
+
+def is_online(state: RegistryState, group_ref: str) -> bool:
+    """True when any feature of the group is available online."""
+    return any(state.feature(ref).online for ref in state.group(group_ref).features)
+
+
+def write_batch(
+    root: str,
+    state: RegistryState,
+    group_ref: str,
+    data: Any,
+    *,
+    entity_ids: Any,
+    feature_timestamp: Any,
+    generated_at: Any = None,
+    tenant: str = "default",
+    published_at: Any = None,
+    writer=None,
+) -> WriteResult:
+    """Write a computed batch to the offline log and, for online groups, the online store.
+
+    Args:
+        root: the store directory.
+        state: the registry state defining ``group_ref``.
+        data, entity_ids, feature_timestamp, generated_at, published_at: as
+            ``online.batch.validate_batch`` (column names or values); ``generated_at``
+            defaults to ``published_at``, which defaults to now.
+        tenant: the tenant whose rows these are.
+        writer: the primary's ``OnlineWriter``; None writes the offline log only.
+
+    Raises:
+        ValidationError: the batch is malformed; nothing was written.
+        FeatureStoreError: the online commit failed after the offline commit (see the
+            module docstring; ``materialize_incremental`` repairs it).
+    """
+    schema = GroupSchema.from_state(state, group_ref)
+    published = micros_now() if published_at is None else int(to_micros(published_at, 1, "published_at")[0])
+    batch = validate_batch(
+        schema,
+        data,
+        entity_ids=entity_ids,
+        feature_timestamp=feature_timestamp,
+        generated_at=generated_at,
+        published_at=published,
+    )
+    log = OfflineLog(root, schema)
+    table = log.to_arrow(batch, check_tenant(tenant))
+    change = None
+    if writer is not None and is_online(state, group_ref) and len(batch):
+        change = writer.encode(schema, newest_per_entity(batch), tenant)
+    staged = log.stage(table)
+    try:
+        staged.commit()
+    except BaseException:
+        staged.abort()
+        raise
+    if change is None:
+        return WriteResult(group_ref, staged.rows, 0, None)
+    try:
+        sequence = writer.commit([change], published)
+    except Exception as error:
+        raise FeatureStoreError(
+            f"{group_ref}: {staged.rows} rows were committed to the offline log but the online write failed ({error}); "
+            "run materialize_incremental for the group to bring the online store up to date"
+        ) from error
+    return WriteResult(group_ref, staged.rows, len(change.keys), sequence)

@@ -165,6 +165,19 @@ class FeatureStore:
 
     # -- writing ----------------------------------------------------------------------------
 
+    @property
+    def db(self) -> rocksdict.Rdict:
+        """The online RocksDB (materialization and governance write through it; drop
+        every column-family handle taken from it before ``close``)."""
+        return self._db
+
+    @property
+    def writer(self) -> OnlineWriter:
+        """The online writer (primary only): ``commit([Change, ...])`` applies changes to
+        several groups atomically with their changelog entries; ``group_replaced(cf)``
+        announces an SST ingest."""
+        return self._require_primary("write online rows")
+
     def _require_primary(self, what: str) -> OnlineWriter:
         if self._writer is None:
             raise FeatureStoreError(f"cannot {what}: store {self.root!r} is open as {self.mode}; write through the primary")

@@ -8,7 +8,9 @@ import time
 import numpy as np
 import pytest
 
+from featurecore import _core
 from featurecore.errors import FeatureStoreError
+from featurecore.online.batch import validate_batch
 from featurecore.reasons import Reason
 from featurecore.registry import Feature, FeatureGroup, FeatureSet
 from featurecore.serving import FeatureRequest
@@ -99,3 +101,22 @@ def test_background_refresher_applies_writes_within_its_interval(tmp_path):
                 assert time.monotonic() - published < 2.0, "secondary did not catch up within 2 s"
                 time.sleep(0.005)
             assert time.monotonic() - published < 0.05 + 1.0
+
+
+def test_a_group_replaced_outside_the_writer_is_reloaded_everywhere(pair):
+    primary, secondary = pair
+    assert ctr_of(primary)[0] == ctr_of(secondary)[0] == [1.0] * 10  # both snapshots loaded
+    # Rows put straight into the column family, as an SST ingest would.
+    frame = item_frame(["i1"], np.random.default_rng(1)) | {"ctr": np.full(1, 9.0, np.float32)}
+    schema = primary.group_schema("item_stats:v1")
+    change = primary.writer.encode(schema, validate_batch(schema, frame, entity_ids=["i1"], feature_timestamp=T0, published_at=T0_US), "default")
+    cf = primary.db.get_column_family(schema.cf_name)
+    cf[change.keys[0]] = change.rows[0]
+    del cf[_core.encode_key("default", "item", "i2")]
+    del cf
+    assert ctr_of(primary)[0][1] == 1.0  # the snapshot does not know yet
+    primary.writer.group_replaced(schema.cf_name)
+    expected = ([1.0, 9.0, -float(Reason.entity_not_found)] + [1.0] * 7, [0, 0, Reason.entity_not_found] + [0] * 7)
+    assert ctr_of(primary) == expected
+    secondary.refresh()
+    assert ctr_of(secondary) == expected

@@ -119,12 +119,15 @@ class Snapshots:
         """The resident group of ``group_cf`` if it is loaded."""
         return self._groups.get(group_cf)
 
-    def apply(self, group_cf: str, keys: list[bytes], rows: "list[bytes] | None") -> None:
-        """Apply a committed change to the group if it is loaded (``rows`` None = delete)."""
+    def apply(self, group_cf: str, keys: "list[bytes] | None", rows: "list[bytes] | None") -> None:
+        """Apply a committed change to the group if it is loaded (``rows`` None = delete,
+        ``keys`` None = the whole group was replaced: reload it)."""
         group = self._groups.get(group_cf)
         if group is None:
             return
-        if rows is None:
+        if keys is None:
+            self.reload(group_cf)
+        elif rows is None:
             group.remove(keys)
         else:
             self._upsert_valid(group_cf, group, keys, rows)

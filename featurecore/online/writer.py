@@ -31,10 +31,15 @@ _TRIM_EVERY = 1024
 
 @dataclass(frozen=True)
 class Change:
-    """Rows of one group to put (``rows`` given) or delete (``rows`` None)."""
+    """Rows of one group to put (``rows`` given) or delete (``rows`` None).
+
+    ``keys`` None announces that the whole group was replaced outside the writer (an
+    SST ingest): nothing is written to the group, loaded snapshots reload it and
+    secondaries reload it when they reach the entry.
+    """
 
     group_cf: str
-    keys: list[bytes]
+    keys: "list[bytes] | None"
     rows: "list[bytes] | None" = None
 
 
@@ -106,6 +111,11 @@ class OnlineWriter:
         """The change that deletes ``ids`` of ``tenant`` from ``schema``'s group."""
         return Change(schema.cf_name, _core.encode_keys(check_tenant(tenant), schema.entity_type, normalize_ids(ids)))
 
+    def group_replaced(self, group_cf: str) -> int:
+        """Announce that ``group_cf`` was replaced wholesale (e.g. by an SST ingest):
+        reloads it here if loaded and tells secondaries to reload it. Returns the sequence."""
+        return self.commit([Change(group_cf, None)])
+
     def commit(self, changes: Sequence[Change], published_at_us: "int | None" = None) -> int:
         """Apply ``changes`` (possibly to several groups) in one WriteBatch, with one
         changelog entry per change, then to the loaded snapshots. Returns the last
@@ -117,10 +127,10 @@ class OnlineWriter:
             for change in changes:
                 column_family(self._db, change.group_cf)  # created on first write
                 handle = self._db.get_column_family_handle(change.group_cf)
-                if change.rows is None:
+                if change.keys is not None and change.rows is None:
                     for key in change.keys:
                         wb.delete(key, handle)
-                else:
+                elif change.keys is not None:
                     for key, row in zip(change.keys, change.rows):
                         wb.put(key, row, handle)
                 sequence += 1

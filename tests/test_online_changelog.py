@@ -1,0 +1,67 @@
+"""Changelog entries round-trip, sort numerically, are trimmed to the retention, and
+corrupt rows in a resident group's column family never block its load."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from featurecore import _core
+from featurecore.online import changelog
+from featurecore.online.layout import CHANGELOG_CF, open_database
+from featurecore.reasons import Reason
+from featurecore.serving import FeatureRequest
+from featurecore.store import FeatureStore
+from online_defs import T0, T0_US, definitions
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    sequences=st.lists(st.integers(1, 2**63), min_size=1, max_size=20, unique=True),
+    keys=st.one_of(st.none(), st.lists(st.binary(max_size=40), max_size=10)),
+    group_cf=st.text(min_size=1, max_size=20),
+    published=st.integers(-(2**62), 2**62),
+)
+def test_entries_round_trip_in_numeric_order(tmp_path_factory, sequences, keys, group_cf, published):
+    db = open_database(str(tmp_path_factory.mktemp("log")))
+    log = db.get_column_family(CHANGELOG_CF)
+    for sequence in sequences:
+        log[changelog.entry_key(sequence)] = changelog.encode_entry(group_cf, keys, published)
+    entries = changelog.read_after(log, 0)
+    assert [e.sequence for e in entries] == sorted(sequences)
+    assert all((e.group_cf, e.keys, e.published_at_us) == (group_cf, keys, published) for e in entries)
+    assert (changelog.first_sequence(log), changelog.last_sequence(log)) == (min(sequences), max(sequences))
+    assert [e.sequence for e in changelog.read_after(log, sorted(sequences)[0], limit=2)] == sorted(sequences)[1:3]
+    del log
+    db.close()
+
+
+def test_primary_keeps_only_the_retained_entries(tmp_path):
+    with FeatureStore.open(tmp_path / "store", changelog_retention=8) as store:
+        store.apply(definitions())
+        for i in range(40):
+            store.write_online("creator_stats:v1", {"followers": [float(i)]}, entity_ids=["c"], feature_timestamp=T0)
+        log = store.db.get_column_family(CHANGELOG_CF)
+        first, last = changelog.first_sequence(log), changelog.last_sequence(log)
+        del log
+    assert last == 40 and 40 - first + 1 <= 16  # trimmed every 8 commits to the last 8
+
+
+def test_corrupt_rows_in_a_resident_group_are_skipped_and_counted(tmp_path):
+    root = tmp_path / "store"
+    with FeatureStore.open(root) as store:
+        store.apply(definitions())
+        store.write_online("creator_stats:v1", {"followers": [1.0, 2.0]}, entity_ids=["c1", "c2"], feature_timestamp=T0)
+        cf = store.db.get_column_family("g/creator_stats/v1")
+        cf[_core.encode_key("default", "creator", "c3")] = b"not a row"
+        del cf
+    with FeatureStore.open(root) as store:
+        stats = store.load_resident()["g/creator_stats/v1"]
+        assert stats.rows == 2 and stats.nbytes > stats.payload_bytes > 0
+        assert store.snapshots.corrupt_rows["g/creator_stats/v1"] == 1
+        matrix = store.get_features(FeatureRequest("ranker:v1", {"user": "u", "item": ["i"] * 3, "creator": ["c1", "c2", "c3"]}, T0_US, context={"hour": 0.0}, candidate={"source_rank": np.zeros(3)}))
+        column = matrix.columns.index("followers:v1")
+        assert matrix.values[:2, column].tolist() == [1.0, 2.0]
+        # A resident group cannot hold an undecodable row, so it serves entity_not_found.
+        assert matrix.reasons[2, column] == Reason.entity_not_found

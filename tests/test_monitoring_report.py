@@ -50,7 +50,8 @@ def test_text_report_shows_traffic_latency_staleness_missing_drift_models_and_pa
     assert "requests 40 (sampled 20, 50.0%)   rows 16,000 (inspected 4,000)" in text
     assert "    gather                 50.0       50.0       50.0       50.0" in text
     assert "    item_behavior:v1" in text and "    user_profile:v1" in text
-    assert "columns by missing rate (top 3 of 4)" in text
+    assert "features by missing rate (top 3; worst column of multi-column features)" in text
+    assert "    emb:v1 (2 cols)                10.0%    0.0%" in text and "timeout 10.0%" in text
     assert "    ctr:v1                         20.0%    0.0%" in text and "entity_not_found 20.0%" in text
     assert "drift vs baseline (training), 4,000 live rows" in text
     assert "ALERT  price:v1" in text and "ALERT  ctr:v1" in text

@@ -167,14 +167,14 @@ def text_report(snapshot: MonitoringSnapshot, *, top: int = 10) -> str:
             for g in s.groups:
                 lines.append(f"    {g.group:<18}{_num(g.age.p50):>9}  {_num(g.age.p95):>9}  "
                              f"{_num(g.age.p99):>9}  {_num(g.age.max):>9}")
-        inspected = [c for c in s.columns if c.cells]
+        inspected = [(s.feature_set, c) for c in s.columns if c.cells]
         if inspected:
-            worst = sorted(inspected, key=lambda c: (-c.missing_rate, c.column))[:top]
-            lines.append(f"  columns by missing rate (top {len(worst)} of {len(s.columns)})")
-            lines.append(f"    {'column':<28}{'missing':>8}{'null':>8}  {'p50':>9}{'p99':>9}  reasons")
-            for c in worst:
+            worst = _worst_per_feature(inspected, lambda c: (-c.missing_rate, c.column), many=False)[:top]
+            lines.append(f"  features by missing rate (top {len(worst)}; worst column of multi-column features)")
+            lines.append(f"    {'feature':<28}{'missing':>8}{'null':>8}  {'p50':>9}{'p99':>9}  reasons")
+            for label, c in worst:
                 reasons = ", ".join(f"{r} {_pct(n / c.cells)}" for r, n in c.reasons.items() if n and r != "present")
-                lines.append(f"    {c.column:<28}{_pct(c.missing_rate):>8}{_pct(c.null_rate):>8}  "
+                lines.append(f"    {label:<28}{_pct(c.missing_rate):>8}{_pct(c.null_rate):>8}  "
                              f"{_num(c.quantiles.get('p50', math.nan), 3):>9}{_num(c.quantiles.get('p99', math.nan), 3):>9}"
                              f"  {reasons or '-'}")
         report = drift_by_fs.get(s.feature_set)
@@ -182,9 +182,9 @@ def text_report(snapshot: MonitoringSnapshot, *, top: int = 10) -> str:
             lines.append("  drift: no baseline yet")
             continue
         lines.append(f"  drift vs baseline ({s.baseline_source}), {report.live_rows:,} live rows")
-        flagged = [c for c in report.columns if c.status in ("alert", "warn")]
-        for c in flagged[:top]:
-            lines.append(f"    {c.status.upper():<6} {c.column:<28} tier {c.tier:<9} PSI {c.psi:.3f}  JS {c.js:.3f}  "
+        flagged = [(s.feature_set, c) for c in report.columns if c.status in ("alert", "warn")]
+        for label, c in _worst_per_feature(flagged, _drift_order, many=False)[:top]:
+            lines.append(f"    {c.status.upper():<6} {label:<28} tier {c.tier:<9} PSI {c.psi:.3f}  JS {c.js:.3f}  "
                          f"missing {_pct(c.baseline_missing_rate)} -> {_pct(c.live_missing_rate)}  ({'; '.join(c.why)})")
         counts = {st: sum(c.status == st for c in report.columns) for st in ("alert", "warn", "ok", "insufficient_data")}
         lines.append("    " + ", ".join(f"{k}: {v}" for k, v in counts.items()))
@@ -205,8 +205,33 @@ def text_report(snapshot: MonitoringSnapshot, *, top: int = 10) -> str:
 # PNG / HTML
 
 
+_STATUS_ORDER = {"alert": 0, "warn": 1, "ok": 2, "insufficient_data": 3}
+
+
+def _drift_order(c: Any) -> tuple:
+    return (_STATUS_ORDER[c.status], -c.psi, c.column)
+
+
 def _label(fs: str, column: str, many: bool) -> str:
     return f"{fs} | {column}" if many else column
+
+
+def _worst_per_feature(pairs: Sequence[tuple[str, Any]], order: Any, *, many: bool) -> list[tuple[str, Any]]:
+    """``(label, item)`` of the worst column (first by ``order``) of each feature, in
+    ``order``; an embedding's 64 columns or a ``__missing`` indicator are one line, labelled
+    ``"feature (k cols)"``."""
+    width: dict[tuple[str, str], int] = {}
+    for fs, item in pairs:
+        width[(fs, item.feature)] = width.get((fs, item.feature), 0) + 1
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for fs, item in sorted(pairs, key=lambda p: order(p[1])):
+        key = (fs, item.feature)
+        if key not in seen:
+            seen.add(key)
+            name = item.column if width[key] == 1 else f"{item.feature} ({width[key]} cols)"
+            out.append((_label(fs, name, many), item))
+    return out
 
 
 def _figure(snapshot: MonitoringSnapshot, top: int) -> Any:
@@ -219,13 +244,11 @@ def _figure(snapshot: MonitoringSnapshot, top: int) -> Any:
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(snapshot.taken_at_unix))
     fig.suptitle(f"featurecore monitoring - {stamp}", fontsize=14)
 
-    # Drift: PSI per column, worst first, coloured by status, tier thresholds marked.
-    order = {"alert": 0, "warn": 1, "ok": 2, "insufficient_data": 3}
-    cols = sorted(
-        ((r.feature_set, c) for r in snapshot.drift for c in r.columns), key=lambda x: (order[x[1].status], -x[1].psi)
-    )[:top]
+    # Drift: PSI per feature (worst column), alerts first, coloured by status, thresholds marked.
+    cols = _worst_per_feature([(r.feature_set, c) for r in snapshot.drift for c in r.columns], _drift_order, many=many)
+    cols = cols[:top]
     if cols:
-        labels = [_label(fs, c.column, many) for fs, c in cols][::-1]
+        labels = [label for label, _ in cols][::-1]
         psis = [c.psi for _, c in cols][::-1]
         ax_drift.barh(labels, psis, color=[_STATUS_COLORS[c.status] for _, c in cols][::-1])
         for y, (_, c) in enumerate(cols[::-1]):
@@ -241,12 +264,13 @@ def _figure(snapshot: MonitoringSnapshot, top: int) -> Any:
     ax_drift.set_xlabel("PSI")
 
     # Missing reasons: share of cells per reason for the columns with most missing.
-    cells = sorted(
-        ((s.feature_set, c) for s in snapshot.feature_sets for c in s.columns if c.cells and c.missing_rate > 0),
-        key=lambda x: (-x[1].missing_rate, x[1].column),
+    cells = _worst_per_feature(
+        [(s.feature_set, c) for s in snapshot.feature_sets for c in s.columns if c.cells and c.missing_rate > 0],
+        lambda c: (-c.missing_rate, c.column),
+        many=many,
     )[:top][::-1]
     if cells:
-        labels = [_label(fs, c.column, many) for fs, c in cells]
+        labels = [label for label, _ in cells]
         left = [0.0] * len(cells)
         cmap = _colors(len(REASON_NAMES) - 1)
         for k, reason in enumerate(REASON_NAMES[1:]):
@@ -258,7 +282,7 @@ def _figure(snapshot: MonitoringSnapshot, top: int) -> Any:
         if any(left):
             ax_reason.legend(loc="lower right", fontsize=8)
     _empty(ax_reason, not cells, "no missing cells in the sampled matrices")
-    ax_reason.set_title(f"Missing reasons: share of cells (top {len(cells)} columns by missing rate)")
+    ax_reason.set_title(f"Missing reasons: share of cells (top {len(cells)} features by missing rate)")
     ax_reason.set_xlabel("share of cells")
 
     # Staleness: age quantiles per group.

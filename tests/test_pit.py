@@ -139,7 +139,7 @@ def join_cases(draw):
     return items, users, events
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(join_cases(), st.booleans(), st.sampled_from([1, 3, 1000]))
 def test_matches_pandas_reference(case, strict, chunk_rows):
     items, users, events = case

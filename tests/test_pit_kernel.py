@@ -73,7 +73,7 @@ def cases(draw):
     return keys, ft, ft + lag, ev_keys, ev_ts, ev_valid, chunks
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(cases(), st.sampled_from([1, 2]))
 def test_non_strict_matches_merge_asof(case, threads):
     keys, ft, ga, ev_keys, ev_ts, ev_valid, chunks = case
@@ -83,7 +83,7 @@ def test_non_strict_matches_merge_asof(case, threads):
     np.testing.assert_array_equal(reasons, want_reasons)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(cases(), st.booleans(), st.sampled_from([1, 2]))
 def test_matches_brute_force_in_both_modes(case, strict, threads):
     keys, ft, ga, ev_keys, ev_ts, ev_valid, chunks = case

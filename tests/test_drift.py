@@ -14,6 +14,7 @@ from featurecore.monitoring import (
     DriftPolicy,
     categorical_columns,
     drift_of_matrix,
+    evaluate_drift,
     js_divergence,
     psi,
 )
@@ -198,3 +199,9 @@ def test_dependencies_and_categorical_columns_come_from_a_registry_state():
     columns = state.columns("home:v1")
     assert columns == ["ctr:v1", "ctr:v1__missing", "cat:v1", "emb:v1[0]", "emb:v1[1]"]
     assert categorical_columns(state, columns) == ["cat:v1"]
+
+
+def test_evaluate_drift_rejects_counts_binned_elsewhere():
+    base = Baseline.from_matrix(*_normal(0), COLUMNS)
+    with pytest.raises(ValidationError, match=r"live counts \(3, 5\) .* must match the baseline's \(3, 14\)"):
+        evaluate_drift(base, np.zeros((3, 5), np.int64), np.zeros(3, np.int64), 1000)

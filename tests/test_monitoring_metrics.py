@@ -136,18 +136,27 @@ def test_log_histogram_record_and_vectorized_buckets_agree_and_quantiles_stay_in
 @given(st.integers(1, 40), st.integers(1, 6), st.integers(0, 2**32 - 1))
 def test_reason_and_bin_counts_match_a_per_cell_oracle(n, f, seed):
     rng = np.random.default_rng(seed)
+    columns = [f"c{j}:v1" for j in range(f)]
+    categorical = columns[-1:] if f > 1 else []  # the last column holds category codes 0..5
     values = rng.normal(size=(n, f)).round(1).astype(np.float32)
+    values[:, f - 1] = rng.integers(0, 6, n) if categorical else values[:, f - 1]
     values[rng.random((n, f)) < 0.1] = np.nan
     reasons = rng.choice(len(Reason), size=(n, f), p=[0.6] + [0.4 / 7] * 7).astype(np.uint8)
-    columns = [f"c{j}:v1" for j in range(f)]
-    baseline = Baseline.from_matrix(rng.normal(size=(50, f)).astype(np.float32), np.zeros((50, f), np.uint8), columns)
+    base_values = rng.normal(size=(50, f)).astype(np.float32)
+    base_values[:, f - 1] = rng.integers(0, 6, 50) if categorical else base_values[:, f - 1]
+    baseline = Baseline.from_matrix(base_values, np.zeros((50, f), np.uint8), columns, categorical=categorical,
+                                    max_categories=3)
     stats = MatrixStats(columns, [], baseline)
     stats.update(values, reasons)
     for j, col in enumerate(stats.summary()):
         assert col.reasons == {r.name: int((reasons[:, j] == r).sum()) for r in Reason}
         present = values[(reasons[:, j] == 0) & ~np.isnan(values[:, j]), j]
-        oracle = np.bincount(np.searchsorted(baseline.edges[j], present, side="left"), minlength=len(col.bin_counts))
-        assert col.bin_counts == tuple(oracle)
+        edges = list(baseline.edges[j])
+        if col.column in categorical:  # bin = position among the top values, else "other"
+            bins = [edges.index(v) if v in edges else len(edges) for v in present.tolist()]
+        else:  # right-closed: number of edges strictly below the value
+            bins = np.searchsorted(edges, present, side="left")
+        assert col.bin_counts == tuple(np.bincount(np.asarray(bins, dtype=np.int64), minlength=len(col.bin_counts)))
         assert col.null_rate == pytest.approx(np.isnan(values[:, j]).mean())
 
 

@@ -459,6 +459,11 @@ def evaluate_drift(
         dependencies: feature -> models with importances; without it every column is
             judged with the normal tier and no model is marked.
     """
+    if np.shape(counts) != baseline.counts.shape or np.shape(missing) != baseline.missing.shape:
+        raise ValidationError(
+            f"live counts {np.shape(counts)} and missing {np.shape(missing)} must match the baseline's "
+            f"{baseline.counts.shape} and {baseline.missing.shape}; bin live values with this baseline's bin_counts"
+        )
     policy = policy or DriftPolicy()
     deps = dependencies or Dependencies()
     psi_v = psi(baseline.counts, counts)

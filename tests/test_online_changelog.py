@@ -16,7 +16,7 @@ from featurecore.store import FeatureStore
 from online_defs import T0, T0_US, definitions
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(
     sequences=st.lists(st.integers(1, 2**63), min_size=1, max_size=20, unique=True),
     keys=st.one_of(st.none(), st.lists(st.binary(max_size=40), max_size=10)),

@@ -164,7 +164,7 @@ def test_concurrent_readers_never_see_torn_rows_or_half_batches(tmp_path, item_m
 
         def write() -> None:
             version = 1
-            while not stop.is_set() and version < 400:
+            while not stop.is_set() and version < 60:
                 store.write_online("item_stats:v1", versioned_frame(version, len(ITEMS)), entity_ids=ITEMS, feature_timestamp=T0)
                 version += 1
 

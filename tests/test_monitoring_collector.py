@@ -10,6 +10,7 @@ import pytest
 from featurecore.errors import ValidationError
 from featurecore.monitoring import Baseline, Dependencies, ServingCollector
 from featurecore.monitoring.parity import ParityMonitor, ParityOutcome
+from featurecore.offline.parity import compare_matrices
 
 COLUMNS = ("ctr:v1", "price:v1")
 GROUPS = ("item_behavior:v1",)
@@ -201,6 +202,18 @@ def test_parity_monitor_records_outcomes_errors_and_runs_on_schedule():
 def test_parity_monitor_rejects_unreadable_results_as_errors():
     monitor = ParityMonitor(lambda: 42)
     assert monitor.run_once() is None
-    assert "return a ParityOutcome, a bool, or an object with `checked` and `mismatched`" in monitor.status().last_error
+    assert "return a ParityReport (check_parity), a ParityOutcome, a bool" in monitor.status().last_error
     with pytest.raises(ValueError, match="interval_s must be positive, got 0"):
         ParityMonitor(lambda: True, interval_s=0)
+
+
+def test_parity_monitor_reads_offline_parity_reports_as_cell_counts():
+    values = np.zeros((3, 2), np.float32)
+    reasons = np.zeros((3, 2), np.uint8)
+    offline = values.copy()
+    offline[1:, 1] = 1.0  # two rows of column b differ
+    report = compare_matrices("fs:v1", 5, ("a", "b"), (values, reasons), (offline, reasons))
+    monitor = ParityMonitor(lambda: report, name="fs")
+    outcome = monitor.run_once()
+    assert (outcome.checked, outcome.mismatched, outcome.detail) == (6, 2, "b: 2 rows")
+    assert monitor.status().mismatch_rate == pytest.approx(2 / 6)

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 
 from featurecore.monitoring import Baseline, Dependencies, ServingCollector, categorical_columns
+from featurecore.monitoring.parity import ParityMonitor
 from featurecore.monitoring.report import take_snapshot, text_report
+from featurecore.offline.parity import check_parity
 from featurecore.reasons import Reason
 from featurecore.registry import Model
 from featurecore.serving import FeatureRequest
@@ -76,3 +78,21 @@ def test_served_matrices_feed_reasons_ages_stages_and_drift(store):
     assert [r.model for r in report.models_at_risk] == ["ranker_model:v1"]
     assert "ctr:v1" in report.models_at_risk[0].features
     assert "MODEL AT RISK ranker_model:v1" in text_report(take_snapshot(collector, dependencies=Dependencies.from_registry(state)))
+
+
+def test_parity_monitor_runs_the_offline_check_and_counts_differing_cells(store):
+    """Rows written only online (no offline log) cannot be reproduced offline: the real
+    check_parity reports them and the monitor turns the report into counts."""
+    items = ITEMS[:6]
+    entities = {"user": "u1", "item": items, "creator": [f"c{i % 5}" for i in range(len(items))]}
+    monitor = ParityMonitor(
+        lambda: check_parity(store, FEATURE_SET, entities, T0_US + HOUR_US, context={"hour": 9.0},
+                             candidate={"source_rank": np.arange(len(items), dtype=np.float32)}),
+        name="ranker",
+    )
+    outcome = monitor.run_once()
+    assert outcome is not None, monitor.status().last_error
+    n_columns = len(store.state.columns(FEATURE_SET))
+    assert outcome.checked == len(items) * n_columns
+    assert 0 < outcome.mismatched <= outcome.checked and "ctr:v1: 6 rows" in outcome.detail
+    assert monitor.status().failures == 1

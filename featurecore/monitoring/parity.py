@@ -1,7 +1,7 @@
 """Scheduled online-offline parity checks, recorded as metrics.
 
-``ParityMonitor`` calls a supplied check (the offline store's parity check over a
-sample of entities) every ``interval_s`` seconds in a daemon thread, or on demand,
+``ParityMonitor`` calls a supplied check (``featurecore.offline.parity.check_parity``
+over a sample of entities, as a no-argument callable) every ``interval_s`` seconds in a daemon thread, or on demand,
 and keeps counts and the last result. A check that raises is recorded as an error,
 never propagated into the thread.
 """
@@ -12,6 +12,8 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
+
+from ..offline.parity import ParityReport
 
 
 @dataclass(frozen=True)
@@ -63,18 +65,26 @@ class ParityStatus:
 
 
 def _outcome(result: Any) -> ParityOutcome:
-    """Read a check's result: a ParityOutcome, a bool, or an object with ``checked``
+    """Read a check's result: a ParityOutcome, an offline ``ParityReport`` (cells compared
+    and cells differing, worst columns as detail), a bool, or an object with ``checked``
     and ``mismatched`` attributes."""
     if isinstance(result, ParityOutcome):
         return result
+    if isinstance(result, ParityReport):
+        worst = sorted(result.mismatches.items(), key=lambda kv: -kv[1][0])[:3]
+        return ParityOutcome(
+            checked=result.rows * len(result.columns),
+            mismatched=sum(count for count, _ in result.mismatches.values()),
+            detail=", ".join(f"{column}: {count} rows" for column, (count, _) in worst),
+        )
     if isinstance(result, bool):
         return ParityOutcome(checked=1, mismatched=0 if result else 1)
     try:
         return ParityOutcome(int(result.checked), int(result.mismatched), str(getattr(result, "detail", "")))
     except AttributeError:
         raise TypeError(
-            f"parity check returned {type(result).__name__}; return a ParityOutcome, a bool, or an object "
-            "with `checked` and `mismatched`"
+            f"parity check returned {type(result).__name__}; return a ParityReport (check_parity), a "
+            "ParityOutcome, a bool, or an object with `checked` and `mismatched`"
         ) from None
 
 
@@ -82,7 +92,9 @@ class ParityMonitor:
     """Runs a parity check on a schedule and records the results.
 
     Args:
-        check: no-argument callable running one check (see ``_outcome`` for results).
+        check: no-argument callable running one check, e.g.
+            ``lambda: check_parity(store, fs_ref, sample_entities(), now_us())``; it
+            returns a ParityReport, a ParityOutcome or a bool.
         interval_s: seconds between scheduled runs.
         name: label of this check in metrics and reports.
 

@@ -205,3 +205,14 @@ def test_evaluate_drift_rejects_counts_binned_elsewhere():
     base = Baseline.from_matrix(*_normal(0), COLUMNS)
     with pytest.raises(ValidationError, match=r"live counts \(3, 5\) .* must match the baseline's \(3, 14\)"):
         evaluate_drift(base, np.zeros((3, 5), np.int64), np.zeros(3, np.int64), 1000)
+
+
+def test_changed_category_ids_land_in_other_and_alert():
+    rng = np.random.default_rng(4)
+    base = rng.integers(0, 5, size=(5000, 1)).astype(np.float32)
+    baseline = Baseline.from_matrix(base, np.zeros(base.shape, np.uint8), ["category:v1"], categorical=["category:v1"])
+    same = drift_of_matrix(baseline, rng.integers(0, 5, size=(5000, 1)).astype(np.float32), np.zeros((5000, 1), np.uint8))
+    assert same.columns[0].status == "ok"
+    remapped = rng.integers(100, 105, size=(5000, 1)).astype(np.float32)  # a release renumbered the ids
+    report = drift_of_matrix(baseline, remapped, np.zeros((5000, 1), np.uint8))
+    assert report.columns[0].status == "alert" and report.columns[0].js == pytest.approx(1.0)

@@ -7,7 +7,7 @@ import os
 import sys
 from glob import glob
 
-from pybind11.setup_helpers import Pybind11Extension, build_ext
+from pybind11.setup_helpers import ParallelCompile, Pybind11Extension, build_ext
 from setuptools import setup
 
 compile_args = ["-O3", "-Wall", "-Wextra", "-Wno-unused-parameter"]
@@ -16,6 +16,9 @@ if os.environ.get("FEATURECORE_SANITIZE") == "1":
     flags = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=undefined"]
     compile_args = ["-O1", "-g", "-Wall", "-Wextra", "-Wno-unused-parameter"] + flags
     link_args = flags
+
+# Compile the translation units in parallel (the machines have 2 cores).
+ParallelCompile("FEATURECORE_BUILD_JOBS", default=2).install()
 
 ext = Pybind11Extension(
     "featurecore._core",

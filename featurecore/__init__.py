@@ -1,4 +1,10 @@
-"""featurecore: an embedded feature store for recommendation ranking."""
+"""featurecore: an embedded feature store for recommendation ranking.
+
+>>> import featurecore as fc
+>>> store = fc.FeatureStore.open("./featurecore-store")      # doctest: +SKIP
+>>> store.apply("examples/recsys")                            # doctest: +SKIP
+>>> matrix = store.get_features(fc.FeatureRequest(...))       # doctest: +SKIP
+"""
 
 from .errors import (
     AccessDeniedError,
@@ -9,13 +15,24 @@ from .errors import (
     ValidationError,
 )
 from .reasons import Reason
+from .registry import Definitions, Registry, RegistryState, load_definitions, validate
+from .serving import FeatureMatrix, FeatureRequest
+from .store import FeatureStore
 
 __all__ = [
     "AccessDeniedError",
+    "Definitions",
+    "FeatureMatrix",
+    "FeatureRequest",
+    "FeatureStore",
     "FeatureStoreError",
     "FeatureUnavailableError",
     "NotFoundError",
     "Reason",
+    "Registry",
     "RegistryError",
+    "RegistryState",
     "ValidationError",
+    "load_definitions",
+    "validate",
 ]

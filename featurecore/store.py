@@ -302,7 +302,9 @@ class FeatureStore:
         if self._refresher is not None:
             self._refresher.stop()
             self._refresher = None
-        self._writer = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
         self.direct.reset()
         self._db.close()
         for path in self._secondary_dirs:

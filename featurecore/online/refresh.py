@@ -63,6 +63,8 @@ class Refresher:
         self.sequence = changelog.last_sequence(column_family(db(), CHANGELOG_CF, create=False))
         self.last_refresh_s = 0.0
         self.last_error: "Exception | None" = None
+        self._cfs: dict[str, rocksdict.Rdict] = {}
+        self._cfs_of: "rocksdict.Rdict | None" = None
         self._stop = threading.Event()
         self._thread: "threading.Thread | None" = None
 
@@ -70,11 +72,13 @@ class Refresher:
         """Catch up once and apply new changelog entries; returns how many were applied."""
         with self._lock:
             start = time.perf_counter()
-            db = self._db()
-            db.try_catch_up_with_primary()
+            self._db().try_catch_up_with_primary()
             if self._on_catch_up is not None:
                 self._on_catch_up()
-            log = column_family(db, CHANGELOG_CF, create=False)
+            db = self._db()  # the callback may have reopened the secondary
+            if db is not self._cfs_of:
+                self._cfs, self._cfs_of = {}, db
+            log = self._cf(db, CHANGELOG_CF)
             applied = 0
             if self.sequence + 1 < changelog.first_sequence(log):
                 for name in self._snapshots.loaded_names():
@@ -88,13 +92,20 @@ class Refresher:
             self.last_refresh_s = time.perf_counter() - start
             return applied
 
+    def _cf(self, db: rocksdict.Rdict, name: str) -> rocksdict.Rdict:
+        """Column family ``name`` of ``db``, cached (rocksdict lookups cost milliseconds)."""
+        cf = self._cfs.get(name)
+        if cf is None:
+            cf = self._cfs[name] = column_family(db, name, create=False)
+        return cf
+
     def _apply(self, db: rocksdict.Rdict, entry: changelog.ChangeEntry) -> None:
         if self._snapshots.loaded(entry.group_cf) is None:
             return
         if entry.keys is None:
             self._snapshots.reload(entry.group_cf)
             return
-        rows = column_family(db, entry.group_cf, create=False).get(entry.keys)
+        rows = self._cf(db, entry.group_cf).get(entry.keys)
         present = [(k, r) for k, r in zip(entry.keys, rows) if r is not None]
         gone = [k for k, r in zip(entry.keys, rows) if r is None]
         if present:
@@ -123,3 +134,5 @@ class Refresher:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        self._cfs.clear()
+        self._cfs_of = None

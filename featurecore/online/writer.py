@@ -76,6 +76,9 @@ class OnlineWriter:
         self._retention = int(changelog_retention)
         self._trim_every = max(1, min(_TRIM_EVERY, self._retention))
         self._changelog_handle = db.get_column_family_handle(CHANGELOG_CF)
+        # Column-family handles by name: looking a family up costs milliseconds in
+        # rocksdict, far more than the write itself.
+        self._handles: dict[str, rocksdict.ColumnFamily] = {}
         self.sequence = changelog.last_sequence(column_family(db, CHANGELOG_CF))
 
     def encode(self, schema: GroupSchema, batch: Batch, tenant: str) -> Change:
@@ -111,6 +114,18 @@ class OnlineWriter:
         """The change that deletes ``ids`` of ``tenant`` from ``schema``'s group."""
         return Change(schema.cf_name, _core.encode_keys(check_tenant(tenant), schema.entity_type, normalize_ids(ids)))
 
+    def _handle(self, group_cf: str) -> rocksdict.ColumnFamily:
+        handle = self._handles.get(group_cf)
+        if handle is None:
+            column_family(self._db, group_cf)  # created on first write
+            handle = self._handles[group_cf] = self._db.get_column_family_handle(group_cf)
+        return handle
+
+    def close(self) -> None:
+        """Drop the column-family handles (before the database closes)."""
+        self._handles.clear()
+        self._changelog_handle = None
+
     def group_replaced(self, group_cf: str) -> int:
         """Announce that ``group_cf`` was replaced wholesale (e.g. by an SST ingest):
         reloads it here if loaded and tells secondaries to reload it. Returns the sequence."""
@@ -125,8 +140,7 @@ class OnlineWriter:
             sequence = self.sequence
             wb = rocksdict.WriteBatch(raw_mode=True)
             for change in changes:
-                column_family(self._db, change.group_cf)  # created on first write
-                handle = self._db.get_column_family_handle(change.group_cf)
+                handle = self._handle(change.group_cf)
                 if change.keys is not None and change.rows is None:
                     for key in change.keys:
                         wb.delete(key, handle)

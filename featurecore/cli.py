@@ -138,18 +138,9 @@ def _stage(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    with FeatureStore.open(args.store, preload=False) as store:
-        plan = store.apply(args.repo)
-        registry, state = store.registry, store.state
-        counts = plan.counts()
-        print(
-            f"applied {args.repo} to {args.store}: {counts['add']} added, {counts['change']} changed, "
-            f"revision {state.revision}"
-        )
-        print(render_search(registry.search()))
-        for kind in ("feature_sets", "models"):
-            print(render_table(list_definitions(state, kind), LIST_COLUMNS[kind]))
-    return 0
+    from .demo import run_demo
+
+    return run_demo(args.store, args.repo)
 
 
 def _filters(parser: argparse.ArgumentParser) -> None:
@@ -211,7 +202,12 @@ COMMANDS: dict[str, Command] = {
         ),
         Command("validate", "deploy check of a model version", _validate_args, _validate),
         Command("stage", "move a feature to a lifecycle stage", _stage_args, _stage),
-        Command("demo", "apply the example repo to a store and show what the registry holds", lambda p: None, _demo),
+        Command(
+            "demo",
+            "run the whole loop on the example repo: define, write, materialize, serve, train, parity",
+            lambda p: None,
+            _demo,
+        ),
     )
 }
 

@@ -121,11 +121,14 @@ class ServingEngine:
         row_entity, n = _candidates(route, request)
         deadline = None if request.deadline_ms is None else time.monotonic() + request.deadline_ms / 1000.0
         sources: list[Any] = []
+        keys: dict[str, list[bytes]] = {}  # per entity: groups of one entity share keys
         for kind, schema, binding in route.sources:
             if kind == "resident":
                 sources.append(store.snapshots.resident(schema))
             elif kind == "direct":
-                sources.append(self._direct(route.compiled, schema, binding, request, n, deadline))
+                if binding.entity not in keys:
+                    keys[binding.entity] = self._keys(route.compiled, binding, request, n)
+                sources.append(self._direct(schema, binding, keys[binding.entity], deadline))
             else:
                 sources.append(None)
         return route.compiled.serve(
@@ -140,9 +143,8 @@ class ServingEngine:
             row_entity=row_entity,
         )
 
-    def _direct(
-        self, compiled: CompiledFeatureSet, schema: GroupSchema, binding: GroupBinding, request: FeatureRequest, n: int, deadline: "float | None"
-    ) -> _core.GroupTable:
+    @staticmethod
+    def _keys(compiled: CompiledFeatureSet, binding: GroupBinding, request: FeatureRequest, n: int) -> list[bytes]:
         keys = _core.encode_keys(request.tenant, binding.entity, _ids_for(compiled, binding, request, n))
         rows = 1 if binding.per_request else n
         if len(keys) != rows:
@@ -150,6 +152,9 @@ class ServingEngine:
                 f"entities[{binding.entity!r}] has {len(keys)} ids but group {binding.ref} needs {rows}; "
                 "pass one id per candidate (or one for a per-request entity)"
             )
+        return keys
+
+    def _direct(self, schema: GroupSchema, binding: GroupBinding, keys: list[bytes], deadline: "float | None") -> _core.GroupTable:
         read = self._store.direct.read(schema.cf_name, binding.schema, keys, deadline)
         if read.n_read < len(keys):
             # Rows read before the deadline are dropped with the rest: a GroupTable has

@@ -245,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     except FeatureStoreError as exc:
         print(f"featurecore {args.command}: error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `featurecore list | head`: the reader left, not an error
+        sys.stdout = open(os.devnull, "w")
+        return 0
 
 
 if __name__ == "__main__":

@@ -223,6 +223,7 @@ def test_validate_model_passes_for_the_example(registry):
         "defaults",
         "privacy",
         "lifecycle",
+        "tenant",
     }
     assert report.to_text().endswith("model home_ranker:v18: all checks passed")
     report.raise_if_failed()

@@ -8,6 +8,7 @@ from ..durations import format_duration
 from ..errors import NotFoundError
 from .lineage import dependents, feature_sets_using, models_using
 from .model import RegistryState, parse_ref
+from .provenance import lineage_for
 from .render import render_mapping, render_table
 
 #: Columns of a search result row, in display order.
@@ -214,22 +215,36 @@ _DESCRIBERS = (
 )
 
 
-def describe(state: RegistryState, ref_or_name: str) -> dict[str, Any]:
+def _with_batches(info: dict[str, Any], db: Any, batches: int) -> dict[str, Any]:
+    """Add the newest write-time lineage records of the described feature's or group's group."""
+    group = info["group"]["ref"] if info["kind"] == "feature" else info["ref"]
+    records = lineage_for(db, group, batches)
+    info["batches"] = [{k: v for k, v in r.to_dict().items() if k != "group"} for r in records]
+    return info
+
+
+def describe(state: RegistryState, ref_or_name: str, *, db: Any = None, batches: int = 5) -> dict[str, Any]:
     """Everything about a feature, group, feature set, model or entity.
 
     A bare name resolves to the latest version (features first, then groups, sets,
-    models), else to the entity of that name.
+    models), else to the entity of that name. With ``db`` (a store or its online
+    Rdict), features and groups also show their group's newest ``batches`` lineage
+    records (code version, pipeline run, sources, time, rows).
 
     Raises:
         NotFoundError: nothing of that name or ref is registered.
     """
     for kind, describer in _DESCRIBERS:
         mapping = getattr(state, kind)
-        if ref_or_name in mapping:
-            return describer(state, ref_or_name)
-        versions = sorted((parse_ref(ref)[1], ref) for ref in mapping if parse_ref(ref)[0] == ref_or_name)
-        if versions:
-            return describer(state, versions[-1][1])
+        found = ref_or_name if ref_or_name in mapping else None
+        if found is None:
+            versions = sorted((parse_ref(ref)[1], ref) for ref in mapping if parse_ref(ref)[0] == ref_or_name)
+            found = versions[-1][1] if versions else None
+        if found is not None:
+            info = describer(state, found)
+            if db is not None and kind in ("features", "feature_groups"):
+                info = _with_batches(info, db, batches)
+            return info
     if ref_or_name in state.entities:
         return _describe_entity(state, ref_or_name)
     raise NotFoundError(

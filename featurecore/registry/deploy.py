@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Callable, Iterable, Mapping
 
 from ..durations import format_duration
 from ..errors import RegistryError
 from ..reasons import MISSING_REASONS
-from .model import DTYPES, RegistryState
+from .model import DTYPES, Feature, RegistryState
 from .render import render_table
 
 
@@ -64,15 +64,26 @@ class ValidationReport:
             raise RegistryError(f"model {self.model} is not deployable: {problems[0]}", problems)
 
 
-def validate_model(
-    state: RegistryState, model_ref: str, online_freshness: Mapping[str, float] | None = None
-) -> ValidationReport:
-    """Check that ``model_ref`` can be served online.
+#: Ages by group ref: a mapping, or a callable returning the age in seconds (None if unknown).
+Freshness = Mapping[str, float] | Callable[[str], "float | None"]
 
-    Checks: the feature set exists; every feature (including cross inputs) is online,
-    has a servable dtype, a default for every reason (priors registered), a privacy
-    class the model's purpose may read, and is not deprecated/archived; with
-    ``online_freshness`` (group ref -> age in seconds), every group is within its SLA.
+
+def validate_model(
+    state: RegistryState,
+    model_ref: str,
+    online_freshness: Freshness | None = None,
+    *,
+    tenants: Iterable[str] = ("default",),
+) -> ValidationReport:
+    """Check that ``model_ref`` can be served online (the seed's pre-deploy checks).
+
+    Checks: the feature set exists; every feature (including cross inputs) is online in
+    an online group, has a servable dtype, a default for every reason (priors
+    registered), a privacy class the model's purpose may read, and is not
+    deprecated (unless the feature set allows it) or archived; the feature set may be
+    served in each of ``tenants`` for the model's purpose (``TenantAccess``); with
+    ``online_freshness`` (group ref -> current age in seconds, e.g. the store's measured
+    ages), every group is within the feature set's freshness SLA for it (else the group's).
 
     Raises:
         NotFoundError: the model is not registered.
@@ -100,9 +111,7 @@ def validate_model(
         if feature is None:
             rows.append(CheckRow("registered", ref, False, "feature is not registered"))
             continue
-        rows.append(
-            CheckRow("online", ref, feature.online, "" if feature.online else "feature is offline-only (online: false)")
-        )
+        rows.append(_online_row(state, feature))
         servable = (
             feature.dtype in DTYPES
             and (feature.dtype != "embedding" or bool(feature.dim))
@@ -130,17 +139,50 @@ def validate_model(
                 ),
             )
         )
-        live = feature.stage not in ("deprecated", "archived")
-        rows.append(
-            CheckRow("lifecycle", ref, live, "" if live else f"feature is {feature.stage}; move to a newer version")
-        )
+        rows.append(_lifecycle_row(feature, ref in fs.allow_deprecated))
+    classes = {state.features[r].privacy_class for r in fs.all_refs if r in state.features}
+    rows.extend(_tenant_row(state, fs.ref, model.purpose, classes, tenant) for tenant in tenants)
     if online_freshness is not None:
+        ages = online_freshness.get if isinstance(online_freshness, Mapping) else online_freshness
+        overrides = fs.sla.freshness if fs.sla else {}
         for group in state.groups_of(fs.ref):
-            age = online_freshness.get(group.ref)
-            sla = format_duration(group.freshness_sla)
+            age = ages(group.ref)
+            limit = overrides.get(group.ref, group.freshness_sla)
+            sla = format_duration(limit) + (" (feature set SLA)" if group.ref in overrides else "")
             if age is None:
                 rows.append(CheckRow("freshness", group.ref, False, f"no freshness reported (SLA {sla})"))
             else:
-                fresh = age <= group.freshness_sla
-                rows.append(CheckRow("freshness", group.ref, fresh, f"age {age:.0f}s vs SLA {sla}"))
+                rows.append(CheckRow("freshness", group.ref, age <= limit, f"age {age:.0f}s vs SLA {sla}"))
     return ValidationReport(model_ref, tuple(rows))
+
+
+def _online_row(state: RegistryState, feature: Feature) -> CheckRow:
+    group = state.feature_groups.get(feature.group) if feature.group else None
+    if not feature.online:
+        return CheckRow("online", feature.ref, False, "feature is offline-only (online: false)")
+    if group is not None and not group.online:
+        return CheckRow("online", feature.ref, False, f"its group {group.ref} is out of online serving (online: false)")
+    return CheckRow("online", feature.ref, True)
+
+
+def _lifecycle_row(feature: Feature, allowed_deprecated: bool) -> CheckRow:
+    if feature.stage == "archived" or (feature.stage == "deprecated" and not allowed_deprecated):
+        return CheckRow("lifecycle", feature.ref, False, f"feature is {feature.stage}; move to a newer version")
+    note = "deprecated; the feature set allows it (allow_deprecated)" if feature.stage == "deprecated" else ""
+    return CheckRow("lifecycle", feature.ref, True, note)
+
+
+def _tenant_row(state: RegistryState, fs_ref: str, purpose: str, classes: set, tenant: str) -> CheckRow:
+    """Whether ``fs_ref`` may be served to ``purpose`` in ``tenant`` (its TenantAccess)."""
+    rule = state.tenant_rule(tenant)
+    if rule is None:
+        return CheckRow("tenant", tenant, True, "no tenant access rule (purpose rules only)")
+    problems = []
+    if not rule.allows_feature_set(fs_ref):
+        problems.append(f"feature set {fs_ref} is not among the tenant's feature sets {list(rule.feature_sets)}")
+    if rule.purposes and purpose not in rule.purposes:
+        problems.append(f"purpose {purpose} is not among the tenant's purposes {list(rule.purposes)}")
+    denied = sorted(c for c in classes if c not in rule.privacy_classes)
+    if denied:
+        problems.append(f"privacy classes {denied} are not allowed in the tenant")
+    return CheckRow("tenant", tenant, not problems, "; ".join(problems))

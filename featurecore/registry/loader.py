@@ -55,6 +55,8 @@ from .model import (
     Prior,
     RegistryState,
     RequestFeature,
+    ServiceLevel,
+    TenantAccess,
     make_ref,
 )
 from .serde import to_plain
@@ -160,6 +162,7 @@ _GROUP_FIELDS: dict[str, Callable[[Any, str], Any]] = {
     "serving_mode": _str,
     "owner": _str,
     "description": _str,
+    "online": _bool,
 }
 _SIMPLE_FIELDS: dict[str, dict[str, Callable[[Any, str], Any]]] = {
     "entities": {
@@ -171,6 +174,13 @@ _SIMPLE_FIELDS: dict[str, dict[str, Callable[[Any, str], Any]]] = {
     },
     "priors": {"name": _str, "value": _number, "description": _str},
     "access_rules": {"purpose": _str, "allowed_privacy_classes": _strings},
+    "tenant_access": {
+        "tenant": _str,
+        "feature_sets": _strings,
+        "privacy_classes": _strings,
+        "purposes": _strings,
+        "description": _str,
+    },
     "models": {
         "name": _str,
         "version": _int,
@@ -181,7 +191,44 @@ _SIMPLE_FIELDS: dict[str, dict[str, Callable[[Any, str], Any]]] = {
         "feature_importances": lambda v, w: {str(k): _number(x, f"{w}.{k}") for k, x in _mapping(v, w).items()},
     },
 }
-_CONSTRUCTORS: dict[str, type] = {"entities": Entity, "priors": Prior, "access_rules": AccessRule, "models": Model}
+_CONSTRUCTORS: dict[str, type] = {
+    "entities": Entity,
+    "priors": Prior,
+    "access_rules": AccessRule,
+    "tenant_access": TenantAccess,
+    "models": Model,
+}
+
+
+def _fraction(value: Any, what: str) -> float:
+    """``0.999`` or ``"99.9%"``."""
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            return float(value.strip()[:-1]) / 100.0
+        except ValueError:
+            pass
+        raise RegistryError(f"{what} must be a fraction like 0.999 or a percentage like '99.9%', got {value!r}")
+    return _number(value, what)
+
+
+_SLA_FIELDS: dict[str, Callable[[Any, str], Any]] = {
+    "online_get_p95_us": _number,
+    "online_get_p99_us": _number,
+    "availability": _fraction,
+    "freshness": lambda v, w: {str(k): _duration(x, f"{w}.{k}") for k, x in _mapping(v, w).items()},
+}
+
+
+def _sla(value: Any, what: str) -> ServiceLevel | None:
+    if value is None:
+        return None
+    if isinstance(value, Mapping):  # a dumped SLA writes unset targets as null
+        value = {k: v for k, v in value.items() if v is not None}
+    problems: list[str] = []
+    fields = _fields(value, _SLA_FIELDS, what, problems)
+    if fields is None:
+        raise RegistryError("; ".join(problems))
+    return ServiceLevel(**{k: v for k, v in fields.items() if v is not None})
 
 
 def _mapping(value: Any, what: str) -> Mapping:
@@ -268,7 +315,15 @@ def _cross(item: Any, label: str) -> CrossFeature:
 
 def _feature_set(data: Any, label: str, problems: list[str]) -> FeatureSet | None:
     parts = ("features", "request_features", "cross_features")
-    fields = _fields(data, {"name": _str, "version": _int, "owner": _str, "description": _str}, label, problems, parts)
+    known = {
+        "name": _str,
+        "version": _int,
+        "owner": _str,
+        "description": _str,
+        "allow_deprecated": _strings,
+        "sla": _sla,
+    }
+    fields = _fields(data, known, label, problems, parts)
     if fields is None:
         return None
     try:

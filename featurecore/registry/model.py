@@ -219,6 +219,8 @@ class FeatureGroup:
     """Features of one entity stored, materialized and loaded together.
 
     ``features`` holds feature refs in storage (schema) order; ``freshness_sla`` is seconds.
+    ``online: false`` takes the whole group out of online serving and materialization
+    (the lifecycle step before archiving; see ``featurecore.governance.lifecycle``).
     """
 
     name: str
@@ -229,6 +231,7 @@ class FeatureGroup:
     serving_mode: str = "resident"
     owner: str = ""
     description: str = ""
+    online: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "features", _tuple(self.features))
@@ -275,10 +278,37 @@ class CrossFeature:
 
 
 @dataclass(frozen=True)
+class ServiceLevel:
+    """What a feature set's consumers are promised (the seed's "Feature Store SLA").
+
+    Attributes:
+        online_get_p95_us / online_get_p99_us: latency of one ``get_features`` call for
+            this feature set, microseconds (checked by ``governance.sla.assert_meets_sla``).
+        availability: fraction of requests served without error, e.g. 0.999.
+        freshness: group ref -> max age in seconds for this feature set; groups not
+            listed are held to their own ``freshness_sla`` (checked by ``validate_model``).
+    """
+
+    online_get_p95_us: float | None = None
+    online_get_p99_us: float | None = None
+    availability: float | None = None
+    freshness: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "freshness", _frozen_map(self.freshness))
+
+    def __hash__(self) -> int:
+        return hash((self.online_get_p95_us, self.online_get_p99_us, self.availability, tuple(sorted(self.freshness.items()))))
+
+
+@dataclass(frozen=True)
 class FeatureSet:
     """A model's immutable input contract; it fixes the matrix column order.
 
     ``features`` accepts refs (``"name:vN"``) or FeatureSetColumn objects.
+    ``allow_deprecated`` lists deprecated feature refs this set uses knowingly (without
+    it a new set cannot use a deprecated feature). ``sla`` is the only field that may
+    change in place: it is an operating target, not part of the input contract.
     """
 
     name: str
@@ -288,12 +318,15 @@ class FeatureSet:
     cross_features: tuple[CrossFeature, ...] = ()
     owner: str = ""
     description: str = ""
+    allow_deprecated: tuple[str, ...] = ()
+    sla: ServiceLevel | None = None
 
     def __post_init__(self) -> None:
         columns = tuple(FeatureSetColumn(c) if isinstance(c, str) else c for c in _tuple(self.features))
         object.__setattr__(self, "features", columns)
         object.__setattr__(self, "request_features", _tuple(self.request_features))
         object.__setattr__(self, "cross_features", _tuple(self.cross_features))
+        object.__setattr__(self, "allow_deprecated", _tuple(self.allow_deprecated))
 
     @property
     def ref(self) -> str:
@@ -358,6 +391,38 @@ class AccessRule:
         object.__setattr__(self, "allowed_privacy_classes", _tuple(self.allowed_privacy_classes))
 
 
+@dataclass(frozen=True)
+class TenantAccess:
+    """What may be served in one tenant (a tenant without one is limited by purposes only).
+
+    A request of purpose P in tenant T may read privacy class C when P's AccessRule allows
+    C and T's TenantAccess allows C and P. See ``featurecore.governance.access``.
+
+    Attributes:
+        tenant: the tenant (the key namespace of requests and rows).
+        feature_sets: feature set names (any version) or refs the tenant may be served;
+            empty = every feature set.
+        privacy_classes: privacy classes that may be read in the tenant.
+        purposes: purposes that may read in the tenant; empty = every purpose.
+    """
+
+    tenant: str
+    feature_sets: tuple[str, ...] = ()
+    privacy_classes: tuple[str, ...] = PRIVACY_CLASSES
+    purposes: tuple[str, ...] = ()
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("feature_sets", "privacy_classes", "purposes"):
+            object.__setattr__(self, name, _tuple(getattr(self, name)))
+
+    def allows_feature_set(self, feature_set_ref: str) -> bool:
+        """True when ``feature_set_ref`` (``"name:vN"``) may be served in the tenant."""
+        return not self.feature_sets or any(
+            entry == feature_set_ref or entry == feature_set_ref.rpartition(":")[0] for entry in self.feature_sets
+        )
+
+
 #: Access rules every registry starts with; definitions may replace them per purpose.
 DEFAULT_ACCESS_RULES: Mapping[str, AccessRule] = MappingProxyType(
     {
@@ -381,7 +446,8 @@ def _lookup(mapping: Mapping[str, Any], key: str, kind: str) -> Any:
 @dataclass(frozen=True)
 class RegistryState:
     """Everything the registry holds at one revision. Mappings are keyed by ref
-    (``"name:vN"``) except entities and priors (by name) and access rules (by purpose).
+    (``"name:vN"``) except entities and priors (by name), access rules (by purpose) and
+    tenant access (by tenant).
     """
 
     entities: Mapping[str, Entity] = field(default_factory=lambda: dict(BUILTIN_ENTITIES))
@@ -391,10 +457,11 @@ class RegistryState:
     models: Mapping[str, Model] = field(default_factory=dict)
     priors: Mapping[str, Prior] = field(default_factory=dict)
     access_rules: Mapping[str, AccessRule] = field(default_factory=lambda: dict(DEFAULT_ACCESS_RULES))
+    tenant_access: Mapping[str, TenantAccess] = field(default_factory=dict)
     revision: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("entities", "features", "feature_groups", "feature_sets", "models", "priors", "access_rules"):
+        for name in KINDS:
             object.__setattr__(self, name, _frozen_map(getattr(self, name)))
 
     def __hash__(self) -> int:
@@ -434,6 +501,10 @@ class RegistryState:
     def access_rule(self, purpose: str) -> AccessRule:
         """The access rule of ``purpose``; NotFoundError if unknown."""
         return _lookup(self.access_rules, purpose, "access rule for purpose")
+
+    def tenant_rule(self, tenant: str) -> TenantAccess | None:
+        """The TenantAccess of ``tenant``, or None when the tenant has none (unrestricted)."""
+        return self.tenant_access.get(tenant)
 
     def columns(self, feature_set_ref: str) -> list[str]:
         """Matrix column names of a feature set, in order: features (embeddings expanded
@@ -478,6 +549,7 @@ class Definitions:
     entities: tuple[Entity, ...] = ()
     priors: tuple[Prior, ...] = ()
     access_rules: tuple[AccessRule, ...] = ()
+    tenant_access: tuple[TenantAccess, ...] = ()
     features: tuple[Feature, ...] = ()
     feature_groups: tuple[FeatureGroup, ...] = ()
     feature_sets: tuple[FeatureSet, ...] = ()
@@ -509,12 +581,22 @@ class Definitions:
 
 
 #: Definition kinds in dependency order (the YAML top-level keys).
-KINDS: tuple[str, ...] = ("entities", "priors", "access_rules", "features", "feature_groups", "feature_sets", "models")
+KINDS: tuple[str, ...] = (
+    "entities",
+    "priors",
+    "access_rules",
+    "tenant_access",
+    "features",
+    "feature_groups",
+    "feature_sets",
+    "models",
+)
 KIND_OF_TYPE: Mapping[type, str] = MappingProxyType(
     {
         Entity: "entities",
         Prior: "priors",
         AccessRule: "access_rules",
+        TenantAccess: "tenant_access",
         Feature: "features",
         FeatureGroup: "feature_groups",
         FeatureSet: "feature_sets",
@@ -527,6 +609,7 @@ KIND_LABEL: Mapping[str, str] = MappingProxyType(
         "entities": "entity",
         "priors": "prior",
         "access_rules": "access rule",
+        "tenant_access": "tenant access",
         "features": "feature",
         "feature_groups": "feature group",
         "feature_sets": "feature set",
@@ -536,9 +619,11 @@ KIND_LABEL: Mapping[str, str] = MappingProxyType(
 
 
 def key_of(obj: Any) -> str:
-    """The registry key of a definition: its ref, or name (entity, prior), or purpose."""
+    """The registry key of a definition: its ref, or name (entity, prior), purpose or tenant."""
     if isinstance(obj, AccessRule):
         return obj.purpose
+    if isinstance(obj, TenantAccess):
+        return obj.tenant
     if isinstance(obj, (Entity, Prior)):
         return obj.name
     return make_ref(obj.name, obj.version) if isinstance(obj.version, int) else f"{obj.name}:v{obj.version}"

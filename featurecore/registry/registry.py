@@ -230,6 +230,32 @@ class Registry:
             **lineage.dependents(self._state, feature_ref),
         }
 
+    def update(self, ref: str, **fields: Any) -> RegistryState:
+        """Change descriptive fields of a registered feature, group, feature set or model
+        in place (e.g. ``online=False``, ``stage=...``, a feature set's ``sla``).
+
+        The change is planned like an apply, so every guard holds (a field that needs a
+        new version is refused, and so is taking a feature a production model reads out
+        of online serving).
+
+        Raises:
+            NotFoundError: nothing registered under ``ref``.
+            RegistryError: a field is unknown or may not change in place, or a guard refused.
+        """
+        state = self._state
+        for kind in ("features", "feature_groups", "feature_sets", "models"):
+            obj = getattr(state, kind).get(ref)
+            if obj is not None:
+                break
+        else:
+            raise NotFoundError(f"{ref!r} is not a registered feature, feature group, feature set or model")
+        names = {f.name for f in dataclasses.fields(obj)}
+        unknown = sorted(set(fields) - names)
+        if unknown:
+            raise RegistryError(f"{ref} has no field(s) {unknown}; fields: {', '.join(sorted(names))}")
+        changes = ", ".join(f"{k}={v!r}" for k, v in fields.items())
+        return self._apply_one(Definitions.of(dataclasses.replace(obj, **fields)), f"update {ref}: {changes}")
+
     def set_model_stage(self, model_ref: str, stage: str) -> dict[str, Any]:
         """Move a model to a lifecycle stage (promoting to production re-checks the archive guard)."""
         model = self._state.model(model_ref)
@@ -295,9 +321,11 @@ class Registry:
         """Features matching filters name (substring), entity, owner, privacy_class, stage, tag."""
         return catalog.search(self._state, **filters)
 
-    def describe(self, ref_or_name: str) -> dict[str, Any]:
-        """Versions, sources, group, dependents and lineage of a feature, group, feature set, model or entity."""
-        return catalog.describe(self._state, ref_or_name)
+    def describe(self, ref_or_name: str, *, batches: int = 5) -> dict[str, Any]:
+        """Versions, sources, group, dependents and lineage of a feature, group, feature set,
+        model or entity, with the newest ``batches`` write-time lineage records of a
+        feature's or group's group (see ``provenance.record_lineage``)."""
+        return catalog.describe(self._state, ref_or_name, db=self._db, batches=batches)
 
     def dependents(self, feature_ref: str) -> dict[str, list[str]]:
         """Feature sets and models that read ``feature_ref``."""
@@ -305,10 +333,14 @@ class Registry:
         return lineage.dependents(self._state, feature_ref)
 
     def validate_model(
-        self, model_ref: str, online_freshness: Mapping[str, float] | None = None
+        self,
+        model_ref: str,
+        online_freshness: deploy.Freshness | None = None,
+        *,
+        tenants: Iterable[str] = ("default",),
     ) -> deploy.ValidationReport:
         """Deploy check of a model (see ``featurecore.registry.deploy.validate_model``)."""
-        return deploy.validate_model(self._state, model_ref, online_freshness)
+        return deploy.validate_model(self._state, model_ref, online_freshness, tenants=tenants)
 
 
 def _removal_problem(state: RegistryState, feature_ref: str) -> str:

@@ -23,6 +23,8 @@ from .model import (
     Prior,
     RegistryState,
     RequestFeature,
+    ServiceLevel,
+    TenantAccess,
 )
 
 #: Bumped when the stored shape changes incompatibly.
@@ -59,6 +61,7 @@ def feature_set_from_plain(data: Mapping) -> FeatureSet:
             "features": [FeatureSetColumn(**c) for c in data["features"]],
             "request_features": [RequestFeature(**r) for r in data.get("request_features", ())],
             "cross_features": [CrossFeature(**c) for c in data.get("cross_features", ())],
+            "sla": ServiceLevel(**data["sla"]) if data.get("sla") is not None else None,
         }
     )
 
@@ -67,6 +70,7 @@ _FROM_PLAIN = {
     "entities": lambda d: Entity(**d),
     "priors": lambda d: Prior(**d),
     "access_rules": lambda d: AccessRule(**d),
+    "tenant_access": lambda d: TenantAccess(**d),
     "features": feature_from_plain,
     "feature_groups": lambda d: FeatureGroup(**d),
     "feature_sets": feature_set_from_plain,
@@ -75,8 +79,10 @@ _FROM_PLAIN = {
 
 
 def state_from_plain(data: Mapping) -> RegistryState:
-    """Inverse of ``to_plain`` for a RegistryState."""
-    kwargs: dict[str, Any] = {kind: {key: _FROM_PLAIN[kind](obj) for key, obj in data[kind].items()} for kind in KINDS}
+    """Inverse of ``to_plain`` for a RegistryState (kinds added later read as empty)."""
+    kwargs: dict[str, Any] = {
+        kind: {key: _FROM_PLAIN[kind](obj) for key, obj in data.get(kind, {}).items()} for kind in KINDS
+    }
     return RegistryState(**kwargs, revision=int(data["revision"]))
 
 

@@ -35,6 +35,8 @@ from .model import (
     Model,
     Prior,
     RegistryState,
+    ServiceLevel,
+    TenantAccess,
     key_of,
 )
 
@@ -43,9 +45,10 @@ DESCRIPTIVE_FIELDS: Mapping[str, frozenset[str]] = {
     "entities": frozenset({"description"}),
     "priors": frozenset({"description"}),
     "access_rules": frozenset({"allowed_privacy_classes"}),
-    "features": frozenset({"description", "owner", "tags", "stage"}),
-    "feature_groups": frozenset({"description", "owner", "serving_mode"}),
-    "feature_sets": frozenset(),
+    "tenant_access": frozenset({"feature_sets", "privacy_classes", "purposes", "description"}),
+    "features": frozenset({"description", "owner", "tags", "stage", "online"}),
+    "feature_groups": frozenset({"description", "owner", "serving_mode", "online"}),
+    "feature_sets": frozenset({"sla"}),
     "models": frozenset({"owner", "stage", "feature_importances"}),
 }
 
@@ -176,6 +179,32 @@ def check_access_rule(rule: AccessRule, state: RegistryState) -> list[str]:
     problems = [] if rule.purpose else [f"{label} field 'purpose' is missing; add purpose: ranking"]
     for privacy_class in rule.allowed_privacy_classes:
         problems += _choice(privacy_class, PRIVACY_CLASSES, label, "allowed_privacy_classes")
+    return problems
+
+
+def check_tenant_access(rule: TenantAccess, state: RegistryState) -> list[str]:
+    """Problems of one tenant access rule (feature sets and purposes must be registered)."""
+    label = _label("tenant_access", rule)
+    tenant = rule.tenant
+    problems = []
+    if not isinstance(tenant, str) or not tenant or len(tenant.encode()) > 255:
+        problems.append(f"{label} field 'tenant' must be a non-empty name of at most 255 bytes, got {tenant!r}")
+    names = {fs.name for fs in state.feature_sets.values()}
+    for entry in rule.feature_sets:
+        if entry not in state.feature_sets and entry not in names:
+            known = ", ".join(sorted(names)) or "none"
+            problems.append(
+                f"{label} field 'feature_sets' has {entry!r}, which is neither a registered feature set name nor "
+                f"ref (known names: {known}); fix the entry or register the feature set"
+            )
+    for privacy_class in rule.privacy_classes:
+        problems += _choice(privacy_class, PRIVACY_CLASSES, label, "privacy_classes")
+    for purpose in rule.purposes:
+        if purpose not in state.access_rules:
+            problems.append(
+                f"{label} field 'purposes' has {purpose!r}, which has no access rule; use one of "
+                f"{', '.join(sorted(state.access_rules))} or declare it under access_rules:"
+            )
     return problems
 
 
@@ -332,21 +361,83 @@ def _check_cross(fs_label: str, cross: Any, state: RegistryState) -> list[str]:
     return problems
 
 
+def _positive(value: Any, label: str, field: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        return [f"{label} field '{field}' must be a positive number, got {value!r}"]
+    return []
+
+
+def check_sla(fs: FeatureSet, state: RegistryState) -> list[str]:
+    """Problems of a feature set's ServiceLevel (the part that may change in place)."""
+    sla = fs.sla
+    if sla is None:
+        return []
+    label = f"{_label('feature_sets', fs)} sla"
+    if not isinstance(sla, ServiceLevel):
+        return [f"{label} must be a ServiceLevel, got {type(sla).__name__}"]
+    problems = _positive(sla.online_get_p95_us, label, "online_get_p95_us")
+    problems += _positive(sla.online_get_p99_us, label, "online_get_p99_us")
+    if not problems and None not in (sla.online_get_p95_us, sla.online_get_p99_us):
+        if sla.online_get_p95_us > sla.online_get_p99_us:  # type: ignore[operator]
+            problems.append(
+                f"{label} has online_get_p95_us {sla.online_get_p95_us} above online_get_p99_us "
+                f"{sla.online_get_p99_us}; a p95 target cannot exceed the p99 target"
+            )
+    availability = sla.availability
+    if availability is not None and (
+        isinstance(availability, bool) or not isinstance(availability, (int, float)) or not 0 < availability <= 1
+    ):
+        problems.append(f"{label} field 'availability' must be a fraction in (0, 1] such as 0.999, got {availability!r}")
+    if sla.freshness and all(ref in state.features for ref in fs.all_refs):
+        groups = {g.ref for g in state.groups_of(fs.ref)} if fs.ref in state.feature_sets else set()
+        for group_ref, seconds in sla.freshness.items():
+            if group_ref not in groups:
+                problems.append(
+                    f"{label} field 'freshness' names group {group_ref!r}, which the feature set does not read; "
+                    f"use one of {', '.join(sorted(groups))}"
+                )
+            problems += _seconds(seconds, label, f"freshness.{group_ref}", required=True)
+    return problems
+
+
+def _lifecycle_of_columns(fs: FeatureSet, label: str, state: RegistryState) -> list[str]:
+    """A new feature set may not use archived features, nor deprecated ones unless it
+    lists them under ``allow_deprecated`` (stop new usage, the seed's deprecation step)."""
+    problems = []
+    for ref in fs.all_refs:
+        feature = state.features.get(ref)
+        if feature is not None and feature.stage == "archived":
+            problems.append(f"{label} uses archived feature {ref!r}; use a newer version of {feature.name}")
+        elif feature is not None and feature.stage == "deprecated" and ref not in fs.allow_deprecated:
+            problems.append(
+                f"{label} uses deprecated feature {ref!r}; use a newer version of {feature.name}, or list it "
+                f"under allow_deprecated: [{ref}] to use it knowingly"
+            )
+    for ref in fs.allow_deprecated:
+        if ref not in fs.all_refs:
+            problems.append(
+                f"{label} field 'allow_deprecated' has {ref!r}, which the feature set does not use; remove the entry"
+            )
+    return problems
+
+
 def check_feature_set(fs: FeatureSet, state: RegistryState) -> list[str]:
-    """Problems of one feature set (all refs must resolve, column names must be unique)."""
+    """Problems of a new feature set (all refs must resolve, column names must be unique,
+    no archived features, deprecated ones only when allowed, a valid SLA)."""
     label = _label("feature_sets", fs)
     problems = _name(fs, label) + _version(fs, label)
     problems += _require(fs, label, "owner", "add owner: <team or person>")
     if not (fs.features or fs.request_features or fs.cross_features):
         problems.append(f"{label} has no columns; list features, request_features or cross_features")
+    problems += _lifecycle_of_columns(fs, label, state)
     columns: list[str] = []
     for column in fs.features:
         feature = state.features.get(column.ref)
         if feature is None:
             problems.append(_missing_ref(label, column.ref, state))
             continue
-        if feature.stage == "archived":
-            problems.append(f"{label} uses archived feature {column.ref!r}; use a newer version of {feature.name}")
         columns += feature.column_names(column.indicator)
     for request in fs.request_features:
         where = f"{label} request feature {request.name!r}"
@@ -362,7 +453,7 @@ def check_feature_set(fs: FeatureSet, state: RegistryState) -> list[str]:
         problems.append(
             f"{label} has duplicate column(s) {', '.join(map(repr, duplicates))}; every column name must be unique"
         )
-    return problems
+    return problems + check_sla(fs, state)
 
 
 def check_model(model: Model, state: RegistryState) -> list[str]:
@@ -395,6 +486,7 @@ CHECKS: Mapping[str, Callable[[Any, RegistryState], list[str]]] = {
     "entities": check_entity,
     "priors": check_prior,
     "access_rules": check_access_rule,
+    "tenant_access": check_tenant_access,
     "features": check_feature,
     "feature_groups": check_group,
     "feature_sets": check_feature_set,
@@ -465,16 +557,27 @@ def _assign_groups(
 
 
 def _lifecycle_problems(state: RegistryState) -> dict[str, list[str]]:
-    """Archived features that a production model still reads."""
+    """Features a production model still reads that are archived or out of online serving."""
     problems: dict[str, list[str]] = {}
     for ref, feature in state.features.items():
+        group = state.feature_groups.get(feature.group) if feature.group else None
+        offline_only = not feature.online or (group is not None and not group.online)
+        if feature.stage != "archived" and not offline_only:
+            continue
+        users = production_users(state, ref)
+        if not users:
+            continue
         if feature.stage == "archived":
-            users = production_users(state, ref)
-            if users:
-                problems[ref] = [
-                    f"feature '{ref}' is archived but production model(s) {', '.join(users)} read it; "
-                    "keep the feature live, or move the models to a feature set without it first"
-                ]
+            problems[ref] = [
+                f"feature '{ref}' is archived but production model(s) {', '.join(users)} read it; "
+                "keep the feature live, or move the models to a feature set without it first"
+            ]
+        else:
+            where = "it" if not feature.online else f"its group '{group.ref}'"  # type: ignore[union-attr]
+            problems[ref] = [
+                f"feature '{ref}' is out of online serving ({where} has online: false) but production model(s) "
+                f"{', '.join(users)} read it; keep it online, or move the models to a feature set without it first"
+            ]
     return problems
 
 
@@ -544,7 +647,9 @@ def plan_definitions(base: RegistryState, definitions: Definitions) -> Plan:
                 actions[kind, key] = ("change", _describe_change(old, new, fields))
     state = RegistryState(**merged, revision=base.revision)
     for (kind, key), (action, _) in actions.items():
-        if action != "unchanged":
+        if action == "change" and kind == "feature_sets":  # only its SLA may differ; the rest was checked once
+            per_key.setdefault((kind, key), []).extend(check_sla(merged[kind][key], state))
+        elif action != "unchanged":
             per_key.setdefault((kind, key), []).extend(CHECKS[kind](merged[kind][key], state))
     for ref, msgs in membership.items():
         per_key.setdefault(("features", ref), []).extend(msgs)

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from ..errors import ValidationError
 from ..registry.model import DTYPES, RegistryState
+from ..serving.plan import schema_for_group
 from .layout import group_cf_name
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -44,12 +45,14 @@ class GroupSchema:
         cf_name: its column family (``g/<name>/v<N>``).
         entity_type: the entity name, part of every key.
         fields: the stored features in schema order; batch columns use their names.
+        native: the group's native Schema (``schema_for_group``), set by ``from_state``.
     """
 
     ref: str
     cf_name: str
     entity_type: str
     fields: tuple[FieldSpec, ...]
+    native: Any = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_state(cls, state: RegistryState, group_ref: str) -> "GroupSchema":
@@ -59,15 +62,7 @@ class GroupSchema:
         for ref in group.features:
             feature = state.feature(ref)
             fields.append(FieldSpec(feature.name, feature.dtype, feature.width, feature.categories))
-        return cls(group.ref, group_cf_name(group.name, group.version), group.entity, tuple(fields))
-
-    @property
-    def dtype_codes(self) -> list[int]:
-        return [DTYPES[f.dtype] for f in self.fields]
-
-    @property
-    def dims(self) -> list[int]:
-        return [f.dim for f in self.fields]
+        return cls(group.ref, group_cf_name(group.name, group.version), group.entity, tuple(fields), schema_for_group(state, group_ref))
 
 
 @dataclass

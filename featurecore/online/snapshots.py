@@ -51,21 +51,12 @@ class Snapshots:
         self._create_cfs = create_cfs
         self._lock = lock
         self._groups: dict[str, _core.ResidentGroup] = {}
-        self._schemas: dict[tuple, _core.Schema] = {}
         self._group_schemas: dict[str, GroupSchema] = {}
         self.loads: dict[str, LoadStats] = {}
         #: Undecodable rows skipped while loading, per group.
         self.corrupt_rows: Counter[str] = Counter()
         #: Times each group was handed to a request (tests count reads with it).
         self.reads: Counter[str] = Counter()
-
-    def native_schema(self, schema: GroupSchema) -> _core.Schema:
-        """The native Schema of ``schema`` (cached; equal layouts share one)."""
-        layout = (tuple(schema.dtype_codes), tuple(schema.dims))
-        native = self._schemas.get(layout)
-        if native is None:
-            native = self._schemas.setdefault(layout, _core.Schema(list(layout[0]), list(layout[1])))
-        return native
 
     def resident(self, schema: GroupSchema) -> _core.ResidentGroup:
         """The loaded group of ``schema``, loading it now if this is its first use."""
@@ -79,7 +70,7 @@ class Snapshots:
         """(Re)load a group from its column family; returns the new resident group."""
         with self._lock:
             start = time.perf_counter()
-            group = _core.ResidentGroup(self.native_schema(schema))
+            group = _core.ResidentGroup(schema.native)
             db = self._db()
             if self._create_cfs or schema.cf_name in db.list_cf(db.path()):
                 cf = column_family(db, schema.cf_name, create=self._create_cfs)
@@ -131,13 +122,6 @@ class Snapshots:
             group.remove(keys)
         else:
             self._upsert_valid(group_cf, group, keys, rows)
-
-    def unload(self, group_cf: str) -> None:
-        """Forget a loaded group (its next use reloads it)."""
-        with self._lock:
-            self._groups.pop(group_cf, None)
-            self._group_schemas.pop(group_cf, None)
-            self.loads.pop(group_cf, None)
 
     def loaded_names(self) -> list[str]:
         """Column families of the loaded groups."""

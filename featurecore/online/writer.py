@@ -92,7 +92,7 @@ class OnlineWriter:
                 f"({batch.ids[first]!r} and {batch.ids[second]!r}); a batch holds one row per entity, drop or merge the duplicates"
             )
         rows = _core.encode_rows(
-            self._snapshots.native_schema(schema),
+            schema.native,
             batch.columns,
             batch.nulls,
             batch.feature_ts,

@@ -46,7 +46,8 @@ from ..registry.model import RegistryState, parse_ref
 MANIFEST = "_manifest.json"
 MANIFEST_FORMAT = 1
 TIMESTAMP = pa.timestamp("us", tz="UTC")
-KEY_COLUMNS = ("tenant", "entity_id", "feature_timestamp", "generated_at")
+#: Rows per Parquet row group: the unit a streaming reader decodes at once.
+ROW_GROUP_ROWS = 262_144
 _DAY_US = 86_400_000_000
 _ARROW_TYPES = {
     "float32": pa.float32(),
@@ -306,7 +307,7 @@ class OfflineLog:
                 entry = LogFile(relative, date, len(rows), int(ts[rows].min()), int(ts[rows].max()), tenants)
                 staged.append((tmp, entry))
                 with open(tmp, "wb") as f:
-                    pq.write_table(part, f)
+                    pq.write_table(part, f, row_group_size=ROW_GROUP_ROWS)
                     f.flush()
                     os.fsync(f.fileno())
         except BaseException:
@@ -354,7 +355,7 @@ class OfflineLog:
             newer_than: keep only rows not covered by this watermark: rows of files
                 committed after it, and rows of earlier files with a later feature_timestamp.
             upto_files: read only the first ``upto_files`` committed files (a pinned state).
-            chunk_rows: rows per yielded table (the memory bound of a streaming reader).
+            chunk_rows: rows per yielded table (about; whole row groups are read).
         """
         manifest = self.manifest()
         if manifest.id_type is None:
@@ -372,7 +373,9 @@ class OfflineLog:
             if tenant is not None and tenant not in entry.tenants:
                 continue
             reader = pq.ParquetFile(os.path.join(self.directory, entry.path))
-            for batch in reader.iter_batches(batch_size=chunk_rows, columns=names + extra):
+            # Whole row groups (ROW_GROUP_ROWS each) decode faster than iter_batches.
+            for group in range(reader.num_row_groups):
+                batch = reader.read_row_group(group, columns=names + extra)
                 if tenant is not None and len(entry.tenants) > 1:
                     batch = batch.filter(pc.equal(batch.column("tenant"), tenant))
                 if covered:
@@ -381,10 +384,10 @@ class OfflineLog:
                 pending.append(batch.select(names))
                 pending_rows += batch.num_rows
                 if pending_rows >= chunk_rows:
-                    yield pa.Table.from_batches(pending)
+                    yield pa.concat_tables(pending)
                     pending, pending_rows = [], 0
         if pending:
-            yield pa.Table.from_batches(pending)
+            yield pa.concat_tables(pending)
 
     def read(self, columns: "Sequence[str] | None" = None, **filters) -> pa.Table:
         """All committed rows (``scan``'s filters apply) as one table, in write order."""

@@ -101,12 +101,18 @@ def _write_watermark(db: rocksdict.Rdict, group_cf: str, watermark: Watermark) -
 
 @dataclass
 class LatestRows:
-    """The latest row of each entity of one tenant: ids (int64 ndarray or list[str],
-    sorted by key bytes) and the log rows in the same order."""
+    """The latest row of each entity of one tenant: the log rows (in log order) and the
+    id of each (int64 ndarray or list[str])."""
 
     tenant: str
     ids: "np.ndarray | list[str]"
     rows: pa.Table
+
+    def key_order(self) -> np.ndarray:
+        """Row order by key bytes: within one tenant and entity type, the byte order of
+        the id text (what an SST file needs)."""
+        text = pa.array(self.ids).cast(pa.string())
+        return pc.sort_indices(text).to_numpy()
 
 
 def latest_rows(
@@ -128,17 +134,18 @@ def latest_rows(
     if not ids:
         return LatestRows(tenant, np.zeros(0, np.int64), pa.table({}))
     unique = pc.unique(pa.chunked_array(ids).combine_chunks())
-    # Key order of one tenant and entity type is the byte order of the id text.
-    unique = unique.take(pc.sort_indices(unique.cast(pa.string())))
     keys = event_keys(unique, history.id_is_int)
     event_ts = np.full(len(unique), as_of_us, np.int64)
     rows, refs, _ = select_rows(
         history, keys, event_ts, log.schema, strict=strict, threads=threads, chunk_rows=chunk_rows, progress=progress
     )
+    # Each winning row belongs to exactly one entity: invert refs to get the row's id.
     found = np.flatnonzero(refs >= 0)
-    chosen = unique.take(pa.array(found))
+    owner = np.empty(len(found), np.int64)
+    owner[refs[found]] = found
+    chosen = unique.take(pa.array(owner))
     ids_out = np.ascontiguousarray(chosen.to_numpy(), np.int64) if history.id_is_int else chosen.to_pylist()
-    return LatestRows(tenant, ids_out, rows.take(pa.array(refs[found])))
+    return LatestRows(tenant, ids_out, rows)
 
 
 def encode(schema: GroupSchema, native: _core.Schema, rows: pa.Table, published_at_us: int) -> list[bytes]:
@@ -199,9 +206,14 @@ def materialize_bulk(
         )
         _say(progress, f"materialize {group_ref}: encoding {len(latest.ids):,} rows of {tenant}")
         keys = _core.encode_keys(tenant, schema.entity_type, latest.ids)
-        puts.append((keys[0] if keys else b"", list(zip(keys, encode(schema, native, latest.rows, published)))))
+        rows = encode(schema, native, latest.rows, published)
+        order = latest.key_order().tolist()
+        # Tenant blocks never interleave: each tenant's keys share a length-prefixed prefix.
+        puts.append((_core.encode_key(tenant, schema.entity_type, ""), [keys[i] for i in order], [rows[i] for i in order]))
+    puts.sort(key=lambda block: block[0])
+    new_keys = [key for _, keys, _ in puts for key in keys]
+    new_rows = [row for _, _, rows in puts for row in rows]
     cf = column_family(db, schema.cf_name)
-    new_keys = [pair for _, block in sorted(puts, key=lambda p: p[0]) for pair in block]
     deletes = _vanished_keys(cf, new_keys)
     _clear_stale_ingest_files(root)
     path = os.path.join(root, "ingest", f"{uuid.uuid4().hex}.sst")
@@ -209,7 +221,7 @@ def materialize_bulk(
     _say(progress, f"materialize {group_ref}: writing {len(new_keys):,} rows to {path}")
     try:
         if new_keys or deletes:
-            _write_sst(path, new_keys, deletes)
+            _write_sst(path, new_keys, new_rows, deletes)
             options = rocksdict.IngestExternalFileOptions()
             options.set_move_files(True)
             cf.ingest_external_file([path], options)
@@ -226,13 +238,13 @@ def materialize_bulk(
     return summary
 
 
-def _vanished_keys(cf: rocksdict.Rdict, new_keys: list[tuple[bytes, bytes]]) -> list[bytes]:
+def _vanished_keys(cf: rocksdict.Rdict, new_keys: list[bytes]) -> list[bytes]:
     """Keys in the column family that the new generation does not hold, sorted."""
     it = cf.iter()
     it.seek_to_first()
     if not it.valid():
         return []
-    keep = {k for k, _ in new_keys}
+    keep = set(new_keys)
     gone = []
     while it.valid():
         if it.key() not in keep:
@@ -241,18 +253,18 @@ def _vanished_keys(cf: rocksdict.Rdict, new_keys: list[tuple[bytes, bytes]]) -> 
     return gone
 
 
-def _write_sst(path: str, puts: list[tuple[bytes, bytes]], deletes: list[bytes]) -> None:
+def _write_sst(path: str, keys: list[bytes], rows: list[bytes], deletes: list[bytes]) -> None:
+    """One SST file of the sorted puts and deletes (a delete is a tombstone entry)."""
     writer = rocksdict.SstFileWriter(rocksdict.Options(raw_mode=True))
     writer.open(path)
     if deletes:
-        merged = heapq.merge(((k, v) for k, v in puts), ((k, None) for k in deletes))
-        for key, value in merged:
+        for key, value in heapq.merge(zip(keys, rows), ((k, None) for k in deletes)):
             if value is None:
                 del writer[key]
             else:
                 writer[key] = value
     else:
-        for key, value in puts:
+        for key, value in zip(keys, rows):
             writer[key] = value
     writer.finish()
 

@@ -263,7 +263,9 @@ def _gather(history, winners: np.ndarray, schema: GroupSchema, chunk_rows: int, 
     offset = 0
     for chunk in history.scan(columns, chunk_rows, max_ts):
         lo, hi = np.searchsorted(winners, [offset, offset + chunk.num_rows])
-        if hi > lo:
+        if hi - lo == chunk.num_rows:  # winners are distinct: every row of the chunk won
+            parts.append(chunk)
+        elif hi > lo:
             parts.append(chunk.take(pa.array(winners[lo:hi] - offset)))
         offset += chunk.num_rows
     if parts:

@@ -27,7 +27,13 @@ def group_cf_name(group: str, version: int) -> str:
 
 def raw_options() -> rocksdict.Options:
     """Options for the database and every column family: raw bytes, bloom filters,
-    a shared block cache, so point lookups stay cheap."""
+    a shared block cache, so point lookups stay cheap.
+
+    Measured for the direct path (800-key multi-gets over 100k rows, interleaved runs):
+    pinning L0 index/filter blocks, a hash data-block index and
+    ``optimize_for_point_lookup`` all stayed within run-to-run noise (+-15%) of these
+    options, so none was kept; rocksdict's per-key overhead dominates a multi-get.
+    """
     options = rocksdict.Options(raw_mode=True)
     options.create_if_missing(True)
     options.create_missing_column_families(True)

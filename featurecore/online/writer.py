@@ -13,7 +13,6 @@ import threading
 from dataclasses import dataclass
 from typing import Sequence
 
-import numpy as np
 import rocksdict
 
 from .. import _core

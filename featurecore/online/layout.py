@@ -14,6 +14,10 @@ META_CF = "meta"
 CHANGELOG_CF = "changelog"
 FIXED_CFS = (REGISTRY_CF, META_CF, CHANGELOG_CF)
 
+#: One block cache for every column family of every store this process opens, so
+#: memory stays bounded however many groups exist.
+_BLOCK_CACHE = rocksdict.Cache(256 << 20)
+
 
 def online_path(root: str) -> str:
     """Path of the RocksDB database inside a store directory."""
@@ -39,7 +43,7 @@ def raw_options() -> rocksdict.Options:
     options.create_missing_column_families(True)
     table = rocksdict.BlockBasedOptions()
     table.set_bloom_filter(10, False)
-    table.set_block_cache(rocksdict.Cache(256 << 20))
+    table.set_block_cache(_BLOCK_CACHE)
     table.set_cache_index_and_filter_blocks(True)
     options.set_block_based_table_factory(table)
     return options

@@ -1,12 +1,21 @@
-"""Shared fixtures: a store directory and the example features repo."""
+"""Shared fixtures: a store directory, the example features repo, and a populated store."""
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from featurecore import _core
+from featurecore.offline.write import write_batch
 from featurecore.registry import RegistryState, load_definitions, validate
+from featurecore.store import FeatureStore
 
 EXAMPLE_REPO = Path(__file__).resolve().parent.parent / "examples" / "recsys"
+#: 2026-07-02T00:00:00Z in microseconds: when the populated store's rows are valid.
+T0_US = 1_782_950_400_000_000
+USERS = ["u1", "u2", "u:3"]
+ITEMS = [f"i{i}" for i in range(6)]
+CREATORS = ["c0", "c1"]
 
 
 @pytest.fixture
@@ -25,3 +34,65 @@ def example_repo() -> Path:
 def example_state(example_repo: Path) -> RegistryState:
     """The validated RegistryState of the example repo (revision 1, nothing stored)."""
     return validate(load_definitions(example_repo))
+
+
+def group_frame(state: RegistryState, group_ref: str, n: int, seed: int = 0) -> dict:
+    """A valid batch of ``n`` rows for any group: one column per feature."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for ref in state.group(group_ref).features:
+        feature = state.feature(ref)
+        if feature.dtype == "embedding":
+            out[feature.name] = rng.random((n, feature.dim)).astype(np.float32)
+        elif feature.dtype == "categorical":
+            out[feature.name] = np.array([feature.categories[i % len(feature.categories)] for i in range(n)], object)
+        elif feature.dtype == "int64":
+            out[feature.name] = rng.integers(1, 100, n)
+        elif feature.dtype == "bool":
+            out[feature.name] = rng.random(n) > 0.5
+        else:
+            out[feature.name] = rng.random(n)
+    return out
+
+
+def populated_ids(state: RegistryState, group_ref: str) -> list[str]:
+    """The ids ``populate`` writes for a group (pairs: every user x the first 4 items)."""
+    entity = state.group(group_ref).entity
+    if entity == "user_item":
+        return [_core.pair_id(u, i) for u in USERS for i in ITEMS[:4]]
+    return {"user": USERS, "item": ITEMS, "creator": CREATORS, "session": ["s1"]}[entity]
+
+
+def populate(store: FeatureStore, tenants=("default",)) -> None:
+    """Write one batch per group and tenant to the offline log and the online store."""
+    state = store.state
+    for tenant in tenants:
+        for seed, group_ref in enumerate(sorted(state.feature_groups)):
+            ids = populated_ids(state, group_ref)
+            write_batch(
+                store.root,
+                state,
+                group_ref,
+                group_frame(state, group_ref, len(ids), seed),
+                entity_ids=ids,
+                feature_timestamp=T0_US,
+                tenant=tenant,
+                writer=store.writer,
+            )
+    store.load_resident()
+
+
+@pytest.fixture
+def example_store(store_dir, example_repo):
+    """A primary FeatureStore with the example repo applied (nothing written)."""
+    with FeatureStore.open(store_dir) as store:
+        store.apply(example_repo)
+        yield store
+
+
+@pytest.fixture
+def populated_store(example_store):
+    """The example store with rows for users u1, u2, u:3, items i0..i5, their pairs and
+    creators, in tenants ``default`` and ``shop_b``, offline and online."""
+    populate(example_store, tenants=("default", "shop_b"))
+    return example_store

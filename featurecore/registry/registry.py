@@ -165,7 +165,7 @@ class Registry:
         """What ``apply(definitions)`` would add, change, leave unchanged or reject (writes nothing)."""
         return plan_definitions(self._state, as_definitions(definitions))
 
-    def apply(self, definitions: DefinitionsLike) -> Plan:
+    def apply(self, definitions: DefinitionsLike, *, summary: str | None = None) -> Plan:
         """Validate ``definitions`` against the current state and store the result atomically.
 
         Definitions not mentioned stay registered. Nothing is written when anything is
@@ -173,6 +173,7 @@ class Registry:
 
         Args:
             definitions: a Definitions, a YAML repo folder/file path, or definition objects.
+            summary: the history line of the revision (default: counts of the plan).
 
         Returns:
             The executed Plan (``plan.state`` is the new current state).
@@ -190,7 +191,7 @@ class Registry:
             assert plan.state is not None
             if plan.state.revision != self._state.revision:
                 counts = plan.counts()
-                self._commit(plan.state, f"apply: {counts['add']} added, {counts['change']} changed")
+                self._commit(plan.state, summary or f"apply: {counts['add']} added, {counts['change']} changed")
             return plan
 
     def _apply_one(self, definitions: Definitions, summary: str) -> RegistryState:

@@ -1,0 +1,43 @@
+"""Governance: the lifecycle workflow, access per tenant with audit and consent, entity
+deletion with tombstones, batch lineage and latency SLA gates."""
+
+from ..registry.provenance import BatchLineage, lineage_for, record_lineage
+from .access import AccessAudit, AccessGuard, ConsentRegistry, Denial, tenant_denial
+from .deletion import DeletionReceipt, Tombstones, delete_entity, deletion_log, filter_tombstoned
+from .lifecycle import (
+    Dependents,
+    archive,
+    assert_materializable,
+    assert_trainable,
+    dependents_of,
+    deprecate,
+    remove_from_online,
+)
+from .sla import SlaResult, assert_meets_sla, gate_get_features, measure_get_features
+
+__all__ = [
+    "AccessAudit",
+    "AccessGuard",
+    "BatchLineage",
+    "ConsentRegistry",
+    "DeletionReceipt",
+    "Denial",
+    "Dependents",
+    "SlaResult",
+    "Tombstones",
+    "archive",
+    "assert_materializable",
+    "assert_meets_sla",
+    "assert_trainable",
+    "delete_entity",
+    "deletion_log",
+    "dependents_of",
+    "deprecate",
+    "filter_tombstoned",
+    "gate_get_features",
+    "lineage_for",
+    "measure_get_features",
+    "record_lineage",
+    "remove_from_online",
+    "tenant_denial",
+]

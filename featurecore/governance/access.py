@@ -1,0 +1,288 @@
+"""Access per tenant, the audit of denied requests, and user consent.
+
+The seed's access rules are privacy mode, consent, tenant boundary, service identity and
+purpose. The serving engine already checks purpose and privacy mode; this module adds:
+
+- ``tenant_denial``: the registry's ``TenantAccess`` of the request's tenant (which
+  feature sets, purposes and privacy classes may be served there);
+- ``AccessAudit``: denied requests counted and kept (bounded, thread-safe) with caller,
+  feature set, tenant, purpose and reason, and logged to ``featurecore.access``;
+- ``ConsentRegistry``: per-user revoked privacy classes, persisted in ``meta`` under
+  ``b"consent/" + encode_key(tenant, "user", user_id)``, checked in O(1) per request;
+- ``AccessGuard``: the one object the engine calls per request.
+
+Engine integration (``ServingEngine.get_features``; ``store.access_guard`` an AccessGuard)::
+
+    try:
+        route = self.route(store.state, request)
+        consent_off = store.access_guard.check(store.state, request, route.compiled)
+    except AccessDeniedError as error:
+        store.access_guard.denied(request, error)
+        raise
+    ...  # and serve group b with source None (privacy_disabled) when b.ref in consent_off
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Iterable
+
+import msgpack
+import numpy as np
+
+from .. import _core
+from ..errors import AccessDeniedError, ValidationError
+from ..online.layout import META_CF, column_family
+from ..registry.model import PRIVACY_CLASSES, RegistryState
+
+CONSENT_PREFIX = b"consent/"
+#: What ``revoke_consent`` withdraws by default: what is learned from the user's behaviour.
+DEFAULT_REVOKED: tuple[str, ...] = ("behavioral", "personal_data", "sensitive_inferred")
+
+logger = logging.getLogger("featurecore.access")
+
+
+def _classes_read(state: RegistryState, compiled: Any, privacy_mode: str) -> set[str]:
+    from ..serving.engine import privacy_skipped  # the engine's rule; imported late (the engine calls us)
+
+    skipped = privacy_skipped(compiled, privacy_mode)
+    return {c for b in compiled.groups if b.ref not in skipped for c in b.privacy_classes}
+
+
+def tenant_denial(state: RegistryState, feature_set_ref: str, tenant: str, purpose: str, classes: Iterable[str]) -> str | None:
+    """Why ``tenant``'s TenantAccess forbids serving ``feature_set_ref`` to ``purpose``
+    when the request reads privacy ``classes``; None when it is allowed (or the tenant
+    has no TenantAccess)."""
+    rule = state.tenant_rule(tenant)
+    if rule is None:
+        return None
+    if not rule.allows_feature_set(feature_set_ref):
+        return (
+            f"tenant {tenant!r} may not be served feature set {feature_set_ref}; its feature sets are "
+            f"{list(rule.feature_sets)} (add it to the tenant's TenantAccess.feature_sets)"
+        )
+    if rule.purposes and purpose not in rule.purposes:
+        return f"purpose {purpose!r} may not read in tenant {tenant!r}; its purposes are {list(rule.purposes)}"
+    denied = sorted(set(classes) - set(rule.privacy_classes))
+    if denied:
+        return (
+            f"feature set {feature_set_ref} reads privacy classes {denied}, which tenant {tenant!r} does not allow "
+            f"(allowed: {list(rule.privacy_classes)}); use a feature set without them or privacy_mode='non_personalized'"
+        )
+    return None
+
+
+@dataclass(frozen=True)
+class Denial:
+    """One denied request."""
+
+    at_us: int
+    caller: str
+    feature_set: str
+    tenant: str
+    purpose: str
+    reason: str
+
+
+class AccessAudit:
+    """Denied requests: counters plus the newest ``capacity`` records. Thread-safe.
+
+    >>> audit = AccessAudit(capacity=2)
+    >>> _ = audit.record(caller="svc", feature_set="fs:v1", tenant="t", purpose="ads", reason="no rule")
+    >>> audit.summary()["total"]
+    1
+    """
+
+    def __init__(self, capacity: int = 1000, log: logging.Logger = logger):
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+            raise ValidationError(f"capacity must be a positive int, got {capacity!r}")
+        self._records: collections.deque[Denial] = collections.deque(maxlen=capacity)
+        self._counts: dict[str, collections.Counter] = {
+            k: collections.Counter() for k in ("caller", "feature_set", "tenant", "purpose")
+        }
+        self._total = 0
+        self._lock = threading.Lock()
+        self._log = log
+
+    def record(self, *, caller: str, feature_set: str, tenant: str, purpose: str, reason: str) -> Denial:
+        """Count, keep and log one denial."""
+        denial = Denial(time.time_ns() // 1000, caller or "<unnamed>", feature_set, tenant, purpose, reason)
+        with self._lock:
+            self._records.append(denial)
+            self._total += 1
+            for key, counter in self._counts.items():
+                counter[getattr(denial, key)] += 1
+        self._log.warning(
+            "access denied: caller=%s feature_set=%s tenant=%s purpose=%s: %s",
+            denial.caller, feature_set, tenant, purpose, reason,
+        )
+        return denial
+
+    def record_request(self, request: Any, error: BaseException) -> Denial:
+        """Record the denial of a FeatureRequest with the error that denied it."""
+        return self.record(
+            caller=request.caller, feature_set=request.feature_set, tenant=request.tenant,
+            purpose=request.purpose, reason=str(error),
+        )
+
+    @property
+    def total(self) -> int:
+        """Denials recorded since creation (including those no longer kept)."""
+        return self._total
+
+    def denials(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """The newest kept denials as dicts, oldest first (the last ``limit`` if given)."""
+        with self._lock:
+            records = list(self._records)
+        return [asdict(d) for d in (records[-limit:] if limit else records)]
+
+    def summary(self) -> dict[str, Any]:
+        """``{"total", "by_caller", "by_feature_set", "by_tenant", "by_purpose"}`` (plain dicts)."""
+        with self._lock:
+            return {"total": self._total, **{f"by_{k}": dict(c) for k, c in self._counts.items()}}
+
+
+def _user_key(tenant: str, user_id: str | int) -> bytes:
+    return CONSENT_PREFIX + _core.encode_key(tenant, "user", user_id)
+
+
+class ConsentRegistry:
+    """Privacy classes each user has withdrawn consent for, per tenant.
+
+    Changes are written to ``meta`` and take effect in this process at once; other
+    processes see them after ``reload()``. ``allows`` and ``revoked`` are dict lookups.
+
+    Args:
+        db: a FeatureStore (``.db``) or its online Rdict.
+    """
+
+    def __init__(self, db: Any):
+        self._db = getattr(db, "db", db)
+        self._lock = threading.Lock()
+        self._revoked: dict[tuple[str, str], frozenset[str]] = {}
+        self.reload()
+
+    def reload(self) -> None:
+        """Re-read every revocation from ``meta``."""
+        revoked = {}
+        meta = column_family(self._db, META_CF, create=False)
+        for key, value in meta.items(from_key=CONSENT_PREFIX):
+            if not key.startswith(CONSENT_PREFIX):
+                break
+            data = msgpack.unpackb(value, raw=False)
+            revoked[data["tenant"], data["user_id"]] = frozenset(data["classes"])
+        del meta
+        self._revoked = revoked
+
+    def _write(self, tenant: str, user_id: str, classes: frozenset[str]) -> None:
+        meta = column_family(self._db, META_CF, create=False)
+        key = _user_key(tenant, user_id)
+        if classes:
+            meta[key] = msgpack.packb(
+                {"tenant": tenant, "user_id": user_id, "classes": sorted(classes), "updated_at_us": time.time_ns() // 1000}
+            )
+        else:
+            del meta[key]
+        del meta
+
+    def revoke_consent(self, tenant: str, user_id: str | int, classes: Iterable[str] = DEFAULT_REVOKED) -> frozenset[str]:
+        """Withdraw consent for ``classes``: from now on requests of this user in
+        ``tenant`` serve groups holding those classes as ``privacy_disabled``.
+
+        Returns:
+            Every class now revoked for the user.
+        """
+        classes = _check_classes(classes)
+        user = str(user_id)
+        with self._lock:
+            now = self._revoked.get((tenant, user), frozenset()) | classes
+            self._write(tenant, user, now)
+            self._revoked[tenant, user] = now
+        return now
+
+    def restore_consent(self, tenant: str, user_id: str | int, classes: Iterable[str] | None = None) -> frozenset[str]:
+        """Give consent back for ``classes`` (default: all). Returns the classes still revoked."""
+        user = str(user_id)
+        with self._lock:
+            before = self._revoked.get((tenant, user), frozenset())
+            now = frozenset() if classes is None else before - _check_classes(classes)
+            self._write(tenant, user, now)
+            if now:
+                self._revoked[tenant, user] = now
+            else:
+                self._revoked.pop((tenant, user), None)
+        return now
+
+    def revoked(self, tenant: str, user_id: str | int) -> frozenset[str]:
+        """Classes the user has withdrawn consent for (empty when none)."""
+        return self._revoked.get((tenant, str(user_id)), frozenset())
+
+    def allows(self, tenant: str, user_id: str | int, privacy_class: str) -> bool:
+        """True unless the user has withdrawn consent for ``privacy_class`` in ``tenant``."""
+        return privacy_class not in self._revoked.get((tenant, str(user_id)), ())
+
+    def disabled_groups(self, tenant: str, user_id: str | int, groups: Iterable[Any]) -> frozenset[str]:
+        """Refs of ``groups`` (objects with ``.ref`` and ``.privacy_classes``, e.g. a compiled
+        feature set's GroupBindings) the user's revocations disable."""
+        revoked = self._revoked.get((tenant, str(user_id)))
+        if not revoked:
+            return frozenset()
+        return frozenset(b.ref for b in groups if revoked & b.privacy_classes)
+
+
+def _check_classes(classes: Iterable[str]) -> frozenset[str]:
+    if isinstance(classes, str):
+        classes = (classes,)
+    out = frozenset(classes)
+    unknown = sorted(out - set(PRIVACY_CLASSES))
+    if unknown or not out:
+        raise ValidationError(f"classes must be privacy classes among {list(PRIVACY_CLASSES)}, got {sorted(out)!r}")
+    return out
+
+
+def request_user(request: Any) -> str | None:
+    """The request's ``user`` id as str (None when it names no user)."""
+    ids = request.entities.get("user")
+    if ids is None or len(ids) == 0:
+        return None
+    return str(int(ids[0])) if isinstance(ids, np.ndarray) else ids[0]
+
+
+class AccessGuard:
+    """What the serving engine asks once per request, after its purpose check.
+
+    ``check`` raises AccessDeniedError when the tenant's TenantAccess forbids the request
+    (the decision is cached per registry revision, feature set, tenant, purpose and
+    privacy mode) and returns the groups the user's consent disables. ``denied``
+    records any denial (the engine's own purpose denials too) in ``audit``.
+    """
+
+    def __init__(self, consent: ConsentRegistry | None = None, audit: AccessAudit | None = None):
+        self.consent = consent
+        self.audit = audit if audit is not None else AccessAudit()
+        self._decisions: dict[tuple, str | None] = {}
+
+    def check(self, state: RegistryState, request: Any, compiled: Any) -> frozenset[str]:
+        """Raise AccessDeniedError if the tenant forbids ``request``; else the refs of the
+        compiled feature set's groups to serve as privacy_disabled for this user."""
+        key = (state.revision, compiled.ref, request.tenant, request.purpose, request.privacy_mode)
+        if key not in self._decisions:
+            classes = _classes_read(state, compiled, request.privacy_mode)
+            if len(self._decisions) > 4096:  # bounded: old revisions and rare tenants fall out
+                self._decisions = {}
+            self._decisions[key] = tenant_denial(state, compiled.ref, request.tenant, request.purpose, classes)
+        reason = self._decisions[key]
+        if reason is not None:
+            raise AccessDeniedError(reason)
+        if self.consent is None:
+            return frozenset()
+        user = request_user(request)
+        return frozenset() if user is None else self.consent.disabled_groups(request.tenant, user, compiled.groups)
+
+    def denied(self, request: Any, error: BaseException) -> Denial:
+        """Record a denied request in the audit."""
+        return self.audit.record_request(request, error)

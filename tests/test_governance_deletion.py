@@ -1,0 +1,180 @@
+"""Deleting an entity: nothing of it stays readable online (entity and pair groups,
+resident and direct, both component positions), tombstones keep it out of history
+readers, the receipt and deletion log say what happened, and nothing else is touched."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from conftest import ITEMS, T0_US, USERS, populate, populated_ids
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from featurecore import _core
+from featurecore.errors import FeatureStoreError, NotFoundError, ValidationError
+from featurecore.governance import Tombstones, delete_entity, deletion_log, filter_tombstoned
+from featurecore.governance.deletion import split_pair_id
+from featurecore.offline.log import OfflineLog
+from featurecore.reasons import Reason
+from featurecore.registry import RegistryState
+from featurecore.serving import FeatureRequest
+from featurecore.store import FeatureStore
+
+FS = "home_ranker_features:v18"
+
+
+def request(user: str, tenant: str = "default") -> FeatureRequest:
+    return FeatureRequest(
+        FS, {"user": user, "item": ITEMS, "session": "s1", "creator": ["c0"] * len(ITEMS)}, T0_US + 60_000_000, tenant=tenant
+    )
+
+
+def reasons_of(matrix, prefix: str) -> np.ndarray:
+    """Reasons of every column of a feature (embedding slots and indicator included)."""
+    return matrix.reasons[:, [j for j, c in enumerate(matrix.columns) if c.startswith(prefix)]]
+
+
+def online_keys(store: FeatureStore, group_ref: str) -> set[bytes]:
+    cf = store.db.get_column_family(store.group_schema(group_ref).cf_name)
+    keys = set(cf.keys())
+    del cf
+    return keys
+
+
+def test_deleting_a_user_leaves_nothing_of_it_readable_online(populated_store):
+    store = populated_store
+    before = store.get_features(request("u1"))
+    assert (reasons_of(before, "user_embedding:v1") == Reason.present).all()
+    assert (reasons_of(before, "user_item_seen_count_7d:v1")[:4, 0] == Reason.present).all()
+    receipt = delete_entity(store, "user", "u1", "default", reason="GDPR ticket 7")
+    assert receipt.online == {"user_profile:v1": 1}
+    assert receipt.pairs == {"user_item_activity:v1": 4}
+    assert receipt.offline_rows_retained == {"user_profile:v1": 1, "user_item_activity:v1": 4}
+    assert receipt.online_rows == 5 and receipt.completed_at_us >= receipt.requested_at_us
+    after = store.get_features(request("u1"))
+    for feature in ("user_category_affinity_30d:v2", "price_preference:v1", "user_embedding:v1", "user_item_seen_count_7d:v1"):
+        assert (reasons_of(after, feature)[:, 0] == Reason.entity_not_found).all(), feature
+    # Every key that names u1, in any group, is gone from RocksDB.
+    u1_keys = {_core.encode_key("default", "user", "u1")} | {
+        _core.encode_key("default", "user_item", _core.pair_id("u1", i)) for i in ITEMS
+    }
+    for group_ref in store.state.feature_groups:
+        assert not online_keys(store, group_ref) & u1_keys
+    # Other users, and u1 in another tenant, are untouched.
+    other = store.get_features(request("u2"))
+    assert (reasons_of(other, "user_embedding:v1") == Reason.present).all()
+    assert (reasons_of(other, "user_item_seen_count_7d:v1")[:4, 0] == Reason.present).all()
+    elsewhere = store.get_features(request("u1", tenant="shop_b"))
+    assert (reasons_of(elsewhere, "user_embedding:v1") == Reason.present).all()
+    assert _core.encode_key("shop_b", "user", "u1") in online_keys(store, "user_profile:v1")
+
+
+def test_deleting_an_item_removes_its_resident_rows_and_pairs_where_it_is_the_second_component(populated_store):
+    store = populated_store
+    receipt = delete_entity(store, "item", "i1")
+    assert receipt.online == {"item_behavior:v1": 1, "item_static:v1": 1}
+    assert receipt.pairs == {"user_item_activity:v1": len(USERS)}
+    matrix = store.get_features(request("u2"))
+    row = ITEMS.index("i1")
+    for feature in ("item_ctr_7d_smoothed:v3", "item_embedding:v1"):
+        reasons = reasons_of(matrix, feature)[:, 0]
+        assert reasons[row] == Reason.entity_not_found, feature
+        assert (np.delete(reasons, row) == Reason.present).all(), feature
+    pairs = reasons_of(matrix, "user_item_seen_count_7d:v1")[:, 0]
+    assert pairs.tolist() == [Reason.present, Reason.entity_not_found, Reason.present, Reason.present] + [Reason.entity_not_found] * 2
+    expected = {_core.encode_key("default", "user_item", i) for i in populated_ids(store.state, "user_item_activity:v1")}
+    expected = {k for k in expected if not k.endswith(b"i1")}
+    assert {k for k in online_keys(store, "user_item_activity:v1") if k.startswith(b"\x01\x07default")} == expected
+
+
+def test_the_receipt_is_logged_queryable_and_survives_reopen(store_dir, example_repo):
+    store = FeatureStore.open(store_dir)
+    store.apply(example_repo)
+    populate(store, tenants=("default", "shop_b"))
+    root = store.root
+    first = delete_entity(store, "user", "u1", reason="t1")
+    delete_entity(store, "item", "i1", "shop_b")
+    again = delete_entity(store, "user", "u1", reason="t1 retry")  # idempotent: nothing left to remove
+    assert again.online == {"user_profile:v1": 0} and again.pairs == {"user_item_activity:v1": 0}
+    store.close()
+    with FeatureStore.open(root, mode="read_only") as reopened:
+        log = deletion_log(reopened)
+        assert [(r["entity"], r["tenant"], r["reason"]) for r in log] == [
+            ("user", "default", "t1 retry"),
+            ("item", "shop_b", ""),
+            ("user", "default", "t1"),
+        ]
+        assert deletion_log(reopened, entity="user", limit=1)[0]["reason"] == "t1 retry"
+        assert deletion_log(reopened, tenant="shop_b", entity_id="i1")[0]["pairs"] == {"user_item_activity:v1": 3}
+        assert deletion_log(reopened, entity_id="nobody") == []
+        assert log[-1] == first.to_dict()
+        tombstones = Tombstones.load(reopened)
+        assert len(tombstones) == 2 and tombstones.is_deleted("default", "user", "u1")
+        assert not tombstones.is_deleted("shop_b", "user", "u1")
+        with pytest.raises(FeatureStoreError, match=r"cannot write online rows: store .* is open as read_only"):
+            delete_entity(reopened, "user", "u2")
+        assert len(Tombstones.load(reopened)) == 2  # refused before anything was written
+
+
+def test_bad_deletions_are_refused_before_anything_is_written(populated_store):
+    with pytest.raises(ValidationError, match=r"entity 'user_item' is a pair entity; delete one of its components \(user, item\)"):
+        delete_entity(populated_store, "user_item", _core.pair_id("u1", "i1"))
+    with pytest.raises(NotFoundError, match=r"entity 'ghost' is not registered"):
+        delete_entity(populated_store, "ghost", "x")
+    with pytest.raises(ValidationError, match=r"entity_id must be a non-empty id"):
+        delete_entity(populated_store, "user", "")
+    assert len(Tombstones.load(populated_store)) == 0 and deletion_log(populated_store) == []
+
+
+def test_tombstones_filter_the_offline_history_against_a_pandas_oracle(populated_store):
+    store, state = populated_store, populated_store.state
+    delete_entity(store, "user", "u:3")
+    delete_entity(store, "item", "i2", "shop_b")
+    tombstones = Tombstones.load(store)
+    for group_ref in ("user_profile:v1", "user_item_activity:v1", "item_static:v1", "creator_safety:v1"):
+        table = OfflineLog.open(store.root, state, group_ref).read()
+        kept = filter_tombstoned(tombstones, state, group_ref, table).to_pandas()
+        frame = table.to_pandas()
+        components = {"user_item_activity:v1": ("user", "item")}.get(group_ref)
+
+        def deleted(row) -> bool:
+            entity = state.group(group_ref).entity
+            parts = split_pair_id(row.entity_id, 2) if components else [row.entity_id]
+            names = components or (entity,)
+            return any((row.tenant, name, part) in {("default", "user", "u:3"), ("shop_b", "item", "i2")} for name, part in zip(names, parts))
+
+        expected = frame[[not deleted(r) for r in frame.itertuples()]]
+        pd.testing.assert_frame_equal(kept.reset_index(drop=True), expected.reset_index(drop=True))
+        assert len(kept) < len(frame) or group_ref == "creator_safety:v1"
+
+
+def test_keep_mask_handles_int_ids_and_an_empty_tombstone_set(example_state):
+    state = example_state
+    tombstones = Tombstones({("default", "item"): {"42", "007"}})
+    ids = np.array([41, 42, 7], dtype=np.int64)
+    assert tombstones.keep_mask(state, "item_static:v1", "default", ids).tolist() == [True, False, True]
+    assert tombstones.keep_mask(state, "item_static:v1", "other", ids).all()
+    table = pa.table({"tenant": ["default"], "entity_id": ["x"]})
+    assert filter_tombstoned(Tombstones(), state, "item_static:v1", table) is table
+
+
+ID = st.text(st.sampled_from("ab:1\u00e9"), min_size=1, max_size=4)
+
+
+@settings(max_examples=60, deadline=None)
+@given(pairs=st.lists(st.tuples(ID, ID), min_size=1, max_size=12), deleted_users=st.sets(ID, max_size=3), deleted_items=st.sets(ID, max_size=3))
+def test_pair_keep_mask_matches_an_oracle(example_state: RegistryState, pairs, deleted_users, deleted_items):
+    ids = [_core.pair_id(u, i) for u, i in pairs]
+    assert [split_pair_id(p, 2) for p in ids] == [list(pair) for pair in pairs]
+    tombstones = Tombstones({("default", "user"): deleted_users, ("default", "item"): deleted_items})
+    mask = tombstones.keep_mask(example_state, "user_item_activity:v1", "default", ids)
+    assert mask.tolist() == [u not in deleted_users and i not in deleted_items for u, i in pairs]
+
+
+def test_split_pair_id_rejects_what_pair_id_cannot_produce():
+    with pytest.raises(ValidationError, match=r"'9:ab' is not a pair id of 2 components"):
+        split_pair_id("9:ab", 2)
+    with pytest.raises(ValidationError, match=r"'ab' is not a pair id of 2 components"):
+        split_pair_id("ab", 2)

@@ -153,7 +153,8 @@ class FeatureStore:
         key = (state.revision, ref)
         schema = self._schemas.get(key)
         if schema is None:
-            schema = self._schemas[key] = GroupSchema.from_state(state, ref)
+            schema = GroupSchema.from_state(state, ref)
+            self._schemas = {k: v for k, v in self._schemas.items() if k[0] == state.revision} | {key: schema}
         return schema
 
     @staticmethod

@@ -81,23 +81,29 @@ class FeatureStore:
         self._secondary_dirs: list[str] = []
         if mode != "primary" and not os.path.exists(os.path.join(online_path(self.root), "CURRENT")):
             raise NotFoundError(f"store {self.root!r} does not exist; open it once with mode='primary' (or apply definitions) first")
-        self._db = self._open_db()
-        self._cf_names = set(rocksdict.Rdict.list_cf(online_path(self.root)))
-        self.registry = Registry(self._db)
-        self._schemas: dict[tuple[int, str], GroupSchema] = {}
-        self.snapshots = Snapshots(lambda: self._db, self._lock, create_cfs=mode == "primary")
-        self.direct = DirectReader(lambda: self._db)
-        self._engine = ServingEngine(self)
+        if isinstance(refresh_interval_s, bool) or not isinstance(refresh_interval_s, (int, float)) or not refresh_interval_s > 0:
+            raise ValidationError(f"refresh_interval_s must be a positive number of seconds, got {refresh_interval_s!r}")
         self._writer: OnlineWriter | None = None
         self._refresher: Refresher | None = None
-        if mode == "primary":
-            self._writer = OnlineWriter(self._db, self.snapshots, self._lock, changelog_retention=changelog_retention)
-        elif mode == "secondary":
-            self._refresher = Refresher(
-                lambda: self._db, self.snapshots, self._lock, interval_s=refresh_interval_s, on_catch_up=self._after_catch_up
-            )
-        if preload:
-            self.load_resident()
+        self._schemas: dict[tuple[int, str], GroupSchema] = {}
+        self._db = self._open_db()
+        self.snapshots = Snapshots(lambda: self._db, self._lock, create_cfs=mode == "primary")
+        self.direct = DirectReader(lambda: self._db)
+        try:
+            self._cf_names = set(rocksdict.Rdict.list_cf(online_path(self.root)))
+            self.registry = Registry(self._db)
+            self._engine = ServingEngine(self)
+            if mode == "primary":
+                self._writer = OnlineWriter(self._db, self.snapshots, self._lock, changelog_retention=changelog_retention)
+            elif mode == "secondary":
+                self._refresher = Refresher(
+                    lambda: self._db, self.snapshots, self._lock, interval_s=refresh_interval_s, on_catch_up=self._after_catch_up
+                )
+            if preload:
+                self.load_resident()
+        except BaseException:
+            self.close()  # release RocksDB's lock: a failed open leaves nothing open
+            raise
         if self._refresher is not None:
             self._refresher.start()
 

@@ -131,6 +131,8 @@ def test_unknown_groups_modes_and_a_second_primary_are_refused(store, tmp_path):
         store.write_online("nope", {}, entity_ids=[], feature_timestamp=T0)
     with pytest.raises(ValidationError, match=r"mode must be one of"):
         FeatureStore.open(tmp_path / "x", mode="writer")
+    with pytest.raises(ValidationError, match=r"refresh_interval_s must be a positive number of seconds, got 0"):
+        FeatureStore.open(store.root, mode="secondary", refresh_interval_s=0)
     with pytest.raises(NotFoundError, match=r"does not exist; open it once with mode='primary'"):
         FeatureStore.open(tmp_path / "missing", mode="secondary")
     with pytest.raises(FeatureStoreError, match=r"cannot open store .* as primary: .*only one process may open it as primary"):

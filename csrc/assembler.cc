@@ -1,6 +1,7 @@
 #include "assembler.h"
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -281,9 +282,19 @@ AssembleStats assemble(const Plan& plan, const std::vector<GroupRows>& groups, c
     const size_t G = pgroups.size();
     std::vector<RowState> states(G);
     Writer w(plan, out, stats);
+    constexpr size_t kAhead = 6;  // rows whose records are prefetched ahead of the gather
     for (size_t i = 0; i < out.n; ++i) {
         w.start_row(i);
         const int64_t t = req.eval_time[i * req.eval_stride];
+        if (i + kAhead < out.n) {
+            for (const GroupRows& in : groups) {
+                if (in.disabled || in.refs_stride == 0) continue;
+                const int64_t ahead = in.refs[i + kAhead];
+                if (ahead < 0) continue;
+                const uint8_t* rec = in.table.record(static_cast<size_t>(ahead));
+                for (size_t b = 0; b < in.table.record_bytes; b += 64) __builtin_prefetch(rec + b);
+            }
+        }
         for (size_t g = 0; g < G; ++g) {
             const GroupRows& in = groups[g];
             RowState& s = states[g];
@@ -293,17 +304,17 @@ AssembleStats assemble(const Plan& plan, const std::vector<GroupRows>& groups, c
                 const int64_t ref = in.refs[i * in.refs_stride];
                 if (ref < 0) {
                     s.reason = in.miss[i * in.miss_stride];
-                } else if (in.table.status[ref] != kPresent) {
-                    s.reason = in.table.status[ref];
+                } else if (in.table.status(static_cast<size_t>(ref)) != kPresent) {
+                    s.reason = in.table.status(static_cast<size_t>(ref));
                 } else {
                     const size_t r = static_cast<size_t>(ref);
-                    const int64_t age_us = t - in.table.generated_at[r];
+                    const int64_t age_us = t - in.table.generated_at(r);
                     const int64_t sla = pgroups[g].spec.sla_us;
-                    s.src = in.table.slots + r * in.table.n_slots;
-                    s.nulls = in.table.nulls + r * in.table.n_features;
+                    s.src = in.table.slots(r);
+                    s.nulls = in.table.nulls_of(r);
                     s.reason = kPresent;
                     s.stale = sla > 0 && age_us > sla;
-                    s.clean = !s.stale && !in.table.any_null[r];
+                    s.clean = !s.stale && !in.table.any_null(r);
                     age = static_cast<float>(static_cast<double>(age_us) * 1e-6);
                 }
             }
@@ -346,6 +357,61 @@ void check_ids(const Plan& plan, size_t role, const std::vector<IdColumn>& role_
                                     (spec.per_request ? " (one per request)" : " (one per candidate)"));
 }
 
+// Keys of a plain role written straight into one buffer sized for the worst case.
+void write_plain_keys(const std::string& prefix, const IdColumn& ids, size_t n_rows, std::string& keys,
+                      uint64_t* offs, uint8_t* miss) {
+    constexpr size_t kMaxIntChars = 20;
+    const size_t id_bytes = ids.ints ? n_rows * kMaxIntChars : ids.offsets[n_rows] - ids.offsets[0];
+    keys.resize(n_rows * prefix.size() + id_bytes);
+    char* base = keys.data();
+    size_t pos = 0;
+    for (size_t i = 0; i < n_rows; ++i) {
+        offs[i] = pos;
+        std::memcpy(base + pos, prefix.data(), prefix.size());
+        size_t end = pos + prefix.size();
+        if (ids.ints) {
+            const int64_t v = ids.ints[i];
+            if (v >= 0) end = static_cast<size_t>(std::to_chars(base + end, base + end + kMaxIntChars, v).ptr - base);
+            else end = pos;
+        } else {
+            const uint64_t b = ids.offsets[i], len = ids.offsets[i + 1] - b;
+            std::memcpy(base + end, ids.text + b, len);
+            end = len ? end + len : pos;
+        }
+        miss[i] = end == pos ? kNotApplicable : kPresent;
+        pos = end;
+    }
+    offs[n_rows] = pos;
+    keys.resize(pos);
+}
+
+// Keys of a pair role: pair_id of the component ids, built per row.
+void write_pair_keys(const Plan& plan, const RoleSpec& spec, const std::string& prefix,
+                     const std::vector<IdColumn>& role_ids, size_t n_rows, std::string& tmp, std::string& keys,
+                     uint64_t* offs, uint8_t* miss) {
+    keys.clear();
+    for (size_t i = 0; i < n_rows; ++i) {
+        const size_t start = keys.size();
+        keys.append(prefix);
+        bool ok = true;
+        for (size_t c = 0; c < spec.components.size() && ok; ++c) {
+            const IdColumn& ids = role_ids[spec.components[c]];
+            const size_t row = plan.roles()[spec.components[c]].per_request ? 0 : i;
+            if (c + 1 == spec.components.size()) {
+                ok = append_id(ids, row, keys);
+            } else {
+                tmp.clear();
+                ok = append_id(ids, row, tmp);
+                append_pair_component(keys, tmp);
+            }
+        }
+        if (!ok) keys.resize(start);
+        miss[i] = ok ? kPresent : kNotApplicable;
+        offs[i] = start;
+        offs[i + 1] = keys.size();
+    }
+}
+
 // Builds and hashes the keys of every row of one role.
 void build_role_keys(const Plan& plan, size_t role, std::string_view tenant, const std::vector<IdColumn>& role_ids,
                      size_t n_rows, ServeScratch& sc) {
@@ -356,37 +422,15 @@ void build_role_keys(const Plan& plan, size_t role, std::string_view tenant, con
     auto& offs = sc.role_offs[role];
     auto& hashes = sc.role_hashes[role];
     auto& miss = sc.role_miss[role];
-    keys.clear();
     std::string prefix;
     append_key_prefix(prefix, tenant, spec.entity_type);
-    offs.assign(n_rows + 1, 0);
+    offs.resize(n_rows + 1);
     hashes.resize(n_rows);
-    miss.assign(n_rows, kPresent);
-    for (size_t i = 0; i < n_rows; ++i) {
-        const size_t start = keys.size();
-        keys.append(prefix);
-        bool ok = true;
-        if (spec.components.empty()) {
-            ok = append_id(role_ids[role], i, keys);
-        } else {
-            for (size_t c = 0; c < spec.components.size() && ok; ++c) {
-                const IdColumn& ids = role_ids[spec.components[c]];
-                const size_t row = plan.roles()[spec.components[c]].per_request ? 0 : i;
-                if (c + 1 == spec.components.size()) {
-                    ok = append_id(ids, row, keys);
-                } else {
-                    sc.tmp.clear();
-                    ok = append_id(ids, row, sc.tmp);
-                    append_pair_component(keys, sc.tmp);
-                }
-            }
-        }
-        if (!ok) {
-            keys.resize(start);
-            miss[i] = kNotApplicable;
-        }
-        offs[i] = start;
-        offs[i + 1] = keys.size();
+    miss.resize(n_rows);
+    if (spec.components.empty()) {
+        write_plain_keys(prefix, role_ids[role], n_rows, keys, offs.data(), miss.data());
+    } else {
+        write_pair_keys(plan, spec, prefix, role_ids, n_rows, sc.tmp, keys, offs.data(), miss.data());
     }
     for (size_t i = 0; i < n_rows; ++i) hashes[i] = hash_bytes(keys.data() + offs[i], offs[i + 1] - offs[i]);
 }
@@ -461,15 +505,8 @@ AssembleStats serve(const Plan& plan, std::string_view tenant, const std::vector
             auto& miss = sc.miss[g];
             refs.resize(nr);
             miss.resize(nr);
-            for (size_t i = 0; i < nr; ++i) {
-                if (rmiss[i]) {
-                    refs[i] = -1;
-                    miss[i] = rmiss[i];
-                } else {
-                    refs[i] = src.resident->find_locked(keys.data() + offs[i], offs[i + 1] - offs[i], hashes[i]);
-                    miss[i] = kEntityNotFound;
-                }
-            }
+            src.resident->find_many_locked(keys.data(), offs.data(), hashes.data(), rmiss.data(), nr, refs.data());
+            for (size_t i = 0; i < nr; ++i) miss[i] = rmiss[i] ? rmiss[i] : static_cast<uint8_t>(kEntityNotFound);
             gr.table = src.resident->view_locked();
             gr.refs = refs.data();
             gr.miss = miss.data();

@@ -235,6 +235,23 @@ py::array readonly_view(const std::vector<T>& v, std::vector<py::ssize_t> shape,
     return a;
 }
 
+// A read-only (n_rows, *inner) view of a field at `offset` in every row record.
+template <typename T>
+py::array record_view(py::handle owner, const GroupTable& t, size_t offset, std::vector<py::ssize_t> inner) {
+    std::vector<py::ssize_t> shape{static_cast<py::ssize_t>(t.n_rows())};
+    std::vector<py::ssize_t> strides{static_cast<py::ssize_t>(t.record_bytes())};
+    for (py::ssize_t d : inner) {
+        shape.push_back(d);
+        strides.push_back(sizeof(T));
+    }
+    // Zero rows: point at a static element so numpy never sees a null data pointer.
+    static T empty{};
+    const T* data = t.n_rows() ? reinterpret_cast<const T*>(t.record_data().data() + offset) : &empty;
+    py::array_t<T> a(shape, strides, data, owner);
+    a.attr("setflags")(py::arg("write") = false);
+    return a;
+}
+
 struct Outs {
     py::array_t<float, py::array::c_style> values;
     py::array_t<uint8_t, py::array::c_style> reasons;
@@ -544,9 +561,8 @@ void bind_serving(py::module_& m) {
         .def("slots",
              [](py::object self) {
                  const auto& t = self.cast<const GroupTable&>();
-                 return readonly_view(t.slot_data(),
-                                      {static_cast<py::ssize_t>(t.n_rows()), static_cast<py::ssize_t>(t.schema().n_slots())},
-                                      self);
+                 const fc::TableView v = t.view();
+                 return record_view<float>(self, t, v.slots_offset, {static_cast<py::ssize_t>(v.n_slots)});
              })
         .def("nulls",
              [](py::object self) {
@@ -558,7 +574,7 @@ void bind_serving(py::module_& m) {
         .def("status",
              [](py::object self) {
                  const auto& t = self.cast<const GroupTable&>();
-                 return readonly_view(t.status_data(), {static_cast<py::ssize_t>(t.n_rows())}, self);
+                 return record_view<uint8_t>(self, t, 8, {});
              })
         .def("feature_ts",
              [](py::object self) {
@@ -568,7 +584,7 @@ void bind_serving(py::module_& m) {
         .def("generated_at",
              [](py::object self) {
                  const auto& t = self.cast<const GroupTable&>();
-                 return readonly_view(t.generated_at_data(), {static_cast<py::ssize_t>(t.n_rows())}, self);
+                 return record_view<int64_t>(self, t, 0, {});
              })
         .def("published_at", [](py::object self) {
             const auto& t = self.cast<const GroupTable&>();

@@ -2,10 +2,18 @@
 //
 // Row r holds n_slots float32 values (every dtype converted: float64/int64
 // cast, bool 0/1, categorical code, embedding dim slots; null cells NaN), a
-// null byte per feature, an any-null flag, its three timestamps (us) and a
-// status: kPresent for a decoded row, otherwise the reason it has no values
-// (kEntityNotFound for an absent row, kNotComputed for undecodable bytes, or
-// whatever a reader sets, e.g. kTimeout).
+// null byte per feature, its three timestamps (us) and a status: kPresent for
+// a decoded row, otherwise the reason it has no values (kEntityNotFound for an
+// absent row, kNotComputed for undecodable bytes, or whatever a reader sets,
+// e.g. kTimeout).
+//
+// Layout: what serving touches per row sits in one record, so a gather costs
+// one or two cache lines per row:
+//   i64 generated_at | u8 status | u8 any_null | u16 tag | u32 0 | extra bytes | f32 slots[n_slots]
+// `extra` (a multiple of 8 bytes) and `tag` belong to the owner (ResidentGroup
+// keeps short keys there, next to the head); records are record_bytes() apart
+// and 8-byte aligned. Null bytes and the
+// feature/published timestamps live in side arrays.
 //
 // A GroupTable is a plain value type: not synchronized. Readers of a table
 // that nobody mutates may share it freely (GroupTables handed to Python are
@@ -14,30 +22,91 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <memory>
+#include <new>
 #include <vector>
 
 #include "codec.h"
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 namespace fc {
+
+// Allocator for big, randomly accessed buffers (row records, hash index): from
+// 2 MiB up it asks Linux for transparent huge pages, because random gathers
+// over tens of MiB otherwise spend more time in TLB misses than in the copy.
+template <typename T>
+struct HugePageAllocator {
+    using value_type = T;
+    static constexpr size_t kHuge = size_t{2} << 20;
+
+    HugePageAllocator() = default;
+    template <typename U>
+    HugePageAllocator(const HugePageAllocator<U>&) {}
+
+    T* allocate(size_t n) {
+        const size_t bytes = n * sizeof(T);
+        if (bytes < kHuge) return static_cast<T*>(::operator new(bytes));
+        void* p = std::aligned_alloc(kHuge, (bytes + kHuge - 1) / kHuge * kHuge);
+        if (p == nullptr) throw std::bad_alloc();
+#if defined(MADV_HUGEPAGE)
+        madvise(p, (bytes + kHuge - 1) / kHuge * kHuge, MADV_HUGEPAGE);
+#endif
+        return static_cast<T*>(p);
+    }
+    void deallocate(T* p, size_t n) {
+        if (n * sizeof(T) < kHuge)
+            ::operator delete(p);
+        else
+            std::free(p);
+    }
+    template <typename U>
+    bool operator==(const HugePageAllocator<U>&) const {
+        return true;
+    }
+    template <typename U>
+    bool operator!=(const HugePageAllocator<U>&) const {
+        return false;
+    }
+};
+
+template <typename T>
+using HugeVector = std::vector<T, HugePageAllocator<T>>;
+
+constexpr size_t kRecordHeadBytes = 16;
 
 // Raw read-only view of table rows, as the assembler consumes them. Valid
 // while the table is neither mutated nor destroyed.
 struct TableView {
-    const float* slots = nullptr;
+    const uint8_t* records = nullptr;
+    size_t record_bytes = 0;
+    size_t slots_offset = kRecordHeadBytes;
     const uint8_t* nulls = nullptr;
-    const uint8_t* any_null = nullptr;
-    const uint8_t* status = nullptr;
-    const int64_t* generated_at = nullptr;
     size_t n_rows = 0;
     size_t n_slots = 0;
     size_t n_features = 0;
+
+    const uint8_t* record(size_t r) const { return records + r * record_bytes; }
+    int64_t generated_at(size_t r) const {
+        int64_t v;
+        std::memcpy(&v, record(r), sizeof v);
+        return v;
+    }
+    uint8_t status(size_t r) const { return record(r)[8]; }
+    bool any_null(size_t r) const { return record(r)[9] != 0; }
+    const float* slots(size_t r) const { return reinterpret_cast<const float*>(record(r) + slots_offset); }
+    const uint8_t* nulls_of(size_t r) const { return nulls + r * n_features; }
 };
 
 class GroupTable {
   public:
-    // n_rows rows, all with status kEntityNotFound.
-    explicit GroupTable(std::shared_ptr<const Schema> schema, size_t n_rows = 0);
+    // n_rows rows, all with status kEntityNotFound; extra_bytes (rounded up to a
+    // multiple of 8) per record for the owner.
+    explicit GroupTable(std::shared_ptr<const Schema> schema, size_t n_rows = 0, size_t extra_bytes = 0);
 
     // Builds rows from typed columns (see ColumnsIn); every row is present.
     static GroupTable from_columns(std::shared_ptr<const Schema> schema, const ColumnsIn& in);
@@ -45,29 +114,33 @@ class GroupTable {
     const Schema& schema() const { return *schema_; }
     const std::shared_ptr<const Schema>& schema_ptr() const { return schema_; }
     size_t n_rows() const { return n_rows_; }
+    size_t record_bytes() const { return record_bytes_; }
 
     // Decodes bytes into row r (status kPresent or kNotComputed).
     void decode_into(size_t r, const uint8_t* data, size_t len);
     // Marks row r as having no values for `reason` (slots NaN).
     void set_missing(size_t r, uint8_t reason);
-    // Copies row src_r of src (same schema) over row r.
+    // Copies row src_r of src (same schema) over row r: values, nulls and
+    // timestamps; tag and extra bytes too when both tables have the same extra size.
     void copy_row(size_t r, const GroupTable& src, size_t src_r);
     // Grows or shrinks to n rows; new rows are kEntityNotFound. Growth keeps
     // 1/8 slack so appends amortize without doubling the memory.
     void resize(size_t n);
-    void shrink_to_fit();
 
-    const float* slots(size_t r) const { return slots_.data() + r * schema_->n_slots(); }
+    uint8_t status(size_t r) const { return view().status(r); }
     const uint8_t* nulls(size_t r) const { return nulls_.data() + r * schema_->n_features(); }
-    uint8_t status(size_t r) const { return status_[r]; }
-    int64_t feature_ts(size_t r) const { return feature_ts_[r]; }
-    int64_t generated_at(size_t r) const { return generated_at_[r]; }
-    int64_t published_at(size_t r) const { return published_at_[r]; }
-    const std::vector<float>& slot_data() const { return slots_; }
+    uint8_t* extra(size_t r) { return record(r) + kRecordHeadBytes; }
+    const uint8_t* extra(size_t r) const { return records_.data() + r * record_bytes_ + kRecordHeadBytes; }
+    uint16_t tag(size_t r) const {
+        uint16_t t;
+        std::memcpy(&t, records_.data() + r * record_bytes_ + 10, sizeof t);
+        return t;
+    }
+    void set_tag(size_t r, uint16_t tag) { std::memcpy(record(r) + 10, &tag, sizeof tag); }
+
+    const HugeVector<uint8_t>& record_data() const { return records_; }
     const std::vector<uint8_t>& null_data() const { return nulls_; }
-    const std::vector<uint8_t>& status_data() const { return status_; }
     const std::vector<int64_t>& feature_ts_data() const { return feature_ts_; }
-    const std::vector<int64_t>& generated_at_data() const { return generated_at_; }
     const std::vector<int64_t>& published_at_data() const { return published_at_; }
 
     TableView view() const;
@@ -75,14 +148,17 @@ class GroupTable {
     size_t nbytes() const;
 
   private:
+    uint8_t* record(size_t r) { return records_.data() + r * record_bytes_; }
+    float* slots(size_t r) { return reinterpret_cast<float*>(record(r) + kRecordHeadBytes + extra_bytes_); }
+    void set_head(size_t r, int64_t generated_at, uint8_t status, uint8_t any_null);
+
     std::shared_ptr<const Schema> schema_;
+    size_t extra_bytes_;
+    size_t record_bytes_;
     size_t n_rows_ = 0;
-    std::vector<float> slots_;
+    HugeVector<uint8_t> records_;
     std::vector<uint8_t> nulls_;
-    std::vector<uint8_t> any_null_;
-    std::vector<uint8_t> status_;
     std::vector<int64_t> feature_ts_;
-    std::vector<int64_t> generated_at_;
     std::vector<int64_t> published_at_;
 };
 

@@ -1,5 +1,6 @@
 #include "resident.h"
 
+#include <algorithm>
 #include <cstring>
 #include <mutex>
 #include <stdexcept>
@@ -10,6 +11,25 @@
 namespace fc {
 namespace {
 
+// Equality of two byte strings of length len; keys are short, so word loads
+// inline beat a memcmp call.
+inline bool same_bytes(const char* a, const char* b, size_t len) {
+    uint64_t x, y;
+    if (len >= 8) {
+        for (size_t i = 0; i + 8 <= len; i += 8) {
+            std::memcpy(&x, a + i, 8);
+            std::memcpy(&y, b + i, 8);
+            if (x != y) return false;
+        }
+        std::memcpy(&x, a + len - 8, 8);  // the tail, overlapping the last word
+        std::memcpy(&y, b + len - 8, 8);
+        return x == y;
+    }
+    for (size_t i = 0; i < len; ++i)
+        if (a[i] != b[i]) return false;
+    return true;
+}
+
 template <typename T>
 void reserve_with_slack(std::vector<T>& v, size_t n) {
     if (n > v.capacity()) v.reserve(n + n / 8);
@@ -17,12 +37,26 @@ void reserve_with_slack(std::vector<T>& v, size_t n) {
 
 }  // namespace
 
-ResidentGroup::ResidentGroup(std::shared_ptr<const Schema> schema) : schema_(schema), rows_(schema) {
+ResidentGroup::ResidentGroup(std::shared_ptr<const Schema> schema)
+    : schema_(schema), rows_(schema, 0, kInlineKey) {
     index_.assign(16, Slot{0, kEmpty});
 }
 
-bool ResidentGroup::key_equals(uint32_t row, const char* key, size_t len) const {
-    return key_len_[row] == len && std::memcmp(arena_.data() + key_off_[row], key, len) == 0;
+std::string_view ResidentGroup::key_of(uint32_t row) const {
+    const size_t len = rows_.tag(row);
+    const char* p = len <= kInlineKey ? reinterpret_cast<const char*>(rows_.extra(row)) : arena_.data() + key_off_[row];
+    return {p, len};
+}
+
+void ResidentGroup::set_key(uint32_t row, std::string_view key) {
+    rows_.set_tag(row, static_cast<uint16_t>(key.size()));
+    if (key.size() <= kInlineKey) {
+        std::memcpy(rows_.extra(row), key.data(), key.size());
+        return;
+    }
+    reserve_with_slack(arena_, arena_.size() + key.size());
+    key_off_[row] = arena_.size();
+    arena_.insert(arena_.end(), key.begin(), key.end());
 }
 
 size_t ResidentGroup::find_slot_locked(const char* key, size_t len, uint64_t hash) const {
@@ -30,13 +64,37 @@ size_t ResidentGroup::find_slot_locked(const char* key, size_t len, uint64_t has
     for (size_t pos = hash & mask;; pos = (pos + 1) & mask) {
         const Slot& s = index_[pos];
         if (s.row == kEmpty) return index_.size();
-        if (s.hash == hash && key_equals(s.row, key, len)) return pos;
+        if (s.hash == hash) {
+            const std::string_view k = key_of(s.row);
+            if (k.size() == len && same_bytes(k.data(), key, len)) return pos;
+        }
     }
 }
 
 int64_t ResidentGroup::find_locked(const char* key, size_t len, uint64_t hash) const {
     const size_t pos = find_slot_locked(key, len, hash);
     return pos == index_.size() ? -1 : static_cast<int64_t>(index_[pos].row);
+}
+
+void ResidentGroup::find_many_locked(const char* keys, const uint64_t* offs, const uint64_t* hashes,
+                                     const uint8_t* skip, size_t n, int64_t* out) const {
+    constexpr size_t kAhead = 8;  // keys between prefetch stages: enough misses in flight
+    const size_t mask = index_.size() - 1;
+    const TableView rows = rows_.view();
+    for (size_t i = 0; i < n + 2 * kAhead; ++i) {
+        if (i < n) __builtin_prefetch(&index_[hashes[i] & mask]);
+        if (i >= kAhead && i - kAhead < n) {
+            const Slot& s = index_[hashes[i - kAhead] & mask];
+            if (s.row != kEmpty) {  // the head and inline key: what the compare reads
+                __builtin_prefetch(rows.record(s.row));
+                __builtin_prefetch(rows.record(s.row) + kRecordHeadBytes + kInlineKey - 1);
+            }
+        }
+        if (i >= 2 * kAhead) {
+            const size_t k = i - 2 * kAhead;
+            out[k] = skip[k] ? -1 : find_locked(keys + offs[k], offs[k + 1] - offs[k], hashes[k]);
+        }
+    }
 }
 
 void ResidentGroup::insert_index_locked(uint64_t hash, uint32_t row) {
@@ -67,18 +125,20 @@ void ResidentGroup::reserve_index_locked(size_t n_keys) {
     size_t cap = index_.size();
     while (n_keys * 10 > cap * 7) cap *= 2;
     if (cap == index_.size()) return;
-    index_.assign(cap, Slot{0, kEmpty});
-    for (uint32_t r = 0; r < key_off_.size(); ++r)
-        insert_index_locked(hash_bytes(arena_.data() + key_off_[r], key_len_[r]), r);
+    HugeVector<Slot> old(cap, Slot{0, kEmpty});
+    old.swap(index_);
+    for (const Slot& s : old)
+        if (s.row != kEmpty) insert_index_locked(s.hash, s.row);
 }
 
 void ResidentGroup::compact_arena_locked() {
     std::vector<char> fresh;
     fresh.reserve(arena_.size() - arena_garbage_);
-    for (size_t r = 0; r < key_off_.size(); ++r) {
-        const uint64_t off = fresh.size();
-        fresh.insert(fresh.end(), arena_.begin() + key_off_[r], arena_.begin() + key_off_[r] + key_len_[r]);
-        key_off_[r] = off;
+    for (uint32_t r = 0; r < rows_.n_rows(); ++r) {
+        if (rows_.tag(r) <= kInlineKey) continue;
+        const std::string_view k = key_of(r);
+        key_off_[r] = fresh.size();
+        fresh.insert(fresh.end(), k.begin(), k.end());
     }
     arena_.swap(fresh);
     arena_garbage_ = 0;
@@ -100,9 +160,10 @@ void ResidentGroup::upsert(const std::vector<std::string_view>& keys, const Grou
             throw std::invalid_argument("upsert: row " + std::to_string(i) +
                                         " is not a valid v1 row of this group's schema (status " +
                                         std::to_string(batch.status(i)) + "); nothing was applied");
-        if (keys[i].empty() || keys[i].size() > 0xFFFFFFFFu)
-            throw std::invalid_argument("upsert: key " + std::to_string(i) +
-                                        " is empty; build keys with encode_key(tenant, entity_type, id)");
+        if (keys[i].empty() || keys[i].size() > kMaxKey)
+            throw std::invalid_argument("upsert: key " + std::to_string(i) + " has " +
+                                        std::to_string(keys[i].size()) +
+                                        " bytes; keys need 1..65535 bytes, build them with encode_key");
         hashes[i] = hash_bytes(keys[i].data(), keys[i].size());
     }
     std::unique_lock<std::shared_mutex> lock(mu_);
@@ -119,11 +180,9 @@ void ResidentGroup::upsert(const std::vector<std::string_view>& keys, const Grou
         rows_.resize(r + 1);
         rows_.copy_row(r, batch, i);
         reserve_with_slack(key_off_, r + 1);
-        reserve_with_slack(key_len_, r + 1);
-        reserve_with_slack(arena_, arena_.size() + keys[i].size());
-        key_off_.push_back(arena_.size());
-        key_len_.push_back(static_cast<uint32_t>(keys[i].size()));
-        arena_.insert(arena_.end(), keys[i].begin(), keys[i].end());
+        key_off_.push_back(0);
+        set_key(r, keys[i]);
+        key_bytes_ += keys[i].size();
         insert_index_locked(hashes[i], r);
     }
 }
@@ -138,20 +197,19 @@ size_t ResidentGroup::remove(const std::vector<std::string_view>& keys) {
         if (pos == index_.size()) continue;
         const uint32_t r = index_[pos].row;
         erase_slot_locked(pos);
-        arena_garbage_ += key_len_[r];
+        key_bytes_ -= keys[i].size();
+        if (keys[i].size() > kInlineKey) arena_garbage_ += keys[i].size();
         const uint32_t last = static_cast<uint32_t>(rows_.n_rows() - 1);
         if (r != last) {
-            // Point the last row's index slot at r, then move its data there.
-            const char* lk = arena_.data() + key_off_[last];
-            const size_t lpos = find_slot_locked(lk, key_len_[last], hash_bytes(lk, key_len_[last]));
+            // Point the last row's index slot at r, then move its record there.
+            const std::string_view lk = key_of(last);
+            const size_t lpos = find_slot_locked(lk.data(), lk.size(), hash_bytes(lk.data(), lk.size()));
             index_[lpos].row = r;
             rows_.copy_row(r, rows_, last);
             key_off_[r] = key_off_[last];
-            key_len_[r] = key_len_[last];
         }
         rows_.resize(last);
         key_off_.pop_back();
-        key_len_.pop_back();
         ++removed;
     }
     if (arena_garbage_ > 4096 && arena_garbage_ * 2 > arena_.size()) compact_arena_locked();
@@ -176,11 +234,10 @@ GroupTable ResidentGroup::get(const std::vector<std::string_view>& keys) const {
 
 void ResidentGroup::clear() {
     std::unique_lock<std::shared_mutex> lock(mu_);
-    rows_ = GroupTable(schema_);
+    rows_ = GroupTable(schema_, 0, kInlineKey);
     std::vector<char>().swap(arena_);
     std::vector<uint64_t>().swap(key_off_);
-    std::vector<uint32_t>().swap(key_len_);
-    arena_garbage_ = 0;
+    arena_garbage_ = key_bytes_ = 0;
     index_.assign(16, Slot{0, kEmpty});
     index_.shrink_to_fit();
 }
@@ -193,12 +250,12 @@ size_t ResidentGroup::size() const {
 size_t ResidentGroup::nbytes() const {
     std::shared_lock<std::shared_mutex> lock(mu_);
     return rows_.nbytes() + arena_.capacity() + key_off_.capacity() * sizeof(uint64_t) +
-           key_len_.capacity() * sizeof(uint32_t) + index_.capacity() * sizeof(Slot);
+           index_.capacity() * sizeof(Slot);
 }
 
 size_t ResidentGroup::payload_bytes() const {
     std::shared_lock<std::shared_mutex> lock(mu_);
-    return rows_.n_rows() * schema_->row_bytes() + (arena_.size() - arena_garbage_);
+    return rows_.n_rows() * schema_->row_bytes() + key_bytes_;
 }
 
 }  // namespace fc

@@ -1,7 +1,9 @@
 // ResidentGroup: one feature group held in memory for serving.
 //
 // Rows live in a GroupTable; an open-addressing (linear probing) hash index
-// maps key bytes, kept in an arena, to row numbers. Thread safety: a
+// maps key bytes to row numbers. Keys of up to kInlineKey bytes are stored in
+// their row's record (so a lookup touches the index slot and the row it then
+// gathers anyway); longer keys live in an arena. Thread safety: a
 // std::shared_mutex guards everything. Readers (lookup, get, and the serving
 // path, which holds mutex() shared from key lookup until the gather ends)
 // share it; upsert/remove/clear take it exclusively. An upsert batch is
@@ -25,6 +27,9 @@ namespace fc {
 
 class ResidentGroup {
   public:
+    static constexpr size_t kInlineKey = 24;
+    static constexpr size_t kMaxKey = 0xFFFF;
+
     explicit ResidentGroup(std::shared_ptr<const Schema> schema);
     ResidentGroup(const ResidentGroup&) = delete;
     ResidentGroup& operator=(const ResidentGroup&) = delete;
@@ -33,8 +38,8 @@ class ResidentGroup {
     const std::shared_ptr<const Schema>& schema_ptr() const { return schema_; }
 
     // keys[i] -> row i of batch (same schema). Throws std::invalid_argument and
-    // applies nothing if a row is not kPresent or a key is empty. Later
-    // duplicates of a key win.
+    // applies nothing if a row is not kPresent or a key is empty or longer than
+    // kMaxKey bytes. Later duplicates of a key win.
     void upsert(const std::vector<std::string_view>& keys, const GroupTable& batch);
     // Removes the keys that exist; returns how many were removed.
     size_t remove(const std::vector<std::string_view>& keys);
@@ -53,6 +58,11 @@ class ResidentGroup {
     // Serving path, with mutex() held shared by the caller.
     std::shared_mutex& mutex() const { return mu_; }
     int64_t find_locked(const char* key, size_t len, uint64_t hash) const;
+    // out[i] = row of key i = keys[offs[i], offs[i+1]) with hash hashes[i], or -1
+    // (also when skip[i] != 0). Software-pipelined: the index slots and rows of
+    // later keys are prefetched while earlier ones are compared.
+    void find_many_locked(const char* keys, const uint64_t* offs, const uint64_t* hashes, const uint8_t* skip,
+                          size_t n, int64_t* out) const;
     TableView view_locked() const { return rows_.view(); }
 
   private:
@@ -63,7 +73,8 @@ class ResidentGroup {
     };
 
     size_t find_slot_locked(const char* key, size_t len, uint64_t hash) const;  // index_.size() if absent
-    bool key_equals(uint32_t row, const char* key, size_t len) const;
+    std::string_view key_of(uint32_t row) const;
+    void set_key(uint32_t row, std::string_view key);
     void insert_index_locked(uint64_t hash, uint32_t row);
     void erase_slot_locked(size_t pos);
     void reserve_index_locked(size_t n_keys);
@@ -71,12 +82,12 @@ class ResidentGroup {
 
     std::shared_ptr<const Schema> schema_;
     mutable std::shared_mutex mu_;
-    GroupTable rows_;
-    std::vector<char> arena_;
+    GroupTable rows_;  // tag = key length, extra = the key when it fits
+    std::vector<char> arena_;  // keys longer than kInlineKey
     size_t arena_garbage_ = 0;
-    std::vector<uint64_t> key_off_;
-    std::vector<uint32_t> key_len_;
-    std::vector<Slot> index_;
+    size_t key_bytes_ = 0;
+    std::vector<uint64_t> key_off_;  // arena offset of a long key
+    HugeVector<Slot> index_;
 };
 
 }  // namespace fc

@@ -8,7 +8,8 @@ float32 matrix in input order; each result is checked against featurecore's.
 
     python -m pytest benchmarks/bench_pit.py --benchmark-only
 
-Peak memory per engine is measured in a fresh subprocess (``/proc/self/status``
+A summary table (p50, p99, ratio to featurecore, peak memory) prints at the end
+(pass ``-s`` to see it). Peak memory per engine is measured in a fresh subprocess (``/proc/self/status``
 VmHWM after the join minus VmRSS before it, with the high-water mark reset via
 ``/proc/self/clear_refs``), since tracemalloc cannot see native allocations.
 """
@@ -177,9 +178,21 @@ ENGINES = {
 # -- benchmarks -------------------------------------------------------------------------
 
 
+RESULTS: dict[str, dict] = {}
+
+
 @pytest.fixture(scope="module")
 def data():
-    return make_data()
+    yield make_data()
+    if RESULTS:  # the summary table (visible with -s)
+        fastest_baseline = min(r["p50"] for e, r in RESULTS.items() if e != "featurecore")
+        print("\nW2 summary (seconds; ratio = engine p50 / featurecore p50)")
+        print(f"  {'engine':12s} {'p50':>7s} {'p99':>7s} {'ratio':>6s} {'peak MB':>8s}")
+        for engine, r in RESULTS.items():
+            ratio = r["p50"] / RESULTS["featurecore"]["p50"] if "featurecore" in RESULTS else float("nan")
+            print(f"  {engine:12s} {r['p50']:7.3f} {r['p99']:7.3f} {ratio:6.2f} {r['peak_mb']:8.0f}")
+        if "featurecore" in RESULTS:
+            print(f"  featurecore speedup over the fastest baseline: {fastest_baseline / RESULTS['featurecore']['p50']:.2f}x")
 
 
 @pytest.fixture(scope="module")
@@ -196,6 +209,10 @@ def test_w2_pit_join(benchmark, data, expected, engine):
     benchmark.extra_info["engine"] = engine
     got = benchmark.pedantic(run, args=(inputs,), rounds=ROUNDS, iterations=1, warmup_rounds=0)
     np.testing.assert_array_equal(got, expected)
+    times = np.array(benchmark.stats.stats.data)
+    peak = _peak_memory_mb(engine)
+    benchmark.extra_info["peak_mb"] = peak
+    RESULTS[engine] = {"p50": float(np.median(times)), "p99": float(np.quantile(times, 0.99)), "peak_mb": peak}
 
 
 def _peak_memory_mb(engine: str) -> float:
@@ -204,14 +221,6 @@ def _peak_memory_mb(engine: str) -> float:
         [sys.executable, __file__, "--memory", engine], capture_output=True, text=True, check=True, env=env
     )
     return float(out.stdout.strip().splitlines()[-1])
-
-
-def test_w2_peak_memory():
-    """Peak extra resident memory of one join per engine (fresh subprocess each)."""
-    rows = [(engine, _peak_memory_mb(engine)) for engine in ENGINES]
-    print("\nW2 peak memory above the inputs (MB):")
-    for engine, mb in rows:
-        print(f"  {engine:12s} {mb:8.0f}")
 
 
 def _status_kb(field: str) -> int:

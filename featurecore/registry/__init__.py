@@ -21,6 +21,8 @@ from .model import (
     Prior,
     RegistryState,
     RequestFeature,
+    ServiceLevel,
+    TenantAccess,
     make_ref,
     parse_ref,
 )
@@ -49,6 +51,8 @@ __all__ = [
     "Registry",
     "RegistryState",
     "RequestFeature",
+    "ServiceLevel",
+    "TenantAccess",
     "ValidationReport",
     "describe",
     "dump_yaml",

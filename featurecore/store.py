@@ -22,6 +22,7 @@ from typing import Any
 import rocksdict
 
 from .errors import FeatureStoreError, NotFoundError, ValidationError
+from .governance.access import AccessGuard, ConsentRegistry
 from .online import changelog
 from .online.batch import GroupSchema, micros_now, validate_batch
 from .online.direct import DirectReader
@@ -92,6 +93,8 @@ class FeatureStore:
         try:
             self._cf_names = set(rocksdict.Rdict.list_cf(online_path(self.root)))
             self.registry = Registry(self._db)
+            #: Tenant access rules, the denial audit and user consent, checked per request.
+            self.access_guard = AccessGuard(ConsentRegistry(self._db))
             self._engine = ServingEngine(self)
             if mode == "primary":
                 self._writer = OnlineWriter(self._db, self.snapshots, self._lock, changelog_retention=changelog_retention)
@@ -255,9 +258,13 @@ class FeatureStore:
     def get_features(self, request: FeatureRequest) -> FeatureMatrix:
         """Serve one request: access check, privacy mode, then one native call.
 
+        Groups a user withdrew consent for (``store.access_guard.consent``) are served
+        as privacy_disabled without being read, like the privacy mode's groups.
+
         Raises:
-            AccessDeniedError: the request's purpose may not read a group's privacy
-                class (raised before anything is read).
+            AccessDeniedError: the request's purpose or tenant may not read a group's
+                privacy class, or the tenant may not be served the feature set (raised
+                before anything is read and recorded in ``store.access_guard.audit``).
             FeatureUnavailableError: a feature with a ``fail`` policy was missing.
         """
         return self._engine.get_features(request)
@@ -289,8 +296,8 @@ class FeatureStore:
         return self._refresher.refresh()
 
     def _after_catch_up(self) -> None:
-        """Follow registry changes, and reopen the secondary when the primary created
-        column families after it opened (a secondary cannot see new ones otherwise)."""
+        """Follow registry and consent changes, and reopen the secondary when the primary
+        created column families after it opened (a secondary cannot see new ones otherwise)."""
         names = set(rocksdict.Rdict.list_cf(online_path(self.root)))
         if not names <= self._cf_names:
             # The old instance is not closed: requests in flight may still read from
@@ -299,8 +306,10 @@ class FeatureStore:
             self._db = self._open_db()
             self.direct.reset()
             self.registry = Registry(self._db)
+            self.access_guard.consent = ConsentRegistry(self._db)
         else:
             self.registry.reload()
+            self.access_guard.consent.reload()
 
     # -- lifecycle --------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from featurecore import _core
 from featurecore.errors import AccessDeniedError, ValidationError
 from featurecore.reasons import Reason
-from featurecore.registry import AccessRule, FeatureSet
+from featurecore.registry import AccessRule, FeatureSet, TenantAccess
 from featurecore.serving import FeatureRequest
 from featurecore.store import FeatureStore
 from online_defs import (
@@ -289,3 +289,27 @@ def test_mismatched_candidate_counts_are_rejected(served):
     store, _ = served
     with pytest.raises(ValidationError, match=r"per-candidate entities must have one id per candidate each"):
         store.get_features(request(["i1", "i2"], creators=["c1"]))
+
+
+def test_tenant_rules_consent_and_the_denial_audit(tmp_path):
+    with FeatureStore.open(tmp_path / "store") as store:
+        store.apply([*definitions(), TenantAccess("kids", privacy_classes=("public_catalog", "business_confidential"))])
+        write_all(store, Oracle(), np.random.default_rng(11), tenant="kids")
+        write_all(store, Oracle(), np.random.default_rng(12))
+        reads = sum(store.direct.reads.values())
+        with pytest.raises(AccessDeniedError, match=r"reads privacy classes \['behavioral', 'personal_data'\], which tenant 'kids' does not allow"):
+            store.get_features(request(["i1"], tenant="kids", caller="home-feed"))
+        assert sum(store.direct.reads.values()) == reads
+        assert store.get_features(request(["i1"], tenant="kids", privacy_mode="non_personalized")).values.shape == (1, 20)
+        with pytest.raises(AccessDeniedError, match=r"purpose 'marketing' has no access rule"):
+            store.get_features(request(["i1"], purpose="marketing"))
+        audit = store.access_guard.audit.summary()
+        assert audit["total"] == 2 and audit["by_caller"]["home-feed"] == 1
+        # A user who withdrew consent for behavioral data: the user group is not read.
+        store.access_guard.consent.revoke_consent("default", "u1", ["behavioral"])
+        matrix = store.get_features(request(["i1", "i2"], user="u1"))
+        assert sum(store.direct.reads.values()) == reads
+        assert set(reasons_of(matrix, "user_emb:v1[0]")) == {Reason.privacy_disabled}
+        assert set(reasons_of(matrix, "ctr:v1")) <= {Reason.present, Reason.stale, Reason.no_history}
+        other = store.get_features(request(["i1"], user="u2"))
+        assert reasons_of(other, "user_emb:v1[0]") == [Reason.present]

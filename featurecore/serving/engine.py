@@ -117,20 +117,27 @@ class ServingEngine:
     def get_features(self, request: FeatureRequest) -> FeatureMatrix:
         """Serve ``request``; see ``FeatureStore.get_features``."""
         store = self._store
-        route = self.route(store.state, request)
+        state = store.state
+        guard = store.access_guard
+        try:
+            route = self.route(state, request)
+            consent_off = guard.check(state, request, route.compiled)  # tenant rules, user consent
+        except AccessDeniedError as error:
+            guard.denied(request, error)
+            raise
         row_entity, n = _candidates(route, request)
         deadline = None if request.deadline_ms is None else time.monotonic() + request.deadline_ms / 1000.0
         sources: list[Any] = []
         keys: dict[str, list[bytes]] = {}  # per entity: groups of one entity share keys
         for kind, schema, binding in route.sources:
-            if kind == "resident":
+            if kind == "skip" or binding.ref in consent_off:
+                sources.append(None)
+            elif kind == "resident":
                 sources.append(store.snapshots.resident(schema))
-            elif kind == "direct":
+            else:
                 if binding.entity not in keys:
                     keys[binding.entity] = self._keys(route.compiled, binding, request, n)
                 sources.append(self._direct(schema, binding, keys[binding.entity], deadline))
-            else:
-                sources.append(None)
         return route.compiled.serve(
             sources,
             request.entities,

@@ -385,33 +385,6 @@ void write_plain_keys(const std::string& prefix, const IdColumn& ids, size_t n_r
     keys.resize(pos);
 }
 
-// Keys of a pair role: pair_id of the component ids, built per row.
-void write_pair_keys(const Plan& plan, const RoleSpec& spec, const std::string& prefix,
-                     const std::vector<IdColumn>& role_ids, size_t n_rows, std::string& tmp, std::string& keys,
-                     uint64_t* offs, uint8_t* miss) {
-    keys.clear();
-    for (size_t i = 0; i < n_rows; ++i) {
-        const size_t start = keys.size();
-        keys.append(prefix);
-        bool ok = true;
-        for (size_t c = 0; c < spec.components.size() && ok; ++c) {
-            const IdColumn& ids = role_ids[spec.components[c]];
-            const size_t row = plan.roles()[spec.components[c]].per_request ? 0 : i;
-            if (c + 1 == spec.components.size()) {
-                ok = append_id(ids, row, keys);
-            } else {
-                tmp.clear();
-                ok = append_id(ids, row, tmp);
-                append_pair_component(keys, tmp);
-            }
-        }
-        if (!ok) keys.resize(start);
-        miss[i] = ok ? kPresent : kNotApplicable;
-        offs[i] = start;
-        offs[i + 1] = keys.size();
-    }
-}
-
 // Builds and hashes the keys of every row of one role.
 void build_role_keys(const Plan& plan, size_t role, std::string_view tenant, const std::vector<IdColumn>& role_ids,
                      size_t n_rows, ServeScratch& sc) {
@@ -430,7 +403,9 @@ void build_role_keys(const Plan& plan, size_t role, std::string_view tenant, con
     if (spec.components.empty()) {
         write_plain_keys(prefix, role_ids[role], n_rows, keys, offs.data(), miss.data());
     } else {
-        write_pair_keys(plan, spec, prefix, role_ids, n_rows, sc.tmp, keys, offs.data(), miss.data());
+        std::vector<IdColumn> parts;
+        for (uint32_t c : spec.components) parts.push_back(role_ids[c]);
+        write_pair_keys(prefix, parts, n_rows, keys, offs.data(), miss.data());
     }
     for (size_t i = 0; i < n_rows; ++i) hashes[i] = hash_bytes(keys.data() + offs[i], offs[i + 1] - offs[i]);
 }
@@ -445,6 +420,32 @@ size_t role_rows(const Plan& plan, size_t role, size_t n) {
 }
 
 }  // namespace
+
+void write_pair_keys(std::string_view prefix, const std::vector<IdColumn>& components, size_t n_rows,
+                     std::string& keys, uint64_t* offs, uint8_t* miss) {
+    std::string part;
+    keys.clear();
+    for (size_t i = 0; i < n_rows; ++i) {
+        const size_t start = keys.size();
+        keys.append(prefix);
+        bool ok = true;
+        for (size_t c = 0; c < components.size() && ok; ++c) {
+            const IdColumn& ids = components[c];
+            const size_t row = ids.n == 1 ? 0 : i;
+            if (c + 1 == components.size()) {
+                ok = append_id(ids, row, keys);
+            } else {
+                part.clear();
+                ok = append_id(ids, row, part);
+                append_pair_component(keys, part);
+            }
+        }
+        if (!ok) keys.resize(start);
+        miss[i] = ok ? kPresent : kNotApplicable;
+        offs[i] = start;
+        offs[i + 1] = keys.size();
+    }
+}
 
 AssembleStats serve(const Plan& plan, std::string_view tenant, const std::vector<IdColumn>& role_ids,
                     const std::vector<GroupSource>& sources, const RequestCols& req, const Outputs& out,

@@ -183,8 +183,14 @@ struct ServeScratch {
     std::vector<std::vector<uint64_t>> role_offs, role_hashes;
     std::vector<std::vector<uint8_t>> role_miss;
     std::vector<int64_t> iota;
-    std::string tmp;
 };
+
+// Keys of a pair entity, prefix + pair_id(component ids of row i) for each
+// row, into keys[offs[i], offs[i+1]); a component with one id is broadcast.
+// A row with an absent component id (empty / negative) gets an empty key and
+// miss[i] = kNotApplicable, otherwise kPresent.
+void write_pair_keys(std::string_view prefix, const std::vector<IdColumn>& components, size_t n_rows,
+                     std::string& keys, uint64_t* offs, uint8_t* miss);
 
 // One request: resolves every group's rows (shared locks on resident groups
 // held until assembly ends), then assembles. role_ids has one entry per plan

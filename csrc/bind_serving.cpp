@@ -133,39 +133,52 @@ ColumnsArg columns_arg(const Schema& s, const py::sequence& columns, py::handle 
 }
 
 // Byte strings of a list, kept alive by `keep` while the GIL is released.
+// With allow_absent, None (kEntityNotFound) or a reason code stands for a row
+// without bytes; absent[i] holds its reason.
 struct BytesList {
     std::vector<std::string_view> views;
+    std::vector<uint8_t> absent;
     std::vector<py::object> keep;
 };
 
-BytesList bytes_list(const py::sequence& seq, const char* name, bool allow_none) {
+BytesList bytes_list(const py::sequence& seq, const char* name, bool allow_absent) {
     BytesList out;
     const size_t n = py::len(seq);
     out.views.reserve(n);
+    out.absent.assign(n, fc::kPresent);
     out.keep.reserve(n);
     for (size_t i = 0; i < n; ++i) {
         py::object item = seq[i];
-        if (allow_none && item.is_none()) {
-            out.views.emplace_back();
-        } else if (PyBytes_Check(item.ptr())) {
+        if (PyBytes_Check(item.ptr())) {
             out.views.emplace_back(PyBytes_AS_STRING(item.ptr()), static_cast<size_t>(PyBytes_GET_SIZE(item.ptr())));
+        } else if (allow_absent && item.is_none()) {
+            out.views.emplace_back();
+            out.absent[i] = fc::kEntityNotFound;
+        } else if (allow_absent && py::isinstance<py::int_>(item) && item.cast<long>() > fc::kPresent &&
+                   item.cast<long>() < fc::kNumReasons) {
+            out.views.emplace_back();
+            out.absent[i] = static_cast<uint8_t>(item.cast<long>());
         } else {
             throw std::invalid_argument(std::string(name) + "[" + std::to_string(i) + "] must be bytes" +
-                                        (allow_none ? " or None" : "") + ", got " +
-                                        std::string(py::str(py::type::of(item).attr("__name__"))));
+                                        (allow_absent ? ", None or a missing-reason code 1..7" : "") + ", got " +
+                                        std::string(py::str(py::type::of(item).attr("__name__"))) + " " +
+                                        std::string(py::repr(item)).substr(0, 40));
         }
         out.keep.push_back(std::move(item));
     }
     return out;
 }
 
-// Decodes rows (None -> kEntityNotFound) with the GIL released.
+// Decodes rows (absent rows get their reason) with the GIL released.
 TablePtr decode_table(const SchemaPtr& schema, const BytesList& rows) {
     auto t = std::make_shared<GroupTable>(schema, rows.views.size());
     py::gil_scoped_release release;
     for (size_t i = 0; i < rows.views.size(); ++i) {
         const auto& v = rows.views[i];
-        if (v.data() != nullptr) t->decode_into(i, reinterpret_cast<const uint8_t*>(v.data()), v.size());
+        if (v.data() != nullptr)
+            t->decode_into(i, reinterpret_cast<const uint8_t*>(v.data()), v.size());
+        else if (rows.absent[i] != fc::kEntityNotFound)
+            t->set_missing(i, rows.absent[i]);
     }
     return t;
 }
@@ -459,6 +472,38 @@ void bind_serving(py::module_& m) {
         },
         py::arg("tenant"), py::arg("entity_type"), py::arg("ids"),
         "encode_key for a list of str ids or an int64 numpy array of ids.");
+    m.def(
+        "encode_pair_keys",
+        [](const std::string& tenant, const std::string& entity_type, const py::sequence& components) {
+            const size_t k = py::len(components);
+            if (k < 2)
+                throw std::invalid_argument("encode_pair_keys needs ids of at least 2 components, got " +
+                                            std::to_string(k));
+            std::vector<IdsArg> args(k);
+            std::vector<fc::IdColumn> cols;
+            size_t n = 1;
+            for (size_t c = 0; c < k; ++c) {
+                ids_arg(components[c], "components[" + std::to_string(c) + "]", args[c]);
+                cols.push_back(args[c].col);
+                if (args[c].col.n != 1) {
+                    if (n != 1 && n != args[c].col.n)
+                        throw std::invalid_argument("components[" + std::to_string(c) + "] has " +
+                                                    std::to_string(args[c].col.n) + " ids but another has " +
+                                                    std::to_string(n) + "; pass n ids or 1 (broadcast) each");
+                    n = args[c].col.n;
+                }
+            }
+            std::string prefix, keys;
+            fc::append_key_prefix(prefix, tenant, entity_type);
+            std::vector<uint64_t> offs(n + 1);
+            std::vector<uint8_t> miss(n);
+            fc::write_pair_keys(prefix, cols, n, keys, offs.data(), miss.data());
+            py::list out(n);
+            for (size_t i = 0; i < n; ++i) out[i] = py::bytes(keys.data() + offs[i], offs[i + 1] - offs[i]);
+            return out;
+        },
+        py::arg("tenant"), py::arg("entity_type"), py::arg("components"),
+        "Keys of a pair entity from its components' ids (one id broadcasts); b'' where a component id is absent.");
     m.def(
         "pair_id",
         [](py::args ids) {

@@ -16,6 +16,14 @@ def encode_key(tenant: str, entity_type: str, entity_id: str | int) -> bytes:
     """b"\\x01" + u8 len + tenant + u8 len + entity_type + id UTF-8 (ints as decimal)."""
 
 def encode_keys(tenant: str, entity_type: str, ids: Ids) -> list[bytes]: ...
+def encode_pair_keys(tenant: str, entity_type: str, components: Sequence[Ids]) -> list[bytes]:
+    """Keys of a pair entity: encode_key(tenant, entity_type, pair_id(ids of row i)).
+
+    Each component gives n ids or 1 (broadcast). A row whose component id is absent
+    (empty str or negative int) gets b"": read nothing for it and mark it
+    Reason.not_applicable (GroupTable.decode accepts the code in its place).
+    """
+
 def pair_id(*component_ids: str | int) -> str:
     """Injective pair id: "<utf8 len>:<id>" for every component but the last, then the last.
 
@@ -83,8 +91,10 @@ class GroupTable:
         published_at: NDArray[np.int64],
     ) -> GroupTable: ...
     @staticmethod
-    def decode(schema: Schema, rows: Sequence[bytes | None]) -> GroupTable:
-        """None -> entity_not_found; bytes that are not a valid v1 row -> not_computed."""
+    def decode(schema: Schema, rows: Sequence[bytes | None | int]) -> GroupTable:
+        """Decode rows; None -> entity_not_found, an int -> that reason code (e.g. a
+        timeout for a row not read before the deadline), bytes that are not a valid v1
+        row -> not_computed."""
     @staticmethod
     def missing(schema: Schema, n_rows: int, reason: int) -> GroupTable:
         """n_rows rows without values, all with status ``reason`` (e.g. Reason.timeout)."""
@@ -232,3 +242,34 @@ def serve(
     array; None for pair roles (built from their components). An empty str id or
     a negative int id means not_applicable.
     """
+
+class AsofJoin:
+    """Point-in-time search of events against one group's history (csrc/asof_join.h).
+
+    Feed the history with add() in write order (a larger ref is a later write), then
+    finish() -> (row_refs, miss_reason, winners).
+    """
+
+    def __init__(
+        self,
+        event_keys: NDArray[np.int64],
+        event_ts: NDArray[np.int64],
+        event_valid: NDArray[np.uint8] | None = None,
+        *,
+        strict: bool = False,
+        threads: int = 1,
+    ) -> None: ...
+    def add(
+        self,
+        keys: NDArray[np.int64],
+        feature_ts: NDArray[np.int64],
+        generated_at: NDArray[np.int64],
+        ref_offset: int = 0,
+    ) -> int:
+        """Merge one history chunk (rows get refs ref_offset + i); returns rows whose key occurs."""
+    def finish(self) -> tuple[NDArray[np.int64], NDArray[np.uint8], NDArray[np.int64]]:
+        """(row_refs int64 (n,) into the sorted distinct winners, miss_reason uint8 (n,), winners int64 (w,))."""
+    @property
+    def n_events(self) -> int: ...
+    @property
+    def n_entities(self) -> int: ...

@@ -182,6 +182,14 @@ def test_missing_tables_carry_the_given_reason():
         _core.GroupTable.missing(_core.Schema([0], [1]), 3, 0)
 
 
+def test_decode_takes_reason_codes_for_rows_without_bytes():
+    schema = _core.Schema([0], [1])
+    table = _core.GroupTable.decode(schema, [None, int(Reason.timeout), Reason.not_applicable])
+    assert table.status().tolist() == [Reason.entity_not_found, Reason.timeout, Reason.not_applicable]
+    with pytest.raises(ValueError, match=r"rows\[0\] must be bytes, None or a missing-reason code 1..7, got int 0"):
+        _core.GroupTable.decode(schema, [0])
+
+
 def test_table_views_are_read_only():
     table = _core.GroupTable.decode(_core.Schema([0], [1]), [None])
     with pytest.raises(ValueError, match="read-only"):
@@ -218,6 +226,14 @@ def test_keys_are_injective_across_tenants_and_entities(a, b):
 @given(a=st.lists(labels, min_size=2, max_size=3), b=st.lists(labels, min_size=2, max_size=3))
 def test_pair_id_is_injective(a, b):
     assert (_core.pair_id(*a) == _core.pair_id(*b)) == (a == b)
+
+
+@settings(max_examples=50, deadline=None)
+@given(users=st.lists(labels, min_size=1, max_size=1), items=st.lists(labels, min_size=1, max_size=4))
+def test_encode_pair_keys_equals_keys_of_pair_ids(users, items):
+    got = _core.encode_pair_keys("t", "user_item", [users, items])
+    want = [_core.encode_key("t", "user_item", _core.pair_id(users[0], i)) if users[0] and i else b"" for i in items]
+    assert got == want
 
 
 def test_pair_id_is_readable():

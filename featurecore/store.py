@@ -23,6 +23,7 @@ import rocksdict
 
 from .errors import FeatureStoreError, NotFoundError, ValidationError
 from .governance.access import AccessGuard, ConsentRegistry
+from .governance.deletion import Tombstones
 from .online import changelog
 from .online.batch import GroupSchema, micros_now, validate_batch
 from .online.direct import DirectReader
@@ -47,6 +48,8 @@ class WriteReceipt:
     Attributes:
         group: the group ref.
         rows: rows written (or deleted).
+        deleted_skipped: rows not written because their entity was deleted
+            (governance tombstone).
         sequence: the changelog sequence of the change; secondaries that applied it
             serve it.
         published_at_us: the publication time recorded in the rows.
@@ -56,6 +59,7 @@ class WriteReceipt:
     rows: int
     sequence: int
     published_at_us: int
+    deleted_skipped: int = 0
 
 
 class FeatureStore:
@@ -87,6 +91,7 @@ class FeatureStore:
         self._writer: OnlineWriter | None = None
         self._refresher: Refresher | None = None
         self._schemas: dict[tuple[int, str], GroupSchema] = {}
+        self._tombstone_cache: "tuple[int, Tombstones] | None" = None
         self._db = self._open_db()
         self.snapshots = Snapshots(lambda: self._db, self._lock, create_cfs=mode == "primary")
         self.direct = DirectReader(lambda: self._db)
@@ -231,8 +236,19 @@ class FeatureStore:
         batch = validate_batch(
             schema, data, entity_ids=entity_ids, feature_timestamp=feature_timestamp, generated_at=generated_at, published_at=published
         )
-        sequence = writer.write(schema, batch, tenant)
-        return WriteReceipt(schema.ref, len(batch), sequence, int(batch.published_at[0]) if len(batch) else micros_now())
+        keep = self._tombstones().keep_mask(self.state, schema.ref, tenant, batch.ids)
+        if not keep.all():
+            batch = batch.take(keep)
+        sequence = writer.write(schema, batch, tenant) if len(batch) else writer.sequence
+        return WriteReceipt(schema.ref, len(batch), sequence, int(batch.published_at[0]) if len(batch) else micros_now(), int((~keep).sum()))
+
+    def _tombstones(self) -> Tombstones:
+        """Deleted entities, reloaded after every delete commit (tombstones are written
+        before their deletes are committed)."""
+        deletes = self._require_primary("write online rows").deletes
+        if self._tombstone_cache is None or self._tombstone_cache[0] != deletes:
+            self._tombstone_cache = (deletes, Tombstones.load(self._db))
+        return self._tombstone_cache[1]
 
     def delete_online(self, group_ref: str, entity_ids: Any, *, tenant: str = "default") -> WriteReceipt:
         """Delete the rows of ``entity_ids`` of ``tenant`` from one group (through the

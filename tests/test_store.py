@@ -192,3 +192,16 @@ def test_concurrent_readers_never_see_torn_rows_or_half_batches(tmp_path, item_m
             thread.join(timeout=20)
         assert problems == []
         assert len(versions) > 3  # the readers really overlapped the writer
+
+
+def test_writes_skip_entities_deleted_by_governance(store):
+    from featurecore.governance import delete_entity
+
+    store.write_online("item_stats:v1", item_frame(ITEMS[:3], np.random.default_rng(6)), entity_ids=ITEMS[:3], feature_timestamp=T0)
+    delete_entity(store, "item", "i1", tenant="default")
+    receipt = store.write_online("item_stats:v1", item_frame(ITEMS[:3], np.random.default_rng(7)), entity_ids=ITEMS[:3], feature_timestamp=T0)
+    assert (receipt.rows, receipt.deleted_skipped) == (2, 1)
+    matrix = store.get_features(item_request(ITEMS[:3]))
+    assert matrix.reasons[:, matrix.columns.index("ctr:v1")].tolist() == [Reason.present, Reason.entity_not_found, Reason.present]
+    other_tenant = store.write_online("item_stats:v1", item_frame(["i1"], np.random.default_rng(8)), entity_ids=["i1"], feature_timestamp=T0, tenant="b")
+    assert (other_tenant.rows, other_tenant.deleted_skipped) == (1, 0)

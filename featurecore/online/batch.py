@@ -87,16 +87,26 @@ class Batch:
     def __len__(self) -> int:
         return len(self.feature_ts)
 
+    def take(self, keep: np.ndarray) -> "Batch":
+        """The rows where bool ``keep`` (n,) is True."""
+        rows = np.flatnonzero(keep)
+        ids = self.ids[rows] if isinstance(self.ids, np.ndarray) else [self.ids[i] for i in rows]
+        return Batch(
+            ids,
+            [np.ascontiguousarray(c[rows]) for c in self.columns],
+            np.ascontiguousarray(self.nulls[rows]),
+            self.feature_ts[rows],
+            self.generated_at[rows],
+            self.published_at[rows],
+        )
+
 
 def _is_null(value: Any) -> bool:
     if value is None:
         return True
     if isinstance(value, (float, np.floating)):
         return math.isnan(value)
-    try:  # pandas.NA / NaT without importing pandas here
-        return type(value).__name__ in ("NAType", "NaTType")
-    except Exception:  # pragma: no cover - defensive
-        return False
+    return type(value).__name__ in ("NAType", "NaTType")  # pandas.NA / NaT without importing pandas
 
 
 def _to_array(values: Any) -> np.ndarray:

@@ -79,6 +79,8 @@ class OnlineWriter:
         # rocksdict, far more than the write itself.
         self._handles: dict[str, rocksdict.ColumnFamily] = {}
         self.sequence = changelog.last_sequence(column_family(db, CHANGELOG_CF))
+        #: Delete changes committed so far (the store reloads tombstones when it moves).
+        self.deletes = 0
 
     def encode(self, schema: GroupSchema, batch: Batch, tenant: str) -> Change:
         """Encode a validated batch into keys and v1 rows (native), rejecting duplicate ids."""
@@ -103,10 +105,6 @@ class OnlineWriter:
     def write(self, schema: GroupSchema, batch: Batch, tenant: str) -> int:
         """Encode and commit ``batch`` for ``tenant``; return the changelog sequence."""
         return self.commit([self.encode(schema, batch, tenant)], int(batch.published_at[0]) if len(batch) else micros_now())
-
-    def delete(self, schema: GroupSchema, ids: object, tenant: str) -> int:
-        """Delete the rows of entities ``ids`` from one group; return the sequence."""
-        return self.commit([self.delete_change(schema, ids, tenant)])
 
     @staticmethod
     def delete_change(schema: GroupSchema, ids: object, tenant: str) -> Change:
@@ -153,6 +151,7 @@ class OnlineWriter:
             if changes:
                 self._db.write(wb)
             self.sequence = sequence
+            self.deletes += sum(1 for c in changes if c.keys is not None and c.rows is None)
             for change in changes:
                 self._snapshots.apply(change.group_cf, change.keys, change.rows)
         return sequence

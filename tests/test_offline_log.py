@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from test_offline_helpers import DAY_US, HOUR_US, T0_US, make_state
 
@@ -121,3 +122,32 @@ def test_new_version_never_touches_the_old_history(tmp_path):
     assert {f.path for f in v1.files()} == before
     assert v2.directory.endswith(os.path.join("item_stats", "v2"))
     assert v2.read(["ctr"]).column("ctr").to_pylist() == [0.5]
+
+
+def test_rewrite_drops_rows_in_place_and_keeps_write_order(log):
+    log.append(item_batch(log, [1, 2], [T0_US, T0_US]))
+    log.append(item_batch(log, [2], [T0_US + DAY_US]))
+    log.append(item_batch(log, [3, 2], [T0_US, T0_US]))
+    old = [f.path for f in log.files()]
+    removed = log.rewrite(lambda t: t.filter(pc.not_equal(t.column("entity_id"), 2)))
+    assert removed == 3
+    assert log.read(["entity_id"]).column("entity_id").to_pylist() == [1, 3]
+    files = log.files()
+    assert len(files) == 2 and files[0].path != old[0] and files[1].path != old[2]
+    assert log.vacuum() == []  # the replaced files are gone
+    assert log.rewrite(lambda t: t) == 0 and log.files() == files
+
+
+def test_rewrite_failure_leaves_the_log_as_it_was(log):
+    log.append(item_batch(log, [1, 2], [T0_US, T0_US]))
+    log.append(item_batch(log, [3], [T0_US]))
+    files = log.files()
+
+    def keep(table):
+        if 3 in table.column("entity_id").to_pylist():
+            raise RuntimeError("policy service down")
+        return table.slice(1)
+
+    with pytest.raises(RuntimeError, match="policy service down"):
+        log.rewrite(keep)
+    assert log.files() == files and log.vacuum() == []

@@ -32,7 +32,7 @@ import os
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -225,20 +225,60 @@ class OfflineLog:
                 os.replace(tmp, os.path.join(self.directory, entry.path))
             for directory in {os.path.dirname(os.path.join(self.directory, e.path)) for _, e in staged}:
                 _fsync_directory(directory)
-            body = {
-                "format": MANIFEST_FORMAT,
-                "group": self.schema.ref,
-                "id_type": id_type,
-                "fields": [list(f) for f in self.fields],
-                "files": [vars(f) for f in current.files] + [vars(e) for _, e in staged],
-            }
-            tmp = os.path.join(self.directory, f"{MANIFEST}.{uuid.uuid4().hex}.tmp")
-            with open(tmp, "w") as f:
-                json.dump(body, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, os.path.join(self.directory, MANIFEST))
-            _fsync_directory(self.directory)
+            self._swap_manifest(id_type, [*current.files, *(e for _, e in staged)])
+
+    def _swap_manifest(self, id_type: str, files: Sequence[LogFile]) -> None:
+        """Atomically replace the manifest (caller holds the lock; files are durable)."""
+        body = {
+            "format": MANIFEST_FORMAT,
+            "group": self.schema.ref,
+            "id_type": id_type,
+            "fields": [list(f) for f in self.fields],
+            "files": [vars(f) for f in files],
+        }
+        tmp = os.path.join(self.directory, f"{MANIFEST}.{uuid.uuid4().hex}.tmp")
+        with open(tmp, "w") as f:
+            json.dump(body, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, os.path.join(self.directory, MANIFEST))
+        _fsync_directory(self.directory)
+
+    def rewrite(self, keep: "Callable[[pa.Table], pa.Table]") -> int:
+        """Drop rows from the history (e.g. a deleted user's): ``keep`` gets each file's
+        rows and returns the rows to keep. Changed files are replaced by new ones in the
+        same manifest position (write order is kept) with one manifest swap, then the old
+        files are deleted. Returns the number of rows removed.
+
+        >>> log.rewrite(lambda t: t.filter(pc.field("entity_id") != "u1"))  # doctest: +SKIP
+        """
+        removed = 0
+        with self._locked():
+            current = self.manifest()
+            files, replaced, written = [], [], []
+            try:
+                for entry in current.files:
+                    table = pq.read_table(os.path.join(self.directory, entry.path))
+                    kept = keep(table)
+                    if kept.num_rows == table.num_rows:
+                        files.append(entry)
+                        continue
+                    removed += table.num_rows - kept.num_rows
+                    replaced.append(entry.path)
+                    if kept.num_rows == 0:
+                        continue
+                    new = self._write_file(kept, entry.date)
+                    written.append(os.path.join(self.directory, new.path))
+                    files.append(new)
+            except BaseException:
+                for path in written:
+                    os.remove(path)
+                raise
+            if replaced:
+                self._swap_manifest(current.id_type or "string", files)
+                for path in replaced:
+                    os.remove(os.path.join(self.directory, path))
+        return removed
 
     # -- writing ----------------------------------------------------------------------
 
@@ -299,21 +339,29 @@ class OfflineLog:
                 rows = np.flatnonzero(days == day)
                 part = table.take(pa.array(rows)) if len(rows) < len(table) else table
                 date = (dt.date(1970, 1, 1) + dt.timedelta(days=int(day))).isoformat()
-                relative = os.path.join(f"date={date}", f"part-{uuid.uuid4().hex}.parquet")
-                final = os.path.join(self.directory, relative)
-                os.makedirs(os.path.dirname(final), exist_ok=True)
-                tmp = final + ".tmp"
-                tenants = tuple(sorted(pc.unique(part.column("tenant")).to_pylist()))
-                entry = LogFile(relative, date, len(rows), int(ts[rows].min()), int(ts[rows].max()), tenants)
-                staged.append((tmp, entry))
-                with open(tmp, "wb") as f:
-                    pq.write_table(part, f, row_group_size=ROW_GROUP_ROWS)
-                    f.flush()
-                    os.fsync(f.fileno())
+                entry = self._write_file(part, date, suffix=".tmp")
+                staged.append((os.path.join(self.directory, entry.path) + ".tmp", entry))
         except BaseException:
             StagedAppend(self, id_type, staged).abort()
             raise
         return StagedAppend(self, id_type, staged)
+
+    def _write_file(self, table: pa.Table, date: str, suffix: str = "") -> LogFile:
+        """Write and fsync one file of ``date`` (its final name plus ``suffix``); the
+        returned entry names the final path."""
+        relative = os.path.join(f"date={date}", f"part-{uuid.uuid4().hex}.parquet")
+        path = os.path.join(self.directory, relative)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        ts = table.column("feature_timestamp").cast(pa.int64())
+        tenants = tuple(sorted(pc.unique(table.column("tenant")).to_pylist()))
+        entry = LogFile(relative, date, table.num_rows, pc.min(ts).as_py(), pc.max(ts).as_py(), tenants)
+        with open(path + suffix, "wb") as f:
+            pq.write_table(table, f, row_group_size=ROW_GROUP_ROWS)
+            f.flush()
+            os.fsync(f.fileno())
+        if not suffix:
+            _fsync_directory(os.path.dirname(path))
+        return entry
 
     def append(self, table: pa.Table) -> int:
         """Stage and commit ``table``; returns the rows appended."""

@@ -294,3 +294,12 @@ def test_reads_events_from_parquet(store, tmp_path):
     direct = point_in_time_join(events_frame(), state, "ranker:v1", root=root)
     np.testing.assert_array_equal(from_path.values, direct.values)
     assert from_path.to_arrow().column("label").to_pylist() == [1, 0, 1, 0, 1]
+
+
+def test_text_ids_empty_means_not_applicable_and_progress_goes_to_stderr(store, capsys):
+    root, state = store
+    events = events_frame().assign(user_id=["u1", "", "u2", None, "u1"])
+    result = point_in_time_join(events, state, "ranker:v1", root=root, progress=True)
+    age = result.columns.index("age:v1")
+    assert result.reasons[:, age].tolist() == [0, Reason.not_applicable, Reason.no_history, Reason.not_applicable, 0]
+    assert "history rows scanned" in capsys.readouterr().err

@@ -17,6 +17,8 @@ Semantics (the same rules as online serving, applied at each event's own time):
   ``no_history``; a null cell in the chosen row is ``no_history``; a null, empty or
   negative-integer entity id is ``not_applicable`` for that group (the same rule the
   online engine applies to missing ids, e.g. an item without a creator).
+* One tenant per join (``tenant=``, default ``"default"``): only that tenant's history
+  is read, as online keys are tenant-scoped.
 * Exactly one output row per input row, in input order: duplicates are kept, unknown
   and expired entities get their defaults. The input need not be sorted.
 * Event timestamps must be timezone-aware (pandas ``datetime64[ns, tz]`` or Arrow

@@ -30,6 +30,7 @@ are collected per file; semantic checks are ``validation.validate``'s job.
 from __future__ import annotations
 
 import os
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -204,8 +205,8 @@ def _fraction(value: Any, what: str) -> float:
     """``0.999`` or ``"99.9%"``."""
     if isinstance(value, str) and value.strip().endswith("%"):
         try:
-            return float(value.strip()[:-1]) / 100.0
-        except ValueError:
+            return float(Decimal(value.strip()[:-1]) / 100)  # Decimal: "99.9%" is exactly 0.999
+        except InvalidOperation:
             pass
         raise RegistryError(f"{what} must be a fraction like 0.999 or a percentage like '99.9%', got {value!r}")
     return _number(value, what)

@@ -32,6 +32,7 @@ from .online.refresh import DEFAULT_REFRESH_INTERVAL_S, Refresher
 from .online.snapshots import LoadStats, Snapshots
 from .online.writer import DEFAULT_CHANGELOG_RETENTION, OnlineWriter
 from .registry.model import RegistryState, parse_ref
+from .registry.provenance import BatchLineage, record_lineage
 from .registry.registry import DefinitionsLike, Registry
 from .registry.validation import Plan
 from .serving.engine import ServingEngine
@@ -208,6 +209,8 @@ class FeatureStore:
         generated_at: Any = None,
         tenant: str = "default",
         published_at: Any = None,
+        code_version: "str | None" = None,
+        pipeline_run_id: "str | None" = None,
     ) -> WriteReceipt:
         """Validate a batch against the group's schema and publish it atomically.
 
@@ -225,6 +228,9 @@ class FeatureStore:
                 publication time.
             tenant: the tenant whose rows these are.
             published_at: publication time (same forms); default: now.
+            code_version, pipeline_run_id: the pipeline code and run that produced the
+                batch; when given (both), a lineage record is kept in ``meta``
+                (``featurecore.registry.provenance``, shown by ``describe``).
 
         Raises:
             ValidationError: the batch does not fit the schema; nothing was written.
@@ -232,6 +238,11 @@ class FeatureStore:
         """
         writer = self._require_primary("write online rows")
         schema = self.group_schema(group_ref)
+        if (code_version is None) != (pipeline_run_id is None) or not all(isinstance(v, str) and v for v in (code_version, pipeline_run_id) if v is not None):
+            raise ValidationError(
+                f"code_version and pipeline_run_id go together as non-empty str, got {code_version!r} and {pipeline_run_id!r}; "
+                "pass both (e.g. code_version='git:3f2a9c1', pipeline_run_id='daily-2026-07-01') or neither"
+            )
         published = micros_now() if published_at is None else published_at
         batch = validate_batch(
             schema, data, entity_ids=entity_ids, feature_timestamp=feature_timestamp, generated_at=generated_at, published_at=published
@@ -240,6 +251,10 @@ class FeatureStore:
         if not keep.all():
             batch = batch.take(keep)
         sequence = writer.write(schema, batch, tenant) if len(batch) else writer.sequence
+        if code_version is not None:
+            sources = sorted({t for ref in self.state.group(schema.ref).features for t in self.state.feature(ref).source_tables})
+            lineage = BatchLineage.now(schema.ref, code_version=code_version, pipeline_run_id=pipeline_run_id, source_tables=sources, rows=len(batch))
+            record_lineage(self._db, lineage)
         return WriteReceipt(schema.ref, len(batch), sequence, int(batch.published_at[0]) if len(batch) else micros_now(), int((~keep).sum()))
 
     def _tombstones(self) -> Tombstones:

@@ -205,3 +205,14 @@ def test_writes_skip_entities_deleted_by_governance(store):
     assert matrix.reasons[:, matrix.columns.index("ctr:v1")].tolist() == [Reason.present, Reason.entity_not_found, Reason.present]
     other_tenant = store.write_online("item_stats:v1", item_frame(["i1"], np.random.default_rng(8)), entity_ids=["i1"], feature_timestamp=T0, tenant="b")
     assert (other_tenant.rows, other_tenant.deleted_skipped) == (1, 0)
+
+
+def test_writes_can_record_their_lineage(store):
+    from featurecore.registry.provenance import lineage_for
+
+    store.write_online("creator_stats:v1", {"followers": [1.0, 2.0]}, entity_ids=["a", "b"], feature_timestamp=T0, code_version="git:3f2a", pipeline_run_id="run-1")
+    (record,) = lineage_for(store, "creator_stats:v1")
+    assert (record.code_version, record.pipeline_run_id, record.rows, record.group) == ("git:3f2a", "run-1", 2, "creator_stats:v1")
+    with pytest.raises(ValidationError, match=r"code_version and pipeline_run_id go together as non-empty str, got 'git:3f2a' and None"):
+        store.write_online("creator_stats:v1", {"followers": [3.0]}, entity_ids=["c"], feature_timestamp=T0, code_version="git:3f2a")
+    assert store.sequence == 1

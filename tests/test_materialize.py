@@ -69,7 +69,7 @@ def test_bulk_materializes_the_latest_row_as_of_a_time(env):
     seen = []
     summary = materialize_bulk(db, root, state, GROUP, T0_US + DAY_US, on_ingested=seen.append)
     assert seen == [CF]
-    assert (summary.rows, summary.deleted, summary.mode) == (3, 0, "bulk")
+    assert (summary.scanned, summary.rows, summary.deleted, summary.mode) == (5, 3, 0, "bulk")
     assert summary.watermark == Watermark(3, T0_US + DAY_US) == read_watermark(db, CF)
     assert "rows/s" in str(summary)
     values, status = online_ctr(db, state, "default", [1, 2, 3, 4])
@@ -104,7 +104,7 @@ def test_incremental_writes_only_rows_past_the_watermark(env):
     append(log, [2, 3], [T0_US + 2 * HOUR_US] * 2, [2.2, 2.3])
     before = writer.sequence
     summary = materialize_incremental(db, writer, root, state, GROUP, T0_US + 3 * HOUR_US)
-    assert (summary.rows, summary.mode) == (2, "incremental")
+    assert (summary.scanned, summary.rows, summary.mode) == (2, 2, "incremental")
     assert read_watermark(db, CF) == Watermark(2, T0_US + 3 * HOUR_US)
     np.testing.assert_allclose(online_ctr(db, state, "default", [1, 2, 3])[0], np.float32([0.1, 2.2, 2.3]))
     entries = changelog.read_after(column_family(db, CHANGELOG_CF), before)

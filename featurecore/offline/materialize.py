@@ -62,7 +62,8 @@ class MaterializeSummary:
 
     group: str
     mode: str
-    rows: int  # entities written (put)
+    scanned: int  # history rows read
+    rows: int  # rows put online (one per entity)
     deleted: int
     seconds: float
     watermark: Watermark
@@ -73,8 +74,8 @@ class MaterializeSummary:
 
     def __str__(self) -> str:
         return (
-            f"materialized {self.group} ({self.mode}) as of {self.watermark.as_of_us} us: {self.rows:,} rows put, "
-            f"{self.deleted:,} deleted in {self.seconds:.2f} s ({self.rows_per_s:,.0f} rows/s)"
+            f"materialized {self.group} ({self.mode}) as of {self.watermark.as_of_us} us: read {self.scanned:,} history "
+            f"rows, put {self.rows:,} rows, deleted {self.deleted:,} in {self.seconds:.2f} s ({self.rows_per_s:,.0f} rows/s)"
         )
 
 
@@ -107,6 +108,7 @@ class LatestRows:
     tenant: str
     ids: "np.ndarray | list[str]"
     rows: pa.Table
+    scanned: int  # history rows considered
 
     def key_order(self) -> np.ndarray:
         """Row order by key bytes: within one tenant and entity type, the byte order of
@@ -132,7 +134,7 @@ def latest_rows(
     history = LogHistory(log, tenant, newer_than=newer_than, files=files)
     ids = [c.column("entity_id") for c in history.scan(["entity_id"], chunk_rows, as_of_us)]
     if not ids:
-        return LatestRows(tenant, np.zeros(0, np.int64), pa.table({}))
+        return LatestRows(tenant, np.zeros(0, np.int64), pa.table({}), 0)
     unique = pc.unique(pa.chunked_array(ids).combine_chunks())
     keys = event_keys(unique, history.id_is_int)
     event_ts = np.full(len(unique), as_of_us, np.int64)
@@ -145,7 +147,7 @@ def latest_rows(
     owner[refs[found]] = found
     chosen = unique.take(pa.array(owner))
     ids_out = np.ascontiguousarray(chosen.to_numpy(), np.int64) if history.id_is_int else chosen.to_pylist()
-    return LatestRows(tenant, ids_out, rows)
+    return LatestRows(tenant, ids_out, rows, sum(len(c) for c in ids))
 
 
 def encode(schema: GroupSchema, native: _core.Schema, rows: pa.Table, published_at_us: int) -> list[bytes]:
@@ -198,13 +200,15 @@ def materialize_bulk(
     schema, native = log.schema, schema_for_group(state, group_ref)
     files = len(log.files())
     published = micros_now()
-    puts: list[tuple[bytes, bytes]] = []
+    puts: list[tuple[bytes, list[bytes], list[bytes]]] = []
+    scanned = 0
     for tenant in log.tenants():
         _say(progress, f"materialize {group_ref}: selecting {tenant}")
         latest = latest_rows(
             log, tenant, as_of_us, files=files, strict=strict, threads=threads, chunk_rows=chunk_rows
         )
         _say(progress, f"materialize {group_ref}: encoding {len(latest.ids):,} rows of {tenant}")
+        scanned += latest.scanned
         keys = _core.encode_keys(tenant, schema.entity_type, latest.ids)
         rows = encode(schema, native, latest.rows, published)
         order = latest.key_order().tolist()
@@ -233,7 +237,8 @@ def materialize_bulk(
     _write_watermark(db, schema.cf_name, watermark)
     if on_ingested is not None:
         on_ingested(schema.cf_name)
-    summary = MaterializeSummary(group_ref, "bulk", len(new_keys), len(deletes), time.perf_counter() - start, watermark)
+    seconds = time.perf_counter() - start
+    summary = MaterializeSummary(group_ref, "bulk", scanned, len(new_keys), len(deletes), seconds, watermark)
     _say(progress, str(summary) + "\n")
     return summary
 
@@ -309,10 +314,12 @@ def materialize_incremental(
     files = len(log.files())
     cf = column_family(db, schema.cf_name)
     changes = []
+    scanned = 0
     for tenant in log.tenants():
         latest = latest_rows(
             log, tenant, as_of_us, newer_than=previous, files=files, strict=strict, threads=threads, chunk_rows=chunk_rows
         )
+        scanned += latest.scanned
         keys = _core.encode_keys(tenant, schema.entity_type, latest.ids)
         rows = encode(schema, native, latest.rows, micros_now())
         fresh = [i for i, old in enumerate(cf.get(keys) if keys else []) if old is None or _newer_or_same(rows[i], old)]
@@ -324,7 +331,7 @@ def materialize_incremental(
     watermark = Watermark(files, as_of_us)
     _write_watermark(db, schema.cf_name, watermark)
     written = sum(len(c.keys) for c in changes)
-    summary = MaterializeSummary(group_ref, "incremental", written, 0, time.perf_counter() - start, watermark)
+    summary = MaterializeSummary(group_ref, "incremental", scanned, written, 0, time.perf_counter() - start, watermark)
     _say(progress, str(summary) + "\n")
     return summary
 

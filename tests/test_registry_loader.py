@@ -170,3 +170,39 @@ def test_any_valid_feature_round_trips_through_yaml(name, version, dtype, policy
     group = FeatureGroup("g", 1, "item", (feature.ref,), sla, owner="team")
     state = validate(Definitions.of(feature, group))
     assert validate(load_yaml_text(dump_yaml(state))) == state
+
+
+GOVERNANCE = """
+tenant_access:
+  - {tenant: shop_b, feature_sets: [s], privacy_classes: [public_catalog], purposes: [ranking]}
+feature_groups:
+  - name: g
+    version: 1
+    entity: item
+    freshness_sla: 6h
+    owner: team
+    online: false
+    features:
+      - {name: a, version: 1, dtype: float32, owner: team, privacy_class: public_catalog, stage: deprecated,
+         online: false, default_policy: {otherwise: 0.0}}
+feature_sets:
+  - name: s
+    version: 1
+    owner: team
+    features: [a:v1]
+    allow_deprecated: [a:v1]
+    sla: {online_get_p95_us: 800, online_get_p99_us: 2000, availability: 99.95%, freshness: {g:v1: 30m}}
+"""
+
+
+def test_governance_fields_load_and_round_trip():
+    state = validate(load_yaml_text(GOVERNANCE))
+    rule = state.tenant_rule("shop_b")
+    assert (rule.feature_sets, rule.privacy_classes, rule.purposes) == (("s",), ("public_catalog",), ("ranking",))
+    assert not state.group("g:v1").online and not state.feature("a:v1").online
+    fs = state.feature_set("s:v1")
+    assert fs.allow_deprecated == ("a:v1",)
+    assert (fs.sla.online_get_p95_us, fs.sla.availability, dict(fs.sla.freshness)) == (800.0, 0.9995, {"g:v1": 1800.0})
+    assert validate(load_yaml_text(dump_yaml(state))) == state
+    with pytest.raises(RegistryError, match=r"feature set 's:v1' field 'sla' has unknown field 'p95'"):
+        load_yaml_text("feature_sets: [{name: s, version: 1, owner: t, features: [a:v1], sla: {p95: 1}}]")

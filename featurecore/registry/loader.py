@@ -21,6 +21,11 @@ entity) or list refs of features declared elsewhere::
             default_policy: {stale: use_stale_if_available, otherwise: {prior: global_ctr_prior}}
           - item_cvr_30d_smoothed:v1
 
+Feature sets may carry ``allow_deprecated: [ref, ...]`` and
+``sla: {online_get_p95_us, online_get_p99_us, availability: 99.9%, freshness: {g:v1: 3h}}``;
+groups and features ``online: false``; ``tenant_access`` entries are
+``{tenant, feature_sets, privacy_classes, purposes, description}``.
+
 Default actions are written ``fail``, ``null_with_indicator``, ``use_stale_if_available``,
 a number (a constant), ``{constant: 0.0}`` or ``{prior: name}``; ``otherwise:`` covers
 every reason not listed. Structural problems (unknown keys, bad durations, wrong types)

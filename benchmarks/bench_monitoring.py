@@ -94,7 +94,7 @@ def test_gather_800x100_reference(benchmark, data):
     "name,rate,max_rows",
     [
         ("observe unsampled (rate 0)", 0.0, 128),
-        ("observe defaults: rate 0.005, 128 rows", 0.005, 128),
+        ("observe defaults: rate 0.002, 128 rows", 0.002, 128),
         ("observe rate 0.01, 256 rows", 0.01, 256),
         ("observe sampled, 128 rows", 1.0, 128),
         ("observe sampled, 256 rows", 1.0, 256),

@@ -2,7 +2,7 @@
 
 Wiring (what the serving path, the CLI and the demo call):
 
->>> collector = ServingCollector(sample_rate=0.005)                       # doctest: +SKIP
+>>> collector = ServingCollector()  # 1 request in 500 inspected     # doctest: +SKIP
 >>> collector.register(fs_ref, columns, group_names, baseline=Baseline.load(path))  # optional
 >>> collector.observe(fs_ref, matrix, latency_us, tenant=t, surface=s)    # per request
 >>> deps = Dependencies.from_registry(store.state)

@@ -138,9 +138,13 @@ def _stage(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demo import QUICK, DemoSize, run_demo
 
-    return run_demo(args.store, args.repo)
+    return run_demo(args.store, args.repo, size=QUICK if args.quick else DemoSize())
+
+
+def _demo_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true", help="a small synthetic world (seconds, for smoke tests)")
 
 
 def _filters(parser: argparse.ArgumentParser) -> None:
@@ -205,7 +209,7 @@ COMMANDS: dict[str, Command] = {
         Command(
             "demo",
             "run the whole loop on the example repo: define, write, materialize, serve, train, parity",
-            lambda p: None,
+            _demo_args,
             _demo,
         ),
     )

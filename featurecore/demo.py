@@ -48,6 +48,10 @@ class DemoSize:
     events: int = 100_000
 
 
+#: A world small enough for smoke tests (``featurecore demo --quick``).
+QUICK = DemoSize(users=200, items=2_000, creators=1_000, days=3, candidates=200, requests=20, events=5_000)
+
+
 def prepare_store_dir(path: Path) -> None:
     """Create ``path`` for the demo; a directory the demo made before is wiped, any
     other non-empty directory is refused (the demo never deletes user data)."""

@@ -100,13 +100,20 @@ def test_validate_and_stage(capsys, applied):
     assert code == 1 and "must be GROUP_REF=AGE_SECONDS" in err
 
 
-def test_demo_applies_the_example_repo(store_dir, capsys):
-    code, out, _ = run(capsys, "demo", "--store", str(store_dir))
-    assert code == 0
-    assert "25 added, 0 changed, revision 1" in out
-    lines = [line.split() for line in out.splitlines()]
-    assert ["home_ranker_features:v18", "60", "6", "home_ranker:v18", "home-ranking"] in lines
-    assert ["trending_ranker:v3", "trending_features:v3", "non_personalized", "production", "discovery"] in lines
+def test_demo_runs_the_whole_loop(store_dir, capsys):
+    code, out, _ = run(capsys, "demo", "--quick", "--store", str(store_dir))
+    assert code == 0, out
+    assert "'add': 25, 'change': 0" in out
+    assert "matrix (200, 60) float32 + reasons (200, 60) uint8" in out
+    assert "(5000, 60) in" in out
+    assert "OK: parity of home_ranker_features:v18" in out
+    # A second run replaces the demo's own store; a foreign directory is refused.
+    assert run(capsys, "demo", "--quick", "--store", str(store_dir))[0] == 0
+    (store_dir.parent / "mine").mkdir()
+    (store_dir.parent / "mine" / "data.txt").write_text("keep me")
+    code, _, err = run(capsys, "demo", "--quick", "--store", str(store_dir.parent / "mine"))
+    assert code == 1 and "was not made by the demo" in err
+    assert (store_dir.parent / "mine" / "data.txt").read_text() == "keep me"
 
 
 def test_usage_errors_and_missing_store(store_dir, capsys):

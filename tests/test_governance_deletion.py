@@ -4,6 +4,8 @@ readers, the receipt and deletion log say what happened, and nothing else is tou
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -18,7 +20,7 @@ from featurecore.governance import Tombstones, delete_entity, deletion_log, filt
 from featurecore.governance.deletion import split_pair_id
 from featurecore.offline.log import OfflineLog
 from featurecore.reasons import Reason
-from featurecore.registry import RegistryState
+from featurecore.registry import Definitions, Entity, FeatureGroup, RegistryState, validate
 from featurecore.serving import FeatureRequest
 from featurecore.store import FeatureStore
 
@@ -178,3 +180,17 @@ def test_split_pair_id_rejects_what_pair_id_cannot_produce():
         split_pair_id("9:ab", 2)
     with pytest.raises(ValidationError, match=r"'ab' is not a pair id of 2 components"):
         split_pair_id("ab", 2)
+
+
+def test_keep_mask_for_a_three_part_pair_entity(example_state):
+    probe = example_state.feature("item_quality_score:v1")
+    triple = Entity("user_item_creator", "uic_id", components=("user", "item", "creator"))
+    feature = dataclasses.replace(probe, name="uic_score", entity="user_item_creator", group=None)
+    group = FeatureGroup("uic", 1, "user_item_creator", (feature.ref,), 3600.0, owner="t")
+    state = validate(Definitions.of(triple, feature, group), example_state)
+    parts = [("u1", "i1", "c1"), ("u1", "c1", "i1"), ("x", "c1", "c1"), ("c1", "c1", "u1")]
+    ids = [_core.pair_id(*p) for p in parts]
+    tombstones = Tombstones({("default", "creator"): {"c1"}, ("default", "item"): {"c1"}})
+    assert tombstones.keep_mask(state, "uic:v1", "default", ids).tolist() == [False, False, False, False]
+    only_middle = Tombstones({("default", "item"): {"c1"}})
+    assert only_middle.keep_mask(state, "uic:v1", "default", ids).tolist() == [True, False, False, False]

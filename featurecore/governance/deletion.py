@@ -136,39 +136,58 @@ class Tombstones:
         """Which rows of group ``group_ref`` for ``tenant`` may be written or read.
 
         Args:
-            ids: the rows' entity ids (list of str or int64 array; pair groups: pair ids).
+            ids: the rows' entity ids (pair groups: pair ids): a list of str, an int64
+                array or a pyarrow array/column of either.
 
         Returns:
             bool (n,): False for rows of a deleted entity, or of a pair whose component
             was deleted.
         """
         entity = state.entity(state.group(group_ref).entity)
-        n = len(ids)
-        keep = np.ones(n, dtype=bool)
+        keep = np.ones(len(ids), dtype=bool)
         own = self._deleted.get((tenant, entity.name))
+        parts = [(p, self._deleted.get((tenant, c))) for p, c in enumerate(entity.components)]
+        parts = [(p, gone) for p, gone in parts if gone]
+        if not own and not parts:
+            return keep
+        text = _as_text(ids)
         if own:
-            keep &= ~_is_in(ids, own)
-        for position, component in enumerate(entity.components):
-            gone = self._deleted.get((tenant, component))
-            if not gone:
-                continue
-            text = pa.array([str(i) for i in ids.tolist()] if isinstance(ids, np.ndarray) else list(ids), pa.string())
+            keep &= ~pc.is_in(text, value_set=pa.array(sorted(own), pa.string())).to_numpy(zero_copy_only=False)
+        for position, gone in parts:
             for deleted_id in gone:
-                # Vectorized prefilter, exact parse only for the few candidates.
-                candidates = np.flatnonzero(pc.match_substring(text, deleted_id).to_numpy(zero_copy_only=False))
-                for row in candidates:
-                    if split_pair_id(text[row].as_py(), len(entity.components))[position] == deleted_id:
-                        keep[row] = False
+                keep &= ~_component_is(text, len(entity.components), position, deleted_id)
         return keep
 
 
-def _is_in(ids: Any, deleted: frozenset[str]) -> np.ndarray:
-    if isinstance(ids, np.ndarray):
-        numbers = [int(i) for i in deleted if i.lstrip("-").isdigit() and str(int(i)) == i]
-        return np.isin(ids, np.array(numbers, dtype=np.int64))
-    return pc.is_in(pa.array(list(ids), pa.string()), value_set=pa.array(sorted(deleted), pa.string())).to_numpy(
-        zero_copy_only=False
-    )
+def _component_is(text: pa.Array, n_components: int, position: int, entity_id: str) -> np.ndarray:
+    """bool (n,): pair ids whose component ``position`` is ``entity_id``, vectorized.
+
+    A pair id is ``"<utf8 len>:<id>"`` per component but the last, then the last: the
+    first component is an exact prefix; the last of a two-part id is a suffix whose
+    length agrees with the first's length prefix. Other positions parse the candidates.
+    """
+    raw = entity_id.encode()
+    if position == 0:
+        hit = pc.starts_with(text, f"{len(raw)}:{entity_id}")
+    elif n_components == 2:
+        digits = pc.struct_field(pc.extract_regex(text, r"^(?P<n>\d+):"), [0])
+        expected = pc.add(pc.add(pc.binary_length(digits), 1 + len(raw)), pc.cast(digits, pa.int64()))
+        hit = pc.and_(pc.ends_with(text, entity_id), pc.equal(pc.binary_length(text), expected))
+    else:
+        out = np.zeros(len(text), dtype=bool)
+        for row in np.flatnonzero(pc.match_substring(text, entity_id).to_numpy(zero_copy_only=False)):
+            out[row] = split_pair_id(text[row].as_py(), n_components)[position] == entity_id
+        return out
+    return pc.fill_null(hit, False).to_numpy(zero_copy_only=False)
+
+
+def _as_text(ids: Any) -> pa.Array:
+    """Ids as one pyarrow string array (integers as their decimal text, like keys)."""
+    if isinstance(ids, pa.ChunkedArray):
+        ids = ids.combine_chunks()
+    if not isinstance(ids, pa.Array):
+        ids = pa.array(ids) if isinstance(ids, np.ndarray) else pa.array(list(ids), pa.string())
+    return ids if pa.types.is_string(ids.type) else ids.cast(pa.string())
 
 
 def filter_tombstoned(tombstones: Tombstones, state: RegistryState, group_ref: str, table: pa.Table) -> pa.Table:
@@ -184,9 +203,7 @@ def filter_tombstoned(tombstones: Tombstones, state: RegistryState, group_ref: s
     keep = np.ones(table.num_rows, dtype=bool)
     for tenant in pc.unique(tenants).to_pylist():
         rows = np.flatnonzero(pc.equal(tenants, tenant).to_numpy(zero_copy_only=False))
-        column = table.column("entity_id").take(pa.array(rows))
-        ids = column.to_numpy() if pa.types.is_integer(column.type) else column.to_pylist()
-        keep[rows] = tombstones.keep_mask(state, group_ref, tenant, ids)
+        keep[rows] = tombstones.keep_mask(state, group_ref, tenant, table.column("entity_id").take(pa.array(rows)))
     return table if keep.all() else table.filter(pa.array(keep))
 
 
@@ -276,9 +293,7 @@ def delete_entity(store: Any, entity: str, entity_id: str | int, tenant: str = "
         log = OfflineLog.open(store.root, state, ref)
         rows = 0
         for chunk in log.scan(["entity_id"], tenant=tenant):
-            column = chunk.column("entity_id")
-            ids = column.to_numpy() if pa.types.is_integer(column.type) else column.to_pylist()
-            rows += int((~only_this.keep_mask(state, ref, tenant, ids)).sum())
+            rows += int((~only_this.keep_mask(state, ref, tenant, chunk.column("entity_id"))).sum())
         retained[ref] = retained.get(ref, 0) + rows
     receipt = DeletionReceipt(
         entity, entity_id, tenant, requested, time.time_ns() // 1000, online, pair_rows, retained, reason

@@ -189,4 +189,51 @@ void AsofJoin::finish(int64_t* row_refs, uint8_t* miss_reason, std::vector<int64
     }
 }
 
+size_t LatestPerKey::add(const int64_t* keys, const int64_t* feature_ts, const int64_t* generated_at, size_t m,
+                         int64_t ref_offset) {
+    size_t eligible = 0;
+    for (size_t j = 0; j < m; ++j) {
+        const int64_t avail = strict_ ? std::max(feature_ts[j], generated_at[j]) : feature_ts[j];
+        if (avail > as_of_) continue;
+        ++eligible;
+        if (2 * (best_.size() + 1) > slots_.size()) grow();
+        const size_t mask = slots_.size() - 1;
+        size_t slot = mix(static_cast<uint64_t>(keys[j])) & mask;
+        while (slots_[slot] != -1 && best_[slots_[slot]].key != keys[j]) slot = (slot + 1) & mask;
+        const AsofJoin::Best cand{feature_ts[j], generated_at[j], ref_offset + static_cast<int64_t>(j)};
+        if (slots_[slot] == -1) {
+            slots_[slot] = static_cast<int32_t>(best_.size());
+            best_.push_back(Entry{keys[j], cand});
+        } else if (AsofJoin::wins(cand, best_[slots_[slot]].best)) {
+            best_[slots_[slot]].best = cand;
+        }
+    }
+    return eligible;
+}
+
+void LatestPerKey::grow() {
+    if (best_.size() >= static_cast<size_t>(INT32_MAX))
+        throw std::invalid_argument("LatestPerKey: at most 2^31 - 1 distinct keys; materialize per tenant or split");
+    slots_.assign(std::max<size_t>(1024, 2 * slots_.size()), -1);
+    const size_t mask = slots_.size() - 1;
+    for (size_t e = 0; e < best_.size(); ++e) {
+        size_t slot = mix(static_cast<uint64_t>(best_[e].key)) & mask;
+        while (slots_[slot] != -1) slot = (slot + 1) & mask;
+        slots_[slot] = static_cast<int32_t>(e);
+    }
+}
+
+void LatestPerKey::finish(std::vector<int64_t>& refs, std::vector<int64_t>& keys) const {
+    std::vector<std::pair<int64_t, int64_t>> winners;  // (ref, key)
+    winners.reserve(best_.size());
+    for (const Entry& e : best_) winners.emplace_back(e.best.ref, e.key);
+    std::sort(winners.begin(), winners.end());
+    refs.resize(winners.size());
+    keys.resize(winners.size());
+    for (size_t i = 0; i < winners.size(); ++i) {
+        refs[i] = winners[i].first;
+        keys[i] = winners[i].second;
+    }
+}
+
 }  // namespace featurecore

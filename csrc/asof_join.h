@@ -46,7 +46,7 @@ public:
     size_t n_events() const { return event_code_.size(); }
     size_t n_entities() const { return entity_events_start_.empty() ? 0 : entity_events_start_.size() - 1; }
 
-private:
+    // A candidate row (shared with LatestPerKey, which applies the same order).
     struct Best {
         int64_t feature_ts;
         int64_t generated_at;
@@ -60,6 +60,7 @@ private:
         return a.ref > b.ref;
     }
 
+private:
     // A history row as the merge reads it, scattered by entity so reads stay sequential.
     struct Row {
         int64_t avail;  // the earliest event time at which the row is eligible
@@ -83,6 +84,41 @@ private:
     std::vector<uint8_t> seen_;                  // per entity code
 
     int32_t find(int64_t key) const;
+};
+
+/* LatestPerKey: the newest eligible row of every key as of ONE time (materialization,
+ * snapshot loading): the AsofJoin rule with event_ts = as_of for every key, without
+ * knowing the keys up front.
+ *
+ * Contract. Feed the history with add() in write order (refs as in AsofJoin); only a
+ * best-so-far row per key is kept (a hash map over the keys seen), so the history
+ * streams. finish() returns the winning refs in ascending order with each one's key;
+ * a key without an eligible row is absent. Thread safety: none (one caller at a time).
+ */
+class LatestPerKey {
+public:
+    LatestPerKey(int64_t as_of, bool strict) : as_of_(as_of), strict_(strict) {}
+
+    /* Merges one chunk of m rows; returns the number of eligible rows. */
+    size_t add(const int64_t* keys, const int64_t* feature_ts, const int64_t* generated_at, size_t m,
+               int64_t ref_offset);
+
+    /* Fills refs (ascending) and the key of each. */
+    void finish(std::vector<int64_t>& refs, std::vector<int64_t>& keys) const;
+
+    size_t n_keys() const { return best_.size(); }
+
+private:
+    struct Entry {
+        int64_t key;
+        AsofJoin::Best best;
+    };
+    void grow();
+
+    int64_t as_of_;
+    bool strict_;
+    std::vector<int32_t> slots_;  // index into entries_, -1: empty; capacity a power of two
+    std::vector<Entry> best_;
 };
 
 }  // namespace featurecore

@@ -1,4 +1,4 @@
-// pybind11 glue for the offline side: AsofJoin (csrc/asof_join.h).
+// pybind11 glue for the offline side: AsofJoin and LatestPerKey (csrc/asof_join.h).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -12,6 +12,7 @@
 
 namespace py = pybind11;
 using featurecore::AsofJoin;
+using featurecore::LatestPerKey;
 
 namespace {
 
@@ -85,4 +86,43 @@ finish() -> (row_refs int64 (n,), miss_reason uint8 (n,), winners int64 (w,)).
             "sorted distinct history refs `winners` (-1: no row, with its reason in miss_reason).")
         .def_property_readonly("n_events", &AsofJoin::n_events)
         .def_property_readonly("n_entities", &AsofJoin::n_entities);
+
+    py::class_<LatestPerKey>(m, "LatestPerKey", R"doc(
+The newest eligible row of every key as of one time (see csrc/asof_join.h).
+
+Feed the history with add() in write order, then finish() -> (refs int64 (w,) ascending,
+keys int64 (w,)): the winning row of each key that has one.
+)doc")
+        .def(py::init<int64_t, bool>(), py::arg("as_of_us"), py::kw_only(), py::arg("strict") = false)
+        .def(
+            "add",
+            [](LatestPerKey& self, const py::array& keys, const py::array& feature_ts, const py::array& generated_at,
+               int64_t ref_offset) {
+                const int64_t* k = checked<int64_t>(keys, "keys", -1);
+                const py::ssize_t m = keys.shape(0);
+                const int64_t* ft = checked<int64_t>(feature_ts, "feature_ts", m);
+                const int64_t* ga = checked<int64_t>(generated_at, "generated_at", m);
+                if (ref_offset < 0)
+                    throw std::invalid_argument("ref_offset must be >= 0, got " + std::to_string(ref_offset));
+                py::gil_scoped_release release;
+                return self.add(k, ft, ga, static_cast<size_t>(m), ref_offset);
+            },
+            py::arg("keys"), py::arg("feature_ts"), py::arg("generated_at"), py::arg("ref_offset") = 0,
+            "Merges one history chunk (rows get refs ref_offset + i); returns its eligible rows.")
+        .def(
+            "finish",
+            [](const LatestPerKey& self) {
+                std::vector<int64_t> refs, keys;
+                {
+                    py::gil_scoped_release release;
+                    self.finish(refs, keys);
+                }
+                py::array_t<int64_t> out_refs(static_cast<py::ssize_t>(refs.size()));
+                py::array_t<int64_t> out_keys(static_cast<py::ssize_t>(keys.size()));
+                std::copy(refs.begin(), refs.end(), out_refs.mutable_data());
+                std::copy(keys.begin(), keys.end(), out_keys.mutable_data());
+                return py::make_tuple(out_refs, out_keys);
+            },
+            "Returns (refs int64 (w,) ascending, keys int64 (w,)).")
+        .def_property_readonly("n_keys", &LatestPerKey::n_keys);
 }

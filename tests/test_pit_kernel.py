@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from featurecore._core import AsofJoin
+from featurecore._core import AsofJoin, LatestPerKey
 from featurecore.reasons import Reason
 
 
@@ -134,3 +134,35 @@ def test_add_rejects_mismatched_chunk():
     join = AsofJoin(np.zeros(2, np.int64), np.zeros(2, np.int64))
     with pytest.raises(ValueError, match="generated_at has 1 elements, expected 2"):
         join.add(np.zeros(2, np.int64), np.zeros(2, np.int64), np.zeros(1, np.int64))
+
+
+def latest_reference(keys, ft, ga, as_of, strict):
+    """Per key, the max (feature_ts, generated_at, row) among eligible rows, in pandas."""
+    frame = pd.DataFrame({"key": keys, "ft": ft, "ga": ga, "ref": np.arange(len(keys))})
+    eligible = frame[(frame.ft <= as_of) & ((frame.ga <= as_of) if strict else True)]
+    best = eligible.sort_values(["ft", "ga", "ref"]).drop_duplicates("key", keep="last").sort_values("ref")
+    return best["ref"].to_numpy(np.int64), best["key"].to_numpy(np.int64)
+
+
+@settings(max_examples=150, deadline=None)
+@given(cases(), st.integers(-1, 10), st.booleans())
+def test_latest_per_key_matches_pandas(case, as_of, strict):
+    keys, ft, ga, _, _, _, chunks = case
+    latest = LatestPerKey(as_of, strict=strict)
+    bounds = [0, *sorted(chunks), len(keys)]
+    for lo, hi in zip(bounds, bounds[1:]):
+        latest.add(keys[lo:hi], ft[lo:hi], ga[lo:hi], lo)
+    refs, got_keys = latest.finish()
+    want_refs, want_keys = latest_reference(keys, ft, ga, as_of, strict)
+    np.testing.assert_array_equal(refs, want_refs)
+    np.testing.assert_array_equal(got_keys, want_keys)
+
+
+def test_latest_per_key_grows_past_many_keys():
+    keys = np.arange(100_000, dtype=np.int64)[::-1].copy()
+    latest = LatestPerKey(10)
+    latest.add(keys, np.zeros(keys.size, np.int64), np.zeros(keys.size, np.int64))
+    refs, got = latest.finish()
+    assert latest.n_keys == 100_000
+    np.testing.assert_array_equal(refs, np.arange(100_000))
+    np.testing.assert_array_equal(got, keys)

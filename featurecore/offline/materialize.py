@@ -49,7 +49,7 @@ from ..online.writer import Change
 from ..registry.model import RegistryState
 from .log import OfflineLog, Watermark, micros, typed_columns
 from ..serving.plan import schema_for_group
-from .pit import LogHistory, event_keys, group_table, select_rows
+from .pit import STAMP_COLUMNS, LogHistory, gather_rows, group_table
 
 #: Rows encoded per native call (bounds the temporary row buffers).
 ENCODE_CHUNK = 65_536
@@ -125,29 +125,33 @@ def latest_rows(
     newer_than: "Watermark | None" = None,
     files: "int | None" = None,
     strict: bool = False,
-    threads: int = 2,
     chunk_rows: int = 4_000_000,
-    progress: bool = False,
 ) -> LatestRows:
-    """The newest row at/before ``as_of_us`` of every entity of ``tenant`` in ``log``,
-    considering only rows ``newer_than`` a watermark and the first ``files`` files."""
+    """The newest row at/before ``as_of_us`` of every entity of ``tenant`` in ``log``
+    (native ``LatestPerKey``), considering only rows ``newer_than`` a watermark and the
+    first ``files`` files."""
     history = LogHistory(log, tenant, newer_than=newer_than, files=files)
-    ids = [c.column("entity_id") for c in history.scan(["entity_id"], chunk_rows, as_of_us)]
-    if not ids:
-        return LatestRows(tenant, np.zeros(0, np.int64), pa.table({}), 0)
-    unique = pc.unique(pa.chunked_array(ids).combine_chunks())
-    keys = event_keys(unique, history.id_is_int)
-    event_ts = np.full(len(unique), as_of_us, np.int64)
-    rows, refs, _ = select_rows(
-        history, keys, event_ts, log.schema, strict=strict, threads=threads, chunk_rows=chunk_rows, progress=progress
-    )
-    # Each winning row belongs to exactly one entity: invert refs to get the row's id.
-    found = np.flatnonzero(refs >= 0)
-    owner = np.empty(len(found), np.int64)
-    owner[refs[found]] = found
-    chosen = unique.take(pa.array(owner))
-    ids_out = np.ascontiguousarray(chosen.to_numpy(), np.int64) if history.id_is_int else chosen.to_pylist()
-    return LatestRows(tenant, ids_out, rows, sum(len(c) for c in ids))
+    if history.id_is_int:
+        dictionary = None
+    else:  # text ids are coded against the distinct ids (one extra pass over the id column)
+        ids = [c.column("entity_id") for c in history.scan(["entity_id"], chunk_rows, as_of_us)]
+        dictionary = pc.unique(pa.chunked_array(ids, pa.string()).combine_chunks())
+    latest = _core.LatestPerKey(as_of_us, strict=strict)
+    scanned = 0
+    for chunk in history.scan(STAMP_COLUMNS, chunk_rows, as_of_us):
+        ids = chunk.column("entity_id")
+        keys = ids.to_numpy() if dictionary is None else pc.index_in(ids, dictionary).to_numpy()
+        latest.add(
+            np.ascontiguousarray(keys, np.int64),
+            micros(chunk.column("feature_timestamp")),
+            micros(chunk.column("generated_at")),
+            scanned,
+        )
+        scanned += chunk.num_rows
+    refs, keys = latest.finish()
+    rows = gather_rows(history, refs, log.schema, chunk_rows, as_of_us)
+    ids_out = keys if dictionary is None else dictionary.take(pa.array(keys)).to_pylist()
+    return LatestRows(tenant, ids_out, rows, scanned)
 
 
 def encode(schema: GroupSchema, native: _core.Schema, rows: pa.Table, published_at_us: int) -> list[bytes]:
@@ -180,7 +184,6 @@ def materialize_bulk(
     *,
     on_ingested: "Callable[[str], None] | None" = None,
     strict: bool = False,
-    threads: int = 2,
     chunk_rows: int = 4_000_000,
     progress: "bool | None" = None,
 ) -> MaterializeSummary:
@@ -204,9 +207,7 @@ def materialize_bulk(
     scanned = 0
     for tenant in log.tenants():
         _say(progress, f"materialize {group_ref}: selecting {tenant}")
-        latest = latest_rows(
-            log, tenant, as_of_us, files=files, strict=strict, threads=threads, chunk_rows=chunk_rows
-        )
+        latest = latest_rows(log, tenant, as_of_us, files=files, strict=strict, chunk_rows=chunk_rows)
         _say(progress, f"materialize {group_ref}: encoding {len(latest.ids):,} rows of {tenant}")
         scanned += latest.scanned
         keys = _core.encode_keys(tenant, schema.entity_type, latest.ids)
@@ -293,7 +294,6 @@ def materialize_incremental(
     as_of_us: "int | None" = None,
     *,
     strict: bool = False,
-    threads: int = 2,
     chunk_rows: int = 4_000_000,
     progress: "bool | None" = None,
 ) -> MaterializeSummary:
@@ -316,9 +316,7 @@ def materialize_incremental(
     changes = []
     scanned = 0
     for tenant in log.tenants():
-        latest = latest_rows(
-            log, tenant, as_of_us, newer_than=previous, files=files, strict=strict, threads=threads, chunk_rows=chunk_rows
-        )
+        latest = latest_rows(log, tenant, as_of_us, newer_than=previous, files=files, strict=strict, chunk_rows=chunk_rows)
         scanned += latest.scanned
         keys = _core.encode_keys(tenant, schema.entity_type, latest.ids)
         rows = encode(schema, native, latest.rows, micros_now())
@@ -355,7 +353,6 @@ def load_snapshot(
     *,
     tenants: "list[str] | None" = None,
     strict: bool = False,
-    threads: int = 2,
     chunk_rows: int = 4_000_000,
 ) -> _core.ResidentGroup:
     """A ResidentGroup holding each entity's latest row as of ``as_of_us`` straight from
@@ -364,7 +361,7 @@ def load_snapshot(
     native = schema_for_group(state, group_ref)
     resident = _core.ResidentGroup(native)
     for tenant in tenants if tenants is not None else log.tenants():
-        latest = latest_rows(log, tenant, as_of_us, strict=strict, threads=threads, chunk_rows=chunk_rows)
+        latest = latest_rows(log, tenant, as_of_us, strict=strict, chunk_rows=chunk_rows)
         if len(latest.ids):
             keys = _core.encode_keys(tenant, log.schema.entity_type, latest.ids)
             resident.upsert_table(keys, group_table(latest.rows, log.schema, native))

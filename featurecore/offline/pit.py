@@ -60,7 +60,7 @@ from ..registry.model import RegistryState
 from ..serving.plan import CompiledFeatureSet, compile_feature_set
 from .log import OfflineLog, Watermark, micros, typed_columns
 
-_STAMP_COLUMNS = ["entity_id", "feature_timestamp", "generated_at"]
+STAMP_COLUMNS = ["entity_id", "feature_timestamp", "generated_at"]
 
 
 # -- inputs -------------------------------------------------------------------------
@@ -231,7 +231,7 @@ def select_rows(
     join = _core.AsofJoin(keys.keys, event_ts, keys.valid, strict=strict, threads=threads)
     max_ts = int(event_ts.max()) if len(event_ts) else 0
     offset = 0
-    for chunk in history.scan(_STAMP_COLUMNS, chunk_rows, max_ts):
+    for chunk in history.scan(STAMP_COLUMNS, chunk_rows, max_ts):
         join.add(
             keys.history_keys(chunk.column("entity_id")),
             micros(chunk.column("feature_timestamp")),
@@ -243,7 +243,7 @@ def select_rows(
     if progress:
         sys.stderr.write("\n")
     refs, miss, winners = join.finish()
-    return _gather(history, winners, schema, chunk_rows, max_ts), refs, miss
+    return gather_rows(history, winners, schema, chunk_rows, max_ts), refs, miss
 
 
 def group_table(rows: pa.Table, schema: GroupSchema, native: _core.Schema) -> _core.GroupTable:
@@ -256,7 +256,7 @@ def group_table(rows: pa.Table, schema: GroupSchema, native: _core.Schema) -> _c
     )
 
 
-def _gather(history, winners: np.ndarray, schema: GroupSchema, chunk_rows: int, max_ts: int) -> pa.Table:
+def gather_rows(history, winners: np.ndarray, schema: GroupSchema, chunk_rows: int, max_ts: int) -> pa.Table:
     """The history rows with refs ``winners`` (sorted), in that order (a second scan)."""
     columns = ["feature_timestamp", "generated_at", *(f.name for f in schema.fields)]
     if isinstance(history, TableHistory):

@@ -48,6 +48,8 @@ CONSENT_VERSION_KEY = b"consent@version"
 DEFAULT_REVOKED: tuple[str, ...] = ("behavioral", "personal_data", "sensitive_inferred")
 
 logger = logging.getLogger("featurecore.access")
+_UNDECIDED = object()
+_MAX_DECISIONS = 4096
 
 
 def _classes_read(state: RegistryState, compiled: Any, privacy_mode: str) -> set[str]:
@@ -286,18 +288,20 @@ class AccessGuard:
     def __init__(self, consent: ConsentRegistry | None = None, audit: AccessAudit | None = None):
         self.consent = consent
         self.audit = audit if audit is not None else AccessAudit()
-        self._decisions: dict[tuple, str | None] = {}
+        self._decisions: dict[tuple, Any] = {}
 
     def check(self, state: RegistryState, request: Any, compiled: Any) -> frozenset[str]:
         """Raise AccessDeniedError if the tenant forbids ``request``; else the refs of the
         compiled feature set's groups to serve as privacy_disabled for this user."""
         key = (state.revision, compiled.ref, request.tenant, request.purpose, request.privacy_mode)
-        if key not in self._decisions:
+        decisions = self._decisions  # one dict per call: another thread may replace it
+        reason = decisions.get(key, _UNDECIDED)
+        if reason is _UNDECIDED:
             classes = _classes_read(state, compiled, request.privacy_mode)
-            if len(self._decisions) > 4096:  # bounded: old revisions and rare tenants fall out
-                self._decisions = {}
-            self._decisions[key] = tenant_denial(state, compiled.ref, request.tenant, request.purpose, classes)
-        reason = self._decisions[key]
+            reason = tenant_denial(state, compiled.ref, request.tenant, request.purpose, classes)
+            if len(decisions) >= _MAX_DECISIONS:  # bounded: old revisions and rare tenants fall out
+                decisions = self._decisions = {}
+            decisions[key] = reason
         if reason is not None:
             raise AccessDeniedError(reason)
         if self.consent is None:

@@ -7,7 +7,7 @@ groups x 32 float features, a 16-feature user group, an 8-feature creator group,
 The floor is numpy fancy indexing of the same columns with the row numbers
 precomputed (no key lookup, no reasons, no defaults): `out[:, a:b] = table[rows]`.
 
-    python -m pytest benchmarks/bench_assembler.py --benchmark-only -s
+    python -m pytest benchmarks/bench_assembler.py -s
 
 Prints p50/p99 per case and the ratio of its p50 to the floor's.
 """
@@ -18,8 +18,8 @@ import itertools
 
 import numpy as np
 import pytest
-from conftest import GROUPS, POOL, TENANT, W1Data
 
+from benchmarks.conftest import GROUPS, POOL, TENANT, W1Data
 from featurecore import _core
 
 NOW = 1_782_864_000_000_000

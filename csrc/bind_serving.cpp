@@ -215,7 +215,13 @@ void ids_arg(py::handle ids, const std::string& name, IdsArg& out) {
     for (Py_ssize_t i = 0; i < n; ++i) {
         PyObject* item = items[i];
         Py_ssize_t len = 0;
-        const char* p = PyUnicode_Check(item) ? PyUnicode_AsUTF8AndSize(item, &len) : nullptr;
+        const char* p = nullptr;
+        if (PyUnicode_Check(item) && PyUnicode_IS_COMPACT_ASCII(item)) {  // the common case, no call
+            p = static_cast<const char*>(PyUnicode_DATA(item));
+            len = PyUnicode_GET_LENGTH(item);
+        } else if (PyUnicode_Check(item)) {
+            p = PyUnicode_AsUTF8AndSize(item, &len);
+        }
         if (!p) {
             PyErr_Clear();
             throw std::invalid_argument(name + "[" + std::to_string(i) + "] must be str, got " +

@@ -132,6 +132,8 @@ def test_the_whole_workflow_feature_by_feature(registry):
 def test_a_group_leaves_online_serving_as_a_whole(registry):
     with pytest.raises(RegistryError, match=r"cannot remove from online serving session_state:v1: production model\(s\) home_ranker:v18"):
         remove_from_online(registry, "session_state:v1")
+    with pytest.raises(RegistryError, match=r"feature 'session_depth:v1' is out of online serving \(its group 'session_state:v1' has online: false\)"):
+        registry.update("session_state:v1", online=False)
     fs = registry.state.feature_set("home_ranker_features:v18")
     registry.apply([dataclasses.replace(fs, version=19, features=[c for c in fs.features if c.ref != "session_depth:v1"])])
     registry.set_model_stage("home_ranker:v18", "deprecated")
@@ -139,6 +141,7 @@ def test_a_group_leaves_online_serving_as_a_whole(registry):
     remove_from_online(registry, "session_state:v1")
     state = registry.state
     assert not state.group("session_state:v1").online and state.feature("session_depth:v1").online
+    assert registry.describe("session_state:v1")["online"] is False
     with pytest.raises(RegistryError, match=r"group session_state:v1 is not materialized: the group has online: false"):
         assert_materializable(state, "session_state:v1")
     rows = {(r.check, r.subject): r.detail for r in registry.validate_model("home_ranker:v18").failures}

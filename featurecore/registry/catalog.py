@@ -152,6 +152,7 @@ def _describe_group(state: RegistryState, ref: str) -> dict[str, Any]:
         "description": g.description,
         "entity": g.entity,
         "serving_mode": g.serving_mode,
+        "online": g.online,
         "freshness_sla": format_duration(g.freshness_sla),
         "owner": g.owner,
         "features": list(g.features),

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from featurecore import _core
 from featurecore.errors import AccessDeniedError, ValidationError
 from featurecore.reasons import Reason
-from featurecore.registry import AccessRule, FeatureSet, TenantAccess
+from featurecore.registry import AccessRule, Feature, FeatureGroup, FeatureSet, TenantAccess
 from featurecore.serving import FeatureRequest
 from featurecore.store import FeatureStore
 from online_defs import (
@@ -27,6 +27,7 @@ from online_defs import (
     creator_frame,
     definitions,
     item_frame,
+    policy,
     user_frame,
 )
 
@@ -313,3 +314,18 @@ def test_tenant_rules_consent_and_the_denial_audit(tmp_path):
         assert set(reasons_of(matrix, "ctr:v1")) <= {Reason.present, Reason.stale, Reason.no_history}
         other = store.get_features(request(["i1"], user="u2"))
         assert reasons_of(other, "user_emb:v1[0]") == [Reason.present]
+
+
+@pytest.mark.parametrize("mode", ["resident", "direct"])
+def test_pair_groups_are_keyed_by_pair_ids_built_from_their_components(tmp_path, mode):
+    affinity = Feature("affinity", 1, "user_item", "float32", owner="ranking-team", privacy_class="behavioral", default_policy=policy(), group="user_item_affinity:v1")
+    with FeatureStore.open(tmp_path / "store") as store:
+        store.apply([
+            affinity,
+            FeatureGroup("user_item_affinity", 1, "user_item", (affinity.ref,), 86_400.0, mode, owner="ranking-team"),
+            FeatureSet("affinity_set", 1, (affinity.ref,), owner="ranking-team"),
+        ])
+        pairs = [_core.pair_id("u1", "i1"), _core.pair_id("u1", "i2"), _core.pair_id("u2", "i1")]
+        store.write_online("user_item_affinity:v1", {"affinity": [0.5, 0.25, 0.75]}, entity_ids=pairs, feature_timestamp=T0)
+        matrix = store.get_features(FeatureRequest("affinity_set:v1", {"user": "u1", "item": ["i1", "i2", "i3"]}, EVAL_US))
+        assert matrix.values[:, 0].tolist() == [0.5, 0.25, -float(Reason.entity_not_found)]

@@ -64,7 +64,8 @@ class Route:
     compiled: CompiledFeatureSet
     #: Per group: "skip" (privacy_disabled, never read), "resident" or "direct", and its schema.
     sources: tuple[tuple[str, GroupSchema, GroupBinding], ...]
-    #: Per-candidate entities read, in first-use order (the first labels the rows).
+    #: Per-candidate entities read (a pair's per-candidate components too), in first-use
+    #: order; the first one the request names labels the rows.
     candidate_entities: tuple[str, ...]
 
 
@@ -107,8 +108,12 @@ class ServingEngine:
             sources = tuple(
                 ("skip" if b.ref in skipped else b.serving_mode, self._store.group_schema(b.ref), b) for b in compiled.groups
             )
-            entities = tuple(dict.fromkeys(b.entity for b in compiled.groups if not b.per_request))
-            route = Route(compiled, sources, entities)
+            entities: list[str] = []  # per-candidate entities, and the per-candidate parts of pairs
+            for b in compiled.groups:
+                if not b.per_request:
+                    parts = [compiled.roles[r] for r in compiled.pair_components.get(b.role, ())]
+                    entities += [b.entity] + [p for p in parts if not state.entity(p).per_request]
+            route = Route(compiled, sources, tuple(dict.fromkeys(entities)))
             with self._lock:
                 self._routes = {k: v for k, v in self._routes.items() if k[0] == state.revision}
                 self._routes[key] = route

@@ -184,22 +184,22 @@ TablePtr decode_table(const SchemaPtr& schema, const BytesList& rows) {
 }
 
 // Ids of one role, copied out of Python objects with the GIL held.
+// Holds no Python object, so serve can keep one per thread across calls
+// (an int64 array is kept alive by the caller's `keep`).
 struct IdsArg {
     std::string text;
     std::vector<uint64_t> offsets;
-    py::object keep;  // the int64 array
     fc::IdColumn col;
 };
 
-void ids_arg(py::handle ids, const std::string& name, IdsArg& out) {
+void ids_arg(py::handle ids, const std::string& name, IdsArg& out, std::vector<py::object>& keep) {
     out.text.clear();
     out.offsets.clear();
-    out.keep = py::none();
     out.col = fc::IdColumn{};
     if (ids.is_none()) return;
     if (py::isinstance<py::array>(ids)) {
         auto a = need<int64_t>(ids, name, {-1});
-        out.keep = a;
+        keep.push_back(a);
         out.col.ints = a.data();
         out.col.n = static_cast<size_t>(a.shape(0));
         return;
@@ -413,9 +413,10 @@ Stats run_serve(const Plan& plan, const py::sequence& sources, const py::sequenc
         throw std::invalid_argument("serve: ids needs one entry per plan role (" + std::to_string(roles.size()) +
                                     "), got " + std::to_string(py::len(ids)));
     if (id_args.size() < roles.size()) id_args.resize(roles.size());
+    std::vector<py::object> keep;
     std::vector<fc::IdColumn> cols(roles.size());
     for (size_t r = 0; r < roles.size(); ++r) {
-        ids_arg(ids[r], "ids[" + std::to_string(r) + "] (" + roles[r].entity_type + ")", id_args[r]);
+        ids_arg(ids[r], "ids[" + std::to_string(r) + "] (" + roles[r].entity_type + ")", id_args[r], keep);
         cols[r] = id_args[r].col;
     }
     const size_t G = plan.groups().size();
@@ -423,7 +424,6 @@ Stats run_serve(const Plan& plan, const py::sequence& sources, const py::sequenc
         throw std::invalid_argument("serve: sources needs one entry per plan group (" + std::to_string(G) +
                                     "), got " + std::to_string(py::len(sources)));
     std::vector<fc::GroupSource> srcs(G);
-    std::vector<py::object> keep;
     for (size_t g = 0; g < G; ++g) {
         py::object s = sources[g];
         if (s.is_none()) continue;
@@ -461,7 +461,8 @@ void bind_serving(py::module_& m) {
         "encode_keys",
         [](const std::string& tenant, const std::string& entity_type, py::handle ids) {
             IdsArg a;
-            ids_arg(ids, "ids", a);
+            std::vector<py::object> keep;
+            ids_arg(ids, "ids", a, keep);
             std::string prefix;
             fc::append_key_prefix(prefix, tenant, entity_type);
             py::list out(a.col.n);
@@ -486,10 +487,11 @@ void bind_serving(py::module_& m) {
                 throw std::invalid_argument("encode_pair_keys needs ids of at least 2 components, got " +
                                             std::to_string(k));
             std::vector<IdsArg> args(k);
+            std::vector<py::object> keep;
             std::vector<fc::IdColumn> cols;
             size_t n = 1;
             for (size_t c = 0; c < k; ++c) {
-                ids_arg(components[c], "components[" + std::to_string(c) + "]", args[c]);
+                ids_arg(components[c], "components[" + std::to_string(c) + "]", args[c], keep);
                 cols.push_back(args[c].col);
                 if (args[c].col.n != 1) {
                     if (n != 1 && n != args[c].col.n)

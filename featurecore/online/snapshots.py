@@ -63,7 +63,10 @@ class Snapshots:
         self.reads[schema.cf_name] += 1
         group = self._groups.get(schema.cf_name)
         if group is None:
-            group = self.load(schema)
+            with self._lock:  # concurrent first uses load the group once
+                group = self._groups.get(schema.cf_name)
+                if group is None:  # (not `or`: an empty group is falsy)
+                    group = self.load(schema)
         return group
 
     def load(self, schema: GroupSchema) -> _core.ResidentGroup:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from conftest import ITEMS, T0_US, USERS, populate, populated_ids
+from conftest import ITEMS, T0_US, USERS, group_frame, populate, populated_ids
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,6 +19,7 @@ from featurecore.errors import FeatureStoreError, NotFoundError, ValidationError
 from featurecore.governance import Tombstones, delete_entity, deletion_log, filter_tombstoned
 from featurecore.governance.deletion import split_pair_id
 from featurecore.offline.log import OfflineLog
+from featurecore.offline.materialize import materialize_bulk
 from featurecore.reasons import Reason
 from featurecore.registry import Definitions, Entity, FeatureGroup, RegistryState, validate
 from featurecore.serving import FeatureRequest
@@ -53,7 +54,7 @@ def test_deleting_a_user_leaves_nothing_of_it_readable_online(populated_store):
     receipt = delete_entity(store, "user", "u1", "default", reason="GDPR ticket 7")
     assert receipt.online == {"user_profile:v1": 1}
     assert receipt.pairs == {"user_item_activity:v1": 4}
-    assert receipt.offline_rows_retained == {"user_profile:v1": 1, "user_item_activity:v1": 4}
+    assert receipt.offline == {"user_profile:v1": 1, "user_item_activity:v1": 4}
     assert receipt.online_rows == 5 and receipt.completed_at_us >= receipt.requested_at_us
     after = store.get_features(request("u1"))
     for feature in ("user_category_affinity_30d:v2", "price_preference:v1", "user_embedding:v1", "user_item_seen_count_7d:v1"):
@@ -73,11 +74,28 @@ def test_deleting_a_user_leaves_nothing_of_it_readable_online(populated_store):
     assert _core.encode_key("shop_b", "user", "u1") in online_keys(store, "user_profile:v1")
 
 
+def test_a_deleted_user_is_gone_from_the_history_and_cannot_come_back(populated_store):
+    store, state = populated_store, populated_store.state
+    history = {ref: OfflineLog.open(store.root, state, ref).read().to_pandas() for ref in ("user_profile:v1", "user_item_activity:v1")}
+    delete_entity(store, "user", "u1")
+    for ref, before in history.items():
+        after = OfflineLog.open(store.root, state, ref).read().to_pandas()
+        mine = (before.tenant == "default") & before.entity_id.map(lambda i: (split_pair_id(i, 2)[0] if "item" in ref else i) == "u1")
+        pd.testing.assert_frame_equal(after.reset_index(drop=True), before[~mine].reset_index(drop=True))
+    # Rebuilding the online group from the history, or writing the user again, brings nothing back.
+    materialize_bulk(store.db, store.root, state, "user_profile:v1", T0_US + 1, on_ingested=store.writer.group_replaced)
+    receipt = store.write_online("user_profile:v1", group_frame(state, "user_profile:v1", 2), entity_ids=["u1", "u2"], feature_timestamp=T0_US + 2)
+    assert (receipt.rows, receipt.deleted_skipped) == (1, 1)
+    assert (reasons_of(store.get_features(request("u1")), "user_embedding:v1") == Reason.entity_not_found).all()
+    assert (reasons_of(store.get_features(request("u1", tenant="shop_b")), "user_embedding:v1") == Reason.present).all()
+
+
 def test_deleting_an_item_removes_its_resident_rows_and_pairs_where_it_is_the_second_component(populated_store):
     store = populated_store
     receipt = delete_entity(store, "item", "i1")
     assert receipt.online == {"item_behavior:v1": 1, "item_static:v1": 1}
     assert receipt.pairs == {"user_item_activity:v1": len(USERS)}
+    assert receipt.offline == {"item_behavior:v1": 1, "item_static:v1": 1, "user_item_activity:v1": len(USERS)}
     matrix = store.get_features(request("u2"))
     row = ITEMS.index("i1")
     for feature in ("item_ctr_7d_smoothed:v3", "item_embedding:v1"):
@@ -130,11 +148,9 @@ def test_bad_deletions_are_refused_before_anything_is_written(populated_store):
     assert len(Tombstones.load(populated_store)) == 0 and deletion_log(populated_store) == []
 
 
-def test_tombstones_filter_the_offline_history_against_a_pandas_oracle(populated_store):
+def test_tombstones_filter_history_rows_against_a_pandas_oracle(populated_store):
     store, state = populated_store, populated_store.state
-    delete_entity(store, "user", "u:3")
-    delete_entity(store, "item", "i2", "shop_b")
-    tombstones = Tombstones.load(store)
+    tombstones = Tombstones({("default", "user"): {"u:3"}, ("shop_b", "item"): {"i2"}})
     for group_ref in ("user_profile:v1", "user_item_activity:v1", "item_static:v1", "creator_safety:v1"):
         table = OfflineLog.open(store.root, state, group_ref).read()
         kept = filter_tombstoned(tombstones, state, group_ref, table).to_pandas()

@@ -11,13 +11,15 @@
    key-prefix seek (pair ids length-prefix every component but the last); for other
    positions the tenant's rows of the pair group are scanned (cost: one pass over that
    tenant's keys of the group);
-3. counts the entity's rows left in each group's offline Parquet history: the offline
-   log has no row-rewrite API yet, so history rows stay on disk and are excluded by the
-   tombstone from every reader that calls ``filter_tombstoned`` (materialization,
-   backfill, writes, training joins);
+3. removes its rows from each affected group's offline Parquet history
+   (``OfflineLog.rewrite``: only files holding its rows are replaced, with one manifest
+   swap per group; cost: one read of each affected group's history);
 4. appends the receipt to the deletion log (``meta``: ``b"deletion/" + u64 BE time + key``).
 
-A tombstone never expires: rows of a deleted entity are dropped whatever their timestamps.
+The tombstone also keeps the entity deleted afterwards: writes (``FeatureStore.write_online``),
+materialization, backfill and training joins drop rows it covers (``Tombstones.keep_mask``,
+``filter_tombstoned``). A tombstone never expires: rows of a deleted entity are dropped
+whatever their timestamps.
 """
 
 from __future__ import annotations
@@ -52,8 +54,7 @@ class DeletionReceipt:
         requested_at_us / completed_at_us: when the deletion started and finished.
         online: group ref -> rows removed (groups keyed by the entity; 0 = had no row).
         pairs: pair group ref -> rows removed (rows the entity is a component of).
-        offline_rows_retained: group ref -> rows of the entity still in the Parquet
-            history (kept on disk, excluded by the tombstone; see the module docstring).
+        offline: group ref -> rows removed from the Parquet history (entity and pair groups).
         reason: free text (ticket, request id).
     """
 
@@ -64,7 +65,7 @@ class DeletionReceipt:
     completed_at_us: int
     online: Mapping[str, int] = field(default_factory=dict)
     pairs: Mapping[str, int] = field(default_factory=dict)
-    offline_rows_retained: Mapping[str, int] = field(default_factory=dict)
+    offline: Mapping[str, int] = field(default_factory=dict)
     reason: str = ""
 
     @property
@@ -288,15 +289,12 @@ def delete_entity(store: Any, entity: str, entity_id: str | int, tenant: str = "
             changes.append(Change(schema.cf_name, keys))
     writer.commit(changes)
     only_this = Tombstones({(tenant, entity): {entity_id}})
-    retained = {}
-    for ref in own + [r for r, _ in pairs]:
+    offline = {}
+    for ref in dict.fromkeys(own + [r for r, _ in pairs]):
         log = OfflineLog.open(store.root, state, ref)
-        rows = 0
-        for chunk in log.scan(["entity_id"], tenant=tenant):
-            rows += int((~only_this.keep_mask(state, ref, tenant, chunk.column("entity_id"))).sum())
-        retained[ref] = retained.get(ref, 0) + rows
+        offline[ref] = log.rewrite(lambda table, ref=ref: filter_tombstoned(only_this, state, ref, table))
     receipt = DeletionReceipt(
-        entity, entity_id, tenant, requested, time.time_ns() // 1000, online, pair_rows, retained, reason
+        entity, entity_id, tenant, requested, time.time_ns() // 1000, online, pair_rows, offline, reason
     )
     log_key = DELETION_PREFIX + struct.pack(">Q", receipt.completed_at_us) + key
     meta[log_key] = msgpack.packb(receipt.to_dict())

@@ -88,7 +88,7 @@ def test_removal_from_online_is_refused_while_production_models_read_it(registry
     with pytest.raises(
         RegistryError,
         match=r"cannot remove from online serving creator_report_rate_30d:v1: production model\(s\) home_ranker:v18 read it "
-        r"through feature set\(s\) home_ranker_features:v18, trending_features:v3; deploy model versions",
+        r"through feature set\(s\) home_ranker_features:v18; deploy model versions",
     ):
         remove_from_online(registry, CREATOR)
     # The registry's own guard holds too, whichever way the flag is set.

@@ -69,11 +69,12 @@ def dependents_of(state: RegistryState, ref: str) -> Dependents:
     return Dependents(ref, tuple(features), tuple(sets), tuple(models), tuple(production))
 
 
-def _refuse_production(dependents: Dependents, step: str) -> None:
+def _refuse_production(state: RegistryState, dependents: Dependents, step: str) -> None:
     if dependents.production_models:
+        sets = sorted({state.models[m].feature_set for m in dependents.production_models})
         raise RegistryError(
             f"cannot {step} {dependents.subject}: production model(s) {', '.join(dependents.production_models)} "
-            f"read it through feature set(s) {', '.join(dependents.feature_sets)}; deploy model versions whose "
+            f"read it through feature set(s) {', '.join(sets)}; deploy model versions whose "
             "feature sets do not use it, and move these models out of production first"
         )
 
@@ -118,7 +119,7 @@ def remove_from_online(registry: Registry, ref: str) -> Dependents:
     """
     state = registry.reload()
     dependents = dependents_of(state, ref)
-    _refuse_production(dependents, "remove from online serving")
+    _refuse_production(state, dependents, "remove from online serving")
     _require_stage(state, dependents, ("deprecated", "archived"), "remove from online serving", f"deprecate {ref} first")
     registry.update(ref, online=False)
     return dependents
@@ -164,7 +165,7 @@ def archive(registry: Registry, ref: str) -> Dependents:
     """
     state = registry.reload()
     dependents = dependents_of(state, ref)
-    _refuse_production(dependents, "archive")
+    _refuse_production(state, dependents, "archive")
     _require_stage(state, dependents, ("deprecated", "archived"), "archive", f"deprecate {ref} first")
     online = [f for f in dependents.features if state.features[f].online and state.group_of(f).online]
     if online:

@@ -18,6 +18,7 @@ from test_offline_helpers import HOUR_US, T0, T0_US, make_state
 
 from featurecore import _core
 from featurecore.offline.log import OfflineLog
+from featurecore.offline.materialize import materialize_bulk
 from featurecore.online.layout import column_family, open_database
 from featurecore.serving.plan import schema_for_group
 
@@ -26,7 +27,6 @@ GROUP = "item_stats:v1"
 
 
 def _child_materialize(root):
-    from featurecore.offline.materialize import materialize_bulk
     from featurecore.online.batch import validate_batch
 
     state = make_state()
@@ -105,6 +105,10 @@ def test_kill_during_bulk_materialization(tmp_path, delay_s):
         assert (table.status() == 0).all()
         served = set(table.slots()[:, 0].tolist())
         assert len(served) == 1 and served <= {float(last), float(last + 1)}, served
+        # the next run finishes the job and leaves no temporary SST behind
+        summary = materialize_bulk(db, root, state, GROUP, T0_US + 10_000 * HOUR_US, progress=False)
+        assert summary.rows == N_ENTITIES
+        assert os.listdir(os.path.join(root, "ingest", "g_item_stats_v1")) == []
     finally:
         db.close()
 

@@ -220,9 +220,11 @@ def materialize_bulk(
     new_rows = [row for _, _, rows in puts for row in rows]
     cf = column_family(db, schema.cf_name)
     deletes = _vanished_keys(cf, new_keys)
-    _clear_stale_ingest_files(root)
-    path = os.path.join(root, "ingest", f"{uuid.uuid4().hex}.sst")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    # One directory per group: a crashed run's file is removed by the next run of the
+    # same group, never one another group's materialization is writing.
+    directory = os.path.join(root, "ingest", schema.cf_name.replace("/", "_"))
+    _clear_directory(directory)
+    path = os.path.join(directory, f"{uuid.uuid4().hex}.sst")
     _say(progress, f"materialize {group_ref}: writing {len(new_keys):,} rows to {path}")
     try:
         if new_keys or deletes:
@@ -275,11 +277,10 @@ def _write_sst(path: str, keys: list[bytes], rows: list[bytes], deletes: list[by
     writer.finish()
 
 
-def _clear_stale_ingest_files(root: str) -> None:
-    directory = os.path.join(root, "ingest")
-    if os.path.isdir(directory):
-        for name in os.listdir(directory):
-            os.remove(os.path.join(directory, name))
+def _clear_directory(directory: str) -> None:
+    os.makedirs(directory, exist_ok=True)
+    for name in os.listdir(directory):
+        os.remove(os.path.join(directory, name))
 
 
 # -- incremental ----------------------------------------------------------------------

@@ -203,3 +203,11 @@ def test_consent_checks_are_o1_lookups_and_persist(store_dir, example_repo):
         with pytest.raises(FeatureStoreError, match=r"cannot change consent of user 'u9': .*; change it through the primary"):
             reopened.access_guard.consent.revoke_consent("default", "u9")
         assert reopened.access_guard.consent.allows("default", "u9", "behavioral")
+
+
+def test_the_module_examples_hold():
+    import doctest
+
+    import featurecore.governance.access as access
+
+    assert doctest.testmod(access, raise_on_error=False).failed == 0

@@ -24,6 +24,7 @@ import rocksdict
 from .errors import FeatureStoreError, NotFoundError, ValidationError
 from .governance.access import AccessGuard, ConsentRegistry
 from .governance.deletion import Tombstones
+from .governance.lifecycle import is_online
 from .online import changelog
 from .online.batch import GroupSchema, micros_now, validate_batch
 from .online.direct import DirectReader
@@ -301,9 +302,9 @@ class FeatureStore:
         return self._engine.get_features(request)
 
     def load_resident(self) -> dict[str, LoadStats]:
-        """Load every registered resident group not loaded yet; returns load stats."""
+        """Load every resident group served online and not loaded yet; returns load stats."""
         for group in self.state.feature_groups.values():
-            if group.serving_mode == "resident":
+            if group.serving_mode == "resident" and is_online(self.state, group.ref):
                 schema = self.group_schema(group.ref)
                 if self.snapshots.loaded(schema.cf_name) is None:
                     self.snapshots.load(schema)

@@ -3,6 +3,8 @@ reason, privacy mode (proved by counting reads), access rules and tenant isolati
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -329,3 +331,15 @@ def test_pair_groups_are_keyed_by_pair_ids_built_from_their_components(tmp_path,
         store.write_online("user_item_affinity:v1", {"affinity": [0.5, 0.25, 0.75]}, entity_ids=pairs, feature_timestamp=T0)
         matrix = store.get_features(FeatureRequest("affinity_set:v1", {"user": "u1", "item": ["i1", "i2", "i3"]}, EVAL_US))
         assert matrix.values[:, 0].tolist() == [0.5, 0.25, -float(Reason.entity_not_found)]
+
+
+def test_groups_taken_out_of_online_serving_are_not_computed_and_never_read(tmp_path):
+    with FeatureStore.open(tmp_path / "store") as store:
+        defs = [d if not isinstance(d, FeatureGroup) or d.name != "creator_stats" else dataclasses.replace(d, online=False) for d in definitions()]
+        store.apply(defs)
+        write_all(store, Oracle(), np.random.default_rng(13))
+        assert "g/creator_stats/v1" not in store.load_resident()
+        matrix = store.get_features(request(["i1", "i2"], creators=["c1", "c2"]))
+        assert reasons_of(matrix, "followers:v1") == [Reason.not_computed] * 2
+        assert Reason.not_computed not in reasons_of(matrix, "views:v1")
+        assert store.snapshots.reads["g/creator_stats/v1"] == 0

@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import _core
 from ..errors import AccessDeniedError, NotFoundError, ValidationError
+from ..governance.lifecycle import is_online
 from ..online.batch import GroupSchema
 from ..reasons import Reason
 from ..registry.model import RegistryState
@@ -62,7 +63,8 @@ class Route:
     access already checked, and per group where its rows come from."""
 
     compiled: CompiledFeatureSet
-    #: Per group: "skip" (privacy_disabled, never read), "resident" or "direct", and its schema.
+    #: Per group: "skip" (privacy_disabled, never read), "offline" (taken out of online
+    #: serving: not_computed, never read), "resident" or "direct"; and its schema.
     sources: tuple[tuple[str, GroupSchema, GroupBinding], ...]
     #: Per-candidate entities read (a pair's per-candidate components too), in first-use
     #: order; the first one the request names labels the rows.
@@ -106,7 +108,7 @@ class ServingEngine:
             skipped = privacy_skipped(compiled, request.privacy_mode)
             check_access(state, compiled, request.purpose, skipped)
             sources = tuple(
-                ("skip" if b.ref in skipped else b.serving_mode, self._store.group_schema(b.ref), b) for b in compiled.groups
+                (_source_kind(state, b, skipped), self._store.group_schema(b.ref), b) for b in compiled.groups
             )
             entities: list[str] = []  # per-candidate entities, and the per-candidate parts of pairs
             for b in compiled.groups:
@@ -137,6 +139,8 @@ class ServingEngine:
         for kind, schema, binding in route.sources:
             if kind == "skip" or binding.ref in consent_off:
                 sources.append(None)
+            elif kind == "offline":
+                sources.append(_core.GroupTable.missing(binding.schema, 1 if binding.per_request else n, int(Reason.not_computed)))
             elif kind == "resident":
                 sources.append(store.snapshots.resident(schema))
             else:
@@ -173,6 +177,12 @@ class ServingEngine:
             # no per-row timeout status (see featurecore/online/direct.py).
             return _core.GroupTable.missing(binding.schema, len(keys), int(Reason.timeout))
         return read.table
+
+
+def _source_kind(state: RegistryState, binding: GroupBinding, skipped: set[str]) -> str:
+    if binding.ref in skipped:
+        return "skip"
+    return binding.serving_mode if is_online(state, binding.ref) else "offline"
 
 
 def _candidates(route: Route, request: FeatureRequest) -> tuple[str, int]:

@@ -69,7 +69,6 @@ class Writer {
         r_ = out_.reasons + i * f_;
     }
     float* values() const { return v_; }
-    uint8_t* reasons() const { return r_; }
 
     // Writes the default of each column in [col, col + width) for reason;
     // stale_src is the stored value when there is one (stale rows).
@@ -97,9 +96,10 @@ class Writer {
         stats_.reason_counts[reason] += width;
     }
 
+    // Reasons start zeroed (assemble clears the matrix), so a present cell only
+    // writes its value.
     void present(uint32_t col, float v) {
         v_[col] = v;
-        r_[col] = kPresent;
     }
 
   private:
@@ -115,12 +115,8 @@ class Writer {
 
 void write_group(const Plan::Group& g, const RowState& s, Writer& w) {
     float* v = w.values();
-    uint8_t* r = w.reasons();
     if (s.clean) {
-        for (const auto& run : g.runs) {
-            std::memcpy(v + run.dst_col, s.src + run.src_slot, run.width * sizeof(float));
-            std::memset(r + run.dst_col, kPresent, run.width);
-        }
+        for (const auto& run : g.runs) std::memcpy(v + run.dst_col, s.src + run.src_slot, run.width * sizeof(float));
         for (uint32_t c : g.indicator_cols) w.present(c, 0.0f);
         return;
     }
@@ -128,7 +124,6 @@ void write_group(const Plan::Group& g, const RowState& s, Writer& w) {
         const uint8_t reason = feature_reason(s, m.feature);
         if (reason == kPresent) {
             std::memcpy(v + m.dst_col, s.src + m.src_slot, m.width * sizeof(float));
-            std::memset(r + m.dst_col, kPresent, m.width);
         } else {
             const bool has_value = s.reason == kPresent && !s.nulls[m.feature];
             w.missing(m.dst_col, m.width, reason, has_value ? s.src + m.src_slot : nullptr);
@@ -282,6 +277,7 @@ AssembleStats assemble(const Plan& plan, const std::vector<GroupRows>& groups, c
     const size_t G = pgroups.size();
     std::vector<RowState> states(G);
     Writer w(plan, out, stats);
+    std::memset(out.reasons, kPresent, out.n * plan.n_columns());
     constexpr size_t kAhead = 6;  // rows whose records are prefetched ahead of the gather
     for (size_t i = 0; i < out.n; ++i) {
         w.start_row(i);

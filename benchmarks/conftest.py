@@ -5,6 +5,11 @@ W1: 100,000 items in two resident item groups of 32 float features each, 10,000 
 50), 2% of candidate ids unknown. Candidate lists come from a pre-generated pool so
 that generating them is never timed. Ids are decimal integers, so the same store serves
 str ids ("123") and int64 ids (123) - they are the same entity by contract.
+
+The store is built twice through ``write_online``: once with every group resident (the
+item groups are resident in W1; users and creators are made resident too so the whole
+request compares with the numpy floor) and once with every group direct (compared with
+rocksdict's bare multi-get).
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ POOL = 256  # distinct pre-generated requests per candidate count
 TENANT = "default"
 T0 = dt.datetime(2026, 7, 1, tzinfo=dt.timezone.utc)
 
-#: GROUPS[name] = (entity, n_entities, n_features); the two item groups are resident.
+#: GROUPS[name] = (entity, n_entities, n_features).
 GROUPS = {
     "item_static": ("item", N_ITEMS, ITEM_FEATURES),
     "item_behavior": ("item", N_ITEMS, ITEM_FEATURES),

@@ -26,7 +26,7 @@ from .governance.access import AccessGuard, ConsentRegistry
 from .governance.deletion import Tombstones
 from .governance.lifecycle import is_online
 from .online import changelog
-from .online.batch import GroupSchema, micros_now, validate_batch
+from .online.batch import GroupSchema, check_tenant, micros_now, validate_batch
 from .online.direct import DirectReader
 from .online.layout import CHANGELOG_CF, column_family, online_path, open_database
 from .online.refresh import DEFAULT_REFRESH_INTERVAL_S, Refresher
@@ -157,8 +157,10 @@ class FeatureStore:
         families of new groups, so secondaries that open later see them."""
         self._require_primary("apply definitions")
         plan = self.registry.apply(definitions)
+        existing = set(rocksdict.Rdict.list_cf(online_path(self.root)))
         for group in self.state.feature_groups.values():
-            column_family(self._db, self.group_schema(group.ref).cf_name)
+            if self.group_schema(group.ref).cf_name not in existing:
+                column_family(self._db, self.group_schema(group.ref).cf_name)
         return plan
 
     def group_schema(self, group_ref: str) -> GroupSchema:
@@ -239,6 +241,7 @@ class FeatureStore:
         """
         writer = self._require_primary("write online rows")
         schema = self.group_schema(group_ref)
+        check_tenant(tenant)
         if (code_version is None) != (pipeline_run_id is None) or not all(isinstance(v, str) and v for v in (code_version, pipeline_run_id) if v is not None):
             raise ValidationError(
                 f"code_version and pipeline_run_id go together as non-empty str, got {code_version!r} and {pipeline_run_id!r}; "

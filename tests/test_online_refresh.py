@@ -120,3 +120,15 @@ def test_a_group_replaced_outside_the_writer_is_reloaded_everywhere(pair):
     assert ctr_of(primary) == expected
     secondary.refresh()
     assert ctr_of(secondary) == expected
+
+
+def test_secondary_direct_groups_read_the_caught_up_database(tmp_path):
+    with FeatureStore.open(tmp_path / "store") as primary:
+        primary.apply(definitions(item_mode="direct"))
+        write_ctr(primary, 1.0)
+        with FeatureStore.open(tmp_path / "store", mode="secondary", refresh_interval_s=3600) as secondary:
+            write_ctr(primary, 4.0)
+            assert ctr_of(secondary)[0] == [1.0] * 10
+            secondary.refresh()
+            assert ctr_of(secondary)[0] == [4.0] * 10
+            assert secondary.snapshots.loaded("g/item_stats/v1") is None  # direct: nothing resident

@@ -1,10 +1,11 @@
 """Direct reads: a group's rows fetched from RocksDB per request and decoded natively.
 
 One batched multi-get per request (``cf.get(list_of_keys)``), or, under a deadline,
-one multi-get per chunk with the clock checked between chunks: rows not read when the
-deadline passes are reported as timed out (reason ``timeout``). No stale value exists
-for a direct read that timed out: ``use_stale_if_available`` then degrades to NaN as
-the contract says (a row that was never read has no last-known value to serve).
+one multi-get per chunk with the clock checked between chunks, stopping once the
+deadline has passed. ``DirectRead.n_read`` says how many rows were read; the engine
+serves a group that was not read completely as ``timeout`` for every row (a GroupTable
+cannot mark single rows as timed out). No stale value exists for a direct read that
+timed out: ``use_stale_if_available`` then degrades to NaN as the contract says.
 """
 
 from __future__ import annotations

@@ -101,6 +101,44 @@ def string_id_inputs(data):
     return {**data, "history": history, "events": events}
 
 
+@functools.lru_cache(maxsize=1)
+def parquet_store() -> str:
+    """The W2 history written to an offline log (30 daily partitions) in a temp store."""
+    import tempfile
+
+    from featurecore.offline.log import OfflineLog
+
+    data = make_data()
+    root = tempfile.mkdtemp(prefix="bench-pit-")
+    log = OfflineLog.open(root, data["state"], "items:v1")
+    history = data["history"]
+    tenant = pa.array(["default"] * history.num_rows, pa.string())
+    log.append(history.add_column(0, "tenant", tenant).cast(log.arrow_schema("int64")))
+    return root
+
+
+def run_featurecore_parquet(root) -> np.ndarray:
+    data = make_data()
+    return point_in_time_join(data["events"], data["state"], "w2:v1", root=root, threads=THREADS).values
+
+
+def duckdb_parquet_inputs(root):
+    import duckdb
+
+    from featurecore.offline.log import OfflineLog
+
+    data = make_data()
+    log = OfflineLog.open(root, data["state"], "items:v1")
+    paths = [os.path.join(log.directory, f.path) for f in log.files()]
+    con = duckdb.connect()
+    con.execute(f"SET threads TO {THREADS}")
+    columns = ", ".join(["entity_id", "feature_timestamp", *FEATURES])
+    con.execute(f"CREATE VIEW history AS SELECT {columns} FROM read_parquet({paths!r})")
+    events = data["events"].select(["item_id", "event_timestamp"])
+    con.register("events", events.append_column("pos", pa.array(np.arange(events.num_rows))))
+    return con
+
+
 def pandas_inputs(data):
     history = data["history"].select(["entity_id", "feature_timestamp", *FEATURES]).to_pandas()
     events = data["events"].select(["item_id", "event_timestamp"]).to_pandas()
@@ -174,6 +212,11 @@ def run_polars(inputs) -> np.ndarray:
     return joined.select(FEATURES).to_numpy().astype(np.float32)
 
 
+PARQUET_ENGINES = {
+    "featurecore_parquet": (lambda root: root, run_featurecore_parquet),
+    "duckdb_parquet": (duckdb_parquet_inputs, lambda con: run_duckdb(con)),
+}
+
 ENGINES = {
     "featurecore": (lambda data: data, run_featurecore),
     "featurecore_str_ids": (string_id_inputs, run_featurecore),
@@ -193,8 +236,8 @@ RESULTS: dict[str, dict] = {}
 def data():
     yield make_data()
     if RESULTS:  # the summary table (visible with -s)
-        fastest_baseline = min(r["p50"] for e, r in RESULTS.items() if not e.startswith("featurecore"))
-        print("\nW2 summary (seconds; ratio = engine p50 / featurecore p50)")
+        fastest_baseline = min(r["p50"] for e, r in RESULTS.items() if e in ENGINES and not e.startswith("featurecore"))
+        print("\nW2 summary (seconds; ratio = engine p50 / in-memory featurecore p50)")
         print(f"  {'engine':20s} {'p50':>7s} {'p99':>7s} {'ratio':>6s} {'peak MB':>8s}")
         for engine, r in RESULTS.items():
             ratio = r["p50"] / RESULTS["featurecore"]["p50"] if "featurecore" in RESULTS else float("nan")
@@ -223,6 +266,17 @@ def test_w2_pit_join(benchmark, data, expected, engine):
     RESULTS[engine] = {"p50": float(np.median(times)), "p99": float(np.quantile(times, 0.99)), "peak_mb": peak}
 
 
+@pytest.mark.parametrize("engine", list(PARQUET_ENGINES))
+def test_w2_pit_join_from_parquet(benchmark, data, expected, engine):
+    prepare, run = PARQUET_ENGINES[engine]
+    inputs = prepare(parquet_store())
+    benchmark.group = "W2 from the Parquet offline log (30 daily files)"
+    got = benchmark.pedantic(run, args=(inputs,), rounds=ROUNDS, iterations=1, warmup_rounds=0)
+    np.testing.assert_array_equal(got, expected)
+    times = np.array(benchmark.stats.stats.data)
+    RESULTS[engine] = {"p50": float(np.median(times)), "p99": float(np.quantile(times, 0.99)), "peak_mb": _peak_memory_mb(engine)}
+
+
 def _peak_memory_mb(engine: str) -> float:
     env = dict(os.environ, POLARS_MAX_THREADS=str(THREADS))
     out = subprocess.run(
@@ -240,8 +294,12 @@ def _status_kb(field: str) -> int:
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--memory"]:
-    prepare, run = ENGINES[sys.argv[2]]
-    inputs = prepare(make_data())
+    if sys.argv[2] in PARQUET_ENGINES:
+        prepare, run = PARQUET_ENGINES[sys.argv[2]]
+        inputs = prepare(parquet_store())
+    else:
+        prepare, run = ENGINES[sys.argv[2]]
+        inputs = prepare(make_data())
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # resets VmHWM to the current RSS
     before = _status_kb("VmRSS")

@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -312,6 +313,34 @@ class FeatureStore:
                 if self.snapshots.loaded(schema.cf_name) is None:
                     self.snapshots.load(schema)
         return dict(self.snapshots.loads)
+
+    def online_stats(self) -> dict[str, Any]:
+        """Plain-data health of the online side: mode, changelog sequence, resident
+        groups (rows, bytes vs raw payload, load seconds, corrupt rows skipped) and, for
+        a secondary, the refresher (interval, last pass, age of the last success, error).
+        """
+        stats: dict[str, Any] = {
+            "mode": self.mode,
+            "sequence": self.sequence,
+            "resident": {
+                name: {
+                    "rows": load.rows,
+                    "nbytes": load.nbytes,
+                    "payload_bytes": load.payload_bytes,
+                    "load_seconds": load.seconds,
+                    "corrupt_rows_skipped": self.snapshots.corrupt_rows[name],
+                }
+                for name, load in self.snapshots.loads.items()
+            },
+        }
+        if self._refresher is not None:
+            stats["refresh"] = {
+                "interval_s": self._refresher.interval_s,
+                "last_pass_s": self._refresher.last_refresh_s,
+                "since_last_success_s": time.monotonic() - self._refresher.last_success,
+                "last_error": None if self._refresher.last_error is None else str(self._refresher.last_error),
+            }
+        return stats
 
     # -- cross-process ----------------------------------------------------------------------
 

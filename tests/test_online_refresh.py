@@ -132,3 +132,14 @@ def test_secondary_direct_groups_read_the_caught_up_database(tmp_path):
             secondary.refresh()
             assert ctr_of(secondary)[0] == [4.0] * 10
             assert secondary.snapshots.loaded("g/item_stats/v1") is None  # direct: nothing resident
+
+
+def test_online_stats_report_resident_groups_and_refresh_health(pair):
+    primary, secondary = pair
+    ctr_of(secondary)
+    secondary.refresh()
+    stats = secondary.online_stats()
+    assert stats["mode"] == "secondary" and stats["sequence"] == primary.sequence == 1
+    assert stats["resident"]["g/item_stats/v1"]["rows"] == 10
+    assert stats["refresh"]["last_error"] is None and stats["refresh"]["since_last_success_s"] < 5
+    assert "refresh" not in primary.online_stats()

@@ -61,7 +61,9 @@ class Refresher:
         self.interval_s = float(interval_s)
         self._on_catch_up = on_catch_up
         self.sequence = changelog.last_sequence(column_family(db(), CHANGELOG_CF, create=False))
+        #: Seconds the last pass took, and time.monotonic() when a pass last succeeded.
         self.last_refresh_s = 0.0
+        self.last_success = time.monotonic()
         self.last_error: "Exception | None" = None
         self._cfs: dict[str, rocksdict.Rdict] = {}
         self._cfs_of: "rocksdict.Rdict | None" = None
@@ -90,6 +92,7 @@ class Refresher:
                 self.sequence = entries[-1].sequence
                 applied += len(entries)
             self.last_refresh_s = time.perf_counter() - start
+            self.last_success = time.monotonic()
             return applied
 
     def _cf(self, db: rocksdict.Rdict, name: str) -> rocksdict.Rdict:

@@ -49,10 +49,13 @@ def test_dependents_of_a_feature_and_of_a_group(registry):
         "feature_sets": ["home_ranker_features:v18", "trending_features:v3"],
         "models": ["home_ranker:v18", "trending_ranker:v3"],
         "production_models": ["home_ranker:v18", "trending_ranker:v3"],
+        "importances": {"trending_ranker:v3": 0.05},
     }
     group = dependents_of(registry.state, "user_profile:v1")
     assert group.features == ("user_category_affinity_30d:v2", "price_preference:v1", "user_embedding:v1")
     assert group.feature_sets == ("home_ranker_features:v18",) and group.production_models == ("home_ranker:v18",)
+    behavior = dependents_of(registry.state, "item_behavior:v1")
+    assert behavior.importances == {"home_ranker:v18": 0.21, "trending_ranker:v3": 0.31}
     with pytest.raises(NotFoundError, match=r"feature 'nope:v1' is not registered"):
         dependents_of(registry.state, "nope:v1")
 

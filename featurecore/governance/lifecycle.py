@@ -18,8 +18,8 @@ and returns the ``Dependents`` it checked.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 from ..errors import RegistryError
 from ..registry import lineage
@@ -37,6 +37,8 @@ class Dependents:
         feature_sets: feature sets reading any of them (columns or cross inputs).
         models: models bound to those feature sets.
         production_models: the models among them in production.
+        importances: model -> summed ``feature_importances`` of those features (models
+            that declare any), i.e. what the model loses without them.
     """
 
     subject: str
@@ -44,10 +46,12 @@ class Dependents:
     feature_sets: tuple[str, ...]
     models: tuple[str, ...]
     production_models: tuple[str, ...]
+    importances: Mapping[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        out = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        return {**out, "importances": dict(self.importances)}
 
 
 def _features_of(state: RegistryState, ref: str) -> tuple[str, ...]:
@@ -66,7 +70,12 @@ def dependents_of(state: RegistryState, ref: str) -> Dependents:
     sets = sorted({fs for f in features for fs in lineage.feature_sets_using(state, f)})
     models = sorted({m for fs in sets for m in lineage.models_using(state, fs)})
     production = sorted(m for m in models if state.models[m].stage == "production")
-    return Dependents(ref, tuple(features), tuple(sets), tuple(models), tuple(production))
+    importances = {
+        m: round(sum(state.models[m].feature_importances.get(f, 0.0) for f in features), 6)
+        for m in models
+        if any(f in state.models[m].feature_importances for f in features)
+    }
+    return Dependents(ref, tuple(features), tuple(sets), tuple(models), tuple(production), importances)
 
 
 def _refuse_production(state: RegistryState, dependents: Dependents, step: str) -> None:

@@ -126,3 +126,19 @@ def test_feature_plain_round_trip(name, version, dtype, actions, tags, window):
         window=window,
     )
     assert feature_from_plain(to_plain(feature)) == feature
+
+
+def test_records_written_before_the_governance_fields_still_load(example_state):
+    import msgpack
+
+    plain = to_plain(example_state)
+    del plain["tenant_access"]
+    for group in plain["feature_groups"].values():
+        del group["online"]
+    for fs in plain["feature_sets"].values():
+        del fs["sla"], fs["allow_deprecated"]
+    old = msgpack.packb({"format": 1, "state": plain, "applied_at_us": 1, "summary": "old"}, use_bin_type=True)
+    state, _ = loads_record(old)
+    assert state.tenant_access == {} and all(g.online for g in state.feature_groups.values())
+    assert state.feature_set("home_ranker_features:v18").sla is None
+    assert state.feature_set("trending_features:v3").allow_deprecated == ()

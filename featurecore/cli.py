@@ -147,6 +147,32 @@ def _demo_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="a small synthetic world (seconds, for smoke tests)")
 
 
+def _monitor(args: argparse.Namespace) -> int:
+    from .monitoring import MonitoringSnapshot, html_report, png_report, text_report
+
+    path = Path(args.snapshot) if args.snapshot else Path(args.store) / "monitoring" / "snapshot.json"
+    if not path.exists():
+        raise FeatureStoreError(
+            f"no monitoring snapshot at {str(path)!r}; a serving process writes one with "
+            "take_snapshot(collector).save(path) (the demo does), or pass --snapshot PATH"
+        )
+    snapshot = MonitoringSnapshot.load(path)
+    print(text_report(snapshot, top=args.top))
+    for render, target in ((png_report, args.png), (html_report, args.html)):
+        if target:
+            print(f"wrote {render(snapshot, target)}")
+    alerts = sum(c["status"] == "alert" for report in snapshot.to_dict()["drift"] for c in report["columns"])
+    return 1 if args.fail_on_alert and alerts else 0
+
+
+def _monitor_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--snapshot", help="snapshot JSON (default: STORE/monitoring/snapshot.json)")
+    parser.add_argument("--png", help="also write the plot report to this PNG")
+    parser.add_argument("--html", help="also write an HTML report")
+    parser.add_argument("--top", type=int, default=10, help="features listed per section (default 10)")
+    parser.add_argument("--fail-on-alert", action="store_true", help="exit 1 when any drift/outage alert is open")
+
+
 def _filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--kind",
@@ -206,6 +232,7 @@ COMMANDS: dict[str, Command] = {
         ),
         Command("validate", "deploy check of a model version", _validate_args, _validate),
         Command("stage", "move a feature to a lifecycle stage", _stage_args, _stage),
+        Command("monitor", "print the monitoring report (null rate, reasons, staleness, drift, latency)", _monitor_args, _monitor),
         Command(
             "demo",
             "run the whole loop on the example repo: define, write, materialize, serve, train, parity",

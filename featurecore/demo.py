@@ -2,8 +2,9 @@
 
 define (apply the YAML repo) -> write a week of synthetic pipeline output (offline log and
 online store in one call per batch) -> materialize offline -> online (bulk SST ingest) ->
-serve requests of 1 user + 800 candidates -> build a point-in-time training set ->
-check offline/online parity -> monitor (text summary and a PNG report).
+build a point-in-time training set -> serve requests of 1 user + 800 candidates ->
+check offline/online parity -> monitor serving against the training set (text summary and
+a PNG report).
 
 The synthetic data is generated from the registry alone (dtype, dim, vocabulary), so the
 demo follows the example repo as it changes.
@@ -24,9 +25,10 @@ import pandas as pd
 
 from . import _core
 from .errors import FeatureStoreError
+from .monitoring import Baseline, Dependencies, ServingCollector, categorical_columns, png_report, take_snapshot, text_report
 from .offline import check_parity, materialize_bulk, point_in_time_join, write_batch
 from .reasons import Reason
-from .registry.model import Feature, FeatureGroup, RegistryState
+from .registry.model import Feature, RegistryState
 from .serving.request import FeatureRequest
 from .store import FeatureStore
 
@@ -99,6 +101,8 @@ def entity_ids(state: RegistryState, entity: str, size: DemoSize, rng: np.random
         n = size.users * 20
         parts = [pools.get(c, _ids(c, size.users))[rng.integers(0, len(pools.get(c, _ids(c, size.users))), n)] for c in spec.components]
         return np.unique(np.array([_core.pair_id(*p) for p in zip(*parts)], dtype=object))
+    if entity == "session":  # a user's current session
+        return np.array([f"session_{u}" for u in pools["user"]], dtype=object)
     if entity in pools:
         # 2% of items have no row at all, so entity_not_found shows up in serving.
         pool = pools[entity]
@@ -116,7 +120,10 @@ def write_history(store: FeatureStore, size: DemoSize, now_us: int, rng: np.rand
         features = [state.feature(ref) for ref in group.features]
         for day in range(size.days, 0, -1):
             feature_ts = now_us - day * DAY_US
-            generated = feature_ts + 2 * HOUR_US if group.freshness_sla >= 86_400 else now_us - day * HOUR_US // 24
+            # Daily groups are computed 2 h after their window closes; fast groups are
+            # refreshed well within their SLA (the latest day is fresh at `now`).
+            fast = group.freshness_sla < 86_400
+            generated = now_us - day * int(group.freshness_sla * 1e6) // 4 if fast else feature_ts + 2 * HOUR_US
             frame = {f.name: synthetic_column(f, len(ids), rng) for f in features}
             write_batch(
                 store.root, state, group.ref, frame, entity_ids=ids, feature_timestamp=feature_ts,
@@ -180,45 +187,77 @@ def run_demo(store_dir: "str | os.PathLike", repo: "str | os.PathLike", *, size:
             say(f"   {summary}")
 
         feature_set = next(m.feature_set for m in state.models.values() if m.name == "home_ranker")
-        say(f"4. serve: {size.requests} requests of 1 user + {size.candidates} candidates for {feature_set}")
         item_pool = _ids("item", int(size.items * 1.02))  # ~2% unknown ids
+        say(f"4. training set: point-in-time join of {size.events:,} impressions over {size.days} days")
+        events = synthetic_events(state, feature_set, item_pool, size, now_us, rng)
+        started = time.perf_counter()
+        training = point_in_time_join(events, state, feature_set, root=store.root, progress=False)
+        seconds = time.perf_counter() - started
+        say(f"   {training.values.shape} in {seconds:.2f} s; missing reasons: {reason_summary(training.reasons)}")
+
+        say(f"5. serve: {size.requests} requests of 1 user + {size.candidates} candidates for {feature_set}")
+        collector = ServingCollector(sample_rate=1.0)  # a demo inspects every request
+        baseline = Baseline.from_matrix(
+            training.values, training.reasons, training.columns,
+            categorical=categorical_columns(state, training.columns), source="demo training set",
+        )
         latencies = []
         matrix = None
         for _ in range(size.requests):
             user = f"u_{int(rng.integers(0, size.users))}"
             items = item_pool[rng.choice(len(item_pool), size.candidates, replace=False)]
             request = request_for(state, feature_set, user, items, now_us, rng)
-            started = time.perf_counter()
+            started = time.perf_counter_ns()
             matrix = store.get_features(request)
-            latencies.append((time.perf_counter() - started) * 1e6)
+            latency_us = (time.perf_counter_ns() - started) / 1e3
+            latencies.append(latency_us)
+            if collector.baseline(feature_set) is None:
+                collector.register(feature_set, matrix.columns, matrix.group_names, baseline=baseline,
+                                   categorical=categorical_columns(state, matrix.columns))
+            collector.observe(feature_set, matrix, latency_us)
         lat = np.array(latencies)
         say(f"   matrix {matrix.values.shape} float32 + reasons {matrix.reasons.shape} uint8; "
             f"missing {matrix.diagnostics['missing_count']}, stale {matrix.diagnostics['stale_count']}")
         say(f"   missing reasons: {reason_summary(matrix.reasons)}")
-        item_view = next(iter(matrix.to_dict()["features"].items()))
-        say(f"   debug view of one row: {item_view[0]}: " + ", ".join(f"{k}={v:.3g}" for k, v in list(item_view[1].items())[:4]) + ", ...")
+        label, row = next(iter(matrix.to_dict()["features"].items()))
+        say(f"   debug view of one row: {label}: " + ", ".join(f"{k}={v:.3g}" for k, v in list(row.items())[:3]) + ", ...")
         say(f"   latency per request (Python call included): p50 {np.percentile(lat, 50):.0f} us, "
-            f"p99 {np.percentile(lat, 99):.0f} us")
-
-        say(f"5. training set: point-in-time join of {size.events:,} impressions over {size.days} days")
-        events = pd.DataFrame({
-            "user_id": [f"u_{i}" for i in rng.integers(0, size.users, size.events)],
-            "session_id": [f"session_u_{i}" for i in rng.integers(0, size.users, size.events)],
-            "item_id": item_pool[rng.integers(0, len(item_pool), size.events)],
-            "event_timestamp": pd.to_datetime(now_us - rng.integers(0, size.days * DAY_US, size.events), unit="us", utc=True),
-            "clicked": rng.random(size.events) < 0.05,
-        })
-        events["creator_id"] = [f"creator_{int(i.split('_')[1]) % 1000}" for i in events["item_id"]]
-        for feature in state.feature_set(feature_set).request_features:  # logged request context
-            events[feature.name] = rng.integers(0, 4, size.events).astype(np.float32)
-        started = time.perf_counter()
-        training = point_in_time_join(events, state, feature_set, root=store.root, progress=False)
-        seconds = time.perf_counter() - started
-        say(f"   {training.values.shape} in {seconds:.2f} s; missing reasons: {reason_summary(training.reasons)}")
+            f"p99 {np.percentile(lat, 99):.0f} us; last request's stages (us): {matrix.diagnostics['latency_us']}")
 
         say("6. parity: the online matrix at T equals the training matrix for events at T")
         items = item_pool[:64]
         request = request_for(state, feature_set, "u_1", items, now_us, rng)
         report = check_parity(store, feature_set, request.entities, now_us, context=request.context, candidate=request.candidate)
         say(f"   {'OK' if report.ok else 'MISMATCH'}: {report}")
+
+        say("7. monitor: serving vs the training baseline (null rate, reasons, staleness, drift, latency)")
+        snapshot = take_snapshot(collector, dependencies=Dependencies.from_registry(state))
+        monitoring_dir = root / "monitoring"
+        snapshot.save(monitoring_dir / "snapshot.json")
+        say("   " + text_report(snapshot, top=8).replace("\n", "\n   "))
+        say(f"   plots: {png_report(snapshot, monitoring_dir / 'report.png')} "
+            f"(again any time: featurecore monitor --store {root})")
         return 0 if report.ok else 1
+
+
+def synthetic_events(state: RegistryState, feature_set: str, item_pool: np.ndarray, size: DemoSize, now_us: int,
+                     rng: np.random.Generator) -> pd.DataFrame:
+    """Impressions with labels and the request context logged at serving time."""
+    items = item_pool[rng.integers(0, len(item_pool), size.events)]
+    users = rng.integers(0, size.users, size.events)
+    events = pd.DataFrame({
+        "user_id": [f"u_{i}" for i in users],
+        "session_id": [f"session_u_{i}" for i in users],
+        "item_id": items,
+        "creator_id": [f"creator_{int(i.split('_')[1]) % 1000}" for i in items],
+        "event_timestamp": pd.to_datetime(now_us - rng.integers(0, size.days * DAY_US, size.events), unit="us", utc=True),
+        "clicked": rng.random(size.events) < 0.05,
+    })
+    for feature in state.feature_set(feature_set).request_features:
+        if feature.source == "context":
+            events[feature.name] = rng.integers(0, 4, size.events).astype(np.float32)
+        elif "rank" in feature.name:
+            events[feature.name] = rng.integers(0, size.candidates, size.events).astype(np.float32)
+        else:
+            events[feature.name] = rng.random(size.events).astype(np.float32)
+    return events

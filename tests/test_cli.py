@@ -107,12 +107,17 @@ def test_demo_runs_the_whole_loop(store_dir, capsys):
     assert "matrix (200, 60) float32 + reasons (200, 60) uint8" in out
     assert "(5000, 60) in" in out
     assert "OK: parity of home_ranker_features:v18" in out
+    code, out, _ = run(capsys, "monitor", "--store", str(store_dir), "--png", str(store_dir / "m.png"))
+    assert code == 0 and "feature set home_ranker_features:v18" in out and "drift vs baseline" in out
+    assert (store_dir / "m.png").stat().st_size > 20_000
     # A second run replaces the demo's own store; a foreign directory is refused.
     assert run(capsys, "demo", "--quick", "--store", str(store_dir))[0] == 0
     (store_dir.parent / "mine").mkdir()
     (store_dir.parent / "mine" / "data.txt").write_text("keep me")
     code, _, err = run(capsys, "demo", "--quick", "--store", str(store_dir.parent / "mine"))
     assert code == 1 and "was not made by the demo" in err
+    code, _, err = run(capsys, "monitor", "--store", str(store_dir.parent / "mine"))
+    assert code == 1 and "no monitoring snapshot at" in err
     assert (store_dir.parent / "mine" / "data.txt").read_text() == "keep me"
 
 

@@ -216,3 +216,18 @@ def test_changed_category_ids_land_in_other_and_alert():
     remapped = rng.integers(100, 105, size=(5000, 1)).astype(np.float32)  # a release renumbered the ids
     report = drift_of_matrix(baseline, remapped, np.zeros((5000, 1), np.uint8))
     assert report.columns[0].status == "alert" and report.columns[0].js == pytest.approx(1.0)
+
+
+def test_a_mostly_defaulted_feature_is_judged_on_missing_rate_not_on_its_few_values():
+    base_values, base_reasons = _normal(0)
+    base_reasons[:-100, 1] = 6  # 98% of the baseline is defaulted: 100 present values
+    base = Baseline.from_matrix(base_values, base_reasons, COLUMNS)
+    values, reasons = _normal(1, shift=3.0)  # the few present values moved far
+    reasons[:-100, 1] = 6
+    report = drift_of_matrix(base, values, reasons)
+    column = next(c for c in report.columns if c.column == COLUMNS[1])
+    assert column.psi > 1.0  # measured and reported ...
+    assert column.status == "ok"  # ... but 100 values are too few to alarm on
+    reasons[:, 1] = 0  # the same shift over every row is judged, and alarms
+    shifted = next(c for c in drift_of_matrix(base, values, reasons).columns if c.column == COLUMNS[1])
+    assert shifted.status == "alert" and shifted.why[0].startswith("PSI ")

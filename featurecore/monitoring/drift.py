@@ -319,6 +319,9 @@ class DriftPolicy:
     important_share: float = 0.03
     critical_share: float = 0.10
     min_rows: int = 1000
+    #: Live present values below which PSI/JS are too noisy to judge (a feature that is
+    #: 99% defaulted); such a column is judged on its missing rate alone.
+    min_present: int = 200
 
     def tier(self, share: float) -> str:
         """``"critical"``, ``"important"`` or ``"normal"`` for an importance share."""
@@ -478,11 +481,12 @@ def evaluate_drift(
         tier = max((policy.tier(s) for s in shares.values()), key=_TIER_ORDER.__getitem__, default="normal")
         up = float(live_missing[j] - base_missing[j])
         p, js = float(psi_v[j]), float(js_v[j])
+        judged_p, judged_js = (p, js) if rows - int(missing[j]) >= policy.min_present else (0.0, 0.0)
         if rows < policy.min_rows:
             status, why = "insufficient_data", [f"{rows} live rows < min_rows {policy.min_rows}"]
         else:
-            status, why = _judge(policy.thresholds(tier), p, js, up)
-            crit_status, crit_why = _judge(policy.critical, p, js, up)
+            status, why = _judge(policy.thresholds(tier), judged_p, judged_js, up)
+            crit_status, crit_why = _judge(policy.critical, judged_p, judged_js, up)
             if crit_status == "alert":
                 for m, s in shares.items():
                     if policy.tier(s) == "critical":

@@ -59,6 +59,7 @@ class MonitoringSnapshot:
         """Write the snapshot as JSON (temp file, then rename), e.g. for the
         ``featurecore monitor`` command of another process to render."""
         path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(self.to_dict(), allow_nan=False), encoding="utf-8")
         tmp.replace(path)

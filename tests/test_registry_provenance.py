@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from featurecore.errors import FeatureStoreError, ValidationError
+from featurecore.errors import FeatureStoreError, NotFoundError, ValidationError
 from featurecore.registry import render_describe
 from featurecore.registry.provenance import BatchLineage, lineage_for, lineage_key, record_lineage
 from featurecore.store import FeatureStore
@@ -28,6 +28,9 @@ def test_lineage_round_trips_newest_first_per_group(example_store):
     assert [r.written_at for r in lineage_for(store, "item_behavior:v1", limit=2)] == [T + 180_000_000, T + 120_000_000]
     assert lineage_for(store, "item_behavior:v10")[0].written_at == T + 540_000_000
     assert lineage_for(store, "user_profile:v1") == []
+    assert store.registry.lineage_for("item_behavior:v1", 1) == got[:1]
+    with pytest.raises(NotFoundError, match=r"feature group 'item_behavior:v9' is not registered"):
+        store.registry.lineage_for("item_behavior:v9")
     # Recording the same batch again (a retried write) keeps one record.
     record_lineage(store, batch("item_behavior:v1", 3, "run-3", rows=10))
     assert len(lineage_for(store, "item_behavior:v1")) == 3

@@ -20,9 +20,10 @@ import rocksdict
 
 from ..errors import FeatureStoreError, NotFoundError, RegistryError
 from ..online.layout import REGISTRY_CF, column_family, online_path, open_database
-from . import catalog, deploy, lineage
+from . import catalog, deploy, lineage, provenance
 from .loader import load_definitions
 from .model import STAGES, Definitions, RegistryState, parse_ref
+from .provenance import BatchLineage
 from .serde import dumps_state, loads_record
 from .validation import Plan, plan_definitions
 
@@ -327,6 +328,11 @@ class Registry:
         model or entity, with the newest ``batches`` write-time lineage records of a
         feature's or group's group (see ``provenance.record_lineage``)."""
         return catalog.describe(self._state, ref_or_name, db=self._db, batches=batches)
+
+    def lineage_for(self, group_ref: str, limit: int = 20) -> list[BatchLineage]:
+        """The newest ``limit`` write-time lineage records of ``group_ref`` (newest first)."""
+        self._state.group(group_ref)
+        return provenance.lineage_for(self._db, group_ref, limit)
 
     def dependents(self, feature_ref: str) -> dict[str, list[str]]:
         """Feature sets and models that read ``feature_ref``."""

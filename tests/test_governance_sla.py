@@ -11,7 +11,7 @@ from conftest import ITEMS, T0_US
 from pytest_benchmark.stats import Stats
 
 from featurecore.errors import RegistryError, ValidationError
-from featurecore.governance import assert_meets_sla, measure_get_features
+from featurecore.governance import assert_meets_availability, assert_meets_sla, measure_get_features
 from featurecore.governance.sla_plugin import feature_sla_gate  # noqa: F401  (the fixture, as a plugin user gets it)
 from featurecore.registry import Registry, ServiceLevel, load_yaml_text
 from featurecore.serving import FeatureRequest
@@ -120,3 +120,11 @@ def test_the_fixture_times_get_features_on_a_real_store(populated_store, feature
     # A target no machine meets fails with the measured numbers (no timing is asserted).
     with pytest.raises(AssertionError, match=r"feature set home_ranker_features:v18 misses its latency SLA: p95 [\d,]+ us > 0 us"):
         feature_sla_gate(populated_store, request, hardware_factor=1e-9, rounds=20)
+
+
+def test_availability_gate(example_state):
+    assert assert_meets_availability(9_990, 10, example_state, HOME) == pytest.approx(0.999)
+    with pytest.raises(AssertionError, match=r"misses its availability SLA: 99.8000% of 10000 requests served < 99.9000%"):
+        assert_meets_availability(9_980, 20, example_state, HOME)
+    with pytest.raises(ValidationError, match=r"served and failed must be non-negative int counts of at least one request, got \(0, 0\)"):
+        assert_meets_availability(0, 0, example_state, HOME)

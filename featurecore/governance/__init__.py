@@ -13,7 +13,7 @@ from .lifecycle import (
     deprecate,
     remove_from_online,
 )
-from .sla import SlaResult, assert_meets_sla, gate_get_features, measure_get_features
+from .sla import SlaResult, assert_meets_availability, assert_meets_sla, gate_get_features, measure_get_features
 
 __all__ = [
     "AccessAudit",
@@ -27,6 +27,7 @@ __all__ = [
     "Tombstones",
     "archive",
     "assert_materializable",
+    "assert_meets_availability",
     "assert_meets_sla",
     "assert_trainable",
     "delete_entity",

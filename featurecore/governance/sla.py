@@ -137,6 +137,33 @@ def assert_meets_sla(
     return result
 
 
+def assert_meets_availability(served: int, failed: int, state: RegistryState, feature_set_ref: str) -> float:
+    """Fail unless ``served / (served + failed)`` requests meets the feature set's
+    ``availability`` (e.g. counts from a soak test or the monitoring collector).
+
+    Returns:
+        The measured availability.
+
+    Raises:
+        AssertionError: below the target (both numbers in the message).
+        RegistryError: the feature set has no availability SLA.
+        ValidationError: counts are not non-negative ints with at least one request.
+    """
+    counts = (served, failed)
+    if any(isinstance(c, bool) or not isinstance(c, (int, np.integer)) or c < 0 for c in counts) or not sum(counts):
+        raise ValidationError(f"served and failed must be non-negative int counts of at least one request, got {counts}")
+    target = state.feature_set(feature_set_ref).sla
+    if target is None or target.availability is None:
+        raise RegistryError(f"feature set {feature_set_ref} has no availability SLA; add sla: {{availability: 99.9%}}")
+    measured = served / (served + failed)
+    if measured < target.availability:
+        raise AssertionError(
+            f"feature set {feature_set_ref} misses its availability SLA: {measured:.4%} of {served + failed} "
+            f"requests served < {target.availability:.4%}"
+        )
+    return measured
+
+
 def measure_get_features(store: Any, request: Any, *, rounds: int = 300, warmup: int = 20) -> np.ndarray:
     """Seconds per ``store.get_features(request)`` call over ``rounds`` calls, after ``warmup``."""
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 2:

@@ -209,19 +209,21 @@ def _bool_column(name: str, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _categorical_column(name: str, raw: np.ndarray, categories: Sequence) -> tuple[np.ndarray, np.ndarray]:
-    codes_of = {category: code for code, category in enumerate(categories)}
-    values = np.zeros(len(raw), dtype=np.int32)
-    nulls = np.zeros(len(raw), dtype=bool)
-    for row, value in enumerate(raw.tolist()):
-        if _is_null(value):
-            nulls[row] = True
-            continue
-        code = codes_of.get(value)
-        if code is None:
-            shown = ", ".join(map(repr, list(categories)[:8])) + (", ..." if len(categories) > 8 else "")
-            raise _fail(name, row, value, f"categorical value is not in the feature's vocabulary [{shown}]", "map it to a registered category, or register a new feature version whose categories include it")
-        values[row] = code
-    return values, nulls
+    import pandas as pd  # a vectorized hash lookup of labels; pandas is a dependency anyway
+
+    labels = np.asarray(raw, dtype=object)
+    nulls = pd.isna(labels)
+    try:
+        codes = pd.Index(list(categories), dtype=object).get_indexer(labels)
+    except TypeError:  # unhashable values (lists, arrays): report the first one
+        row = next(i for i, v in enumerate(labels) if not isinstance(v, (str, int, float)) and v is not None)
+        raise _fail(name, row, labels[row], "categorical value must be a label", "pass one category label per row") from None
+    bad = (codes < 0) & ~nulls
+    if bad.any():
+        row = _first_bad(bad)
+        shown = ", ".join(map(repr, list(categories)[:8])) + (", ..." if len(categories) > 8 else "")
+        raise _fail(name, row, labels[row], f"categorical value is not in the feature's vocabulary [{shown}]", "map it to a registered category, or register a new feature version whose categories include it")
+    return np.where(nulls, 0, codes).astype(np.int32), nulls
 
 
 def _embedding_column(name: str, raw: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:

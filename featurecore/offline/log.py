@@ -48,6 +48,8 @@ MANIFEST_FORMAT = 1
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 #: Rows per Parquet row group: the unit a streaming reader decodes at once.
 ROW_GROUP_ROWS = 262_144
+#: History rows a streaming reader holds at once (the memory bound of joins).
+DEFAULT_CHUNK_ROWS = 1 << 20
 _DAY_US = 86_400_000_000
 _ARROW_TYPES = {
     "float32": pa.float32(),
@@ -392,7 +394,7 @@ class OfflineLog:
         max_feature_ts: "int | None" = None,
         newer_than: "Watermark | None" = None,
         upto_files: "int | None" = None,
-        chunk_rows: int = 4_000_000,
+        chunk_rows: int = DEFAULT_CHUNK_ROWS,
     ) -> Iterator[pa.Table]:
         """Yield the committed rows in write order, in tables of about ``chunk_rows`` rows.
 

@@ -47,7 +47,7 @@ from ..online.batch import GroupSchema, micros_now
 from ..online.layout import META_CF, column_family
 from ..online.writer import Change
 from ..registry.model import RegistryState
-from .log import OfflineLog, Watermark, micros, typed_columns
+from .log import DEFAULT_CHUNK_ROWS, OfflineLog, Watermark, micros, typed_columns
 from ..serving.plan import schema_for_group
 from .pit import STAMP_COLUMNS, LogHistory, gather_rows, group_table
 
@@ -125,7 +125,7 @@ def latest_rows(
     newer_than: "Watermark | None" = None,
     files: "int | None" = None,
     strict: bool = False,
-    chunk_rows: int = 4_000_000,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> LatestRows:
     """The newest row at/before ``as_of_us`` of every entity of ``tenant`` in ``log``
     (native ``LatestPerKey``), considering only rows ``newer_than`` a watermark and the
@@ -184,7 +184,7 @@ def materialize_bulk(
     *,
     on_ingested: "Callable[[str], None] | None" = None,
     strict: bool = False,
-    chunk_rows: int = 4_000_000,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
     progress: "bool | None" = None,
 ) -> MaterializeSummary:
     """Replace the online rows of ``group_ref`` with the offline state as of ``as_of_us``
@@ -295,7 +295,7 @@ def materialize_incremental(
     as_of_us: "int | None" = None,
     *,
     strict: bool = False,
-    chunk_rows: int = 4_000_000,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
     progress: "bool | None" = None,
 ) -> MaterializeSummary:
     """Write the rows committed to the log since the last watermark (up to ``as_of_us``,
@@ -354,7 +354,7 @@ def load_snapshot(
     *,
     tenants: "list[str] | None" = None,
     strict: bool = False,
-    chunk_rows: int = 4_000_000,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> _core.ResidentGroup:
     """A ResidentGroup holding each entity's latest row as of ``as_of_us`` straight from
     the offline log (for replay and offline evaluation); keys as online."""

@@ -58,7 +58,7 @@ from ..reasons import Reason
 from ..online.batch import GroupSchema
 from ..registry.model import RegistryState
 from ..serving.plan import CompiledFeatureSet, compile_feature_set
-from .log import OfflineLog, Watermark, micros, typed_columns
+from .log import DEFAULT_CHUNK_ROWS, OfflineLog, Watermark, micros, typed_columns
 
 STAMP_COLUMNS = ["entity_id", "feature_timestamp", "generated_at"]
 
@@ -351,7 +351,7 @@ def point_in_time_join(
     tenant: str = "default",
     strict: bool = False,
     threads: "int | None" = None,
-    chunk_rows: int = 4_000_000,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
     progress: "bool | None" = None,
     compiled: "CompiledFeatureSet | None" = None,
 ) -> TrainingSet:

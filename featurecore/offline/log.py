@@ -267,9 +267,9 @@ class OfflineLog:
                         continue
                     removed += table.num_rows - kept.num_rows
                     replaced.append(entry.path)
-                    if kept.num_rows == 0:
-                        continue
-                    new = self._write_file(kept, entry.date)
+                    # An emptied file stays (with 0 rows) so file positions, which
+                    # watermarks count, do not move.
+                    new = self._write_file(kept, entry.date, fallback_ts=entry.min_ts)
                     written.append(os.path.join(self.directory, new.path))
                     files.append(new)
             except BaseException:
@@ -348,15 +348,16 @@ class OfflineLog:
             raise
         return StagedAppend(self, id_type, staged)
 
-    def _write_file(self, table: pa.Table, date: str, suffix: str = "") -> LogFile:
+    def _write_file(self, table: pa.Table, date: str, suffix: str = "", fallback_ts: int = 0) -> LogFile:
         """Write and fsync one file of ``date`` (its final name plus ``suffix``); the
-        returned entry names the final path."""
+        returned entry names the final path (an empty file's range is ``fallback_ts``)."""
         relative = os.path.join(f"date={date}", f"part-{uuid.uuid4().hex}.parquet")
         path = os.path.join(self.directory, relative)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         ts = table.column("feature_timestamp").cast(pa.int64())
+        lo, hi = (pc.min(ts).as_py(), pc.max(ts).as_py()) if table.num_rows else (fallback_ts, fallback_ts)
         tenants = tuple(sorted(pc.unique(table.column("tenant")).to_pylist()))
-        entry = LogFile(relative, date, table.num_rows, pc.min(ts).as_py(), pc.max(ts).as_py(), tenants)
+        entry = LogFile(relative, date, table.num_rows, lo, hi, tenants)
         with open(path + suffix, "wb") as f:
             pq.write_table(table, f, row_group_size=ROW_GROUP_ROWS)
             f.flush()
@@ -393,7 +394,7 @@ class OfflineLog:
         tenant: "str | None" = None,
         max_feature_ts: "int | None" = None,
         newer_than: "Watermark | None" = None,
-        upto_files: "int | None" = None,
+        files: "Sequence[LogFile] | None" = None,
         chunk_rows: int = DEFAULT_CHUNK_ROWS,
     ) -> Iterator[pa.Table]:
         """Yield the committed rows in write order, in tables of about ``chunk_rows`` rows.
@@ -404,7 +405,8 @@ class OfflineLog:
             max_feature_ts: skip files whose rows all have a later feature_timestamp (us).
             newer_than: keep only rows not covered by this watermark: rows of files
                 committed after it, and rows of earlier files with a later feature_timestamp.
-            upto_files: read only the first ``upto_files`` committed files (a pinned state).
+            files: read these committed entries (a state pinned earlier, e.g. by a reader
+                that scans twice) instead of the current manifest's.
             chunk_rows: rows per yielded table (about; whole row groups are read).
         """
         manifest = self.manifest()
@@ -414,7 +416,7 @@ class OfflineLog:
         extra = [c for c in ("tenant", "feature_timestamp") if c not in names]
         pending: list[pa.RecordBatch] = []
         pending_rows = 0
-        for index, entry in enumerate(manifest.files[:upto_files]):
+        for index, entry in enumerate(manifest.files if files is None else files):
             if max_feature_ts is not None and entry.min_ts > max_feature_ts:
                 continue
             covered = newer_than is not None and index < newer_than.files

@@ -194,11 +194,15 @@ class LogHistory:
     def __init__(
         self, log: OfflineLog, tenant: str, newer_than: "Watermark | None" = None, files: "int | None" = None
     ):
+        """Read ``tenant``'s rows of ``log``: the first ``files`` committed files (all by
+        default), only rows ``newer_than`` a watermark when given."""
+        manifest = log.manifest()
         self.log = log
         self.tenant = tenant
         self.newer_than = newer_than
-        self.files = len(log.files()) if files is None else files  # pinned: both passes see the same rows
-        self.id_is_int = log.manifest().id_type == "int64"
+        # Pinned: every pass reads the same files even if the log changes meanwhile.
+        self.files = manifest.files[:files]
+        self.id_is_int = manifest.id_type == "int64"
 
     def scan(self, columns, chunk_rows: int, max_feature_ts: int) -> Iterator[pa.Table]:
         return self.log.scan(
@@ -206,7 +210,7 @@ class LogHistory:
             tenant=self.tenant,
             max_feature_ts=max_feature_ts,
             newer_than=self.newer_than,
-            upto_files=self.files,
+            files=self.files,
             chunk_rows=chunk_rows,
         )
 

@@ -343,3 +343,30 @@ def test_groups_taken_out_of_online_serving_are_not_computed_and_never_read(tmp_
         assert reasons_of(matrix, "followers:v1") == [Reason.not_computed] * 2
         assert Reason.not_computed not in reasons_of(matrix, "views:v1")
         assert store.snapshots.reads["g/creator_stats/v1"] == 0
+
+
+@pytest.mark.parametrize("item_mode", ["resident", "direct"])
+def test_a_deadline_keeps_rows_read_in_time_and_times_out_the_rest(tmp_path, item_mode):
+    with FeatureStore.open(tmp_path / "store") as store:
+        store.apply(definitions(user_mode="direct", item_mode=item_mode))
+        write_all(store, Oracle(), np.random.default_rng(21))
+        items = [f"i{i}" for i in range(6)] + ["ghost"]
+        full = store.get_features(request(items, user="u1"))
+        # A clock that passes the deadline after two chunks of two keys have been read.
+        ticks = iter([0.0, 0.0, 0.0] + [1e9] * 100)
+        store.direct.clock, store.direct.chunk = lambda: next(ticks), 2
+        cut = store.get_features(request(items, user="u1", deadline_ms=5.0))
+        item_columns = [j for j, c in enumerate(cut.columns) if c.split(":")[0] in {f.name for f in ITEM_FEATURES} and not c.endswith("__missing")]
+        if item_mode == "direct":
+            # Items are read first: rows 0..3 in time, the rest (and the user group after them) time out.
+            read = 4
+            assert cut.diagnostics["deadline_cut_groups"] == ["item_stats:v1", "user_profile:v1"]
+            assert reasons_of(cut, "age:v1") == [Reason.timeout] * len(items)
+        else:
+            # Resident items need no reads; the user group (first chunk) is read in time.
+            read = len(items)
+            assert "deadline_cut_groups" not in cut.diagnostics
+            assert reasons_of(cut, "age:v1") == reasons_of(full, "age:v1")
+        np.testing.assert_array_equal(cut.values[:read, item_columns], full.values[:read, item_columns])
+        np.testing.assert_array_equal(cut.reasons[:read, item_columns], full.reasons[:read, item_columns])
+        assert set(cut.reasons[read:, item_columns].ravel().tolist()) <= {Reason.timeout}

@@ -3,9 +3,9 @@
 One batched multi-get per request (``cf.get(list_of_keys)``), or, under a deadline,
 one multi-get per chunk with the clock checked between chunks, stopping once the
 deadline has passed. ``DirectRead.n_read`` says how many rows were read; the engine
-serves a group that was not read completely as ``timeout`` for every row (a GroupTable
-cannot mark single rows as timed out). No stale value exists for a direct read that
-timed out: ``use_stale_if_available`` then degrades to NaN as the contract says.
+serves the unread ones as ``timeout`` and the rest as read. No stale value exists for
+a direct read that timed out: ``use_stale_if_available`` then degrades to NaN as the
+contract says.
 """
 
 from __future__ import annotations
@@ -43,10 +43,14 @@ class DirectReader:
 
     Args:
         db: a callable returning the current database (a secondary may be reopened).
+        clock: seconds, monotonic; deadlines are measured on it.
+        chunk: keys per multi-get when a deadline is set.
     """
 
-    def __init__(self, db: Callable[[], rocksdict.Rdict]):
+    def __init__(self, db: Callable[[], rocksdict.Rdict], *, clock: Callable[[], float] = time.monotonic, chunk: int = DEADLINE_CHUNK):
         self._db = db
+        self.clock = clock
+        self.chunk = chunk
         self._cfs: dict[str, rocksdict.Rdict] = {}
         #: Multi-gets issued per group (tests count reads with it).
         self.reads: Counter[str] = Counter()
@@ -61,7 +65,7 @@ class DirectReader:
         """Multi-get ``keys`` from ``group_cf`` and decode them natively.
 
         Args:
-            deadline: ``time.monotonic()`` value after which no further chunk is read.
+            deadline: ``clock()`` value after which no further chunk is read.
         """
         cf = self._cf(group_cf)
         if deadline is None:
@@ -69,11 +73,11 @@ class DirectReader:
             rows = cf.get(keys)
         else:
             rows = []
-            for start in range(0, len(keys), DEADLINE_CHUNK):
-                if time.monotonic() >= deadline:
+            for start in range(0, len(keys), self.chunk):
+                if self.clock() >= deadline:
                     break
                 self.reads[group_cf] += 1
-                rows.extend(cf.get(keys[start : start + DEADLINE_CHUNK]))
+                rows.extend(cf.get(keys[start : start + self.chunk]))
         n_read = len(rows)
         rows.extend([None] * (len(keys) - n_read))
         return DirectRead(_core.GroupTable.decode(schema, rows), n_read)

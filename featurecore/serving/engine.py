@@ -8,7 +8,6 @@ staleness, crosses) runs natively in ``CompiledFeatureSet.serve`` with the GIL r
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -133,10 +132,12 @@ class ServingEngine:
             guard.denied(request, error)
             raise
         row_entity, n = _candidates(route, request)
-        deadline = None if request.deadline_ms is None else time.monotonic() + request.deadline_ms / 1000.0
+        direct = store.direct
+        deadline = None if request.deadline_ms is None else direct.clock() + request.deadline_ms / 1000.0
         sources: list[Any] = []
         keys: dict[str, list[bytes]] = {}  # per entity: groups of one entity share keys
-        for kind, schema, binding in route.sources:
+        cut_short: dict[int, int] = {}  # group index -> rows read before the deadline
+        for g, (kind, schema, binding) in enumerate(route.sources):
             if kind == "skip" or binding.ref in consent_off:
                 sources.append(None)
             elif kind == "offline":
@@ -146,7 +147,13 @@ class ServingEngine:
             else:
                 if binding.entity not in keys:
                     keys[binding.entity] = self._keys(route.compiled, binding, request, n)
-                sources.append(self._direct(schema, binding, keys[binding.entity], deadline))
+                read = direct.read(schema.cf_name, binding.schema, keys[binding.entity], deadline)
+                sources.append(read.table)
+                if read.n_read < read.table.n_rows:
+                    cut_short[g] = read.n_read
+        row_ids = request.entities.get(row_entity) if row_entity else None
+        if cut_short:
+            return self._assemble_cut_short(route, request, n, sources, cut_short, row_ids, row_entity)
         return route.compiled.serve(
             sources,
             request.entities,
@@ -155,8 +162,54 @@ class ServingEngine:
             request.context,
             request.candidate,
             n,
-            row_ids=request.entities.get(row_entity) if row_entity else None,
+            row_ids=row_ids,
             row_entity=row_entity,
+        )
+
+    def _assemble_cut_short(
+        self, route: Route, request: FeatureRequest, n: int, sources: list[Any], cut_short: dict[int, int], row_ids: Any, row_entity: str
+    ) -> FeatureMatrix:
+        """The rare path where a deadline stopped a direct read: ONE native ``assemble``
+        with per-row miss reasons (``serve`` has none), so rows read in time keep their
+        values and only unread rows get ``timeout``. Resident groups are copied with
+        ``ResidentGroup.get``; the other sources are tables already."""
+        compiled = route.compiled
+        tables, row_refs, miss_reasons = [], [], []
+        for g, ((_, _, binding), source) in enumerate(zip(route.sources, sources)):
+            rows = 1 if binding.per_request else n
+            refs = np.arange(rows, dtype=np.int64)
+            if isinstance(source, _core.ResidentGroup):
+                source = source.get(self._keys(compiled, binding, request, n))
+            elif g in cut_short:
+                refs[cut_short[g] :] = -1
+            tables.append(source)
+            row_refs.append(refs)
+            miss_reasons.append(int(Reason.timeout))
+        values, reasons, group_age = compiled.assemble(
+            tables,
+            row_refs,
+            miss_reasons,
+            request.request_time_us,
+            compiled.context_array(request.context),
+            compiled.candidate_array(request.candidate, n),
+        )
+        counts = np.bincount(reasons.ravel(), minlength=len(Reason))
+        diagnostics = {
+            "missing_count": int(counts[1:].sum()),
+            "stale_count": int(counts[Reason.stale]),
+            "reason_counts": {Reason(code).name: int(c) for code, c in enumerate(counts) if c and code},
+            "deadline_cut_groups": [compiled.groups[g].ref for g in cut_short],
+        }
+        return FeatureMatrix(
+            feature_set=compiled.ref,
+            values=values,
+            reasons=reasons,
+            columns=compiled.columns,
+            row_ids=row_ids,
+            row_entity=row_entity,
+            group_age=group_age,
+            group_names=tuple(b.ref for b in compiled.groups),
+            diagnostics=diagnostics,
         )
 
     @staticmethod
@@ -169,14 +222,6 @@ class ServingEngine:
                 "pass one id per candidate (or one for a per-request entity)"
             )
         return keys
-
-    def _direct(self, schema: GroupSchema, binding: GroupBinding, keys: list[bytes], deadline: "float | None") -> _core.GroupTable:
-        read = self._store.direct.read(schema.cf_name, binding.schema, keys, deadline)
-        if read.n_read < len(keys):
-            # Rows read before the deadline are dropped with the rest: a GroupTable has
-            # no per-row timeout status (see featurecore/online/direct.py).
-            return _core.GroupTable.missing(binding.schema, len(keys), int(Reason.timeout))
-        return read.table
 
 
 def _source_kind(state: RegistryState, binding: GroupBinding, skipped: set[str]) -> str:

@@ -220,8 +220,8 @@ def materialize_bulk(
     new_rows = [row for _, _, rows in puts for row in rows]
     cf = column_family(db, schema.cf_name)
     deletes = _vanished_keys(cf, new_keys)
-    # One directory per group: a crashed run's file is removed by the next run of the
-    # same group, never one another group's materialization is writing.
+    # One directory per group: the next run of the same group removes a crashed run's
+    # file, and never touches a file another group's run is writing.
     directory = os.path.join(root, "ingest", schema.cf_name.replace("/", "_"))
     _clear_directory(directory)
     path = os.path.join(directory, f"{uuid.uuid4().hex}.sst")

@@ -2,8 +2,9 @@
 store; and the offline snapshot loader.
 
 "Latest as of T" is the point-in-time rule of ``pit`` evaluated at T for every entity
-of the log (greatest feature_timestamp <= T, then generated_at, then write order), so
-an entity materialized at T serves exactly what a training row at T joins.
+of the log (greatest feature_timestamp <= T, then generated_at, then write order;
+native ``LatestPerKey``), so an entity materialized at T serves exactly what a training
+row at T joins.
 
 Bulk (``materialize_bulk``): the group version's whole online state is rebuilt as of
 T. Every row is encoded natively, keys are sorted, and one SST file (puts for the new
@@ -13,8 +14,11 @@ ingest atomically, so readers see the old generation or the new one, never a mix
 crash before the ingest leaves the old state (the temporary SST is removed on the next
 run). Then the watermark is stored in ``meta`` and ``on_ingested(group_cf)`` lets the
 online engine reload its snapshots and tell other processes (a changelog entry that
-means "reload the whole group"). Values written online while the bulk path runs are
-overwritten by the ingest, so run it for new versions, bootstraps and repairs.
+means "reload the whole group"). A crash after the ingest but before the watermark
+leaves the new generation with the old watermark: the next incremental run re-applies
+rows it already holds, which is harmless. Rows written online while the bulk path runs
+are overwritten by the ingest when the new generation holds their key (and kept
+otherwise), so run it for new versions, bootstraps and repairs, not under live writes.
 
 Incremental (``materialize_incremental``): only rows the watermark does not cover (rows
 of files committed since, and later rows of earlier files) are considered; for each

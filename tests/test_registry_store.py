@@ -338,3 +338,31 @@ def test_removing_an_unused_group_removes_its_features(store_dir, registry):
     with Registry.open(store_dir) as reopened:
         assert v2.ref not in reopened.state.features
         assert reopened.at_revision(2).feature(v2.ref).group == "item_quality:v1"
+
+
+def test_validate_model_reports_what_only_a_broken_state_can_lack(example_state):
+    """States built outside validation (e.g. by hand) can lack a feature set, an access
+    rule, a feature or a vocabulary: each is a failed row, not an exception."""
+    from featurecore.registry import validate_model
+
+    home = example_state.model("home_ranker:v18")
+    brand = example_state.feature("item_brand:v1")
+    orphan = dataclasses.replace(home, name="orphan", feature_set="gone:v1", purpose="ads")
+    broken = dataclasses.replace(
+        example_state,
+        models={**example_state.models, orphan.ref: orphan},
+        features={
+            **{k: v for k, v in example_state.features.items() if k != "price_preference:v1"},
+            brand.ref: dataclasses.replace(brand, categories=()),
+        },
+    )
+    report = validate_model(broken, orphan.ref)
+    assert [(r.check, r.subject, r.detail) for r in report.failures] == [
+        ("feature_set", "gone:v1", "feature set is not registered"),
+        ("access_rule", "ads", "no access rule for purpose 'ads'"),
+    ]
+    failures = {(r.check, r.subject): r.detail for r in validate_model(broken, home.ref).failures}
+    assert failures == {
+        ("registered", "price_preference:v1"): "feature is not registered",
+        ("dtype", "item_brand:v1"): "dtype 'categorical' cannot be served",
+    }

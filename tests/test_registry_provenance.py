@@ -63,3 +63,21 @@ def test_bad_records_and_read_only_stores_are_refused(store_dir, example_repo):
     with FeatureStore.open(store_dir, mode="read_only") as reader:
         with pytest.raises(FeatureStoreError, match=r"cannot record lineage of item_static:v1: .*; record it through the store's primary"):
             record_lineage(reader, batch("item_static:v1", 0))
+
+
+def test_ages_from_lineage_feed_the_freshness_deploy_check(example_store):
+    from featurecore.registry.provenance import ages_from_lineage
+
+    state = example_store.state
+    now = T + 3600 * 1_000_000
+    for group in state.feature_groups:
+        record_lineage(example_store, batch(group, 0))  # every group written at T
+    record_lineage(example_store, batch("item_behavior:v1", -300))  # an older batch does not count
+    ages = ages_from_lineage(example_store, state.feature_groups, now_us=now)
+    assert ages == {g: 3600.0 for g in state.feature_groups}
+    failures = {r.subject for r in example_store.registry.validate_model("home_ranker:v18", ages).failures}
+    assert failures == {"user_item_activity:v1", "session_state:v1"}  # 10m and 1m SLAs; 1h old
+    assert ages_from_lineage(example_store, ["item_static:v1", "user_profile:v1"], now_us=T - 10) == {
+        "item_static:v1": 0.0,
+        "user_profile:v1": 0.0,
+    }

@@ -1,7 +1,7 @@
 """Governance: the lifecycle workflow, access per tenant with audit and consent, entity
 deletion with tombstones, batch lineage and latency SLA gates."""
 
-from ..registry.provenance import BatchLineage, lineage_for, record_lineage
+from ..registry.provenance import BatchLineage, ages_from_lineage, lineage_for, record_lineage
 from .access import AccessAudit, AccessGuard, ConsentRegistry, Denial, tenant_denial
 from .deletion import DeletionReceipt, Tombstones, delete_entity, deletion_log, filter_tombstoned
 from .lifecycle import (
@@ -25,6 +25,7 @@ __all__ = [
     "Dependents",
     "SlaResult",
     "Tombstones",
+    "ages_from_lineage",
     "archive",
     "assert_materializable",
     "assert_meets_availability",

@@ -139,3 +139,19 @@ def lineage_for(db: Any, group_ref: str, limit: int = 20) -> list[BatchLineage]:
         it.prev()
     del it
     return out
+
+
+def ages_from_lineage(db: Any, group_refs: Any, now_us: int | None = None) -> dict[str, float]:
+    """Seconds since each group's newest recorded batch (groups with none are left out).
+
+    What ``validate_model(..., online_freshness=...)`` needs when writers record lineage:
+
+    >>> registry.validate_model("home_ranker:v18", ages_from_lineage(store, store.state.feature_groups))  # doctest: +SKIP
+    """
+    now = time.time_ns() // 1000 if now_us is None else int(now_us)
+    ages = {}
+    for ref in group_refs:
+        newest = lineage_for(db, ref, 1)
+        if newest:
+            ages[ref] = max(0.0, (now - newest[0].written_at) / 1e6)
+    return ages

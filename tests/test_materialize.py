@@ -174,13 +174,16 @@ def test_readers_never_see_a_mix_of_generations(env):
 
     def read():
         cf = column_family(db, CF)
-        while not done.is_set():
+        while True:
+            last = done.is_set()  # one more read after the last generation
             table = _core.GroupTable.decode(schema, cf.get(keys))
             status = set(table.status().tolist())
             values = set(table.slots()[:, 0].tolist()) if status == {0} else status
             if len(status) != 1 or len(values) != 1:
                 errors.append(values)
             seen.update(values)
+            if last:
+                break
 
     reader = threading.Thread(target=read)
     reader.start()

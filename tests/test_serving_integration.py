@@ -277,15 +277,23 @@ def test_tenant_isolation_with_adversarial_ids_and_tenants(tmp_path):
 
 
 def test_direct_groups_serve_like_resident_ones(tmp_path):
-    rng = np.random.default_rng(3)
+    items = [f"i{i}" for i in np.random.default_rng(3).integers(0, N_ITEMS + 5, 30)] + ["", "ghost"]
+    int_creators = np.array([-1, 0, 5], np.int64)
     matrices = []
     for mode in ("resident", "direct"):
         with FeatureStore.open(tmp_path / mode) as store:
             store.apply(definitions(item_mode=mode, user_mode=mode))
             write_all(store, Oracle(), np.random.default_rng(5))
-            matrices.append(store.get_features(request([f"i{i}" for i in rng.integers(0, N_ITEMS + 5, 30)] if not matrices else matrices[0].row_ids)))
-    np.testing.assert_array_equal(matrices[0].reasons, matrices[1].reasons)
-    np.testing.assert_array_equal(matrices[0].values, matrices[1].values)
+            store.write_online("creator_stats:v1", {"followers": [1.0, 2.0]}, entity_ids=[0, 5], feature_timestamp=T0)
+            by_str = store.get_features(request(items))
+            by_int = store.get_features(FeatureRequest(FEATURE_SET, {"user": np.array([-1]), "item": items[:3], "creator": int_creators}, EVAL_US, context={"hour": 1.0}, candidate={"source_rank": np.zeros(3)}))
+            matrices.append((by_str, by_int))
+    for resident, direct in zip(*matrices):
+        np.testing.assert_array_equal(resident.reasons, direct.reasons)
+        np.testing.assert_array_equal(resident.values, direct.values)
+    assert reasons_of(matrices[1][0], "ctr:v1")[-2:] == [Reason.not_applicable, Reason.entity_not_found]
+    assert reasons_of(matrices[1][1], "followers:v1") == [Reason.not_applicable, Reason.present, Reason.present]
+    assert reasons_of(matrices[1][1], "age:v1") == [Reason.not_applicable] * 3  # user id -1, direct group
 
 
 def test_mismatched_candidate_counts_are_rejected(served):
@@ -329,8 +337,8 @@ def test_pair_groups_are_keyed_by_pair_ids_built_from_their_components(tmp_path,
         ])
         pairs = [_core.pair_id("u1", "i1"), _core.pair_id("u1", "i2"), _core.pair_id("u2", "i1")]
         store.write_online("user_item_affinity:v1", {"affinity": [0.5, 0.25, 0.75]}, entity_ids=pairs, feature_timestamp=T0)
-        matrix = store.get_features(FeatureRequest("affinity_set:v1", {"user": "u1", "item": ["i1", "i2", "i3"]}, EVAL_US))
-        assert matrix.values[:, 0].tolist() == [0.5, 0.25, -float(Reason.entity_not_found)]
+        matrix = store.get_features(FeatureRequest("affinity_set:v1", {"user": "u1", "item": ["i1", "i2", "i3", ""]}, EVAL_US))
+        assert matrix.values[:, 0].tolist() == [0.5, 0.25, -float(Reason.entity_not_found), -float(Reason.not_applicable)]
 
 
 def test_groups_taken_out_of_online_serving_are_not_computed_and_never_read(tmp_path):

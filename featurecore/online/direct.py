@@ -2,9 +2,9 @@
 
 One batched multi-get per request (``cf.get(list_of_keys)``), or, under a deadline,
 one multi-get per chunk with the clock checked between chunks, stopping once the
-deadline has passed. ``DirectRead.n_read`` says how many rows were read; the engine
-serves the unread ones as ``timeout`` and the rest as read. No stale value exists for
-a direct read that timed out: ``use_stale_if_available`` then degrades to NaN as the
+deadline has passed: unread rows decode with status ``timeout`` (``GroupTable.decode``
+takes a reason code in place of a row), the rest as read. No stale value exists for a
+direct read that timed out: ``use_stale_if_available`` then degrades to NaN as the
 contract says.
 """
 
@@ -18,6 +18,7 @@ from typing import Callable
 import rocksdict
 
 from .. import _core
+from ..reasons import Reason
 from .layout import column_family
 
 #: Keys per multi-get when a deadline is set (small enough to stop close to it).
@@ -30,12 +31,15 @@ class DirectRead:
 
     Attributes:
         table: GroupTable with one row per requested key, in request order; rows not
-            found are status entity_not_found, undecodable rows not_computed.
-        n_read: rows actually read; rows ``n_read:`` missed the deadline.
+            found are status entity_not_found, undecodable rows not_computed, rows the
+            deadline left unread timeout, rows without an entity not_applicable.
+        n_read: rows actually read.
+        timed_out: the deadline left rows unread.
     """
 
     table: _core.GroupTable
     n_read: int
+    timed_out: bool
 
 
 class DirectReader:
@@ -65,22 +69,30 @@ class DirectReader:
         """Multi-get ``keys`` from ``group_cf`` and decode them natively.
 
         Args:
-            deadline: ``clock()`` value after which no further chunk is read.
+            keys: one per row; ``b""`` marks a row with no entity (not_applicable), which
+                is not read.
+            deadline: ``clock()`` value after which no further chunk is read; rows not
+                read by then decode as ``timeout``.
         """
         cf = self._cf(group_cf)
+        wanted = keys if b"" not in keys else [k for k in keys if k]
         if deadline is None:
             self.reads[group_cf] += 1
-            rows = cf.get(keys)
+            found = cf.get(wanted)
         else:
-            rows = []
-            for start in range(0, len(keys), self.chunk):
+            found = []
+            for start in range(0, len(wanted), self.chunk):
                 if self.clock() >= deadline:
                     break
                 self.reads[group_cf] += 1
-                rows.extend(cf.get(keys[start : start + self.chunk]))
-        n_read = len(rows)
-        rows.extend([None] * (len(keys) - n_read))
-        return DirectRead(_core.GroupTable.decode(schema, rows), n_read)
+                found.extend(cf.get(wanted[start : start + self.chunk]))
+        n_read = len(found)
+        found.extend([int(Reason.timeout)] * (len(wanted) - n_read))
+        if wanted is not keys:  # put the not_applicable rows back in place
+            rest = iter(found)
+            found = [next(rest) if key else int(Reason.not_applicable) for key in keys]
+        timed_out = n_read < len(wanted)
+        return DirectRead(_core.GroupTable.decode(schema, found), n_read, timed_out)
 
     def reset(self) -> None:
         """Drop cached column-family handles (before the database is closed or reopened)."""

@@ -136,8 +136,8 @@ class ServingEngine:
         deadline = None if request.deadline_ms is None else direct.clock() + request.deadline_ms / 1000.0
         sources: list[Any] = []
         keys: dict[str, list[bytes]] = {}  # per entity: groups of one entity share keys
-        cut_short: dict[int, int] = {}  # group index -> rows read before the deadline
-        for g, (kind, schema, binding) in enumerate(route.sources):
+        cut_short: list[str] = []  # direct groups a deadline stopped
+        for kind, schema, binding in route.sources:
             if kind == "skip" or binding.ref in consent_off:
                 sources.append(None)
             elif kind == "offline":
@@ -149,12 +149,9 @@ class ServingEngine:
                     keys[binding.entity] = self._keys(route.compiled, binding, request, n)
                 read = direct.read(schema.cf_name, binding.schema, keys[binding.entity], deadline)
                 sources.append(read.table)
-                if read.n_read < read.table.n_rows:
-                    cut_short[g] = read.n_read
-        row_ids = request.entities.get(row_entity) if row_entity else None
-        if cut_short:
-            return self._assemble_cut_short(route, request, n, sources, cut_short, row_ids, row_entity)
-        return route.compiled.serve(
+                if read.timed_out:
+                    cut_short.append(binding.ref)
+        matrix = route.compiled.serve(
             sources,
             request.entities,
             request.tenant,
@@ -162,59 +159,36 @@ class ServingEngine:
             request.context,
             request.candidate,
             n,
-            row_ids=row_ids,
+            row_ids=request.entities.get(row_entity) if row_entity else None,
             row_entity=row_entity,
         )
-
-    def _assemble_cut_short(
-        self, route: Route, request: FeatureRequest, n: int, sources: list[Any], cut_short: dict[int, int], row_ids: Any, row_entity: str
-    ) -> FeatureMatrix:
-        """The rare path where a deadline stopped a direct read: ONE native ``assemble``
-        with per-row miss reasons (``serve`` has none), so rows read in time keep their
-        values and only unread rows get ``timeout``. Resident groups are copied with
-        ``ResidentGroup.get``; the other sources are tables already."""
-        compiled = route.compiled
-        tables, row_refs, miss_reasons = [], [], []
-        for g, ((_, _, binding), source) in enumerate(zip(route.sources, sources)):
-            rows = 1 if binding.per_request else n
-            refs = np.arange(rows, dtype=np.int64)
-            if isinstance(source, _core.ResidentGroup):
-                source = source.get(self._keys(compiled, binding, request, n))
-            elif g in cut_short:
-                refs[cut_short[g] :] = -1
-            tables.append(source)
-            row_refs.append(refs)
-            miss_reasons.append(int(Reason.timeout))
-        values, reasons, group_age = compiled.assemble(
-            tables,
-            row_refs,
-            miss_reasons,
-            request.request_time_us,
-            compiled.context_array(request.context),
-            compiled.candidate_array(request.candidate, n),
-        )
-        counts = np.bincount(reasons.ravel(), minlength=len(Reason))
-        diagnostics = {
-            "missing_count": int(counts[1:].sum()),
-            "stale_count": int(counts[Reason.stale]),
-            "reason_counts": {Reason(code).name: int(c) for code, c in enumerate(counts) if c and code},
-            "deadline_cut_groups": [compiled.groups[g].ref for g in cut_short],
-        }
-        return FeatureMatrix(
-            feature_set=compiled.ref,
-            values=values,
-            reasons=reasons,
-            columns=compiled.columns,
-            row_ids=row_ids,
-            row_entity=row_entity,
-            group_age=group_age,
-            group_names=tuple(b.ref for b in compiled.groups),
-            diagnostics=diagnostics,
-        )
+        if cut_short:
+            matrix.diagnostics["deadline_cut_groups"] = cut_short
+        return matrix
 
     @staticmethod
     def _keys(compiled: CompiledFeatureSet, binding: GroupBinding, request: FeatureRequest, n: int) -> list[bytes]:
-        keys = _core.encode_keys(request.tenant, binding.entity, _ids_for(compiled, binding, request, n))
+        """RocksDB keys of a direct group's rows; ``b""`` where the row has no entity
+        (empty str id, negative int id, or a pair with such a component): not_applicable,
+        as resident groups serve it."""
+        ids = request.entities.get(binding.entity)
+        parts = compiled.pair_components.get(binding.role, ())
+        if ids is None and parts:
+            missing = [compiled.roles[r] for r in parts if compiled.roles[r] not in request.entities]
+            if missing:
+                raise ValidationError(
+                    f"direct group {binding.ref} needs ids for {missing} (the components of {binding.entity!r}) "
+                    f"or pair ids as entities[{binding.entity!r}]"
+                )
+            keys = _core.encode_pair_keys(request.tenant, binding.entity, [request.entities[compiled.roles[r]] for r in parts])
+        elif ids is None:
+            raise ValidationError(f"request has no ids for entity {binding.entity!r} read by direct group {binding.ref}; pass entities={{{binding.entity!r}: ...}}")
+        else:
+            keys = _core.encode_keys(request.tenant, binding.entity, ids)
+            if isinstance(ids, np.ndarray) and (ids < 0).any():
+                keys = [b"" if i < 0 else key for key, i in zip(keys, ids.tolist())]
+            elif not isinstance(ids, np.ndarray) and "" in ids:
+                keys = [b"" if i == "" else key for key, i in zip(keys, ids)]
         rows = 1 if binding.per_request else n
         if len(keys) != rows:
             raise ValidationError(
@@ -239,25 +213,3 @@ def _candidates(route: Route, request: FeatureRequest) -> tuple[str, int]:
     if len(set(counts.values())) != 1:
         raise ValidationError(f"per-candidate entities must have one id per candidate each, got counts {counts}; pass equal-length id lists")
     return per_candidate[0], next(iter(counts.values()))
-
-
-def _ids_for(compiled: CompiledFeatureSet, binding: GroupBinding, request: FeatureRequest, n: int) -> "list[str] | np.ndarray":
-    """Ids of a direct group's entity: given in the request, or, for a pair entity,
-    built from its components with ``pair_id`` (a Python loop over candidates: direct
-    pair groups cost more than resident ones)."""
-    ids = request.entities.get(binding.entity)
-    if ids is not None:
-        return ids
-    parts = compiled.pair_components.get(binding.role, ())
-    missing = [compiled.roles[r] for r in parts if compiled.roles[r] not in request.entities]
-    if not parts or missing:
-        raise ValidationError(
-            f"request has no ids for entity {binding.entity!r} read by direct group {binding.ref}; "
-            f"pass entities={{{binding.entity!r}: ...}}" + (f" or ids for {missing}" if missing else "")
-        )
-    columns = [_as_str_list(request.entities[compiled.roles[r]]) for r in parts]
-    return [_core.pair_id(*(c[0] if len(c) == 1 else c[i] for c in columns)) for i in range(n)]
-
-
-def _as_str_list(ids: "list[str] | np.ndarray") -> list[str]:
-    return [str(i) for i in ids.tolist()] if isinstance(ids, np.ndarray) else ids

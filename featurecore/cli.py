@@ -137,6 +137,86 @@ def _stage(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lifecycle(step: str) -> Callable[[argparse.Namespace], int]:
+    """``deprecate`` / ``remove-online`` / ``archive``: one guarded lifecycle step."""
+
+    def run(args: argparse.Namespace) -> int:
+        from . import governance
+
+        with Registry.open(args.store) as registry:
+            dependents = getattr(governance, step)(registry, args.ref)
+        print(f"{step.replace('_', ' ')} {args.ref}: done")
+        _print_json(dependents.to_dict())
+        return 0
+
+    return run
+
+
+def _ref_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("ref", help="feature or feature group ref, e.g. item_ctr_7d_smoothed:v3")
+
+
+def _delete_entity(args: argparse.Namespace) -> int:
+    from .governance import delete_entity
+
+    with FeatureStore.open(args.store, preload=False) as store:
+        receipt = delete_entity(store, args.entity, args.id, args.tenant, reason=args.reason)
+    _print_json(receipt.to_dict())
+    return 0
+
+
+def _delete_entity_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("entity", help="entity type, e.g. user")
+    parser.add_argument("id", help="the entity id")
+    parser.add_argument("--tenant", default="default")
+    parser.add_argument("--reason", default="", help="recorded in the deletion log, e.g. a ticket id")
+
+
+def _deletions(args: argparse.Namespace) -> int:
+    from .governance import deletion_log
+
+    with FeatureStore.open(args.store, mode="read_only", preload=False) as store:
+        _print_json(deletion_log(store, tenant=args.tenant, entity=args.entity, entity_id=args.id, limit=args.limit))
+    return 0
+
+
+def _deletions_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tenant")
+    parser.add_argument("--entity")
+    parser.add_argument("--id")
+    parser.add_argument("--limit", type=int, default=100)
+
+
+def _consent(args: argparse.Namespace) -> int:
+    from .governance import ConsentRegistry
+
+    with FeatureStore.open(args.store, preload=False) as store:
+        consent = ConsentRegistry(store)
+        classes = {"classes": tuple(args.classes)} if args.classes else {}
+        change = consent.revoke_consent if args.action == "revoke" else consent.restore_consent
+        revoked = change(args.tenant, args.user, **classes)
+    print(f"user {args.user} in tenant {args.tenant}: revoked classes {sorted(revoked) or 'none'}")
+    return 0
+
+
+def _consent_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=("revoke", "restore"))
+    parser.add_argument("--user", required=True)
+    parser.add_argument("--tenant", default="default")
+    parser.add_argument("--classes", nargs="*", help="privacy classes (default: behavioral, personal_data, sensitive_inferred)")
+
+
+def _lineage(args: argparse.Namespace) -> int:
+    with Registry.open(args.store, read_only=True) as registry:
+        _print_json([record.to_dict() for record in registry.lineage_for(args.group, args.limit)])
+    return 0
+
+
+def _lineage_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("group", help="feature group ref, e.g. item_behavior:v1")
+    parser.add_argument("--limit", type=int, default=20)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .demo import QUICK, DemoSize, run_demo
 
@@ -232,6 +312,13 @@ COMMANDS: dict[str, Command] = {
         ),
         Command("validate", "deploy check of a model version", _validate_args, _validate),
         Command("stage", "move a feature to a lifecycle stage", _stage_args, _stage),
+        Command("deprecate", "deprecate a feature or group and list its dependents", _ref_arg, _lifecycle("deprecate")),
+        Command("remove-online", "stop serving a deprecated feature or group online", _ref_arg, _lifecycle("remove_from_online")),
+        Command("archive", "archive a deprecated, offline-only feature or group", _ref_arg, _lifecycle("archive")),
+        Command("delete-entity", "delete an entity's features online and offline, with a tombstone", _delete_entity_args, _delete_entity),
+        Command("deletions", "query the deletion log", _deletions_args, _deletions),
+        Command("consent", "revoke or restore a user's consent for privacy classes", _consent_args, _consent),
+        Command("lineage", "write-time lineage records of a feature group", _lineage_args, _lineage),
         Command("monitor", "print the monitoring report (null rate, reasons, staleness, drift, latency)", _monitor_args, _monitor),
         Command(
             "demo",

@@ -158,3 +158,32 @@ def test_list_other_kinds(capsys, applied, kind, first_line):
     code, out, _ = run(capsys, "list", *applied, "--kind", kind)
     assert code == 0
     assert out.splitlines()[1].split() == first_line.split()
+
+
+def test_governance_commands_change_the_store_and_report(store_dir, example_repo, capsys):
+    from conftest import populate
+
+    from featurecore import FeatureStore
+
+    with FeatureStore.open(store_dir) as store:
+        store.apply(example_repo)
+        populate(store)
+    where = ["--store", str(store_dir)]
+    code, out, _ = run(capsys, "consent", "revoke", "--user", "u1", *where)
+    assert code == 0 and "revoked classes ['behavioral', 'personal_data', 'sensitive_inferred']" in out
+    code, out, _ = run(capsys, "consent", "restore", "--user", "u1", "--classes", "behavioral", *where)
+    assert code == 0 and "revoked classes ['personal_data', 'sensitive_inferred']" in out
+
+    code, out, _ = run(capsys, "delete-entity", "user", "u1", "--reason", "ticket-7", *where)
+    receipt = json.loads(out)
+    assert code == 0 and receipt["online"] == {"user_profile:v1": 1} and receipt["reason"] == "ticket-7"
+    assert receipt["pairs"] == {"user_item_activity:v1": 4} and receipt["offline"]["user_profile:v1"] == 1
+    code, out, _ = run(capsys, "deletions", "--entity", "user", *where)
+    assert code == 0 and [r["entity_id"] for r in json.loads(out)] == ["u1"]
+
+    code, out, _ = run(capsys, "deprecate", "item_quality_score:v1", *where)
+    assert code == 0 and '"home_ranker_features:v18"' in out
+    code, _, err = run(capsys, "archive", "item_quality_score:v1", *where)
+    assert code == 1 and "production model(s) home_ranker:v18" in err
+    code, out, _ = run(capsys, "lineage", "item_behavior:v1", *where)
+    assert code == 0 and isinstance(json.loads(out), list)

@@ -267,7 +267,11 @@ def _vanished_keys(cf: rocksdict.Rdict, new_keys: list[bytes]) -> list[bytes]:
 
 def _write_sst(path: str, keys: list[bytes], rows: list[bytes], deletes: list[bytes]) -> None:
     """One SST file of the sorted puts and deletes (a delete is a tombstone entry)."""
-    writer = rocksdict.SstFileWriter(rocksdict.Options(raw_mode=True))
+    options = rocksdict.Options(raw_mode=True)
+    # Uncompressed: 3x faster to write; compactions recompress it with the column
+    # family's own settings later.
+    options.set_compression_type(rocksdict.DBCompressionType.none())
+    writer = rocksdict.SstFileWriter(options)
     writer.open(path)
     if deletes:
         for key, value in heapq.merge(zip(keys, rows), ((k, None) for k in deletes)):

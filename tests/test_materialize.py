@@ -1,6 +1,7 @@
 """Materialization offline -> online (bulk SST ingest, incremental) and the snapshot loader,
 on a real RocksDB and a real Parquet log."""
 
+import dataclasses
 import threading
 
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 from test_offline_helpers import DAY_US, HOUR_US, T0_US, make_state
 
 from featurecore import _core
-from featurecore.errors import ValidationError
+from featurecore.errors import RegistryError, ValidationError
 from featurecore.offline.log import OfflineLog, Watermark
 from featurecore.offline.materialize import (
     load_snapshot,
@@ -196,3 +197,15 @@ def test_readers_never_see_a_mix_of_generations(env):
         reader.join()
     assert errors == []
     assert {5.0} <= seen
+
+
+def test_groups_out_of_online_serving_are_not_materialized(env):
+    root, state, log, db = env
+    append(log, [1], [T0_US], [0.1])
+    offline_only = dataclasses.replace(state.group(GROUP), online=False)
+    state = dataclasses.replace(state, feature_groups={**state.feature_groups, GROUP: offline_only})
+    with pytest.raises(RegistryError, match="is not materialized: the group has online: false"):
+        materialize_bulk(db, root, state, GROUP, T0_US)
+    writer, _ = make_writer(db)
+    with pytest.raises(RegistryError, match="is not materialized"):
+        materialize_incremental(db, writer, root, state, GROUP, T0_US)

@@ -1,6 +1,7 @@
 """Point-in-time joins end to end (history -> native as-of search -> shared assembler)
 against a pandas merge_asof reference, from memory and from the Parquet log."""
 
+import dataclasses
 import datetime as dt
 
 import numpy as np
@@ -11,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_offline_helpers import DAY_US, HOUR_US, T0, T0_US, feature, make_state, policy
 
-from featurecore.errors import ValidationError
+from featurecore.errors import RegistryError, ValidationError
 from featurecore.offline.log import OfflineLog
 from featurecore.offline.pit import point_in_time_join
 from featurecore.online.batch import validate_batch
@@ -303,3 +304,12 @@ def test_text_ids_empty_means_not_applicable_and_progress_goes_to_stderr(store, 
     age = result.columns.index("age:v1")
     assert result.reasons[:, age].tolist() == [0, Reason.not_applicable, Reason.no_history, Reason.not_applicable, 0]
     assert "history rows scanned" in capsys.readouterr().err
+
+
+def test_archived_features_need_include_archived(store):
+    root, state = store
+    archived = dataclasses.replace(state.feature("ctr:v1"), stage="archived")
+    state = dataclasses.replace(state, features={**state.features, "ctr:v1": archived})
+    with pytest.raises(RegistryError, match="reads archived feature.*include_archived=True"):
+        point_in_time_join(events_frame(), state, "ranker:v1", root=root)
+    assert len(point_in_time_join(events_frame(), state, "ranker:v1", root=root, include_archived=True)) == 5

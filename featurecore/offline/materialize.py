@@ -47,6 +47,7 @@ import rocksdict
 
 from .. import _core
 from ..errors import ValidationError
+from ..governance.lifecycle import assert_materializable
 from ..online.batch import GroupSchema, micros_now
 from ..online.layout import META_CF, column_family
 from ..online.writer import Change
@@ -194,6 +195,9 @@ def materialize_bulk(
     """Replace the online rows of ``group_ref`` with the offline state as of ``as_of_us``
     (default now) in one atomic SST ingest.
 
+    Raises:
+        RegistryError: the group is out of online serving or archived (lifecycle).
+
     Args:
         db: the primary (read-write) online database.
         root: the store directory (``<root>/offline`` holds the log).
@@ -201,6 +205,7 @@ def materialize_bulk(
             engine reloads snapshots and appends a whole-group changelog entry).
     """
     start = time.perf_counter()
+    assert_materializable(state, group_ref)
     progress = sys.stderr.isatty() if progress is None else progress
     as_of_us = micros_now() if as_of_us is None else int(as_of_us)
     log = OfflineLog.open(root, state, group_ref)
@@ -310,6 +315,7 @@ def materialize_incremental(
     default now) through ``writer`` (an ``online.writer.OnlineWriter``), skipping
     entities whose online row is newer. Without a watermark every row is considered."""
     start = time.perf_counter()
+    assert_materializable(state, group_ref)
     progress = sys.stderr.isatty() if progress is None else progress
     as_of_us = micros_now() if as_of_us is None else int(as_of_us)
     log = OfflineLog.open(root, state, group_ref)

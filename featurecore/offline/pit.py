@@ -54,6 +54,7 @@ import pyarrow.parquet as pq
 
 from .. import _core
 from ..errors import ValidationError
+from ..governance.lifecycle import assert_trainable
 from ..reasons import Reason
 from ..online.batch import GroupSchema
 from ..registry.model import RegistryState
@@ -358,6 +359,7 @@ def point_in_time_join(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     progress: "bool | None" = None,
     compiled: "CompiledFeatureSet | None" = None,
+    include_archived: bool = False,
 ) -> TrainingSet:
     """Build the training matrix of ``feature_set_ref`` for every event (see the module
     docstring for the exact semantics).
@@ -375,14 +377,17 @@ def point_in_time_join(
         chunk_rows: history rows read per chunk (the memory bound).
         progress: a progress line on stderr (default: when stderr is a terminal).
         compiled: a cached ``compile_feature_set`` result for this feature set.
+        include_archived: allow archived features (to reproduce an old model).
 
     Raises:
         ValidationError: naive timestamps, missing id columns, no history source.
+        RegistryError: the feature set reads archived features (lifecycle).
         FeatureUnavailableError: a feature whose policy is ``fail`` was missing.
 
     >>> ts = point_in_time_join(events, state, "ranker:v3", root="store")  # doctest: +SKIP
     >>> ts.to_pandas().head()  # doctest: +SKIP
     """
+    assert_trainable(state, feature_set_ref, include_archived=include_archived)
     table = events_table(events)
     event_ts = event_micros(table, event_timestamp)
     compiled = compiled or compile_feature_set(state, feature_set_ref)

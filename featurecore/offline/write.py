@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import FeatureStoreError
+from ..governance.lifecycle import is_online
 from ..online.batch import Batch, GroupSchema, check_tenant, micros_now, to_micros, validate_batch
 from ..registry.model import RegistryState
 from .log import OfflineLog
@@ -58,11 +59,6 @@ def newest_per_entity(batch: Batch) -> Batch:
         batch.generated_at[rows],
         batch.published_at[rows],
     )
-
-
-def is_online(state: RegistryState, group_ref: str) -> bool:
-    """True when any feature of the group is available online."""
-    return any(state.feature(ref).online for ref in state.group(group_ref).features)
 
 
 def write_batch(

@@ -313,3 +313,12 @@ def test_archived_features_need_include_archived(store):
     with pytest.raises(RegistryError, match="reads archived feature.*include_archived=True"):
         point_in_time_join(events_frame(), state, "ranker:v1", root=root)
     assert len(point_in_time_join(events_frame(), state, "ranker:v1", root=root, include_archived=True)) == 5
+
+
+def test_categorical_ids_and_float_ids(store):
+    root, state = store
+    events = events_frame().assign(user_id=lambda f: f["user_id"].astype("category"))
+    direct = point_in_time_join(events_frame(), state, "ranker:v1", root=root)
+    np.testing.assert_array_equal(point_in_time_join(events, state, "ranker:v1", root=root).values, direct.values)
+    with pytest.raises(ValidationError, match="entity id column has type double.*use dtype 'Int64'"):
+        point_in_time_join(events_frame().assign(item_id=[1.0, np.nan, 2, 3, 4]), state, "ranker:v1", root=root)

@@ -142,6 +142,8 @@ def event_keys(ids: pa.ChunkedArray, history_is_int: bool) -> EventKeys:
     """Factorize event ids. Integer ids on both sides are hashed natively as they are;
     otherwise both sides become text and are coded against the events' distinct ids."""
     ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+    if pa.types.is_dictionary(ids.type):  # pandas categoricals
+        ids = ids.cast(ids.type.value_type)
     if pa.types.is_integer(ids.type) and history_is_int:
         valid = pc.fill_null(pc.greater_equal(ids, 0), False)
         keys = np.ascontiguousarray(pc.fill_null(ids, -1).cast(pa.int64()).to_numpy(), np.int64)
@@ -153,7 +155,10 @@ def event_keys(ids: pa.ChunkedArray, history_is_int: bool) -> EventKeys:
         text = ids.cast(pa.string())
         valid = pc.fill_null(pc.greater(pc.binary_length(text), 0), False)
     else:
-        raise ValidationError(f"entity id column has type {ids.type}; ids must be integers or strings")
+        raise ValidationError(
+            f"entity id column has type {ids.type}; ids must be integers or strings "
+            "(a pandas int column with NaN became float: use dtype 'Int64' or str)"
+        )
     dictionary = pc.unique(text.filter(valid))
     keys = np.ascontiguousarray(pc.fill_null(pc.index_in(text, dictionary), -1).cast(pa.int64()).to_numpy(), np.int64)
 
@@ -336,7 +341,8 @@ def _request_matrix(table: pa.Table, names: tuple[str, ...]) -> np.ndarray:
 def _history_for(group_ref: str, histories, root, state, tenant):
     if histories is not None and group_ref in histories:
         history = histories[group_ref]
-        return TableHistory(history if isinstance(history, pa.Table) else pa.Table.from_pandas(history), tenant)
+        table = history if isinstance(history, pa.Table) else pa.Table.from_pandas(history, preserve_index=False)
+        return TableHistory(table, tenant)
     if root is None:
         raise ValidationError(
             f"no history for group {group_ref}: pass root=<store directory> to read the offline log, "

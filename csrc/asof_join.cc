@@ -236,4 +236,33 @@ void LatestPerKey::finish(std::vector<int64_t>& refs, std::vector<int64_t>& keys
     }
 }
 
+void decimal_text_order(const int64_t* ids, size_t n, int64_t* order) {
+    // Text order = '-' before digits, then the digits as a string: an id's digits padded
+    // on the right to 19 places compare like the strings, and on equal padding the
+    // shorter text ("1" before "10") comes first.
+    struct Key {
+        uint8_t non_negative;
+        uint64_t padded;
+        uint8_t digits;
+        int64_t index;
+        bool operator<(const Key& o) const {
+            if (non_negative != o.non_negative) return non_negative < o.non_negative;
+            if (padded != o.padded) return padded < o.padded;
+            if (digits != o.digits) return digits < o.digits;
+            return index < o.index;
+        }
+    };
+    std::vector<Key> keys(n);
+    for (size_t i = 0; i < n; ++i) {
+        const uint64_t magnitude = ids[i] < 0 ? 0 - static_cast<uint64_t>(ids[i]) : static_cast<uint64_t>(ids[i]);
+        uint8_t digits = 1;
+        for (uint64_t v = magnitude; v >= 10; v /= 10) ++digits;
+        uint64_t padded = magnitude;
+        for (uint8_t d = digits; d < 19; ++d) padded *= 10;  // magnitude < 10^digits: no overflow
+        keys[i] = Key{static_cast<uint8_t>(ids[i] >= 0), padded, digits, static_cast<int64_t>(i)};
+    }
+    std::sort(keys.begin(), keys.end());
+    for (size_t i = 0; i < n; ++i) order[i] = keys[i].index;
+}
+
 }  // namespace featurecore

@@ -121,4 +121,8 @@ private:
     std::vector<Entry> best_;
 };
 
+/* The order of int64 ids by the bytes of their decimal text (what key order is for
+ * integer ids: "10" < "9", "-1" < "0"), written to order (n). Pure, thread-safe. */
+void decimal_text_order(const int64_t* ids, size_t n, int64_t* order);
+
 }  // namespace featurecore

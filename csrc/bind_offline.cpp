@@ -125,4 +125,20 @@ keys int64 (w,)): the winning row of each key that has one.
             },
             "Returns (refs int64 (w,) ascending, keys int64 (w,)).")
         .def_property_readonly("n_keys", &LatestPerKey::n_keys);
+
+    m.def(
+        "decimal_text_order",
+        [](const py::array& ids) {
+            const int64_t* p = checked<int64_t>(ids, "ids", -1);
+            const auto n = ids.shape(0);
+            py::array_t<int64_t> order(n);
+            int64_t* out = order.mutable_data();
+            {
+                py::gil_scoped_release release;
+                featurecore::decimal_text_order(p, static_cast<size_t>(n), out);
+            }
+            return order;
+        },
+        py::arg("ids"),
+        "Order int64 (n,) of int64 ids by their decimal text (the key order of integer ids).");
 }

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from featurecore._core import AsofJoin, LatestPerKey
+from featurecore._core import AsofJoin, LatestPerKey, decimal_text_order
 from featurecore.reasons import Reason
 
 
@@ -166,3 +166,13 @@ def test_latest_per_key_grows_past_many_keys():
     assert latest.n_keys == 100_000
     np.testing.assert_array_equal(refs, np.arange(100_000))
     np.testing.assert_array_equal(got, keys)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.one_of(st.integers(-(2**63), 2**63 - 1), st.integers(-1000, 1000)), max_size=60))
+def test_decimal_text_order_is_the_order_of_the_id_text(ids):
+    ids = np.array(ids, np.int64)
+    order = decimal_text_order(ids)
+    assert sorted(order.tolist()) == list(range(len(ids)))
+    text = [str(i) for i in ids[order].tolist()]
+    assert [t.encode() for t in text] == sorted(t.encode() for t in text)

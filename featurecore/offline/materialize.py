@@ -118,8 +118,13 @@ class LatestRows:
     def key_order(self) -> np.ndarray:
         """Row order by key bytes: within one tenant and entity type, the byte order of
         the id text (what an SST file needs)."""
-        text = pa.array(self.ids).cast(pa.string())
-        return pc.sort_indices(text).to_numpy()
+        if isinstance(self.ids, np.ndarray):
+            return _core.decimal_text_order(self.ids)
+        return pc.sort_indices(pa.array(self.ids, pa.string())).to_numpy()
+
+    def sorted_ids(self, order: np.ndarray) -> "np.ndarray | list[str]":
+        """The ids in ``order``."""
+        return self.ids[order] if isinstance(self.ids, np.ndarray) else [self.ids[i] for i in order.tolist()]
 
 
 def latest_rows(
@@ -219,14 +224,17 @@ def materialize_bulk(
         latest = latest_rows(log, tenant, as_of_us, files=files, strict=strict, chunk_rows=chunk_rows)
         _say(progress, f"materialize {group_ref}: encoding {len(latest.ids):,} rows of {tenant}")
         scanned += latest.scanned
-        keys = _core.encode_keys(tenant, schema.entity_type, latest.ids)
+        order = latest.key_order()
+        keys = _core.encode_keys(tenant, schema.entity_type, latest.sorted_ids(order))
         rows = encode(schema, native, latest.rows, published)
-        order = latest.key_order().tolist()
         # Tenant blocks never interleave: each tenant's keys share a length-prefixed prefix.
-        puts.append((_core.encode_key(tenant, schema.entity_type, ""), [keys[i] for i in order], [rows[i] for i in order]))
+        puts.append((_core.encode_key(tenant, schema.entity_type, ""), keys, [rows[i] for i in order.tolist()]))
     puts.sort(key=lambda block: block[0])
-    new_keys = [key for _, keys, _ in puts for key in keys]
-    new_rows = [row for _, _, rows in puts for row in rows]
+    if len(puts) == 1:  # the common single-tenant store: no copy
+        (_, new_keys, new_rows), = puts
+    else:
+        new_keys = [key for _, keys, _ in puts for key in keys]
+        new_rows = [row for _, _, rows in puts for row in rows]
     cf = column_family(db, schema.cf_name)
     deletes = _vanished_keys(cf, new_keys)
     # One directory per group: the next run of the same group removes a crashed run's

@@ -37,10 +37,10 @@ std::string shape_str(const py::array& a) {
     return s + (a.ndim() == 1 ? ",)" : ")");
 }
 
-std::string want_str(const std::vector<py::ssize_t>& shape) {
+std::string want_str(std::initializer_list<py::ssize_t> shape) {
     std::string s = "(";
-    for (size_t d = 0; d < shape.size(); ++d)
-        s += (d ? ", " : "") + (shape[d] < 0 ? std::string("*") : std::to_string(shape[d]));
+    size_t d = 0;
+    for (py::ssize_t extent : shape) s += (d++ ? ", " : "") + (extent < 0 ? std::string("*") : std::to_string(extent));
     return s + (shape.size() == 1 ? ",)" : ")");
 }
 
@@ -55,24 +55,30 @@ const char* dtype_name() {
 }
 
 // Checks that obj is a C-contiguous T array of `shape` (-1 = any extent) and
-// returns it; `writable` for outputs filled in place.
+// returns it; `writable` for outputs filled in place. Messages are only built
+// on failure: this runs several times per request.
 template <typename T>
-py::array_t<T, py::array::c_style> need(py::handle obj, const std::string& name, std::vector<py::ssize_t> shape,
+py::array_t<T, py::array::c_style> need(py::handle obj, std::string_view name, std::initializer_list<py::ssize_t> shape,
                                         bool writable = false) {
     using Arr = py::array_t<T, py::array::c_style>;
-    const std::string want = std::string("a C-contiguous ") + dtype_name<T>() + " array of shape " + want_str(shape);
+    auto want = [&] {
+        return std::string(name) + " must be a C-contiguous " + dtype_name<T>() + " array of shape " + want_str(shape);
+    };
     if (!py::isinstance<py::array>(obj))
-        throw std::invalid_argument(name + " must be " + want + ", got " +
-                                    std::string(py::str(py::type::of(obj).attr("__name__"))) +
+        throw std::invalid_argument(want() + ", got " + std::string(py::str(py::type::of(obj).attr("__name__"))) +
                                     "; pass a numpy array");
     py::array a = py::reinterpret_borrow<py::array>(obj);
     bool ok = py::isinstance<Arr>(obj) && a.ndim() == static_cast<py::ssize_t>(shape.size());
-    for (size_t d = 0; ok && d < shape.size(); ++d) ok = shape[d] < 0 || a.shape(d) == shape[d];
+    py::ssize_t d = 0;
+    for (py::ssize_t extent : shape) {
+        ok = ok && (extent < 0 || a.shape(d) == extent);
+        ++d;
+    }
     if (!ok)
-        throw std::invalid_argument(name + " must be " + want + ", got " + std::string(py::str(a.dtype())) + " " +
-                                    shape_str(a) +
+        throw std::invalid_argument(want() + ", got " + std::string(py::str(a.dtype())) + " " + shape_str(a) +
                                     "; convert with np.ascontiguousarray(x, dtype=np." + dtype_name<T>() + ")");
-    if (writable && !a.writeable()) throw std::invalid_argument(name + " must be writeable; pass a fresh np.empty array");
+    if (writable && !a.writeable())
+        throw std::invalid_argument(std::string(name) + " must be writeable; pass a fresh np.empty array");
     return py::reinterpret_borrow<Arr>(obj);
 }
 
@@ -83,9 +89,9 @@ struct ColumnsArg {
 };
 
 template <typename T>
-const void* column_ptr(py::handle col, const std::string& name, std::vector<py::ssize_t> shape,
+const void* column_ptr(py::handle col, const std::string& name, std::initializer_list<py::ssize_t> shape,
                        std::vector<py::object>& keep) {
-    auto a = need<T>(col, name, std::move(shape));
+    auto a = need<T>(col, name, shape);
     keep.push_back(a);
     return a.data();
 }
@@ -192,20 +198,25 @@ struct IdsArg {
     fc::IdColumn col;
 };
 
-void ids_arg(py::handle ids, const std::string& name, IdsArg& out, std::vector<py::object>& keep) {
+// `name()` builds the argument's name for a message (only on failure).
+template <typename Name>
+void ids_arg(py::handle ids, const Name& name, IdsArg& out, std::vector<py::object>& keep) {
     out.text.clear();
     out.offsets.clear();
     out.col = fc::IdColumn{};
     if (ids.is_none()) return;
     if (py::isinstance<py::array>(ids)) {
-        auto a = need<int64_t>(ids, name, {-1});
+        using Ints = py::array_t<int64_t, py::array::c_style>;
+        auto a = py::isinstance<Ints>(ids) && py::reinterpret_borrow<py::array>(ids).ndim() == 1
+                     ? py::reinterpret_borrow<Ints>(ids)
+                     : need<int64_t>(ids, name(), {-1});
         keep.push_back(a);
         out.col.ints = a.data();
         out.col.n = static_cast<size_t>(a.shape(0));
         return;
     }
     if (!PyList_Check(ids.ptr()) && !PyTuple_Check(ids.ptr()))
-        throw std::invalid_argument(name + " must be a list of str or an int64 numpy array, got " +
+        throw std::invalid_argument(name() + " must be a list of str or an int64 numpy array, got " +
                                     std::string(py::str(py::type::of(ids).attr("__name__"))));
     PyObject* seq = ids.ptr();
     const Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
@@ -224,7 +235,7 @@ void ids_arg(py::handle ids, const std::string& name, IdsArg& out, std::vector<p
         }
         if (!p) {
             PyErr_Clear();
-            throw std::invalid_argument(name + "[" + std::to_string(i) + "] must be str, got " +
+            throw std::invalid_argument(name() + "[" + std::to_string(i) + "] must be str, got " +
                                         std::string(py::str(py::type::of(py::handle(item)).attr("__name__"))) +
                                         "; pass ids as a list of str or an int64 numpy array");
         }
@@ -416,7 +427,7 @@ Stats run_serve(const Plan& plan, const py::sequence& sources, const py::sequenc
     std::vector<py::object> keep;
     std::vector<fc::IdColumn> cols(roles.size());
     for (size_t r = 0; r < roles.size(); ++r) {
-        ids_arg(ids[r], "ids[" + std::to_string(r) + "] (" + roles[r].entity_type + ")", id_args[r], keep);
+        ids_arg(ids[r], [&] { return "ids[" + std::to_string(r) + "] (" + roles[r].entity_type + ")"; }, id_args[r], keep);
         cols[r] = id_args[r].col;
     }
     const size_t G = plan.groups().size();
@@ -462,7 +473,7 @@ void bind_serving(py::module_& m) {
         [](const std::string& tenant, const std::string& entity_type, py::handle ids) {
             IdsArg a;
             std::vector<py::object> keep;
-            ids_arg(ids, "ids", a, keep);
+            ids_arg(ids, [] { return std::string("ids"); }, a, keep);
             std::string prefix;
             fc::append_key_prefix(prefix, tenant, entity_type);
             py::list out(a.col.n);
@@ -491,7 +502,7 @@ void bind_serving(py::module_& m) {
             std::vector<fc::IdColumn> cols;
             size_t n = 1;
             for (size_t c = 0; c < k; ++c) {
-                ids_arg(components[c], "components[" + std::to_string(c) + "]", args[c], keep);
+                ids_arg(components[c], [&] { return "components[" + std::to_string(c) + "]"; }, args[c], keep);
                 cols.push_back(args[c].col);
                 if (args[c].col.n != 1) {
                     if (n != 1 && n != args[c].col.n)

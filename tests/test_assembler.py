@@ -427,11 +427,13 @@ def test_serve_never_mixes_batches_while_a_writer_upserts():
     readers = [threading.Thread(target=read) for _ in range(2)]
     for t in readers:
         t.start()
-    for b in batches[1:]:
-        group.upsert(keys, b)
-    done.set()
-    for t in readers:
-        t.join()
+    try:
+        for b in batches[1:]:
+            group.upsert(keys, b)
+    finally:
+        done.set()
+        for t in readers:
+            t.join()
     assert problems == []
 
 
@@ -450,14 +452,16 @@ def test_assemble_releases_the_gil():
             stamps.append(time.perf_counter())
             time.sleep(0.001)
 
-    worker = threading.Thread(target=tick)
+    worker = threading.Thread(target=tick, daemon=True)
     worker.start()
     time.sleep(0.01)
-    start = time.perf_counter()
-    _core.assemble(*args)
-    end = time.perf_counter()
-    stop.set()
-    worker.join()
+    try:
+        start = time.perf_counter()
+        _core.assemble(*args)
+        end = time.perf_counter()
+    finally:
+        stop.set()
+        worker.join()
     # With the GIL held no tick could land in the middle half of the call.
     quarter = (end - start) / 4
     assert any(start + quarter < t < end - quarter for t in stamps), (end - start, len(stamps))

@@ -162,10 +162,12 @@ def test_readers_never_see_a_torn_row_or_half_a_batch():
     readers = [threading.Thread(target=read) for _ in range(2)]
     for t in readers:
         t.start()
-    for batch in batches:
-        group.upsert(keys, batch)
-    done.set()
-    for t in readers:
-        t.join()
+    try:
+        for batch in batches:
+            group.upsert(keys, batch)
+    finally:
+        done.set()
+        for t in readers:
+            t.join()
     assert errors == []
     assert (group.get(keys).slots() == 29).all()

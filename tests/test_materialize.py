@@ -67,9 +67,11 @@ def test_bulk_materializes_the_latest_row_as_of_a_time(env):
     append(log, [1, 2, 3], [T0_US] * 3, [0.1, 0.2, 0.3])
     append(log, [1, 2], [T0_US + DAY_US] * 2, [1.1, 1.2])
     append(log, [1], [T0_US + 2 * DAY_US], [2.1], tenant="acme")
-    seen = []
-    summary = materialize_bulk(db, root, state, GROUP, T0_US + DAY_US, on_ingested=seen.append)
-    assert seen == [CF]
+    writer, _ = make_writer(db)
+    summary = materialize_bulk(db, root, state, GROUP, T0_US + DAY_US, on_ingested=writer.group_replaced)
+    # one changelog entry that tells every reader to reload the whole group
+    (entry,) = changelog.read_after(column_family(db, CHANGELOG_CF), 0)
+    assert (entry.group_cf, entry.keys) == (CF, None)
     assert (summary.scanned, summary.rows, summary.deleted, summary.mode) == (5, 3, 0, "bulk")
     assert summary.watermark == Watermark(3, T0_US + DAY_US) == read_watermark(db, CF)
     assert "rows/s" in str(summary)

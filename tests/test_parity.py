@@ -79,7 +79,7 @@ def store(tmp_path, example_repo):
 
 def test_served_matrix_equals_training_matrix(store):
     rng = np.random.default_rng(3)
-    write_history(store.root, store.state, store._writer, rng)
+    write_history(store.root, store.state, store.writer, rng)
     entities, context, candidate = request_inputs(rng)
     report = check_parity(store, FEATURE_SET, entities, AT, context=context, candidate=candidate)
     assert report.ok, str(report)
@@ -94,10 +94,7 @@ def test_parity_after_bulk_materialization_from_the_log(store):
     rng = np.random.default_rng(5)
     write_history(store.root, store.state, None, rng)  # offline only
     for ref in store.state.groups_of(FEATURE_SET):
-        materialize_bulk(
-            store._db, store.root, store.state, ref.ref, AT,
-            on_ingested=lambda cf: store.snapshots.loaded(cf) is not None and store.snapshots.reload(cf),
-        )
+        materialize_bulk(store.db, store.root, store.state, ref.ref, AT, on_ingested=store.writer.group_replaced)
     entities, context, candidate = request_inputs(rng)
     report = check_parity(store, FEATURE_SET, entities, AT, context=context, candidate=candidate)
     assert report.ok, str(report)

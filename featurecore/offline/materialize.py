@@ -206,8 +206,9 @@ def materialize_bulk(
     Args:
         db: the primary (read-write) online database.
         root: the store directory (``<root>/offline`` holds the log).
-        on_ingested: called with the group's column family after the ingest (the online
-            engine reloads snapshots and appends a whole-group changelog entry).
+        on_ingested: called with the group's column family after the ingest; pass the
+            primary's ``store.writer.group_replaced`` (reloads this process's snapshot
+            and appends a whole-group changelog entry for other processes).
     """
     start = time.perf_counter()
     assert_materializable(state, group_ref)

@@ -135,6 +135,7 @@ def test_rewrite_drops_rows_in_place_and_keeps_write_order(log):
     files = log.files()
     # the emptied middle file keeps its place (watermarks count file positions)
     assert [f.rows for f in files] == [1, 0, 1] and all(f.path != o for f, o in zip(files, old))
+    assert [f.seq for f in files] == [1, 2, 3]  # watermarks stay valid across a rewrite
     assert log.vacuum() == []  # the replaced files are gone
     assert log.rewrite(lambda t: t) == 0 and log.files() == files
 

@@ -25,6 +25,7 @@ file order (commit order) and then the row order inside a file.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import fcntl
 import json
@@ -77,7 +78,8 @@ def _fsync_directory(path: str) -> None:
 @dataclass(frozen=True)
 class LogFile:
     """One committed Parquet file: path relative to the group directory, its UTC date,
-    row count, feature_timestamp range (us) and the tenants it holds."""
+    row count, feature_timestamp range (us), the tenants it holds and its commit
+    sequence ``seq`` (1, 2, ... in commit order; a rewritten file keeps its seq)."""
 
     path: str
     date: str
@@ -85,15 +87,21 @@ class LogFile:
     min_ts: int
     max_ts: int
     tenants: tuple[str, ...]
+    seq: int = 0
 
 
 @dataclass(frozen=True)
 class Watermark:
-    """How much of a log a reader has consumed: the first ``files`` committed files, up
-    to feature_timestamp ``as_of_us`` (later rows of those files are not consumed)."""
+    """How much of a log a reader has consumed: the files with ``seq <= seq``, up to
+    feature_timestamp ``as_of_us`` (later rows of those files are not consumed)."""
 
-    files: int
+    seq: int
     as_of_us: int
+
+    @classmethod
+    def of(cls, files: Sequence[LogFile], as_of_us: int) -> "Watermark":
+        """The watermark after consuming ``files`` up to ``as_of_us``."""
+        return cls(max((f.seq for f in files), default=0), as_of_us)
 
 
 @dataclass(frozen=True)
@@ -103,10 +111,6 @@ class Manifest:
     id_type: "str | None"
     fields: tuple
     files: tuple[LogFile, ...]
-
-    @property
-    def rows(self) -> int:
-        return sum(f.rows for f in self.files)
 
 
 class StagedAppend:
@@ -227,7 +231,9 @@ class OfflineLog:
                 os.replace(tmp, os.path.join(self.directory, entry.path))
             for directory in {os.path.dirname(os.path.join(self.directory, e.path)) for _, e in staged}:
                 _fsync_directory(directory)
-            self._swap_manifest(id_type, [*current.files, *(e for _, e in staged)])
+            seq = Watermark.of(current.files, 0).seq
+            added = [dataclasses.replace(entry, seq=seq + i) for i, (_, entry) in enumerate(staged, 1)]
+            self._swap_manifest(id_type, [*current.files, *added])
 
     def _swap_manifest(self, id_type: str, files: Sequence[LogFile]) -> None:
         """Atomically replace the manifest (caller holds the lock; files are durable)."""
@@ -267,9 +273,9 @@ class OfflineLog:
                         continue
                     removed += table.num_rows - kept.num_rows
                     replaced.append(entry.path)
-                    # An emptied file stays (with 0 rows) so file positions, which
-                    # watermarks count, do not move.
-                    new = self._write_file(kept, entry.date, fallback_ts=entry.min_ts)
+                    # The replacement keeps the seq (watermarks) and the manifest position
+                    # (write order); an emptied file stays with 0 rows.
+                    new = dataclasses.replace(self._write_file(kept, entry.date, fallback_ts=entry.min_ts), seq=entry.seq)
                     written.append(os.path.join(self.directory, new.path))
                     files.append(new)
             except BaseException:
@@ -416,10 +422,10 @@ class OfflineLog:
         extra = [c for c in ("tenant", "feature_timestamp") if c not in names]
         pending: list[pa.RecordBatch] = []
         pending_rows = 0
-        for index, entry in enumerate(manifest.files if files is None else files):
+        for entry in manifest.files if files is None else files:
             if max_feature_ts is not None and entry.min_ts > max_feature_ts:
                 continue
-            covered = newer_than is not None and index < newer_than.files
+            covered = newer_than is not None and entry.seq <= newer_than.seq
             if covered and entry.max_ts <= newer_than.as_of_us:
                 continue
             if tenant is not None and tenant not in entry.tenants:

@@ -23,7 +23,7 @@ otherwise), so run it for new versions, bootstraps and repairs, not under live w
 Incremental (``materialize_incremental``): only rows the watermark does not cover (rows
 of files committed since, and later rows of earlier files) are considered; for each
 entity the newest of them is written through the online writer (one WriteBatch with
-its changelog entry) unless the online row is newer. The watermark ``(files, as_of)``
+its changelog entry) unless the online row is newer. The watermark ``(seq, as_of)``
 lives in ``meta`` under ``materialize/<group_cf>``; rerunning after a crash re-applies
 the same rows, which is harmless.
 """
@@ -37,7 +37,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import msgpack
 import numpy as np
@@ -52,7 +52,7 @@ from ..online.batch import GroupSchema, micros_now
 from ..online.layout import META_CF, column_family
 from ..online.writer import Change
 from ..registry.model import RegistryState
-from .log import DEFAULT_CHUNK_ROWS, OfflineLog, Watermark, micros, typed_columns
+from .log import DEFAULT_CHUNK_ROWS, LogFile, OfflineLog, Watermark, micros, typed_columns
 from ..serving.plan import schema_for_group
 from .pit import STAMP_COLUMNS, LogHistory, gather_rows, group_table
 
@@ -99,7 +99,7 @@ def read_watermark(db: rocksdict.Rdict, group_cf: str) -> "Watermark | None":
 
 
 def _write_watermark(db: rocksdict.Rdict, group_cf: str, watermark: Watermark) -> None:
-    column_family(db, META_CF)[watermark_key(group_cf)] = msgpack.packb([watermark.files, watermark.as_of_us])
+    column_family(db, META_CF)[watermark_key(group_cf)] = msgpack.packb([watermark.seq, watermark.as_of_us])
 
 
 # -- latest rows ----------------------------------------------------------------------
@@ -133,13 +133,13 @@ def latest_rows(
     as_of_us: int,
     *,
     newer_than: "Watermark | None" = None,
-    files: "int | None" = None,
+    files: "Sequence[LogFile] | None" = None,
     strict: bool = False,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> LatestRows:
     """The newest row at/before ``as_of_us`` of every entity of ``tenant`` in ``log``
-    (native ``LatestPerKey``), considering only rows ``newer_than`` a watermark and the
-    first ``files`` files."""
+    (native ``LatestPerKey``), considering only rows ``newer_than`` a watermark, of the
+    committed ``files`` (default: the current manifest's)."""
     history = LogHistory(log, tenant, newer_than=newer_than, files=files)
     if history.id_is_int:
         dictionary = None
@@ -216,7 +216,7 @@ def materialize_bulk(
     as_of_us = micros_now() if as_of_us is None else int(as_of_us)
     log = OfflineLog.open(root, state, group_ref)
     schema, native = log.schema, schema_for_group(state, group_ref)
-    files = len(log.files())
+    files = log.files()
     published = micros_now()
     puts: list[tuple[bytes, list[bytes], list[bytes]]] = []
     scanned = 0
@@ -254,7 +254,7 @@ def materialize_bulk(
         if os.path.exists(path):
             os.remove(path)
     del cf
-    watermark = Watermark(files, as_of_us)
+    watermark = Watermark.of(files, as_of_us)
     _write_watermark(db, schema.cf_name, watermark)
     if on_ingested is not None:
         on_ingested(schema.cf_name)
@@ -335,7 +335,7 @@ def materialize_incremental(
             f"as_of {as_of_us} us is before {group_ref}'s watermark {previous.as_of_us} us; "
             "materialize_incremental only moves forward, use materialize_bulk to rebuild an earlier state"
         )
-    files = len(log.files())
+    files = log.files()
     cf = column_family(db, schema.cf_name)
     changes = []
     scanned = 0
@@ -350,7 +350,7 @@ def materialize_incremental(
     del cf
     if changes:
         writer.commit(changes)
-    watermark = Watermark(files, as_of_us)
+    watermark = Watermark.of(files, as_of_us)
     _write_watermark(db, schema.cf_name, watermark)
     written = sum(len(c.keys) for c in changes)
     summary = MaterializeSummary(group_ref, "incremental", scanned, written, 0, time.perf_counter() - start, watermark)

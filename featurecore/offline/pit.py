@@ -45,7 +45,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -59,7 +59,7 @@ from ..reasons import Reason
 from ..online.batch import GroupSchema
 from ..registry.model import RegistryState
 from ..serving.plan import CompiledFeatureSet, compile_feature_set
-from .log import DEFAULT_CHUNK_ROWS, OfflineLog, Watermark, micros, typed_columns
+from .log import DEFAULT_CHUNK_ROWS, LogFile, OfflineLog, Watermark, micros, typed_columns
 
 STAMP_COLUMNS = ["entity_id", "feature_timestamp", "generated_at"]
 
@@ -198,16 +198,20 @@ class LogHistory:
     """A group version's history read from the Parquet offline log."""
 
     def __init__(
-        self, log: OfflineLog, tenant: str, newer_than: "Watermark | None" = None, files: "int | None" = None
+        self,
+        log: OfflineLog,
+        tenant: str,
+        newer_than: "Watermark | None" = None,
+        files: "Sequence[LogFile] | None" = None,
     ):
-        """Read ``tenant``'s rows of ``log``: the first ``files`` committed files (all by
-        default), only rows ``newer_than`` a watermark when given."""
+        """Read ``tenant``'s rows of ``log``: the committed ``files`` (default: the current
+        manifest's), only rows ``newer_than`` a watermark when given."""
         manifest = log.manifest()
         self.log = log
         self.tenant = tenant
         self.newer_than = newer_than
         # Pinned: every pass reads the same files even if the log changes meanwhile.
-        self.files = manifest.files[:files]
+        self.files = manifest.files if files is None else tuple(files)
         self.id_is_int = manifest.id_type == "int64"
 
     def scan(self, columns, chunk_rows: int, max_feature_ts: int) -> Iterator[pa.Table]:

@@ -9,6 +9,7 @@
 #include <mutex>
 #include <shared_mutex>
 #include <stdexcept>
+#include <thread>
 
 #include "keys.h"
 
@@ -269,20 +270,21 @@ Plan::Plan(size_t n_columns, std::vector<uint8_t> actions, std::vector<float> co
                                         "value or cross feature to it");
 }
 
-AssembleStats assemble(const Plan& plan, const std::vector<GroupRows>& groups, const RequestCols& req,
-                       const Outputs& out) {
-    AssembleStats stats;
-    const int64_t t0 = now_ns();
+namespace {
+
+// Rows [begin, end) of assemble; missing-reason counts and the first fail go to stats.
+void assemble_rows(const Plan& plan, const std::vector<GroupRows>& groups, const RequestCols& req,
+                   const Outputs& out, size_t begin, size_t end, AssembleStats& stats) {
     const auto& pgroups = plan.groups();
     const size_t G = pgroups.size();
     std::vector<RowState> states(G);
     Writer w(plan, out, stats);
-    std::memset(out.reasons, kPresent, out.n * plan.n_columns());
+    std::memset(out.reasons + begin * plan.n_columns(), kPresent, (end - begin) * plan.n_columns());
     constexpr size_t kAhead = 6;  // rows whose records are prefetched ahead of the gather
-    for (size_t i = 0; i < out.n; ++i) {
+    for (size_t i = begin; i < end; ++i) {
         w.start_row(i);
         const int64_t t = req.eval_time[i * req.eval_stride];
-        if (i + kAhead < out.n) {
+        if (i + kAhead < end) {
             for (const GroupRows& in : groups) {
                 if (in.disabled || in.refs_stride == 0) continue;
                 const int64_t ahead = in.refs[i + kAhead];
@@ -321,6 +323,32 @@ AssembleStats assemble(const Plan& plan, const std::vector<GroupRows>& groups, c
         if (!plan.candidate_cols().empty())
             write_request_cols(plan.candidate_cols(), req.candidate + i * plan.candidate_cols().size(), w);
         for (const auto& x : plan.crosses()) write_cross(x, states, w);
+    }
+}
+
+}  // namespace
+
+AssembleStats assemble(const Plan& plan, const std::vector<GroupRows>& groups, const RequestCols& req,
+                       const Outputs& out, int threads) {
+    constexpr size_t kMinRowsPerThread = 16384;  // below this a thread costs more than it saves
+    const int64_t t0 = now_ns();
+    const size_t n_chunks =
+        std::max<size_t>(1, std::min<size_t>(static_cast<size_t>(std::max(threads, 1)), out.n / kMinRowsPerThread));
+    std::vector<AssembleStats> parts(n_chunks);
+    std::vector<std::thread> workers;
+    for (size_t c = 1; c < n_chunks; ++c)
+        workers.emplace_back(assemble_rows, std::cref(plan), std::cref(groups), std::cref(req), std::cref(out),
+                             out.n * c / n_chunks, out.n * (c + 1) / n_chunks, std::ref(parts[c]));
+    assemble_rows(plan, groups, req, out, 0, out.n / n_chunks, parts[0]);
+    for (auto& t : workers) t.join();
+    AssembleStats stats;
+    for (const AssembleStats& part : parts) {  // chunks are in row order: the first fail wins
+        for (int r = 1; r < kNumReasons; ++r) stats.reason_counts[r] += part.reason_counts[r];
+        if (stats.fail_row < 0 && part.fail_row >= 0) {
+            stats.fail_row = part.fail_row;
+            stats.fail_col = part.fail_col;
+            stats.fail_reason = part.fail_reason;
+        }
     }
     uint64_t missing = 0;
     for (int r = 1; r < kNumReasons; ++r) missing += stats.reason_counts[r];

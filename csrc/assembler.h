@@ -154,9 +154,10 @@ struct AssembleStats {
     int64_t assemble_ns = 0;
 };
 
-// Refs must be in range (callers validate); see the header comment.
+// Refs must be in range (callers validate); see the header comment. Large
+// batches (offline) may be split over up to `threads` threads by rows.
 AssembleStats assemble(const Plan& plan, const std::vector<GroupRows>& groups, const RequestCols& req,
-                       const Outputs& out);
+                       const Outputs& out, int threads = 1);
 
 // The ids of one role: int64 ids, or text ids text[offsets[i], offsets[i+1]).
 // An empty text id or a negative int id means "no such entity" (kNotApplicable).

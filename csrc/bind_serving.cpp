@@ -341,7 +341,7 @@ struct Stats {
 
 Stats run_assemble(const Plan& plan, const py::sequence& tables, const py::sequence& row_refs,
                    const py::sequence& miss_reasons, py::handle eval_time_us, py::handle context, py::handle candidate,
-                   py::handle values, py::handle reasons, py::handle group_age) {
+                   py::handle values, py::handle reasons, py::handle group_age, int threads) {
     Outs o = outputs_arg(plan, values, reasons, group_age);
     const auto n = static_cast<py::ssize_t>(o.out.n);
     ReqArg req = request_arg(plan, n, eval_time_us, context, candidate);
@@ -396,17 +396,21 @@ Stats run_assemble(const Plan& plan, const py::sequence& tables, const py::seque
             scalar_miss[g] = static_cast<uint8_t>(m.cast<int>());
             mp = &scalar_miss[g];
         }
-        for (py::ssize_t i = 0; i < mlen; ++i)
-            if (mp[i] == fc::kPresent || mp[i] >= fc::kNumReasons)
-                throw std::invalid_argument(mname + " holds " + std::to_string(mp[i]) +
-                                            "; a missing row needs a reason code 1..7");
         rows[g].miss = mp;
         rows[g].miss_stride = mlen == 1 ? 0 : 1;
+        // Only rows without a row (ref -1) read their reason, so only those are checked.
+        for (py::ssize_t i = 0; i < std::max(refs.shape(0), mlen); ++i) {
+            const uint8_t why = mp[i * static_cast<py::ssize_t>(rows[g].miss_stride)];
+            if (rp[i * static_cast<py::ssize_t>(rows[g].refs_stride)] < 0 &&
+                (why == fc::kPresent || why >= fc::kNumReasons))
+                throw std::invalid_argument(mname + "[" + std::to_string(i) + "] holds " + std::to_string(why) +
+                                            " for a row ref of -1; a missing row needs a reason code 1..7");
+        }
     }
     Stats st;
     {
         py::gil_scoped_release release;
-        st.s = fc::assemble(plan, rows, req.req, o.out);
+        st.s = fc::assemble(plan, rows, req.req, o.out, threads);
     }
     return st;
 }
@@ -765,7 +769,8 @@ void bind_serving(py::module_& m) {
 
     m.def("assemble", &run_assemble, py::arg("plan"), py::arg("tables"), py::arg("row_refs"), py::arg("miss_reasons"),
           py::arg("eval_time_us"), py::arg("context"), py::arg("candidate"), py::arg("values"), py::arg("reasons"),
-          py::arg("group_age"), "Fills values/reasons/group_age in place from per-group row refs.");
+          py::arg("group_age"), py::kw_only(), py::arg("threads") = 1,
+          "Fills values/reasons/group_age in place from per-group row refs (large batches over `threads` threads).");
     m.def("serve", &run_serve, py::arg("plan"), py::arg("sources"), py::arg("ids"), py::arg("tenant"),
           py::arg("eval_time_us"), py::arg("context"), py::arg("candidate"), py::arg("values"), py::arg("reasons"),
           py::arg("group_age"), "One request: resolve keys per group, then assemble, with the GIL released.");

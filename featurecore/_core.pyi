@@ -212,13 +212,17 @@ def assemble(
     values: NDArray[np.float32],
     reasons: NDArray[np.uint8],
     group_age: NDArray[np.float32],
+    *,
+    threads: int = 1,
 ) -> AssembleStats:
     """Fill values (n, F), reasons (n, F) and group_age (n, G) in place, GIL released.
 
     Per group: a table (None = privacy_disabled), row refs int64 (n,) or (1,)
-    broadcast (-1 = no row) and the reason of a -1 ref (int or uint8 (n,)/(1,)).
-    eval_time_us int64 (n,) or (1,); context float32 (C,) or (n, C); candidate
-    float32 (n, M). NaN context/candidate values get reason not_computed.
+    broadcast (-1 = no row) and the reason of a -1 ref (int or uint8 (n,)/(1,);
+    only read, and checked, where the ref is -1). eval_time_us int64 (n,) or (1,);
+    context float32 (C,) or (n, C); candidate float32 (n, M). NaN context/candidate
+    values get reason not_computed. Batches of 32768+ rows may be split by rows over
+    up to ``threads`` threads.
     """
 
 def serve(

@@ -380,8 +380,40 @@ def test_serve_and_assemble_reject_malformed_inputs():
     table = _core.GroupTable.missing(schema, 2, 3)
     with pytest.raises(IndexError, match=r"row_refs\[0\]\[1\] = 2 is outside the table's 2 rows"):
         _core.assemble(plan, [table], [np.array([0, 2])], [6], t, ctx, cand, *out)
-    with pytest.raises(ValueError, match=r"miss_reasons\[0\] holds 0; a missing row needs a reason code 1..7"):
+    with pytest.raises(ValueError, match=r"miss_reasons\[0\]\[1\] holds 0 for a row ref of -1; a missing row needs"):
         _core.assemble(plan, [table], [np.array([0, -1])], [0], t, ctx, cand, *out)
+    _core.assemble(plan, [table], [np.array([0, 1])], [np.zeros(2, np.uint8)], t, ctx, cand, *out)  # no -1: unread
+
+
+def test_threaded_assemble_equals_one_thread():
+    """Offline batches split by rows give the same matrix, counts and first fail."""
+    rng = np.random.default_rng(11)
+    schema = _core.Schema([0, 5], [1, 3])
+    n_rows, n = 1_000, 100_000
+    gen = np.full(n_rows, 0, np.int64)
+    nulls = (rng.random((n_rows, 2)) < 0.1).astype(np.uint8)
+    table = _core.GroupTable.from_columns(
+        schema, [rng.normal(size=n_rows).astype(np.float32), rng.normal(size=(n_rows, 3)).astype(np.float32)],
+        nulls, gen, gen, gen)
+    actions = np.zeros((4, 8), np.uint8)
+    actions[0, Reason.entity_not_found] = Action.fail
+    plan = _core.Plan(4, actions, np.ones((4, 8), np.float32), [("item", False, [])],
+                      [(schema, 0, 5_000_000, [(0, 0, -1), (1, 1, -1)])], [], [], [])
+    refs = rng.integers(-1, n_rows, n)
+    miss = rng.choice(np.array([Reason.no_history, Reason.entity_not_found], np.uint8), n)
+    eval_time = rng.integers(0, 10_000_000, n)
+    runs = []
+    for threads in (1, 4):
+        out = np.empty((n, 4), np.float32), np.empty((n, 4), np.uint8), np.empty((n, 1), np.float32)
+        stats = _core.assemble(plan, [table], [refs], [miss], eval_time, np.empty(0, np.float32),
+                               np.empty((n, 0), np.float32), *out, threads=threads)
+        runs.append((out, stats))
+    (one, s1), (four, s4) = runs
+    for a, b in zip(one, four):
+        np.testing.assert_array_equal(a, b)
+    assert s1.reason_counts == s4.reason_counts
+    first = int(np.flatnonzero((refs < 0) & (miss == Reason.entity_not_found))[0])
+    assert (s1.fail_row, s1.fail_col) == (s4.fail_row, s4.fail_col) == (first, 0)
 
 
 def test_plan_rejects_overlapping_or_missing_columns():

@@ -218,6 +218,7 @@ class CompiledFeatureSet:
         candidate: np.ndarray,
         *,
         raise_on_fail: bool = True,
+        threads: int = 1,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Assemble rows from per-group tables and row refs (offline joins use this).
 
@@ -227,6 +228,7 @@ class CompiledFeatureSet:
             miss_reasons: per group the reason code of -1 refs (int or uint8 (n,)).
             eval_time_us: int or int64 (n,); staleness is judged at this time.
             context: float32 (C,) or (n, C); candidate: float32 (n, M).
+            threads: split a large batch by rows over up to this many threads.
 
         Returns:
             values float32 (n, F), reasons uint8 (n, F), group_age seconds float32 (n, G).
@@ -244,6 +246,7 @@ class CompiledFeatureSet:
             values,
             reasons,
             group_age,
+            threads=threads,
         )
         if raise_on_fail:
             self._raise_on_fail(stats, None)

@@ -133,9 +133,9 @@ def test_rewrite_drops_rows_in_place_and_keeps_write_order(log):
     assert removed == 3
     assert log.read(["entity_id"]).column("entity_id").to_pylist() == [1, 3]
     files = log.files()
-    # the emptied middle file keeps its place (watermarks count file positions)
-    assert [f.rows for f in files] == [1, 0, 1] and all(f.path != o for f, o in zip(files, old))
-    assert [f.seq for f in files] == [1, 2, 3]  # watermarks stay valid across a rewrite
+    # replacements keep their place and seq (watermarks stay valid); the emptied file is gone
+    assert [f.rows for f in files] == [1, 1] and files[0].path != old[0] and files[1].path != old[2]
+    assert [f.seq for f in files] == [1, 3]
     assert log.vacuum() == []  # the replaced files are gone
     assert log.rewrite(lambda t: t) == 0 and log.files() == files
 

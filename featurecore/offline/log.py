@@ -273,9 +273,11 @@ class OfflineLog:
                         continue
                     removed += table.num_rows - kept.num_rows
                     replaced.append(entry.path)
+                    if kept.num_rows == 0:
+                        continue
                     # The replacement keeps the seq (watermarks) and the manifest position
-                    # (write order); an emptied file stays with 0 rows.
-                    new = dataclasses.replace(self._write_file(kept, entry.date, fallback_ts=entry.min_ts), seq=entry.seq)
+                    # (write order).
+                    new = dataclasses.replace(self._write_file(kept, entry.date), seq=entry.seq)
                     written.append(os.path.join(self.directory, new.path))
                     files.append(new)
             except BaseException:
@@ -354,16 +356,15 @@ class OfflineLog:
             raise
         return StagedAppend(self, id_type, staged)
 
-    def _write_file(self, table: pa.Table, date: str, suffix: str = "", fallback_ts: int = 0) -> LogFile:
-        """Write and fsync one file of ``date`` (its final name plus ``suffix``); the
-        returned entry names the final path (an empty file's range is ``fallback_ts``)."""
+    def _write_file(self, table: pa.Table, date: str, suffix: str = "") -> LogFile:
+        """Write and fsync one non-empty file of ``date`` (its final name plus ``suffix``);
+        the returned entry names the final path."""
         relative = os.path.join(f"date={date}", f"part-{uuid.uuid4().hex}.parquet")
         path = os.path.join(self.directory, relative)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         ts = table.column("feature_timestamp").cast(pa.int64())
-        lo, hi = (pc.min(ts).as_py(), pc.max(ts).as_py()) if table.num_rows else (fallback_ts, fallback_ts)
         tenants = tuple(sorted(pc.unique(table.column("tenant")).to_pylist()))
-        entry = LogFile(relative, date, table.num_rows, lo, hi, tenants)
+        entry = LogFile(relative, date, table.num_rows, pc.min(ts).as_py(), pc.max(ts).as_py(), tenants)
         with open(path + suffix, "wb") as f:
             pq.write_table(table, f, row_group_size=ROW_GROUP_ROWS)
             f.flush()

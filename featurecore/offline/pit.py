@@ -55,7 +55,6 @@ import pyarrow.parquet as pq
 from .. import _core
 from ..errors import ValidationError
 from ..governance.lifecycle import assert_trainable
-from ..reasons import Reason
 from ..online.batch import GroupSchema
 from ..registry.model import RegistryState
 from ..serving.plan import CompiledFeatureSet, compile_feature_set
@@ -412,8 +411,6 @@ def point_in_time_join(
         rows, group_refs, miss = select_rows(
             history, keys, event_ts, schema, strict=strict, threads=threads, chunk_rows=chunk_rows, progress=progress
         )
-        # assemble() rejects code 0 anywhere in miss_reasons, though it reads them only for -1 refs.
-        miss[group_refs >= 0] = Reason.entity_not_found
         tables.append(group_table(rows, schema, binding.schema))
         refs.append(group_refs)
         reasons.append(miss)
@@ -424,6 +421,7 @@ def point_in_time_join(
         event_ts,
         _request_matrix(table, compiled.context_names),
         _request_matrix(table, compiled.candidate_names),
+        threads=threads,
     )
     return TrainingSet(
         compiled.ref, compiled.columns, values, reason_codes, group_age, tuple(g.ref for g in compiled.groups), table

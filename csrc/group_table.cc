@@ -111,7 +111,6 @@ TableView GroupTable::view() const {
     v.record_bytes = record_bytes_;
     v.slots_offset = kRecordHeadBytes + extra_bytes_;
     v.nulls = nulls_.data();
-    v.n_rows = n_rows_;
     v.n_slots = schema_->n_slots();
     v.n_features = schema_->n_features();
     return v;

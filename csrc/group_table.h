@@ -86,7 +86,6 @@ struct TableView {
     size_t record_bytes = 0;
     size_t slots_offset = kRecordHeadBytes;
     const uint8_t* nulls = nullptr;
-    size_t n_rows = 0;
     size_t n_slots = 0;
     size_t n_features = 0;
 
@@ -127,8 +126,7 @@ class GroupTable {
     // 1/8 slack so appends amortize without doubling the memory.
     void resize(size_t n);
 
-    uint8_t status(size_t r) const { return view().status(r); }
-    const uint8_t* nulls(size_t r) const { return nulls_.data() + r * schema_->n_features(); }
+    uint8_t status(size_t r) const { return records_[r * record_bytes_ + 8]; }
     uint8_t* extra(size_t r) { return record(r) + kRecordHeadBytes; }
     const uint8_t* extra(size_t r) const { return records_.data() + r * record_bytes_ + kRecordHeadBytes; }
     uint16_t tag(size_t r) const {

@@ -1,7 +1,7 @@
 """Declares the one native extension, featurecore._core, built from csrc/.
 
 FEATURECORE_SANITIZE=1 builds with AddressSanitizer + UndefinedBehaviorSanitizer
-(run the tests with LD_PRELOAD="$(gcc -print-file-name=libasan.so)").
+(run the tests with `bash .ci/sanitize`, which preloads the runtimes).
 """
 import os
 import sys

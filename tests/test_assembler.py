@@ -640,8 +640,6 @@ def test_request_validation_messages():
 
     with pytest.raises(ValidationError, match="request_time must be timezone-aware, got 2026-07-02 10:00:00"):
         FeatureRequest("home:v1", {"user": "u1"}, datetime(2026, 7, 2, 10))
-    with pytest.raises(ValidationError, match=r"entities\['item'\] must hold str ids, got int 3"):
-        FeatureRequest("home:v1", {"item": ["a", 3]}, NOW)
     with pytest.raises(ValidationError, match="privacy_mode must be one of"):
         FeatureRequest("home:v1", {"user": "u1"}, NOW, privacy_mode="anonymous")
     with pytest.raises(ValidationError, match=r"candidate\['rank'\] must be a 1-d numeric array"):
@@ -649,6 +647,10 @@ def test_request_validation_messages():
     compiled = compile_feature_set(small_state(), "home:v1")
     with pytest.raises(ValidationError, match="context value 'device' is not a context feature of home:v1"):
         compiled.context_array({"device": 1})
+    # An id of the wrong type is caught natively while its key is built (no Python loop per id).
+    items = [_core.ResidentGroup(compiled.groups[i].schema) for i in (0, 1)]
+    with pytest.raises(ValueError, match=r"\(item\)\[1\] must be str, got int; pass ids as a list of str or an int64"):
+        compiled.serve([*items, None], {"user": "u", "item": ["a", 3]}, "default", NOW, {}, {}, 2)
     with pytest.raises(ValidationError, match="feature set home:v1 needs ids for entity 'item'"):
         compiled.serve([None, _core.ResidentGroup(compiled.groups[1].schema), None], {"user": "u"}, "default",
                        NOW, {}, {}, 1)

@@ -30,6 +30,8 @@ Semantics (the same rules as online serving, applied at each event's own time):
   Integer ids and their decimal text are the same entity.
 * Request-time features are read from event columns of the same name (float32);
   an absent column or a null value is ``not_computed``.
+* A feature set that reads archived features is refused (lifecycle) unless
+  ``include_archived=True`` (to reproduce an old model).
 
 The matrix is built by the same native ``assemble`` the online engine uses (row refs
 from the native as-of search into a ``GroupTable`` of the chosen history rows), so
@@ -43,7 +45,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Sequence
 

@@ -8,6 +8,7 @@ import pytest
 from test_offline_helpers import T0, make_state
 
 from featurecore.errors import ValidationError
+from featurecore.governance.deletion import Tombstones
 from featurecore.offline.backfill import backfill
 from featurecore.offline.log import OfflineLog, micros
 
@@ -76,3 +77,14 @@ def test_rejects_naive_and_empty_ranges(tmp_path):
         backfill(root, state, "item_stats:v2", pd.DataFrame(), start=dt.datetime(2026, 7, 1), end=T0)
     with pytest.raises(ValidationError, match="backfill range is empty"):
         backfill(root, state, "item_stats:v2", pd.DataFrame(), start=T0, end=T0)
+
+
+def test_deleted_entities_are_not_backfilled(tmp_path):
+    root, state = str(tmp_path), make_state()
+    calls = []
+    summary = backfill(
+        root, state, "item_stats:v2", day_source(calls), start=T0.date(), end=T0.date() + dt.timedelta(days=1),
+        tombstones=Tombstones({("default", "item"): {"1"}}),
+    )
+    assert (summary.rows, summary.skipped) == (1, 1)
+    assert OfflineLog.open(root, state, "item_stats:v2").read(["entity_id"]).column("entity_id").to_pylist() == [2]

@@ -10,6 +10,7 @@ from featurecore import _core
 from featurecore.errors import FeatureStoreError, ValidationError
 from featurecore.offline.log import OfflineLog
 from featurecore.offline.materialize import materialize_incremental
+from featurecore.governance.deletion import Tombstones
 from featurecore.offline.write import write_batch
 from featurecore.online.layout import column_family, open_database
 from featurecore.online.snapshots import Snapshots
@@ -101,3 +102,15 @@ def test_failed_online_commit_is_reported_and_repaired_by_incremental(env):
     assert online_rows(db, state, [1]).status().tolist() == [6]
     materialize_incremental(db, writer, root, state, GROUP, T0_US + HOUR_US)
     np.testing.assert_allclose(online_rows(db, state, [1]).slots()[:, 0], np.float32([0.7]))
+
+
+def test_deleted_entities_are_dropped_everywhere(env):
+    root, state, db, writer = env
+    tombstones = Tombstones({("default", "item"): {"2"}})
+    result = write_batch(
+        root, state, GROUP, frame([1, 2], [0.1, 0.2]), entity_ids="item_id", feature_timestamp=T0_US,
+        writer=writer, tombstones=tombstones,
+    )
+    assert (result.offline_rows, result.online_rows, result.dropped) == (1, 1, 1)
+    assert OfflineLog.open(root, state, GROUP).read(["entity_id"]).column("entity_id").to_pylist() == [1]
+    assert online_rows(db, state, [1, 2]).status().tolist() == [0, 6]

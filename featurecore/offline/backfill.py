@@ -29,13 +29,15 @@ from ..errors import ValidationError
 from ..online.batch import GroupSchema, check_tenant, micros_now, to_micros, validate_batch
 from ..registry.model import RegistryState
 from .log import TIMESTAMP, OfflineLog, StagedAppend
+from .write import drop_tombstoned
 
 _DAY = dt.timedelta(days=1)
 
 
 @dataclass(frozen=True)
 class BackfillSummary:
-    """What a backfill committed: rows in range, rows outside it (skipped), days, seconds."""
+    """What a backfill committed: rows written, rows skipped (outside the range or of
+    deleted entities), days, seconds."""
 
     group: str
     rows: int
@@ -47,7 +49,7 @@ class BackfillSummary:
         rate = self.rows / self.seconds if self.seconds > 0 else float("inf")
         return (
             f"backfilled {self.group}: {self.rows:,} rows over {self.days} days "
-            f"({self.skipped:,} outside the range skipped) in {self.seconds:.2f} s ({rate:,.0f} rows/s)"
+            f"({self.skipped:,} outside the range or deleted, skipped) in {self.seconds:.2f} s ({rate:,.0f} rows/s)"
         )
 
 
@@ -89,6 +91,7 @@ def backfill(
     feature_timestamp: str = "feature_timestamp",
     generated_at: "str | None" = None,
     tenant: str = "default",
+    tombstones=None,
     progress: "bool | None" = None,
 ) -> BackfillSummary:
     """Backfill ``group_ref``'s offline history for feature timestamps in [start, end).
@@ -101,6 +104,8 @@ def backfill(
         start, end: the range (dates are UTC midnights); rows outside it are skipped.
         entity_ids, feature_timestamp, generated_at: column names in the source;
             ``generated_at=None`` stamps every row with the backfill's start time.
+        tombstones: ``governance.deletion.Tombstones``: rows of deleted entities are
+            skipped (counted in ``skipped``).
 
     Raises:
         ValidationError: a malformed batch or range; nothing is committed.
@@ -149,8 +154,11 @@ def backfill(
                 generated_at=generated_at if generated_at is not None else now,
                 published_at=now,
             )
-            stages.append(log.stage(log.to_arrow(batch, tenant)))
-            rows += kept.num_rows
+            kept_batch = drop_tombstoned(batch, tombstones, state, group_ref, tenant)
+            skipped += len(batch) - len(kept_batch)
+            if len(kept_batch):
+                stages.append(log.stage(log.to_arrow(kept_batch, tenant)))
+            rows += len(kept_batch)
             if progress:
                 sys.stderr.write(f"\rbackfill {group_ref}: {i + 1}/{n_parts} parts, {rows:,} rows\033[K")
         StagedAppend.combine(log, stages).commit()

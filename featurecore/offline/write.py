@@ -34,12 +34,27 @@ from .log import OfflineLog
 @dataclass(frozen=True)
 class WriteResult:
     """What ``write_batch`` committed: rows appended to the offline log, rows put online
-    (0 for offline-only groups or without a writer) and the changelog sequence (or None)."""
+    (0 for offline-only groups or without a writer), the changelog sequence (or None)
+    and the rows dropped because their entity was deleted."""
 
     group: str
     offline_rows: int
     online_rows: int
     sequence: "int | None"
+    dropped: int = 0
+
+
+def take_rows(batch: Batch, rows: np.ndarray) -> Batch:
+    """The rows ``rows`` (int indices) of ``batch``."""
+    picked = batch.ids[rows] if isinstance(batch.ids, np.ndarray) else [batch.ids[i] for i in rows.tolist()]
+    return Batch(
+        picked,
+        [c[rows] for c in batch.columns],
+        batch.nulls[rows],
+        batch.feature_ts[rows],
+        batch.generated_at[rows],
+        batch.published_at[rows],
+    )
 
 
 def newest_per_entity(batch: Batch) -> Batch:
@@ -50,15 +65,15 @@ def newest_per_entity(batch: Batch) -> Batch:
     if not frame["id"].duplicated().any():
         return batch
     rows = frame.sort_values(["ft", "ga", "row"]).drop_duplicates("id", keep="last")["row"].sort_values().to_numpy()
-    picked = batch.ids[rows] if isinstance(batch.ids, np.ndarray) else [batch.ids[i] for i in rows]
-    return Batch(
-        picked,
-        [c[rows] for c in batch.columns],
-        batch.nulls[rows],
-        batch.feature_ts[rows],
-        batch.generated_at[rows],
-        batch.published_at[rows],
-    )
+    return take_rows(batch, rows)
+
+
+def drop_tombstoned(batch: Batch, tombstones, state: RegistryState, group_ref: str, tenant: str) -> Batch:
+    """``batch`` without the rows of deleted entities (``governance.deletion.Tombstones``)."""
+    if tombstones is None or not len(batch):
+        return batch
+    keep = tombstones.keep_mask(state, group_ref, tenant, batch.ids)
+    return batch if keep.all() else take_rows(batch, np.flatnonzero(keep))
 
 
 def write_batch(
@@ -73,6 +88,7 @@ def write_batch(
     tenant: str = "default",
     published_at: Any = None,
     writer=None,
+    tombstones=None,
 ) -> WriteResult:
     """Write a computed batch to the offline log and, for online groups, the online store.
 
@@ -84,6 +100,8 @@ def write_batch(
             defaults to ``published_at``, which defaults to now.
         tenant: the tenant whose rows these are.
         writer: the primary's ``OnlineWriter``; None writes the offline log only.
+        tombstones: ``governance.deletion.Tombstones.load(store)``: rows of deleted
+            entities are dropped (not written anywhere) and counted in ``dropped``.
 
     Raises:
         ValidationError: the batch is malformed; nothing was written.
@@ -100,6 +118,8 @@ def write_batch(
         generated_at=generated_at,
         published_at=published,
     )
+    received = len(batch)
+    batch = drop_tombstoned(batch, tombstones, state, group_ref, check_tenant(tenant))
     log = OfflineLog(root, schema)
     table = log.to_arrow(batch, check_tenant(tenant))
     change = None
@@ -111,8 +131,9 @@ def write_batch(
     except BaseException:
         staged.abort()
         raise
+    dropped = received - len(batch)
     if change is None:
-        return WriteResult(group_ref, staged.rows, 0, None)
+        return WriteResult(group_ref, staged.rows, 0, None, dropped)
     try:
         sequence = writer.commit([change], published)
     except Exception as error:
@@ -120,4 +141,4 @@ def write_batch(
             f"{group_ref}: {staged.rows} rows were committed to the offline log but the online write failed ({error}); "
             "run materialize_incremental for the group to bring the online store up to date"
         ) from error
-    return WriteResult(group_ref, staged.rows, len(change.keys), sequence)
+    return WriteResult(group_ref, staged.rows, len(change.keys), sequence, dropped)

@@ -10,6 +10,7 @@ from test_offline_helpers import DAY_US, HOUR_US, T0_US, make_state
 
 from featurecore import _core
 from featurecore.errors import RegistryError, ValidationError
+from featurecore.governance.deletion import Tombstones
 from featurecore.offline.log import OfflineLog, Watermark
 from featurecore.offline.materialize import (
     load_snapshot,
@@ -211,3 +212,14 @@ def test_groups_out_of_online_serving_are_not_materialized(env):
     writer, _ = make_writer(db)
     with pytest.raises(RegistryError, match="is not materialized"):
         materialize_incremental(db, writer, root, state, GROUP, T0_US)
+
+
+def test_deleted_entities_leave_the_new_generation(env):
+    root, state, log, db = env
+    append(log, [1, 2], [T0_US] * 2, [0.1, 0.2])
+    materialize_bulk(db, root, state, GROUP, T0_US)
+    tombstones = Tombstones({("default", "item"): {"2"}})
+    summary = materialize_bulk(db, root, state, GROUP, T0_US, tombstones=tombstones)
+    assert (summary.rows, summary.deleted) == (1, 1)
+    assert online_ctr(db, state, "default", [1, 2])[1] == [0, 6]
+    assert len(load_snapshot(root, state, GROUP, T0_US, tombstones=tombstones)) == 1

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from test_offline_helpers import DAY_US, HOUR_US, T0, T0_US, feature, make_state, policy
 
 from featurecore.errors import RegistryError, ValidationError
+from featurecore.governance.deletion import Tombstones
 from featurecore.offline.log import OfflineLog
 from featurecore.offline.pit import point_in_time_join
 from featurecore.online.batch import validate_batch
@@ -322,3 +323,12 @@ def test_categorical_ids_and_float_ids(store):
     np.testing.assert_array_equal(point_in_time_join(events, state, "ranker:v1", root=root).values, direct.values)
     with pytest.raises(ValidationError, match="entity id column has type double.*use dtype 'Int64'"):
         point_in_time_join(events_frame().assign(item_id=[1.0, np.nan, 2, 3, 4]), state, "ranker:v1", root=root)
+
+
+def test_deleted_entities_are_never_joined(store):
+    root, state = store
+    tombstones = Tombstones({("default", "user"): {"u1"}})
+    result = point_in_time_join(events_frame(), state, "ranker:v1", root=root, tombstones=tombstones)
+    age = result.columns.index("age:v1")
+    assert result.reasons[:, age].tolist() == [6, Reason.no_history, 6, Reason.entity_not_found, 6]
+    assert result.reasons[:, 0].tolist()[:2] == [0, 0]  # other entities are untouched

@@ -126,6 +126,16 @@ class LatestRows:
         """The ids in ``order``."""
         return self.ids[order] if isinstance(self.ids, np.ndarray) else [self.ids[i] for i in order.tolist()]
 
+    def without_deleted(self, tombstones, state: RegistryState, group_ref: str) -> "LatestRows":
+        """These rows minus deleted entities' (``governance.deletion.Tombstones``)."""
+        if tombstones is None or not len(self.ids):
+            return self
+        keep = tombstones.keep_mask(state, group_ref, self.tenant, self.ids)
+        if keep.all():
+            return self
+        rows = np.flatnonzero(keep)
+        return LatestRows(self.tenant, self.sorted_ids(rows), self.rows.take(pa.array(rows)), self.scanned)
+
 
 def latest_rows(
     log: OfflineLog,
@@ -196,6 +206,7 @@ def materialize_bulk(
     strict: bool = False,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     progress: "bool | None" = None,
+    tombstones=None,
 ) -> MaterializeSummary:
     """Replace the online rows of ``group_ref`` with the offline state as of ``as_of_us``
     (default now) in one atomic SST ingest.
@@ -209,6 +220,8 @@ def materialize_bulk(
         on_ingested: called with the group's column family after the ingest; pass the
             primary's ``store.writer.group_replaced`` (reloads this process's snapshot
             and appends a whole-group changelog entry for other processes).
+        tombstones: ``governance.deletion.Tombstones``: deleted entities are left out
+            of the new generation (so their online rows are deleted by the ingest).
     """
     start = time.perf_counter()
     assert_materializable(state, group_ref)
@@ -223,6 +236,7 @@ def materialize_bulk(
     for tenant in log.tenants():
         _say(progress, f"materialize {group_ref}: selecting {tenant}")
         latest = latest_rows(log, tenant, as_of_us, files=files, strict=strict, chunk_rows=chunk_rows)
+        latest = latest.without_deleted(tombstones, state, group_ref)
         _say(progress, f"materialize {group_ref}: encoding {len(latest.ids):,} rows of {tenant}")
         scanned += latest.scanned
         order = latest.key_order()
@@ -319,10 +333,12 @@ def materialize_incremental(
     strict: bool = False,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     progress: "bool | None" = None,
+    tombstones=None,
 ) -> MaterializeSummary:
     """Write the rows committed to the log since the last watermark (up to ``as_of_us``,
     default now) through ``writer`` (an ``online.writer.OnlineWriter``), skipping
-    entities whose online row is newer. Without a watermark every row is considered."""
+    entities whose online row is newer. Without a watermark every row is considered.
+    Entities with a tombstone (``tombstones``) are skipped."""
     start = time.perf_counter()
     assert_materializable(state, group_ref)
     progress = sys.stderr.isatty() if progress is None else progress
@@ -341,6 +357,7 @@ def materialize_incremental(
     scanned = 0
     for tenant in log.tenants():
         latest = latest_rows(log, tenant, as_of_us, newer_than=previous, files=files, strict=strict, chunk_rows=chunk_rows)
+        latest = latest.without_deleted(tombstones, state, group_ref)
         scanned += latest.scanned
         keys = _core.encode_keys(tenant, schema.entity_type, latest.ids)
         rows = encode(schema, native, latest.rows, micros_now())
@@ -378,14 +395,17 @@ def load_snapshot(
     tenants: "list[str] | None" = None,
     strict: bool = False,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    tombstones=None,
 ) -> _core.ResidentGroup:
     """A ResidentGroup holding each entity's latest row as of ``as_of_us`` straight from
-    the offline log (for replay and offline evaluation); keys as online."""
+    the offline log (for replay and offline evaluation); keys as online. Entities with
+    a tombstone (``tombstones``) are left out."""
     log = OfflineLog.open(root, state, group_ref)
     native = schema_for_group(state, group_ref)
     resident = _core.ResidentGroup(native)
     for tenant in tenants if tenants is not None else log.tenants():
         latest = latest_rows(log, tenant, as_of_us, strict=strict, chunk_rows=chunk_rows)
+        latest = latest.without_deleted(tombstones, state, group_ref)
         if len(latest.ids):
             keys = _core.encode_keys(tenant, log.schema.entity_type, latest.ids)
             resident.upsert_table(keys, group_table(latest.rows, log.schema, native))

@@ -56,6 +56,7 @@ import pyarrow.parquet as pq
 from .. import _core
 from ..errors import ValidationError
 from ..governance.lifecycle import assert_trainable
+from ..reasons import Reason
 from ..online.batch import GroupSchema
 from ..registry.model import RegistryState
 from ..serving.plan import CompiledFeatureSet, compile_feature_set
@@ -342,6 +343,18 @@ def _request_matrix(table: pa.Table, names: tuple[str, ...]) -> np.ndarray:
     return out
 
 
+def _forget_deleted(tombstones, state, group_ref, tenant, ids, refs: np.ndarray, miss: np.ndarray) -> None:
+    """Rows of deleted entities become entity_not_found (in place)."""
+    ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+    if pa.types.is_integer(ids.type):
+        values = np.ascontiguousarray(pc.fill_null(ids, -1).cast(pa.int64()).to_numpy(), np.int64)
+    else:
+        values = pc.fill_null(ids.cast(pa.string()), "").to_pylist()
+    deleted = ~tombstones.keep_mask(state, group_ref, tenant, values) & (miss != Reason.not_applicable)
+    refs[deleted] = -1
+    miss[deleted] = Reason.entity_not_found
+
+
 def _history_for(group_ref: str, histories, root, state, tenant):
     if histories is not None and group_ref in histories:
         history = histories[group_ref]
@@ -370,6 +383,7 @@ def point_in_time_join(
     progress: "bool | None" = None,
     compiled: "CompiledFeatureSet | None" = None,
     include_archived: bool = False,
+    tombstones=None,
 ) -> TrainingSet:
     """Build the training matrix of ``feature_set_ref`` for every event (see the module
     docstring for the exact semantics).
@@ -388,6 +402,8 @@ def point_in_time_join(
         progress: a progress line on stderr (default: when stderr is a terminal).
         compiled: a cached ``compile_feature_set`` result for this feature set.
         include_archived: allow archived features (to reproduce an old model).
+        tombstones: ``governance.deletion.Tombstones``: a deleted entity's history is
+            never joined (its rows are ``entity_not_found``).
 
     Raises:
         ValidationError: naive timestamps, missing id columns, no history source.
@@ -412,6 +428,8 @@ def point_in_time_join(
         rows, group_refs, miss = select_rows(
             history, keys, event_ts, schema, strict=strict, threads=threads, chunk_rows=chunk_rows, progress=progress
         )
+        if tombstones is not None and len(tombstones):
+            _forget_deleted(tombstones, state, binding.ref, tenant, ids, group_refs, miss)
         tables.append(group_table(rows, schema, binding.schema))
         refs.append(group_refs)
         reasons.append(miss)

@@ -1,4 +1,4 @@
-"""FeatureStore: the facade over one store directory (registry + online RocksDB).
+"""FeatureStore: the facade over one store directory (registry, online RocksDB, offline log).
 
 One process opens the store as the primary (it writes); ranking workers in other
 processes open it as secondaries that follow the primary within ``refresh_interval_s``
@@ -6,8 +6,9 @@ plus one catch-up pass (see featurecore/online/refresh.py).
 
 >>> with FeatureStore.open("/tmp/store") as store:  # doctest: +SKIP
 ...     store.apply("examples/recsys")
-...     store.write_online("item_static:v1", frame, entity_ids="item_id", feature_timestamp=ts)
-...     matrix = store.get_features(request)
+...     store.write("item_static:v1", frame, entity_ids="item_id", feature_timestamp=ts)
+...     matrix = store.get_features(request)                  # online, one native call
+...     training = store.training_set(events, "home_ranker_features:v18")  # offline
 """
 
 from __future__ import annotations
@@ -22,12 +23,27 @@ from typing import Any
 
 import rocksdict
 
+from . import _core
 from .errors import FeatureStoreError, NotFoundError, ValidationError
 from .governance.access import AccessGuard, ConsentRegistry
 from .governance.deletion import Tombstones
 from .governance.lifecycle import is_online
 from .online import changelog
-from .online.batch import GroupSchema, check_tenant, micros_now, validate_batch
+from .offline import (
+    BackfillSummary,
+    MaterializeSummary,
+    ParityReport,
+    TrainingSet,
+    WriteResult,
+    backfill,
+    check_parity,
+    load_snapshot,
+    materialize_bulk,
+    materialize_incremental,
+    point_in_time_join,
+    write_batch,
+)
+from .online.batch import GroupSchema, check_tenant, micros_now, to_micros, validate_batch
 from .online.direct import DirectReader
 from .online.layout import CHANGELOG_CF, column_family, online_path, open_database
 from .online.refresh import DEFAULT_REFRESH_INTERVAL_S, Refresher
@@ -243,11 +259,7 @@ class FeatureStore:
         writer = self._require_primary("write online rows")
         schema = self.group_schema(group_ref)
         check_tenant(tenant)
-        if (code_version is None) != (pipeline_run_id is None) or not all(isinstance(v, str) and v for v in (code_version, pipeline_run_id) if v is not None):
-            raise ValidationError(
-                f"code_version and pipeline_run_id go together as non-empty str, got {code_version!r} and {pipeline_run_id!r}; "
-                "pass both (e.g. code_version='git:3f2a9c1', pipeline_run_id='daily-2026-07-01') or neither"
-            )
+        _check_lineage(code_version, pipeline_run_id)
         published = micros_now() if published_at is None else published_at
         batch = validate_batch(
             schema, data, entity_ids=entity_ids, feature_timestamp=feature_timestamp, generated_at=generated_at, published_at=published
@@ -256,19 +268,111 @@ class FeatureStore:
         if not keep.all():
             batch = batch.take(keep)
         sequence = writer.write(schema, batch, tenant) if len(batch) else writer.sequence
-        if code_version is not None:
-            sources = sorted({t for ref in self.state.group(schema.ref).features for t in self.state.feature(ref).source_tables})
-            lineage = BatchLineage.now(schema.ref, code_version=code_version, pipeline_run_id=pipeline_run_id, source_tables=sources, rows=len(batch))
-            record_lineage(self._db, lineage)
+        self._record_lineage(schema.ref, code_version, pipeline_run_id, len(batch))
         return WriteReceipt(schema.ref, len(batch), sequence, int(batch.published_at[0]) if len(batch) else micros_now(), int((~keep).sum()))
 
+    def _record_lineage(self, group_ref: str, code_version: "str | None", pipeline_run_id: "str | None", rows: int) -> None:
+        if code_version is None:
+            return
+        sources = sorted({t for ref in self.state.group(group_ref).features for t in self.state.feature(ref).source_tables})
+        record_lineage(
+            self._db,
+            BatchLineage.now(group_ref, code_version=code_version, pipeline_run_id=pipeline_run_id, source_tables=sources, rows=rows),
+        )
+
     def _tombstones(self) -> Tombstones:
-        """Deleted entities, reloaded after every delete commit (tombstones are written
-        before their deletes are committed)."""
-        deletes = self._require_primary("write online rows").deletes
+        """Deleted entities; the primary reloads them after every delete commit
+        (tombstones are written before their deletes are committed)."""
+        if self._writer is None:
+            return Tombstones.load(self._db)
+        deletes = self._writer.deletes
         if self._tombstone_cache is None or self._tombstone_cache[0] != deletes:
             self._tombstone_cache = (deletes, Tombstones.load(self._db))
         return self._tombstone_cache[1]
+
+    # -- offline ----------------------------------------------------------------------------
+
+    def write(
+        self,
+        group_ref: str,
+        data: Any,
+        *,
+        entity_ids: Any,
+        feature_timestamp: Any,
+        generated_at: Any = None,
+        tenant: str = "default",
+        published_at: Any = None,
+        code_version: "str | None" = None,
+        pipeline_run_id: "str | None" = None,
+    ) -> WriteResult:
+        """The pipeline write: a computed batch goes to the offline log and, for
+        online groups, to the online store (newest row per entity), so a feature is
+        computed once. Arguments as ``write_online``; a batch may hold history (several
+        rows per entity). Bad input is rejected before anything is written anywhere.
+        """
+        writer = self._require_primary("write rows")
+        _check_lineage(code_version, pipeline_run_id)
+        ref = self.group_schema(group_ref).ref
+        result = write_batch(
+            self.root, self.state, ref, data, entity_ids=entity_ids, feature_timestamp=feature_timestamp,
+            generated_at=generated_at, tenant=tenant, published_at=published_at, writer=writer,
+            tombstones=self._tombstones(),
+        )
+        self._record_lineage(ref, code_version, pipeline_run_id, result.offline_rows)
+        return result
+
+    def training_set(self, events: Any, feature_set_ref: str, **options: Any) -> TrainingSet:
+        """The feature set's point-in-time-correct matrix for every event row (see
+        ``featurecore.offline.pit`` for the exact semantics); ``options`` as
+        ``point_in_time_join`` (``tenant``, ``strict``, ``event_timestamp``, ...)."""
+        return point_in_time_join(events, self.state, feature_set_ref, root=self.root, tombstones=self._tombstones(), **options)
+
+    def materialize(
+        self, group_ref: "str | None" = None, *, as_of: Any = None, incremental: bool = False, progress: "bool | None" = None
+    ) -> list[MaterializeSummary]:
+        """Move the offline state as of ``as_of`` (default now) into the online store.
+
+        Bulk (default): the group's latest rows are written as an SST file and ingested
+        atomically, so readers see the old or the new generation, never a mix.
+        ``incremental``: only rows logged since the group's last watermark, through
+        write batches. ``group_ref`` None: every online group.
+        """
+        writer = self._require_primary("materialize")
+        as_of_us = None if as_of is None else int(to_micros(as_of, 1, "as_of")[0])
+        refs = [self.group_schema(group_ref).ref] if group_ref else [
+            g.ref for g in self.state.feature_groups.values() if is_online(self.state, g.ref)
+        ]
+        tombstones = self._tombstones()
+        if incremental:
+            return [
+                materialize_incremental(self._db, writer, self.root, self.state, ref, as_of_us, progress=progress, tombstones=tombstones)
+                for ref in refs
+            ]
+        return [
+            materialize_bulk(
+                self._db, self.root, self.state, ref, as_of_us, on_ingested=writer.group_replaced, progress=progress,
+                tombstones=tombstones,
+            )
+            for ref in refs
+        ]
+
+    def backfill(self, group_ref: str, source: Any, *, start: Any, end: Any, **options: Any) -> BackfillSummary:
+        """Backfill a (new) group version's offline history over [start, end) from
+        ``source`` without touching other versions; ``options`` as ``offline.backfill``."""
+        self._require_primary("backfill")
+        ref = self.group_schema(group_ref).ref
+        return backfill(self.root, self.state, ref, source, start=start, end=end, tombstones=self._tombstones(), **options)
+
+    def check_parity(self, feature_set_ref: str, entities: Any, at: Any, **options: Any) -> ParityReport:
+        """Serve ``entities`` at ``at`` online and join the same rows offline; the
+        report lists every differing cell per feature (``.ok`` when identical)."""
+        return check_parity(self, feature_set_ref, entities, int(to_micros(at, 1, "at")[0]), **options)
+
+    def load_snapshot(self, group_ref: str, as_of: Any, *, tenants: "list[str] | None" = None) -> "_core.ResidentGroup":
+        """A group's latest rows as of ``as_of`` straight from the offline log into a
+        resident snapshot, for replay and offline evaluation."""
+        ref = self.group_schema(group_ref).ref
+        return load_snapshot(self.root, self.state, ref, int(to_micros(as_of, 1, "as_of")[0]), tenants=tenants, tombstones=self._tombstones())
 
     def delete_online(self, group_ref: str, entity_ids: Any, *, tenant: str = "default") -> WriteReceipt:
         """Delete the rows of ``entity_ids`` of ``tenant`` from one group (through the
@@ -395,3 +499,13 @@ class FeatureStore:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _check_lineage(code_version: "str | None", pipeline_run_id: "str | None") -> None:
+    if (code_version is None) != (pipeline_run_id is None) or not all(
+        isinstance(v, str) and v for v in (code_version, pipeline_run_id) if v is not None
+    ):
+        raise ValidationError(
+            f"code_version and pipeline_run_id go together as non-empty str, got {code_version!r} and {pipeline_run_id!r}; "
+            "pass both (e.g. code_version='git:3f2a9c1', pipeline_run_id='daily-2026-07-01') or neither"
+        )

@@ -119,8 +119,13 @@ def _freshness(items: list[str]) -> dict[str, float] | None:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from .registry.provenance import ages_from_lineage
+
     with Registry.open(args.store, read_only=True) as registry:
-        report = registry.validate_model(args.model, _freshness(args.freshness))
+        freshness = _freshness(args.freshness)
+        if args.measured:  # seconds since each group's newest written batch, given flags win
+            freshness = {**ages_from_lineage(registry.db, registry.state.feature_groups), **(freshness or {})}
+        report = registry.validate_model(args.model, freshness, tenants=tuple(args.tenant or ("default",)))
     if args.json:
         _print_json({"model": report.model, "passed": report.passed, "rows": report.to_dicts()})
     else:
@@ -288,6 +293,10 @@ def _validate_args(parser: argparse.ArgumentParser) -> None:
         metavar="GROUP=AGE_S",
         help="observed age in seconds of a group, checked against its SLA (repeatable)",
     )
+    parser.add_argument(
+        "--measured", action="store_true", help="check each group's age since its newest written batch (write lineage)"
+    )
+    parser.add_argument("--tenant", action="append", help="tenant the model serves, checked against tenant access rules (repeatable)")
     parser.add_argument("--all", action="store_true", help="show passed checks too")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 

@@ -165,10 +165,19 @@ def test_governance_commands_change_the_store_and_report(store_dir, example_repo
 
     from featurecore import FeatureStore
 
+    from conftest import group_frame
+
     with FeatureStore.open(store_dir) as store:
         store.apply(example_repo)
         populate(store)
+        for group in ("item_static:v1", "item_behavior:v1", "creator_safety:v1"):  # trending_ranker's groups
+            store.write(group, group_frame(store.state, group, 1), entity_ids=["c0" if "creator" in group else "i1"],
+                        feature_timestamp=0, code_version="git:1", pipeline_run_id="run-1")
     where = ["--store", str(store_dir)]
+    code, out, _ = run(capsys, "validate", "trending_ranker:v3", "--measured", "--all", *where)
+    assert code == 0 and "ok      freshness    item_behavior:v1" in out
+    code, out, _ = run(capsys, "validate", "trending_ranker:v3", "--measured", "--freshness", "item_behavior:v1=99999", *where)
+    assert code == 1 and "age 99999s vs SLA" in out
     code, out, _ = run(capsys, "consent", "revoke", "--user", "u1", *where)
     assert code == 0 and "revoked classes ['behavioral', 'personal_data', 'sensitive_inferred']" in out
     code, out, _ = run(capsys, "consent", "restore", "--user", "u1", "--classes", "behavioral", *where)

@@ -65,6 +65,11 @@ class Registry:
         self._lock = threading.Lock()
         self._state = self._read_head()
 
+    @property
+    def db(self) -> rocksdict.Rdict:
+        """The store's RocksDB this registry lives in (lineage and governance read it)."""
+        return self._db
+
     @classmethod
     def open(cls, root: str | os.PathLike, *, read_only: bool = False) -> "Registry":
         """Open the registry of the store directory ``root`` (created if missing, unless read-only).

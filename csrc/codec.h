@@ -65,9 +65,10 @@ struct ColumnsIn {
     size_t n = 0;
 };
 
-// Encodes n rows back to back into out (n * schema.row_bytes() bytes).
-// Null cells are written as zero bytes.
-void encode_rows(const Schema& schema, const ColumnsIn& in, uint8_t* out);
+// Encodes row r into out[r] (schema.row_bytes() bytes each; the buffers may be
+// anywhere, e.g. the payloads of freshly allocated Python bytes, so no big
+// temporary is needed). Null cells are written as zero bytes.
+void encode_rows(const Schema& schema, const ColumnsIn& in, uint8_t* const* out);
 
 // Converts value j of row r of `in` to its float32 slots (dim slots).
 void column_to_slots(const Schema& schema, const ColumnsIn& in, size_t j, size_t r, float* slots);

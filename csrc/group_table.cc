@@ -8,22 +8,12 @@ namespace {
 
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
-template <typename Vec>
-void resize_with_slack(Vec& v, size_t n, typename Vec::value_type fill) {
-    if (n > v.capacity()) v.reserve(n + n / 8);
-    v.resize(n, fill);
-}
-
 }  // namespace
 
 GroupTable::GroupTable(std::shared_ptr<const Schema> schema, size_t n_rows, size_t extra_bytes)
     : schema_(std::move(schema)),
       extra_bytes_((extra_bytes + 7) / 8 * 8),
       record_bytes_((kRecordHeadBytes + extra_bytes_ + 4 * schema_->n_slots() + 7) / 8 * 8) {
-    records_.reserve(n_rows * record_bytes_);
-    nulls_.reserve(n_rows * schema_->n_features());
-    feature_ts_.reserve(n_rows);
-    published_at_.reserve(n_rows);
     resize(n_rows);
 }
 
@@ -95,14 +85,35 @@ void GroupTable::copy_row(size_t r, const GroupTable& src, size_t src_r) {
     published_at_[r] = src.published_at_[src_r];
 }
 
+void GroupTable::reserve(size_t n) {
+    const size_t have = records_.capacity() / record_bytes_;
+    if (n <= have) return;
+    const size_t cap = std::max(n, have + have / 8);
+    records_.reserve(cap * record_bytes_);
+    nulls_.reserve(cap * schema_->n_features());
+    feature_ts_.reserve(cap);
+    published_at_.reserve(cap);
+}
+
+void GroupTable::set_n_rows(size_t n) {
+    reserve(n);
+    records_.resize(n * record_bytes_, uint8_t{0});
+    nulls_.resize(n * schema_->n_features(), uint8_t{0});
+    feature_ts_.resize(n, int64_t{0});
+    published_at_.resize(n, int64_t{0});
+    n_rows_ = n;
+}
+
 void GroupTable::resize(size_t n) {
     const size_t old = n_rows_;
-    resize_with_slack(records_, n * record_bytes_, uint8_t{0});
-    resize_with_slack(nulls_, n * schema_->n_features(), uint8_t{0});
-    resize_with_slack(feature_ts_, n, int64_t{0});
-    resize_with_slack(published_at_, n, int64_t{0});
-    n_rows_ = n;
+    set_n_rows(n);
     for (size_t r = old; r < n; ++r) set_missing(r, kEntityNotFound);
+}
+
+void GroupTable::append_rows(const GroupTable& src, const uint32_t* src_rows, size_t n) {
+    const size_t r0 = n_rows_;
+    set_n_rows(r0 + n);
+    for (size_t i = 0; i < n; ++i) copy_row(r0 + i, src, src_rows[i]);
 }
 
 TableView GroupTable::view() const {

@@ -122,9 +122,15 @@ class GroupTable {
     // Copies row src_r of src (same schema) over row r: values, nulls and
     // timestamps; tag and extra bytes too when both tables have the same extra size.
     void copy_row(size_t r, const GroupTable& src, size_t src_r);
-    // Grows or shrinks to n rows; new rows are kEntityNotFound. Growth keeps
-    // 1/8 slack so appends amortize without doubling the memory.
+    // Capacity for n rows. Growth is at least 1/8 of the current capacity, so
+    // chunked appends amortize without doubling the memory; the first
+    // reservation of an empty table is exact.
+    void reserve(size_t n);
+    // Grows or shrinks to n rows; new rows are kEntityNotFound.
     void resize(size_t n);
+    // Appends rows src_rows[0..n) of src (same schema) in one pass: no
+    // per-row growth and no initialization of rows about to be overwritten.
+    void append_rows(const GroupTable& src, const uint32_t* src_rows, size_t n);
 
     uint8_t status(size_t r) const { return records_[r * record_bytes_ + 8]; }
     uint8_t* extra(size_t r) { return record(r) + kRecordHeadBytes; }
@@ -149,6 +155,8 @@ class GroupTable {
     uint8_t* record(size_t r) { return records_.data() + r * record_bytes_; }
     float* slots(size_t r) { return reinterpret_cast<float*>(record(r) + kRecordHeadBytes + extra_bytes_); }
     void set_head(size_t r, int64_t generated_at, uint8_t status, uint8_t any_null);
+    // Sets the row count; new rows are zero bytes until the caller fills them.
+    void set_n_rows(size_t n);
 
     std::shared_ptr<const Schema> schema_;
     size_t extra_bytes_;

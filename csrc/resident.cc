@@ -166,25 +166,77 @@ void ResidentGroup::upsert(const std::vector<std::string_view>& keys, const Grou
                                         " bytes; keys need 1..65535 bytes, build them with encode_key");
         hashes[i] = hash_bytes(keys[i].data(), keys[i].size());
     }
+    const size_t n = keys.size();
     std::unique_lock<std::shared_mutex> lock(mu_);
     const size_t n0 = rows_.n_rows();
-    if (n0 + keys.size() >= kEmpty) throw std::length_error("upsert: a resident group holds at most 2^32-2 rows");
-    reserve_index_locked(n0 + keys.size());
-    for (size_t i = 0; i < keys.size(); ++i) {
-        const size_t pos = find_slot_locked(keys[i].data(), keys[i].size(), hashes[i]);
-        if (pos != index_.size()) {
-            rows_.copy_row(index_[pos].row, batch, i);
+    if (n0 + n >= kEmpty) throw std::length_error("upsert: a resident group holds at most 2^32-2 rows");
+    constexpr size_t kAhead = 8;  // index slots prefetched ahead of the probe
+    // 1. Rows of the keys already present. An empty group (a snapshot load) has none
+    //    and skips this pass.
+    std::vector<uint32_t> found(n, kEmpty);
+    size_t n_absent = n;
+    if (n0 > 0) {
+        const size_t mask = index_.size() - 1;
+        for (size_t i = 0; i < n; ++i) {
+            if (i + kAhead < n) __builtin_prefetch(&index_[hashes[i + kAhead] & mask]);
+            const size_t pos = find_slot_locked(keys[i].data(), keys[i].size(), hashes[i]);
+            if (pos != index_.size()) found[i] = index_[pos].row;
+        }
+        n_absent = static_cast<size_t>(std::count(found.begin(), found.end(), kEmpty));
+    }
+    // 2. Allocate for every absent key before changing anything, so a bad_alloc
+    //    leaves the group as it was (duplicates may make this a slight overestimate).
+    size_t long_bytes = 0;
+    for (size_t i = 0; i < n; ++i)
+        if (found[i] == kEmpty && keys[i].size() > kInlineKey) long_bytes += keys[i].size();
+    reserve_index_locked(n0 + n_absent);
+    rows_.reserve(n0 + n_absent);
+    reserve_with_slack(key_off_, n0 + n_absent);
+    reserve_with_slack(arena_, arena_.size() + long_bytes);
+    std::vector<uint32_t> src(n_absent);  // batch row of new row n0 + j
+    // 3. Present keys are overwritten in place; absent ones are indexed as rows
+    //    n0, n0 + 1, ... whose keys are still the batch's, so a later duplicate in
+    //    the batch finds its row and takes it over (last one wins).
+    const size_t mask = index_.size() - 1;
+    size_t n_new = 0;
+    for (size_t i = 0; i < n; ++i) {
+        if (i + kAhead < n) __builtin_prefetch(&index_[hashes[i + kAhead] & mask]);
+        if (found[i] != kEmpty) {
+            rows_.copy_row(found[i], batch, i);
             continue;
         }
-        const uint32_t r = static_cast<uint32_t>(rows_.n_rows());
-        rows_.resize(r + 1);
-        rows_.copy_row(r, batch, i);
-        reserve_with_slack(key_off_, r + 1);
-        key_off_.push_back(0);
-        set_key(r, keys[i]);
-        key_bytes_ += keys[i].size();
-        insert_index_locked(hashes[i], r);
+        for (size_t pos = hashes[i] & mask;; pos = (pos + 1) & mask) {
+            Slot& s = index_[pos];
+            if (s.row == kEmpty) {
+                s = Slot{hashes[i], static_cast<uint32_t>(n0 + n_new)};
+                src[n_new++] = static_cast<uint32_t>(i);
+                break;
+            }
+            if (s.row >= n0 && s.hash == hashes[i]) {
+                const std::string_view k = keys[src[s.row - n0]];
+                if (k.size() == keys[i].size() && same_bytes(k.data(), keys[i].data(), k.size())) {
+                    src[s.row - n0] = static_cast<uint32_t>(i);
+                    break;
+                }
+            }
+        }
     }
+    // 4. The new rows in one bulk copy (capacity reserved above: no reallocation).
+    rows_.append_rows(batch, src.data(), n_new);
+    key_off_.resize(n0 + n_new, 0);
+    for (size_t j = 0; j < n_new; ++j) {
+        const std::string_view key = keys[src[j]];
+        set_key(static_cast<uint32_t>(n0 + j), key);
+        key_bytes_ += key.size();
+    }
+}
+
+void ResidentGroup::reserve(size_t n_rows) {
+    if (n_rows >= kEmpty) throw std::length_error("reserve: a resident group holds at most 2^32-2 rows");
+    std::unique_lock<std::shared_mutex> lock(mu_);
+    reserve_index_locked(n_rows);
+    rows_.reserve(n_rows);
+    if (n_rows > key_off_.capacity()) key_off_.reserve(n_rows);
 }
 
 size_t ResidentGroup::remove(const std::vector<std::string_view>& keys) {

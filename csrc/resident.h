@@ -41,6 +41,10 @@ class ResidentGroup {
     // applies nothing if a row is not kPresent or a key is empty or longer than
     // kMaxKey bytes. Later duplicates of a key win.
     void upsert(const std::vector<std::string_view>& keys, const GroupTable& batch);
+    // Capacity for n_rows rows in total (index and rows), e.g. before loading a
+    // group in chunks whose total is known or estimated: the chunks then append
+    // without reallocating.
+    void reserve(size_t n_rows);
     // Removes the keys that exist; returns how many were removed.
     size_t remove(const std::vector<std::string_view>& keys);
     // out[i] = current row of keys[i] or -1.

@@ -96,6 +96,18 @@ def test_rows_match_the_documented_layout_and_round_trip(spec, n, seed):
         np.testing.assert_array_equal(table.published_at(), ts[2])
 
 
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spec=schemas.filter(bool), n=st.integers(250, 700), seed=st.integers(0, 2**32 - 1), nulls=st.booleans())
+def test_batches_spanning_encoder_blocks_match_the_oracle(spec, n, seed, nulls):
+    """The encoder works in blocks of rows: rows on both sides of a block edge (and
+    without a null mask) must still be exactly the documented bytes."""
+    cols, null_mask, ts = make_batch(spec, n, seed)
+    if not nulls:
+        null_mask = np.zeros_like(null_mask)
+    rows = _core.encode_rows(schema_of(spec), cols, null_mask if nulls else None, *ts)
+    assert rows == [oracle_row(spec, cols, null_mask, ts, r) for r in range(n)]
+
+
 @settings(max_examples=40, deadline=None)
 @given(spec=schemas.filter(bool), seed=st.integers(0, 2**32 - 1), data=st.data())
 def test_corrupt_rows_decode_to_not_computed(spec, seed, data):

@@ -4,6 +4,7 @@ import threading
 
 import numpy as np
 import pytest
+import hypothesis
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
@@ -171,3 +172,72 @@ def test_readers_never_see_a_torn_row_or_half_a_batch():
             t.join()
     assert errors == []
     assert (group.get(keys).slots() == 29).all()
+
+
+def test_batch_duplicates_last_wins_in_empty_and_loaded_groups():
+    keys = _core.encode_keys("default", "item", ["a", "b", "a", "x" * 40, "a", "x" * 40])
+    for start in ([], ["b", "c"]):  # the empty-group path and the general one
+        group = _core.ResidentGroup(SCHEMA)
+        if start:
+            group.upsert(_core.encode_keys("default", "item", start), rows_for([-1] * len(start)))
+        group.upsert_table(keys, _core.GroupTable.decode(SCHEMA, rows_for([1, 2, 3, 4, 5, 6])))
+        assert len(group) == 3 + (1 if start else 0)
+        table = group.get(keys[:4])
+        assert table.slots()[:, 0].tolist() == [5, 2, 5, 6]
+        assert table.feature_ts().tolist() == [5, 2, 5, 6]
+
+
+@settings(max_examples=10, deadline=None)
+@hypothesis.given(seed=st.integers(0, 2**32 - 1), reserve=st.booleans())
+def test_big_batches_equal_a_dict_oracle(seed, reserve):
+    """Batches of thousands of keys (short and long, repeated within and across
+    batches), upserted as tables or bytes, interleaved with removes."""
+    rng = np.random.default_rng(seed)
+    pool = [f"id{i}" if i % 3 else f"long-id-{i}-" + "z" * 20 for i in range(6_000)]
+    group = _core.ResidentGroup(SCHEMA)
+    if reserve:
+        group.reserve(len(pool))
+    oracle: dict[bytes, int] = {}
+    counter = 0
+    for step in range(6):
+        ids = [pool[i] for i in rng.integers(0, len(pool), int(rng.integers(1, 4_000)))]
+        keys = _core.encode_keys("default", "item", ids)
+        values = np.arange(counter, counter + len(keys))
+        counter += len(keys)
+        if step % 2:
+            group.upsert(keys, rows_for(values))
+        else:
+            group.upsert_table(keys, _core.GroupTable.decode(SCHEMA, rows_for(values)))
+        oracle.update(zip(keys, values.tolist()))
+        gone = list({keys[i] for i in rng.integers(0, len(keys), 50)})
+        assert group.remove(gone) == len(gone)
+        for k in gone:
+            del oracle[k]
+    all_keys = _core.encode_keys("default", "item", pool)
+    table = group.get(all_keys)
+    present = np.array([k in oracle for k in all_keys])
+    assert len(group) == present.sum()
+    np.testing.assert_array_equal(table.status(), np.where(present, Reason.present, Reason.entity_not_found))
+    expect = np.array([oracle.get(k, 0) for k in all_keys], np.float32)
+    np.testing.assert_array_equal(table.slots()[present, 0], expect[present])
+    np.testing.assert_array_equal(table.slots()[present, 1:], np.repeat(expect[present, None], 3, axis=1))
+    assert group.payload_bytes == len(oracle) * SCHEMA.row_bytes + sum(len(k) for k in oracle)
+
+
+def test_reserve_sizes_chunked_loads_once():
+    schema = _core.Schema([0] * 8, [1] * 8)
+    n = 40_000
+    ts = np.zeros(n, np.int64)
+    table = _core.GroupTable.from_columns(schema, [np.full(n, j, np.float32) for j in range(8)], None, ts, ts, ts)
+    keys = _core.encode_keys("default", "item", np.arange(n, dtype=np.int64))
+    group = _core.ResidentGroup(schema)
+    group.reserve(n)
+    reserved = group.nbytes
+    for start in range(0, n, 4_096):
+        group.upsert_table(keys[start:start + 4_096], _core.GroupTable.decode(
+            schema, _core.encode_rows(schema, [np.full(min(4_096, n - start), j, np.float32) for j in range(8)],
+                                      None, *[ts[start:start + 4_096]] * 3)))
+    assert len(group) == n and group.nbytes == reserved
+    np.testing.assert_array_equal(group.get(keys).slots(), table.slots())
+    with pytest.raises(ValueError, match=r"reserve: a resident group holds at most 2\^32-2 rows"):
+        group.reserve(2**32)

@@ -127,7 +127,12 @@ class ResidentGroup:
     def schema(self) -> Schema: ...
     def upsert(self, keys: Sequence[bytes], rows: Sequence[bytes]) -> None:
         """Raise ValueError naming the first invalid row; nothing is applied then."""
-    def upsert_table(self, keys: Sequence[bytes], table: GroupTable) -> None: ...
+    def upsert_table(self, keys: Sequence[bytes], table: GroupTable) -> None:
+        """Upsert keys[i] -> row i of table (later duplicates win). Into an empty group
+        the rows are appended in one copy, with no existence probe."""
+    def reserve(self, n_rows: int) -> None:
+        """Capacity for n_rows rows in total, so a load in chunks of known (or estimated)
+        total size appends without reallocating."""
     def remove(self, keys: Sequence[bytes]) -> int: ...
     def lookup(self, keys: Sequence[bytes]) -> NDArray[np.int64]:
         """Row of each key, -1 if absent."""
@@ -277,3 +282,23 @@ class AsofJoin:
     def n_events(self) -> int: ...
     @property
     def n_entities(self) -> int: ...
+
+class LatestPerKey:
+    """Newest eligible row of every key as of one time (csrc/asof_join.h)."""
+
+    def __init__(self, as_of_us: int, *, strict: bool = False) -> None: ...
+    def add(
+        self,
+        keys: NDArray[np.int64],
+        feature_ts: NDArray[np.int64],
+        generated_at: NDArray[np.int64],
+        ref_offset: int = 0,
+    ) -> int:
+        """Merge one history chunk (refs ref_offset + i); returns its eligible rows."""
+    def finish(self) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """(refs int64 (w,) ascending, keys int64 (w,))."""
+    @property
+    def n_keys(self) -> int: ...
+
+def decimal_text_order(ids: NDArray[np.int64]) -> NDArray[np.int64]:
+    """Order of int64 ids by their decimal text (the key order of integer ids)."""

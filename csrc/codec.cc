@@ -89,17 +89,33 @@ size_t Schema::value_bytes(size_t j) const {
     }
 }
 
-void column_to_slots(const Schema& schema, const ColumnsIn& in, size_t j, size_t r, float* slots) {
+namespace {
+
+template <typename T>
+void cast_column(const void* col, size_t r0, size_t r1, float* out, size_t stride) {
+    const T* c = static_cast<const T*>(col);
+    for (size_t r = r0; r < r1; ++r, out += stride) out[0] = static_cast<float>(c[r]);
+}
+
+}  // namespace
+
+void column_to_slots(const Schema& schema, const ColumnsIn& in, size_t j, size_t r0, size_t r1, float* out,
+                     size_t stride) {
     const void* col = in.values[j];
     switch (schema.dtypes()[j]) {
-        case kFloat32: slots[0] = static_cast<const float*>(col)[r]; break;
-        case kFloat64: slots[0] = static_cast<float>(static_cast<const double*>(col)[r]); break;
-        case kInt64: slots[0] = static_cast<float>(static_cast<const int64_t*>(col)[r]); break;
-        case kBool: slots[0] = static_cast<const uint8_t*>(col)[r] ? 1.0f : 0.0f; break;
-        case kCategorical: slots[0] = static_cast<float>(static_cast<const int32_t*>(col)[r]); break;
+        case kFloat32: cast_column<float>(col, r0, r1, out, stride); break;
+        case kFloat64: cast_column<double>(col, r0, r1, out, stride); break;
+        case kInt64: cast_column<int64_t>(col, r0, r1, out, stride); break;
+        case kBool: {
+            const auto* c = static_cast<const uint8_t*>(col);
+            for (size_t r = r0; r < r1; ++r, out += stride) out[0] = c[r] ? 1.0f : 0.0f;
+            break;
+        }
+        case kCategorical: cast_column<int32_t>(col, r0, r1, out, stride); break;
         case kEmbedding: {
             const size_t dim = schema.dims()[j];
-            std::memcpy(slots, static_cast<const float*>(col) + r * dim, dim * sizeof(float));
+            const float* c = static_cast<const float*>(col);
+            for (size_t r = r0; r < r1; ++r, out += stride) std::memcpy(out, c + r * dim, dim * sizeof(float));
             break;
         }
     }

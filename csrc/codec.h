@@ -70,8 +70,10 @@ struct ColumnsIn {
 // temporary is needed). Null cells are written as zero bytes.
 void encode_rows(const Schema& schema, const ColumnsIn& in, uint8_t* const* out);
 
-// Converts value j of row r of `in` to its float32 slots (dim slots).
-void column_to_slots(const Schema& schema, const ColumnsIn& in, size_t j, size_t r, float* slots);
+// Converts feature j of rows [r0, r1) of `in` to float32 slots (dim each): row
+// r0 + i goes to out + i * stride (in floats). Nulls are not looked at.
+void column_to_slots(const Schema& schema, const ColumnsIn& in, size_t j, size_t r0, size_t r1, float* out,
+                     size_t stride);
 
 // Decodes one row into slots (n_slots floats; nulls become NaN), nulls
 // (n_features bytes, 1 = null) and ts (feature_ts, generated_at, published_at).

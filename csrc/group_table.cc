@@ -25,25 +25,33 @@ void GroupTable::set_head(size_t r, int64_t generated_at, uint8_t status, uint8_
 }
 
 GroupTable GroupTable::from_columns(std::shared_ptr<const Schema> schema, const ColumnsIn& in) {
-    GroupTable t(std::move(schema), in.n);
+    GroupTable t(std::move(schema));
+    t.set_n_rows(in.n);  // zero bytes, not kEntityNotFound rows: every field is written below
     const Schema& s = *t.schema_;
     const size_t k = s.n_features();
     const auto& offs = s.slot_offsets();
-    for (size_t r = 0; r < in.n; ++r) {
-        float* slots = t.slots(r);
-        uint8_t any = 0;
-        for (size_t j = 0; j < k; ++j) {
-            const uint8_t null = in.nulls ? (in.nulls[r * k + j] != 0) : 0;
-            t.nulls_[r * k + j] = null;
-            any |= null;
-            if (null)
-                std::fill(slots + offs[j], slots + offs[j + 1], kNaN);
-            else
-                column_to_slots(s, in, j, r, slots + offs[j]);
+    const size_t stride = t.record_bytes_ / sizeof(float);
+    // Blocks of rows, feature by feature within a block: each column is read
+    // sequentially while the block's records stay in cache (as encode_rows).
+    constexpr size_t kBlock = 256;
+    for (size_t r0 = 0; r0 < in.n; r0 += kBlock) {
+        const size_t r1 = std::min(in.n, r0 + kBlock);
+        for (size_t j = 0; j < k; ++j) column_to_slots(s, in, j, r0, r1, t.slots(r0) + offs[j], stride);
+        for (size_t r = r0; r < r1; ++r) {
+            uint8_t any = 0;
+            if (in.nulls != nullptr) {
+                float* slots = t.slots(r);
+                for (size_t j = 0; j < k; ++j) {
+                    const uint8_t null = in.nulls[r * k + j] != 0;
+                    t.nulls_[r * k + j] = null;
+                    any |= null;
+                    if (null) std::fill(slots + offs[j], slots + offs[j + 1], kNaN);
+                }
+            }
+            t.set_head(r, in.generated_at[r], kPresent, any);
+            t.feature_ts_[r] = in.feature_ts[r];
+            t.published_at_[r] = in.published_at[r];
         }
-        t.set_head(r, in.generated_at[r], kPresent, any);
-        t.feature_ts_[r] = in.feature_ts[r];
-        t.published_at_[r] = in.published_at[r];
     }
     return t;
 }

@@ -580,19 +580,37 @@ void bind_serving(py::module_& m) {
     m.def(
         "encode_rows",
         [](const SchemaPtr& schema, const py::sequence& columns, py::handle nulls, py::handle feature_ts,
-           py::handle generated_at, py::handle published_at) {
+           py::handle generated_at, py::handle published_at, py::handle order) {
             ColumnsArg c = columns_arg(*schema, columns, nulls, feature_ts, generated_at, published_at);
+            const size_t n = c.in.n;
+            const int64_t* perm = nullptr;
+            if (!order.is_none()) {
+                auto o = need<int64_t>(order, "order", {static_cast<py::ssize_t>(n)});
+                c.keep.push_back(o);
+                perm = o.data();
+                // Every output must be written: anything but a permutation is refused.
+                std::vector<uint8_t> seen(n, 0);
+                for (size_t i = 0; i < n; ++i) {
+                    if (perm[i] < 0 || static_cast<size_t>(perm[i]) >= n || seen[perm[i]]++)
+                        throw std::invalid_argument("order[" + std::to_string(i) + "] = " + std::to_string(perm[i]) +
+                                                    (perm[i] >= 0 && static_cast<size_t>(perm[i]) < n
+                                                         ? " repeats an earlier entry"
+                                                         : " is outside 0.." + std::to_string(n)) +
+                                                    "; order must be a permutation of the rows (e.g. np.argsort)");
+                }
+            }
             const auto rb = static_cast<Py_ssize_t>(schema->row_bytes());
             // Rows are encoded straight into their bytes objects: no n * row_bytes
             // temporary to fault in and copy out of (that made one 1M-row call
-            // slower than 16 chunked ones).
-            py::list out(c.in.n);
-            std::vector<uint8_t*> dst(c.in.n);
-            for (size_t i = 0; i < c.in.n; ++i) {
+            // slower than 16 chunked ones). With an order, input row perm[i] is
+            // written into out[i]: the columns are still read sequentially.
+            py::list out(n);
+            std::vector<uint8_t*> dst(n);
+            for (size_t i = 0; i < n; ++i) {
                 PyObject* b = PyBytes_FromStringAndSize(nullptr, rb);
                 if (b == nullptr) throw py::error_already_set();
                 PyList_SET_ITEM(out.ptr(), static_cast<Py_ssize_t>(i), b);  // steals b
-                dst[i] = reinterpret_cast<uint8_t*>(PyBytes_AS_STRING(b));
+                dst[perm ? static_cast<size_t>(perm[i]) : i] = reinterpret_cast<uint8_t*>(PyBytes_AS_STRING(b));
             }
             {
                 py::gil_scoped_release release;
@@ -601,7 +619,8 @@ void bind_serving(py::module_& m) {
             return out;
         },
         py::arg("schema"), py::arg("columns"), py::arg("nulls"), py::arg("feature_ts"), py::arg("generated_at"),
-        py::arg("published_at"), "Encodes n rows in format v1 from typed columns (one per feature).");
+        py::arg("published_at"), py::kw_only(), py::arg("order") = py::none(),
+        "Encodes n rows in format v1 from typed columns (one per feature); out[i] = row order[i].");
 
     py::class_<GroupTable, TablePtr>(m, "GroupTable", "Immutable rows of one group as float32 slots.")
         .def_static(

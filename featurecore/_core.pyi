@@ -65,12 +65,16 @@ def encode_rows(
     feature_ts: NDArray[np.int64],
     generated_at: NDArray[np.int64],
     published_at: NDArray[np.int64],
+    *,
+    order: NDArray[np.int64] | None = None,
 ) -> list[bytes]:
-    """Encode n rows in format v1.
+    """Encode n rows in format v1 (one call for any n: rows go straight into their bytes).
 
     columns: one C-contiguous array per feature: float32/float64/int64/bool (n,),
     categorical int32 (n,), embedding float32 (n, dim). nulls: uint8 (n, n_features),
-    nonzero = null, or None. Timestamps int64 (n,).
+    nonzero = null, or None. Timestamps int64 (n,). order: a permutation int64 (n,);
+    out[i] is then row order[i] (e.g. rows in key order for an SST file), cheaper than
+    reordering the list afterwards.
     """
 
 class GroupTable:

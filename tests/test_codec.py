@@ -114,6 +114,27 @@ def test_batches_spanning_encoder_blocks_match_the_oracle(spec, n, seed, nulls):
         np.testing.assert_array_equal(getattr(built, view)(), getattr(decoded, view)(), err_msg=view)
 
 
+@settings(max_examples=20, deadline=None)
+@given(spec=schemas, n=st.integers(0, 600), seed=st.integers(0, 2**32 - 1))
+def test_encode_rows_in_a_given_order_equals_reordering(spec, n, seed):
+    cols, nulls, ts = make_batch(spec, n, seed)
+    schema = schema_of(spec)
+    order = np.random.default_rng(seed).permutation(n).astype(np.int64)
+    rows = _core.encode_rows(schema, cols, nulls, *ts)
+    assert _core.encode_rows(schema, cols, nulls, *ts, order=order) == [rows[i] for i in order]
+
+
+def test_encode_rows_refuses_an_order_that_is_not_a_permutation():
+    schema = _core.Schema([0], [1])
+    args = (schema, [np.zeros(3, np.float32)], None, *[np.zeros(3, np.int64)] * 3)
+    with pytest.raises(ValueError, match=r"order\[2\] = 0 repeats an earlier entry; order must be a permutation"):
+        _core.encode_rows(*args, order=np.array([0, 1, 0], np.int64))
+    with pytest.raises(ValueError, match=r"order\[1\] = 3 is outside 0..3"):
+        _core.encode_rows(*args, order=np.array([0, 3, 1], np.int64))
+    with pytest.raises(ValueError, match=r"order must be a C-contiguous int64 array of shape \(3,\), got int64 \(2,\)"):
+        _core.encode_rows(*args, order=np.array([0, 1], np.int64))
+
+
 @settings(max_examples=40, deadline=None)
 @given(spec=schemas.filter(bool), seed=st.integers(0, 2**32 - 1), data=st.data())
 def test_corrupt_rows_decode_to_not_computed(spec, seed, data):

@@ -48,7 +48,7 @@ from .online.direct import DirectReader
 from .online.layout import CHANGELOG_CF, column_family, online_path, open_database
 from .online.refresh import DEFAULT_REFRESH_INTERVAL_S, Refresher
 from .online.snapshots import LoadStats, Snapshots
-from .online.writer import DEFAULT_CHANGELOG_RETENTION, OnlineWriter
+from .online.writer import DEFAULT_CHANGELOG_RETENTION, Committed, OnlineWriter
 from .registry.model import RegistryState, parse_ref
 from .registry.provenance import BatchLineage, record_lineage
 from .registry.registry import DefinitionsLike, Registry
@@ -69,6 +69,8 @@ class WriteReceipt:
         rows: rows written (or deleted).
         deleted_skipped: rows not written because their entity was deleted
             (governance tombstone).
+        skipped_older: rows not written because the entity's stored row has a later
+            (feature_timestamp, generated_at).
         sequence: the changelog sequence of the change; secondaries that applied it
             serve it.
         published_at_us: the publication time recorded in the rows.
@@ -79,6 +81,7 @@ class WriteReceipt:
     sequence: int
     published_at_us: int
     deleted_skipped: int = 0
+    skipped_older: int = 0
 
 
 class FeatureStore:
@@ -236,6 +239,9 @@ class FeatureStore:
 
         The whole batch and its changelog entry are one RocksDB WriteBatch; readers in
         this process see it when this returns, secondaries after their next refresh.
+        A row whose entity's stored row has a later (feature_timestamp, generated_at)
+        is not written (``skipped_older``): online keeps the row the point-in-time join
+        and materialization pick.
 
         Args:
             group_ref: ``"item_static:v1"`` (or ``"item_static"`` for the latest version).
@@ -267,9 +273,12 @@ class FeatureStore:
         keep = self._tombstones().keep_mask(self.state, schema.ref, tenant, batch.ids)
         if not keep.all():
             batch = batch.take(keep)
-        sequence = writer.write(schema, batch, tenant) if len(batch) else writer.sequence
+        committed = writer.write(schema, batch, tenant) if len(batch) else Committed(writer.sequence)
         self._record_lineage(schema.ref, code_version, pipeline_run_id, len(batch))
-        return WriteReceipt(schema.ref, len(batch), sequence, int(batch.published_at[0]) if len(batch) else micros_now(), int((~keep).sum()))
+        return WriteReceipt(
+            schema.ref, committed.rows, committed.sequence, int(batch.published_at[0]) if len(batch) else micros_now(),
+            int((~keep).sum()), committed.skipped_older,
+        )
 
     def _record_lineage(self, group_ref: str, code_version: "str | None", pipeline_run_id: "str | None", rows: int) -> None:
         if code_version is None:
@@ -306,9 +315,10 @@ class FeatureStore:
         pipeline_run_id: "str | None" = None,
     ) -> WriteResult:
         """The pipeline write: a computed batch goes to the offline log and, for
-        online groups, to the online store (newest row per entity), so a feature is
-        computed once. Arguments as ``write_online``; a batch may hold history (several
-        rows per entity). Bad input is rejected before anything is written anywhere.
+        online groups, to the online store (newest row per entity, unless the online
+        row is newer: ``WriteResult.skipped_older``), so a feature is computed once.
+        Arguments as ``write_online``; a batch may hold history (several rows per
+        entity). Bad input is rejected before anything is written anywhere.
         """
         writer = self._require_primary("write rows")
         _check_lineage(code_version, pipeline_run_id)
@@ -380,8 +390,7 @@ class FeatureStore:
         writer = self._require_primary("delete online rows")
         schema = self.group_schema(group_ref)
         change = writer.delete_change(schema, entity_ids, tenant)
-        sequence = writer.commit([change])
-        return WriteReceipt(schema.ref, len(change.keys), sequence, micros_now())
+        return WriteReceipt(schema.ref, len(change.keys), writer.commit([change]).sequence, micros_now())
 
     def delete_entity_online(self, entity: str, entity_ids: Any, *, tenant: str = "default") -> dict[str, int]:
         """Delete ``entity_ids`` of ``tenant`` from every group keyed by ``entity``, in one

@@ -45,7 +45,12 @@ class Oracle:
         self.rows: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray, int]] = {}
 
     def record(self, tenant: str, entity: str, features, ids, frame: dict, generated_at: np.ndarray) -> None:
+        """Record a write whose feature_timestamp is ``generated_at``: like the store, keep
+        the stored row where it is newer."""
         for i, entity_id in enumerate(ids):
+            stored = self.rows.get((tenant, entity, str(entity_id)))
+            if stored is not None and stored[2] > generated_at[i]:
+                continue
             slots, nulls = [], []
             for feature in features:
                 value = frame[feature.name][i]

@@ -110,3 +110,19 @@ def test_backfill_adds_history_that_training_sets_see(store):
     training = store.training_set(events_at(["i1"], [T0 + 2 * HOUR_US]), "trending_features:v3")
     values, _ = ctr_of(training, training.columns)
     assert values[0] == np.float32(0.5)  # same feature_timestamp: the later generated_at (the backfill) wins
+
+
+def test_a_late_batch_of_older_rows_keeps_the_newer_online_row(store):
+    # Online must hold what the point-in-time join picks: the greatest
+    # (feature_timestamp, generated_at), not the last write.
+    newer = store.write(GROUP, behavior([0.5], [0.1]), entity_ids=["i1"], feature_timestamp=T0 + 24 * HOUR_US, generated_at=T0 + 25 * HOUR_US)
+    late = store.write(GROUP, behavior([0.1], [0.1]), entity_ids=["i1"], feature_timestamp=T0, generated_at=T0 + 26 * HOUR_US)
+    assert (late.offline_rows, late.online_rows, late.skipped_older) == (1, 0, 1)
+    assert store.sequence == newer.sequence
+    receipt = store.write_online(GROUP, behavior([0.2, 0.3], [0.1, 0.1]), entity_ids=["i1", "i2"], feature_timestamp=T0)
+    assert (receipt.rows, receipt.skipped_older) == (1, 1)
+    at = T0 + 27 * HOUR_US
+    training = store.training_set(events_at(["i1"], [at]), "trending_features:v3")
+    assert ctr_of(training, training.columns)[0][0] == np.float32(0.5)
+    report = store.check_parity("trending_features:v3", {"item": ["i1"], "creator": ["c0"]}, at)
+    assert report.ok, str(report)

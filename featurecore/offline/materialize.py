@@ -23,7 +23,8 @@ otherwise), so run it for new versions, bootstraps and repairs, not under live w
 Incremental (``materialize_incremental``): only rows the watermark does not cover (rows
 of files committed since, and later rows of earlier files) are considered; for each
 entity the newest of them is written through the online writer (one WriteBatch with
-its changelog entry) unless the online row is newer. The watermark ``(seq, as_of)``
+its changelog entry), which skips it when the online row has a later (feature_timestamp,
+generated_at) (``OnlineWriter.commit``). The watermark ``(seq, as_of)``
 lives in ``meta`` under ``materialize/<group_cf>``; rerunning after a crash re-applies
 the same rows, which is harmless.
 """
@@ -32,7 +33,6 @@ from __future__ import annotations
 
 import heapq
 import os
-import struct
 import sys
 import time
 import uuid
@@ -58,7 +58,6 @@ from .pit import STAMP_COLUMNS, LogHistory, gather_rows, group_table
 
 #: Rows encoded per native call (bounds the temporary row buffers).
 ENCODE_CHUNK = 65_536
-_TIMESTAMPS = struct.Struct("<qq")  # feature_ts, generated_at at byte 8 of a v1 row
 
 
 @dataclass(frozen=True)
@@ -72,6 +71,7 @@ class MaterializeSummary:
     deleted: int
     seconds: float
     watermark: Watermark
+    skipped_older: int = 0  # incremental: rows not put because the online row is newer
 
     @property
     def rows_per_s(self) -> float:
@@ -336,9 +336,10 @@ def materialize_incremental(
     tombstones=None,
 ) -> MaterializeSummary:
     """Write the rows committed to the log since the last watermark (up to ``as_of_us``,
-    default now) through ``writer`` (an ``online.writer.OnlineWriter``), skipping
-    entities whose online row is newer. Without a watermark every row is considered.
-    Entities with a tombstone (``tombstones``) are skipped."""
+    default now) through ``writer`` (an ``online.writer.OnlineWriter``), which skips
+    entities whose online row has a later (feature_timestamp, generated_at)
+    (``skipped_older``). Without a watermark every row is considered. Entities with a
+    tombstone (``tombstones``) are skipped."""
     start = time.perf_counter()
     assert_materializable(state, group_ref)
     progress = sys.stderr.isatty() if progress is None else progress
@@ -352,35 +353,22 @@ def materialize_incremental(
             "materialize_incremental only moves forward, use materialize_bulk to rebuild an earlier state"
         )
     files = log.files()
-    cf = column_family(db, schema.cf_name)
     changes = []
     scanned = 0
     for tenant in log.tenants():
         latest = latest_rows(log, tenant, as_of_us, newer_than=previous, files=files, strict=strict, chunk_rows=chunk_rows)
         latest = latest.without_deleted(tombstones, state, group_ref)
         scanned += latest.scanned
-        keys = _core.encode_keys(tenant, schema.entity_type, latest.ids)
-        rows = encode(schema, native, latest.rows, micros_now())
-        fresh = [i for i, old in enumerate(cf.get(keys) if keys else []) if old is None or _newer_or_same(rows[i], old)]
-        if fresh:
-            changes.append(Change(schema.cf_name, [keys[i] for i in fresh], [rows[i] for i in fresh]))
-    del cf
-    if changes:
-        writer.commit(changes)
+        if len(latest.ids):
+            keys = _core.encode_keys(tenant, schema.entity_type, latest.ids)
+            changes.append(Change(schema.cf_name, keys, encode(schema, native, latest.rows, micros_now())))
+    committed = writer.commit(changes)
     watermark = Watermark.of(files, as_of_us)
     _write_watermark(db, schema.cf_name, watermark)
-    written = sum(len(c.keys) for c in changes)
-    summary = MaterializeSummary(group_ref, "incremental", scanned, written, 0, time.perf_counter() - start, watermark)
+    seconds = time.perf_counter() - start
+    summary = MaterializeSummary(group_ref, "incremental", scanned, committed.rows, 0, seconds, watermark, committed.skipped_older)
     _say(progress, str(summary) + "\n")
     return summary
-
-
-def _newer_or_same(row: bytes, online: bytes) -> bool:
-    """True unless the online row's (feature_ts, generated_at) is later than ``row``'s.
-    An undecodable online row is replaced."""
-    if len(online) < 24:
-        return True
-    return _TIMESTAMPS.unpack_from(row, 8) >= _TIMESTAMPS.unpack_from(online, 8)
 
 
 # -- snapshot loader ------------------------------------------------------------------

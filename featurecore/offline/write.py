@@ -8,7 +8,10 @@ Order, so a feature is computed once and a failure leaves the stores consistent:
 2. Commit the offline append (files staged under temporary names, one atomic manifest
    swap). The offline log is the source of truth.
 3. Commit the online rows (one WriteBatch with its changelog entry, atomic). A batch
-   may hold several rows per entity (history); online gets the newest one per entity.
+   may hold several rows per entity (history); online gets the newest one per entity,
+   and only where the stored online row is not newer by (feature_timestamp,
+   generated_at): the rule of the point-in-time join and materialization, applied by
+   ``OnlineWriter.commit`` (a late batch of older rows goes to the log only).
 
 If step 3 fails (e.g. the process dies), the offline log already holds the batch and
 the online store does not: both are internally consistent, and the next
@@ -34,14 +37,16 @@ from .log import OfflineLog
 @dataclass(frozen=True)
 class WriteResult:
     """What ``write_batch`` committed: rows appended to the offline log, rows put online
-    (0 for offline-only groups or without a writer), the changelog sequence (or None)
-    and the rows dropped because their entity was deleted."""
+    (0 for offline-only groups or without a writer), the changelog sequence (or None),
+    the rows dropped because their entity was deleted, and the entities' newest batch
+    rows not put online because the online row is newer (``skipped_older``)."""
 
     group: str
     offline_rows: int
     online_rows: int
     sequence: "int | None"
     dropped: int = 0
+    skipped_older: int = 0
 
 
 def take_rows(batch: Batch, rows: np.ndarray) -> Batch:
@@ -92,6 +97,9 @@ def write_batch(
 ) -> WriteResult:
     """Write a computed batch to the offline log and, for online groups, the online store.
 
+    Online gets each entity's newest row of the batch unless its stored online row has
+    a later (feature_timestamp, generated_at); such rows are counted in ``skipped_older``.
+
     Args:
         root: the store directory.
         state: the registry state defining ``group_ref``.
@@ -135,10 +143,10 @@ def write_batch(
     if change is None:
         return WriteResult(group_ref, staged.rows, 0, None, dropped)
     try:
-        sequence = writer.commit([change], published)
+        committed = writer.commit([change], published)
     except Exception as error:
         raise FeatureStoreError(
             f"{group_ref}: {staged.rows} rows were committed to the offline log but the online write failed ({error}); "
             "run materialize_incremental for the group to bring the online store up to date"
         ) from error
-    return WriteResult(group_ref, staged.rows, len(change.keys), sequence, dropped)
+    return WriteResult(group_ref, staged.rows, committed.rows, committed.sequence, dropped, committed.skipped_older)

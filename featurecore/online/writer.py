@@ -5,6 +5,12 @@ so another process sees all of a batch or none of it. Changes are serialized by 
 lock that also covers applying them to this process's resident snapshots, so resident
 state follows the database in commit order and same-process readers see a write as
 soon as ``write`` returns.
+
+Online holds, per entity, the row with the greatest ``(feature_timestamp,
+generated_at)``: the row the point-in-time join picks and materialization writes. A put
+whose stored row is newer is dropped (counted in ``Committed.skipped_older``); ties go to
+the later write. The check reads the stored rows under the commit lock, so check and
+commit are atomic. A stored row that is not a v1 row of the same schema is overwritten.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import threading
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 import rocksdict
 
 from .. import _core
@@ -26,6 +33,9 @@ from .snapshots import Snapshots
 DEFAULT_CHANGELOG_RETENTION = 100_000
 #: Trim the changelog at most once every this many commits (a range delete in the same batch).
 _TRIM_EVERY = 1024
+#: The first 24 bytes of a v1 row: header (version, reserved, n_features, fingerprint),
+#: feature_timestamp_us, generated_at_us.
+_ROW_HEAD = np.dtype([("header", "<u8"), ("feature_ts", "<i8"), ("generated_at", "<i8")])
 
 
 @dataclass(frozen=True)
@@ -40,6 +50,46 @@ class Change:
     group_cf: str
     keys: "list[bytes] | None"
     rows: "list[bytes] | None" = None
+
+
+@dataclass(frozen=True)
+class Committed:
+    """What one ``OnlineWriter.commit`` did.
+
+    Attributes:
+        sequence: the last changelog sequence used (the current one if nothing was written).
+        rows: rows put plus keys deleted.
+        skipped_older: rows not put because the stored row of their entity is newer.
+    """
+
+    sequence: int
+    rows: int = 0
+    skipped_older: int = 0
+
+
+def _row_heads(rows: Sequence[bytes]) -> np.ndarray:
+    return np.frombuffer(b"".join([row[:24] for row in rows]), _ROW_HEAD)
+
+
+def not_older_mask(rows: Sequence[bytes], stored: Sequence["bytes | None"]) -> np.ndarray:
+    """bool (n,): True where ``rows[i]`` may replace ``stored[i]``: nothing is stored,
+    the stored row is not a v1 row of the same schema (header and length), or its
+    (feature_ts, generated_at) is not later than the incoming row's."""
+    keep = np.ones(len(rows), dtype=bool)
+    if not len(rows):
+        return keep
+    size = len(rows[0])
+    lengths = np.fromiter((0 if old is None else len(old) for old in stored), np.int64, len(stored))
+    candidates = np.flatnonzero(lengths == size)
+    if not len(candidates):
+        return keep
+    old = _row_heads([stored[i] for i in candidates.tolist()])
+    new = _row_heads([rows[i] for i in candidates.tolist()])
+    newer = (old["feature_ts"] > new["feature_ts"]) | (
+        (old["feature_ts"] == new["feature_ts"]) & (old["generated_at"] > new["generated_at"])
+    )
+    keep[candidates] = ~(newer & (old["header"] == new["header"]))
+    return keep
 
 
 def _first_duplicate(keys: Sequence[bytes]) -> "tuple[int, int] | None":
@@ -78,6 +128,7 @@ class OnlineWriter:
         # Column-family handles by name: looking a family up costs milliseconds in
         # rocksdict, far more than the write itself.
         self._handles: dict[str, rocksdict.ColumnFamily] = {}
+        self._families: dict[str, rocksdict.Rdict] = {}  # for the multi-gets of put changes
         self.sequence = changelog.last_sequence(column_family(db, CHANGELOG_CF))
         #: Delete changes committed so far (the store reloads tombstones when it moves).
         self.deletes = 0
@@ -102,8 +153,8 @@ class OnlineWriter:
         )
         return Change(schema.cf_name, keys, rows)
 
-    def write(self, schema: GroupSchema, batch: Batch, tenant: str) -> int:
-        """Encode and commit ``batch`` for ``tenant``; return the changelog sequence."""
+    def write(self, schema: GroupSchema, batch: Batch, tenant: str) -> Committed:
+        """Encode and commit ``batch`` for ``tenant`` (rows older than the stored ones are skipped)."""
         return self.commit([self.encode(schema, batch, tenant)], int(batch.published_at[0]) if len(batch) else micros_now())
 
     @staticmethod
@@ -116,27 +167,53 @@ class OnlineWriter:
         if handle is None:
             column_family(self._db, group_cf)  # created on first write
             handle = self._handles[group_cf] = self._db.get_column_family_handle(group_cf)
+            self._families[group_cf] = self._db.get_column_family(group_cf)
         return handle
+
+    def _without_older(self, change: Change) -> "tuple[Change | None, int]":
+        """``change`` minus the puts whose stored row is newer (None if none is left),
+        and how many were dropped. One multi-get of the change's keys."""
+        if change.keys is None or change.rows is None or not change.keys:
+            return change, 0
+        self._handle(change.group_cf)
+        keep = not_older_mask(change.rows, self._families[change.group_cf].get(change.keys))
+        if keep.all():
+            return change, 0
+        rows = np.flatnonzero(keep).tolist()
+        kept = Change(change.group_cf, [change.keys[i] for i in rows], [change.rows[i] for i in rows]) if rows else None
+        return kept, len(change.keys) - len(rows)
 
     def close(self) -> None:
         """Drop the column-family handles (before the database closes)."""
         self._handles.clear()
+        self._families.clear()
         self._changelog_handle = None
 
     def group_replaced(self, group_cf: str) -> int:
         """Announce that ``group_cf`` was replaced wholesale (e.g. by an SST ingest):
         reloads it here if loaded and tells secondaries to reload it. Returns the sequence."""
-        return self.commit([Change(group_cf, None)])
+        return self.commit([Change(group_cf, None)]).sequence
 
-    def commit(self, changes: Sequence[Change], published_at_us: "int | None" = None) -> int:
-        """Apply ``changes`` (possibly to several groups) in one WriteBatch, with one
-        changelog entry per change, then to the loaded snapshots. Returns the last
-        sequence used (the current one when ``changes`` is empty)."""
+    def commit(self, changes: Sequence[Change], published_at_us: "int | None" = None) -> Committed:
+        """Apply ``changes`` (possibly to several groups; each key once per change) in one
+        WriteBatch, with one changelog entry per change, then to the loaded snapshots.
+
+        Puts older than the stored row of their key by (feature_timestamp, generated_at)
+        are dropped first, under the same lock (see the module docstring); a change left
+        empty writes nothing, not even its changelog entry.
+        """
         published = micros_now() if published_at_us is None else int(published_at_us)
         with self._lock:
+            skipped = 0
+            kept = []
+            for change in changes:
+                newest, dropped = self._without_older(change)
+                skipped += dropped
+                if newest is not None:
+                    kept.append(newest)
             sequence = self.sequence
             wb = rocksdict.WriteBatch(raw_mode=True)
-            for change in changes:
+            for change in kept:
                 handle = self._handle(change.group_cf)
                 if change.keys is not None and change.rows is None:
                     for key in change.keys:
@@ -148,12 +225,10 @@ class OnlineWriter:
                 wb.put(changelog.entry_key(sequence), changelog.encode_entry(change.group_cf, change.keys, published), self._changelog_handle)
                 if sequence % self._trim_every == 0 and sequence > self._retention:
                     wb.delete_range(changelog.entry_key(0), changelog.entry_key(sequence - self._retention), self._changelog_handle)
-            if changes:
+            if kept:
                 self._db.write(wb)
             self.sequence = sequence
-            self.deletes += sum(1 for c in changes if c.keys is not None and c.rows is None)
-            for change in changes:
+            self.deletes += sum(1 for c in kept if c.keys is not None and c.rows is None)
+            for change in kept:
                 self._snapshots.apply(change.group_cf, change.keys, change.rows)
-        return sequence
-
-
+        return Committed(sequence, sum(len(c.keys) for c in kept if c.keys is not None), skipped)

@@ -151,6 +151,21 @@ def test_incremental_refuses_to_go_back_in_time(env):
         materialize_incremental(db, writer, root, state, GROUP, T0_US)
 
 
+def test_strict_incremental_is_refused_as_it_would_lose_late_rows(env):
+    root, state, log, db = env
+    writer, _ = make_writer(db)
+    append(log, [1], [T0_US], [0.3], generated=[T0_US + 5 * HOUR_US])
+    # A strict run at T0+1h leaves the row out (generated later), yet its watermark
+    # would cover it: no later incremental run would ever write it.
+    with pytest.raises(ValidationError, match=r"strict=True\) would lose rows .* use materialize_bulk\(\.\.\., strict=True\)"):
+        materialize_incremental(db, writer, root, state, GROUP, T0_US + HOUR_US, strict=True)
+    assert read_watermark(db, CF) is None and writer.sequence == 0
+    materialize_bulk(db, root, state, GROUP, T0_US + HOUR_US, strict=True)
+    assert online_ctr(db, state, "default", [1])[1] == [6]
+    materialize_bulk(db, root, state, GROUP, T0_US + 10 * HOUR_US, strict=True)
+    np.testing.assert_allclose(online_ctr(db, state, "default", [1])[0], np.float32([0.3]))
+
+
 def test_snapshot_loader_builds_a_resident_group_as_of_a_time(env):
     root, state, log, _ = env
     append(log, [1, 2], [T0_US] * 2, [0.1, 0.2])

@@ -339,7 +339,18 @@ def materialize_incremental(
     default now) through ``writer`` (an ``online.writer.OnlineWriter``), which skips
     entities whose online row has a later (feature_timestamp, generated_at)
     (``skipped_older``). Without a watermark every row is considered. Entities with a
-    tombstone (``tombstones``) are skipped."""
+    tombstone (``tombstones``) are skipped.
+
+    Raises:
+        ValidationError: ``strict=True``: the watermark would cover rows left out because
+            they were generated after ``as_of_us``, and no later run would write them;
+            use ``materialize_bulk(..., strict=True)``, which rebuilds from the whole log.
+    """
+    if strict:
+        raise ValidationError(
+            f"materialize_incremental({group_ref!r}, strict=True) would lose rows generated after as_of for good "
+            "(the watermark covers them); use materialize_bulk(..., strict=True) for a strict state, or strict=False"
+        )
     start = time.perf_counter()
     assert_materializable(state, group_ref)
     progress = sys.stderr.isatty() if progress is None else progress

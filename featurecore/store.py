@@ -26,7 +26,7 @@ import rocksdict
 from . import _core
 from .errors import FeatureStoreError, NotFoundError, ValidationError
 from .governance.access import AccessGuard, ConsentRegistry
-from .governance.deletion import Tombstones
+from .governance.deletion import Tombstones, tombstone_version
 from .governance.lifecycle import is_online
 from .online import changelog
 from .offline import (
@@ -113,7 +113,7 @@ class FeatureStore:
         self._writer: OnlineWriter | None = None
         self._refresher: Refresher | None = None
         self._schemas: dict[tuple[int, str], GroupSchema] = {}
-        self._tombstone_cache: "tuple[int, Tombstones] | None" = None
+        self._tombstone_cache: "Tombstones | None" = None
         self._db = self._open_db()
         self.snapshots = Snapshots(lambda: self._db, self._lock, create_cfs=mode == "primary")
         self.direct = DirectReader(lambda: self._db)
@@ -290,14 +290,12 @@ class FeatureStore:
         )
 
     def _tombstones(self) -> Tombstones:
-        """Deleted entities; the primary reloads them after every delete commit
-        (tombstones are written before their deletes are committed)."""
-        if self._writer is None:
-            return Tombstones.load(self._db)
-        deletes = self._writer.deletes
-        if self._tombstone_cache is None or self._tombstone_cache[0] != deletes:
-            self._tombstone_cache = (deletes, Tombstones.load(self._db))
-        return self._tombstone_cache[1]
+        """Deleted entities, reloaded when ``tombstone@version`` (bumped in the same
+        WriteBatch as every tombstone) moved: one 8-byte read otherwise."""
+        cached = self._tombstone_cache
+        if cached is None or cached.version != tombstone_version(self._db):
+            cached = self._tombstone_cache = Tombstones.load(self._db)
+        return cached
 
     # -- offline ----------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from featurecore import _core
 from featurecore.errors import FeatureStoreError, NotFoundError, ValidationError
 from featurecore.governance import Tombstones, delete_entity, deletion_log, filter_tombstoned
-from featurecore.governance.deletion import split_pair_id
+from featurecore.governance.deletion import split_pair_id, tombstone_version, write_tombstone
 from featurecore.offline.log import OfflineLog
 from featurecore.offline.materialize import materialize_bulk
 from featurecore.reasons import Reason
@@ -145,7 +145,23 @@ def test_bad_deletions_are_refused_before_anything_is_written(populated_store):
         delete_entity(populated_store, "ghost", "x")
     with pytest.raises(ValidationError, match=r"entity_id must be a non-empty id"):
         delete_entity(populated_store, "user", "")
+    with pytest.raises(ValidationError, match=r"tenant must be a non-empty str .* got ''"):
+        delete_entity(populated_store, "user", "u1", tenant="")
     assert len(Tombstones.load(populated_store)) == 0 and deletion_log(populated_store) == []
+
+
+def test_the_store_sees_a_tombstone_that_no_online_commit_followed(populated_store):
+    # A deletion that stopped right after its tombstone (step 1) committed no delete,
+    # yet the store's cached tombstones must include it from then on.
+    store = populated_store
+    frame = group_frame(store.state, "user_profile:v1", 1)
+    assert store.write_online("user_profile:v1", frame, entity_ids=["u9"], feature_timestamp=T0_US).rows == 1  # caches them
+    before = tombstone_version(store)
+    write_tombstone(store, "default", "user", "u9", reason="crashed deletion")
+    assert tombstone_version(store) == before + 1
+    receipt = store.write_online("user_profile:v1", frame, entity_ids=["u9"], feature_timestamp=T0_US + 1)
+    assert (receipt.rows, receipt.deleted_skipped) == (0, 1)
+    assert Tombstones.load(store).is_deleted("default", "user", "u9")
 
 
 def test_tombstones_filter_history_rows_against_a_pandas_oracle(populated_store):

@@ -3,7 +3,9 @@
 ``delete_entity(store, "user", "u1", tenant)``:
 
 1. writes a tombstone (``meta``: ``b"tombstone/" + encode_key(tenant, entity, id)``)
-   first, so a crash later leaves a tombstone and a re-run finishes the job;
+   first, so a crash later leaves a tombstone and a re-run finishes the job; the same
+   WriteBatch bumps ``tombstone@version`` (u64 BE), so readers that cached the
+   tombstones (``FeatureStore``) notice with one 8-byte read;
 2. deletes, in ONE online commit (with its changelog entries, so resident snapshots
    here and in other processes drop them too), the entity's row in every group keyed
    by the entity and every row of pair groups (``user_item``, ...) the entity is a
@@ -25,6 +27,7 @@ whatever their timestamps.
 from __future__ import annotations
 
 import struct
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping
@@ -33,16 +36,21 @@ import msgpack
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import rocksdict
 
 from .. import _core
 from ..errors import ValidationError
 from ..offline.log import OfflineLog
 from ..online.layout import META_CF, column_family
+from ..online.batch import check_tenant
 from ..online.writer import Change
 from ..registry.model import RegistryState
 
 TOMBSTONE_PREFIX = b"tombstone/"
 DELETION_PREFIX = b"deletion/"
+TOMBSTONE_VERSION_KEY = b"tombstone@version"
+#: Serializes the read-modify-write of the version (only the primary process writes).
+_VERSION_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,28 @@ def tombstone_key(tenant: str, entity: str, entity_id: str | int) -> bytes:
     return TOMBSTONE_PREFIX + _core.encode_key(tenant, entity, entity_id)
 
 
+def tombstone_version(db: Any) -> int:
+    """The tombstone version: bumped with every tombstone written (0 before the first)."""
+    meta = _meta(db)
+    raw = meta.get(TOMBSTONE_VERSION_KEY)
+    del meta
+    return 0 if raw is None else struct.unpack(">Q", raw)[0]
+
+
+def write_tombstone(db: Any, tenant: str, entity: str, entity_id: str, *, reason: str = "", deleted_at_us: "int | None" = None) -> None:
+    """Step 1 of ``delete_entity``: the tombstone and the bumped ``tombstone@version``, in
+    one WriteBatch (``db``: a primary FeatureStore or its online Rdict)."""
+    rdict = getattr(db, "db", db)
+    deleted_at = time.time_ns() // 1000 if deleted_at_us is None else int(deleted_at_us)
+    record = {"tenant": tenant, "entity": entity, "entity_id": entity_id, "deleted_at_us": deleted_at, "reason": reason}
+    with _VERSION_LOCK:
+        handle = rdict.get_column_family_handle(META_CF)
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        batch.put(tombstone_key(tenant, entity, entity_id), msgpack.packb(record), handle)
+        batch.put(TOMBSTONE_VERSION_KEY, struct.pack(">Q", tombstone_version(rdict) + 1), handle)
+        rdict.write(batch)
+
+
 def split_pair_id(pair_id: str, n_components: int) -> list[str]:
     """Inverse of ``_core.pair_id``: ``"2:u1i9"`` -> ``["u1", "i9"]``; ValidationError if malformed."""
     data = pair_id.encode()
@@ -108,15 +138,19 @@ class Tombstones:
     """Deleted entities, by (tenant, entity type) -> ids, loaded from ``meta``.
 
     ``keep_mask`` is what writers, materialization and backfill apply to their rows.
+    ``version``: the ``tombstone_version`` they were loaded at (None if built by hand);
+    they are current while it has not moved.
     """
 
-    def __init__(self, deleted: Mapping[tuple[str, str], Iterable[str]] | None = None):
+    def __init__(self, deleted: Mapping[tuple[str, str], Iterable[str]] | None = None, version: "int | None" = None):
         self._deleted: dict[tuple[str, str], frozenset[str]] = {k: frozenset(v) for k, v in (deleted or {}).items()}
+        self.version = version
 
     @classmethod
     def load(cls, db: Any) -> "Tombstones":
         """Every tombstone of the store (``db``: a FeatureStore or its online Rdict)."""
         deleted: dict[tuple[str, str], set[str]] = {}
+        version = tombstone_version(db)  # read first: a tombstone written meanwhile only makes these newer
         meta = _meta(db)
         for key, value in meta.items(from_key=TOMBSTONE_PREFIX):
             if not key.startswith(TOMBSTONE_PREFIX):
@@ -124,7 +158,7 @@ class Tombstones:
             record = msgpack.unpackb(value, raw=False)
             deleted.setdefault((record["tenant"], record["entity"]), set()).add(record["entity_id"])
         del meta
-        return cls(deleted)
+        return cls(deleted, version)
 
     def __len__(self) -> int:
         return sum(len(ids) for ids in self._deleted.values())
@@ -265,10 +299,9 @@ def delete_entity(store: Any, entity: str, entity_id: str | int, tenant: str = "
     entity_id = str(entity_id)
     if not entity_id:
         raise ValidationError("entity_id must be a non-empty id, got ''")
+    check_tenant(tenant)
     writer = store.writer  # raises unless primary, before anything is written
-    meta = _meta(store)
-    tombstone = {"tenant": tenant, "entity": entity, "entity_id": entity_id, "deleted_at_us": requested, "reason": reason}
-    meta[tombstone_key(tenant, entity, entity_id)] = msgpack.packb(tombstone)
+    write_tombstone(store, tenant, entity, entity_id, reason=reason, deleted_at_us=requested)
     own, pairs = _affected_groups(state, entity)
     changes, online, pair_rows = [], {}, {}
     key = _core.encode_key(tenant, entity, entity_id)
@@ -297,6 +330,7 @@ def delete_entity(store: Any, entity: str, entity_id: str | int, tenant: str = "
         entity, entity_id, tenant, requested, time.time_ns() // 1000, online, pair_rows, offline, reason
     )
     log_key = DELETION_PREFIX + struct.pack(">Q", receipt.completed_at_us) + key
+    meta = _meta(store)
     meta[log_key] = msgpack.packb(receipt.to_dict())
     del meta
     return receipt

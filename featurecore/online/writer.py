@@ -130,8 +130,6 @@ class OnlineWriter:
         self._handles: dict[str, rocksdict.ColumnFamily] = {}
         self._families: dict[str, rocksdict.Rdict] = {}  # for the multi-gets of put changes
         self.sequence = changelog.last_sequence(column_family(db, CHANGELOG_CF))
-        #: Delete changes committed so far (the store reloads tombstones when it moves).
-        self.deletes = 0
 
     def encode(self, schema: GroupSchema, batch: Batch, tenant: str) -> Change:
         """Encode a validated batch into keys and v1 rows (native), rejecting duplicate ids."""
@@ -228,7 +226,6 @@ class OnlineWriter:
             if kept:
                 self._db.write(wb)
             self.sequence = sequence
-            self.deletes += sum(1 for c in kept if c.keys is not None and c.rows is None)
             for change in kept:
                 self._snapshots.apply(change.group_cf, change.keys, change.rows)
         return Committed(sequence, sum(len(c.keys) for c in kept if c.keys is not None), skipped)

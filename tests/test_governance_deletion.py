@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from featurecore import _core
 from featurecore.errors import FeatureStoreError, NotFoundError, ValidationError
 from featurecore.governance import Tombstones, delete_entity, deletion_log, filter_tombstoned
-from featurecore.governance.deletion import split_pair_id, tombstone_version, write_tombstone
+from featurecore.governance.deletion import pair_components, tombstone_version, write_tombstone
 from featurecore.offline.log import OfflineLog
 from featurecore.offline.materialize import materialize_bulk
 from featurecore.reasons import Reason
@@ -26,6 +26,22 @@ from featurecore.serving import FeatureRequest
 from featurecore.store import FeatureStore
 
 FS = "home_ranker_features:v18"
+
+
+def split_pair_id(pair_id: "str | None", n_components: int) -> "list[str] | None":
+    """The slow, obvious inverse of ``_core.pair_id`` (None: not a pair id of
+    ``n_components``); parts decoded with surrogateescape, as a byte cut may split a character."""
+    if pair_id is None:
+        return None
+    data, parts, pos = pair_id.encode(), [], 0
+    for _ in range(n_components - 1):
+        colon = data.find(b":", pos)
+        if colon <= pos or not data[pos:colon].isdigit() or colon + 1 + int(data[pos:colon]) > len(data):
+            return None
+        end = colon + 1 + int(data[pos:colon])
+        parts.append(data[colon + 1 : end])
+        pos = end
+    return [part.decode(errors="surrogateescape") for part in parts + [data[pos:]]]
 
 
 def request(user: str, tenant: str = "default") -> FeatureRequest:
@@ -207,11 +223,31 @@ def test_pair_keep_mask_matches_an_oracle(example_state: RegistryState, pairs, d
     assert mask.tolist() == [u not in deleted_users and i not in deleted_items for u, i in pairs]
 
 
-def test_split_pair_id_rejects_what_pair_id_cannot_produce():
-    with pytest.raises(ValidationError, match=r"'9:ab' is not a pair id of 2 components"):
-        split_pair_id("9:ab", 2)
-    with pytest.raises(ValidationError, match=r"'ab' is not a pair id of 2 components"):
-        split_pair_id("ab", 2)
+PAIRISH = st.one_of(
+    st.none(),
+    st.text(st.sampled_from("ab:019\u00e9"), max_size=12),  # mostly malformed
+    st.lists(ID, min_size=2, max_size=3).map(lambda parts: _core.pair_id(*parts)),
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(ids=st.lists(PAIRISH, max_size=12), n_components=st.integers(2, 3))
+def test_pair_components_match_the_one_id_oracle(ids, n_components):
+    got = [column.to_pylist() for column in pair_components(pa.array(ids, pa.string()), n_components)]
+    for row, pair_id in enumerate(ids):
+        parts = [column[row] for column in got]
+        expected = split_pair_id(pair_id, n_components)
+        if expected is None:
+            assert parts == [None] * n_components, pair_id
+        else:
+            assert [p.decode(errors="surrogateescape") for p in parts] == expected, pair_id
+
+
+def test_pair_components_reject_what_pair_id_cannot_produce():
+    ids = ["9:ab", "ab", ":ab", "1:", "99999999999999999999:a", "2:u1i9"]
+    first, last = pair_components(ids, 2)
+    assert first.to_pylist() == [None, None, None, None, None, b"u1"]
+    assert last.to_pylist() == [None, None, None, None, None, b"i9"]
 
 
 def test_keep_mask_for_a_three_part_pair_entity(example_state):

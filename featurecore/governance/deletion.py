@@ -183,37 +183,69 @@ class Tombstones:
         own = self._deleted.get((tenant, entity.name))
         parts = [(p, self._deleted.get((tenant, c))) for p, c in enumerate(entity.components)]
         parts = [(p, gone) for p, gone in parts if gone]
-        if not own and not parts:
+        if not len(ids) or (not own and not parts):
             return keep
         text = _as_text(ids)
         if own:
             keep &= ~pc.is_in(text, value_set=pa.array(sorted(own), pa.string())).to_numpy(zero_copy_only=False)
-        for position, gone in parts:
-            for deleted_id in gone:
-                keep &= ~_component_is(text, len(entity.components), position, deleted_id)
+        if parts:
+            components = pair_components(text, len(entity.components))
+            for position, gone in parts:
+                deleted = pa.array(sorted(i.encode() for i in gone), pa.large_binary())
+                keep &= ~pc.fill_null(pc.is_in(components[position], value_set=deleted), False).to_numpy(zero_copy_only=False)
         return keep
 
 
-def _component_is(text: pa.Array, n_components: int, position: int, entity_id: str) -> np.ndarray:
-    """bool (n,): pair ids whose component ``position`` is ``entity_id``, vectorized.
+def pair_components(ids: Any, n_components: int) -> list[pa.Array]:
+    """Each component of pair ids (``_core.pair_id``) as a large_binary array of UTF-8
+    bytes, null where an id is not a pair id of ``n_components`` (vectorized inverse of
+    ``pair_id``; ``split_pair_id`` is the one-id version).
 
-    A pair id is ``"<utf8 len>:<id>"`` per component but the last, then the last: the
-    first component is an exact prefix; the last of a two-part id is a suffix whose
-    length agrees with the first's length prefix. Other positions parse the candidates.
+    Every component but the last is ``"<utf8 byte length>:<id>"``: the length prefixes
+    are parsed with numpy over the array's data buffer, one digit position at a time,
+    and each component is gathered into its own array in one pass.
     """
-    raw = entity_id.encode()
-    if position == 0:
-        hit = pc.starts_with(text, f"{len(raw)}:{entity_id}")
-    elif n_components == 2:
-        digits = pc.struct_field(pc.extract_regex(text, r"^(?P<n>\d+):"), [0])
-        expected = pc.add(pc.add(pc.binary_length(digits), 1 + len(raw)), pc.cast(digits, pa.int64()))
-        hit = pc.and_(pc.ends_with(text, entity_id), pc.equal(pc.binary_length(text), expected))
-    else:
-        out = np.zeros(len(text), dtype=bool)
-        for row in np.flatnonzero(pc.match_substring(text, entity_id).to_numpy(zero_copy_only=False)):
-            out[row] = split_pair_id(text[row].as_py(), n_components)[position] == entity_id
-        return out
-    return pc.fill_null(hit, False).to_numpy(zero_copy_only=False)
+    text = _as_text(ids)
+    n = len(text)
+    offsets = np.frombuffer(text.buffers()[1], np.int32, n + 1, text.offset * 4).astype(np.int64)
+    data = np.frombuffer(text.buffers()[2], np.uint8) if n and text.buffers()[2] is not None else np.zeros(0, np.uint8)
+    end = offsets[1:]
+    valid = text.is_valid().to_numpy(zero_copy_only=False) if text.null_count else np.ones(n, dtype=bool)
+    pos = offsets[:-1]
+    spans = []  # (begin, length) of each component
+    for _ in range(n_components - 1):
+        length, digits = np.zeros(n, np.int64), np.zeros(n, np.int64)
+        reading = valid.copy()
+        while reading.any():  # one round per digit of the longest length prefix
+            at = pos[reading] + digits[reading]
+            char = np.zeros(len(at), np.int64)
+            inside = at < end[reading]
+            char[inside] = data[at[inside]]
+            digit = inside & (char >= 48) & (char <= 57)
+            rows = np.flatnonzero(reading)[digit]
+            length[rows] = length[rows] * 10 + char[digit] - 48
+            digits[rows] += 1
+            reading[:] = False
+            reading[rows] = digits[rows] <= 12  # longer prefixes are malformed (and would overflow)
+        at = pos + digits
+        colon = valid & (digits > 0) & (digits <= 12) & (at < end)
+        colon[colon] = data[at[colon]] == ord(":")
+        begin = at + 1
+        valid = colon & (begin + length <= end)
+        spans.append((begin, length))
+        pos = begin + length
+    spans.append((pos, end - pos))
+    return [_gather(data, begin, length, valid) for begin, length in spans]
+
+
+def _gather(data: np.ndarray, begin: np.ndarray, length: np.ndarray, valid: np.ndarray) -> pa.Array:
+    """large_binary array of ``data[begin[i] : begin[i] + length[i]]`` (null where not ``valid``)."""
+    length = np.where(valid, length, 0)
+    offsets = np.zeros(len(length) + 1, np.int64)
+    np.cumsum(length, out=offsets[1:])
+    chars = data[np.arange(offsets[-1]) + np.repeat(begin - offsets[:-1], length)]
+    mask = pa.array(valid).buffers()[1]
+    return pa.Array.from_buffers(pa.large_binary(), len(length), [mask, pa.py_buffer(offsets), pa.py_buffer(chars)])
 
 
 def _as_text(ids: Any) -> pa.Array:
@@ -264,12 +296,14 @@ def _pair_keys(cf: Any, tenant: str, pair_entity: str, n_components: int, positi
     it = cf.iter()
     it.seek(prefix)
     while it.valid() and it.key().startswith(prefix):
-        key = it.key()
-        if position == 0 or split_pair_id(key[len(type_prefix) :].decode(), n_components)[position] == entity_id:
-            keys.append(key)
+        keys.append(it.key())
         it.next()
     del it
-    return keys
+    if position == 0 or not keys:
+        return keys
+    ids = pa.array([key[len(type_prefix) :] for key in keys], pa.binary()).cast(pa.string())
+    hit = pc.equal(pair_components(ids, n_components)[position], pa.scalar(entity_id.encode(), pa.large_binary()))
+    return [keys[i] for i in np.flatnonzero(pc.fill_null(hit, False).to_numpy(zero_copy_only=False)).tolist()]
 
 
 def delete_entity(store: Any, entity: str, entity_id: str | int, tenant: str = "default", *, reason: str = "") -> DeletionReceipt:

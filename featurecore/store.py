@@ -43,6 +43,7 @@ from .offline import (
     point_in_time_join,
     write_batch,
 )
+from .offline.write import drop_tombstoned
 from .online.batch import GroupSchema, check_tenant, micros_now, to_micros, validate_batch
 from .online.direct import DirectReader
 from .online.layout import CHANGELOG_CF, column_family, online_path, open_database
@@ -270,14 +271,13 @@ class FeatureStore:
         batch = validate_batch(
             schema, data, entity_ids=entity_ids, feature_timestamp=feature_timestamp, generated_at=generated_at, published_at=published
         )
-        keep = self._tombstones().keep_mask(self.state, schema.ref, tenant, batch.ids)
-        if not keep.all():
-            batch = batch.take(keep)
+        received = len(batch)
+        batch = drop_tombstoned(batch, self._tombstones(), self.state, schema.ref, tenant)
         committed = writer.write(schema, batch, tenant) if len(batch) else Committed(writer.sequence)
         self._record_lineage(schema.ref, code_version, pipeline_run_id, len(batch))
         return WriteReceipt(
             schema.ref, committed.rows, committed.sequence, int(batch.published_at[0]) if len(batch) else micros_now(),
-            int((~keep).sum()), committed.skipped_older,
+            received - len(batch), committed.skipped_older,
         )
 
     def _record_lineage(self, group_ref: str, code_version: "str | None", pipeline_run_id: "str | None", rows: int) -> None:

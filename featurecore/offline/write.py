@@ -49,19 +49,6 @@ class WriteResult:
     skipped_older: int = 0
 
 
-def take_rows(batch: Batch, rows: np.ndarray) -> Batch:
-    """The rows ``rows`` (int indices) of ``batch``."""
-    picked = batch.ids[rows] if isinstance(batch.ids, np.ndarray) else [batch.ids[i] for i in rows.tolist()]
-    return Batch(
-        picked,
-        [c[rows] for c in batch.columns],
-        batch.nulls[rows],
-        batch.feature_ts[rows],
-        batch.generated_at[rows],
-        batch.published_at[rows],
-    )
-
-
 def newest_per_entity(batch: Batch) -> Batch:
     """The rows of ``batch`` that are the newest of their entity by (feature_timestamp,
     generated_at, row order): what the online store keeps."""
@@ -69,8 +56,9 @@ def newest_per_entity(batch: Batch) -> Batch:
     frame = pd.DataFrame({"id": ids, "ft": batch.feature_ts, "ga": batch.generated_at, "row": np.arange(len(batch))})
     if not frame["id"].duplicated().any():
         return batch
-    rows = frame.sort_values(["ft", "ga", "row"]).drop_duplicates("id", keep="last")["row"].sort_values().to_numpy()
-    return take_rows(batch, rows)
+    keep = np.zeros(len(batch), dtype=bool)
+    keep[frame.sort_values(["ft", "ga", "row"]).drop_duplicates("id", keep="last")["row"].to_numpy()] = True
+    return batch.take(keep)
 
 
 def drop_tombstoned(batch: Batch, tombstones, state: RegistryState, group_ref: str, tenant: str) -> Batch:
@@ -78,7 +66,7 @@ def drop_tombstoned(batch: Batch, tombstones, state: RegistryState, group_ref: s
     if tombstones is None or not len(batch):
         return batch
     keep = tombstones.keep_mask(state, group_ref, tenant, batch.ids)
-    return batch if keep.all() else take_rows(batch, np.flatnonzero(keep))
+    return batch if keep.all() else batch.take(keep)
 
 
 def write_batch(

@@ -45,7 +45,7 @@ def governed(example_store):
 def test_tenant_rules_are_validated(store_dir, example_repo):
     with Registry.open(store_dir) as registry:
         registry.apply(example_repo)
-        with pytest.raises(RegistryError) as caught:
+        with pytest.raises(RegistryError, match=r"apply rejected, 4 problem\(s\): tenant access ''") as caught:
             registry.apply([TenantAccess("", feature_sets=("nope",), privacy_classes=("secret",), purposes=("ads",))])
         problems = "\n".join(caught.value.problems)
         assert "tenant access '' field 'tenant' must be a non-empty name of at most 255 bytes" in problems

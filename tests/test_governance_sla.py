@@ -34,7 +34,7 @@ def test_the_example_declares_slas_in_yaml(example_state):
 def test_sla_problems_are_rejected_with_the_field_and_value(registry):
     fs = registry.state.feature_set(HOME)
     bad = ServiceLevel(online_get_p95_us=900.0, online_get_p99_us=500.0, availability=1.5, freshness={"item_static:v2": 60.0, "user_profile:v1": -1.0})
-    with pytest.raises(RegistryError) as caught:
+    with pytest.raises(RegistryError, match=r"apply rejected, 4 problem\(s\): feature set 'home_ranker_features:v18' sla") as caught:
         registry.apply([dataclasses.replace(fs, sla=bad)])
     problems = caught.value.problems
     assert problems == [

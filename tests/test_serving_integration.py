@@ -15,6 +15,7 @@ from featurecore.errors import AccessDeniedError, ValidationError
 from featurecore.reasons import Reason
 from featurecore.registry import AccessRule, Feature, FeatureGroup, FeatureSet, TenantAccess
 from featurecore.serving import FeatureRequest
+from featurecore.serving.engine import PERSONAL_PRIVACY_CLASSES
 from featurecore.store import FeatureStore
 from online_defs import (
     COLORS,
@@ -79,7 +80,7 @@ class Oracle:
                 group = state.group_of(column.ref)
                 entity_ids = request.entities[group.entity]
                 entity_id = str(entity_ids[0] if len(entity_ids) == 1 and group.entity == "user" else entity_ids[i])
-                skipped = request.privacy_mode == "non_personalized" and feature.privacy_class in ("personal_data", "behavioral")
+                skipped = request.privacy_mode == "non_personalized" and feature.privacy_class in PERSONAL_PRIVACY_CLASSES
                 stored = self.rows.get((request.tenant, group.entity, entity_id))
                 index = list(group.features).index(column.ref)
                 slot = sum(state.feature(r).width for r in group.features[:index])

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <stdexcept>
+#include <system_error>
 #include <thread>
 
 namespace featurecore {
@@ -45,7 +46,14 @@ void parallel_ranges(size_t n, int threads, Weight weight_prefix, Fn fn) {
     }
     bounds.push_back(n);
     std::vector<std::thread> workers;
-    for (int t = 1; t < threads; ++t) workers.emplace_back(fn, bounds[t], bounds[t + 1]);
+    int t = 1;
+    try {
+        for (; t < threads; ++t) workers.emplace_back(fn, bounds[t], bounds[t + 1]);
+    } catch (const std::system_error&) {
+        // No thread for the rest: the slices still run, here. Destroying a joinable
+        // std::thread would terminate the process.
+    }
+    for (int rest = t; rest < threads; ++rest) fn(bounds[rest], bounds[rest + 1]);
     fn(bounds[0], bounds[1]);
     for (auto& w : workers) w.join();
 }

@@ -9,6 +9,7 @@
 #include <mutex>
 #include <shared_mutex>
 #include <stdexcept>
+#include <system_error>
 #include <thread>
 
 #include "keys.h"
@@ -306,7 +307,9 @@ void assemble_rows(const Plan& plan, const std::vector<GroupRows>& groups, const
                     s.reason = in.table.status(static_cast<size_t>(ref));
                 } else {
                     const size_t r = static_cast<size_t>(ref);
-                    const int64_t age_us = t - in.table.generated_at(r);
+                    int64_t age_us;  // generated_at comes from stored bytes: saturate, never overflow
+                    if (__builtin_sub_overflow(t, in.table.generated_at(r), &age_us))
+                        age_us = t >= 0 ? INT64_MAX : INT64_MIN;
                     const int64_t sla = pgroups[g].spec.sla_us;
                     s.src = in.table.slots(r);
                     s.nulls = in.table.nulls_of(r);
@@ -336,9 +339,16 @@ AssembleStats assemble(const Plan& plan, const std::vector<GroupRows>& groups, c
         std::max<size_t>(1, std::min<size_t>(static_cast<size_t>(std::max(threads, 1)), out.n / kMinRowsPerThread));
     std::vector<AssembleStats> parts(n_chunks);
     std::vector<std::thread> workers;
-    for (size_t c = 1; c < n_chunks; ++c)
-        workers.emplace_back(assemble_rows, std::cref(plan), std::cref(groups), std::cref(req), std::cref(out),
-                             out.n * c / n_chunks, out.n * (c + 1) / n_chunks, std::ref(parts[c]));
+    size_t c = 1;
+    try {
+        for (; c < n_chunks; ++c)
+            workers.emplace_back(assemble_rows, std::cref(plan), std::cref(groups), std::cref(req), std::cref(out),
+                                 out.n * c / n_chunks, out.n * (c + 1) / n_chunks, std::ref(parts[c]));
+    } catch (const std::system_error&) {
+        // No thread for the remaining chunks: assemble them here instead of terminating.
+    }
+    for (size_t rest = c; rest < n_chunks; ++rest)
+        assemble_rows(plan, groups, req, out, out.n * rest / n_chunks, out.n * (rest + 1) / n_chunks, parts[rest]);
     assemble_rows(plan, groups, req, out, 0, out.n / n_chunks, parts[0]);
     for (auto& t : workers) t.join();
     AssembleStats stats;
@@ -375,6 +385,9 @@ bool append_id(const IdColumn& ids, size_t i, std::string& out) {
 void check_ids(const Plan& plan, size_t role, const std::vector<IdColumn>& role_ids, size_t want) {
     const RoleSpec& spec = plan.roles()[role];
     if (spec.per_request) want = 1;
+    if (role_ids[role].ints == nullptr && role_ids[role].offsets == nullptr)
+        throw std::invalid_argument("serve: entity '" + spec.entity_type +
+                                    "' has a resident group but its ids are None; pass its ids");
     if (role_ids[role].n != want)
         throw std::invalid_argument("serve: entity '" + spec.entity_type + "' got " + col_str(role_ids[role].n) +
                                     " ids; it needs " + col_str(want) +
@@ -519,7 +532,7 @@ AssembleStats serve(const Plan& plan, std::string_view tenant, const std::vector
         const uint32_t role = pgroups[g].spec.role;
         const size_t nr = role_rows(plan, role, n);
         if (src.resident) {
-            if (src.resident->schema().fingerprint() != pgroups[g].spec.schema->fingerprint())
+            if (!src.resident->schema().same_layout(*pgroups[g].spec.schema))
                 throw std::invalid_argument("serve: the resident source of group " + col_str(g) +
                                             " has a different schema than the plan; load it with the plan's schema");
             const std::string& keys = sc.role_keys[role];
@@ -537,7 +550,7 @@ AssembleStats serve(const Plan& plan, std::string_view tenant, const std::vector
             gr.miss = miss.data();
             gr.miss_stride = gr.refs_stride = nr == 1 ? 0 : 1;
         } else if (src.table) {
-            if (src.table->schema().fingerprint() != pgroups[g].spec.schema->fingerprint())
+            if (!src.table->schema().same_layout(*pgroups[g].spec.schema))
                 throw std::invalid_argument("serve: the table of group " + col_str(g) +
                                             " has a different schema than the plan; decode it with the plan's schema");
             if (src.table->n_rows() != nr)

@@ -19,7 +19,8 @@ namespace {
 // Checks rank, dtype, contiguity and (when expected >= 0) length before any work starts.
 template <class T>
 const T* checked(const py::array& a, const char* name, py::ssize_t expected) {
-    if (a.ndim() != 1 || !a.dtype().is(py::dtype::of<T>()) || !(a.flags() & py::array::c_style))
+    // equal(), not is(): np.longlong and np.int64 are distinct descriptors of the same type.
+    if (a.ndim() != 1 || !a.dtype().equal(py::dtype::of<T>()) || !(a.flags() & py::array::c_style))
         throw std::invalid_argument(std::string(name) + " must be a 1-d C-contiguous " +
                                     std::string(py::str(py::dtype::of<T>())) + " array, got ndim=" +
                                     std::to_string(a.ndim()) + " dtype=" + std::string(py::str(a.dtype())) +

@@ -365,7 +365,7 @@ Stats run_assemble(const Plan& plan, const py::sequence& tables, const py::seque
             continue;
         }
         auto table = t.cast<TablePtr>();
-        if (table->schema().fingerprint() != plan.groups()[g].spec.schema->fingerprint())
+        if (!table->schema().same_layout(*plan.groups()[g].spec.schema))
             throw std::invalid_argument("assemble: the table of " + gname +
                                         " has a different schema than the plan; build it with plan's schema");
         keep.push_back(t);

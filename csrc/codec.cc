@@ -71,7 +71,11 @@ Schema::Schema(std::vector<uint8_t> dtypes, std::vector<uint32_t> dims)
             throw std::invalid_argument(
                 "Schema: feature " + std::to_string(j) + " has dim " + std::to_string(dim) +
                 (dt == kEmbedding ? "; an embedding needs 1..1048576 dims" : "; only embeddings have dim != 1"));
-        slot_offsets_.push_back(slot_offsets_.back() + static_cast<int32_t>(dim));
+        const int64_t next = int64_t{slot_offsets_.back()} + dim;
+        if (next > std::numeric_limits<int32_t>::max())
+            throw std::invalid_argument("Schema: features 0.." + std::to_string(j) + " need " + std::to_string(next) +
+                                        " float32 slots; a group holds at most 2147483647, split the group");
+        slot_offsets_.push_back(static_cast<int32_t>(next));
         row_bytes_ += value_bytes(j);
         fp.push_back(dt);
         for (int b = 0; b < 4; ++b) fp.push_back(static_cast<uint8_t>(dim >> (8 * b)));

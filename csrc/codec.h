@@ -44,6 +44,10 @@ class Schema {
     const std::vector<int32_t>& slot_offsets() const { return slot_offsets_; }
     // Byte width of feature j's stored value.
     size_t value_bytes(size_t j) const;
+    // Same slot layout (dtypes and dims); the fingerprint alone is a CRC and collides.
+    bool same_layout(const Schema& o) const {
+        return this == &o || (fingerprint_ == o.fingerprint_ && dtypes_ == o.dtypes_ && dims_ == o.dims_);
+    }
 
   private:
     std::vector<uint8_t> dtypes_;

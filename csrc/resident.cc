@@ -145,8 +145,7 @@ void ResidentGroup::compact_arena_locked() {
 }
 
 void ResidentGroup::upsert(const std::vector<std::string_view>& keys, const GroupTable& batch) {
-    if (batch.schema().fingerprint() != schema_->fingerprint() ||
-        batch.schema().n_features() != schema_->n_features())
+    if (!batch.schema().same_layout(*schema_))
         throw std::invalid_argument("upsert: the batch's schema (fingerprint " +
                                     std::to_string(batch.schema().fingerprint()) +
                                     ") differs from the group's (" + std::to_string(schema_->fingerprint()) +

@@ -57,7 +57,6 @@ from ..serving.plan import schema_for_group
 from .pit import STAMP_COLUMNS, LogHistory, gather_rows, group_table
 
 #: Rows encoded per native call (bounds the temporary row buffers).
-ENCODE_CHUNK = 65_536
 
 
 @dataclass(frozen=True)
@@ -174,16 +173,16 @@ def latest_rows(
     return LatestRows(tenant, ids_out, rows, scanned)
 
 
-def encode(schema: GroupSchema, native: _core.Schema, rows: pa.Table, published_at_us: int) -> list[bytes]:
-    """Log rows as v1 row bytes (native), in chunks of ENCODE_CHUNK rows."""
-    out: list[bytes] = []
-    for start in range(0, rows.num_rows, ENCODE_CHUNK):
-        part = rows.slice(start, ENCODE_CHUNK)
-        columns, nulls = typed_columns(part, schema)
-        generated = micros(part.column("generated_at"))
-        published = np.full(part.num_rows, published_at_us, np.int64)
-        out += _core.encode_rows(native, columns, nulls, micros(part.column("feature_timestamp")), generated, published)
-    return out
+def encode(
+    schema: GroupSchema, native: _core.Schema, rows: pa.Table, published_at_us: int, order: "np.ndarray | None" = None
+) -> list[bytes]:
+    """Log rows as v1 row bytes in one native call; with ``order`` (a permutation),
+    ``out[i]`` is row ``order[i]`` (the SST needs key order; no Python reordering)."""
+    columns, nulls = typed_columns(rows, schema)
+    published = np.full(rows.num_rows, published_at_us, np.int64)
+    feature_ts, generated = micros(rows.column("feature_timestamp")), micros(rows.column("generated_at"))
+    permutation = None if order is None else np.ascontiguousarray(order, dtype=np.int64)
+    return _core.encode_rows(native, columns, nulls, feature_ts, generated, published, order=permutation)
 
 
 def _say(progress: bool, text: str) -> None:
@@ -241,9 +240,9 @@ def materialize_bulk(
         scanned += latest.scanned
         order = latest.key_order()
         keys = _core.encode_keys(tenant, schema.entity_type, latest.sorted_ids(order))
-        rows = encode(schema, native, latest.rows, published)
+        rows = encode(schema, native, latest.rows, published, order)
         # Tenant blocks never interleave: each tenant's keys share a length-prefixed prefix.
-        puts.append((_core.encode_key(tenant, schema.entity_type, ""), keys, [rows[i] for i in order.tolist()]))
+        puts.append((_core.encode_key(tenant, schema.entity_type, ""), keys, rows))
     puts.sort(key=lambda block: block[0])
     if len(puts) == 1:  # the common single-tenant store: no copy
         (_, new_keys, new_rows), = puts

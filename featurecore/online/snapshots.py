@@ -77,6 +77,9 @@ class Snapshots:
             db = self._db()
             if self._create_cfs or schema.cf_name in db.list_cf(db.path()):
                 cf = column_family(db, schema.cf_name, create=self._create_cfs)
+                # Size the group once (exact after an SST ingest, an estimate otherwise),
+                # so chunked loading never regrows and copies the rows.
+                group.reserve(cf.property_int_value("rocksdb.estimate-num-keys") or 0)
                 it = cf.iter()
                 it.seek_to_first()
                 while it.valid():

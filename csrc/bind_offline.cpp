@@ -31,6 +31,20 @@ const T* checked(const py::array& a, const char* name, py::ssize_t expected) {
     return static_cast<const T*>(a.data());
 }
 
+// Both streaming kernels take history in chunks the same way: checked arrays in, the
+// merge itself with the GIL released.
+template <class Kernel>
+size_t add_chunk(Kernel& self, const py::array& keys, const py::array& feature_ts, const py::array& generated_at,
+                 int64_t ref_offset) {
+    const int64_t* k = checked<int64_t>(keys, "keys", -1);
+    const py::ssize_t m = keys.shape(0);
+    const int64_t* ft = checked<int64_t>(feature_ts, "feature_ts", m);
+    const int64_t* ga = checked<int64_t>(generated_at, "generated_at", m);
+    if (ref_offset < 0) throw std::invalid_argument("ref_offset must be >= 0, got " + std::to_string(ref_offset));
+    py::gil_scoped_release release;
+    return self.add(k, ft, ga, static_cast<size_t>(m), ref_offset);
+}
+
 }  // namespace
 
 void bind_offline(py::module_& m) {
@@ -53,17 +67,7 @@ finish() -> (row_refs int64 (n,), miss_reason uint8 (n,), winners int64 (w,)).
              py::arg("strict") = false, py::arg("threads") = 1)
         .def(
             "add",
-            [](AsofJoin& self, const py::array& keys, const py::array& feature_ts, const py::array& generated_at,
-               int64_t ref_offset) {
-                const int64_t* k = checked<int64_t>(keys, "keys", -1);
-                const py::ssize_t m = keys.shape(0);
-                const int64_t* ft = checked<int64_t>(feature_ts, "feature_ts", m);
-                const int64_t* ga = checked<int64_t>(generated_at, "generated_at", m);
-                if (ref_offset < 0)
-                    throw std::invalid_argument("ref_offset must be >= 0, got " + std::to_string(ref_offset));
-                py::gil_scoped_release release;
-                return self.add(k, ft, ga, static_cast<size_t>(m), ref_offset);
-            },
+            &add_chunk<AsofJoin>,
             py::arg("keys"), py::arg("feature_ts"), py::arg("generated_at"), py::arg("ref_offset") = 0,
             "Merges one history chunk (rows get refs ref_offset + i); returns rows whose key occurs in the events.")
         .def(
@@ -97,17 +101,7 @@ keys int64 (w,)): the winning row of each key that has one.
         .def(py::init<int64_t, bool>(), py::arg("as_of_us"), py::kw_only(), py::arg("strict") = false)
         .def(
             "add",
-            [](LatestPerKey& self, const py::array& keys, const py::array& feature_ts, const py::array& generated_at,
-               int64_t ref_offset) {
-                const int64_t* k = checked<int64_t>(keys, "keys", -1);
-                const py::ssize_t m = keys.shape(0);
-                const int64_t* ft = checked<int64_t>(feature_ts, "feature_ts", m);
-                const int64_t* ga = checked<int64_t>(generated_at, "generated_at", m);
-                if (ref_offset < 0)
-                    throw std::invalid_argument("ref_offset must be >= 0, got " + std::to_string(ref_offset));
-                py::gil_scoped_release release;
-                return self.add(k, ft, ga, static_cast<size_t>(m), ref_offset);
-            },
+            &add_chunk<LatestPerKey>,
             py::arg("keys"), py::arg("feature_ts"), py::arg("generated_at"), py::arg("ref_offset") = 0,
             "Merges one history chunk (rows get refs ref_offset + i); returns its eligible rows.")
         .def(

@@ -367,9 +367,6 @@ AssembleStats assemble(const Plan& plan, const std::vector<GroupRows>& groups, c
     return stats;
 }
 
-namespace {
-
-// Appends the id text of row i; false if the id means "no such entity".
 bool append_id(const IdColumn& ids, size_t i, std::string& out) {
     if (ids.ints) {
         if (ids.ints[i] < 0) return false;
@@ -381,6 +378,8 @@ bool append_id(const IdColumn& ids, size_t i, std::string& out) {
     out.append(ids.text + b, e - b);
     return true;
 }
+
+namespace {
 
 void check_ids(const Plan& plan, size_t role, const std::vector<IdColumn>& role_ids, size_t want) {
     const RoleSpec& spec = plan.roles()[role];

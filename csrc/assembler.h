@@ -186,6 +186,10 @@ struct ServeScratch {
     std::vector<int64_t> iota;
 };
 
+// Appends id i of `ids` (ints as decimal text) to `out`; false, appending nothing,
+// when the id is absent (empty str or negative int: the row has no such entity).
+bool append_id(const IdColumn& ids, size_t i, std::string& out);
+
 // Keys of a pair entity, prefix + pair_id(component ids of row i) for each
 // row, into keys[offs[i], offs[i+1]); a component with one id is broadcast.
 // A row with an absent component id (empty / negative) gets an empty key and

@@ -487,16 +487,13 @@ void bind_serving(py::module_& m) {
             std::string key;
             for (size_t i = 0; i < a.col.n; ++i) {
                 key = prefix;
-                if (a.col.ints)
-                    fc::append_int_id(key, a.col.ints[i]);
-                else
-                    key.append(a.col.text + a.col.offsets[i], a.col.offsets[i + 1] - a.col.offsets[i]);
-                out[i] = py::bytes(key);
+                out[i] = fc::append_id(a.col, i, key) ? py::bytes(key) : py::bytes();
             }
             return out;
         },
         py::arg("tenant"), py::arg("entity_type"), py::arg("ids"),
-        "encode_key for a list of str ids or an int64 numpy array of ids.");
+        "encode_key for a list of str ids or an int64 numpy array of ids; b'' where an id is absent "
+        "(empty str or negative int: no such entity, served not_applicable).");
     m.def(
         "encode_pair_keys",
         [](const std::string& tenant, const std::string& entity_type, const py::sequence& components) {

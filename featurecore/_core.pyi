@@ -15,7 +15,9 @@ Ids = list[str] | NDArray[np.int64]
 def encode_key(tenant: str, entity_type: str, entity_id: str | int) -> bytes:
     """b"\\x01" + u8 len + tenant + u8 len + entity_type + id UTF-8 (ints as decimal)."""
 
-def encode_keys(tenant: str, entity_type: str, ids: Ids) -> list[bytes]: ...
+def encode_keys(tenant: str, entity_type: str, ids: Ids) -> list[bytes]:
+    """encode_key for every id; b"" where an id is absent (empty str or negative int):
+    no such entity, so nothing is read for that row and it is served not_applicable."""
 def encode_pair_keys(tenant: str, entity_type: str, components: Sequence[Ids]) -> list[bytes]:
     """Keys of a pair entity: encode_key(tenant, entity_type, pair_id(ids of row i)).
 

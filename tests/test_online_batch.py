@@ -194,3 +194,8 @@ def test_categorical_codes_match_oracle(values):
     oracle = pd.Categorical(values, categories=["red", "green", "blue"]).codes
     np.testing.assert_array_equal(batch.columns[0], np.where(oracle < 0, 0, oracle))
     np.testing.assert_array_equal(batch.nulls[:, 0], (oracle < 0).astype(np.uint8))
+
+
+def test_negative_integer_ids_are_refused_because_no_request_could_read_them():
+    with pytest.raises(ValidationError, match=r"entity_ids row 1: integer ids must be >= 0, got -3; a negative id means"):
+        normalize_ids(np.array([4, -3], np.int64))

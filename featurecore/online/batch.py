@@ -294,7 +294,14 @@ def normalize_ids(ids: Any) -> "list[str] | np.ndarray":
         if array.dtype.kind == "u" and len(array) and array.max() > _INT64_MAX:
             row = _first_bad(array > _INT64_MAX)
             raise ValidationError(f"entity_ids row {row}: integer id out of int64 range, got {array[row]!r}; pass it as str")
-        return array.astype(np.int64)
+        ints = array.astype(np.int64)
+        if (ints < 0).any():
+            row = _first_bad(ints < 0)
+            raise ValidationError(
+                f"entity_ids row {row}: integer ids must be >= 0, got {ints[row]}; a negative id means "
+                "'no such entity' in requests and joins, so its row could never be read"
+            )
+        return ints
     if array.dtype.kind == "U":
         out = array.tolist()
     elif array.dtype.kind == "O":

@@ -194,11 +194,7 @@ class ServingEngine:
         elif ids is None:
             raise ValidationError(f"request has no ids for entity {binding.entity!r} read by direct group {binding.ref}; pass entities={{{binding.entity!r}: ...}}")
         else:
-            keys = _core.encode_keys(request.tenant, binding.entity, ids)
-            if isinstance(ids, np.ndarray) and (ids < 0).any():
-                keys = [b"" if i < 0 else key for key, i in zip(keys, ids.tolist())]
-            elif not isinstance(ids, np.ndarray) and "" in ids:
-                keys = [b"" if i == "" else key for key, i in zip(keys, ids)]
+            keys = _core.encode_keys(request.tenant, binding.entity, ids)  # b"" where an id is absent
         rows = 1 if binding.per_request else n
         if len(keys) != rows:
             raise ValidationError(

@@ -332,3 +332,27 @@ def test_deleted_entities_are_never_joined(store):
     age = result.columns.index("age:v1")
     assert result.reasons[:, age].tolist() == [6, Reason.no_history, 6, Reason.entity_not_found, 6]
     assert result.reasons[:, 0].tolist()[:2] == [0, 0]  # other entities are untouched
+
+
+def test_a_pair_with_an_absent_component_is_not_applicable_like_online():
+    from featurecore import _core
+
+    seen = feature("seen", "user_item_seen:v1", entity="user_item")
+    group = FeatureGroup("user_item_seen", 1, "user_item", (seen.ref,), 86_400.0, serving_mode="direct", owner="ranking-team")
+    fs = FeatureSet("pairs", 1, (seen.ref,), owner="ranking-team")
+    state = RegistryState(features={seen.ref: seen}, feature_groups={group.ref: group}, feature_sets={fs.ref: fs})
+    history = pd.DataFrame({
+        "tenant": "default",
+        "entity_id": [_core.pair_id("u1", "i1"), _core.pair_id("u1", "")],  # the second is never produced online
+        "feature_timestamp": pd.to_datetime([T0_US, T0_US], unit="us", utc=True),
+        "generated_at": pd.to_datetime([T0_US, T0_US], unit="us", utc=True),
+        "seen": np.float32([3.0, 9.0]),
+    })
+    events = pd.DataFrame({
+        "user_id": ["u1", "u1", None, "u1"],
+        "item_id": ["i1", "", "i1", "i2"],
+        "event_timestamp": pd.to_datetime([T0_US + HOUR_US] * 4, unit="us", utc=True),
+    })
+    result = point_in_time_join(events, state, fs.ref, histories={group.ref: history})
+    assert result.values[:, 0].tolist() == [3.0, -1.0, -1.0, -1.0]
+    assert result.reasons[:, 0].tolist() == [0, Reason.not_applicable, Reason.not_applicable, Reason.entity_not_found]

@@ -344,10 +344,9 @@ def test_pair_groups_are_keyed_by_pair_ids_built_from_their_components(tmp_path,
         pairs = [_core.pair_id("u1", "i1"), _core.pair_id("u1", "i2"), _core.pair_id("u2", "i1")]
         store.write_online("user_item_affinity:v1", {"affinity": [0.5, 0.25, 0.75]}, entity_ids=pairs, feature_timestamp=T0)
         matrix = store.get_features(FeatureRequest("affinity_set:v1", {"user": "u1", "item": ["i1", "i2", "i3", ""]}, EVAL_US))
-        # A pair with an empty component: the native resident path says not_applicable,
-        # direct reads look the pair id up like the offline join (entity_not_found).
-        absent = Reason.not_applicable if mode == "resident" else Reason.entity_not_found
-        assert matrix.values[:, 0].tolist() == [0.5, 0.25, -float(Reason.entity_not_found), -float(absent)]
+        # A pair with an empty component has no entity: not_applicable in both modes (and
+        # in the offline join, tests/test_pit.py).
+        assert matrix.values[:, 0].tolist() == [0.5, 0.25, -float(Reason.entity_not_found), -float(Reason.not_applicable)]
 
 
 def test_groups_taken_out_of_online_serving_are_not_computed_and_never_read(tmp_path):

@@ -26,7 +26,8 @@ Semantics (the same rules as online serving, applied at each event's own time):
   timestamps are rejected with a ValidationError.
 * Entity ids come from the event column named by each entity's ``join_key``
   (``item_id``); a pair entity (``user_item``) uses its own ``join_key`` column when
-  present, otherwise it is built from its components' columns with ``pair_id``.
+  present, otherwise it is built from its components' columns with ``pair_id`` (a row
+  with an absent component is ``not_applicable`` for the pair group).
   Integer ids and their decimal text are the same entity.
 * Request-time features are read from event columns of the same name (float32);
   an absent column or a null value is ``not_computed``.
@@ -107,15 +108,22 @@ def event_micros(table: pa.Table, column: str) -> np.ndarray:
 
 
 def _pair_ids(table: pa.Table, state: RegistryState, entity) -> pa.ChunkedArray:
-    """``pair_id(*components)`` per row, vectorized: '<bytes>:<id>' for all but the last."""
+    """``pair_id(*components)`` per row, vectorized: '<bytes>:<id>' for all but the last.
+    A row with an absent component (null, empty or negative id) gets a null pair id, so
+    it is not_applicable, as online (``encode_pair_keys`` gives it no key)."""
     parts = []
     columns = []
+    absent = None
     for name in entity.components:
-        column = _id_column(table, state, state.entity(name)).cast(pa.string())
-        columns.append(column)
+        column = _id_column(table, state, state.entity(name))
+        missing = pc.less(column, 0) if pa.types.is_integer(column.type) else pc.equal(pc.binary_length(column.cast(pa.string())), 0)
+        missing = pc.fill_null(missing, True)
+        absent = missing if absent is None else pc.or_(absent, missing)
+        columns.append(column.cast(pa.string()))
     for column in columns[:-1]:
         parts += [pc.binary_length(column).cast(pa.string()), pa.scalar(":"), column]
-    return pc.binary_join_element_wise(*parts, columns[-1], "")
+    joined = pc.binary_join_element_wise(*parts, columns[-1], "")
+    return pc.if_else(absent, pa.scalar(None, pa.string()), joined)
 
 
 def _id_column(table: pa.Table, state: RegistryState, entity) -> pa.ChunkedArray:

@@ -180,17 +180,7 @@ class ServingEngine:
                     f"or pair ids as entities[{binding.entity!r}]"
                 )
             components = [request.entities[compiled.roles[r]] for r in parts]
-            keys = _core.encode_pair_keys(request.tenant, binding.entity, components)
-            if b"" in keys:
-                # A pair with an absent component is looked up by its pair id, as the
-                # offline join does (entity_not_found there), so online and offline agree.
-                # Making both not_applicable means changing offline/pit.py's _pair_ids
-                # and dropping this fallback together.
-                texts = [[str(i) for i in c.tolist()] if isinstance(c, np.ndarray) else list(c) for c in components]
-                keys = [
-                    key or _core.encode_key(request.tenant, binding.entity, _core.pair_id(*(t[0] if len(t) == 1 else t[row] for t in texts)))
-                    for row, key in enumerate(keys)
-                ]
+            keys = _core.encode_pair_keys(request.tenant, binding.entity, components)  # b"" if a part is absent
         elif ids is None:
             raise ValidationError(f"request has no ids for entity {binding.entity!r} read by direct group {binding.ref}; pass entities={{{binding.entity!r}: ...}}")
         else:

@@ -192,8 +192,6 @@ def polars_inputs(data):
 
 
 def run_polars(inputs) -> np.ndarray:
-    import polars as pl
-
     history, events = inputs
     joined = (
         events.with_row_index("_pos")

@@ -18,7 +18,6 @@ SCHEMA = _core.Schema([0, 2, 5], [1, 1, 2])
 def rows_for(values, schema=SCHEMA, ts=None):
     """Encoded rows whose every slot equals values[i] (timestamps too unless given)."""
     v = np.asarray(values, dtype=np.float64)
-    n = len(v)
     ts = np.asarray(v if ts is None else ts, dtype=np.int64)
     cols = [v.astype(np.float32), v.astype(np.int64), np.repeat(v.astype(np.float32)[:, None], 2, axis=1)]
     return _core.encode_rows(schema, cols, None, ts, ts, ts)

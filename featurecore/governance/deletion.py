@@ -117,23 +117,6 @@ def write_tombstone(db: Any, tenant: str, entity: str, entity_id: str, *, reason
         rdict.write(batch)
 
 
-def split_pair_id(pair_id: str, n_components: int) -> list[str]:
-    """Inverse of ``_core.pair_id``: ``"2:u1i9"`` -> ``["u1", "i9"]``; ValidationError if malformed."""
-    data = pair_id.encode()
-    parts, pos = [], 0
-    for _ in range(n_components - 1):
-        colon = data.find(b":", pos)
-        if colon <= pos or not data[pos:colon].isdigit():
-            raise ValidationError(f"{pair_id!r} is not a pair id of {n_components} components (see _core.pair_id)")
-        end = colon + 1 + int(data[pos:colon])
-        if end > len(data):
-            raise ValidationError(f"{pair_id!r} is not a pair id of {n_components} components (see _core.pair_id)")
-        parts.append(data[colon + 1 : end].decode())
-        pos = end
-    parts.append(data[pos:].decode())
-    return parts
-
-
 class Tombstones:
     """Deleted entities, by (tenant, entity type) -> ids, loaded from ``meta``.
 
@@ -199,7 +182,7 @@ class Tombstones:
 def pair_components(ids: Any, n_components: int) -> list[pa.Array]:
     """Each component of pair ids (``_core.pair_id``) as a large_binary array of UTF-8
     bytes, null where an id is not a pair id of ``n_components`` (vectorized inverse of
-    ``pair_id``; ``split_pair_id`` is the one-id version).
+    ``pair_id``).
 
     Every component but the last is ``"<utf8 byte length>:<id>"``: the length prefixes
     are parsed with numpy over the array's data buffer, one digit position at a time,

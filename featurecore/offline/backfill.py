@@ -114,7 +114,10 @@ def backfill(
     progress = sys.stderr.isatty() if progress is None else progress
     lo, hi = _as_utc(start, "start"), _as_utc(end, "end")
     if hi <= lo:
-        raise ValidationError(f"backfill range is empty: start {lo.isoformat()} is not before end {hi.isoformat()}")
+        raise ValidationError(
+            f"backfill range is empty: start {lo.isoformat()} is not before end {hi.isoformat()}; "
+            "pass an end after start (the range is [start, end), dates are UTC midnights)"
+        )
     schema = GroupSchema.from_state(state, group_ref)
     log = OfflineLog(root, schema)
     check_tenant(tenant)

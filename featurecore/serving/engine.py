@@ -11,7 +11,6 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 
 from .. import _core
 from ..errors import AccessDeniedError, NotFoundError, ValidationError

@@ -44,7 +44,7 @@ class W1Serving:
             values = data.values[name]
             ts = np.full(count, NOW - 1_000_000, np.int64)
             table = _core.GroupTable.from_columns(schema, [np.ascontiguousarray(values[:, j]) for j in range(k)],
-                                                  None, ts, ts, ts)
+                                                  None, ts)
             group = _core.ResidentGroup(schema)
             group.upsert_table(_core.encode_keys(TENANT, entity, np.arange(count, dtype=np.int64)), table)
             self.groups.append(group)

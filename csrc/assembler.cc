@@ -38,7 +38,7 @@ void claim(std::vector<uint8_t>& used, size_t col, size_t width, const std::stri
 // Per group state of the current row.
 struct RowState {
     const float* src;       // slots of the row, or nullptr
-    const uint8_t* nulls;   // null bytes of the row, or nullptr
+    const uint8_t* nulls;   // null bitmap of the row, or nullptr
     uint8_t reason;         // row-level reason (0 = row present)
     bool stale;
     bool clean;             // present, not stale, no null: copy runs
@@ -46,7 +46,7 @@ struct RowState {
 
 inline uint8_t feature_reason(const RowState& s, uint32_t feature) {
     if (s.reason) return s.reason;
-    if (s.nulls[feature]) return kNoHistory;
+    if (is_null(s.nulls, feature)) return kNoHistory;
     return s.stale ? kStale : kPresent;
 }
 
@@ -127,7 +127,7 @@ void write_group(const Plan::Group& g, const RowState& s, Writer& w) {
         if (reason == kPresent) {
             std::memcpy(v + m.dst_col, s.src + m.src_slot, m.width * sizeof(float));
         } else {
-            const bool has_value = s.reason == kPresent && !s.nulls[m.feature];
+            const bool has_value = s.reason == kPresent && !is_null(s.nulls, m.feature);
             w.missing(m.dst_col, m.width, reason, has_value ? s.src + m.src_slot : nullptr);
         }
         if (m.indicator_col >= 0) w.present(static_cast<uint32_t>(m.indicator_col), reason ? 1.0f : 0.0f);

@@ -96,24 +96,30 @@ const void* column_ptr(py::handle col, const std::string& name, std::initializer
     return a.data();
 }
 
-ColumnsArg columns_arg(const Schema& s, const py::sequence& columns, py::handle nulls, py::handle feature_ts,
-                       py::handle generated_at, py::handle published_at) {
+// Typed columns with their generated_at; the encoder also passes feature_ts and
+// published_at (the other callers keep neither).
+ColumnsArg columns_arg(const Schema& s, const py::sequence& columns, py::handle nulls, py::handle generated_at,
+                       py::handle feature_ts = py::none(), py::handle published_at = py::none()) {
     ColumnsArg out;
     const size_t k = s.n_features();
     if (static_cast<size_t>(py::len(columns)) != k)
         throw std::invalid_argument("columns has " + std::to_string(py::len(columns)) + " arrays but the schema has " +
                                     std::to_string(k) + " features; pass one array per feature in schema order");
-    auto ts = need<int64_t>(feature_ts, "feature_ts", {-1});
-    const py::ssize_t n = ts.shape(0);
+    auto ga = need<int64_t>(generated_at, "generated_at", {-1});
+    const py::ssize_t n = ga.shape(0);
     out.in.n = static_cast<size_t>(n);
-    out.keep.push_back(ts);
-    out.in.feature_ts = ts.data();
-    auto ga = need<int64_t>(generated_at, "generated_at", {n});
-    auto pa = need<int64_t>(published_at, "published_at", {n});
     out.keep.push_back(ga);
-    out.keep.push_back(pa);
     out.in.generated_at = ga.data();
-    out.in.published_at = pa.data();
+    if (!feature_ts.is_none()) {
+        auto ts = need<int64_t>(feature_ts, "feature_ts", {n});
+        out.keep.push_back(ts);
+        out.in.feature_ts = ts.data();
+    }
+    if (!published_at.is_none()) {
+        auto pa = need<int64_t>(published_at, "published_at", {n});
+        out.keep.push_back(pa);
+        out.in.published_at = pa.data();
+    }
     if (!nulls.is_none()) {
         auto nl = need<uint8_t>(nulls, "nulls", {n, static_cast<py::ssize_t>(k)});
         out.keep.push_back(nl);
@@ -578,7 +584,9 @@ void bind_serving(py::module_& m) {
         "encode_rows",
         [](const SchemaPtr& schema, const py::sequence& columns, py::handle nulls, py::handle feature_ts,
            py::handle generated_at, py::handle published_at, py::handle order) {
-            ColumnsArg c = columns_arg(*schema, columns, nulls, feature_ts, generated_at, published_at);
+            for (auto [arg, name] : {std::pair{feature_ts, "feature_ts"}, std::pair{published_at, "published_at"}})
+                need<int64_t>(arg, name, {-1});  // required here (None means "absent" to columns_arg)
+            ColumnsArg c = columns_arg(*schema, columns, nulls, generated_at, feature_ts, published_at);
             const size_t n = c.in.n;
             const int64_t* perm = nullptr;
             if (!order.is_none()) {
@@ -622,14 +630,12 @@ void bind_serving(py::module_& m) {
     py::class_<GroupTable, TablePtr>(m, "GroupTable", "Immutable rows of one group as float32 slots.")
         .def_static(
             "from_columns",
-            [](const SchemaPtr& schema, const py::sequence& columns, py::handle nulls, py::handle feature_ts,
-               py::handle generated_at, py::handle published_at) {
-                ColumnsArg c = columns_arg(*schema, columns, nulls, feature_ts, generated_at, published_at);
+            [](const SchemaPtr& schema, const py::sequence& columns, py::handle nulls, py::handle generated_at) {
+                ColumnsArg c = columns_arg(*schema, columns, nulls, generated_at);
                 py::gil_scoped_release release;
                 return std::make_shared<GroupTable>(GroupTable::from_columns(schema, c.in));
             },
-            py::arg("schema"), py::arg("columns"), py::arg("nulls"), py::arg("feature_ts"), py::arg("generated_at"),
-            py::arg("published_at"))
+            py::arg("schema"), py::arg("columns"), py::arg("nulls"), py::arg("generated_at"))
         .def_static(
             "decode",
             [](const SchemaPtr& schema, const py::sequence& rows) {
@@ -659,30 +665,25 @@ void bind_serving(py::module_& m) {
                  return record_view<float>(self, t, v.slots_offset, {static_cast<py::ssize_t>(v.n_slots)});
              })
         .def("nulls",
-             [](py::object self) {
-                 const auto& t = self.cast<const GroupTable&>();
-                 return readonly_view(
-                     t.null_data(),
-                     {static_cast<py::ssize_t>(t.n_rows()), static_cast<py::ssize_t>(t.schema().n_features())}, self);
+             [](const GroupTable& t) {
+                 // Unpacked from the bitmaps into a fresh array: a debugging and test view.
+                 const size_t k = t.schema().n_features();
+                 const size_t nb = t.schema().bitmap_bytes();
+                 py::array_t<uint8_t> out({static_cast<py::ssize_t>(t.n_rows()), static_cast<py::ssize_t>(k)});
+                 uint8_t* o = out.mutable_data();
+                 const uint8_t* bits = t.null_bits().data();
+                 for (size_t r = 0; r < t.n_rows(); ++r)
+                     for (size_t j = 0; j < k; ++j) o[r * k + j] = fc::is_null(bits + r * nb, j);
+                 return out;
              })
         .def("status",
              [](py::object self) {
                  const auto& t = self.cast<const GroupTable&>();
                  return record_view<uint8_t>(self, t, 8, {});
              })
-        .def("feature_ts",
-             [](py::object self) {
-                 const auto& t = self.cast<const GroupTable&>();
-                 return readonly_view(t.feature_ts_data(), {static_cast<py::ssize_t>(t.n_rows())}, self);
-             })
-        .def("generated_at",
-             [](py::object self) {
-                 const auto& t = self.cast<const GroupTable&>();
-                 return record_view<int64_t>(self, t, 0, {});
-             })
-        .def("published_at", [](py::object self) {
+        .def("generated_at", [](py::object self) {
             const auto& t = self.cast<const GroupTable&>();
-            return readonly_view(t.published_at_data(), {static_cast<py::ssize_t>(t.n_rows())}, self);
+            return record_view<int64_t>(self, t, 0, {});
         });
 
     py::class_<ResidentGroup, ResidentPtr>(m, "ResidentGroup",
@@ -712,6 +713,16 @@ void bind_serving(py::module_& m) {
                 self.upsert(k.views, table);
             },
             py::arg("keys"), py::arg("table"))
+        .def(
+            "upsert_columns",
+            [](ResidentGroup& self, const py::sequence& keys, const py::sequence& columns, py::handle nulls,
+               py::handle generated_at) {
+                ColumnsArg c = columns_arg(self.schema(), columns, nulls, generated_at);
+                BytesList k = bytes_list(keys, "keys", false);
+                py::gil_scoped_release release;
+                self.upsert_columns(k.views, c.in);
+            },
+            py::arg("keys"), py::arg("columns"), py::arg("nulls"), py::arg("generated_at"))
         .def("reserve", &ResidentGroup::reserve, py::arg("n_rows"), py::call_guard<py::gil_scoped_release>())
         .def(
             "remove",
@@ -743,7 +754,8 @@ void bind_serving(py::module_& m) {
         .def("clear", &ResidentGroup::clear, py::call_guard<py::gil_scoped_release>())
         .def("__len__", &ResidentGroup::size)
         .def_property_readonly("nbytes", &ResidentGroup::nbytes)
-        .def_property_readonly("payload_bytes", &ResidentGroup::payload_bytes);
+        .def_property_readonly("payload_bytes", &ResidentGroup::payload_bytes)
+        .def_property_readonly("index_bytes", &ResidentGroup::index_bytes);
 
     py::class_<Plan, std::shared_ptr<Plan>>(m, "Plan", "Immutable assembly plan of one feature set version.")
         .def(py::init([](size_t n_columns, py::handle actions, py::handle constants,

@@ -180,7 +180,7 @@ void encode_rows(const Schema& schema, const ColumnsIn& in, uint8_t* const* out)
 }
 
 uint8_t decode_row(const Schema& schema, const uint8_t* data, size_t len, float* slots,
-                   uint8_t* nulls, int64_t* ts) {
+                   uint8_t* null_bits, int64_t* ts) {
     const size_t k = schema.n_features();
     if (data == nullptr || len != schema.row_bytes()) return kNotComputed;
     if (data[0] != kFormatVersion || data[1] != 0) return kNotComputed;
@@ -192,13 +192,13 @@ uint8_t decode_row(const Schema& schema, const uint8_t* data, size_t len, float*
     const uint8_t* bits = data + kHeaderBytes;
     // Padding bits past n_features must be zero: a set one means a foreign row.
     if (k % 8 != 0 && (bits[k / 8] >> (k % 8)) != 0) return kNotComputed;
+    std::memcpy(null_bits, bits, schema.bitmap_bytes());
     const uint8_t* v = bits + schema.bitmap_bytes();
     const float nan = std::numeric_limits<float>::quiet_NaN();
     const auto& offs = schema.slot_offsets();
     for (size_t j = 0; j < k; ++j) {
         float* s = slots + offs[j];
         const uint8_t null = (bits[j / 8] >> (j % 8)) & 1;
-        nulls[j] = null;
         const size_t w = schema.value_bytes(j);
         if (null) {
             for (int32_t d = offs[j]; d < offs[j + 1]; ++d) slots[d] = nan;

@@ -60,6 +60,7 @@ class Schema {
 // Typed input columns of a batch of n rows, one pointer per feature in the C
 // layout of its dtype: float32, float64, int64, bool (1 byte), int32 code, or
 // float32 (n, dim). `nulls` is (n, n_features) uint8 or nullptr for "none".
+// feature_ts and published_at are read by encode_rows only.
 struct ColumnsIn {
     std::vector<const void*> values;
     const uint8_t* nulls = nullptr;
@@ -79,11 +80,12 @@ void encode_rows(const Schema& schema, const ColumnsIn& in, uint8_t* const* out)
 void column_to_slots(const Schema& schema, const ColumnsIn& in, size_t j, size_t r0, size_t r1, float* out,
                      size_t stride);
 
-// Decodes one row into slots (n_slots floats; nulls become NaN), nulls
-// (n_features bytes, 1 = null) and ts (feature_ts, generated_at, published_at).
+// Decodes one row into slots (n_slots floats; nulls become NaN), null_bits
+// (bitmap_bytes() bytes: feature j is bit j % 8 of byte j / 8, as in the row)
+// and ts (feature_ts, generated_at, published_at).
 // Returns kPresent, or kNotComputed if the bytes are not a valid v1 row of
 // this schema (outputs are then unspecified).
 uint8_t decode_row(const Schema& schema, const uint8_t* data, size_t len, float* slots,
-                   uint8_t* nulls, int64_t* ts);
+                   uint8_t* null_bits, int64_t* ts);
 
 }  // namespace fc

@@ -26,61 +26,64 @@ void GroupTable::set_head(size_t r, int64_t generated_at, uint8_t status, uint8_
 
 GroupTable GroupTable::from_columns(std::shared_ptr<const Schema> schema, const ColumnsIn& in) {
     GroupTable t(std::move(schema));
-    t.set_n_rows(in.n);  // zero bytes, not kEntityNotFound rows: every field is written below
-    const Schema& s = *t.schema_;
+    t.append_columns(in);
+    return t;
+}
+
+void GroupTable::append_columns(const ColumnsIn& in) {
+    const size_t n0 = n_rows_;
+    set_n_rows(n0 + in.n);  // zero bytes, not kEntityNotFound rows: every field is written below
+    const Schema& s = *schema_;
     const size_t k = s.n_features();
+    const size_t nb = s.bitmap_bytes();
     const auto& offs = s.slot_offsets();
-    const size_t stride = t.record_bytes_ / sizeof(float);
+    const size_t stride = record_bytes_ / sizeof(float);
     // Blocks of rows, feature by feature within a block: each column is read
     // sequentially while the block's records stay in cache (as encode_rows).
     constexpr size_t kBlock = 256;
     for (size_t r0 = 0; r0 < in.n; r0 += kBlock) {
         const size_t r1 = std::min(in.n, r0 + kBlock);
-        for (size_t j = 0; j < k; ++j) column_to_slots(s, in, j, r0, r1, t.slots(r0) + offs[j], stride);
+        for (size_t j = 0; j < k; ++j) column_to_slots(s, in, j, r0, r1, slots(n0 + r0) + offs[j], stride);
         for (size_t r = r0; r < r1; ++r) {
+            const size_t row = n0 + r;
             uint8_t any = 0;
             if (in.nulls != nullptr) {
-                float* slots = t.slots(r);
+                float* sl = slots(row);
+                uint8_t* bits = nulls_.data() + row * nb;
                 for (size_t j = 0; j < k; ++j) {
                     const uint8_t null = in.nulls[r * k + j] != 0;
-                    t.nulls_[r * k + j] = null;
+                    bits[j / 8] |= static_cast<uint8_t>(null << (j % 8));
                     any |= null;
-                    if (null) std::fill(slots + offs[j], slots + offs[j + 1], kNaN);
+                    if (null) std::fill(sl + offs[j], sl + offs[j + 1], kNaN);
                 }
             }
-            t.set_head(r, in.generated_at[r], kPresent, any);
-            t.feature_ts_[r] = in.feature_ts[r];
-            t.published_at_[r] = in.published_at[r];
+            set_head(row, in.generated_at[r], kPresent, any);
         }
     }
-    return t;
 }
 
 void GroupTable::decode_into(size_t r, const uint8_t* data, size_t len) {
-    const size_t k = schema_->n_features();
+    const size_t nb = schema_->bitmap_bytes();
     int64_t ts[3];
-    uint8_t* nulls = nulls_.data() + r * k;
-    const uint8_t st = decode_row(*schema_, data, len, slots(r), nulls, ts);
+    uint8_t* bits = nulls_.data() + r * nb;
+    const uint8_t st = decode_row(*schema_, data, len, slots(r), bits, ts);
     if (st != kPresent) {
         set_missing(r, st);
         return;
     }
-    set_head(r, ts[1], kPresent, std::any_of(nulls, nulls + k, [](uint8_t b) { return b != 0; }));
-    feature_ts_[r] = ts[0];
-    published_at_[r] = ts[2];
+    set_head(r, ts[1], kPresent, std::any_of(bits, bits + nb, [](uint8_t b) { return b != 0; }));
 }
 
 void GroupTable::set_missing(size_t r, uint8_t reason) {
     float* s = slots(r);
     std::fill(s, s + schema_->n_slots(), kNaN);
-    uint8_t* nl = nulls_.data() + r * schema_->n_features();
-    std::fill(nl, nl + schema_->n_features(), uint8_t{0});
+    const size_t nb = schema_->bitmap_bytes();
+    std::fill(nulls_.data() + r * nb, nulls_.data() + (r + 1) * nb, uint8_t{0});
     set_head(r, 0, reason, 0);
-    feature_ts_[r] = published_at_[r] = 0;
 }
 
 void GroupTable::copy_row(size_t r, const GroupTable& src, size_t src_r) {
-    const size_t k = schema_->n_features();
+    const size_t nb = schema_->bitmap_bytes();
     const uint8_t* from = src.records_.data() + src_r * src.record_bytes_;
     if (extra_bytes_ == src.extra_bytes_) {
         std::memcpy(record(r), from, record_bytes_);
@@ -88,9 +91,7 @@ void GroupTable::copy_row(size_t r, const GroupTable& src, size_t src_r) {
         std::memcpy(record(r), from, 10);
         std::memcpy(slots(r), from + kRecordHeadBytes + src.extra_bytes_, 4 * schema_->n_slots());
     }
-    std::memcpy(nulls_.data() + r * k, src.nulls_.data() + src_r * k, k);
-    feature_ts_[r] = src.feature_ts_[src_r];
-    published_at_[r] = src.published_at_[src_r];
+    std::memcpy(nulls_.data() + r * nb, src.nulls_.data() + src_r * nb, nb);
 }
 
 void GroupTable::reserve(size_t n) {
@@ -98,17 +99,13 @@ void GroupTable::reserve(size_t n) {
     if (n <= have) return;
     const size_t cap = std::max(n, have + have / 8);
     records_.reserve(cap * record_bytes_);
-    nulls_.reserve(cap * schema_->n_features());
-    feature_ts_.reserve(cap);
-    published_at_.reserve(cap);
+    nulls_.reserve(cap * schema_->bitmap_bytes());
 }
 
 void GroupTable::set_n_rows(size_t n) {
     reserve(n);
     records_.resize(n * record_bytes_, uint8_t{0});
-    nulls_.resize(n * schema_->n_features(), uint8_t{0});
-    feature_ts_.resize(n, int64_t{0});
-    published_at_.resize(n, int64_t{0});
+    nulls_.resize(n * schema_->bitmap_bytes(), uint8_t{0});
     n_rows_ = n;
 }
 
@@ -130,13 +127,13 @@ TableView GroupTable::view() const {
     v.record_bytes = record_bytes_;
     v.slots_offset = kRecordHeadBytes + extra_bytes_;
     v.nulls = nulls_.data();
+    v.null_bytes = schema_->bitmap_bytes();
     v.n_slots = schema_->n_slots();
-    v.n_features = schema_->n_features();
     return v;
 }
 
 size_t GroupTable::nbytes() const {
-    return records_.capacity() + nulls_.capacity() + (feature_ts_.capacity() + published_at_.capacity()) * sizeof(int64_t);
+    return records_.capacity() + nulls_.capacity();
 }
 
 }  // namespace fc

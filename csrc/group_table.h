@@ -2,18 +2,21 @@
 //
 // Row r holds n_slots float32 values (every dtype converted: float64/int64
 // cast, bool 0/1, categorical code, embedding dim slots; null cells NaN), a
-// null byte per feature, its three timestamps (us) and a status: kPresent for
-// a decoded row, otherwise the reason it has no values (kEntityNotFound for an
-// absent row, kNotComputed for undecodable bytes, or whatever a reader sets,
-// e.g. kTimeout).
+// null bit per feature, its generated_at (us; what freshness is measured
+// from) and a status: kPresent for a decoded row, otherwise the reason it has
+// no values (kEntityNotFound for an absent row, kNotComputed for undecodable
+// bytes, or whatever a reader sets, e.g. kTimeout). The row's feature_timestamp
+// and published_at are checked by the decoder but not kept: serving reads
+// neither (which row is newest is decided when rows are written), and a
+// resident group's memory should be its values.
 //
 // Layout: what serving touches per row sits in one record, so a gather costs
 // one or two cache lines per row:
 //   i64 generated_at | u8 status | u8 any_null | u16 tag | u32 0 | extra bytes | f32 slots[n_slots]
 // `extra` (a multiple of 8 bytes) and `tag` belong to the owner (ResidentGroup
 // keeps short keys there, next to the head); records are record_bytes() apart
-// and 8-byte aligned. Null bytes and the
-// feature/published timestamps live in side arrays.
+// and 8-byte aligned. The null bitmaps (the row format's bit order: feature j
+// is bit j % 8 of byte j / 8) live in a side array.
 //
 // A GroupTable is a plain value type: not synchronized. Readers of a table
 // that nobody mutates may share it freely (GroupTables handed to Python are
@@ -85,9 +88,9 @@ struct TableView {
     const uint8_t* records = nullptr;
     size_t record_bytes = 0;
     size_t slots_offset = kRecordHeadBytes;
-    const uint8_t* nulls = nullptr;
+    const uint8_t* nulls = nullptr;  // null bitmaps, null_bytes per row
+    size_t null_bytes = 0;
     size_t n_slots = 0;
-    size_t n_features = 0;
 
     const uint8_t* record(size_t r) const { return records + r * record_bytes; }
     int64_t generated_at(size_t r) const {
@@ -98,8 +101,11 @@ struct TableView {
     uint8_t status(size_t r) const { return record(r)[8]; }
     bool any_null(size_t r) const { return record(r)[9] != 0; }
     const float* slots(size_t r) const { return reinterpret_cast<const float*>(record(r) + slots_offset); }
-    const uint8_t* nulls_of(size_t r) const { return nulls + r * n_features; }
+    const uint8_t* nulls_of(size_t r) const { return nulls + r * null_bytes; }
 };
+
+// Bit j of a row's null bitmap.
+inline bool is_null(const uint8_t* null_bits, size_t j) { return (null_bits[j / 8] >> (j % 8)) & 1; }
 
 class GroupTable {
   public:
@@ -109,6 +115,8 @@ class GroupTable {
 
     // Builds rows from typed columns (see ColumnsIn); every row is present.
     static GroupTable from_columns(std::shared_ptr<const Schema> schema, const ColumnsIn& in);
+    // Appends in's rows (typed columns of this schema), every row present.
+    void append_columns(const ColumnsIn& in);
 
     const Schema& schema() const { return *schema_; }
     const std::shared_ptr<const Schema>& schema_ptr() const { return schema_; }
@@ -120,7 +128,7 @@ class GroupTable {
     // Marks row r as having no values for `reason` (slots NaN).
     void set_missing(size_t r, uint8_t reason);
     // Copies row src_r of src (same schema) over row r: values, nulls and
-    // timestamps; tag and extra bytes too when both tables have the same extra size.
+    // generated_at; tag and extra bytes too when both tables have the same extra size.
     void copy_row(size_t r, const GroupTable& src, size_t src_r);
     // Capacity for n rows. Growth is at least 1/8 of the current capacity, so
     // chunked appends amortize without doubling the memory; the first
@@ -143,9 +151,8 @@ class GroupTable {
     void set_tag(size_t r, uint16_t tag) { std::memcpy(record(r) + 10, &tag, sizeof tag); }
 
     const HugeVector<uint8_t>& record_data() const { return records_; }
-    const std::vector<uint8_t>& null_data() const { return nulls_; }
-    const std::vector<int64_t>& feature_ts_data() const { return feature_ts_; }
-    const std::vector<int64_t>& published_at_data() const { return published_at_; }
+    // Null bitmaps, schema().bitmap_bytes() per row.
+    const std::vector<uint8_t>& null_bits() const { return nulls_; }
 
     TableView view() const;
     // Bytes held (capacity of every buffer).
@@ -163,9 +170,7 @@ class GroupTable {
     size_t record_bytes_;
     size_t n_rows_ = 0;
     HugeVector<uint8_t> records_;
-    std::vector<uint8_t> nulls_;
-    std::vector<int64_t> feature_ts_;
-    std::vector<int64_t> published_at_;
+    std::vector<uint8_t> nulls_;  // bitmaps
 };
 
 }  // namespace fc

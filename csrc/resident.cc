@@ -42,9 +42,17 @@ ResidentGroup::ResidentGroup(std::shared_ptr<const Schema> schema)
     index_.assign(16, Slot{0, kEmpty});
 }
 
+uint64_t ResidentGroup::arena_offset(uint32_t row) const {
+    uint64_t off;
+    std::memcpy(&off, rows_.extra(row), sizeof off);
+    return off;
+}
+
+void ResidentGroup::set_arena_offset(uint32_t row, uint64_t off) { std::memcpy(rows_.extra(row), &off, sizeof off); }
+
 std::string_view ResidentGroup::key_of(uint32_t row) const {
     const size_t len = rows_.tag(row);
-    const char* p = len <= kInlineKey ? reinterpret_cast<const char*>(rows_.extra(row)) : arena_.data() + key_off_[row];
+    const char* p = len <= kInlineKey ? reinterpret_cast<const char*>(rows_.extra(row)) : arena_.data() + arena_offset(row);
     return {p, len};
 }
 
@@ -55,7 +63,7 @@ void ResidentGroup::set_key(uint32_t row, std::string_view key) {
         return;
     }
     reserve_with_slack(arena_, arena_.size() + key.size());
-    key_off_[row] = arena_.size();
+    set_arena_offset(row, arena_.size());
     arena_.insert(arena_.end(), key.begin(), key.end());
 }
 
@@ -137,63 +145,57 @@ void ResidentGroup::compact_arena_locked() {
     for (uint32_t r = 0; r < rows_.n_rows(); ++r) {
         if (rows_.tag(r) <= kInlineKey) continue;
         const std::string_view k = key_of(r);
-        key_off_[r] = fresh.size();
+        set_arena_offset(r, fresh.size());
         fresh.insert(fresh.end(), k.begin(), k.end());
     }
     arena_.swap(fresh);
     arena_garbage_ = 0;
 }
 
-void ResidentGroup::upsert(const std::vector<std::string_view>& keys, const GroupTable& batch) {
-    if (!batch.schema().same_layout(*schema_))
-        throw std::invalid_argument("upsert: the batch's schema (fingerprint " +
-                                    std::to_string(batch.schema().fingerprint()) +
-                                    ") differs from the group's (" + std::to_string(schema_->fingerprint()) +
-                                    "); encode rows with the group's schema");
-    if (keys.size() != batch.n_rows())
-        throw std::invalid_argument("upsert: got " + std::to_string(keys.size()) + " keys for " +
-                                    std::to_string(batch.n_rows()) + " rows; pass one key per row");
+std::vector<uint64_t> ResidentGroup::checked_hashes(const std::vector<std::string_view>& keys) {
     std::vector<uint64_t> hashes(keys.size());
     for (size_t i = 0; i < keys.size(); ++i) {
-        if (batch.status(i) != kPresent)
-            throw std::invalid_argument("upsert: row " + std::to_string(i) +
-                                        " is not a valid v1 row of this group's schema (status " +
-                                        std::to_string(batch.status(i)) + "); nothing was applied");
         if (keys[i].empty() || keys[i].size() > kMaxKey)
             throw std::invalid_argument("upsert: key " + std::to_string(i) + " has " +
                                         std::to_string(keys[i].size()) +
                                         " bytes; keys need 1..65535 bytes, build them with encode_key");
         hashes[i] = hash_bytes(keys[i].data(), keys[i].size());
     }
+    return hashes;
+}
+
+std::vector<uint32_t> ResidentGroup::find_existing_locked(const std::vector<std::string_view>& keys,
+                                                          const std::vector<uint64_t>& hashes) const {
+    constexpr size_t kAhead = 8;  // index slots prefetched ahead of the probe
+    std::vector<uint32_t> found(keys.size(), kEmpty);
+    if (rows_.n_rows() == 0) return found;  // an empty group (a snapshot load) has none
+    const size_t mask = index_.size() - 1;
+    for (size_t i = 0; i < keys.size(); ++i) {
+        if (i + kAhead < keys.size()) __builtin_prefetch(&index_[hashes[i + kAhead] & mask]);
+        const size_t pos = find_slot_locked(keys[i].data(), keys[i].size(), hashes[i]);
+        if (pos != index_.size()) found[i] = index_[pos].row;
+    }
+    return found;
+}
+
+template <typename Overwrite, typename Append>
+void ResidentGroup::apply_locked(const std::vector<std::string_view>& keys, const std::vector<uint64_t>& hashes,
+                                 const std::vector<uint32_t>& found, Overwrite overwrite, Append append) {
     const size_t n = keys.size();
-    std::unique_lock<std::shared_mutex> lock(mu_);
     const size_t n0 = rows_.n_rows();
     if (n0 + n >= kEmpty) throw std::length_error("upsert: a resident group holds at most 2^32-2 rows");
-    constexpr size_t kAhead = 8;  // index slots prefetched ahead of the probe
-    // 1. Rows of the keys already present. An empty group (a snapshot load) has none
-    //    and skips this pass.
-    std::vector<uint32_t> found(n, kEmpty);
-    size_t n_absent = n;
-    if (n0 > 0) {
-        const size_t mask = index_.size() - 1;
-        for (size_t i = 0; i < n; ++i) {
-            if (i + kAhead < n) __builtin_prefetch(&index_[hashes[i + kAhead] & mask]);
-            const size_t pos = find_slot_locked(keys[i].data(), keys[i].size(), hashes[i]);
-            if (pos != index_.size()) found[i] = index_[pos].row;
-        }
-        n_absent = static_cast<size_t>(std::count(found.begin(), found.end(), kEmpty));
-    }
-    // 2. Allocate for every absent key before changing anything, so a bad_alloc
+    constexpr size_t kAhead = 8;
+    // 1. Allocate for every absent key before changing anything, so a bad_alloc
     //    leaves the group as it was (duplicates may make this a slight overestimate).
+    const size_t n_absent = static_cast<size_t>(std::count(found.begin(), found.end(), kEmpty));
     size_t long_bytes = 0;
     for (size_t i = 0; i < n; ++i)
         if (found[i] == kEmpty && keys[i].size() > kInlineKey) long_bytes += keys[i].size();
     reserve_index_locked(n0 + n_absent);
     rows_.reserve(n0 + n_absent);
-    reserve_with_slack(key_off_, n0 + n_absent);
     reserve_with_slack(arena_, arena_.size() + long_bytes);
     std::vector<uint32_t> src(n_absent);  // batch row of new row n0 + j
-    // 3. Present keys are overwritten in place; absent ones are indexed as rows
+    // 2. Present keys are overwritten in place; absent ones are indexed as rows
     //    n0, n0 + 1, ... whose keys are still the batch's, so a later duplicate in
     //    the batch finds its row and takes it over (last one wins).
     const size_t mask = index_.size() - 1;
@@ -201,7 +203,7 @@ void ResidentGroup::upsert(const std::vector<std::string_view>& keys, const Grou
     for (size_t i = 0; i < n; ++i) {
         if (i + kAhead < n) __builtin_prefetch(&index_[hashes[i + kAhead] & mask]);
         if (found[i] != kEmpty) {
-            rows_.copy_row(found[i], batch, i);
+            overwrite(found[i], i);
             continue;
         }
         for (size_t pos = hashes[i] & mask;; pos = (pos + 1) & mask) {
@@ -220,9 +222,9 @@ void ResidentGroup::upsert(const std::vector<std::string_view>& keys, const Grou
             }
         }
     }
-    // 4. The new rows in one bulk copy (capacity reserved above: no reallocation).
-    rows_.append_rows(batch, src.data(), n_new);
-    key_off_.resize(n0 + n_new, 0);
+    // 3. The new rows in one bulk append (capacity reserved above: no reallocation).
+    src.resize(n_new);
+    append(src);
     for (size_t j = 0; j < n_new; ++j) {
         const std::string_view key = keys[src[j]];
         set_key(static_cast<uint32_t>(n0 + j), key);
@@ -230,12 +232,58 @@ void ResidentGroup::upsert(const std::vector<std::string_view>& keys, const Grou
     }
 }
 
+void ResidentGroup::upsert(const std::vector<std::string_view>& keys, const GroupTable& batch) {
+    if (!batch.schema().same_layout(*schema_))
+        throw std::invalid_argument("upsert: the batch's schema (fingerprint " +
+                                    std::to_string(batch.schema().fingerprint()) +
+                                    ") differs from the group's (" + std::to_string(schema_->fingerprint()) +
+                                    "); encode rows with the group's schema");
+    if (keys.size() != batch.n_rows())
+        throw std::invalid_argument("upsert: got " + std::to_string(keys.size()) + " keys for " +
+                                    std::to_string(batch.n_rows()) + " rows; pass one key per row");
+    for (size_t i = 0; i < keys.size(); ++i)
+        if (batch.status(i) != kPresent)
+            throw std::invalid_argument("upsert: row " + std::to_string(i) +
+                                        " is not a valid v1 row of this group's schema (status " +
+                                        std::to_string(batch.status(i)) + "); nothing was applied");
+    const std::vector<uint64_t> hashes = checked_hashes(keys);
+    std::unique_lock<std::shared_mutex> lock(mu_);
+    apply_locked(
+        keys, hashes, find_existing_locked(keys, hashes),
+        [&](uint32_t row, size_t i) { rows_.copy_row(row, batch, i); },
+        [&](const std::vector<uint32_t>& src) { rows_.append_rows(batch, src.data(), src.size()); });
+}
+
+void ResidentGroup::upsert_columns(const std::vector<std::string_view>& keys, const ColumnsIn& in) {
+    if (keys.size() != in.n)
+        throw std::invalid_argument("upsert: got " + std::to_string(keys.size()) + " keys for " +
+                                    std::to_string(in.n) + " rows; pass one key per row");
+    const std::vector<uint64_t> hashes = checked_hashes(keys);
+    {
+        std::unique_lock<std::shared_mutex> lock(mu_);
+        const std::vector<uint32_t> found = find_existing_locked(keys, hashes);
+        if (std::count(found.begin(), found.end(), kEmpty) == static_cast<std::ptrdiff_t>(keys.size())) {
+            // Only new keys (a snapshot load): when they are distinct too, the new rows
+            // are the batch's rows in order and are written straight from the columns.
+            apply_locked(
+                keys, hashes, found, [](uint32_t, size_t) {},
+                [&](const std::vector<uint32_t>& src) {
+                    if (src.size() == in.n)
+                        rows_.append_columns(in);
+                    else
+                        rows_.append_rows(GroupTable::from_columns(schema_, in), src.data(), src.size());
+                });
+            return;
+        }
+    }
+    upsert(keys, GroupTable::from_columns(schema_, in));  // overwrites: through a table (upsert re-probes)
+}
+
 void ResidentGroup::reserve(size_t n_rows) {
     if (n_rows >= kEmpty) throw std::length_error("reserve: a resident group holds at most 2^32-2 rows");
     std::unique_lock<std::shared_mutex> lock(mu_);
     reserve_index_locked(n_rows);
     rows_.reserve(n_rows);
-    if (n_rows > key_off_.capacity()) key_off_.reserve(n_rows);
 }
 
 size_t ResidentGroup::remove(const std::vector<std::string_view>& keys) {
@@ -256,11 +304,9 @@ size_t ResidentGroup::remove(const std::vector<std::string_view>& keys) {
             const std::string_view lk = key_of(last);
             const size_t lpos = find_slot_locked(lk.data(), lk.size(), hash_bytes(lk.data(), lk.size()));
             index_[lpos].row = r;
-            rows_.copy_row(r, rows_, last);
-            key_off_[r] = key_off_[last];
+            rows_.copy_row(r, rows_, last);  // the key (or its arena offset) moves with the record
         }
         rows_.resize(last);
-        key_off_.pop_back();
         ++removed;
     }
     if (arena_garbage_ > 4096 && arena_garbage_ * 2 > arena_.size()) compact_arena_locked();
@@ -287,7 +333,6 @@ void ResidentGroup::clear() {
     std::unique_lock<std::shared_mutex> lock(mu_);
     rows_ = GroupTable(schema_, 0, kInlineKey);
     std::vector<char>().swap(arena_);
-    std::vector<uint64_t>().swap(key_off_);
     arena_garbage_ = key_bytes_ = 0;
     index_.assign(16, Slot{0, kEmpty});
     index_.shrink_to_fit();
@@ -300,13 +345,18 @@ size_t ResidentGroup::size() const {
 
 size_t ResidentGroup::nbytes() const {
     std::shared_lock<std::shared_mutex> lock(mu_);
-    return rows_.nbytes() + arena_.capacity() + key_off_.capacity() * sizeof(uint64_t) +
-           index_.capacity() * sizeof(Slot);
+    return rows_.nbytes() + arena_.capacity() + index_.capacity() * sizeof(Slot);
 }
 
 size_t ResidentGroup::payload_bytes() const {
     std::shared_lock<std::shared_mutex> lock(mu_);
-    return rows_.n_rows() * schema_->row_bytes() + key_bytes_;
+    const size_t value_bytes = schema_->row_bytes() - kHeaderBytes - schema_->bitmap_bytes();
+    return rows_.n_rows() * value_bytes + key_bytes_;
+}
+
+size_t ResidentGroup::index_bytes() const {
+    std::shared_lock<std::shared_mutex> lock(mu_);
+    return index_.capacity() * sizeof(Slot);
 }
 
 }  // namespace fc

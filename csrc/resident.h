@@ -3,7 +3,8 @@
 // Rows live in a GroupTable; an open-addressing (linear probing) hash index
 // maps key bytes to row numbers. Keys of up to kInlineKey bytes are stored in
 // their row's record (so a lookup touches the index slot and the row it then
-// gathers anyway); longer keys live in an arena. Thread safety: a
+// gathers anyway); longer keys live in an arena, and the record holds their
+// arena offset instead. Thread safety: a
 // std::shared_mutex guards everything. Readers (lookup, get, and the serving
 // path, which holds mutex() shared from key lookup until the gather ends)
 // share it; upsert/remove/clear take it exclusively. An upsert batch is
@@ -41,6 +42,10 @@ class ResidentGroup {
     // applies nothing if a row is not kPresent or a key is empty or longer than
     // kMaxKey bytes. Later duplicates of a key win.
     void upsert(const std::vector<std::string_view>& keys, const GroupTable& batch);
+    // Same, for rows given as typed columns (see ColumnsIn; every row present). A
+    // batch of new, distinct keys (a snapshot load) is written straight into the
+    // group's rows, without a temporary table.
+    void upsert_columns(const std::vector<std::string_view>& keys, const ColumnsIn& in);
     // Capacity for n_rows rows in total (index and rows), e.g. before loading a
     // group in chunks whose total is known or estimated: the chunks then append
     // without reallocating.
@@ -54,10 +59,13 @@ class ResidentGroup {
     void clear();
 
     size_t size() const;
-    // Bytes held: rows, key arena, key offsets and the hash index.
+    // Bytes held: rows, key arena and the hash index.
     size_t nbytes() const;
-    // Bytes of the raw data held: encoded row length + key length per entry.
+    // Bytes of the raw typed payload held: each entry's values at their dtype's
+    // width (no timestamps, bitmaps or headers) plus its key.
     size_t payload_bytes() const;
+    // Bytes of the hash index.
+    size_t index_bytes() const;
 
     // Serving path, with mutex() held shared by the caller.
     std::shared_mutex& mutex() const { return mu_; }
@@ -76,8 +84,21 @@ class ResidentGroup {
         uint32_t row;
     };
 
+    // Hashes of keys; throws std::invalid_argument for an empty or too long key.
+    static std::vector<uint64_t> checked_hashes(const std::vector<std::string_view>& keys);
+    // Row of each key already present, kEmpty where absent.
+    std::vector<uint32_t> find_existing_locked(const std::vector<std::string_view>& keys,
+                                               const std::vector<uint64_t>& hashes) const;
+    // Applies a batch whose present keys are `found`: overwrite(row, i) for those,
+    // then append(src) once for the new rows (new row n0 + j is batch row src[j]).
+    template <typename Overwrite, typename Append>
+    void apply_locked(const std::vector<std::string_view>& keys, const std::vector<uint64_t>& hashes,
+                      const std::vector<uint32_t>& found, Overwrite overwrite, Append append);
     size_t find_slot_locked(const char* key, size_t len, uint64_t hash) const;  // index_.size() if absent
     std::string_view key_of(uint32_t row) const;
+    // Arena offset of a long key, kept in its record's extra bytes.
+    uint64_t arena_offset(uint32_t row) const;
+    void set_arena_offset(uint32_t row, uint64_t off);
     void set_key(uint32_t row, std::string_view key);
     void insert_index_locked(uint64_t hash, uint32_t row);
     void erase_slot_locked(size_t pos);
@@ -90,7 +111,6 @@ class ResidentGroup {
     std::vector<char> arena_;  // keys longer than kInlineKey
     size_t arena_garbage_ = 0;
     size_t key_bytes_ = 0;
-    std::vector<uint64_t> key_off_;  // arena offset of a long key
     HugeVector<Slot> index_;
 };
 

@@ -92,9 +92,7 @@ class GroupTable:
         schema: Schema,
         columns: Sequence[np.ndarray],
         nulls: NDArray[np.uint8] | None,
-        feature_ts: NDArray[np.int64],
         generated_at: NDArray[np.int64],
-        published_at: NDArray[np.int64],
     ) -> GroupTable: ...
     @staticmethod
     def decode(schema: Schema, rows: Sequence[bytes | None | int]) -> GroupTable:
@@ -114,11 +112,9 @@ class GroupTable:
     def slots(self) -> NDArray[np.float32]:
         """(n_rows, n_slots); null cells and missing rows are NaN."""
     def nulls(self) -> NDArray[np.uint8]:
-        """(n_rows, n_features), 1 = null."""
+        """(n_rows, n_features), 1 = null: a copy unpacked from the null bitmaps."""
     def status(self) -> NDArray[np.uint8]: ...
-    def feature_ts(self) -> NDArray[np.int64]: ...
     def generated_at(self) -> NDArray[np.int64]: ...
-    def published_at(self) -> NDArray[np.int64]: ...
 
 class ResidentGroup:
     """Thread-safe in-memory group: rows + hash index over key bytes.
@@ -136,6 +132,16 @@ class ResidentGroup:
     def upsert_table(self, keys: Sequence[bytes], table: GroupTable) -> None:
         """Upsert keys[i] -> row i of table (later duplicates win). Into an empty group
         the rows are appended in one copy, with no existence probe."""
+    def upsert_columns(
+        self,
+        keys: Sequence[bytes],
+        columns: Sequence[np.ndarray],
+        nulls: NDArray[np.uint8] | None,
+        generated_at: NDArray[np.int64],
+    ) -> None:
+        """Upsert keys[i] -> row i of typed columns (as GroupTable.from_columns; later
+        duplicates win). New, distinct keys are written straight into the group's rows
+        (a snapshot load), with no temporary table."""
     def reserve(self, n_rows: int) -> None:
         """Capacity for n_rows rows in total, so a load in chunks of known (or estimated)
         total size appends without reallocating."""
@@ -148,10 +154,15 @@ class ResidentGroup:
     def __len__(self) -> int: ...
     @property
     def nbytes(self) -> int:
-        """Bytes held: rows, key arena, key offsets and the hash index."""
+        """Bytes held: rows (records, null bitmaps, feature timestamps), key arena and
+        the hash index."""
     @property
     def payload_bytes(self) -> int:
-        """Encoded row bytes + key bytes of the live entries."""
+        """The raw typed payload of the live entries: values at their dtype's width
+        plus the key bytes (no timestamps, bitmaps or headers)."""
+    @property
+    def index_bytes(self) -> int:
+        """Bytes of the hash index."""
 
 class Plan:
     """Immutable assembly plan of one feature set version (see csrc/assembler.h).

@@ -438,6 +438,7 @@ class FeatureStore:
                     "rows": load.rows,
                     "nbytes": load.nbytes,
                     "payload_bytes": load.payload_bytes,
+                    "index_bytes": load.index_bytes,
                     "load_seconds": load.seconds,
                     "corrupt_rows_skipped": self.snapshots.corrupt_rows[name],
                 }

@@ -123,7 +123,7 @@ def random_table(spec, g, rng, n_rows, now):
     for f, (dtype, dim) in enumerate(schema_spec):
         s = slots[:, offsets(schema_spec)[f] : offsets(schema_spec)[f + 1]]
         cols.append({0: s[:, 0].copy(), 2: s[:, 0].astype(np.int64), 4: s[:, 0].astype(np.int32), 5: s.copy()}[dtype])
-    table = _core.GroupTable.from_columns(spec.schema(g), cols, nulls, gen, gen, gen)
+    table = _core.GroupTable.from_columns(spec.schema(g), cols, nulls, gen)
     status = rng.choice([0, 0, 0, 4, 3], n_rows).astype(np.uint8)
     rows = _core.encode_rows(spec.schema(g), cols, nulls, gen, gen, gen)
     # Rows with a non-present status are replaced by undecodable or absent bytes.
@@ -394,7 +394,7 @@ def test_threaded_assemble_equals_one_thread():
     nulls = (rng.random((n_rows, 2)) < 0.1).astype(np.uint8)
     table = _core.GroupTable.from_columns(
         schema, [rng.normal(size=n_rows).astype(np.float32), rng.normal(size=(n_rows, 3)).astype(np.float32)],
-        nulls, gen, gen, gen)
+        nulls, gen)
     actions = np.zeros((4, 8), np.uint8)
     actions[0, Reason.entity_not_found] = Action.fail
     plan = _core.Plan(4, actions, np.ones((4, 8), np.float32), [("item", False, [])],

@@ -83,7 +83,7 @@ def test_rows_match_the_documented_layout_and_round_trip(spec, n, seed):
     assert all(len(row) == schema.row_bytes for row in rows)
 
     decoded = _core.GroupTable.decode(schema, rows)
-    built = _core.GroupTable.from_columns(schema, cols, nulls, *ts)
+    built = _core.GroupTable.from_columns(schema, cols, nulls, ts[1])
     expect = np.zeros((n, schema.n_slots), np.float32)
     for r in range(n):
         expect[r] = oracle_slots(spec, cols, nulls, r)
@@ -91,9 +91,7 @@ def test_rows_match_the_documented_layout_and_round_trip(spec, n, seed):
         np.testing.assert_array_equal(table.slots(), expect)
         np.testing.assert_array_equal(table.nulls(), nulls)
         np.testing.assert_array_equal(table.status(), np.zeros(n, np.uint8))
-        np.testing.assert_array_equal(table.feature_ts(), ts[0])
         np.testing.assert_array_equal(table.generated_at(), ts[1])
-        np.testing.assert_array_equal(table.published_at(), ts[2])
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -108,9 +106,9 @@ def test_batches_spanning_encoder_blocks_match_the_oracle(spec, n, seed, nulls):
     schema = schema_of(spec)
     rows = _core.encode_rows(schema, cols, null_mask if nulls else None, *ts)
     assert rows == [oracle_row(spec, cols, null_mask, ts, r) for r in range(n)]
-    built = _core.GroupTable.from_columns(schema, cols, null_mask if nulls else None, *ts)
+    built = _core.GroupTable.from_columns(schema, cols, null_mask if nulls else None, ts[1])
     decoded = _core.GroupTable.decode(schema, rows)
-    for view in ("slots", "nulls", "status", "feature_ts", "generated_at", "published_at"):
+    for view in ("slots", "nulls", "status", "generated_at"):
         np.testing.assert_array_equal(getattr(built, view)(), getattr(decoded, view)(), err_msg=view)
 
 

@@ -43,7 +43,7 @@ def test_schemas_with_colliding_fingerprints_are_still_different_layouts():
     b = _core.Schema([5, 5, 5], [3817, 437, 1019])
     assert a.fingerprint == b.fingerprint
     ts = np.zeros(1, np.int64)
-    table_b = _core.GroupTable.from_columns(b, [np.ones((1, d), np.float32) for d in b.dims], None, ts, ts, ts)
+    table_b = _core.GroupTable.from_columns(b, [np.ones((1, d), np.float32) for d in b.dims], None, ts)
     plan = plan_one(a)
     with pytest.raises(ValueError):
         _core.serve(plan, [table_b], [np.array([1], np.int64)], "t", ts, np.zeros(0, np.float32),
@@ -55,7 +55,7 @@ def test_schemas_with_colliding_fingerprints_are_still_different_layouts():
 def test_age_of_a_row_with_an_absurd_generated_at_saturates_to_stale():
     schema = _core.Schema([0], [1])
     lowest = np.array([np.iinfo(np.int64).min + 5], np.int64)
-    table = _core.GroupTable.from_columns(schema, [np.ones(1, np.float32)], None, lowest, lowest, lowest)
+    table = _core.GroupTable.from_columns(schema, [np.ones(1, np.float32)], None, lowest)
     plan = plan_one(schema, sla_us=1_000_000)
     values, reasons, age = outputs(plan, 1)
     _core.assemble(plan, [table], [np.zeros(1, np.int64)], [np.zeros(1, np.uint8)], np.array([10**15], np.int64),

@@ -1,5 +1,6 @@
 """write_batch: one computed batch to the offline log and the online store, all or nothing."""
 
+import struct
 import threading
 
 import numpy as np
@@ -43,9 +44,17 @@ def env(tmp_path):
     db.close()
 
 
+def online_bytes(db, ids):
+    return column_family(db, "g/item_stats/v1").get(_core.encode_keys("default", "item", np.asarray(ids, np.int64)))
+
+
 def online_rows(db, state, ids):
-    rows = column_family(db, "g/item_stats/v1").get(_core.encode_keys("default", "item", np.asarray(ids, np.int64)))
-    return _core.GroupTable.decode(schema_for_group(state, GROUP), rows)
+    return _core.GroupTable.decode(schema_for_group(state, GROUP), online_bytes(db, ids))
+
+
+def feature_timestamps(rows: list) -> list[int]:
+    """Each v1 row's feature_timestamp (little-endian i64 at byte 8, docs/ARCHITECTURE.md)."""
+    return [struct.unpack_from("<q", row, 8)[0] for row in rows]
 
 
 def test_writes_offline_history_and_the_newest_row_online(env):
@@ -60,7 +69,7 @@ def test_writes_offline_history_and_the_newest_row_online(env):
     assert log.read(["entity_id"]).column("entity_id").to_pylist() == [1, 1, 2]
     table = online_rows(db, state, [1, 2])
     np.testing.assert_allclose(table.slots()[:, 0], np.float32([0.2, 0.3]))
-    assert table.feature_ts().tolist() == [T0_US + HOUR_US, T0_US]
+    assert feature_timestamps(online_bytes(db, [1, 2])) == [T0_US + HOUR_US, T0_US]
 
 
 def test_bad_batch_writes_nothing_anywhere(env):

@@ -420,7 +420,6 @@ class OfflineLog:
         if manifest.id_type is None:
             return
         names = list(columns) if columns is not None else self.arrow_schema(manifest.id_type).names
-        extra = [c for c in ("tenant", "feature_timestamp") if c not in names]
         pending: list[pa.RecordBatch] = []
         pending_rows = 0
         for entry in manifest.files if files is None else files:
@@ -431,11 +430,15 @@ class OfflineLog:
                 continue
             if tenant is not None and tenant not in entry.tenants:
                 continue
+            mixed = tenant is not None and len(entry.tenants) > 1
+            # The filter columns are read only where a filter applies (a string column
+            # of tenants costs as much to decode as a few feature columns).
+            extra = [c for c, needed in (("tenant", mixed), ("feature_timestamp", covered)) if needed and c not in names]
             reader = pq.ParquetFile(os.path.join(self.directory, entry.path))
             # Whole row groups (ROW_GROUP_ROWS each) decode faster than iter_batches.
             for group in range(reader.num_row_groups):
                 batch = reader.read_row_group(group, columns=names + extra)
-                if tenant is not None and len(entry.tenants) > 1:
+                if mixed:
                     batch = batch.filter(pc.equal(batch.column("tenant"), tenant))
                 if covered:
                     ts = batch.column("feature_timestamp").cast(pa.int64())
@@ -461,28 +464,32 @@ def micros(column: "pa.Array | pa.ChunkedArray") -> np.ndarray:
     return np.ascontiguousarray(column.cast(pa.int64()).to_numpy(), dtype=np.int64)
 
 
-def typed_columns(table: pa.Table, schema: GroupSchema) -> tuple[list[np.ndarray], np.ndarray]:
+def typed_columns(table: pa.Table, schema: GroupSchema) -> "tuple[list[np.ndarray], np.ndarray | None]":
     """The feature columns of a log table as the native encoder takes them.
 
     Returns one array per field (float32/float64/int64/bool (n,),
     int32 codes (n,), embedding float32 (n, dim); null cells hold 0) and the null
-    mask uint8 (n, k).
+    mask uint8 (n, k), or None when no cell is null (the native side then skips the
+    per-cell null checks).
     """
     n = table.num_rows
-    nulls = np.zeros((n, len(schema.fields)), np.uint8)
+    has_nulls = any(table.column(f.name).null_count for f in schema.fields)
+    nulls = np.zeros((n, len(schema.fields)), np.uint8) if has_nulls else None
     columns = []
     for j, f in enumerate(schema.fields):
         column = table.column(f.name).combine_chunks()
-        if column.null_count:
-            nulls[:, j] = column.is_null().to_numpy(zero_copy_only=False)
+        null_rows = column.is_null().to_numpy(zero_copy_only=False) if column.null_count else None
+        if null_rows is not None:
+            nulls[:, j] = null_rows
         if f.dtype == "embedding":
             # The child array holds dim slots for every row, null rows included.
             flat = column.values.slice(column.offset * f.dim, n * f.dim)
             values = np.array(flat.to_numpy(zero_copy_only=False), np.float32).reshape(n, f.dim)
-            values[nulls[:, j].astype(bool)] = 0.0
+            if null_rows is not None:
+                values[null_rows] = 0.0
             columns.append(values)
             continue
-        if column.null_count:
+        if null_rows is not None:
             column = pc.fill_null(column, False if f.dtype == "bool" else 0)
         values = column.to_numpy(zero_copy_only=False)
         columns.append(np.ascontiguousarray(values, values.dtype))

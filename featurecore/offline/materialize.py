@@ -56,7 +56,8 @@ from .log import DEFAULT_CHUNK_ROWS, LogFile, OfflineLog, Watermark, micros, typ
 from ..serving.plan import schema_for_group
 from .pit import STAMP_COLUMNS, LogHistory, gather_rows, group_table
 
-#: Rows encoded per native call (bounds the temporary row buffers).
+#: Rows per native upsert while loading an offline snapshot.
+SNAPSHOT_SLICE_ROWS = 65_536
 
 
 @dataclass(frozen=True)
@@ -404,7 +405,15 @@ def load_snapshot(
     for tenant in tenants if tenants is not None else log.tenants():
         latest = latest_rows(log, tenant, as_of_us, strict=strict, chunk_rows=chunk_rows)
         latest = latest.without_deleted(tombstones, state, group_ref)
-        if len(latest.ids):
-            keys = _core.encode_keys(tenant, log.schema.entity_type, latest.ids)
-            resident.upsert_table(keys, group_table(latest.rows, log.schema, native))
+        keys = _core.encode_keys(tenant, log.schema.entity_type, latest.ids)
+        resident.reserve(len(resident) + len(keys))
+        # Slice by slice, straight from the Arrow columns into the group's rows: no
+        # table of every row is combined, faulted in and copied.
+        start = 0
+        for batch in latest.rows.to_batches(max_chunksize=SNAPSHOT_SLICE_ROWS):
+            stop = start + batch.num_rows
+            table = pa.Table.from_batches([batch])
+            columns, nulls = typed_columns(table, log.schema)
+            resident.upsert_columns(keys[start:stop], columns, nulls, micros(table.column("generated_at")))
+            start = stop
     return resident

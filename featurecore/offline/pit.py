@@ -270,12 +270,10 @@ def select_rows(
 
 
 def group_table(rows: pa.Table, schema: GroupSchema, native: _core.Schema) -> _core.GroupTable:
-    """A native GroupTable of log rows (published_at = generated_at: offline rows were
-    never published)."""
+    """A native GroupTable of log rows."""
     columns, nulls = typed_columns(rows, schema)
-    generated = micros(rows.column("generated_at"))
     return _core.GroupTable.from_columns(
-        native, columns, nulls, micros(rows.column("feature_timestamp")), generated, generated
+        native, columns, nulls, micros(rows.column("generated_at"))
     )
 
 

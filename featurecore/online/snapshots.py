@@ -27,13 +27,20 @@ LOAD_CHUNK = 8192
 
 @dataclass(frozen=True)
 class LoadStats:
-    """How loading one group went: rows, seconds, resident and payload bytes."""
+    """How loading one group went: rows, seconds, and bytes: held (``nbytes``), of the
+    raw typed payload (values at their dtype width + keys) and of the hash index."""
 
     group_cf: str
     rows: int
     seconds: float
     nbytes: int
     payload_bytes: int
+    index_bytes: int
+
+    @property
+    def memory_ratio(self) -> float:
+        """Bytes held per byte of raw payload plus index (the issue's target: <= 1.3)."""
+        return self.nbytes / max(1, self.payload_bytes + self.index_bytes)
 
 
 class Snapshots:
@@ -93,7 +100,8 @@ class Snapshots:
             self._groups[schema.cf_name] = group
             self._group_schemas[schema.cf_name] = schema
             self.loads[schema.cf_name] = LoadStats(
-                schema.cf_name, len(group), time.perf_counter() - start, group.nbytes, group.payload_bytes
+                schema.cf_name, len(group), time.perf_counter() - start, group.nbytes, group.payload_bytes,
+                group.index_bytes,
             )
             return group
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <thread>
 
 namespace fc {
 namespace {
@@ -32,19 +33,41 @@ GroupTable GroupTable::from_columns(std::shared_ptr<const Schema> schema, const 
 
 void GroupTable::append_columns(const ColumnsIn& in) {
     const size_t n0 = n_rows_;
-    set_n_rows(n0 + in.n);  // zero bytes, not kEntityNotFound rows: every field is written below
+    reserve(n0 + in.n);
+    records_.resize((n0 + in.n) * record_bytes_);  // uninitialized: fill_from_columns writes every byte
+    nulls_.resize((n0 + in.n) * schema_->bitmap_bytes(), uint8_t{0});
+    n_rows_ = n0 + in.n;
+    // A big batch (a snapshot load) is written by two threads: most of its time is
+    // the first touch of fresh pages, which the kernel zeroes, and that runs on both.
+    constexpr size_t kParallelRows = 1 << 16;
+    if (in.n < kParallelRows) {
+        fill_from_columns(in, n0, 0, in.n);
+        return;
+    }
+    const size_t half = in.n / 2;
+    std::thread other([&] { fill_from_columns(in, n0, half, in.n); });
+    fill_from_columns(in, n0, 0, half);
+    other.join();
+}
+
+void GroupTable::fill_from_columns(const ColumnsIn& in, size_t n0, size_t r0, size_t r1) {
     const Schema& s = *schema_;
     const size_t k = s.n_features();
     const size_t nb = s.bitmap_bytes();
     const auto& offs = s.slot_offsets();
     const size_t stride = record_bytes_ / sizeof(float);
+    const size_t slots_end = kRecordHeadBytes + extra_bytes_ + 4 * s.n_slots();
     // Blocks of rows, feature by feature within a block: each column is read
     // sequentially while the block's records stay in cache (as encode_rows).
     constexpr size_t kBlock = 256;
-    for (size_t r0 = 0; r0 < in.n; r0 += kBlock) {
-        const size_t r1 = std::min(in.n, r0 + kBlock);
-        for (size_t j = 0; j < k; ++j) column_to_slots(s, in, j, r0, r1, slots(n0 + r0) + offs[j], stride);
-        for (size_t r = r0; r < r1; ++r) {
+    for (size_t b0 = r0; b0 < r1; b0 += kBlock) {
+        const size_t b1 = std::min(r1, b0 + kBlock);
+        for (size_t r = b0; r < b1; ++r) {  // head, tag and extra bytes, tail padding: zero
+            std::memset(record(n0 + r), 0, kRecordHeadBytes + extra_bytes_);
+            std::memset(record(n0 + r) + slots_end, 0, record_bytes_ - slots_end);
+        }
+        for (size_t j = 0; j < k; ++j) column_to_slots(s, in, j, b0, b1, slots(n0 + b0) + offs[j], stride);
+        for (size_t r = b0; r < b1; ++r) {
             const size_t row = n0 + r;
             uint8_t any = 0;
             if (in.nulls != nullptr) {

@@ -29,6 +29,7 @@
 #include <cstring>
 #include <memory>
 #include <new>
+#include <utility>
 #include <vector>
 
 #include "codec.h"
@@ -50,6 +51,18 @@ struct HugePageAllocator {
     HugePageAllocator() = default;
     template <typename U>
     HugePageAllocator(const HugePageAllocator<U>&) {}
+
+    // Default-initialization (no zeroing) for value-less construction, so that
+    // resize(n) of a byte vector leaves fresh pages untouched for the writer that
+    // fills them (GroupTable::append_columns); construction with a value is as usual.
+    template <typename U>
+    void construct(U* p) {
+        ::new (static_cast<void*>(p)) U;
+    }
+    template <typename U, typename... Args>
+    void construct(U* p, Args&&... args) {
+        ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+    }
 
     T* allocate(size_t n) {
         const size_t bytes = n * sizeof(T);
@@ -164,6 +177,8 @@ class GroupTable {
     void set_head(size_t r, int64_t generated_at, uint8_t status, uint8_t any_null);
     // Sets the row count; new rows are zero bytes until the caller fills them.
     void set_n_rows(size_t n);
+    // Writes rows [r0, r1) of in into rows n0 + r0, ... (every byte of their records).
+    void fill_from_columns(const ColumnsIn& in, size_t n0, size_t r0, size_t r1);
 
     std::shared_ptr<const Schema> schema_;
     size_t extra_bytes_;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <system_error>
 #include <thread>
 
 namespace fc {
@@ -45,7 +46,13 @@ void GroupTable::append_columns(const ColumnsIn& in) {
         return;
     }
     const size_t half = in.n / 2;
-    std::thread other([&] { fill_from_columns(in, n0, half, in.n); });
+    std::thread other;
+    try {
+        other = std::thread([&] { fill_from_columns(in, n0, half, in.n); });
+    } catch (const std::system_error&) {  // no thread to be had: all rows on this one
+        fill_from_columns(in, n0, 0, in.n);
+        return;
+    }
     fill_from_columns(in, n0, 0, half);
     other.join();
 }

@@ -128,7 +128,8 @@ class GroupTable {
 
     // Builds rows from typed columns (see ColumnsIn); every row is present.
     static GroupTable from_columns(std::shared_ptr<const Schema> schema, const ColumnsIn& in);
-    // Appends in's rows (typed columns of this schema), every row present.
+    // Appends in's rows (typed columns of this schema), every row present. Does not
+    // allocate when capacity for them is reserved.
     void append_columns(const ColumnsIn& in);
 
     const Schema& schema() const { return *schema_; }

@@ -263,15 +263,19 @@ void ResidentGroup::upsert_columns(const std::vector<std::string_view>& keys, co
         std::unique_lock<std::shared_mutex> lock(mu_);
         const std::vector<uint32_t> found = find_existing_locked(keys, hashes);
         if (std::count(found.begin(), found.end(), kEmpty) == static_cast<std::ptrdiff_t>(keys.size())) {
-            // Only new keys (a snapshot load): when they are distinct too, the new rows
-            // are the batch's rows in order and are written straight from the columns.
+            // Only new keys (a snapshot load): every batch row is written straight from
+            // the columns into the capacity apply_locked reserved (nothing allocates once
+            // the index has changed); a key repeated in the batch keeps its last row.
+            const size_t n0 = rows_.n_rows();
             apply_locked(
                 keys, hashes, found, [](uint32_t, size_t) {},
                 [&](const std::vector<uint32_t>& src) {
-                    if (src.size() == in.n)
-                        rows_.append_columns(in);
-                    else
-                        rows_.append_rows(GroupTable::from_columns(schema_, in), src.data(), src.size());
+                    rows_.append_columns(in);
+                    // New row j is batch row src[j] >= j: ascending j never reads a row
+                    // it already overwrote.
+                    for (size_t j = 0; j < src.size(); ++j)
+                        if (src[j] != j) rows_.copy_row(n0 + j, rows_, n0 + src[j]);
+                    rows_.resize(n0 + src.size());
                 });
             return;
         }

@@ -292,3 +292,20 @@ def test_upsert_columns_rejects_a_bad_batch_whole():
     with pytest.raises(ValueError, match=r"columns\[1\] must be a C-contiguous int64 array"):
         group.upsert_columns(keys, [np.ones(2, np.float32)] * 3, None, ts)
     assert len(group) == 0
+
+
+def test_a_big_columns_batch_written_on_two_threads_equals_the_decoded_rows():
+    """Batches from 65,536 rows are filled by two threads; every row, null bit and
+    timestamp must still equal decoding the same rows' bytes."""
+    n = 70_001
+    rng = np.random.default_rng(7)
+    cols = columns_for(rng.normal(size=n))
+    nulls = (rng.random((n, 3)) < 0.1).astype(np.uint8)
+    generated = rng.integers(0, 10**12, n)
+    keys = _core.encode_keys("default", "item", np.arange(n, dtype=np.int64))
+    group = _core.ResidentGroup(SCHEMA)
+    group.upsert_columns(keys, cols, nulls, generated)
+    expect = _core.GroupTable.decode(SCHEMA, _core.encode_rows(SCHEMA, cols, nulls, generated, generated, generated))
+    got = group.get(keys)
+    for view in ("slots", "nulls", "status", "generated_at"):
+        np.testing.assert_array_equal(getattr(got, view)(), getattr(expect, view)(), err_msg=view)

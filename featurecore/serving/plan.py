@@ -158,7 +158,9 @@ class CompiledFeatureSet:
                     f"feature set {self.ref} needs ids for entity {entity!r}; pass entities={{{entity!r}: ...}}"
                 )
             ids = ids_by_entity[entity]
-            if isinstance(ids, (str, int, np.integer)):
+            if type(ids) is list:  # what a FeatureRequest holds (or an int64 array)
+                pass
+            elif isinstance(ids, (str, int, np.integer)):
                 ids = [ids] if isinstance(ids, str) else np.array([ids], dtype=np.int64)
             elif isinstance(ids, np.ndarray) and ids.dtype != np.int64:
                 raise ValidationError(f"ids of entity {entity!r} must be int64 or a list of str, got {ids.dtype}")
@@ -234,7 +236,7 @@ class CompiledFeatureSet:
             row_entity=row_entity,
             group_age=group_age,
             group_names=self.group_names,
-            diagnostics=_diagnostics(stats),
+            stats=stats,
         )
 
     def assemble(
@@ -305,20 +307,6 @@ def _eval_times(eval_time_us: int | np.ndarray) -> np.ndarray:
     if isinstance(eval_time_us, (int, np.integer)):
         return np.array([eval_time_us], dtype=np.int64)
     return np.ascontiguousarray(eval_time_us, dtype=np.int64)
-
-
-#: Reason names by code (index 0, present, is never counted as missing).
-_REASON_NAMES: tuple[str, ...] = tuple(Reason(code).name for code in range(len(Reason)))
-
-
-def _diagnostics(stats: _core.AssembleStats) -> dict:
-    counts = stats.reason_counts
-    return {
-        "missing_count": int(stats.missing),
-        "stale_count": int(stats.stale),
-        "reason_counts": {_REASON_NAMES[code]: int(counts[code]) for code in range(1, len(counts)) if counts[code]},
-        "latency_us": {"resolve": stats.resolve_us, "assemble": stats.assemble_us},
-    }
 
 
 def _policy_row(state: RegistryState, feature: Feature) -> tuple[list[int], list[float]]:

@@ -116,8 +116,8 @@ class ServingEngine:
                 if not b.per_request:
                     parts = [compiled.roles[r] for r in compiled.pair_components.get(b.role, ())]
                     entities += [b.entity] + [p for p in parts if not state.entity(p).per_request]
-            resident = compiled.roles_read(i for i, (kind, _, _) in enumerate(sources) if kind == "resident")
-            route = Route(compiled, sources, tuple(dict.fromkeys(entities)), resident)
+            needed = compiled.roles_read(i for i, (kind, _, _) in enumerate(sources) if kind == "resident")
+            route = Route(compiled, sources, tuple(dict.fromkeys(entities)), needed)
             with self._lock:
                 self._routes = {k: v for k, v in self._routes.items() if k[0] == state.revision}
                 self._routes[key] = route

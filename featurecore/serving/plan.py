@@ -225,8 +225,7 @@ class CompiledFeatureSet:
             reasons,
             group_age,
         )
-        if stats.fail_row >= 0:
-            self._raise_on_fail(stats, row_ids)
+        self._raise_on_fail(stats, row_ids)
         return FeatureMatrix(
             feature_set=self.ref,
             values=values,

@@ -25,7 +25,7 @@ from featurecore.registry.model import (
     RegistryState,
     RequestFeature,
 )
-from featurecore.serving import FeatureRequest, compile_feature_set, schema_for_group
+from featurecore.serving import FeatureMatrix, FeatureRequest, compile_feature_set, schema_for_group
 
 NAN = float("nan")
 
@@ -654,3 +654,53 @@ def test_request_validation_messages():
     with pytest.raises(ValidationError, match="feature set home:v1 needs ids for entity 'item'"):
         compiled.serve([None, _core.ResidentGroup(compiled.groups[1].schema), None], {"user": "u"}, "default",
                        NOW, {}, {}, 1)
+
+
+def test_request_ids_are_normalized_to_a_list_of_str_or_a_contiguous_int64_array():
+    ints = np.arange(12, dtype=np.int64)
+    accepted = {
+        "list": (["a", "b"], ["a", "b"]),
+        "tuple": (("a", "b"), ["a", "b"]),
+        "one str": ("u1", ["u1"]),
+        "one int": (7, [7]),
+        "one numpy int": (np.int32(7), [7]),
+        "int64 array": (ints, ints.tolist()),
+        "strided int64 view": (ints[::3], [0, 3, 6, 9]),
+        "int32 array": (ints.astype(np.int32), ints.tolist()),
+        "uint8 array": (np.array([1, 2], np.uint8), [1, 2]),
+    }
+    for label, (given_ids, expected) in accepted.items():
+        got = FeatureRequest("home:v1", {"item": given_ids}, NOW).entities["item"]
+        if isinstance(got, np.ndarray):
+            assert got.dtype == np.int64 and got.ndim == 1 and got.flags.c_contiguous, label
+            got = got.tolist()
+        assert got == expected, label
+    assert FeatureRequest("home:v1", {"item": ints}, NOW).entities["item"] is ints  # no copy when none is needed
+    for bad, message in [
+        (np.zeros((2, 2), np.int64), r"entities\['item'\] must be a 1-d integer array or a list of str, got int64 \(2, 2\)"),
+        (np.zeros(2), r"entities\['item'\] must be a 1-d integer array or a list of str, got float64 \(2,\)"),
+        (True, r"entities\['item'\] must be an id \(str or int\), a list of str or an int64 array, got bool"),
+        ({"a": 1}, r"entities\['item'\] must be an id \(str or int\), a list of str or an int64 array, got dict"),
+    ]:
+        with pytest.raises(ValidationError, match=message):
+            FeatureRequest("home:v1", {"item": bad}, NOW)
+
+
+def test_diagnostics_count_the_served_reasons_and_keep_edits():
+    state = small_state()
+    compiled = compile_feature_set(state, "home:v1")
+    items = ["i1", "i2", "i3", ""]
+    by_ref = load(state, compiled, items[:3])
+    matrix = compiled.serve([by_ref[g.ref] for g in compiled.groups], {"user": "u1", "item": items}, "default",
+                            NOW, {}, {}, len(items))
+    codes = np.bincount(matrix.reasons.ravel(), minlength=len(Reason))
+    diagnostics = matrix.diagnostics
+    assert diagnostics["reason_counts"] == {Reason(c).name: int(k) for c, k in enumerate(codes) if c and k}
+    assert diagnostics["missing_count"] == int((matrix.reasons != 0).sum())
+    assert diagnostics["stale_count"] == int(codes[Reason.stale]) == 1
+    assert set(diagnostics["latency_us"]) == {"resolve", "assemble"}
+    diagnostics["note"] = "kept"
+    assert matrix.diagnostics["note"] == "kept" and matrix.to_dict()["diagnostics"]["note"] == "kept"
+    assert FeatureMatrix("home:v1", matrix.values, matrix.reasons, matrix.columns).diagnostics == {}
+    given_diagnostics = {"missing_count": 0}
+    assert FeatureMatrix("home:v1", matrix.values, matrix.reasons, matrix.columns, diagnostics=given_diagnostics).diagnostics is given_diagnostics

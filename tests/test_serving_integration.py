@@ -386,3 +386,29 @@ def test_a_deadline_keeps_rows_read_in_time_and_times_out_the_rest(tmp_path, ite
         np.testing.assert_array_equal(cut.values[:read, item_columns], full.values[:read, item_columns])
         np.testing.assert_array_equal(cut.reasons[:read, item_columns], full.reasons[:read, item_columns])
         assert set(cut.reasons[read:, item_columns].ravel().tolist()) <= {Reason.timeout}
+
+
+def test_a_warm_route_sees_consent_and_registry_changes_on_the_next_request(tmp_path):
+    """Routes and compiled plans are cached per registry revision, consent is not cached:
+    both kinds of change apply to the very next request (resident groups only, so the
+    engine's cached per-route roles are what serves)."""
+    with FeatureStore.open(tmp_path / "store") as store:
+        store.apply(definitions(user_mode="resident"))
+        write_all(store, Oracle(), np.random.default_rng(31))
+        items = ["i1", "i2", "ghost"]
+        warm = store.get_features(request(items, user="u1"))
+        assert set(reasons_of(warm, "age:v1")) == {Reason.present}
+        user_reads = store.snapshots.reads["g/user_profile/v1"]
+        store.access_guard.consent.revoke_consent("default", "u1", ["behavioral"])
+        revoked = store.get_features(request(items, user="u1"))
+        assert set(reasons_of(revoked, "user_emb:v1[0]")) == {Reason.privacy_disabled}
+        assert store.snapshots.reads["g/user_profile/v1"] == user_reads
+        np.testing.assert_array_equal(revoked.values[:, revoked.columns.index("ctr:v1")], warm.values[:, warm.columns.index("ctr:v1")])
+        assert set(reasons_of(store.get_features(request(items, user="u2")), "user_emb:v1[0]")) == {Reason.present}
+        store.access_guard.consent.restore_consent("default", "u1")
+        np.testing.assert_array_equal(store.get_features(request(items, user="u1")).values, warm.values)
+        store.registry.update("creator_stats:v1", online=False)
+        offline = store.get_features(request(items, user="u1"))
+        assert reasons_of(offline, "followers:v1") == [Reason.not_computed] * 3
+        store.registry.update("creator_stats:v1", online=True)
+        np.testing.assert_array_equal(store.get_features(request(items, user="u1")).values, warm.values)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 
 from .. import _core
@@ -67,6 +67,9 @@ class Route:
     #: Per-candidate entities read (a pair's per-candidate components too), in first-use
     #: order; the first one the request names labels the rows.
     candidate_entities: tuple[str, ...]
+    #: Roles whose ids the native call reads when no group is disabled by consent
+    #: (``compiled.needed_roles`` of this route's sources).
+    needed_roles: frozenset[int]
 
 
 class ServingEngine:
@@ -113,7 +116,8 @@ class ServingEngine:
                 if not b.per_request:
                     parts = [compiled.roles[r] for r in compiled.pair_components.get(b.role, ())]
                     entities += [b.entity] + [p for p in parts if not state.entity(p).per_request]
-            route = Route(compiled, sources, tuple(dict.fromkeys(entities)))
+            needed = compiled.roles_read(i for i, (kind, _, _) in enumerate(sources) if kind == "resident")
+            route = Route(compiled, sources, tuple(dict.fromkeys(entities)), needed)
             with self._lock:
                 self._routes = {k: v for k, v in self._routes.items() if k[0] == state.revision}
                 self._routes[key] = route
@@ -130,7 +134,10 @@ class ServingEngine:
         except AccessDeniedError as error:
             guard.denied(request, error)
             raise
-        row_entity, n = _candidates(route, request)
+        entities = request.entities
+        row_entity, n = _candidates(route, entities)
+        compiled = route.compiled
+        resident = store.snapshots.resident
         direct = store.direct
         deadline = None if request.deadline_ms is None else direct.clock() + request.deadline_ms / 1000.0
         sources: list[Any] = []
@@ -142,24 +149,25 @@ class ServingEngine:
             elif kind == "offline":
                 sources.append(_core.GroupTable.missing(binding.schema, 1 if binding.per_request else n, int(Reason.not_computed)))
             elif kind == "resident":
-                sources.append(store.snapshots.resident(schema))
+                sources.append(resident(schema))
             else:
                 if binding.entity not in keys:
-                    keys[binding.entity] = self._keys(route.compiled, binding, request, n)
+                    keys[binding.entity] = self._keys(compiled, binding, request, n)
                 read = direct.read(schema.cf_name, binding.schema, keys[binding.entity], deadline)
                 sources.append(read.table)
                 if read.timed_out:
                     cut_short.append(binding.ref)
-        matrix = route.compiled.serve(
+        matrix = compiled.serve(
             sources,
-            request.entities,
+            entities,
             request.tenant,
             request.request_time_us,
             request.context,
             request.candidate,
             n,
-            row_ids=request.entities.get(row_entity) if row_entity else None,
+            row_ids=entities.get(row_entity) if row_entity else None,
             row_entity=row_entity,
+            needed_roles=None if consent_off else route.needed_roles,
         )
         if cut_short:
             matrix.diagnostics["deadline_cut_groups"] = cut_short
@@ -199,12 +207,18 @@ def _source_kind(state: RegistryState, binding: GroupBinding, skipped: set[str])
     return binding.serving_mode if is_online(state, binding.ref) else "offline"
 
 
-def _candidates(route: Route, request: FeatureRequest) -> tuple[str, int]:
-    """The per-candidate entity labelling the rows and the candidate count (1 if none)."""
-    per_candidate = [entity for entity in route.candidate_entities if entity in request.entities]
-    if not per_candidate:
-        return "", 1
-    counts = {entity: request.n_candidates(entity) for entity in per_candidate}
-    if len(set(counts.values())) != 1:
-        raise ValidationError(f"per-candidate entities must have one id per candidate each, got counts {counts}; pass equal-length id lists")
-    return per_candidate[0], next(iter(counts.values()))
+def _candidates(route: Route, entities: Mapping[str, Any]) -> tuple[str, int]:
+    """The per-candidate entity labelling the rows and the candidate count (1 if none):
+    the first of the route's per-candidate entities the request names, whose id count
+    every other one it names must match."""
+    row_entity, n = "", 1
+    for entity in route.candidate_entities:
+        ids = entities.get(entity)
+        if ids is None:
+            continue
+        if not row_entity:
+            row_entity, n = entity, len(ids)
+        elif len(ids) != n:
+            counts = {e: len(entities[e]) for e in route.candidate_entities if e in entities}
+            raise ValidationError(f"per-candidate entities must have one id per candidate each, got counts {counts}; pass equal-length id lists")
+    return row_entity, n

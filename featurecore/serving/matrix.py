@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ..reasons import Reason
 
+#: Reason names by code (code 0, present, is never counted as missing).
+_REASON_NAMES: tuple[str, ...] = tuple(Reason(code).name for code in range(len(Reason)))
 
-@dataclass
+
+def diagnostics_of(stats: Any) -> dict:
+    """The diagnostics dict of a native call's AssembleStats."""
+    counts = stats.reason_counts
+    return {
+        "missing_count": int(stats.missing),
+        "stale_count": int(stats.stale),
+        "reason_counts": {_REASON_NAMES[code]: int(counts[code]) for code in range(1, len(counts)) if counts[code]},
+        "latency_us": {"resolve": stats.resolve_us, "assemble": stats.assemble_us},
+    }
+
+
 class FeatureMatrix:
     """A served feature matrix.
 
@@ -24,18 +36,51 @@ class FeatureMatrix:
         row_entity: entity type of the rows (labels rows as ``"item:item_1"``).
         group_age: float32 (n, G) seconds since each group row was generated (NaN: no row).
         group_names: G group refs.
-        diagnostics: missing_count, stale_count, reason_counts, latency_us.
+        diagnostics: missing_count, stale_count, reason_counts, latency_us (a dict,
+            built on first access from ``stats`` when not given: most requests never
+            read it, and building it costs about a microsecond).
     """
 
-    feature_set: str
-    values: np.ndarray
-    reasons: np.ndarray
-    columns: tuple[str, ...]
-    row_ids: Any = None
-    row_entity: str = ""
-    group_age: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
-    group_names: tuple[str, ...] = ()
-    diagnostics: dict = field(default_factory=dict)
+    def __init__(
+        self,
+        feature_set: str,
+        values: np.ndarray,
+        reasons: np.ndarray,
+        columns: tuple[str, ...],
+        row_ids: Any = None,
+        row_entity: str = "",
+        group_age: np.ndarray | None = None,
+        group_names: tuple[str, ...] = (),
+        diagnostics: dict | None = None,
+        *,
+        stats: Any = None,
+    ):
+        self.feature_set = feature_set
+        self.values = values
+        self.reasons = reasons
+        self.columns = columns
+        self.row_ids = row_ids
+        self.row_entity = row_entity
+        self.group_age = np.zeros((0, 0), np.float32) if group_age is None else group_age
+        self.group_names = group_names
+        self._diagnostics = diagnostics
+        self._stats = stats  # the native AssembleStats diagnostics are built from
+
+    @property
+    def diagnostics(self) -> dict:
+        if self._diagnostics is None:
+            self._diagnostics = {} if self._stats is None else diagnostics_of(self._stats)
+        return self._diagnostics
+
+    @diagnostics.setter
+    def diagnostics(self, value: dict) -> None:
+        self._diagnostics = value
+
+    def __repr__(self) -> str:
+        return (
+            f"FeatureMatrix(feature_set={self.feature_set!r}, shape={self.values.shape}, "
+            f"row_entity={self.row_entity!r}, group_names={self.group_names!r})"
+        )
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -9,8 +9,9 @@ Serving and offline joins then run the same native ``assemble``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from types import MappingProxyType
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -94,6 +95,24 @@ class CompiledFeatureSet:
             f"feature set {self.ref} reads no group {group_ref!r}; it reads {', '.join(g.ref for g in self.groups)}"
         )
 
+    @cached_property
+    def group_names(self) -> tuple[str, ...]:
+        """The group refs in plan order (the matrix's ``group_names``)."""
+        return tuple(g.ref for g in self.groups)
+
+    def roles_read(self, group_indices: Iterable[int]) -> frozenset[int]:
+        """Roles whose ids the native call reads when the groups at ``group_indices``
+        are ResidentGroups: their roles and, for a pair role, its components."""
+        roles = {self.groups[i].role for i in group_indices}
+        return frozenset(roles | {c for r in roles for c in self.pair_components.get(r, ())})
+
+    @cached_property
+    def _no_context(self) -> np.ndarray:
+        # Read-only: serve passes it to the native call, which only reads it.
+        out = np.full(len(self.context_names), np.nan, dtype=np.float32)
+        out.flags.writeable = False
+        return out
+
     # ----------------------------------------------------------------- request inputs
     def context_array(self, context: Mapping[str, float] | None) -> np.ndarray:
         """Context values in column order as float32 (C,); absent names are NaN (not_computed)."""
@@ -104,6 +123,8 @@ class CompiledFeatureSet:
 
     def candidate_array(self, candidate: Mapping[str, np.ndarray] | None, n: int) -> np.ndarray:
         """Candidate values as float32 (n, M); absent names are NaN (not_computed)."""
+        if not self.candidate_names and not candidate:
+            return np.empty((n, 0), dtype=np.float32)  # nothing to fill
         out = np.full((n, len(self.candidate_names)), np.nan, dtype=np.float32)
         for name, values in (candidate or {}).items():
             j = self._request_index(name, self.candidate_names, "candidate")
@@ -124,7 +145,9 @@ class CompiledFeatureSet:
                 f"its {kind} features are {list(names) or 'none'}"
             ) from None
 
-    def _role_ids(self, ids_by_entity: Mapping[str, object], needed: set[int]) -> list[object]:
+    def _role_ids(self, ids_by_entity: Mapping[str, object], needed: frozenset[int] | set[int]) -> list[object]:
+        """Per role the ids the native call reads (None for roles it does not read and
+        for pair roles, whose keys it builds from their components' ids)."""
         out: list[object] = []
         for role, entity in enumerate(self.roles):
             if role in self.pair_components or role not in needed:
@@ -135,16 +158,18 @@ class CompiledFeatureSet:
                     f"feature set {self.ref} needs ids for entity {entity!r}; pass entities={{{entity!r}: ...}}"
                 )
             ids = ids_by_entity[entity]
-            if isinstance(ids, (str, int, np.integer)):
+            if type(ids) is list:  # what a FeatureRequest holds (or an int64 array)
+                pass
+            elif isinstance(ids, (str, int, np.integer)):
                 ids = [ids] if isinstance(ids, str) else np.array([ids], dtype=np.int64)
             elif isinstance(ids, np.ndarray) and ids.dtype != np.int64:
                 raise ValidationError(f"ids of entity {entity!r} must be int64 or a list of str, got {ids.dtype}")
             out.append(ids)
         return out
 
-    def _needed_roles(self, sources: Sequence[object]) -> set[int]:
-        plan_roles = {b.role for b, s in zip(self.groups, sources) if isinstance(s, _core.ResidentGroup)}
-        return plan_roles | {c for r in plan_roles for c in self.pair_components.get(r, ())}
+    def needed_roles(self, sources: Sequence[object]) -> frozenset[int]:
+        """Roles whose ids the native call reads with these per-group sources."""
+        return self.roles_read(i for i, s in enumerate(sources) if isinstance(s, _core.ResidentGroup))
 
     # ----------------------------------------------------------------------- calls
     def serve(
@@ -159,6 +184,7 @@ class CompiledFeatureSet:
         *,
         row_ids: object = None,
         row_entity: str = "",
+        needed_roles: frozenset[int] | None = None,
     ) -> FeatureMatrix:
         """Serve one request with one native call.
 
@@ -173,6 +199,8 @@ class CompiledFeatureSet:
             context: request-time values by name; candidate: per-candidate arrays (n,).
             n: number of candidates (matrix rows).
             row_ids / row_entity: labels of the rows for the debug view.
+            needed_roles: ``needed_roles(group_sources)`` when the caller already knows
+                it (the engine caches it per route); computed when None.
 
         Raises:
             FeatureUnavailableError: a feature whose policy is ``fail`` was missing.
@@ -181,15 +209,17 @@ class CompiledFeatureSet:
             raise ValidationError(
                 f"serve needs one source per group of {self.ref} ({len(self.groups)}), got {len(group_sources)}"
             )
-        ids = self._role_ids(ids_by_entity, self._needed_roles(group_sources))
+        if needed_roles is None:
+            needed_roles = self.needed_roles(group_sources)
+        ids = self._role_ids(ids_by_entity, needed_roles)
         values, reasons, group_age = self._outputs(n)
         stats = _core.serve(
             self.plan,
-            list(group_sources),
+            group_sources,
             ids,
             tenant,
             _eval_times(eval_time_us),
-            self.context_array(context),
+            self.context_array(context) if context else self._no_context,
             self.candidate_array(candidate, n),
             values,
             reasons,
@@ -204,8 +234,8 @@ class CompiledFeatureSet:
             row_ids=row_ids,
             row_entity=row_entity,
             group_age=group_age,
-            group_names=tuple(g.ref for g in self.groups),
-            diagnostics=_diagnostics(stats),
+            group_names=self.group_names,
+            stats=stats,
         )
 
     def assemble(
@@ -276,15 +306,6 @@ def _eval_times(eval_time_us: int | np.ndarray) -> np.ndarray:
     if isinstance(eval_time_us, (int, np.integer)):
         return np.array([eval_time_us], dtype=np.int64)
     return np.ascontiguousarray(eval_time_us, dtype=np.int64)
-
-
-def _diagnostics(stats: _core.AssembleStats) -> dict:
-    return {
-        "missing_count": int(stats.missing),
-        "stale_count": int(stats.stale),
-        "reason_counts": {Reason(code).name: int(c) for code, c in enumerate(stats.reason_counts) if c and code},
-        "latency_us": {"resolve": stats.resolve_us, "assemble": stats.assemble_us},
-    }
 
 
 def _policy_row(state: RegistryState, feature: Feature) -> tuple[list[int], list[float]]:

@@ -192,7 +192,7 @@ uint8_t decode_row(const Schema& schema, const uint8_t* data, size_t len, float*
     const uint8_t* bits = data + kHeaderBytes;
     // Padding bits past n_features must be zero: a set one means a foreign row.
     if (k % 8 != 0 && (bits[k / 8] >> (k % 8)) != 0) return kNotComputed;
-    std::memcpy(null_bits, bits, schema.bitmap_bytes());
+    if (k > 0) std::memcpy(null_bits, bits, schema.bitmap_bytes());  // (no bitmap buffer without features)
     const uint8_t* v = bits + schema.bitmap_bytes();
     const float nan = std::numeric_limits<float>::quiet_NaN();
     const auto& offs = schema.slot_offsets();

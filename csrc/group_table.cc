@@ -121,7 +121,7 @@ void GroupTable::copy_row(size_t r, const GroupTable& src, size_t src_r) {
         std::memcpy(record(r), from, 10);
         std::memcpy(slots(r), from + kRecordHeadBytes + src.extra_bytes_, 4 * schema_->n_slots());
     }
-    std::memcpy(nulls_.data() + r * nb, src.nulls_.data() + src_r * nb, nb);
+    if (nb > 0) std::memcpy(nulls_.data() + r * nb, src.nulls_.data() + src_r * nb, nb);  // (none without features)
 }
 
 void GroupTable::reserve(size_t n) {

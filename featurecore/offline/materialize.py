@@ -54,7 +54,7 @@ from ..online.writer import Change
 from ..registry.model import RegistryState
 from .log import DEFAULT_CHUNK_ROWS, LogFile, OfflineLog, Watermark, micros, typed_columns
 from ..serving.plan import schema_for_group
-from .pit import STAMP_COLUMNS, LogHistory, gather_rows, group_table
+from .pit import STAMP_COLUMNS, LogHistory, gather_rows
 
 #: Rows per native upsert while loading an offline snapshot.
 SNAPSHOT_SLICE_ROWS = 65_536

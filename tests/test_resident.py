@@ -131,7 +131,7 @@ def test_upsert_table_and_later_duplicates_win():
     assert group.get([key]).slots()[0, 0] == 7
 
 
-@pytest.mark.parametrize("k", [16, 32])
+@pytest.mark.parametrize("k", [8, 16, 32])
 def test_memory_stays_within_1_3x_the_raw_payload_plus_index(k):
     """The issue's memory target, at W1's group widths: bytes held <= 1.3 x (values at
     their dtype width + keys + the hash index)."""

@@ -584,8 +584,8 @@ void bind_serving(py::module_& m) {
         "encode_rows",
         [](const SchemaPtr& schema, const py::sequence& columns, py::handle nulls, py::handle feature_ts,
            py::handle generated_at, py::handle published_at, py::handle order) {
-            for (auto [arg, name] : {std::pair{feature_ts, "feature_ts"}, std::pair{published_at, "published_at"}})
-                need<int64_t>(arg, name, {-1});  // required here (None means "absent" to columns_arg)
+            need<int64_t>(feature_ts, "feature_ts", {-1});  // required here (None means "absent" to columns_arg)
+            need<int64_t>(published_at, "published_at", {-1});
             ColumnsArg c = columns_arg(*schema, columns, nulls, generated_at, feature_ts, published_at);
             const size_t n = c.in.n;
             const int64_t* perm = nullptr;

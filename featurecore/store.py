@@ -283,7 +283,7 @@ class FeatureStore:
     def _record_lineage(self, group_ref: str, code_version: "str | None", pipeline_run_id: "str | None", rows: int) -> None:
         if code_version is None:
             return
-        sources = sorted({t for ref in self.state.group(group_ref).features for t in self.state.feature(ref).source_tables})
+        sources = self.state.source_tables_of_group(group_ref)
         record_lineage(
             self._db,
             BatchLineage.now(group_ref, code_version=code_version, pipeline_run_id=pipeline_run_id, source_tables=sources, rows=rows),

@@ -156,7 +156,7 @@ def _describe_group(state: RegistryState, ref: str) -> dict[str, Any]:
         "freshness_sla": format_duration(g.freshness_sla),
         "owner": g.owner,
         "features": list(g.features),
-        "source_tables": sorted({t for f in g.features for t in state.feature(f).source_tables}),
+        "source_tables": state.source_tables_of_group(ref),
         "used_by": {"feature_sets": sorted({fs for f in g.features for fs in feature_sets_using(state, f)})},
     }
 

@@ -479,6 +479,10 @@ class RegistryState:
         """The feature group ``"name:vN"``; NotFoundError if unknown."""
         return _lookup(self.feature_groups, ref, "feature group")
 
+    def source_tables_of_group(self, group_ref: str) -> list[str]:
+        """The source tables of a group's features, sorted (its lineage inputs)."""
+        return sorted({t for ref in self.group(group_ref).features for t in self.feature(ref).source_tables})
+
     def group_of(self, feature_ref: str) -> FeatureGroup:
         """The group that stores ``feature_ref``; NotFoundError if it has none."""
         feature = self.feature(feature_ref)

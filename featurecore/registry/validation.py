@@ -144,6 +144,15 @@ def _seconds(value: Any, label: str, field: str, required: bool) -> list[str]:
     return []
 
 
+def _known_entity(entity: Any, label: str, state: RegistryState) -> list[str]:
+    if entity not in state.entities:
+        return [
+            f"{label} field 'entity' has unknown entity {entity!r}; use one of "
+            f"{', '.join(sorted(state.entities))} or declare it under entities:"
+        ]
+    return []
+
+
 def _label(kind: str, obj: Any) -> str:
     return f"{KIND_LABEL[kind]} '{key_of(obj)}'"
 
@@ -254,11 +263,7 @@ def check_feature(feature: Feature, state: RegistryState) -> list[str]:
     label = _label("features", feature)
     problems = _name(feature, label) + _version(feature, label)
     problems += _require(feature, label, "owner", "add owner: <team or person>")
-    if feature.entity not in state.entities:
-        problems.append(
-            f"{label} field 'entity' has unknown entity {feature.entity!r}; use one of "
-            f"{', '.join(sorted(state.entities))} or declare it under entities:"
-        )
+    problems += _known_entity(feature.entity, label, state)
     problems += _choice(feature.dtype, tuple(DTYPES), label, "dtype")
     if feature.dtype == "categorical":
         categories = feature.categories or ()
@@ -295,11 +300,7 @@ def check_group(group: FeatureGroup, state: RegistryState) -> list[str]:
     label = _label("feature_groups", group)
     problems = _name(group, label) + _version(group, label)
     problems += _require(group, label, "owner", "add owner: <team or person>")
-    if group.entity not in state.entities:
-        problems.append(
-            f"{label} field 'entity' has unknown entity {group.entity!r}; "
-            f"use one of {', '.join(sorted(state.entities))}"
-        )
+    problems += _known_entity(group.entity, label, state)
     problems += _choice(group.serving_mode, SERVING_MODES, label, "serving_mode")
     problems += _seconds(group.freshness_sla, label, "freshness_sla", required=True)
     if not group.features:

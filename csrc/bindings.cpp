@@ -1,6 +1,8 @@
 // featurecore._core: the one private extension. Each area binds its own types.
 #include <pybind11/pybind11.h>
 
+#include <stdexcept>
+
 namespace py = pybind11;
 
 void bind_serving(py::module_& m);
@@ -10,4 +12,24 @@ PYBIND11_MODULE(_core, m) {
     m.doc() = "featurecore native core: row codec, resident groups, matrix assembly, as-of join";
     bind_serving(m);
     bind_offline(m);
+    // A caller's mistake found natively (std::invalid_argument, std::out_of_range,
+    // std::length_error) surfaces as featurecore.errors.ValidationError, the class users
+    // catch for bad input; it is a ValueError, and OutOfRangeError (out_of_range) is an
+    // IndexError too, so catches written against pybind11's default mapping keep working.
+    // featurecore.errors is pure Python, imported once here; the handles live as long as
+    // the module (never released: the interpreter may be finalizing when the module goes).
+    py::module_ errors = py::module_::import("featurecore.errors");
+    static PyObject* validation = py::object(errors.attr("ValidationError")).release().ptr();
+    static PyObject* index = py::object(errors.attr("OutOfRangeError")).release().ptr();
+    py::register_exception_translator([](std::exception_ptr p) {
+        try {
+            if (p) std::rethrow_exception(p);
+        } catch (const std::out_of_range& e) {
+            PyErr_SetString(index, e.what());
+        } catch (const std::invalid_argument& e) {
+            PyErr_SetString(validation, e.what());
+        } catch (const std::length_error& e) {
+            PyErr_SetString(validation, e.what());
+        }
+    });
 }

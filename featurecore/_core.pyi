@@ -3,6 +3,10 @@
 Dtype codes: 0 float32, 1 float64, 2 int64, 3 bool, 4 categorical (int32 code),
 5 embedding (float32 x dim). Reason codes: featurecore.reasons.Reason. Action
 codes: featurecore.reasons.Action. Timestamps are int64 microseconds (UTC).
+
+Errors: a bad argument raises featurecore.errors.ValidationError (a ValueError);
+a position outside a table raises featurecore.errors.OutOfRangeError (a
+ValidationError and an IndexError). The translator is registered in csrc/bindings.cpp.
 """
 
 from collections.abc import Sequence

@@ -29,6 +29,11 @@ class ValidationError(FeatureStoreError, ValueError):
     """A batch of data (write, join input, request) is malformed; nothing was written."""
 
 
+class OutOfRangeError(ValidationError, IndexError):
+    """A position passed to the native core (a row ref, an index) is outside its
+    table; an IndexError too, as pybind11 maps ``std::out_of_range``."""
+
+
 class AccessDeniedError(FeatureStoreError, PermissionError):
     """The caller's purpose may not read a privacy class, or the tenant is not allowed."""
 

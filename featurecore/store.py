@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import rocksdict
 
@@ -43,6 +43,7 @@ from .offline import (
     point_in_time_join,
     write_batch,
 )
+from .offline.pit import DEFAULT_CHUNK_ROWS
 from .offline.write import drop_tombstoned
 from .online.batch import GroupSchema, check_tenant, micros_now, to_micros, validate_batch
 from .online.direct import DirectReader
@@ -139,7 +140,15 @@ class FeatureStore:
             self._refresher.start()
 
     @classmethod
-    def open(cls, root: "str | os.PathLike", *, mode: str = "primary", **options: Any) -> "FeatureStore":
+    def open(
+        cls,
+        root: "str | os.PathLike",
+        *,
+        mode: str = "primary",
+        refresh_interval_s: float = DEFAULT_REFRESH_INTERVAL_S,
+        preload: bool = True,
+        changelog_retention: int = DEFAULT_CHANGELOG_RETENTION,
+    ) -> "FeatureStore":
         """Open the store directory ``root``.
 
         Args:
@@ -152,7 +161,10 @@ class FeatureStore:
             preload: load every resident group now instead of on first use.
             changelog_retention: changelog entries the primary keeps.
         """
-        return cls(os.fspath(root), mode=mode, **options)
+        return cls(
+            os.fspath(root), mode=mode, refresh_interval_s=refresh_interval_s, preload=preload,
+            changelog_retention=changelog_retention,
+        )
 
     def _open_db(self) -> rocksdict.Rdict:
         try:
@@ -329,11 +341,39 @@ class FeatureStore:
         self._record_lineage(ref, code_version, pipeline_run_id, result.offline_rows)
         return result
 
-    def training_set(self, events: Any, feature_set_ref: str, **options: Any) -> TrainingSet:
+    def training_set(
+        self,
+        events: Any,
+        feature_set_ref: str,
+        *,
+        event_timestamp: str = "event_timestamp",
+        tenant: str = "default",
+        strict: bool = False,
+        threads: "int | None" = None,
+        chunk_rows: int = DEFAULT_CHUNK_ROWS,
+        progress: "bool | None" = None,
+        include_archived: bool = False,
+    ) -> TrainingSet:
         """The feature set's point-in-time-correct matrix for every event row (see
-        ``featurecore.offline.pit`` for the exact semantics); ``options`` as
-        ``point_in_time_join`` (``tenant``, ``strict``, ``event_timestamp``, ...)."""
-        return point_in_time_join(events, self.state, feature_set_ref, root=self.root, tombstones=self._tombstones(), **options)
+        ``featurecore.offline.pit`` for the exact semantics).
+
+        Args:
+            events: pandas DataFrame, Arrow Table or Parquet path with the entities' join
+                key columns, ``event_timestamp`` and any label columns.
+            feature_set_ref: ``"name:vN"``.
+            event_timestamp: the events' time column (tz-aware).
+            tenant: the tenant whose history is joined.
+            strict: also require ``generated_at <= event_timestamp``.
+            threads: native threads for the as-of search (default min(4, cpus)).
+            chunk_rows: history rows read per chunk (the memory bound).
+            progress: a progress line on stderr (default: when stderr is a terminal).
+            include_archived: allow archived features (to reproduce an old model).
+        """
+        return point_in_time_join(
+            events, self.state, feature_set_ref, root=self.root, tombstones=self._tombstones(),
+            event_timestamp=event_timestamp, tenant=tenant, strict=strict, threads=threads, chunk_rows=chunk_rows,
+            progress=progress, include_archived=include_archived,
+        )
 
     def materialize(
         self, group_ref: "str | None" = None, *, as_of: Any = None, incremental: bool = False, progress: "bool | None" = None
@@ -364,17 +404,59 @@ class FeatureStore:
             for ref in refs
         ]
 
-    def backfill(self, group_ref: str, source: Any, *, start: Any, end: Any, **options: Any) -> BackfillSummary:
+    def backfill(
+        self,
+        group_ref: str,
+        source: Any,
+        *,
+        start: Any,
+        end: Any,
+        entity_ids: str = "entity_id",
+        feature_timestamp: str = "feature_timestamp",
+        generated_at: "str | None" = None,
+        tenant: str = "default",
+        progress: "bool | None" = None,
+    ) -> BackfillSummary:
         """Backfill a (new) group version's offline history over [start, end) from
-        ``source`` without touching other versions; ``options`` as ``offline.backfill``."""
+        ``source`` without touching other versions (see ``offline.backfill``).
+
+        Args:
+            source: a table (DataFrame, Arrow Table or Parquet path), or a callable
+                ``source(day_start, day_end)`` returning one UTC day's table.
+            start, end: the range (dates are UTC midnights).
+            entity_ids, feature_timestamp, generated_at: column names in the source;
+                ``generated_at=None`` stamps every row with the backfill's start time.
+            tenant: the tenant whose rows these are.
+            progress: a progress line on stderr (default: when stderr is a terminal).
+        """
         self._require_primary("backfill")
         ref = self.group_schema(group_ref).ref
-        return backfill(self.root, self.state, ref, source, start=start, end=end, tombstones=self._tombstones(), **options)
+        return backfill(
+            self.root, self.state, ref, source, start=start, end=end, entity_ids=entity_ids,
+            feature_timestamp=feature_timestamp, generated_at=generated_at, tenant=tenant, progress=progress,
+            tombstones=self._tombstones(),
+        )
 
-    def check_parity(self, feature_set_ref: str, entities: Any, at: Any, **options: Any) -> ParityReport:
+    def check_parity(
+        self,
+        feature_set_ref: str,
+        entities: Any,
+        at: Any,
+        *,
+        tenant: str = "default",
+        context: "Mapping[str, float] | None" = None,
+        candidate: "Mapping[str, Any] | None" = None,
+        purpose: str = "ranking",
+        max_examples: int = 5,
+    ) -> ParityReport:
         """Serve ``entities`` at ``at`` online and join the same rows offline; the
-        report lists every differing cell per feature (``.ok`` when identical)."""
-        return check_parity(self, feature_set_ref, entities, int(to_micros(at, 1, "at")[0]), **options)
+        report lists every differing cell per feature (``.ok`` when identical).
+        ``tenant``, ``context``, ``candidate`` and ``purpose`` as ``FeatureRequest``;
+        ``max_examples``: differing rows kept per feature."""
+        return check_parity(
+            self, feature_set_ref, entities, int(to_micros(at, 1, "at")[0]), tenant=tenant, context=context,
+            candidate=candidate, purpose=purpose, max_examples=max_examples,
+        )
 
     def load_snapshot(self, group_ref: str, as_of: Any, *, tenants: "list[str] | None" = None) -> "_core.ResidentGroup":
         """A group's latest rows as of ``as_of`` straight from the offline log into a

@@ -276,6 +276,8 @@ class Baseline:
                 source=str(doc["source"]),
                 created_at_us=int(doc["created_at_us"]),
             )
+        except OSError as exc:
+            raise ValidationError(f"cannot read baseline {str(path)!r}: {exc}; pass the path Baseline.save wrote") from None
         except (ValueError, KeyError, TypeError, msgpack.UnpackException) as exc:
             raise ValidationError(
                 f"{path} is not a featurecore baseline ({exc}); write one with Baseline.save"

@@ -57,9 +57,9 @@ class LogHistogram:
 
     def __init__(self, lowest: float, highest: float, per_octave: int = 8):
         if not (0 < lowest < highest) or per_octave < 1:
-            raise ValueError(
+            raise ValidationError(
                 f"LogHistogram needs 0 < lowest < highest and per_octave >= 1, "
-                f"got lowest={lowest}, highest={highest}, per_octave={per_octave}"
+                f"got lowest={lowest}, highest={highest}, per_octave={per_octave}; pass e.g. LogHistogram(1e-6, 60.0)"
             )
         self.lowest = float(lowest)
         self.per_octave = int(per_octave)
@@ -117,7 +117,11 @@ class LogHistogram:
     def merge(self, other: "LogHistogram") -> None:
         """Add ``other``'s counts (same bucket layout) into this histogram."""
         if (other.lowest, other.per_octave, other.n_buckets) != (self.lowest, self.per_octave, self.n_buckets):
-            raise ValueError("cannot merge LogHistograms with different bucket layouts")
+            raise ValidationError(
+                f"cannot merge LogHistograms with different bucket layouts: other has (lowest, per_octave, buckets) = "
+                f"{(other.lowest, other.per_octave, other.n_buckets)}, this one {(self.lowest, self.per_octave, self.n_buckets)}; "
+                "merge histograms made with the same lowest, highest and per_octave"
+            )
         self.counts = [a + b for a, b in zip(self.counts, other.counts)]
         self.count += other.count
         self.total += other.total
@@ -347,7 +351,10 @@ class MatrixStats:
     def merge(self, other: "MatrixStats") -> None:
         """Add ``other`` (same columns, groups and baseline) into this one."""
         if other.columns != self.columns or other.groups != self.groups:
-            raise ValueError("cannot merge MatrixStats of different column layouts")
+            raise ValidationError(
+                "cannot merge MatrixStats of different column layouts (columns or groups differ); merge stats of the "
+                "same feature set version only"
+            )
         self.rows += other.rows
         self.reason_counts += other.reason_counts
         self.nan_counts += other.nan_counts

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from ..errors import ValidationError
 from ..offline.parity import ParityReport
 
 
@@ -82,7 +83,7 @@ def _outcome(result: Any) -> ParityOutcome:
     try:
         return ParityOutcome(int(result.checked), int(result.mismatched), str(getattr(result, "detail", "")))
     except AttributeError:
-        raise TypeError(
+        raise ValidationError(
             f"parity check returned {type(result).__name__}; return a ParityReport (check_parity), a "
             "ParityOutcome, a bool, or an object with `checked` and `mismatched`"
         ) from None
@@ -106,8 +107,8 @@ class ParityMonitor:
     """
 
     def __init__(self, check: Callable[[], Any], *, interval_s: float = 300.0, name: str = "parity"):
-        if not interval_s > 0:
-            raise ValueError(f"interval_s must be positive, got {interval_s!r}")
+        if isinstance(interval_s, bool) or not isinstance(interval_s, (int, float)) or not interval_s > 0:
+            raise ValidationError(f"interval_s must be a positive number of seconds, got {interval_s!r}; pass e.g. interval_s=300")
         self.check = check
         self.interval_s = float(interval_s)
         self.name = name

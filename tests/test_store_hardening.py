@@ -1,0 +1,108 @@
+"""Issue 10 part B: errors that say what to do (native validation errors, explicit keyword
+arguments, a closed store, a corrupted registry record) and a store that does not lose
+a deletion or serve a damaged row."""
+
+import inspect
+
+import numpy as np
+import pytest
+
+from featurecore import FeatureStore, ValidationError, _core
+from featurecore.errors import FeatureStoreError, OutOfRangeError
+from featurecore.monitoring import LogHistogram, ParityMonitor
+from featurecore.monitoring.drift import Baseline
+
+
+@pytest.fixture
+def store(store_dir, example_repo):
+    with FeatureStore.open(store_dir) as store:
+        store.apply(example_repo)
+        yield store
+
+
+# -- native errors ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: _core.Schema([9], [1]), "feature 0 has dtype code 9"),
+        (lambda: _core.Schema([0, 0], [1]), "dtypes has 2 entries but dims has 1"),
+        (lambda: _core.encode_key("t" * 300, "item", "i1"), "tenant"),
+        (lambda: _core.pair_id("u1"), "pair_id needs at least 2 component ids"),
+        (lambda: _core.encode_keys("default", "item", np.zeros(2, np.float32)), r"ids must be a C-contiguous int64 array"),
+        (lambda: _core.GroupTable.missing(_core.Schema([0], [1]), 2, 9), "reason must be a missing-reason code"),
+        (lambda: _core.ResidentGroup(_core.Schema([0], [1])).upsert([b"k"], [b"x", b"y"]), "upsert: got 1 keys"),
+    ],
+)
+def test_native_validation_errors_are_featurecore_validation_errors(call, match):
+    """std::invalid_argument from the core used to surface as a bare ValueError."""
+    with pytest.raises(ValidationError, match=match) as raised:
+        call()
+    assert isinstance(raised.value, ValueError) and isinstance(raised.value, FeatureStoreError)
+
+
+def test_a_native_out_of_range_is_a_validation_error_and_still_an_index_error():
+    schema = _core.Schema([0], [1])
+    plan = _core.Plan(1, np.zeros((1, 8), np.uint8), np.full((1, 8), -1.0, np.float32), [("item", False, [])],
+                      [(schema, 0, 0, [(0, 0, -1)])], [], [], [])
+    out = np.empty((2, 1), np.float32), np.empty((2, 1), np.uint8), np.empty((2, 1), np.float32)
+    table = _core.GroupTable.missing(schema, 2, 3)
+    with pytest.raises(OutOfRangeError, match=r"row_refs\[0\]\[1\] = 2 is outside the table's 2 rows") as raised:
+        _core.assemble(plan, [table], [np.array([0, 2])], [6], np.zeros(1, np.int64), np.empty(0, np.float32),
+                       np.empty((2, 0), np.float32), *out)
+    assert isinstance(raised.value, IndexError) and isinstance(raised.value, ValidationError)
+
+
+def test_monitoring_raises_featurecore_errors(tmp_path):
+    with pytest.raises(ValidationError, match="LogHistogram needs 0 < lowest < highest"):
+        LogHistogram(0.0, 1.0)
+    with pytest.raises(ValidationError, match="cannot merge LogHistograms with different bucket layouts"):
+        LogHistogram(1e-6, 1.0).merge(LogHistogram(1e-3, 1.0))
+    for bad in (0, -1.0, "60", None, True):
+        with pytest.raises(ValidationError, match="interval_s must be a positive number of seconds"):
+            ParityMonitor(lambda: True, interval_s=bad)
+    monitor = ParityMonitor(lambda: "yes", interval_s=1)
+    assert monitor.run_once() is None  # recorded, not raised: the schedule survives
+    assert monitor.status().last_error.startswith("ValidationError: parity check returned str; return a ParityReport")
+    with pytest.raises(ValidationError, match="cannot read baseline .*missing.bin.*Baseline.save"):
+        Baseline.load(tmp_path / "missing.bin")
+
+
+# -- explicit keyword arguments ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "method, typo",
+    [
+        ("open", "preloadd"),
+        ("training_set", "strcit"),
+        ("backfill", "progres"),
+        ("check_parity", "contxt"),
+    ],
+)
+def test_public_methods_take_explicit_keywords_so_a_typo_names_the_method(store, method, typo):
+    """A typo used to reach an internal function (``point_in_time_join() got an
+    unexpected keyword argument 'strcit'``); IDEs saw only ``**options``."""
+    signature = inspect.signature(getattr(FeatureStore, method))
+    assert all(p.kind is not inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
+    calls = {
+        "open": lambda: FeatureStore.open(store.root + "-other", preloadd=False),
+        "training_set": lambda: store.training_set(None, "trending_features:v3", strcit=True),
+        "backfill": lambda: store.backfill("item_behavior:v1", None, start=None, end=None, progres=False),
+        "check_parity": lambda: store.check_parity("trending_features:v3", {}, 0, contxt={}),
+    }
+    with pytest.raises(TypeError, match=rf"^FeatureStore.{method}\(\) got an unexpected keyword argument '{typo}'"):
+        calls[method]()
+
+
+def test_explicit_keywords_reach_the_functions_they_configure(store):
+    """Every keyword of the facade is forwarded (a dropped one would silently use its default)."""
+    import pandas as pd
+
+    events = pd.DataFrame({"item_id": ["i1"], "creator_id": ["c0"], "user_id": ["u1"], "session_id": ["s1"],
+                           "when": pd.to_datetime([1_782_950_400_000_000], unit="us", utc=True)})
+    with pytest.raises(ValidationError, match="no timestamp column 'event_timestamp'"):
+        store.training_set(events, "trending_features:v3", progress=False)
+    assert store.training_set(events, "trending_features:v3", event_timestamp="when", strict=True, threads=1,
+                              chunk_rows=10, progress=False, tenant="t2").values.shape[0] == 1

@@ -203,7 +203,7 @@ def test_parity_monitor_rejects_unreadable_results_as_errors():
     monitor = ParityMonitor(lambda: 42)
     assert monitor.run_once() is None
     assert "return a ParityReport (check_parity), a ParityOutcome, a bool" in monitor.status().last_error
-    with pytest.raises(ValueError, match="interval_s must be positive, got 0"):
+    with pytest.raises(ValidationError, match="interval_s must be a positive number of seconds, got 0"):
         ParityMonitor(lambda: True, interval_s=0)
 
 

@@ -13,12 +13,13 @@ plus one catch-up pass (see featurecore/online/refresh.py).
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
 import rocksdict
@@ -26,7 +27,7 @@ import rocksdict
 from . import _core
 from .errors import FeatureStoreError, NotFoundError, ValidationError
 from .governance.access import AccessGuard, ConsentRegistry
-from .governance.deletion import Tombstones, tombstone_version
+from .governance.deletion import Tombstones, pending_deletions, resume_deletions, tombstone_version
 from .governance.lifecycle import is_online
 from .online import changelog
 from .offline import (
@@ -60,6 +61,7 @@ from .serving.matrix import FeatureMatrix
 from .serving.request import FeatureRequest
 
 MODES = ("primary", "secondary", "read_only")
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,7 @@ class FeatureStore:
             self._engine = ServingEngine(self)
             if mode == "primary":
                 self._writer = OnlineWriter(self._db, self.snapshots, self._lock, changelog_retention=changelog_retention)
+                self._finish_interrupted_deletions()
             elif mode == "secondary":
                 self._refresher = Refresher(
                     lambda: self._db, self.snapshots, self._lock, interval_s=refresh_interval_s, on_catch_up=self._after_catch_up
@@ -165,6 +168,20 @@ class FeatureStore:
             os.fspath(root), mode=mode, refresh_interval_s=refresh_interval_s, preload=preload,
             changelog_retention=changelog_retention,
         )
+
+    def _finish_interrupted_deletions(self) -> None:
+        """A deletion interrupted after its tombstone (a crash between its steps) would
+        leave the entity served; the primary finishes each one on open. If one cannot
+        be finished now (e.g. unreadable offline history), the store still opens and
+        ``online_stats()["pending_deletions"]`` lists it until a later open finishes it."""
+        try:
+            resume_deletions(self)
+        except Exception as error:  # the store must still open; the deletion stays pending and reported
+            logger.error(
+                "store %r: an interrupted deletion could not be finished (%s: %s); it stays pending "
+                "(online_stats()['pending_deletions']), fix the cause and reopen the store", self.root,
+                type(error).__name__, error,
+            )
 
     def _open_db(self) -> rocksdict.Rdict:
         try:
@@ -515,6 +532,8 @@ class FeatureStore:
         stats: dict[str, Any] = {
             "mode": self.mode,
             "sequence": self.sequence,
+            # Deletions interrupted after their tombstone; the primary finishes them on open.
+            "pending_deletions": [asdict(p) for p in pending_deletions(self._db)],
             "resident": {
                 name: {
                     "rows": load.rows,

@@ -3,7 +3,16 @@ deletion with tombstones, batch lineage and latency SLA gates."""
 
 from ..registry.provenance import BatchLineage, ages_from_lineage, lineage_for, record_lineage
 from .access import AccessAudit, AccessGuard, ConsentRegistry, Denial, tenant_denial
-from .deletion import DeletionReceipt, Tombstones, delete_entity, deletion_log, filter_tombstoned
+from .deletion import (
+    DeletionReceipt,
+    PendingDeletion,
+    Tombstones,
+    delete_entity,
+    deletion_log,
+    filter_tombstoned,
+    pending_deletions,
+    resume_deletions,
+)
 from .lifecycle import (
     Dependents,
     archive,
@@ -23,6 +32,7 @@ __all__ = [
     "DeletionReceipt",
     "Denial",
     "Dependents",
+    "PendingDeletion",
     "SlaResult",
     "Tombstones",
     "ages_from_lineage",
@@ -39,7 +49,9 @@ __all__ = [
     "gate_get_features",
     "lineage_for",
     "measure_get_features",
+    "pending_deletions",
     "record_lineage",
     "remove_from_online",
+    "resume_deletions",
     "tenant_denial",
 ]

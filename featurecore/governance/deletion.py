@@ -16,7 +16,13 @@
 3. removes its rows from each affected group's offline Parquet history
    (``OfflineLog.rewrite``: only files holding its rows are replaced, with one manifest
    swap per group; cost: one read of each affected group's history);
-4. appends the receipt to the deletion log (``meta``: ``b"deletion/" + u64 BE time + key``).
+4. appends the receipt to the deletion log (``meta``: ``b"deletion/" + u64 BE time + key``)
+   and marks the tombstone completed (``completed_at_us``), in one WriteBatch.
+
+A deletion interrupted after step 1 (a crash, a kill) is finished by
+``resume_deletions``, which ``FeatureStore.open`` runs as primary: every tombstone
+without ``completed_at_us`` and without a receipt is ``pending_deletions``; steps 2-4
+are idempotent, so running them again is safe.
 
 The tombstone also keeps the entity deleted afterwards: writes (``FeatureStore.write_online``),
 materialization, backfill and training joins drop rows it covers (``Tombstones.keep_mask``,
@@ -26,6 +32,7 @@ whatever their timestamps.
 
 from __future__ import annotations
 
+import logging
 import struct
 import threading
 import time
@@ -45,6 +52,8 @@ from ..online.layout import META_CF, column_family
 from ..online.batch import check_tenant
 from ..online.writer import Change
 from ..registry.model import RegistryState
+
+logger = logging.getLogger(__name__)
 
 TOMBSTONE_PREFIX = b"tombstone/"
 DELETION_PREFIX = b"deletion/"
@@ -317,8 +326,17 @@ def delete_entity(store: Any, entity: str, entity_id: str | int, tenant: str = "
     if not entity_id:
         raise ValidationError("entity_id must be a non-empty id, got ''")
     check_tenant(tenant)
-    writer = store.writer  # raises unless primary, before anything is written
+    store.writer  # raises unless primary, before anything is written
     write_tombstone(store, tenant, entity, entity_id, reason=reason, deleted_at_us=requested)
+    return _finish_deletion(store, tenant, entity, entity_id, requested, reason)
+
+
+def _finish_deletion(store: Any, tenant: str, entity: str, entity_id: str, requested: int, reason: str) -> DeletionReceipt:
+    """Steps 2-4 of ``delete_entity`` for an entity whose tombstone is written; each step
+    is idempotent, so a deletion interrupted anywhere after step 1 is finished by running
+    this again (``resume_deletions``)."""
+    state = store.state
+    writer = store.writer
     own, pairs = _affected_groups(state, entity)
     changes, online, pair_rows = [], {}, {}
     key = _core.encode_key(tenant, entity, entity_id)
@@ -346,11 +364,66 @@ def delete_entity(store: Any, entity: str, entity_id: str | int, tenant: str = "
     receipt = DeletionReceipt(
         entity, entity_id, tenant, requested, time.time_ns() // 1000, online, pair_rows, offline, reason
     )
-    log_key = DELETION_PREFIX + struct.pack(">Q", receipt.completed_at_us) + key
-    meta = _meta(store)
-    meta[log_key] = msgpack.packb(receipt.to_dict())
-    del meta
+    # Step 4: the receipt and the tombstone marked completed, in one WriteBatch: a
+    # tombstone without `completed_at_us` is a deletion still to finish.
+    record = {"tenant": tenant, "entity": entity, "entity_id": entity_id, "deleted_at_us": requested, "reason": reason,
+              "completed_at_us": receipt.completed_at_us}
+    rdict = getattr(store, "db", store)
+    handle = rdict.get_column_family_handle(META_CF)
+    batch = rocksdict.WriteBatch(raw_mode=True)
+    batch.put(DELETION_PREFIX + struct.pack(">Q", receipt.completed_at_us) + key, msgpack.packb(receipt.to_dict()), handle)
+    batch.put(TOMBSTONE_PREFIX + key, msgpack.packb(record), handle)
+    rdict.write(batch)
     return receipt
+
+
+@dataclass(frozen=True)
+class PendingDeletion:
+    """A tombstone whose deletion has no receipt: it was interrupted after step 1."""
+
+    tenant: str
+    entity: str
+    entity_id: str
+    deleted_at_us: int
+    reason: str
+
+
+def pending_deletions(db: Any) -> list[PendingDeletion]:
+    """Tombstoned entities whose deletion did not finish (no ``completed_at_us`` in the
+    tombstone and no receipt in the deletion log), oldest first; ``db``: a FeatureStore
+    or its online Rdict. ``FeatureStore.open`` (primary) finishes them."""
+    unmarked: dict[bytes, dict[str, Any]] = {}
+    meta = _meta(db)
+    for key, value in meta.items(from_key=TOMBSTONE_PREFIX):
+        if not key.startswith(TOMBSTONE_PREFIX):
+            break
+        record = msgpack.unpackb(value, raw=False)
+        if "completed_at_us" not in record:
+            unmarked[key[len(TOMBSTONE_PREFIX) :]] = record
+    if unmarked:  # tombstones written before completion was marked: look for a receipt
+        for key in meta.keys(from_key=DELETION_PREFIX):
+            if not key.startswith(DELETION_PREFIX):
+                break
+            unmarked.pop(key[len(DELETION_PREFIX) + 8 :], None)
+    del meta
+    pending = [
+        PendingDeletion(r["tenant"], r["entity"], r["entity_id"], int(r["deleted_at_us"]), r.get("reason", ""))
+        for r in unmarked.values()
+    ]
+    return sorted(pending, key=lambda p: p.deleted_at_us)
+
+
+def resume_deletions(store: Any) -> list[DeletionReceipt]:
+    """Finish every deletion interrupted after its tombstone (``store``: a primary
+    FeatureStore); returns their receipts, which the deletion log now holds."""
+    store.writer  # primary only
+    receipts = []
+    for p in pending_deletions(store):
+        if p.entity not in store.state.entities:  # (an entity type no longer registered: nothing to read)
+            continue
+        receipts.append(_finish_deletion(store, p.tenant, p.entity, p.entity_id, p.deleted_at_us, p.reason))
+        logger.info("finished the interrupted deletion of %s %r in tenant %r", p.entity, p.entity_id, p.tenant)
+    return receipts
 
 
 def deletion_log(

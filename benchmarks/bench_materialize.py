@@ -26,12 +26,12 @@ from featurecore import _core
 from featurecore.offline.log import OfflineLog
 from featurecore.offline.materialize import encode, latest_rows, load_snapshot, materialize_bulk
 from featurecore.online.batch import GroupSchema
-from featurecore.online.layout import column_family, open_database
+from featurecore.layout import column_family, open_database
 from featurecore.online.snapshots import Snapshots
 from featurecore.online.writer import Change, OnlineWriter
 from featurecore.reasons import MISSING_REASONS
 from featurecore.registry.model import DefaultAction, DefaultPolicy, Feature, FeatureGroup, RegistryState
-from featurecore.serving.plan import schema_for_group
+from featurecore.registry.schema import schema_for_group
 
 N_ROWS = 1_000_000
 N_FEATURES = 64

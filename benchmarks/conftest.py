@@ -23,7 +23,7 @@ import pytest
 import rocksdict
 
 from featurecore import _core
-from featurecore.online.layout import raw_options
+from featurecore.layout import raw_options
 from featurecore.reasons import MISSING_REASONS
 from featurecore.registry import DefaultAction, DefaultPolicy, Feature, FeatureGroup, FeatureSet
 from featurecore.store import FeatureStore

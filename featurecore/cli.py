@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import FeatureStoreError
-from .online.layout import online_path
+from .layout import online_path
 from .registry import Registry, RegistryState, load_definitions, plan_definitions, render_describe, render_search
 from .registry.catalog import LIST_COLUMNS, list_definitions
 from .registry.render import render_mapping, render_table

@@ -26,9 +26,8 @@ import rocksdict
 
 from . import _core
 from .errors import FeatureStoreError, NotFoundError, ValidationError
-from .governance.access import AccessGuard, ConsentRegistry
+from .access import AccessPolicy, ConsentRegistry
 from .governance.deletion import Tombstones, pending_deletions, resume_deletions, tombstone_version
-from .governance.lifecycle import is_online
 from .online import changelog
 from .offline import (
     BackfillSummary,
@@ -48,7 +47,7 @@ from .offline.pit import DEFAULT_CHUNK_ROWS
 from .offline.write import drop_tombstoned
 from .online.batch import GroupSchema, check_tenant, micros_now, to_micros, validate_batch
 from .online.direct import DirectReader
-from .online.layout import CHANGELOG_CF, column_family, online_path, open_database
+from .layout import CHANGELOG_CF, column_family, online_path, open_database
 from .online.refresh import DEFAULT_REFRESH_INTERVAL_S, Refresher
 from .online.snapshots import LoadStats, Snapshots
 from .online.writer import DEFAULT_CHANGELOG_RETENTION, Committed, OnlineWriter
@@ -124,9 +123,15 @@ class FeatureStore:
         try:
             self._cf_names = set(rocksdict.Rdict.list_cf(online_path(self.root)))
             self.registry = Registry(self._db)
-            #: Tenant access rules, the denial audit and user consent, checked per request.
-            self.access_guard = AccessGuard(ConsentRegistry(self._db))
-            self._engine = ServingEngine(self)
+            #: Purpose rules, privacy mode, tenant rules, user consent and the denial audit.
+            self.access_policy = AccessPolicy(ConsentRegistry(self._db))
+            self._engine = ServingEngine(
+                state=lambda: self.registry.state,
+                policy=self.access_policy,
+                group_schema=self.group_schema,
+                resident=self.snapshots.resident,
+                direct=self.direct,
+            )
             if mode == "primary":
                 self._writer = OnlineWriter(self._db, self.snapshots, self._lock, changelog_retention=changelog_retention)
                 self._finish_interrupted_deletions()
@@ -405,7 +410,7 @@ class FeatureStore:
         writer = self._require_primary("materialize")
         as_of_us = None if as_of is None else int(to_micros(as_of, 1, "as_of")[0])
         refs = [self.group_schema(group_ref).ref] if group_ref else [
-            g.ref for g in self.state.feature_groups.values() if is_online(self.state, g.ref)
+            g.ref for g in self.state.feature_groups.values() if self.state.is_online(g.ref)
         ]
         tombstones = self._tombstones()
         if incremental:
@@ -504,13 +509,14 @@ class FeatureStore:
     def get_features(self, request: FeatureRequest) -> FeatureMatrix:
         """Serve one request: access check, privacy mode, then one native call.
 
-        Groups a user withdrew consent for (``store.access_guard.consent``) are served
-        as privacy_disabled without being read, like the privacy mode's groups.
+        Groups a user withdrew consent for (``ConsentRegistry(store)``, the same as
+        ``store.access_policy.consent``) are served as privacy_disabled without being
+        read, like the privacy mode's groups.
 
         Raises:
             AccessDeniedError: the request's purpose or tenant may not read a group's
                 privacy class, or the tenant may not be served the feature set (raised
-                before anything is read and recorded in ``store.access_guard.audit``).
+                before anything is read and recorded in ``store.access_policy.audit``).
             FeatureUnavailableError: a feature with a ``fail`` policy was missing.
         """
         return self._engine.get_features(request)
@@ -518,7 +524,7 @@ class FeatureStore:
     def load_resident(self) -> dict[str, LoadStats]:
         """Load every resident group served online and not loaded yet; returns load stats."""
         for group in self.state.feature_groups.values():
-            if group.serving_mode == "resident" and is_online(self.state, group.ref):
+            if group.serving_mode == "resident" and self.state.is_online(group.ref):
                 schema = self.group_schema(group.ref)
                 if self.snapshots.loaded(schema.cf_name) is None:
                     self.snapshots.load(schema)
@@ -583,10 +589,10 @@ class FeatureStore:
             self._db = self._open_db()
             self.direct.reset()
             self.registry = Registry(self._db)
-            self.access_guard.consent = ConsentRegistry(self._db)
+            self.access_policy.consent = ConsentRegistry(self._db)
         else:
             self.registry.reload()
-            self.access_guard.consent.reload()
+            self.access_policy.consent.reload()
 
     # -- lifecycle --------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import pytest
 import rocksdict
 
 from featurecore import cli
-from featurecore.online.layout import group_cf_name, online_path
+from featurecore.layout import group_cf_name, online_path
 from featurecore.registry import Registry
 
 

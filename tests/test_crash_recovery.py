@@ -19,8 +19,8 @@ from test_offline_helpers import HOUR_US, T0, T0_US, make_state
 from featurecore import _core
 from featurecore.offline.log import OfflineLog
 from featurecore.offline.materialize import materialize_bulk
-from featurecore.online.layout import column_family, open_database
-from featurecore.serving.plan import schema_for_group
+from featurecore.layout import column_family, open_database
+from featurecore.registry.schema import schema_for_group
 
 N_ENTITIES = 3000
 GROUP = "item_stats:v1"

@@ -11,7 +11,7 @@ import pytest
 from conftest import ITEMS, T0_US, populate
 
 from featurecore.errors import AccessDeniedError, FeatureStoreError, RegistryError, ValidationError
-from featurecore.governance import AccessAudit, AccessGuard, ConsentRegistry, tenant_denial
+from featurecore.governance import AccessAudit, AccessPolicy, ConsentRegistry, tenant_denial
 from featurecore.reasons import Reason
 from featurecore.registry import Registry, TenantAccess
 from featurecore.serving import FeatureRequest
@@ -73,7 +73,7 @@ def test_tenant_denial_names_the_rule_that_refuses(governed):
 def test_the_guard_allows_what_the_tenant_rules_allow(governed):
     state = governed.state
     home, trending = compile_feature_set(state, HOME), compile_feature_set(state, TRENDING)
-    guard = AccessGuard()
+    guard = AccessPolicy()
     assert guard.check(state, request(), home) == frozenset()
     assert guard.check(state, request(TRENDING, tenant="shop_b", user=None, purpose="non_personalized"), trending) == frozenset()
     # Non-personalized requests do not read personal groups, so shop_c may serve them.
@@ -97,7 +97,7 @@ def test_denied_requests_are_refused_counted_and_logged_by_the_store(governed, c
             governed.get_features(req)
     served = governed.get_features(request(TRENDING, tenant="shop_b", user=None, purpose="non_personalized", caller="feed-svc"))
     assert served.values.shape[0] == len(ITEMS)
-    audit = governed.access_guard.audit
+    audit = governed.access_policy.audit
     assert audit.summary() == {
         "total": 4,
         "by_caller": {"feed-svc": 2, "ads-svc": 1, "bi": 1},
@@ -157,7 +157,7 @@ USER_SIDE = ("user_category_affinity_30d:v2", "user_embedding:v1", "user_item_se
 
 def test_revoked_consent_stops_serving_the_users_behavioral_features_at_once(populated_store):
     store = populated_store
-    consent = store.access_guard.consent
+    consent = store.access_policy.consent
     before = store.get_features(request(user="u1"))
     assert (columns_of(before, ("user_embedding:v1", "price_preference:v1")) == Reason.present).all()
     assert consent.revoke_consent("default", "u1", ("behavioral",)) == {"behavioral"}
@@ -175,19 +175,29 @@ def test_revoked_consent_stops_serving_the_users_behavioral_features_at_once(pop
     assert (columns_of(store.get_features(request(user="u1")), ("user_embedding:v1",)) == Reason.present).all()
 
 
+def test_consent_revoked_as_the_readme_shows_reaches_the_primarys_next_request(populated_store):
+    """Issue 10 item 5: ``ConsentRegistry(store).revoke_consent`` (a new registry, not the
+    store's own) used to leave the primary serving the user's behavioral columns until reopen."""
+    store = populated_store
+    assert (columns_of(store.get_features(request(user="u2")), ("user_embedding:v1",)) == Reason.present).all()
+    ConsentRegistry(store).revoke_consent("default", "u2")
+    assert (columns_of(store.get_features(request(user="u2")), USER_SIDE) == Reason.privacy_disabled).all()
+    assert store.access_policy.consent.revoked("default", "u2") == {"behavioral", "personal_data", "sensitive_inferred"}
+    ConsentRegistry(store.db).restore_consent("default", "u2")
+    assert (columns_of(store.get_features(request(user="u2")), ("user_embedding:v1",)) == Reason.present).all()
+
+
 def test_consent_checks_are_o1_lookups_and_persist(store_dir, example_repo):
     store = FeatureStore.open(store_dir)
     store.apply(example_repo)
     consent = ConsentRegistry(store)
-    guard = AccessGuard(consent=consent)
+    guard = AccessPolicy(consent=consent)
     home = compile_feature_set(store.state, HOME)
-    other_reader = ConsentRegistry(store.db)
+    same_db = ConsentRegistry(store.db)
     assert consent.revoke_consent("default", "u1", ("behavioral",)) == {"behavioral"}
     assert not consent.allows("default", "u1", "behavioral") and consent.allows("default", "u1", "personal_data")
     assert consent.allows("default", "u2", "behavioral") and consent.allows("shop_b", "u1", "behavioral")
-    assert other_reader.allows("default", "u1", "behavioral")  # another reader follows on reload()
-    other_reader.reload()
-    assert not other_reader.allows("default", "u1", "behavioral")
+    assert not same_db.allows("default", "u1", "behavioral")  # one state per open database, no reload needed
     assert guard.check(store.state, request(), home) == {"user_profile:v1", "user_item_activity:v1", "session_state:v1"}
     assert guard.check(store.state, request(user="u2"), home) == frozenset()
     assert guard.check(store.state, request(user=np.array([7])), home) == frozenset()
@@ -198,16 +208,16 @@ def test_consent_checks_are_o1_lookups_and_persist(store_dir, example_repo):
         consent.revoke_consent("default", "u1", ("behavioural",))
     store.close()
     with FeatureStore.open(store_dir, mode="read_only") as reopened:
-        assert reopened.access_guard.consent.revoked("default", "u1") == {"behavioral"}
+        assert reopened.access_policy.consent.revoked("default", "u1") == {"behavioral"}
         assert ConsentRegistry(reopened).revoked("default", "7") == frozenset()
         with pytest.raises(FeatureStoreError, match=r"cannot change consent of user 'u9': .*; change it through the primary"):
-            reopened.access_guard.consent.revoke_consent("default", "u9")
-        assert reopened.access_guard.consent.allows("default", "u9", "behavioral")
+            reopened.access_policy.consent.revoke_consent("default", "u9")
+        assert reopened.access_policy.consent.allows("default", "u9", "behavioral")
 
 
 def test_the_module_examples_hold():
     import doctest
 
-    import featurecore.governance.access as access
+    import featurecore.access as access
 
     assert doctest.testmod(access, raise_on_error=False).failed == 0

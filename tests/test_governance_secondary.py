@@ -26,7 +26,7 @@ def test_a_secondary_follows_consent_and_deletions_after_refresh(populated_store
     primary = populated_store
     with FeatureStore.open(primary.root, mode="secondary", refresh_interval_s=3600) as secondary:
         assert (reasons(secondary.get_features(request("u1")), "user_embedding:v1") == Reason.present).all()
-        primary.access_guard.consent.revoke_consent("default", "u1", ("behavioral",))
+        primary.access_policy.consent.revoke_consent("default", "u1", ("behavioral",))
         delete_entity(primary, "item", "i2")
         secondary.refresh()
         served = secondary.get_features(request("u1"))

@@ -20,10 +20,10 @@ from featurecore.offline.materialize import (
 )
 from featurecore.online import changelog
 from featurecore.online.batch import GroupSchema, validate_batch
-from featurecore.online.layout import CHANGELOG_CF, column_family, open_database
+from featurecore.layout import CHANGELOG_CF, column_family, open_database
 from featurecore.online.snapshots import Snapshots
 from featurecore.online.writer import OnlineWriter
-from featurecore.serving.plan import schema_for_group
+from featurecore.registry.schema import schema_for_group
 
 GROUP = "item_stats:v1"
 CF = "g/item_stats/v1"

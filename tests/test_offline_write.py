@@ -13,10 +13,10 @@ from featurecore.offline.log import OfflineLog
 from featurecore.offline.materialize import materialize_incremental
 from featurecore.governance.deletion import Tombstones
 from featurecore.offline.write import write_batch
-from featurecore.online.layout import column_family, open_database
+from featurecore.layout import column_family, open_database
 from featurecore.online.snapshots import Snapshots
 from featurecore.online.writer import OnlineWriter
-from featurecore.serving.plan import schema_for_group
+from featurecore.registry.schema import schema_for_group
 
 GROUP = "item_stats:v1"
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from featurecore import _core
 from featurecore.online import changelog
-from featurecore.online.layout import CHANGELOG_CF, open_database
+from featurecore.layout import CHANGELOG_CF, open_database
 from featurecore.reasons import Reason
 from featurecore.serving import FeatureRequest
 from featurecore.store import FeatureStore

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from featurecore import _core
 from featurecore.online import changelog
 from featurecore.online.batch import GroupSchema, validate_batch
-from featurecore.online.layout import CHANGELOG_CF, column_family, open_database
+from featurecore.layout import CHANGELOG_CF, column_family, open_database
 from featurecore.online.snapshots import Snapshots
 from featurecore.online.writer import OnlineWriter
 from featurecore.registry import Definitions, validate

@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from featurecore.errors import FeatureStoreError, NotFoundError, RegistryError
-from featurecore.online.layout import open_database
+from featurecore.layout import open_database
 from featurecore.registry import (
     AccessRule,
     DefaultAction,

@@ -15,7 +15,7 @@ from featurecore.errors import AccessDeniedError, ValidationError
 from featurecore.reasons import Reason
 from featurecore.registry import AccessRule, Feature, FeatureGroup, FeatureSet, TenantAccess
 from featurecore.serving import FeatureRequest
-from featurecore.serving.engine import PERSONAL_PRIVACY_CLASSES
+from featurecore.registry.model import PERSONAL_PRIVACY_CLASSES
 from featurecore.store import FeatureStore
 from online_defs import (
     COLORS,
@@ -320,10 +320,10 @@ def test_tenant_rules_consent_and_the_denial_audit(tmp_path):
         assert store.get_features(request(["i1"], tenant="kids", privacy_mode="non_personalized")).values.shape == (1, 20)
         with pytest.raises(AccessDeniedError, match=r"purpose 'marketing' has no access rule"):
             store.get_features(request(["i1"], purpose="marketing"))
-        audit = store.access_guard.audit.summary()
+        audit = store.access_policy.audit.summary()
         assert audit["total"] == 2 and audit["by_caller"]["home-feed"] == 1
         # A user who withdrew consent for behavioral data: the user group is not read.
-        store.access_guard.consent.revoke_consent("default", "u1", ["behavioral"])
+        store.access_policy.consent.revoke_consent("default", "u1", ["behavioral"])
         matrix = store.get_features(request(["i1", "i2"], user="u1"))
         assert sum(store.direct.reads.values()) == reads
         assert set(reasons_of(matrix, "user_emb:v1[0]")) == {Reason.privacy_disabled}
@@ -399,13 +399,13 @@ def test_a_warm_route_sees_consent_and_registry_changes_on_the_next_request(tmp_
         warm = store.get_features(request(items, user="u1"))
         assert set(reasons_of(warm, "age:v1")) == {Reason.present}
         user_reads = store.snapshots.reads["g/user_profile/v1"]
-        store.access_guard.consent.revoke_consent("default", "u1", ["behavioral"])
+        store.access_policy.consent.revoke_consent("default", "u1", ["behavioral"])
         revoked = store.get_features(request(items, user="u1"))
         assert set(reasons_of(revoked, "user_emb:v1[0]")) == {Reason.privacy_disabled}
         assert store.snapshots.reads["g/user_profile/v1"] == user_reads
         np.testing.assert_array_equal(revoked.values[:, revoked.columns.index("ctr:v1")], warm.values[:, warm.columns.index("ctr:v1")])
         assert set(reasons_of(store.get_features(request(items, user="u2")), "user_emb:v1[0]")) == {Reason.present}
-        store.access_guard.consent.restore_consent("default", "u1")
+        store.access_policy.consent.restore_consent("default", "u1")
         np.testing.assert_array_equal(store.get_features(request(items, user="u1")).values, warm.values)
         store.registry.update("creator_stats:v1", online=False)
         offline = store.get_features(request(items, user="u1"))

@@ -12,7 +12,7 @@ import pytest
 
 from featurecore.errors import FeatureStoreError, NotFoundError, ValidationError
 from featurecore.online import changelog
-from featurecore.online.layout import CHANGELOG_CF
+from featurecore.layout import CHANGELOG_CF
 from featurecore.reasons import Reason
 from featurecore.registry import Feature, FeatureGroup
 from featurecore.serving import FeatureRequest

@@ -2,7 +2,8 @@
 deletion with tombstones, batch lineage and latency SLA gates."""
 
 from ..registry.provenance import BatchLineage, ages_from_lineage, lineage_for, record_lineage
-from .access import AccessAudit, AccessGuard, ConsentRegistry, Denial, tenant_denial
+from ..access import AccessAudit, AccessPolicy, ConsentRegistry, Denial, tenant_denial
+from ..registry.deploy import assert_materializable, assert_trainable
 from .deletion import (
     DeletionReceipt,
     PendingDeletion,
@@ -16,8 +17,6 @@ from .deletion import (
 from .lifecycle import (
     Dependents,
     archive,
-    assert_materializable,
-    assert_trainable,
     dependents_of,
     deprecate,
     remove_from_online,
@@ -26,7 +25,7 @@ from .sla import SlaResult, assert_meets_availability, assert_meets_sla, gate_ge
 
 __all__ = [
     "AccessAudit",
-    "AccessGuard",
+    "AccessPolicy",
     "BatchLineage",
     "ConsentRegistry",
     "DeletionReceipt",

@@ -48,7 +48,7 @@ import rocksdict
 from .. import _core
 from ..errors import ValidationError
 from ..offline.log import OfflineLog
-from ..online.layout import META_CF, column_family
+from ..layout import META_CF, column_family
 from ..online.batch import check_tenant
 from ..online.writer import Change
 from ..registry.model import RegistryState

@@ -7,9 +7,10 @@
 3. (owners deploy models without it: new feature set versions, models moved off)
 4. ``remove_from_online``: ``online: false``, so it is no longer served; refused while a
    production model reads it, and ``validate_model`` fails for any model that needs it.
-5. ``assert_materializable``: materialization calls it and stops for such groups.
+5. ``assert_materializable`` (a registry query, ``registry.deploy``): materialization
+   calls it and stops for such groups.
 6. ``archive``: the offline history stays on disk but is excluded from new training
-   sets (``assert_trainable``) unless asked for; refused while a production model reads it.
+   sets (``assert_trainable``, ``registry.deploy``) unless asked for; refused while a production model reads it.
 
 Every step takes a feature ref or a group ref (a group acts on all of its features)
 and returns the ``Dependents`` it checked.
@@ -134,34 +135,6 @@ def remove_from_online(registry: Registry, ref: str) -> Dependents:
     return dependents
 
 
-def is_online(state: RegistryState, group_ref: str) -> bool:
-    """True when group ``group_ref`` is served online: the group and at least one of its
-    features have ``online: true``."""
-    group = state.group(group_ref)
-    return group.online and any(state.feature(f).online for f in group.features)
-
-
-def assert_materializable(state: RegistryState, group_ref: str) -> None:
-    """Raise unless group ``group_ref`` should still be materialized into the online store.
-
-    Materialization (bulk and incremental) calls this first: a group out of online
-    serving, or whose features are all archived, is not materialized.
-
-    Raises:
-        RegistryError: the group is out of online serving or archived.
-        NotFoundError: the group is not registered.
-    """
-    group = state.group(group_ref)
-    if not is_online(state, group_ref):
-        why = "the group has online: false" if not group.online else "none of its features is online"
-        raise RegistryError(
-            f"group {group_ref} is not materialized: {why} (lifecycle: removed from online serving); "
-            "set online: true again to resume, or stop scheduling its materialization"
-        )
-    if all(state.feature(f).stage == "archived" for f in group.features):
-        raise RegistryError(f"group {group_ref} is not materialized: every feature of it is archived")
-
-
 def archive(registry: Registry, ref: str) -> Dependents:
     """Archive deprecated, offline-only feature ``ref`` (or every feature of group ``ref``).
 
@@ -183,22 +156,3 @@ def archive(registry: Registry, ref: str) -> Dependents:
         )
     _set_stage(registry, state, dependents, "archived")
     return dependents
-
-
-def assert_trainable(state: RegistryState, feature_set_ref: str, *, include_archived: bool = False) -> None:
-    """Raise unless a new training set may be built for ``feature_set_ref``.
-
-    Point-in-time joins call this first: archived features' history is kept but is not
-    used for new training sets unless ``include_archived`` (e.g. to reproduce an old model).
-
-    Raises:
-        RegistryError: the feature set reads archived features.
-        NotFoundError: the feature set is not registered.
-    """
-    archived = [r for r in state.feature_set(feature_set_ref).all_refs if state.feature(r).stage == "archived"]
-    if archived and not include_archived:
-        raise RegistryError(
-            f"feature set {feature_set_ref} reads archived feature(s) {', '.join(archived)}, whose history is "
-            "excluded from new training sets; use a feature set without them, or pass include_archived=True "
-            "to reproduce an old model"
-        )

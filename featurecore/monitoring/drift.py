@@ -34,7 +34,7 @@ import msgpack
 import numpy as np
 
 from ..errors import ValidationError
-from .metrics import feature_of_column
+from ..registry.model import feature_of_column
 
 PSI_FLOOR = 1e-4
 #: Baseline quantiles that become a numeric column's bin edges.

@@ -18,7 +18,6 @@ Definitions used throughout (and in the tests):
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
@@ -27,6 +26,7 @@ import numpy as np
 
 from ..errors import ValidationError
 from ..reasons import Reason
+from ..registry.model import feature_of_column
 
 if TYPE_CHECKING:
     from .drift import Baseline
@@ -36,13 +36,6 @@ REASON_NAMES: tuple[str, ...] = tuple(r.name for r in Reason)
 #: Quantiles reported for latencies, ages and values.
 QUANTILES: tuple[float, ...] = (0.5, 0.95, 0.99)
 _log2 = math.log2
-_COLUMN_SUFFIX = re.compile(r"(\[\d+\]|__missing)$")
-
-
-def feature_of_column(column: str) -> str:
-    """The feature ref a matrix column belongs to (``emb:v2[3]`` and ``ctr:v1__missing``
-    belong to ``emb:v2`` and ``ctr:v1``); request and cross features are their own name."""
-    return _COLUMN_SUFFIX.sub("", column)
 
 
 class LogHistogram:

@@ -47,13 +47,13 @@ import rocksdict
 
 from .. import _core
 from ..errors import ValidationError
-from ..governance.lifecycle import assert_materializable
+from ..registry.deploy import assert_materializable
 from ..online.batch import GroupSchema, micros_now
-from ..online.layout import META_CF, column_family
+from ..layout import META_CF, column_family
 from ..online.writer import Change
 from ..registry.model import RegistryState
 from .log import DEFAULT_CHUNK_ROWS, LogFile, OfflineLog, Watermark, micros, typed_columns
-from ..serving.plan import schema_for_group
+from ..registry.schema import schema_for_group
 from .pit import STAMP_COLUMNS, LogHistory, gather_rows
 
 #: Rows per native upsert while loading an offline snapshot.

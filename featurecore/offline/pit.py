@@ -56,7 +56,7 @@ import pyarrow.parquet as pq
 
 from .. import _core
 from ..errors import ValidationError
-from ..governance.lifecycle import assert_trainable
+from ..registry.deploy import assert_trainable
 from ..reasons import Reason
 from ..online.batch import GroupSchema
 from ..registry.model import RegistryState

@@ -28,7 +28,6 @@ import numpy as np
 import pandas as pd
 
 from ..errors import FeatureStoreError
-from ..governance.lifecycle import is_online
 from ..online.batch import Batch, GroupSchema, check_tenant, micros_now, to_micros, validate_batch
 from ..registry.model import RegistryState
 from .log import OfflineLog
@@ -119,7 +118,7 @@ def write_batch(
     log = OfflineLog(root, schema)
     table = log.to_arrow(batch, check_tenant(tenant))
     change = None
-    if writer is not None and is_online(state, group_ref) and len(batch):
+    if writer is not None and state.is_online(group_ref) and len(batch):
         change = writer.encode(schema, newest_per_entity(batch), tenant)
     staged = log.stage(table)
     try:

@@ -2,6 +2,6 @@
 cross-process refresh. ``featurecore.store.FeatureStore`` is the public entry point."""
 
 from .batch import FieldSpec, GroupSchema, validate_batch
-from .layout import group_cf_name, open_database
+from ..layout import group_cf_name, open_database
 
 __all__ = ["FieldSpec", "GroupSchema", "group_cf_name", "open_database", "validate_batch"]

@@ -18,8 +18,8 @@ import numpy as np
 
 from ..errors import ValidationError
 from ..registry.model import DTYPES, RegistryState
-from ..serving.plan import schema_for_group
-from .layout import group_cf_name
+from ..registry.schema import schema_for_group
+from ..layout import group_cf_name
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _FLOAT32_MAX = float(np.finfo(np.float32).max)

@@ -19,7 +19,7 @@ import rocksdict
 
 from .. import _core
 from ..reasons import Reason
-from .layout import column_family
+from ..layout import column_family
 
 #: Keys per multi-get when a deadline is set (small enough to stop close to it).
 DEADLINE_CHUNK = 128

@@ -1,84 +1,15 @@
-"""The store directory's RocksDB layout: one database, fixed column families plus one
-per feature group version. Raw mode everywhere: keys and values are bytes.
-"""
+"""Moved to ``featurecore.layout`` (the store directory's layout sits below the registry,
+which persists itself in it). This alias keeps branches in flight importing; new code
+imports ``featurecore.layout``."""
 
-from __future__ import annotations
-
-import os
-
-import rocksdict
-
-#: Column families every store has (see docs/ARCHITECTURE.md).
-REGISTRY_CF = "registry"
-META_CF = "meta"
-CHANGELOG_CF = "changelog"
-FIXED_CFS = (REGISTRY_CF, META_CF, CHANGELOG_CF)
-
-#: One block cache for every column family of every store this process opens, so
-#: memory stays bounded however many groups exist.
-_BLOCK_CACHE = rocksdict.Cache(256 << 20)
-
-
-def online_path(root: str) -> str:
-    """Path of the RocksDB database inside a store directory."""
-    return os.path.join(root, "online")
-
-
-def group_cf_name(group: str, version: int) -> str:
-    """Column family that holds one feature group version's latest rows."""
-    return f"g/{group}/v{int(version)}"
-
-
-def raw_options() -> rocksdict.Options:
-    """Options for the database and every column family: raw bytes, bloom filters,
-    a shared block cache, so point lookups stay cheap.
-
-    Measured for the direct path (800-key multi-gets over 100k rows, interleaved runs):
-    pinning L0 index/filter blocks, a hash data-block index and
-    ``optimize_for_point_lookup`` all stayed within run-to-run noise (+-15%) of these
-    options, so none was kept; rocksdict's per-key overhead dominates a multi-get.
-    """
-    options = rocksdict.Options(raw_mode=True)
-    options.create_if_missing(True)
-    options.create_missing_column_families(True)
-    table = rocksdict.BlockBasedOptions()
-    table.set_bloom_filter(10, False)
-    table.set_block_cache(_BLOCK_CACHE)
-    table.set_cache_index_and_filter_blocks(True)
-    options.set_block_based_table_factory(table)
-    return options
-
-
-def open_database(root: str, *, secondary_path: str | None = None, read_only: bool = False) -> rocksdict.Rdict:
-    """Open (creating if needed) the store's RocksDB with every existing column family.
-
-    Args:
-        root: the store directory.
-        secondary_path: open as a RocksDB secondary instance (a second process that
-            follows a live primary with ``try_catch_up_with_primary``).
-        read_only: open read-only (sees the state at open time).
-    """
-    path = online_path(root)
-    os.makedirs(root, exist_ok=True)
-    options = raw_options()
-    existing = rocksdict.Rdict.list_cf(path, options) if os.path.exists(os.path.join(path, "CURRENT")) else ["default"]
-    column_families = {name: raw_options() for name in existing if name != "default"}
-    if secondary_path is not None:
-        access = rocksdict.AccessType.secondary(secondary_path)
-    elif read_only:
-        access = rocksdict.AccessType.read_only()
-    else:
-        access = rocksdict.AccessType.read_write()
-        for name in FIXED_CFS:
-            column_families.setdefault(name, raw_options())
-    return rocksdict.Rdict(path, options, column_families=column_families, access_type=access)
-
-
-def column_family(db: rocksdict.Rdict, name: str, *, create: bool = True) -> rocksdict.Rdict:
-    """Return the column family ``name`` of ``db``, creating it when missing and allowed."""
-    try:
-        return db.get_column_family(name)
-    except Exception:
-        if not create:
-            raise
-        return db.create_column_family(name, raw_options())
+from ..layout import (  # noqa: F401
+    CHANGELOG_CF,
+    FIXED_CFS,
+    META_CF,
+    REGISTRY_CF,
+    column_family,
+    group_cf_name,
+    online_path,
+    open_database,
+    raw_options,
+)

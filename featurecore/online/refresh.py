@@ -25,7 +25,7 @@ from typing import Callable
 import rocksdict
 
 from . import changelog
-from .layout import CHANGELOG_CF, column_family
+from ..layout import CHANGELOG_CF, column_family
 from .snapshots import Snapshots
 
 _log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ import rocksdict
 
 from .. import _core
 from .batch import GroupSchema
-from .layout import column_family
+from ..layout import column_family
 
 #: Rows read from RocksDB per native upsert while loading a group.
 LOAD_CHUNK = 8192

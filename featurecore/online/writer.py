@@ -26,7 +26,7 @@ from .. import _core
 from ..errors import ValidationError
 from . import changelog
 from .batch import Batch, GroupSchema, check_tenant, micros_now, normalize_ids
-from .layout import CHANGELOG_CF, column_family
+from ..layout import CHANGELOG_CF, column_family
 from .snapshots import Snapshots
 
 #: Keep this many changelog entries; a secondary further behind reloads fully.

@@ -1,4 +1,5 @@
-"""Deploy checks: can a model version be served from this registry?"""
+"""Deploy checks: can a model version be served from this registry, may a group be
+materialized, may a feature set build a new training set?"""
 
 from __future__ import annotations
 
@@ -186,3 +187,43 @@ def _tenant_row(state: RegistryState, fs_ref: str, purpose: str, classes: set, t
     if denied:
         problems.append(f"privacy classes {denied} are not allowed in the tenant")
     return CheckRow("tenant", tenant, not problems, "; ".join(problems))
+
+
+def assert_materializable(state: RegistryState, group_ref: str) -> None:
+    """Raise unless group ``group_ref`` should still be materialized into the online store.
+
+    Materialization (bulk and incremental) calls this first: a group out of online
+    serving, or whose features are all archived, is not materialized.
+
+    Raises:
+        RegistryError: the group is out of online serving or archived.
+        NotFoundError: the group is not registered.
+    """
+    group = state.group(group_ref)
+    if not state.is_online(group_ref):
+        why = "the group has online: false" if not group.online else "none of its features is online"
+        raise RegistryError(
+            f"group {group_ref} is not materialized: {why} (lifecycle: removed from online serving); "
+            "set online: true again to resume, or stop scheduling its materialization"
+        )
+    if all(state.feature(f).stage == "archived" for f in group.features):
+        raise RegistryError(f"group {group_ref} is not materialized: every feature of it is archived")
+
+
+def assert_trainable(state: RegistryState, feature_set_ref: str, *, include_archived: bool = False) -> None:
+    """Raise unless a new training set may be built for ``feature_set_ref``.
+
+    Point-in-time joins call this first: archived features' history is kept but is not
+    used for new training sets unless ``include_archived`` (e.g. to reproduce an old model).
+
+    Raises:
+        RegistryError: the feature set reads archived features.
+        NotFoundError: the feature set is not registered.
+    """
+    archived = [r for r in state.feature_set(feature_set_ref).all_refs if state.feature(r).stage == "archived"]
+    if archived and not include_archived:
+        raise RegistryError(
+            f"feature set {feature_set_ref} reads archived feature(s) {', '.join(archived)}, whose history is "
+            "excluded from new training sets; use a feature set without them, or pass include_archived=True "
+            "to reproduce an old model"
+        )

@@ -29,12 +29,16 @@ PRIVACY_CLASSES: tuple[str, ...] = (
     "sensitive_inferred",
     "tenant_confidential",
 )
+#: What is learned from a user: a non-personalized request never reads groups holding these,
+#: and ``ConsentRegistry.revoke_consent`` withdraws them by default.
+PERSONAL_PRIVACY_CLASSES: frozenset[str] = frozenset({"behavioral", "personal_data", "sensitive_inferred"})
 STAGES: tuple[str, ...] = ("proposed", "experimental", "production", "deprecated", "archived")
 SERVING_MODES: tuple[str, ...] = ("resident", "direct")
 REQUEST_SOURCES: tuple[str, ...] = ("context", "candidate")
 CROSS_KINDS: tuple[str, ...] = ("lookup", "dot", "cosine")
 
 _REF = re.compile(r"^([A-Za-z_][A-Za-z0-9_\-.]*):v(\d+)$")
+_COLUMN_SUFFIX = re.compile(r"(\[\d+\]|__missing)$")
 
 
 def make_ref(name: str, version: int) -> str:
@@ -212,6 +216,13 @@ class Feature:
         ``ref__missing`` when an indicator column is asked for."""
         names = [f"{self.ref}[{i}]" for i in range(self.width)] if self.dtype == "embedding" else [self.ref]
         return names + [f"{self.ref}__missing"] if indicator else names
+
+
+def feature_of_column(column: str) -> str:
+    """The feature ref a matrix column belongs to (the inverse of ``Feature.column_names``:
+    ``emb:v2[3]`` and ``ctr:v1__missing`` belong to ``emb:v2`` and ``ctr:v1``); request and
+    cross features are their own name."""
+    return _COLUMN_SUFFIX.sub("", column)
 
 
 @dataclass(frozen=True)
@@ -396,7 +407,7 @@ class TenantAccess:
     """What may be served in one tenant (a tenant without one is limited by purposes only).
 
     A request of purpose P in tenant T may read privacy class C when P's AccessRule allows
-    C and T's TenantAccess allows C and P. See ``featurecore.governance.access``.
+    C and T's TenantAccess allows C and P. See ``featurecore.access``.
 
     Attributes:
         tenant: the tenant (the key namespace of requests and rows).
@@ -482,6 +493,12 @@ class RegistryState:
     def source_tables_of_group(self, group_ref: str) -> list[str]:
         """The source tables of a group's features, sorted (its lineage inputs)."""
         return sorted({t for ref in self.group(group_ref).features for t in self.feature(ref).source_tables})
+
+    def is_online(self, group_ref: str) -> bool:
+        """True when group ``group_ref`` is served online: the group and at least one of
+        its features have ``online: true``."""
+        group = self.group(group_ref)
+        return group.online and any(self.feature(f).online for f in group.features)
 
     def group_of(self, feature_ref: str) -> FeatureGroup:
         """The group that stores ``feature_ref``; NotFoundError if it has none."""

@@ -24,7 +24,7 @@ import msgpack
 import rocksdict
 
 from ..errors import FeatureStoreError, ValidationError
-from ..online.layout import META_CF, column_family
+from ..layout import META_CF, column_family
 from .model import parse_ref
 
 LINEAGE_PREFIX = b"lineage/"

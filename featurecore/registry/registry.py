@@ -19,7 +19,7 @@ from typing import Any, Iterable, Mapping
 import rocksdict
 
 from ..errors import FeatureStoreError, NotFoundError, RegistryError
-from ..online.layout import REGISTRY_CF, column_family, online_path, open_database
+from ..layout import REGISTRY_CF, column_family, online_path, open_database
 from . import catalog, deploy, lineage, provenance
 from .loader import load_definitions
 from .model import STAGES, Definitions, RegistryState, parse_ref

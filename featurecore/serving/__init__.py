@@ -1,7 +1,8 @@
 """Serving: requests, compiled feature sets (native plans) and feature matrices."""
 
 from .matrix import FeatureMatrix
-from .plan import CompiledFeatureSet, GroupBinding, compile_feature_set, schema_for_group
+from ..registry.schema import schema_for_group
+from .plan import CompiledFeatureSet, GroupBinding, compile_feature_set
 from .request import FeatureRequest
 
 __all__ = [

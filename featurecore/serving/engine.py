@@ -1,59 +1,29 @@
-"""The serving engine: one request -> access check -> privacy mode -> ONE native call.
+"""The serving engine: one request -> access policy -> ONE native call.
 
 Python work per request is constant (a dict lookup per group, one multi-get per direct
 group); every per-candidate loop (key encoding, hash lookups, gathers, defaults,
 staleness, crosses) runs natively in ``CompiledFeatureSet.serve`` with the GIL released.
+
+The engine receives the few collaborators it uses (the registry state, the access
+policy, group schemas, resident snapshots, the direct reader), never the store facade.
 """
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping
-
+from typing import Any, Callable, Mapping
 
 from .. import _core
-from ..errors import AccessDeniedError, NotFoundError, ValidationError
-from ..governance.lifecycle import is_online
+from ..errors import AccessDeniedError, ValidationError
+from ..access import AccessPolicy
 from ..online.batch import GroupSchema
+from ..online.direct import DirectReader
 from ..reasons import Reason
 from ..registry.model import RegistryState
 from .matrix import FeatureMatrix
 from .plan import CompiledFeatureSet, GroupBinding, compile_feature_set
 from .request import FeatureRequest
-
-if TYPE_CHECKING:
-    from ..store import FeatureStore
-
-#: Privacy classes a non-personalized request never reads (their groups are not touched).
-PERSONAL_PRIVACY_CLASSES = frozenset({"behavioral", "personal_data", "sensitive_inferred"})
-
-
-def check_access(state: RegistryState, compiled: CompiledFeatureSet, purpose: str, skipped: set[str]) -> None:
-    """Raise AccessDeniedError unless ``purpose`` may read every group not in ``skipped``."""
-    try:
-        allowed = set(state.access_rule(purpose).allowed_privacy_classes)
-    except NotFoundError:
-        raise AccessDeniedError(
-            f"purpose {purpose!r} has no access rule, so it may read nothing; use one of "
-            f"{sorted(state.access_rules)} or register an AccessRule for it"
-        ) from None
-    for binding in compiled.groups:
-        denied = sorted(binding.privacy_classes - allowed)
-        if binding.ref not in skipped and denied:
-            raise AccessDeniedError(
-                f"purpose {purpose!r} may not read group {binding.ref} of feature set {compiled.ref}: its "
-                f"privacy classes {denied} are not in the purpose's allowed classes {sorted(allowed)}; "
-                "use a feature set without them, request privacy_mode='non_personalized', or change the access rule"
-            )
-
-
-def privacy_skipped(compiled: CompiledFeatureSet, privacy_mode: str) -> set[str]:
-    """Refs of the groups the privacy mode forbids reading (served as privacy_disabled)."""
-    if privacy_mode != "non_personalized":
-        return set()
-    return {b.ref for b in compiled.groups if b.privacy_classes & PERSONAL_PRIVACY_CLASSES}
-
 
 @dataclass(frozen=True)
 class Route:
@@ -80,8 +50,28 @@ class ServingEngine:
     dict lookups plus one multi-get per direct group.
     """
 
-    def __init__(self, store: "FeatureStore"):
-        self._store = store
+    def __init__(
+        self,
+        *,
+        state: Callable[[], RegistryState],
+        policy: AccessPolicy,
+        group_schema: Callable[[str], GroupSchema],
+        resident: Callable[[GroupSchema], Any],
+        direct: DirectReader,
+    ):
+        """
+        Args:
+            state: returns the current registry state.
+            policy: decides what each request may read.
+            group_schema: group ref -> its write schema (cached by the caller).
+            resident: a resident group's loaded ``_core.ResidentGroup`` (loading it on first use).
+            direct: reads direct groups' rows.
+        """
+        self._state = state
+        self._policy = policy
+        self._group_schema = group_schema
+        self._resident = resident
+        self._direct = direct
         self._compiled: dict[tuple[int, str], CompiledFeatureSet] = {}
         self._routes: dict[tuple[int, str, str, str], Route] = {}
         self._lock = threading.Lock()
@@ -106,11 +96,8 @@ class ServingEngine:
         route = self._routes.get(key)
         if route is None:
             compiled = self.compiled(state, request.feature_set)
-            skipped = privacy_skipped(compiled, request.privacy_mode)
-            check_access(state, compiled, request.purpose, skipped)
-            sources = tuple(
-                (_source_kind(state, b, skipped), self._store.group_schema(b.ref), b) for b in compiled.groups
-            )
+            skipped = self._policy.route(state, compiled, request.purpose, request.privacy_mode)
+            sources = tuple((_source_kind(state, b, skipped), self._group_schema(b.ref), b) for b in compiled.groups)
             entities: list[str] = []  # per-candidate entities, and the per-candidate parts of pairs
             for b in compiled.groups:
                 if not b.per_request:
@@ -125,20 +112,19 @@ class ServingEngine:
 
     def get_features(self, request: FeatureRequest) -> FeatureMatrix:
         """Serve ``request``; see ``FeatureStore.get_features``."""
-        store = self._store
-        state = store.state
-        guard = store.access_guard
+        state = self._state()
+        policy = self._policy
         try:
             route = self.route(state, request)
-            consent_off = guard.check(state, request, route.compiled)  # tenant rules, user consent
+            consent_off = policy.check(state, request, route.compiled)  # tenant rules, user consent
         except AccessDeniedError as error:
-            guard.denied(request, error)
+            policy.denied(request, error)
             raise
         entities = request.entities
         row_entity, n = _candidates(route, entities)
         compiled = route.compiled
-        resident = store.snapshots.resident
-        direct = store.direct
+        resident = self._resident
+        direct = self._direct
         deadline = None if request.deadline_ms is None else direct.clock() + request.deadline_ms / 1000.0
         sources: list[Any] = []
         keys: dict[str, list[bytes]] = {}  # per entity: groups of one entity share keys
@@ -201,10 +187,10 @@ class ServingEngine:
         return keys
 
 
-def _source_kind(state: RegistryState, binding: GroupBinding, skipped: set[str]) -> str:
+def _source_kind(state: RegistryState, binding: GroupBinding, skipped: frozenset[str]) -> str:
     if binding.ref in skipped:
         return "skip"
-    return binding.serving_mode if is_online(state, binding.ref) else "offline"
+    return binding.serving_mode if state.is_online(binding.ref) else "offline"
 
 
 def _candidates(route: Route, entities: Mapping[str, Any]) -> tuple[str, int]:

@@ -19,20 +19,8 @@ from .. import _core
 from ..errors import FeatureUnavailableError, RegistryError, ValidationError
 from ..reasons import MISSING_REASONS, Action, Reason
 from ..registry.model import CROSS_KINDS, Feature, RegistryState
+from ..registry.schema import schema_for_group
 from .matrix import FeatureMatrix
-
-
-def schema_for_group(state: RegistryState, group_ref: str) -> _core.Schema:
-    """The native Schema of a group: its features' dtypes and dims in the group's order.
-
-    Writers and readers both call this, so encoded rows and served slots agree.
-
-    >>> schema_for_group(state, "item_behavior:v2").n_features  # doctest: +SKIP
-    12
-    """
-    group = state.group(group_ref)
-    features = [state.feature(ref) for ref in group.features]
-    return _core.Schema([f.dtype_code for f in features], [f.width for f in features])
 
 
 @dataclass(frozen=True)

@@ -1,25 +1,26 @@
-"""Access per tenant, the audit of denied requests, and user consent.
+"""The access policy: the one object that decides what a request may read.
 
 The seed's access rules are privacy mode, consent, tenant boundary, service identity and
-purpose. The serving engine already checks purpose and privacy mode; this module adds:
+purpose. ``AccessPolicy`` owns all of them; the serving engine asks it twice:
 
-- ``tenant_denial``: the registry's ``TenantAccess`` of the request's tenant (which
-  feature sets, purposes and privacy classes may be served there);
-- ``AccessAudit``: denied requests counted and kept (bounded, thread-safe) with caller,
-  feature set, tenant, purpose and reason, and logged to ``featurecore.access``;
-- ``ConsentRegistry``: per-user revoked privacy classes, persisted in ``meta`` under
-  ``b"consent/" + encode_key(tenant, "user", user_id)``, checked in O(1) per request;
-- ``AccessGuard``: the one object the engine calls per request.
+- once per route (registry revision, feature set, purpose, privacy mode; cached by the
+  engine): ``policy.route(state, compiled, purpose, privacy_mode)`` raises
+  AccessDeniedError unless the purpose's ``AccessRule`` allows every group the privacy
+  mode lets it read, and returns the groups the privacy mode skips (a
+  ``non_personalized`` request never reads groups holding ``PERSONAL_PRIVACY_CLASSES``);
+- once per request: ``policy.check(state, request, compiled)`` raises AccessDeniedError
+  when the tenant's ``TenantAccess`` forbids the request (decision cached) and returns
+  the groups the user's withdrawn consent disables (served as privacy_disabled).
 
-Engine integration (``ServingEngine.get_features``; ``store.access_guard`` an AccessGuard)::
+Any denial is recorded with ``policy.denied(request, error)`` in ``policy.audit``
+(``AccessAudit``: counters plus a bounded log, logger ``featurecore.access``).
 
-    try:
-        route = self.route(store.state, request)
-        consent_off = store.access_guard.check(store.state, request, route.compiled)
-    except AccessDeniedError as error:
-        store.access_guard.denied(request, error)
-        raise
-    ...  # and serve group b with source None (privacy_disabled) when b.ref in consent_off
+``ConsentRegistry``: per-user revoked privacy classes, persisted in ``meta`` under
+``b"consent/" + encode_key(tenant, "user", user_id)``, checked in O(1) per request. Every
+``ConsentRegistry`` opened on the same database (``ConsentRegistry(store)``,
+``ConsentRegistry(store.db)``, ``store.access_policy.consent``) shares one in-memory
+state, so a change made through any of them is served on the next request in this
+process; other processes pick it up on ``reload()`` (secondaries do on every refresh).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import logging
 import struct
 import threading
 import time
+import weakref
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
@@ -36,27 +38,20 @@ import msgpack
 import numpy as np
 import rocksdict
 
-from .. import _core
-from ..errors import AccessDeniedError, FeatureStoreError, ValidationError
-from ..online.layout import META_CF, column_family
-from ..registry.model import PRIVACY_CLASSES, RegistryState
+from . import _core
+from .errors import AccessDeniedError, FeatureStoreError, NotFoundError, ValidationError
+from .layout import META_CF, column_family
+from .registry.model import PERSONAL_PRIVACY_CLASSES, PRIVACY_CLASSES, RegistryState
 
 CONSENT_PREFIX = b"consent/"
 #: u64 BE count of consent changes, written with each change: reload() skips when unchanged.
 CONSENT_VERSION_KEY = b"consent@version"
-#: What ``revoke_consent`` withdraws by default: what is learned from the user's behaviour.
-DEFAULT_REVOKED: tuple[str, ...] = ("behavioral", "personal_data", "sensitive_inferred")
+#: What ``revoke_consent`` withdraws by default: what is learned from the user.
+DEFAULT_REVOKED: tuple[str, ...] = tuple(sorted(PERSONAL_PRIVACY_CLASSES))
 
 logger = logging.getLogger("featurecore.access")
 _UNDECIDED = object()
 _MAX_DECISIONS = 4096
-
-
-def _classes_read(state: RegistryState, compiled: Any, privacy_mode: str) -> set[str]:
-    from ..serving.engine import privacy_skipped  # the engine's rule; imported late (the engine calls us)
-
-    skipped = privacy_skipped(compiled, privacy_mode)
-    return {c for b in compiled.groups if b.ref not in skipped for c in b.privacy_classes}
 
 
 def tenant_denial(state: RegistryState, feature_set_ref: str, tenant: str, purpose: str, classes: Iterable[str]) -> str | None:
@@ -156,23 +151,48 @@ def _user_key(tenant: str, user_id: str | int) -> bytes:
     return CONSENT_PREFIX + _core.encode_key(tenant, "user", user_id)
 
 
+class _ConsentState:
+    """The revocations of one database, shared by every ConsentRegistry opened on it."""
+
+    def __init__(self, db: Any):
+        self.db = db
+        self.lock = threading.Lock()
+        self.revoked: dict[tuple[str, str], frozenset[str]] = {}
+        self.version: int | None = None
+
+
+#: id(Rdict) -> its shared state (which holds the Rdict, so the id stays unique while the
+#: entry lives; the entry goes with the last ConsentRegistry of that database).
+_SHARED: "weakref.WeakValueDictionary[int, _ConsentState]" = weakref.WeakValueDictionary()
+_SHARED_LOCK = threading.Lock()
+
+
+def _shared_state(db: Any) -> _ConsentState:
+    with _SHARED_LOCK:
+        state = _SHARED.get(id(db))
+        if state is None or state.db is not db:
+            state = _SHARED[id(db)] = _ConsentState(db)
+        return state
+
+
 class ConsentRegistry:
     """Privacy classes each user has withdrawn consent for, per tenant.
 
-    Changes are written to ``meta`` and take effect in this process at once; other
-    processes see them after ``reload()`` (8 bytes read when nothing changed).
-    ``allows`` and ``revoked`` are dict lookups.
+    Every ConsentRegistry of one open database shares its state: a change made through
+    any of them (``ConsentRegistry(store).revoke_consent(...)``) is served on the next
+    request of this process. Other processes see it after ``reload()`` (8 bytes read when
+    nothing changed; secondaries reload on every refresh). ``allows`` and ``revoked`` are
+    dict lookups.
 
     Args:
         db: a FeatureStore (``.db``) or its online Rdict.
     """
 
     def __init__(self, db: Any):
-        self._db = getattr(db, "db", db)
-        self._lock = threading.Lock()
-        self._revoked: dict[tuple[str, str], frozenset[str]] = {}
-        self._version: int | None = None
-        self.reload()
+        self._shared = _shared_state(getattr(db, "db", db))
+        self._db = self._shared.db
+        if self._shared.version is None:
+            self.reload()
 
     def _stored_version(self) -> int:
         meta = column_family(self._db, META_CF, create=False)
@@ -182,21 +202,24 @@ class ConsentRegistry:
 
     def reload(self) -> None:
         """Re-read every revocation from ``meta`` if any changed since the last read."""
-        version = self._stored_version()
-        if version == self._version:
-            return
-        revoked = {}
-        meta = column_family(self._db, META_CF, create=False)
-        for key, value in meta.items(from_key=CONSENT_PREFIX):
-            if not key.startswith(CONSENT_PREFIX):
-                break
-            data = msgpack.unpackb(value, raw=False)
-            revoked[data["tenant"], data["user_id"]] = frozenset(data["classes"])
-        del meta
-        self._revoked, self._version = revoked, version
+        shared = self._shared
+        with shared.lock:
+            version = self._stored_version()
+            if version == shared.version:
+                return
+            revoked = {}
+            meta = column_family(self._db, META_CF, create=False)
+            for key, value in meta.items(from_key=CONSENT_PREFIX):
+                if not key.startswith(CONSENT_PREFIX):
+                    break
+                data = msgpack.unpackb(value, raw=False)
+                revoked[data["tenant"], data["user_id"]] = frozenset(data["classes"])
+            del meta
+            shared.revoked, shared.version = revoked, version
 
     def _write(self, tenant: str, user_id: str, classes: frozenset[str]) -> None:
-        """Store the user's revocations and bump the version in one WriteBatch."""
+        """Store the user's revocations and bump the version in one WriteBatch (under the
+        shared lock), then publish them in memory."""
         handle = self._db.get_column_family_handle(META_CF)
         batch = rocksdict.WriteBatch(raw_mode=True)
         key = _user_key(tenant, user_id)
@@ -211,48 +234,48 @@ class ConsentRegistry:
             self._db.write(batch)
         except Exception as exc:  # rocksdict raises bare Exception (read-only or secondary instance)
             raise FeatureStoreError(f"cannot change consent of user {user_id!r}: {exc}; change it through the primary") from exc
-        self._version = version
+        revoked = dict(self._shared.revoked)  # copy-on-write: readers hold no lock
+        if classes:
+            revoked[tenant, user_id] = classes
+        else:
+            revoked.pop((tenant, user_id), None)
+        self._shared.revoked, self._shared.version = revoked, version
 
     def revoke_consent(self, tenant: str, user_id: str | int, classes: Iterable[str] = DEFAULT_REVOKED) -> frozenset[str]:
-        """Withdraw consent for ``classes``: from now on requests of this user in
-        ``tenant`` serve groups holding those classes as ``privacy_disabled``.
+        """Withdraw consent for ``classes``: from the next request on, requests of this
+        user in ``tenant`` serve groups holding those classes as ``privacy_disabled``.
 
         Returns:
             Every class now revoked for the user.
         """
         classes = _check_classes(classes)
         user = str(user_id)
-        with self._lock:
-            now = self._revoked.get((tenant, user), frozenset()) | classes
+        with self._shared.lock:
+            now = self._shared.revoked.get((tenant, user), frozenset()) | classes
             self._write(tenant, user, now)
-            self._revoked[tenant, user] = now
         return now
 
     def restore_consent(self, tenant: str, user_id: str | int, classes: Iterable[str] | None = None) -> frozenset[str]:
         """Give consent back for ``classes`` (default: all). Returns the classes still revoked."""
         user = str(user_id)
-        with self._lock:
-            before = self._revoked.get((tenant, user), frozenset())
+        with self._shared.lock:
+            before = self._shared.revoked.get((tenant, user), frozenset())
             now = frozenset() if classes is None else before - _check_classes(classes)
             self._write(tenant, user, now)
-            if now:
-                self._revoked[tenant, user] = now
-            else:
-                self._revoked.pop((tenant, user), None)
         return now
 
     def revoked(self, tenant: str, user_id: str | int) -> frozenset[str]:
         """Classes the user has withdrawn consent for (empty when none)."""
-        return self._revoked.get((tenant, str(user_id)), frozenset())
+        return self._shared.revoked.get((tenant, str(user_id)), frozenset())
 
     def allows(self, tenant: str, user_id: str | int, privacy_class: str) -> bool:
         """True unless the user has withdrawn consent for ``privacy_class`` in ``tenant``."""
-        return privacy_class not in self._revoked.get((tenant, str(user_id)), ())
+        return privacy_class not in self._shared.revoked.get((tenant, str(user_id)), ())
 
     def disabled_groups(self, tenant: str, user_id: str | int, groups: Iterable[Any]) -> frozenset[str]:
         """Refs of ``groups`` (objects with ``.ref`` and ``.privacy_classes``, e.g. a compiled
         feature set's GroupBindings) the user's revocations disable."""
-        revoked = self._revoked.get((tenant, str(user_id)))
+        revoked = self._shared.revoked.get((tenant, str(user_id)))
         if not revoked:
             return frozenset()
         return frozenset(b.ref for b in groups if revoked & b.privacy_classes)
@@ -276,19 +299,47 @@ def request_user(request: Any) -> str | None:
     return str(int(ids[0])) if isinstance(ids, np.ndarray) else ids[0]
 
 
-class AccessGuard:
-    """What the serving engine asks once per request, after its purpose check.
+class AccessPolicy:
+    """Purpose rules, privacy mode, tenant rules and consent: what a request may read.
 
-    ``check`` raises AccessDeniedError when the tenant's TenantAccess forbids the request
-    (the decision is cached per registry revision, feature set, tenant, purpose and
-    privacy mode) and returns the groups the user's consent disables. ``denied``
-    records any denial (the engine's own purpose denials too) in ``audit``.
+    ``route`` (cache its result per registry revision, feature set, purpose and privacy
+    mode) and ``check`` (per request) are what the serving engine calls; see the module
+    docstring. Thread-safe.
     """
 
     def __init__(self, consent: ConsentRegistry | None = None, audit: AccessAudit | None = None):
         self.consent = consent
         self.audit = audit if audit is not None else AccessAudit()
         self._decisions: dict[tuple, Any] = {}
+
+    @staticmethod
+    def skipped_groups(compiled: Any, privacy_mode: str) -> frozenset[str]:
+        """Refs of the compiled feature set's groups the privacy mode forbids reading
+        (served as privacy_disabled, never read)."""
+        if privacy_mode != "non_personalized":
+            return frozenset()
+        return frozenset(b.ref for b in compiled.groups if b.privacy_classes & PERSONAL_PRIVACY_CLASSES)
+
+    def route(self, state: RegistryState, compiled: Any, purpose: str, privacy_mode: str) -> frozenset[str]:
+        """Raise AccessDeniedError unless ``purpose`` may read every group the privacy mode
+        lets the request read; return the groups the privacy mode skips."""
+        skipped = self.skipped_groups(compiled, privacy_mode)
+        try:
+            allowed = set(state.access_rule(purpose).allowed_privacy_classes)
+        except NotFoundError:
+            raise AccessDeniedError(
+                f"purpose {purpose!r} has no access rule, so it may read nothing; use one of "
+                f"{sorted(state.access_rules)} or register an AccessRule for it"
+            ) from None
+        for binding in compiled.groups:
+            denied = sorted(binding.privacy_classes - allowed)
+            if binding.ref not in skipped and denied:
+                raise AccessDeniedError(
+                    f"purpose {purpose!r} may not read group {binding.ref} of feature set {compiled.ref}: its "
+                    f"privacy classes {denied} are not in the purpose's allowed classes {sorted(allowed)}; "
+                    "use a feature set without them, request privacy_mode='non_personalized', or change the access rule"
+                )
+        return skipped
 
     def check(self, state: RegistryState, request: Any, compiled: Any) -> frozenset[str]:
         """Raise AccessDeniedError if the tenant forbids ``request``; else the refs of the
@@ -297,7 +348,8 @@ class AccessGuard:
         decisions = self._decisions  # one dict per call: another thread may replace it
         reason = decisions.get(key, _UNDECIDED)
         if reason is _UNDECIDED:
-            classes = _classes_read(state, compiled, request.privacy_mode)
+            skipped = self.skipped_groups(compiled, request.privacy_mode)
+            classes = {c for b in compiled.groups if b.ref not in skipped for c in b.privacy_classes}
             reason = tenant_denial(state, compiled.ref, request.tenant, request.purpose, classes)
             if len(decisions) >= _MAX_DECISIONS:  # bounded: old revisions and rare tenants fall out
                 decisions = self._decisions = {}

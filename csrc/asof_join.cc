@@ -9,7 +9,6 @@ namespace featurecore {
 namespace {
 
 constexpr uint8_t kPresent = 0;
-constexpr uint8_t kNoHistory = 1;
 constexpr uint8_t kNotApplicable = 2;
 constexpr uint8_t kEntityNotFound = 6;
 
@@ -86,7 +85,6 @@ AsofJoin::AsofJoin(const int64_t* event_keys, const uint8_t* event_valid, const 
         std::sort(first, last, [event_ts](uint32_t a, uint32_t b) { return event_ts[a] < event_ts[b]; });
     }
     for (size_t e = 0; e < entity_events_.size(); ++e) sorted_ts_[e] = event_ts[entity_events_[e]];
-    seen_.assign(n_codes, 0);
     best_.assign(entity_events_.size(), Best{0, 0, -1});
 }
 
@@ -143,8 +141,6 @@ size_t AsofJoin::add(const int64_t* keys, const int64_t* feature_ts, const int64
         const int64_t avail = strict_ ? std::max(feature_ts[j], generated_at[j]) : feature_ts[j];
         rows[fill[row_code[j]]++] = Row{avail, feature_ts[j], generated_at[j], ref_offset + static_cast<int64_t>(j)};
     }
-    for (size_t c = 0; c < n_codes; ++c)
-        if (rows_start[c + 1] > rows_start[c]) seen_[c] = 1;
     auto weight = [&](size_t c) { return static_cast<size_t>(rows_start[c]) + entity_events_start_[c]; };
     parallel_ranges(n_codes, threads_, weight, [&](size_t first, size_t last) {
         merge_entities(first, last, rows_start, rows);
@@ -184,8 +180,6 @@ void AsofJoin::finish(int64_t* row_refs, uint8_t* miss_reason, std::vector<int64
             if (best_[e].ref >= 0) {
                 miss_reason[i] = kPresent;
                 found.emplace_back(best_[e].ref, i);
-            } else if (seen_[c]) {
-                miss_reason[i] = kNoHistory;
             }
         }
     }

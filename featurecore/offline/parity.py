@@ -42,6 +42,9 @@ class ParityReport:
         rows: matrix rows compared.
         columns: the matrix columns.
         mismatches: column -> (number of differing rows, up to ``max_examples`` diffs).
+        reason_pairs: (online reason, offline reason) -> differing cells, over every
+            column: a rule the two sides apply differently (say entity_not_found online
+            vs no_history offline) shows up as one large pair.
     """
 
     feature_set: str
@@ -49,6 +52,7 @@ class ParityReport:
     rows: int
     columns: tuple[str, ...]
     mismatches: Mapping[str, tuple[int, tuple[CellDiff, ...]]] = field(default_factory=dict)
+    reason_pairs: Mapping[tuple[str, str], int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -59,6 +63,7 @@ class ParityReport:
         if self.ok:
             return head + "identical"
         lines = [head + f"{len(self.mismatches)} columns differ"]
+        lines += [f"  {count} cells: {online} online vs {offline} offline" for (online, offline), count in self.reason_pairs.items()]
         for column, (count, examples) in self.mismatches.items():
             shown = "; ".join(
                 f"row {d.row}: online {d.online!r} ({d.online_reason}) vs offline {d.offline!r} ({d.offline_reason})"
@@ -95,7 +100,13 @@ def compare_matrices(
             for i in rows[:max_examples]
         )
         mismatches[columns[j]] = (len(rows), examples)
-    return ParityReport(feature_set, at_us, len(online_values), columns, mismatches)
+    pairs, counts = np.unique(
+        np.stack([online_reasons[differs], offline_reasons[differs]], axis=1), axis=0, return_counts=True
+    )
+    reason_pairs = {
+        (Reason(int(a)).name, Reason(int(b)).name): int(c) for (a, b), c in sorted(zip(pairs.tolist(), counts.tolist()), key=lambda p: -p[1])
+    }
+    return ParityReport(feature_set, at_us, len(online_values), columns, mismatches, reason_pairs)
 
 
 def events_for_request(state, request: FeatureRequest, n: int) -> pa.Table:

@@ -12,11 +12,13 @@ Semantics (the same rules as online serving, applied at each event's own time):
 * A value whose age at event time (``event_timestamp - generated_at``) exceeds the
   group's freshness SLA is ``stale`` and gets the feature's default policy for
   ``stale`` (``use_stale_if_available`` keeps the value), exactly as online.
-* Reasons: an entity id that never occurs in the group's history is
-  ``entity_not_found``; one that occurs, but with no row at/before the event time, is
-  ``no_history``; a null cell in the chosen row is ``no_history``; a null, empty or
-  negative-integer entity id is ``not_applicable`` for that group (the same rule the
-  online engine applies to missing ids, e.g. an item without a creator).
+* Reasons: an entity id with no eligible row at/before the event time is
+  ``entity_not_found``, whether or not it has rows after it: what the store knew at
+  the event time decides, which is what online serves after ``materialize(as_of=T)``
+  (and which does not depend on the other events of the frame). A null cell in the
+  chosen row is ``no_history``; a null, empty or negative-integer entity id is
+  ``not_applicable`` for that group (the same rule the online engine applies to
+  missing ids, e.g. an item without a creator).
 * One tenant per join (``tenant=``, default ``"default"``): only that tenant's history
   is read, as online keys are tenant-scoped.
 * Exactly one output row per input row, in input order: duplicates are kept, unknown

@@ -8,6 +8,8 @@ import os
 
 import rocksdict
 
+from .errors import FeatureStoreError
+
 #: Column families every store has (see docs/ARCHITECTURE.md).
 REGISTRY_CF = "registry"
 META_CF = "meta"
@@ -75,9 +77,17 @@ def open_database(root: str, *, secondary_path: str | None = None, read_only: bo
 
 
 def column_family(db: rocksdict.Rdict, name: str, *, create: bool = True) -> rocksdict.Rdict:
-    """Return the column family ``name`` of ``db``, creating it when missing and allowed."""
+    """Return the column family ``name`` of ``db``, creating it when missing and allowed.
+
+    Raises:
+        FeatureStoreError: ``db`` is closed (rocksdict's DbClosedError names no remedy).
+    """
     try:
         return db.get_column_family(name)
+    except rocksdict.DbClosedError:
+        raise FeatureStoreError(
+            "the store's database is closed; reopen it (FeatureStore.open / Registry.open) and use the new object"
+        ) from None
     except Exception:
         if not create:
             raise

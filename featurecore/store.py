@@ -117,6 +117,7 @@ class FeatureStore:
         self._refresher: Refresher | None = None
         self._schemas: dict[tuple[int, str], GroupSchema] = {}
         self._tombstone_cache: "Tombstones | None" = None
+        self._closed = False
         self._db = self._open_db()
         self.snapshots = Snapshots(lambda: self._db, self._lock, create_cfs=mode == "primary")
         self.direct = DirectReader(lambda: self._db)
@@ -205,6 +206,8 @@ class FeatureStore:
     @property
     def state(self) -> RegistryState:
         """The current registry state."""
+        if self._closed:
+            self._raise_closed()
         return self.registry.state
 
     def apply(self, definitions: DefinitionsLike) -> Plan:
@@ -243,6 +246,8 @@ class FeatureStore:
     def db(self) -> rocksdict.Rdict:
         """The online RocksDB (materialization and governance write through it; drop
         every column-family handle taken from it before ``close``)."""
+        if self._closed:
+            self._raise_closed()
         return self._db
 
     @property
@@ -253,6 +258,8 @@ class FeatureStore:
         return self._require_primary("write online rows")
 
     def _require_primary(self, what: str) -> OnlineWriter:
+        if self._closed:
+            self._raise_closed()
         if self._writer is None:
             raise FeatureStoreError(f"cannot {what}: store {self.root!r} is open as {self.mode}; write through the primary")
         return self._writer
@@ -518,7 +525,10 @@ class FeatureStore:
                 privacy class, or the tenant may not be served the feature set (raised
                 before anything is read and recorded in ``store.access_policy.audit``).
             FeatureUnavailableError: a feature with a ``fail`` policy was missing.
+            FeatureStoreError: the store is closed.
         """
+        if self._closed:
+            self._raise_closed()
         return self._engine.get_features(request)
 
     def load_resident(self) -> dict[str, LoadStats]:
@@ -566,6 +576,8 @@ class FeatureStore:
     @property
     def sequence(self) -> int:
         """The last changelog sequence written (primary) or applied (secondary)."""
+        if self._closed:
+            self._raise_closed()
         if self._writer is not None:
             return self._writer.sequence
         if self._refresher is not None:
@@ -574,6 +586,8 @@ class FeatureStore:
 
     def refresh(self) -> int:
         """Secondary: catch up with the primary now; returns changelog entries applied."""
+        if self._closed:
+            self._raise_closed()
         if self._refresher is None:
             raise FeatureStoreError(f"refresh() needs a store opened with mode='secondary', this one is {self.mode}")
         return self._refresher.refresh()
@@ -597,7 +611,11 @@ class FeatureStore:
     # -- lifecycle --------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop the refresher and close RocksDB (every handle is dropped first)."""
+        """Stop the refresher and close RocksDB (every handle is dropped first). Closing
+        twice is harmless; any other use of a closed store raises FeatureStoreError."""
+        if self._closed:
+            return
+        self._closed = True
         if self._refresher is not None:
             self._refresher.stop()
             self._refresher = None
@@ -608,6 +626,12 @@ class FeatureStore:
         self._db.close()
         for path in self._secondary_dirs:
             shutil.rmtree(path, ignore_errors=True)
+
+    def _raise_closed(self) -> None:
+        raise FeatureStoreError(
+            f"store {self.root!r} is closed; reopen it with FeatureStore.open({self.root!r}, mode={self.mode!r}) "
+            "(inside a `with FeatureStore.open(...) as store:` block, use it before the block ends)"
+        )
 
     def __enter__(self) -> "FeatureStore":
         return self

@@ -10,11 +10,11 @@ import sys
 import msgpack
 import numpy as np
 import pytest
-from conftest import ITEMS, T0_US, populate
+from conftest import ITEMS, T0_US, group_frame, populate
 
 from featurecore import _core
 from featurecore.governance import delete_entity, deletion_log
-from featurecore.governance.deletion import TOMBSTONE_PREFIX, pending_deletions
+from featurecore.governance.deletion import TOMBSTONE_PREFIX, pending_deletions, write_tombstone
 from featurecore.offline.log import OfflineLog
 from featurecore.reasons import Reason
 from featurecore.serving import FeatureRequest
@@ -101,6 +101,28 @@ def test_a_finished_deletion_is_not_pending_even_with_an_old_format_tombstone(po
     del meta
     assert pending_deletions(store) == []
     assert len(deletion_log(store)) == 1
+
+
+def test_a_damaged_tombstone_still_keeps_its_entity_deleted_and_is_repaired(populated_store):
+    """A tombstone value that no longer decodes used to make every write raise a msgpack
+    error; it is rebuilt from its key (which says what is deleted). Without a receipt the
+    deletion is pending, and the next primary open re-runs it and rewrites the record."""
+    store = populated_store
+    delete_entity(store, "user", "u2")  # finished: its receipt makes a damaged record harmless
+    write_tombstone(store, "default", "user", "u:3", reason="r")  # interrupted: no receipt
+    meta = store.db.get_column_family("meta")
+    for user in ("u2", "u:3"):
+        meta[TOMBSTONE_PREFIX + _core.encode_key("default", "user", user)] = b"\xc1\xff garbage"
+    del meta
+    receipt = store.write_online("user_profile:v1", group_frame(store.state, "user_profile:v1", 2),
+                                 entity_ids=["u2", "u:3"], feature_timestamp=T0_US + 1)
+    assert (receipt.rows, receipt.deleted_skipped) == (0, 2)
+    (pending,) = pending_deletions(store)
+    assert (pending.tenant, pending.entity, pending.entity_id) == ("default", "user", "u:3")
+    root = store.root
+    store.close()
+    with FeatureStore.open(root) as reopened:  # re-run, record rewritten
+        assert pending_deletions(reopened) == [] and len(deletion_log(reopened, entity_id="u:3")) == 1
 
 
 if __name__ == "__main__":

@@ -106,3 +106,81 @@ def test_explicit_keywords_reach_the_functions_they_configure(store):
         store.training_set(events, "trending_features:v3", progress=False)
     assert store.training_set(events, "trending_features:v3", event_timestamp="when", strict=True, threads=1,
                               chunk_rows=10, progress=False, tenant="t2").values.shape[0] == 1
+
+
+# -- a closed store, a corrupted registry record ----------------------------------------
+
+
+def test_a_closed_store_says_it_is_closed_and_how_to_reopen(store_dir, example_repo):
+    """rocksdict's DbClosedError (or 'open as primary; write through the primary') used to
+    surface from a closed store."""
+    from featurecore import FeatureRequest
+    from featurecore.governance import deletion_log
+
+    store = FeatureStore.open(store_dir)
+    store.apply(example_repo)
+    registry = store.registry
+    store.close()
+    store.close()  # closing twice is harmless
+    closed = rf"store '{store_dir}' is closed; reopen it with FeatureStore.open\('{store_dir}', mode='primary'\)"
+    request = FeatureRequest("trending_features:v3", {"item": ["i1"], "creator": ["c0"]}, 1_782_950_400_000_000)
+    calls = [
+        lambda: store.state,
+        lambda: store.get_features(request),
+        lambda: store.write_online("item_behavior:v1", {"item_ctr_7d_smoothed": [0.1], "item_cvr_30d_smoothed": [0.2]},
+                                   entity_ids=["i1"], feature_timestamp=1_782_950_400_000_000),
+        lambda: store.apply(example_repo),
+        lambda: store.materialize(),
+        lambda: store.training_set(None, "trending_features:v3"),
+        lambda: store.online_stats(),
+        lambda: store.sequence,
+        lambda: store.load_resident(),
+        lambda: store.delete_online("item_behavior:v1", ["i1"]),
+        lambda: deletion_log(store),
+    ]
+    for call in calls:
+        with pytest.raises(FeatureStoreError, match=closed):
+            call()
+    with pytest.raises(FeatureStoreError, match=r"the store's database is closed; reopen it \(FeatureStore.open / Registry.open\)"):
+        registry.reload()
+    with FeatureStore.open(store_dir) as again:  # the advice works
+        assert "trending_features:v3" in again.state.feature_sets
+
+
+def _corrupt_registry_record(store_dir, revision, damage) -> bytes:
+    """Replace the stored record of ``revision`` by ``damage(record)``; returns the original."""
+    from featurecore.online.layout import REGISTRY_CF, open_database
+    from featurecore.registry.registry import revision_key
+
+    db = open_database(str(store_dir))
+    cf = db.get_column_family(REGISTRY_CF)
+    original = cf[revision_key(revision)]
+    cf[revision_key(revision)] = damage(original)
+    del cf
+    db.close()
+    return original
+
+
+@pytest.mark.parametrize(
+    "damage, cause",
+    [
+        (lambda b: b.replace(b"trending_features", b"\xff\xfe" * 8 + b"\xff", 1), "UnicodeDecodeError"),
+        (lambda b: b[: len(b) // 2], r"\w+"),  # truncated
+        (lambda b: b"\x00", r"\w+"),
+    ],
+)
+def test_a_corrupted_registry_record_names_the_record_and_the_way_out(store_dir, example_repo, damage, cause):
+    with FeatureStore.open(store_dir) as store:
+        store.apply(example_repo)
+        store.registry.update("item_ctr_7d_smoothed:v3", description="revision 2")
+    original = _corrupt_registry_record(store_dir, 2, damage)
+    with pytest.raises(
+        FeatureStoreError,
+        match=rf"registry record 'rev/2' \(column family 'registry'\) of the store at .* is corrupted \({cause}: .*\); "
+        r"restore the store directory from a backup; the newest readable revision is 1 \(Registry.at_revision\(1\)",
+    ):
+        FeatureStore.open(store_dir)
+    # The failed open released the store: restoring the record (the backup) makes it open again.
+    _corrupt_registry_record(store_dir, 2, lambda _: original)
+    with FeatureStore.open(store_dir) as store:
+        assert store.state.feature("item_ctr_7d_smoothed:v3").description == "revision 2"

@@ -126,6 +126,29 @@ def write_tombstone(db: Any, tenant: str, entity: str, entity_id: str, *, reason
         rdict.write(batch)
 
 
+def _tombstone_record(key: bytes, value: bytes) -> dict[str, Any]:
+    """A tombstone's record. A damaged value (bit rot, a torn file) is rebuilt from the
+    key, which alone says what is deleted (``encode_key``: u8-length-prefixed tenant and
+    entity type, then the id): a deleted entity must never come back because its
+    tombstone's bytes went bad. The rebuilt record has no ``completed_at_us``: unless the
+    deletion log holds its receipt, the deletion is pending and re-run (idempotent) on
+    the next primary open, which rewrites the record."""
+    try:
+        record = msgpack.unpackb(value, raw=False)
+        if isinstance(record, dict) and all(isinstance(record.get(k), str) for k in ("tenant", "entity", "entity_id")):
+            return record
+    except Exception:  # msgpack's errors, UnicodeDecodeError
+        pass
+    body = key[len(TOMBSTONE_PREFIX) + 1 :]  # after the key's format byte
+    tenant_end = 1 + body[0]
+    entity_end = tenant_end + 1 + body[tenant_end]
+    logger.warning("tombstone %r has a damaged value; rebuilt from its key", key)
+    return {
+        "tenant": body[1:tenant_end].decode(), "entity": body[tenant_end + 1 : entity_end].decode(),
+        "entity_id": body[entity_end:].decode(), "deleted_at_us": 0, "reason": "",
+    }
+
+
 class Tombstones:
     """Deleted entities, by (tenant, entity type) -> ids, loaded from ``meta``.
 
@@ -147,7 +170,7 @@ class Tombstones:
         for key, value in meta.items(from_key=TOMBSTONE_PREFIX):
             if not key.startswith(TOMBSTONE_PREFIX):
                 break
-            record = msgpack.unpackb(value, raw=False)
+            record = _tombstone_record(key, value)
             deleted.setdefault((record["tenant"], record["entity"]), set()).add(record["entity_id"])
         del meta
         return cls(deleted, version)
@@ -397,7 +420,7 @@ def pending_deletions(db: Any) -> list[PendingDeletion]:
     for key, value in meta.items(from_key=TOMBSTONE_PREFIX):
         if not key.startswith(TOMBSTONE_PREFIX):
             break
-        record = msgpack.unpackb(value, raw=False)
+        record = _tombstone_record(key, value)
         if "completed_at_us" not in record:
             unmarked[key[len(TOMBSTONE_PREFIX) :]] = record
     if unmarked:  # tombstones written before completion was marked: look for a receipt

@@ -119,6 +119,11 @@ class Registry:
     def stored_revision(self) -> int:
         """The head revision in the database (cheap: reads 8 bytes, decodes nothing)."""
         head = self._cf().get(HEAD_KEY)
+        if head is not None and len(head) != 8:
+            raise FeatureStoreError(
+                f"registry record 'head' (column family {REGISTRY_CF!r}) of the store at {self._db.path()!r} is "
+                f"corrupted: {len(head)} bytes instead of 8; restore the store directory from a backup"
+            )
         return 0 if head is None else struct.unpack(">Q", head)[0]
 
     def _read_head(self) -> RegistryState:
@@ -130,7 +135,35 @@ class Registry:
         record = self._cf().get(revision_key(revision))
         if record is None:
             raise NotFoundError(f"registry revision {revision} does not exist; current revision is {self.revision}")
-        return loads_record(record)[0]
+        return self._decode(revision, record)[0]
+
+    def _decode(self, revision: int, record: bytes) -> tuple[RegistryState, dict]:
+        """``loads_record``, with a damaged record reported by name and with what to do."""
+        try:
+            return loads_record(record)
+        except RegistryError:
+            raise
+        except Exception as error:  # UnicodeDecodeError, msgpack's errors, a missing field...
+            readable = self._newest_readable_below(revision)
+            hint = (
+                f"the newest readable revision is {readable} (Registry.at_revision({readable}) returns it; "
+                "re-apply your definitions to a fresh store from it)" if readable else "no earlier revision is readable"
+            )
+            raise FeatureStoreError(
+                f"registry record 'rev/{revision}' (column family {REGISTRY_CF!r}) of the store at {self._db.path()!r} "
+                f"is corrupted ({type(error).__name__}: {error}); restore the store directory from a backup; {hint}"
+            ) from error
+
+    def _newest_readable_below(self, revision: int, tries: int = 32) -> "int | None":
+        for earlier in range(revision - 1, max(0, revision - 1 - tries), -1):
+            record = self._cf().get(revision_key(earlier))
+            try:
+                if record is not None:
+                    loads_record(record)
+                    return earlier
+            except Exception:
+                continue
+        return None
 
     def history(self) -> list[dict[str, Any]]:
         """Every applied revision: ``{"revision", "applied_at_us", "summary"}``, oldest first."""
@@ -139,7 +172,7 @@ class Registry:
         for key, value in cf.items(from_key=REVISION_PREFIX):
             if not key.startswith(REVISION_PREFIX):
                 break
-            state, meta = loads_record(value)
+            state, meta = self._decode(struct.unpack(">Q", key[len(REVISION_PREFIX) :])[0], value)
             out.append({"revision": state.revision, "applied_at_us": meta["applied_at_us"], "summary": meta["summary"]})
         return out
 

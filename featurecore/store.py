@@ -382,7 +382,13 @@ class FeatureStore:
         chunk_rows: int = DEFAULT_CHUNK_ROWS,
         progress: "bool | None" = None,
         include_archived: bool = False,
-    ) -> TrainingSet:
+        engine: str = "local",
+        output: Any = None,
+        client: Any = None,
+        partitions: "int | None" = None,
+        tenant_column: "str | None" = None,
+        reasons: bool = False,
+    ) -> Any:
         """The feature set's point-in-time-correct matrix for every event row (see
         ``featurecore.offline.pit`` for the exact semantics).
 
@@ -393,11 +399,37 @@ class FeatureStore:
             event_timestamp: the events' time column (tz-aware).
             tenant: the tenant whose history is joined.
             strict: also require ``generated_at <= event_timestamp``.
-            threads: native threads for the as-of search (default min(4, cpus)).
+            threads: native threads for the as-of search (default min(4, cpus); on
+                Dask: per task, default 1).
             chunk_rows: history rows read per chunk (the memory bound).
             progress: a progress line on stderr (default: when stderr is a terminal).
             include_archived: allow archived features (to reproduce an old model).
+            engine: ``"local"`` joins in this process and returns a TrainingSet;
+                ``"dask"`` runs the same join partitioned by entity hash on Dask
+                (``offline.dask_engine``; ``pip install 'featurecore[dask]'``), where
+                ``events`` may also be a Dask DataFrame or Parquet files.
+            output: (dask) a directory to write the training set to as Parquet files
+                (returns ``TrainingSetFiles``); None returns a Dask DataFrame.
+            client: (dask) a ``distributed.Client`` or a scheduler address.
+            partitions: (dask) the number of entity-hash buckets.
+            tenant_column: (dask) an events column holding each row's tenant.
+            reasons: (dask) add a uint8 ``<column>__reason`` column per matrix column.
         """
+        if engine == "dask":
+            from .offline.dask_engine import dask_training_set
+
+            return dask_training_set(
+                events, self.state, feature_set_ref, root=self.root, tombstones=self._tombstones(), output=output,
+                client=client, partitions=partitions, tenant_column=tenant_column, reasons=reasons,
+                event_timestamp=event_timestamp, tenant=tenant, strict=strict, threads=threads or 1, chunk_rows=chunk_rows,
+                progress=progress, include_archived=include_archived,
+            )
+        if engine != "local":
+            raise ValidationError(f"engine must be 'local' or 'dask', got {engine!r}")
+        if output is not None or client is not None or partitions is not None or tenant_column is not None or reasons:
+            raise ValidationError(
+                "output, client, partitions, tenant_column and reasons apply to engine='dask' only; pass engine='dask'"
+            )
         return point_in_time_join(
             events, self.state, feature_set_ref, root=self.root, tombstones=self._tombstones(),
             event_timestamp=event_timestamp, tenant=tenant, strict=strict, threads=threads, chunk_rows=chunk_rows,

@@ -1,0 +1,383 @@
+"""Training sets on Dask: the point-in-time join of ``offline.partition`` as a task graph.
+
+``store.training_set(events, feature_set, engine="dask")`` lands here. The graph, per
+events partition ``e``, history piece ``h``, entity ``k``, group ``g`` and bucket ``b``::
+
+    split_events(e)            -> per entity k, one (part, row, id, time, tenant) table per bucket
+    split_history(g, h)        -> one table of g's log rows per bucket (write order kept)
+    select(g, b)               -> the native as-of search of bucket b; cut by events partition
+    assemble(e)                -> the native assembler over e's selected rows -> Parquet file e
+                                  (or a partition of the returned Dask DataFrame)
+
+Nothing is collected on the client: events given as Parquet files are read by the
+workers (only the id and time columns for the split, all columns again to assemble),
+every output partition is written by the worker that built it, and intermediate
+results are ordinary Dask task results (spilled to disk by the workers under memory
+pressure). Dask is imported here only, so ``import featurecore`` never imports it.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import math
+import os
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import ValidationError
+from ..registry.deploy import assert_trainable
+from ..online.batch import GroupSchema
+from ..registry.model import RegistryState
+from .log import DEFAULT_CHUNK_ROWS, OfflineLog
+from .partition import (
+    JoinSpec,
+    assemble_part,
+    entity_groups,
+    select_bucket,
+    split_events,
+    split_history,
+    split_selected,
+)
+from .pit import LogHistory, _id_column, events_table
+
+logger = logging.getLogger(__name__)
+
+#: Events rows per partition when the events come as one table (pandas or Arrow).
+EVENT_PARTITION_ROWS = 1 << 20
+#: History rows per bucket the default number of buckets aims at.
+BUCKET_HISTORY_ROWS = 4_000_000
+_NO_LIMIT = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class TrainingSetFiles:
+    """A training set written as a Parquet dataset by ``engine="dask"``.
+
+    Attributes:
+        path: the output directory (``part-00000.parquet``, ... one file per events
+            partition, in events order).
+        rows: rows written (one per event).
+        files: the files written, in events order.
+    """
+
+    path: str
+    rows: int
+    files: tuple[str, ...]
+
+
+# -- events sources -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _ParquetPart:
+    """Row groups of one Parquet file: an events partition read by a worker."""
+
+    path: str
+    row_groups: tuple[int, ...]
+
+    def read(self, columns: "Sequence[str] | None" = None) -> pa.Table:
+        return pq.ParquetFile(self.path).read_row_groups(list(self.row_groups), columns=columns)
+
+
+def _parquet_files(events: "str | os.PathLike | Sequence[str]") -> list[str]:
+    if isinstance(events, (list, tuple)):
+        return [os.fspath(p) for p in events]
+    path = os.fspath(events)
+    if os.path.isdir(path):
+        files = sorted(glob.glob(os.path.join(path, "**", "*.parquet"), recursive=True))
+    else:
+        files = sorted(glob.glob(path))
+    if not files:
+        raise ValidationError(f"events={path!r} matches no Parquet file; pass a file, a directory or a glob of .parquet files")
+    return files
+
+
+def _parquet_parts(files: list[str], rows_per_part: int) -> list[_ParquetPart]:
+    """Whole row groups of each file, about ``rows_per_part`` rows a partition (footers only)."""
+    parts = []
+    for path in files:
+        meta = pq.ParquetFile(path).metadata
+        group, rows = [], 0
+        for i in range(meta.num_row_groups):
+            group.append(i)
+            rows += meta.row_group(i).num_rows
+            if rows >= rows_per_part:
+                parts.append(_ParquetPart(path, tuple(group)))
+                group, rows = [], 0
+        if group or not parts or parts[-1].path != path:
+            parts.append(_ParquetPart(path, tuple(group)))
+    return parts
+
+
+def _events_sources(events: Any) -> "tuple[list[Any], pa.Schema, str]":
+    """(one source per events partition, the events' schema, kind): Arrow table slices,
+    delayed pandas partitions of a Dask DataFrame, or Parquet row-group ranges."""
+    if isinstance(events, (str, os.PathLike)) or (isinstance(events, (list, tuple)) and events and isinstance(events[0], (str, os.PathLike))):
+        parts = _parquet_parts(_parquet_files(events), EVENT_PARTITION_ROWS)
+        return parts, pq.read_schema(parts[0].path), "parquet"
+    if type(events).__module__.split(".")[0] in ("dask", "dask_expr"):
+        meta = events._meta
+        return list(events.to_delayed()), pa.Schema.from_pandas(meta, preserve_index=False), "dask"
+    table = events_table(events)
+    slices = [table.slice(o, EVENT_PARTITION_ROWS) for o in range(0, max(table.num_rows, 1), EVENT_PARTITION_ROWS)]
+    return slices, table.schema, "table"
+
+
+def _load(source: Any, columns: "Sequence[str] | None" = None) -> pa.Table:
+    if isinstance(source, _ParquetPart):
+        return source.read(columns)
+    return events_table(source)
+
+
+# -- tasks (module-level functions: pickled by name) ---------------------------------
+
+
+def _split_events_task(source: Any, part: int, spec: JoinSpec, columns: "Sequence[str] | None") -> list[pa.Table]:
+    buckets = split_events(_load(source, columns), part, spec)
+    return [piece for entity in spec.entities() for piece in buckets[entity]]
+
+
+def _split_history_task(root: str, schema: GroupSchema, files: tuple, tenant: "str | None", entity: str, spec: JoinSpec, chunk_rows: int) -> list[pa.Table]:
+    log = OfflineLog(root, schema)
+    history = LogHistory(log, tenant, files=files)
+    columns = ["tenant", "entity_id", "feature_timestamp", "generated_at", *(f.name for f in schema.fields)]
+    chunks = list(history.scan(columns, chunk_rows, _NO_LIMIT))
+    id_type = "int64" if history.id_is_int else "string"
+    table = pa.concat_tables(chunks) if chunks else log.arrow_schema(id_type).empty_table().select(columns)
+    return split_history(table, entity, spec)
+
+
+def _select_task(events: list[pa.Table], history: list[pa.Table], group_ref: str, spec: JoinSpec, parts: int, chunk_rows: int) -> list[pa.Table]:
+    selected = select_bucket(pa.concat_tables(events), pa.concat_tables(history), group_ref, spec, chunk_rows)
+    return split_selected(selected, parts)
+
+
+def _assemble_task(source: Any, part: int, selected: dict, spec: JoinSpec, output: "str | None") -> Any:
+    table = assemble_part(_load(source), selected, spec)
+    if output is None:
+        return table.to_pandas()
+    path = os.path.join(output, f"part-{part:05d}.parquet")
+    pq.write_table(table, path)
+    return table.num_rows
+
+
+# -- the job ---------------------------------------------------------------------------
+
+
+def _needed_columns(state: RegistryState, entities: Sequence[str], schema: pa.Schema, spec_columns: Sequence[str]) -> list[str]:
+    """The events columns the split reads: time, tenant, and each entity's ids (a
+    pair's own column, else its components')."""
+    wanted = set(spec_columns)
+    for name in entities:
+        entity = state.entity(name)
+        wanted.add(entity.join_key)
+        wanted.update(state.entity(c).join_key for c in entity.components)
+    return [c for c in schema.names if c in wanted]
+
+
+def _history_pieces(files: tuple, target_rows: int) -> list[tuple]:
+    """The log's files in write order, cut into pieces of about ``target_rows`` rows."""
+    pieces, piece, rows = [], [], 0
+    for entry in files:
+        piece.append(entry)
+        rows += entry.rows
+        if rows >= target_rows:
+            pieces.append(tuple(piece))
+            piece, rows = [], 0
+    if piece or not pieces:
+        pieces.append(tuple(piece))
+    return pieces
+
+
+def _resolve_client(client: Any):
+    """A distributed Client: the one given, one connected to an address, the current
+    one, or None (Dask's local threaded scheduler)."""
+    if client is None:
+        try:
+            from distributed import get_client
+
+            return get_client(), False
+        except (ImportError, ValueError):
+            return None, False
+    if isinstance(client, str):
+        from distributed import Client
+
+        return Client(client), True
+    return client, False
+
+
+def dask_training_set(
+    events: Any,
+    state: RegistryState,
+    feature_set_ref: str,
+    *,
+    root: str,
+    output: "str | os.PathLike | None" = None,
+    client: Any = None,
+    partitions: "int | None" = None,
+    event_timestamp: str = "event_timestamp",
+    tenant: str = "default",
+    tenant_column: "str | None" = None,
+    strict: bool = False,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    progress: "bool | None" = None,
+    include_archived: bool = False,
+    reasons: bool = False,
+    threads: int = 1,
+    tombstones=None,
+):
+    """The point-in-time join of ``offline.pit`` on Dask: the same answers, partitioned
+    by a hash of the entity ids.
+
+    Args:
+        events: pandas DataFrame, Arrow Table, Dask DataFrame, or Parquet file /
+            directory / glob / list of files (read by the workers, never by the client).
+        output: a directory (shared by the workers) to write the training set to as
+            ``part-NNNNN.parquet`` files in events order; None returns a lazy Dask
+            DataFrame with one partition per events partition.
+        client: a ``distributed.Client``, a scheduler address (``"tcp://host:8786"``) or
+            None (the current client, else Dask's local scheduler).
+        partitions: entity-hash buckets (default: about 4M history rows each, at least 2).
+        tenant / tenant_column: every event's tenant, or the events column holding it
+            (several tenants in one job).
+        threads: native threads per task (Dask runs tasks in parallel already).
+        reasons: also output a uint8 ``<column>__reason`` column per matrix column.
+        progress: a progress line on stderr (default: when stderr is a terminal); every
+            finished partition is also logged at INFO.
+
+    Other arguments as ``point_in_time_join``.
+
+    Returns:
+        ``TrainingSetFiles`` when ``output`` is given, else a Dask DataFrame.
+    """
+    import dask
+
+    assert_trainable(state, feature_set_ref, include_archived=include_archived)
+    sources, schema, kind = _events_sources(events)
+    groups = entity_groups(state, feature_set_ref)
+    history_tenant = None if tenant_column else tenant
+    histories = {
+        ref: LogHistory(OfflineLog(root, GroupSchema.from_state(state, ref)), history_tenant)
+        for refs in groups.values()
+        for ref in refs
+    }
+    sample = schema.empty_table()
+    int_ids = {
+        entity: pa.types.is_integer(_id_type(sample, state, entity)) and all(histories[r].id_is_int for r in refs)
+        for entity, refs in groups.items()
+    }
+    history_rows = sum(f.rows for h in histories.values() for f in h.files)
+    buckets = partitions or max(2, math.ceil(history_rows / BUCKET_HISTORY_ROWS))
+    if buckets < 1:
+        raise ValidationError(f"partitions must be >= 1, got {partitions}; pass a positive number of entity-hash buckets")
+    spec = JoinSpec(state, feature_set_ref, event_timestamp, tenant, tenant_column, strict, buckets, int_ids, tombstones, threads, reasons)
+    # A dry run on zero rows on the client: a wrong column or timestamp fails here, not in a worker.
+    empty_split = split_events(sample, 0, spec)
+    meta = assemble_part(
+        sample,
+        {
+            ref: [select_bucket(empty_split[entity][0], histories[ref].log.arrow_schema("int64" if histories[ref].id_is_int else "string").empty_table(), ref, spec)]
+            for entity, refs in groups.items()
+            for ref in refs
+        },
+        spec,
+    )
+    split_columns = None
+    if kind == "parquet":
+        split_columns = _needed_columns(state, list(groups), schema, [event_timestamp, *([tenant_column] if tenant_column else [])])
+
+    entities = spec.entities()
+    parts = len(sources)
+    delayed = dask.delayed
+    if kind == "dask":
+        sources = [delayed(events_table)(s) for s in sources]
+    elif kind == "table":  # named, so the slices are not hashed to make keys
+        token = uuid.uuid4().hex
+        sources = [delayed(s, name=f"events-{token}-{e}") for e, s in enumerate(sources)]
+    event_pieces = [
+        delayed(_split_events_task, nout=len(entities) * buckets)(source, e, spec, split_columns)
+        for e, source in enumerate(sources)
+    ]
+    selected: dict[str, list] = {}
+    for k, entity in enumerate(entities):
+        for ref in groups[entity]:
+            history = histories[ref]
+            history_pieces = [
+                delayed(_split_history_task, nout=buckets)(root, history.log.schema, piece, history_tenant, entity, spec, chunk_rows)
+                for piece in _history_pieces(history.files, BUCKET_HISTORY_ROWS)
+            ]
+            selected[ref] = [
+                delayed(_select_task, nout=parts)(
+                    [pieces[k * buckets + b] for pieces in event_pieces],
+                    [pieces[b] for pieces in history_pieces],
+                    ref, spec, parts, chunk_rows,
+                )
+                for b in range(buckets)
+            ]
+    target = None if output is None else os.fspath(output)
+    if target is not None:
+        os.makedirs(target, exist_ok=True)
+    outputs = [
+        delayed(_assemble_task)(source, e, {ref: [sel[e] for sel in selections] for ref, selections in selected.items()}, spec, target)
+        for e, source in enumerate(sources)
+    ]
+    logger.info(
+        "training set %s on dask: %d events partitions, %d entity buckets, %d history rows",
+        feature_set_ref, parts, buckets, history_rows,
+    )
+    if target is None:
+        import dask.dataframe as dd
+
+        return dd.from_delayed(outputs, meta=meta.to_pandas(), verify_meta=False)
+    rows = _run(outputs, client, sys.stderr.isatty() if progress is None else progress)
+    files = tuple(os.path.join(target, f"part-{e:05d}.parquet") for e in range(parts))
+    return TrainingSetFiles(target, sum(rows), files)
+
+
+def _id_type(sample: pa.Table, state: RegistryState, entity: str) -> pa.DataType:
+    ids = _id_column(sample, state, state.entity(entity))
+    return ids.type.value_type if pa.types.is_dictionary(ids.type) else ids.type
+
+
+def _run(outputs: list, client: Any, progress: bool) -> list[int]:
+    """Compute ``outputs`` (row counts), logging each finished partition."""
+    import dask
+
+    client, owned = _resolve_client(client)
+    started = time.monotonic()
+    rows = [0] * len(outputs)
+    try:
+        if client is None:
+            rows = list(dask.compute(*outputs))
+            _report(len(outputs), len(outputs), sum(rows), started, progress)
+        else:
+            from distributed import as_completed
+
+            futures = client.compute(outputs)
+            index = {f.key: i for i, f in enumerate(futures)}
+            for done, future in enumerate(as_completed(futures), 1):
+                rows[index[future.key]] = future.result()
+                _report(done, len(outputs), sum(rows), started, progress)
+    finally:
+        if progress:
+            sys.stderr.write("\n")
+        if owned:
+            client.close()
+    return rows
+
+
+def _report(done: int, total: int, rows: int, started: float, progress: bool) -> None:
+    elapsed = time.monotonic() - started
+    logger.info("training set: %d/%d partitions written, %d rows, %.1f s", done, total, rows, elapsed)
+    if progress:
+        width = 30
+        filled = width * done // max(total, 1)
+        sys.stderr.write(f"\rtraining set [{'#' * filled}{'.' * (width - filled)}] {done}/{total} partitions, {rows:,} rows, {elapsed:.0f} s")
+        sys.stderr.flush()

@@ -1,0 +1,251 @@
+"""The point-in-time join split into engine-neutral pure functions on Arrow tables.
+
+A distributed engine (Dask today; a Spark ``applyInArrow`` or Ray adapter would be a
+thin wrapper around the same functions) runs the join in three steps:
+
+1. **split**: each events partition and each history piece is cut into ``buckets``
+   tables by a hash of the entity id (``split_events``, ``split_history``). An entity's
+   events and all of its history land in the same bucket, and a bucket's history
+   pieces, concatenated in piece order, keep the log's write order (the tie-break).
+2. **select** (``select_bucket``, the pure function ``events bucket + history bucket ->
+   Arrow table``): the same native as-of search as the in-process join
+   (``pit.select_rows`` -> ``_core.AsofJoin``) picks each event's history row and
+   miss reason, per tenant.
+3. **assemble** (``assemble_part``): each events partition gets its selected rows back
+   from every bucket and runs the same native assembler (``CompiledFeatureSet.assemble``)
+   as the in-process join and online serving.
+
+So every answer is the in-process join's answer: an entity's reason (``entity_not_found``
+versus ``no_history``) depends only on its own history, which its bucket holds whole.
+Groups of one entity share one split of the events; each other entity (user, item,
+a pair) is split by its own ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..errors import ValidationError
+from ..online.batch import GroupSchema
+from ..registry.model import RegistryState
+from ..serving.plan import compile_feature_set
+from .log import DEFAULT_CHUNK_ROWS
+from .pit import (
+    TableHistory,
+    TrainingSet,
+    _forget_deleted,
+    _id_column,
+    _request_matrix,
+    event_keys,
+    event_micros,
+    events_table,
+    group_table,
+    select_rows,
+)
+
+#: Columns every split events table carries: the events partition, the row in it, the
+#: entity id, the event time (int64 us) and the tenant.
+PART, ROW, ID, TS, TENANT = "part", "row", "entity_id", "event_ts", "tenant"
+#: A selected row's miss reason (0: the row was found).
+REASON = "reason"
+
+
+@dataclass(frozen=True)
+class JoinSpec:
+    """What every partition function needs, picklable (no native objects).
+
+    Attributes:
+        state: the registry state that defines the feature set.
+        feature_set: the feature set ref.
+        event_timestamp: the events' time column.
+        tenant: the tenant of every event, unless ``tenant_column`` names a column.
+        tenant_column: an events column holding each row's tenant (several tenants in
+            one job); None: every event is ``tenant``'s.
+        strict: also require ``generated_at <= event_timestamp``.
+        buckets: the number of entity-hash buckets.
+        int_ids: per entity the feature set reads (plan order), whether its ids hash
+            as int64 (events and every group's history integer) or as decimal text.
+        tombstones: deleted entities (``governance.deletion.Tombstones``) or None.
+        threads: native threads per task.
+        reasons: also output a uint8 ``<column>__reason`` column per matrix column.
+    """
+
+    state: RegistryState
+    feature_set: str
+    event_timestamp: str
+    tenant: str
+    tenant_column: "str | None"
+    strict: bool
+    buckets: int
+    int_ids: "dict[str, bool]"
+    tombstones: object = None
+    threads: int = 1
+    reasons: bool = False
+
+    def entities(self) -> list[str]:
+        """The entities whose ids the feature set's groups read, in plan order, once each."""
+        return list(self.int_ids)
+
+
+def entity_groups(state: RegistryState, feature_set: str) -> dict[str, list[str]]:
+    """entity name -> the feature set's groups keyed by it, in plan order."""
+    out: dict[str, list[str]] = {}
+    for binding in compile_feature_set(state, feature_set).groups:
+        out.setdefault(binding.entity, []).append(binding.ref)
+    return out
+
+
+def bucket_of(ids: "pa.Array | pa.ChunkedArray", buckets: int, as_int: bool) -> np.ndarray:
+    """The bucket (int64 in [0, buckets)) of every id, the same in every process: integer
+    ids hash as int64 when ``as_int``, otherwise as their decimal text, so ``7`` and
+    ``"7"`` (the same entity) meet. Null ids (not_applicable anyway) share one bucket."""
+    ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+    if len(ids) == 0:
+        return np.zeros(0, np.int64)
+    if pa.types.is_dictionary(ids.type):
+        ids = ids.cast(ids.type.value_type)
+    if as_int:
+        values = pc.fill_null(ids, 0).cast(pa.int64()).to_numpy()
+        hashes = pd.util.hash_array(values, categorize=False)
+    else:
+        # Hash each distinct text once (pandas' siphash has a fixed key: stable across processes).
+        encoded = pc.fill_null(ids.cast(pa.string()), "").dictionary_encode()
+        distinct = pd.util.hash_array(encoded.dictionary.to_numpy(zero_copy_only=False).astype(object))
+        hashes = distinct[encoded.indices.to_numpy()]
+    return (hashes % np.uint64(buckets)).astype(np.int64)
+
+
+def _split(table: pa.Table, bucket: np.ndarray, buckets: int) -> list[pa.Table]:
+    """``table``'s rows per bucket, each in their original order (a stable sort)."""
+    order = np.argsort(bucket, kind="stable")
+    bounds = np.searchsorted(bucket[order], np.arange(buckets + 1))
+    sorted_table = table.take(pa.array(order))
+    return [sorted_table.slice(bounds[b], bounds[b + 1] - bounds[b]) for b in range(buckets)]
+
+
+def split_events(events, part: int, spec: JoinSpec) -> dict[str, list[pa.Table]]:
+    """Step 1 for one events partition: per entity, ``spec.buckets`` tables of
+    (part, row, entity_id, event_ts, tenant), one row per event (nothing dropped: an
+    absent id stays and becomes not_applicable in ``select_bucket``)."""
+    table = events_table(events)
+    ts = pa.array(event_micros(table, spec.event_timestamp))
+    n = table.num_rows
+    if spec.tenant_column is None:
+        tenants = pa.array(np.full(n, spec.tenant, dtype=object), pa.string())
+    else:
+        tenants = _tenant_column(table, spec.tenant_column)
+    out = {}
+    for entity in spec.entities():
+        ids = _id_column(table, spec.state, spec.state.entity(entity))
+        ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+        if pa.types.is_dictionary(ids.type):
+            ids = ids.cast(ids.type.value_type)
+        keyed = pa.table({
+            PART: pa.array(np.full(n, part, np.int32)),
+            ROW: pa.array(np.arange(n, dtype=np.int64)),
+            ID: ids,
+            TS: ts,
+            TENANT: tenants,
+        })
+        out[entity] = _split(keyed, bucket_of(ids, spec.buckets, spec.int_ids[entity]), spec.buckets)
+    return out
+
+
+def _tenant_column(table: pa.Table, name: str) -> pa.Array:
+    if name not in table.column_names:
+        raise ValidationError(
+            f"events have no tenant column {name!r} (columns: {table.column_names}); "
+            "pass tenant_column=<the column with each row's tenant> or tenant='<one tenant>'"
+        )
+    column = table.column(name).combine_chunks()
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    if column.null_count or not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        raise ValidationError(f"events column {name!r} must hold a tenant name (str) in every row, got type {column.type} with {column.null_count} nulls")
+    return column.cast(pa.string())
+
+
+def split_history(history: pa.Table, entity: str, spec: JoinSpec, tenants: "Sequence[str] | None" = None) -> list[pa.Table]:
+    """Step 1 for one history piece (the log's columns, in write order): ``spec.buckets``
+    tables, each in write order; rows of other ``tenants`` than those given are dropped."""
+    if tenants is not None and "tenant" in history.column_names:
+        history = history.filter(pc.is_in(history.column("tenant"), pa.array(list(tenants), pa.string())))
+    return _split(history, bucket_of(history.column("entity_id"), spec.buckets, spec.int_ids[entity]), spec.buckets)
+
+
+def select_bucket(events: pa.Table, history: pa.Table, group_ref: str, spec: JoinSpec, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> pa.Table:
+    """Step 2, the engine-neutral kernel: one bucket's events (``split_events``'s
+    columns) against the same bucket's history of ``group_ref`` (the log's columns, in
+    write order, every tenant of the events) -> one row per event: part, row, reason
+    (0 or the miss reason) and the selected history row (feature_timestamp,
+    generated_at, features; null when missed)."""
+    schema = GroupSchema.from_state(spec.state, group_ref)
+    columns = ["feature_timestamp", "generated_at", *(f.name for f in schema.fields)]
+    parts = []
+    for tenant in pc.unique(events.column(TENANT)).to_pylist():
+        mine = events.filter(pc.equal(events.column(TENANT), tenant)) if spec.tenant_column else events
+        source = TableHistory(history, tenant)
+        keys = event_keys(mine.column(ID), pa.types.is_integer(history.schema.field("entity_id").type))
+        event_ts = np.ascontiguousarray(mine.column(TS).to_numpy(), np.int64)
+        rows, refs, miss = select_rows(
+            source, keys, event_ts, schema, strict=spec.strict, threads=spec.threads, chunk_rows=chunk_rows, progress=False
+        )
+        if spec.tombstones is not None and len(spec.tombstones):
+            _forget_deleted(spec.tombstones, spec.state, group_ref, tenant, mine.column(ID), refs, miss)
+        found = refs >= 0
+        selected = rows.select(columns).take(pa.array(np.where(found, refs, 0), mask=~found))
+        reason = np.where(found, 0, miss).astype(np.uint8)
+        parts.append(pa.table([mine.column(PART), mine.column(ROW), pa.array(reason), *selected.columns], names=[PART, ROW, REASON, *columns]))
+    if not parts:
+        empty = history.schema.empty_table().select(columns)
+        return pa.table([pa.array([], pa.int32()), pa.array([], pa.int64()), pa.array([], pa.uint8()), *empty.columns], names=[PART, ROW, REASON, *columns])
+    return pa.concat_tables(parts)
+
+
+def split_selected(selected: pa.Table, parts: int) -> list[pa.Table]:
+    """A bucket's selection cut by events partition (for ``assemble_part``)."""
+    return _split(selected, selected.column(PART).to_numpy().astype(np.int64), parts)
+
+
+def assemble_part(events, selected: "dict[str, Sequence[pa.Table]]", spec: JoinSpec) -> pa.Table:
+    """Step 3 for one events partition: its selected rows per group (``split_selected``
+    pieces, from every bucket) through the native assembler -> the events' columns
+    followed by one float32 column per matrix column (``TrainingSet.to_arrow``)."""
+    table = events_table(events)
+    event_ts = event_micros(table, spec.event_timestamp)
+    compiled = compile_feature_set(spec.state, spec.feature_set)
+    n = table.num_rows
+    tables, refs, reasons = [], [], []
+    for binding in compiled.groups:
+        rows = pa.concat_tables(selected[binding.ref])
+        if rows.num_rows != n:
+            raise AssertionError(f"group {binding.ref}: {rows.num_rows} selected rows for {n} events")
+        position = rows.column(ROW).to_numpy()
+        reason = np.empty(n, np.uint8)
+        reason[position] = rows.column(REASON).to_numpy()
+        found_rows = np.flatnonzero(rows.column(REASON).to_numpy() == 0)
+        group_refs = np.full(n, -1, np.int64)
+        group_refs[position[found_rows]] = np.arange(len(found_rows))
+        schema = GroupSchema.from_state(spec.state, binding.ref)
+        tables.append(group_table(rows.take(pa.array(found_rows)), schema, binding.schema))
+        refs.append(group_refs)
+        reasons.append(reason)
+    values, reason_codes, group_age = compiled.assemble(
+        tables,
+        refs,
+        reasons,
+        event_ts,
+        _request_matrix(table, compiled.context_names),
+        _request_matrix(table, compiled.candidate_names),
+        threads=spec.threads,
+    )
+    return TrainingSet(compiled.ref, compiled.columns, values, reason_codes, group_age, compiled.group_names, table).to_arrow(reasons=spec.reasons)
+
+
+__all__ = ["JoinSpec", "entity_groups", "assemble_part", "bucket_of", "select_bucket", "split_events", "split_history", "split_selected"]

@@ -7,11 +7,13 @@ namespace py = pybind11;
 
 void bind_serving(py::module_& m);
 void bind_offline(py::module_& m);
+void bind_encode(py::module_& m);
 
 PYBIND11_MODULE(_core, m) {
     m.doc() = "featurecore native core: row codec, resident groups, matrix assembly, as-of join";
     bind_serving(m);
     bind_offline(m);
+    bind_encode(m);
     // A caller's mistake found natively (std::invalid_argument, std::out_of_range,
     // std::length_error) surfaces as featurecore.errors.ValidationError, the class users
     // catch for bad input; it is a ValueError, and OutOfRangeError (out_of_range) is an

@@ -323,3 +323,16 @@ class LatestPerKey:
 
 def decimal_text_order(ids: NDArray[np.int64]) -> NDArray[np.int64]:
     """Order of int64 ids by their decimal text (the key order of integer ids)."""
+
+def matrix_json(
+    values: NDArray[np.float32],
+    reasons: NDArray[np.uint8],
+    columns: Sequence[str],
+    row_prefix: str,
+    row_ids: Sequence[str] | NDArray[np.int64] | None,
+    reason_names: Sequence[str],
+    columnar: bool,
+) -> bytes:
+    """The matrix part of a JSON response (keyed: ``"features"`` and ``"missing"``;
+    columnar: ``"columns"``, ``"rows"``, ``"values"``, ``"reasons"``); floats in their
+    shortest float32 form, NaN/inf as null."""

@@ -306,6 +306,31 @@ def _stage_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("stage", help="proposed | experimental | production | deprecated | archived")
 
 
+def _serve_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes serving the store (default 1)")
+    parser.add_argument("--auth", default=None, metavar="FILE", help="API keys file (see `python -m featurecore.server.auth`)")
+    parser.add_argument("--insecure-local", action="store_true", help="serve without API keys (loopback addresses only)")
+    parser.add_argument("--max-candidates", type=int, default=10_000, help="candidates per request above which it is refused with 413")
+    parser.add_argument("--refresh-interval", type=float, default=1.0, help="seconds between catch-ups with the primary (default 1)")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        from .server import ServeOptions, serve
+    except ImportError as error:
+        raise FeatureStoreError(f"featurecore serve needs the server extra ({error}); pip install 'featurecore[server]'") from None
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [supervisor] %(name)s: %(message)s")
+    options = ServeOptions(
+        store=args.store, host=args.host, port=args.port, workers=args.workers, auth=args.auth,
+        insecure_local=args.insecure_local, max_candidates=args.max_candidates, refresh_interval_s=args.refresh_interval,
+    )
+    return serve(options)
+
+
 #: The subcommand table; ``main`` builds the parser from it, in this order.
 COMMANDS: dict[str, Command] = {
     c.name: c
@@ -335,6 +360,7 @@ COMMANDS: dict[str, Command] = {
             _demo_args,
             _demo,
         ),
+        Command("serve", "serve the store over HTTP (N workers; needs the [server] extra)", _serve_args, _serve),
     )
 }
 

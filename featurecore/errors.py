@@ -39,4 +39,9 @@ class AccessDeniedError(FeatureStoreError, PermissionError):
 
 
 class FeatureUnavailableError(FeatureStoreError):
-    """A feature whose default policy is `fail` was missing for its reason."""
+    """A feature whose default policy is `fail` was missing for its reason (``.reason``,
+    a missing-reason name such as ``"timeout"``; the HTTP server answers 504 for it)."""
+
+    def __init__(self, message: str, reason: str = ""):
+        self.reason = reason
+        super().__init__(message)

@@ -286,7 +286,8 @@ class CompiledFeatureSet:
         raise FeatureUnavailableError(
             f"feature {self.column_features[stats.fail_col]} (column {self.columns[stats.fail_col]!r}) is "
             f"{Reason(stats.fail_reason).name} for row {row}{label} and its default policy is 'fail'; "
-            f"fix the data or give the reason a constant/prior default"
+            f"fix the data or give the reason a constant/prior default",
+            reason=Reason(stats.fail_reason).name,
         )
 
 

@@ -1,0 +1,224 @@
+"""A small client of ``featurecore serve`` (standard library + numpy; pyarrow for the
+Arrow form).
+
+>>> from featurecore.client import FeatureClient
+>>> client = FeatureClient("http://127.0.0.1:8080", api_key="fck_...")    # doctest: +SKIP
+>>> matrix = client.get_features(FeatureRequest(                          # doctest: +SKIP
+...     "home_ranker_features:v18", {"user": "u123", "item": ["item_1", "item_2"]},
+...     datetime(2026, 7, 2, 10, tzinfo=timezone.utc)))
+>>> matrix.values.shape, matrix.reasons.shape                             # doctest: +SKIP
+((2, 80), (2, 80))
+
+``get_features`` returns the FeatureMatrix ``FeatureStore.get_features`` would (values,
+reasons, columns, row ids; no group ages). It keeps one HTTP/1.1 connection open
+(not thread-safe: one client per thread) and caches each feature set's columns for
+the binary form, refetching them when the server's column fingerprint changes.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import math
+import urllib.parse
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+from .errors import AccessDeniedError, FeatureStoreError, FeatureUnavailableError, NotFoundError, ValidationError
+from .serving.matrix import FeatureMatrix
+from .serving.request import FeatureRequest
+from .server import wire
+
+#: featurecore error raised for each error status (others: FeatureStoreError).
+ERRORS: dict[int, type[FeatureStoreError]] = {
+    400: ValidationError, 401: AccessDeniedError, 403: AccessDeniedError, 404: NotFoundError, 413: ValidationError,
+    503: FeatureUnavailableError, 504: FeatureUnavailableError,
+}
+FORMATS = {"binary": wire.BINARY, "arrow": wire.ARROW, "json": wire.JSON}
+
+
+def request_body(request: FeatureRequest, request_id: str = "") -> dict[str, Any]:
+    """The JSON body of ``POST /v1/features`` for a FeatureRequest (caller is not sent:
+    the server takes it from the API key)."""
+    def ids(value: Any) -> Any:
+        return value.tolist() if isinstance(value, np.ndarray) else value
+
+    t = request.request_time
+    body: dict[str, Any] = {
+        "feature_set": request.feature_set,
+        "entities": {name: ids(value) for name, value in request.entities.items()},
+        "request_time": t.astimezone(timezone.utc).isoformat().replace("+00:00", "Z") if isinstance(t, datetime) else int(t),
+        "tenant": request.tenant,
+        "privacy_mode": request.privacy_mode,
+        "purpose": request.purpose,
+    }
+    if request_id:
+        body["request_id"] = request_id
+    if request.context:
+        body["context"] = {k: float(v) for k, v in request.context.items()}
+    if request.candidate:
+        body["candidate"] = {k: np.asarray(v, dtype=np.float64).tolist() for k, v in request.candidate.items()}
+    if request.deadline_ms is not None:
+        body["deadline_ms"] = request.deadline_ms
+    return body
+
+
+class FeatureClient:
+    """Client of one feature server.
+
+    Args:
+        url: the server, e.g. ``"http://127.0.0.1:8080"``.
+        api_key: sent as ``Authorization: Bearer <key>`` (None for an --insecure-local server).
+        format: ``"binary"`` (default, fastest), ``"arrow"`` or ``"json"``.
+        timeout: socket timeout in seconds.
+    """
+
+    def __init__(self, url: str, *, api_key: str | None = None, format: str = "binary", timeout: float = 10.0):
+        if format not in FORMATS:
+            raise ValidationError(f"format must be one of {list(FORMATS)}, got {format!r}")
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme != "http" or not parsed.hostname:
+            raise ValidationError(f"url must look like 'http://127.0.0.1:8080', got {url!r}")
+        self.host, self.port = parsed.hostname, parsed.port or 80
+        self.format = format
+        self.timeout = timeout
+        self._headers = {"Content-Type": wire.JSON}
+        if api_key:
+            self._headers["Authorization"] = f"Bearer {api_key}"
+        self._conn: http.client.HTTPConnection | None = None
+        self._columns: dict[str, tuple[tuple[str, ...], str]] = {}
+
+    def _request(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        for attempt in (0, 1):  # a kept-alive connection the server closed is reopened once
+            if self._conn is None:
+                self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            try:
+                self._conn.request(method, path, body=body, headers=headers)
+                response = self._conn.getresponse()
+                data = response.read()
+                return response.status, {k.lower(): v for k, v in response.getheaders()}, data
+            except (ConnectionError, http.client.RemoteDisconnected, http.client.CannotSendRequest):
+                self.close()
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _check(self, status: int, data: bytes) -> None:
+        if status == 200:
+            return
+        try:
+            error = json.loads(data)
+            message = f"{status} {error.get('error')}: {error.get('message')}"
+        except ValueError:
+            message = f"{status}: {data[:200]!r}"
+        raise ERRORS.get(status, FeatureStoreError)(message)
+
+    def columns(self, feature_set: str, *, refresh: bool = False) -> tuple[str, ...]:
+        """The feature set's columns (cached; GET /v1/feature_sets/<ref>)."""
+        if refresh or feature_set not in self._columns:
+            status, _, data = self._request("GET", f"/v1/feature_sets/{urllib.parse.quote(feature_set)}", None, self._headers)
+            self._check(status, data)
+            body = json.loads(data)
+            self._columns[feature_set] = (tuple(body["columns"]), body["columns_fingerprint"])
+        return self._columns[feature_set][0]
+
+    def get_features(self, request: FeatureRequest, *, request_id: str = "", format: str | None = None) -> FeatureMatrix:
+        """Serve ``request`` on the server; the matrix as ``FeatureStore.get_features``
+        returns it (errors raised as the featurecore error of their status)."""
+        fmt = format or self.format
+        media = FORMATS[fmt]
+        body = json.dumps(request_body(request, request_id)).encode()
+        status, headers, data = self._request("POST", "/v1/features", body, {**self._headers, "Accept": media})
+        self._check(status, data)
+        if fmt == "binary":
+            return self._decode_binary(request, headers, data)
+        if fmt == "arrow":
+            return decode_arrow(data)
+        return decode_json(data)
+
+    def _decode_binary(self, request: FeatureRequest, headers: dict[str, str], data: bytes) -> FeatureMatrix:
+        feature_set = headers[wire.FEATURE_SET_HEADER]
+        columns = self.columns(feature_set)
+        if self._columns[feature_set][1] != headers[wire.FINGERPRINT_HEADER]:
+            columns = self.columns(feature_set, refresh=True)
+        values, reasons = decode_binary(data, headers[wire.SHAPE_HEADER])
+        entity = headers.get(wire.ROW_ENTITY_HEADER, "")
+        ids = request.entities.get(entity) if entity else None
+        diagnostics = {"missing_count": int(headers[wire.MISSING_HEADER]), "stale_count": int(headers[wire.STALE_HEADER])}
+        return FeatureMatrix(feature_set, values, reasons, columns, ids, entity, diagnostics=diagnostics)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> "FeatureClient":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def decode_binary(data: bytes, shape: str) -> tuple[np.ndarray, np.ndarray]:
+    """(values float32 (n, F), reasons uint8 (n, F)) of a binary body and its
+    ``X-Featurecore-Shape`` header."""
+    n, f = (int(x) for x in shape.split(","))
+    if len(data) != n * f * 5:
+        raise FeatureStoreError(f"binary body has {len(data)} bytes, shape {n}x{f} needs {n * f * 5}")
+    values = np.frombuffer(data, dtype="<f4", count=n * f).reshape(n, f).astype(np.float32, copy=False)
+    reasons = np.frombuffer(data, dtype=np.uint8, offset=n * f * 4).reshape(n, f)
+    return values, reasons
+
+
+def decode_arrow(data: bytes) -> FeatureMatrix:
+    """The FeatureMatrix of an Arrow IPC stream response."""
+    import pyarrow as pa
+
+    table = pa.ipc.open_stream(data).read_all()
+    meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+    columns = tuple(json.loads(meta["columns"]))
+    n, f = table.num_rows, len(columns)
+    values = table.column("values").combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(n, f)
+    reasons = table.column("reasons").combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(n, f)
+    ids = None
+    if "id" in table.column_names:
+        col = table.column("id")
+        ids = col.to_numpy() if pa.types.is_integer(col.type) else col.to_pylist()
+    return FeatureMatrix(meta["feature_set"], values.astype(np.float32, copy=False), reasons.astype(np.uint8, copy=False),
+                         columns, ids, meta.get("row_entity", ""), diagnostics=json.loads(meta.get("diagnostics", "{}")))
+
+
+def decode_json(data: bytes) -> FeatureMatrix:
+    """The FeatureMatrix of a JSON response, keyed (the seed's form) or columnar."""
+    body = json.loads(data)
+    reason_codes = {name: code for code, name in enumerate(_reason_names())}
+    if "columns" in body:
+        columns = tuple(body["columns"])
+        labels = body["rows"]
+        values = np.array([[math.nan if v is None else v for v in row] for row in body["values"]], dtype=np.float32)
+        reasons = np.array(body["reasons"], dtype=np.uint8)
+    else:
+        labels = list(body["features"])
+        columns = tuple(body["features"][labels[0]]) if labels else ()
+        values = np.array(
+            [[math.nan if v is None else v for v in body["features"][label].values()] for label in labels], dtype=np.float32
+        )
+        reasons = np.zeros(values.shape, dtype=np.uint8)
+        index = {c: j for j, c in enumerate(columns)}
+        for i, label in enumerate(labels):
+            for column, name in body["missing"].get(label, {}).items():
+                reasons[i, index[column]] = reason_codes[name]
+    values = values.reshape(len(labels), len(columns))
+    reasons = reasons.reshape(len(labels), len(columns))
+    entity = labels[0].split(":", 1)[0] if labels and ":" in labels[0] else ""
+    ids = [label.split(":", 1)[1] if entity else label for label in labels]
+    return FeatureMatrix(body["feature_set"], values, reasons, columns, ids, entity, diagnostics=body.get("diagnostics"))
+
+
+def _reason_names() -> list[str]:
+    from .reasons import Reason
+
+    return [Reason(code).name for code in range(len(Reason))]
+

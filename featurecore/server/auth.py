@@ -1,0 +1,124 @@
+"""API keys of the feature server: ``--auth FILE`` maps keys, stored as SHA-256 hashes,
+to the tenant, purposes and caller they may act as.
+
+The file (YAML or JSON)::
+
+    keys:
+      - caller: home-ranker            # who the key is (audit logs, metrics)
+        tenant: acme                   # the only tenant its requests may name
+        purposes: [ranking]            # the purposes it may name (first = default)
+        sha256: 3f2a...                # hex SHA-256 of the key; the key itself is never stored
+
+A new key and its entry: ``python -m featurecore.server.auth --caller home-ranker
+--tenant acme --purpose ranking``. Keys are random 32-byte tokens, so one unsalted
+SHA-256 is enough (there is nothing to brute-force). A presented key is hashed and
+compared with every entry by ``hmac.compare_digest`` (constant time, and no early exit,
+so the time does not tell which entry, if any, matched).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import secrets
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from ..errors import FeatureStoreError
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """What one key may act as."""
+
+    caller: str
+    tenant: str
+    purposes: tuple[str, ...]
+    digest: bytes  # SHA-256 of the key
+
+
+def hash_key(key: str) -> str:
+    """The hex SHA-256 stored for ``key``."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class AuthTable:
+    """The keys of an auth file; ``authenticate`` finds the entry of a presented key."""
+
+    def __init__(self, keys: list[ApiKey]):
+        self.keys = tuple(keys)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "AuthTable":
+        """Read and check an auth file (FeatureStoreError naming the entry and the fix)."""
+        try:
+            data = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as error:
+            raise FeatureStoreError(f"cannot read --auth file {str(path)!r}: {error}") from None
+        entries = data.get("keys") if isinstance(data, dict) else None
+        if not isinstance(entries, list) or not entries:
+            raise FeatureStoreError(
+                f"--auth file {str(path)!r} must hold `keys:`, a non-empty list of entries with caller, tenant, "
+                "purposes and sha256; create one with `python -m featurecore.server.auth`"
+            )
+        keys = []
+        for i, entry in enumerate(entries):
+            where = f"--auth file {str(path)!r} keys[{i}]"
+            if not isinstance(entry, dict):
+                raise FeatureStoreError(f"{where} must be a mapping, got {entry!r}")
+            unknown = sorted(set(entry) - {"caller", "tenant", "purposes", "sha256"})
+            if unknown:
+                raise FeatureStoreError(f"{where} has unknown fields {unknown}; use caller, tenant, purposes, sha256")
+            digest = str(entry.get("sha256", ""))
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest.lower()):
+                raise FeatureStoreError(f"{where}.sha256 must be 64 hex digits (the SHA-256 of the key), got {digest!r}")
+            purposes = entry.get("purposes")
+            if isinstance(purposes, str):
+                purposes = [purposes]
+            if not isinstance(purposes, list) or not purposes or not all(isinstance(p, str) and p for p in purposes):
+                raise FeatureStoreError(f"{where}.purposes must be a non-empty list of purposes, got {purposes!r}")
+            for name in ("caller", "tenant"):
+                if not isinstance(entry.get(name), str) or not entry[name]:
+                    raise FeatureStoreError(f"{where}.{name} must be a non-empty string, got {entry.get(name)!r}")
+            keys.append(ApiKey(entry["caller"], entry["tenant"], tuple(purposes), bytes.fromhex(digest)))
+        return cls(keys)
+
+    def authenticate(self, key: str) -> ApiKey | None:
+        """The entry of ``key`` or None; every entry is compared, in constant time."""
+        digest = hashlib.sha256(key.encode()).digest()
+        found = None
+        for entry in self.keys:
+            if hmac.compare_digest(digest, entry.digest):
+                found = entry
+        return found
+
+
+def new_key_entry(caller: str, tenant: str, purposes: list[str]) -> tuple[str, str]:
+    """A fresh random key and the YAML entry that grants it (print the key once, store
+    only the entry)."""
+    key = "fck_" + secrets.token_urlsafe(32)
+    entry = yaml.safe_dump(
+        [{"caller": caller, "tenant": tenant, "purposes": purposes, "sha256": hash_key(key)}], sort_keys=False
+    )
+    return key, entry
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m featurecore.server.auth", description="Create an API key for featurecore serve --auth.")
+    parser.add_argument("--caller", required=True)
+    parser.add_argument("--tenant", default="default")
+    parser.add_argument("--purpose", action="append", required=True, help="repeatable; the first is the default")
+    args = parser.parse_args(argv)
+    key, entry = new_key_entry(args.caller, args.tenant, args.purpose)
+    print(f"# API key (shown once; give it to {args.caller}): {key}", file=sys.stderr)
+    print("# append under `keys:` in the --auth file:", file=sys.stderr)
+    print(entry, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

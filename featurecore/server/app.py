@@ -23,7 +23,6 @@ from typing import Any, Awaitable, Callable
 import msgspec
 
 from ..errors import AccessDeniedError, FeatureUnavailableError, NotFoundError, ValidationError
-from ..governance.lifecycle import is_online
 from ..monitoring.collector import ServingCollector
 from ..registry.provenance import ages_from_lineage
 from ..store import FeatureStore
@@ -72,8 +71,9 @@ class Worker:
         self.store = store
         self.options = options
         self.slot = slot
+        self.run_dir = run_dir
         self.collector = ServingCollector()
-        self.metrics = ServerMetrics(self.collector, store.access_guard.audit)
+        self.metrics = ServerMetrics(self.collector, store.access_policy.audit)
         self.publisher = MetricsPublisher(self.metrics, run_dir, slot)
         self.loaded = threading.Event()  # the startup load finished
         self._stop = threading.Event()
@@ -123,7 +123,7 @@ class Worker:
             "registry": {"ok": state.revision > 0 and bool(state.feature_sets), "revision": state.revision,
                          "feature_sets": len(state.feature_sets)},
         }
-        online = [g for g in state.feature_groups.values() if is_online(state, g.ref)]
+        online = [g for g in state.feature_groups.values() if state.is_online(g.ref)]
         loaded = set(store.snapshots.loaded_names())
         pending = sorted(g.ref for g in online if g.serving_mode == "resident" and store.group_schema(g.ref).cf_name not in loaded)
         checks["resident"] = {"ok": self.loaded.is_set() and not pending and self.load_error is None,
@@ -249,12 +249,12 @@ class Worker:
         value = headers.get("authorization", "")
         scheme, _, token = value.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            self.store.access_guard.audit.record(caller=NO_KEY, feature_set=feature_set, tenant="", purpose="", reason="no API key")
+            self.store.access_policy.audit.record(caller=NO_KEY, feature_set=feature_set, tenant="", purpose="", reason="no API key")
             raise HttpError(401, "no API key; send `Authorization: Bearer <key>` (keys come from the server's --auth file)",
                             "Authorization", ((b"www-authenticate", b'Bearer realm="featurecore"'),))
         key = auth.authenticate(token.strip())
         if key is None:
-            self.store.access_guard.audit.record(caller=UNKNOWN_KEY, feature_set=feature_set, tenant="", purpose="", reason="unknown API key")
+            self.store.access_policy.audit.record(caller=UNKNOWN_KEY, feature_set=feature_set, tenant="", purpose="", reason="unknown API key")
             raise HttpError(401, "the API key is not in this server's --auth file; ask its operator for a key",
                             "Authorization", ((b"www-authenticate", b'Bearer realm="featurecore", error="invalid_token"'),))
         return key
@@ -272,7 +272,7 @@ class Worker:
         elif purpose not in key.purposes:
             reason, field = f"the key of {key.caller!r} may act for purposes {list(key.purposes)}, the request names purpose {purpose!r}", "purpose"
         if reason is not None:
-            self.store.access_guard.audit.record(caller=key.caller, feature_set=decoded.feature_set, tenant=tenant, purpose=purpose, reason=reason)
+            self.store.access_policy.audit.record(caller=key.caller, feature_set=decoded.feature_set, tenant=tenant, purpose=purpose, reason=reason)
             raise HttpError(403, f"{reason}; use a key issued for it", field)
         return tenant, purpose, key.caller
 

@@ -5,7 +5,7 @@ The workers share one listening socket (the kernel hands each connection to a wo
 that is accepting), each opens the store as a RocksDB secondary (the primary, which
 writes, runs elsewhere) and follows it: new registry revisions and writes are served
 without a restart. A worker that exits while the server runs is started again in its
-slot; a slot whose workers keep dying at startup stops the server.
+slot; a slot whose workers keep dying before they listen stops the server.
 """
 
 from __future__ import annotations
@@ -30,9 +30,7 @@ from .auth import AuthTable
 
 logger = logging.getLogger("featurecore.server")
 
-#: A worker that exits sooner than this after its start counts as a failed start.
-FAILED_START_S = 5.0
-#: Consecutive failed starts of one slot that stop the server.
+#: Consecutive failed starts (exits before listening) of one slot that stop the server.
 MAX_FAILED_STARTS = 5
 
 
@@ -107,7 +105,6 @@ class Supervisor:
         self.sock = sock
         self.run_dir = run_dir
         self.procs: list[subprocess.Popen | None] = [None] * options.workers
-        self.started_at = [0.0] * options.workers
         self.failed_starts = [0] * options.workers
         self.restarts = 0
         self.stopping = threading.Event()
@@ -125,7 +122,6 @@ class Supervisor:
             [sys.executable, "-m", "featurecore.server.worker", self._config(), str(slot)], pass_fds=(self.sock.fileno(),)
         )
         self.procs[slot] = proc
-        self.started_at[slot] = time.monotonic()
         logger.info("worker %d started (pid %d)", slot, proc.pid)
 
     def run(self) -> int:
@@ -136,8 +132,11 @@ class Supervisor:
                 code = proc.poll() if proc is not None else None
                 if code is None or self.stopping.is_set():
                     continue
-                quick = time.monotonic() - self.started_at[slot] < FAILED_START_S
-                self.failed_starts[slot] = self.failed_starts[slot] + 1 if quick else 0
+                marker = os.path.join(self.run_dir, f"listening-{proc.pid}")
+                listened = os.path.exists(marker)
+                if listened:
+                    os.unlink(marker)
+                self.failed_starts[slot] = 0 if listened else self.failed_starts[slot] + 1
                 if self.failed_starts[slot] >= MAX_FAILED_STARTS:
                     logger.error("worker %d failed to start %d times in a row (exit code %s); stopping", slot, MAX_FAILED_STARTS, code)
                     self.shutdown()

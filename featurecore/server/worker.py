@@ -11,6 +11,7 @@ import signal
 import socket
 import sys
 import threading
+from pathlib import Path
 
 import uvicorn
 
@@ -45,6 +46,8 @@ class _Server(uvicorn.Server):
     async def startup(self, sockets=None) -> None:  # type: ignore[no-untyped-def]
         await super().startup(sockets)
         self.worker.start()
+        # Tells the supervisor this worker started (an exit before it is a failed start).
+        Path(self.worker.run_dir, f"listening-{os.getpid()}").touch()
 
 
 def run(config: dict, slot: int) -> int:

@@ -18,6 +18,7 @@ from .reasons import Reason
 from .registry import Definitions, Registry, RegistryState, load_definitions, validate
 from .serving import FeatureMatrix, FeatureRequest
 from .store import FeatureStore
+from .timestamps import TimestampBounds
 
 __all__ = [
     "AccessDeniedError",
@@ -32,6 +33,7 @@ __all__ = [
     "Registry",
     "RegistryError",
     "RegistryState",
+    "TimestampBounds",
     "ValidationError",
     "load_definitions",
     "validate",

@@ -58,6 +58,7 @@ from .registry.validation import Plan
 from .serving.engine import ServingEngine
 from .serving.matrix import FeatureMatrix
 from .serving.request import FeatureRequest
+from .timestamps import DEFAULT_BOUNDS, TimestampBounds
 
 MODES = ("primary", "secondary", "read_only")
 logger = logging.getLogger(__name__)
@@ -102,11 +103,19 @@ class FeatureStore:
         refresh_interval_s: float = DEFAULT_REFRESH_INTERVAL_S,
         preload: bool = True,
         changelog_retention: int = DEFAULT_CHANGELOG_RETENTION,
+        timestamp_bounds: "TimestampBounds | None" = None,
     ):
         if mode not in MODES:
             raise ValidationError(f"mode must be one of {MODES}, got {mode!r}")
         self.root = os.fspath(root)
         self.mode = mode
+        if timestamp_bounds is not None and not isinstance(timestamp_bounds, TimestampBounds):
+            raise ValidationError(
+                f"timestamp_bounds must be a featurecore.TimestampBounds, got {type(timestamp_bounds).__name__} "
+                f"{timestamp_bounds!r}; pass TimestampBounds(earliest=..., max_ahead=...) or None for the defaults"
+            )
+        #: The plausible range of every timestamp written, requested or joined.
+        self.timestamp_bounds = timestamp_bounds or DEFAULT_BOUNDS
         self._lock = threading.RLock()
         self._secondary_dirs: list[str] = []
         if mode != "primary" and not os.path.exists(os.path.join(online_path(self.root), "CURRENT")):
@@ -157,6 +166,7 @@ class FeatureStore:
         refresh_interval_s: float = DEFAULT_REFRESH_INTERVAL_S,
         preload: bool = True,
         changelog_retention: int = DEFAULT_CHANGELOG_RETENTION,
+        timestamp_bounds: "TimestampBounds | None" = None,
     ) -> "FeatureStore":
         """Open the store directory ``root``.
 
@@ -169,10 +179,14 @@ class FeatureStore:
             refresh_interval_s: secondary refresh period in seconds (default 1.0).
             preload: load every resident group now instead of on first use.
             changelog_retention: changelog entries the primary keeps.
+            timestamp_bounds: the plausible range of timestamps (``TimestampBounds``;
+                default 2000-01-01 .. one day after now): a timestamp outside it, such
+                as seconds or milliseconds passed where microseconds are expected, is
+                rejected with a ValidationError naming the unit.
         """
         return cls(
             os.fspath(root), mode=mode, refresh_interval_s=refresh_interval_s, preload=preload,
-            changelog_retention=changelog_retention,
+            changelog_retention=changelog_retention, timestamp_bounds=timestamp_bounds,
         )
 
     def _finish_interrupted_deletions(self) -> None:
@@ -310,7 +324,8 @@ class FeatureStore:
         _check_lineage(code_version, pipeline_run_id)
         published = micros_now() if published_at is None else published_at
         batch = validate_batch(
-            schema, data, entity_ids=entity_ids, feature_timestamp=feature_timestamp, generated_at=generated_at, published_at=published
+            schema, data, entity_ids=entity_ids, feature_timestamp=feature_timestamp, generated_at=generated_at, published_at=published,
+            timestamp_bounds=self.timestamp_bounds,
         )
         received = len(batch)
         batch = drop_tombstoned(batch, self._tombstones(), self.state, schema.ref, tenant)
@@ -365,7 +380,7 @@ class FeatureStore:
         result = write_batch(
             self.root, self.state, ref, data, entity_ids=entity_ids, feature_timestamp=feature_timestamp,
             generated_at=generated_at, tenant=tenant, published_at=published_at, writer=writer,
-            tombstones=self._tombstones(),
+            tombstones=self._tombstones(), timestamp_bounds=self.timestamp_bounds,
         )
         self._record_lineage(ref, code_version, pipeline_run_id, result.offline_rows)
         return result
@@ -433,7 +448,7 @@ class FeatureStore:
         return point_in_time_join(
             events, self.state, feature_set_ref, root=self.root, tombstones=self._tombstones(),
             event_timestamp=event_timestamp, tenant=tenant, strict=strict, threads=threads, chunk_rows=chunk_rows,
-            progress=progress, include_archived=include_archived,
+            progress=progress, include_archived=include_archived, timestamp_bounds=self.timestamp_bounds,
         )
 
     def materialize(
@@ -447,7 +462,7 @@ class FeatureStore:
         write batches. ``group_ref`` None: every online group.
         """
         writer = self._require_primary("materialize")
-        as_of_us = None if as_of is None else int(to_micros(as_of, 1, "as_of")[0])
+        as_of_us = None if as_of is None else self._micros(as_of, "as_of")
         refs = [self.group_schema(group_ref).ref] if group_ref else [
             g.ref for g in self.state.feature_groups.values() if self.state.is_online(g.ref)
         ]
@@ -495,7 +510,7 @@ class FeatureStore:
         return backfill(
             self.root, self.state, ref, source, start=start, end=end, entity_ids=entity_ids,
             feature_timestamp=feature_timestamp, generated_at=generated_at, tenant=tenant, progress=progress,
-            tombstones=self._tombstones(),
+            tombstones=self._tombstones(), timestamp_bounds=self.timestamp_bounds,
         )
 
     def check_parity(
@@ -515,7 +530,7 @@ class FeatureStore:
         ``tenant``, ``context``, ``candidate`` and ``purpose`` as ``FeatureRequest``;
         ``max_examples``: differing rows kept per feature."""
         return check_parity(
-            self, feature_set_ref, entities, int(to_micros(at, 1, "at")[0]), tenant=tenant, context=context,
+            self, feature_set_ref, entities, self._micros(at, "at"), tenant=tenant, context=context,
             candidate=candidate, purpose=purpose, max_examples=max_examples,
         )
 
@@ -523,7 +538,13 @@ class FeatureStore:
         """A group's latest rows as of ``as_of`` straight from the offline log into a
         resident snapshot, for replay and offline evaluation."""
         ref = self.group_schema(group_ref).ref
-        return load_snapshot(self.root, self.state, ref, int(to_micros(as_of, 1, "as_of")[0]), tenants=tenants, tombstones=self._tombstones())
+        return load_snapshot(self.root, self.state, ref, self._micros(as_of, "as_of"), tenants=tenants, tombstones=self._tombstones())
+
+    def _micros(self, value: Any, what: str) -> int:
+        """One timestamp argument as int64 microseconds, checked against the bounds."""
+        micros = int(to_micros(value, 1, what)[0])
+        self.timestamp_bounds.check(micros, what)
+        return micros
 
     def delete_online(self, group_ref: str, entity_ids: Any, *, tenant: str = "default") -> WriteReceipt:
         """Delete the rows of ``entity_ids`` of ``tenant`` from one group (through the
@@ -558,9 +579,17 @@ class FeatureStore:
                 before anything is read and recorded in ``store.access_policy.audit``).
             FeatureUnavailableError: a feature with a ``fail`` policy was missing.
             FeatureStoreError: the store is closed.
+            ValidationError: ``request_time`` is outside ``timestamp_bounds`` (e.g. in
+                seconds instead of microseconds).
         """
         if self._closed:
             self._raise_closed()
+        if not isinstance(request, FeatureRequest):
+            raise ValidationError(
+                f"get_features takes a FeatureRequest, got {type(request).__name__}; "
+                "pass FeatureRequest(feature_set, entities, request_time)"
+            )
+        self.timestamp_bounds.check(request.request_time_us, "request_time")
         return self._engine.get_features(request)
 
     def load_resident(self) -> dict[str, LoadStats]:

@@ -161,7 +161,7 @@ def test_list_other_kinds(capsys, applied, kind, first_line):
 
 
 def test_governance_commands_change_the_store_and_report(store_dir, example_repo, capsys):
-    from conftest import populate
+    from conftest import T0_US, populate
 
     from featurecore import FeatureStore
 
@@ -172,7 +172,7 @@ def test_governance_commands_change_the_store_and_report(store_dir, example_repo
         populate(store)
         for group in ("item_static:v1", "item_behavior:v1", "creator_safety:v1"):  # trending_ranker's groups
             store.write(group, group_frame(store.state, group, 1), entity_ids=["c0" if "creator" in group else "i1"],
-                        feature_timestamp=0, code_version="git:1", pipeline_run_id="run-1")
+                        feature_timestamp=T0_US, code_version="git:1", pipeline_run_id="run-1")
     where = ["--store", str(store_dir)]
     code, out, _ = run(capsys, "validate", "trending_ranker:v3", "--measured", "--all", *where)
     assert code == 0 and "ok      freshness    item_behavior:v1" in out

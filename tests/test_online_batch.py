@@ -180,7 +180,7 @@ def test_ids_and_tenant_rules():
 def test_float_column_matches_pandas_oracle(values):
     schema = GroupSchema("g:v1", "g/g/v1", "item", (FieldSpec("x", "float32"),))
     ids = [f"i{i}" for i in range(len(values))]
-    batch = validate_batch(schema, {"x": values}, entity_ids=ids, feature_timestamp=0, published_at=0)
+    batch = validate_batch(schema, {"x": values}, entity_ids=ids, feature_timestamp=T0_US, published_at=T0_US)
     oracle = pd.Series(values, dtype="float64")
     np.testing.assert_array_equal(batch.nulls[:, 0].astype(bool), oracle.isna().to_numpy())
     np.testing.assert_array_equal(batch.columns[0], oracle.fillna(0.0).to_numpy(np.float32))
@@ -190,7 +190,7 @@ def test_float_column_matches_pandas_oracle(values):
 @given(st.lists(st.one_of(st.none(), st.sampled_from(["red", "green", "blue"])), min_size=1, max_size=30))
 def test_categorical_codes_match_oracle(values):
     schema = GroupSchema("g:v1", "g/g/v1", "item", (FieldSpec("c", "categorical", 1, ("red", "green", "blue")),))
-    batch = validate_batch(schema, {"c": values}, entity_ids=list(range(len(values))), feature_timestamp=0, published_at=0)
+    batch = validate_batch(schema, {"c": values}, entity_ids=list(range(len(values))), feature_timestamp=T0_US, published_at=T0_US)
     oracle = pd.Categorical(values, categories=["red", "green", "blue"]).codes
     np.testing.assert_array_equal(batch.columns[0], np.where(oracle < 0, 0, oracle))
     np.testing.assert_array_equal(batch.nulls[:, 0], (oracle < 0).astype(np.uint8))

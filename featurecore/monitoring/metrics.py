@@ -208,10 +208,16 @@ class ColumnSummary:
 
 @dataclass(frozen=True)
 class GroupSummary:
-    """Staleness (age = eval_time - generated_at, seconds) of one feature group."""
+    """Staleness (age = eval_time - generated_at, seconds) of one feature group.
+
+    ``negative_ages`` counts rows served with a ``generated_at`` after the evaluation
+    time (clock skew, or a timestamp in the wrong unit): a problem, so they are kept out
+    of ``age`` instead of counting as perfectly fresh.
+    """
 
     group: str
     age: Quantiles
+    negative_ages: int = 0
 
 
 def _check_matrix(values: np.ndarray, reasons: np.ndarray, n_columns: int) -> None:
@@ -256,6 +262,7 @@ class MatrixStats:
         self.age_total = np.zeros(g)
         self.age_min = np.full(g, np.inf)
         self.age_max = np.full(g, -np.inf)
+        self.age_negative = np.zeros(g, dtype=np.int64)
         self._age_offsets = (np.arange(g, dtype=np.int64) * nb)[None, :]
         self.baseline: "Baseline | None" = None
         self.value_counts: np.ndarray | None = None
@@ -326,6 +333,10 @@ class MatrixStats:
         self.rows += n
 
     def _add_ages(self, group_age: np.ndarray) -> None:
+        negative = group_age < 0
+        if negative.any():  # counted apart, not as fresh (GroupSummary.negative_ages)
+            self.age_negative += negative.sum(axis=0)
+            group_age = np.where(negative, np.nan, group_age)
         idx = self._age_layout.bucket_indices(group_age)
         flat = (idx + self._age_offsets)[idx >= 0]
         self.age_counts += np.bincount(flat, minlength=self.age_counts.size).reshape(self.age_counts.shape)
@@ -357,6 +368,7 @@ class MatrixStats:
         self.age_total += other.age_total
         self.age_min = np.fmin(self.age_min, other.age_min)
         self.age_max = np.fmax(self.age_max, other.age_max)
+        self.age_negative += other.age_negative
         if other.baseline is not None and self.baseline is None:
             self.set_baseline(other.baseline)
         # Counts binned against another baseline (one installed mid-flight) are not comparable.
@@ -410,7 +422,10 @@ class MatrixStats:
 
     def group_summary(self) -> list[GroupSummary]:
         """One GroupSummary (age quantiles) per group."""
-        return [GroupSummary(group=g, age=h.summary()) for g, h in self.age_histograms().items()]
+        return [
+            GroupSummary(group=g, age=h.summary(), negative_ages=int(self.age_negative[k]))
+            for k, (g, h) in enumerate(self.age_histograms().items())
+        ]
 
 
 def binned_quantile(edges: Sequence[float], counts: Sequence[int], q: float, low: float, high: float) -> float:

@@ -167,7 +167,8 @@ def text_report(snapshot: MonitoringSnapshot, *, top: int = 10) -> str:
             lines.append("  staleness (age, s)    p50        p95        p99        max")
             for g in s.groups:
                 lines.append(f"    {g.group:<18}{_num(g.age.p50):>9}  {_num(g.age.p95):>9}  "
-                             f"{_num(g.age.p99):>9}  {_num(g.age.max):>9}")
+                             f"{_num(g.age.p99):>9}  {_num(g.age.max):>9}"
+                             + (f"  {g.negative_ages:,} rows generated after their request time" if g.negative_ages else ""))
         inspected = [(s.feature_set, c) for c in s.columns if c.cells]
         if inspected:
             worst = _worst_per_feature(inspected, lambda c: (-c.missing_rate, c.column), many=False)[:top]

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from ..errors import ValidationError
 from ..online.batch import GroupSchema, check_tenant, micros_now, to_micros, validate_batch
+from ..timestamps import DEFAULT_BOUNDS, TimestampBounds
 from ..registry.model import RegistryState
 from .log import TIMESTAMP, OfflineLog, StagedAppend
 from .write import drop_tombstoned
@@ -93,6 +94,7 @@ def backfill(
     tenant: str = "default",
     tombstones=None,
     progress: "bool | None" = None,
+    timestamp_bounds: TimestampBounds = DEFAULT_BOUNDS,
 ) -> BackfillSummary:
     """Backfill ``group_ref``'s offline history for feature timestamps in [start, end).
 
@@ -106,6 +108,7 @@ def backfill(
             ``generated_at=None`` stamps every row with the backfill's start time.
         tombstones: ``governance.deletion.Tombstones``: rows of deleted entities are
             skipped (counted in ``skipped``).
+        timestamp_bounds: the plausible range of every timestamp (``TimestampBounds``).
 
     Raises:
         ValidationError: a malformed batch or range; nothing is committed.
@@ -156,6 +159,7 @@ def backfill(
                 feature_timestamp=feature_timestamp,
                 generated_at=generated_at if generated_at is not None else now,
                 published_at=now,
+                timestamp_bounds=timestamp_bounds,
             )
             kept_batch = drop_tombstoned(batch, tombstones, state, group_ref, tenant)
             skipped += len(batch) - len(kept_batch)

@@ -63,6 +63,7 @@ from ..reasons import Reason
 from ..online.batch import GroupSchema
 from ..registry.model import RegistryState
 from ..serving.plan import CompiledFeatureSet, compile_feature_set
+from ..timestamps import DEFAULT_BOUNDS, TimestampBounds
 from .log import DEFAULT_CHUNK_ROWS, LogFile, OfflineLog, Watermark, micros, typed_columns
 
 STAMP_COLUMNS = ["entity_id", "feature_timestamp", "generated_at"]
@@ -392,6 +393,7 @@ def point_in_time_join(
     compiled: "CompiledFeatureSet | None" = None,
     include_archived: bool = False,
     tombstones=None,
+    timestamp_bounds: TimestampBounds = DEFAULT_BOUNDS,
 ) -> TrainingSet:
     """Build the training matrix of ``feature_set_ref`` for every event (see the module
     docstring for the exact semantics).
@@ -412,6 +414,8 @@ def point_in_time_join(
         include_archived: allow archived features (to reproduce an old model).
         tombstones: ``governance.deletion.Tombstones``: a deleted entity's history is
             never joined (its rows are ``entity_not_found``).
+        timestamp_bounds: the plausible range of event times (``TimestampBounds``): event
+            times in seconds or milliseconds are rejected, not joined as 1970.
 
     Raises:
         ValidationError: naive timestamps, missing id columns, no history source.
@@ -424,6 +428,7 @@ def point_in_time_join(
     assert_trainable(state, feature_set_ref, include_archived=include_archived)
     table = events_table(events)
     event_ts = event_micros(table, event_timestamp)
+    timestamp_bounds.check(event_ts, f"events column {event_timestamp!r}")
     compiled = compiled or compile_feature_set(state, feature_set_ref)
     threads = threads or min(4, os.cpu_count() or 1)
     progress = sys.stderr.isatty() if progress is None else progress

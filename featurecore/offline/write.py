@@ -30,6 +30,7 @@ import pandas as pd
 from ..errors import FeatureStoreError
 from ..online.batch import Batch, GroupSchema, check_tenant, micros_now, to_micros, validate_batch
 from ..registry.model import RegistryState
+from ..timestamps import DEFAULT_BOUNDS, TimestampBounds
 from .log import OfflineLog
 
 
@@ -81,6 +82,7 @@ def write_batch(
     published_at: Any = None,
     writer=None,
     tombstones=None,
+    timestamp_bounds: TimestampBounds = DEFAULT_BOUNDS,
 ) -> WriteResult:
     """Write a computed batch to the offline log and, for online groups, the online store.
 
@@ -97,6 +99,7 @@ def write_batch(
         writer: the primary's ``OnlineWriter``; None writes the offline log only.
         tombstones: ``governance.deletion.Tombstones.load(store)``: rows of deleted
             entities are dropped (not written anywhere) and counted in ``dropped``.
+        timestamp_bounds: the plausible range of every timestamp (``TimestampBounds``).
 
     Raises:
         ValidationError: the batch is malformed; nothing was written.
@@ -112,6 +115,7 @@ def write_batch(
         feature_timestamp=feature_timestamp,
         generated_at=generated_at,
         published_at=published,
+        timestamp_bounds=timestamp_bounds,
     )
     received = len(batch)
     batch = drop_tombstoned(batch, tombstones, state, group_ref, check_tenant(tenant))

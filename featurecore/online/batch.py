@@ -20,6 +20,7 @@ from ..errors import ValidationError
 from ..registry.model import DTYPES, RegistryState
 from ..registry.schema import schema_for_group
 from ..layout import group_cf_name
+from ..timestamps import DEFAULT_BOUNDS, TimestampBounds
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -402,12 +403,14 @@ def validate_batch(
     feature_timestamp: Any,
     generated_at: Any = None,
     published_at: Any,
+    timestamp_bounds: TimestampBounds = DEFAULT_BOUNDS,
 ) -> Batch:
     """Check a batch against ``schema`` and convert it for the native encoder.
 
     ``entity_ids``, ``feature_timestamp`` and ``generated_at`` may also name a column
     of ``data``; that column is then not a feature. ``generated_at=None`` means the
-    rows were generated when published.
+    rows were generated when published. Every timestamp must lie within ``timestamp_bounds``
+    (a timestamp in seconds or milliseconds is rejected, not stored in 1970).
 
     Raises:
         ValidationError: naming the first bad column/row/value and how to fix it.
@@ -441,6 +444,9 @@ def validate_batch(
     published = to_micros(published_at, n, "published_at")
     feature_ts = to_micros(resolve(feature_timestamp), n, "feature_timestamp")
     generated = published.copy() if generated_at is None else to_micros(resolve(generated_at), n, "generated_at")
+    now = micros_now()
+    for what, stamps in (("published_at", published), ("feature_timestamp", feature_ts), ("generated_at", generated)):
+        timestamp_bounds.check(stamps, what, now)
     return Batch(ids, arrays, nulls, feature_ts, generated, published)
 
 

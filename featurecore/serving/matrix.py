@@ -36,7 +36,8 @@ class FeatureMatrix:
         row_entity: entity type of the rows (labels rows as ``"item:item_1"``).
         group_age: float32 (n, G) seconds since each group row was generated (NaN: no row).
         group_names: G group refs.
-        diagnostics: missing_count, stale_count, reason_counts, latency_us (a dict,
+        diagnostics: missing_count, stale_count, reason_counts, latency_us, and
+            negative_age_count when rows were generated after the request time (a dict,
             built on first access from ``stats`` when not given: most requests never
             read it, and building it costs about a microsecond).
     """
@@ -70,6 +71,9 @@ class FeatureMatrix:
     def diagnostics(self) -> dict:
         if self._diagnostics is None:
             self._diagnostics = {} if self._stats is None else diagnostics_of(self._stats)
+            negative = int(np.count_nonzero(self.group_age < 0))
+            if negative:  # rows generated after the request time: a problem, not fresh
+                self._diagnostics["negative_age_count"] = negative
         return self._diagnostics
 
     @diagnostics.setter

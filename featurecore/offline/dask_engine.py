@@ -147,7 +147,9 @@ def _split_events_task(source: Any, part: int, spec: JoinSpec, columns: "Sequenc
 def _split_history_task(root: str, schema: GroupSchema, files: tuple, tenant: "str | None", entity: str, spec: JoinSpec, chunk_rows: int) -> list[pa.Table]:
     log = OfflineLog(root, schema)
     history = LogHistory(log, tenant, files=files)
-    columns = ["tenant", "entity_id", "feature_timestamp", "generated_at", *(f.name for f in schema.fields)]
+    # The tenant column only where tenants are mixed (a string column costs as much to
+    # decode as a few feature columns); one tenant's scan filters by it already.
+    columns = [*(["tenant"] if tenant is None else []), "entity_id", "feature_timestamp", "generated_at", *(f.name for f in schema.fields)]
     chunks = list(history.scan(columns, chunk_rows, _NO_LIMIT))
     id_type = "int64" if history.id_is_int else "string"
     table = pa.concat_tables(chunks) if chunks else log.arrow_schema(id_type).empty_table().select(columns)
@@ -164,7 +166,10 @@ def _assemble_task(source: Any, part: int, selected: dict, spec: JoinSpec, outpu
     if output is None:
         return table.to_pandas()
     path = os.path.join(output, f"part-{part:05d}.parquet")
-    pq.write_table(table, path)
+    # Dictionary pages for the events' columns only: trying them on float features costs
+    # more than the rest of the write.
+    floats = {f.name for f in table.schema if pa.types.is_floating(f.type)}
+    pq.write_table(table, path, use_dictionary=[name for name in table.column_names if name not in floats])
     return table.num_rows
 
 

@@ -122,11 +122,21 @@ def bucket_of(ids: "pa.Array | pa.ChunkedArray", buckets: int, as_int: bool) -> 
 
 
 def _split(table: pa.Table, bucket: np.ndarray, buckets: int) -> list[pa.Table]:
-    """``table``'s rows per bucket, each in their original order (a stable sort)."""
-    order = np.argsort(bucket, kind="stable")
-    bounds = np.searchsorted(bucket[order], np.arange(buckets + 1))
-    sorted_table = table.take(pa.array(order))
-    return [sorted_table.slice(bounds[b], bounds[b + 1] - bounds[b]) for b in range(buckets)]
+    """``table``'s rows per bucket, each in their original order: a stable sort per
+    record batch (a take on one contiguous batch is ~3x faster than on a chunked table),
+    the bucket's slices then concatenated in batch order without copying."""
+    pieces: list[list[pa.RecordBatch]] = [[] for _ in range(buckets)]
+    offset = 0
+    for batch in table.to_batches():
+        mine = bucket[offset:offset + batch.num_rows]
+        offset += batch.num_rows
+        order = np.argsort(mine, kind="stable")
+        bounds = np.searchsorted(mine[order], np.arange(buckets + 1))
+        sorted_batch = batch.take(pa.array(order))
+        for b in range(buckets):
+            if bounds[b + 1] > bounds[b]:
+                pieces[b].append(sorted_batch.slice(bounds[b], bounds[b + 1] - bounds[b]))
+    return [pa.Table.from_batches(p, schema=table.schema) for p in pieces]
 
 
 def split_events(events, part: int, spec: JoinSpec) -> dict[str, list[pa.Table]]:
@@ -136,8 +146,8 @@ def split_events(events, part: int, spec: JoinSpec) -> dict[str, list[pa.Table]]
     table = events_table(events)
     ts = pa.array(event_micros(table, spec.event_timestamp))
     n = table.num_rows
-    if spec.tenant_column is None:
-        tenants = pa.array(np.full(n, spec.tenant, dtype=object), pa.string())
+    if spec.tenant_column is None:  # one tenant: a dictionary column costs nothing per row
+        tenants = pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([spec.tenant]))
     else:
         tenants = _tenant_column(table, spec.tenant_column)
     out = {}
@@ -231,9 +241,13 @@ def assemble_part(events, selected: "dict[str, Sequence[pa.Table]]", spec: JoinS
         reason[position] = rows.column(REASON).to_numpy()
         found_rows = np.flatnonzero(rows.column(REASON).to_numpy() == 0)
         group_refs = np.full(n, -1, np.int64)
-        group_refs[position[found_rows]] = np.arange(len(found_rows))
+        group_refs[position[found_rows]] = found_rows
+        # The table keeps the missed events' (null) rows: no ref points at them, and not
+        # taking the found ones out saves a copy of every column.
+        generated_at = pc.fill_null(rows.column("generated_at"), pa.scalar(0, rows.schema.field("generated_at").type))
+        rows = rows.set_column(rows.schema.get_field_index("generated_at"), "generated_at", generated_at)
         schema = GroupSchema.from_state(spec.state, binding.ref)
-        tables.append(group_table(rows.take(pa.array(found_rows)), schema, binding.schema))
+        tables.append(group_table(rows, schema, binding.schema))
         refs.append(group_refs)
         reasons.append(reason)
     values, reason_codes, group_age = compiled.assemble(

@@ -1,7 +1,11 @@
 // featurecore._core: the one private extension. Each area binds its own types.
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
 #include <stdexcept>
+#include <string>
+
+#include "codec.h"
 
 namespace py = pybind11;
 
@@ -14,6 +18,23 @@ PYBIND11_MODULE(_core, m) {
     bind_serving(m);
     bind_offline(m);
     bind_encode(m);
+    m.def(
+        "rows_checksum_ok",
+        [](const py::list& rows) {
+            py::array_t<bool> out(static_cast<py::ssize_t>(rows.size()));
+            bool* o = out.mutable_data();
+            for (size_t i = 0; i < rows.size(); ++i) {
+                PyObject* r = rows[i].ptr();
+                if (!PyBytes_Check(r))
+                    throw std::invalid_argument("rows[" + std::to_string(i) + "] must be bytes, got " +
+                                                std::string(Py_TYPE(r)->tp_name));
+                o[i] = fc::row_checksum_ok(reinterpret_cast<const uint8_t*>(PyBytes_AS_STRING(r)),
+                                           static_cast<size_t>(PyBytes_GET_SIZE(r)));
+            }
+            return out;
+        },
+        py::arg("rows"),
+        "bool per row: False where a v2 row's CRC-32C trailer does not match its bytes (a damaged row).");
     // A caller's mistake found natively (std::invalid_argument, std::out_of_range,
     // std::length_error) surfaces as featurecore.errors.ValidationError, the class users
     // catch for bad input; it is a ValueError, and OutOfRangeError (out_of_range) is an

@@ -24,6 +24,46 @@ const uint32_t* crc_table() {
     return table;
 }
 
+const uint32_t* crc32c_table() {
+    static const auto table = [] {
+        static uint32_t t[256];
+        for (uint32_t i = 0; i < 256; ++i) {
+            uint32_t c = i;
+            for (int k = 0; k < 8; ++k) c = (c & 1) ? 0x82F63B78u ^ (c >> 1) : c >> 1;
+            t[i] = c;
+        }
+        return t;
+    }();
+    return table;
+}
+
+uint32_t crc32c_table_driven(const uint8_t* data, size_t n, uint32_t crc) {
+    const uint32_t* t = crc32c_table();
+    for (size_t i = 0; i < n; ++i) crc = t[(crc ^ data[i]) & 0xFF] ^ (crc >> 8);
+    return crc;
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+// The SSE4.2 crc32 instruction computes CRC-32C; compiled for it here only, chosen at run
+// time, so the extension still runs on CPUs without it (no -march=native).
+__attribute__((target("sse4.2"))) uint32_t crc32c_sse42(const uint8_t* data, size_t n, uint32_t crc) {
+    uint64_t c = crc;
+    for (; n >= 8; n -= 8, data += 8) {
+        uint64_t v;
+        std::memcpy(&v, data, 8);
+        c = __builtin_ia32_crc32di(c, v);
+    }
+    uint32_t c32 = static_cast<uint32_t>(c);
+    for (; n > 0; --n, ++data) c32 = __builtin_ia32_crc32qi(c32, *data);
+    return c32;
+}
+
+bool have_sse42() {
+    static const bool have = __builtin_cpu_supports("sse4.2");
+    return have;
+}
+#endif
+
 // Little-endian loads/stores; the format is little-endian on every host.
 template <typename T>
 T load_le(const uint8_t* p) {
@@ -46,6 +86,14 @@ uint32_t crc32(const uint8_t* data, size_t n, uint32_t crc) {
     crc = ~crc;
     for (size_t i = 0; i < n; ++i) crc = t[(crc ^ data[i]) & 0xFF] ^ (crc >> 8);
     return ~crc;
+}
+
+uint32_t crc32c(const uint8_t* data, size_t n, uint32_t crc) {
+    crc = ~crc;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    if (have_sse42()) return ~crc32c_sse42(data, n, crc);
+#endif
+    return ~crc32c_table_driven(data, n, crc);
 }
 
 Schema::Schema(std::vector<uint8_t> dtypes, std::vector<uint32_t> dims)
@@ -80,6 +128,7 @@ Schema::Schema(std::vector<uint8_t> dtypes, std::vector<uint32_t> dims)
         fp.push_back(dt);
         for (int b = 0; b < 4; ++b) fp.push_back(static_cast<uint8_t>(dim >> (8 * b)));
     }
+    row_bytes_ += kChecksumBytes;
     fingerprint_ = crc32(fp.data(), fp.size());
 }
 
@@ -176,14 +225,27 @@ void encode_rows(const Schema& schema, const ColumnsIn& in, uint8_t* const* out)
                 std::memset(out[r] + vo, 0, w);
             }
         }
+        const size_t body = schema.row_bytes() - kChecksumBytes;
+        for (size_t r = r0; r < r1; ++r) store_le<uint32_t>(out[r] + body, crc32c(out[r], body));
     }
+}
+
+bool row_checksum_ok(const uint8_t* data, size_t len) {
+    if (data == nullptr || len == 0 || data[0] != kFormatVersion) return true;
+    if (len < kHeaderBytes + kChecksumBytes) return false;
+    return load_le<uint32_t>(data + len - kChecksumBytes) == crc32c(data, len - kChecksumBytes);
 }
 
 uint8_t decode_row(const Schema& schema, const uint8_t* data, size_t len, float* slots,
                    uint8_t* null_bits, int64_t* ts) {
     const size_t k = schema.n_features();
-    if (data == nullptr || len != schema.row_bytes()) return kNotComputed;
-    if (data[0] != kFormatVersion || data[1] != 0) return kNotComputed;
+    if (data == nullptr || len < kHeaderBytes || data[1] != 0) return kNotComputed;
+    if (data[0] == kFormatVersion && len == schema.row_bytes()) {
+        const size_t body = len - kChecksumBytes;
+        if (load_le<uint32_t>(data + body) != crc32c(data, body)) return kNotComputed;  // a damaged row
+    } else if (!(data[0] == kFormatVersionV1 && len == schema.row_bytes() - kChecksumBytes)) {
+        return kNotComputed;
+    }
     if (load_le<uint16_t>(data + 2) != k || load_le<uint32_t>(data + 4) != schema.fingerprint())
         return kNotComputed;
     ts[0] = load_le<int64_t>(data + 8);

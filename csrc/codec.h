@@ -1,4 +1,4 @@
-// Schema and row format v1 (docs/ARCHITECTURE.md, "Row format v1").
+// Schema and row format v2 (docs/ARCHITECTURE.md, "Row format v2").
 //
 // A Schema is an immutable list of (dtype, dim); it fixes the slot layout of a
 // group (every feature becomes `dim` float32 slots, dim = 1 except embeddings)
@@ -7,8 +7,9 @@
 // thread.
 //
 // decode_row never trusts its input: any length, version, reserved byte,
-// feature count, fingerprint or padding-bit mismatch yields kNotComputed, and
-// it never reads outside [data, data + len).
+// feature count, fingerprint, checksum or padding-bit mismatch yields
+// kNotComputed, and it never reads outside [data, data + len). Rows are written
+// as v2 (v1 + a CRC-32C trailer); v1 rows (no trailer) still decode.
 #pragma once
 
 #include <cstddef>
@@ -19,12 +20,18 @@
 
 namespace fc {
 
-constexpr uint8_t kFormatVersion = 1;
+constexpr uint8_t kFormatVersion = 2;    // written
+constexpr uint8_t kFormatVersionV1 = 1;  // still read: no checksum trailer
 // version u8, reserved u8, n_features u16, fingerprint u32, three i64 timestamps.
 constexpr size_t kHeaderBytes = 32;
+// v2 trailer: u32 little-endian CRC-32C of every byte before it.
+constexpr size_t kChecksumBytes = 4;
 
 // zlib-compatible CRC-32 (so Python can check fingerprints with zlib.crc32).
 uint32_t crc32(const uint8_t* data, size_t n, uint32_t crc = 0);
+// CRC-32C (Castagnoli, the iSCSI/ext4 checksum; crc32c("123456789") == 0xE3069283).
+// Uses the SSE4.2 instruction when the CPU has it, a table otherwise.
+uint32_t crc32c(const uint8_t* data, size_t n, uint32_t crc = 0);
 
 class Schema {
   public:
@@ -36,7 +43,8 @@ class Schema {
     size_t n_slots() const { return slot_offsets_.back(); }
     uint32_t fingerprint() const { return fingerprint_; }
     size_t bitmap_bytes() const { return (n_features() + 7) / 8; }
-    // Exact length of every encoded row of this schema.
+    // Exact length of every encoded (v2) row of this schema; a v1 row is
+    // kChecksumBytes shorter.
     size_t row_bytes() const { return row_bytes_; }
     const std::vector<uint8_t>& dtypes() const { return dtypes_; }
     const std::vector<uint32_t>& dims() const { return dims_; }
@@ -80,11 +88,16 @@ void encode_rows(const Schema& schema, const ColumnsIn& in, uint8_t* const* out)
 void column_to_slots(const Schema& schema, const ColumnsIn& in, size_t j, size_t r0, size_t r1, float* out,
                      size_t stride);
 
+// False when `data` is a v2 row (version byte 2) whose CRC-32C trailer does not match;
+// true otherwise (a v1 row has no checksum; other checks are decode_row's). The writer
+// uses it to let a damaged stored row be replaced whatever timestamps it claims.
+bool row_checksum_ok(const uint8_t* data, size_t len);
+
 // Decodes one row into slots (n_slots floats; nulls become NaN), null_bits
 // (bitmap_bytes() bytes: feature j is bit j % 8 of byte j / 8, as in the row)
 // and ts (feature_ts, generated_at, published_at).
-// Returns kPresent, or kNotComputed if the bytes are not a valid v1 row of
-// this schema (outputs are then unspecified).
+// Returns kPresent, or kNotComputed if the bytes are not a valid v2 row (checksum
+// included) or v1 row of this schema (outputs are then unspecified).
 uint8_t decode_row(const Schema& schema, const uint8_t* data, size_t len, float* slots,
                    uint8_t* null_bits, int64_t* ts);
 

@@ -354,7 +354,7 @@ size_t ResidentGroup::nbytes() const {
 
 size_t ResidentGroup::payload_bytes() const {
     std::shared_lock<std::shared_mutex> lock(mu_);
-    const size_t value_bytes = schema_->row_bytes() - kHeaderBytes - schema_->bitmap_bytes();
+    const size_t value_bytes = schema_->row_bytes() - kHeaderBytes - schema_->bitmap_bytes() - kChecksumBytes;
     return rows_.n_rows() * value_bytes + key_bytes_;
 }
 

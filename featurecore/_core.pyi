@@ -53,7 +53,7 @@ class Schema:
         """zlib.crc32 of (u8 dtype, u32le dim) per feature."""
     @property
     def row_bytes(self) -> int:
-        """Exact length of every encoded v1 row."""
+        """Exact length of every encoded (v2) row; a stored v1 row is 4 bytes shorter."""
     @property
     def dtypes(self) -> list[int]: ...
     @property
@@ -74,7 +74,7 @@ def encode_rows(
     *,
     order: NDArray[np.int64] | None = None,
 ) -> list[bytes]:
-    """Encode n rows in format v1 (one call for any n: rows go straight into their bytes).
+    """Encode n rows in format v2 (one call for any n: rows go straight into their bytes).
 
     columns: one C-contiguous array per feature: float32/float64/int64/bool (n,),
     categorical int32 (n,), embedding float32 (n, dim). nulls: uint8 (n, n_features),
@@ -82,6 +82,10 @@ def encode_rows(
     out[i] is then row order[i] (e.g. rows in key order for an SST file), cheaper than
     reordering the list afterwards.
     """
+
+def rows_checksum_ok(rows: list[bytes]) -> NDArray[np.bool_]:
+    """(n,) False where a v2 row's CRC-32C trailer does not match its bytes (a damaged
+    row); True for intact v2 rows and for v1 rows (which have no checksum)."""
 
 class GroupTable:
     """Immutable rows of one group as float32 slots (see csrc/group_table.h).

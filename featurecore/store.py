@@ -622,6 +622,8 @@ class FeatureStore:
                 }
                 for name, load in self.snapshots.loads.items()
             },
+            # Direct groups' rows read that did not decode (served not_computed), since open.
+            "direct_corrupt_rows_read": dict(self.direct.corrupt_rows),
         }
         if self._refresher is not None:
             stats["refresh"] = {

@@ -1,4 +1,5 @@
-"""Row codec v1, keys and Schema against a pure-Python oracle (struct/zlib)."""
+"""Row codec (v2, and v1 rows still read), keys and Schema against a pure-Python oracle
+(struct/zlib and a bitwise CRC-32C)."""
 
 import struct
 import zlib
@@ -39,10 +40,42 @@ def make_batch(spec, n, seed):
     return cols, nulls, ts
 
 
+def _crc32c_table():
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+CRC32C_TABLE = _crc32c_table()
+
+
+def crc32c(data: bytes) -> int:
+    """CRC-32C (Castagnoli), reflected, init and final xor 0xFFFFFFFF."""
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc = CRC32C_TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def test_the_crc32c_oracle_gives_the_standard_check_value():
+    assert crc32c(b"123456789") == 0xE3069283
+
+
 def oracle_row(spec, cols, nulls, ts, r):
-    """Encode row r exactly as docs/ARCHITECTURE.md describes."""
+    """Encode row r exactly as docs/ARCHITECTURE.md describes (v2: v1 with version 2 and a
+    CRC-32C trailer)."""
+    body = oracle_row_v1(spec, cols, nulls, ts, r, version=2)
+    return body + struct.pack("<I", crc32c(body))
+
+
+def oracle_row_v1(spec, cols, nulls, ts, r, version=1):
+    """A row of format v1 (no checksum), as stores written before v2 hold."""
     fp = zlib.crc32(b"".join(struct.pack("<BI", d, m) for d, m in spec))
-    out = struct.pack("<BBHIqqq", 1, 0, len(spec), fp, ts[0][r], ts[1][r], ts[2][r])
+    out = struct.pack("<BBHIqqq", version, 0, len(spec), fp, ts[0][r], ts[1][r], ts[2][r])
     bitmap = bytearray((len(spec) + 7) // 8)
     values = b""
     for j, (dtype, dim) in enumerate(spec):
@@ -155,14 +188,50 @@ def test_corrupt_rows_decode_to_not_computed(spec, seed, data):
     assert np.isnan(table.slots()[:3]).all()
 
 
-@settings(max_examples=40, deadline=None)
-@given(spec=schemas.filter(bool), seed=st.integers(0, 2**32 - 1), pos=st.integers(0, 10_000), bit=st.integers(0, 7))
-def test_any_bit_flip_never_crashes(spec, seed, pos, bit):
+@settings(max_examples=60, deadline=None)
+@given(spec=schemas, seed=st.integers(0, 2**32 - 1), pos=st.integers(0, 10_000), bit=st.integers(0, 7))
+def test_any_bit_flip_is_detected(spec, seed, pos, bit):
+    """v1 had no checksum: a flipped value bit decoded as a present, wrong value. CRC-32C
+    detects every single-bit error (and every burst up to 32 bits)."""
     schema = schema_of(spec)
     cols, nulls, ts = make_batch(spec, 1, seed)
     row = bytearray(_core.encode_rows(schema, cols, nulls, *ts)[0])
     row[pos % len(row)] ^= 1 << bit
-    assert _core.GroupTable.decode(schema, [bytes(row)]).status()[0] in (Reason.present, Reason.not_computed)
+    assert _core.GroupTable.decode(schema, [bytes(row)]).status()[0] == Reason.not_computed
+
+
+@settings(max_examples=40, deadline=None)
+@given(spec=schemas, n=st.integers(0, 6), seed=st.integers(0, 2**32 - 1))
+def test_v1_rows_still_decode(spec, n, seed):
+    """Stores written before the checksum hold v1 rows: they decode to the same values."""
+    schema = schema_of(spec)
+    cols, nulls, ts = make_batch(spec, n, seed)
+    v1 = [oracle_row_v1(spec, cols, nulls, ts, r) for r in range(n)]
+    assert all(len(row) == schema.row_bytes - 4 for row in v1)
+    old = _core.GroupTable.decode(schema, v1)
+    new = _core.GroupTable.decode(schema, _core.encode_rows(schema, cols, nulls, *ts))
+    for view in ("slots", "nulls", "status", "generated_at"):
+        np.testing.assert_array_equal(getattr(old, view)(), getattr(new, view)(), err_msg=view)
+    if n:  # a v1 row claiming v2 (or v2 bytes cut to v1 length) is not a row
+        assert _core.GroupTable.decode(schema, [b"\x02" + v1[0][1:], v1[0] + b"\x00" * 4]).status().tolist() == [
+            Reason.not_computed, Reason.not_computed]
+
+
+def test_golden_v1_bytes_decode():
+    """Bytes a v1 store holds (written by the v1 encoder; kept literally): float32 0.5,
+    int64 -7 (null), bool True; feature_ts 1, generated_at 2, published_at 3."""
+    schema = _core.Schema([0, 2, 3], [1, 1, 1])
+    golden = bytes.fromhex(
+        "01" "00" "0300" "5a3b4ea6"  # version 1, reserved, 3 features, fingerprint crc32 of the dtype/dim list
+        "0100000000000000" "0200000000000000" "0300000000000000"  # feature_ts, generated_at, published_at
+        "02"  # null bitmap: feature 1
+        "0000003f" "0000000000000000" "01"  # 0.5f, (null int64), True
+    )
+    assert schema.fingerprint == 0xA64E3B5A
+    table = _core.GroupTable.decode(schema, [golden])
+    assert table.status().tolist() == [Reason.present]
+    np.testing.assert_array_equal(table.slots()[0], np.float32([0.5, np.nan, 1.0]))
+    assert table.nulls().tolist() == [[0, 1, 0]] and table.generated_at().tolist() == [2]
 
 
 def test_set_padding_bits_reject_the_row():
@@ -185,7 +254,7 @@ def test_schema_reports_layout_and_fingerprint():
     schema = _core.Schema([0, 5, 3], [1, 4, 1])
     assert (schema.n_features, schema.n_slots) == (3, 6)
     assert schema.slot_offsets.tolist() == [0, 1, 5, 6]
-    assert schema.row_bytes == 32 + 1 + 4 + 16 + 1
+    assert schema.row_bytes == 32 + 1 + 4 + 16 + 1 + 4  # header, bitmap, values, CRC-32C
     assert schema.fingerprint == zlib.crc32(struct.pack("<BIBIBI", 0, 1, 5, 4, 3, 1))
     assert schema == _core.Schema([0, 5, 3], [1, 4, 1]) and schema != _core.Schema([0, 5, 3], [1, 3, 1])
 

@@ -99,15 +99,17 @@ def test_a_stored_row_that_is_not_a_row_of_the_schema_is_overwritten(tmp_path):
     db, writer, _ = open_writer(tmp_path)
     newest = b"\x7f" * 24  # a later feature_ts, but too short to be a row
     (row,) = writer.encode(SCHEMA, batch(["b"], [0], [T0_US], [T0_US]), "default").rows
-    foreign = b"\x02" + row[1:8] + b"\x7f" * 16 + row[24:]  # right length, another format version
+    foreign = b"\x03" + row[1:8] + b"\x7f" * 16 + row[24:]  # right length, another format version
+    damaged = row[:8] + b"\x7f" * 16 + row[24:]  # a later feature_ts that the checksum does not cover
     cf = column_family(db, SCHEMA.cf_name)
     cf[_core.encode_key("default", "creator", "a")] = newest
     cf[_core.encode_key("default", "creator", "b")] = foreign
+    cf[_core.encode_key("default", "creator", "c")] = damaged
     del cf
-    committed = writer.write(SCHEMA, batch(["a", "b"], [1, 2], [T0_US] * 2, [T0_US] * 2), "default")
-    assert (committed.rows, committed.skipped_older) == (2, 0)
-    values, status = stored(db, ["a", "b"])
-    np.testing.assert_array_equal(values, np.float32([1, 2]))
+    committed = writer.write(SCHEMA, batch(["a", "b", "c"], [1, 2, 3], [T0_US] * 3, [T0_US] * 3), "default")
+    assert (committed.rows, committed.skipped_older) == (3, 0)
+    values, status = stored(db, ["a", "b", "c"])
+    np.testing.assert_array_equal(values, np.float32([1, 2, 3]))
     assert not status.any()
     writer.close()
     db.close()

@@ -184,3 +184,78 @@ def test_a_corrupted_registry_record_names_the_record_and_the_way_out(store_dir,
     _corrupt_registry_record(store_dir, 2, lambda _: original)
     with FeatureStore.open(store_dir) as store:
         assert store.state.feature("item_ctr_7d_smoothed:v3").description == "revision 2"
+
+
+# -- row checksum -----------------------------------------------------------------------
+
+
+def _flip(store, group_ref, entity, entity_id, byte_from_end=5):
+    """Flip one bit of a value byte of the stored row (the CRC-32C trailer is the last 4)."""
+    cf = store.db.get_column_family(store.group_schema(group_ref).cf_name)
+    key = _core.encode_key("default", entity, entity_id)
+    row = bytearray(cf[key])
+    row[-byte_from_end] ^= 0x10
+    cf[key] = bytes(row)
+    del cf
+
+
+def _group_columns(store, matrix, group_ref):
+    refs = store.state.group(group_ref).features
+    return [j for j, c in enumerate(matrix.columns) if c.split("[")[0] in refs]  # (not the indicators)
+
+
+def test_a_flipped_value_byte_in_a_stored_row_is_not_computed_and_counted(populated_store):
+    """Without a checksum the flipped row was served as a present, wrong value."""
+    from conftest import ITEMS, T0_US
+
+    from featurecore import FeatureRequest, Reason
+
+    store = populated_store
+
+    def serve(user):
+        return store.get_features(FeatureRequest(
+            "home_ranker_features:v18", {"user": user, "item": ITEMS, "session": "s1", "creator": ["c0"] * len(ITEMS)},
+            T0_US + 60_000_000,
+        ))
+
+    before = serve("u1")
+    columns = _group_columns(store, before, "user_profile:v1")  # a direct group
+    assert columns and (before.reasons[:, columns] == Reason.present).all()
+    _flip(store, "user_profile:v1", "user", "u1")
+    after = serve("u1")
+    assert (after.reasons[:, columns] == Reason.not_computed).all()
+    assert after.diagnostics["corrupt_rows"] == {"user_profile:v1": 1}
+    assert "corrupt_rows" not in serve("u2").diagnostics
+    cf_name = store.group_schema("user_profile:v1").cf_name
+    assert store.online_stats()["direct_corrupt_rows_read"] == {cf_name: 1}
+
+    # A resident group verifies every row when it loads: the damaged one is skipped and counted.
+    _flip(store, "item_static:v1", "item", "i1")
+    store.snapshots.reload(store.group_schema("item_static:v1").cf_name)
+    stats = store.online_stats()["resident"][store.group_schema("item_static:v1").cf_name]
+    assert stats["corrupt_rows_skipped"] == 1 and stats["rows"] == 2 * len(ITEMS) - 1  # (tenants default, shop_b)
+
+
+def test_a_stored_v1_row_still_reads_and_still_wins_over_an_older_write(populated_store):
+    """Rows written before the checksum (format v1, 4 bytes shorter) keep serving, and the
+    writer still compares their timestamps (a length mismatch used to mean 'overwrite')."""
+    from conftest import T0_US, group_frame
+
+    from featurecore.online.batch import validate_batch
+
+    store = populated_store
+    ref = "user_profile:v1"
+    schema = store.group_schema(ref)
+    frame = group_frame(store.state, ref, 1, seed=5)
+    batch = validate_batch(schema, frame, entity_ids=["u9"], feature_timestamp=T0_US + 10, published_at=T0_US + 10)
+    (v2,) = _core.encode_rows(schema.native, batch.columns, batch.nulls, batch.feature_ts, batch.generated_at, batch.published_at)
+    v1 = b"\x01" + v2[1:-4]
+    cf = store.db.get_column_family(schema.cf_name)
+    cf[_core.encode_key("default", "user", "u9")] = v1
+    del cf
+    table = _core.GroupTable.decode(schema.native, [v1])
+    np.testing.assert_array_equal(table.slots(), _core.GroupTable.decode(schema.native, [v2]).slots())
+    older = store.write_online(ref, group_frame(store.state, ref, 1, seed=6), entity_ids=["u9"], feature_timestamp=T0_US)
+    assert (older.rows, older.skipped_older) == (0, 1)
+    newer = store.write_online(ref, group_frame(store.state, ref, 1, seed=6), entity_ids=["u9"], feature_timestamp=T0_US + 20)
+    assert (newer.rows, newer.skipped_older) == (1, 0)

@@ -177,7 +177,7 @@ def latest_rows(
 def encode(
     schema: GroupSchema, native: _core.Schema, rows: pa.Table, published_at_us: int, order: "np.ndarray | None" = None
 ) -> list[bytes]:
-    """Log rows as v1 row bytes in one native call; with ``order`` (a permutation),
+    """Log rows as v2 row bytes in one native call; with ``order`` (a permutation),
     ``out[i]`` is row ``order[i]`` (the SST needs key order; no Python reordering)."""
     columns, nulls = typed_columns(rows, schema)
     published = np.full(rows.num_rows, published_at_us, np.int64)

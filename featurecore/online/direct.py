@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import rocksdict
 
 from .. import _core
@@ -35,11 +36,14 @@ class DirectRead:
             deadline left unread timeout, rows without an entity not_applicable.
         n_read: rows actually read.
         timed_out: the deadline left rows unread.
+        corrupt: rows read whose bytes did not decode (checksum, length, schema): served
+            not_computed.
     """
 
     table: _core.GroupTable
     n_read: int
     timed_out: bool
+    corrupt: int = 0
 
 
 class DirectReader:
@@ -58,6 +62,8 @@ class DirectReader:
         self._cfs: dict[str, rocksdict.Rdict] = {}
         #: Multi-gets issued per group (tests count reads with it).
         self.reads: Counter[str] = Counter()
+        #: Rows read that did not decode (a damaged row: served not_computed), per group.
+        self.corrupt_rows: Counter[str] = Counter()
 
     def _cf(self, group_cf: str) -> rocksdict.Rdict:
         cf = self._cfs.get(group_cf)
@@ -92,7 +98,12 @@ class DirectReader:
             rest = iter(found)
             found = [next(rest) if key else int(Reason.not_applicable) for key in keys]
         timed_out = n_read < len(wanted)
-        return DirectRead(_core.GroupTable.decode(schema, found), n_read, timed_out)
+        table = _core.GroupTable.decode(schema, found)
+        # Only bytes decode to not_computed (absent keys and the reasons put in above do not).
+        corrupt = int(np.count_nonzero(table.status() == Reason.not_computed)) if n_read else 0
+        if corrupt:
+            self.corrupt_rows[group_cf] += corrupt
+        return DirectRead(table, n_read, timed_out, corrupt)
 
     def reset(self) -> None:
         """Drop cached column-family handles (before the database is closed or reopened)."""

@@ -10,7 +10,7 @@ Online holds, per entity, the row with the greatest ``(feature_timestamp,
 generated_at)``: the row the point-in-time join picks and materialization writes. A put
 whose stored row is newer is dropped (counted in ``Committed.skipped_older``); ties go to
 the later write. The check reads the stored rows under the commit lock, so check and
-commit are atomic. A stored row that is not a v1 row of the same schema is overwritten.
+commit are atomic. A stored row that is not a v2 (or v1) row of the same schema is overwritten.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ from .snapshots import Snapshots
 DEFAULT_CHANGELOG_RETENTION = 100_000
 #: Trim the changelog at most once every this many commits (a range delete in the same batch).
 _TRIM_EVERY = 1024
-#: The first 24 bytes of a v1 row: header (version, reserved, n_features, fingerprint),
+_V1, _V1_SHORTER = 1, 4  # row format v1: version byte 1, no 4-byte checksum trailer
+#: The first 24 bytes of a row (v1 and v2): header (version, reserved, n_features, fingerprint),
 #: feature_timestamp_us, generated_at_us.
 _ROW_HEAD = np.dtype([("header", "<u8"), ("feature_ts", "<i8"), ("generated_at", "<i8")])
 
@@ -73,14 +74,16 @@ def _row_heads(rows: Sequence[bytes]) -> np.ndarray:
 
 def not_older_mask(rows: Sequence[bytes], stored: Sequence["bytes | None"]) -> np.ndarray:
     """bool (n,): True where ``rows[i]`` may replace ``stored[i]``: nothing is stored,
-    the stored row is not a v1 row of the same schema (header and length), or its
-    (feature_ts, generated_at) is not later than the incoming row's."""
+    the stored row is not a row of the same schema (header and length; a stored v1
+    row, 4 bytes shorter, counts) or is damaged (its checksum fails: its timestamps
+    cannot be trusted), or its (feature_ts, generated_at) is not later than the
+    incoming row's."""
     keep = np.ones(len(rows), dtype=bool)
     if not len(rows):
         return keep
     size = len(rows[0])
     lengths = np.fromiter((0 if old is None else len(old) for old in stored), np.int64, len(stored))
-    candidates = np.flatnonzero(lengths == size)
+    candidates = np.flatnonzero((lengths == size) | (lengths == size - _V1_SHORTER))
     if not len(candidates):
         return keep
     old = _row_heads([stored[i] for i in candidates.tolist()])
@@ -88,7 +91,12 @@ def not_older_mask(rows: Sequence[bytes], stored: Sequence["bytes | None"]) -> n
     newer = (old["feature_ts"] > new["feature_ts"]) | (
         (old["feature_ts"] == new["feature_ts"]) & (old["generated_at"] > new["generated_at"])
     )
-    keep[candidates] = ~(newer & (old["header"] == new["header"]))
+    # Same schema: the header past the version byte matches, and the version fits the length.
+    old_version = old["header"] & 0xFF
+    versioned = np.where(lengths[candidates] == size, new["header"] & 0xFF, _V1)
+    same = ((old["header"] >> 8) == (new["header"] >> 8)) & (old_version == versioned)
+    same &= _core.rows_checksum_ok([stored[i] for i in candidates.tolist()])
+    keep[candidates] = ~(newer & same)
     return keep
 
 
@@ -132,7 +140,7 @@ class OnlineWriter:
         self.sequence = changelog.last_sequence(column_family(db, CHANGELOG_CF))
 
     def encode(self, schema: GroupSchema, batch: Batch, tenant: str) -> Change:
-        """Encode a validated batch into keys and v1 rows (native), rejecting duplicate ids."""
+        """Encode a validated batch into keys and v2 rows (native), rejecting duplicate ids."""
         keys = _core.encode_keys(check_tenant(tenant), schema.entity_type, batch.ids)
         duplicate = _first_duplicate(keys)
         if duplicate is not None:

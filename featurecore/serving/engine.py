@@ -129,6 +129,7 @@ class ServingEngine:
         sources: list[Any] = []
         keys: dict[str, list[bytes]] = {}  # per entity: groups of one entity share keys
         cut_short: list[str] = []  # direct groups a deadline stopped
+        corrupt: dict[str, int] = {}  # direct groups' rows that did not decode
         for kind, schema, binding in route.sources:
             if kind == "skip" or binding.ref in consent_off:
                 sources.append(None)
@@ -143,6 +144,8 @@ class ServingEngine:
                 sources.append(read.table)
                 if read.timed_out:
                     cut_short.append(binding.ref)
+                if read.corrupt:
+                    corrupt[binding.ref] = read.corrupt
         matrix = compiled.serve(
             sources,
             entities,
@@ -157,6 +160,8 @@ class ServingEngine:
         )
         if cut_short:
             matrix.diagnostics["deadline_cut_groups"] = cut_short
+        if corrupt:
+            matrix.diagnostics["corrupt_rows"] = corrupt
         return matrix
 
     @staticmethod

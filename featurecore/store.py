@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import rocksdict
 
@@ -29,22 +29,6 @@ from .errors import FeatureStoreError, NotFoundError, ValidationError
 from .access import AccessPolicy, ConsentRegistry
 from .governance.deletion import Tombstones, pending_deletions, resume_deletions, tombstone_version
 from .online import changelog
-from .offline import (
-    BackfillSummary,
-    MaterializeSummary,
-    ParityReport,
-    TrainingSet,
-    WriteResult,
-    backfill,
-    check_parity,
-    load_snapshot,
-    materialize_bulk,
-    materialize_incremental,
-    point_in_time_join,
-    write_batch,
-)
-from .offline.pit import DEFAULT_CHUNK_ROWS
-from .offline.write import drop_tombstoned
 from .online.batch import GroupSchema, check_tenant, micros_now, to_micros, validate_batch
 from .online.direct import DirectReader
 from .layout import CHANGELOG_CF, column_family, online_path, open_database
@@ -59,6 +43,9 @@ from .serving.engine import ServingEngine
 from .serving.matrix import FeatureMatrix
 from .serving.request import FeatureRequest
 from .timestamps import DEFAULT_BOUNDS, TimestampBounds
+
+if TYPE_CHECKING:  # the offline layer (pandas, pyarrow) is imported by the methods that use it
+    from .offline import BackfillSummary, MaterializeSummary, ParityReport, TrainingSet, WriteResult
 
 MODES = ("primary", "secondary", "read_only")
 logger = logging.getLogger(__name__)
@@ -328,7 +315,7 @@ class FeatureStore:
             timestamp_bounds=self.timestamp_bounds,
         )
         received = len(batch)
-        batch = drop_tombstoned(batch, self._tombstones(), self.state, schema.ref, tenant)
+        batch = self._tombstones().drop_deleted(batch, self.state, schema.ref, tenant)
         committed = writer.write(schema, batch, tenant) if len(batch) else Committed(writer.sequence)
         self._record_lineage(schema.ref, code_version, pipeline_run_id, len(batch))
         return WriteReceipt(
@@ -367,7 +354,7 @@ class FeatureStore:
         published_at: Any = None,
         code_version: "str | None" = None,
         pipeline_run_id: "str | None" = None,
-    ) -> WriteResult:
+    ) -> "WriteResult":
         """The pipeline write: a computed batch goes to the offline log and, for
         online groups, to the online store (newest row per entity, unless the online
         row is newer: ``WriteResult.skipped_older``), so a feature is computed once.
@@ -377,6 +364,8 @@ class FeatureStore:
         writer = self._require_primary("write rows")
         _check_lineage(code_version, pipeline_run_id)
         ref = self.group_schema(group_ref).ref
+        from .offline import write_batch
+
         result = write_batch(
             self.root, self.state, ref, data, entity_ids=entity_ids, feature_timestamp=feature_timestamp,
             generated_at=generated_at, tenant=tenant, published_at=published_at, writer=writer,
@@ -394,7 +383,7 @@ class FeatureStore:
         tenant: str = "default",
         strict: bool = False,
         threads: "int | None" = None,
-        chunk_rows: int = DEFAULT_CHUNK_ROWS,
+        chunk_rows: "int | None" = None,
         progress: "bool | None" = None,
         include_archived: bool = False,
         engine: str = "local",
@@ -416,7 +405,8 @@ class FeatureStore:
             strict: also require ``generated_at <= event_timestamp``.
             threads: native threads for the as-of search (default min(4, cpus); on
                 Dask: per task, default 1).
-            chunk_rows: history rows read per chunk (the memory bound).
+            chunk_rows: history rows read per chunk (the memory bound; default
+                ``offline.log.DEFAULT_CHUNK_ROWS``, 1,048,576).
             progress: a progress line on stderr (default: when stderr is a terminal).
             include_archived: allow archived features (to reproduce an old model).
             engine: ``"local"`` joins in this process and returns a TrainingSet;
@@ -430,6 +420,9 @@ class FeatureStore:
             tenant_column: (dask) an events column holding each row's tenant.
             reasons: (dask) add a uint8 ``<column>__reason`` column per matrix column.
         """
+        from .offline.log import DEFAULT_CHUNK_ROWS
+
+        chunk_rows = DEFAULT_CHUNK_ROWS if chunk_rows is None else chunk_rows
         if engine == "dask":
             from .offline.dask_engine import dask_training_set
 
@@ -445,6 +438,8 @@ class FeatureStore:
             raise ValidationError(
                 "output, client, partitions, tenant_column and reasons apply to engine='dask' only; pass engine='dask'"
             )
+        from .offline.pit import point_in_time_join
+
         return point_in_time_join(
             events, self.state, feature_set_ref, root=self.root, tombstones=self._tombstones(),
             event_timestamp=event_timestamp, tenant=tenant, strict=strict, threads=threads, chunk_rows=chunk_rows,
@@ -453,7 +448,7 @@ class FeatureStore:
 
     def materialize(
         self, group_ref: "str | None" = None, *, as_of: Any = None, incremental: bool = False, progress: "bool | None" = None
-    ) -> list[MaterializeSummary]:
+    ) -> "list[MaterializeSummary]":
         """Move the offline state as of ``as_of`` (default now) into the online store.
 
         Bulk (default): the group's latest rows are written as an SST file and ingested
@@ -466,6 +461,8 @@ class FeatureStore:
         refs = [self.group_schema(group_ref).ref] if group_ref else [
             g.ref for g in self.state.feature_groups.values() if self.state.is_online(g.ref)
         ]
+        from .offline import materialize_bulk, materialize_incremental
+
         tombstones = self._tombstones()
         if incremental:
             return [
@@ -492,7 +489,7 @@ class FeatureStore:
         generated_at: "str | None" = None,
         tenant: str = "default",
         progress: "bool | None" = None,
-    ) -> BackfillSummary:
+    ) -> "BackfillSummary":
         """Backfill a (new) group version's offline history over [start, end) from
         ``source`` without touching other versions (see ``offline.backfill``).
 
@@ -505,6 +502,8 @@ class FeatureStore:
             tenant: the tenant whose rows these are.
             progress: a progress line on stderr (default: when stderr is a terminal).
         """
+        from .offline import backfill
+
         self._require_primary("backfill")
         ref = self.group_schema(group_ref).ref
         return backfill(
@@ -524,11 +523,13 @@ class FeatureStore:
         candidate: "Mapping[str, Any] | None" = None,
         purpose: str = "ranking",
         max_examples: int = 5,
-    ) -> ParityReport:
+    ) -> "ParityReport":
         """Serve ``entities`` at ``at`` online and join the same rows offline; the
         report lists every differing cell per feature (``.ok`` when identical).
         ``tenant``, ``context``, ``candidate`` and ``purpose`` as ``FeatureRequest``;
         ``max_examples``: differing rows kept per feature."""
+        from .offline import check_parity
+
         return check_parity(
             self, feature_set_ref, entities, self._micros(at, "at"), tenant=tenant, context=context,
             candidate=candidate, purpose=purpose, max_examples=max_examples,
@@ -537,6 +538,8 @@ class FeatureStore:
     def load_snapshot(self, group_ref: str, as_of: Any, *, tenants: "list[str] | None" = None) -> "_core.ResidentGroup":
         """A group's latest rows as of ``as_of`` straight from the offline log into a
         resident snapshot, for replay and offline evaluation."""
+        from .offline import load_snapshot
+
         ref = self.group_schema(group_ref).ref
         return load_snapshot(self.root, self.state, ref, self._micros(as_of, "as_of"), tenants=tenants, tombstones=self._tombstones())
 

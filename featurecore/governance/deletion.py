@@ -37,21 +37,24 @@ import struct
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import msgpack
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 import rocksdict
 
 from .. import _core
 from ..errors import ValidationError
-from ..offline.log import OfflineLog
 from ..layout import META_CF, column_family
-from ..online.batch import check_tenant
+from ..online.batch import Batch, check_tenant
 from ..online.writer import Change
 from ..registry.model import RegistryState
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+# pyarrow is imported where tombstones are applied to rows, not at import: opening a store
+# for serving (which reads the tombstone records) must not pay for it.
 
 logger = logging.getLogger(__name__)
 
@@ -193,6 +196,9 @@ class Tombstones:
             bool (n,): False for rows of a deleted entity, or of a pair whose component
             was deleted.
         """
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
         entity = state.entity(state.group(group_ref).entity)
         keep = np.ones(len(ids), dtype=bool)
         own = self._deleted.get((tenant, entity.name))
@@ -211,6 +217,14 @@ class Tombstones:
         return keep
 
 
+    def drop_deleted(self, batch: "Batch", state: RegistryState, group_ref: str, tenant: str) -> "Batch":
+        """``batch`` (an ``online.batch.Batch``) without the rows of deleted entities."""
+        if not len(self) or not len(batch):
+            return batch
+        keep = self.keep_mask(state, group_ref, tenant, batch.ids)
+        return batch if keep.all() else batch.take(keep)
+
+
 def pair_components(ids: Any, n_components: int) -> list[pa.Array]:
     """Each component of pair ids (``_core.pair_id``) as a large_binary array of UTF-8
     bytes, null where an id is not a pair id of ``n_components`` (vectorized inverse of
@@ -220,6 +234,8 @@ def pair_components(ids: Any, n_components: int) -> list[pa.Array]:
     are parsed with numpy over the array's data buffer, one digit position at a time,
     and each component is gathered into its own array in one pass.
     """
+    import pyarrow as pa
+
     text = _as_text(ids)
     n = len(text)
     offsets = np.frombuffer(text.buffers()[1], np.int32, n + 1, text.offset * 4).astype(np.int64)
@@ -255,6 +271,8 @@ def pair_components(ids: Any, n_components: int) -> list[pa.Array]:
 
 def _gather(data: np.ndarray, begin: np.ndarray, length: np.ndarray, valid: np.ndarray) -> pa.Array:
     """large_binary array of ``data[begin[i] : begin[i] + length[i]]`` (null where not ``valid``)."""
+    import pyarrow as pa
+
     length = np.where(valid, length, 0)
     offsets = np.zeros(len(length) + 1, np.int64)
     np.cumsum(length, out=offsets[1:])
@@ -265,6 +283,8 @@ def _gather(data: np.ndarray, begin: np.ndarray, length: np.ndarray, valid: np.n
 
 def _as_text(ids: Any) -> pa.Array:
     """Ids as one pyarrow string array (integers as their decimal text, like keys)."""
+    import pyarrow as pa
+
     if isinstance(ids, pa.ChunkedArray):
         ids = ids.combine_chunks()
     if not isinstance(ids, pa.Array):
@@ -279,6 +299,9 @@ def filter_tombstoned(tombstones: Tombstones, state: RegistryState, group_ref: s
 
     >>> rows = filter_tombstoned(Tombstones.load(store), state, "user_profile:v1", rows)  # doctest: +SKIP
     """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     if not len(tombstones) or table.num_rows == 0:
         return table
     tenants = table.column("tenant")
@@ -302,6 +325,9 @@ def _affected_groups(state: RegistryState, entity: str) -> tuple[list[str], list
 
 def _pair_keys(cf: Any, tenant: str, pair_entity: str, n_components: int, position: int, entity_id: str) -> list[bytes]:
     """Keys of ``cf`` (a pair group) whose component ``position`` is ``entity_id``."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     type_prefix = _core.encode_key(tenant, pair_entity, "x")[:-1]
     if position == 0:
         prefix = type_prefix + f"{len(entity_id.encode())}:{entity_id}".encode()
@@ -358,6 +384,8 @@ def _finish_deletion(store: Any, tenant: str, entity: str, entity_id: str, reque
     """Steps 2-4 of ``delete_entity`` for an entity whose tombstone is written; each step
     is idempotent, so a deletion interrupted anywhere after step 1 is finished by running
     this again (``resume_deletions``)."""
+    from ..offline.log import OfflineLog  # (pyarrow: paid only when deleting)
+
     state = store.state
     writer = store.writer
     own, pairs = _affected_groups(state, entity)

@@ -30,7 +30,6 @@ from ..online.batch import GroupSchema, check_tenant, micros_now, to_micros, val
 from ..timestamps import DEFAULT_BOUNDS, TimestampBounds
 from ..registry.model import RegistryState
 from .log import TIMESTAMP, OfflineLog, StagedAppend
-from .write import drop_tombstoned
 
 _DAY = dt.timedelta(days=1)
 
@@ -161,7 +160,7 @@ def backfill(
                 published_at=now,
                 timestamp_bounds=timestamp_bounds,
             )
-            kept_batch = drop_tombstoned(batch, tombstones, state, group_ref, tenant)
+            kept_batch = batch if tombstones is None else tombstones.drop_deleted(batch, state, group_ref, tenant)
             skipped += len(batch) - len(kept_batch)
             if len(kept_batch):
                 stages.append(log.stage(log.to_arrow(kept_batch, tenant)))

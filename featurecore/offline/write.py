@@ -61,14 +61,6 @@ def newest_per_entity(batch: Batch) -> Batch:
     return batch.take(keep)
 
 
-def drop_tombstoned(batch: Batch, tombstones, state: RegistryState, group_ref: str, tenant: str) -> Batch:
-    """``batch`` without the rows of deleted entities (``governance.deletion.Tombstones``)."""
-    if tombstones is None or not len(batch):
-        return batch
-    keep = tombstones.keep_mask(state, group_ref, tenant, batch.ids)
-    return batch if keep.all() else batch.take(keep)
-
-
 def write_batch(
     root: str,
     state: RegistryState,
@@ -118,7 +110,7 @@ def write_batch(
         timestamp_bounds=timestamp_bounds,
     )
     received = len(batch)
-    batch = drop_tombstoned(batch, tombstones, state, group_ref, check_tenant(tenant))
+    batch = batch if tombstones is None else tombstones.drop_deleted(batch, state, group_ref, check_tenant(tenant))
     log = OfflineLog(root, schema)
     table = log.to_arrow(batch, check_tenant(tenant))
     change = None

@@ -1,0 +1,46 @@
+"""``import featurecore`` and opening a store to serve import neither pandas, pyarrow nor
+matplotlib (issue 11): a ranking worker pays for the offline stack only if it uses it.
+Checked in a fresh interpreter, since this test process has imported them already."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+from conftest import ITEMS, T0_US, populate
+
+from featurecore.store import FeatureStore
+
+HEAVY = ("pandas", "pyarrow", "matplotlib")
+
+
+def heavy_modules_after(code: str) -> list[str]:
+    script = textwrap.dedent(code) + f"\nimport sys\nprint(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return eval(out.stdout.strip().splitlines()[-1])
+
+
+def test_import_featurecore_loads_no_offline_or_plotting_library():
+    assert heavy_modules_after("import featurecore") == []
+
+
+def test_opening_a_store_and_serving_loads_no_offline_or_plotting_library(store_dir, example_repo):
+    root = str(store_dir)
+    with FeatureStore.open(root) as store:
+        store.apply(example_repo)
+        populate(store)
+    for mode in ("primary", "secondary"):
+        code = f"""
+            import featurecore as fc
+            with fc.FeatureStore.open({root!r}, mode={mode!r}) as store:
+                request = fc.FeatureRequest(
+                    "home_ranker_features:v18",
+                    {{"user": "u1", "session": "s1", "item": {ITEMS!r}, "creator": ["c0"] * {len(ITEMS)}}},
+                    {T0_US},
+                )
+                matrix = store.get_features(request)
+                assert matrix.values.shape[0] == {len(ITEMS)}
+        """
+        assert heavy_modules_after(code) == [], mode

@@ -242,6 +242,11 @@ void ids_arg(py::handle ids, const Name& name, IdsArg& out, std::vector<py::obje
         } else if (PyUnicode_Check(item)) {
             p = PyUnicode_AsUTF8AndSize(item, &len);
         }
+        if (!p && PyUnicode_Check(item)) {
+            PyErr_Clear();
+            throw std::invalid_argument(name() + "[" + std::to_string(i) + "] is not valid Unicode text (a lone "
+                                        "surrogate); pass ids that encode as UTF-8");
+        }
         if (!p) {
             PyErr_Clear();
             throw std::invalid_argument(name() + "[" + std::to_string(i) + "] must be str, got " +

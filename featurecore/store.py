@@ -29,7 +29,7 @@ from .errors import FeatureStoreError, NotFoundError, ValidationError
 from .access import AccessPolicy, ConsentRegistry
 from .governance.deletion import Tombstones, pending_deletions, resume_deletions, tombstone_version
 from .online import changelog
-from .online.batch import GroupSchema, check_tenant, micros_now, to_micros, validate_batch
+from .online.batch import GroupSchema, check_tenant, check_text_ids, micros_now, to_micros, validate_batch
 from .online.direct import DirectReader
 from .layout import CHANGELOG_CF, column_family, online_path, open_database
 from .online.refresh import DEFAULT_REFRESH_INTERVAL_S, Refresher
@@ -225,6 +225,10 @@ class FeatureStore:
     def group_schema(self, group_ref: str) -> GroupSchema:
         """The write schema of ``group_ref`` (``"name:vN"``, or a bare name for its
         highest registered version)."""
+        if not isinstance(group_ref, str) or not group_ref:
+            raise ValidationError(
+                f"group_ref must be a feature group name or ref like 'item_stats:v1', got {type(group_ref).__name__} {group_ref!r}"
+            )
         state = self.state
         ref = group_ref if ":" in group_ref else self._latest_group(state, group_ref)
         key = (state.revision, ref)
@@ -593,7 +597,13 @@ class FeatureStore:
                 "pass FeatureRequest(feature_set, entities, request_time)"
             )
         self.timestamp_bounds.check(request.request_time_us, "request_time")
-        return self._engine.get_features(request)
+        try:
+            return self._engine.get_features(request)
+        except ValidationError:  # the native key builder refused an id: name it as the caller does
+            for entity, ids in request.entities.items():
+                if isinstance(ids, list):
+                    check_text_ids([i for i in ids if isinstance(i, str)], f"entities[{entity!r}]")
+            raise
 
     def load_resident(self) -> dict[str, LoadStats]:
         """Load every resident group served online and not loaded yet; returns load stats."""

@@ -320,7 +320,7 @@ def test_categorical_ids_and_float_ids(store):
     events = events_frame().assign(user_id=lambda f: f["user_id"].astype("category"))
     direct = point_in_time_join(events_frame(), state, "ranker:v1", root=root)
     np.testing.assert_array_equal(point_in_time_join(events, state, "ranker:v1", root=root).values, direct.values)
-    with pytest.raises(ValidationError, match="entity id column has type double.*use dtype 'Int64'"):
+    with pytest.raises(ValidationError, match="events column 'item_id' has type double.*use dtype 'Int64'"):
         point_in_time_join(events_frame().assign(item_id=[1.0, np.nan, 2, 3, 4]), state, "ranker:v1", root=root)
 
 

@@ -60,7 +60,7 @@ from .. import _core
 from ..errors import ValidationError
 from ..registry.deploy import assert_trainable
 from ..reasons import Reason
-from ..online.batch import GroupSchema
+from ..online.batch import GroupSchema, check_tenant, check_text_ids
 from ..registry.model import RegistryState
 from ..serving.plan import CompiledFeatureSet, compile_feature_set
 from ..timestamps import DEFAULT_BOUNDS, TimestampBounds
@@ -79,10 +79,32 @@ def events_table(events: Any) -> pa.Table:
     if isinstance(events, (str, os.PathLike)):
         return pq.read_table(events)
     if type(events).__module__.startswith("pandas"):
-        return pa.Table.from_pandas(events, preserve_index=False)
+        try:
+            return pa.Table.from_pandas(events, preserve_index=False)
+        except (pa.ArrowException, UnicodeEncodeError):  # name the column, row and value
+            return pa.table({str(name): _object_column(str(name), events[name]) for name in events.columns})
     raise ValidationError(
         f"events must be a pandas DataFrame, a pyarrow Table or a Parquet path, got {type(events).__name__}"
     )
+
+
+def _object_column(name: str, series) -> pa.Array:
+    """One events column Arrow could not convert: ids mixing int and str become text
+    (42 and "42" are the same entity); anything else is a ValidationError naming it."""
+    try:
+        return pa.array(series, from_pandas=True)
+    except (pa.ArrowException, UnicodeEncodeError):
+        pass
+    values = series.tolist()
+    for row, value in enumerate(values):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int))):
+            raise ValidationError(
+                f"events column {name!r} row {row}: ids must be str or int, got {type(value).__name__} {value!r}; "
+                "cast the id column to str or int64"
+            )
+    text = [None if value is None else str(value) for value in values]
+    check_text_ids([value for value in text if value is not None], f"events column {name!r}")
+    return pa.array(text, pa.string())
 
 
 def event_micros(table: pa.Table, column: str) -> np.ndarray:
@@ -93,6 +115,8 @@ def event_micros(table: pa.Table, column: str) -> np.ndarray:
             "pass event_timestamp='<your column>'"
         )
     values = table.column(column)
+    if not len(values):  # an empty frame's object column reads as type null
+        return np.zeros(0, np.int64)
     if values.null_count:
         row = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
         raise ValidationError(f"events column {column!r} row {row}: timestamp is null; every event needs a time")
@@ -131,7 +155,10 @@ def _pair_ids(table: pa.Table, state: RegistryState, entity) -> pa.ChunkedArray:
 
 def _id_column(table: pa.Table, state: RegistryState, entity) -> pa.ChunkedArray:
     if entity.join_key in table.column_names:
-        return table.column(entity.join_key)
+        column = table.column(entity.join_key)
+        # All None (e.g. no event has a creator) or an empty object column: no ids, so
+        # every row is not_applicable.
+        return column.cast(pa.string()) if pa.types.is_null(column.type) else column
     if entity.is_pair:
         return _pair_ids(table, state, entity)
     raise ValidationError(
@@ -150,9 +177,10 @@ class EventKeys:
     history_keys: Callable[[pa.ChunkedArray], np.ndarray]
 
 
-def event_keys(ids: pa.ChunkedArray, history_is_int: bool) -> EventKeys:
+def event_keys(ids: pa.ChunkedArray, history_is_int: bool, what: str = "entity id column") -> EventKeys:
     """Factorize event ids. Integer ids on both sides are hashed natively as they are;
-    otherwise both sides become text and are coded against the events' distinct ids."""
+    otherwise both sides become text and are coded against the events' distinct ids.
+    ``what`` names the column in errors."""
     ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
     if pa.types.is_dictionary(ids.type):  # pandas categoricals
         ids = ids.cast(ids.type.value_type)
@@ -167,9 +195,9 @@ def event_keys(ids: pa.ChunkedArray, history_is_int: bool) -> EventKeys:
         text = ids.cast(pa.string())
         valid = pc.fill_null(pc.greater(pc.binary_length(text), 0), False)
     else:
+        hint = "; a pandas int column with NaN became float: use dtype 'Int64' or str" if pa.types.is_floating(ids.type) else ""
         raise ValidationError(
-            f"entity id column has type {ids.type}; ids must be integers or strings "
-            "(a pandas int column with NaN became float: use dtype 'Int64' or str)"
+            f"{what} has type {ids.type}; ids must be integers or strings: cast the column to int64 or str{hint}"
         )
     dictionary = pc.unique(text.filter(valid))
     keys = np.ascontiguousarray(pc.fill_null(pc.index_in(text, dictionary), -1).cast(pa.int64()).to_numpy(), np.int64)
@@ -426,6 +454,7 @@ def point_in_time_join(
     >>> ts.to_pandas().head()  # doctest: +SKIP
     """
     assert_trainable(state, feature_set_ref, include_archived=include_archived)
+    check_tenant(tenant)
     table = events_table(events)
     event_ts = event_micros(table, event_timestamp)
     timestamp_bounds.check(event_ts, f"events column {event_timestamp!r}")
@@ -436,7 +465,7 @@ def point_in_time_join(
     for binding in compiled.groups:
         history = _history_for(binding.ref, histories, root, state, tenant)
         ids = _id_column(table, state, state.entity(binding.entity))
-        keys = event_keys(ids, history.id_is_int)
+        keys = event_keys(ids, history.id_is_int, f"events column {state.entity(binding.entity).join_key!r}")
         schema = GroupSchema.from_state(state, binding.ref)
         rows, group_refs, miss = select_rows(
             history, keys, event_ts, schema, strict=strict, threads=threads, chunk_rows=chunk_rows, progress=progress

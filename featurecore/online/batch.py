@@ -24,6 +24,15 @@ from ..timestamps import DEFAULT_BOUNDS, TimestampBounds
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+#: The feature matrix is float32: it holds every integer within +-2**24 exactly, and only
+#: some beyond (16777217 would be served as 16777216), so int64 features stay within it.
+INT64_FEATURE_LIMIT = 2**24
+#: The longest entity key (tenant + entity type + id, docs/ARCHITECTURE.md "Entity keys")
+#: any group, resident or direct, stores: the resident index's limit (csrc/resident.h kMaxKey).
+MAX_KEY_BYTES = 65_535
+#: The longest id: the key limit less the longest prefix (3 bytes + a 255-byte tenant +
+#: a 255-byte entity type), so an id that passes fits under every tenant and entity type.
+MAX_ID_BYTES = MAX_KEY_BYTES - 3 - 255 - 255
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
@@ -164,17 +173,32 @@ def _float_column(name: str, raw: np.ndarray, dtype: str) -> tuple[np.ndarray, n
     else:
         raise _fail(name, 0, raw[0] if len(raw) else None, f"{dtype} feature needs numbers (column dtype {raw.dtype})", "cast the column to a float dtype")
     nulls = np.isnan(values)
-    bad = ~nulls & ~np.isfinite(values)
-    if dtype == "float32":
-        bad |= ~nulls & (np.abs(values) > _FLOAT32_MAX)
+    bad = ~nulls & ~(np.abs(values) <= _FLOAT32_MAX)  # +-inf included
     if bad.any():
+        # float64 features too: the feature matrix is float32, where such a value is inf.
         row = _first_bad(bad)
-        raise _fail(name, row, raw[row], f"{dtype} feature must be finite" + (" and within float32 range" if dtype == "float32" else ""), "pass a finite value, or None/NaN for a null cell")
+        raise _fail(
+            name, row, raw[row], f"{dtype} feature must be finite and within float32 range (+-3.4e38), which the float32 feature matrix holds",
+            "pass a finite value in range (rescale the feature, e.g. log1p), or None/NaN for a null cell",
+        )
     values[nulls] = 0.0
     return values.astype(out_dtype), nulls
 
 
 def _int_column(name: str, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    values, nulls = _int64_values(name, raw)
+    bad = ~nulls & ((values > INT64_FEATURE_LIMIT) | (values < -INT64_FEATURE_LIMIT))  # (np.abs(-2**63) < 0)
+    if bad.any():
+        row = _first_bad(bad)
+        raise _fail(
+            name, row, values[row],
+            f"int64 feature must be within +-{INT64_FEATURE_LIMIT:,} (2**24), the integers the float32 feature matrix holds exactly",
+            "rescale it, or declare the feature float64 (a new version) to have it served rounded to float32",
+        )
+    return values, nulls
+
+
+def _int64_values(name: str, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if raw.dtype.kind in "iu":
         if raw.dtype.kind == "u" and len(raw) and raw.max() > _INT64_MAX:
             row = _first_bad(raw > _INT64_MAX)
@@ -256,6 +280,11 @@ def _embedding_column(name: str, raw: np.ndarray, dim: int) -> tuple[np.ndarray,
 
 def _convert_column(spec: FieldSpec, raw: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
     array = _to_array(raw)
+    if array.ndim != 1 and not (spec.dtype == "embedding" and array.ndim == 2):
+        raise ValidationError(
+            f"column {spec.name!r} must be one-dimensional (one value per row), got shape {array.shape}; "
+            + (f"pass an ({n}, {spec.dim}) array or one vector per row" if spec.dtype == "embedding" else "pass one value per entity id")
+        )
     if len(array) != n:
         raise ValidationError(f"column {spec.name!r} has {len(array)} rows but entity_ids has {n}; pass one value per entity id")
     if spec.dtype in ("float32", "float64"):
@@ -320,7 +349,38 @@ def normalize_ids(ids: Any) -> "list[str] | np.ndarray":
     for row, value in enumerate(out):
         if not value:
             raise ValidationError(f"entity_ids row {row}: id is empty, got {value!r}; every entity needs a non-empty id")
+    check_text_ids(out, "entity_ids")
     return out
+
+
+def check_text_ids(ids: list[str], what: str) -> None:
+    """Every id must be UTF-8 encodable (no lone surrogates) and at most MAX_ID_BYTES
+    bytes long, checked before anything is written: a longer key would be committed and
+    then refused by the resident index."""
+    try:
+        "".join(ids).encode()
+    except UnicodeEncodeError:
+        row = next(i for i, value in enumerate(ids) if isinstance(value, str) and not _encodable(value))
+        raise ValidationError(
+            f"{what} row {row}: id is not valid Unicode text (it holds a lone surrogate), got {ids[row]!r}; "
+            "decode the source bytes with errors='replace' or pass the id as its hex/base64 text"
+        ) from None
+    if max(map(len, ids), default=0) * 4 > MAX_ID_BYTES:  # only then can one be too long in UTF-8
+        for row, value in enumerate(ids):
+            size = len(value.encode())
+            if size > MAX_ID_BYTES:
+                raise ValidationError(
+                    f"{what} row {row}: id has {size:,} UTF-8 bytes, more than the {MAX_ID_BYTES:,} an entity key can hold "
+                    f"(got {value[:40]!r}...); pass a shorter id, e.g. a hash of it"
+                )
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def to_micros(value: Any, n: int, what: str) -> np.ndarray:
@@ -457,6 +517,8 @@ def micros_now() -> int:
 
 def check_tenant(tenant: Any) -> str:
     """Return ``tenant`` if it is a usable key prefix, else raise ValidationError."""
-    if not isinstance(tenant, str) or not tenant or len(tenant.encode()) > 255:
-        raise ValidationError(f"tenant must be a non-empty str of at most 255 UTF-8 bytes, got {tenant!r}; pass e.g. tenant='default'")
+    if not isinstance(tenant, str) or not tenant or not _encodable(tenant) or len(tenant.encode()) > 255:
+        raise ValidationError(
+            f"tenant must be a non-empty str of at most 255 UTF-8 bytes (valid Unicode), got {tenant!r}; pass e.g. tenant='default'"
+        )
     return tenant

@@ -9,6 +9,7 @@ Reads go through ``ResidentGroup``'s own shared lock and need no Python lock.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import Counter
@@ -20,6 +21,8 @@ import rocksdict
 from .. import _core
 from .batch import GroupSchema
 from ..layout import column_family
+
+logger = logging.getLogger(__name__)
 
 #: Rows read from RocksDB per native upsert while loading a group.
 LOAD_CHUNK = 8192
@@ -106,15 +109,23 @@ class Snapshots:
             return group
 
     def _upsert_valid(self, group_cf: str, group: _core.ResidentGroup, keys: list[bytes], rows: list[bytes]) -> None:
-        """Upsert a loaded chunk; rows that do not decode (corrupt bytes in the column
-        family) are skipped and counted, so one bad row never blocks a load."""
+        """Upsert a loaded chunk; a row the group refuses (corrupt bytes, a key the index
+        cannot hold) is skipped, counted and logged, so one bad row never blocks a load
+        (or an open): the rest of the group is served."""
         try:
             group.upsert(keys, rows)
-        except ValueError:
-            status = _core.GroupTable.decode(group.schema, rows).status()
-            good = [i for i, s in enumerate(status.tolist()) if s == 0]
-            self.corrupt_rows[group_cf] += len(rows) - len(good)
-            group.upsert([keys[i] for i in good], [rows[i] for i in good])
+        except ValueError as error:
+            bad = 0
+            for key, row in zip(keys, rows):  # the slow path: find the bad rows one by one
+                try:
+                    group.upsert([key], [row])
+                except ValueError:
+                    bad += 1
+            self.corrupt_rows[group_cf] += bad
+            logger.error(
+                "%s: skipped %d of %d rows the resident group refused (first: %s); they serve entity_not_found, "
+                "online_stats() counts them", group_cf, bad, len(rows), error,
+            )
 
     def reload(self, group_cf: str) -> None:
         """Reload a loaded group from its column family (after a bulk change)."""

@@ -25,7 +25,7 @@ import rocksdict
 from .. import _core
 from ..errors import ValidationError
 from . import changelog
-from .batch import Batch, GroupSchema, check_tenant, micros_now, normalize_ids
+from .batch import MAX_KEY_BYTES, Batch, GroupSchema, check_tenant, micros_now, normalize_ids
 from ..layout import CHANGELOG_CF, column_family
 from .snapshots import Snapshots
 
@@ -98,6 +98,18 @@ def not_older_mask(rows: Sequence[bytes], stored: Sequence["bytes | None"]) -> n
     same &= _core.rows_checksum_ok([stored[i] for i in candidates.tolist()])
     keep[candidates] = ~(newer & same)
     return keep
+
+
+def _check_key_lengths(keys: "Sequence[bytes] | None") -> None:
+    """Refuse a key the resident index cannot hold before anything is written: committed,
+    it would fail every later load of the group (the same limit for direct groups, which
+    may become resident)."""
+    if keys and max(map(len, keys)) > MAX_KEY_BYTES:
+        row = next(i for i, key in enumerate(keys) if len(key) > MAX_KEY_BYTES)
+        raise ValidationError(
+            f"keys[{row}] has {len(keys[row]):,} bytes, more than the {MAX_KEY_BYTES:,} an entity key can hold; "
+            "build keys with encode_keys from ids validated by normalize_ids"
+        )
 
 
 def _first_duplicate(keys: Sequence[bytes]) -> "tuple[int, int] | None":
@@ -209,6 +221,8 @@ class OnlineWriter:
         empty writes nothing, not even its changelog entry.
         """
         published = micros_now() if published_at_us is None else int(published_at_us)
+        for change in changes:
+            _check_key_lengths(change.keys)
         with self._lock:
             skipped = 0
             kept = []

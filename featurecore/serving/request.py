@@ -13,6 +13,8 @@ import numpy as np
 from ..errors import ValidationError
 
 PRIVACY_MODES: tuple[str, ...] = ("personalized", "non_personalized")
+#: The matrix is float32: a request value beyond this would be served as inf.
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _normalize_ids(entity: str, ids: Any) -> list[str] | np.ndarray:
@@ -88,8 +90,14 @@ class FeatureRequest:
             entities[name] = _normalize_ids(name, ids)
         object.__setattr__(self, "entities", entities)
         self._check_time()
-        if not isinstance(self.tenant, str) or not self.tenant or len(self.tenant.encode()) > 255:
-            raise ValidationError(f"tenant must be a non-empty str of at most 255 bytes, got {self.tenant!r}")
+        try:
+            tenant_bytes = len(self.tenant.encode()) if isinstance(self.tenant, str) else 0
+        except UnicodeEncodeError:  # a lone surrogate
+            tenant_bytes = 0
+        if not 0 < tenant_bytes <= 255:
+            raise ValidationError(
+                f"tenant must be a non-empty str of at most 255 UTF-8 bytes (valid Unicode), got {self.tenant!r}; pass e.g. tenant='default'"
+            )
         if self.privacy_mode not in PRIVACY_MODES:
             raise ValidationError(f"privacy_mode must be one of {PRIVACY_MODES}, got {self.privacy_mode!r}")
         for name, value in self.context.items():
@@ -97,6 +105,11 @@ class FeatureRequest:
                 raise ValidationError(
                     f"context[{name!r}] must be a number, got {type(value).__name__} {value!r}; "
                     f"encode categories as codes"
+                )
+            if abs(value) > _FLOAT32_MAX:  # (NaN passes: a missing value, served not_computed)
+                raise ValidationError(
+                    f"context[{name!r}] must be a finite number within float32 range (+-3.4e38), got {value!r}; "
+                    "rescale it, or pass NaN for a missing value"
                 )
         if self.candidate:  # (an empty mapping is kept as given)
             candidate = {}
@@ -107,6 +120,14 @@ class FeatureRequest:
                         f"candidate[{name!r}] must be a 1-d numeric array (one value per candidate), "
                         f"got {arr.dtype} {arr.shape}"
                     )
+                if arr.dtype.kind == "f":
+                    beyond = np.abs(arr) > _FLOAT32_MAX  # inf included, NaN (missing) not
+                    if beyond.any():
+                        row = int(np.flatnonzero(beyond)[0])
+                        raise ValidationError(
+                            f"candidate[{name!r}] row {row}: values must be finite and within float32 range (+-3.4e38), "
+                            f"got {arr[row].item()!r}; rescale them, or pass NaN for a missing value"
+                        )
                 candidate[name] = arr
             object.__setattr__(self, "candidate", candidate)
         if self.deadline_ms is not None and not (

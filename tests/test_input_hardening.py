@@ -156,9 +156,9 @@ def test_lone_surrogates_in_ids_and_tenants_are_validation_errors(store_dir):
         store.apply(definitions())
         with pytest.raises(ValidationError, match=r"entity_ids row 1: id is not valid Unicode text \(it holds a lone surrogate\)"):
             write(store, ["i0", bad])
-        with pytest.raises(ValidationError, match=r"tenant must be a non-empty str of at most 255 UTF-8 bytes \(valid Unicode\)"):
+        with pytest.raises(ValidationError, match=r"tenant must be a non-empty str of at most 255 UTF-8 bytes, got 't\\udfff'; pass valid Unicode text"):
             store.write("item_stats:v1", frame(["i1"]), entity_ids=["i1"], feature_timestamp=T0_US, tenant="t\udfff")
-        with pytest.raises(ValidationError, match=r"tenant must be .*valid Unicode"):
+        with pytest.raises(ValidationError, match=r"tenant must be .*pass valid Unicode text"):
             FeatureRequest(FEATURE_SET, {"user": "u1", "item": ["i1"]}, AT, tenant="t\udfff")
         with pytest.raises(ValidationError, match=r"entities\['item'\] row 1: id is not valid Unicode text"):
             serve(store, ["i1", bad])
@@ -168,7 +168,7 @@ def test_lone_surrogates_in_ids_and_tenants_are_validation_errors(store_dir):
         events = pd.DataFrame({"item_id": items, "user_id": ["u1", "u1"], "creator_id": ["c1", "c1"], "event_timestamp": [AT, AT]})
         with pytest.raises(ValidationError, match=r"events column 'item_id' row 1: id is not valid Unicode text"):
             store.training_set(events, FEATURE_SET)
-        with pytest.raises(ValidationError, match=r"tenant must be .*valid Unicode"):
+        with pytest.raises(ValidationError, match=r"tenant must be .*pass valid Unicode text"):
             store.training_set(events.iloc[:1], FEATURE_SET, tenant="t\udfff")
     assert_unwritten(store_dir, "i0")
 

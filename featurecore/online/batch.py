@@ -141,6 +141,8 @@ def _to_array(values: Any) -> np.ndarray:
     if isinstance(values, np.ndarray):
         return values
     array = np.asarray(values) if not isinstance(values, (list, tuple)) else None
+    if array is not None and array.ndim == 0:  # a scalar or None: callers name the shape
+        return array
     if array is None or array.dtype.kind not in "biuf":
         array = np.empty(len(values), dtype=object)
         array[:] = list(values) if not isinstance(values, np.ndarray) else values
@@ -319,7 +321,10 @@ def normalize_ids(ids: Any) -> "list[str] | np.ndarray":
     """
     array = _to_array(ids)
     if array.ndim != 1:
-        raise ValidationError(f"entity_ids must be one-dimensional, got shape {array.shape}; pass one id per row")
+        raise ValidationError(
+            f"entity_ids must be one-dimensional, got {type(ids).__name__} of shape {array.shape}; pass one id per row "
+            "(a list or array), or the name of the id column"
+        )
     if array.dtype.kind in "iu":
         if array.dtype.kind == "u" and len(array) and array.max() > _INT64_MAX:
             row = _first_bad(array > _INT64_MAX)
@@ -519,6 +524,6 @@ def check_tenant(tenant: Any) -> str:
     """Return ``tenant`` if it is a usable key prefix, else raise ValidationError."""
     if not isinstance(tenant, str) or not tenant or not _encodable(tenant) or len(tenant.encode()) > 255:
         raise ValidationError(
-            f"tenant must be a non-empty str of at most 255 UTF-8 bytes (valid Unicode), got {tenant!r}; pass e.g. tenant='default'"
+            f"tenant must be a non-empty str of at most 255 UTF-8 bytes, got {tenant!r}; pass valid Unicode text (no lone surrogates), e.g. tenant='default'"
         )
     return tenant

@@ -33,10 +33,16 @@ def _normalize_ids(entity: str, ids: Any) -> list[str] | np.ndarray:
                 f"entities[{entity!r}] must be a 1-d integer array or a list of str, got {ids.dtype} {ids.shape}; "
                 f"pass np.asarray(ids, dtype=np.int64) or [str(i) for i in ids]"
             )
+        if ids.dtype.kind == "u" and len(ids) and ids.max() > np.iinfo(np.int64).max:
+            raise ValidationError(
+                f"entities[{entity!r}] holds integer ids beyond int64 range (max {ids.max()}); pass them as str"
+            )
         return np.ascontiguousarray(ids, dtype=np.int64)
     if isinstance(ids, str):
         return [ids]
     if isinstance(ids, (int, np.integer)) and not isinstance(ids, bool):
+        if not -(2**63) <= ids < 2**63:
+            raise ValidationError(f"entities[{entity!r}] integer id {ids} is out of int64 range; pass it as str")
         return np.array([ids], dtype=np.int64)
     if isinstance(ids, tuple):
         return list(ids)
@@ -96,7 +102,7 @@ class FeatureRequest:
             tenant_bytes = 0
         if not 0 < tenant_bytes <= 255:
             raise ValidationError(
-                f"tenant must be a non-empty str of at most 255 UTF-8 bytes (valid Unicode), got {self.tenant!r}; pass e.g. tenant='default'"
+                f"tenant must be a non-empty str of at most 255 UTF-8 bytes, got {self.tenant!r}; pass valid Unicode text (no lone surrogates), e.g. tenant='default'"
             )
         if self.privacy_mode not in PRIVACY_MODES:
             raise ValidationError(f"privacy_mode must be one of {PRIVACY_MODES}, got {self.privacy_mode!r}")

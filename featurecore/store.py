@@ -396,6 +396,7 @@ class FeatureStore:
         partitions: "int | None" = None,
         tenant_column: "str | None" = None,
         reasons: bool = False,
+        offline_as_of: Any = None,
     ) -> Any:
         """The feature set's point-in-time-correct matrix for every event row (see
         ``featurecore.offline.pit`` for the exact semantics).
@@ -423,12 +424,17 @@ class FeatureStore:
             partitions: (dask) the number of entity-hash buckets.
             tenant_column: (dask) an events column holding each row's tenant.
             reasons: (dask) add a uint8 ``<column>__reason`` column per matrix column.
+            offline_as_of: (local) time travel: a tz-aware datetime, or group ref -> Delta table
+                version (``TrainingSet.offline_versions`` of an earlier set rebuilds it).
         """
         from .offline.log import DEFAULT_CHUNK_ROWS
 
         chunk_rows = DEFAULT_CHUNK_ROWS if chunk_rows is None else chunk_rows
         if engine == "dask":
             from .offline.dask_engine import dask_training_set
+
+            if offline_as_of is not None:
+                raise ValidationError("offline_as_of (time travel) applies to engine='local' only; drop it or pass engine='local'")
 
             return dask_training_set(
                 events, self.state, feature_set_ref, root=self.root, tombstones=self._tombstones(), output=output,
@@ -448,6 +454,7 @@ class FeatureStore:
             events, self.state, feature_set_ref, root=self.root, tombstones=self._tombstones(),
             event_timestamp=event_timestamp, tenant=tenant, strict=strict, threads=threads, chunk_rows=chunk_rows,
             progress=progress, include_archived=include_archived, timestamp_bounds=self.timestamp_bounds,
+            offline_as_of=offline_as_of,
         )
 
     def materialize(

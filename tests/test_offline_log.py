@@ -1,7 +1,10 @@
-"""The Parquet offline log: typed round trip, date partitions, atomic manifest commits."""
+"""The offline Delta table: typed round trip, date partitions, atomic commits, time travel,
+deletion, compaction and vacuum, damaged metadata."""
 
-import json
+import dataclasses
+import datetime as dt
 import os
+import shutil
 
 import numpy as np
 import pyarrow as pa
@@ -10,7 +13,7 @@ import pytest
 from test_offline_helpers import DAY_US, HOUR_US, T0_US, make_state
 
 from featurecore.errors import ValidationError
-from featurecore.offline.log import MANIFEST, OfflineLog, micros, typed_columns
+from featurecore.offline.log import OfflineLog, OfflineMetadataError, micros, typed_columns
 from featurecore.online.batch import validate_batch
 
 
@@ -77,33 +80,29 @@ def test_int_log_takes_decimal_text_and_rejects_other_strings(log):
 
 def test_uncommitted_files_are_invisible_and_vacuumed(log):
     log.append(item_batch(log, [1], [T0_US]))
+    # A crash after writing the files but before the Delta commit leaves an orphan file.
     staged = log.stage(item_batch(log, [2], [T0_US]))
+    orphan = staged._files[0].path
+    assert os.path.exists(os.path.join(log.directory, orphan))
     assert log.read(["entity_id"]).column("entity_id").to_pylist() == [1]
-    # A crash after the rename but before the manifest swap leaves an orphan file.
-    tmp, entry = staged._files[0]
-    os.replace(tmp, os.path.join(log.directory, entry.path))
-    assert log.read(["entity_id"]).num_rows == 1
-    assert log.vacuum() == [entry.path]
-    assert log.read(["entity_id"]).num_rows == 1
+    assert log.vacuum() == []  # younger than the retention: it may be an append in progress
+    assert log.vacuum(retention_hours=0) == [orphan]
+    assert log.read(["entity_id"]).column("entity_id").to_pylist() == [1]
 
 
 def test_abort_removes_staged_files(log):
     staged = log.stage(item_batch(log, [2], [T0_US]))
     staged.abort()
-    assert log.vacuum() == []
+    assert log.vacuum(retention_hours=0) == []
     assert log.read().num_rows == 0
 
 
-def test_manifest_of_another_schema_is_refused(log, tmp_path):
+def test_table_of_another_schema_is_refused(log, tmp_path):
     log.append(item_batch(log, [1], [T0_US]))
-    path = os.path.join(log.directory, MANIFEST)
-    with open(path) as f:
-        body = json.load(f)
-    body["fields"][0][1] = "float64"
-    with open(path, "w") as f:
-        json.dump(body, f)
+    # item_stats:v2's fields under v1's name: the table's columns do not match
+    v2 = OfflineLog.open(str(tmp_path), make_state(), "item_stats:v2").schema
     with pytest.raises(ValidationError, match="a group version is immutable"):
-        log.read()
+        OfflineLog(str(tmp_path), dataclasses.replace(v2, ref="item_stats:v1")).read()
 
 
 def test_stage_rejects_a_foreign_table(log):
@@ -124,19 +123,23 @@ def test_new_version_never_touches_the_old_history(tmp_path):
     assert v2.read(["ctr"]).column("ctr").to_pylist() == [0.5]
 
 
-def test_rewrite_drops_rows_in_place_and_keeps_write_order(log):
+def test_rewrite_drops_rows_in_one_commit_and_keeps_write_order(log):
     log.append(item_batch(log, [1, 2], [T0_US, T0_US]))
     log.append(item_batch(log, [2], [T0_US + DAY_US]))
     log.append(item_batch(log, [3, 2], [T0_US, T0_US]))
-    old = [f.path for f in log.files()]
+    old = log.files()
+    version = log.snapshot().version
     removed = log.rewrite(lambda t: t.filter(pc.not_equal(t.column("entity_id"), 2)))
     assert removed == 3
+    assert log.snapshot().version == version + 1
     assert log.read(["entity_id"]).column("entity_id").to_pylist() == [1, 3]
     files = log.files()
-    # replacements keep their place and seq (watermarks stay valid); the emptied file is gone
-    assert [f.rows for f in files] == [1, 1] and files[0].path != old[0] and files[1].path != old[2]
-    assert [f.seq for f in files] == [1, 3]
-    assert log.vacuum() == []  # the replaced files are gone
+    # replacements keep their seq (write order); the emptied file is gone
+    assert [f.rows for f in files] == [1, 1] and files[0].path != old[0].path and files[1].path != old[2].path
+    assert [f.seq for f in files] == [old[0].seq, old[2].seq]
+    # erasure does not wait for vacuum: the replaced files are deleted at once
+    assert not any(os.path.exists(os.path.join(log.directory, f.path)) for f in old)
+    assert log.vacuum(retention_hours=0) == []
     assert log.rewrite(lambda t: t) == 0 and log.files() == files
 
 
@@ -152,4 +155,79 @@ def test_rewrite_failure_leaves_the_log_as_it_was(log):
 
     with pytest.raises(RuntimeError, match="policy service down"):
         log.rewrite(keep)
-    assert log.files() == files and log.vacuum() == []
+    assert log.files() == files and log.vacuum(retention_hours=0) == []
+
+
+def test_time_travel_by_version_and_time(log):
+    log.append(item_batch(log, [1], [T0_US]))
+    first = log.snapshot()
+    between = dt.datetime.now(dt.timezone.utc)
+    log.append(item_batch(log, [2], [T0_US]))
+    assert log.snapshot().version == first.version + 1
+    old = log.snapshot(first.version)
+    assert old == first
+    assert [t.column("entity_id").to_pylist() for t in log.scan(["entity_id"], files=old.files)] == [[1]]
+    assert log.snapshot(between).version == first.version
+    with pytest.raises(ValidationError, match="has no version 99"):
+        log.snapshot(99)
+
+
+def test_optimize_compacts_each_date_and_keeps_rows_and_order(log):
+    for i in range(4):
+        log.append(item_batch(log, [i, 100 + i], [T0_US, T0_US + DAY_US]))
+    before = log.read()
+    summary = log.optimize()
+    assert summary == {"partitions": 2, "files_removed": 8, "files_added": 2}
+    assert len(log.files()) == 2
+
+    def by_date(table):  # write order matters among rows of one date (ties share a date)
+        day = pc.floor_temporal(table.column("feature_timestamp"), unit="day")
+        return [table.filter(pc.equal(day, d)) for d in pc.unique(day).to_pylist()]
+
+    assert all(a.equals(b) for a, b in zip(by_date(log.read()), by_date(before), strict=True))
+    assert log.optimize()["partitions"] == 0
+    removed = log.vacuum(retention_hours=0)
+    assert len(removed) == 8 and log.read().num_rows == before.num_rows
+
+
+def test_duckdb_and_polars_read_the_table_without_featurecore(log):
+    duckdb = pytest.importorskip("duckdb")
+    pl = pytest.importorskip("polars")
+    from deltalake import DeltaTable
+
+    log.append(item_batch(log, [10, 11, 12], [T0_US, T0_US + HOUR_US, T0_US + DAY_US]))
+    log.append(item_batch(log, [13], [T0_US], tenant="b"))
+    log.rewrite(lambda t: t.filter(pc.not_equal(t.column("entity_id"), 11)))
+    uri = log.directory
+    # The README's one-liners.
+    history = DeltaTable(uri).to_pyarrow_dataset()
+    rows = duckdb.sql("SELECT entity_id, views, date FROM history WHERE tenant = 'default' ORDER BY entity_id").fetchall()
+    assert rows == [(10, 0, "2026-07-01"), (12, 2, "2026-07-02")]
+    frame = pl.read_delta(uri).filter(pl.col("tenant") == "b")
+    assert frame["entity_id"].to_list() == [13] and frame["emb"].to_list() == [[0.0, 0.5, -0.0]]
+
+
+def test_damaged_delta_log_is_an_error_not_an_empty_history(log):
+    log.append(item_batch(log, [1], [T0_US]))
+    delta_log = os.path.join(log.directory, "_delta_log")
+    commits = sorted(n for n in os.listdir(delta_log) if n.endswith(".json"))
+    with open(os.path.join(delta_log, commits[-1]), "w") as f:
+        f.write("{not json")
+    with pytest.raises(OfflineMetadataError, match="restore .*_delta_log"):
+        log.read()
+    shutil.rmtree(delta_log)
+    with pytest.raises(OfflineMetadataError, match="_delta_log is missing.*restore"):
+        log.read()
+
+
+def test_missing_or_truncated_data_file_is_a_featurecore_error(log):
+    log.append(item_batch(log, [1], [T0_US]))
+    log.append(item_batch(log, [2], [T0_US + DAY_US]))
+    first, second = (os.path.join(log.directory, f.path) for f in log.files())
+    with open(second, "r+b") as f:
+        f.truncate(20)
+    with pytest.raises(OfflineMetadataError, match="missing or unreadable .*restore it from a backup"):
+        log.read()
+    os.remove(first)
+    with pytest.raises(OfflineMetadataError, match="missing or unreadable"):
+        log.read()

@@ -1,56 +1,72 @@
-"""The offline store: the append-only Parquet history of each feature group version.
+"""The offline store: one Delta Lake table per feature group version.
 
-Layout of one group version (``<root>/offline/<group>/v<version>/``)::
+Location of one group version: ``<offline>/<group>/v<version>``, where ``<offline>`` is
+``<root>/offline`` by default or the URI set with ``set_offline_location`` (``s3://``,
+``gs://``, ``abfs://`` go through Delta's object stores; the RocksDB stays local)::
 
-    _manifest.json                          the committed state; readers trust only it
-    date=YYYY-MM-DD/part-<id>.parquet       one file per (append, UTC date of feature_timestamp)
-    .lock                                   serializes commits of concurrent writers
+    _delta_log/00000000000000000000.json    Delta commits; readers trust only them
+    date=YYYY-MM-DD/part-<seq>-<id>.parquet  data files, partitioned by UTC date of feature_timestamp
+
+Any Delta reader (DuckDB, Polars, pandas, Spark) reads the table without featurecore.
 
 Columns: ``tenant`` (string), ``entity_id`` (int64 or string: fixed per group version by
 its first append; integer ids given to a string log are stored as their decimal text),
 ``feature_timestamp`` and ``generated_at`` (timestamp[us, UTC]), then one column per
 feature named by the feature's name: float32, float64, int64, bool, int32 category code,
-or fixed_size_list<float32>[dim] for embeddings. A null cell is an Arrow null.
+or list<float32> of length dim for embeddings; ``date`` is the partition column. A null
+cell is a null.
 
-Appends are atomic. Files are written and fsynced under ``*.tmp`` names, renamed, and
-then committed by atomically replacing the manifest (write, fsync, ``os.replace``,
-fsync the directory). A crash leaves either the old manifest (the new files are
-orphans that no reader lists; ``vacuum`` removes them) or the new one. Nothing is
-ever rewritten: a new group version has its own directory, so an old version's
-history is never touched.
+featurecore writes the Parquet files itself (fsynced, with statistics of tenant,
+entity_id and the timestamps) and commits them with Delta transactions: an append is
+one commit of add actions; a deletion (``rewrite``) and a compaction (``optimize``) are
+one commit each of remove + add actions. A crash before the commit leaves the old
+version (the written files are orphans no version lists; ``vacuum`` removes them); the
+commit itself is atomic. Old versions stay readable (time travel: ``snapshot(version)``)
+until ``vacuum`` removes the files only they reference; a deletion removes the files
+it replaced at once (erasure does not wait for vacuum), so versions before a deletion
+can no longer be read.
 
-The write order of rows, used to break ties in point-in-time joins, is the manifest's
-file order (commit order) and then the row order inside a file.
+Write order (the last tie-break of point-in-time joins) is the file's ``seq`` (the
+time its append was staged, in its name; kept by ``rewrite`` and ``optimize``) and then
+the row order inside a file. A missing or unreadable Delta log is an error
+(``OfflineMetadataError``), never an empty history.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import fcntl
 import json
 import os
+import re
+import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+from deltalake import DeltaTable
+from deltalake.exceptions import DeltaError, TableNotFoundError
+from deltalake.transaction import AddAction, RemoveAction
 
-from ..errors import ValidationError
+from ..errors import FeatureStoreError, ValidationError
 from ..online.batch import Batch, GroupSchema
 from ..registry.model import RegistryState, parse_ref
 
-MANIFEST = "_manifest.json"
-MANIFEST_FORMAT = 1
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 #: Rows per Parquet row group: the unit a streaming reader decodes at once.
 ROW_GROUP_ROWS = 262_144
 #: History rows a streaming reader holds at once (the memory bound of joins).
 DEFAULT_CHUNK_ROWS = 1 << 20
+#: Files younger than this are kept by ``vacuum`` (an append may still be writing them,
+#: and time travel to versions of the last week keeps working).
+DEFAULT_RETENTION_HOURS = 168
+LOCATION_FILE = "offline_location.json"
 _DAY_US = 86_400_000_000
 _ARROW_TYPES = {
     "float32": pa.float32(),
@@ -59,12 +75,61 @@ _ARROW_TYPES = {
     "bool": pa.bool_(),
     "categorical": pa.int32(),
 }
+_FILE_NAME = re.compile(r"part-(\d{20})-[0-9a-f]+\.parquet$")
+
+
+class OfflineMetadataError(FeatureStoreError):
+    """The offline store's metadata (a Delta log) or a data file it lists is missing or
+    unreadable: featurecore refuses to read the history (it would look empty or short,
+    and materialization would delete online rows)."""
+
+
+# -- location -------------------------------------------------------------------------
+
+
+def _is_uri(location: str) -> bool:
+    return "://" in location
+
+
+def set_offline_location(root: str, uri: str, storage_options: "dict[str, str] | None" = None) -> None:
+    """Keep the store's offline tables at ``uri`` (a local path or ``s3://``, ``gs://``,
+    ``abfs://``; ``storage_options`` are passed to Delta, e.g. credentials come from the
+    environment). Set it before the first write; existing tables are not moved.
+
+    >>> set_offline_location("store", "s3://bucket/featurecore")  # doctest: +SKIP
+    """
+    os.makedirs(root, exist_ok=True)
+    path = os.path.join(root, LOCATION_FILE)
+    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+    with open(tmp, "w") as f:
+        json.dump({"uri": uri, "storage_options": storage_options or {}}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def offline_location(root: str) -> "tuple[str, dict[str, str]]":
+    """The offline tables' base URI and Delta storage options (default ``<root>/offline``)."""
+    try:
+        with open(os.path.join(root, LOCATION_FILE)) as f:
+            raw = json.load(f)
+    except FileNotFoundError:
+        return os.path.join(root, "offline"), {}
+    except (OSError, ValueError) as error:
+        raise OfflineMetadataError(
+            f"{os.path.join(root, LOCATION_FILE)} is unreadable ({error}); restore it or call "
+            "set_offline_location(root, uri) again"
+        ) from error
+    return raw["uri"], dict(raw.get("storage_options") or {})
 
 
 def group_directory(root: str, group_ref: str) -> str:
-    """``<root>/offline/<group>/v<version>``."""
+    """The URI (or local path) of a group version's table: ``<offline>/<group>/v<version>``."""
     name, version = parse_ref(group_ref)
-    return os.path.join(root, "offline", name, f"v{version}")
+    base, _ = offline_location(root)
+    if _is_uri(base):
+        return f"{base.rstrip('/')}/{name}/v{version}"
+    return os.path.join(base, name, f"v{version}")
 
 
 def _fsync_directory(path: str) -> None:
@@ -75,52 +140,68 @@ def _fsync_directory(path: str) -> None:
         os.close(fd)
 
 
+def _iso_ms(us: int, *, up: bool) -> str:
+    """A Delta statistics timestamp (millisecond text), rounded outward so that the
+    [min, max] it states still holds every row."""
+    ms = -((-us) // 1000) if up else us // 1000
+    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+# -- files, snapshots, watermarks ---------------------------------------------------
+
+
 @dataclass(frozen=True)
 class LogFile:
-    """One committed Parquet file: path relative to the group directory, its UTC date,
-    row count, feature_timestamp range (us), the tenants it holds and its commit
-    sequence ``seq`` (1, 2, ... in commit order; a rewritten file keeps its seq)."""
+    """One data file of a table version: path relative to the table, its UTC date, row
+    count, feature_timestamp range (us; from Delta statistics, rounded outward to ms),
+    the smallest and largest tenant, and ``seq`` (the write order; see the module doc)."""
 
     path: str
     date: str
     rows: int
     min_ts: int
     max_ts: int
-    tenants: tuple[str, ...]
-    seq: int = 0
+    min_tenant: str
+    max_tenant: str
+    seq: int
+    size: int = 0
+
+    def may_hold(self, tenant: str) -> bool:
+        return self.min_tenant <= tenant <= self.max_tenant
+
+    @property
+    def single_tenant(self) -> bool:
+        return self.min_tenant == self.max_tenant
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One version of a table: ``version`` (-1: no table yet), the entity id type
+    (None before the first append) and the files, in write order."""
+
+    version: int
+    id_type: "str | None"
+    files: tuple[LogFile, ...]
 
 
 @dataclass(frozen=True)
 class Watermark:
-    """How much of a log a reader has consumed: the files with ``seq <= seq``, up to
-    feature_timestamp ``as_of_us`` (later rows of those files are not consumed)."""
+    """How much of a table a reader has consumed: every file of table version ``seq``,
+    up to feature_timestamp ``as_of_us`` (later rows of those files are not consumed)."""
 
     seq: int
     as_of_us: int
 
-    @classmethod
-    def of(cls, files: Sequence[LogFile], as_of_us: int) -> "Watermark":
-        """The watermark after consuming ``files`` up to ``as_of_us``."""
-        return cls(max((f.seq for f in files), default=0), as_of_us)
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """The committed state of one group version's log."""
-
-    id_type: "str | None"
-    fields: tuple
-    files: tuple[LogFile, ...]
-
 
 class StagedAppend:
-    """Files written under temporary names, not yet visible; ``commit`` or ``abort``."""
+    """Files written under their final names but not yet in any table version;
+    ``commit`` (one Delta commit) or ``abort`` (delete them)."""
 
-    def __init__(self, log: "OfflineLog", id_type: str, files: list[tuple[str, LogFile]]):
+    def __init__(self, log: "OfflineLog", id_type: str, files: list[LogFile]):
         self._log = log
         self._id_type = id_type
-        self._files = files  # (temporary absolute path, committed entry)
-        self.rows = sum(entry.rows for _, entry in files)
+        self._files = files
+        self.rows = sum(entry.rows for entry in files)
 
     @classmethod
     def combine(cls, log: "OfflineLog", stages: "Sequence[StagedAppend]") -> "StagedAppend":
@@ -131,33 +212,41 @@ class StagedAppend:
         return cls(log, id_types.pop() if id_types else "string", [f for s in stages for f in s._files])
 
     def commit(self) -> None:
-        """Make the files visible by atomically replacing the manifest."""
-        self._log._commit(self._id_type, self._files)
+        """Make the files visible: one Delta commit of their add actions."""
+        if self._files:
+            self._log._commit(self._id_type, adds=self._files)
         self._files = []
 
     def abort(self) -> None:
-        """Delete the temporary files; the log stays as it was."""
-        for tmp, _ in self._files:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        """Delete the written files; the table stays as it was."""
+        self._log._remove_files(f.path for f in self._files)
         self._files = []
 
 
 class OfflineLog:
-    """The Parquet history of one feature group version.
+    """The Delta table of one feature group version.
 
     Args:
-        root: the store directory.
+        root: the store directory (its ``offline_location`` says where tables live).
         schema: the group's write schema (``GroupSchema.from_state``).
     """
 
     def __init__(self, root: str, schema: GroupSchema):
         self.schema = schema
         self.directory = group_directory(root, schema.ref)
+        _, self.storage_options = offline_location(root)
+        self.local = not _is_uri(self.directory) or self.directory.startswith("file://")
+        if self.directory.startswith("file://"):
+            self.directory = self.directory[len("file://"):]
+        self._stats: dict[str, str] = {}  # Delta statistics (JSON) of files written, not yet committed
+        if self.local:
+            self._fs, self._base = pafs.LocalFileSystem(), self.directory
+        else:
+            self._fs, self._base = pafs.FileSystem.from_uri(self.directory)
 
     @classmethod
     def open(cls, root: str, state: RegistryState, group_ref: str) -> "OfflineLog":
-        """The log of registered group ``group_ref`` (NotFoundError if unknown)."""
+        """The table of registered group ``group_ref`` (NotFoundError if unknown)."""
         return cls(root, GroupSchema.from_state(state, group_ref))
 
     # -- schema -----------------------------------------------------------------------
@@ -167,7 +256,7 @@ class OfflineLog:
         return tuple((f.name, f.dtype, f.dim) for f in self.schema.fields)
 
     def arrow_schema(self, id_type: str) -> pa.Schema:
-        """The Arrow schema of the log's files for ids of ``id_type`` (int64 | string)."""
+        """The Arrow schema of the table's files for ids of ``id_type`` (int64 | string)."""
         columns = [
             pa.field("tenant", pa.string(), nullable=False),
             pa.field("entity_id", pa.int64() if id_type == "int64" else pa.string(), nullable=False),
@@ -175,127 +264,290 @@ class OfflineLog:
             pa.field("generated_at", TIMESTAMP, nullable=False),
         ]
         for f in self.schema.fields:
-            kind = pa.list_(pa.float32(), f.dim) if f.dtype == "embedding" else _ARROW_TYPES[f.dtype]
+            kind = pa.list_(pa.float32()) if f.dtype == "embedding" else _ARROW_TYPES[f.dtype]
             columns.append(pa.field(f.name, kind))
         return pa.schema(columns)
 
-    # -- manifest ---------------------------------------------------------------------
+    def _delta_schema(self, id_type: str) -> pa.Schema:
+        return self.arrow_schema(id_type).append(pa.field("date", pa.string()))
 
-    def manifest(self) -> Manifest:
-        """The committed state (an empty manifest if nothing was ever committed)."""
+    # -- table versions ---------------------------------------------------------------
+
+    def _path(self, relative: str) -> str:
+        return os.path.join(self._base, relative) if self.local else f"{self._base.rstrip('/')}/{relative}"
+
+    def _damaged(self, what: str, error: "BaseException | None" = None) -> OfflineMetadataError:
+        cause = f" ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})" if error else ""
+        return OfflineMetadataError(
+            f"offline table of {self.schema.ref} at {self.directory}: {what}{cause}; restore {self.directory}/_delta_log "
+            "and its data files from a backup (featurecore refuses to treat the history as empty)"
+        )
+
+    def _table(self, version: "int | dt.datetime | None" = None) -> "DeltaTable | None":
+        """The Delta table at ``version`` (a number or a time; default latest), None if
+        the table was never written. Raises OfflineMetadataError if its log is damaged."""
+        if self.local and not os.path.isdir(os.path.join(self.directory, "_delta_log")):
+            self._refuse_data_without_log()
+            return None
         try:
-            with open(os.path.join(self.directory, MANIFEST)) as f:
-                raw = json.load(f)
-        except FileNotFoundError:
-            return Manifest(None, self.fields, ())
-        fields = tuple(tuple(x) for x in raw["fields"])
-        if fields != self.fields:
-            raise ValidationError(
-                f"offline log {self.directory} holds fields {list(fields)} but group {self.schema.ref} "
-                f"defines {list(self.fields)}; a group version is immutable, register a new version instead"
+            table = DeltaTable(self.directory, storage_options=self.storage_options or None)
+        except TableNotFoundError as error:
+            if self.local:
+                raise self._damaged("_delta_log holds no readable commit", error) from error
+            return None
+        except (DeltaError, OSError, ValueError) as error:
+            raise self._damaged("the Delta log is unreadable", error) from error
+        if version is not None:
+            try:
+                table.load_as_version(version)
+            except (DeltaError, OSError, ValueError) as error:
+                raise ValidationError(
+                    f"offline table of {self.schema.ref} has no version {version!r} (latest {table.version()}, "
+                    f"{error}); pass a version between 0 and {table.version()} or a time after the table's first commit"
+                ) from error
+        return table
+
+    def _created_after(self, when: dt.datetime) -> bool:
+        """True if the table did not exist yet at ``when`` (or does not exist)."""
+        table = self._table()
+        if table is None:
+            return True
+        first = min(entry["timestamp"] for entry in table.history())
+        return when.timestamp() * 1000 < first
+
+    def _refuse_data_without_log(self) -> None:
+        if os.path.exists(os.path.join(self.directory, "_manifest.json")):
+            raise OfflineMetadataError(
+                f"offline history of {self.schema.ref} at {self.directory} is a pre-Delta Parquet log; "
+                "run `featurecore migrate-offline --store <store>` to convert it"
             )
-        files = tuple(LogFile(**{**f, "tenants": tuple(f["tenants"])}) for f in raw["files"])
-        return Manifest(raw["id_type"], fields, files)
+        for _, _, names in os.walk(self.directory):
+            if any(name.endswith(".parquet") for name in names):
+                raise self._damaged("data files exist but _delta_log is missing")
+
+    def snapshot(self, version: "int | dt.datetime | None" = None) -> Snapshot:
+        """The table at ``version`` (a number, a tz-aware time, default the latest; -1
+        or a time before the table's first commit: no table yet)."""
+        if version == -1:
+            self._table()  # a damaged table is still an error
+            return Snapshot(-1, None, ())
+        if isinstance(version, dt.datetime) and self._created_after(version):
+            return Snapshot(-1, None, ())
+        table = self._table(version)
+        if table is None:
+            return Snapshot(-1, None, ())
+        try:
+            arrow = pa.schema(table.schema().to_arrow())
+        except (DeltaError, ValueError) as error:
+            raise self._damaged("its schema is unreadable", error) from error
+        id_type = "int64" if pa.types.is_integer(arrow.field("entity_id").type) else "string"
+        if _type_keys(arrow) != _type_keys(self._delta_schema(id_type)):
+            raise ValidationError(
+                f"offline table {self.directory} holds columns {arrow} but group {self.schema.ref} defines "
+                f"{list(self.fields)}; a group version is immutable, register a new version instead"
+            )
+        return Snapshot(table.version(), id_type, self._files_of(table))
+
+    def _files_of(self, table: DeltaTable) -> tuple[LogFile, ...]:
+        try:
+            actions = pa.table(table.get_add_actions(flatten=True))
+        except (DeltaError, OSError, ValueError) as error:
+            raise self._damaged("its file list is unreadable", error) from error
+        names = set(actions.column_names)
+
+        def column(name: str, default: Any) -> list:
+            if name not in names:
+                return [default] * actions.num_rows
+            values = actions.column(name)
+            if pa.types.is_timestamp(values.type):
+                values = values.cast(pa.int64())
+            return [default if v is None else v for v in values.to_pylist()]
+
+        files = []
+        for path, size, mtime, rows, date, lo, hi, t_lo, t_hi in zip(
+            actions.column("path").to_pylist(),
+            column("size_bytes", 0),
+            column("modification_time", 0),
+            column("num_records", 0),
+            column("partition.date", ""),
+            column("min.feature_timestamp", -(2**63)),
+            column("max.feature_timestamp", 2**63 - 1),
+            column("min.tenant", ""),
+            column("max.tenant", "\U0010ffff"),
+        ):
+            match = _FILE_NAME.search(path)
+            # A file another writer added (no seq in its name) is ordered by its time.
+            seq = int(match.group(1)) if match else int(mtime) * 1_000_000
+            files.append(LogFile(path, date, int(rows), int(lo), int(hi), t_lo, t_hi, seq, int(size)))
+        return tuple(sorted(files, key=lambda f: (f.seq, f.path)))
 
     def files(self) -> tuple[LogFile, ...]:
-        """Committed files in commit order."""
-        return self.manifest().files
+        """The latest version's files in write order."""
+        return self.snapshot().files
 
-    def tenants(self) -> list[str]:
-        """Tenants with committed rows, sorted."""
-        return sorted({t for f in self.files() for t in f.tenants})
+    def tenants(self, files: "Sequence[LogFile] | None" = None) -> list[str]:
+        """Tenants with rows in ``files`` (default the latest version's), sorted."""
+        found: set[str] = set()
+        for entry in self.files() if files is None else files:
+            if entry.single_tenant:
+                found.add(entry.min_tenant)
+            else:
+                column = self._read_file(entry, ["tenant"]).column("tenant")
+                found.update(pc.unique(column).to_pylist())
+        return sorted(found)
+
+    def history(self) -> list[dict]:
+        """The Delta commit history (newest first): version, timestamp, operation."""
+        table = self._table()
+        return [] if table is None else table.history()
+
+    # -- commits ----------------------------------------------------------------------
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        os.makedirs(self.directory, exist_ok=True)
-        with open(os.path.join(self.directory, ".lock"), "a") as lock:
+        """Serializes this host's commits to a local table (Delta's own conflict check
+        covers object stores)."""
+        if not self.local:
+            yield
+            return
+        os.makedirs(os.path.dirname(self.directory), exist_ok=True)
+        with open(self.directory.rstrip(os.sep) + ".lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def _commit(self, id_type: str, staged: Sequence[tuple[str, LogFile]]) -> None:
-        if not staged:
-            return
+    def _commit(self, id_type: str, *, adds: Sequence[LogFile], removes: Sequence[LogFile] = (), data_change: bool = True) -> None:
+        """One Delta commit adding ``adds`` and removing ``removes`` (their files are durable)."""
         with self._locked():
-            current = self.manifest()
-            if current.id_type not in (None, id_type):
-                for tmp, _ in staged:
-                    os.remove(tmp)
-                raise ValidationError(
-                    f"offline log of {self.schema.ref} stores {current.id_type} entity ids, this append has {id_type} ids; "
-                    "pass ids of the log's type"
-                )
-            for tmp, entry in staged:
-                os.replace(tmp, os.path.join(self.directory, entry.path))
-            for directory in {os.path.dirname(os.path.join(self.directory, e.path)) for _, e in staged}:
-                _fsync_directory(directory)
-            seq = Watermark.of(current.files, 0).seq
-            added = [dataclasses.replace(entry, seq=seq + i) for i, (_, entry) in enumerate(staged, 1)]
-            self._swap_manifest(id_type, [*current.files, *added])
+            self._commit_locked(id_type, adds=adds, removes=removes, data_change=data_change)
 
-    def _swap_manifest(self, id_type: str, files: Sequence[LogFile]) -> None:
-        """Atomically replace the manifest (caller holds the lock; files are durable)."""
-        body = {
-            "format": MANIFEST_FORMAT,
-            "group": self.schema.ref,
-            "id_type": id_type,
-            "fields": [list(f) for f in self.fields],
-            "files": [vars(f) for f in files],
-        }
-        tmp = os.path.join(self.directory, f"{MANIFEST}.{uuid.uuid4().hex}.tmp")
-        with open(tmp, "w") as f:
-            json.dump(body, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, os.path.join(self.directory, MANIFEST))
-        _fsync_directory(self.directory)
+    def _commit_locked(self, id_type: str, *, adds: Sequence[LogFile], removes: Sequence[LogFile], data_change: bool) -> None:
+        """``_commit`` under the lock already held (``rewrite``, ``optimize``)."""
+        schema = self._delta_schema(id_type)
+        table = self._table()
+        if table is None:
+            raise self._damaged("the table was created before its files were written, but is gone")
+        stored = pa.schema(table.schema().to_arrow()).field("entity_id").type
+        stored_type = "int64" if pa.types.is_integer(stored) else "string"
+        if stored_type != id_type:
+            raise ValidationError(
+                f"offline log of {self.schema.ref} stores {stored_type} entity ids, this append has {id_type} ids; "
+                "pass ids of the log's type"
+            )
+        now = int(time.time() * 1000)
+        actions: list = [RemoveAction(f.path, data_change, now, f.size, {"date": f.date}) for f in removes]
+        actions += [AddAction(f.path, f.size, {"date": f.date}, now, data_change, self._stats[f.path]) for f in adds]
+        table.create_write_transaction(actions, mode="append", schema=schema, partition_by=["date"])
+        for f in adds:
+            self._stats.pop(f.path, None)
+
+    def _create(self, id_type: str) -> None:
+        """Create the (empty) table before its first files are written, so data files
+        never exist without a Delta log (which would mean a lost log)."""
+        with self._locked():
+            if self._table() is None:
+                DeltaTable.create(
+                    self.directory, self._delta_schema(id_type), partition_by=["date"], mode="ignore",
+                    storage_options=self.storage_options or None,
+                )
+
+    def _remove_files(self, paths: "Iterator[str] | Sequence[str]") -> None:
+        for path in paths:
+            try:
+                self._fs.delete_file(self._path(path))
+            except FileNotFoundError:
+                pass
+            self._stats.pop(path, None)
 
     def rewrite(self, keep: "Callable[[pa.Table], pa.Table]") -> int:
-        """Drop rows from the history (e.g. a deleted user's): ``keep`` gets each file's
-        rows and returns the rows to keep. Changed files are replaced by new ones in the
-        same manifest position (write order is kept) with one manifest swap, then the old
-        files are deleted. Returns the number of rows removed.
+        """Delete rows from the history (e.g. a deleted user's): ``keep`` gets each file's
+        rows and returns the rows to keep. Changed files are replaced (same seq, so the
+        write order is kept) in one Delta commit of remove + add actions, then the
+        replaced files are deleted from storage at once (erasure does not wait for
+        ``vacuum``). Returns the number of rows removed.
 
         >>> log.rewrite(lambda t: t.filter(pc.field("entity_id") != "u1"))  # doctest: +SKIP
         """
-        removed = 0
+        removed, replaced, written = 0, [], []
         with self._locked():
-            current = self.manifest()
-            files, replaced, written = [], [], []
+            current = self.snapshot()
             try:
                 for entry in current.files:
-                    table = pq.read_table(os.path.join(self.directory, entry.path))
+                    table = self._read_file(entry, None)
                     kept = keep(table)
                     if kept.num_rows == table.num_rows:
-                        files.append(entry)
                         continue
                     removed += table.num_rows - kept.num_rows
-                    replaced.append(entry.path)
-                    if kept.num_rows == 0:
-                        continue
-                    # The replacement keeps the seq (watermarks) and the manifest position
-                    # (write order).
-                    new = dataclasses.replace(self._write_file(kept, entry.date), seq=entry.seq)
-                    written.append(os.path.join(self.directory, new.path))
-                    files.append(new)
+                    replaced.append(entry)
+                    if kept.num_rows:
+                        written.append(self._write_file(kept, entry.date, entry.seq))
+                if replaced:
+                    self._commit_locked(current.id_type or "string", adds=written, removes=replaced, data_change=True)
             except BaseException:
-                for path in written:
-                    os.remove(path)
+                self._remove_files([f.path for f in written])
                 raise
-            if replaced:
-                self._swap_manifest(current.id_type or "string", files)
-                for path in replaced:
-                    os.remove(os.path.join(self.directory, path))
+        self._remove_files([f.path for f in replaced])
         return removed
+
+    def optimize(self, *, min_files: int = 2) -> dict:
+        """Compact each date partition holding at least ``min_files`` files into one file
+        (rows in write order, the smallest seq of its inputs), in one Delta commit that
+        changes no data. Returns ``{"partitions": n, "files_removed": n, "files_added": n}``."""
+        with self._locked():
+            current = self.snapshot()
+            by_date: dict[str, list[LogFile]] = {}
+            for entry in current.files:
+                by_date.setdefault(entry.date, []).append(entry)
+            merged, written = [], []
+            try:
+                for date, entries in sorted(by_date.items()):
+                    if len(entries) < min_files:
+                        continue
+                    table = pa.concat_tables([self._read_file(e, None) for e in entries])
+                    written.append(self._write_file(table, date, min(e.seq for e in entries)))
+                    merged.extend(entries)
+                if merged:
+                    self._commit_locked(current.id_type or "string", adds=written, removes=merged, data_change=False)
+            except BaseException:
+                self._remove_files([f.path for f in written])
+                raise
+        return {"partitions": len(written), "files_removed": len(merged), "files_added": len(written)}
+
+    def vacuum(self, retention_hours: float = DEFAULT_RETENTION_HOURS) -> list[str]:
+        """Delete files no table version of the last ``retention_hours`` needs: files
+        removed by older commits and orphans of crashed or aborted appends (only those
+        older than the retention: a younger one may be an append in progress). Returns
+        the deleted paths, sorted. Time travel to versions older than the retention stops
+        working for the files deleted."""
+        with self._locked():
+            table = self._table()
+            if table is None:
+                return []
+            options = dict(retention_hours=int(retention_hours), enforce_retention_duration=False, full=True)
+            try:
+                candidates = [self._relative(p) for p in table.vacuum(dry_run=True, **options)]
+                # Files a deletion already removed are listed too: report what is deleted now.
+                present = [p for p in candidates if self._fs.get_file_info(self._path(p)).type != pafs.FileType.NotFound]
+                table.vacuum(dry_run=False, **options)
+            except (DeltaError, OSError) as error:
+                raise self._damaged("vacuum could not list or delete files", error) from error
+        return sorted(present)
+
+    def _relative(self, path: str) -> str:
+        """A path Delta reports (absolute, a URI or relative) relative to the table."""
+        for prefix in (self.directory, self._base, "file://" + self.directory):
+            if path.startswith(prefix.rstrip("/") + "/"):
+                return path[len(prefix.rstrip("/")) + 1:]
+        return path
 
     # -- writing ----------------------------------------------------------------------
 
     def to_arrow(self, batch: Batch, tenant: str) -> pa.Table:
         """A validated batch (``online.batch.validate_batch``) as a table of the log's schema."""
         ids = batch.ids
-        id_type = self.manifest().id_type or ("int64" if isinstance(ids, np.ndarray) else "string")
+        id_type = self.snapshot().id_type or ("int64" if isinstance(ids, np.ndarray) else "string")
         if id_type == "string" and isinstance(ids, np.ndarray):
             ids = [str(i) for i in ids.tolist()]
         elif id_type == "int64" and not isinstance(ids, np.ndarray):
@@ -311,7 +563,8 @@ class OfflineLog:
             mask = batch.nulls[:, j].astype(bool)
             if f.dtype == "embedding":
                 flat = pa.array(np.ascontiguousarray(values, np.float32).reshape(-1))
-                arrays.append(pa.FixedSizeListArray.from_arrays(flat, f.dim, mask=pa.array(mask)))
+                offsets = pa.array(np.arange(0, (n + 1) * f.dim, f.dim, dtype=np.int32))
+                arrays.append(pa.ListArray.from_arrays(offsets, flat, mask=pa.array(mask)))
             else:
                 arrays.append(pa.array(values, _ARROW_TYPES[f.dtype], mask=mask))
         return pa.Table.from_arrays(arrays, schema=self.arrow_schema(id_type))
@@ -333,7 +586,7 @@ class OfflineLog:
         return values.to_numpy()
 
     def stage(self, table: pa.Table) -> StagedAppend:
-        """Write ``table`` (the log's schema) as one file per UTC date, under temporary names."""
+        """Write ``table`` (the log's schema) as one file per UTC date, not yet committed."""
         id_type = "int64" if pa.types.is_integer(table.schema.field("entity_id").type) else "string"
         expected = self.arrow_schema(id_type)
         if not table.schema.equals(expected):
@@ -343,56 +596,100 @@ class OfflineLog:
             )
         ts = table.column("feature_timestamp").cast(pa.int64()).to_numpy()
         days = np.floor_divide(ts, _DAY_US)
-        staged: list[tuple[str, LogFile]] = []
+        if table.num_rows:
+            self._create(id_type)
+        seq = time.time_ns()
+        staged: list[LogFile] = []
         try:
             for day in np.unique(days):
                 rows = np.flatnonzero(days == day)
                 part = table.take(pa.array(rows)) if len(rows) < len(table) else table
                 date = (dt.date(1970, 1, 1) + dt.timedelta(days=int(day))).isoformat()
-                entry = self._write_file(part, date, suffix=".tmp")
-                staged.append((os.path.join(self.directory, entry.path) + ".tmp", entry))
+                staged.append(self._write_file(part, date, seq))
         except BaseException:
             StagedAppend(self, id_type, staged).abort()
             raise
         return StagedAppend(self, id_type, staged)
 
-    def _write_file(self, table: pa.Table, date: str, suffix: str = "") -> LogFile:
-        """Write and fsync one non-empty file of ``date`` (its final name plus ``suffix``);
-        the returned entry names the final path."""
-        relative = os.path.join(f"date={date}", f"part-{uuid.uuid4().hex}.parquet")
-        path = os.path.join(self.directory, relative)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+    def _write_file(self, table: pa.Table, date: str, seq: int) -> LogFile:
+        """Write (and fsync, when local) one non-empty file of ``date`` with write order
+        ``seq``; its Delta statistics wait in ``_stats`` for the commit."""
+        relative = f"date={date}/part-{seq:020d}-{uuid.uuid4().hex}.parquet"
+        path = self._path(relative)
         ts = table.column("feature_timestamp").cast(pa.int64())
-        tenants = tuple(sorted(pc.unique(table.column("tenant")).to_pylist()))
-        entry = LogFile(relative, date, table.num_rows, pc.min(ts).as_py(), pc.max(ts).as_py(), tenants)
-        with open(path + suffix, "wb") as f:
-            pq.write_table(table, f, row_group_size=ROW_GROUP_ROWS)
-            f.flush()
-            os.fsync(f.fileno())
-        if not suffix:
+        generated = table.column("generated_at").cast(pa.int64())
+        tenants = table.column("tenant")
+        ids = table.column("entity_id")
+        lo, hi = pc.min(ts).as_py(), pc.max(ts).as_py()
+        entry = LogFile(relative, date, table.num_rows, lo, hi, pc.min(tenants).as_py(), pc.max(tenants).as_py(), seq)
+        if self.local:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as f:
+                pq.write_table(table, f, row_group_size=ROW_GROUP_ROWS)
+                f.flush()
+                os.fsync(f.fileno())
             _fsync_directory(os.path.dirname(path))
-        return entry
+            size = os.path.getsize(path)
+        else:
+            with self._fs.open_output_stream(path) as f:
+                pq.write_table(table, f, row_group_size=ROW_GROUP_ROWS)
+            size = self._fs.get_file_info(path).size
+        self._stats[relative] = json.dumps({
+            "numRecords": table.num_rows,
+            "minValues": {
+                "tenant": entry.min_tenant, "entity_id": pc.min(ids).as_py(),
+                "feature_timestamp": _iso_ms(lo, up=False), "generated_at": _iso_ms(pc.min(generated).as_py(), up=False),
+            },
+            "maxValues": {
+                "tenant": entry.max_tenant, "entity_id": pc.max(ids).as_py(),
+                "feature_timestamp": _iso_ms(hi, up=True), "generated_at": _iso_ms(pc.max(generated).as_py(), up=True),
+            },
+            "nullCount": {"tenant": 0, "entity_id": 0, "feature_timestamp": 0, "generated_at": 0},
+        })
+        return LogFile(relative, date, table.num_rows, lo, hi, entry.min_tenant, entry.max_tenant, seq, size)
 
     def append(self, table: pa.Table) -> int:
         """Stage and commit ``table``; returns the rows appended."""
         staged = self.stage(table)
-        staged.commit()
+        try:
+            staged.commit()
+        except BaseException:
+            staged.abort()
+            raise
         return staged.rows
 
-    def vacuum(self) -> list[str]:
-        """Delete files no manifest lists (left by a crash or an aborted append); returns them."""
-        with self._locked():
-            listed = {f.path for f in self.files()} | {MANIFEST, ".lock"}
-            removed = []
-            for directory, _, names in os.walk(self.directory):
-                for name in names:
-                    relative = os.path.relpath(os.path.join(directory, name), self.directory)
-                    if relative not in listed:
-                        os.remove(os.path.join(self.directory, relative))
-                        removed.append(relative)
-        return sorted(removed)
-
     # -- reading ----------------------------------------------------------------------
+
+    def _parquet(self, entry: LogFile) -> pq.ParquetFile:
+        try:
+            if self.local:
+                return pq.ParquetFile(self._path(entry.path))
+            return pq.ParquetFile(self._fs.open_input_file(self._path(entry.path)))
+        except (OSError, pa.ArrowInvalid) as error:
+            raise self._missing(entry, error) from error
+
+    def _missing(self, entry: LogFile, error: BaseException) -> OfflineMetadataError:
+        return OfflineMetadataError(
+            f"offline table of {self.schema.ref}: data file {entry.path} listed by the table is missing or unreadable "
+            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); restore it from a backup, "
+            "or read a version that does not list it (a deletion or vacuum removed it)"
+        )
+
+    def _read_file(self, entry: LogFile, columns: "Sequence[str] | None") -> pa.Table:
+        reader = self._parquet(entry)
+        try:
+            return reader.read(columns=list(columns) if columns is not None else None)
+        except (OSError, pa.ArrowInvalid) as error:
+            raise self._missing(entry, error) from error
+
+    def paths_at(self, version: int) -> "set[str] | None":
+        """The data files of table ``version``; None if that version cannot be read
+        (its log entries were cleaned up, or it does not exist)."""
+        try:
+            table = DeltaTable(self.directory, version=version, storage_options=self.storage_options or None)
+        except (DeltaError, OSError, ValueError):
+            return None
+        return {f.path for f in self._files_of(table)}
 
     def scan(
         self,
@@ -404,46 +701,52 @@ class OfflineLog:
         files: "Sequence[LogFile] | None" = None,
         chunk_rows: int = DEFAULT_CHUNK_ROWS,
     ) -> Iterator[pa.Table]:
-        """Yield the committed rows in write order, in tables of about ``chunk_rows`` rows.
+        """Yield the rows of a table version in write order, in tables of about ``chunk_rows`` rows.
 
         Args:
-            columns: columns to read (default all).
+            columns: columns to read (default all, without the ``date`` partition column).
             tenant: keep only this tenant's rows.
             max_feature_ts: skip files whose rows all have a later feature_timestamp (us).
             newer_than: keep only rows not covered by this watermark: rows of files
-                committed after it, and rows of earlier files with a later feature_timestamp.
-            files: read these committed entries (a state pinned earlier, e.g. by a reader
-                that scans twice) instead of the current manifest's.
+                its version did not hold, and rows of its files with a later feature_timestamp.
+            files: read these entries (a version pinned earlier, e.g. by a reader that
+                scans twice) instead of the latest version's.
             chunk_rows: rows per yielded table (about; whole row groups are read).
         """
-        manifest = self.manifest()
-        if manifest.id_type is None:
+        snapshot = self.snapshot() if files is None else None
+        entries = snapshot.files if snapshot is not None else files
+        if not entries:
             return
-        names = list(columns) if columns is not None else self.arrow_schema(manifest.id_type).names
-        pending: list[pa.RecordBatch] = []
+        names = list(columns) if columns is not None else None
+        covered_paths = None if newer_than is None else self.paths_at(newer_than.seq)
+        pending: list[pa.Table] = []
         pending_rows = 0
-        for entry in manifest.files if files is None else files:
+        for entry in entries:
             if max_feature_ts is not None and entry.min_ts > max_feature_ts:
                 continue
-            covered = newer_than is not None and entry.seq <= newer_than.seq
+            covered = covered_paths is not None and entry.path in covered_paths
             if covered and entry.max_ts <= newer_than.as_of_us:
                 continue
-            if tenant is not None and tenant not in entry.tenants:
+            if tenant is not None and not entry.may_hold(tenant):
                 continue
-            mixed = tenant is not None and len(entry.tenants) > 1
+            mixed = tenant is not None and not entry.single_tenant
+            reader = self._parquet(entry)
+            wanted = names if names is not None else reader.schema_arrow.names
             # The filter columns are read only where a filter applies (a string column
             # of tenants costs as much to decode as a few feature columns).
-            extra = [c for c, needed in (("tenant", mixed), ("feature_timestamp", covered)) if needed and c not in names]
-            reader = pq.ParquetFile(os.path.join(self.directory, entry.path))
+            extra = [c for c, needed in (("tenant", mixed), ("feature_timestamp", covered)) if needed and c not in wanted]
             # Whole row groups (ROW_GROUP_ROWS each) decode faster than iter_batches.
             for group in range(reader.num_row_groups):
-                batch = reader.read_row_group(group, columns=names + extra)
+                try:
+                    batch = reader.read_row_group(group, columns=wanted + extra)
+                except (OSError, pa.ArrowInvalid) as error:
+                    raise self._missing(entry, error) from error
                 if mixed:
                     batch = batch.filter(pc.equal(batch.column("tenant"), tenant))
                 if covered:
                     ts = batch.column("feature_timestamp").cast(pa.int64())
                     batch = batch.filter(pc.greater(ts, newer_than.as_of_us))
-                pending.append(batch.select(names))
+                pending.append(batch.select(wanted))
                 pending_rows += batch.num_rows
                 if pending_rows >= chunk_rows:
                     yield pa.concat_tables(pending)
@@ -451,12 +754,21 @@ class OfflineLog:
         if pending:
             yield pa.concat_tables(pending)
 
-    def read(self, columns: "Sequence[str] | None" = None, **filters) -> pa.Table:
-        """All committed rows (``scan``'s filters apply) as one table, in write order."""
-        manifest = self.manifest()
-        names = list(columns) if columns is not None else self.arrow_schema(manifest.id_type or "string").names
+    def read(self, columns: "Sequence[str] | None" = None, **filters: Any) -> pa.Table:
+        """All rows (``scan``'s filters apply) as one table, in write order."""
         chunks = list(self.scan(columns, **filters))
-        return pa.concat_tables(chunks) if chunks else self.arrow_schema(manifest.id_type or "string").empty_table().select(names)
+        if chunks:
+            return pa.concat_tables(chunks)
+        empty = self.arrow_schema(self.snapshot().id_type or "string").empty_table()
+        return empty.select(list(columns)) if columns is not None else empty
+
+
+def _type_keys(schema: pa.Schema) -> list[tuple[str, str]]:
+    """Column names and types, with list element names and nullability ignored."""
+    def key(t: pa.DataType) -> str:
+        return f"list<{t.value_type}>" if pa.types.is_list(t) or pa.types.is_large_list(t) else str(t)
+
+    return [(f.name, key(f.type)) for f in schema]
 
 
 def micros(column: "pa.Array | pa.ChunkedArray") -> np.ndarray:
@@ -482,11 +794,13 @@ def typed_columns(table: pa.Table, schema: GroupSchema) -> "tuple[list[np.ndarra
         if null_rows is not None:
             nulls[:, j] = null_rows
         if f.dtype == "embedding":
-            # The child array holds dim slots for every row, null rows included.
-            flat = column.values.slice(column.offset * f.dim, n * f.dim)
-            values = np.array(flat.to_numpy(zero_copy_only=False), np.float32).reshape(n, f.dim)
-            if null_rows is not None:
-                values[null_rows] = 0.0
+            values = np.zeros((n, f.dim), np.float32)
+            valid = column.filter(column.is_valid()) if null_rows is not None else column
+            flat = valid.flatten().to_numpy(zero_copy_only=False)
+            if len(flat) != len(valid) * f.dim:
+                raise ValidationError(f"embedding column {f.name!r} holds vectors of another length than dim={f.dim}")
+            rows = np.flatnonzero(~null_rows) if null_rows is not None else slice(None)
+            values[rows] = np.asarray(flat, np.float32).reshape(-1, f.dim)
             columns.append(values)
             continue
         if null_rows is not None:

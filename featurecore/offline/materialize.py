@@ -52,7 +52,7 @@ from ..online.batch import GroupSchema, micros_now
 from ..layout import META_CF, column_family
 from ..online.writer import Change
 from ..registry.model import RegistryState
-from .log import DEFAULT_CHUNK_ROWS, LogFile, OfflineLog, Watermark, micros, typed_columns
+from .log import DEFAULT_CHUNK_ROWS, OfflineLog, Snapshot, Watermark, micros, typed_columns
 from ..registry.schema import schema_for_group
 from .pit import STAMP_COLUMNS, LogHistory, gather_rows
 
@@ -143,14 +143,14 @@ def latest_rows(
     as_of_us: int,
     *,
     newer_than: "Watermark | None" = None,
-    files: "Sequence[LogFile] | None" = None,
+    snapshot: "Snapshot | None" = None,
     strict: bool = False,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> LatestRows:
     """The newest row at/before ``as_of_us`` of every entity of ``tenant`` in ``log``
-    (native ``LatestPerKey``), considering only rows ``newer_than`` a watermark, of the
-    committed ``files`` (default: the current manifest's)."""
-    history = LogHistory(log, tenant, newer_than=newer_than, files=files)
+    (native ``LatestPerKey``), considering only rows ``newer_than`` a watermark, of table
+    version ``snapshot`` (default: the latest)."""
+    history = LogHistory(log, tenant, newer_than=newer_than, snapshot=snapshot)
     if history.id_is_int:
         dictionary = None
     else:  # text ids are coded against the distinct ids (one extra pass over the id column)
@@ -229,13 +229,13 @@ def materialize_bulk(
     as_of_us = micros_now() if as_of_us is None else int(as_of_us)
     log = OfflineLog.open(root, state, group_ref)
     schema, native = log.schema, schema_for_group(state, group_ref)
-    files = log.files()
+    snapshot = log.snapshot()
     published = micros_now()
     puts: list[tuple[bytes, list[bytes], list[bytes]]] = []
     scanned = 0
-    for tenant in log.tenants():
+    for tenant in log.tenants(snapshot.files):
         _say(progress, f"materialize {group_ref}: selecting {tenant}")
-        latest = latest_rows(log, tenant, as_of_us, files=files, strict=strict, chunk_rows=chunk_rows)
+        latest = latest_rows(log, tenant, as_of_us, snapshot=snapshot, strict=strict, chunk_rows=chunk_rows)
         latest = latest.without_deleted(tombstones, state, group_ref)
         _say(progress, f"materialize {group_ref}: encoding {len(latest.ids):,} rows of {tenant}")
         scanned += latest.scanned
@@ -268,7 +268,7 @@ def materialize_bulk(
         if os.path.exists(path):
             os.remove(path)
     del cf
-    watermark = Watermark.of(files, as_of_us)
+    watermark = Watermark(snapshot.version, as_of_us)
     _write_watermark(db, schema.cf_name, watermark)
     if on_ingested is not None:
         on_ingested(schema.cf_name)
@@ -363,18 +363,18 @@ def materialize_incremental(
             f"as_of {as_of_us} us is before {group_ref}'s watermark {previous.as_of_us} us; "
             "materialize_incremental only moves forward, use materialize_bulk to rebuild an earlier state"
         )
-    files = log.files()
+    snapshot = log.snapshot()
     changes = []
     scanned = 0
-    for tenant in log.tenants():
-        latest = latest_rows(log, tenant, as_of_us, newer_than=previous, files=files, strict=strict, chunk_rows=chunk_rows)
+    for tenant in log.tenants(snapshot.files):
+        latest = latest_rows(log, tenant, as_of_us, newer_than=previous, snapshot=snapshot, strict=strict, chunk_rows=chunk_rows)
         latest = latest.without_deleted(tombstones, state, group_ref)
         scanned += latest.scanned
         if len(latest.ids):
             keys = _core.encode_keys(tenant, schema.entity_type, latest.ids)
             changes.append(Change(schema.cf_name, keys, encode(schema, native, latest.rows, micros_now())))
     committed = writer.commit(changes)
-    watermark = Watermark.of(files, as_of_us)
+    watermark = Watermark(snapshot.version, as_of_us)
     _write_watermark(db, schema.cf_name, watermark)
     seconds = time.perf_counter() - start
     summary = MaterializeSummary(group_ref, "incremental", scanned, committed.rows, 0, seconds, watermark, committed.skipped_older)
@@ -400,10 +400,11 @@ def load_snapshot(
     the offline log (for replay and offline evaluation); keys as online. Entities with
     a tombstone (``tombstones``) are left out."""
     log = OfflineLog.open(root, state, group_ref)
+    snapshot = log.snapshot()
     native = schema_for_group(state, group_ref)
     resident = _core.ResidentGroup(native)
-    for tenant in tenants if tenants is not None else log.tenants():
-        latest = latest_rows(log, tenant, as_of_us, strict=strict, chunk_rows=chunk_rows)
+    for tenant in tenants if tenants is not None else log.tenants(snapshot.files):
+        latest = latest_rows(log, tenant, as_of_us, snapshot=snapshot, strict=strict, chunk_rows=chunk_rows)
         latest = latest.without_deleted(tombstones, state, group_ref)
         keys = _core.encode_keys(tenant, log.schema.entity_type, latest.ids)
         resident.reserve(len(resident) + len(keys))

@@ -46,9 +46,11 @@ never has to fit in memory.
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -64,7 +66,7 @@ from ..online.batch import GroupSchema, check_tenant, check_text_ids
 from ..registry.model import RegistryState
 from ..serving.plan import CompiledFeatureSet, compile_feature_set
 from ..timestamps import DEFAULT_BOUNDS, TimestampBounds
-from .log import DEFAULT_CHUNK_ROWS, LogFile, OfflineLog, Watermark, micros, typed_columns
+from .log import DEFAULT_CHUNK_ROWS, LogFile, OfflineLog, Snapshot, Watermark, micros, typed_columns
 
 STAMP_COLUMNS = ["entity_id", "feature_timestamp", "generated_at"]
 
@@ -235,24 +237,29 @@ class TableHistory:
 
 
 class LogHistory:
-    """A group version's history read from the Parquet offline log."""
+    """A group version's history read from its offline Delta table."""
 
     def __init__(
         self,
         log: OfflineLog,
         tenant: str,
         newer_than: "Watermark | None" = None,
+        snapshot: "Snapshot | None" = None,
         files: "Sequence[LogFile] | None" = None,
     ):
-        """Read ``tenant``'s rows of ``log``: the committed ``files`` (default: the current
-        manifest's), only rows ``newer_than`` a watermark when given."""
-        manifest = log.manifest()
+        """Read ``tenant``'s rows of ``log`` at table version ``snapshot`` (default: the
+        latest), only rows ``newer_than`` a watermark when given; ``files`` (a subset of
+        a version's files, e.g. one partition's) narrows it."""
+        snapshot = log.snapshot() if snapshot is None else snapshot
+        if files is not None:
+            snapshot = Snapshot(snapshot.version, snapshot.id_type, tuple(files))
         self.log = log
         self.tenant = tenant
         self.newer_than = newer_than
-        # Pinned: every pass reads the same files even if the log changes meanwhile.
-        self.files = manifest.files if files is None else tuple(files)
-        self.id_is_int = manifest.id_type == "int64"
+        # Pinned: every pass reads the same files even if the table changes meanwhile.
+        self.snapshot = snapshot
+        self.files = snapshot.files
+        self.id_is_int = snapshot.id_type == "int64"
 
     def scan(self, columns, chunk_rows: int, max_feature_ts: int) -> Iterator[pa.Table]:
         return self.log.scan(
@@ -260,7 +267,7 @@ class LogHistory:
             tenant=self.tenant,
             max_feature_ts=max_feature_ts,
             newer_than=self.newer_than,
-            files=self.files,
+            files=self.snapshot.files,
             chunk_rows=chunk_rows,
         )
 
@@ -342,6 +349,8 @@ class TrainingSet:
         group_age: float32 (n, G) seconds from generated_at to the event (NaN: no row).
         group_names: G group refs.
         labels: the events table, passed through unchanged (labels, ids, timestamps).
+        offline_versions: group ref -> the offline table version read (-1: the table
+            did not exist); pass it as ``offline_as_of`` to rebuild the same set.
     """
 
     feature_set: str
@@ -351,19 +360,23 @@ class TrainingSet:
     group_age: np.ndarray
     group_names: tuple[str, ...]
     labels: pa.Table
+    offline_versions: dict[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.values)
 
     def to_arrow(self, *, reasons: bool = False) -> pa.Table:
         """The event columns followed by one float32 column per matrix column (and a
-        uint8 ``<column>__reason`` column each when ``reasons``)."""
+        uint8 ``<column>__reason`` column each when ``reasons``). The schema metadata
+        ``featurecore.offline_versions`` (JSON) records the table versions read."""
         table = self.labels
         for j, name in enumerate(self.columns):
             table = table.append_column(pa.field(name, pa.float32()), pa.array(self.values[:, j]))
             if reasons:
                 table = table.append_column(pa.field(f"{name}__reason", pa.uint8()), pa.array(self.reasons[:, j]))
-        return table
+        metadata = {**(table.schema.metadata or {}), b"featurecore.feature_set": self.feature_set.encode(),
+                    b"featurecore.offline_versions": json.dumps(self.offline_versions, sort_keys=True).encode()}
+        return table.replace_schema_metadata(metadata)
 
     def to_pandas(self, *, reasons: bool = False):
         """``to_arrow`` as a pandas DataFrame."""
@@ -392,7 +405,7 @@ def _forget_deleted(tombstones, state, group_ref, tenant, ids, refs: np.ndarray,
     miss[deleted] = Reason.entity_not_found
 
 
-def _history_for(group_ref: str, histories, root, state, tenant):
+def _history_for(group_ref: str, histories, root, state, tenant, offline_as_of):
     if histories is not None and group_ref in histories:
         history = histories[group_ref]
         table = history if isinstance(history, pa.Table) else pa.Table.from_pandas(history, preserve_index=False)
@@ -402,7 +415,32 @@ def _history_for(group_ref: str, histories, root, state, tenant):
             f"no history for group {group_ref}: pass root=<store directory> to read the offline log, "
             f"or histories={{{group_ref!r}: table}}"
         )
-    return LogHistory(OfflineLog(root, GroupSchema.from_state(state, group_ref)), tenant)
+    log = OfflineLog(root, GroupSchema.from_state(state, group_ref))
+    return LogHistory(log, tenant, snapshot=log.snapshot(_version_of(group_ref, offline_as_of)))
+
+
+def _version_of(group_ref: str, offline_as_of: Any) -> "int | dt.datetime | None":
+    """The table version of ``group_ref`` that ``offline_as_of`` asks for (None: latest)."""
+    if offline_as_of is None:
+        return None
+    if isinstance(offline_as_of, Mapping):
+        version = offline_as_of.get(group_ref)
+        if version is not None and (isinstance(version, bool) or not isinstance(version, int) or version < -1):
+            raise ValidationError(
+                f"offline_as_of[{group_ref!r}] must be a table version (int >= 0, or -1: before the table existed), "
+                f"got {version!r}; pass the versions a training set recorded (TrainingSet.offline_versions)"
+            )
+        return version
+    if isinstance(offline_as_of, dt.datetime):
+        if offline_as_of.tzinfo is None:
+            raise ValidationError(
+                f"offline_as_of must be timezone-aware, got {offline_as_of}; pass datetime(..., tzinfo=timezone.utc)"
+            )
+        return offline_as_of
+    raise ValidationError(
+        f"offline_as_of must be a tz-aware datetime or a mapping group ref -> table version, got "
+        f"{type(offline_as_of).__name__}; e.g. offline_as_of=training.offline_versions"
+    )
 
 
 def point_in_time_join(
@@ -422,6 +460,7 @@ def point_in_time_join(
     include_archived: bool = False,
     tombstones=None,
     timestamp_bounds: TimestampBounds = DEFAULT_BOUNDS,
+    offline_as_of: "dt.datetime | Mapping[str, int] | None" = None,
 ) -> TrainingSet:
     """Build the training matrix of ``feature_set_ref`` for every event (see the module
     docstring for the exact semantics).
@@ -444,6 +483,11 @@ def point_in_time_join(
             never joined (its rows are ``entity_not_found``).
         timestamp_bounds: the plausible range of event times (``TimestampBounds``): event
             times in seconds or milliseconds are rejected, not joined as 1970.
+        offline_as_of: read the offline tables as they were (time travel): a tz-aware
+            datetime (each table's version at that time) or group ref -> table version
+            (``TrainingSet.offline_versions`` of an earlier training set reproduces it).
+            Default: the latest versions. The versions read are recorded in
+            ``TrainingSet.offline_versions``.
 
     Raises:
         ValidationError: naive timestamps, missing id columns, no history source.
@@ -462,8 +506,11 @@ def point_in_time_join(
     threads = threads or min(4, os.cpu_count() or 1)
     progress = sys.stderr.isatty() if progress is None else progress
     tables, refs, reasons = [], [], []
+    versions: dict[str, int] = {}
     for binding in compiled.groups:
-        history = _history_for(binding.ref, histories, root, state, tenant)
+        history = _history_for(binding.ref, histories, root, state, tenant, offline_as_of)
+        if isinstance(history, LogHistory):
+            versions[binding.ref] = history.snapshot.version
         ids = _id_column(table, state, state.entity(binding.entity))
         keys = event_keys(ids, history.id_is_int, f"events column {state.entity(binding.entity).join_key!r}")
         schema = GroupSchema.from_state(state, binding.ref)
@@ -485,5 +532,6 @@ def point_in_time_join(
         threads=threads,
     )
     return TrainingSet(
-        compiled.ref, compiled.columns, values, reason_codes, group_age, tuple(g.ref for g in compiled.groups), table
+        compiled.ref, compiled.columns, values, reason_codes, group_age, tuple(g.ref for g in compiled.groups), table,
+        versions,
     )

@@ -393,57 +393,78 @@ void check_ids(const Plan& plan, size_t role, const std::vector<IdColumn>& role_
                                     (spec.per_request ? " (one per request)" : " (one per candidate)"));
 }
 
-// Keys of a plain role written straight into one buffer sized for the worst case.
-void write_plain_keys(const std::string& prefix, const IdColumn& ids, size_t n_rows, std::string& keys,
-                      uint64_t* offs, uint8_t* miss) {
-    constexpr size_t kMaxIntChars = 20;
-    const size_t id_bytes = ids.ints ? n_rows * kMaxIntChars : ids.offsets[n_rows] - ids.offsets[0];
-    keys.resize(n_rows * prefix.size() + id_bytes);
-    char* base = keys.data();
-    size_t pos = 0;
-    for (size_t i = 0; i < n_rows; ++i) {
-        offs[i] = pos;
-        std::memcpy(base + pos, prefix.data(), prefix.size());
-        size_t end = pos + prefix.size();
-        if (ids.ints) {
-            const int64_t v = ids.ints[i];
-            if (v >= 0) end = static_cast<size_t>(std::to_chars(base + end, base + end + kMaxIntChars, v).ptr - base);
-            else end = pos;
-        } else {
-            const uint64_t b = ids.offsets[i], len = ids.offsets[i + 1] - b;
-            std::memcpy(base + end, ids.text + b, len);
-            end = len ? end + len : pos;
-        }
-        miss[i] = end == pos ? kNotApplicable : kPresent;
-        pos = end;
-    }
-    offs[n_rows] = pos;
-    keys.resize(pos);
-}
-
-// Builds and hashes the keys of every row of one role.
-void build_role_keys(const Plan& plan, size_t role, std::string_view tenant, const std::vector<IdColumn>& role_ids,
-                     size_t n_rows, ServeScratch& sc) {
+// Hashes (hash_id_int / hash_id_text) and misses of every row of one role, whose
+// resident groups then probe them without building keys (ResidentGroup::Probe):
+// str ids are read where they are; a pair role's ids (pair_id text) and int ids'
+// digits are written to sc.role_keys, without the key prefix.
+void hash_role_ids(const Plan& plan, size_t role, std::string_view tenant, const std::vector<IdColumn>& role_ids,
+                   size_t n_rows, ServeScratch& sc) {
     const RoleSpec& spec = plan.roles()[role];
     if (spec.components.empty()) check_ids(plan, role, role_ids, n_rows);
     for (uint32_t c : spec.components) check_ids(plan, c, role_ids, n_rows);
-    std::string& keys = sc.role_keys[role];
-    auto& offs = sc.role_offs[role];
+    std::string& prefix = sc.role_prefix[role];
+    prefix.clear();
+    append_key_prefix(prefix, tenant, spec.entity_type);
+    const uint64_t ph = hash_bytes(prefix.data(), prefix.size());
     auto& hashes = sc.role_hashes[role];
     auto& miss = sc.role_miss[role];
-    std::string prefix;
-    append_key_prefix(prefix, tenant, spec.entity_type);
-    offs.resize(n_rows + 1);
     hashes.resize(n_rows);
     miss.resize(n_rows);
+    if (spec.components.empty() && role_ids[role].ints) {
+        // Int ids hash as integers; their digits are written only for the compare on a
+        // fingerprint match (here, in a tight loop off the probe's dependency chain).
+        constexpr size_t kMaxIntChars = 20;
+        const int64_t* ints = role_ids[role].ints;
+        std::string& digits = sc.role_keys[role];
+        auto& offs = sc.role_offs[role];
+        digits.resize(n_rows * kMaxIntChars);
+        offs.resize(n_rows + 1);
+        char* base = digits.data();
+        size_t pos = 0;
+        for (size_t i = 0; i < n_rows; ++i) {
+            offs[i] = pos;
+            miss[i] = ints[i] < 0 ? kNotApplicable : kPresent;
+            hashes[i] = hash_id_int(ph, ints[i]);
+            if (ints[i] >= 0) pos = static_cast<size_t>(std::to_chars(base + pos, base + pos + kMaxIntChars, ints[i]).ptr - base);
+        }
+        offs[n_rows] = pos;
+        return;
+    }
+    const char* text;
+    const uint64_t* offs;
     if (spec.components.empty()) {
-        write_plain_keys(prefix, role_ids[role], n_rows, keys, offs.data(), miss.data());
+        text = role_ids[role].text;
+        offs = role_ids[role].offsets;
     } else {
         std::vector<IdColumn> parts;
         for (uint32_t c : spec.components) parts.push_back(role_ids[c]);
-        write_pair_keys(prefix, parts, n_rows, keys, offs.data(), miss.data());
+        auto& koffs = sc.role_offs[role];
+        koffs.resize(n_rows + 1);
+        write_pair_keys("", parts, n_rows, sc.role_keys[role], koffs.data(), miss.data());
+        text = sc.role_keys[role].data();
+        offs = koffs.data();
     }
-    for (size_t i = 0; i < n_rows; ++i) hashes[i] = hash_bytes(keys.data() + offs[i], offs[i + 1] - offs[i]);
+    for (size_t i = 0; i < n_rows; ++i) {
+        const size_t len = offs[i + 1] - offs[i];
+        if (spec.components.empty()) miss[i] = len == 0 ? kNotApplicable : kPresent;
+        hashes[i] = hash_id_text(ph, text + offs[i], len);
+    }
+}
+
+// The probe of a role's ids, after hash_role_ids.
+ResidentGroup::Probe role_probe(const Plan& plan, size_t role, const std::vector<IdColumn>& role_ids,
+                                const ServeScratch& sc) {
+    ResidentGroup::Probe p;
+    p.prefix = sc.role_prefix[role];
+    p.hashes = sc.role_hashes[role].data();
+    if (plan.roles()[role].components.empty() && !role_ids[role].ints) {
+        p.text = role_ids[role].text;
+        p.offs = role_ids[role].offsets;
+    } else {  // pair ids and int ids' digits, written by hash_role_ids
+        p.text = sc.role_keys[role].data();
+        p.offs = sc.role_offs[role].data();
+    }
+    return p;
 }
 
 // Rows of a role for a request of n candidates (1 when every id is per-request).
@@ -495,6 +516,7 @@ AssembleStats serve(const Plan& plan, std::string_view tenant, const std::vector
                                     col_str(sources.size()) + " group sources; the plan has " +
                                     col_str(roles.size()) + " roles and " + col_str(pgroups.size()) + " groups");
     sc.role_keys.resize(roles.size());
+    sc.role_prefix.resize(roles.size());
     sc.role_offs.resize(roles.size());
     sc.role_hashes.resize(roles.size());
     sc.role_miss.resize(roles.size());
@@ -509,7 +531,7 @@ AssembleStats serve(const Plan& plan, std::string_view tenant, const std::vector
     for (size_t g = 0; g < pgroups.size(); ++g) {
         const uint32_t role = pgroups[g].spec.role;
         if (sources[g].resident && !built[role]) {
-            build_role_keys(plan, role, tenant, role_ids, role_rows(plan, role, n), sc);
+            hash_role_ids(plan, role, tenant, role_ids, role_rows(plan, role, n), sc);
             built[role] = 1;
         }
     }
@@ -534,15 +556,12 @@ AssembleStats serve(const Plan& plan, std::string_view tenant, const std::vector
             if (!src.resident->schema().same_layout(*pgroups[g].spec.schema))
                 throw std::invalid_argument("serve: the resident source of group " + col_str(g) +
                                             " has a different schema than the plan; load it with the plan's schema");
-            const std::string& keys = sc.role_keys[role];
-            const auto& offs = sc.role_offs[role];
-            const auto& hashes = sc.role_hashes[role];
             const auto& rmiss = sc.role_miss[role];
             auto& refs = sc.refs[g];
             auto& miss = sc.miss[g];
             refs.resize(nr);
             miss.resize(nr);
-            src.resident->find_many_locked(keys.data(), offs.data(), hashes.data(), rmiss.data(), nr, refs.data());
+            src.resident->find_many_locked(role_probe(plan, role, role_ids, sc), rmiss.data(), nr, refs.data());
             for (size_t i = 0; i < nr; ++i) miss[i] = rmiss[i] ? rmiss[i] : static_cast<uint8_t>(kEntityNotFound);
             gr.table = src.resident->view_locked();
             gr.refs = refs.data();

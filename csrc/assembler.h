@@ -180,7 +180,7 @@ struct GroupSource {
 struct ServeScratch {
     std::vector<std::vector<int64_t>> refs;
     std::vector<std::vector<uint8_t>> miss;
-    std::vector<std::string> role_keys;
+    std::vector<std::string> role_prefix, role_keys;
     std::vector<std::vector<uint64_t>> role_offs, role_hashes;
     std::vector<std::vector<uint8_t>> role_miss;
     std::vector<int64_t> iota;

@@ -550,7 +550,7 @@ void bind_serving(py::module_& m) {
     m.def(
         "hash_key", [](const py::bytes& key) {
             std::string_view v = key;
-            return fc::hash_bytes(v.data(), v.size());
+            return fc::hash_key(v.data(), v.size());
         },
         py::arg("key"), "The 64-bit hash the resident index uses for key bytes.");
 

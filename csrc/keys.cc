@@ -96,4 +96,40 @@ uint64_t hash_bytes(const char* p, size_t n) {
     return mix(k1 ^ n, mix(a ^ k1, b ^ h));
 }
 
+size_t key_prefix_length(const char* key, size_t len) {
+    if (len < 3 || key[0] != kKeyFormat) return 0;
+    const size_t t = static_cast<uint8_t>(key[1]);
+    if (2 + t >= len) return 0;
+    const size_t e = static_cast<uint8_t>(key[2 + t]);
+    const size_t p = 3 + t + e;
+    return p <= len ? p : 0;
+}
+
+uint64_t hash_id_int(uint64_t prefix_hash, int64_t v) {
+    constexpr uint64_t k1 = 0xe7037ed1a0b428dbull, k2 = 0x8ebc6af09c88c6e3ull;
+    return mix(prefix_hash ^ k1, mix(static_cast<uint64_t>(v) ^ k2, k1));
+}
+
+uint64_t hash_id_text(uint64_t prefix_hash, const char* id, size_t len) {
+    // Canonical decimal of a non-negative int64: 1..19 digits, no leading zero.
+    if (len >= 1 && len <= 19 && (len == 1 || id[0] != '0')) {
+        uint64_t v = 0;
+        size_t i = 0;
+        for (; i < len; ++i) {
+            const unsigned d = static_cast<unsigned char>(id[i]) - '0';
+            if (d > 9) break;
+            v = v * 10 + d;  // 19 digits fit in uint64
+        }
+        if (i == len && v <= static_cast<uint64_t>(INT64_MAX)) return hash_id_int(prefix_hash, static_cast<int64_t>(v));
+    }
+    constexpr uint64_t k0 = 0xa0761d6478bd642full;
+    return mix(prefix_hash ^ k0, hash_bytes(id, len) ^ 0x8ebc6af09c88c6e3ull);
+}
+
+uint64_t hash_key(const char* key, size_t len) {
+    const size_t p = key_prefix_length(key, len);
+    if (p == 0) return hash_bytes(key, len);
+    return hash_id_text(hash_bytes(key, p), key + p, len - p);
+}
+
 }  // namespace fc

@@ -39,4 +39,17 @@ std::string pair_id(const std::vector<std::string_view>& components);
 // Fast, well-mixed 64-bit hash of key bytes (wyhash-style multiply-fold).
 uint64_t hash_bytes(const char* p, size_t n);
 
+// The resident index's key hash. A key's prefix (format byte, tenant, entity type)
+// and its id are hashed apart, and an id that is the canonical decimal text of a
+// non-negative int64 ("0", "42", never "042" or "+4") is hashed as that integer:
+// a request's int ids hash without formatting a digit, and 42 and "42" hash alike.
+//   hash_key(prefix + id) == hash_id_text(hash_bytes(prefix), id)
+//                         == hash_id_int(hash_bytes(prefix), v) when id is v's text.
+// Bytes that are not a well-formed key hash as a whole (hash_bytes).
+uint64_t hash_key(const char* key, size_t len);
+uint64_t hash_id_int(uint64_t prefix_hash, int64_t v);
+uint64_t hash_id_text(uint64_t prefix_hash, const char* id, size_t len);
+// Bytes of key's prefix (3 + tenant + entity type), or 0 if key is not well formed.
+size_t key_prefix_length(const char* key, size_t len);
+
 }  // namespace fc

@@ -30,6 +30,8 @@ inline bool same_bytes(const char* a, const char* b, size_t len) {
     return true;
 }
 
+inline uint32_t fingerprint(uint64_t hash) { return static_cast<uint32_t>(hash >> 32); }
+
 template <typename T>
 void reserve_with_slack(std::vector<T>& v, size_t n) {
     if (n > v.capacity()) v.reserve(n + n / 8);
@@ -39,7 +41,7 @@ void reserve_with_slack(std::vector<T>& v, size_t n) {
 
 ResidentGroup::ResidentGroup(std::shared_ptr<const Schema> schema)
     : schema_(schema), rows_(schema, 0, kInlineKey) {
-    index_.assign(16, Slot{0, kEmpty});
+    index_.assign(16, kFree);
 }
 
 uint64_t ResidentGroup::arena_offset(uint32_t row) const {
@@ -67,12 +69,18 @@ void ResidentGroup::set_key(uint32_t row, std::string_view key) {
     arena_.insert(arena_.end(), key.begin(), key.end());
 }
 
+uint64_t ResidentGroup::hash_of_row(uint32_t row) const {
+    const std::string_view k = key_of(row);
+    return hash_key(k.data(), k.size());
+}
+
 size_t ResidentGroup::find_slot_locked(const char* key, size_t len, uint64_t hash) const {
     const size_t mask = index_.size() - 1;
+    const uint32_t fp = fingerprint(hash);
     for (size_t pos = hash & mask;; pos = (pos + 1) & mask) {
         const Slot& s = index_[pos];
         if (s.row == kEmpty) return index_.size();
-        if (s.hash == hash) {
+        if (s.fp == fp) {
             const std::string_view k = key_of(s.row);
             if (k.size() == len && same_bytes(k.data(), key, len)) return pos;
         }
@@ -84,32 +92,56 @@ int64_t ResidentGroup::find_locked(const char* key, size_t len, uint64_t hash) c
     return pos == index_.size() ? -1 : static_cast<int64_t>(index_[pos].row);
 }
 
-void ResidentGroup::find_many_locked(const char* keys, const uint64_t* offs, const uint64_t* hashes,
-                                     const uint8_t* skip, size_t n, int64_t* out) const {
-    constexpr size_t kAhead = 8;  // keys between prefetch stages: enough misses in flight
+template <typename Same>
+int64_t ResidentGroup::probe_locked(uint64_t hash, Same same) const {
+    const size_t mask = index_.size() - 1;
+    const uint32_t fp = fingerprint(hash);
+    for (size_t pos = hash & mask;; pos = (pos + 1) & mask) {
+        const Slot& s = index_[pos];
+        if (s.row == kEmpty) return -1;
+        if (s.fp == fp && same(key_of(s.row))) return static_cast<int64_t>(s.row);
+    }
+}
+
+void ResidentGroup::find_many_locked(const Probe& keys, const uint8_t* skip, size_t n, int64_t* out) const {
+    constexpr size_t kAhead = 12;  // keys between prefetch stages: enough misses in flight
     const size_t mask = index_.size() - 1;
     const TableView rows = rows_.view();
+    const uint64_t* hashes = keys.hashes;
+    const std::string_view prefix = keys.prefix;
+    const size_t plen = prefix.size();
+    // Key k equals a stored key: same length, prefix and id bytes.
+    auto same_as = [&](size_t k) {
+        return [&, k](std::string_view stored) {
+            const size_t len = keys.offs[k + 1] - keys.offs[k];
+            return stored.size() == plen + len && same_bytes(stored.data(), prefix.data(), plen) &&
+                   same_bytes(stored.data() + plen, keys.text + keys.offs[k], len);
+        };
+    };
     for (size_t i = 0; i < n + 2 * kAhead; ++i) {
         if (i < n) __builtin_prefetch(&index_[hashes[i] & mask]);
         if (i >= kAhead && i - kAhead < n) {
             const Slot& s = index_[hashes[i - kAhead] & mask];
-            if (s.row != kEmpty) {  // the head and inline key: what the compare reads
+            if (s.row != kEmpty) {  // what the compare reads: the head and inline key, or the long key
                 __builtin_prefetch(rows.record(s.row));
-                __builtin_prefetch(rows.record(s.row) + kRecordHeadBytes + kInlineKey - 1);
+                if (s.key_ref == kInlineRef)
+                    __builtin_prefetch(rows.record(s.row) + kRecordHeadBytes + kInlineKey - 1);
+                else
+                    __builtin_prefetch(arena_.data() + s.key_ref);
             }
         }
         if (i >= 2 * kAhead) {
             const size_t k = i - 2 * kAhead;
-            out[k] = skip[k] ? -1 : find_locked(keys + offs[k], offs[k + 1] - offs[k], hashes[k]);
+            out[k] = skip[k] ? -1 : probe_locked(hashes[k], same_as(k));
         }
     }
 }
 
-void ResidentGroup::insert_index_locked(uint64_t hash, uint32_t row) {
+void ResidentGroup::insert_index_locked(uint64_t hash, uint32_t row, uint64_t key_ref) {
     const size_t mask = index_.size() - 1;
     size_t pos = hash & mask;
     while (index_[pos].row != kEmpty) pos = (pos + 1) & mask;
-    index_[pos] = Slot{hash, row};
+    index_[pos] = Slot{fingerprint(hash), row, key_ref};
 }
 
 // Backward-shift deletion keeps probe chains intact without tombstones.
@@ -117,7 +149,7 @@ void ResidentGroup::erase_slot_locked(size_t pos) {
     const size_t mask = index_.size() - 1;
     size_t hole = pos;
     for (size_t next = (hole + 1) & mask; index_[next].row != kEmpty; next = (next + 1) & mask) {
-        const size_t home = index_[next].hash & mask;
+        const size_t home = hash_of_row(index_[next].row) & mask;
         // Move `next` into the hole unless its home lies cyclically in (hole, next].
         const bool stays = hole <= next ? (hole < home && home <= next) : (hole < home || home <= next);
         if (!stays) {
@@ -125,7 +157,7 @@ void ResidentGroup::erase_slot_locked(size_t pos) {
             hole = next;
         }
     }
-    index_[hole] = Slot{0, kEmpty};
+    index_[hole] = kFree;
 }
 
 // Keeps the load factor at or below 0.7 for n_keys keys.
@@ -133,10 +165,10 @@ void ResidentGroup::reserve_index_locked(size_t n_keys) {
     size_t cap = index_.size();
     while (n_keys * 10 > cap * 7) cap *= 2;
     if (cap == index_.size()) return;
-    HugeVector<Slot> old(cap, Slot{0, kEmpty});
+    HugeVector<Slot> old(cap, kFree);
     old.swap(index_);
     for (const Slot& s : old)
-        if (s.row != kEmpty) insert_index_locked(s.hash, s.row);
+        if (s.row != kEmpty) insert_index_locked(hash_of_row(s.row), s.row, s.key_ref);
 }
 
 void ResidentGroup::compact_arena_locked() {
@@ -150,6 +182,8 @@ void ResidentGroup::compact_arena_locked() {
     }
     arena_.swap(fresh);
     arena_garbage_ = 0;
+    for (Slot& s : index_)
+        if (s.row != kEmpty && s.key_ref != kInlineRef) s.key_ref = arena_offset(s.row);
 }
 
 std::vector<uint64_t> ResidentGroup::checked_hashes(const std::vector<std::string_view>& keys) {
@@ -159,7 +193,7 @@ std::vector<uint64_t> ResidentGroup::checked_hashes(const std::vector<std::strin
             throw std::invalid_argument("upsert: key " + std::to_string(i) + " has " +
                                         std::to_string(keys[i].size()) +
                                         " bytes; keys need 1..65535 bytes, build them with encode_key");
-        hashes[i] = hash_bytes(keys[i].data(), keys[i].size());
+        hashes[i] = hash_key(keys[i].data(), keys[i].size());
     }
     return hashes;
 }
@@ -195,6 +229,7 @@ void ResidentGroup::apply_locked(const std::vector<std::string_view>& keys, cons
     rows_.reserve(n0 + n_absent);
     reserve_with_slack(arena_, arena_.size() + long_bytes);
     std::vector<uint32_t> src(n_absent);  // batch row of new row n0 + j
+    std::vector<size_t> slot_of(n_absent);  // index slot of new row n0 + j
     // 2. Present keys are overwritten in place; absent ones are indexed as rows
     //    n0, n0 + 1, ... whose keys are still the batch's, so a later duplicate in
     //    the batch finds its row and takes it over (last one wins).
@@ -209,11 +244,12 @@ void ResidentGroup::apply_locked(const std::vector<std::string_view>& keys, cons
         for (size_t pos = hashes[i] & mask;; pos = (pos + 1) & mask) {
             Slot& s = index_[pos];
             if (s.row == kEmpty) {
-                s = Slot{hashes[i], static_cast<uint32_t>(n0 + n_new)};
+                s = Slot{fingerprint(hashes[i]), static_cast<uint32_t>(n0 + n_new), kInlineRef};
+                slot_of[n_new] = pos;
                 src[n_new++] = static_cast<uint32_t>(i);
                 break;
             }
-            if (s.row >= n0 && s.hash == hashes[i]) {
+            if (s.row >= n0 && s.fp == fingerprint(hashes[i])) {
                 const std::string_view k = keys[src[s.row - n0]];
                 if (k.size() == keys[i].size() && same_bytes(k.data(), keys[i].data(), k.size())) {
                     src[s.row - n0] = static_cast<uint32_t>(i);
@@ -228,6 +264,7 @@ void ResidentGroup::apply_locked(const std::vector<std::string_view>& keys, cons
     for (size_t j = 0; j < n_new; ++j) {
         const std::string_view key = keys[src[j]];
         set_key(static_cast<uint32_t>(n0 + j), key);
+        if (key.size() > kInlineKey) index_[slot_of[j]].key_ref = arena_offset(static_cast<uint32_t>(n0 + j));
         key_bytes_ += key.size();
     }
 }
@@ -292,7 +329,7 @@ void ResidentGroup::reserve(size_t n_rows) {
 
 size_t ResidentGroup::remove(const std::vector<std::string_view>& keys) {
     std::vector<uint64_t> hashes(keys.size());
-    for (size_t i = 0; i < keys.size(); ++i) hashes[i] = hash_bytes(keys[i].data(), keys[i].size());
+    for (size_t i = 0; i < keys.size(); ++i) hashes[i] = hash_key(keys[i].data(), keys[i].size());
     std::unique_lock<std::shared_mutex> lock(mu_);
     size_t removed = 0;
     for (size_t i = 0; i < keys.size(); ++i) {
@@ -306,7 +343,7 @@ size_t ResidentGroup::remove(const std::vector<std::string_view>& keys) {
         if (r != last) {
             // Point the last row's index slot at r, then move its record there.
             const std::string_view lk = key_of(last);
-            const size_t lpos = find_slot_locked(lk.data(), lk.size(), hash_bytes(lk.data(), lk.size()));
+            const size_t lpos = find_slot_locked(lk.data(), lk.size(), hash_key(lk.data(), lk.size()));
             index_[lpos].row = r;
             rows_.copy_row(r, rows_, last);  // the key (or its arena offset) moves with the record
         }
@@ -320,14 +357,14 @@ size_t ResidentGroup::remove(const std::vector<std::string_view>& keys) {
 void ResidentGroup::lookup(const std::vector<std::string_view>& keys, int64_t* out) const {
     std::shared_lock<std::shared_mutex> lock(mu_);
     for (size_t i = 0; i < keys.size(); ++i)
-        out[i] = find_locked(keys[i].data(), keys[i].size(), hash_bytes(keys[i].data(), keys[i].size()));
+        out[i] = find_locked(keys[i].data(), keys[i].size(), hash_key(keys[i].data(), keys[i].size()));
 }
 
 GroupTable ResidentGroup::get(const std::vector<std::string_view>& keys) const {
     GroupTable out(schema_, keys.size());
     std::shared_lock<std::shared_mutex> lock(mu_);
     for (size_t i = 0; i < keys.size(); ++i) {
-        const int64_t r = find_locked(keys[i].data(), keys[i].size(), hash_bytes(keys[i].data(), keys[i].size()));
+        const int64_t r = find_locked(keys[i].data(), keys[i].size(), hash_key(keys[i].data(), keys[i].size()));
         if (r >= 0) out.copy_row(i, rows_, static_cast<size_t>(r));
     }
     return out;
@@ -338,7 +375,7 @@ void ResidentGroup::clear() {
     rows_ = GroupTable(schema_, 0, kInlineKey);
     std::vector<char>().swap(arena_);
     arena_garbage_ = key_bytes_ = 0;
-    index_.assign(16, Slot{0, kEmpty});
+    index_.assign(16, kFree);
     index_.shrink_to_fit();
 }
 

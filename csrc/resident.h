@@ -1,10 +1,13 @@
 // ResidentGroup: one feature group held in memory for serving.
 //
 // Rows live in a GroupTable; an open-addressing (linear probing) hash index
-// maps key bytes to row numbers. Keys of up to kInlineKey bytes are stored in
-// their row's record (so a lookup touches the index slot and the row it then
-// gathers anyway); longer keys live in an arena, and the record holds their
-// arena offset instead. Thread safety: a
+// maps key bytes to row numbers. A slot holds a 32-bit fingerprint of the key's
+// hash (hash_key, keys.h: int ids hash as integers), the row and, for a long key,
+// its arena offset, so a probe reads one slot and compares key bytes only on a
+// fingerprint match, and the serving path prefetches a key of any length from the
+// slot alone. Keys of up to kInlineKey bytes are stored in their row's record
+// (next to what the gather reads anyway); longer keys live in an arena, and the
+// record holds their arena offset too. Thread safety: a
 // std::shared_mutex guards everything. Readers (lookup, get, and the serving
 // path, which holds mutex() shared from key lookup until the gather ends)
 // share it; upsert/remove/clear take it exclusively. An upsert batch is
@@ -67,22 +70,34 @@ class ResidentGroup {
     // Bytes of the hash index.
     size_t index_bytes() const;
 
+    // A request's ids of one entity, probed without building their keys: key i is
+    // prefix + text[offs[i], offs[i+1]), and hashes[i] its hash_key (computed from the
+    // prefix's hash and the id: hash_id_int / hash_id_text).
+    struct Probe {
+        std::string_view prefix;
+        const char* text = nullptr;
+        const uint64_t* offs = nullptr;
+        const uint64_t* hashes = nullptr;
+    };
+
     // Serving path, with mutex() held shared by the caller.
     std::shared_mutex& mutex() const { return mu_; }
     int64_t find_locked(const char* key, size_t len, uint64_t hash) const;
-    // out[i] = row of key i = keys[offs[i], offs[i+1]) with hash hashes[i], or -1
-    // (also when skip[i] != 0). Software-pipelined: the index slots and rows of
-    // later keys are prefetched while earlier ones are compared.
-    void find_many_locked(const char* keys, const uint64_t* offs, const uint64_t* hashes, const uint8_t* skip,
-                          size_t n, int64_t* out) const;
+    // out[i] = row of key i of `keys`, or -1 (also when skip[i] != 0).
+    // Software-pipelined: the index slots of later keys, then their records and
+    // long keys, are prefetched while earlier ones are compared.
+    void find_many_locked(const Probe& keys, const uint8_t* skip, size_t n, int64_t* out) const;
     TableView view_locked() const { return rows_.view(); }
 
   private:
     static constexpr uint32_t kEmpty = 0xFFFFFFFFu;
+    static constexpr uint64_t kInlineRef = ~uint64_t{0};
     struct Slot {
-        uint64_t hash;
-        uint32_t row;
+        uint32_t fp;       // hash >> 32 (the low bits pick the home slot)
+        uint32_t row;      // kEmpty: a free slot
+        uint64_t key_ref;  // the long key's arena offset, kInlineRef for an inline key
     };
+    static constexpr Slot kFree{0, kEmpty, kInlineRef};
 
     // Hashes of keys; throws std::invalid_argument for an empty or too long key.
     static std::vector<uint64_t> checked_hashes(const std::vector<std::string_view>& keys);
@@ -95,12 +110,15 @@ class ResidentGroup {
     void apply_locked(const std::vector<std::string_view>& keys, const std::vector<uint64_t>& hashes,
                       const std::vector<uint32_t>& found, Overwrite overwrite, Append append);
     size_t find_slot_locked(const char* key, size_t len, uint64_t hash) const;  // index_.size() if absent
+    template <typename Same>
+    int64_t probe_locked(uint64_t hash, Same same) const;
+    uint64_t hash_of_row(uint32_t row) const;
     std::string_view key_of(uint32_t row) const;
     // Arena offset of a long key, kept in its record's extra bytes.
     uint64_t arena_offset(uint32_t row) const;
     void set_arena_offset(uint32_t row, uint64_t off);
     void set_key(uint32_t row, std::string_view key);
-    void insert_index_locked(uint64_t hash, uint32_t row);
+    void insert_index_locked(uint64_t hash, uint32_t row, uint64_t key_ref);
     void erase_slot_locked(size_t pos);
     void reserve_index_locked(size_t n_keys);
     void compact_arena_locked();

@@ -1,0 +1,141 @@
+"""Resident index keys: int ids hash as integers, yet 42 and "42" are one id; keys of
+every length (inline and arena) are found by serve exactly as a dict of key bytes says,
+through growth, removal (backward-shift deletion rehashes moved slots) and arena
+compaction, with pair roles and several tenants in one group."""
+
+from __future__ import annotations
+
+import hypothesis
+import numpy as np
+from hypothesis import settings
+from hypothesis import strategies as st
+
+from featurecore import _core
+from featurecore.reasons import Reason
+
+NOW = 1_782_864_000_000_000
+K = 3  # float features per row
+
+int_ids = st.integers(0, 2**63 - 1) | st.integers(0, 10**13) | st.integers(0, 99)
+# Texts that look numeric but are not canonical (leading zero, sign, spaces) must stay
+# distinct from the integer they resemble; long texts go to the key arena.
+text_ids = (
+    st.from_regex(r"0[0-9]{1,5}|\+[0-9]{1,4}|-[0-9]{1,4}| [0-9]{1,3}|[0-9]{20,22}", fullmatch=True)
+    | st.text(min_size=1, max_size=80)
+    | st.uuids().map(str)
+)
+ids = st.one_of(int_ids.map(str), text_ids)
+
+
+def plan_one_group(schema: _core.Schema, roles: list) -> _core.Plan:
+    actions = np.zeros((K, 8), np.uint8)  # constant defaults
+    constants = np.zeros((K, 8), np.float32)
+    constants[:, Reason.entity_not_found] = -1.0
+    constants[:, Reason.not_applicable] = -2.0
+    return _core.Plan(K, actions, constants, roles, [(schema, len(roles) - 1, 0, [(j, j, -1) for j in range(K)])], [], [], [])
+
+
+def serve(plan, group, role_ids, tenant, n):
+    values = np.empty((n, K), np.float32)
+    reasons = np.empty((n, K), np.uint8)
+    age = np.empty((n, 1), np.float32)
+    _core.serve(plan, [group], role_ids, tenant, np.array([NOW], np.int64), np.empty(0, np.float32),
+                np.empty((n, 0), np.float32), values, reasons, age)
+    return values, reasons
+
+
+def table_of(schema, rows: np.ndarray) -> _core.GroupTable:
+    return _core.GroupTable.from_columns(schema, [np.ascontiguousarray(rows[:, j]) for j in range(K)], None,
+                                         np.full(len(rows), NOW - 1, np.int64))
+
+
+def expected(oracle: dict, tenant: str, queries: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    values = np.empty((len(queries), K), np.float32)
+    reasons = np.zeros((len(queries), K), np.uint8)
+    for i, q in enumerate(queries):
+        if q == "":
+            values[i], reasons[i] = -2.0, Reason.not_applicable
+        elif (tenant, q) in oracle:
+            values[i] = oracle[(tenant, q)]
+        else:
+            values[i], reasons[i] = -1.0, Reason.entity_not_found
+    return values, reasons
+
+
+@hypothesis.given(
+    stored=st.lists(ids, min_size=1, max_size=120, unique=True),
+    unknown=st.lists(ids, max_size=30),
+    removed=st.integers(0, 200),
+    seed=st.integers(0, 2**32 - 1),
+)
+@settings(max_examples=150, deadline=None)
+def test_serve_finds_exactly_the_stored_ids_as_str_and_as_int(stored, unknown, removed, seed):
+    rng = np.random.default_rng(seed)
+    schema = _core.Schema([0] * K, [1] * K)
+    group = _core.ResidentGroup(schema)
+    oracle = {}
+    for tenant in ("default", "t2"):  # two tenants share the group; keys differ by prefix
+        rows = rng.random((len(stored), K), dtype=np.float32)
+        group.upsert_table(_core.encode_keys(tenant, "item", stored), table_of(schema, rows))
+        oracle.update({(tenant, s): rows[i] for i, s in enumerate(stored)})
+    gone = stored[: removed % (len(stored) + 1)]
+    assert group.remove(_core.encode_keys("default", "item", gone)) == len(gone)
+    for s in gone:
+        del oracle[("default", s)]
+    plan = plan_one_group(schema, [("item", False, [])])
+    queries = list(rng.permutation(np.array(stored + unknown + [""], dtype=object)))
+    for tenant in ("default", "t2", "t3"):
+        got = serve(plan, group, [queries], tenant, len(queries))
+        want = expected(oracle, tenant, queries)
+        np.testing.assert_array_equal(got[1], want[1])
+        np.testing.assert_array_equal(got[0], want[0])
+        # The same ids as int64 wherever they are canonical integers: 42 is "42".
+        numeric = [q for q in queries if q.isdigit() and q.isascii() and str(int(q)) == q and int(q) < 2**63]
+        if numeric:
+            as_int = serve(plan, group, [np.array([int(q) for q in numeric], np.int64)], tenant, len(numeric))
+            want = expected(oracle, tenant, numeric)
+            np.testing.assert_array_equal(as_int[1], want[1])
+            np.testing.assert_array_equal(as_int[0], want[0])
+
+
+def test_int_and_text_ids_share_hash_and_row():
+    key = _core.encode_key("default", "item", 1099511627775)
+    assert key == _core.encode_key("default", "item", "1099511627775")
+    assert _core.hash_key(key) != _core.hash_key(_core.encode_key("default", "item", "01099511627775"))
+    schema = _core.Schema([0] * K, [1] * K)
+    group = _core.ResidentGroup(schema)
+    group.upsert_table([key], table_of(schema, np.ones((1, K), np.float32)))
+    plan = plan_one_group(schema, [("item", False, [])])
+    for role_ids in ([np.array([1099511627775, 5, -1], np.int64)], [["1099511627775", "5", ""]]):
+        _, reasons = serve(plan, group, role_ids, "default", 3)
+        assert list(reasons[:, 0]) == [Reason.present, Reason.entity_not_found, Reason.not_applicable]
+
+
+def test_long_keys_survive_removal_and_arena_compaction():
+    """Enough long keys removed to compact the arena; the rest are still found by serve."""
+    schema = _core.Schema([0] * K, [1] * K)
+    group = _core.ResidentGroup(schema)
+    names = [f"user-{i:06d}-" + "x" * 40 for i in range(3000)]
+    rows = np.arange(3000 * K, dtype=np.float32).reshape(3000, K)
+    group.upsert_table(_core.encode_keys("default", "item", names), table_of(schema, rows))
+    assert group.remove(_core.encode_keys("default", "item", names[::2] + names[1:2000:2])) == 2500
+    plan = plan_one_group(schema, [("item", False, [])])
+    values, reasons = serve(plan, group, [names], "default", 3000)
+    kept = np.zeros(3000, bool)
+    kept[2001::2] = True
+    np.testing.assert_array_equal(values[kept], rows[kept])
+    assert (reasons[~kept] == Reason.entity_not_found).all()
+
+
+def test_pair_role_keys_are_found_by_their_components():
+    schema = _core.Schema([0] * K, [1] * K)
+    group = _core.ResidentGroup(schema)
+    users, items = ["u1", "u22"], [7, 1099511627775]
+    keys = [_core.encode_key("default", "user_item", _core.pair_id(u, i)) for u in users for i in items]
+    rows = np.arange(4 * K, dtype=np.float32).reshape(4, K)
+    group.upsert_table(keys, table_of(schema, rows))
+    roles = [("user", True, []), ("item", False, []), ("user_item", False, [0, 1])]
+    plan = plan_one_group(schema, roles)
+    values, reasons = serve(plan, group, [["u22"], np.array([1099511627775, 7, 8], np.int64), None], "default", 3)
+    np.testing.assert_array_equal(values[:2], rows[[3, 2]])
+    assert reasons[2, 0] == Reason.entity_not_found

@@ -39,7 +39,7 @@ from .registry.model import RegistryState, parse_ref
 from .registry.provenance import BatchLineage, record_lineage
 from .registry.registry import DefinitionsLike, Registry
 from .registry.validation import Plan
-from .serving.engine import ServingEngine
+from .serving.engine import PreparedFeatureSet, ServingEngine
 from .serving.matrix import FeatureMatrix
 from .serving.request import FeatureRequest
 from .timestamps import DEFAULT_BOUNDS, TimestampBounds
@@ -611,6 +611,26 @@ class FeatureStore:
                 if isinstance(ids, list):
                     check_text_ids([i for i in ids if isinstance(i, str)], f"entities[{entity!r}]")
             raise
+
+    def prepare(
+        self,
+        feature_set: str,
+        *,
+        tenant: str = "default",
+        purpose: str = "ranking",
+        privacy_mode: str = "personalized",
+        caller: str = "",
+    ) -> PreparedFeatureSet:
+        """A handle that serves ``feature_set`` in a loop: ``handle(entities, request_time)``.
+
+        For services that serve one feature set per tenant and purpose: access is checked
+        now (AccessDeniedError, recorded in the audit, as ``get_features`` does) and after
+        every registry change, and each call returns what ``get_features`` returns for
+        ``FeatureRequest(feature_set, entities, request_time, tenant=..., purpose=...,
+        privacy_mode=..., caller=...)`` (``context=``, ``candidate=`` and ``deadline_ms=``
+        are keyword arguments of the call), with less Python work per request.
+        """
+        return self._engine.prepare(feature_set, tenant=tenant, purpose=purpose, privacy_mode=privacy_mode, caller=caller)
 
     def load_resident(self) -> dict[str, LoadStats]:
         """Load every resident group served online and not loaded yet; returns load stats."""

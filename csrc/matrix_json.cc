@@ -81,7 +81,9 @@ void write_keyed_json(std::string& out, const float* values, const uint8_t* reas
         append_escaped(quoted, name);
         reason_text.push_back(std::move(quoted));
     }
-    out.reserve(out.size() + n * f * 12 + n * 32);
+    size_t key_bytes = 0;
+    for (const auto& key : keys) key_bytes += key.size();
+    out.reserve(out.size() + n * (key_bytes + f * 12 + 48));  // one allocation for the usual sizes
     out.append("\"features\":{");
     for (size_t i = 0; i < n; ++i) {
         if (i) out.push_back(',');

@@ -13,7 +13,6 @@ from __future__ import annotations
 import bisect
 import os
 import threading
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -170,7 +169,3 @@ class MetricsPublisher:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(MergedWorkers(snapshots, [restarts]))
         return generate_latest(registry)
-
-
-def now() -> float:
-    return time.perf_counter()

@@ -354,7 +354,7 @@ def report(results: dict) -> None:
             print(f"{run['server']:12s} {run['error']}")
             continue
         by[run["server"], run["form"], run["connections"]] = run
-        print(f"{run['server']:12s} {run['form']:14s} {run['connections']:5d} {run['p50_ms']:8.2f} {run['p99_ms']:8.2f} {run['rps']:8.0f} {run['non2xx']:7d}")
+        print(f"{run['server']:12s} {run['form']:14s} {run['connections']:5d} {run['p50_ms']:8.2f} {run['p99_ms']:8.2f} {run['rps']:8.1f} {run['non2xx']:7d}")
     for c in (1, 8):
         b = by.get(("featurecore", "binary", c))
         if b:

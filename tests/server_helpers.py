@@ -56,6 +56,7 @@ class ServerProcess:
 
     def wait_ready(self, timeout: float = 60.0) -> dict:
         deadline = time.monotonic() + timeout
+        body = b""
         while time.monotonic() < deadline:
             try:
                 status, _, body = self.request("GET", "/readyz")
@@ -64,7 +65,7 @@ class ServerProcess:
             except OSError:
                 pass
             time.sleep(0.05)
-        raise TimeoutError("server not ready:\n" + self.log())
+        raise TimeoutError(f"server not ready: {body!r}\n" + self.log())
 
     def workers(self) -> list[int]:
         """Pids of the supervisor's live worker processes."""

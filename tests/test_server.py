@@ -260,7 +260,8 @@ def test_serve_refuses_to_run_without_keys_or_off_loopback(primary, capsys):
 
 def test_health_metrics_and_request_ids(server):
     assert json.loads(server.request("GET", "/healthz")[2])["status"] == "ok"
-    assert json.loads(server.request("GET", "/readyz")[2])["ready"] is True
+    ready = server.wait_ready()  # (a refresh pass can lag on a loaded machine)
+    assert set(ready["checks"]) == {"registry", "resident", "refresh", "freshness"}
     status, headers, _ = post(server, body(request_id=""), headers={"Accept": wire.BINARY, "X-Request-Id": "abc-123"})
     assert status == 200 and headers[wire.REQUEST_ID_HEADER] == "abc-123"  # the body's request_id first, else the header
     assert post(server, body())[1][wire.REQUEST_ID_HEADER] == "req_001"

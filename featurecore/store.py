@@ -630,7 +630,18 @@ class FeatureStore:
         privacy_mode=..., caller=...)`` (``context=``, ``candidate=`` and ``deadline_ms=``
         are keyword arguments of the call), with less Python work per request.
         """
-        return self._engine.prepare(feature_set, tenant=tenant, purpose=purpose, privacy_mode=privacy_mode, caller=caller)
+        if self._closed:
+            self._raise_closed()
+
+        def check_time(request_time_us: int) -> None:  # what get_features checks first
+            if self._closed:
+                self._raise_closed()
+            self.timestamp_bounds.check(request_time_us, "request_time")
+
+        return self._engine.prepare(
+            feature_set, tenant=tenant, purpose=purpose, privacy_mode=privacy_mode, caller=caller,
+            serve=self.get_features, check_time=check_time,
+        )
 
     def load_resident(self) -> dict[str, LoadStats]:
         """Load every resident group served online and not loaded yet; returns load stats."""

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from featurecore.errors import AccessDeniedError, ValidationError
+from featurecore.errors import AccessDeniedError, FeatureStoreError, ValidationError
 from featurecore.reasons import Reason
 from featurecore.registry import TenantAccess
 from featurecore.serving import FeatureRequest
@@ -88,3 +88,15 @@ def test_bad_ids_in_a_call_are_validation_errors(resident_store):
         handle({"user": "u1", "item": np.zeros(3, np.float32), "creator": ["c1"] * 3}, EVAL_US)
     with pytest.raises(ValidationError, match="one id per candidate"):
         handle({"user": "u1", "item": ["i1", "i2"], "creator": ["c1"]}, EVAL_US)
+
+
+def test_a_call_checks_what_get_features_checks(tmp_path):
+    with FeatureStore.open(tmp_path / "store") as store:
+        store.apply(definitions(user_mode="resident"))
+        write_all(store, Oracle(), np.random.default_rng(3))
+        handle = store.prepare(FEATURE_SET)
+        entities = {"user": "u1", "item": ["i1"], "creator": ["c1"]}
+        with pytest.raises(ValidationError, match="request_time"):
+            handle(entities, EVAL_US // 1_000_000)  # seconds, not microseconds
+    with pytest.raises(FeatureStoreError, match="closed"):
+        handle(entities, EVAL_US)

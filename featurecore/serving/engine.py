@@ -110,9 +110,22 @@ class ServingEngine:
                 self._routes[key] = route
         return route
 
-    def prepare(self, feature_set: str, *, tenant: str, purpose: str, privacy_mode: str, caller: str) -> "PreparedFeatureSet":
-        """A handle serving ``feature_set`` in a loop; see ``FeatureStore.prepare``."""
-        return PreparedFeatureSet(self, FeatureRequest(feature_set, {"_": ""}, 0, tenant=tenant, purpose=purpose, privacy_mode=privacy_mode, caller=caller))
+    def prepare(
+        self,
+        feature_set: str,
+        *,
+        tenant: str,
+        purpose: str,
+        privacy_mode: str,
+        caller: str,
+        serve: Callable[[FeatureRequest], FeatureMatrix],
+        check_time: Callable[[int], None],
+    ) -> "PreparedFeatureSet":
+        """A handle serving ``feature_set`` in a loop; see ``FeatureStore.prepare``.
+        ``serve`` serves the calls the handle does not (the store's get_features) and
+        ``check_time`` is what that path checks of a request time before serving."""
+        template = FeatureRequest(feature_set, {"_": ""}, 0, tenant=tenant, purpose=purpose, privacy_mode=privacy_mode, caller=caller)
+        return PreparedFeatureSet(self, template, serve, check_time)
 
     def get_features(self, request: FeatureRequest) -> FeatureMatrix:
         """Serve ``request``; see ``FeatureStore.get_features``."""
@@ -219,9 +232,17 @@ class PreparedFeatureSet:
     through ``get_features``.
     """
 
-    def __init__(self, engine: ServingEngine, template: FeatureRequest):
+    def __init__(
+        self,
+        engine: ServingEngine,
+        template: FeatureRequest,
+        serve: Callable[[FeatureRequest], FeatureMatrix],
+        check_time: Callable[[int], None],
+    ):
         self._engine = engine
         self._template = template
+        self._serve = serve
+        self._check_time = check_time
         self._revision = -1
         self._route: Route | None = None
         self._fast = False
@@ -253,10 +274,8 @@ class PreparedFeatureSet:
         state = engine._state()
         route = self._route if state.revision == self._revision else self._refresh(state)
         if not self._fast or context or candidate or deadline_ms is not None or type(request_time) is not int or not isinstance(entities, dict) or not entities:
-            return engine.get_features(
-                FeatureRequest(t.feature_set, entities, request_time, tenant=t.tenant, privacy_mode=t.privacy_mode, purpose=t.purpose,
-                               caller=t.caller, context=context or {}, candidate=candidate or {}, deadline_ms=deadline_ms)
-            )
+            return self._slow(entities, request_time, context, candidate, deadline_ms)
+        self._check_time(request_time)
         ids = {str(name): _normalize_ids(str(name), value) for name, value in entities.items()}
         assert route is not None
         call = _Call(t.feature_set, t.tenant, t.purpose, t.privacy_mode, t.caller, ids)
@@ -264,11 +283,21 @@ class PreparedFeatureSet:
         row_entity, n = _candidates(route, ids)
         resident = engine._resident
         sources = [None if kind == "skip" or b.ref in consent_off else resident(schema) for kind, schema, b in route.sources]
-        return route.compiled.serve(
-            sources, ids, t.tenant, request_time, None, None, n,
-            row_ids=ids.get(row_entity) if row_entity else None,
-            row_entity=row_entity,
-            needed_roles=None if consent_off else route.needed_roles,
+        try:
+            return route.compiled.serve(
+                sources, ids, t.tenant, request_time, None, None, n,
+                row_ids=ids.get(row_entity) if row_entity else None,
+                row_entity=row_entity,
+                needed_roles=None if consent_off else route.needed_roles,
+            )
+        except ValidationError:  # a refused id: raised again, named as get_features names it
+            return self._slow(entities, request_time, context, candidate, deadline_ms)
+
+    def _slow(self, entities: Any, request_time: Any, context: Any, candidate: Any, deadline_ms: Any) -> FeatureMatrix:
+        t = self._template
+        return self._serve(
+            FeatureRequest(t.feature_set, entities, request_time, tenant=t.tenant, privacy_mode=t.privacy_mode, purpose=t.purpose,
+                           caller=t.caller, context=context or {}, candidate=candidate or {}, deadline_ms=deadline_ms)
         )
 
 

@@ -32,7 +32,7 @@ import threading
 import time
 import weakref
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, cast
 
 import msgpack
 import numpy as np
@@ -210,7 +210,7 @@ class ConsentRegistry:
             revoked = {}
             meta = column_family(self._db, META_CF, create=False)
             for key, value in meta.items(from_key=CONSENT_PREFIX):
-                if not key.startswith(CONSENT_PREFIX):
+                if not cast(bytes, key).startswith(CONSENT_PREFIX):
                     break
                 data = msgpack.unpackb(value, raw=False)
                 revoked[data["tenant"], data["user_id"]] = frozenset(data["classes"])

@@ -214,6 +214,7 @@ def run_demo(store_dir: "str | os.PathLike", repo: "str | os.PathLike", *, size:
                                    categorical=categorical_columns(state, matrix.columns))
             collector.observe(feature_set, matrix, latency_us)
         lat = np.array(latencies)
+        assert matrix is not None  # size.requests >= 1
         say(f"   matrix {matrix.values.shape} float32 + reasons {matrix.reasons.shape} uint8; "
             f"missing {matrix.diagnostics['missing_count']}, stale {matrix.diagnostics['stale_count']}")
         say(f"   missing reasons: {reason_summary(matrix.reasons)}")

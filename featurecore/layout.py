@@ -5,6 +5,7 @@ per feature group version. Raw mode everywhere: keys and values are bytes.
 from __future__ import annotations
 
 import os
+from typing import Any, Sequence, cast
 
 import rocksdict
 
@@ -92,3 +93,8 @@ def column_family(db: rocksdict.Rdict, name: str, *, create: bool = True) -> roc
         if not create:
             raise
         return db.create_column_family(name, raw_options())
+
+
+def multi_get(cf: rocksdict.Rdict, keys: Sequence[bytes]) -> list[Any]:
+    """One RocksDB multi-get: each key's value (None where absent), in key order."""
+    return cast("list[Any]", cf.get(cast(Any, keys)))

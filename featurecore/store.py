@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, cast
 
 import rocksdict
 
@@ -333,7 +333,7 @@ class FeatureStore:
         sources = self.state.source_tables_of_group(group_ref)
         record_lineage(
             self._db,
-            BatchLineage.now(group_ref, code_version=code_version, pipeline_run_id=pipeline_run_id, source_tables=sources, rows=rows),
+            BatchLineage.now(group_ref, code_version=code_version, pipeline_run_id=cast(str, pipeline_run_id), source_tables=sources, rows=rows),
         )
 
     def _tombstones(self) -> Tombstones:
@@ -566,7 +566,7 @@ class FeatureStore:
         writer = self._require_primary("delete online rows")
         schema = self.group_schema(group_ref)
         change = writer.delete_change(schema, entity_ids, tenant)
-        return WriteReceipt(schema.ref, len(change.keys), writer.commit([change]).sequence, micros_now())
+        return WriteReceipt(schema.ref, len(change.keys or ()), writer.commit([change]).sequence, micros_now())
 
     def delete_entity_online(self, entity: str, entity_ids: Any, *, tenant: str = "default") -> dict[str, int]:
         """Delete ``entity_ids`` of ``tenant`` from every group keyed by ``entity``, in one
@@ -576,7 +576,7 @@ class FeatureStore:
         schemas = [self.group_schema(g.ref) for g in self.state.feature_groups.values() if g.entity == entity]
         changes = [writer.delete_change(schema, entity_ids, tenant) for schema in schemas]
         writer.commit(changes)
-        return {schema.ref: len(change.keys) for schema, change in zip(schemas, changes)}
+        return {schema.ref: len(change.keys or ()) for schema, change in zip(schemas, changes)}
 
     # -- serving ----------------------------------------------------------------------------
 
@@ -720,7 +720,7 @@ class FeatureStore:
             self.access_policy.consent = ConsentRegistry(self._db)
         else:
             self.registry.reload()
-            self.access_policy.consent.reload()
+            self.access_policy.consent.reload() if self.access_policy.consent is not None else None
 
     # -- lifecycle --------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -60,6 +60,8 @@ class TimestampBounds:
 
     earliest: dt.datetime = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
     max_ahead: "float | str" = 86_400.0
+    _earliest_us: int = field(init=False, repr=False, compare=False, default=0)
+    _ahead_us: int = field(init=False, repr=False, compare=False, default=0)
 
     def __post_init__(self) -> None:
         if not isinstance(self.earliest, dt.datetime) or self.earliest.utcoffset() is None:

@@ -32,6 +32,7 @@ whatever their timestamps.
 
 from __future__ import annotations
 
+import functools
 import logging
 import struct
 import threading
@@ -202,8 +203,7 @@ class Tombstones:
         entity = state.entity(state.group(group_ref).entity)
         keep = np.ones(len(ids), dtype=bool)
         own = self._deleted.get((tenant, entity.name))
-        parts = [(p, self._deleted.get((tenant, c))) for p, c in enumerate(entity.components)]
-        parts = [(p, gone) for p, gone in parts if gone]
+        parts = [(p, gone) for p, c in enumerate(entity.components) if (gone := self._deleted.get((tenant, c)))]
         if not len(ids) or (not own and not parts):
             return keep
         text = _as_text(ids)
@@ -314,7 +314,8 @@ def filter_tombstoned(tombstones: Tombstones, state: RegistryState, group_ref: s
 
 def _affected_groups(state: RegistryState, entity: str) -> tuple[list[str], list[tuple[str, int]]]:
     """Groups keyed by ``entity``, and pair groups with ``entity`` at a component position."""
-    own, pairs = [], []
+    own: list[str] = []
+    pairs: list[tuple[str, int]] = []
     for ref, group in sorted(state.feature_groups.items()):
         if group.entity == entity:
             own.append(ref)
@@ -389,7 +390,9 @@ def _finish_deletion(store: Any, tenant: str, entity: str, entity_id: str, reque
     state = store.state
     writer = store.writer
     own, pairs = _affected_groups(state, entity)
-    changes, online, pair_rows = [], {}, {}
+    changes: list[Change] = []
+    online: dict[str, int] = {}
+    pair_rows: dict[str, int] = {}
     key = _core.encode_key(tenant, entity, entity_id)
     for ref in own:
         schema = store.group_schema(ref)
@@ -411,7 +414,7 @@ def _finish_deletion(store: Any, tenant: str, entity: str, entity_id: str, reque
     offline = {}
     for ref in dict.fromkeys(own + [r for r, _ in pairs]):
         log = OfflineLog.open(store.root, state, ref)
-        offline[ref] = log.rewrite(lambda table, ref=ref: filter_tombstoned(only_this, state, ref, table))
+        offline[ref] = log.rewrite(functools.partial(filter_tombstoned, only_this, state, ref))
     receipt = DeletionReceipt(
         entity, entity_id, tenant, requested, time.time_ns() // 1000, online, pair_rows, offline, reason
     )

@@ -19,7 +19,7 @@ import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, cast
 
 from ..errors import ValidationError
 from .collector import FeatureSetSummary, ServingCollector
@@ -92,7 +92,7 @@ def _convert(tp: Any, value: Any) -> Any:
     if value is None:
         return math.nan  # to_dict wrote NaN floats as null
     if dataclasses.is_dataclass(tp):
-        return _build(tp, value)
+        return _build(cast(type, tp), value)
     if origin is tuple:
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_convert(args[0], v) for v in value)

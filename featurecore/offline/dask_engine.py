@@ -26,7 +26,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -89,7 +89,7 @@ class _ParquetPart:
 def _parquet_files(events: "str | os.PathLike | Sequence[str]") -> list[str]:
     if isinstance(events, (list, tuple)):
         return [os.fspath(p) for p in events]
-    path = os.fspath(events)
+    path = os.fspath(cast("str | os.PathLike", events))
     if os.path.isdir(path):
         files = sorted(glob.glob(os.path.join(path, "**", "*.parquet"), recursive=True))
     else:

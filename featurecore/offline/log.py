@@ -525,7 +525,7 @@ class OfflineLog:
             table = self._table()
             if table is None:
                 return []
-            options = dict(retention_hours=int(retention_hours), enforce_retention_duration=False, full=True)
+            options: dict[str, Any] = dict(retention_hours=int(retention_hours), enforce_retention_duration=False, full=True)
             try:
                 candidates = [self._relative(p) for p in table.vacuum(dry_run=True, **options)]
                 # Files a deletion already removed are listed too: report what is deleted now.
@@ -725,7 +725,7 @@ class OfflineLog:
             if max_feature_ts is not None and entry.min_ts > max_feature_ts:
                 continue
             covered = covered_paths is not None and entry.path in covered_paths
-            if covered and entry.max_ts <= newer_than.as_of_us:
+            if newer_than is not None and covered and entry.max_ts <= newer_than.as_of_us:
                 continue
             if tenant is not None and not entry.may_hold(tenant):
                 continue
@@ -743,7 +743,7 @@ class OfflineLog:
                     raise self._missing(entry, error) from error
                 if mixed:
                     batch = batch.filter(pc.equal(batch.column("tenant"), tenant))
-                if covered:
+                if newer_than is not None and covered:
                     ts = batch.column("feature_timestamp").cast(pa.int64())
                     batch = batch.filter(pc.greater(ts, newer_than.as_of_us))
                 pending.append(batch.select(wanted))
@@ -791,7 +791,7 @@ def typed_columns(table: pa.Table, schema: GroupSchema) -> "tuple[list[np.ndarra
     for j, f in enumerate(schema.fields):
         column = table.column(f.name).combine_chunks()
         null_rows = column.is_null().to_numpy(zero_copy_only=False) if column.null_count else None
-        if null_rows is not None:
+        if null_rows is not None and nulls is not None:
             nulls[:, j] = null_rows
         if f.dtype == "embedding":
             values = np.zeros((n, f.dim), np.float32)

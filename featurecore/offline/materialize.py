@@ -202,7 +202,7 @@ def materialize_bulk(
     group_ref: str,
     as_of_us: "int | None" = None,
     *,
-    on_ingested: "Callable[[str], None] | None" = None,
+    on_ingested: "Callable[[str], object] | None" = None,
     strict: bool = False,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     progress: "bool | None" = None,

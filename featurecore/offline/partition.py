@@ -24,7 +24,7 @@ a pair) is split by its own ids.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -84,7 +84,7 @@ class JoinSpec:
     strict: bool
     buckets: int
     int_ids: "dict[str, bool]"
-    tombstones: object = None
+    tombstones: Any = None
     threads: int = 1
     reasons: bool = False
 

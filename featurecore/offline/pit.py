@@ -242,7 +242,7 @@ class LogHistory:
     def __init__(
         self,
         log: OfflineLog,
-        tenant: str,
+        tenant: "str | None",
         newer_than: "Watermark | None" = None,
         snapshot: "Snapshot | None" = None,
         files: "Sequence[LogFile] | None" = None,

@@ -202,7 +202,7 @@ def _int_column(name: str, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _int64_values(name: str, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if raw.dtype.kind in "iu":
-        if raw.dtype.kind == "u" and len(raw) and raw.max() > _INT64_MAX:
+        if raw.dtype.kind == "u" and len(raw) and int(raw.max()) > _INT64_MAX:
             row = _first_bad(raw > _INT64_MAX)
             raise _fail(name, row, raw[row], "int64 feature out of range", "pass a value that fits in int64")
         return raw.astype(np.int64), np.zeros(len(raw), dtype=bool)
@@ -213,7 +213,7 @@ def _int64_values(name: str, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             nulls[row] = True
         elif isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)) and _INT64_MIN <= int(value) <= _INT64_MAX:
             values[row] = int(value)
-        elif isinstance(value, (float, np.floating)) and float(value).is_integer() and abs(value) < 2**63:
+        elif isinstance(value, (float, np.floating)) and float(value).is_integer() and abs(float(value)) < 2**63:
             values[row] = int(value)
         else:
             raise _fail(name, row, value, "int64 feature needs a whole number within int64", "pass an int, or None/NaN for a null cell")
@@ -272,12 +272,12 @@ def _embedding_column(name: str, raw: np.ndarray, dim: int) -> tuple[np.ndarray,
                 raise _fail(name, row, value, f"embedding needs exactly {dim} numbers", f"pass a length-{dim} float vector, or None for a null cell")
             values[row] = vector
     finite = np.isfinite(values)
-    bad = ~nulls & ~finite.all(axis=1)
+    bad = np.asarray(~nulls & ~finite.all(axis=1))
     if bad.any():
         row = _first_bad(bad)
         raise _fail(name, row, raw[row], "embedding values must be finite", "fix the vector, or pass None for a null cell")
     values[nulls] = 0.0
-    return np.ascontiguousarray(values), nulls
+    return np.ascontiguousarray(values), np.asarray(nulls)
 
 
 def _convert_column(spec: FieldSpec, raw: Any, n: int) -> tuple[np.ndarray, np.ndarray]:

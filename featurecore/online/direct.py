@@ -13,14 +13,14 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import rocksdict
 
 from .. import _core
 from ..reasons import Reason
-from ..layout import column_family
+from ..layout import column_family, multi_get
 
 #: Keys per multi-get when a deadline is set (small enough to stop close to it).
 DEADLINE_CHUNK = 128
@@ -84,14 +84,14 @@ class DirectReader:
         wanted = keys if b"" not in keys else [k for k in keys if k]
         if deadline is None:
             self.reads[group_cf] += 1
-            found = cf.get(wanted)
+            found: list[Any] = multi_get(cf, wanted)
         else:
             found = []
             for start in range(0, len(wanted), self.chunk):
                 if self.clock() >= deadline:
                     break
                 self.reads[group_cf] += 1
-                found.extend(cf.get(wanted[start : start + self.chunk]))
+                found.extend(multi_get(cf, wanted[start : start + self.chunk]))
         n_read = len(found)
         found.extend([int(Reason.timeout)] * (len(wanted) - n_read))
         if wanted is not keys:  # put the not_applicable rows back in place

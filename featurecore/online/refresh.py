@@ -25,7 +25,7 @@ from typing import Callable
 import rocksdict
 
 from . import changelog
-from ..layout import CHANGELOG_CF, column_family
+from ..layout import CHANGELOG_CF, column_family, multi_get
 from .snapshots import Snapshots
 
 _log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ class Refresher:
         if entry.keys is None:
             self._snapshots.reload(entry.group_cf)
             return
-        rows = self._cf(db, entry.group_cf).get(entry.keys)
+        rows = multi_get(self._cf(db, entry.group_cf), entry.keys)
         present = [(k, r) for k, r in zip(entry.keys, rows) if r is not None]
         gone = [k for k, r in zip(entry.keys, rows) if r is None]
         if present:

@@ -93,7 +93,8 @@ class Snapshots:
                 it = cf.iter()
                 it.seek_to_first()
                 while it.valid():
-                    keys, rows = [], []
+                    keys: list[bytes] = []
+                    rows: list[bytes] = []
                     while it.valid() and len(keys) < LOAD_CHUNK:
                         keys.append(it.key())
                         rows.append(it.value())

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence, cast
 
 import numpy as np
 import rocksdict
@@ -26,7 +26,7 @@ from .. import _core
 from ..errors import ValidationError
 from . import changelog
 from .batch import MAX_KEY_BYTES, Batch, GroupSchema, check_tenant, micros_now, normalize_ids
-from ..layout import CHANGELOG_CF, column_family
+from ..layout import CHANGELOG_CF, column_family, multi_get
 from .snapshots import Snapshots
 
 #: Keep this many changelog entries; a secondary further behind reloads fully.
@@ -86,7 +86,7 @@ def not_older_mask(rows: Sequence[bytes], stored: Sequence["bytes | None"]) -> n
     candidates = np.flatnonzero((lengths == size) | (lengths == size - _V1_SHORTER))
     if not len(candidates):
         return keep
-    old = _row_heads([stored[i] for i in candidates.tolist()])
+    old = _row_heads([cast(bytes, stored[i]) for i in candidates.tolist()])
     new = _row_heads([rows[i] for i in candidates.tolist()])
     newer = (old["feature_ts"] > new["feature_ts"]) | (
         (old["feature_ts"] == new["feature_ts"]) & (old["generated_at"] > new["generated_at"])
@@ -95,7 +95,7 @@ def not_older_mask(rows: Sequence[bytes], stored: Sequence["bytes | None"]) -> n
     old_version = old["header"] & 0xFF
     versioned = np.where(lengths[candidates] == size, new["header"] & 0xFF, _V1)
     same = ((old["header"] >> 8) == (new["header"] >> 8)) & (old_version == versioned)
-    same &= _core.rows_checksum_ok([stored[i] for i in candidates.tolist()])
+    same &= _core.rows_checksum_ok([cast(bytes, stored[i]) for i in candidates.tolist()])
     keep[candidates] = ~(newer & same)
     return keep
 
@@ -144,7 +144,7 @@ class OnlineWriter:
         self._lock = lock
         self._retention = int(changelog_retention)
         self._trim_every = max(1, min(_TRIM_EVERY, self._retention))
-        self._changelog_handle = db.get_column_family_handle(CHANGELOG_CF)
+        self._changelog_handle: Any = db.get_column_family_handle(CHANGELOG_CF)
         # Column-family handles by name: looking a family up costs milliseconds in
         # rocksdict, far more than the write itself.
         self._handles: dict[str, rocksdict.ColumnFamily] = {}
@@ -194,7 +194,7 @@ class OnlineWriter:
         if change.keys is None or change.rows is None or not change.keys:
             return change, 0
         self._handle(change.group_cf)
-        keep = not_older_mask(change.rows, self._families[change.group_cf].get(change.keys))
+        keep = not_older_mask(change.rows, multi_get(self._families[change.group_cf], change.keys))
         if keep.all():
             return change, 0
         rows = np.flatnonzero(keep).tolist()
@@ -238,7 +238,7 @@ class OnlineWriter:
                 if change.keys is not None and change.rows is None:
                     for key in change.keys:
                         wb.delete(key, handle)
-                elif change.keys is not None:
+                elif change.keys is not None and change.rows is not None:
                     for key, row in zip(change.keys, change.rows):
                         wb.put(key, row, handle)
                 sequence += 1

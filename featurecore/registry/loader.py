@@ -37,7 +37,7 @@ from __future__ import annotations
 import os
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, cast
 
 import yaml
 
@@ -316,7 +316,7 @@ def _request(item: Any, label: str) -> RequestFeature:
 def _cross(item: Any, label: str) -> CrossFeature:
     spec = _spec(item, ("name", "kind", "inputs"), f"{label} cross feature")
     inputs = _strings(spec.get("inputs", []), f"{label} cross feature {spec.get('name')!r} inputs")
-    return CrossFeature(spec.get("name"), spec.get("kind", "lookup"), inputs)
+    return CrossFeature(spec.get("name", ""), spec.get("kind", "lookup"), inputs)
 
 
 def _feature_set(data: Any, label: str, problems: list[str]) -> FeatureSet | None:
@@ -381,7 +381,7 @@ def parse_document(document: Any, source: str = "<yaml>") -> Definitions:
                         problems.append(f"{label} is missing a required field ({exc}); see docs/ARCHITECTURE.md")
     if problems:
         raise RegistryError(f"{len(problems)} problem(s): {problems[0]}", problems)
-    return Definitions(**out)
+    return Definitions(**cast("dict[str, Any]", out))
 
 
 def _group(data: Any, label: str, source: str, problems: list[str], out: dict[str, list]) -> None:
@@ -443,7 +443,7 @@ def _feature_yaml(feature: Feature) -> dict:
     for key in ("window", "freshness_sla"):
         if data[key] is not None:
             data[key] = format_duration(data[key])
-    policy = {}
+    policy: dict[str, Any] = {}
     for reason, action in feature.default_policy.actions.items() if feature.default_policy else ():
         if action.kind == "constant":
             policy[reason] = {"constant": action.value}

@@ -583,7 +583,7 @@ class Definitions:
     @classmethod
     def of(cls, *objects: Any) -> "Definitions":
         """Bucket definition objects by type."""
-        buckets: dict[str, list] = {kind: [] for kind in KINDS}
+        buckets: dict[str, Any] = {kind: [] for kind in KINDS}
         for obj in objects:
             kind = KIND_OF_TYPE.get(type(obj))
             if kind is None:

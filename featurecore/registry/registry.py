@@ -14,7 +14,7 @@ import os
 import struct
 import threading
 import time
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, cast
 
 import rocksdict
 
@@ -170,6 +170,7 @@ class Registry:
         out = []
         cf = self._cf()
         for key, value in cf.items(from_key=REVISION_PREFIX):
+            key = cast(bytes, key)  # raw mode: bytes keys
             if not key.startswith(REVISION_PREFIX):
                 break
             state, meta = self._decode(struct.unpack(">Q", key[len(REVISION_PREFIX) :])[0], value)

@@ -189,7 +189,7 @@ def matrix_headers(matrix: FeatureMatrix, latency_us: float, fingerprint: str) -
 def encode_binary(matrix: FeatureMatrix) -> bytes:
     """float32 little-endian row-major values followed by uint8 reasons (wire.py)."""
     values = matrix.values if matrix.values.dtype.byteorder in "<=|" else matrix.values.astype("<f4")
-    return b"".join((memoryview(np.ascontiguousarray(values)), memoryview(np.ascontiguousarray(matrix.reasons))))
+    return b"".join((np.ascontiguousarray(values).data, np.ascontiguousarray(matrix.reasons).data))
 
 
 def encode_arrow(matrix: FeatureMatrix, fingerprint: str, latency_us: float) -> bytes:

@@ -130,7 +130,7 @@ class Supervisor:
         while not self.stopping.wait(0.1):
             for slot, proc in enumerate(self.procs):
                 code = proc.poll() if proc is not None else None
-                if code is None or self.stopping.is_set():
+                if proc is None or code is None or self.stopping.is_set():
                     continue
                 marker = os.path.join(self.run_dir, f"listening-{proc.pid}")
                 listened = os.path.exists(marker)

@@ -43,7 +43,7 @@ class _Server(uvicorn.Server):
         super().__init__(config)
         self.worker = worker
 
-    async def startup(self, sockets=None) -> None:  # type: ignore[no-untyped-def]
+    async def startup(self, sockets: "list[socket.socket] | None" = None) -> None:
         await super().startup(sockets)
         self.worker.start()
         # Tells the supervisor this worker started (an exit before it is a failed start).

@@ -88,7 +88,7 @@ class FeatureMatrix:
 
     @property
     def shape(self) -> tuple[int, int]:
-        return self.values.shape  # type: ignore[return-value]
+        return self.values.shape
 
     def missing_mask(self) -> np.ndarray:
         """bool (n, F): True where the cell holds a default rather than its stored value."""

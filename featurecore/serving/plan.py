@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 from types import MappingProxyType
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -133,7 +133,7 @@ class CompiledFeatureSet:
                 f"its {kind} features are {list(names) or 'none'}"
             ) from None
 
-    def _role_ids(self, ids_by_entity: Mapping[str, object], needed: frozenset[int] | set[int]) -> list[object]:
+    def _role_ids(self, ids_by_entity: Mapping[str, Any], needed: frozenset[int] | set[int]) -> list[Any]:
         """Per role the ids the native call reads (None for roles it does not read and
         for pair roles, whose keys it builds from their components' ids)."""
         out: list[object] = []
@@ -390,7 +390,7 @@ def compile_feature_set(state: RegistryState, feature_set_ref: str) -> CompiledF
             context_names.append(rf.name)
         col += 1
 
-    crosses = []
+    crosses: list[Any] = []
     for cross in fs.cross_features:
         if cross.kind not in CROSS_KINDS or len(cross.inputs) != 2:
             raise RegistryError(

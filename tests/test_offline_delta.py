@@ -15,7 +15,7 @@ from featurecore import FeatureStore
 from featurecore import _core
 from featurecore.errors import FeatureStoreError, ValidationError
 from featurecore.offline.log import OfflineLog, OfflineMetadataError
-from featurecore.online.layout import column_family
+from featurecore.layout import column_family
 from featurecore.reasons import Reason
 
 SECOND_US = 1_000_000

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 
 from ..errors import FeatureStoreError, ValidationError
-from ..online.layout import online_path
+from ..layout import online_path
 from .auth import AuthTable
 
 logger = logging.getLogger("featurecore.server")

@@ -134,16 +134,18 @@ def test_dask_join_equals_the_in_process_join_on_random_data(random_store, clien
     assert_same(read_files(result), local)
 
 
-def test_events_from_parquet_files_and_a_dask_dataframe(random_store, client, tmp_path):
+def test_events_from_parquet_files_and_a_dask_dataframe(random_store, client, tmp_path, caplog):
     events = random_events(seed=3, n=300)
     for i, start in enumerate(range(0, 300, 100)):  # three files, read by the workers
         pq.write_table(pa.Table.from_pandas(events.iloc[start:start + 100], preserve_index=False), tmp_path / f"ev-{i}.parquet", row_group_size=40)
     local = local_answer(random_store, events, "home_ranker_features:v18")
+    caplog.set_level("INFO", logger="featurecore.offline.dask_engine")
     from_files = random_store.training_set(
         str(tmp_path / "ev-*.parquet"), "home_ranker_features:v18", engine="dask", client=client,
         tenant_column="tenant", reasons=True, output=tmp_path / "out",
     )
     assert len(from_files.files) == 3
+    assert "training set: 3/3 partitions written, 300 rows" in caplog.text  # progress, per partition
     assert_same(read_files(from_files), local)
     lazy = random_store.training_set(
         dd.from_pandas(events, npartitions=4), "home_ranker_features:v18", engine="dask", tenant_column="tenant", reasons=True,

@@ -25,7 +25,7 @@ TENANTS = ["default", "shop_b"]
 @pytest.fixture(scope="module")
 def client():
     with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, memory_limit="1GiB"
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", memory_limit="1GiB"
     ) as cluster, distributed.Client(cluster) as client:
         yield client
 

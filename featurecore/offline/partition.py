@@ -122,9 +122,11 @@ def bucket_of(ids: "pa.Array | pa.ChunkedArray", buckets: int, as_int: bool) -> 
 
 
 def _split(table: pa.Table, bucket: np.ndarray, buckets: int) -> list[pa.Table]:
-    """``table``'s rows per bucket, each in their original order: a stable sort per
-    record batch (a take on one contiguous batch is ~3x faster than on a chunked table),
-    the bucket's slices then concatenated in batch order without copying."""
+    """``table``'s rows per bucket, each in their original order: per record batch, a
+    stable sort by bucket and one take per bucket (a take on one contiguous batch is ~3x
+    faster than on a chunked table). Each bucket gets buffers of its own, not slices of a
+    shared one: Dask sizes (and pickles) a slice by the buffers it points into, so 16
+    slices of one batch would count as 16 batches against a worker's memory limit."""
     pieces: list[list[pa.RecordBatch]] = [[] for _ in range(buckets)]
     offset = 0
     for batch in table.to_batches():
@@ -132,10 +134,9 @@ def _split(table: pa.Table, bucket: np.ndarray, buckets: int) -> list[pa.Table]:
         offset += batch.num_rows
         order = np.argsort(mine, kind="stable")
         bounds = np.searchsorted(mine[order], np.arange(buckets + 1))
-        sorted_batch = batch.take(pa.array(order))
         for b in range(buckets):
             if bounds[b + 1] > bounds[b]:
-                pieces[b].append(sorted_batch.slice(bounds[b], bounds[b + 1] - bounds[b]))
+                pieces[b].append(batch.take(pa.array(order[bounds[b]:bounds[b + 1]])))
     return [pa.Table.from_batches(p, schema=table.schema) for p in pieces]
 
 

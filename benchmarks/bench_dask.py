@@ -124,7 +124,7 @@ def run_duckdb(directory: str, memory: int, threads: int) -> float:
     import duckdb
 
     out = os.path.join(directory, "out-duckdb.parquet")
-    history = os.path.join(group_directory(os.path.join(directory, "store"), GROUP), "*", "*.parquet")
+    history = os.path.join(group_directory(os.path.join(directory, "store"), GROUP), "date=*", "*.parquet")
     values = ", ".join(
         f"CASE WHEN e.event_timestamp - h.generated_at <= INTERVAL {TTL_DAYS} DAY THEN h.{f} END AS {f}" for f in FEATURES
     )

@@ -274,6 +274,12 @@ def dask_training_set(
         for ref in refs
     }
     sample = schema.empty_table()
+    if event_timestamp in schema.names and pa.types.is_timestamp(schema.field(event_timestamp).type):
+        if schema.field(event_timestamp).type.tz is None:  # the zero-row dry run below cannot see it
+            raise ValidationError(
+                f"events column {event_timestamp!r} is a timezone-naive timestamp ({schema.field(event_timestamp).type}); "
+                "localize it, e.g. df[col] = df[col].dt.tz_localize('UTC'), or pass int64 microseconds since the epoch"
+            )
     int_ids = {
         entity: pa.types.is_integer(_id_type(sample, state, entity)) and all(histories[r].id_is_int for r in refs)
         for entity, refs in groups.items()

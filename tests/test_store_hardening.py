@@ -120,6 +120,7 @@ def test_a_closed_store_says_it_is_closed_and_how_to_reopen(store_dir, example_r
     store = FeatureStore.open(store_dir)
     store.apply(example_repo)
     registry = store.registry
+    handle = store.prepare("trending_features:v3")
     store.close()
     store.close()  # closing twice is harmless
     closed = rf"store '{store_dir}' is closed; reopen it with FeatureStore.open\('{store_dir}', mode='primary'\)"
@@ -137,12 +138,15 @@ def test_a_closed_store_says_it_is_closed_and_how_to_reopen(store_dir, example_r
         lambda: store.load_resident(),
         lambda: store.delete_online("item_behavior:v1", ["i1"]),
         lambda: deletion_log(store),
+        lambda: store.prepare("trending_features:v3"),
     ]
     for call in calls:
         with pytest.raises(FeatureStoreError, match=closed):
             call()
     with pytest.raises(FeatureStoreError, match=r"the store's database is closed; reopen it \(FeatureStore.open / Registry.open\)"):
         registry.reload()
+    with pytest.raises(FeatureStoreError, match=closed):
+        handle({"item": ["i1"], "creator": ["c0"]}, 1_782_950_400_000_000)
     with FeatureStore.open(store_dir) as again:  # the advice works
         assert "trending_features:v3" in again.state.feature_sets
 

@@ -117,7 +117,7 @@ def event_micros(table: pa.Table, column: str) -> np.ndarray:
             "pass event_timestamp='<your column>'"
         )
     values = table.column(column)
-    if not len(values):  # an empty frame's object column reads as type null
+    if not len(values) and pa.types.is_null(values.type):  # an empty frame's object column
         return np.zeros(0, np.int64)
     if values.null_count:
         row = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])

@@ -331,6 +331,51 @@ def _serve(args: argparse.Namespace) -> int:
     return serve(options)
 
 
+def _group_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--group", default=None, help="one group version, e.g. item_behavior:v1 (default: every group)")
+
+
+def _vacuum_args(parser: argparse.ArgumentParser) -> None:
+    _group_arg(parser)
+    parser.add_argument(
+        "--retain-hours", type=float, default=None,
+        help="keep files younger than this many hours (appends in progress, time travel; default one week)",
+    )
+
+
+def _registry_state(store: str) -> RegistryState:
+    with Registry.open(store, read_only=True) as registry:
+        return registry.state
+
+
+def _vacuum(args: argparse.Namespace) -> int:
+    from .offline.maintenance import vacuum_store  # the offline stack loads only for offline verbs
+
+    for ref, removed in vacuum_store(args.store, _registry_state(args.store), args.group, args.retain_hours).items():
+        print(f"{ref}: deleted {len(removed)} files")
+    return 0
+
+
+def _optimize(args: argparse.Namespace) -> int:
+    from .offline.maintenance import optimize_store
+
+    for ref, summary in optimize_store(args.store, _registry_state(args.store), args.group).items():
+        print(f"{ref}: compacted {summary['files_removed']} files into {summary['files_added']} ({summary['partitions']} dates)")
+    return 0
+
+
+def _migrate_offline(args: argparse.Namespace) -> int:
+    from .offline.maintenance import migrate_offline
+
+    with FeatureStore.open(args.store, preload=False) as store:
+        done = migrate_offline(store.root, store.state, store.db)
+    for summary in done:
+        print(summary)
+    if not done:
+        print("nothing to migrate: no pre-Delta offline log in this store")
+    return 0
+
+
 #: The subcommand table; ``main`` builds the parser from it, in this order.
 COMMANDS: dict[str, Command] = {
     c.name: c
@@ -354,6 +399,9 @@ COMMANDS: dict[str, Command] = {
         Command("consent", "revoke or restore a user's consent for privacy classes", _consent_args, _consent),
         Command("lineage", "write-time lineage records of a feature group", _lineage_args, _lineage),
         Command("monitor", "print the monitoring report (null rate, reasons, staleness, drift, latency)", _monitor_args, _monitor),
+        Command("optimize", "compact the offline Delta tables (one file per date)", _group_arg, _optimize),
+        Command("vacuum", "delete offline files no recent table version needs", _vacuum_args, _vacuum),
+        Command("migrate-offline", "convert a pre-Delta Parquet offline log to Delta tables, verified row for row", lambda p: None, _migrate_offline),
         Command(
             "demo",
             "run the whole loop on the example repo: define, write, materialize, serve, train, parity",

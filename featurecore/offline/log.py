@@ -67,6 +67,8 @@ DEFAULT_CHUNK_ROWS = 1 << 20
 #: and time travel to versions of the last week keeps working).
 DEFAULT_RETENTION_HOURS = 168
 LOCATION_FILE = "offline_location.json"
+#: The committed state of a pre-Delta Parquet log; ``featurecore migrate-offline`` converts it.
+OLD_MANIFEST = "_manifest.json"
 _DAY_US = 86_400_000_000
 _ARROW_TYPES = {
     "float32": pa.float32(),
@@ -238,6 +240,7 @@ class OfflineLog:
         self.local = not _is_uri(self.directory) or self.directory.startswith("file://")
         if self.directory.startswith("file://"):
             self.directory = self.directory[len("file://"):]
+        self.migrating = False  # set by offline.maintenance while it converts an old log
         self._stats: dict[str, str] = {}  # Delta statistics (JSON) of files written, not yet committed
         if self.local:
             self._fs, self._base = pafs.LocalFileSystem(), self.directory
@@ -286,8 +289,14 @@ class OfflineLog:
     def _table(self, version: "int | dt.datetime | None" = None) -> "DeltaTable | None":
         """The Delta table at ``version`` (a number or a time; default latest), None if
         the table was never written. Raises OfflineMetadataError if its log is damaged."""
+        if self.local and not self.migrating and os.path.exists(os.path.join(self.directory, OLD_MANIFEST)):
+            raise OfflineMetadataError(
+                f"offline history of {self.schema.ref} at {self.directory} is a pre-Delta Parquet log ({OLD_MANIFEST}), "
+                "or its migration was interrupted; run `featurecore migrate-offline --store <store>`"
+            )
         if self.local and not os.path.isdir(os.path.join(self.directory, "_delta_log")):
-            self._refuse_data_without_log()
+            if not self.migrating:
+                self._refuse_data_without_log()
             return None
         try:
             table = DeltaTable(self.directory, storage_options=self.storage_options or None)
@@ -316,11 +325,6 @@ class OfflineLog:
         return when.timestamp() * 1000 < first
 
     def _refuse_data_without_log(self) -> None:
-        if os.path.exists(os.path.join(self.directory, "_manifest.json")):
-            raise OfflineMetadataError(
-                f"offline history of {self.schema.ref} at {self.directory} is a pre-Delta Parquet log; "
-                "run `featurecore migrate-offline --store <store>` to convert it"
-            )
         for _, _, names in os.walk(self.directory):
             if any(name.endswith(".parquet") for name in names):
                 raise self._damaged("data files exist but _delta_log is missing")

@@ -14,6 +14,7 @@ from .errors import (
     RegistryError,
     ValidationError,
 )
+from ._core import pair_id
 from .reasons import Reason
 from .registry import Definitions, Registry, RegistryState, load_definitions, validate
 from .serving import FeatureMatrix, FeatureRequest
@@ -36,5 +37,6 @@ __all__ = [
     "TimestampBounds",
     "ValidationError",
     "load_definitions",
+    "pair_id",
     "validate",
 ]

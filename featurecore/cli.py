@@ -28,10 +28,20 @@ DEFAULT_STORE = "./featurecore-store"
 
 
 def example_repo() -> Path:
-    """The example features repo: ``./examples/recsys`` when run from a checkout, else the
-    copy shipped inside the package (``featurecore/examples/recsys``)."""
-    local = Path("examples") / "recsys"
-    return local if local.is_dir() else Path(__file__).resolve().parent / "examples" / "recsys"
+    """The example features repo shipped inside the package (``featurecore.examples.path()``)."""
+    from . import examples
+
+    return examples.path()
+
+
+def _repo(args: argparse.Namespace) -> str:
+    """``--repo``, required by the commands that read definitions (never a silent default)."""
+    if not args.repo:
+        raise FeatureStoreError(
+            f"{args.command} needs --repo FOLDER, a features repo of YAML files; "
+            "`featurecore init FOLDER` creates one from the bundled example"
+        )
+    return args.repo
 
 
 @dataclass(frozen=True)
@@ -49,7 +59,7 @@ def _print_json(data: Any) -> None:
 
 
 def _apply(args: argparse.Namespace) -> int:
-    definitions = load_definitions(args.repo)
+    definitions = load_definitions(_repo(args))
     # Through the store (primary), which also creates the new groups' column families.
     with FeatureStore.open(args.store, preload=False) as store:
         plan = store.registry.plan(definitions)
@@ -64,7 +74,7 @@ def _apply(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    definitions = load_definitions(args.repo)
+    definitions = load_definitions(_repo(args))
     if os.path.exists(os.path.join(online_path(args.store), "CURRENT")):
         with Registry.open(args.store, read_only=True) as registry:
             plan = registry.plan(definitions)
@@ -225,7 +235,30 @@ def _lineage_args(parser: argparse.ArgumentParser) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from .demo import QUICK, DemoSize, run_demo
 
-    return run_demo(args.store, args.repo, size=QUICK if args.quick else DemoSize())
+    return run_demo(args.store, args.repo or os.fspath(example_repo()), size=QUICK if args.quick else DemoSize())
+
+
+def _init(args: argparse.Namespace) -> int:
+    import shutil
+
+    from . import examples
+
+    target = Path(args.folder)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise FeatureStoreError(f"init: {str(target)!r} already exists and is not an empty folder; pass a new folder name")
+    source = examples.path(args.template)
+    shutil.copytree(source, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+    files = sorted(p.relative_to(target).as_posix() for p in target.rglob("*.y*ml"))
+    print(f"created features repo {target} from the {args.template!r} template: {', '.join(files)}")
+    print(f"next: featurecore plan --repo {target} && featurecore apply --repo {target}")
+    return 0
+
+
+def _init_args(parser: argparse.ArgumentParser) -> None:
+    from . import examples
+
+    parser.add_argument("folder", help="the new features repo folder (must not exist, or be empty)")
+    parser.add_argument("--template", default="recsys", choices=examples.names(), help="bundled example to start from")
 
 
 def _demo_args(parser: argparse.ArgumentParser) -> None:
@@ -380,6 +413,7 @@ def _migrate_offline(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Command] = {
     c.name: c
     for c in (
+        Command("init", "create a new features repo from a bundled template", _init_args, _init),
         Command("apply", "validate the features repo and store it in the registry", lambda p: None, _apply),
         Command("plan", "show what apply would add, change or reject (writes nothing)", _plan_args, _plan),
         Command("list", "list and search registered features", _filters, _list),
@@ -418,14 +452,24 @@ def register(command: Command) -> None:
     COMMANDS[command.name] = command
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("featurecore")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser for every registered subcommand."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--store", default=DEFAULT_STORE, help=f"store directory (default {DEFAULT_STORE})")
-    common.add_argument("--repo", default=None, help="features repo folder of YAML files (default: examples/recsys)")
+    common.add_argument("--repo", default=None, help="features repo folder of YAML files (demo: the bundled example)")
     parser = argparse.ArgumentParser(
         prog="featurecore", description="Embedded feature store for recommendation ranking."
     )
+    parser.add_argument("--version", action="version", version=f"featurecore {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS.values():
         child = sub.add_parser(command.name, help=command.help, description=command.help, parents=[common])
@@ -440,7 +484,6 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help and usage errors; keep main() callable in-process
         return int(exc.code or 0)
-    args.repo = os.fspath(args.repo) if args.repo else os.fspath(example_repo())
     try:
         return COMMANDS[args.command].run(args)
     except FeatureStoreError as exc:

@@ -196,3 +196,27 @@ def test_governance_commands_change_the_store_and_report(store_dir, example_repo
     assert code == 1 and "production model(s) home_ranker:v18" in err
     code, out, _ = run(capsys, "lineage", "item_behavior:v1", *where)
     assert code == 0 and isinstance(json.loads(out), list)
+
+
+def test_init_copies_the_bundled_example_and_refuses_a_used_folder(tmp_path, capsys):
+    code, out, _ = run(capsys, "init", str(tmp_path / "repo"))
+    assert code == 0 and "feature_sets.yaml" in out and "featurecore plan --repo" in out
+    code, out, _ = run(capsys, "plan", "--store", str(tmp_path / "store"), "--repo", str(tmp_path / "repo"))
+    assert code == 0 and "25 add" in out
+    code, _, err = run(capsys, "init", str(tmp_path / "repo"))
+    assert code == 1 and "already exists and is not an empty folder; pass a new folder name" in err
+
+
+def test_apply_and_plan_need_a_repo_and_a_repo_needs_yaml(tmp_path, capsys):
+    for command in ("apply", "plan"):
+        code, _, err = run(capsys, command, "--store", str(tmp_path / "store"))
+        assert code == 1 and f"{command} needs --repo FOLDER" in err and "featurecore init FOLDER" in err
+    (tmp_path / "empty").mkdir()
+    code, _, err = run(capsys, "apply", "--store", str(tmp_path / "store"), "--repo", str(tmp_path / "empty"))
+    assert code == 1 and "has no *.yaml or *.yml files" in err
+    assert not (tmp_path / "store").exists()
+
+
+def test_version(capsys):
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out.startswith("featurecore ")

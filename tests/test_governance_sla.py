@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import dataclasses
+import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -12,7 +15,6 @@ from pytest_benchmark.stats import Stats
 
 from featurecore.errors import RegistryError, ValidationError
 from featurecore.governance import assert_meets_availability, assert_meets_sla, measure_get_features
-from featurecore.governance.sla_plugin import feature_sla_gate  # noqa: F401  (the fixture, as a plugin user gets it)
 from featurecore.registry import Registry, ServiceLevel, load_yaml_text
 from featurecore.serving import FeatureRequest
 
@@ -120,6 +122,31 @@ def test_the_fixture_times_get_features_on_a_real_store(populated_store, feature
     # A target no machine meets fails with the measured numbers (no timing is asserted).
     with pytest.raises(AssertionError, match=r"feature set home_ranker_features:v18 misses its latency SLA: p95 [\d,]+ us > 0 us"):
         feature_sla_gate(populated_store, request, hardware_factor=1e-9, rounds=20)
+
+
+GATE_TEST = """
+from featurecore.store import FeatureStore
+from featurecore.serving import FeatureRequest
+
+def test_gate(feature_sla_gate):
+    with FeatureStore.open({store!r}, mode="read_only") as store:
+        feature_sla_gate(store, FeatureRequest({fs!r}, {entities!r}, {t}), hardware_factor=1e-9, rounds=5)
+"""
+
+
+def test_the_installed_plugin_needs_no_conftest_and_skips_when_timings_are_off(populated_store, tmp_path):
+    # A fresh pytest in another folder, as a ranking service's CI runs it: the fixture
+    # comes from the pytest11 entry point alone.
+    entities = {"user": "u1", "item": ITEMS, "session": "s1", "creator": ["c0"] * len(ITEMS)}
+    (tmp_path / "test_service.py").write_text(GATE_TEST.format(store=populated_store.root, fs=HOME, entities=entities, t=T0_US))
+
+    def run(*flags):
+        return subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *flags, "test_service.py"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        ).stdout
+    assert re.search(r"misses its latency SLA: p95 [\d,]+ us > 0 us", run())
+    assert "1 skipped" in run("--benchmark-disable")
 
 
 def test_availability_gate(example_state):

@@ -427,7 +427,13 @@ def load_definitions(path: str | os.PathLike) -> Definitions:
     """Definitions of every YAML file under ``path``; one RegistryError lists all problems."""
     definitions = Definitions()
     problems: list[str] = []
-    for file in yaml_files(path):
+    files = yaml_files(path)
+    if not files:
+        raise RegistryError(
+            f"features repo {os.fspath(path)!r} has no *.yaml or *.yml files; pass the folder that holds your "
+            "definitions (`featurecore init FOLDER` creates one)"
+        )
+    for file in files:
         try:
             definitions = definitions.merged(load_yaml_text(file.read_text(encoding="utf-8"), str(file)))
         except RegistryError as exc:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import FeatureStoreError
+from .errors import FeatureStoreError, RegistryError
 from .layout import online_path
 from .registry import Registry, RegistryState, load_definitions, plan_definitions, render_describe, render_search
 from .registry.catalog import LIST_COLUMNS, list_definitions
@@ -65,8 +65,8 @@ def _apply(args: argparse.Namespace) -> int:
         plan = store.registry.plan(definitions)
         print(plan.to_text())
         if not plan.ok:
-            raise FeatureStoreError(
-                f"apply rejected, {len(plan.problems)} problem(s), nothing written: {plan.problems[0]}"
+            raise RegistryError(
+                f"apply rejected, {len(plan.problems)} problem(s), nothing written: {plan.problems[0]}", list(plan.problems)
             )
         store.apply(definitions)
         print(f"registry revision {store.state.revision} in {args.store}")
@@ -488,6 +488,9 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command].run(args)
     except FeatureStoreError as exc:
         print(f"featurecore {args.command}: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        problems = getattr(exc, "problems", ())
+        for problem in problems if len(problems) > 1 else ():  # the first line names one of several
+            print(f"  - {problem}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # `featurecore list | head`: the reader left, not an error
         sys.stdout = open(os.devnull, "w")

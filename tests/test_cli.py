@@ -220,3 +220,16 @@ def test_apply_and_plan_need_a_repo_and_a_repo_needs_yaml(tmp_path, capsys):
 def test_version(capsys):
     code, out, _ = run(capsys, "--version")
     assert code == 0 and out.startswith("featurecore ")
+
+
+def test_every_yaml_problem_is_printed_with_file_line_and_column(tmp_path, capsys):
+    (tmp_path / "defs.yaml").write_text("features:\n  - {name: x, version: v1}\n  - {name: y, version: 1, ownr: me}\n")
+    code, out, err = run(capsys, "plan", "--store", str(tmp_path / "store"), "--repo", str(tmp_path))
+    lines = err.replace(str(tmp_path) + "/", "").splitlines()
+    assert code == 1 and lines[0].startswith("featurecore plan: error: 2 problem(s) loading")
+    assert lines[1].startswith("  - defs.yaml:2:24: feature 'x:vv1' field 'version' must be an integer, got 'v1'")
+    assert lines[2].startswith("  - defs.yaml:3:27: feature 'y:v1' has unknown field 'ownr'")
+    (tmp_path / "defs.yaml").write_text("features:\n  - name: x\n   version: 1\n")
+    code, out, err = run(capsys, "plan", "--store", str(tmp_path / "store"), "--repo", str(tmp_path))
+    assert code == 1 and err.count("\n") == 1
+    assert "defs.yaml:3:4: not valid YAML: did not find expected '-' indicator" in err

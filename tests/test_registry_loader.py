@@ -74,14 +74,14 @@ def test_structural_problems_are_collected_with_file_and_field(tmp_path):
     (tmp_path / "b.yml").write_text("features:\n  - {name: x, version: 1, ownr: me}\nmodel: []\n")
     with pytest.raises(RegistryError, match=r"4 problem\(s\) loading") as info:
         load_definitions(tmp_path)
-    problems = info.value.problems
-    assert any(
-        "a.yaml: feature group 'g:vv2' field 'version' must be an integer, got 'v2'; write e.g. 3" in p
-        for p in problems
-    )
-    assert any("a.yaml: feature 'f:v1' field 'window' must be a duration like '24h'" in p for p in problems)
-    assert any("b.yml: feature 'x:v1' has unknown field 'ownr'; known fields: name, version" in p for p in problems)
-    assert any("b.yml: unknown top-level key 'model'; use entities, priors" in p for p in problems)
+    problems = [p.removeprefix(str(tmp_path) + "/") for p in info.value.problems]
+    # Every problem at once, each at its file:line:column (the value's, or the key's when the key is the problem).
+    assert [p.split(";")[0] for p in problems] == [
+        "a.yaml:6:14: feature group 'g:vv2' field 'version' must be an integer, got 'v2'",
+        "a.yaml:15:17: feature 'f:v1' field 'window' must be a duration like '24h', '10m', '5s' or '250ms', got '7 days'",
+        "b.yml:2:27: feature 'x:v1' has unknown field 'ownr'",
+        "b.yml:3:1: unknown top-level key 'model'",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -89,14 +89,15 @@ def test_structural_problems_are_collected_with_file_and_field(tmp_path):
     [
         ("features: {a: 1}", r"features must be a list, got dict"),
         ("- 1", r"top level must be a mapping"),
-        ("features: [", r"not valid YAML"),
+        ("features: [", r"^t.yaml:\d:\d+: not valid YAML: .* \(while parsing a flow node\)$"),
+        ("features:\n  - name: x\n   version: 1\n", r"^t.yaml:3:4: not valid YAML: did not find expected '-' indicator"),
         (
             "features:\n  - {name: x, default_policy: {stale: constant}}",
             r"feature 'x' field 'default_policy' reason 'stale' 'constant' needs its argument; write \{constant: ...\}",
         ),
         (
             "features:\n  - {name: x, default_policy: {stale: [1]}}",
-            r"^1 problem\(s\): t.yaml: feature 'x' field 'default_policy' reason 'stale' must be fail, null_with_indicator",
+            r"^1 problem\(s\): t.yaml:2:31: feature 'x' field 'default_policy' reason 'stale' must be fail, null_with_indicator",
         ),
         ("features:\n  - {name: x, online: 'yes'}", r"field 'online' must be true or false, got 'yes'"),
         (
@@ -206,3 +207,20 @@ def test_governance_fields_load_and_round_trip():
     assert validate(load_yaml_text(dump_yaml(state))) == state
     with pytest.raises(RegistryError, match=r"feature set 's:v1' field 'sla' has unknown field 'p95'"):
         load_yaml_text("feature_sets: [{name: s, version: 1, owner: t, features: [a:v1], sla: {p95: 1}}]")
+
+
+def test_aliases_are_refused_before_anything_expands():
+    # The "billion laughs": 9 levels of 9 aliases would expand to 9**9 strings.
+    levels = ["a0: &a0 [x]"] + [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 10)]
+    text = "priors:\n  - {name: p, value: 1}\n" + "\n".join(levels) + "\n"
+    with pytest.raises(RegistryError, match=r"^t.yaml:4:10: YAML aliases \(\*a0\) are not allowed in definitions; write the values out"):
+        load_yaml_text(text, "t.yaml")
+    with pytest.raises(RegistryError, match=r"t.yaml:3:9: YAML aliases \(\*base\)"):
+        load_yaml_text("features:\n  - &base {name: x, version: 1}\n  - <<: *base\n    name: y\n", "t.yaml")
+
+
+def test_duplicate_keys_are_refused_with_both_lines():
+    text = "priors:\n  - name: p\n    value: 1\n    value: 2\nfeatures: []\nfeatures: []\n"
+    with pytest.raises(RegistryError, match=r"^2 problem\(s\): t.yaml:4:5: duplicate key 'value' \(first at line 3\)") as info:
+        load_yaml_text(text, "t.yaml")
+    assert info.value.problems[1].startswith("t.yaml:6:1: duplicate key 'features' (first at line 5); a later value")

@@ -230,11 +230,39 @@ def _sla(value: Any, what: str) -> ServiceLevel | None:
         return None
     if isinstance(value, Mapping):  # a dumped SLA writes unset targets as null
         value = {k: v for k, v in value.items() if v is not None}
-    problems: list[str] = []
+    problems = _Problems(_Marks(""))
     fields = _fields(value, _SLA_FIELDS, what, problems)
     if fields is None:
-        raise RegistryError("; ".join(problems))
+        raise RegistryError("; ".join(p.removeprefix(": ") for p in problems))
     return ServiceLevel(**{k: v for k, v in fields.items() if v is not None})
+
+
+class _Marks:
+    """Where each mapping, list and key of a composed YAML document starts (1-based
+    line and column), keyed by the ``id`` of the container built from it: lets a problem
+    found on plain data name its position in the file."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.of: dict[int, tuple[int, int]] = {}
+        #: (container id, key or index) -> (position of the key, position of its value)
+        self.keys: dict[tuple[int, Any], tuple[tuple[int, int], tuple[int, int]]] = {}
+
+    def where(self, container: Any = None, key: Any = None, *, at_key: bool = False) -> str:
+        both = self.keys.get((id(container), key)) if key is not None else None
+        at = (both[0] if at_key else both[1]) if both else self.of.get(id(container))
+        return f"{self.source}:{at[0]}:{at[1]}" if at else self.source
+
+
+class _Problems(list):
+    """The problems of one document, each prefixed ``file:line:column:`` when known."""
+
+    def __init__(self, marks: _Marks):
+        super().__init__()
+        self.marks = marks
+
+    def add(self, message: str, container: Any = None, key: Any = None, *, at_key: bool = False) -> None:
+        self.append(f"{self.marks.where(container, key, at_key=at_key)}: {message}")
 
 
 def _mapping(value: Any, what: str) -> Mapping:
@@ -250,11 +278,11 @@ def _label(kind: str, data: Mapping) -> str:
 
 
 def _fields(
-    data: Any, fields: Mapping[str, Callable[[Any, str], Any]], label: str, problems: list[str], skip: tuple = ()
+    data: Any, fields: Mapping[str, Callable[[Any, str], Any]], label: str, problems: "_Problems", skip: tuple = ()
 ) -> dict | None:
     """Convert the known fields of ``data``; record every problem; None if any."""
     if not isinstance(data, Mapping):
-        problems.append(f"{label} must be a mapping of fields, got {data!r}")
+        problems.add(f"{label} must be a mapping of fields, got {data!r}", data)
         return None
     out: dict[str, Any] = {}
     ok = True
@@ -262,18 +290,18 @@ def _fields(
         if key in skip:
             continue
         if key not in fields:
-            problems.append(f"{label} has unknown field {key!r}; known fields: {', '.join(fields)}")
+            problems.add(f"{label} has unknown field {key!r}; known fields: {', '.join(fields)}", data, key, at_key=True)
             ok = False
             continue
         try:
             out[key] = fields[key](value, f"{label} field '{key}'")
         except RegistryError as exc:
-            problems.append(str(exc))
+            problems.add(str(exc), data, key)
             ok = False
     return out if ok else None
 
 
-def _feature(data: Any, label: str, problems: list[str], group: Mapping | None = None) -> Feature | None:
+def _feature(data: Any, label: str, problems: "_Problems", group: Mapping | None = None) -> Feature | None:
     fields = _fields(data, _FEATURE_FIELDS, label, problems)
     if fields is None:
         return None
@@ -319,7 +347,7 @@ def _cross(item: Any, label: str) -> CrossFeature:
     return CrossFeature(spec.get("name", ""), spec.get("kind", "lookup"), inputs)
 
 
-def _feature_set(data: Any, label: str, problems: list[str]) -> FeatureSet | None:
+def _feature_set(data: Any, label: str, problems: "_Problems") -> FeatureSet | None:
     parts = ("features", "request_features", "cross_features")
     known = {
         "name": _str,
@@ -329,39 +357,48 @@ def _feature_set(data: Any, label: str, problems: list[str]) -> FeatureSet | Non
         "allow_deprecated": _strings,
         "sla": _sla,
     }
+    before = len(problems)
     fields = _fields(data, known, label, problems, parts)
     if fields is None:
         return None
-    try:
-        columns = tuple(_column(item, label) for item in data.get("features") or [])
-        request = tuple(_request(item, label) for item in data.get("request_features") or [])
-        cross = tuple(_cross(item, label) for item in data.get("cross_features") or [])
-    except (RegistryError, TypeError) as exc:
-        problems.append(str(exc))
+    built = {}
+    for part, parse in zip(parts, (_column, _request, _cross)):
+        items = data.get(part) or []
+        entries = []
+        for i, item in enumerate(items if isinstance(items, list) else [items]):
+            try:
+                entries.append(parse(item, label))
+            except (RegistryError, TypeError) as exc:
+                problems.add(str(exc), *((items, i) if isinstance(items, list) else (data, part)))
+        built[part] = tuple(entries)
+    if len(problems) > before:
         return None
+    columns, request, cross = built["features"], built["request_features"], built["cross_features"]
     fields.setdefault("version", None)
     return FeatureSet(features=columns, request_features=request, cross_features=cross, **fields)
 
 
-def parse_document(document: Any, source: str = "<yaml>") -> Definitions:
-    """Definitions of one parsed YAML document; RegistryError lists every problem."""
-    problems: list[str] = []
+def parse_document(document: Any, source: str = "<yaml>", marks: "_Marks | None" = None) -> Definitions:
+    """Definitions of one parsed YAML document; RegistryError lists every problem, each
+    prefixed ``source:line:column:`` when ``marks`` (from ``load_yaml_text``) knows it."""
+    problems = _Problems(marks or _Marks(source))
     out: dict[str, list] = {kind: [] for kind in KINDS}
     if document is None:
         return Definitions()
     if not isinstance(document, Mapping):
         raise RegistryError(
-            f"{source}: top level must be a mapping with keys {', '.join(KINDS)}, got {type(document).__name__}"
+            f"{problems.marks.where(document)}: top level must be a mapping with keys {', '.join(KINDS)}, "
+            f"got {type(document).__name__}"
         )
     for kind, items in document.items():
         if kind not in KINDS:
-            problems.append(f"{source}: unknown top-level key {kind!r}; use {', '.join(KINDS)}")
+            problems.add(f"unknown top-level key {kind!r}; use {', '.join(KINDS)}", document, kind, at_key=True)
             continue
         if not isinstance(items, list):
-            problems.append(f"{source}: {kind} must be a list, got {type(items).__name__}")
+            problems.add(f"{kind} must be a list, got {type(items).__name__}", document, kind)
             continue
         for data in items:
-            label = f"{source}: " + (_label(kind, data) if isinstance(data, Mapping) else KIND_LABEL[kind])
+            label = _label(kind, data) if isinstance(data, Mapping) else KIND_LABEL[kind]
             if kind == "features":
                 feature = _feature(data, label, problems)
                 if feature is not None:
@@ -371,27 +408,27 @@ def parse_document(document: Any, source: str = "<yaml>") -> Definitions:
                 if feature_set is not None:
                     out[kind].append(feature_set)
             elif kind == "feature_groups":
-                _group(data, label, source, problems, out)
+                _group(data, label, problems, out)
             else:
                 fields = _fields(data, _SIMPLE_FIELDS[kind], label, problems)
                 if fields is not None:
                     try:
                         out[kind].append(_CONSTRUCTORS[kind](**fields))
                     except TypeError as exc:
-                        problems.append(f"{label} is missing a required field ({exc}); see docs/ARCHITECTURE.md")
+                        problems.add(f"{label} is missing a required field ({exc}); see docs/ARCHITECTURE.md", data)
     if problems:
-        raise RegistryError(f"{len(problems)} problem(s): {problems[0]}", problems)
+        raise RegistryError(f"{len(problems)} problem(s): {problems[0]}", list(problems))
     return Definitions(**cast("dict[str, Any]", out))
 
 
-def _group(data: Any, label: str, source: str, problems: list[str], out: dict[str, list]) -> None:
+def _group(data: Any, label: str, problems: "_Problems", out: dict[str, list]) -> None:
     fields = _fields(data, _GROUP_FIELDS, label, problems, skip=("features",))
     refs = []
     for item in (data.get("features") if isinstance(data, Mapping) else None) or []:
         if isinstance(item, str):
             refs.append(item)
             continue
-        feature_label = f"{source}: " + (_label("features", item) if isinstance(item, Mapping) else "feature")
+        feature_label = _label("features", item) if isinstance(item, Mapping) else "feature"
         feature = _feature(item, feature_label, problems, group=data)
         if feature is not None:
             out["features"].append(feature)
@@ -404,13 +441,86 @@ def _group(data: Any, label: str, source: str, problems: list[str], out: dict[st
     out["feature_groups"].append(FeatureGroup(features=tuple(refs), **fields))
 
 
-def load_yaml_text(text: str, source: str = "<yaml>") -> Definitions:
-    """Definitions from YAML text."""
+def _syntax_error(exc: yaml.YAMLError, source: str) -> RegistryError:
+    """One line: ``source:line:column: not valid YAML: <problem> (<context>)``."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    return RegistryError(f"{where}: not valid YAML: {problem}" + (f" ({context})" if context else ""))
+
+
+def _position(node: yaml.Node) -> tuple[int, int]:
+    return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+def _compose(text: str, source: str) -> tuple[Any, _Marks]:
+    """Plain data of one YAML document plus the position of every container and key.
+
+    Aliases are refused (a few hundred bytes of nested aliases expand to gigabytes: the
+    "billion laughs"); so are duplicate keys, which YAML loaders otherwise resolve
+    silently to the last one.
+    """
+    marks = _Marks(source)
     try:
-        document = yaml.load(text, Loader=_SafeLoader)
+        for event in yaml.parse(text, Loader=_SafeLoader):
+            if isinstance(event, yaml.AliasEvent):
+                at = event.start_mark
+                raise RegistryError(
+                    f"{source}:{at.line + 1}:{at.column + 1}: YAML aliases (*{event.anchor}) are not allowed in "
+                    "definitions; write the values out (repeat them, or move them to one definition and refer to it by ref)"
+                )
+        root = yaml.compose(text, Loader=_SafeLoader)
     except yaml.YAMLError as exc:
-        raise RegistryError(f"{source}: not valid YAML: {exc}") from None
-    return parse_document(document, source)
+        raise _syntax_error(exc, source) from None
+    scalars = yaml.SafeLoader("")  # only its constructor, for scalar tags (int, bool, null, ...)
+    duplicates: list[str] = []
+
+    def build(node: yaml.Node) -> Any:
+        position = _position(node)
+        if isinstance(node, yaml.MappingNode):
+            out: dict[Any, Any] = {}
+            marks.of[id(out)] = position
+            for key_node, value_node in node.value:
+                key = build(key_node)
+                if not isinstance(key, (str, int, float, bool)) and key is not None:
+                    key = str(key)
+                at = (_position(key_node), _position(value_node))
+                if key in out:
+                    first = marks.keys[(id(out), key)][0]
+                    duplicates.append(
+                        f"{source}:{at[0][0]}:{at[0][1]}: duplicate key {key!r} (first at line {first[0]}); "
+                        "a later value would silently replace the first: keep one"
+                    )
+                    continue
+                out[key] = build(value_node)
+                marks.keys[(id(out), key)] = at
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            items: list[Any] = []
+            marks.of[id(items)] = position
+            for i, child in enumerate(node.value):
+                items.append(build(child))
+                marks.keys[(id(items), i)] = (_position(child), _position(child))
+            return items
+        return scalars.construct_object(node)
+
+    try:
+        document = None if root is None else build(root)
+    except yaml.YAMLError as exc:
+        raise _syntax_error(exc, source) from None
+    finally:
+        scalars.dispose()
+    if duplicates:
+        raise RegistryError(f"{len(duplicates)} problem(s): {duplicates[0]}", duplicates)
+    return document, marks
+
+
+def load_yaml_text(text: str, source: str = "<yaml>") -> Definitions:
+    """Definitions from YAML text; every problem is reported at once, each with its
+    ``source:line:column``."""
+    document, marks = _compose(text, source)
+    return parse_document(document, source, marks)
 
 
 def yaml_files(path: str | os.PathLike) -> list[Path]:

@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Mapping, cast
+from typing import TYPE_CHECKING, Any, Mapping, Sequence, cast
 
 import rocksdict
 
@@ -39,6 +39,7 @@ from .registry.model import RegistryState, parse_ref
 from .registry.provenance import BatchLineage, record_lineage
 from .registry.registry import DefinitionsLike, Registry
 from .registry.validation import Plan
+from .serving.adhoc import AdhocFeatureSets
 from .serving.engine import PreparedFeatureSet, ServingEngine
 from .serving.matrix import FeatureMatrix
 from .serving.request import FeatureRequest
@@ -114,6 +115,7 @@ class FeatureStore:
         self._schemas: dict[tuple[int, str], GroupSchema] = {}
         self._tombstone_cache: "Tombstones | None" = None
         self._closed = False
+        self._adhoc = AdhocFeatureSets()
         self._db = self._open_db()
         self.snapshots = Snapshots(lambda: self._db, self._lock, create_cfs=mode == "primary")
         self.direct = DirectReader(lambda: self._db)
@@ -381,8 +383,9 @@ class FeatureStore:
     def training_set(
         self,
         events: Any,
-        feature_set_ref: str,
+        feature_set_ref: "str | None" = None,
         *,
+        features: "Sequence[str] | None" = None,
         event_timestamp: str = "event_timestamp",
         tenant: str = "default",
         strict: bool = False,
@@ -404,7 +407,11 @@ class FeatureStore:
         Args:
             events: pandas DataFrame, Arrow Table or Parquet path with the entities' join
                 key columns, ``event_timestamp`` and any label columns.
-            feature_set_ref: ``"name:vN"``.
+            feature_set_ref: ``"name:vN"``; or, instead, ``features``:
+            features: a list of feature refs to join ad hoc, without registering a
+                feature set (``serving.adhoc``): one column per feature in this order, the
+                same values and reasons as a registered set of those features; a bare
+                name means its latest version (with a warning).
             event_timestamp: the events' time column (tz-aware).
             tenant: the tenant whose history is joined.
             strict: also require ``generated_at <= event_timestamp``.
@@ -430,6 +437,7 @@ class FeatureStore:
         from .offline.log import DEFAULT_CHUNK_ROWS
 
         chunk_rows = DEFAULT_CHUNK_ROWS if chunk_rows is None else chunk_rows
+        state, feature_set_ref = self._feature_set_or_list(feature_set_ref, features)
         if engine == "dask":
             from .offline.dask_engine import dask_training_set
 
@@ -437,7 +445,7 @@ class FeatureStore:
                 raise ValidationError("offline_as_of (time travel) applies to engine='local' only; drop it or pass engine='local'")
 
             return dask_training_set(
-                events, self.state, feature_set_ref, root=self.root, tombstones=self._tombstones(), output=output,
+                events, state, feature_set_ref, root=self.root, tombstones=self._tombstones(), output=output,
                 client=client, partitions=partitions, tenant_column=tenant_column, reasons=reasons,
                 event_timestamp=event_timestamp, tenant=tenant, strict=strict, threads=threads or 1, chunk_rows=chunk_rows,
                 progress=progress, include_archived=include_archived,
@@ -451,7 +459,7 @@ class FeatureStore:
         from .offline.pit import point_in_time_join
 
         return point_in_time_join(
-            events, self.state, feature_set_ref, root=self.root, tombstones=self._tombstones(),
+            events, state, feature_set_ref, root=self.root, tombstones=self._tombstones(),
             event_timestamp=event_timestamp, tenant=tenant, strict=strict, threads=threads, chunk_rows=chunk_rows,
             progress=progress, include_archived=include_archived, timestamp_bounds=self.timestamp_bounds,
             offline_as_of=offline_as_of,
@@ -580,8 +588,43 @@ class FeatureStore:
 
     # -- serving ----------------------------------------------------------------------------
 
-    def get_features(self, request: FeatureRequest) -> FeatureMatrix:
+    def _feature_set_or_list(
+        self, feature_set_ref: "str | None", features: "Sequence[str] | None"
+    ) -> tuple[RegistryState, str]:
+        """The state and ref to read: a registered feature set, or an ad-hoc one of ``features``."""
+        if (feature_set_ref is None) == (features is None):
+            raise ValidationError(
+                "pass either a registered feature set ref ('home_ranker_features:v18') or features=[feature refs], "
+                f"not {'both' if features is not None else 'neither'}"
+            )
+        if features is None:
+            return self.state, feature_set_ref
+        return self._adhoc.state_with(self.state, features)
+
+    def get_features(
+        self,
+        request: "FeatureRequest | None" = None,
+        *,
+        features: "Sequence[str] | None" = None,
+        entities: "Mapping[str, Any] | None" = None,
+        request_time: Any = None,
+        tenant: str = "default",
+        privacy_mode: str = "personalized",
+        purpose: str = "ranking",
+        caller: str = "",
+        context: "Mapping[str, float] | None" = None,
+        candidate: "Mapping[str, Any] | None" = None,
+        deadline_ms: "float | None" = None,
+    ) -> FeatureMatrix:
         """Serve one request: access check, privacy mode, then one native call.
+
+        Either a ``FeatureRequest`` of a registered feature set, or ad hoc (notebooks,
+        experiments): ``features=[refs]`` plus the request's fields as keywords
+        (``entities``, ``request_time`` (default now), ``tenant``, ...), compiled on the
+        fly into an unregistered feature set (cached; ``serving.adhoc``) and served by the
+        same engine: one column per feature, in the order given.
+
+        >>> store.get_features(features=["item_ctr_7d_smoothed:v3"], entities={"item": ["i1", "i2"]})  # doctest: +SKIP
 
         Groups a user withdrew consent for (``ConsentRegistry(store)``, the same as
         ``store.access_policy.consent``) are served as privacy_disabled without being
@@ -598,14 +641,27 @@ class FeatureStore:
         """
         if self._closed:
             self._raise_closed()
-        if not isinstance(request, FeatureRequest):
-            raise ValidationError(
-                f"get_features takes a FeatureRequest, got {type(request).__name__}; "
-                "pass FeatureRequest(feature_set, entities, request_time)"
+        if request is not None:
+            if features is not None or entities is not None:
+                raise ValidationError("pass a FeatureRequest or features=/entities= keywords, not both")
+            if not isinstance(request, FeatureRequest):
+                raise ValidationError(
+                    f"get_features takes a FeatureRequest, got {type(request).__name__}; "
+                    "pass FeatureRequest(feature_set, entities, request_time)"
+                )
+            state = None
+        elif entities is None:
+            raise ValidationError("get_features needs a FeatureRequest, or features=[refs] with entities={entity: ids}")
+        else:
+            state, ref = self._feature_set_or_list(None, features)
+            request = FeatureRequest(
+                ref, entities, micros_now() if request_time is None else request_time, tenant=tenant,
+                privacy_mode=privacy_mode, purpose=purpose, caller=caller, context=dict(context or {}),
+                candidate=dict(candidate or {}), deadline_ms=deadline_ms,
             )
         self.timestamp_bounds.check(request.request_time_us, "request_time")
         try:
-            return self._engine.get_features(request)
+            return self._engine.get_features(request, state=state)
         except ValidationError:  # the native key builder refused an id: name it as the caller does
             for entity, ids in request.entities.items():
                 if isinstance(ids, list):

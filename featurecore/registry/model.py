@@ -483,7 +483,15 @@ class RegistryState:
         return _lookup(self.entities, name, "entity")
 
     def feature(self, ref: str) -> Feature:
-        """The feature ``"name:vN"``; NotFoundError if unknown."""
+        """The feature ``"name:vN"``; NotFoundError if unknown (naming the registered
+        versions when ``ref`` is a bare name)."""
+        if isinstance(ref, str) and ":" not in ref and ref not in self.features:
+            versions = sorted((r for r, f in self.features.items() if f.name == ref), key=lambda r: parse_ref(r)[1])
+            if versions:
+                raise NotFoundError(
+                    f"feature {ref!r} needs a version: write {versions[-1]!r} (registered: {', '.join(versions)}); "
+                    "feature refs are 'name:vN'"
+                )
         return _lookup(self.features, ref, "feature")
 
     def group(self, ref: str) -> FeatureGroup:

@@ -127,9 +127,10 @@ class ServingEngine:
         template = FeatureRequest(feature_set, {"_": ""}, 0, tenant=tenant, purpose=purpose, privacy_mode=privacy_mode, caller=caller)
         return PreparedFeatureSet(self, template, serve, check_time)
 
-    def get_features(self, request: FeatureRequest) -> FeatureMatrix:
-        """Serve ``request``; see ``FeatureStore.get_features``."""
-        state = self._state()
+    def get_features(self, request: FeatureRequest, *, state: "RegistryState | None" = None) -> FeatureMatrix:
+        """Serve ``request``; see ``FeatureStore.get_features``. ``state``: a state derived
+        from the current one (an ad-hoc feature set added, ``serving.adhoc``)."""
+        state = self._state() if state is None else state
         policy = self._policy
         try:
             route = self.route(state, request)

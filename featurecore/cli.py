@@ -136,10 +136,17 @@ def _validate(args: argparse.Namespace) -> int:
         if args.measured:  # seconds since each group's newest written batch, given flags win
             freshness = {**ages_from_lineage(registry.db, registry.state.feature_groups), **(freshness or {})}
         report = registry.validate_model(args.model, freshness, tenants=tuple(args.tenant or ("default",)))
+    unchecked = (
+        "freshness not checked: no ages given; pass --measured (age since each group's newest written batch) "
+        "or --freshness GROUP=AGE_S"
+    )
     if args.json:
-        _print_json({"model": report.model, "passed": report.passed, "rows": report.to_dicts()})
+        _print_json({"model": report.model, "passed": report.passed, "rows": report.to_dicts(),
+                     "freshness_checked": freshness is not None})
     else:
         print(report.to_text(failures_only=not args.all))
+        if freshness is None:
+            print(unchecked)
     return 0 if report.passed else 1
 
 
@@ -174,7 +181,26 @@ def _ref_arg(parser: argparse.ArgumentParser) -> None:
 def _delete_entity(args: argparse.Namespace) -> int:
     from .governance import delete_entity
 
+    from .governance.deletion import _affected_groups
+
     with FeatureStore.open(args.store, preload=False) as store:
+        own, pairs = _affected_groups(store.state, args.entity)
+        what = (
+            f"{args.entity} {args.id!r} of tenant {args.tenant!r}: online rows and offline history in "
+            f"{', '.join(own + [ref for ref, _ in pairs]) or 'no group'}, plus a tombstone"
+        )
+        if args.dry_run:
+            print(f"would delete {what} (dry run: nothing deleted)")
+            return 0
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise FeatureStoreError(
+                    f"delete-entity deletes {what}, irreversibly; pass --yes to confirm (or --dry-run to see it)"
+                )
+            answer = input(f"delete {what}? type the id to confirm: ")
+            if answer.strip() != args.id:
+                print("not deleted")
+                return 1
         receipt = delete_entity(store, args.entity, args.id, args.tenant, reason=args.reason)
     _print_json(receipt.to_dict())
     return 0
@@ -185,6 +211,8 @@ def _delete_entity_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("id", help="the entity id")
     parser.add_argument("--tenant", default="default")
     parser.add_argument("--reason", default="", help="recorded in the deletion log, e.g. a ticket id")
+    parser.add_argument("--yes", action="store_true", help="do not ask for confirmation (required when not on a terminal)")
+    parser.add_argument("--dry-run", action="store_true", help="print what would be deleted, delete nothing")
 
 
 def _deletions(args: argparse.Namespace) -> int:
@@ -236,6 +264,82 @@ def _demo(args: argparse.Namespace) -> int:
     from .demo import QUICK, DemoSize, run_demo
 
     return run_demo(args.store, args.repo or os.fspath(example_repo()), size=QUICK if args.quick else DemoSize())
+
+
+def _time(value: "str | None", flag: str) -> Any:
+    """An ISO date or datetime from the command line, UTC when it names no zone."""
+    if value is None:
+        return None
+    from datetime import datetime, timezone
+
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise FeatureStoreError(f"{flag} {value!r} must be an ISO date or time, e.g. 2026-11-01 or 2026-11-01T06:00:00+00:00") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def _materialize(args: argparse.Namespace) -> int:
+    with FeatureStore.open(args.store, preload=False) as store:
+        for summary in store.materialize(args.group, as_of=_time(args.as_of, "--as-of"), incremental=args.incremental):
+            print(summary)
+    return 0
+
+
+def _materialize_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("group", nargs="?", help="group ref, e.g. item_behavior:v1 (default: every online group)")
+    parser.add_argument("--as-of", help="materialize the state as of this time (default: now), e.g. 2026-11-01T06:00:00Z")
+    parser.add_argument("--incremental", action="store_true", help="only rows logged since the last watermark")
+
+
+def _backfill(args: argparse.Namespace) -> int:
+    with FeatureStore.open(args.store, preload=False) as store:
+        summary = store.backfill(
+            args.group, args.source, start=_time(args.start, "--start"), end=_time(args.end, "--end"),
+            entity_ids=args.entity_ids, feature_timestamp=args.feature_timestamp, generated_at=args.generated_at,
+            tenant=args.tenant,
+        )
+    print(summary)
+    return 0
+
+
+def _backfill_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("group", help="group ref to backfill, e.g. item_behavior:v2")
+    parser.add_argument("--source", required=True, help="Parquet file (or folder) with the group's feature columns")
+    parser.add_argument("--start", required=True, help="first UTC day, e.g. 2026-10-01")
+    parser.add_argument("--end", required=True, help="end UTC day (exclusive), e.g. 2026-11-01")
+    parser.add_argument("--entity-ids", default="entity_id", help="id column of the source (default entity_id)")
+    parser.add_argument("--feature-timestamp", default="feature_timestamp", help="time column (default feature_timestamp)")
+    parser.add_argument("--generated-at", help="generated_at column (default: the backfill's start time)")
+    parser.add_argument("--tenant", default="default")
+
+
+def _training_set(args: argparse.Namespace) -> int:
+    import pyarrow.parquet as pq
+
+    features = [f for f in args.features.split(",") if f] if args.features else None
+    if (args.feature_set is None) == (features is None):
+        raise FeatureStoreError("training-set needs a FEATURE_SET ref or --features a:v1,b:v2 (not both)")
+    with FeatureStore.open(args.store, mode="read_only", preload=False) as store:
+        training = store.training_set(
+            args.events, args.feature_set, features=features, event_timestamp=args.event_timestamp,
+            tenant=args.tenant, strict=args.strict,
+        )
+        table = training.to_arrow(reasons=args.reasons)
+    pq.write_table(table, args.out)
+    print(f"wrote {table.num_rows:,} rows x {len(training.columns)} feature columns to {args.out}")
+    return 0
+
+
+def _training_set_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("feature_set", nargs="?", help="feature set ref, e.g. home_ranker_features:v18")
+    parser.add_argument("--features", help="instead of a feature set: comma-separated feature refs (ad hoc)")
+    parser.add_argument("--events", required=True, help="events Parquet file: join key columns, event_timestamp, labels")
+    parser.add_argument("--out", required=True, help="output Parquet file")
+    parser.add_argument("--event-timestamp", default="event_timestamp", help="the events' time column")
+    parser.add_argument("--tenant", default="default")
+    parser.add_argument("--strict", action="store_true", help="also require generated_at <= event time")
+    parser.add_argument("--reasons", action="store_true", help="add a <column>__reason column per feature column")
 
 
 def _init(args: argparse.Namespace) -> int:
@@ -424,6 +528,9 @@ COMMANDS: dict[str, Command] = {
             _describe,
         ),
         Command("validate", "deploy check of a model version", _validate_args, _validate),
+        Command("materialize", "move the offline state (as of a time) into the online store", _materialize_args, _materialize),
+        Command("backfill", "fill a group version's offline history over a date range from Parquet", _backfill_args, _backfill),
+        Command("training-set", "point-in-time training set of an events file, written as Parquet", _training_set_args, _training_set),
         Command("stage", "move a feature to a lifecycle stage", _stage_args, _stage),
         Command("deprecate", "deprecate a feature or group and list its dependents", _ref_arg, _lifecycle("deprecate")),
         Command("remove-online", "stop serving a deprecated feature or group online", _ref_arg, _lifecycle("remove_from_online")),

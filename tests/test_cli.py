@@ -80,6 +80,7 @@ def test_list_and_describe(capsys, applied):
 def test_validate_and_stage(capsys, applied):
     code, out, _ = run(capsys, "validate", *applied, "trending_ranker:v3")
     assert code == 0 and "all checks passed" in out
+    assert "freshness not checked: no ages given; pass --measured" in out  # no data is said, not passed silently
     code, out, _ = run(capsys, "stage", *applied, "item_language:v1", "deprecated")
     assert code == 0 and "feature item_language:v1: production -> deprecated" in out
     assert "used by models: home_ranker:v18, trending_ranker:v3" in out
@@ -183,7 +184,12 @@ def test_governance_commands_change_the_store_and_report(store_dir, example_repo
     code, out, _ = run(capsys, "consent", "restore", "--user", "u1", "--classes", "behavioral", *where)
     assert code == 0 and "revoked classes ['personal_data', 'sensitive_inferred']" in out
 
-    code, out, _ = run(capsys, "delete-entity", "user", "u1", "--reason", "ticket-7", *where)
+    code, _, err = run(capsys, "delete-entity", "user", "u1", "--reason", "ticket-7", *where)
+    assert code == 1 and "irreversibly; pass --yes to confirm (or --dry-run to see it)" in err  # stdin is no terminal
+    code, out, _ = run(capsys, "delete-entity", "user", "u1", "--dry-run", *where)
+    assert code == 0 and out.startswith("would delete user 'u1' of tenant 'default': online rows and offline history in ")
+    assert "user_item_activity:v1" in out and "user_profile:v1" in out and "(dry run: nothing deleted)" in out
+    code, out, _ = run(capsys, "delete-entity", "user", "u1", "--reason", "ticket-7", "--yes", *where)
     receipt = json.loads(out)
     assert code == 0 and receipt["online"] == {"user_profile:v1": 1} and receipt["reason"] == "ticket-7"
     assert receipt["pairs"] == {"user_item_activity:v1": 4} and receipt["offline"]["user_profile:v1"] == 1
@@ -233,3 +239,46 @@ def test_every_yaml_problem_is_printed_with_file_line_and_column(tmp_path, capsy
     code, out, err = run(capsys, "plan", "--store", str(tmp_path / "store"), "--repo", str(tmp_path))
     assert code == 1 and err.count("\n") == 1
     assert "defs.yaml:3:4: not valid YAML: did not find expected '-' indicator" in err
+
+
+def test_materialize_backfill_and_training_set_verbs(store_dir, example_repo, tmp_path, capsys):
+    import numpy as np
+    import pandas as pd
+    import pyarrow.parquet as pq
+    from conftest import ITEMS, T0_US, group_frame, populate
+
+    from featurecore.store import FeatureStore
+
+    where = ["--store", str(store_dir)]
+    assert run(capsys, "apply", *where, "--repo", str(example_repo))[0] == 0
+    with FeatureStore.open(store_dir) as store:
+        populate(store)
+        state = store.state
+    code, out, _ = run(capsys, "materialize", "item_behavior:v1", "--as-of", "2026-07-03", *where)
+    assert code == 0 and out.startswith("materialized item_behavior:v1 (bulk) as of 1783036800000000 us") and "put 6 rows" in out
+
+    day = pd.Timestamp(T0_US, unit="us", tz="UTC") - pd.Timedelta(days=3)
+    source = pd.DataFrame(group_frame(state, "creator_safety:v1", 2))
+    source["entity_id"], source["feature_timestamp"] = ["c0", "c1"], day
+    source.to_parquet(tmp_path / "creators.parquet")
+    code, out, _ = run(capsys, "backfill", "creator_safety:v1", "--source", str(tmp_path / "creators.parquet"),
+                       "--start", str(day.date()), "--end", str((day + pd.Timedelta(days=1)).date()), *where)
+    assert code == 0 and out.startswith("backfilled creator_safety:v1: 2 rows over 1 days (0 outside")
+
+    events = pd.DataFrame({"item_id": ITEMS[:3], "creator_id": "c0", "label": [1, 0, 1],
+                           "event_timestamp": pd.to_datetime([T0_US + 10**6] * 3, unit="us", utc=True)})
+    events.to_parquet(tmp_path / "events.parquet")
+    out_path = tmp_path / "train.parquet"
+    code, out, _ = run(capsys, "training-set", "trending_features:v3", "--events", str(tmp_path / "events.parquet"),
+                       "--out", str(out_path), "--reasons", *where)
+    assert code == 0 and out.startswith(f"wrote 3 rows x ") and str(out_path) in out
+    written = pq.read_table(out_path).to_pandas()
+    with FeatureStore.open(store_dir, mode="read_only") as store:
+        expected = store.training_set(events, "trending_features:v3").to_pandas(reasons=True)
+    assert list(written.columns) == list(expected.columns) and list(written["label"]) == [1, 0, 1]
+    np.testing.assert_array_equal(written.filter(like=":v").to_numpy(), expected.filter(like=":v").to_numpy())
+    code, _, err = run(capsys, "training-set", "--events", "e.parquet", "--out", "o.parquet", *where)
+    assert code == 1 and "needs a FEATURE_SET ref or --features a:v1,b:v2" in err
+    code, out, _ = run(capsys, "training-set", "--features", "item_ctr_7d_smoothed:v3", "--events",
+                       str(tmp_path / "events.parquet"), "--out", str(out_path), *where)
+    assert code == 0 and pq.read_table(out_path).column_names[-1] == "item_ctr_7d_smoothed:v3"

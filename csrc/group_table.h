@@ -67,8 +67,9 @@ struct HugePageAllocator {
     T* allocate(size_t n) {
         const size_t bytes = n * sizeof(T);
         if (bytes < kHuge) return static_cast<T*>(::operator new(bytes));
-        void* p = std::aligned_alloc(kHuge, (bytes + kHuge - 1) / kHuge * kHuge);
-        if (p == nullptr) throw std::bad_alloc();
+        // posix_memalign, not std::aligned_alloc: the latter is missing before macOS 10.15.
+        void* p = nullptr;
+        if (posix_memalign(&p, kHuge, (bytes + kHuge - 1) / kHuge * kHuge) != 0) throw std::bad_alloc();
 #if defined(MADV_HUGEPAGE)
         madvise(p, (bytes + kHuge - 1) / kHuge * kHuge, MADV_HUGEPAGE);
 #endif

@@ -248,8 +248,11 @@ def run_demo(store_dir: "str | os.PathLike", repo: "str | os.PathLike", *, size:
         monitoring_dir = root / "monitoring"
         snapshot.save(monitoring_dir / "snapshot.json")
         say("   " + text_report(snapshot, top=8).replace("\n", "\n   "))
-        say(f"   plots: {png_report(snapshot, monitoring_dir / 'report.png')} "
-            f"(again any time: featurecore monitor --store {root})")
+        try:
+            say(f"   plots: {png_report(snapshot, monitoring_dir / 'report.png')} "
+                f"(again any time: featurecore monitor --store {root})")
+        except FeatureStoreError as missing:  # matplotlib is the optional [plots] extra
+            say(f"   plots skipped: {missing}")
         return 0 if report.ok else 1
 
 

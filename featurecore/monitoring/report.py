@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence, cast
 
-from ..errors import ValidationError
+from ..errors import FeatureStoreError, ValidationError
 from .collector import FeatureSetSummary, ServingCollector
 from .drift import Dependencies, DriftPolicy, DriftReport
 from .metrics import REASON_NAMES
@@ -238,7 +238,12 @@ def _worst_per_feature(pairs: Sequence[tuple[str, Any]], order: Any, *, many: bo
 
 def _figure(snapshot: MonitoringSnapshot, top: int) -> Any:
     # A bare Figure renders with Agg and never touches pyplot's global state.
-    from matplotlib.figure import Figure
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise FeatureStoreError(
+            "the PNG and HTML reports need matplotlib: pip install 'featurecore[plots]' (text_report needs nothing)"
+        ) from None
 
     many = len(snapshot.feature_sets) > 1
     fig = Figure(figsize=(16, 11), dpi=100, layout="constrained")

@@ -342,6 +342,13 @@ def _training_set_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reasons", action="store_true", help="add a <column>__reason column per feature column")
 
 
+def _schema(args: argparse.Namespace) -> int:
+    from .registry.loader import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
 def _init(args: argparse.Namespace) -> int:
     import shutil
 
@@ -518,6 +525,7 @@ COMMANDS: dict[str, Command] = {
     c.name: c
     for c in (
         Command("init", "create a new features repo from a bundled template", _init_args, _init),
+        Command("schema", "print the JSON Schema of a features-repo YAML file (for editors)", lambda p: None, _schema),
         Command("apply", "validate the features repo and store it in the registry", lambda p: None, _apply),
         Command("plan", "show what apply would add, change or reject (writes nothing)", _plan_args, _plan),
         Command("list", "list and search registered features", _filters, _list),

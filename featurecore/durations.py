@@ -5,7 +5,9 @@ import re
 from .errors import RegistryError
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
+#: The spelling of a duration (also published in the features-repo JSON Schema).
+DURATION_PATTERN = r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$"
+_PATTERN = re.compile(DURATION_PATTERN)
 
 
 def parse_duration(value: "str | int | float", *, what: str = "duration") -> float:

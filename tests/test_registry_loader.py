@@ -224,3 +224,23 @@ def test_duplicate_keys_are_refused_with_both_lines():
     with pytest.raises(RegistryError, match=r"^2 problem\(s\): t.yaml:4:5: duplicate key 'value' \(first at line 3\)") as info:
         load_yaml_text(text, "t.yaml")
     assert info.value.problems[1].startswith("t.yaml:6:1: duplicate key 'features' (first at line 5); a later value")
+
+
+def test_the_published_json_schema_is_current_and_accepts_the_example_repo(example_repo):
+    import json
+    from pathlib import Path
+
+    import jsonschema
+    import yaml
+
+    from featurecore.registry.loader import json_schema
+
+    schema = json_schema()
+    published = Path(__file__).resolve().parent.parent / "docs" / "features-repo.schema.json"
+    assert json.loads(published.read_text()) == schema, "regenerate it: featurecore schema > docs/features-repo.schema.json"
+    validator = jsonschema.Draft202012Validator(schema)
+    for file in sorted(example_repo.glob("*.yaml")):
+        assert not list(validator.iter_errors(yaml.safe_load(file.read_text()))), file
+    bad = yaml.safe_load("features:\n  - {name: x, version: v1, ownr: me, dtype: float16, window: 7 days}\n")
+    messages = sorted(e.message for e in validator.iter_errors(bad))
+    assert len(messages) == 4 and "'v1' is not of type 'integer'" in messages

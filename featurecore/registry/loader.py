@@ -41,12 +41,20 @@ from typing import Any, Callable, Mapping, cast
 
 import yaml
 
+from ..durations import DURATION_PATTERN as _DURATION_PATTERN
 from ..durations import format_duration, parse_duration
 from ..errors import RegistryError
 from ..reasons import MISSING_REASONS
 from .model import (
+    CROSS_KINDS,
+    DTYPES,
     KIND_LABEL,
     KINDS,
+    PRIVACY_CLASSES,
+    REQUEST_DTYPES,
+    REQUEST_SOURCES,
+    SERVING_MODES,
+    STAGES,
     AccessRule,
     CrossFeature,
     DefaultAction,
@@ -594,3 +602,88 @@ def to_yaml_document(definitions: Definitions | RegistryState) -> dict:
 def dump_yaml(definitions: Definitions | RegistryState) -> str:
     """YAML text for ``definitions`` (one file holding every kind)."""
     return yaml.dump(to_yaml_document(definitions), Dumper=_SafeDumper, sort_keys=False, allow_unicode=True)
+
+
+# -- JSON Schema ----------------------------------------------------------------------------
+# Derived from the field tables above (one source of truth): editors complete and check
+# repo files with it (`# yaml-language-server: $schema=...`, or `featurecore schema`).
+# The loader stays the authority: it also checks what a schema cannot say (e.g. that a
+# constant needs its argument), and its messages are the ones users see.
+
+_DURATION_SCHEMA = {
+    "anyOf": [{"type": "string", "pattern": _DURATION_PATTERN}, {"type": "number", "exclusiveMinimum": 0}],
+    "description": "a duration: 24h, 10m, 5s, 7d, 1w, 250ms (or seconds)",
+}
+_STRINGS_SCHEMA = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": ["string", "integer"]}}]}
+_ACTION_SCHEMA = {
+    "anyOf": [
+        {"enum": ["fail", "null_with_indicator", "use_stale_if_available"]},
+        {"type": "number"},
+        {"type": "object", "properties": {"constant": {"type": "number"}}, "required": ["constant"], "additionalProperties": False},
+        {"type": "object", "properties": {"prior": {"type": "string"}}, "required": ["prior"], "additionalProperties": False},
+    ]
+}
+
+
+def _schema_of(converter: Callable[[Any, str], Any], field: str) -> dict:
+    simple = {_str: {"type": "string"}, _int: {"type": "integer"}, _bool: {"type": "boolean"}, _number: {"type": "number"}}
+    if converter in simple:
+        schema = dict(simple[converter])
+        choices = {"dtype": tuple(DTYPES), "privacy_class": PRIVACY_CLASSES, "stage": STAGES, "serving_mode": SERVING_MODES}
+        if field in choices:
+            schema = {"enum": list(choices[field])}
+        return schema
+    if converter is _strings:
+        return dict(_STRINGS_SCHEMA)
+    if converter is _duration:
+        return dict(_DURATION_SCHEMA)
+    if converter is _policy:
+        reasons = {r: _ACTION_SCHEMA for r in (*MISSING_REASONS, "otherwise")}
+        return {"type": "object", "properties": reasons, "additionalProperties": False}
+    if converter is _fraction:
+        return {"anyOf": [{"type": "number"}, {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*%\s*$"}]}
+    if converter is _sla:
+        return _object(_SLA_FIELDS)
+    if field == "feature_importances":
+        return {"type": "object", "additionalProperties": {"type": "number"}}
+    if field == "freshness":
+        return {"type": "object", "additionalProperties": _DURATION_SCHEMA}
+    raise AssertionError(f"no JSON Schema for field {field!r}")  # a new converter needs a line above
+
+
+def _object(fields: Mapping[str, Callable[[Any, str], Any]], extra: "Mapping[str, dict] | None" = None, required=()) -> dict:
+    properties = {name: _schema_of(converter, name) for name, converter in fields.items()}
+    properties.update(extra or {})
+    return {"type": "object", "properties": properties, "required": list(required), "additionalProperties": False}
+
+
+def json_schema() -> dict:
+    """The JSON Schema (draft 2020-12) of one features-repo YAML file."""
+    feature = _object(_FEATURE_FIELDS, required=("name",))
+    ref = {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_\-.]*:v\d+$"}
+    group = _object(_GROUP_FIELDS, {"features": {"type": "array", "items": {"anyOf": [ref, feature]}}}, ("name",))
+    column = {"anyOf": [ref, {"type": "object", "properties": {"ref": ref, "indicator": {"type": "boolean"}},
+                              "required": ["ref"], "additionalProperties": False}]}
+    request = {"type": "object", "properties": {"name": {"type": "string"}, "source": {"enum": list(REQUEST_SOURCES)},
+                                                 "dtype": {"enum": list(REQUEST_DTYPES)}, "default": {"type": "number"}},
+               "required": ["name"], "additionalProperties": False}
+    cross = {"type": "object", "properties": {"name": {"type": "string"}, "kind": {"enum": list(CROSS_KINDS)},
+                                               "inputs": {"type": "array", "items": ref}},
+             "required": ["name", "inputs"], "additionalProperties": False}
+    feature_set = _object(
+        {"name": _str, "version": _int, "owner": _str, "description": _str, "allow_deprecated": _strings, "sla": _sla},
+        {"features": {"type": "array", "items": column}, "request_features": {"type": "array", "items": request},
+         "cross_features": {"type": "array", "items": cross}},
+        ("name",),
+    )
+    items = {"features": feature, "feature_groups": group, "feature_sets": feature_set}
+    items.update({kind: _object(fields, required=("purpose",) if kind == "access_rules" else ("tenant",) if kind == "tenant_access" else ("name",))
+                  for kind, fields in _SIMPLE_FIELDS.items()})
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "featurecore features repo file",
+        "description": "One YAML file of a featurecore features repo (see featurecore/registry/loader.py).",
+        "type": ["object", "null"],
+        "properties": {kind: {"type": "array", "items": items[kind]} for kind in KINDS},
+        "additionalProperties": False,
+    }

@@ -598,7 +598,7 @@ class FeatureStore:
                 f"not {'both' if features is not None else 'neither'}"
             )
         if features is None:
-            return self.state, feature_set_ref
+            return self.state, cast(str, feature_set_ref)
         return self._adhoc.state_with(self.state, features)
 
     def get_features(

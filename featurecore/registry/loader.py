@@ -369,10 +369,11 @@ def _feature_set(data: Any, label: str, problems: "_Problems") -> FeatureSet | N
     fields = _fields(data, known, label, problems, parts)
     if fields is None:
         return None
-    built = {}
-    for part, parse in zip(parts, (_column, _request, _cross)):
+    built: dict[str, tuple[Any, ...]] = {}
+    parsers: tuple[Callable[[Any, str], Any], ...] = (_column, _request, _cross)
+    for part, parse in zip(parts, parsers):
         items = data.get(part) or []
-        entries = []
+        entries: list[Any] = []
         for i, item in enumerate(items if isinstance(items, list) else [items]):
             try:
                 entries.append(parse(item, label))
@@ -628,7 +629,7 @@ _ACTION_SCHEMA = {
 def _schema_of(converter: Callable[[Any, str], Any], field: str) -> dict:
     simple = {_str: {"type": "string"}, _int: {"type": "integer"}, _bool: {"type": "boolean"}, _number: {"type": "number"}}
     if converter in simple:
-        schema = dict(simple[converter])
+        schema: dict[str, Any] = dict(simple[converter])
         choices = {"dtype": tuple(DTYPES), "privacy_class": PRIVACY_CLASSES, "stage": STAGES, "serving_mode": SERVING_MODES}
         if field in choices:
             schema = {"enum": list(choices[field])}

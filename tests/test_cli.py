@@ -282,3 +282,11 @@ def test_materialize_backfill_and_training_set_verbs(store_dir, example_repo, tm
     code, out, _ = run(capsys, "training-set", "--features", "item_ctr_7d_smoothed:v3", "--events",
                        str(tmp_path / "events.parquet"), "--out", str(out_path), *where)
     assert code == 0 and pq.read_table(out_path).column_names[-1] == "item_ctr_7d_smoothed:v3"
+
+
+def test_list_refuses_an_unknown_stage_or_privacy_class(capsys, applied):
+    # A typo used to print "no matching features", as if the registry were empty.
+    code, _, err = run(capsys, "list", *applied, "--stage", "prod")
+    assert code == 1 and "stage must be one of proposed, experimental, production" in err and "'prod'" in err
+    code, _, err = run(capsys, "list", *applied, "--privacy-class", "behavior")
+    assert code == 1 and "privacy_class must be one of public_catalog" in err

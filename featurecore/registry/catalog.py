@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from ..durations import format_duration
-from ..errors import NotFoundError
+from ..errors import NotFoundError, ValidationError
 from .lineage import dependents, feature_sets_using, models_using
-from .model import RegistryState, parse_ref
+from .model import PRIVACY_CLASSES, STAGES, RegistryState, parse_ref
 from .provenance import lineage_for
 from .render import render_mapping, render_table
 
@@ -25,7 +25,15 @@ def search(
     stage: str | None = None,
     tag: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Features matching every given filter (``name`` is a substring), sorted by ref."""
+    """Features matching every given filter (``name`` is a substring), sorted by ref.
+
+    Raises:
+        ValidationError: ``stage`` or ``privacy_class`` is not one of the registry's
+            values (a typo would otherwise match nothing and look like an empty registry).
+    """
+    for argument, value, allowed in (("stage", stage, STAGES), ("privacy_class", privacy_class, PRIVACY_CLASSES)):
+        if value is not None and value not in allowed:
+            raise ValidationError(f"{argument} must be one of {', '.join(allowed)}; got {value!r}")
     rows = []
     for ref, f in sorted(state.features.items()):
         if (

@@ -699,7 +699,7 @@ void bind_serving(py::module_& m) {
                                [](const ResidentGroup& r) { return std::const_pointer_cast<Schema>(r.schema_ptr()); })
         .def(
             "upsert",
-            [](ResidentGroup& self, const py::sequence& keys, const py::sequence& rows) {
+            [](ResidentGroup& self, const py::sequence& keys, const py::sequence& rows, bool keep_not_computed) {
                 BytesList k = bytes_list(keys, "keys", false);
                 BytesList rb = bytes_list(rows, "rows", false);
                 if (k.views.size() != rb.views.size())
@@ -707,9 +707,9 @@ void bind_serving(py::module_& m) {
                                                 std::to_string(rb.views.size()) + " rows; pass one key per row");
                 TablePtr batch = decode_table(std::const_pointer_cast<Schema>(self.schema_ptr()), rb);
                 py::gil_scoped_release release;
-                self.upsert(k.views, *batch);
+                return self.upsert(k.views, *batch, keep_not_computed);
             },
-            py::arg("keys"), py::arg("rows"))
+            py::arg("keys"), py::arg("rows"), py::kw_only(), py::arg("keep_not_computed") = false)
         .def(
             "upsert_table",
             [](ResidentGroup& self, const py::sequence& keys, const GroupTable& table) {

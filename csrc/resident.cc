@@ -269,7 +269,7 @@ void ResidentGroup::apply_locked(const std::vector<std::string_view>& keys, cons
     }
 }
 
-void ResidentGroup::upsert(const std::vector<std::string_view>& keys, const GroupTable& batch) {
+size_t ResidentGroup::upsert(const std::vector<std::string_view>& keys, const GroupTable& batch, bool keep_not_computed) {
     if (!batch.schema().same_layout(*schema_))
         throw std::invalid_argument("upsert: the batch's schema (fingerprint " +
                                     std::to_string(batch.schema().fingerprint()) +
@@ -278,17 +278,24 @@ void ResidentGroup::upsert(const std::vector<std::string_view>& keys, const Grou
     if (keys.size() != batch.n_rows())
         throw std::invalid_argument("upsert: got " + std::to_string(keys.size()) + " keys for " +
                                     std::to_string(batch.n_rows()) + " rows; pass one key per row");
-    for (size_t i = 0; i < keys.size(); ++i)
-        if (batch.status(i) != kPresent)
+    size_t not_computed = 0;
+    for (size_t i = 0; i < keys.size(); ++i) {
+        const uint8_t status = batch.status(i);
+        if (status == kNotComputed && keep_not_computed) {
+            ++not_computed;
+        } else if (status != kPresent) {
             throw std::invalid_argument("upsert: row " + std::to_string(i) +
                                         " is not a valid v1 row of this group's schema (status " +
-                                        std::to_string(batch.status(i)) + "); nothing was applied");
+                                        std::to_string(status) + "); nothing was applied");
+        }
+    }
     const std::vector<uint64_t> hashes = checked_hashes(keys);
     std::unique_lock<std::shared_mutex> lock(mu_);
     apply_locked(
         keys, hashes, find_existing_locked(keys, hashes),
         [&](uint32_t row, size_t i) { rows_.copy_row(row, batch, i); },
         [&](const std::vector<uint32_t>& src) { rows_.append_rows(batch, src.data(), src.size()); });
+    return not_computed;
 }
 
 void ResidentGroup::upsert_columns(const std::vector<std::string_view>& keys, const ColumnsIn& in) {

@@ -42,9 +42,11 @@ class ResidentGroup {
     const std::shared_ptr<const Schema>& schema_ptr() const { return schema_; }
 
     // keys[i] -> row i of batch (same schema). Throws std::invalid_argument and
-    // applies nothing if a row is not kPresent or a key is empty or longer than
-    // kMaxKey bytes. Later duplicates of a key win.
-    void upsert(const std::vector<std::string_view>& keys, const GroupTable& batch);
+    // applies nothing if a row is not kPresent (kNotComputed is kept, and then
+    // served with that reason, when keep_not_computed: a stored row whose bytes fail
+    // to decode) or a key is empty or longer than kMaxKey bytes. Later duplicates of
+    // a key win. Returns how many kNotComputed rows were kept.
+    size_t upsert(const std::vector<std::string_view>& keys, const GroupTable& batch, bool keep_not_computed = false);
     // Same, for rows given as typed columns (see ColumnsIn; every row present). A
     // batch of new, distinct keys (a snapshot load) is written straight into the
     // group's rows, without a temporary table.

@@ -135,8 +135,10 @@ class ResidentGroup:
     def __init__(self, schema: Schema) -> None: ...
     @property
     def schema(self) -> Schema: ...
-    def upsert(self, keys: Sequence[bytes], rows: Sequence[bytes]) -> None:
-        """Raise ValueError naming the first invalid row; nothing is applied then."""
+    def upsert(self, keys: Sequence[bytes], rows: Sequence[bytes], *, keep_not_computed: bool = False) -> int:
+        """Raise ValueError naming the first invalid row; nothing is applied then.
+        ``keep_not_computed``: a row whose bytes fail to decode (bad checksum) is kept
+        and served ``not_computed`` instead; returns how many were kept so."""
     def upsert_table(self, keys: Sequence[bytes], table: GroupTable) -> None:
         """Upsert keys[i] -> row i of table (later duplicates win). Into an empty group
         the rows are appended in one copy, with no existence probe."""

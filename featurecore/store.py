@@ -725,7 +725,7 @@ class FeatureStore:
                     "payload_bytes": load.payload_bytes,
                     "index_bytes": load.index_bytes,
                     "load_seconds": load.seconds,
-                    "corrupt_rows_skipped": self.snapshots.corrupt_rows[name],
+                    "bad_rows": self.snapshots.corrupt_rows[name],
                 }
                 for name, load in self.snapshots.loads.items()
             },

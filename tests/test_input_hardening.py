@@ -134,10 +134,10 @@ def test_open_survives_a_stored_row_the_resident_group_refuses(store_dir, caplog
     with caplog.at_level(logging.ERROR, logger="featurecore.online.snapshots"):
         with FeatureStore.open(store_dir) as store:
             stats = store.online_stats()["resident"]["g/item_stats/v1"]
-            assert stats["rows"] == 2 and stats["corrupt_rows_skipped"] == 1
+            assert stats["rows"] == 2 and stats["bad_rows"] == 1
             matrix = serve(store, ["i1", "i2"])
             assert [cell(matrix, i, "ctr:v1")[1] for i in range(2)] == ["present", "present"]
-    assert "skipped 1 of 3 rows the resident group refused" in caplog.text
+    assert "0 of 3 stored rows failed to decode (checksum or format; served not_computed); 1 refused" in caplog.text
 
 
 def test_a_request_with_an_id_too_long_for_a_key_serves_entity_not_found_or_refuses(store):

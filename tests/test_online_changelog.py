@@ -48,7 +48,7 @@ def test_primary_keeps_only_the_retained_entries(tmp_path):
     assert last == 40 and 40 - first + 1 <= 16  # trimmed every 8 commits to the last 8
 
 
-def test_corrupt_rows_in_a_resident_group_are_skipped_and_counted(tmp_path):
+def test_corrupt_rows_in_a_resident_group_are_not_computed_and_counted(tmp_path):
     root = tmp_path / "store"
     with FeatureStore.open(root) as store:
         store.apply(definitions())
@@ -58,10 +58,10 @@ def test_corrupt_rows_in_a_resident_group_are_skipped_and_counted(tmp_path):
         del cf
     with FeatureStore.open(root) as store:
         stats = store.load_resident()["g/creator_stats/v1"]
-        assert stats.rows == 2 and stats.nbytes > stats.payload_bytes > 0
+        assert stats.rows == 3 and stats.nbytes > stats.payload_bytes > 0
         assert store.snapshots.corrupt_rows["g/creator_stats/v1"] == 1
         matrix = store.get_features(FeatureRequest("ranker:v1", {"user": "u", "item": ["i"] * 3, "creator": ["c1", "c2", "c3"]}, T0_US, context={"hour": 0.0}, candidate={"source_rank": np.zeros(3)}))
         column = matrix.columns.index("followers:v1")
         assert matrix.values[:2, column].tolist() == [1.0, 2.0]
-        # A resident group cannot hold an undecodable row, so it serves entity_not_found.
-        assert matrix.reasons[2, column] == Reason.entity_not_found
+        # The entity exists but its row is unreadable: not_computed, as a direct group says.
+        assert matrix.reasons[2, column] == Reason.not_computed

@@ -233,11 +233,18 @@ def test_a_flipped_value_byte_in_a_stored_row_is_not_computed_and_counted(popula
     cf_name = store.group_schema("user_profile:v1").cf_name
     assert store.online_stats()["direct_corrupt_rows_read"] == {cf_name: 1}
 
-    # A resident group verifies every row when it loads: the damaged one is skipped and counted.
+    # A resident group verifies every row when it loads: the damaged one is kept as
+    # not_computed (not entity_not_found: the entity exists, its value is unreadable) and counted.
     _flip(store, "item_static:v1", "item", "i1")
     store.snapshots.reload(store.group_schema("item_static:v1").cf_name)
     stats = store.online_stats()["resident"][store.group_schema("item_static:v1").cf_name]
-    assert stats["corrupt_rows_skipped"] == 1 and stats["rows"] == 2 * len(ITEMS) - 1  # (tenants default, shop_b)
+    assert stats["bad_rows"] == 1 and stats["rows"] == 2 * len(ITEMS)  # (tenants default, shop_b)
+    resident = serve("u2")
+    item_columns = _group_columns(store, resident, "item_static:v1")
+    damaged = ITEMS.index("i1")
+    assert (resident.reasons[damaged, item_columns] == Reason.not_computed).all()
+    others = [i for i in range(len(ITEMS)) if i != damaged]
+    assert (resident.reasons[np.ix_(others, item_columns)] != Reason.not_computed).all()
 
 
 def test_a_stored_v1_row_still_reads_and_still_wins_over_an_older_write(populated_store):

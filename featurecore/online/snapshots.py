@@ -110,22 +110,26 @@ class Snapshots:
             return group
 
     def _upsert_valid(self, group_cf: str, group: _core.ResidentGroup, keys: list[bytes], rows: list[bytes]) -> None:
-        """Upsert a loaded chunk; a row the group refuses (corrupt bytes, a key the index
-        cannot hold) is skipped, counted and logged, so one bad row never blocks a load
-        (or an open): the rest of the group is served."""
+        """Upsert a loaded chunk. A row whose bytes fail to decode (bad checksum) is kept
+        and served ``not_computed``; a row the group refuses (a key the index cannot
+        hold) is skipped and serves ``entity_not_found``. Both are counted and logged,
+        so one bad row never blocks a load (or an open): the rest of the group is served."""
+        skipped, first_error = 0, None
         try:
-            group.upsert(keys, rows)
+            not_computed = group.upsert(keys, rows, keep_not_computed=True)
         except ValueError as error:
-            bad = 0
-            for key, row in zip(keys, rows):  # the slow path: find the bad rows one by one
+            not_computed, first_error = 0, error
+            for key, row in zip(keys, rows):  # the slow path: find the refused rows one by one
                 try:
-                    group.upsert([key], [row])
+                    not_computed += group.upsert([key], [row], keep_not_computed=True)
                 except ValueError:
-                    bad += 1
-            self.corrupt_rows[group_cf] += bad
+                    skipped += 1
+        if not_computed or skipped:
+            self.corrupt_rows[group_cf] += not_computed + skipped
+            refused = f"; {skipped} refused (served entity_not_found; first: {first_error})" if skipped else ""
             logger.error(
-                "%s: skipped %d of %d rows the resident group refused (first: %s); they serve entity_not_found, "
-                "online_stats() counts them", group_cf, bad, len(rows), error,
+                "%s: %d of %d stored rows failed to decode (checksum or format; served not_computed)%s; "
+                "online_stats() counts them", group_cf, not_computed, len(rows), refused,
             )
 
     def reload(self, group_cf: str) -> None:

@@ -448,7 +448,7 @@ class FeatureStore:
                 events, state, feature_set_ref, root=self.root, tombstones=self._tombstones(), output=output,
                 client=client, partitions=partitions, tenant_column=tenant_column, reasons=reasons,
                 event_timestamp=event_timestamp, tenant=tenant, strict=strict, threads=threads or 1, chunk_rows=chunk_rows,
-                progress=progress, include_archived=include_archived,
+                progress=progress, include_archived=include_archived, timestamp_bounds=self.timestamp_bounds,
             )
         if engine != "local":
             raise ValidationError(f"engine must be 'local' or 'dask', got {engine!r}")

@@ -201,6 +201,12 @@ def test_bad_arguments_fail_on_the_client_naming_the_fix(random_store, client, t
     with pytest.raises(ValidationError, match="matches no Parquet file"):
         random_store.training_set(str(tmp_path / "nothing-*.parquet"), "trending_features:v3", engine="dask", client=client)
     assert not (tmp_path / "out").exists()
+    # As the in-process join: event times in the wrong unit and bad tenants are refused, not joined.
+    seconds = events.assign(event_timestamp=events["event_timestamp"].map(lambda t: int(t.timestamp())))
+    with pytest.raises(ValidationError, match="looks like seconds"):
+        random_store.training_set(seconds, "trending_features:v3", engine="dask", client=client, output=tmp_path / "s")
+    with pytest.raises(ValidationError, match="tenant"):
+        random_store.training_set(events, "trending_features:v3", engine="dask", client=client, tenant="")
 
 
 def test_import_featurecore_does_not_import_dask():

@@ -33,8 +33,9 @@ import pyarrow.parquet as pq
 
 from ..errors import ValidationError
 from ..registry.deploy import assert_trainable
-from ..online.batch import GroupSchema
+from ..online.batch import GroupSchema, check_tenant
 from ..registry.model import RegistryState
+from ..timestamps import DEFAULT_BOUNDS, TimestampBounds
 from .log import DEFAULT_CHUNK_ROWS, OfflineLog
 from .partition import (
     JoinSpec,
@@ -237,6 +238,7 @@ def dask_training_set(
     reasons: bool = False,
     threads: int = 1,
     tombstones=None,
+    timestamp_bounds: TimestampBounds = DEFAULT_BOUNDS,
 ):
     """The point-in-time join of ``offline.pit`` on Dask: the same answers, partitioned
     by a hash of the entity ids.
@@ -265,6 +267,8 @@ def dask_training_set(
     import dask
 
     assert_trainable(state, feature_set_ref, include_archived=include_archived)
+    if tenant_column is None:
+        check_tenant(tenant)
     sources, schema, kind = _events_sources(events)
     groups = entity_groups(state, feature_set_ref)
     history_tenant = None if tenant_column else tenant
@@ -288,7 +292,10 @@ def dask_training_set(
     buckets = partitions or max(2, math.ceil(history_rows / BUCKET_HISTORY_ROWS))
     if buckets < 1:
         raise ValidationError(f"partitions must be >= 1, got {partitions}; pass a positive number of entity-hash buckets")
-    spec = JoinSpec(state, feature_set_ref, event_timestamp, tenant, tenant_column, strict, buckets, int_ids, tombstones, threads, reasons)
+    spec = JoinSpec(
+        state, feature_set_ref, event_timestamp, tenant, tenant_column, strict, buckets, int_ids, tombstones, threads, reasons,
+        timestamp_bounds,
+    )
     # A dry run on zero rows on the client: a wrong column or timestamp fails here, not in a worker.
     empty_split = split_events(sample, 0, spec)
     meta = assemble_part(

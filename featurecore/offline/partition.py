@@ -35,6 +35,7 @@ from ..errors import ValidationError
 from ..online.batch import GroupSchema
 from ..registry.model import RegistryState
 from ..serving.plan import compile_feature_set
+from ..timestamps import DEFAULT_BOUNDS, TimestampBounds
 from .log import DEFAULT_CHUNK_ROWS
 from .pit import (
     TableHistory,
@@ -74,6 +75,8 @@ class JoinSpec:
         tombstones: deleted entities (``governance.deletion.Tombstones``) or None.
         threads: native threads per task.
         reasons: also output a uint8 ``<column>__reason`` column per matrix column.
+        timestamp_bounds: the plausible range of event times, checked per partition as
+            the in-process join checks them (a time in seconds is refused, not joined).
     """
 
     state: RegistryState
@@ -87,6 +90,7 @@ class JoinSpec:
     tombstones: Any = None
     threads: int = 1
     reasons: bool = False
+    timestamp_bounds: TimestampBounds = DEFAULT_BOUNDS
 
     def entities(self) -> list[str]:
         """The entities whose ids the feature set's groups read, in plan order, once each."""
@@ -145,7 +149,9 @@ def split_events(events, part: int, spec: JoinSpec) -> dict[str, list[pa.Table]]
     (part, row, entity_id, event_ts, tenant), one row per event (nothing dropped: an
     absent id stays and becomes not_applicable in ``select_bucket``)."""
     table = events_table(events)
-    ts = pa.array(event_micros(table, spec.event_timestamp))
+    event_ts = event_micros(table, spec.event_timestamp)
+    spec.timestamp_bounds.check(event_ts, f"events column {spec.event_timestamp!r}")
+    ts = pa.array(event_ts)
     n = table.num_rows
     if spec.tenant_column is None:  # one tenant: a dictionary column costs nothing per row
         tenants = pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([spec.tenant]))

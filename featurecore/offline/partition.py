@@ -39,10 +39,9 @@ from ..timestamps import DEFAULT_BOUNDS, TimestampBounds
 from .log import DEFAULT_CHUNK_ROWS
 from .pit import (
     TableHistory,
-    TrainingSet,
     _forget_deleted,
     _id_column,
-    _request_matrix,
+    assemble_training_set,
     event_keys,
     event_micros,
     events_table,
@@ -257,16 +256,7 @@ def assemble_part(events, selected: "dict[str, Sequence[pa.Table]]", spec: JoinS
         tables.append(group_table(rows, schema, binding.schema))
         refs.append(group_refs)
         reasons.append(reason)
-    values, reason_codes, group_age = compiled.assemble(
-        tables,
-        refs,
-        reasons,
-        event_ts,
-        _request_matrix(table, compiled.context_names),
-        _request_matrix(table, compiled.candidate_names),
-        threads=spec.threads,
-    )
-    return TrainingSet(compiled.ref, compiled.columns, values, reason_codes, group_age, compiled.group_names, table).to_arrow(reasons=spec.reasons)
+    return assemble_training_set(compiled, tables, refs, reasons, event_ts, table, spec.threads).to_arrow(reasons=spec.reasons)
 
 
 __all__ = ["JoinSpec", "entity_groups", "assemble_part", "bucket_of", "select_bucket", "split_events", "split_history", "split_selected"]

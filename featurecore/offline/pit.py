@@ -522,16 +522,32 @@ def point_in_time_join(
         tables.append(group_table(rows, schema, binding.schema))
         refs.append(group_refs)
         reasons.append(miss)
+    return assemble_training_set(compiled, tables, refs, reasons, event_ts, table, threads, versions)
+
+
+def assemble_training_set(
+    compiled: CompiledFeatureSet,
+    tables: Sequence[Any],
+    refs: Sequence[np.ndarray],
+    reasons: Sequence[np.ndarray],
+    event_ts: np.ndarray,
+    events: pa.Table,
+    threads: int,
+    offline_versions: "Mapping[str, int] | None" = None,
+) -> "TrainingSet":
+    """The native assembler over each group's chosen history rows (``GroupTable``, row
+    ref per event, miss reason per event): the one step the in-process join and every
+    engine's partitions share, so their matrices cannot differ."""
     values, reason_codes, group_age = compiled.assemble(
         tables,
         refs,
         reasons,
         event_ts,
-        _request_matrix(table, compiled.context_names),
-        _request_matrix(table, compiled.candidate_names),
+        _request_matrix(events, compiled.context_names),
+        _request_matrix(events, compiled.candidate_names),
         threads=threads,
     )
     return TrainingSet(
-        compiled.ref, compiled.columns, values, reason_codes, group_age, tuple(g.ref for g in compiled.groups), table,
-        versions,
+        compiled.ref, compiled.columns, values, reason_codes, group_age, compiled.group_names, events,
+        dict(offline_versions or {}),
     )

@@ -17,14 +17,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from .config import load_config
 from .errors import FeatureStoreError, RegistryError
 from .layout import online_path
 from .registry import Registry, RegistryState, load_definitions, plan_definitions, render_describe, render_search
 from .registry.catalog import LIST_COLUMNS, list_definitions
+from .registry.registry import prune_plan
 from .registry.render import render_mapping, render_table
 from .store import FeatureStore
 
 DEFAULT_STORE = "./featurecore-store"
+#: Commands whose --tenant defaults to the config file's tenant.
+_TENANT_FROM_CONFIG = {"delete-entity", "consent", "backfill", "training-set"}
 
 
 def example_repo() -> Path:
@@ -64,27 +68,42 @@ def _apply(args: argparse.Namespace) -> int:
     with FeatureStore.open(args.store, preload=False) as store:
         plan = store.registry.plan(definitions)
         print(plan.to_text())
-        if not plan.ok:
-            raise RegistryError(
-                f"apply rejected, {len(plan.problems)} problem(s), nothing written: {plan.problems[0]}", list(plan.problems)
-            )
+        prune, blocked = prune_plan(store.state, definitions) if args.prune else ([], [])
+        _print_prune(prune, blocked)
+        problems = list(plan.problems) + blocked
+        if problems:
+            raise RegistryError(f"apply rejected, {len(problems)} problem(s), nothing written: {problems[0]}", problems)
         store.apply(definitions)
+        if prune:
+            store.registry.prune(definitions)
         print(f"registry revision {store.state.revision} in {args.store}")
     return 0
 
 
+def _print_prune(refs: list[str], problems: list[str]) -> None:
+    for ref in refs:
+        print(f"prune   {ref}")
+    for problem in problems:
+        print(f"problem: {problem}")
+
+
 def _plan(args: argparse.Namespace) -> int:
     definitions = load_definitions(_repo(args))
+    prune: tuple[list[str], list[str]] = ([], [])
     if os.path.exists(os.path.join(online_path(args.store), "CURRENT")):
         with Registry.open(args.store, read_only=True) as registry:
             plan = registry.plan(definitions)
+            if args.prune:
+                prune = prune_plan(registry.state, definitions)
     else:  # no store yet: plan against an empty registry, create nothing
         plan = plan_definitions(RegistryState(), definitions)
+    ok = plan.ok and not prune[1]
     if args.json:
-        _print_json({"ok": plan.ok, "rows": plan.to_dicts(), "problems": list(plan.problems)})
+        _print_json({"ok": ok, "rows": plan.to_dicts(), "problems": list(plan.problems) + prune[1], "prune": prune[0]})
     else:
         print(plan.to_text(show_unchanged=args.all))
-    return 0 if plan.ok else 1
+        _print_prune(*prune)
+    return 0 if ok else 1
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -209,7 +228,7 @@ def _delete_entity(args: argparse.Namespace) -> int:
 def _delete_entity_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("entity", help="entity type, e.g. user")
     parser.add_argument("id", help="the entity id")
-    parser.add_argument("--tenant", default="default")
+    parser.add_argument("--tenant", help="tenant (default: the config file's, else default)")
     parser.add_argument("--reason", default="", help="recorded in the deletion log, e.g. a ticket id")
     parser.add_argument("--yes", action="store_true", help="do not ask for confirmation (required when not on a terminal)")
     parser.add_argument("--dry-run", action="store_true", help="print what would be deleted, delete nothing")
@@ -245,7 +264,7 @@ def _consent(args: argparse.Namespace) -> int:
 def _consent_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=("revoke", "restore"))
     parser.add_argument("--user", required=True)
-    parser.add_argument("--tenant", default="default")
+    parser.add_argument("--tenant", help="tenant (default: the config file's, else default)")
     parser.add_argument("--classes", nargs="*", help="privacy classes (default: behavioral, personal_data, sensitive_inferred)")
 
 
@@ -311,7 +330,7 @@ def _backfill_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--entity-ids", default="entity_id", help="id column of the source (default entity_id)")
     parser.add_argument("--feature-timestamp", default="feature_timestamp", help="time column (default feature_timestamp)")
     parser.add_argument("--generated-at", help="generated_at column (default: the backfill's start time)")
-    parser.add_argument("--tenant", default="default")
+    parser.add_argument("--tenant", help="tenant (default: the config file's, else default)")
 
 
 def _training_set(args: argparse.Namespace) -> int:
@@ -337,7 +356,7 @@ def _training_set_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--events", required=True, help="events Parquet file: join key columns, event_timestamp, labels")
     parser.add_argument("--out", required=True, help="output Parquet file")
     parser.add_argument("--event-timestamp", default="event_timestamp", help="the events' time column")
-    parser.add_argument("--tenant", default="default")
+    parser.add_argument("--tenant", help="tenant (default: the config file's, else default)")
     parser.add_argument("--strict", action="store_true", help="also require generated_at <= event time")
     parser.add_argument("--reasons", action="store_true", help="add a <column>__reason column per feature column")
 
@@ -418,7 +437,15 @@ def _filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
+def _prune_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--prune", action="store_true",
+        help="also remove models, feature sets and groups not in the repo (refused while anything kept depends on them)",
+    )
+
+
 def _plan_args(parser: argparse.ArgumentParser) -> None:
+    _prune_arg(parser)
     parser.add_argument("--all", action="store_true", help="also show unchanged definitions")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -526,7 +553,7 @@ COMMANDS: dict[str, Command] = {
     for c in (
         Command("init", "create a new features repo from a bundled template", _init_args, _init),
         Command("schema", "print the JSON Schema of a features-repo YAML file (for editors)", lambda p: None, _schema),
-        Command("apply", "validate the features repo and store it in the registry", lambda p: None, _apply),
+        Command("apply", "validate the features repo and store it in the registry", _prune_arg, _apply),
         Command("plan", "show what apply would add, change or reject (writes nothing)", _plan_args, _plan),
         Command("list", "list and search registered features", _filters, _list),
         Command(
@@ -579,8 +606,9 @@ def _version() -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser for every registered subcommand."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--store", default=DEFAULT_STORE, help=f"store directory (default {DEFAULT_STORE})")
-    common.add_argument("--repo", default=None, help="features repo folder of YAML files (demo: the bundled example)")
+    common.add_argument("--config", help="configuration file (default: $FEATURECORE_CONFIG, else ./featurecore.toml if present)")
+    common.add_argument("--store", help=f"store directory (default: the config file's, else {DEFAULT_STORE})")
+    common.add_argument("--repo", help="features repo folder of YAML files (default: the config file's; demo: the bundled example)")
     parser = argparse.ArgumentParser(
         prog="featurecore", description="Embedded feature store for recommendation ranking."
     )
@@ -600,6 +628,11 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help and usage errors; keep main() callable in-process
         return int(exc.code or 0)
     try:
+        settings = load_config(args.config)
+        args.store = args.store or settings.store
+        args.repo = args.repo or settings.repo
+        if args.command in _TENANT_FROM_CONFIG and args.tenant is None:
+            args.tenant = settings.tenant
         return COMMANDS[args.command].run(args)
     except FeatureStoreError as exc:
         print(f"featurecore {args.command}: error: {str(exc).splitlines()[0]}", file=sys.stderr)

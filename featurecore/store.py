@@ -39,6 +39,7 @@ from .registry.model import RegistryState, parse_ref
 from .registry.provenance import BatchLineage, record_lineage
 from .registry.registry import DefinitionsLike, Registry
 from .registry.validation import Plan
+from .config import StoreConfig, load_config
 from .serving.adhoc import AdhocFeatureSets
 from .serving.engine import PreparedFeatureSet, ServingEngine
 from .serving.matrix import FeatureMatrix
@@ -116,6 +117,8 @@ class FeatureStore:
         self._tombstone_cache: "Tombstones | None" = None
         self._closed = False
         self._adhoc = AdhocFeatureSets()
+        #: Defaults from the configuration file (``FeatureStore.open``), or the built-in ones.
+        self.config = StoreConfig()
         self._db = self._open_db()
         self.snapshots = Snapshots(lambda: self._db, self._lock, create_cfs=mode == "primary")
         self.direct = DirectReader(lambda: self._db)
@@ -149,23 +152,29 @@ class FeatureStore:
     @classmethod
     def open(
         cls,
-        root: "str | os.PathLike",
+        root: "str | os.PathLike | None" = None,
         *,
         mode: str = "primary",
-        refresh_interval_s: float = DEFAULT_REFRESH_INTERVAL_S,
+        refresh_interval_s: "float | None" = None,
         preload: bool = True,
         changelog_retention: int = DEFAULT_CHANGELOG_RETENTION,
         timestamp_bounds: "TimestampBounds | None" = None,
+        config: "str | os.PathLike | None" = None,
     ) -> "FeatureStore":
         """Open the store directory ``root``.
 
         Args:
-            root: the store directory (created by the primary if missing).
+            root: the store directory (created by the primary if missing); None: the
+                ``store`` of the configuration file (``featurecore.config``: ``config``,
+                else $FEATURECORE_CONFIG, else ./featurecore.toml), else ./featurecore-store.
+            config: the configuration file to read (its ``refresh_interval_s``, ``tenant``
+                and ``purpose`` apply as defaults; explicit arguments win).
             mode: ``"primary"`` (reads and writes; one process at a time),
                 ``"secondary"`` (reads; follows a live primary, refreshed in the
                 background every ``refresh_interval_s``) or ``"read_only"`` (reads
                 the state at open time).
-            refresh_interval_s: secondary refresh period in seconds (default 1.0).
+            refresh_interval_s: secondary refresh period in seconds (default: the
+                config file's, else 1.0).
             preload: load every resident group now instead of on first use.
             changelog_retention: changelog entries the primary keeps.
             timestamp_bounds: the plausible range of timestamps (``TimestampBounds``;
@@ -173,10 +182,14 @@ class FeatureStore:
                 as seconds or milliseconds passed where microseconds are expected, is
                 rejected with a ValidationError naming the unit.
         """
-        return cls(
-            os.fspath(root), mode=mode, refresh_interval_s=refresh_interval_s, preload=preload,
+        settings = load_config(config) if root is None or config is not None else StoreConfig()
+        store = cls(
+            os.fspath(settings.store if root is None else root), mode=mode, preload=preload,
+            refresh_interval_s=settings.refresh_interval_s if refresh_interval_s is None else refresh_interval_s,
             changelog_retention=changelog_retention, timestamp_bounds=timestamp_bounds,
         )
+        store.config = settings
+        return store
 
     def _finish_interrupted_deletions(self) -> None:
         """A deletion interrupted after its tombstone (a crash between its steps) would
@@ -608,9 +621,9 @@ class FeatureStore:
         features: "Sequence[str] | None" = None,
         entities: "Mapping[str, Any] | None" = None,
         request_time: Any = None,
-        tenant: str = "default",
+        tenant: "str | None" = None,
         privacy_mode: str = "personalized",
-        purpose: str = "ranking",
+        purpose: "str | None" = None,
         caller: str = "",
         context: "Mapping[str, float] | None" = None,
         candidate: "Mapping[str, Any] | None" = None,
@@ -620,7 +633,8 @@ class FeatureStore:
 
         Either a ``FeatureRequest`` of a registered feature set, or ad hoc (notebooks,
         experiments): ``features=[refs]`` plus the request's fields as keywords
-        (``entities``, ``request_time`` (default now), ``tenant``, ...), compiled on the
+        (``entities``, ``request_time`` (default now), ``tenant`` and ``purpose`` (default:
+        the config file's, else "default" and "ranking"), ...), compiled on the
         fly into an unregistered feature set (cached; ``serving.adhoc``) and served by the
         same engine: one column per feature, in the order given.
 
@@ -655,8 +669,9 @@ class FeatureStore:
         else:
             state, ref = self._feature_set_or_list(None, features)
             request = FeatureRequest(
-                ref, entities, micros_now() if request_time is None else request_time, tenant=tenant,
-                privacy_mode=privacy_mode, purpose=purpose, caller=caller, context=dict(context or {}),
+                ref, entities, micros_now() if request_time is None else request_time,
+                tenant=self.config.tenant if tenant is None else tenant, privacy_mode=privacy_mode,
+                purpose=self.config.purpose if purpose is None else purpose, caller=caller, context=dict(context or {}),
                 candidate=dict(candidate or {}), deadline_ms=deadline_ms,
             )
         self.timestamp_bounds.check(request.request_time_us, "request_time")

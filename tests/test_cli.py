@@ -290,3 +290,48 @@ def test_list_refuses_an_unknown_stage_or_privacy_class(capsys, applied):
     assert code == 1 and "stage must be one of proposed, experimental, production" in err and "'prod'" in err
     code, _, err = run(capsys, "list", *applied, "--privacy-class", "behavior")
     assert code == 1 and "privacy_class must be one of public_catalog" in err
+
+
+def test_plan_shows_changed_values_as_plain_data(tmp_path, example_repo, capsys, applied):
+    import shutil
+
+    repo = tmp_path / "repo"
+    shutil.copytree(example_repo, repo)
+    text = (repo / "feature_sets.yaml").read_text()
+    (repo / "feature_sets.yaml").write_text(text.replace("online_get_p95_us: 2000", "online_get_p95_us: 2500", 1))
+    code, out, _ = run(capsys, "plan", *applied, "--repo", str(repo))
+    assert code == 0 and "1 change" in out
+    assert '"online_get_p95_us": 2000.0' in out and '"online_get_p95_us": 2500.0' in out
+    assert "ServiceLevel(" not in out and "mappingproxy" not in out
+
+
+def test_apply_prune_removes_what_left_the_repo_guarded_by_dependents(tmp_path, example_repo, capsys, applied):
+    import shutil
+
+    repo = tmp_path / "repo"
+    shutil.copytree(example_repo, repo)
+    # The trending set leaves the repo but its model stays: refused, nothing written.
+    sets = (repo / "feature_sets.yaml").read_text()
+    start = sets.index("  - name: trending_features")
+    (repo / "feature_sets.yaml").write_text(sets[:start])
+    code, out, err = run(capsys, "apply", *applied, "--repo", str(repo), "--prune")
+    assert code == 1 and "prune   trending_features:v3" in out
+    assert "feature set 'trending_features:v3' is not in the repo but model(s) trending_ranker:v3 in it use it" in err
+    code, out, _ = run(capsys, "plan", *applied, "--repo", str(repo), "--prune")
+    assert code == 1 and "prune   trending_features:v3" in out
+    # Without its model (in production: deprecate it first), both go.
+    models = (repo / "models.yaml").read_text()
+    (repo / "models.yaml").write_text(models[: models.index("  - name: trending_ranker")])
+    code, out, err = run(capsys, "apply", *applied, "--repo", str(repo), "--prune")
+    assert code == 1 and "model 'trending_ranker:v3' is in production; set its stage to deprecated" in err
+    with Registry.open(applied[1]) as registry:
+        registry.set_model_stage("trending_ranker:v3", "deprecated")
+    code, out, _ = run(capsys, "apply", *applied, "--repo", str(repo), "--prune")
+    assert code == 0 and "prune   trending_ranker:v3" in out and "prune   trending_features:v3" in out
+    with Registry.open(applied[1], read_only=True) as registry:
+        assert "trending_features:v3" not in registry.state.feature_sets
+        assert "trending_ranker:v3" not in registry.state.models
+        assert "item_static:v1" in registry.state.feature_groups  # still read by home_ranker_features
+    # Without --prune nothing is removed.
+    code, out, _ = run(capsys, "apply", *applied, "--repo", str(example_repo))
+    assert code == 0

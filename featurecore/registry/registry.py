@@ -62,7 +62,7 @@ class Registry:
     def __init__(self, db: rocksdict.Rdict, *, owns_db: bool = False):
         self._db = db
         self._owns_db = owns_db
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # prune holds it across the removes it makes
         self._state = self._read_head()
 
     @property
@@ -356,6 +356,22 @@ class Registry:
             new = dataclasses.replace(state, **updates, revision=state.revision + 1)
             return self._commit(new, f"remove {ref}")
 
+    def prune(self, definitions: DefinitionsLike) -> list[str]:
+        """Remove the models, feature sets and feature groups (with their features) that
+        are registered but not in ``definitions``, as ``featurecore apply --prune`` does.
+
+        Checked as a whole first (``prune_plan``): nothing is removed when any removal is
+        blocked. Returns the refs removed, in removal order.
+        """
+        definitions = as_definitions(definitions)
+        with self._lock:
+            refs, problems = prune_plan(self.reload(), definitions)
+            if problems:
+                raise RegistryError(f"prune refused, {len(problems)} problem(s), nothing removed: {problems[0]}", problems)
+            for ref in refs:
+                self.remove(ref)
+        return refs
+
     # -- queries --------------------------------------------------------------------------
 
     def search(self, **filters: str | None) -> list[dict[str, Any]]:
@@ -387,6 +403,33 @@ class Registry:
     ) -> deploy.ValidationReport:
         """Deploy check of a model (see ``featurecore.registry.deploy.validate_model``)."""
         return deploy.validate_model(self._state, model_ref, online_freshness, tenants=tenants)
+
+
+def prune_plan(state: RegistryState, definitions: Definitions) -> tuple[list[str], list[str]]:
+    """What a prune to ``definitions`` removes (models, then feature sets, then groups:
+    dependents before what they depend on) and every problem that blocks it: a production
+    model, or a dependent that stays (in the repo) on something that would go."""
+    keep = {obj.ref for kind in ("models", "feature_sets", "feature_groups") for obj in getattr(definitions, kind)}
+    models = sorted(r for r in state.models if r not in keep)
+    sets = sorted(r for r in state.feature_sets if r not in keep)
+    groups = sorted(r for r in state.feature_groups if r not in keep)
+    gone = set(models) | set(sets)
+    problems = [
+        f"model '{r}' is in production; set its stage to deprecated before pruning it"
+        for r in models
+        if state.models[r].stage == "production"
+    ]
+    for r in sets:
+        users = [m for m in lineage.models_using(state, r) if m not in gone]
+        if users:
+            problems.append(f"feature set '{r}' is not in the repo but model(s) {', '.join(users)} in it use it; keep it or remove them")
+    for r in groups:
+        users = sorted({fs for f in state.feature_groups[r].features for fs in lineage.feature_sets_using(state, f) if fs not in gone})
+        if users:
+            problems.append(
+                f"feature group '{r}' is not in the repo but feature set(s) {', '.join(users)} read its features; keep it or remove them"
+            )
+    return models + sets + groups, problems
 
 
 def _removal_problem(state: RegistryState, feature_ref: str) -> str:

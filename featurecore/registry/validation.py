@@ -8,6 +8,7 @@ All problems of one batch are collected; ``validate`` raises them as one Registr
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
@@ -16,6 +17,7 @@ from ..errors import RegistryError
 from ..reasons import DEFAULT_KINDS, MISSING_REASONS, STALE_CAPABLE_REASONS
 from .lineage import production_users
 from .render import render_table
+from .serde import to_plain
 from .model import (
     CROSS_KINDS,
     DTYPES,
@@ -500,8 +502,14 @@ def changed_fields(old: Any, new: Any) -> list[str]:
     return [f.name for f in dataclasses.fields(old) if getattr(old, f.name) != getattr(new, f.name)]
 
 
+def _shown(value: Any) -> str:
+    """A value as plain data (no ``ServiceLevel(...)`` or ``mappingproxy`` reprs); containers as compact JSON."""
+    plain = to_plain(value)
+    return json.dumps(plain, default=str) if isinstance(plain, (dict, list)) else repr(plain)
+
+
 def _describe_change(old: Any, new: Any, fields: list[str]) -> str:
-    return ", ".join(f"{f} ({getattr(old, f)!r} -> {getattr(new, f)!r})" for f in fields)
+    return ", ".join(f"{f} ({_shown(getattr(old, f))} -> {_shown(getattr(new, f))})" for f in fields)
 
 
 def _memberships(groups: Mapping[str, FeatureGroup]) -> dict[str, list[str]]:

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from featurecore import _core
@@ -96,3 +97,22 @@ def populated_store(example_store):
     creators, in tenants ``default`` and ``shop_b``, offline and online."""
     populate(example_store, tenants=("default", "shop_b"))
     return example_store
+
+
+@pytest.fixture
+def store(store_dir, example_repo):
+    """A primary store with the example repo applied (closed after the test)."""
+    with FeatureStore.open(store_dir) as store:
+        store.apply(example_repo)
+        yield store
+
+
+def events_at(items, times_us):
+    """Events for ``items`` at ``times_us`` (int64 us), with the other ids of the example feature sets."""
+    return pd.DataFrame({
+        "item_id": items,
+        "creator_id": ["c0"] * len(items),
+        "user_id": ["u1"] * len(items),
+        "session_id": ["s1"] * len(items),
+        "event_timestamp": pd.to_datetime(np.asarray(times_us), unit="us", utc=True),
+    })

@@ -8,15 +8,15 @@ import os
 import shutil
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from featurecore import FeatureStore
 from featurecore import _core
 from featurecore.errors import FeatureStoreError, ValidationError
 from featurecore.offline.log import OfflineLog, OfflineMetadataError
 from featurecore.layout import column_family
 from featurecore.reasons import Reason
+
+from conftest import events_at
 
 SECOND_US = 1_000_000
 HOUR_US = 3600 * SECOND_US
@@ -29,23 +29,6 @@ FEATURE_SET = "trending_features:v3"
 def behavior(ctr):
     ctr = np.asarray(ctr, np.float32)
     return {"item_ctr_7d_smoothed": ctr, "item_cvr_30d_smoothed": ctr / 10}
-
-
-def events_at(items, times_us):
-    return pd.DataFrame({
-        "item_id": items,
-        "creator_id": ["c0"] * len(items),
-        "user_id": ["u1"] * len(items),
-        "session_id": ["s1"] * len(items),
-        "event_timestamp": pd.to_datetime(np.asarray(times_us), unit="us", utc=True),
-    })
-
-
-@pytest.fixture
-def store(store_dir, example_repo):
-    with FeatureStore.open(store_dir) as store:
-        store.apply(example_repo)
-        yield store
 
 
 def ctr(training):

@@ -7,9 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from featurecore import FeatureStore, ValidationError
+from featurecore import ValidationError
 from featurecore.governance import delete_entity
 from featurecore.reasons import Reason
+
+from conftest import events_at
 
 HOUR_US = 3_600_000_000
 T0 = 1_782_950_400_000_000  # 2026-07-02 00:00 UTC
@@ -19,23 +21,6 @@ CTR = "item_ctr_7d_smoothed:v3"
 
 def behavior(ctr, cvr):
     return {"item_ctr_7d_smoothed": np.asarray(ctr, np.float32), "item_cvr_30d_smoothed": np.asarray(cvr, np.float32)}
-
-
-def events_at(items, times_us):
-    return pd.DataFrame({
-        "item_id": items,
-        "creator_id": ["c0"] * len(items),
-        "user_id": ["u1"] * len(items),
-        "session_id": ["s1"] * len(items),
-        "event_timestamp": pd.to_datetime(np.asarray(times_us), unit="us", utc=True),
-    })
-
-
-@pytest.fixture
-def store(store_dir, example_repo):
-    with FeatureStore.open(store_dir) as store:
-        store.apply(example_repo)
-        yield store
 
 
 def ctr_of(matrix_like, columns):

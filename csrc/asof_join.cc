@@ -5,12 +5,11 @@
 #include <system_error>
 #include <thread>
 
-namespace featurecore {
+#include "reasons.h"
+
+namespace fc {
 namespace {
 
-constexpr uint8_t kPresent = 0;
-constexpr uint8_t kNotApplicable = 2;
-constexpr uint8_t kEntityNotFound = 6;
 
 // Integer ids are often sequential; a finalizer spreads them over the table.
 inline uint64_t mix(uint64_t x) {
@@ -267,4 +266,4 @@ void decimal_text_order(const int64_t* ids, size_t n, int64_t* order) {
     for (size_t i = 0; i < n; ++i) order[i] = keys[i].index;
 }
 
-}  // namespace featurecore
+}  // namespace fc

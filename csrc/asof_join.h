@@ -30,7 +30,7 @@
 #include <cstdint>
 #include <vector>
 
-namespace featurecore {
+namespace fc {
 
 class AsofJoin {
 public:
@@ -125,4 +125,4 @@ private:
  * integer ids: "10" < "9", "-1" < "0"), written to order (n). Pure, thread-safe. */
 void decimal_text_order(const int64_t* ids, size_t n, int64_t* order);
 
-}  // namespace featurecore
+}  // namespace fc

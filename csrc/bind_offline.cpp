@@ -11,8 +11,8 @@
 #include "asof_join.h"
 
 namespace py = pybind11;
-using featurecore::AsofJoin;
-using featurecore::LatestPerKey;
+using fc::AsofJoin;
+using fc::LatestPerKey;
 
 namespace {
 
@@ -130,7 +130,7 @@ keys int64 (w,)): the winning row of each key that has one.
             int64_t* out = order.mutable_data();
             {
                 py::gil_scoped_release release;
-                featurecore::decimal_text_order(p, static_cast<size_t>(n), out);
+                fc::decimal_text_order(p, static_cast<size_t>(n), out);
             }
             return order;
         },

@@ -25,9 +25,9 @@ inline uint64_t load32(const char* p) {
 }
 
 void check_label(std::string_view s, const char* what) {
-    if (s.size() > 255)
-        throw std::invalid_argument(std::string(what) + " is " + std::to_string(s.size()) +
-                                    " bytes long; keys allow at most 255 UTF-8 bytes, use a shorter name");
+    if (s.size() > kMaxNameBytes)
+        throw std::invalid_argument(std::string(what) + " is " + std::to_string(s.size()) + " bytes long; keys allow at most " +
+                                    std::to_string(kMaxNameBytes) + " UTF-8 bytes, use a shorter name");
 }
 
 }  // namespace
@@ -70,6 +70,52 @@ std::string pair_id(const std::vector<std::string_view>& components) {
     for (size_t i = 0; i + 1 < components.size(); ++i) append_pair_component(out, components[i]);
     out.append(components.back());
     return out;
+}
+
+void join_pair_ids(const std::vector<TextColumn>& components, std::string& data, int64_t* offsets) {
+    if (components.size() < 2)
+        throw std::invalid_argument("join_pair_ids needs at least 2 component columns, got " +
+                                    std::to_string(components.size()));
+    const size_t n = components[0].n;
+    for (const TextColumn& c : components)
+        if (c.n != n)
+            throw std::invalid_argument("join_pair_ids: component columns differ in length (" + std::to_string(c.n) +
+                                        " vs " + std::to_string(n) + ")");
+    offsets[0] = 0;
+    for (size_t i = 0; i < n; ++i) {
+        for (size_t c = 0; c < components.size(); ++c) {
+            const TextColumn& col = components[c];
+            const std::string_view text(col.data + col.offsets[i], static_cast<size_t>(col.offsets[i + 1] - col.offsets[i]));
+            if (c + 1 < components.size())
+                append_pair_component(data, text);
+            else
+                data.append(text);
+        }
+        offsets[i + 1] = static_cast<int64_t>(data.size());
+    }
+}
+
+bool split_pair_id(std::string_view id, size_t n_components, size_t* begin, size_t* length) {
+    if (n_components < 2) return false;
+    size_t pos = 0;
+    for (size_t c = 0; c + 1 < n_components; ++c) {
+        // "<decimal byte length>:" (at most 12 digits: longer is malformed and would overflow).
+        uint64_t len = 0;
+        size_t digits = 0;
+        while (pos + digits < id.size() && digits <= 12 && id[pos + digits] >= '0' && id[pos + digits] <= '9') {
+            len = len * 10 + static_cast<uint64_t>(id[pos + digits] - '0');
+            ++digits;
+        }
+        if (digits == 0 || digits > 12 || pos + digits >= id.size() || id[pos + digits] != ':') return false;
+        pos += digits + 1;
+        if (len > id.size() - pos) return false;
+        begin[c] = pos;
+        length[c] = static_cast<size_t>(len);
+        pos += static_cast<size_t>(len);
+    }
+    begin[n_components - 1] = pos;
+    length[n_components - 1] = id.size() - pos;
+    return true;
 }
 
 uint64_t hash_bytes(const char* p, size_t n) {

@@ -21,6 +21,8 @@
 namespace fc {
 
 constexpr char kKeyFormat = '\x01';
+// The longest tenant or entity type, in UTF-8 bytes (its length is one byte of the key).
+constexpr size_t kMaxNameBytes = 255;
 
 // Appends the key prefix; throws std::invalid_argument if tenant or entity
 // type is longer than 255 bytes.
@@ -35,6 +37,22 @@ void append_int_id(std::string& out, int64_t v);
 void append_pair_component(std::string& out, std::string_view component);
 
 std::string pair_id(const std::vector<std::string_view>& components);
+
+// A column of texts laid out as Arrow's large_string: text i is
+// data[offsets[i], offsets[i + 1]).
+struct TextColumn {
+    const int64_t* offsets;
+    const char* data;
+    size_t n;
+};
+
+// pair_id of every row of the component columns (all of length n), appended to
+// data with offsets[0..n] (offsets[0] = 0); an Arrow large_string layout.
+void join_pair_ids(const std::vector<TextColumn>& components, std::string& data, int64_t* offsets);
+
+// The inverse of pair_id for one id of n_components: begin[c] and length[c] of
+// each component inside id. False (spans unspecified) if id is not such a pair id.
+bool split_pair_id(std::string_view id, size_t n_components, size_t* begin, size_t* length);
 
 // Fast, well-mixed 64-bit hash of key bytes (wyhash-style multiply-fold).
 uint64_t hash_bytes(const char* p, size_t n);

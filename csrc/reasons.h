@@ -1,6 +1,9 @@
 // Shared vocabulary of the native core: missing reasons, default actions and
-// dtype codes. The numbers are the contract of docs/ARCHITECTURE.md and must
-// match featurecore/reasons.py; they are stored in matrices and rows.
+// dtype codes, with their names. This header is their one definition: the
+// numbers are stored in matrices and rows (docs/ARCHITECTURE.md), _core exposes
+// them as REASONS, ACTIONS and DTYPES (csrc/bind_vocabulary.cpp), and Python
+// reads them from there (tests/test_vocabulary.py pins featurecore/reasons.py's
+// enums to them).
 #pragma once
 
 #include <cstdint>
@@ -20,6 +23,10 @@ enum Reason : uint8_t {
     kStale = 7,
 };
 constexpr int kNumReasons = 8;
+constexpr const char* kReasonNames[kNumReasons] = {
+    "present", "no_history", "not_applicable", "timeout",
+    "not_computed", "privacy_disabled", "entity_not_found", "stale",
+};
 
 // What the assembler writes for a missing reason (priors are constants by now).
 enum Action : uint8_t {
@@ -29,6 +36,9 @@ enum Action : uint8_t {
     kFail = 3,
 };
 constexpr int kNumActions = 4;
+constexpr const char* kActionNames[kNumActions] = {
+    "constant", "use_stale_if_available", "null_with_indicator", "fail",
+};
 
 // Stored dtype of a feature; every dtype is served as float32 slot(s).
 enum DType : uint8_t {
@@ -40,5 +50,8 @@ enum DType : uint8_t {
     kEmbedding = 5,    // float32 x dim
 };
 constexpr int kNumDTypes = 6;
+constexpr const char* kDTypeNames[kNumDTypes] = {
+    "float32", "float64", "int64", "bool", "categorical", "embedding",
+};
 
 }  // namespace fc

@@ -1,8 +1,8 @@
 """Stubs of featurecore._core, the native extension (this file is the contract).
 
-Dtype codes: 0 float32, 1 float64, 2 int64, 3 bool, 4 categorical (int32 code),
-5 embedding (float32 x dim). Reason codes: featurecore.reasons.Reason. Action
-codes: featurecore.reasons.Action. Timestamps are int64 microseconds (UTC).
+Dtype, reason and action codes are REASONS, ACTIONS and DTYPES below (defined once, in
+csrc/reasons.h; featurecore.reasons.Reason/Action and registry.model.DTYPES read them).
+Timestamps are int64 microseconds (UTC).
 
 Errors: a bad argument raises featurecore.errors.ValidationError (a ValueError);
 a position outside a table raises featurecore.errors.OutOfRangeError (a
@@ -15,6 +15,18 @@ import numpy as np
 from numpy.typing import NDArray
 
 Ids = list[str] | NDArray[np.int64]
+
+#: Missing-reason name -> uint8 code (0 present ... 7 stale).
+REASONS: dict[str, int]
+#: Default-action name -> uint8 code.
+ACTIONS: dict[str, int]
+#: Feature dtype name -> uint8 code (categorical: int32 code; embedding: float32 x dim).
+DTYPES: dict[str, int]
+#: The longest tenant or entity type, in UTF-8 bytes.
+MAX_NAME_BYTES: int
+
+def key_prefix(tenant: str, entity_type: str) -> bytes:
+    """The bytes every key of (tenant, entity_type) starts with; encode_key = prefix + id."""
 
 def encode_key(tenant: str, entity_type: str, entity_id: str | int) -> bytes:
     """b"\\x01" + u8 len + tenant + u8 len + entity_type + id UTF-8 (ints as decimal)."""
@@ -36,6 +48,20 @@ def pair_id(*component_ids: str | int) -> str:
     >>> pair_id("u1", "i9")
     '2:u1i9'
     """
+
+def join_pair_ids(
+    offsets: list[NDArray[np.int64]], data: list[NDArray[np.uint8]]
+) -> tuple[NDArray[np.int64], NDArray[np.uint8]]:
+    """pair_id of every row of component text columns in Arrow's large_string layout
+    (offsets (n + 1,), data bytes); returns the pair ids' (offsets, data).
+    featurecore.keys.join_pair_ids is the pyarrow face of it."""
+
+def split_pair_ids(
+    offsets: NDArray[np.int64], data: NDArray[np.uint8], n_components: int
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.bool_]]:
+    """Inverse of join_pair_ids: (begin (k, n), length (k, n), valid (n,)); component c of
+    id i is data[begin[c, i]:][:length[c, i]]; valid is False where id i is not a pair id
+    of k components. featurecore.keys.split_pair_ids is the pyarrow face of it."""
 
 def hash_key(key: bytes) -> int:
     """The 64-bit hash of key bytes used by the resident index."""

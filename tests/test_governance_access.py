@@ -48,7 +48,7 @@ def test_tenant_rules_are_validated(store_dir, example_repo):
         with pytest.raises(RegistryError, match=r"apply rejected, 4 problem\(s\): tenant access ''") as caught:
             registry.apply([TenantAccess("", feature_sets=("nope",), privacy_classes=("secret",), purposes=("ads",))])
         problems = "\n".join(caught.value.problems)
-        assert "tenant access '' field 'tenant' must be a non-empty name of at most 255 bytes" in problems
+        assert "tenant access '' field 'tenant': tenant must be a non-empty str of at most 255 UTF-8 bytes" in problems
         assert "field 'feature_sets' has 'nope', which is neither a registered feature set name nor ref" in problems
         assert "field 'privacy_classes' has unknown value 'secret'" in problems
         assert "field 'purposes' has 'ads', which has no access rule" in problems

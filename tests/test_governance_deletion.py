@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from featurecore import _core
 from featurecore.errors import FeatureStoreError, NotFoundError, ValidationError
 from featurecore.governance import Tombstones, delete_entity, deletion_log, filter_tombstoned
-from featurecore.governance.deletion import pair_components, tombstone_version, write_tombstone
+from featurecore.governance.deletion import tombstone_version, write_tombstone
+from featurecore.keys import split_pair_ids
 from featurecore.offline.log import OfflineLog
 from featurecore.offline.materialize import materialize_bulk
 from featurecore.reasons import Reason
@@ -232,8 +233,8 @@ PAIRISH = st.one_of(
 
 @settings(max_examples=80, deadline=None)
 @given(ids=st.lists(PAIRISH, max_size=12), n_components=st.integers(2, 3))
-def test_pair_components_match_the_one_id_oracle(ids, n_components):
-    got = [column.to_pylist() for column in pair_components(pa.array(ids, pa.string()), n_components)]
+def test_split_pair_ids_matches_the_one_id_oracle(ids, n_components):
+    got = [column.to_pylist() for column in split_pair_ids(pa.array(ids, pa.string()), n_components)]
     for row, pair_id in enumerate(ids):
         parts = [column[row] for column in got]
         expected = split_pair_id(pair_id, n_components)
@@ -243,9 +244,9 @@ def test_pair_components_match_the_one_id_oracle(ids, n_components):
             assert [p.decode(errors="surrogateescape") for p in parts] == expected, pair_id
 
 
-def test_pair_components_reject_what_pair_id_cannot_produce():
+def test_split_pair_ids_rejects_what_pair_id_cannot_produce():
     ids = ["9:ab", "ab", ":ab", "1:", "99999999999999999999:a", "2:u1i9"]
-    first, last = pair_components(ids, 2)
+    first, last = split_pair_ids(ids, 2)
     assert first.to_pylist() == [None, None, None, None, None, b"u1"]
     assert last.to_pylist() == [None, None, None, None, None, b"i9"]
 

@@ -46,6 +46,7 @@ import rocksdict
 
 from .. import _core
 from ..errors import ValidationError
+from ..keys import split_pair_ids
 from ..layout import META_CF, column_family
 from ..online.batch import Batch, check_tenant
 from ..online.writer import Change
@@ -210,7 +211,7 @@ class Tombstones:
         if own:
             keep &= ~pc.is_in(text, value_set=pa.array(sorted(own), pa.string())).to_numpy(zero_copy_only=False)
         if parts:
-            components = pair_components(text, len(entity.components))
+            components = split_pair_ids(text, len(entity.components))
             for position, gone in parts:
                 deleted = pa.array(sorted(i.encode() for i in gone), pa.large_binary())
                 keep &= ~pc.fill_null(pc.is_in(components[position], value_set=deleted), False).to_numpy(zero_copy_only=False)
@@ -223,62 +224,6 @@ class Tombstones:
             return batch
         keep = self.keep_mask(state, group_ref, tenant, batch.ids)
         return batch if keep.all() else batch.take(keep)
-
-
-def pair_components(ids: Any, n_components: int) -> list[pa.Array]:
-    """Each component of pair ids (``_core.pair_id``) as a large_binary array of UTF-8
-    bytes, null where an id is not a pair id of ``n_components`` (vectorized inverse of
-    ``pair_id``).
-
-    Every component but the last is ``"<utf8 byte length>:<id>"``: the length prefixes
-    are parsed with numpy over the array's data buffer, one digit position at a time,
-    and each component is gathered into its own array in one pass.
-    """
-    import pyarrow as pa
-
-    text = _as_text(ids)
-    n = len(text)
-    offsets = np.frombuffer(text.buffers()[1], np.int32, n + 1, text.offset * 4).astype(np.int64)
-    data = np.frombuffer(text.buffers()[2], np.uint8) if n and text.buffers()[2] is not None else np.zeros(0, np.uint8)
-    end = offsets[1:]
-    valid = text.is_valid().to_numpy(zero_copy_only=False) if text.null_count else np.ones(n, dtype=bool)
-    pos = offsets[:-1]
-    spans = []  # (begin, length) of each component
-    for _ in range(n_components - 1):
-        length, digits = np.zeros(n, np.int64), np.zeros(n, np.int64)
-        reading = valid.copy()
-        while reading.any():  # one round per digit of the longest length prefix
-            at = pos[reading] + digits[reading]
-            char = np.zeros(len(at), np.int64)
-            inside = at < end[reading]
-            char[inside] = data[at[inside]]
-            digit = inside & (char >= 48) & (char <= 57)
-            rows = np.flatnonzero(reading)[digit]
-            length[rows] = length[rows] * 10 + char[digit] - 48
-            digits[rows] += 1
-            reading[:] = False
-            reading[rows] = digits[rows] <= 12  # longer prefixes are malformed (and would overflow)
-        at = pos + digits
-        colon = valid & (digits > 0) & (digits <= 12) & (at < end)
-        colon[colon] = data[at[colon]] == ord(":")
-        begin = at + 1
-        valid = colon & (begin + length <= end)
-        spans.append((begin, length))
-        pos = begin + length
-    spans.append((pos, end - pos))
-    return [_gather(data, begin, length, valid) for begin, length in spans]
-
-
-def _gather(data: np.ndarray, begin: np.ndarray, length: np.ndarray, valid: np.ndarray) -> pa.Array:
-    """large_binary array of ``data[begin[i] : begin[i] + length[i]]`` (null where not ``valid``)."""
-    import pyarrow as pa
-
-    length = np.where(valid, length, 0)
-    offsets = np.zeros(len(length) + 1, np.int64)
-    np.cumsum(length, out=offsets[1:])
-    chars = data[np.arange(offsets[-1]) + np.repeat(begin - offsets[:-1], length)]
-    mask = pa.array(valid).buffers()[1]
-    return pa.Array.from_buffers(pa.large_binary(), len(length), [mask, pa.py_buffer(offsets), pa.py_buffer(chars)])
 
 
 def _as_text(ids: Any) -> pa.Array:
@@ -329,11 +274,9 @@ def _pair_keys(cf: Any, tenant: str, pair_entity: str, n_components: int, positi
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    type_prefix = _core.encode_key(tenant, pair_entity, "x")[:-1]
-    if position == 0:
-        prefix = type_prefix + f"{len(entity_id.encode())}:{entity_id}".encode()
-    else:
-        prefix = type_prefix
+    type_prefix = _core.key_prefix(tenant, pair_entity)
+    # pair ids length-prefix every component but the last: the first one is a key prefix.
+    prefix = type_prefix + _core.pair_id(entity_id, "").encode() if position == 0 else type_prefix
     keys = []
     it = cf.iter()
     it.seek(prefix)
@@ -344,7 +287,7 @@ def _pair_keys(cf: Any, tenant: str, pair_entity: str, n_components: int, positi
     if position == 0 or not keys:
         return keys
     ids = pa.array([key[len(type_prefix) :] for key in keys], pa.binary()).cast(pa.string())
-    hit = pc.equal(pair_components(ids, n_components)[position], pa.scalar(entity_id.encode(), pa.large_binary()))
+    hit = pc.equal(split_pair_ids(ids, n_components)[position], pa.scalar(entity_id.encode(), pa.large_binary()))
     return [keys[i] for i in np.flatnonzero(pc.fill_null(hit, False).to_numpy(zero_copy_only=False)).tolist()]
 
 

@@ -62,6 +62,7 @@ from .. import _core
 from ..errors import ValidationError
 from ..registry.deploy import assert_trainable
 from ..reasons import Reason
+from ..keys import join_pair_ids
 from ..online.batch import GroupSchema, check_tenant, check_text_ids
 from ..registry.model import RegistryState
 from ..serving.plan import CompiledFeatureSet, compile_feature_set
@@ -136,11 +137,10 @@ def event_micros(table: pa.Table, column: str) -> np.ndarray:
     )
 
 
-def _pair_ids(table: pa.Table, state: RegistryState, entity) -> pa.ChunkedArray:
-    """``pair_id(*components)`` per row, vectorized: '<bytes>:<id>' for all but the last.
-    A row with an absent component (null, empty or negative id) gets a null pair id, so
-    it is not_applicable, as online (``encode_pair_keys`` gives it no key)."""
-    parts = []
+def _pair_ids(table: pa.Table, state: RegistryState, entity) -> pa.Array:
+    """``pair_id(*components)`` per row (``keys.join_pair_ids``, native). A row with an
+    absent component (null, empty or negative id) gets a null pair id, so it is
+    not_applicable, as online (``encode_pair_keys`` gives it no key)."""
     columns = []
     absent = None
     for name in entity.components:
@@ -148,10 +148,8 @@ def _pair_ids(table: pa.Table, state: RegistryState, entity) -> pa.ChunkedArray:
         missing = pc.less(column, 0) if pa.types.is_integer(column.type) else pc.equal(pc.binary_length(column.cast(pa.string())), 0)
         missing = pc.fill_null(missing, True)
         absent = missing if absent is None else pc.or_(absent, missing)
-        columns.append(column.cast(pa.string()))
-    for column in columns[:-1]:
-        parts += [pc.binary_length(column).cast(pa.string()), pa.scalar(":"), column]
-    joined = pc.binary_join_element_wise(*parts, columns[-1], "")
+        columns.append(column)
+    joined = join_pair_ids(columns).cast(pa.string())
     return pc.if_else(absent, pa.scalar(None, pa.string()), joined)
 
 

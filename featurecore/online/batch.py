@@ -17,6 +17,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import ValidationError
+from ..keys import MAX_NAME_BYTES, check_tenant
 from ..registry.model import DTYPES, RegistryState
 from ..registry.schema import schema_for_group
 from ..layout import group_cf_name
@@ -30,9 +31,9 @@ INT64_FEATURE_LIMIT = 2**24
 #: The longest entity key (tenant + entity type + id, docs/ARCHITECTURE.md "Entity keys")
 #: any group, resident or direct, stores: the resident index's limit (csrc/resident.h kMaxKey).
 MAX_KEY_BYTES = 65_535
-#: The longest id: the key limit less the longest prefix (3 bytes + a 255-byte tenant +
-#: a 255-byte entity type), so an id that passes fits under every tenant and entity type.
-MAX_ID_BYTES = MAX_KEY_BYTES - 3 - 255 - 255
+#: The longest id: the key limit less the longest prefix (3 bytes + the longest tenant and
+#: entity type), so an id that passes fits under every tenant and entity type.
+MAX_ID_BYTES = MAX_KEY_BYTES - 3 - 2 * MAX_NAME_BYTES
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
@@ -518,12 +519,3 @@ def validate_batch(
 def micros_now() -> int:
     """The current time as int64 microseconds since the epoch, UTC."""
     return _datetime_micros(dt.datetime.now(dt.timezone.utc), "now", 0)
-
-
-def check_tenant(tenant: Any) -> str:
-    """Return ``tenant`` if it is a usable key prefix, else raise ValidationError."""
-    if not isinstance(tenant, str) or not tenant or not _encodable(tenant) or len(tenant.encode()) > 255:
-        raise ValidationError(
-            f"tenant must be a non-empty str of at most 255 UTF-8 bytes, got {tenant!r}; pass valid Unicode text (no lone surrogates), e.g. tenant='default'"
-        )
-    return tenant

@@ -12,13 +12,12 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from .. import _core
 from ..errors import NotFoundError, RegistryError
 from ..reasons import Action
 
-#: Feature dtypes and their uint8 codes (mirrors csrc).
-DTYPES: Mapping[str, int] = MappingProxyType(
-    {"float32": 0, "float64": 1, "int64": 2, "bool": 3, "categorical": 4, "embedding": 5}
-)
+#: Feature dtypes and their uint8 codes, as csrc/reasons.h defines them.
+DTYPES: Mapping[str, int] = MappingProxyType(dict(_core.DTYPES))
 #: Dtypes a request-time feature may have (one float32 column each).
 REQUEST_DTYPES: tuple[str, ...] = ("float32", "float64", "int64", "bool")
 PRIVACY_CLASSES: tuple[str, ...] = (

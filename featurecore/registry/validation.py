@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from ..errors import RegistryError
+from ..keys import tenant_problem
 from ..reasons import DEFAULT_KINDS, MISSING_REASONS, STALE_CAPABLE_REASONS
 from .lineage import production_users
 from .render import render_table
@@ -198,8 +199,9 @@ def check_tenant_access(rule: TenantAccess, state: RegistryState) -> list[str]:
     label = _label("tenant_access", rule)
     tenant = rule.tenant
     problems = []
-    if not isinstance(tenant, str) or not tenant or len(tenant.encode()) > 255:
-        problems.append(f"{label} field 'tenant' must be a non-empty name of at most 255 bytes, got {tenant!r}")
+    problem = tenant_problem(tenant)
+    if problem:
+        problems.append(f"{label} field 'tenant': {problem}")
     names = {fs.name for fs in state.feature_sets.values()}
     for entry in rule.feature_sets:
         if entry not in state.feature_sets and entry not in names:

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ValidationError
+from ..keys import tenant_problem
 
 PRIVACY_MODES: tuple[str, ...] = ("personalized", "non_personalized")
 #: The matrix is float32: a request value beyond this would be served as inf.
@@ -96,14 +97,9 @@ class FeatureRequest:
             entities[name] = _normalize_ids(name, ids)
         object.__setattr__(self, "entities", entities)
         self._check_time()
-        try:
-            tenant_bytes = len(self.tenant.encode()) if isinstance(self.tenant, str) else 0
-        except UnicodeEncodeError:  # a lone surrogate
-            tenant_bytes = 0
-        if not 0 < tenant_bytes <= 255:
-            raise ValidationError(
-                f"tenant must be a non-empty str of at most 255 UTF-8 bytes, got {self.tenant!r}; pass valid Unicode text (no lone surrogates), e.g. tenant='default'"
-            )
+        problem = tenant_problem(self.tenant)
+        if problem:
+            raise ValidationError(problem)
         if self.privacy_mode not in PRIVACY_MODES:
             raise ValidationError(f"privacy_mode must be one of {PRIVACY_MODES}, got {self.privacy_mode!r}")
         for name, value in self.context.items():

@@ -391,6 +391,32 @@ def _init_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--template", default="recsys", choices=examples.names(), help="bundled example to start from")
 
 
+def _import_feast(args: argparse.Namespace) -> int:
+    from .registry.feast_import import check_new_folder, convert, read_feast_repo, write_repo
+
+    check_new_folder(args.folder)  # before Feast's parser runs (seconds)
+    dump = read_feast_repo(args.feast_repo, python=args.feast_python)
+    definitions, report = convert(dump, owner=args.owner, privacy_class=args.privacy_class)
+    files = write_repo(definitions, report, args.folder)
+    print(report.to_text())
+    print(f"wrote {', '.join(str(f) for f in files)}")
+    print(f"next: featurecore plan --repo {args.folder} && featurecore apply --repo {args.folder}")
+    return 0
+
+
+def _import_feast_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("feast_repo", help="the Feast feature repo folder (holding feature_store.yaml)")
+    parser.add_argument("folder", help="the new featurecore features repo folder (must not exist, or be empty)")
+    parser.add_argument("--owner", help="owner of definitions Feast names none for (default feast:<project>)")
+    parser.add_argument(
+        "--privacy-class", default="behavioral", help="privacy class of every imported feature (default behavioral)"
+    )
+    parser.add_argument(
+        "--feast-python",
+        help="python of an environment with feast installed (default: this one if it has feast, else the `feast` command's)",
+    )
+
+
 def _demo_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="a small synthetic world (seconds, for smoke tests)")
 
@@ -552,6 +578,12 @@ COMMANDS: dict[str, Command] = {
     c.name: c
     for c in (
         Command("init", "create a new features repo from a bundled template", _init_args, _init),
+        Command(
+            "import-feast",
+            "write a featurecore features repo from a Feast feature repo, with a report of what did not map",
+            _import_feast_args,
+            _import_feast,
+        ),
         Command("schema", "print the JSON Schema of a features-repo YAML file (for editors)", lambda p: None, _schema),
         Command("apply", "validate the features repo and store it in the registry", _prune_arg, _apply),
         Command("plan", "show what apply would add, change or reject (writes nothing)", _plan_args, _plan),

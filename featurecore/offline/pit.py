@@ -129,7 +129,9 @@ def event_micros(table: pa.Table, column: str) -> np.ndarray:
                 f"events column {column!r} is a timezone-naive timestamp ({values.type}); localize it, "
                 "e.g. df[col] = df[col].dt.tz_localize('UTC'), or pass int64 microseconds since the epoch"
             )
-        return micros(values.cast(pa.timestamp("us", tz="UTC")))
+        # Nanoseconds (pandas' default) are truncated to the microsecond: an event time can
+        # only move earlier, so no row from after the event joins.
+        return micros(values.cast(pa.timestamp("us", tz="UTC"), safe=False))
     if pa.types.is_integer(values.type):
         return np.ascontiguousarray(values.to_numpy(), np.int64)
     raise ValidationError(

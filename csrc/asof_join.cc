@@ -56,6 +56,22 @@ void parallel_ranges(size_t n, int threads, Weight weight_prefix, Fn fn) {
     for (auto& w : workers) w.join();
 }
 
+// Sorts (ref, event) pairs by ref (refs in [0, max_ref]); equal refs keep their order.
+// LSD radix, 11 bits a pass, only as many passes as max_ref has bits: a million
+// pairs in a few milliseconds, where a comparison sort took tens.
+void radix_sort_by_ref(std::vector<std::pair<int64_t, uint32_t>>& pairs, uint64_t max_ref) {
+    constexpr int kBits = 11;
+    constexpr size_t kBuckets = size_t{1} << kBits;
+    std::vector<std::pair<int64_t, uint32_t>> tmp(pairs.size());
+    for (int shift = 0; shift < 64 && (max_ref >> shift) != 0; shift += kBits) {
+        std::vector<size_t> count(kBuckets + 1, 0);
+        for (const auto& p : pairs) ++count[((static_cast<uint64_t>(p.first) >> shift) & (kBuckets - 1)) + 1];
+        for (size_t b = 0; b < kBuckets; ++b) count[b + 1] += count[b];
+        for (const auto& p : pairs) tmp[count[(static_cast<uint64_t>(p.first) >> shift) & (kBuckets - 1)]++] = p;
+        pairs.swap(tmp);
+    }
+}
+
 }  // namespace
 
 AsofJoin::AsofJoin(const int64_t* event_keys, const uint8_t* event_valid, const int64_t* event_ts, size_t n,
@@ -77,13 +93,23 @@ AsofJoin::AsofJoin(const int64_t* event_keys, const uint8_t* event_valid, const 
     std::vector<uint32_t> fill(entity_events_start_.begin(), entity_events_start_.end() - 1);
     for (size_t i = 0; i < n; ++i)
         if (event_code_[i] >= 0) entity_events_[fill[event_code_[i]]++] = static_cast<uint32_t>(i);
+    // Each entity's events by time: (time, index) pairs sorted in place, so the sort reads
+    // contiguous memory instead of chasing event_ts[index].
+    std::vector<std::pair<int64_t, uint32_t>> timed(entity_events_.size());
+    for (size_t e = 0; e < timed.size(); ++e) timed[e] = {event_ts[entity_events_[e]], entity_events_[e]};
     sorted_ts_.resize(entity_events_.size());
-    for (size_t c = 0; c < n_codes; ++c) {
-        auto first = entity_events_.begin() + entity_events_start_[c];
-        auto last = entity_events_.begin() + entity_events_start_[c + 1];
-        std::sort(first, last, [event_ts](uint32_t a, uint32_t b) { return event_ts[a] < event_ts[b]; });
-    }
-    for (size_t e = 0; e < entity_events_.size(); ++e) sorted_ts_[e] = event_ts[entity_events_[e]];
+    auto weight = [&](size_t c) { return static_cast<size_t>(entity_events_start_[c]); };
+    parallel_ranges(n_codes, threads_, weight, [&](size_t first, size_t last) {
+        for (size_t c = first; c < last; ++c) {
+            const auto lo = timed.begin() + entity_events_start_[c], hi = timed.begin() + entity_events_start_[c + 1];
+            std::sort(lo, hi);
+            for (auto it = lo; it != hi; ++it) {
+                const size_t e = static_cast<size_t>(it - timed.begin());
+                sorted_ts_[e] = it->first;
+                entity_events_[e] = it->second;
+            }
+        }
+    });
     best_.assign(entity_events_.size(), Best{0, 0, -1});
 }
 
@@ -125,16 +151,21 @@ size_t AsofJoin::add(const int64_t* keys, const int64_t* feature_ts, const int64
                      int64_t ref_offset) {
     if (m >= UINT32_MAX) throw std::invalid_argument("AsofJoin.add: at most 2^32 - 1 rows per chunk; pass smaller chunks");
     const size_t n_codes = n_entities();
-    std::vector<int32_t> row_code(m);
+    // Scratch buffers live across calls: fresh pages for every chunk cost more than the merge.
+    std::vector<int32_t>& row_code = scratch_code_;
+    row_code.resize(m);
     parallel_ranges(m, threads_, [](size_t i) { return i; }, [&](size_t first, size_t last) {
         for (size_t j = first; j < last; ++j) row_code[j] = find(keys[j]);
     });
-    std::vector<uint32_t> rows_start(n_codes + 1, 0);
+    std::vector<uint32_t>& rows_start = scratch_start_;
+    rows_start.assign(n_codes + 1, 0);
     for (size_t j = 0; j < m; ++j)
         if (row_code[j] >= 0) ++rows_start[row_code[j] + 1];
     for (size_t c = 0; c < n_codes; ++c) rows_start[c + 1] += rows_start[c];
-    std::vector<Row> rows(rows_start[n_codes]);
-    std::vector<uint32_t> fill(rows_start.begin(), rows_start.end() - 1);
+    std::vector<Row>& rows = scratch_rows_;
+    rows.resize(rows_start[n_codes]);
+    std::vector<uint32_t>& fill = scratch_fill_;
+    fill.assign(rows_start.begin(), rows_start.end() - 1);
     for (size_t j = 0; j < m; ++j) {
         if (row_code[j] < 0) continue;
         const int64_t avail = strict_ ? std::max(feature_ts[j], generated_at[j]) : feature_ts[j];
@@ -156,7 +187,10 @@ void AsofJoin::merge_entities(size_t first, size_t last, const std::vector<uint3
         // Walk the entity's events in time order; `prefix` is the best row eligible so far.
         Best prefix{0, 0, -1};
         auto k = r0;
-        for (uint32_t e = entity_events_start_[c]; e < entity_events_start_[c + 1]; ++e) {
+        // Events before the chunk's earliest row learn nothing from it.
+        const auto ts0 = sorted_ts_.begin() + entity_events_start_[c], ts1 = sorted_ts_.begin() + entity_events_start_[c + 1];
+        const auto first_event = static_cast<uint32_t>(std::lower_bound(ts0, ts1, r0->avail) - sorted_ts_.begin());
+        for (uint32_t e = first_event; e < entity_events_start_[c + 1]; ++e) {
             const int64_t t = sorted_ts_[e];
             for (; k != r1 && k->avail <= t; ++k) {
                 const Best cand{k->feature_ts, k->generated_at, k->ref};
@@ -173,16 +207,15 @@ void AsofJoin::finish(int64_t* row_refs, uint8_t* miss_reason, std::vector<int64
         miss_reason[i] = event_code_[i] < 0 ? kNotApplicable : kEntityNotFound;
     }
     std::vector<std::pair<int64_t, uint32_t>> found;  // (history ref, event)
-    for (size_t c = 0; c + 1 < entity_events_start_.size(); ++c) {
-        for (uint32_t e = entity_events_start_[c]; e < entity_events_start_[c + 1]; ++e) {
-            const uint32_t i = entity_events_[e];
-            if (best_[e].ref >= 0) {
-                miss_reason[i] = kPresent;
-                found.emplace_back(best_[e].ref, i);
-            }
-        }
+    int64_t max_ref = 0;
+    for (size_t e = 0; e < entity_events_.size(); ++e) {
+        if (best_[e].ref < 0) continue;
+        const uint32_t i = entity_events_[e];
+        miss_reason[i] = kPresent;
+        found.emplace_back(best_[e].ref, i);
+        max_ref = std::max(max_ref, best_[e].ref);
     }
-    std::sort(found.begin(), found.end());
+    radix_sort_by_ref(found, static_cast<uint64_t>(max_ref));
     winners.clear();
     for (const auto& [ref, i] : found) {
         if (winners.empty() || winners.back() != ref) winners.push_back(ref);

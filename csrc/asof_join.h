@@ -82,6 +82,10 @@ private:
     std::vector<uint32_t> entity_events_;        // event indices, by code then event time
     std::vector<int64_t> sorted_ts_;             // event time of entity_events_[e]
     std::vector<Best> best_;                     // best row of entity_events_[e]
+    // add()'s working memory, kept between chunks.
+    std::vector<int32_t> scratch_code_;
+    std::vector<uint32_t> scratch_start_, scratch_fill_;
+    std::vector<Row> scratch_rows_;
 
     int32_t find(int64_t key) const;
 };

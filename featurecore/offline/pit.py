@@ -39,9 +39,10 @@ Semantics (the same rules as online serving, applied at each event's own time):
 The matrix is built by the same native ``assemble`` the online engine uses (row refs
 from the native as-of search into a ``GroupTable`` of the chosen history rows), so
 column order, defaults, indicators and cross features are identical to serving.
-The history is streamed in chunks of ``chunk_rows`` rows: the as-of search keeps only
-a best-so-far row per event, then only the winning rows are read back, so the history
-never has to fit in memory.
+The history is read once, in chunks of ``chunk_rows`` rows (the next chunk is read on a
+thread while the native search merges the current one): the search keeps a best-so-far
+row per event, and only rows that are some event's best so far are held, so the history
+never has to fit in memory (see ``select_rows``).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ import datetime as dt
 import json
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -262,14 +264,25 @@ class LogHistory:
         self.id_is_int = snapshot.id_type == "int64"
 
     def scan(self, columns, chunk_rows: int, max_feature_ts: int) -> Iterator[pa.Table]:
-        return self.log.scan(
+        return _read_ahead(self.log.scan(
             columns,
             tenant=self.tenant,
             max_feature_ts=max_feature_ts,
             newer_than=self.newer_than,
             files=self.snapshot.files,
             chunk_rows=chunk_rows,
-        )
+        ))
+
+
+def _read_ahead(chunks: Iterator[pa.Table]) -> Iterator[pa.Table]:
+    """``chunks`` with the next one already being read on a thread (Parquet decoding
+    releases the GIL), so reading the history overlaps the native merge of each chunk.
+    Holds at most one chunk more than the caller."""
+    with ThreadPoolExecutor(1, thread_name_prefix="featurecore-read") as pool:
+        pending = pool.submit(next, chunks, None)
+        while (chunk := pending.result()) is not None:
+            pending = pool.submit(next, chunks, None)
+            yield chunk
 
 
 def _progress(label: str, done: int, enabled: bool) -> None:
@@ -282,29 +295,73 @@ def select_rows(
     history, keys: EventKeys, event_ts: np.ndarray, schema: GroupSchema, *, strict: bool, threads: int,
     chunk_rows: int, progress: bool,
 ) -> tuple[pa.Table, np.ndarray, np.ndarray]:
-    """As-of search of one group for every event.
+    """As-of search of one group for every event, in one pass over the history.
+
+    Each chunk (stamps and features) is merged by the native search and held; before a
+    chunk is merged while more than ``2 * max(events, chunk_rows)`` rows are held, only
+    the rows that are some event's best so far are kept (a later row can only replace
+    them), so memory stays bounded by the events and the chunk size, not the history.
+    An in-memory history is held as it is.
 
     Returns:
         The winning history rows (``feature_timestamp``, ``generated_at`` and the
         features, each row once), ``refs`` int64 (n,) into them (-1: none) and the
         ``miss_reason`` uint8 (n,) of the -1 refs.
     """
+    columns = ["feature_timestamp", "generated_at", *(f.name for f in schema.fields)]
     join = _core.AsofJoin(keys.keys, event_ts, keys.valid, strict=strict, threads=threads)
     max_ts = int(event_ts.max()) if len(event_ts) else 0
+    limit = sys.maxsize if isinstance(history, TableHistory) else 2 * max(len(event_ts), chunk_rows)
+    held = _HeldRows()
     offset = 0
-    for chunk in history.scan(STAMP_COLUMNS, chunk_rows, max_ts):
+    for chunk in history.scan(["entity_id", *columns], chunk_rows, max_ts):
+        if held.rows > limit:
+            held.keep(join.finish()[2])
         join.add(
             keys.history_keys(chunk.column("entity_id")),
             micros(chunk.column("feature_timestamp")),
             micros(chunk.column("generated_at")),
             offset,
         )
+        held.add(offset, chunk.select(columns))
         offset += chunk.num_rows
         _progress(schema.ref, offset, progress)
     if progress:
         sys.stderr.write("\n")
     refs, miss, winners = join.finish()
-    return gather_rows(history, winners, schema, chunk_rows, max_ts), refs, miss
+    held.keep(winners)
+    return (held.table() if held.rows else _no_rows(history, columns)), refs, miss
+
+
+class _HeldRows:
+    """History chunks held during a join's single pass: (first ref, table) pieces in
+    ref order, cut down to a sorted set of refs by ``keep``."""
+
+    def __init__(self) -> None:
+        self.pieces: list[tuple[np.ndarray, pa.Table]] = []  # (refs of the rows, rows)
+        self.rows = 0
+
+    def add(self, first_ref: int, table: pa.Table) -> None:
+        if table.num_rows:
+            self.pieces.append((np.arange(first_ref, first_ref + table.num_rows, dtype=np.int64), table))
+            self.rows += table.num_rows
+
+    def keep(self, refs: np.ndarray) -> None:
+        """Keep exactly the rows with these refs (sorted, distinct, all held)."""
+        pieces = []
+        for piece_refs, table in self.pieces:
+            lo, hi = np.searchsorted(refs, [piece_refs[0], piece_refs[-1] + 1])
+            if hi - lo == len(piece_refs):
+                pieces.append((piece_refs, table))
+            elif hi > lo:
+                wanted = refs[lo:hi]
+                positions = np.searchsorted(piece_refs, wanted)
+                pieces.append((wanted, table.take(pa.array(positions))))
+        self.pieces = pieces
+        self.rows = sum(len(r) for r, _ in pieces)
+
+    def table(self) -> pa.Table:
+        return pa.concat_tables([table for _, table in self.pieces])
 
 
 def group_table(rows: pa.Table, schema: GroupSchema, native: _core.Schema) -> _core.GroupTable:
@@ -329,8 +386,12 @@ def gather_rows(history, winners: np.ndarray, schema: GroupSchema, chunk_rows: i
         elif hi > lo:
             parts.append(chunk.take(pa.array(winners[lo:hi] - offset)))
         offset += chunk.num_rows
-    if parts:
-        return pa.concat_tables(parts)
+    return pa.concat_tables(parts) if parts else _no_rows(history, columns)
+
+
+def _no_rows(history, columns: Sequence[str]) -> pa.Table:
+    if isinstance(history, TableHistory):
+        return history.table.select(columns).slice(0, 0)
     return history.log.arrow_schema("string").empty_table().select(columns)
 
 

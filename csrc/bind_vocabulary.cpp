@@ -55,6 +55,19 @@ void bind_vocabulary(py::module_& m) {
         py::arg("tenant"), py::arg("entity_type"),
         "The bytes every key of (tenant, entity type) starts with: encode_key(tenant, entity_type, id) = prefix + id.");
     m.def(
+        "decode_key",
+        [](const py::bytes& key) {
+            const std::string_view k = key;
+            const size_t p = fc::key_prefix_length(k.data(), k.size());
+            if (p == 0)
+                throw std::invalid_argument("decode_key: " + std::to_string(k.size()) +
+                                            " bytes are not an entity key (encode_key's format)");
+            const size_t t = static_cast<uint8_t>(k[1]);
+            return py::make_tuple(py::bytes(k.data() + 2, t), py::bytes(k.data() + 3 + t, p - 3 - t),
+                                  py::bytes(k.data() + p, k.size() - p));
+        },
+        py::arg("key"), "(tenant, entity_type, id) bytes of a key: the inverse of encode_key.");
+    m.def(
         "join_pair_ids",
         [](const py::list& offsets, const py::list& data) {
             if (offsets.size() != data.size())

@@ -49,6 +49,10 @@ def pair_id(*component_ids: str | int) -> str:
     '2:u1i9'
     """
 
+def decode_key(key: bytes) -> tuple[bytes, bytes, bytes]:
+    """(tenant, entity_type, id) UTF-8 bytes of a key: the inverse of encode_key
+    (ValidationError if the bytes are not a key)."""
+
 def join_pair_ids(
     offsets: list[NDArray[np.int64]], data: list[NDArray[np.uint8]]
 ) -> tuple[NDArray[np.int64], NDArray[np.uint8]]:

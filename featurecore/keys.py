@@ -55,7 +55,7 @@ def join_pair_ids(components: list[Any]) -> pa.Array:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    texts = [_large_text(c) for c in components]
+    texts = [id_text(c) for c in components]
     offsets, data = _core.join_pair_ids([_offsets(t) for t in texts], [_data(t) for t in texts])
     joined = pa.Array.from_buffers(pa.large_string(), len(offsets) - 1, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
     nulls = [t.is_null() for t in texts if t.null_count]
@@ -73,7 +73,7 @@ def split_pair_ids(ids: Any, n_components: int) -> list[pa.Array]:
     of its UTF-8 bytes, null where an id is null or not such a pair id."""
     import pyarrow as pa
 
-    text = _large_text(ids)
+    text = id_text(ids)
     data = _data(text)
     begin, length, valid = _core.split_pair_ids(_offsets(text), data, n_components)
     if text.null_count:
@@ -88,8 +88,9 @@ def split_pair_ids(ids: Any, n_components: int) -> list[pa.Array]:
     return out
 
 
-def _large_text(ids: Any) -> pa.Array:
-    """``ids`` as one large_string array (integers as their decimal text, like keys)."""
+def id_text(ids: Any) -> pa.Array:
+    """``ids`` (a list of str, an int64 array or a pyarrow array/column of either) as one
+    large_string array (integers as their decimal text, as keys hold them)."""
     import pyarrow as pa
 
     if isinstance(ids, pa.ChunkedArray):

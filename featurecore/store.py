@@ -27,8 +27,9 @@ import rocksdict
 from . import _core
 from .errors import FeatureStoreError, NotFoundError, ValidationError
 from .access import AccessPolicy, ConsentRegistry
-from .governance.deletion import Tombstones, pending_deletions, resume_deletions, tombstone_version
+from .governance.deletion import pending_deletions, resume_deletions
 from .online import changelog
+from .online.tombstones import Tombstones, tombstone_version
 from .online.batch import GroupSchema, check_tenant, check_text_ids, micros_now, to_micros, validate_batch
 from .online.direct import DirectReader
 from .layout import CHANGELOG_CF, column_family, online_path, open_database

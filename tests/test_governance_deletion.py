@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from featurecore import _core
 from featurecore.errors import FeatureStoreError, NotFoundError, ValidationError
-from featurecore.governance import Tombstones, delete_entity, deletion_log, filter_tombstoned
+from featurecore.governance import Tombstones, delete_entity, deletion_log
 from featurecore.governance.deletion import tombstone_version, write_tombstone
 from featurecore.keys import split_pair_ids
 from featurecore.offline.log import OfflineLog
@@ -186,7 +186,7 @@ def test_tombstones_filter_history_rows_against_a_pandas_oracle(populated_store)
     tombstones = Tombstones({("default", "user"): {"u:3"}, ("shop_b", "item"): {"i2"}})
     for group_ref in ("user_profile:v1", "user_item_activity:v1", "item_static:v1", "creator_safety:v1"):
         table = OfflineLog.open(store.root, state, group_ref).read()
-        kept = filter_tombstoned(tombstones, state, group_ref, table).to_pandas()
+        kept = tombstones.filter_table(state, group_ref, table).to_pandas()
         frame = table.to_pandas()
         components = {"user_item_activity:v1": ("user", "item")}.get(group_ref)
 
@@ -208,7 +208,7 @@ def test_keep_mask_handles_int_ids_and_an_empty_tombstone_set(example_state):
     assert tombstones.keep_mask(state, "item_static:v1", "default", ids).tolist() == [True, False, True]
     assert tombstones.keep_mask(state, "item_static:v1", "other", ids).all()
     table = pa.table({"tenant": ["default"], "entity_id": ["x"]})
-    assert filter_tombstoned(Tombstones(), state, "item_static:v1", table) is table
+    assert Tombstones().filter_table(state, "item_static:v1", table) is table
 
 
 ID = st.text(st.sampled_from("ab:1\u00e9"), min_size=1, max_size=4)

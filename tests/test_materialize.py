@@ -10,7 +10,7 @@ from test_offline_helpers import DAY_US, HOUR_US, T0_US, make_state
 
 from featurecore import _core
 from featurecore.errors import RegistryError, ValidationError
-from featurecore.governance.deletion import Tombstones
+from featurecore.online.tombstones import Tombstones
 from featurecore.offline.log import OfflineLog, Watermark
 from featurecore.offline.materialize import (
     load_snapshot,

@@ -8,7 +8,7 @@ import pytest
 from test_offline_helpers import T0, make_state
 
 from featurecore.errors import ValidationError
-from featurecore.governance.deletion import Tombstones
+from featurecore.online.tombstones import Tombstones
 from featurecore.offline.backfill import backfill
 from featurecore.offline.log import OfflineLog, micros
 

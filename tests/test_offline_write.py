@@ -11,7 +11,7 @@ from featurecore import _core
 from featurecore.errors import FeatureStoreError, ValidationError
 from featurecore.offline.log import OfflineLog
 from featurecore.offline.materialize import materialize_incremental
-from featurecore.governance.deletion import Tombstones
+from featurecore.online.tombstones import Tombstones
 from featurecore.offline.write import write_batch
 from featurecore.layout import column_family, open_database
 from featurecore.online.snapshots import Snapshots

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from test_offline_helpers import DAY_US, HOUR_US, T0, T0_US, feature, make_state, policy
 
 from featurecore.errors import RegistryError, ValidationError
-from featurecore.governance.deletion import Tombstones
+from featurecore.online.tombstones import Tombstones
 from featurecore.offline.log import OfflineLog
 from featurecore.offline.pit import point_in_time_join
 from featurecore.online.batch import validate_batch

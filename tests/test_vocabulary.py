@@ -124,3 +124,10 @@ def _empty_state():
     from featurecore.registry import Definitions, RegistryState, validate
 
     return validate(Definitions.of(), RegistryState())
+
+
+def test_tombstones_are_one_typed_filter():
+    """Every row filter takes a ``Tombstones`` (``NO_TOMBSTONES`` when none), never None,
+    and the filtering is ``Tombstones``' own (featurecore/online/tombstones.py)."""
+    untyped = re.compile(r"tombstones(: Any)?\s*=\s*None|tombstones is (not )?None|def filter_tombstoned")
+    assert [p for p, text in sources(PACKAGE).items() if untyped.search(text)] == []

@@ -10,7 +10,6 @@ from .deletion import (
     Tombstones,
     delete_entity,
     deletion_log,
-    filter_tombstoned,
     pending_deletions,
     resume_deletions,
 )
@@ -44,7 +43,6 @@ __all__ = [
     "deletion_log",
     "dependents_of",
     "deprecate",
-    "filter_tombstoned",
     "gate_get_features",
     "lineage_for",
     "measure_get_features",

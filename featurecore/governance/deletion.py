@@ -26,7 +26,7 @@ are idempotent, so running them again is safe.
 
 The tombstone also keeps the entity deleted afterwards: writes (``FeatureStore.write_online``),
 materialization, backfill and training joins drop rows it covers (``Tombstones.keep_mask``,
-``filter_tombstoned``). A tombstone never expires: rows of a deleted entity are dropped
+``Tombstones.filter_table``, featurecore/online/tombstones.py). A tombstone never expires: rows of a deleted entity are dropped
 whatever their timestamps.
 """
 
@@ -38,7 +38,7 @@ import struct
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import msgpack
 import numpy as np
@@ -48,7 +48,16 @@ from .. import _core
 from ..errors import ValidationError
 from ..keys import split_pair_ids
 from ..layout import META_CF, column_family
-from ..online.batch import Batch, check_tenant
+from ..online.batch import check_tenant
+from ..online.tombstones import (
+    TOMBSTONE_PREFIX,
+    TOMBSTONE_VERSION_KEY,
+    Tombstones,
+    meta_of,
+    tombstone_record,
+    tombstone_key,
+    tombstone_version,
+)
 from ..online.writer import Change
 from ..registry.model import RegistryState
 
@@ -60,9 +69,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-TOMBSTONE_PREFIX = b"tombstone/"
 DELETION_PREFIX = b"deletion/"
-TOMBSTONE_VERSION_KEY = b"tombstone@version"
 #: Serializes the read-modify-write of the version (only the primary process writes).
 _VERSION_LOCK = threading.Lock()
 
@@ -100,23 +107,6 @@ class DeletionReceipt:
         return {k: dict(v) if isinstance(v, Mapping) else v for k, v in asdict(self).items()}
 
 
-def _meta(db: Any):
-    return column_family(getattr(db, "db", db), META_CF, create=False)
-
-
-def tombstone_key(tenant: str, entity: str, entity_id: str | int) -> bytes:
-    """The ``meta`` key of an entity's tombstone."""
-    return TOMBSTONE_PREFIX + _core.encode_key(tenant, entity, entity_id)
-
-
-def tombstone_version(db: Any) -> int:
-    """The tombstone version: bumped with every tombstone written (0 before the first)."""
-    meta = _meta(db)
-    raw = meta.get(TOMBSTONE_VERSION_KEY)
-    del meta
-    return 0 if raw is None else struct.unpack(">Q", raw)[0]
-
-
 def write_tombstone(db: Any, tenant: str, entity: str, entity_id: str, *, reason: str = "", deleted_at_us: "int | None" = None) -> None:
     """Step 1 of ``delete_entity``: the tombstone and the bumped ``tombstone@version``, in
     one WriteBatch (``db``: a primary FeatureStore or its online Rdict)."""
@@ -129,132 +119,6 @@ def write_tombstone(db: Any, tenant: str, entity: str, entity_id: str, *, reason
         batch.put(tombstone_key(tenant, entity, entity_id), msgpack.packb(record), handle)
         batch.put(TOMBSTONE_VERSION_KEY, struct.pack(">Q", tombstone_version(rdict) + 1), handle)
         rdict.write(batch)
-
-
-def _tombstone_record(key: bytes, value: bytes) -> dict[str, Any]:
-    """A tombstone's record. A damaged value (bit rot, a torn file) is rebuilt from the
-    key, which alone says what is deleted (``encode_key``: u8-length-prefixed tenant and
-    entity type, then the id): a deleted entity must never come back because its
-    tombstone's bytes went bad. The rebuilt record has no ``completed_at_us``: unless the
-    deletion log holds its receipt, the deletion is pending and re-run (idempotent) on
-    the next primary open, which rewrites the record."""
-    try:
-        record = msgpack.unpackb(value, raw=False)
-        if isinstance(record, dict) and all(isinstance(record.get(k), str) for k in ("tenant", "entity", "entity_id")):
-            return record
-    except Exception:  # msgpack's errors, UnicodeDecodeError
-        pass
-    body = key[len(TOMBSTONE_PREFIX) + 1 :]  # after the key's format byte
-    tenant_end = 1 + body[0]
-    entity_end = tenant_end + 1 + body[tenant_end]
-    logger.warning("tombstone %r has a damaged value; rebuilt from its key", key)
-    return {
-        "tenant": body[1:tenant_end].decode(), "entity": body[tenant_end + 1 : entity_end].decode(),
-        "entity_id": body[entity_end:].decode(), "deleted_at_us": 0, "reason": "",
-    }
-
-
-class Tombstones:
-    """Deleted entities, by (tenant, entity type) -> ids, loaded from ``meta``.
-
-    ``keep_mask`` is what writers, materialization and backfill apply to their rows.
-    ``version``: the ``tombstone_version`` they were loaded at (None if built by hand);
-    they are current while it has not moved.
-    """
-
-    def __init__(self, deleted: Mapping[tuple[str, str], Iterable[str]] | None = None, version: "int | None" = None):
-        self._deleted: dict[tuple[str, str], frozenset[str]] = {k: frozenset(v) for k, v in (deleted or {}).items()}
-        self.version = version
-
-    @classmethod
-    def load(cls, db: Any) -> "Tombstones":
-        """Every tombstone of the store (``db``: a FeatureStore or its online Rdict)."""
-        deleted: dict[tuple[str, str], set[str]] = {}
-        version = tombstone_version(db)  # read first: a tombstone written meanwhile only makes these newer
-        meta = _meta(db)
-        for key, value in meta.items(from_key=TOMBSTONE_PREFIX):
-            if not key.startswith(TOMBSTONE_PREFIX):
-                break
-            record = _tombstone_record(key, value)
-            deleted.setdefault((record["tenant"], record["entity"]), set()).add(record["entity_id"])
-        del meta
-        return cls(deleted, version)
-
-    def __len__(self) -> int:
-        return sum(len(ids) for ids in self._deleted.values())
-
-    def is_deleted(self, tenant: str, entity: str, entity_id: str | int) -> bool:
-        """True when the entity has a tombstone."""
-        return str(entity_id) in self._deleted.get((tenant, entity), ())
-
-    def keep_mask(self, state: RegistryState, group_ref: str, tenant: str, ids: Any) -> np.ndarray:
-        """Which rows of group ``group_ref`` for ``tenant`` may be written or read.
-
-        Args:
-            ids: the rows' entity ids (pair groups: pair ids): a list of str, an int64
-                array or a pyarrow array/column of either.
-
-        Returns:
-            bool (n,): False for rows of a deleted entity, or of a pair whose component
-            was deleted.
-        """
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        entity = state.entity(state.group(group_ref).entity)
-        keep = np.ones(len(ids), dtype=bool)
-        own = self._deleted.get((tenant, entity.name))
-        parts = [(p, gone) for p, c in enumerate(entity.components) if (gone := self._deleted.get((tenant, c)))]
-        if not len(ids) or (not own and not parts):
-            return keep
-        text = _as_text(ids)
-        if own:
-            keep &= ~pc.is_in(text, value_set=pa.array(sorted(own), pa.string())).to_numpy(zero_copy_only=False)
-        if parts:
-            components = split_pair_ids(text, len(entity.components))
-            for position, gone in parts:
-                deleted = pa.array(sorted(i.encode() for i in gone), pa.large_binary())
-                keep &= ~pc.fill_null(pc.is_in(components[position], value_set=deleted), False).to_numpy(zero_copy_only=False)
-        return keep
-
-
-    def drop_deleted(self, batch: "Batch", state: RegistryState, group_ref: str, tenant: str) -> "Batch":
-        """``batch`` (an ``online.batch.Batch``) without the rows of deleted entities."""
-        if not len(self) or not len(batch):
-            return batch
-        keep = self.keep_mask(state, group_ref, tenant, batch.ids)
-        return batch if keep.all() else batch.take(keep)
-
-
-def _as_text(ids: Any) -> pa.Array:
-    """Ids as one pyarrow string array (integers as their decimal text, like keys)."""
-    import pyarrow as pa
-
-    if isinstance(ids, pa.ChunkedArray):
-        ids = ids.combine_chunks()
-    if not isinstance(ids, pa.Array):
-        ids = pa.array(ids) if isinstance(ids, np.ndarray) else pa.array(list(ids), pa.string())
-    return ids if pa.types.is_string(ids.type) else ids.cast(pa.string())
-
-
-def filter_tombstoned(tombstones: Tombstones, state: RegistryState, group_ref: str, table: pa.Table) -> pa.Table:
-    """The rows of ``table`` (offline-log layout: ``tenant`` and ``entity_id`` columns)
-    that no tombstone covers. Materialization, backfill and training joins call this on
-    the history rows they read; writers call ``Tombstones.keep_mask`` on a batch's ids.
-
-    >>> rows = filter_tombstoned(Tombstones.load(store), state, "user_profile:v1", rows)  # doctest: +SKIP
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    if not len(tombstones) or table.num_rows == 0:
-        return table
-    tenants = table.column("tenant")
-    keep = np.ones(table.num_rows, dtype=bool)
-    for tenant in pc.unique(tenants).to_pylist():
-        rows = np.flatnonzero(pc.equal(tenants, tenant).to_numpy(zero_copy_only=False))
-        keep[rows] = tombstones.keep_mask(state, group_ref, tenant, table.column("entity_id").take(pa.array(rows)))
-    return table if keep.all() else table.filter(pa.array(keep))
 
 
 def _affected_groups(state: RegistryState, entity: str) -> tuple[list[str], list[tuple[str, int]]]:
@@ -357,7 +221,7 @@ def _finish_deletion(store: Any, tenant: str, entity: str, entity_id: str, reque
     offline = {}
     for ref in dict.fromkeys(own + [r for r, _ in pairs]):
         log = OfflineLog.open(store.root, state, ref)
-        offline[ref] = log.rewrite(functools.partial(filter_tombstoned, only_this, state, ref))
+        offline[ref] = log.rewrite(functools.partial(only_this.filter_table, state, ref))
     receipt = DeletionReceipt(
         entity, entity_id, tenant, requested, time.time_ns() // 1000, online, pair_rows, offline, reason
     )
@@ -390,11 +254,11 @@ def pending_deletions(db: Any) -> list[PendingDeletion]:
     tombstone and no receipt in the deletion log), oldest first; ``db``: a FeatureStore
     or its online Rdict. ``FeatureStore.open`` (primary) finishes them."""
     unmarked: dict[bytes, dict[str, Any]] = {}
-    meta = _meta(db)
+    meta = meta_of(db)
     for key, value in meta.items(from_key=TOMBSTONE_PREFIX):
         if not key.startswith(TOMBSTONE_PREFIX):
             break
-        record = _tombstone_record(key, value)
+        record = tombstone_record(key, value)
         if "completed_at_us" not in record:
             unmarked[key[len(TOMBSTONE_PREFIX) :]] = record
     if unmarked:  # tombstones written before completion was marked: look for a receipt
@@ -432,7 +296,7 @@ def deletion_log(
         db: a FeatureStore or its online Rdict.
     """
     out: list[dict[str, Any]] = []
-    meta = _meta(db)
+    meta = meta_of(db)
     it = meta.iter()
     it.seek_for_prev(DELETION_PREFIX + b"\xff" * 9)
     while it.valid() and it.key().startswith(DELETION_PREFIX) and len(out) < limit:

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from ..errors import ValidationError
 from ..online.batch import GroupSchema, check_tenant, micros_now, to_micros, validate_batch
+from ..online.tombstones import NO_TOMBSTONES, Tombstones
 from ..timestamps import DEFAULT_BOUNDS, TimestampBounds
 from ..registry.model import RegistryState
 from .log import TIMESTAMP, OfflineLog, StagedAppend
@@ -91,7 +92,7 @@ def backfill(
     feature_timestamp: str = "feature_timestamp",
     generated_at: "str | None" = None,
     tenant: str = "default",
-    tombstones=None,
+    tombstones: Tombstones = NO_TOMBSTONES,
     progress: "bool | None" = None,
     timestamp_bounds: TimestampBounds = DEFAULT_BOUNDS,
 ) -> BackfillSummary:
@@ -105,7 +106,7 @@ def backfill(
         start, end: the range (dates are UTC midnights); rows outside it are skipped.
         entity_ids, feature_timestamp, generated_at: column names in the source;
             ``generated_at=None`` stamps every row with the backfill's start time.
-        tombstones: ``governance.deletion.Tombstones``: rows of deleted entities are
+        tombstones: ``Tombstones.load(store)``: rows of deleted entities are
             skipped (counted in ``skipped``).
         timestamp_bounds: the plausible range of every timestamp (``TimestampBounds``).
 
@@ -160,7 +161,7 @@ def backfill(
                 published_at=now,
                 timestamp_bounds=timestamp_bounds,
             )
-            kept_batch = batch if tombstones is None else tombstones.drop_deleted(batch, state, group_ref, tenant)
+            kept_batch = tombstones.drop_deleted(batch, state, group_ref, tenant)
             skipped += len(batch) - len(kept_batch)
             if len(kept_batch):
                 stages.append(log.stage(log.to_arrow(kept_batch, tenant)))

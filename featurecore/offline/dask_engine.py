@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 from ..errors import ValidationError
 from ..registry.deploy import assert_trainable
 from ..online.batch import GroupSchema, check_tenant
+from ..online.tombstones import NO_TOMBSTONES, Tombstones
 from ..registry.model import RegistryState
 from ..timestamps import DEFAULT_BOUNDS, TimestampBounds
 from .log import DEFAULT_CHUNK_ROWS, OfflineLog
@@ -237,7 +238,7 @@ def dask_training_set(
     include_archived: bool = False,
     reasons: bool = False,
     threads: int = 1,
-    tombstones=None,
+    tombstones: Tombstones = NO_TOMBSTONES,
     timestamp_bounds: TimestampBounds = DEFAULT_BOUNDS,
 ):
     """The point-in-time join of ``offline.pit`` on Dask: the same answers, partitioned

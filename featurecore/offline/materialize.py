@@ -49,6 +49,7 @@ from .. import _core
 from ..errors import ValidationError
 from ..registry.deploy import assert_materializable
 from ..online.batch import GroupSchema, micros_now
+from ..online.tombstones import NO_TOMBSTONES, Tombstones
 from ..layout import META_CF, column_family
 from ..online.writer import Change
 from ..registry.model import RegistryState
@@ -126,9 +127,9 @@ class LatestRows:
         """The ids in ``order``."""
         return self.ids[order] if isinstance(self.ids, np.ndarray) else [self.ids[i] for i in order.tolist()]
 
-    def without_deleted(self, tombstones, state: RegistryState, group_ref: str) -> "LatestRows":
-        """These rows minus deleted entities' (``governance.deletion.Tombstones``)."""
-        if tombstones is None or not len(self.ids):
+    def without_deleted(self, tombstones: Tombstones, state: RegistryState, group_ref: str) -> "LatestRows":
+        """These rows minus deleted entities'."""
+        if not len(tombstones) or not len(self.ids):
             return self
         keep = tombstones.keep_mask(state, group_ref, self.tenant, self.ids)
         if keep.all():
@@ -206,7 +207,7 @@ def materialize_bulk(
     strict: bool = False,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     progress: "bool | None" = None,
-    tombstones=None,
+    tombstones: Tombstones = NO_TOMBSTONES,
 ) -> MaterializeSummary:
     """Replace the online rows of ``group_ref`` with the offline state as of ``as_of_us``
     (default now) in one atomic SST ingest.
@@ -220,7 +221,7 @@ def materialize_bulk(
         on_ingested: called with the group's column family after the ingest; pass the
             primary's ``store.writer.group_replaced`` (reloads this process's snapshot
             and appends a whole-group changelog entry for other processes).
-        tombstones: ``governance.deletion.Tombstones``: deleted entities are left out
+        tombstones: deleted entities (``Tombstones.load(store)``) are left out
             of the new generation (so their online rows are deleted by the ingest).
     """
     start = time.perf_counter()
@@ -333,7 +334,7 @@ def materialize_incremental(
     strict: bool = False,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     progress: "bool | None" = None,
-    tombstones=None,
+    tombstones: Tombstones = NO_TOMBSTONES,
 ) -> MaterializeSummary:
     """Write the rows committed to the log since the last watermark (up to ``as_of_us``,
     default now) through ``writer`` (an ``online.writer.OnlineWriter``), which skips
@@ -394,7 +395,7 @@ def load_snapshot(
     tenants: "list[str] | None" = None,
     strict: bool = False,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
-    tombstones=None,
+    tombstones: Tombstones = NO_TOMBSTONES,
 ) -> _core.ResidentGroup:
     """A ResidentGroup holding each entity's latest row as of ``as_of_us`` straight from
     the offline log (for replay and offline evaluation); keys as online. Entities with

@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 
 from ..errors import ValidationError
 from ..online.batch import GroupSchema
+from ..online.tombstones import NO_TOMBSTONES, Tombstones
 from ..registry.model import RegistryState
 from ..serving.plan import compile_feature_set
 from ..timestamps import DEFAULT_BOUNDS, TimestampBounds
@@ -71,7 +72,7 @@ class JoinSpec:
         buckets: the number of entity-hash buckets.
         int_ids: per entity the feature set reads (plan order), whether its ids hash
             as int64 (events and every group's history integer) or as decimal text.
-        tombstones: deleted entities (``governance.deletion.Tombstones``) or None.
+        tombstones: deleted entities (``NO_TOMBSTONES`` when none).
         threads: native threads per task.
         reasons: also output a uint8 ``<column>__reason`` column per matrix column.
         timestamp_bounds: the plausible range of event times, checked per partition as
@@ -86,7 +87,7 @@ class JoinSpec:
     strict: bool
     buckets: int
     int_ids: "dict[str, bool]"
-    tombstones: Any = None
+    tombstones: Tombstones = NO_TOMBSTONES
     threads: int = 1
     reasons: bool = False
     timestamp_bounds: TimestampBounds = DEFAULT_BOUNDS
@@ -212,7 +213,7 @@ def select_bucket(events: pa.Table, history: pa.Table, group_ref: str, spec: Joi
         rows, refs, miss = select_rows(
             source, keys, event_ts, schema, strict=spec.strict, threads=spec.threads, chunk_rows=chunk_rows, progress=False
         )
-        if spec.tombstones is not None and len(spec.tombstones):
+        if len(spec.tombstones):
             _forget_deleted(spec.tombstones, spec.state, group_ref, tenant, mine.column(ID), refs, miss)
         found = refs >= 0
         selected = rows.select(columns).take(pa.array(np.where(found, refs, 0), mask=~found))

@@ -66,6 +66,7 @@ from ..registry.deploy import assert_trainable
 from ..reasons import Reason
 from ..keys import join_pair_ids
 from ..online.batch import GroupSchema, check_tenant, check_text_ids
+from ..online.tombstones import NO_TOMBSTONES, Tombstones
 from ..registry.model import RegistryState
 from ..serving.plan import CompiledFeatureSet, compile_feature_set
 from ..timestamps import DEFAULT_BOUNDS, TimestampBounds
@@ -454,13 +455,13 @@ def _request_matrix(table: pa.Table, names: tuple[str, ...]) -> np.ndarray:
     return out
 
 
-def _forget_deleted(tombstones, state, group_ref, tenant, ids, refs: np.ndarray, miss: np.ndarray) -> None:
+def _forget_deleted(tombstones: Tombstones, state: RegistryState, group_ref: str, tenant: str, ids: pa.Array | pa.ChunkedArray, refs: np.ndarray, miss: np.ndarray) -> None:
     """Rows of deleted entities become entity_not_found (in place)."""
     ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
     if pa.types.is_integer(ids.type):
         values = np.ascontiguousarray(pc.fill_null(ids, -1).cast(pa.int64()).to_numpy(), np.int64)
     else:
-        values = pc.fill_null(ids.cast(pa.string()), "").to_pylist()
+        values = pc.fill_null(ids.cast(pa.string()), "")
     deleted = ~tombstones.keep_mask(state, group_ref, tenant, values) & (miss != Reason.not_applicable)
     refs[deleted] = -1
     miss[deleted] = Reason.entity_not_found
@@ -519,7 +520,7 @@ def point_in_time_join(
     progress: "bool | None" = None,
     compiled: "CompiledFeatureSet | None" = None,
     include_archived: bool = False,
-    tombstones=None,
+    tombstones: Tombstones = NO_TOMBSTONES,
     timestamp_bounds: TimestampBounds = DEFAULT_BOUNDS,
     offline_as_of: "dt.datetime | Mapping[str, int] | None" = None,
 ) -> TrainingSet:
@@ -540,7 +541,7 @@ def point_in_time_join(
         progress: a progress line on stderr (default: when stderr is a terminal).
         compiled: a cached ``compile_feature_set`` result for this feature set.
         include_archived: allow archived features (to reproduce an old model).
-        tombstones: ``governance.deletion.Tombstones``: a deleted entity's history is
+        tombstones: ``Tombstones.load(store)``: a deleted entity's history is
             never joined (its rows are ``entity_not_found``).
         timestamp_bounds: the plausible range of event times (``TimestampBounds``): event
             times in seconds or milliseconds are rejected, not joined as 1970.
@@ -578,7 +579,7 @@ def point_in_time_join(
         rows, group_refs, miss = select_rows(
             history, keys, event_ts, schema, strict=strict, threads=threads, chunk_rows=chunk_rows, progress=progress
         )
-        if tombstones is not None and len(tombstones):
+        if len(tombstones):
             _forget_deleted(tombstones, state, binding.ref, tenant, ids, group_refs, miss)
         tables.append(group_table(rows, schema, binding.schema))
         refs.append(group_refs)

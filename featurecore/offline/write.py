@@ -29,6 +29,7 @@ import pandas as pd
 
 from ..errors import FeatureStoreError
 from ..online.batch import Batch, GroupSchema, check_tenant, micros_now, to_micros, validate_batch
+from ..online.tombstones import NO_TOMBSTONES, Tombstones
 from ..registry.model import RegistryState
 from ..timestamps import DEFAULT_BOUNDS, TimestampBounds
 from .log import OfflineLog
@@ -73,7 +74,7 @@ def write_batch(
     tenant: str = "default",
     published_at: Any = None,
     writer=None,
-    tombstones=None,
+    tombstones: Tombstones = NO_TOMBSTONES,
     timestamp_bounds: TimestampBounds = DEFAULT_BOUNDS,
 ) -> WriteResult:
     """Write a computed batch to the offline log and, for online groups, the online store.
@@ -89,7 +90,7 @@ def write_batch(
             defaults to ``published_at``, which defaults to now.
         tenant: the tenant whose rows these are.
         writer: the primary's ``OnlineWriter``; None writes the offline log only.
-        tombstones: ``governance.deletion.Tombstones.load(store)``: rows of deleted
+        tombstones: ``Tombstones.load(store)``: rows of deleted
             entities are dropped (not written anywhere) and counted in ``dropped``.
         timestamp_bounds: the plausible range of every timestamp (``TimestampBounds``).
 
@@ -110,7 +111,7 @@ def write_batch(
         timestamp_bounds=timestamp_bounds,
     )
     received = len(batch)
-    batch = batch if tombstones is None else tombstones.drop_deleted(batch, state, group_ref, check_tenant(tenant))
+    batch = tombstones.drop_deleted(batch, state, group_ref, check_tenant(tenant))
     log = OfflineLog(root, schema)
     table = log.to_arrow(batch, check_tenant(tenant))
     change = None

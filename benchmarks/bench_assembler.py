@@ -21,6 +21,7 @@ import pytest
 
 from benchmarks.conftest import GROUPS, POOL, TENANT, W1Data
 from featurecore import _core
+from benchmarks.sizes import size
 
 NOW = 1_782_864_000_000_000
 RESULTS: dict[str, tuple[float, float]] = {}
@@ -90,7 +91,7 @@ def _record(name: str, benchmark) -> None:
 
 
 def _bench(benchmark, fn, rounds=3000):
-    benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=200)
+    benchmark.pedantic(fn, rounds=size(rounds, 3), iterations=1, warmup_rounds=size(200, 0))
 
 
 @pytest.mark.benchmark(group="w1_serve")

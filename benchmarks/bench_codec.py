@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from featurecore import _core
+from benchmarks.sizes import size
 
 DTYPES = [0] * 24 + [2] * 4 + [3] * 2 + [5]
 DIMS = [1] * 30 + [32]
@@ -35,7 +36,7 @@ def _rows(n: int) -> tuple[_core.Schema, list[bytes], list[bytes]]:
     return schema, v2, v1
 
 
-@pytest.fixture(scope="module", params=[800, 100_000], ids=["decode_800", "decode_100k"])
+@pytest.fixture(scope="module", params=[800, size(100_000, 2_000)], ids=["decode_800", "decode_100k"])
 def rows(request):
     return request.param, _rows(request.param)
 

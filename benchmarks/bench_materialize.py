@@ -32,16 +32,17 @@ from featurecore.online.writer import Change, OnlineWriter
 from featurecore.reasons import MISSING_REASONS
 from featurecore.registry.model import DefaultAction, DefaultPolicy, Feature, FeatureGroup, RegistryState
 from featurecore.registry.schema import schema_for_group
+from benchmarks.sizes import size
 
-N_ROWS = 1_000_000
+N_ROWS = size(1_000_000, 5_000)
 N_FEATURES = 64
 GROUP = "wide:v1"
 T_US = 1_780_000_000_000_000
-ROUNDS = 3
+ROUNDS = size(3, 1)
 #: Snapshot loads: rounds after one warm-up load. On these VMs the first ~400 MB a
 #: fresh process touches are slow to fault in (the host backs guest memory lazily),
 #: whichever side runs first; later loads measure the loader.
-SNAPSHOT_ROUNDS = 5
+SNAPSHOT_ROUNDS = size(5, 1)
 
 
 def registry() -> RegistryState:

@@ -29,9 +29,10 @@ import pytest
 from benchmarks.conftest import POOL, TENANT
 from featurecore.monitoring import Baseline, ServingCollector
 from featurecore.serving import FeatureRequest
+from benchmarks.sizes import size
 
 N, F, G = 800, 100, 6
-TABLE_ROWS = 100_000
+TABLE_ROWS = size(100_000, 2_000)
 COLUMNS = tuple(f"f{j}:v1" for j in range(F))
 GROUPS = tuple(f"g{g}:v1" for g in range(G))
 RESULTS: dict[str, tuple[float, float, float]] = {}
@@ -121,7 +122,7 @@ def _w1_request(data, r: int) -> FeatureRequest:
 def _pool_rounds(benchmark, fn, rounds: int) -> None:
     """One pre-generated request per round, as in bench_online.py."""
     pool = itertools.cycle(range(POOL))
-    benchmark.pedantic(fn, setup=lambda: ((next(pool),), {}), rounds=rounds, warmup_rounds=50, iterations=1)
+    benchmark.pedantic(fn, setup=lambda: ((next(pool),), {}), rounds=size(rounds, 3), warmup_rounds=size(50, 0), iterations=1)
 
 
 @pytest.mark.benchmark(group="w1-serve-observe")

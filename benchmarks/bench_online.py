@@ -31,6 +31,7 @@ import pytest
 
 from benchmarks.conftest import GROUPS, POOL, T0, TENANT, W1Data, entity_keys
 from featurecore.serving import FeatureRequest
+from benchmarks.sizes import gate, size
 
 EVAL_US = 1_782_864_000_000_000 + 3_600_000_000
 FEATURE_SET = "w1:v1"
@@ -65,6 +66,7 @@ ABSOLUTE_P50 = {
 def run(benchmark, name: str, fn, rounds: int) -> None:
     """Benchmark ``fn(r)`` over pool requests r = 0, 1, ... (one request per round)."""
     pool = itertools.cycle(range(POOL))
+    rounds = size(rounds, 3)
     benchmark.pedantic(fn, setup=lambda: ((next(pool),), {}), rounds=rounds, warmup_rounds=min(50, rounds // 10), iterations=1)
     RESULTS[name] = np.array(benchmark.stats.stats.data)
 
@@ -291,7 +293,7 @@ def evaluate(data: W1Data, resident, direct) -> tuple[list[str], list[str]]:
     failures = []
     lines.append("paired (interleaved, same requests) gates:")
     for candidate, base, limit in RATIO_GATES:
-        rounds = 300 if "direct" in candidate else 1500
+        rounds = size(300 if "direct" in candidate else 1500, 3)
         cand, ref = paired(functions[candidate], functions[base], rounds)
         (c50, _, c99), (b50, _, b99) = percentiles(cand), percentiles(ref)
         lines.append(f"  {candidate:30s} p50 {c50 * 1e6:8.1f} us p99 {c99 * 1e6:8.1f} us | {base:18s} p50 {b50 * 1e6:8.1f} us p99 {b99 * 1e6:8.1f} us | p50 ratio {c50 / b50:.2f}x (gate {limit}x)")
@@ -301,7 +303,7 @@ def evaluate(data: W1Data, resident, direct) -> tuple[list[str], list[str]]:
         if budget is not None and c50 > budget:
             failures.append(f"{candidate} p50 {c50 * 1e6:.0f} us exceeds its budget {budget * 1e6:.0f} us")
     for candidate, base in PAIRED_REPORTS:
-        cand, ref = paired(functions[candidate], functions[base], 3000)
+        cand, ref = paired(functions[candidate], functions[base], size(3000, 3))
         (c50, _, c99), (b50, _, b99) = percentiles(cand), percentiles(ref)
         lines.append(f"  {candidate:30s} p50 {c50 * 1e6:8.1f} us p99 {c99 * 1e6:8.1f} us | {base:18s} p50 {b50 * 1e6:8.1f} us p99 {b99 * 1e6:8.1f} us | p50 ratio {c50 / b50:.2f}x (no gate)")
     for candidate, base, limit in P99_GATES:
@@ -323,4 +325,4 @@ def test_gates(benchmark, capsys, w1_data, w1_resident, w1_direct):
     lines, failures = benchmark.pedantic(evaluate, args=(w1_data, w1_resident, w1_direct), rounds=1, iterations=1)
     with capsys.disabled():  # the table is the point of the run: show it even on success
         print("\n".join(["", "W1 gates (same run):", *lines, *(f"GATE FAILED: {f}" for f in failures)]))
-    assert not failures, "; ".join(failures)
+    gate(failures)

@@ -28,17 +28,18 @@ import pytest
 from featurecore.offline.pit import point_in_time_join
 from featurecore.reasons import MISSING_REASONS
 from featurecore.registry.model import DefaultAction, DefaultPolicy, Feature, FeatureGroup, FeatureSet, RegistryState
+from benchmarks.sizes import size
 
-N_ITEMS = 100_000
+N_ITEMS = size(100_000, 1_000)
 DAYS = 30
 N_FEATURES = 8
-N_EVENTS = 1_000_000
+N_EVENTS = size(1_000_000, 5_000)
 TTL_DAYS = 7
 THREADS = 2
 DAY_US = 86_400_000_000
 T0_US = 1_780_000_000_000_000
 FEATURES = [f"f{i}" for i in range(N_FEATURES)]
-ROUNDS = 3
+ROUNDS = size(3, 1)
 
 
 def registry() -> RegistryState:
@@ -278,7 +279,8 @@ def test_w2_pit_join_from_parquet(benchmark, data, expected, engine):
 def _peak_memory_mb(engine: str) -> float:
     env = dict(os.environ, POLARS_MAX_THREADS=str(THREADS))
     out = subprocess.run(
-        [sys.executable, __file__, "--memory", engine], capture_output=True, text=True, check=True, env=env
+        [sys.executable, "-m", "benchmarks.bench_pit", "--memory", engine], capture_output=True, text=True, check=True,
+        env=env, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
     )
     return float(out.stdout.strip().splitlines()[-1])
 

@@ -43,10 +43,11 @@ import pytest
 from benchmarks.conftest import GROUPS, N_CREATORS, N_ITEMS, N_USERS, T0, TENANT, UNKNOWN_SHARE, w1_definitions
 from featurecore.serving import FeatureRequest
 from featurecore.store import FeatureStore
+from benchmarks.sizes import size
 
 EVAL_US = 1_782_864_000_000_000 + 3_600_000_000
-POOL = 256
-ROUNDS = int(os.environ.get("W1_IDS_ROUNDS", "3000"))
+POOL = size(256, 8)
+ROUNDS = int(os.environ.get("W1_IDS_ROUNDS", size(3000, 5)))
 ORDER = ("item_static", "item_behavior", "user_profile", "creator_stats")  # the matrix's column order
 
 

@@ -27,15 +27,16 @@ from featurecore.layout import raw_options
 from featurecore.reasons import MISSING_REASONS
 from featurecore.registry import DefaultAction, DefaultPolicy, Feature, FeatureGroup, FeatureSet
 from featurecore.store import FeatureStore
+from benchmarks.sizes import size
 
-N_ITEMS = 100_000
-N_USERS = 10_000
-N_CREATORS = 5_000
+N_ITEMS = size(100_000, 3_000)
+N_USERS = size(10_000, 300)
+N_CREATORS = size(5_000, 100)
 ITEM_FEATURES = 32
 USER_FEATURES = 16
 CREATOR_FEATURES = 8
 UNKNOWN_SHARE = 0.02
-POOL = 256  # distinct pre-generated requests per candidate count
+POOL = size(256, 8)  # distinct pre-generated requests per candidate count
 TENANT = "default"
 T0 = dt.datetime(2026, 7, 1, tzinfo=dt.timezone.utc)
 

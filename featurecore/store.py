@@ -445,8 +445,9 @@ class FeatureStore:
             partitions: (dask) the number of entity-hash buckets.
             tenant_column: (dask) an events column holding each row's tenant.
             reasons: (dask) add a uint8 ``<column>__reason`` column per matrix column.
-            offline_as_of: (local) time travel: a tz-aware datetime, or group ref -> Delta table
-                version (``TrainingSet.offline_versions`` of an earlier set rebuilds it).
+            offline_as_of: time travel: a tz-aware datetime, or group ref -> Delta table
+                version (``offline_versions`` of an earlier set, in-process or Dask,
+                rebuilds it).
         """
         from .offline.log import DEFAULT_CHUNK_ROWS
 
@@ -455,14 +456,12 @@ class FeatureStore:
         if engine == "dask":
             from .offline.dask_engine import dask_training_set
 
-            if offline_as_of is not None:
-                raise ValidationError("offline_as_of (time travel) applies to engine='local' only; drop it or pass engine='local'")
-
             return dask_training_set(
                 events, state, feature_set_ref, root=self.root, tombstones=self._tombstones(), output=output,
                 client=client, partitions=partitions, tenant_column=tenant_column, reasons=reasons,
                 event_timestamp=event_timestamp, tenant=tenant, strict=strict, threads=threads or 1, chunk_rows=chunk_rows,
                 progress=progress, include_archived=include_archived, timestamp_bounds=self.timestamp_bounds,
+                offline_as_of=offline_as_of,
             )
         if engine != "local":
             raise ValidationError(f"engine must be 'local' or 'dask', got {engine!r}")

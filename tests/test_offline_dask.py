@@ -1,6 +1,8 @@
 """Training sets on Dask (engine="dask") give exactly the in-process join's answers, on
 a real distributed.LocalCluster (2 worker processes, so every task is pickled)."""
 
+import json
+
 import dask.dataframe as dd
 import distributed
 import numpy as np
@@ -175,6 +177,30 @@ def test_one_tenant_and_int_ids(store_dir, example_repo, client, tmp_path):
             local = store.training_set(ids, "trending_features:v3", tenant="shop_b").to_pandas(reasons=True)
             result = store.training_set(ids, "trending_features:v3", engine="dask", client=client, tenant="shop_b", reasons=True)
             assert_same(result.compute(), local)
+
+
+def test_time_travel_reads_the_pinned_versions_and_records_them(store_dir, example_repo, client, tmp_path):
+    with FeatureStore.open(store_dir) as store:
+        store.apply(example_repo)
+        write_random_history(store, seed=3)
+        events = random_events(seed=5, n=200)
+        feature_set = "home_ranker_features:v18"
+        before = local_answer(store, events, feature_set)
+        versions = store.training_set(events, feature_set, tenant="default").offline_versions
+        write_random_history(store, seed=4)  # newer rows at the same times: other answers
+        assert not local_answer(store, events, feature_set).equals(before)
+        result = store.training_set(
+            events, feature_set, engine="dask", client=client, tenant_column="tenant", reasons=True,
+            output=tmp_path / "out", offline_as_of=versions,
+        )
+        assert_same(read_files(result), before)
+        assert result.offline_versions == versions
+        recorded = pq.read_schema(result.files[0]).metadata[b"featurecore.offline_versions"]
+        assert json.loads(recorded) == versions
+        latest = store.training_set(
+            events, feature_set, engine="dask", client=client, tenant_column="tenant", reasons=True, output=tmp_path / "latest",
+        )
+        assert_same(read_files(latest), local_answer(store, events, feature_set))
 
 
 def test_buckets_are_stable_and_int_ids_meet_their_text():

@@ -25,7 +25,7 @@ import os
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence, cast
 
 import pyarrow as pa
@@ -47,7 +47,7 @@ from .partition import (
     split_history,
     split_selected,
 )
-from .pit import LogHistory, _id_column, events_table
+from .pit import LogHistory, _id_column, _version_of, events_table
 
 logger = logging.getLogger(__name__)
 
@@ -67,11 +67,15 @@ class TrainingSetFiles:
             partition, in events order).
         rows: rows written (one per event).
         files: the files written, in events order.
+        offline_versions: group ref -> the offline table version read (-1: no table);
+            also in every file's schema metadata (``featurecore.offline_versions``), and
+            the ``offline_as_of`` that rebuilds the same set.
     """
 
     path: str
     rows: int
     files: tuple[str, ...]
+    offline_versions: "dict[str, int]" = field(default_factory=dict)
 
 
 # -- events sources -------------------------------------------------------------------
@@ -240,6 +244,7 @@ def dask_training_set(
     threads: int = 1,
     tombstones: Tombstones = NO_TOMBSTONES,
     timestamp_bounds: TimestampBounds = DEFAULT_BOUNDS,
+    offline_as_of: Any = None,
 ):
     """The point-in-time join of ``offline.pit`` on Dask: the same answers, partitioned
     by a hash of the entity ids.
@@ -259,6 +264,8 @@ def dask_training_set(
         reasons: also output a uint8 ``<column>__reason`` column per matrix column.
         progress: a progress line on stderr (default: when stderr is a terminal); every
             finished partition is also logged at INFO.
+        offline_as_of: time travel, as in ``point_in_time_join``: the table versions are
+            pinned here, on the client, so every task reads the same files.
 
     Other arguments as ``point_in_time_join``.
 
@@ -273,11 +280,11 @@ def dask_training_set(
     sources, schema, kind = _events_sources(events)
     groups = entity_groups(state, feature_set_ref)
     history_tenant = None if tenant_column else tenant
-    histories = {
-        ref: LogHistory(OfflineLog(root, GroupSchema.from_state(state, ref)), history_tenant)
-        for refs in groups.values()
-        for ref in refs
-    }
+    histories = {}
+    for ref in (ref for refs in groups.values() for ref in refs):
+        log = OfflineLog(root, GroupSchema.from_state(state, ref))
+        histories[ref] = LogHistory(log, history_tenant, snapshot=log.snapshot(_version_of(ref, offline_as_of)))
+    versions = {ref: history.snapshot.version for ref, history in histories.items()}
     sample = schema.empty_table()
     if event_timestamp in schema.names and pa.types.is_timestamp(schema.field(event_timestamp).type):
         if schema.field(event_timestamp).type.tz is None:  # the zero-row dry run below cannot see it
@@ -295,7 +302,7 @@ def dask_training_set(
         raise ValidationError(f"partitions must be >= 1, got {partitions}; pass a positive number of entity-hash buckets")
     spec = JoinSpec(
         state, feature_set_ref, event_timestamp, tenant, tenant_column, strict, buckets, int_ids, tombstones, threads, reasons,
-        timestamp_bounds,
+        timestamp_bounds, versions,
     )
     # A dry run on zero rows on the client: a wrong column or timestamp fails here, not in a worker.
     empty_split = split_events(sample, 0, spec)
@@ -357,7 +364,7 @@ def dask_training_set(
         return dd.from_delayed(outputs, meta=meta.to_pandas(), verify_meta=False)
     rows = _run(outputs, client, sys.stderr.isatty() if progress is None else progress)
     files = tuple(os.path.join(target, f"part-{e:05d}.parquet") for e in range(parts))
-    return TrainingSetFiles(target, sum(rows), files)
+    return TrainingSetFiles(target, sum(rows), files, versions)
 
 
 def _id_type(sample: pa.Table, state: RegistryState, entity: str) -> pa.DataType:

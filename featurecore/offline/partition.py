@@ -23,7 +23,7 @@ a pair) is split by its own ids.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -77,6 +77,8 @@ class JoinSpec:
         reasons: also output a uint8 ``<column>__reason`` column per matrix column.
         timestamp_bounds: the plausible range of event times, checked per partition as
             the in-process join checks them (a time in seconds is refused, not joined).
+        offline_versions: group ref -> the table version read, recorded in the output's
+            schema metadata as the in-process ``TrainingSet`` records it.
     """
 
     state: RegistryState
@@ -91,6 +93,7 @@ class JoinSpec:
     threads: int = 1
     reasons: bool = False
     timestamp_bounds: TimestampBounds = DEFAULT_BOUNDS
+    offline_versions: "dict[str, int]" = field(default_factory=dict)
 
     def entities(self) -> list[str]:
         """The entities whose ids the feature set's groups read, in plan order, once each."""
@@ -257,7 +260,9 @@ def assemble_part(events, selected: "dict[str, Sequence[pa.Table]]", spec: JoinS
         tables.append(group_table(rows, schema, binding.schema))
         refs.append(group_refs)
         reasons.append(reason)
-    return assemble_training_set(compiled, tables, refs, reasons, event_ts, table, spec.threads).to_arrow(reasons=spec.reasons)
+    return assemble_training_set(
+        compiled, tables, refs, reasons, event_ts, table, spec.threads, spec.offline_versions
+    ).to_arrow(reasons=spec.reasons)
 
 
 __all__ = ["JoinSpec", "entity_groups", "assemble_part", "bucket_of", "select_bucket", "split_events", "split_history", "split_selected"]

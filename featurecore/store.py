@@ -411,6 +411,7 @@ class FeatureStore:
         output: Any = None,
         client: Any = None,
         partitions: "int | None" = None,
+        time_slices: "int | None" = None,
         tenant_column: "str | None" = None,
         reasons: bool = False,
         offline_as_of: Any = None,
@@ -443,6 +444,8 @@ class FeatureStore:
                 (returns ``TrainingSetFiles``); None returns a Dask DataFrame.
             client: (dask) a ``distributed.Client`` or a scheduler address.
             partitions: (dask) the number of entity-hash buckets.
+            time_slices: (dask) also cut events and history into this many time slices
+                (long ranges; each carries one row per entity from before it: same answers).
             tenant_column: (dask) an events column holding each row's tenant.
             reasons: (dask) add a uint8 ``<column>__reason`` column per matrix column.
             offline_as_of: time travel: a tz-aware datetime, or group ref -> Delta table
@@ -458,16 +461,19 @@ class FeatureStore:
 
             return dask_training_set(
                 events, state, feature_set_ref, root=self.root, tombstones=self._tombstones(), output=output,
-                client=client, partitions=partitions, tenant_column=tenant_column, reasons=reasons,
+                client=client, partitions=partitions, time_slices=1 if time_slices is None else time_slices,
+                tenant_column=tenant_column, reasons=reasons,
                 event_timestamp=event_timestamp, tenant=tenant, strict=strict, threads=threads or 1, chunk_rows=chunk_rows,
                 progress=progress, include_archived=include_archived, timestamp_bounds=self.timestamp_bounds,
                 offline_as_of=offline_as_of,
             )
         if engine != "local":
             raise ValidationError(f"engine must be 'local' or 'dask', got {engine!r}")
-        if output is not None or client is not None or partitions is not None or tenant_column is not None or reasons:
+        if (output is not None or client is not None or partitions is not None or time_slices is not None
+                or tenant_column is not None or reasons):
             raise ValidationError(
-                "output, client, partitions, tenant_column and reasons apply to engine='dask' only; pass engine='dask'"
+                "output, client, partitions, time_slices, tenant_column and reasons apply to engine='dask' only; "
+                "pass engine='dask'"
             )
         from .offline.pit import point_in_time_join
 

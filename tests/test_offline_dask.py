@@ -10,6 +10,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from featurecore import FeatureStore, ValidationError, _core
 from featurecore.offline.partition import bucket_of
@@ -123,17 +125,37 @@ def assert_same(dask_frame: pd.DataFrame, local: pd.DataFrame):
     pd.testing.assert_frame_equal(dask_frame.reset_index(drop=True), local, check_exact=True)
 
 
-@pytest.mark.parametrize("feature_set", ["home_ranker_features:v18", "trending_features:v3"])
-@pytest.mark.parametrize("strict", [False, True])
-def test_dask_join_equals_the_in_process_join_on_random_data(random_store, client, tmp_path, feature_set, strict):
+@pytest.mark.parametrize(("feature_set", "strict", "time_slices"), [
+    ("home_ranker_features:v18", False, 1), ("home_ranker_features:v18", True, 1),
+    ("trending_features:v3", False, 1), ("trending_features:v3", True, 1),
+    ("home_ranker_features:v18", False, 4), ("trending_features:v3", True, 4),
+])
+def test_dask_join_equals_the_in_process_join_on_random_data(random_store, client, tmp_path, feature_set, strict, time_slices):
     events = random_events(seed=11 + strict)
     local = local_answer(random_store, events, feature_set, strict=strict)
     result = random_store.training_set(
         events, feature_set, engine="dask", client=client, tenant_column="tenant", partitions=3,
-        strict=strict, reasons=True, output=tmp_path / "out",
+        strict=strict, reasons=True, output=tmp_path / "out", time_slices=time_slices,
     )
     assert result.rows == len(events)
     assert_same(read_files(result), local)
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**16), strict=st.booleans(), time_slices=st.integers(2, 7), partitions=st.integers(1, 3))
+def test_time_slices_carry_what_the_in_process_join_sees(random_store, seed, strict, time_slices, partitions):
+    """Each slice carries, per entity, the row a join at its start would pick, so stale
+    values kept by use_stale_if_available, entity_not_found and ages match the unsliced
+    join (slice starts fall on history times: T0 + 6h with 4 slices)."""
+    events = random_events(seed=seed, n=120)
+    local = local_answer(random_store, events, "home_ranker_features:v18", strict=strict)
+    lazy = random_store.training_set(
+        events, "home_ranker_features:v18", engine="dask", tenant_column="tenant", reasons=True,
+        strict=strict, time_slices=time_slices, partitions=partitions,
+    )
+    computed = lazy.compute(scheduler="synchronous")  # in this process: quick, no cluster
+    text = [c for c in local.columns if pd.api.types.is_string_dtype(local[c])]
+    assert_same(computed.astype({c: local[c].dtype for c in text}), local)
 
 
 def test_events_from_parquet_files_and_a_dask_dataframe(random_store, client, tmp_path, caplog):
@@ -219,6 +241,8 @@ def test_bad_arguments_fail_on_the_client_naming_the_fix(random_store, client, t
         random_store.training_set(events, "trending_features:v3", engine="spark")
     with pytest.raises(ValidationError, match="apply to engine='dask' only"):
         random_store.training_set(events, "trending_features:v3", output=tmp_path / "out")
+    with pytest.raises(ValidationError, match="time_slices must be an int >= 1, got 0"):
+        random_store.training_set(events, "trending_features:v3", engine="dask", client=client, time_slices=0)
     with pytest.raises(ValidationError, match="no tenant column 'shop'"):
         random_store.training_set(events, "trending_features:v3", engine="dask", client=client, tenant_column="shop")
     with pytest.raises(ValidationError, match="timezone-naive"):

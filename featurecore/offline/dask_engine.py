@@ -3,9 +3,11 @@
 ``store.training_set(events, feature_set, engine="dask")`` lands here. The graph, per
 events partition ``e``, history piece ``h``, entity ``k``, group ``g`` and bucket ``b``::
 
-    split_events(e)            -> per entity k, one (part, row, id, time, tenant) table per bucket
-    split_history(g, h)        -> one table of g's log rows per bucket (write order kept)
-    select(g, b)               -> the native as-of search of bucket b; cut by events partition
+    split_events(e)            -> per entity k, one (part, row, id, time, tenant) table per bucket and time slice
+    split_history(g, h)        -> one table of g's log rows per bucket and time slice (write order kept)
+    carry(g, b, s)             -> per entity of bucket b, the row a join at the start of slice s + 1 picks
+    select(g, b, s)            -> the native as-of search of bucket b, slice s (its rows + the carry);
+                                  cut by events partition
     assemble(e)                -> the native assembler over e's selected rows -> Parquet file e
                                   (or a partition of the returned Dask DataFrame)
 
@@ -41,6 +43,7 @@ from .log import DEFAULT_CHUNK_ROWS, OfflineLog
 from .partition import (
     JoinSpec,
     assemble_part,
+    carry_bucket,
     entity_groups,
     select_bucket,
     split_events,
@@ -162,6 +165,10 @@ def _split_history_task(root: str, schema: GroupSchema, files: tuple, tenant: "s
     return split_history(table, entity, spec)
 
 
+def _carry_task(history: list[pa.Table], group_ref: str, spec: JoinSpec, until: int) -> pa.Table:
+    return carry_bucket(pa.concat_tables(history), group_ref, spec, until)
+
+
 def _select_task(events: list[pa.Table], history: list[pa.Table], group_ref: str, spec: JoinSpec, parts: int, chunk_rows: int) -> list[pa.Table]:
     selected = select_bucket(pa.concat_tables(events), pa.concat_tables(history), group_ref, spec, chunk_rows)
     return split_selected(selected, parts)
@@ -207,6 +214,16 @@ def _history_pieces(files: tuple, target_rows: int) -> list[tuple]:
     return pieces
 
 
+def _slice_starts(histories: Sequence[LogHistory], slices: int) -> tuple[int, ...]:
+    """Start times of time slices 1 .. slices - 1: equal spans of the histories'
+    feature_timestamp range (from the files' statistics; none without history)."""
+    files = [f for history in histories for f in history.files]
+    if slices <= 1 or not files:
+        return ()
+    lo, hi = min(f.min_ts for f in files), max(f.max_ts for f in files)
+    return tuple(sorted({lo + (hi - lo) * i // slices for i in range(1, slices)}))
+
+
 def _resolve_client(client: Any):
     """A distributed Client: the one given, one connected to an address, the current
     one, or None (Dask's local threaded scheduler)."""
@@ -245,6 +262,7 @@ def dask_training_set(
     tombstones: Tombstones = NO_TOMBSTONES,
     timestamp_bounds: TimestampBounds = DEFAULT_BOUNDS,
     offline_as_of: Any = None,
+    time_slices: int = 1,
 ):
     """The point-in-time join of ``offline.pit`` on Dask: the same answers, partitioned
     by a hash of the entity ids.
@@ -258,6 +276,9 @@ def dask_training_set(
         client: a ``distributed.Client``, a scheduler address (``"tcp://host:8786"``) or
             None (the current client, else Dask's local scheduler).
         partitions: entity-hash buckets (default: about 4M history rows each, at least 2).
+        time_slices: also cut events and history into this many slices of time (equal
+            spans of the history's range), for long ranges: a task holds one bucket's
+            slice plus one carried row per entity, and the answers stay the same.
         tenant / tenant_column: every event's tenant, or the events column holding it
             (several tenants in one job).
         threads: native threads per task (Dask runs tasks in parallel already).
@@ -300,9 +321,11 @@ def dask_training_set(
     buckets = partitions or max(2, math.ceil(history_rows / BUCKET_HISTORY_ROWS))
     if buckets < 1:
         raise ValidationError(f"partitions must be >= 1, got {partitions}; pass a positive number of entity-hash buckets")
+    if isinstance(time_slices, bool) or not isinstance(time_slices, int) or time_slices < 1:
+        raise ValidationError(f"time_slices must be an int >= 1, got {time_slices!r}; pass 1 for no time slices")
     spec = JoinSpec(
         state, feature_set_ref, event_timestamp, tenant, tenant_column, strict, buckets, int_ids, tombstones, threads, reasons,
-        timestamp_bounds, versions,
+        timestamp_bounds, versions, _slice_starts(list(histories.values()), time_slices),
     )
     # A dry run on zero rows on the client: a wrong column or timestamp fails here, not in a worker.
     empty_split = split_events(sample, 0, spec)
@@ -320,6 +343,8 @@ def dask_training_set(
         split_columns = _needed_columns(state, list(groups), schema, [event_timestamp, *([tenant_column] if tenant_column else [])])
 
     entities = spec.entities()
+    pieces_per_entity = spec.pieces
+    slices = len(spec.slices) + 1
     parts = len(sources)
     delayed = dask.delayed
     if kind == "dask":
@@ -328,7 +353,7 @@ def dask_training_set(
         token = uuid.uuid4().hex
         sources = [delayed(s, name=f"events-{token}-{e}") for e, s in enumerate(sources)]
     event_pieces = [
-        delayed(_split_events_task, nout=len(entities) * buckets)(source, e, spec, split_columns)
+        delayed(_split_events_task, nout=len(entities) * pieces_per_entity)(source, e, spec, split_columns)
         for e, source in enumerate(sources)
     ]
     selected: dict[str, list] = {}
@@ -336,17 +361,20 @@ def dask_training_set(
         for ref in groups[entity]:
             history = histories[ref]
             history_pieces = [
-                delayed(_split_history_task, nout=buckets)(root, history.log.schema, piece, history_tenant, entity, spec, chunk_rows)
+                delayed(_split_history_task, nout=pieces_per_entity)(root, history.log.schema, piece, history_tenant, entity, spec, chunk_rows)
                 for piece in _history_pieces(history.files, BUCKET_HISTORY_ROWS)
             ]
-            selected[ref] = [
-                delayed(_select_task, nout=parts)(
-                    [pieces[k * buckets + b] for pieces in event_pieces],
-                    [pieces[b] for pieces in history_pieces],
-                    ref, spec, parts, chunk_rows,
-                )
-                for b in range(buckets)
-            ]
+            selected[ref] = []
+            for b in range(buckets):
+                carried: list = []
+                for s in range(slices):
+                    rows = carried + [pieces[b * slices + s] for pieces in history_pieces]
+                    selected[ref].append(delayed(_select_task, nout=parts)(
+                        [pieces[k * pieces_per_entity + b * slices + s] for pieces in event_pieces],
+                        rows, ref, spec, parts, chunk_rows,
+                    ))
+                    if s + 1 < slices:
+                        carried = [delayed(_carry_task)(rows, ref, spec, spec.slices[s])]
     target = None if output is None else os.fspath(output)
     if target is not None:
         os.makedirs(target, exist_ok=True)
@@ -355,8 +383,8 @@ def dask_training_set(
         for e, source in enumerate(sources)
     ]
     logger.info(
-        "training set %s on dask: %d events partitions, %d entity buckets, %d history rows",
-        feature_set_ref, parts, buckets, history_rows,
+        "training set %s on dask: %d events partitions, %d entity buckets, %d time slices, %d history rows",
+        feature_set_ref, parts, buckets, slices, history_rows,
     )
     if target is None:
         import dask.dataframe as dd

@@ -19,6 +19,16 @@ So every answer is the in-process join's answer: an entity's reason (``entity_no
 versus ``no_history``) depends only on its own history, which its bucket holds whole.
 Groups of one entity share one split of the events; each other entity (user, item,
 a pair) is split by its own ids.
+
+**Time slices** (``JoinSpec.slices``, for long ranges): events are also cut by event
+time and history rows by the time they become eligible (``feature_timestamp``, or the
+later of it and ``generated_at`` when strict). A slice's search sees its own rows plus,
+per tenant and entity, the one row a join at the slice's start would pick from all
+earlier rows (``carry_bucket``, chained slice to slice). That row is the best of every
+earlier row for every event of the slice, so the answers (stale values kept by
+``use_stale_if_available``, entity_not_found, TTL ages) are the unsliced join's; a TTL-
+length overlap of history would not be: a stale value or a row older than the TTL
+still decides an answer.
 """
 
 from __future__ import annotations
@@ -37,7 +47,7 @@ from ..online.tombstones import NO_TOMBSTONES, Tombstones
 from ..registry.model import RegistryState
 from ..serving.plan import compile_feature_set
 from ..timestamps import DEFAULT_BOUNDS, TimestampBounds
-from .log import DEFAULT_CHUNK_ROWS
+from .log import DEFAULT_CHUNK_ROWS, micros
 from .pit import (
     TableHistory,
     _forget_deleted,
@@ -79,6 +89,8 @@ class JoinSpec:
             the in-process join checks them (a time in seconds is refused, not joined).
         offline_versions: group ref -> the table version read, recorded in the output's
             schema metadata as the in-process ``TrainingSet`` records it.
+        slices: the start times (int64 us, ascending) of time slices 1, 2, ...; slice 0
+            starts at the beginning of time. Empty: one slice.
     """
 
     state: RegistryState
@@ -94,6 +106,16 @@ class JoinSpec:
     reasons: bool = False
     timestamp_bounds: TimestampBounds = DEFAULT_BOUNDS
     offline_versions: "dict[str, int]" = field(default_factory=dict)
+    slices: "tuple[int, ...]" = ()
+
+    @property
+    def pieces(self) -> int:
+        """Split tables per entity: one per (bucket, time slice), index ``bucket * len(slices + 1) + slice``."""
+        return self.buckets * (len(self.slices) + 1)
+
+    def piece_of(self, bucket: np.ndarray, times: np.ndarray) -> np.ndarray:
+        """The split piece of rows with these buckets and times (int64 us)."""
+        return bucket * (len(self.slices) + 1) + np.searchsorted(np.asarray(self.slices, np.int64), times, side="right")
 
     def entities(self) -> list[str]:
         """The entities whose ids the feature set's groups read, in plan order, once each."""
@@ -148,9 +170,9 @@ def _split(table: pa.Table, bucket: np.ndarray, buckets: int) -> list[pa.Table]:
 
 
 def split_events(events, part: int, spec: JoinSpec) -> dict[str, list[pa.Table]]:
-    """Step 1 for one events partition: per entity, ``spec.buckets`` tables of
-    (part, row, entity_id, event_ts, tenant), one row per event (nothing dropped: an
-    absent id stays and becomes not_applicable in ``select_bucket``)."""
+    """Step 1 for one events partition: per entity, ``spec.pieces`` tables (bucket,
+    then time slice) of (part, row, entity_id, event_ts, tenant), one row per event
+    (nothing dropped: an absent id stays and becomes not_applicable in ``select_bucket``)."""
     table = events_table(events)
     event_ts = event_micros(table, spec.event_timestamp)
     spec.timestamp_bounds.check(event_ts, f"events column {spec.event_timestamp!r}")
@@ -173,7 +195,8 @@ def split_events(events, part: int, spec: JoinSpec) -> dict[str, list[pa.Table]]
             TS: ts,
             TENANT: tenants,
         })
-        out[entity] = _split(keyed, bucket_of(ids, spec.buckets, spec.int_ids[entity]), spec.buckets)
+        piece = spec.piece_of(bucket_of(ids, spec.buckets, spec.int_ids[entity]), event_ts)
+        out[entity] = _split(keyed, piece, spec.pieces)
     return out
 
 
@@ -192,11 +215,43 @@ def _tenant_column(table: pa.Table, name: str) -> pa.Array:
 
 
 def split_history(history: pa.Table, entity: str, spec: JoinSpec, tenants: "Sequence[str] | None" = None) -> list[pa.Table]:
-    """Step 1 for one history piece (the log's columns, in write order): ``spec.buckets``
-    tables, each in write order; rows of other ``tenants`` than those given are dropped."""
+    """Step 1 for one history piece (the log's columns, in write order): ``spec.pieces``
+    tables (bucket, then the time slice in which a row becomes eligible), each in write
+    order; rows of other ``tenants`` than those given are dropped."""
     if tenants is not None and "tenant" in history.column_names:
         history = history.filter(pc.is_in(history.column("tenant"), pa.array(list(tenants), pa.string())))
-    return _split(history, bucket_of(history.column("entity_id"), spec.buckets, spec.int_ids[entity]), spec.buckets)
+    eligible = micros(history.column("feature_timestamp"))
+    if spec.strict:
+        eligible = np.maximum(eligible, micros(history.column("generated_at")))
+    piece = spec.piece_of(bucket_of(history.column("entity_id"), spec.buckets, spec.int_ids[entity]), eligible)
+    return _split(history, piece, spec.pieces)
+
+
+def carry_bucket(history: pa.Table, group_ref: str, spec: JoinSpec, until: int) -> pa.Table:
+    """Step 2 between time slices: of one bucket's history rows that are all eligible
+    before ``until`` (the previous carry, then a slice's rows, in write order), the row
+    of each tenant and entity that a join at ``until - 1`` picks (the same native
+    search), with the history's columns. It beats every earlier row for any event from
+    ``until`` on, and no later row can tie with it, so it stands in for all of them."""
+    schema = GroupSchema.from_state(spec.state, group_ref)
+    columns = ["feature_timestamp", "generated_at", *(f.name for f in schema.fields)]
+    tenants = pc.unique(history.column(TENANT)).to_pylist() if TENANT in history.column_names else [spec.tenant]
+    parts = []
+    for tenant in tenants:
+        source = TableHistory(history, tenant)
+        ids = pc.unique(source.table.column("entity_id"))
+        keys = event_keys(ids, source.id_is_int)
+        rows, refs, _ = select_rows(
+            source, keys, np.full(len(ids), until - 1, np.int64), schema, strict=spec.strict, threads=spec.threads,
+            chunk_rows=max(1, source.table.num_rows), progress=False,
+        )
+        found = np.flatnonzero(refs >= 0)
+        picked = rows.select(columns).take(pa.array(refs[found]))
+        named = {"entity_id": ids.take(pa.array(found)), **{c: picked.column(c) for c in columns}}
+        if TENANT in history.column_names:
+            named[TENANT] = pa.array([tenant] * len(found), pa.string())
+        parts.append(pa.table({name: named[name] for name in history.column_names}, schema=history.schema))
+    return pa.concat_tables(parts) if parts else history.slice(0, 0)
 
 
 def select_bucket(events: pa.Table, history: pa.Table, group_ref: str, spec: JoinSpec, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> pa.Table:
@@ -265,4 +320,7 @@ def assemble_part(events, selected: "dict[str, Sequence[pa.Table]]", spec: JoinS
     ).to_arrow(reasons=spec.reasons)
 
 
-__all__ = ["JoinSpec", "entity_groups", "assemble_part", "bucket_of", "select_bucket", "split_events", "split_history", "split_selected"]
+__all__ = [
+    "JoinSpec", "entity_groups", "assemble_part", "bucket_of", "carry_bucket", "select_bucket", "split_events",
+    "split_history", "split_selected",
+]

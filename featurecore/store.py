@@ -49,6 +49,7 @@ from .timestamps import DEFAULT_BOUNDS, TimestampBounds
 
 if TYPE_CHECKING:  # the offline layer (pandas, pyarrow) is imported by the methods that use it
     from .offline import BackfillSummary, MaterializeSummary, ParityReport, TrainingSet, WriteResult
+    from .streams import Ingestor, IngestStats, StreamSource
 
 MODES = ("primary", "secondary", "read_only")
 logger = logging.getLogger(__name__)
@@ -393,6 +394,48 @@ class FeatureStore:
         )
         self._record_lineage(ref, code_version, pipeline_run_id, result.offline_rows)
         return result
+
+    def ingestor(self, group_ref: str, source: "str | StreamSource", *, durable: "str | None" = None,
+                 dead_letter_subject: "str | None" = None, max_batch: int = 4096) -> "Ingestor":
+        """A stream consumer of ``source`` into ``group_ref`` (primary only), positioned
+        after the last message it applied; ``step()`` applies one micro-batch, ``run()``
+        loops. ``source``: a ``StreamSource`` or ``"nats://HOST:PORT/SUBJECT"`` (with
+        ``durable`` and ``dead_letter_subject``, see ``streams.NatsSource``). Exactly once:
+        featurecore/streams/ingest.py."""
+        writer = self._require_primary("ingest a stream")
+        from .streams import Ingestor, NatsSource
+
+        schema = self.group_schema(group_ref)
+        stream = NatsSource(source, durable=durable, dead_letter_subject=dead_letter_subject) if isinstance(source, str) else source
+        try:
+            return Ingestor(
+                schema.ref, stream, writer=writer, db=self._db, root=self.root, state=self.state, tombstones=self._tombstones,
+                timestamp_bounds=self.timestamp_bounds, max_batch=max_batch,
+            )
+        except BaseException:
+            if isinstance(source, str):
+                stream.close()
+            raise
+
+    def ingest(
+        self, group_ref: str, source: "str | StreamSource", *, durable: "str | None" = None, dead_letter_subject: "str | None" = None,
+        max_batch: int = 4096, stop: "threading.Event | None" = None, max_messages: "int | None" = None,
+        idle_timeout_s: "float | None" = None,
+    ) -> "IngestStats":
+        """Consume ``source`` into ``group_ref`` until ``stop`` is set, ``max_messages``
+        were consumed or the stream was idle for ``idle_timeout_s``; returns the stats.
+        Each micro-batch is validated like ``write``, appended to the offline table and
+        committed online with the stream position in the same WriteBatch (see
+        ``ingestor``). A source given as a URL is closed on return.
+
+        >>> store.ingest("user_session:v1", "nats://127.0.0.1:4222/sessions", stop=stop_event)  # doctest: +SKIP
+        """
+        ingestor = self.ingestor(group_ref, source, durable=durable, dead_letter_subject=dead_letter_subject, max_batch=max_batch)
+        try:
+            return ingestor.run(stop, max_messages=max_messages, idle_timeout_s=idle_timeout_s)
+        finally:
+            if isinstance(source, str):
+                ingestor.source.close()
 
     def training_set(
         self,

@@ -52,7 +52,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError, TableNotFoundError
-from deltalake.transaction import AddAction, RemoveAction
+from deltalake.transaction import AddAction, CommitProperties, RemoveAction, Transaction
 
 from ..errors import FeatureStoreError, ValidationError
 from ..online.batch import Batch, GroupSchema
@@ -213,11 +213,21 @@ class StagedAppend:
             raise ValidationError(f"staged appends of {log.schema.ref} mix entity id types {sorted(id_types)}; pass one kind of id")
         return cls(log, id_types.pop() if id_types else "string", [f for s in stages for f in s._files])
 
-    def commit(self) -> None:
-        """Make the files visible: one Delta commit of their add actions."""
-        if self._files:
-            self._log._commit(self._id_type, adds=self._files)
-        self._files = []
+    def commit(self, transaction: "tuple[str, int] | None" = None) -> bool:
+        """Make the files visible: one Delta commit of their add actions.
+
+        ``transaction`` ``(app_id, version)`` makes the append idempotent (a Delta "txn"
+        action in the same commit): if the table already records ``version`` or a later
+        one for ``app_id``, nothing is committed, the files are deleted and False is
+        returned. A stream consumer passes its last stream sequence as the version.
+        """
+        files, self._files = self._files, []
+        if not files:
+            return True
+        if self._log._commit(self._id_type, adds=files, transaction=transaction):
+            return True
+        self._log._remove_files(f.path for f in files)
+        return False
 
     def abort(self) -> None:
         """Delete the written files; the table stays as it was."""
@@ -422,17 +432,37 @@ class OfflineLog:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def _commit(self, id_type: str, *, adds: Sequence[LogFile], removes: Sequence[LogFile] = (), data_change: bool = True) -> None:
-        """One Delta commit adding ``adds`` and removing ``removes`` (their files are durable)."""
+    def _commit(
+        self, id_type: str, *, adds: Sequence[LogFile], removes: Sequence[LogFile] = (), data_change: bool = True,
+        transaction: "tuple[str, int] | None" = None,
+    ) -> bool:
+        """One Delta commit adding ``adds`` and removing ``removes`` (their files are durable);
+        False (nothing committed) if ``transaction`` is already recorded (``StagedAppend.commit``)."""
         with self._locked():
-            self._commit_locked(id_type, adds=adds, removes=removes, data_change=data_change)
+            return self._commit_locked(id_type, adds=adds, removes=removes, data_change=data_change, transaction=transaction)
 
-    def _commit_locked(self, id_type: str, *, adds: Sequence[LogFile], removes: Sequence[LogFile], data_change: bool) -> None:
+    def transaction_version(self, app_id: str) -> int:
+        """The last version ``app_id`` committed with ``StagedAppend.commit(transaction=)``, -1 if none."""
+        table = self._table()
+        version = None if table is None else table.transaction_version(app_id)
+        return -1 if version is None else int(version)
+
+    def _commit_locked(
+        self, id_type: str, *, adds: Sequence[LogFile], removes: Sequence[LogFile], data_change: bool,
+        transaction: "tuple[str, int] | None" = None,
+    ) -> bool:
         """``_commit`` under the lock already held (``rewrite``, ``optimize``)."""
         schema = self._delta_schema(id_type)
         table = self._table()
         if table is None:
             raise self._damaged("the table was created before its files were written, but is gone")
+        properties = None
+        if transaction is not None:
+            app_id, version = transaction
+            recorded = table.transaction_version(app_id)
+            if recorded is not None and recorded >= version:
+                return False
+            properties = CommitProperties(app_transactions=[Transaction(app_id, int(version))])
         stored = pa.schema(table.schema().to_arrow()).field("entity_id").type
         stored_type = "int64" if pa.types.is_integer(stored) else "string"
         if stored_type != id_type:
@@ -443,9 +473,10 @@ class OfflineLog:
         now = int(time.time() * 1000)
         actions: list = [RemoveAction(f.path, data_change, now, f.size, {"date": f.date}) for f in removes]
         actions += [AddAction(f.path, f.size, {"date": f.date}, now, data_change, self._stats[f.path]) for f in adds]
-        table.create_write_transaction(actions, mode="append", schema=schema, partition_by=["date"])
+        table.create_write_transaction(actions, mode="append", schema=schema, partition_by=["date"], commit_properties=properties)
         for f in adds:
             self._stats.pop(f.path, None)
+        return True
 
     def _create(self, id_type: str) -> None:
         """Create the (empty) table before its first files are written, so data files

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any, Sequence, cast
+from typing import Any, Mapping, Sequence, cast
 
 import numpy as np
 import rocksdict
@@ -26,7 +26,7 @@ from .. import _core
 from ..errors import ValidationError
 from . import changelog
 from .batch import MAX_KEY_BYTES, Batch, GroupSchema, check_tenant, micros_now, normalize_ids
-from ..layout import CHANGELOG_CF, column_family, multi_get
+from ..layout import CHANGELOG_CF, META_CF, column_family, multi_get
 from .snapshots import Snapshots
 
 #: Keep this many changelog entries; a secondary further behind reloads fully.
@@ -145,6 +145,7 @@ class OnlineWriter:
         self._retention = int(changelog_retention)
         self._trim_every = max(1, min(_TRIM_EVERY, self._retention))
         self._changelog_handle: Any = db.get_column_family_handle(CHANGELOG_CF)
+        self._meta_handle: Any = db.get_column_family_handle(META_CF)
         # Column-family handles by name: looking a family up costs milliseconds in
         # rocksdict, far more than the write itself.
         self._handles: dict[str, rocksdict.ColumnFamily] = {}
@@ -206,19 +207,26 @@ class OnlineWriter:
         self._handles.clear()
         self._families.clear()
         self._changelog_handle = None
+        self._meta_handle = None
 
     def group_replaced(self, group_cf: str) -> int:
         """Announce that ``group_cf`` was replaced wholesale (e.g. by an SST ingest):
         reloads it here if loaded and tells secondaries to reload it. Returns the sequence."""
         return self.commit([Change(group_cf, None)]).sequence
 
-    def commit(self, changes: Sequence[Change], published_at_us: "int | None" = None) -> Committed:
+    def commit(
+        self, changes: Sequence[Change], published_at_us: "int | None" = None, *, meta: "Mapping[bytes, bytes] | None" = None
+    ) -> Committed:
         """Apply ``changes`` (possibly to several groups; each key once per change) in one
         WriteBatch, with one changelog entry per change, then to the loaded snapshots.
 
         Puts older than the stored row of their key by (feature_timestamp, generated_at)
         are dropped first, under the same lock (see the module docstring); a change left
         empty writes nothing, not even its changelog entry.
+
+        ``meta`` puts go to the ``meta`` column family in the same WriteBatch, even when
+        every row was dropped: a stream consumer records its position there, so the
+        position exists exactly when the rows do (featurecore/streams/ingest.py).
         """
         published = micros_now() if published_at_us is None else int(published_at_us)
         for change in changes:
@@ -245,7 +253,9 @@ class OnlineWriter:
                 wb.put(changelog.entry_key(sequence), changelog.encode_entry(change.group_cf, change.keys, published), self._changelog_handle)
                 if sequence % self._trim_every == 0 and sequence > self._retention:
                     wb.delete_range(changelog.entry_key(0), changelog.entry_key(sequence - self._retention), self._changelog_handle)
-            if kept:
+            for key, value in (meta or {}).items():
+                wb.put(key, value, self._meta_handle)
+            if kept or meta:
                 self._db.write(wb)
             self.sequence = sequence
             for change in kept:

@@ -1,0 +1,176 @@
+"""NATS JetStream as a stream source (``nats-py``; install the ``streams`` extra).
+
+The source is synchronous: it owns an asyncio event loop and runs each call on it, so
+the ingest loop stays plain code. Its durable pull consumer is re-pointed at the store's
+position every time it opens (deleted and created again with ``deliver_policy=by_start_sequence``
+at ``after + 1``): the position committed with the rows is the only truth, and a restart
+resumes at once instead of waiting ``ack_wait`` for in-flight messages to be redelivered.
+The consumer acknowledges with ``AckPolicy.ALL`` (one ack per micro-batch) and
+``max_ack_pending`` bounds what the server hands out.
+
+Dead letters are published to ``dead_letter_subject`` with the original payload and the
+headers ``Featurecore-Error`` (the reason), ``Featurecore-Sequence`` and
+``Featurecore-Subject``; ``Nats-Msg-Id`` = ``<stream>:<sequence>`` lets JetStream drop the
+copy a crashed and restarted consumer publishes again (within the stream's duplicate window).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..errors import FeatureStoreError, ValidationError
+from .source import StreamMessage
+
+logger = logging.getLogger(__name__)
+_HEADER_UNSAFE = re.compile(r"[\r\n]+")
+#: The dead-letter subject of ``nats://host:port/SUBJECT`` when none is given.
+DEAD_LETTER_PREFIX = "featurecore.dead."
+
+
+def parse_nats_url(url: str) -> "tuple[str, str]":
+    """``nats://HOST:PORT/SUBJECT`` -> (server URL, subject)."""
+    parts = urlsplit(url) if isinstance(url, str) else None
+    subject = parts.path.lstrip("/") if parts else ""
+    if parts is None or parts.scheme not in ("nats", "tls") or not parts.hostname or not subject:
+        raise ValidationError(
+            f"stream URL must look like nats://HOST:PORT/SUBJECT, got {url!r}; e.g. nats://127.0.0.1:4222/clicks"
+        )
+    return f"{parts.scheme}://{parts.netloc}", subject
+
+
+def _import_nats() -> Any:
+    try:
+        import nats
+    except ImportError as error:  # an optional dependency
+        raise FeatureStoreError(
+            "stream ingestion from NATS needs the nats-py client; pip install 'featurecore[streams]'"
+        ) from error
+    return nats
+
+
+class NatsSource:
+    """A JetStream subject as a ``StreamSource``.
+
+    Args:
+        url: ``nats://HOST:PORT/SUBJECT``; a JetStream stream must capture SUBJECT.
+        durable: the durable consumer's name (default ``featurecore-<subject>``); it also
+            names the position in the store, with the stream.
+        dead_letter_subject: where malformed messages go (default ``featurecore.dead.<SUBJECT>``;
+            give it a stream of its own to keep them).
+        ack_wait_s: how long the server waits for an ack before redelivering.
+
+    >>> source = NatsSource("nats://127.0.0.1:4222/clicks", durable="clicks-online")  # doctest: +SKIP
+    """
+
+    def __init__(self, url: str, *, durable: "str | None" = None, dead_letter_subject: "str | None" = None, ack_wait_s: float = 60.0):
+        self.server, self.subject = parse_nats_url(url)
+        clean = re.sub(r"[^A-Za-z0-9_-]", "_", self.subject)
+        self.durable = durable or f"featurecore-{clean}"
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", self.durable):
+            raise ValidationError(f"durable must be letters, digits, '_' or '-', got {self.durable!r}; e.g. --durable clicks-online")
+        self.dead_letter_subject = dead_letter_subject or DEAD_LETTER_PREFIX + self.subject
+        self.ack_wait_s = float(ack_wait_s)
+        self.stream = ""
+        self.identity = ""
+        self._loop = asyncio.new_event_loop()
+        self._nc: Any = None
+        self._js: Any = None
+        self._sub: Any = None
+        self._max_ack_pending = 0
+        self._by_seq: dict[int, Any] = {}
+        self._connect()
+
+    def _run(self, coroutine: Any) -> Any:
+        return self._loop.run_until_complete(coroutine)
+
+    def _connect(self) -> None:
+        nats = _import_nats()
+        try:
+            self._nc = self._run(nats.connect(self.server, connect_timeout=5, max_reconnect_attempts=3, allow_reconnect=True))
+            self._js = self._nc.jetstream()
+            self.stream = self._run(self._js.find_stream_name_by_subject(self.subject))
+        except Exception as error:
+            self.close()
+            raise FeatureStoreError(
+                f"cannot consume {self.subject!r} from {self.server}: {type(error).__name__}: {error}; start nats-server with "
+                "-js and create a JetStream stream that captures the subject"
+            ) from error
+        self.identity = f"nats:{self.stream}:{self.durable}"
+
+    def open(self, after: int, *, max_in_flight: int = 4096) -> None:
+        """Point the durable consumer at ``after + 1`` (see the module docstring)."""
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+        from nats.js.errors import NotFoundError
+
+        async def repoint() -> Any:
+            try:
+                await self._js.delete_consumer(self.stream, self.durable)
+            except NotFoundError:
+                pass
+            config = ConsumerConfig(
+                durable_name=self.durable,
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE if after > 0 else DeliverPolicy.ALL,
+                opt_start_seq=after + 1 if after > 0 else None,
+                ack_policy=AckPolicy.ALL,
+                ack_wait=self.ack_wait_s,
+                max_ack_pending=max_in_flight,
+                filter_subject=self.subject,
+            )
+            return await self._js.pull_subscribe(self.subject, durable=self.durable, stream=self.stream, config=config)
+
+        self._max_ack_pending = max_in_flight
+        self._sub = self._run(repoint())
+
+    def fetch(self, max_messages: int, timeout_s: float) -> list[StreamMessage]:
+        from nats.errors import TimeoutError as NatsTimeout
+
+        if self._sub is None:
+            raise FeatureStoreError("NatsSource.fetch before open(after); the ingest loop opens the source at its position")
+        try:
+            messages = self._run(self._sub.fetch(min(max_messages, self._max_ack_pending), timeout=timeout_s))
+        except NatsTimeout:
+            return []
+        out = []
+        for m in messages:
+            meta = m.metadata
+            out.append(StreamMessage(meta.sequence.stream, m.data, int(meta.timestamp.timestamp() * 1e6), meta.num_pending))
+        self._by_seq = {meta.sequence.stream: m for meta, m in ((m.metadata, m) for m in messages)}
+        return out
+
+    def ack(self, through: StreamMessage) -> None:
+        message = self._by_seq.get(through.sequence)
+        if message is None:
+            raise FeatureStoreError(f"cannot ack stream sequence {through.sequence}: it is not in the last fetched batch")
+        self._run(message.ack())
+
+    def dead_letter(self, message: StreamMessage, reason: str) -> None:
+        from nats.js.errors import NoStreamResponseError
+
+        headers = {
+            "Featurecore-Error": _HEADER_UNSAFE.sub(" ", reason)[:1024],
+            "Featurecore-Sequence": str(message.sequence),
+            "Featurecore-Subject": self.subject,
+            "Nats-Msg-Id": f"{self.stream}:{message.sequence}",
+        }
+        try:
+            self._run(self._js.publish(self.dead_letter_subject, message.payload, headers=headers, timeout=5))
+        except NoStreamResponseError:  # no stream keeps dead letters: core NATS, for live subscribers only
+            self._run(self._nc.publish(self.dead_letter_subject, message.payload, headers=headers))
+            self._run(self._nc.flush())
+
+    def close(self) -> None:
+        if self._nc is not None:
+            try:
+                if self._nc.is_connected:
+                    self._run(self._nc.flush(timeout=5))  # the last ack leaves before the connection closes
+                self._run(self._nc.close())
+            except Exception as error:  # closing must not hide the error that made us close
+                logger.warning("closing the NATS connection to %s: %s", self.server, error)
+            self._nc = None
+        if not self._loop.is_closed():
+            self._loop.close()
+        self._sub = None

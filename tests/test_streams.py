@@ -1,0 +1,226 @@
+"""Stream ingestion from a real NATS JetStream server into the online and offline stores.
+
+The server is the Debian ``nats-server`` binary (``.ci/run`` installs it); the tests skip
+only when it is absent.
+"""
+
+from __future__ import annotations
+
+
+import msgpack
+import numpy as np
+import pandas as pd
+import pytest
+from stream_helpers import CF, FEATURE_SET, GROUP, SECOND_US, T0_US, definitions, packed, row
+
+from featurecore import _core
+from featurecore.errors import ValidationError
+from featurecore.layout import column_family
+from featurecore.offline.log import OfflineLog
+from featurecore.registry.schema import schema_for_group
+from featurecore.store import FeatureStore
+from featurecore.streams import NatsSource, read_positions
+from featurecore.streams.broker import LocalNatsServer, find_nats_server
+
+pytestmark = pytest.mark.skipif(find_nats_server() is None, reason="nats-server is not installed (apt-get install nats-server)")
+
+
+@pytest.fixture(scope="module")
+def server():
+    with LocalNatsServer() as running:
+        yield running
+
+
+@pytest.fixture
+def subject(server, request):
+    """A fresh stream per test (its name from the test's) plus a dead-letter stream."""
+    name = request.node.name.replace("[", "_").replace("]", "").replace("-", "_")[:40]
+    server.add_stream(name, [f"{name}.rows"])
+    server.add_stream(f"{name}_dead", [f"{name}.dead"])
+    return name
+
+
+@pytest.fixture
+def store(tmp_path):
+    with FeatureStore.open(tmp_path / "store") as opened:
+        opened.apply(definitions())
+        yield opened
+
+
+def ingest(store, server, subject, **kw):
+    source = NatsSource(server.url(f"{subject}.rows"), durable="test", dead_letter_subject=f"{subject}.dead")
+    try:
+        return store.ingestor(GROUP, source, **kw), source
+    except BaseException:
+        source.close()
+        raise
+
+
+def drain(store, server, subject, **kw):
+    ingestor, source = ingest(store, server, subject, **kw)
+    try:
+        ingestor.run(idle_timeout_s=0.3)
+        return ingestor.stats
+    finally:
+        source.close()
+
+
+def online_rows(store, ids, tenant="default"):
+    """(clicks, dwell, status) of each id's online row."""
+    rows = column_family(store.db, CF).get(_core.encode_keys(tenant, "session", ids))
+    table = _core.GroupTable.decode(schema_for_group(store.state, GROUP), rows)
+    slots = table.slots()
+    return slots[:, 0].tolist(), table.status().tolist()
+
+
+def offline_frame(store):
+    return OfflineLog.open(store.root, store.state, GROUP).read().to_pandas().sort_values(["entity_id", "feature_timestamp"])
+
+
+def test_stream_rows_are_served_and_joined_exactly_as_written(store, server, subject, tmp_path):
+    rows = [
+        row("s1", T0_US, 1), row("s2", T0_US, 2, kind="sport"),
+        [row("s1", T0_US + SECOND_US, 3), row("s3", T0_US, 4, dwell=None)],  # a list of rows, a null cell
+        row("s2", T0_US + 2 * SECOND_US, 5, generated=T0_US + 3 * SECOND_US),
+    ]
+    payloads = [packed(r) for r in rows[:2]] + [packed(rows[2], as_json=True), packed(rows[3])]
+    sequences = server.publish(f"{subject}.rows", payloads)
+    stats = drain(store, server, subject)
+    assert (stats.sequence, stats.messages, stats.rows, stats.dead_letters) == (sequences[-1], 4, 5, 0)
+    clicks, status = online_rows(store, ["s1", "s2", "s3", "s9"])
+    assert clicks[:3] == [3.0, 5.0, 4.0] and status == [0, 0, 0, 6]
+
+    # The oracle: the same rows through write() into another store.
+    flat = [r for item in rows for r in (item if isinstance(item, list) else [item])]
+    with FeatureStore.open(tmp_path / "oracle") as oracle:
+        oracle.apply(definitions())
+        frame = pd.DataFrame([{**r["values"], "id": r["entity_id"], "ts": r["feature_timestamp"],
+                               "ga": r.get("generated_at", r["feature_timestamp"])} for r in flat])
+        for _, one in frame.iterrows():  # one write per message row keeps the write order
+            oracle.write(GROUP, {k: [one[k]] for k in ("clicks", "dwell", "last_kind")}, entity_ids=[one["id"]],
+                         feature_timestamp=int(one["ts"]), generated_at=int(one["ga"]))
+        events = pd.DataFrame({"session_id": ["s1", "s1", "s2", "s3"],
+                               "event_timestamp": pd.to_datetime([T0_US, T0_US + 5 * SECOND_US, T0_US + SECOND_US, T0_US], unit="us", utc=True)})
+        got = store.training_set(events, FEATURE_SET).to_pandas()
+        want = oracle.training_set(events, FEATURE_SET).to_pandas()
+        pd.testing.assert_frame_equal(got, want)
+        assert got["clicks:v1"].tolist() == [1.0, 3.0, 2.0, 4.0]
+        assert online_rows(oracle, ["s1", "s2", "s3"])[0] == clicks[:3]
+
+
+def test_malformed_messages_go_to_the_dead_letter_subject_and_the_stream_goes_on(store, server, subject):
+    payloads = [
+        packed(row("s1", T0_US, 1)),
+        b"\xc1 not msgpack",
+        packed({"entity_id": "s2", "values": {}}),  # no feature_timestamp
+        packed(row("s3", T0_US, "many")),  # an int64 feature given text: refused by write's validator
+        packed(row("s4", 1_700_000_000, 1)),  # seconds, not microseconds
+        packed(row("s5", T0_US, 5)),
+    ]
+    sequences = server.publish(f"{subject}.rows", payloads)
+    stats = drain(store, server, subject, max_batch=8)
+    assert (stats.sequence, stats.rows, stats.dead_letters) == (sequences[-1], 2, 4)
+    assert online_rows(store, ["s1", "s3", "s5"])[1] == [0, 6, 0]
+    dead = server.messages(f"{subject}_dead")
+    assert [int(h["Featurecore-Sequence"]) for _, _, h in dead] == sequences[1:5]
+    assert [payload for _, payload, _ in dead] == payloads[1:5]
+    reasons = [h["Featurecore-Error"] for _, _, h in dead]
+    assert "neither msgpack nor JSON" in reasons[0]
+    assert "missing keys ['feature_timestamp']" in reasons[1]
+    with pytest.raises(ValidationError) as written:
+        store.write(GROUP, {"clicks": ["many"], "dwell": [1.5], "last_kind": ["news"]}, entity_ids=["s3"], feature_timestamp=T0_US)
+    assert reasons[2] == str(written.value)  # the very message write() gives
+    assert "feature_timestamp" in reasons[3] and "seconds" in reasons[3]
+
+
+def test_a_late_message_reaches_the_history_but_never_overwrites_a_newer_online_row(store, server, subject):
+    server.publish(f"{subject}.rows", [packed(row("s1", T0_US + 10 * SECOND_US, 7))])
+    drain(store, server, subject)
+    server.publish(f"{subject}.rows", [packed(row("s1", T0_US, 1))])  # older feature_timestamp, published later
+    stats = drain(store, server, subject)
+    assert stats.skipped_older == 1
+    assert online_rows(store, ["s1"])[0] == [7.0]
+    assert offline_frame(store)["clicks"].tolist() == [1, 7]
+
+
+def test_a_restart_resumes_after_the_committed_position(store, server, subject):
+    sequences = server.publish(f"{subject}.rows", [packed(row(f"s{i}", T0_US, i)) for i in range(10)])
+    ingestor, source = ingest(store, server, subject, max_batch=4)
+    try:
+        ingestor.step()
+        assert ingestor.position == sequences[3]
+    finally:
+        source.close()
+    stats = drain(store, server, subject, max_batch=4)
+    assert (stats.sequence, stats.messages) == (sequences[-1], 10)
+    assert sorted(offline_frame(store)["clicks"].tolist()) == list(range(10))
+    (position,) = read_positions(store.db)
+    assert (position["group_cf"], position["source"], position["sequence"]) == (CF, f"nats:{subject}:test", sequences[-1])
+
+
+def test_a_crash_between_the_offline_and_the_online_commit_neither_loses_nor_duplicates(store, server, subject, monkeypatch):
+    sequences = server.publish(f"{subject}.rows", [packed(row(f"s{i}", T0_US, i)) for i in range(6)])
+    ingestor, source = ingest(store, server, subject, max_batch=3)
+    try:
+        ingestor.step()
+        def crash(*args, **kwargs):
+            raise KeyboardInterrupt("killed after the offline commit")
+        monkeypatch.setattr(store.writer, "commit", crash)
+        with pytest.raises(KeyboardInterrupt):
+            ingestor.step()  # offline holds messages 4-6, online does not
+        monkeypatch.undo()
+    finally:
+        source.close()
+    assert len(offline_frame(store)) == 6
+    assert online_rows(store, ["s4"])[1] == [6]
+    stats = drain(store, server, subject, max_batch=3)
+    assert stats.sequence == sequences[-1]
+    assert sorted(offline_frame(store)["clicks"].tolist()) == list(range(6))  # no duplicate
+    assert online_rows(store, [f"s{i}" for i in range(6)])[0] == [float(i) for i in range(6)]
+
+
+def test_the_position_is_committed_in_the_same_write_batch_as_the_rows(store, server, subject):
+    sequences = server.publish(f"{subject}.rows", [packed(row("s1", T0_US, 1))])
+    drain(store, server, subject)
+    record = msgpack.unpackb(column_family(store.db, "meta").get(b"stream/" + f"{CF}/nats:{subject}:test".encode()))
+    assert record["sequence"] == sequences[0]
+    assert store.writer.sequence == 1  # one changelog entry: the rows and the position were one commit
+
+
+def test_bad_arguments_name_the_fix(store, server, subject):
+    with pytest.raises(ValidationError, match="nats://HOST:PORT/SUBJECT"):
+        NatsSource("http://localhost/x")
+    with pytest.raises(ValidationError, match="max_batch must be a positive int"):
+        ingest(store, server, subject, max_batch=0)
+
+
+def test_lag_throughput_and_freshness_metrics_move(store, server, subject):
+    from prometheus_client import CollectorRegistry
+    from featurecore.streams.metrics import IngestExporter
+
+    server.publish(f"{subject}.rows", [packed(row(f"s{i}", T0_US, i)) for i in range(20)] + [b"junk"])
+    ingestor, source = ingest(store, server, subject, max_batch=5)
+    registry = CollectorRegistry()
+    registry.register(IngestExporter([ingestor]))
+    labels = {"group": GROUP, "source": f"nats:{subject}:test"}
+
+    def metric(name):
+        return registry.get_sample_value(name, labels)
+
+    try:
+        ingestor.step()
+        assert metric("featurecore_ingest_lag_messages") == 16
+        assert metric("featurecore_ingest_lag_seconds") > 0
+        assert metric("featurecore_ingest_freshness_seconds_count") == 5
+        ingestor.run(idle_timeout_s=0.3)
+    finally:
+        source.close()
+    assert metric("featurecore_ingest_lag_messages") == 0 and metric("featurecore_ingest_lag_seconds") == 0
+    assert metric("featurecore_ingest_messages_total") == 21 and metric("featurecore_ingest_rows_total") == 20
+    assert metric("featurecore_ingest_dead_letters_total") == 1
+    assert metric("featurecore_ingest_freshness_seconds_count") == 21
+    assert 0 < metric("featurecore_ingest_freshness_seconds_sum") / 21 < 30
+    assert metric("featurecore_ingest_rows_per_second") > 0
+    (record,) = read_positions(store.db)  # what `featurecore monitor` shows
+    assert (record["rows"], record["dead_letters"], record["lag_messages"]) == (20, 1, 0)
+    assert record["freshness_p99_s"] > 0

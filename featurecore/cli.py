@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -425,6 +426,10 @@ def _monitor(args: argparse.Namespace) -> int:
     from .monitoring import MonitoringSnapshot, html_report, png_report, text_report
 
     path = Path(args.snapshot) if args.snapshot else Path(args.store) / "monitoring" / "snapshot.json"
+    streams = _stream_report(args.store)
+    if not path.exists() and streams:  # a store fed by streams and not served yet
+        print(streams)
+        return 0
     if not path.exists():
         raise FeatureStoreError(
             f"no monitoring snapshot at {str(path)!r}; a serving process writes one with "
@@ -432,11 +437,83 @@ def _monitor(args: argparse.Namespace) -> int:
         )
     snapshot = MonitoringSnapshot.load(path)
     print(text_report(snapshot, top=args.top))
+    if streams:
+        print("\n" + streams)
     for render, target in ((png_report, args.png), (html_report, args.html)):
         if target:
             print(f"wrote {render(snapshot, target)}")
     alerts = sum(c["status"] == "alert" for report in snapshot.to_dict()["drift"] for c in report["columns"])
     return 1 if args.fail_on_alert and alerts else 0
+
+
+def _stream_report(store: str) -> str:
+    """The stream consumers' positions and last reported metrics ("" when there are none)."""
+    if not os.path.exists(os.path.join(online_path(store), "CURRENT")):
+        return ""
+    from .layout import open_database
+    from .streams import read_positions
+
+    db = open_database(store, read_only=True)  # works beside a running `featurecore ingest`
+    try:
+        positions = read_positions(db)
+    finally:
+        db.close()
+    if not positions:
+        return ""
+    lines = ["streams (as last reported by each consumer)",
+             f"  {'group':<26}{'source':<34}{'position':>10}{'lag msgs':>10}{'lag s':>8}{'rows/s':>10}"
+             f"{'fresh p50 s':>12}{'p99 s':>8}{'rows':>12}{'dead':>7}  updated"]
+    for p in positions:
+        fresh = [_num_or_dash(p.get(k)) for k in ("freshness_p50_s", "freshness_p99_s")]
+        updated = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(p["updated_us"] / 1e6)) if p.get("updated_us") else "-"
+        lines.append(
+            f"  {p['group_cf']:<26}{p['source']:<34}{p['sequence']:>10,}{p['lag_messages']:>10,}{p['lag_seconds']:>8.1f}"
+            f"{p['rows_per_s']:>10,.0f}{fresh[0]:>12}{fresh[1]:>8}{p['rows']:>12,}{p['dead_letters']:>7,}  {updated}"
+        )
+    return "\n".join(lines)
+
+
+def _num_or_dash(value: "float | None") -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):  # finish the micro-batch in flight, then stop
+        signal.signal(signum, lambda *_: stop.set())
+    with FeatureStore.open(args.store, preload=args.resident) as store:
+        ingestor = store.ingestor(args.group, args.source, durable=args.durable, dead_letter_subject=args.dead_letter, max_batch=args.max_batch)
+        try:
+            if args.metrics_port is not None:
+                from prometheus_client import CollectorRegistry, start_http_server
+
+                from .streams.metrics import IngestExporter
+
+                registry = CollectorRegistry()
+                registry.register(IngestExporter([ingestor]))
+                start_http_server(args.metrics_port, registry=registry)
+            print(f"ingesting {ingestor.source.identity} into {ingestor.schema.ref} after sequence {ingestor.position:,}", flush=True)
+            stats = ingestor.run(stop, max_messages=args.max_messages, idle_timeout_s=args.idle_timeout)
+        finally:
+            ingestor.source.close()
+    print(f"stopped at sequence {stats.sequence:,}: {stats.messages:,} messages, {stats.rows:,} rows, "
+          f"{stats.dead_letters:,} dead letters in total; lag {stats.lag_messages:,} messages")
+    return 0
+
+
+def _ingest_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("group", help="group ref the messages carry rows of, e.g. user_session:v1")
+    parser.add_argument("--from", dest="source", required=True, help="nats://HOST:PORT/SUBJECT (a JetStream stream must capture SUBJECT)")
+    parser.add_argument("--durable", help="durable consumer name, also the name of the position (default featurecore-<subject>)")
+    parser.add_argument("--dead-letter", help="subject for refused messages (default featurecore.dead.<subject>)")
+    parser.add_argument("--max-batch", type=int, default=4096, help="messages per micro-batch and in flight (default 4096)")
+    parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    parser.add_argument("--max-messages", type=int, help="stop after this many messages")
+    parser.add_argument("--idle-timeout", type=float, help="stop after this many seconds without a message")
+    parser.add_argument("--resident", action="store_true", help="load the resident groups (this process also serves)")
 
 
 def _monitor_args(parser: argparse.ArgumentParser) -> None:
@@ -606,6 +683,7 @@ COMMANDS: dict[str, Command] = {
         Command("deletions", "query the deletion log", _deletions_args, _deletions),
         Command("consent", "revoke or restore a user's consent for privacy classes", _consent_args, _consent),
         Command("lineage", "write-time lineage records of a feature group", _lineage_args, _lineage),
+        Command("ingest", "consume a NATS JetStream subject into a group, online and offline, exactly once", _ingest_args, _ingest),
         Command("monitor", "print the monitoring report (null rate, reasons, staleness, drift, latency)", _monitor_args, _monitor),
         Command("optimize", "compact the offline Delta tables (one file per date)", _group_arg, _optimize),
         Command("vacuum", "delete offline files no recent table version needs", _vacuum_args, _vacuum),

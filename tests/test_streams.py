@@ -224,3 +224,48 @@ def test_lag_throughput_and_freshness_metrics_move(store, server, subject):
     (record,) = read_positions(store.db)  # what `featurecore monitor` shows
     assert (record["rows"], record["dead_letters"], record["lag_messages"]) == (20, 1, 0)
     assert record["freshness_p99_s"] > 0
+
+
+def test_the_cli_consumer_serves_metrics_stops_gracefully_on_sigterm_and_monitor_shows_it(store, server, subject):
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    sequences = server.publish(f"{subject}.rows", [packed(row(f"s{i}", T0_US, i)) for i in range(50)])
+    root = store.root
+    store.close()  # the CLI process opens it as primary
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "featurecore.cli", "ingest", GROUP, "--from", server.url(f"{subject}.rows"), "--durable", "cli",
+         "--dead-letter", f"{subject}.dead", "--max-batch", "8", "--metrics-port", str(port), "--store", root],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        scraped = ""
+        while time.monotonic() < deadline and f'featurecore_ingest_position{{group="{GROUP}",source="nats:{subject}:cli"}} {float(sequences[-1])}' not in scraped:
+            time.sleep(0.2)
+            try:
+                scraped = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+            except OSError:
+                continue
+        assert "featurecore_ingest_freshness_seconds_bucket" in scraped
+        assert f'featurecore_ingest_rows_total{{group="{GROUP}",source="nats:{subject}:cli"}} 50.0' in scraped
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, err
+    assert f"stopped at sequence {sequences[-1]:,}: 50 messages, 50 rows" in out
+    with FeatureStore.open(root, mode="read_only") as reopened:
+        assert online_rows(reopened, ["s0", "s49"])[1] == [0, 0]
+    report = subprocess.run([sys.executable, "-m", "featurecore.cli", "monitor", "--store", root], capture_output=True, text=True)
+    assert report.returncode == 0, report.stderr
+    assert "streams" in report.stdout and f"nats:{subject}:cli" in report.stdout and f"{sequences[-1]:>10,}" in report.stdout

@@ -14,6 +14,7 @@
 
 #include "assembler.h"
 #include "codec.h"
+#include "generation.h"
 #include "group_table.h"
 #include "keys.h"
 #include "reasons.h"
@@ -757,10 +758,53 @@ void bind_serving(py::module_& m) {
             },
             py::arg("keys"))
         .def("clear", &ResidentGroup::clear, py::call_guard<py::gil_scoped_release>())
+        .def_static(
+            "map_generation",
+            [](const SchemaPtr& schema, const std::string& path, bool verify) {
+                py::gil_scoped_release release;
+                return std::make_shared<ResidentGroup>(schema, fc::Generation::open(path, *schema, verify));
+            },
+            py::arg("schema"), py::arg("path"), py::kw_only(), py::arg("verify") = true)
+        .def("write_generation", &ResidentGroup::write_generation, py::arg("path"), py::arg("sequence"),
+             py::call_guard<py::gil_scoped_release>())
+        .def_property_readonly("generation_path",
+                               [](const ResidentGroup& r) -> py::object {
+                                   if (!r.generation()) return py::none();
+                                   return py::str(r.generation()->path());
+                               })
+        .def_property_readonly("generation_sequence",
+                               [](const ResidentGroup& r) -> py::object {
+                                   if (!r.generation()) return py::none();
+                                   return py::int_(r.generation()->info().changelog_sequence);
+                               })
+        .def_property_readonly("overlay_rows", &ResidentGroup::overlay_rows)
         .def("__len__", &ResidentGroup::size)
         .def_property_readonly("nbytes", &ResidentGroup::nbytes)
         .def_property_readonly("payload_bytes", &ResidentGroup::payload_bytes)
         .def_property_readonly("index_bytes", &ResidentGroup::index_bytes);
+
+    m.def(
+        "verify_generation",
+        [](const std::string& path) {
+            fc::GenerationInfo g;
+            {
+                py::gil_scoped_release release;
+                g = fc::Generation::verify(path);
+            }
+            py::dict d;
+            d["format_version"] = g.format_version;
+            d["file_bytes"] = g.file_bytes;
+            d["changelog_sequence"] = g.changelog_sequence;
+            d["schema_fingerprint"] = g.schema_fingerprint;
+            d["rows"] = g.n_rows;
+            d["record_bytes"] = g.record_bytes;
+            d["index_slots"] = g.index_slots;
+            d["arena_bytes"] = g.arena_bytes;
+            d["key_bytes"] = g.key_bytes;
+            return d;
+        },
+        py::arg("path"),
+        "Checks a whole generation file (header, sections, body checksum); returns its header fields.");
 
     py::class_<Plan, std::shared_ptr<Plan>>(m, "Plan", "Immutable assembly plan of one feature set version.")
         .def(py::init([](size_t n_columns, py::handle actions, py::handle constants,

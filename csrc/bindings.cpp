@@ -6,6 +6,7 @@
 #include <string>
 
 #include "codec.h"
+#include "generation.h"
 
 namespace py = pybind11;
 
@@ -46,6 +47,7 @@ PYBIND11_MODULE(_core, m) {
     py::module_ errors = py::module_::import("featurecore.errors");
     static PyObject* validation = py::object(errors.attr("ValidationError")).release().ptr();
     static PyObject* index = py::object(errors.attr("OutOfRangeError")).release().ptr();
+    static PyObject* generation = py::object(errors.attr("GenerationError")).release().ptr();
     py::register_exception_translator([](std::exception_ptr p) {
         try {
             if (p) std::rethrow_exception(p);
@@ -55,6 +57,8 @@ PYBIND11_MODULE(_core, m) {
             PyErr_SetString(validation, e.what());
         } catch (const std::length_error& e) {
             PyErr_SetString(validation, e.what());
+        } catch (const fc::GenerationError& e) {
+            PyErr_SetString(generation, e.what());
         }
     });
 }

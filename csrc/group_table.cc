@@ -124,6 +124,13 @@ void GroupTable::copy_row(size_t r, const GroupTable& src, size_t src_r) {
     if (nb > 0) std::memcpy(nulls_.data() + r * nb, src.nulls_.data() + src_r * nb, nb);  // (none without features)
 }
 
+void GroupTable::copy_row(size_t r, const TableView& src, size_t src_r) {
+    std::memcpy(record(r), src.record(src_r), 10);
+    std::memcpy(slots(r), src.slots(src_r), 4 * schema_->n_slots());
+    const size_t nb = schema_->bitmap_bytes();
+    if (nb > 0) std::memcpy(nulls_.data() + r * nb, src.nulls_of(src_r), nb);
+}
+
 void GroupTable::reserve(size_t n) {
     const size_t have = records_.capacity() / record_bytes_;
     if (n <= have) return;

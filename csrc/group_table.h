@@ -106,7 +106,15 @@ struct TableView {
     size_t null_bytes = 0;
     size_t n_slots = 0;
 
-    const uint8_t* record(size_t r) const { return records + r * record_bytes; }
+    // Rows from `split` on are row r - split of a second segment (a resident group's
+    // overlay, numbered after the rows of its mapped generation).
+    size_t split = SIZE_MAX;
+    const uint8_t* records2 = nullptr;
+    const uint8_t* nulls2 = nullptr;
+
+    const uint8_t* record(size_t r) const {
+        return r < split ? records + r * record_bytes : records2 + (r - split) * record_bytes;
+    }
     int64_t generated_at(size_t r) const {
         int64_t v;
         std::memcpy(&v, record(r), sizeof v);
@@ -115,7 +123,13 @@ struct TableView {
     uint8_t status(size_t r) const { return record(r)[8]; }
     bool any_null(size_t r) const { return record(r)[9] != 0; }
     const float* slots(size_t r) const { return reinterpret_cast<const float*>(record(r) + slots_offset); }
-    const uint8_t* nulls_of(size_t r) const { return nulls + r * null_bytes; }
+    const uint8_t* nulls_of(size_t r) const { return r < split ? nulls + r * null_bytes : nulls2 + (r - split) * null_bytes; }
+    uint16_t tag(size_t r) const {
+        uint16_t t;
+        std::memcpy(&t, record(r) + 10, sizeof t);
+        return t;
+    }
+    const uint8_t* extra(size_t r) const { return record(r) + kRecordHeadBytes; }
 };
 
 // Bit j of a row's null bitmap.
@@ -145,6 +159,8 @@ class GroupTable {
     // Copies row src_r of src (same schema) over row r: values, nulls and
     // generated_at; tag and extra bytes too when both tables have the same extra size.
     void copy_row(size_t r, const GroupTable& src, size_t src_r);
+    // Copies row src_r of a view of the same schema over row r (values, nulls, generated_at, status).
+    void copy_row(size_t r, const TableView& src, size_t src_r);
     // Capacity for n rows. Growth is at least 1/8 of the current capacity, so
     // chunked appends amortize without doubling the memory; the first
     // reservation of an empty table is exact.

@@ -39,9 +39,109 @@ void reserve_with_slack(std::vector<T>& v, size_t n) {
 
 }  // namespace
 
+std::string_view IndexView::key_of(uint32_t row) const {
+    const size_t len = rows.tag(row);
+    if (len <= kInlineKey) return {reinterpret_cast<const char*>(rows.extra(row)), len};
+    uint64_t off;
+    std::memcpy(&off, rows.extra(row), sizeof off);
+    return {arena + off, len};
+}
+
+size_t IndexView::find_slot(const char* key, size_t len, uint64_t hash) const {
+    const uint32_t fp = fingerprint(hash);
+    for (size_t pos = hash & mask;; pos = (pos + 1) & mask) {
+        const IndexSlot& s = slots[pos];
+        if (s.row == 0xFFFFFFFFu) return mask + 1;
+        if (s.fp == fp) {
+            const std::string_view k = key_of(s.row);
+            if (k.size() == len && same_bytes(k.data(), key, len)) return pos;
+        }
+    }
+}
+
+int64_t IndexView::find(const char* key, size_t len, uint64_t hash) const {
+    const size_t pos = find_slot(key, len, hash);
+    return pos == mask + 1 ? -1 : static_cast<int64_t>(slots[pos].row);
+}
+
+void IndexView::find_many(const KeyProbe& keys, const uint8_t* skip, size_t n, int64_t* out) const {
+    constexpr size_t kAhead = 12;  // keys between prefetch stages: enough misses in flight
+    const uint64_t* hashes = keys.hashes;
+    const std::string_view prefix = keys.prefix;
+    const size_t plen = prefix.size();
+    // Key k equals a stored key: same length, prefix and id bytes.
+    auto probe = [&](size_t k) -> int64_t {
+        const uint64_t hash = hashes[k];
+        const uint32_t fp = fingerprint(hash);
+        const size_t len = keys.offs[k + 1] - keys.offs[k];
+        for (size_t pos = hash & mask;; pos = (pos + 1) & mask) {
+            const IndexSlot& s = slots[pos];
+            if (s.row == 0xFFFFFFFFu) return -1;
+            if (s.fp != fp) continue;
+            const std::string_view stored = key_of(s.row);
+            if (stored.size() == plen + len && same_bytes(stored.data(), prefix.data(), plen) &&
+                same_bytes(stored.data() + plen, keys.text + keys.offs[k], len))
+                return static_cast<int64_t>(s.row);
+        }
+    };
+    for (size_t i = 0; i < n + 2 * kAhead; ++i) {
+        if (i < n) __builtin_prefetch(&slots[hashes[i] & mask]);
+        if (i >= kAhead && i - kAhead < n) {
+            const IndexSlot& s = slots[hashes[i - kAhead] & mask];
+            if (s.row != 0xFFFFFFFFu) {  // what the compare reads: the head and inline key, or the long key
+                __builtin_prefetch(rows.record(s.row));
+                if (s.key_ref == ~uint64_t{0})
+                    __builtin_prefetch(rows.record(s.row) + kRecordHeadBytes + kInlineKey - 1);
+                else
+                    __builtin_prefetch(arena + s.key_ref);
+            }
+        }
+        if (i >= 2 * kAhead) {
+            const size_t k = i - 2 * kAhead;
+            out[k] = skip[k] ? -1 : probe(k);
+        }
+    }
+}
+
 ResidentGroup::ResidentGroup(std::shared_ptr<const Schema> schema)
     : schema_(schema), rows_(schema, 0, kInlineKey) {
     index_.assign(16, kFree);
+}
+
+ResidentGroup::ResidentGroup(std::shared_ptr<const Schema> schema, std::shared_ptr<const Generation> base)
+    : ResidentGroup(std::move(schema)) {
+    const GenerationInfo& g = base->info();
+    if (g.record_bytes != rows_.record_bytes() || g.extra_bytes != kInlineKey ||
+        g.null_bytes != schema_->bitmap_bytes())
+        throw GenerationError("generation file " + base->path() + " is refused: its rows are " +
+                              std::to_string(g.record_bytes) + " bytes, this group's are " +
+                              std::to_string(rows_.record_bytes()) + "; rebuild it (featurecore snapshot build)");
+    base_.slots = reinterpret_cast<const IndexSlot*>(base->section(kIndex));
+    base_.mask = g.index_slots - 1;
+    base_.rows = rows_.view();
+    base_.rows.records = base->section(kRecords);
+    base_.rows.nulls = base->section(kNulls);
+    base_.arena = reinterpret_cast<const char*>(base->section(kArena));
+    gen_ = std::move(base);
+}
+
+IndexView ResidentGroup::own_view() const {
+    IndexView v;
+    v.slots = index_.data();
+    v.mask = index_.size() - 1;
+    v.rows = rows_.view();
+    v.arena = arena_.data();
+    return v;
+}
+
+TableView ResidentGroup::view_locked() const {
+    if (!gen_) return rows_.view();
+    const TableView overlay = rows_.view();
+    TableView v = base_.rows;
+    v.split = n_base();
+    v.records2 = overlay.records;
+    v.nulls2 = overlay.nulls;
+    return v;
 }
 
 uint64_t ResidentGroup::arena_offset(uint32_t row) const {
@@ -52,11 +152,7 @@ uint64_t ResidentGroup::arena_offset(uint32_t row) const {
 
 void ResidentGroup::set_arena_offset(uint32_t row, uint64_t off) { std::memcpy(rows_.extra(row), &off, sizeof off); }
 
-std::string_view ResidentGroup::key_of(uint32_t row) const {
-    const size_t len = rows_.tag(row);
-    const char* p = len <= kInlineKey ? reinterpret_cast<const char*>(rows_.extra(row)) : arena_.data() + arena_offset(row);
-    return {p, len};
-}
+std::string_view ResidentGroup::key_of(uint32_t row) const { return own_view().key_of(row); }
 
 void ResidentGroup::set_key(uint32_t row, std::string_view key) {
     rows_.set_tag(row, static_cast<uint16_t>(key.size()));
@@ -75,66 +171,36 @@ uint64_t ResidentGroup::hash_of_row(uint32_t row) const {
 }
 
 size_t ResidentGroup::find_slot_locked(const char* key, size_t len, uint64_t hash) const {
-    const size_t mask = index_.size() - 1;
-    const uint32_t fp = fingerprint(hash);
-    for (size_t pos = hash & mask;; pos = (pos + 1) & mask) {
-        const Slot& s = index_[pos];
-        if (s.row == kEmpty) return index_.size();
-        if (s.fp == fp) {
-            const std::string_view k = key_of(s.row);
-            if (k.size() == len && same_bytes(k.data(), key, len)) return pos;
-        }
-    }
+    return own_view().find_slot(key, len, hash);
 }
 
 int64_t ResidentGroup::find_locked(const char* key, size_t len, uint64_t hash) const {
-    const size_t pos = find_slot_locked(key, len, hash);
-    return pos == index_.size() ? -1 : static_cast<int64_t>(index_[pos].row);
-}
-
-template <typename Same>
-int64_t ResidentGroup::probe_locked(uint64_t hash, Same same) const {
-    const size_t mask = index_.size() - 1;
-    const uint32_t fp = fingerprint(hash);
-    for (size_t pos = hash & mask;; pos = (pos + 1) & mask) {
-        const Slot& s = index_[pos];
-        if (s.row == kEmpty) return -1;
-        if (s.fp == fp && same(key_of(s.row))) return static_cast<int64_t>(s.row);
+    if (rows_.n_rows() > 0) {
+        const size_t pos = find_slot_locked(key, len, hash);
+        if (pos != index_.size()) {
+            const uint32_t r = index_[pos].row;
+            return rows_.status(r) == kTombstone ? -1 : static_cast<int64_t>(n_base() + r);
+        }
     }
+    return gen_ ? base_.find(key, len, hash) : -1;
 }
 
 void ResidentGroup::find_many_locked(const Probe& keys, const uint8_t* skip, size_t n, int64_t* out) const {
-    constexpr size_t kAhead = 12;  // keys between prefetch stages: enough misses in flight
-    const size_t mask = index_.size() - 1;
-    const TableView rows = rows_.view();
-    const uint64_t* hashes = keys.hashes;
-    const std::string_view prefix = keys.prefix;
-    const size_t plen = prefix.size();
-    // Key k equals a stored key: same length, prefix and id bytes.
-    auto same_as = [&](size_t k) {
-        return [&, k](std::string_view stored) {
-            const size_t len = keys.offs[k + 1] - keys.offs[k];
-            return stored.size() == plen + len && same_bytes(stored.data(), prefix.data(), plen) &&
-                   same_bytes(stored.data() + plen, keys.text + keys.offs[k], len);
-        };
-    };
-    for (size_t i = 0; i < n + 2 * kAhead; ++i) {
-        if (i < n) __builtin_prefetch(&index_[hashes[i] & mask]);
-        if (i >= kAhead && i - kAhead < n) {
-            const Slot& s = index_[hashes[i - kAhead] & mask];
-            if (s.row != kEmpty) {  // what the compare reads: the head and inline key, or the long key
-                __builtin_prefetch(rows.record(s.row));
-                if (s.key_ref == kInlineRef)
-                    __builtin_prefetch(rows.record(s.row) + kRecordHeadBytes + kInlineKey - 1);
-                else
-                    __builtin_prefetch(arena_.data() + s.key_ref);
-            }
-        }
-        if (i >= 2 * kAhead) {
-            const size_t k = i - 2 * kAhead;
-            out[k] = skip[k] ? -1 : probe_locked(hashes[k], same_as(k));
-        }
+    if (!gen_) return own_view().find_many(keys, skip, n, out);
+    if (rows_.n_rows() == 0) return base_.find_many(keys, skip, n, out);  // no overlay: the base only
+    own_view().find_many(keys, skip, n, out);
+    thread_local std::vector<uint8_t> base_skip;  // reused: no allocation per request
+    thread_local std::vector<int64_t> base_out;
+    base_skip.resize(n);
+    base_out.resize(n);
+    const size_t nb = n_base();
+    for (size_t i = 0; i < n; ++i) {
+        base_skip[i] = skip[i] || out[i] >= 0;
+        if (out[i] >= 0) out[i] = rows_.status(static_cast<size_t>(out[i])) == kTombstone ? -1 : static_cast<int64_t>(nb) + out[i];
     }
+    base_.find_many(keys, base_skip.data(), n, base_out.data());
+    for (size_t i = 0; i < n; ++i)
+        if (!base_skip[i]) out[i] = base_out[i];
 }
 
 void ResidentGroup::insert_index_locked(uint64_t hash, uint32_t row, uint64_t key_ref) {
@@ -341,6 +407,23 @@ size_t ResidentGroup::remove(const std::vector<std::string_view>& keys) {
     size_t removed = 0;
     for (size_t i = 0; i < keys.size(); ++i) {
         const size_t pos = find_slot_locked(keys[i].data(), keys[i].size(), hashes[i]);
+        if (in_base(keys[i], hashes[i])) {  // a base key: its overlay row becomes (or is) a tombstone
+            if (pos != index_.size()) {
+                const uint32_t r = index_[pos].row;
+                if (rows_.status(r) == kTombstone) continue;
+                rows_.set_missing(r, kTombstone);
+            } else {
+                const uint32_t r = static_cast<uint32_t>(rows_.n_rows());
+                reserve_index_locked(r + 1);
+                rows_.resize(r + 1);
+                rows_.set_missing(r, kTombstone);
+                set_key(r, keys[i]);
+                insert_index_locked(hashes[i], r, keys[i].size() > kInlineKey ? arena_offset(r) : kInlineRef);
+                key_bytes_ += keys[i].size();
+            }
+            ++removed;
+            continue;
+        }
         if (pos == index_.size()) continue;
         const uint32_t r = index_[pos].row;
         erase_slot_locked(pos);
@@ -370,9 +453,10 @@ void ResidentGroup::lookup(const std::vector<std::string_view>& keys, int64_t* o
 GroupTable ResidentGroup::get(const std::vector<std::string_view>& keys) const {
     GroupTable out(schema_, keys.size());
     std::shared_lock<std::shared_mutex> lock(mu_);
+    const TableView v = view_locked();
     for (size_t i = 0; i < keys.size(); ++i) {
         const int64_t r = find_locked(keys[i].data(), keys[i].size(), hash_key(keys[i].data(), keys[i].size()));
-        if (r >= 0) out.copy_row(i, rows_, static_cast<size_t>(r));
+        if (r >= 0) out.copy_row(i, v, static_cast<size_t>(r));
     }
     return out;
 }
@@ -384,27 +468,72 @@ void ResidentGroup::clear() {
     arena_garbage_ = key_bytes_ = 0;
     index_.assign(16, kFree);
     index_.shrink_to_fit();
+    gen_.reset();
+    base_ = IndexView();
 }
 
 size_t ResidentGroup::size() const {
     std::shared_lock<std::shared_mutex> lock(mu_);
-    return rows_.n_rows();
+    if (!gen_) return rows_.n_rows();
+    // The base's rows, less those the overlay removes, plus the overlay's new keys.
+    size_t n = n_base();
+    for (uint32_t r = 0; r < rows_.n_rows(); ++r) {
+        const std::string_view k = key_of(r);
+        const bool shadows = in_base(k, hash_key(k.data(), k.size()));
+        if (rows_.status(r) == kTombstone)
+            n -= shadows;
+        else
+            n += !shadows;
+    }
+    return n;
+}
+
+size_t ResidentGroup::overlay_rows() const {
+    std::shared_lock<std::shared_mutex> lock(mu_);
+    return gen_ ? rows_.n_rows() : 0;
 }
 
 size_t ResidentGroup::nbytes() const {
     std::shared_lock<std::shared_mutex> lock(mu_);
-    return rows_.nbytes() + arena_.capacity() + index_.capacity() * sizeof(Slot);
+    return rows_.nbytes() + arena_.capacity() + index_.capacity() * sizeof(Slot) +
+           (gen_ ? gen_->info().file_bytes : 0);
 }
 
 size_t ResidentGroup::payload_bytes() const {
     std::shared_lock<std::shared_mutex> lock(mu_);
     const size_t value_bytes = schema_->row_bytes() - kHeaderBytes - schema_->bitmap_bytes() - kChecksumBytes;
-    return rows_.n_rows() * value_bytes + key_bytes_;
+    return (rows_.n_rows() + n_base()) * value_bytes + key_bytes_ + (gen_ ? gen_->info().key_bytes : 0);
 }
 
 size_t ResidentGroup::index_bytes() const {
     std::shared_lock<std::shared_mutex> lock(mu_);
-    return index_.capacity() * sizeof(Slot);
+    return (index_.capacity() + (gen_ ? gen_->info().index_slots : 0)) * sizeof(Slot);
+}
+
+void ResidentGroup::write_generation(const std::string& path, uint64_t sequence) const {
+    std::shared_lock<std::shared_mutex> lock(mu_);
+    if (gen_)
+        throw std::invalid_argument("write_generation: this group serves from generation " + gen_->path() +
+                                    "; write a generation from a group loaded from RocksDB");
+    GenerationInfo info;
+    info.changelog_sequence = sequence;
+    info.n_rows = rows_.n_rows();
+    info.record_bytes = rows_.record_bytes();
+    info.extra_bytes = kInlineKey;
+    info.null_bytes = schema_->bitmap_bytes();
+    info.index_slots = index_.size();
+    info.arena_bytes = arena_.size();
+    info.key_bytes = key_bytes_;
+    GenerationParts parts;
+    parts.data[kRecords] = rows_.record_data().data();
+    parts.bytes[kRecords] = info.n_rows * info.record_bytes;
+    parts.data[kNulls] = rows_.null_bits().data();
+    parts.bytes[kNulls] = info.n_rows * info.null_bytes;
+    parts.data[kIndex] = index_.data();
+    parts.bytes[kIndex] = index_.size() * sizeof(Slot);
+    parts.data[kArena] = arena_.data();
+    parts.bytes[kArena] = arena_.size();
+    fc::write_generation(path, *schema_, info, parts);
 }
 
 }  // namespace fc

@@ -16,25 +16,74 @@
 // never a torn row. Overwriting a key replaces its row in place; removing a
 // key moves the last row into the hole, so row numbers are only meaningful
 // while the lock is held.
+//
+// A group may also serve from a mapped generation file (generation.h): the base,
+// immutable and shared by every process that maps it, read without copying. Then the
+// heap rows and index above are the overlay: every change since the generation. A
+// lookup checks the overlay first (skipped while it is empty), then the base; a key
+// removed from the base is a tombstone row in the overlay. Rows are numbered base
+// first, then the overlay (view_locked() spans both). The base never changes for the
+// life of the group: a newer generation is a new ResidentGroup.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <shared_mutex>
+#include <string>
 #include <string_view>
 #include <vector>
 
+#include "generation.h"
 #include "group_table.h"
 
 namespace fc {
 
+// One hash index slot; the same 16 bytes in memory and in a generation file.
+struct IndexSlot {
+    uint32_t fp;       // hash >> 32 (the low bits pick the home slot)
+    uint32_t row;      // 0xFFFFFFFF: a free slot
+    uint64_t key_ref;  // the long key's arena offset, ~0 for an inline key
+};
+static_assert(sizeof(IndexSlot) == 16, "index slots are part of the generation file format");
+
+// A request's ids of one entity, probed without building their keys: key i is
+// prefix + text[offs[i], offs[i+1]), and hashes[i] its hash_key (computed from the
+// prefix's hash and the id: hash_id_int / hash_id_text).
+struct KeyProbe {
+    std::string_view prefix;
+    const char* text = nullptr;
+    const uint64_t* offs = nullptr;
+    const uint64_t* hashes = nullptr;
+};
+
+// A read-only hash index over rows: a ResidentGroup's own (heap) one or a mapped
+// generation's. Valid while its memory is neither changed nor freed.
+struct IndexView {
+    static constexpr size_t kInlineKey = 24;
+    const IndexSlot* slots = nullptr;
+    size_t mask = 0;  // slots - 1
+    TableView rows;   // tag = key length, extra = the key (<= kInlineKey) or its arena offset
+    const char* arena = nullptr;
+
+    std::string_view key_of(uint32_t row) const;
+    size_t find_slot(const char* key, size_t len, uint64_t hash) const;  // mask + 1 if absent
+    int64_t find(const char* key, size_t len, uint64_t hash) const;     // row or -1
+    // out[i] = row of key i or -1 (also when skip[i] != 0). Software-pipelined: the
+    // index slots of later keys, then their records and long keys, are prefetched
+    // while earlier ones are compared.
+    void find_many(const KeyProbe& keys, const uint8_t* skip, size_t n, int64_t* out) const;
+};
+
 class ResidentGroup {
   public:
-    static constexpr size_t kInlineKey = 24;
+    static constexpr size_t kInlineKey = IndexView::kInlineKey;
     static constexpr size_t kMaxKey = 0xFFFF;
 
     explicit ResidentGroup(std::shared_ptr<const Schema> schema);
+    // A group serving from a mapped generation (an empty overlay); throws
+    // GenerationError if the file's record layout is not this schema's.
+    ResidentGroup(std::shared_ptr<const Schema> schema, std::shared_ptr<const Generation> base);
     ResidentGroup(const ResidentGroup&) = delete;
     ResidentGroup& operator=(const ResidentGroup&) = delete;
 
@@ -72,34 +121,38 @@ class ResidentGroup {
     // Bytes of the hash index.
     size_t index_bytes() const;
 
-    // A request's ids of one entity, probed without building their keys: key i is
-    // prefix + text[offs[i], offs[i+1]), and hashes[i] its hash_key (computed from the
-    // prefix's hash and the id: hash_id_int / hash_id_text).
-    struct Probe {
-        std::string_view prefix;
-        const char* text = nullptr;
-        const uint64_t* offs = nullptr;
-        const uint64_t* hashes = nullptr;
-    };
+    // Writes this group as a generation file at `path` (see generation.h) holding the
+    // changes up to changelog `sequence`. Only a heap group (no base) is written.
+    void write_generation(const std::string& path, uint64_t sequence) const;
+    // The mapped generation, or nullptr for a heap group.
+    const std::shared_ptr<const Generation>& generation() const { return gen_; }
+    // Rows (live and tombstones) in the overlay of changes since the generation.
+    size_t overlay_rows() const;
+
+    using Probe = KeyProbe;
 
     // Serving path, with mutex() held shared by the caller.
     std::shared_mutex& mutex() const { return mu_; }
+    // Row of a key (base rows first, then the overlay's), -1 if absent or removed.
     int64_t find_locked(const char* key, size_t len, uint64_t hash) const;
-    // out[i] = row of key i of `keys`, or -1 (also when skip[i] != 0).
-    // Software-pipelined: the index slots of later keys, then their records and
-    // long keys, are prefetched while earlier ones are compared.
+    // out[i] = row of key i of `keys`, or -1 (also when skip[i] != 0): the overlay is
+    // probed first (when it holds anything), then the base, each pipelined.
     void find_many_locked(const Probe& keys, const uint8_t* skip, size_t n, int64_t* out) const;
-    TableView view_locked() const { return rows_.view(); }
+    TableView view_locked() const;
 
   private:
     static constexpr uint32_t kEmpty = 0xFFFFFFFFu;
     static constexpr uint64_t kInlineRef = ~uint64_t{0};
-    struct Slot {
-        uint32_t fp;       // hash >> 32 (the low bits pick the home slot)
-        uint32_t row;      // kEmpty: a free slot
-        uint64_t key_ref;  // the long key's arena offset, kInlineRef for an inline key
-    };
+    // Status of an overlay row that removes its key from the base (never served).
+    static constexpr uint8_t kTombstone = 0xFF;
+    using Slot = IndexSlot;
     static constexpr Slot kFree{0, kEmpty, kInlineRef};
+
+    IndexView own_view() const;
+    size_t n_base() const { return gen_ ? gen_->info().n_rows : 0; }
+    bool in_base(std::string_view key, uint64_t hash) const {
+        return gen_ && base_.find(key.data(), key.size(), hash) >= 0;
+    }
 
     // Hashes of keys; throws std::invalid_argument for an empty or too long key.
     static std::vector<uint64_t> checked_hashes(const std::vector<std::string_view>& keys);
@@ -112,8 +165,6 @@ class ResidentGroup {
     void apply_locked(const std::vector<std::string_view>& keys, const std::vector<uint64_t>& hashes,
                       const std::vector<uint32_t>& found, Overwrite overwrite, Append append);
     size_t find_slot_locked(const char* key, size_t len, uint64_t hash) const;  // index_.size() if absent
-    template <typename Same>
-    int64_t probe_locked(uint64_t hash, Same same) const;
     uint64_t hash_of_row(uint32_t row) const;
     std::string_view key_of(uint32_t row) const;
     // Arena offset of a long key, kept in its record's extra bytes.
@@ -132,6 +183,8 @@ class ResidentGroup {
     size_t arena_garbage_ = 0;
     size_t key_bytes_ = 0;
     HugeVector<Slot> index_;
+    std::shared_ptr<const Generation> gen_;  // the mapped base, or nullptr
+    IndexView base_;                          // over gen_'s sections
 };
 
 }  // namespace fc

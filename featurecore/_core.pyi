@@ -113,6 +113,11 @@ def encode_rows(
     reordering the list afterwards.
     """
 
+def verify_generation(path: str) -> dict[str, int]:
+    """Check a whole generation file (header, sections, body checksum); returns its
+    header fields (format_version, file_bytes, changelog_sequence, schema_fingerprint,
+    rows, record_bytes, index_slots, arena_bytes, key_bytes). Raises GenerationError."""
+
 def rows_checksum_ok(rows: list[bytes]) -> NDArray[np.bool_]:
     """(n,) False where a v2 row's CRC-32C trailer does not match its bytes (a damaged
     row); True for intact v2 rows and for v1 rows (which have no checksum)."""
@@ -191,11 +196,31 @@ class ResidentGroup:
     def get(self, keys: Sequence[bytes]) -> GroupTable:
         """Copies of the rows of keys (absent -> entity_not_found)."""
     def clear(self) -> None: ...
+    @staticmethod
+    def map_generation(schema: Schema, path: str, *, verify: bool = True) -> ResidentGroup:
+        """A group serving from the generation file at ``path``, mapped read-only (shared
+        with every process mapping it, nothing copied), with an empty overlay: later
+        upserts/removes go to the overlay (removals of mapped keys as tombstones).
+        Raises GenerationError if the file is missing, truncated, corrupt (header or,
+        with ``verify``, body checksum) or of another schema."""
+    def write_generation(self, path: str, sequence: int) -> None:
+        """Write this (heap) group as a generation file at ``path`` (must not exist),
+        fsynced, holding the changes up to changelog ``sequence``. ValueError for a
+        mapped group."""
+    @property
+    def generation_path(self) -> str | None:
+        """The mapped generation file, None for a group built in memory."""
+    @property
+    def generation_sequence(self) -> int | None:
+        """The changelog sequence the mapped generation includes."""
+    @property
+    def overlay_rows(self) -> int:
+        """Rows (live and tombstones) in the overlay over the mapped generation."""
     def __len__(self) -> int: ...
     @property
     def nbytes(self) -> int:
         """Bytes held: rows (records, null bitmaps, feature timestamps), key arena and
-        the hash index."""
+        the hash index, plus the mapped generation file's size."""
     @property
     def payload_bytes(self) -> int:
         """The raw typed payload of the live entries: values at their dtype's width

@@ -650,6 +650,46 @@ def _migrate_offline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _snapshot(args: argparse.Namespace) -> int:
+    """``snapshot build|list|verify``: the generation files resident groups are served from."""
+    from .online import generations
+
+    with FeatureStore.open(args.store, mode="read_only", preload=False) as store:
+        if args.action == "build":
+            rows = []
+            for manifest in store.build_generations(args.group):
+                rows.append({"group": manifest.group_cf, "file": manifest.file, "rows": manifest.rows,
+                             "bytes": manifest.file_bytes, "sequence": manifest.sequence})
+            print(render_table(rows, ["group", "file", "rows", "bytes", "sequence"]) if rows else "no resident groups")
+            return 0
+        names = [s.cf_name for s in store.resident_schemas(args.group)] if args.group else generations.list_groups(store.root)
+        failed = 0
+        rows = []
+        for name in names:
+            if args.action == "list":
+                manifest = generations.current(store.root, name)
+                rows.append({"group": name, "file": manifest.file if manifest else "-", "rows": manifest.rows if manifest else 0,
+                             "bytes": manifest.file_bytes if manifest else 0, "sequence": manifest.sequence if manifest else 0})
+                continue
+            try:
+                info = generations.verify(store.root, name)
+                rows.append({"group": name, "status": "ok", "rows": info["rows"], "sequence": info["changelog_sequence"],
+                             "path": info["path"]})
+            except FeatureStoreError as error:
+                failed += 1
+                rows.append({"group": name, "status": f"refused: {error}", "rows": 0, "sequence": 0, "path": ""})
+        columns = ["group", "file", "rows", "bytes", "sequence"] if args.action == "list" else ["group", "status", "rows", "sequence", "path"]
+        print(render_table(rows, columns) if rows else "no generations")
+        return 1 if failed else 0
+
+
+def _snapshot_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=["build", "list", "verify"],
+                        help="build: write each resident group from RocksDB as a new generation file; list: the current "
+                             "ones; verify: check every byte (exit 1 if one is refused)")
+    parser.add_argument("--group", help="one group ref (default: every resident group)")
+
+
 #: The subcommand table; ``main`` builds the parser from it, in this order.
 COMMANDS: dict[str, Command] = {
     c.name: c
@@ -685,6 +725,7 @@ COMMANDS: dict[str, Command] = {
         Command("lineage", "write-time lineage records of a feature group", _lineage_args, _lineage),
         Command("ingest", "consume a NATS JetStream subject into a group, online and offline, exactly once", _ingest_args, _ingest),
         Command("monitor", "print the monitoring report (null rate, reasons, staleness, drift, latency)", _monitor_args, _monitor),
+        Command("snapshot", "build, list or verify the generation files resident groups are served from", _snapshot_args, _snapshot),
         Command("optimize", "compact the offline Delta tables (one file per date)", _group_arg, _optimize),
         Command("vacuum", "delete offline files no recent table version needs", _vacuum_args, _vacuum),
         Command("migrate-offline", "convert a pre-Delta Parquet offline log to Delta tables, verified row for row", lambda p: None, _migrate_offline),

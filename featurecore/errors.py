@@ -45,3 +45,9 @@ class FeatureUnavailableError(FeatureStoreError):
     def __init__(self, message: str, reason: str = ""):
         self.reason = reason
         super().__init__(message)
+
+
+class GenerationError(FeatureStoreError):
+    """A generation file (a resident group's shared, memory-mapped snapshot) is missing,
+    truncated, corrupt or of another schema: it is refused, never served; the group is
+    built from RocksDB instead. Rebuild it with ``featurecore snapshot build``."""

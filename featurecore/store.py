@@ -28,7 +28,7 @@ from . import _core
 from .errors import FeatureStoreError, NotFoundError, ValidationError
 from .access import AccessPolicy, ConsentRegistry
 from .governance.deletion import pending_deletions, resume_deletions
-from .online import changelog
+from .online import changelog, generations
 from .online.tombstones import Tombstones, tombstone_version
 from .online.batch import GroupSchema, check_tenant, check_text_ids, micros_now, to_micros, validate_batch
 from .online.direct import DirectReader
@@ -122,7 +122,9 @@ class FeatureStore:
         #: Defaults from the configuration file (``FeatureStore.open``), or the built-in ones.
         self.config = StoreConfig()
         self._db = self._open_db()
-        self.snapshots = Snapshots(lambda: self._db, self._lock, create_cfs=mode == "primary")
+        self.snapshots = Snapshots(
+            lambda: self._db, self._lock, create_cfs=mode == "primary", root=self.root, publish=mode == "primary"
+        )
         self.direct = DirectReader(lambda: self._db)
         try:
             self._cf_names = set(rocksdict.Rdict.list_cf(online_path(self.root)))
@@ -535,7 +537,8 @@ class FeatureStore:
         Bulk (default): the group's latest rows are written as an SST file and ingested
         atomically, so readers see the old or the new generation, never a mix.
         ``incremental``: only rows logged since the group's last watermark, through
-        write batches. ``group_ref`` None: every online group.
+        write batches. ``group_ref`` None: every online group. Resident groups then get
+        a new generation file (``build_generations``), which serving processes map.
         """
         writer = self._require_primary("materialize")
         as_of_us = None if as_of is None else self._micros(as_of, "as_of")
@@ -546,17 +549,23 @@ class FeatureStore:
 
         tombstones = self._tombstones()
         if incremental:
-            return [
+            summaries = [
                 materialize_incremental(self._db, writer, self.root, self.state, ref, as_of_us, progress=progress, tombstones=tombstones)
                 for ref in refs
             ]
-        return [
-            materialize_bulk(
-                self._db, self.root, self.state, ref, as_of_us, on_ingested=writer.group_replaced, progress=progress,
-                tombstones=tombstones,
-            )
-            for ref in refs
-        ]
+        else:
+            summaries = [
+                materialize_bulk(
+                    self._db, self.root, self.state, ref, as_of_us, on_ingested=writer.group_replaced, progress=progress,
+                    tombstones=tombstones,
+                )
+                for ref in refs
+            ]
+        # Resident groups: a generation file of the new rows, which every serving process maps.
+        for ref in refs:
+            if self.state.feature_groups[ref].serving_mode == "resident":
+                self.snapshots.publish(self.group_schema(ref), force=False)
+        return summaries
 
     def backfill(
         self,
@@ -762,6 +771,32 @@ class FeatureStore:
             feature_set, tenant=tenant, purpose=purpose, privacy_mode=privacy_mode, caller=caller,
             serve=self.get_features, check_time=check_time,
         )
+
+    def resident_schemas(self, group_ref: "str | None") -> "list[GroupSchema]":
+        """The resident, online groups (``group_ref``: that one, which must be resident)."""
+        if group_ref is not None:
+            schema = self.group_schema(group_ref)
+            group = self.state.feature_groups[schema.ref]
+            if group.serving_mode != "resident":
+                raise ValidationError(
+                    f"group {schema.ref!r} is served {group.serving_mode!r}; generation files hold resident groups only"
+                )
+            return [schema]
+        return [
+            self.group_schema(g.ref)
+            for g in self.state.feature_groups.values()
+            if g.serving_mode == "resident" and self.state.is_online(g.ref)
+        ]
+
+    def build_generations(self, group_ref: "str | None" = None, *, force: bool = True) -> "list[generations.Manifest]":
+        """Write each resident group's rows (``group_ref``: that group's) from RocksDB as a
+        new generation file, published atomically; every process serving the group maps
+        it on its next refresh (this one at once). ``force=False`` skips groups whose
+        current generation already holds every change. Works in any mode (a
+        ``read_only`` store builds beside a running primary)."""
+        if self._closed:
+            self._raise_closed()
+        return [self.snapshots.publish(schema, force=force) for schema in self.resident_schemas(group_ref)]
 
     def load_resident(self) -> dict[str, LoadStats]:
         """Load every resident group served online and not loaded yet; returns load stats."""

@@ -10,6 +10,9 @@ thread, every ``interval_s``:
    upserts (or removes) them natively; an entry without keys reloads its group;
 4. if the changelog was trimmed past its last sequence, reloads every loaded group.
 
+Before step 2 it maps any generation published since a group was loaded (with the
+changes after it replayed into the group's overlay); requests switch to it as they start.
+
 So a write the primary has committed is served here after at most ``interval_s`` plus
 one catch-up-and-apply pass (typically milliseconds). Direct groups need nothing from
 step 3: their reads go to the caught-up database.
@@ -25,7 +28,7 @@ from typing import Callable
 import rocksdict
 
 from . import changelog
-from ..layout import CHANGELOG_CF, column_family, multi_get
+from ..layout import CHANGELOG_CF, column_family
 from .snapshots import Snapshots
 
 _log = logging.getLogger(__name__)
@@ -80,6 +83,7 @@ class Refresher:
             db = self._db()  # the callback may have reopened the secondary
             if db is not self._cfs_of:
                 self._cfs, self._cfs_of = {}, db
+            self._snapshots.switch_generations()  # newly published generations, mapped and caught up
             log = self._cf(db, CHANGELOG_CF)
             applied = 0
             if self.sequence + 1 < changelog.first_sequence(log):
@@ -108,13 +112,7 @@ class Refresher:
         if entry.keys is None:
             self._snapshots.reload(entry.group_cf)
             return
-        rows = multi_get(self._cf(db, entry.group_cf), entry.keys)
-        present = [(k, r) for k, r in zip(entry.keys, rows) if r is not None]
-        gone = [k for k, r in zip(entry.keys, rows) if r is None]
-        if present:
-            self._snapshots.apply(entry.group_cf, [k for k, _ in present], [r for _, r in present])
-        if gone:
-            self._snapshots.apply(entry.group_cf, gone, None)
+        self._snapshots.reread(entry.group_cf, self._cf(db, entry.group_cf), entry.keys)
 
     def start(self) -> None:
         """Start the background thread (daemon; ``stop`` ends it)."""

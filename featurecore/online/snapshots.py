@@ -5,11 +5,20 @@ each chunk natively (``ResidentGroup.upsert``). After that the writer (same proc
 the refresher (other processes) applies every change to it, under the same lock that
 guards the load, so a snapshot never misses a change that raced with its load.
 Reads go through ``ResidentGroup``'s own shared lock and need no Python lock.
+
+Given the store's root, a group is served from its current generation file
+(generations.py) when there is one: the file is mapped, not copied, and the changelog
+entries after its sequence are replayed into the group's overlay. A file that is
+refused (missing, truncated, corrupt, another schema) or too old to catch up from (the
+changelog was trimmed past it, or the group was replaced wholesale after it) is logged
+and the group is built from RocksDB instead; the primary then publishes a fresh
+generation and maps that, so every process on the host shares one copy of the rows.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import Counter
@@ -19,8 +28,10 @@ from typing import Callable
 import rocksdict
 
 from .. import _core
+from . import changelog, generations
 from .batch import GroupSchema
-from ..layout import column_family
+from ..errors import GenerationError
+from ..layout import CHANGELOG_CF, column_family, multi_get
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +50,8 @@ class LoadStats:
     nbytes: int
     payload_bytes: int
     index_bytes: int
+    #: The generation file the group serves from (mapped, shared), None when built from RocksDB.
+    generation: "str | None" = None
 
     @property
     def memory_ratio(self) -> float:
@@ -54,11 +67,26 @@ class Snapshots:
         lock: serializes loads with the changes the writer/refresher applies.
         create_cfs: create a missing column family (primary); otherwise a group without
             one loads empty (a secondary before the primary's first write to it).
+        root: the store directory: serve groups from its generation files (None: always
+            build groups from RocksDB).
+        publish: publish a generation of every group built from RocksDB (the primary).
     """
 
-    def __init__(self, db: Callable[[], rocksdict.Rdict], lock: threading.RLock, *, create_cfs: bool = True):
+    def __init__(
+        self,
+        db: Callable[[], rocksdict.Rdict],
+        lock: threading.RLock,
+        *,
+        create_cfs: bool = True,
+        root: "str | None" = None,
+        publish: bool = False,
+    ):
         self._db = db
         self._create_cfs = create_cfs
+        self._root = root
+        self._publish = publish and root is not None
+        #: Generation files refused (and not retried), by path.
+        self.refused: dict[str, str] = {}
         self._lock = lock
         self._groups: dict[str, _core.ResidentGroup] = {}
         self._group_schemas: dict[str, GroupSchema] = {}
@@ -80,34 +108,149 @@ class Snapshots:
         return group
 
     def load(self, schema: GroupSchema) -> _core.ResidentGroup:
-        """(Re)load a group from its column family; returns the new resident group."""
+        """(Re)load a group: map its current generation, else build it from its column
+        family (and, in the primary, publish and map a generation of it)."""
         with self._lock:
             start = time.perf_counter()
-            group = _core.ResidentGroup(schema.native)
-            db = self._db()
-            if self._create_cfs or schema.cf_name in db.list_cf(db.path()):
-                cf = column_family(db, schema.cf_name, create=self._create_cfs)
-                # Size the group once (exact after an SST ingest, an estimate otherwise),
-                # so chunked loading never regrows and copies the rows.
-                group.reserve(cf.property_int_value("rocksdb.estimate-num-keys") or 0)
-                it = cf.iter()
-                it.seek_to_first()
-                while it.valid():
-                    keys: list[bytes] = []
-                    rows: list[bytes] = []
-                    while it.valid() and len(keys) < LOAD_CHUNK:
-                        keys.append(it.key())
-                        rows.append(it.value())
-                        it.next()
-                    self._upsert_valid(schema.cf_name, group, keys, rows)
-                del it, cf
-            self._groups[schema.cf_name] = group
-            self._group_schemas[schema.cf_name] = schema
-            self.loads[schema.cf_name] = LoadStats(
-                schema.cf_name, len(group), time.perf_counter() - start, group.nbytes, group.payload_bytes,
-                group.index_bytes,
-            )
+            group = self._map_current(schema)
+            if group is None:
+                group, sequence = self._build(schema)
+                if self._publish:
+                    group = self._publish_and_map(schema, group, sequence)
+            self._install(schema, group, time.perf_counter() - start)
             return group
+
+    def _install(self, schema: GroupSchema, group: _core.ResidentGroup, seconds: float) -> None:
+        self._groups[schema.cf_name] = group
+        self._group_schemas[schema.cf_name] = schema
+        self.loads[schema.cf_name] = LoadStats(
+            schema.cf_name, len(group), seconds, group.nbytes, group.payload_bytes, group.index_bytes,
+            group.generation_path,
+        )
+
+    def _last_sequence(self) -> int:
+        return changelog.last_sequence(column_family(self._db(), CHANGELOG_CF, create=False))
+
+    def _build(self, schema: GroupSchema) -> "tuple[_core.ResidentGroup, int]":
+        """The group read from its column family, and the changelog sequence it includes
+        (read first: a change racing with the scan is replayed again later, harmlessly)."""
+        sequence = self._last_sequence()
+        group = _core.ResidentGroup(schema.native)
+        db = self._db()
+        if self._create_cfs or schema.cf_name in db.list_cf(db.path()):
+            cf = column_family(db, schema.cf_name, create=self._create_cfs)
+            # Size the group once (exact after an SST ingest, an estimate otherwise),
+            # so chunked loading never regrows and copies the rows.
+            group.reserve(cf.property_int_value("rocksdb.estimate-num-keys") or 0)
+            it = cf.iter()
+            it.seek_to_first()
+            while it.valid():
+                keys: list[bytes] = []
+                rows: list[bytes] = []
+                while it.valid() and len(keys) < LOAD_CHUNK:
+                    keys.append(it.key())
+                    rows.append(it.value())
+                    it.next()
+                self._upsert_valid(schema.cf_name, group, keys, rows)
+            del it, cf
+        return group, sequence
+
+    def _map_current(self, schema: GroupSchema) -> "_core.ResidentGroup | None":
+        """The group mapped from its current generation with the later changes replayed,
+        or None (no generation, a refused file, or one too old to catch up from)."""
+        if self._root is None:
+            return None
+        cf = schema.cf_name
+        path = None
+        try:
+            manifest = generations.current(self._root, cf)
+            if manifest is None:
+                return None
+            path = manifest.path(self._root)
+            if path in self.refused:
+                return None
+            group = _core.ResidentGroup.map_generation(schema.native, path)
+        except GenerationError as error:
+            if path is not None:
+                self.refused[path] = str(error)
+            logger.error("%s: %s; building the group from RocksDB instead", cf, error)
+            return None
+        if not self._replay(cf, group, manifest.sequence):
+            logger.info("%s: generation %s is too old to catch up from the changelog; building from RocksDB", cf, manifest.file)
+            return None
+        return group
+
+    def _replay(self, group_cf: str, group: _core.ResidentGroup, sequence: int) -> bool:
+        """Apply the changelog entries of ``group_cf`` after ``sequence`` to ``group``'s
+        overlay; False when they cannot all be replayed."""
+        db = self._db()
+        log = column_family(db, CHANGELOG_CF, create=False)
+        if changelog.first_sequence(log) > sequence + 1:
+            return changelog.last_sequence(log) <= sequence
+        cf = None
+        while entries := changelog.read_after(log, sequence):
+            for entry in entries:
+                if entry.group_cf != group_cf:
+                    continue
+                if entry.keys is None:  # replaced wholesale after the generation
+                    return False
+                if cf is None:
+                    cf = column_family(db, group_cf, create=False)
+                self._reread_into(group_cf, group, cf, entry.keys)
+            sequence = entries[-1].sequence
+        return True
+
+    def _publish_and_map(self, schema: GroupSchema, group: _core.ResidentGroup, sequence: int) -> _core.ResidentGroup:
+        """Publish ``group`` as the group's generation and return it mapped (``group``
+        itself if publishing or mapping fails: serving goes on from the heap)."""
+        try:
+            generations.publish(self._root or "", schema.cf_name, group, sequence)
+        except (OSError, GenerationError) as error:
+            logger.error("%s: could not publish a generation (%s); serving it from this process's memory", schema.cf_name, error)
+            return group
+        return self._map_current(schema) or group
+
+    def publish(self, schema: GroupSchema, *, force: bool = False) -> "generations.Manifest":
+        """Build ``schema``'s group from RocksDB and publish it as its current generation
+        (unless ``force`` is False and the current one already holds every change); a
+        loaded group switches to it."""
+        if self._root is None:
+            raise GenerationError("this store serves no generation files")
+        with self._lock:
+            try:
+                manifest = generations.current(self._root, schema.cf_name)
+            except GenerationError:
+                manifest = None
+            if force or manifest is None or manifest.sequence < self._last_sequence() or not os.path.exists(manifest.path(self._root)):
+                group, sequence = self._build(schema)
+                manifest = generations.publish(self._root, schema.cf_name, group, sequence)
+                del group
+            if schema.cf_name in self._groups:
+                self.switch_generations([schema.cf_name])
+            return manifest
+
+    def switch_generations(self, names: "list[str] | None" = None) -> list[str]:
+        """Map the current generation of each loaded group (``names``: these only) that
+        serves from an older one or from the heap; returns the groups switched. Requests
+        in flight keep the group they hold (its mapping goes when the last one ends)."""
+        if self._root is None:
+            return []
+        switched = []
+        with self._lock:
+            for name in list(self._groups) if names is None else names:
+                group = self._groups[name]
+                try:
+                    manifest = generations.current(self._root, name)
+                except GenerationError:
+                    continue
+                if manifest is None or manifest.path(self._root) in (group.generation_path, *self.refused):
+                    continue
+                start = time.perf_counter()
+                mapped = self._map_current(self._group_schemas[name])
+                if mapped is not None:
+                    self._install(self._group_schemas[name], mapped, time.perf_counter() - start)
+                    switched.append(name)
+        return switched
 
     def _upsert_valid(self, group_cf: str, group: _core.ResidentGroup, keys: list[bytes], rows: list[bytes]) -> None:
         """Upsert a loaded chunk. A row whose bytes fail to decode (bad checksum) is kept
@@ -152,6 +295,22 @@ class Snapshots:
             group.remove(keys)
         else:
             self._upsert_valid(group_cf, group, keys, rows)
+
+    def reread(self, group_cf: str, cf: rocksdict.Rdict, keys: "list[bytes]") -> None:
+        """Apply a change of ``keys`` to the loaded group by re-reading them from its
+        column family ``cf`` (present: upsert; absent: remove)."""
+        group = self._groups.get(group_cf)
+        if group is not None:
+            self._reread_into(group_cf, group, cf, keys)
+
+    def _reread_into(self, group_cf: str, group: _core.ResidentGroup, cf: rocksdict.Rdict, keys: "list[bytes]") -> None:
+        rows = multi_get(cf, keys)
+        present = [(k, r) for k, r in zip(keys, rows) if r is not None]
+        gone = [k for k, r in zip(keys, rows) if r is None]
+        if present:
+            self._upsert_valid(group_cf, group, [k for k, _ in present], [r for _, r in present])
+        if gone:
+            group.remove(gone)
 
     def loaded_names(self) -> list[str]:
         """Column families of the loaded groups."""

@@ -1,0 +1,276 @@
+#include "generation.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+namespace fc {
+namespace {
+
+constexpr char kMagic[8] = {'F', 'C', 'G', 'E', 'N', 'v', '1', '\n'};
+
+// Fixed header fields, in file order (then dtypes[n], dims[n]).
+struct RawHeader {
+    char magic[8];
+    uint32_t format_version;
+    uint32_t header_bytes;
+    uint64_t file_bytes;
+    uint64_t changelog_sequence;
+    uint32_t schema_fingerprint;
+    uint32_t n_features;
+    uint64_t n_rows, record_bytes, extra_bytes, null_bytes, index_slots, arena_bytes, key_bytes;
+    uint64_t section_offset[kSections];
+    uint32_t body_crc;
+    uint32_t header_crc;
+};
+static_assert(sizeof(RawHeader) == 136, "the header layout is the file format");
+constexpr size_t kHeaderCrcAt = offsetof(RawHeader, header_crc);
+
+size_t round_up(size_t n) { return (n + kPageBytes - 1) / kPageBytes * kPageBytes; }
+size_t header_bytes_for(size_t n_features) { return round_up(sizeof(RawHeader) + 5 * n_features); }
+
+uint32_t header_checksum(const uint8_t* header, size_t n) {
+    const uint8_t zero[4] = {0, 0, 0, 0};
+    uint32_t crc = crc32c(header, kHeaderCrcAt);
+    crc = crc32c(zero, 4, crc);
+    return crc32c(header + kHeaderCrcAt + 4, n - kHeaderCrcAt - 4, crc);
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+// Four independent CRC chains in one loop: the crc32 instruction's latency is hidden,
+// so a whole generation is checked at memory speed.
+__attribute__((target("sse4.2"))) void crc4_sse42(const uint8_t* p, size_t lane, uint32_t out[4]) {
+    uint64_t c[4] = {~0u, ~0u, ~0u, ~0u};
+    for (size_t i = 0; i < lane; i += 8) {
+        for (int k = 0; k < 4; ++k) {
+            uint64_t v;
+            std::memcpy(&v, p + k * lane + i, 8);
+            c[k] = __builtin_ia32_crc32di(c[k], v);
+        }
+    }
+    for (int k = 0; k < 4; ++k) out[k] = ~static_cast<uint32_t>(c[k]);
+}
+#endif
+
+// The body (a multiple of 4096 bytes) as four equal lanes, each CRC-32C'd; the body's
+// checksum is the CRC-32C of the four lane CRCs (little-endian).
+uint32_t body_checksum(const uint8_t* body, size_t n) {
+    const size_t lane = n / 4;
+    uint32_t lanes[4];
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    if (__builtin_cpu_supports("sse4.2")) {
+        crc4_sse42(body, lane, lanes);
+        return crc32c(reinterpret_cast<const uint8_t*>(lanes), sizeof lanes);
+    }
+#endif
+    for (int k = 0; k < 4; ++k) lanes[k] = crc32c(body + k * lane, lane);
+    return crc32c(reinterpret_cast<const uint8_t*>(lanes), sizeof lanes);
+}
+
+std::string sys_error(const std::string& what, const std::string& path) {
+    return what + " " + path + ": " + std::strerror(errno);
+}
+
+// A read-only mapping of a whole file, unmapped on destruction unless released.
+struct Mapping {
+    const uint8_t* p = nullptr;
+    size_t n = 0;
+    ~Mapping() {
+        if (p) munmap(const_cast<uint8_t*>(p), n);
+    }
+};
+
+void map_file(const std::string& path, Mapping& m) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) throw GenerationError(sys_error("cannot open generation file", path));
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        ::close(fd);
+        throw GenerationError(sys_error("cannot stat generation file", path));
+    }
+    m.n = static_cast<size_t>(st.st_size);
+    if (m.n < kPageBytes) {
+        ::close(fd);
+        throw GenerationError("generation file " + path + " is truncated: " + std::to_string(m.n) +
+                              " bytes, shorter than its header; rebuild it (featurecore snapshot build)");
+    }
+    void* p = mmap(nullptr, m.n, PROT_READ, MAP_SHARED, fd, 0);
+    ::close(fd);
+    if (p == MAP_FAILED) throw GenerationError(sys_error("cannot map generation file", path));
+    m.p = static_cast<const uint8_t*>(p);
+}
+
+// Checks everything but the body checksum and the schema; returns the header.
+RawHeader check_header(const std::string& path, const Mapping& m) {
+    auto bad = [&](const std::string& why) {
+        return GenerationError("generation file " + path + " is refused: " + why +
+                               "; rebuild it (featurecore snapshot build)");
+    };
+    RawHeader h;
+    std::memcpy(&h, m.p, sizeof h);
+    if (std::memcmp(h.magic, kMagic, sizeof kMagic) != 0) throw bad("not a featurecore generation (bad magic)");
+    if (h.format_version != kGenerationFormat)
+        throw bad("format version " + std::to_string(h.format_version) + ", this featurecore reads " +
+                  std::to_string(kGenerationFormat));
+    if (h.header_bytes < sizeof h || h.header_bytes % kPageBytes != 0 || h.header_bytes > m.n ||
+        h.header_bytes != header_bytes_for(h.n_features))
+        throw bad("bad header size");
+    if (header_checksum(m.p, h.header_bytes) != h.header_crc) throw bad("header checksum mismatch (corrupt)");
+    if (h.file_bytes != m.n)
+        throw bad("truncated or extended: " + std::to_string(m.n) + " bytes, the header says " +
+                  std::to_string(h.file_bytes));
+    const uint64_t want[kSections] = {h.n_rows * h.record_bytes, h.n_rows * h.null_bytes, h.index_slots * 16,
+                                      h.arena_bytes};
+    uint64_t at = h.header_bytes;
+    for (int s = 0; s < kSections; ++s) {
+        if (h.section_offset[s] != at) throw bad("section " + std::to_string(s) + " is misplaced");
+        at += round_up(want[s]);
+    }
+    if (at != h.file_bytes) throw bad("sections do not fill the file");
+    if (h.index_slots == 0 || (h.index_slots & (h.index_slots - 1)) != 0 || h.n_rows >= h.index_slots ||
+        h.n_rows >= 0xFFFFFFFFull)
+        throw bad("bad index size");
+    return h;
+}
+
+GenerationInfo info_of(const RawHeader& h) {
+    GenerationInfo i;
+    i.format_version = h.format_version;
+    i.file_bytes = h.file_bytes;
+    i.changelog_sequence = h.changelog_sequence;
+    i.schema_fingerprint = h.schema_fingerprint;
+    i.n_rows = h.n_rows;
+    i.record_bytes = h.record_bytes;
+    i.extra_bytes = h.extra_bytes;
+    i.null_bytes = h.null_bytes;
+    i.index_slots = h.index_slots;
+    i.arena_bytes = h.arena_bytes;
+    i.key_bytes = h.key_bytes;
+    return i;
+}
+
+}  // namespace
+
+void write_generation(const std::string& path, const Schema& schema, GenerationInfo info,
+                      const GenerationParts& parts) {
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) throw std::invalid_argument(sys_error("cannot create generation file", path));
+    auto fail = [&](const std::string& what) {
+        const std::string msg = sys_error(what, path);
+        ::close(fd);
+        ::unlink(path.c_str());
+        throw GenerationError(msg);
+    };
+    auto write_all = [&](const void* data, size_t n) {
+        const char* p = static_cast<const char*>(data);
+        while (n > 0) {
+            const ssize_t w = ::write(fd, p, n);
+            if (w < 0) {
+                if (errno == EINTR) continue;
+                fail("cannot write generation file");
+            }
+            p += w;
+            n -= static_cast<size_t>(w);
+        }
+    };
+    const size_t nf = schema.n_features();
+    const size_t hb = header_bytes_for(nf);
+    std::vector<uint8_t> header(hb, 0);
+    std::vector<uint8_t> zeros(kPageBytes, 0);
+    write_all(header.data(), hb);  // rewritten at the end, with the checksums
+    RawHeader h{};
+    std::memcpy(h.magic, kMagic, sizeof kMagic);
+    h.format_version = kGenerationFormat;
+    h.header_bytes = static_cast<uint32_t>(hb);
+    uint64_t at = hb;
+    for (int s = 0; s < kSections; ++s) {
+        h.section_offset[s] = at;
+        if (parts.bytes[s]) write_all(parts.data[s], parts.bytes[s]);
+        const size_t pad = round_up(parts.bytes[s]) - parts.bytes[s];
+        if (pad) write_all(zeros.data(), pad);
+        at += round_up(parts.bytes[s]);
+    }
+    h.file_bytes = at;
+    h.changelog_sequence = info.changelog_sequence;
+    h.schema_fingerprint = schema.fingerprint();
+    h.n_features = static_cast<uint32_t>(nf);
+    h.n_rows = info.n_rows;
+    h.record_bytes = info.record_bytes;
+    h.extra_bytes = info.extra_bytes;
+    h.null_bytes = info.null_bytes;
+    h.index_slots = info.index_slots;
+    h.arena_bytes = info.arena_bytes;
+    h.key_bytes = info.key_bytes;
+    if (fdatasync(fd) != 0) fail("cannot sync generation file");
+    {  // The body checksum, read back from the page cache through a mapping.
+        Mapping m;
+        void* p = mmap(nullptr, at, PROT_READ, MAP_SHARED, fd, 0);
+        if (p == MAP_FAILED) fail("cannot map generation file");
+        m.p = static_cast<const uint8_t*>(p);
+        m.n = at;
+        h.body_crc = body_checksum(m.p + hb, at - hb);
+    }
+    std::memcpy(header.data(), &h, sizeof h);
+    for (size_t j = 0; j < nf; ++j) {
+        const uint32_t dim = schema.dims()[j];
+        header[sizeof h + j] = schema.dtypes()[j];
+        std::memcpy(header.data() + sizeof h + nf + 4 * j, &dim, 4);
+    }
+    h.header_crc = header_checksum(header.data(), hb);
+    std::memcpy(header.data() + kHeaderCrcAt, &h.header_crc, 4);
+    if (::pwrite(fd, header.data(), hb, 0) != static_cast<ssize_t>(hb)) fail("cannot write generation header");
+    if (::fsync(fd) != 0) fail("cannot sync generation file");
+    ::close(fd);
+}
+
+std::shared_ptr<const Generation> Generation::open(const std::string& path, const Schema& schema, bool verify_body) {
+    Mapping m;
+    map_file(path, m);
+    const RawHeader h = check_header(path, m);
+    auto bad = [&](const std::string& why) {
+        return GenerationError("generation file " + path + " is refused: " + why +
+                               "; rebuild it (featurecore snapshot build)");
+    };
+    const size_t nf = schema.n_features();
+    bool same = h.n_features == nf && h.schema_fingerprint == schema.fingerprint();
+    for (size_t j = 0; same && j < nf; ++j) {
+        uint32_t dim;
+        std::memcpy(&dim, m.p + sizeof h + nf + 4 * j, 4);
+        same = m.p[sizeof h + j] == schema.dtypes()[j] && dim == schema.dims()[j];
+    }
+    if (!same)
+        throw bad("it holds another schema (fingerprint " + std::to_string(h.schema_fingerprint) + ", the group's is " +
+                  std::to_string(schema.fingerprint()) + ")");
+    if (h.null_bytes != schema.bitmap_bytes()) throw bad("bad null bitmap size");
+    if (verify_body && body_checksum(m.p + h.header_bytes, h.file_bytes - h.header_bytes) != h.body_crc)
+        throw bad("body checksum mismatch (corrupt)");
+    std::shared_ptr<Generation> g(new Generation());
+    g->path_ = path;
+    g->info_ = info_of(h);
+    std::memcpy(g->offsets_, h.section_offset, sizeof g->offsets_);
+    g->base_ = m.p;
+    g->size_ = m.n;
+    m.p = nullptr;  // owned by the Generation now
+    return g;
+}
+
+GenerationInfo Generation::verify(const std::string& path) {
+    Mapping m;
+    map_file(path, m);
+    const RawHeader h = check_header(path, m);
+    if (body_checksum(m.p + h.header_bytes, h.file_bytes - h.header_bytes) != h.body_crc)
+        throw GenerationError("generation file " + path +
+                              " is refused: body checksum mismatch (corrupt); rebuild it (featurecore snapshot build)");
+    return info_of(h);
+}
+
+Generation::~Generation() {
+    if (base_) munmap(const_cast<uint8_t*>(base_), size_);
+}
+
+}  // namespace fc

@@ -1,0 +1,100 @@
+// Generation files: a resident group as one immutable, page-aligned file that any
+// number of processes map read-only and serve from directly (ResidentGroup, resident.h).
+//
+// The file IS the serving structure: its sections are the bytes of a ResidentGroup's
+// row records, null bitmaps, hash index and long-key arena, so mapping it copies
+// nothing. Layout (little-endian, every section starting on a 4096-byte page):
+//
+//   header (header_bytes, a multiple of 4096):
+//     char     magic[8] = "FCGENv1\n"
+//     u32      format_version (= 1)      u32 header_bytes
+//     u64      file_bytes                u64 changelog_sequence (changes up to it are in the rows)
+//     u32      schema_fingerprint        u32 n_features
+//     u64      n_rows, record_bytes, extra_bytes, null_bytes, index_slots, arena_bytes, key_bytes
+//     u64      section_offset[4]         records, nulls, index, arena
+//     u32      body_crc                  see body_checksum()
+//     u32      header_crc                CRC-32C of the header region with this field zeroed
+//     u8       dtypes[n_features]        u32 dims[n_features]   (the schema's layout)
+//   records | null bitmaps | index slots | key arena        (each padded with zeros to a page)
+//
+// A Generation is the mapping of one such file: immutable, so any number of threads
+// read it without a lock; the mapping goes when the last shared_ptr to it does.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+#include "codec.h"
+
+namespace fc {
+
+// A generation file that is missing, truncated, corrupt or of another schema (not a
+// caller's mistake: the file is refused, and the caller falls back to RocksDB).
+class GenerationError : public std::runtime_error {
+  public:
+    using std::runtime_error::runtime_error;
+};
+
+constexpr size_t kPageBytes = 4096;
+constexpr uint32_t kGenerationFormat = 1;
+
+// The four sections, in file order.
+enum GenerationSection { kRecords = 0, kNulls = 1, kIndex = 2, kArena = 3, kSections = 4 };
+
+struct GenerationInfo {
+    uint32_t format_version = kGenerationFormat;
+    uint64_t file_bytes = 0;
+    uint64_t changelog_sequence = 0;
+    uint32_t schema_fingerprint = 0;
+    uint64_t n_rows = 0;
+    uint64_t record_bytes = 0;
+    uint64_t extra_bytes = 0;
+    uint64_t null_bytes = 0;
+    uint64_t index_slots = 0;
+    uint64_t arena_bytes = 0;
+    uint64_t key_bytes = 0;
+};
+
+// The sections' bytes, to be written.
+struct GenerationParts {
+    const void* data[kSections] = {nullptr, nullptr, nullptr, nullptr};
+    size_t bytes[kSections] = {0, 0, 0, 0};
+};
+
+// Writes a generation file at `path` (created; must not exist) and fsyncs it. Throws
+// std::invalid_argument if the path cannot be created, GenerationError on an I/O error
+// (the partial file is removed).
+void write_generation(const std::string& path, const Schema& schema, GenerationInfo info,
+                      const GenerationParts& parts);
+
+class Generation {
+  public:
+    // Maps `path` read-only and checks the header, the section bounds and the schema's
+    // layout (and, with verify_body, the body checksum). Throws GenerationError naming
+    // what is wrong.
+    static std::shared_ptr<const Generation> open(const std::string& path, const Schema& schema,
+                                                  bool verify_body = true);
+    // Reads the header of `path` and verifies the whole file without a schema to match
+    // (featurecore snapshot verify). Throws GenerationError.
+    static GenerationInfo verify(const std::string& path);
+    Generation(const Generation&) = delete;
+    Generation& operator=(const Generation&) = delete;
+    ~Generation();
+
+    const GenerationInfo& info() const { return info_; }
+    const uint8_t* section(GenerationSection s) const { return base_ + offsets_[s]; }
+    const std::string& path() const { return path_; }
+
+  private:
+    Generation() = default;
+    std::string path_;
+    const uint8_t* base_ = nullptr;
+    size_t size_ = 0;
+    GenerationInfo info_;
+    uint64_t offsets_[kSections] = {0, 0, 0, 0};
+};
+
+}  // namespace fc

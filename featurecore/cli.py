@@ -657,9 +657,9 @@ def _snapshot(args: argparse.Namespace) -> int:
     with FeatureStore.open(args.store, mode="read_only", preload=False) as store:
         if args.action == "build":
             rows = []
-            for manifest in store.build_generations(args.group):
-                rows.append({"group": manifest.group_cf, "file": manifest.file, "rows": manifest.rows,
-                             "bytes": manifest.file_bytes, "sequence": manifest.sequence})
+            for built in store.build_generations(args.group):
+                rows.append({"group": built.group_cf, "file": built.file, "rows": built.rows,
+                             "bytes": built.file_bytes, "sequence": built.sequence})
             print(render_table(rows, ["group", "file", "rows", "bytes", "sequence"]) if rows else "no resident groups")
             return 0
         names = [s.cf_name for s in store.resident_schemas(args.group)] if args.group else generations.list_groups(store.root)

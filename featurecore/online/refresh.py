@@ -88,7 +88,7 @@ class Refresher:
             applied = 0
             if self.sequence + 1 < changelog.first_sequence(log):
                 for name in self._snapshots.loaded_names():
-                    self._snapshots.reload(name)
+                    self._snapshots.apply(name, None, None)  # a current generation, else RocksDB
                 self.sequence = changelog.last_sequence(log)
             while entries := changelog.read_after(log, self.sequence):
                 for entry in entries:
@@ -110,7 +110,7 @@ class Refresher:
         if self._snapshots.loaded(entry.group_cf) is None:
             return
         if entry.keys is None:
-            self._snapshots.reload(entry.group_cf)
+            self._snapshots.apply(entry.group_cf, None, None)
             return
         self._snapshots.reread(entry.group_cf, self._cf(db, entry.group_cf), entry.keys)
 

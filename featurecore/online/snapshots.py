@@ -107,12 +107,12 @@ class Snapshots:
                     group = self.load(schema)
         return group
 
-    def load(self, schema: GroupSchema) -> _core.ResidentGroup:
-        """(Re)load a group: map its current generation, else build it from its column
-        family (and, in the primary, publish and map a generation of it)."""
+    def load(self, schema: GroupSchema, *, from_rocksdb: bool = False) -> _core.ResidentGroup:
+        """(Re)load a group: map its current generation, else (or with ``from_rocksdb``)
+        build it from its column family and, in the primary, publish and map that."""
         with self._lock:
             start = time.perf_counter()
-            group = self._map_current(schema)
+            group = None if from_rocksdb else self._map_current(schema)
             if group is None:
                 group, sequence = self._build(schema)
                 if self._publish:
@@ -276,8 +276,9 @@ class Snapshots:
             )
 
     def reload(self, group_cf: str) -> None:
-        """Reload a loaded group from its column family (after a bulk change)."""
-        self.load(self._group_schemas[group_cf])
+        """Rebuild a loaded group from its column family (its stored rows changed without
+        a changelog entry naming them); the primary publishes the result."""
+        self.load(self._group_schemas[group_cf], from_rocksdb=True)
 
     def loaded(self, group_cf: str) -> "_core.ResidentGroup | None":
         """The resident group of ``group_cf`` if it is loaded."""
@@ -289,8 +290,8 @@ class Snapshots:
         group = self._groups.get(group_cf)
         if group is None:
             return
-        if keys is None:
-            self.reload(group_cf)
+        if keys is None:  # replaced wholesale: a newer generation, else RocksDB
+            self.load(self._group_schemas[group_cf])
         elif rows is None:
             group.remove(keys)
         else:

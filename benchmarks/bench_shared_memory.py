@@ -1,0 +1,185 @@
+"""N real worker processes serving one resident group from a shared generation file.
+
+Run: ``python -m benchmarks.bench_shared_memory`` from the checkout (1M items x 64
+float32, 8 workers, 2000 rounds; about a minute and 1 GB of disk; ``BENCH_SHM_DIR=DIR``
+keeps the store there and reuses it). ``FEATURECORE_BENCH_TINY=1`` is the smoke run
+.ci/run makes (20k items, 2 workers; seconds; gates only report).
+
+The primary writes the group, publishes its generation and exits; then, with the file in
+the page cache, worker processes (``FeatureStore.open(mode="secondary")``, the shape of a
+ranking service) open the store and serve 800-candidate requests. Measured:
+
+- memory: each worker's PSS from ``/proc/<pid>/smaps_rollup`` while every worker is
+  alive, once with one worker and once with N. ``total`` ratio = sum of N workers' PSS /
+  one worker's PSS (interpreter, numpy and featurecore included in both); ``group`` ratio
+  = the same over PSS growth from before the group was opened to after serving (what the
+  group costs); ``bytes/raw`` = one worker's growth / the raw float32 payload;
+- time to first request: ``FeatureStore.open`` -> first ``get_features`` returned (maps
+  and verifies the file, replays the changelog, serves); one worker alone, and the
+  median of N starting together;
+- mapped vs heap: one worker serves the same rotating requests alternately from the
+  mapped group and from a copy built in its own memory (same process, interleaved
+  rounds): ratio of p50s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from benchmarks.sizes import gate, size
+
+N_ITEMS = size(1_000_000, 20_000)
+N_WORKERS = size(8, 2)
+DIM = 64
+ROUNDS = size(2000, 200)
+CANDIDATES = 800
+EVAL_US = 1_782_864_000_000_000 + 3_600_000_000
+GROUP_CF = "g/items/v1"
+
+
+def definitions() -> list:
+    from featurecore.reasons import MISSING_REASONS
+    from featurecore.registry import DefaultAction, DefaultPolicy, Feature, FeatureGroup, FeatureSet
+
+    policy = DefaultPolicy({reason: DefaultAction("constant", value=0.0) for reason in MISSING_REASONS})
+    features = [Feature(f"f{j}", 1, "item", "float32", owner="bench", privacy_class="public_catalog",
+                        default_policy=policy, group="items:v1") for j in range(DIM)]
+    group = FeatureGroup("items", 1, "item", tuple(f.ref for f in features), 86_400.0 * 365, "resident", owner="bench")
+    return [*features, group, FeatureSet("bench", 1, tuple(f.ref for f in features), owner="bench")]
+
+
+def build(root: str) -> str:
+    from featurecore.store import FeatureStore
+
+    rng = np.random.default_rng(0)
+    with FeatureStore.open(root, preload=False) as store:
+        store.apply(definitions())
+        for start in range(0, N_ITEMS, 100_000):
+            stop = min(N_ITEMS, start + 100_000)
+            values = rng.random((stop - start, DIM), dtype=np.float32)
+            store.write_online("items:v1", {f"f{j}": values[:, j] for j in range(DIM)},
+                               entity_ids=np.arange(start, stop), feature_timestamp=EVAL_US - 3_600_000_000)
+        store._db.flush()  # to SST files: a secondary otherwise replays the whole WAL when it opens
+        manifest = store.build_generations("items:v1")[0]
+        return manifest.path(root)
+
+
+def pss_kb(pid: "int | str" = "self") -> int:
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    raise RuntimeError("no Pss line")
+
+
+def worker(root: str, compare: bool) -> None:
+    """One serving process: open, first request, ROUNDS requests; report, wait for stdin."""
+    from featurecore.serving import FeatureRequest
+    from featurecore.store import FeatureStore
+
+    rng = np.random.default_rng(os.getpid())
+    pool = [rng.integers(0, N_ITEMS, CANDIDATES) for _ in range(64)]
+    before = pss_kb()
+    start = time.perf_counter()
+    store = FeatureStore.open(root, mode="secondary", preload=False)
+    store.get_features(FeatureRequest("bench:v1", {"item": pool[0]}, EVAL_US))
+    first_ms = (time.perf_counter() - start) * 1000
+    group = store.snapshots.loaded(GROUP_CF)
+    contenders = {"mapped": group}
+    if compare:  # a private copy of the same rows, built from RocksDB as before generations
+        contenders["heap"], _ = store.snapshots._build(store.group_schema("items:v1"))
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for r in range(ROUNDS):
+        for name, g in contenders.items():
+            store.snapshots._groups[GROUP_CF] = g  # the group requests are served from
+            request = FeatureRequest("bench:v1", {"item": pool[r % len(pool)]}, EVAL_US)
+            t = time.perf_counter()
+            store.get_features(request)
+            times[name].append(time.perf_counter() - t)
+    store.snapshots._groups[GROUP_CF] = group
+    contenders.clear()
+    p50 = {name: statistics.median(ts) * 1e6 for name, ts in times.items()}
+    print(json.dumps({"first_ms": first_ms, "p50_us": p50, "pss_before_kb": before,
+                      "mapped": group.generation_path is not None}), flush=True)
+    sys.stdin.readline()
+    store.close()
+
+
+def start_workers(root: str, n: int, compare: bool = False) -> list[dict]:
+    """n workers started together; returns their reports with their PSS, all alive."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    procs = [subprocess.Popen([sys.executable, "-m", "benchmarks.bench_shared_memory", "--worker", root, str(int(compare))],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=repo) for _ in range(n)]
+    try:
+        reports = [json.loads(p.stdout.readline()) for p in procs]
+        for p, report in zip(procs, reports):
+            report["pss_kb"] = pss_kb(p.pid)
+        return reports
+    finally:
+        for p in procs:
+            p.communicate("\n", timeout=60)
+
+
+def main() -> None:
+    directory = os.environ.get("BENCH_SHM_DIR") or tempfile.mkdtemp(prefix="bench_shm_")
+    root = os.path.join(directory, "store")
+    t = time.perf_counter()
+    path = build(root) if not os.path.exists(root) else None
+    print(f"store: {N_ITEMS} items x {DIM} float32 at {root} ({time.perf_counter() - t:.1f} s)")
+    if path:
+        with open(path, "rb") as f:  # into the page cache
+            while f.read(1 << 24):
+                pass
+    raw_kb = N_ITEMS * DIM * 4 / 1024
+    one = start_workers(root, 1)[0]
+    many = start_workers(root, N_WORKERS)
+    compare = start_workers(root, 1, compare=True)[0]
+    assert one["mapped"] and all(r["mapped"] for r in many), "workers did not map the generation"
+    total_one = one["pss_kb"]
+    total_many = sum(r["pss_kb"] for r in many)
+    group_one = one["pss_kb"] - one["pss_before_kb"]
+    group_many = sum(r["pss_kb"] - r["pss_before_kb"] for r in many)
+    ratio_p50 = compare["p50_us"]["mapped"] / compare["p50_us"]["heap"]
+    rows = [
+        ("sum PSS, N workers / 1 worker (total)", f"{total_many / 1024:.0f} MiB / {total_one / 1024:.0f} MiB",
+         f"{total_many / total_one:.2f}x", "<= 1.15x"),
+        ("same, PSS growth from open (the group)", f"{group_many / 1024:.0f} MiB / {group_one / 1024:.0f} MiB",
+         f"{group_many / group_one:.2f}x", "<= 1.15x"),
+        ("one worker's growth / raw payload", f"{group_one / 1024:.0f} MiB / {raw_kb / 1024:.0f} MiB",
+         f"{group_one / raw_kb:.2f}x", "<= 1.2x"),
+        ("open -> first request, 1 worker", f"{one['first_ms']:.1f} ms", "", "<= 50 ms"),
+        (f"open -> first request, {N_WORKERS} together (median)",
+         f"{statistics.median(r['first_ms'] for r in many):.1f} ms", "", ""),
+        ("get_features p50, mapped / heap", f"{compare['p50_us']['mapped']:.0f} us / {compare['p50_us']['heap']:.0f} us",
+         f"{ratio_p50:.2f}x", "<= 1.1x"),
+    ]
+    print(f"{N_WORKERS} workers, {CANDIDATES} candidates, {ROUNDS} rounds (a noisy shared machine: read the ratios)")
+    for name, value, ratio, target in rows:
+        print(f"  {name:<48} {value:>24} {ratio:>7} {target}")
+    failures = [
+        f"{what} {value:.2f} > {limit}"
+        for what, value, limit in (
+            ("total PSS ratio", total_many / total_one, 1.15),
+            ("group PSS ratio", group_many / group_one, 1.15),
+            ("bytes per worker / raw", group_one / raw_kb, 1.2),
+            ("first request ms", one["first_ms"], 50.0),
+            ("mapped/heap p50", ratio_p50, 1.1),
+        )
+        if value > limit
+    ]
+    gate(failures)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        worker(sys.argv[2], sys.argv[3] == "1")
+    else:
+        main()

@@ -304,3 +304,25 @@ def test_kill_9_during_publish_leaves_the_old_or_the_new_generation(tmp_path: Pa
     with FeatureStore.open(root, mode="read_only") as store:
         assert store.snapshots.loads[GROUP_CF].generation is not None
         assert (ctr_of(store, items[:800]) == 1.0).all()
+
+
+def test_snapshot_cli_builds_lists_and_verifies_generations(tmp_path: Path, capsys):
+    from featurecore import cli
+
+    root = str(tmp_path / "store")
+    with FeatureStore.open(root, preload=False) as store:
+        store.apply(definitions())
+        write_ctr(store, 1.0)
+    assert cli.main(["snapshot", "build", "--store", root, "--group", "item_stats:v1"]) == 0
+    assert GROUP_CF in capsys.readouterr().out
+    assert cli.main(["snapshot", "list", "--store", root]) == 0
+    listed = capsys.readouterr().out
+    assert GROUP_CF in listed and generations.current(root, GROUP_CF).file in listed
+    assert cli.main(["snapshot", "verify", "--store", root]) == 0
+    assert "ok" in capsys.readouterr().out
+    path = Path(generations.current(root, GROUP_CF).path(root))
+    path.write_bytes(path.read_bytes()[:-4096])
+    assert cli.main(["snapshot", "verify", "--store", root]) == 1
+    assert "truncated" in capsys.readouterr().out
+    assert cli.main(["snapshot", "build", "--store", root, "--group", "user_profile:v1"]) == 1
+    assert "generation files hold resident groups only" in capsys.readouterr().err

@@ -535,7 +535,11 @@ class FeatureStore:
         """Move the offline state as of ``as_of`` (default now) into the online store.
 
         Bulk (default): the group's latest rows are written as an SST file and ingested
-        atomically, so readers see the old or the new generation, never a mix.
+        atomically, so readers see the old or the new generation, never a mix. A group
+        fed by a stream (``ingest``) is hybrid: after the base as of ``as_of``, the rows
+        logged after it (the stream's deltas, which reach the offline table before the
+        online store) are applied incrementally in the same call, newest row per entity
+        winning; it returns both summaries. Other groups are rebuilt exactly as of ``as_of``.
         ``incremental``: only rows logged since the group's last watermark, through
         write batches. ``group_ref`` None: every online group. Resident groups then get
         a new generation file (``build_generations``), which serving processes map.
@@ -554,13 +558,22 @@ class FeatureStore:
                 for ref in refs
             ]
         else:
-            summaries = [
-                materialize_bulk(
-                    self._db, self.root, self.state, ref, as_of_us, on_ingested=writer.group_replaced, progress=progress,
-                    tombstones=tombstones,
-                )
-                for ref in refs
-            ]
+            from .streams import read_positions
+
+            streamed = {p["group_cf"] for p in read_positions(self._db)} if as_of_us is not None else set()
+            summaries = []
+            for ref in refs:
+                # Hybrid (a stream feeds the group): the base as of T, then the stream's deltas after T,
+                # under the commit lock, so no commit of this process's ingestion lands in between.
+                with self._lock:
+                    summaries.append(materialize_bulk(
+                        self._db, self.root, self.state, ref, as_of_us, on_ingested=writer.group_replaced, progress=progress,
+                        tombstones=tombstones,
+                    ))
+                    if self.group_schema(ref).cf_name in streamed:
+                        summaries.append(materialize_incremental(
+                            self._db, writer, self.root, self.state, ref, None, progress=progress, tombstones=tombstones
+                        ))
         # Resident groups: a generation file of the new rows, which every serving process maps.
         for ref in refs:
             if self.state.feature_groups[ref].serving_mode == "resident":

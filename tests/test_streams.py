@@ -6,6 +6,8 @@ only when it is absent.
 
 from __future__ import annotations
 
+import time
+
 
 import msgpack
 import numpy as np
@@ -231,7 +233,6 @@ def test_the_cli_consumer_serves_metrics_stops_gracefully_on_sigterm_and_monitor
     import socket
     import subprocess
     import sys
-    import time
     import urllib.request
 
     sequences = server.publish(f"{subject}.rows", [packed(row(f"s{i}", T0_US, i)) for i in range(50)])
@@ -269,3 +270,62 @@ def test_the_cli_consumer_serves_metrics_stops_gracefully_on_sigterm_and_monitor
     report = subprocess.run([sys.executable, "-m", "featurecore.cli", "monitor", "--store", root], capture_output=True, text=True)
     assert report.returncode == 0, report.stderr
     assert "streams" in report.stdout and f"nats:{subject}:cli" in report.stdout and f"{sequences[-1]:>10,}" in report.stdout
+
+
+def test_hybrid_a_bulk_materialization_as_of_a_time_keeps_the_stream_deltas_after_it(store, server, subject):
+    # The batch base: s1 and s2 as of T0.
+    store.write(GROUP, {"clicks": [1, 2], "dwell": [0.5, 0.5], "last_kind": ["news", "news"]}, entity_ids=["s1", "s2"], feature_timestamp=T0_US)
+    # Stream deltas: s1 after the base's as-of time, s3 before it, s2 long after.
+    server.publish(f"{subject}.rows", [packed(row("s1", T0_US + 10 * SECOND_US, 7)), packed(row("s3", T0_US + SECOND_US, 3)),
+                                       packed(row("s2", T0_US + 3600 * SECOND_US, 9))])
+    drain(store, server, subject)
+    summaries = store.materialize(GROUP, as_of=T0_US + 5 * SECOND_US)
+    assert [s.mode for s in summaries] == ["bulk", "incremental"]
+    assert online_rows(store, ["s1", "s2", "s3"])[0] == [7.0, 9.0, 3.0]  # base + every delta newer than as_of
+    # A group no stream feeds is rebuilt exactly as of the time (repair, rollback).
+    with FeatureStore.open(store.root + "-plain") as plain:
+        plain.apply(definitions())
+        plain.write(GROUP, {"clicks": [1, 7], "dwell": [0.5, 0.5], "last_kind": ["news", "news"]}, entity_ids=["s1", "s1"],
+                    feature_timestamp=[T0_US, T0_US + 10 * SECOND_US])
+        assert [s.mode for s in plain.materialize(GROUP, as_of=T0_US + 5 * SECOND_US)] == ["bulk"]
+        assert online_rows(plain, ["s1"])[0] == [1.0]
+
+
+def test_hybrid_no_delta_is_lost_while_materializing_during_ingestion(store, server, subject):
+    import threading
+
+    store.write(GROUP, {"clicks": [0] * 20, "dwell": [0.5] * 20, "last_kind": ["news"] * 20}, entity_ids=[f"s{i}" for i in range(20)],
+                feature_timestamp=T0_US)
+    stop = threading.Event()
+    source = NatsSource(server.url(f"{subject}.rows"), durable="test", dead_letter_subject=f"{subject}.dead")
+    ingestor = store.ingestor(GROUP, source, max_batch=4)
+    consumer = threading.Thread(target=ingestor.run, args=(stop,))
+    consumer.start()
+    try:
+        for k in range(1, 6):
+            server.publish(f"{subject}.rows", [packed(row(f"s{i}", T0_US + k * SECOND_US, 100 * k + i)) for i in range(20)])
+            store.materialize(GROUP, as_of=T0_US)
+        deadline = time.monotonic() + 20
+        while ingestor.stats.messages < 100 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        consumer.join()
+        source.close()
+    store.materialize(GROUP, as_of=T0_US)
+    assert online_rows(store, [f"s{i}" for i in range(20)])[0] == [500.0 + i for i in range(20)]
+
+
+def test_a_recreated_stream_is_refused_instead_of_silently_skipped(store, server, subject):
+    from featurecore.errors import FeatureStoreError
+
+    server.publish(f"{subject}.rows", [packed(row("s1", T0_US, 1)), packed(row("s2", T0_US, 2))])
+    drain(store, server, subject)
+    server._call(lambda nc, js: js.purge_stream(subject))  # keeps the sequence: fine
+    server.publish(f"{subject}.rows", [packed(row("s3", T0_US, 3))])
+    assert drain(store, server, subject).rows == 3
+    server._call(lambda nc, js: js.delete_stream(subject))
+    server.add_stream(subject, [f"{subject}.rows"])
+    server.publish(f"{subject}.rows", [packed(row("s4", T0_US, 4))])
+    with pytest.raises(FeatureStoreError, match="was recreated"):
+        drain(store, server, subject)

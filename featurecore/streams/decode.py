@@ -18,6 +18,7 @@ the rest is applied. A message is applied whole or not at all.
 from __future__ import annotations
 
 import json
+from operator import itemgetter
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -30,6 +31,8 @@ from ..timestamps import TimestampBounds
 from .source import StreamMessage
 
 _ENVELOPE = frozenset({"entity_id", "feature_timestamp", "generated_at", "values", "tenant"})
+_REQUIRED = frozenset({"entity_id", "feature_timestamp", "values"})
+_NUMBERS = frozenset({int, float})
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,14 @@ def _rows_of(payload: bytes) -> list[dict]:
     rows = decoded if isinstance(decoded, list) else [decoded]
     if not rows:
         raise ValidationError("payload holds an empty list of rows; publish one row or a non-empty list")
+    for row in rows:  # the common case in a few C-level set operations per row
+        if not (type(row) is dict and _REQUIRED <= row.keys() <= _ENVELOPE and type(row["values"]) is dict):
+            _refuse_envelope(rows)
+    return rows
+
+
+def _refuse_envelope(rows: list) -> None:
+    """Raise the ValidationError naming the first row whose envelope is wrong."""
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
             raise ValidationError(f"row {i} is a {type(row).__name__}, not a map; publish {{'entity_id', 'feature_timestamp', 'values', ...}}")
@@ -63,7 +74,17 @@ def _rows_of(payload: bytes) -> list[dict]:
             raise ValidationError(f"row {i} has {problem}; a row has entity_id, feature_timestamp, values and optionally generated_at, tenant")
         if not isinstance(row["values"], dict):
             raise ValidationError(f"row {i}: values must be a map of feature name -> value, got {type(row['values']).__name__}")
-    return rows
+
+
+def _column(cells: list) -> Any:
+    """A column for ``validate_batch``: a numpy array when every cell is a Python int or
+    float (what a numeric DataFrame column gives the validator; exact, no bool or None
+    among them), else the list itself, which the validator checks cell by cell."""
+    if set(map(type, cells)) <= _NUMBERS:
+        array = np.asarray(cells)
+        if array.dtype.kind in "if":
+            return array
+    return cells
 
 
 class _Group:
@@ -75,28 +96,34 @@ class _Group:
     def validate(self, schema: GroupSchema, published_us: int, bounds: TimestampBounds, parts: "Sequence[tuple[StreamMessage, list[dict]]] | None" = None) -> "tuple[Batch, np.ndarray]":
         parts = self.messages if parts is None else parts
         rows = [row for _, message_rows in parts for row in message_rows]
-        names = list(rows[0]["values"])
-        columns = {name: [row["values"][name] for row in rows] for name in names}
-        generated = [row.get("generated_at", published_us) for row in rows]
+        values = list(map(itemgetter("values"), rows))
+        columns = {name: _column(list(map(itemgetter(name), values))) for name in rows[0]["values"]}
+        stamps = _column(list(map(itemgetter("feature_timestamp"), rows)))
+        generated = _column([row.get("generated_at", published_us) for row in rows])
         batch = validate_batch(
-            schema, columns, entity_ids=[row["entity_id"] for row in rows],
-            feature_timestamp=[row["feature_timestamp"] for row in rows], generated_at=generated,
-            published_at=published_us, timestamp_bounds=bounds,
+            schema, columns, entity_ids=list(map(itemgetter("entity_id"), rows)), feature_timestamp=stamps,
+            generated_at=generated, published_at=published_us, timestamp_bounds=bounds,
         )
         sequence = np.repeat(np.fromiter((m.sequence for m, _ in parts), np.int64, len(parts)), [len(r) for _, r in parts])
         return batch, sequence
 
 
 def _refused(group: _Group, parts: list, schema: GroupSchema, published_us: int, bounds: TimestampBounds) -> "list[tuple[StreamMessage, str]]":
-    """The messages of ``parts`` the validator refuses, by bisection (one call when all pass)."""
-    try:
-        group.validate(schema, published_us, bounds, parts)
-        return []
-    except ValidationError as error:
-        if len(parts) == 1:
+    """The messages of ``parts`` (which the validator refused as a whole) it refuses, by bisection."""
+    if len(parts) == 1:
+        try:
+            group.validate(schema, published_us, bounds, parts)
+        except ValidationError as error:
             return [(parts[0][0], str(error))]
+        return []
     half = len(parts) // 2
-    return _refused(group, parts[:half], schema, published_us, bounds) + _refused(group, parts[half:], schema, published_us, bounds)
+    out = []
+    for piece in (parts[:half], parts[half:]):
+        try:
+            group.validate(schema, published_us, bounds, piece)
+        except ValidationError:
+            out += _refused(group, piece, schema, published_us, bounds)
+    return out
 
 
 def decode(
@@ -121,14 +148,17 @@ def decode(
         groups.setdefault((tenant, names), _Group()).messages.append((message, rows))
     by_tenant: dict[str, list[tuple[Batch, np.ndarray]]] = {}
     for (tenant, _), group in groups.items():
-        refused = _refused(group, group.messages, schema, published_us, bounds)
-        if refused:
+        try:
+            validated = group.validate(schema, published_us, bounds)
+        except ValidationError:
+            refused = _refused(group, group.messages, schema, published_us, bounds)
             dead += refused
             bad = {m.sequence for m, _ in refused}
             group.messages = [part for part in group.messages if part[0].sequence not in bad]
             if not group.messages:
                 continue
-        by_tenant.setdefault(tenant, []).append(group.validate(schema, published_us, bounds))
+            validated = group.validate(schema, published_us, bounds)
+        by_tenant.setdefault(tenant, []).append(validated)
     out = []
     for tenant, parts in by_tenant.items():
         batch, sequence = parts[0] if len(parts) == 1 else _concat(parts)

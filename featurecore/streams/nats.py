@@ -107,6 +107,12 @@ class NatsSource:
         from nats.js.errors import NotFoundError
 
         async def repoint() -> Any:
+            last = (await self._js.stream_info(self.stream)).state.last_seq
+            if last < after:
+                raise FeatureStoreError(
+                    f"stream {self.stream!r} ends at sequence {last:,} but the store applied up to {after:,} from it: the stream "
+                    "was recreated (sequences start again at 1); consume it with a new --durable name, which starts a new position"
+                )
             try:
                 await self._js.delete_consumer(self.stream, self.durable)
             except NotFoundError:
@@ -132,7 +138,7 @@ class NatsSource:
             raise FeatureStoreError("NatsSource.fetch before open(after); the ingest loop opens the source at its position")
         try:
             messages = self._run(self._sub.fetch(min(max_messages, self._max_ack_pending), timeout=timeout_s))
-        except NatsTimeout:
+        except (NatsTimeout, asyncio.TimeoutError):  # nats-py raises either when nothing arrived in time
             return []
         out = []
         for m in messages:

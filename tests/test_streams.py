@@ -329,3 +329,26 @@ def test_a_recreated_stream_is_refused_instead_of_silently_skipped(store, server
     server.publish(f"{subject}.rows", [packed(row("s4", T0_US, 4))])
     with pytest.raises(FeatureStoreError, match="was recreated"):
         drain(store, server, subject)
+
+
+def test_a_new_snapshot_generation_keeps_the_stream_deltas(store, server, subject):
+    """A generation is built from RocksDB under the commit lock and stamped with its changelog
+    sequence; the stream's commits after it reach serving through the overlay (changelog), in
+    this process and in a secondary that maps the generation."""
+    server.publish(f"{subject}.rows", [packed(row(f"s{i}", T0_US, i)) for i in range(5)])
+    ingestor, source = ingest(store, server, subject, max_batch=2)
+    try:
+        ingestor.run(idle_timeout_s=0.3)
+        store.snapshots.publish(store.group_schema(GROUP), force=True)
+        server.publish(f"{subject}.rows", [packed(row("s1", T0_US + SECOND_US, 100)), packed(row("s9", T0_US, 9))])
+        ingestor.run(idle_timeout_s=0.3)
+    finally:
+        source.close()
+
+    def served(opened, entity):
+        matrix = opened.get_features(features=["clicks:v1"], entities={"session": entity}, request_time=T0_US + 2 * SECOND_US)
+        return float(matrix.values[0, 0])
+
+    with FeatureStore.open(store.root, mode="secondary") as secondary:
+        for opened in (store, secondary):
+            assert [served(opened, e) for e in ("s0", "s1", "s4", "s9")] == [0.0, 100.0, 4.0, 9.0]

@@ -29,6 +29,7 @@ from .errors import FeatureStoreError, NotFoundError, ValidationError
 from .access import AccessPolicy, ConsentRegistry
 from .governance.deletion import pending_deletions, resume_deletions
 from .online import changelog, generations
+from .online.backend import RocksDBBackend
 from .online.tombstones import Tombstones, tombstone_version
 from .online.batch import GroupSchema, check_tenant, check_text_ids, micros_now, to_micros, validate_batch
 from .online.direct import DirectReader
@@ -139,7 +140,7 @@ class FeatureStore:
                 direct=self.direct,
             )
             if mode == "primary":
-                self._writer = OnlineWriter(self._db, self.snapshots, self._lock, changelog_retention=changelog_retention)
+                self._writer = OnlineWriter(RocksDBBackend(self._db), self.snapshots, self._lock, changelog_retention=changelog_retention)
                 self._finish_interrupted_deletions()
             elif mode == "secondary":
                 self._refresher = Refresher(

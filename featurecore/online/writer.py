@@ -1,7 +1,9 @@
 """The online write path: validated batches and deletes, applied atomically.
 
-Each change is ONE RocksDB WriteBatch holding the group rows and the changelog entry,
-so another process sees all of a batch or none of it. Changes are serialized by one
+Each commit is ONE ``WriteBatchSpec`` (online/backend.py, the owner of the atomicity
+contract) holding the group rows and the changelog entries, applied all or nothing by the
+``OnlineBackend`` (RocksDB: one WriteBatch), so another process sees all of a batch or
+none of it. Changes are serialized by one
 lock that also covers applying them to this process's resident snapshots, so resident
 state follows the database in commit order and same-process readers see a write as
 soon as ``write`` returns.
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence, cast
+from typing import Mapping, Sequence, cast
 
 import numpy as np
 import rocksdict
@@ -26,7 +28,7 @@ from .. import _core
 from ..errors import ValidationError
 from . import changelog
 from .batch import MAX_KEY_BYTES, Batch, GroupSchema, check_tenant, micros_now, normalize_ids
-from ..layout import CHANGELOG_CF, META_CF, column_family, multi_get
+from .backend import GroupWrite, OnlineBackend, RocksDBBackend, WriteBatchSpec
 from .snapshots import Snapshots
 
 #: Keep this many changelog entries; a secondary further behind reloads fully.
@@ -125,7 +127,8 @@ class OnlineWriter:
     """Commits changes to the online store and to this process's snapshots.
 
     Args:
-        db: the primary (read-write) database.
+        backend: the primary's online storage (a rocksdict database is wrapped in a
+            ``RocksDBBackend``).
         snapshots: this process's resident groups; loaded ones get every change.
         lock: serializes commits with snapshot loads (shared with ``snapshots``).
         changelog_retention: changelog entries kept for readers in other processes.
@@ -133,24 +136,18 @@ class OnlineWriter:
 
     def __init__(
         self,
-        db: rocksdict.Rdict,
+        backend: "OnlineBackend | rocksdict.Rdict",
         snapshots: Snapshots,
         lock: threading.RLock,
         *,
         changelog_retention: int = DEFAULT_CHANGELOG_RETENTION,
     ):
-        self._db = db
+        self._backend: OnlineBackend = RocksDBBackend(backend) if isinstance(backend, rocksdict.Rdict) else backend
         self._snapshots = snapshots
         self._lock = lock
         self._retention = int(changelog_retention)
         self._trim_every = max(1, min(_TRIM_EVERY, self._retention))
-        self._changelog_handle: Any = db.get_column_family_handle(CHANGELOG_CF)
-        self._meta_handle: Any = db.get_column_family_handle(META_CF)
-        # Column-family handles by name: looking a family up costs milliseconds in
-        # rocksdict, far more than the write itself.
-        self._handles: dict[str, rocksdict.ColumnFamily] = {}
-        self._families: dict[str, rocksdict.Rdict] = {}  # for the multi-gets of put changes
-        self.sequence = changelog.last_sequence(column_family(db, CHANGELOG_CF))
+        self.sequence = self._backend.last_sequence()
 
     def encode(self, schema: GroupSchema, batch: Batch, tenant: str) -> Change:
         """Encode a validated batch into keys and v2 rows (native), rejecting duplicate ids."""
@@ -181,21 +178,12 @@ class OnlineWriter:
         """The change that deletes ``ids`` of ``tenant`` from ``schema``'s group."""
         return Change(schema.cf_name, _core.encode_keys(check_tenant(tenant), schema.entity_type, normalize_ids(ids)))
 
-    def _handle(self, group_cf: str) -> rocksdict.ColumnFamily:
-        handle = self._handles.get(group_cf)
-        if handle is None:
-            column_family(self._db, group_cf)  # created on first write
-            handle = self._handles[group_cf] = self._db.get_column_family_handle(group_cf)
-            self._families[group_cf] = self._db.get_column_family(group_cf)
-        return handle
-
     def _without_older(self, change: Change) -> "tuple[Change | None, int]":
         """``change`` minus the puts whose stored row is newer (None if none is left),
         and how many were dropped. One multi-get of the change's keys."""
         if change.keys is None or change.rows is None or not change.keys:
             return change, 0
-        self._handle(change.group_cf)
-        keep = not_older_mask(change.rows, multi_get(self._families[change.group_cf], change.keys))
+        keep = not_older_mask(change.rows, self._backend.read_many(change.group_cf, change.keys))
         if keep.all():
             return change, 0
         rows = np.flatnonzero(keep).tolist()
@@ -203,11 +191,8 @@ class OnlineWriter:
         return kept, len(change.keys) - len(rows)
 
     def close(self) -> None:
-        """Drop the column-family handles (before the database closes)."""
-        self._handles.clear()
-        self._families.clear()
-        self._changelog_handle = None
-        self._meta_handle = None
+        """Release the backend's handles (before the database closes)."""
+        self._backend.close()
 
     def group_replaced(self, group_cf: str) -> int:
         """Announce that ``group_cf`` was replaced wholesale (e.g. by an SST ingest):
@@ -218,13 +203,13 @@ class OnlineWriter:
         self, changes: Sequence[Change], published_at_us: "int | None" = None, *, meta: "Mapping[bytes, bytes] | None" = None
     ) -> Committed:
         """Apply ``changes`` (possibly to several groups; each key once per change) in one
-        WriteBatch, with one changelog entry per change, then to the loaded snapshots.
+        ``WriteBatchSpec``, with one changelog entry per change, then to the loaded snapshots.
 
         Puts older than the stored row of their key by (feature_timestamp, generated_at)
         are dropped first, under the same lock (see the module docstring); a change left
         empty writes nothing, not even its changelog entry.
 
-        ``meta`` puts go to the ``meta`` column family in the same WriteBatch, even when
+        ``meta`` puts go to the ``meta`` key space in the same spec, even when
         every row was dropped: a stream consumer records its position there, so the
         position exists exactly when the rows do (featurecore/streams/ingest.py).
         """
@@ -240,23 +225,15 @@ class OnlineWriter:
                 if newest is not None:
                     kept.append(newest)
             sequence = self.sequence
-            wb = rocksdict.WriteBatch(raw_mode=True)
+            writes, entries, trim = [], [], None
             for change in kept:
-                handle = self._handle(change.group_cf)
-                if change.keys is not None and change.rows is None:
-                    for key in change.keys:
-                        wb.delete(key, handle)
-                elif change.keys is not None and change.rows is not None:
-                    for key, row in zip(change.keys, change.rows):
-                        wb.put(key, row, handle)
+                if change.keys is not None:
+                    writes.append(GroupWrite(change.group_cf, change.keys, change.rows))
                 sequence += 1
-                wb.put(changelog.entry_key(sequence), changelog.encode_entry(change.group_cf, change.keys, published), self._changelog_handle)
+                entries.append((sequence, changelog.encode_entry(change.group_cf, change.keys, published)))
                 if sequence % self._trim_every == 0 and sequence > self._retention:
-                    wb.delete_range(changelog.entry_key(0), changelog.entry_key(sequence - self._retention), self._changelog_handle)
-            for key, value in (meta or {}).items():
-                wb.put(key, value, self._meta_handle)
-            if kept or meta:
-                self._db.write(wb)
+                    trim = sequence - self._retention
+            self._backend.commit(WriteBatchSpec(tuple(writes), tuple(entries), trim, tuple((meta or {}).items())))
             self.sequence = sequence
             for change in kept:
                 self._snapshots.apply(change.group_cf, change.keys, change.rows)

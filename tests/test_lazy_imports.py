@@ -1,4 +1,4 @@
-"""``import featurecore`` and opening a store to serve import neither pandas, pyarrow nor
+"""``import featurecore`` and opening a store to serve import neither pandas, pyarrow, yaml nor
 matplotlib (issue 11): a ranking worker pays for the offline stack only if it uses it.
 Checked in a fresh interpreter, since this test process has imported them already."""
 
@@ -12,7 +12,7 @@ from conftest import ITEMS, T0_US, populate
 
 from featurecore.store import FeatureStore
 
-HEAVY = ("pandas", "pyarrow", "matplotlib")
+HEAVY = ("pandas", "pyarrow", "matplotlib", "yaml")
 
 
 def heavy_modules_after(code: str) -> list[str]:

@@ -37,9 +37,7 @@ from __future__ import annotations
 import os
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Callable, Mapping, cast
-
-import yaml
+from typing import TYPE_CHECKING, Any, Callable, Mapping, cast
 
 from ..durations import DURATION_PATTERN as _DURATION_PATTERN
 from ..durations import format_duration, parse_duration
@@ -75,9 +73,12 @@ from .model import (
 )
 from .serde import to_plain
 
-# libyaml's safe loader/dumper when PyYAML was built with it (about 10x faster), same semantics.
-_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_SafeDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+if TYPE_CHECKING:
+    import yaml
+
+# yaml is imported where YAML is read or written, not by `import featurecore` (~20 ms):
+# opening a store to serve never parses YAML. libyaml's safe loader/dumper are used when
+# PyYAML was built with it (about 10x faster), same semantics.
 
 
 def _int(value: Any, what: str) -> int:
@@ -470,16 +471,19 @@ def _compose(text: str, source: str) -> tuple[Any, _Marks]:
     "billion laughs"); so are duplicate keys, which YAML loaders otherwise resolve
     silently to the last one.
     """
+    import yaml
+
+    safe_loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     marks = _Marks(source)
     try:
-        for event in yaml.parse(text, Loader=_SafeLoader):
+        for event in yaml.parse(text, Loader=safe_loader):
             if isinstance(event, yaml.AliasEvent):
                 at = event.start_mark
                 raise RegistryError(
                     f"{source}:{at.line + 1}:{at.column + 1}: YAML aliases (*{event.anchor}) are not allowed in "
                     "definitions; write the values out (repeat them, or move them to one definition and refer to it by ref)"
                 )
-        root = yaml.compose(text, Loader=_SafeLoader)
+        root = yaml.compose(text, Loader=safe_loader)
     except yaml.YAMLError as exc:
         raise _syntax_error(exc, source) from None
     scalars = yaml.SafeLoader("")  # only its constructor, for scalar tags (int, bool, null, ...)
@@ -602,7 +606,10 @@ def to_yaml_document(definitions: Definitions | RegistryState) -> dict:
 
 def dump_yaml(definitions: Definitions | RegistryState) -> str:
     """YAML text for ``definitions`` (one file holding every kind)."""
-    return yaml.dump(to_yaml_document(definitions), Dumper=_SafeDumper, sort_keys=False, allow_unicode=True)
+    import yaml
+
+    safe_dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    return yaml.dump(to_yaml_document(definitions), Dumper=safe_dumper, sort_keys=False, allow_unicode=True)
 
 
 # -- JSON Schema ----------------------------------------------------------------------------

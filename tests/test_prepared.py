@@ -48,6 +48,33 @@ def test_a_prepared_call_equals_get_features(resident_store, items, user, privac
     same(handle(entities, EVAL_US, **extra), store.get_features(FeatureRequest(FEATURE_SET, entities, EVAL_US, privacy_mode=privacy, **extra)))
 
 
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(items=st.lists(ids, min_size=1, max_size=30), with_context=st.booleans())
+def test_a_call_into_out_arrays_writes_what_get_features_serves(resident_store, items, with_context):
+    store = resident_store
+    handle = store.prepare(FEATURE_SET)
+    out = handle.outputs(len(items))
+    extra = {"context": {"hour": 9.0}, "candidate": {"source_rank": np.arange(len(items), dtype=np.float32)}} if with_context else {}
+    entities = {"user": "u2", "item": items, "creator": ["c1"] * len(items)}
+    for _ in range(2):  # the same arrays, reused
+        matrix = handle(entities, EVAL_US, out=out, **extra)
+        assert matrix.values is out[0] and matrix.reasons is out[1] and matrix.group_age is out[2]
+        same(matrix, store.get_features(FeatureRequest(FEATURE_SET, entities, EVAL_US, **extra)))
+
+
+def test_out_arrays_of_the_wrong_shape_or_dtype_are_refused(resident_store):
+    handle = resident_store.prepare(FEATURE_SET)
+    entities = {"user": "u2", "item": ["i1", "i2"], "creator": ["c1", "c2"]}
+    values, reasons, group_age = handle.outputs(3)
+    with pytest.raises(ValidationError, match=r"out must be \(values float32 \(2, .*for 2 candidates.*handle.outputs\(n\)"):
+        handle(entities, EVAL_US, out=(values, reasons, group_age))
+    values, reasons, group_age = handle.outputs(2)
+    with pytest.raises(ValidationError, match="out must be"):
+        handle(entities, EVAL_US, out=(values.astype(np.float64), reasons, group_age))
+    with pytest.raises(ValidationError, match="out must be"):
+        handle(entities, EVAL_US, out=[values, reasons, group_age])
+
+
 def test_consent_and_registry_changes_apply_to_the_next_call(resident_store):
     store = resident_store
     handle = store.prepare(FEATURE_SET)

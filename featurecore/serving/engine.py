@@ -14,6 +14,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+import numpy as np
+
 from .. import _core
 from ..errors import AccessDeniedError, ValidationError
 from ..access import AccessPolicy
@@ -269,13 +271,19 @@ class PreparedFeatureSet:
         context: Mapping[str, float] | None = None,
         candidate: Mapping[str, Any] | None = None,
         deadline_ms: float | None = None,
+        out: "tuple[np.ndarray, np.ndarray, np.ndarray] | None" = None,
     ) -> FeatureMatrix:
-        """Serve one request: ``entities`` and ``request_time`` as in FeatureRequest."""
+        """Serve one request: ``entities`` and ``request_time`` as in FeatureRequest.
+
+        ``out``: the (values, reasons, group_age) arrays to write the matrix into
+        (``outputs(n)`` makes them for n candidates), so a loop allocates no output per
+        request; the returned matrix's arrays are then these.
+        """
         engine, t = self._engine, self._template
         state = engine._state()
         route = self._route if state.revision == self._revision else self._refresh(state)
         if not self._fast or context or candidate or deadline_ms is not None or type(request_time) is not int or not isinstance(entities, dict) or not entities:
-            return self._slow(entities, request_time, context, candidate, deadline_ms)
+            return self._slow(entities, request_time, context, candidate, deadline_ms, out)
         self._check_time(request_time)
         ids = {str(name): _normalize_ids(str(name), value) for name, value in entities.items()}
         assert route is not None
@@ -284,22 +292,40 @@ class PreparedFeatureSet:
         row_entity, n = _candidates(route, ids)
         resident = engine._resident
         sources = [None if kind == "skip" or b.ref in consent_off else resident(schema) for kind, schema, b in route.sources]
+        outputs = None if out is None else route.compiled.check_out(out, n)
         try:
             return route.compiled.serve(
                 sources, ids, t.tenant, request_time, None, None, n,
                 row_ids=ids.get(row_entity) if row_entity else None,
                 row_entity=row_entity,
                 needed_roles=None if consent_off else route.needed_roles,
+                out=outputs,
             )
         except ValidationError:  # a refused id: raised again, named as get_features names it
-            return self._slow(entities, request_time, context, candidate, deadline_ms)
+            return self._slow(entities, request_time, context, candidate, deadline_ms, out)
 
-    def _slow(self, entities: Any, request_time: Any, context: Any, candidate: Any, deadline_ms: Any) -> FeatureMatrix:
+    def outputs(self, n: int) -> "tuple[np.ndarray, np.ndarray, np.ndarray]":
+        """New (values float32 (n, F), reasons uint8 (n, F), group_age float32 (n, G))
+        arrays for ``out=`` of calls with n candidates."""
+        state = self._engine._state()
+        route = self._route if state.revision == self._revision else self._refresh(state)
+        assert route is not None
+        return route.compiled.outputs(n)
+
+    def _slow(self, entities: Any, request_time: Any, context: Any, candidate: Any, deadline_ms: Any, out: Any) -> FeatureMatrix:
         t = self._template
-        return self._serve(
+        matrix = self._serve(
             FeatureRequest(t.feature_set, entities, request_time, tenant=t.tenant, privacy_mode=t.privacy_mode, purpose=t.purpose,
                            caller=t.caller, context=context or {}, candidate=candidate or {}, deadline_ms=deadline_ms)
         )
+        if out is not None:  # the same contract as the fast path: the matrix lives in out
+            assert self._route is not None
+            values, reasons, group_age = self._route.compiled.check_out(out, len(matrix.values))
+            np.copyto(values, matrix.values)
+            np.copyto(reasons, matrix.reasons)
+            np.copyto(group_age, matrix.group_age)
+            matrix.values, matrix.reasons, matrix.group_age = values, reasons, group_age
+        return matrix
 
 
 def _source_kind(state: RegistryState, binding: GroupBinding, skipped: frozenset[str]) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence, cast
 
 import numpy as np
 
@@ -173,6 +173,7 @@ class CompiledFeatureSet:
         row_ids: object = None,
         row_entity: str = "",
         needed_roles: frozenset[int] | None = None,
+        out: "tuple[np.ndarray, np.ndarray, np.ndarray] | None" = None,
     ) -> FeatureMatrix:
         """Serve one request with one native call.
 
@@ -189,6 +190,8 @@ class CompiledFeatureSet:
             row_ids / row_entity: labels of the rows for the debug view.
             needed_roles: ``needed_roles(group_sources)`` when the caller already knows
                 it (the engine caches it per route); computed when None.
+            out: (values, reasons, group_age) arrays to write into instead of new ones
+                (``outputs(n)`` makes them), so a serving loop allocates nothing per request.
 
         Raises:
             FeatureUnavailableError: a feature whose policy is ``fail`` was missing.
@@ -200,7 +203,7 @@ class CompiledFeatureSet:
         if needed_roles is None:
             needed_roles = self.needed_roles(group_sources)
         ids = self._role_ids(ids_by_entity, needed_roles)
-        values, reasons, group_age = self._outputs(n)
+        values, reasons, group_age = self._outputs(n) if out is None else self.check_out(out, n)
         stats = _core.serve(
             self.plan,
             group_sources,
@@ -277,6 +280,31 @@ class CompiledFeatureSet:
             np.empty((n, f), dtype=np.uint8),
             np.empty((n, len(self.groups)), dtype=np.float32),
         )
+
+    def outputs(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """New (values float32 (n, F), reasons uint8 (n, F), group_age float32 (n, G))
+        arrays to pass as ``out=`` to every request of n candidates."""
+        return self._outputs(n)
+
+    def check_out(self, out: object, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``out`` if it is the (values, reasons, group_age) arrays of n rows; else
+        ValidationError naming what is wrong and how to make them."""
+        want = [(np.float32, (n, len(self.columns))), (np.uint8, (n, len(self.columns))), (np.float32, (n, len(self.groups)))]
+        ok = isinstance(out, tuple) and len(out) == 3 and all(
+            isinstance(a, np.ndarray) and a.dtype == dtype and a.shape == shape and a.flags.c_contiguous and a.flags.writeable
+            for a, (dtype, shape) in zip(out, want)
+        )
+        if not ok:
+            got = (
+                [f"{a.dtype} {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__ for a in out]
+                if isinstance(out, tuple) else type(out).__name__
+            )
+            raise ValidationError(
+                f"out must be (values float32 {want[0][1]}, reasons uint8 {want[1][1]}, group_age float32 "
+                f"{want[2][1]}), C-contiguous and writable, for {n} candidates; got {got}; make them once with "
+                "handle.outputs(n)"
+            )
+        return cast("tuple[np.ndarray, np.ndarray, np.ndarray]", out)
 
     def _raise_on_fail(self, stats: _core.AssembleStats, row_ids: object) -> None:
         if stats.fail_row < 0:

@@ -14,8 +14,8 @@ happened before the backfill ran.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -31,6 +31,9 @@ from ..online.tombstones import NO_TOMBSTONES, Tombstones
 from ..timestamps import DEFAULT_BOUNDS, TimestampBounds
 from ..registry.model import RegistryState
 from .log import TIMESTAMP, OfflineLog, StagedAppend
+from ..progress import ProgressBar
+
+logger = logging.getLogger(__name__)
 
 _DAY = dt.timedelta(days=1)
 
@@ -114,7 +117,6 @@ def backfill(
         ValidationError: a malformed batch or range; nothing is committed.
     """
     began = time.perf_counter()
-    progress = sys.stderr.isatty() if progress is None else progress
     lo, hi = _as_utc(start, "start"), _as_utc(end, "end")
     if hi <= lo:
         raise ValidationError(
@@ -135,45 +137,44 @@ def backfill(
     n_parts = len(days) if callable(source) else 1
     stages: list[StagedAppend] = []
     rows = skipped = 0
+    bar = ProgressBar(f"backfill {group_ref}", n_parts, unit="days" if callable(source) else "tables", progress=progress)
     try:
-        for i, (a, b, data) in enumerate(parts):
-            table = _as_table(data)
-            if feature_timestamp not in table.column_names:
-                raise ValidationError(
-                    f"backfill source has no column {feature_timestamp!r} (columns: {table.column_names}); "
-                    "pass feature_timestamp='<column>'"
-                )
-            ts = table.column(feature_timestamp)
-            if pa.types.is_timestamp(ts.type) and ts.type.tz is not None:
-                ts = ts.cast(TIMESTAMP)
-            ts_us = pc.cast(ts, pa.int64())
-            inside = pc.and_(pc.greater_equal(ts_us, _micros(a)), pc.less(ts_us, _micros(b)))
-            kept = table.filter(inside)
-            skipped += table.num_rows - kept.num_rows
-            if kept.num_rows == 0:
-                continue
-            batch = validate_batch(
-                schema,
-                kept,
-                entity_ids=entity_ids,
-                feature_timestamp=feature_timestamp,
-                generated_at=generated_at if generated_at is not None else now,
-                published_at=now,
-                timestamp_bounds=timestamp_bounds,
-            )
-            kept_batch = tombstones.drop_deleted(batch, state, group_ref, tenant)
-            skipped += len(batch) - len(kept_batch)
-            if len(kept_batch):
-                stages.append(log.stage(log.to_arrow(kept_batch, tenant)))
-            rows += len(kept_batch)
-            if progress:
-                sys.stderr.write(f"\rbackfill {group_ref}: {i + 1}/{n_parts} parts, {rows:,} rows\033[K")
-        StagedAppend.combine(log, stages).commit()
+        with bar:
+            for a, b, data in parts:
+                table = _as_table(data)
+                if feature_timestamp not in table.column_names:
+                    raise ValidationError(
+                        f"backfill source has no column {feature_timestamp!r} (columns: {table.column_names}); "
+                        "pass feature_timestamp='<column>'"
+                    )
+                ts = table.column(feature_timestamp)
+                if pa.types.is_timestamp(ts.type) and ts.type.tz is not None:
+                    ts = ts.cast(TIMESTAMP)
+                ts_us = pc.cast(ts, pa.int64())
+                inside = pc.and_(pc.greater_equal(ts_us, _micros(a)), pc.less(ts_us, _micros(b)))
+                kept = table.filter(inside)
+                skipped += table.num_rows - kept.num_rows
+                if kept.num_rows:
+                    batch = validate_batch(
+                        schema,
+                        kept,
+                        entity_ids=entity_ids,
+                        feature_timestamp=feature_timestamp,
+                        generated_at=generated_at if generated_at is not None else now,
+                        published_at=now,
+                        timestamp_bounds=timestamp_bounds,
+                    )
+                    kept_batch = tombstones.drop_deleted(batch, state, group_ref, tenant)
+                    skipped += len(batch) - len(kept_batch)
+                    if len(kept_batch):
+                        stages.append(log.stage(log.to_arrow(kept_batch, tenant)))
+                    rows += len(kept_batch)
+                bar.advance(status=f"{rows:,} rows")
+            StagedAppend.combine(log, stages).commit()
     except BaseException:
         for stage in stages:
             stage.abort()
         raise
     summary = BackfillSummary(group_ref, rows, skipped, len(days), time.perf_counter() - began)
-    if progress:
-        sys.stderr.write(f"\r{summary}\033[K\n")
+    logger.info("%s", summary)
     return summary

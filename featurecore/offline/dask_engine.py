@@ -24,8 +24,6 @@ import glob
 import logging
 import math
 import os
-import sys
-import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Sequence, cast
@@ -38,6 +36,7 @@ from ..registry.deploy import assert_trainable
 from ..online.batch import GroupSchema, check_tenant
 from ..online.tombstones import NO_TOMBSTONES, Tombstones
 from ..registry.model import RegistryState
+from ..progress import ProgressBar
 from ..timestamps import DEFAULT_BOUNDS, TimestampBounds
 from .log import DEFAULT_CHUNK_ROWS, OfflineLog
 from .partition import (
@@ -283,7 +282,7 @@ def dask_training_set(
             (several tenants in one job).
         threads: native threads per task (Dask runs tasks in parallel already).
         reasons: also output a uint8 ``<column>__reason`` column per matrix column.
-        progress: a progress line on stderr (default: when stderr is a terminal); every
+        progress: a progress bar on stderr (default: when stderr is a terminal); every
             finished partition is also logged at INFO.
         offline_as_of: time travel, as in ``point_in_time_join``: the table versions are
             pinned here, on the client, so every task reads the same files.
@@ -390,7 +389,7 @@ def dask_training_set(
         import dask.dataframe as dd
 
         return dd.from_delayed(outputs, meta=meta.to_pandas(), verify_meta=False)
-    rows = _run(outputs, client, sys.stderr.isatty() if progress is None else progress)
+    rows = _run(outputs, client, progress)
     files = tuple(os.path.join(target, f"part-{e:05d}.parquet") for e in range(parts))
     return TrainingSetFiles(target, sum(rows), files, versions)
 
@@ -400,38 +399,28 @@ def _id_type(sample: pa.Table, state: RegistryState, entity: str) -> pa.DataType
     return ids.type.value_type if pa.types.is_dictionary(ids.type) else ids.type
 
 
-def _run(outputs: list, client: Any, progress: bool) -> list[int]:
+def _run(outputs: list, client: Any, progress: "bool | None") -> list[int]:
     """Compute ``outputs`` (row counts), logging each finished partition."""
     import dask
 
     client, owned = _resolve_client(client)
-    started = time.monotonic()
     rows = [0] * len(outputs)
     try:
-        if client is None:
-            rows = list(dask.compute(*outputs))
-            _report(len(outputs), len(outputs), sum(rows), started, progress)
-        else:
-            from distributed import as_completed
+        with ProgressBar("training set (dask)", len(outputs), unit="partitions", progress=progress) as bar:
+            if client is None:
+                rows = list(dask.compute(*outputs))
+                bar.advance(len(outputs), status=f"{sum(rows):,} rows")
+                logger.info("training set: %d/%d partitions written, %d rows", bar.done, len(outputs), sum(rows))
+            else:
+                from distributed import as_completed
 
-            futures = client.compute(outputs)
-            index = {f.key: i for i, f in enumerate(futures)}
-            for done, future in enumerate(as_completed(futures), 1):
-                rows[index[future.key]] = future.result()
-                _report(done, len(outputs), sum(rows), started, progress)
+                futures = client.compute(outputs)
+                index = {f.key: i for i, f in enumerate(futures)}
+                for future in as_completed(futures):
+                    rows[index[future.key]] = future.result()
+                    bar.advance(status=f"{sum(rows):,} rows")
+                    logger.info("training set: %d/%d partitions written, %d rows", bar.done, len(outputs), sum(rows))
     finally:
-        if progress:
-            sys.stderr.write("\n")
         if owned:
             client.close()
     return rows
-
-
-def _report(done: int, total: int, rows: int, started: float, progress: bool) -> None:
-    elapsed = time.monotonic() - started
-    logger.info("training set: %d/%d partitions written, %d rows, %.1f s", done, total, rows, elapsed)
-    if progress:
-        width = 30
-        filled = width * done // max(total, 1)
-        sys.stderr.write(f"\rtraining set [{'#' * filled}{'.' * (width - filled)}] {done}/{total} partitions, {rows:,} rows, {elapsed:.0f} s")
-        sys.stderr.flush()

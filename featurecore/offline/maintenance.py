@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
 
+from ..progress import ProgressBar
 from ..errors import FeatureStoreError
 from ..layout import META_CF, column_family
 from ..online.batch import GroupSchema
@@ -127,7 +128,7 @@ def migrate_group(root: str, state: RegistryState, group_ref: str) -> "Migration
     return summary
 
 
-def migrate_offline(root: str, state: RegistryState, db) -> list[MigrationSummary]:
+def migrate_offline(root: str, state: RegistryState, db, *, progress: "bool | None" = None) -> list[MigrationSummary]:
     """Migrate every group version's pre-Delta Parquet log into a Delta table, verified
     row for row, and forget each migrated group's materialization watermark (it counted
     manifest files; the next incremental run considers every row, which is harmless).
@@ -136,14 +137,20 @@ def migrate_offline(root: str, state: RegistryState, db) -> list[MigrationSummar
         root: the store directory.
         state: the registry state.
         db: the primary's online database (its ``meta`` holds the watermarks).
+        progress: a progress bar over the group versions on stderr (default: when stderr
+            is a terminal).
     """
     done = []
-    for ref in sorted(state.feature_groups):
-        summary = migrate_group(root, state, ref)
-        if summary is None:
-            continue
-        meta = column_family(db, META_CF)
-        meta.delete(watermark_key(GroupSchema.from_state(state, ref).cf_name))
-        del meta
-        done.append(summary)
+    refs = sorted(state.feature_groups)
+    with ProgressBar("migrate offline", len(refs), unit="group versions", progress=progress) as bar:
+        for ref in refs:
+            bar.status(ref)
+            summary = migrate_group(root, state, ref)
+            bar.advance()
+            if summary is None:
+                continue
+            meta = column_family(db, META_CF)
+            meta.delete(watermark_key(GroupSchema.from_state(state, ref).cf_name))
+            del meta
+            done.append(summary)
     return done

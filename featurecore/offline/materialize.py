@@ -32,8 +32,8 @@ the same rows, which is harmless.
 from __future__ import annotations
 
 import heapq
+import logging
 import os
-import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -56,6 +56,9 @@ from ..registry.model import RegistryState
 from .log import DEFAULT_CHUNK_ROWS, OfflineLog, Snapshot, Watermark, micros, typed_columns
 from ..registry.schema import schema_for_group
 from .pit import STAMP_COLUMNS, LogHistory, gather_rows
+from ..progress import ProgressBar
+
+logger = logging.getLogger(__name__)
 
 #: Rows per native upsert while loading an offline snapshot.
 SNAPSHOT_SLICE_ROWS = 65_536
@@ -187,12 +190,6 @@ def encode(
     return _core.encode_rows(native, columns, nulls, feature_ts, generated, published, order=permutation)
 
 
-def _say(progress: bool, text: str) -> None:
-    if progress:
-        sys.stderr.write(f"\r{text}\033[K")
-        sys.stderr.flush()
-
-
 # -- bulk -----------------------------------------------------------------------------
 
 
@@ -226,7 +223,6 @@ def materialize_bulk(
     """
     start = time.perf_counter()
     assert_materializable(state, group_ref)
-    progress = sys.stderr.isatty() if progress is None else progress
     as_of_us = micros_now() if as_of_us is None else int(as_of_us)
     log = OfflineLog.open(root, state, group_ref)
     schema, native = log.schema, schema_for_group(state, group_ref)
@@ -234,17 +230,37 @@ def materialize_bulk(
     published = micros_now()
     puts: list[tuple[bytes, list[bytes], list[bytes]]] = []
     scanned = 0
-    for tenant in log.tenants(snapshot.files):
-        _say(progress, f"materialize {group_ref}: selecting {tenant}")
-        latest = latest_rows(log, tenant, as_of_us, snapshot=snapshot, strict=strict, chunk_rows=chunk_rows)
-        latest = latest.without_deleted(tombstones, state, group_ref)
-        _say(progress, f"materialize {group_ref}: encoding {len(latest.ids):,} rows of {tenant}")
-        scanned += latest.scanned
-        order = latest.key_order()
-        keys = _core.encode_keys(tenant, schema.entity_type, latest.sorted_ids(order))
-        rows = encode(schema, native, latest.rows, published, order)
-        # Tenant blocks never interleave: each tenant's keys share a length-prefixed prefix.
-        puts.append((_core.encode_key(tenant, schema.entity_type, ""), keys, rows))
+    tenants = log.tenants(snapshot.files)
+    bar = ProgressBar(f"materialize {group_ref}", len(tenants) + 1, unit="steps", progress=progress)
+    with bar:
+        for tenant in tenants:
+            bar.status(f"selecting rows of tenant {tenant}")
+            latest = latest_rows(log, tenant, as_of_us, snapshot=snapshot, strict=strict, chunk_rows=chunk_rows)
+            latest = latest.without_deleted(tombstones, state, group_ref)
+            bar.status(f"encoding {len(latest.ids):,} rows of tenant {tenant}")
+            scanned += latest.scanned
+            order = latest.key_order()
+            keys = _core.encode_keys(tenant, schema.entity_type, latest.sorted_ids(order))
+            rows = encode(schema, native, latest.rows, published, order)
+            # Tenant blocks never interleave: each tenant's keys share a length-prefixed prefix.
+            puts.append((_core.encode_key(tenant, schema.entity_type, ""), keys, rows))
+            bar.advance()
+        bar.status("writing and ingesting the SST file")
+        written, deleted = _ingest(db, root, schema, puts)
+        bar.advance(status=f"{written:,} rows")
+    watermark = Watermark(snapshot.version, as_of_us)
+    _write_watermark(db, schema.cf_name, watermark)
+    if on_ingested is not None:
+        on_ingested(schema.cf_name)
+    seconds = time.perf_counter() - start
+    summary = MaterializeSummary(group_ref, "bulk", scanned, written, deleted, seconds, watermark)
+    logger.info("%s", summary)
+    return summary
+
+
+def _ingest(db: rocksdict.Rdict, root: str, schema: GroupSchema, puts: list[tuple[bytes, list[bytes], list[bytes]]]) -> tuple[int, int]:
+    """Write the tenants' rows (and deletes of keys they no longer hold) as one SST file
+    and ingest it: the atomic swap. Returns (rows put, keys deleted)."""
     puts.sort(key=lambda block: block[0])
     if len(puts) == 1:  # the common single-tenant store: no copy
         (_, new_keys, new_rows), = puts
@@ -258,7 +274,6 @@ def materialize_bulk(
     directory = os.path.join(root, "ingest", schema.cf_name.replace("/", "_"))
     _clear_directory(directory)
     path = os.path.join(directory, f"{uuid.uuid4().hex}.sst")
-    _say(progress, f"materialize {group_ref}: writing {len(new_keys):,} rows to {path}")
     try:
         if new_keys or deletes:
             _write_sst(path, new_keys, new_rows, deletes)
@@ -269,14 +284,7 @@ def materialize_bulk(
         if os.path.exists(path):
             os.remove(path)
     del cf
-    watermark = Watermark(snapshot.version, as_of_us)
-    _write_watermark(db, schema.cf_name, watermark)
-    if on_ingested is not None:
-        on_ingested(schema.cf_name)
-    seconds = time.perf_counter() - start
-    summary = MaterializeSummary(group_ref, "bulk", scanned, len(new_keys), len(deletes), seconds, watermark)
-    _say(progress, str(summary) + "\n")
-    return summary
+    return len(new_keys), len(deletes)
 
 
 def _vanished_keys(cf: rocksdict.Rdict, new_keys: list[bytes]) -> list[bytes]:
@@ -354,7 +362,6 @@ def materialize_incremental(
         )
     start = time.perf_counter()
     assert_materializable(state, group_ref)
-    progress = sys.stderr.isatty() if progress is None else progress
     as_of_us = micros_now() if as_of_us is None else int(as_of_us)
     log = OfflineLog.open(root, state, group_ref)
     schema, native = log.schema, schema_for_group(state, group_ref)
@@ -367,19 +374,25 @@ def materialize_incremental(
     snapshot = log.snapshot()
     changes = []
     scanned = 0
-    for tenant in log.tenants(snapshot.files):
-        latest = latest_rows(log, tenant, as_of_us, newer_than=previous, snapshot=snapshot, strict=strict, chunk_rows=chunk_rows)
-        latest = latest.without_deleted(tombstones, state, group_ref)
-        scanned += latest.scanned
-        if len(latest.ids):
-            keys = _core.encode_keys(tenant, schema.entity_type, latest.ids)
-            changes.append(Change(schema.cf_name, keys, encode(schema, native, latest.rows, micros_now())))
-    committed = writer.commit(changes)
+    tenants = log.tenants(snapshot.files)
+    with ProgressBar(f"materialize {group_ref} (incremental)", len(tenants) + 1, unit="steps", progress=progress) as bar:
+        for tenant in tenants:
+            bar.status(f"selecting new rows of tenant {tenant}")
+            latest = latest_rows(log, tenant, as_of_us, newer_than=previous, snapshot=snapshot, strict=strict, chunk_rows=chunk_rows)
+            latest = latest.without_deleted(tombstones, state, group_ref)
+            scanned += latest.scanned
+            if len(latest.ids):
+                keys = _core.encode_keys(tenant, schema.entity_type, latest.ids)
+                changes.append(Change(schema.cf_name, keys, encode(schema, native, latest.rows, micros_now())))
+            bar.advance()
+        bar.status("committing")
+        committed = writer.commit(changes)
+        bar.advance(status=f"{committed.rows:,} rows")
     watermark = Watermark(snapshot.version, as_of_us)
     _write_watermark(db, schema.cf_name, watermark)
     seconds = time.perf_counter() - start
     summary = MaterializeSummary(group_ref, "incremental", scanned, committed.rows, 0, seconds, watermark, committed.skipped_older)
-    _say(progress, str(summary) + "\n")
+    logger.info("%s", summary)
     return summary
 
 

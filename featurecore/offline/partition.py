@@ -269,7 +269,7 @@ def select_bucket(events: pa.Table, history: pa.Table, group_ref: str, spec: Joi
         keys = event_keys(mine.column(ID), pa.types.is_integer(history.schema.field("entity_id").type))
         event_ts = np.ascontiguousarray(mine.column(TS).to_numpy(), np.int64)
         rows, refs, miss = select_rows(
-            source, keys, event_ts, schema, strict=spec.strict, threads=spec.threads, chunk_rows=chunk_rows, progress=False
+            source, keys, event_ts, schema, strict=spec.strict, threads=spec.threads, chunk_rows=chunk_rows
         )
         if len(spec.tombstones):
             _forget_deleted(spec.tombstones, spec.state, group_ref, tenant, mine.column(ID), refs, miss)

@@ -69,6 +69,7 @@ from ..online.batch import GroupSchema, check_tenant, check_text_ids
 from ..online.tombstones import NO_TOMBSTONES, Tombstones
 from ..registry.model import RegistryState
 from ..serving.plan import CompiledFeatureSet, compile_feature_set
+from ..progress import ProgressBar
 from ..timestamps import DEFAULT_BOUNDS, TimestampBounds
 from .log import DEFAULT_CHUNK_ROWS, LogFile, OfflineLog, Snapshot, Watermark, micros, typed_columns
 
@@ -286,15 +287,9 @@ def _read_ahead(chunks: Iterator[pa.Table]) -> Iterator[pa.Table]:
             yield chunk
 
 
-def _progress(label: str, done: int, enabled: bool) -> None:
-    if enabled:
-        sys.stderr.write(f"\rpit {label}: {done:,} history rows scanned")
-        sys.stderr.flush()
-
-
 def select_rows(
     history, keys: EventKeys, event_ts: np.ndarray, schema: GroupSchema, *, strict: bool, threads: int,
-    chunk_rows: int, progress: bool,
+    chunk_rows: int, progress: "ProgressBar | None" = None,
 ) -> tuple[pa.Table, np.ndarray, np.ndarray]:
     """As-of search of one group for every event, in one pass over the history.
 
@@ -326,9 +321,8 @@ def select_rows(
         )
         held.add(offset, chunk.select(columns))
         offset += chunk.num_rows
-        _progress(schema.ref, offset, progress)
-    if progress:
-        sys.stderr.write("\n")
+        if progress is not None:
+            progress.status(f"{schema.ref}: {offset:,} history rows")
     refs, miss, winners = join.finish()
     held.keep(winners)
     return (held.table() if held.rows else _no_rows(history, columns)), refs, miss
@@ -538,7 +532,7 @@ def point_in_time_join(
         strict: also require ``generated_at <= event_timestamp``.
         threads: native threads for the as-of search (default min(4, cpus)).
         chunk_rows: history rows read per chunk (the memory bound).
-        progress: a progress line on stderr (default: when stderr is a terminal).
+        progress: a progress bar on stderr (default: when stderr is a terminal).
         compiled: a cached ``compile_feature_set`` result for this feature set.
         include_archived: allow archived features (to reproduce an old model).
         tombstones: ``Tombstones.load(store)``: a deleted entity's history is
@@ -566,24 +560,25 @@ def point_in_time_join(
     timestamp_bounds.check(event_ts, f"events column {event_timestamp!r}")
     compiled = compiled or compile_feature_set(state, feature_set_ref)
     threads = threads or min(4, os.cpu_count() or 1)
-    progress = sys.stderr.isatty() if progress is None else progress
     tables, refs, reasons = [], [], []
     versions: dict[str, int] = {}
-    for binding in compiled.groups:
-        history = _history_for(binding.ref, histories, root, state, tenant, offline_as_of)
-        if isinstance(history, LogHistory):
-            versions[binding.ref] = history.snapshot.version
-        ids = _id_column(table, state, state.entity(binding.entity))
-        keys = event_keys(ids, history.id_is_int, f"events column {state.entity(binding.entity).join_key!r}")
-        schema = GroupSchema.from_state(state, binding.ref)
-        rows, group_refs, miss = select_rows(
-            history, keys, event_ts, schema, strict=strict, threads=threads, chunk_rows=chunk_rows, progress=progress
-        )
-        if len(tombstones):
-            _forget_deleted(tombstones, state, binding.ref, tenant, ids, group_refs, miss)
-        tables.append(group_table(rows, schema, binding.schema))
-        refs.append(group_refs)
-        reasons.append(miss)
+    with ProgressBar("training set", len(compiled.groups), unit="groups", progress=progress) as bar:
+        for binding in compiled.groups:
+            history = _history_for(binding.ref, histories, root, state, tenant, offline_as_of)
+            if isinstance(history, LogHistory):
+                versions[binding.ref] = history.snapshot.version
+            ids = _id_column(table, state, state.entity(binding.entity))
+            keys = event_keys(ids, history.id_is_int, f"events column {state.entity(binding.entity).join_key!r}")
+            schema = GroupSchema.from_state(state, binding.ref)
+            rows, group_refs, miss = select_rows(
+                history, keys, event_ts, schema, strict=strict, threads=threads, chunk_rows=chunk_rows, progress=bar
+            )
+            if len(tombstones):
+                _forget_deleted(tombstones, state, binding.ref, tenant, ids, group_refs, miss)
+            tables.append(group_table(rows, schema, binding.schema))
+            refs.append(group_refs)
+            reasons.append(miss)
+            bar.advance()
     return assemble_training_set(compiled, tables, refs, reasons, event_ts, table, threads, versions)
 
 

@@ -12,11 +12,16 @@ def _cell(value: Any) -> str:
 
 
 def render_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
-    """Left-aligned columns with an upper-case header; the last column is not padded."""
+    """Left-aligned columns with an upper-case header; the last column is not padded.
+    Widths are terminal cells, so wide characters (CJK, emoji) keep the columns aligned."""
+    from rich.cells import cell_len
+
     table = [[c.upper() for c in columns]] + [[_cell(row.get(c)) for c in columns] for row in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    widths = [max(cell_len(line[i]) for line in table) for i in range(len(columns))]
     return "\n".join(
-        "  ".join(cell if i == len(columns) - 1 else cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip()
+        "  ".join(
+            cell if i == len(columns) - 1 else cell + " " * (widths[i] - cell_len(cell)) for i, cell in enumerate(line)
+        ).rstrip()
         for line in table
     )
 

@@ -1,0 +1,55 @@
+"""Progress bars of long jobs: drawn on stderr only when asked or on a terminal, and every
+job logs what it did through `logging` either way."""
+
+import datetime as dt
+import logging
+
+import pytest
+from test_offline_backfill import day_source
+from test_offline_helpers import T0, make_state
+
+from featurecore.offline.backfill import backfill
+from featurecore.progress import ProgressBar, enabled
+
+
+def _backfill(tmp_path, progress):
+    return backfill(
+        str(tmp_path), make_state(), "item_stats:v2", day_source([]), start=T0.date(), end=T0.date() + dt.timedelta(days=3),
+        progress=progress,
+    )
+
+
+def test_off_when_stderr_is_not_a_terminal_and_the_job_still_logs(tmp_path, capfd, caplog):
+    assert not enabled(None)  # pytest captures stderr: not a terminal
+    with caplog.at_level(logging.INFO, logger="featurecore"):
+        summary = _backfill(tmp_path, None)
+    assert capfd.readouterr().err == ""
+    assert "backfill item_stats:v2 done: 3/3 days" in caplog.text
+    assert str(summary) in caplog.text
+
+
+def test_a_bar_with_total_count_and_eta_when_asked(tmp_path, capfd):
+    _backfill(tmp_path, True)
+    err = capfd.readouterr().err
+    assert "backfill item_stats:v2" in err and "3/3" in err and "days" in err and "6 rows" in err
+
+
+def test_a_failed_job_stops_its_bar_and_says_so(capfd, caplog):
+    with caplog.at_level(logging.INFO, logger="featurecore"), pytest.raises(KeyError, match="boom"):
+        with ProgressBar("job", 4, unit="steps", progress=True) as bar:
+            bar.advance()
+            raise KeyError("boom")
+    assert "job failed after 1/4 steps" in caplog.text
+    assert "1/4" in capfd.readouterr().err
+
+
+def test_cli_tables_stay_aligned_with_wide_characters():
+    from rich.cells import cell_len
+
+    from featurecore.registry.render import render_table
+
+    rows = [{"name": "商品点击率_7天", "owner": "搜索", "stage": "production"}, {"name": "ctr", "owner": "ranking", "stage": "experimental"}]
+    lines = render_table(rows, ("name", "owner", "stage")).splitlines()
+    # The third column starts at the same terminal cell on every line.
+    starts = [cell_len(line[: line.index(stage)]) for line, stage in zip(lines, ("STAGE", "production", "experimental"))]
+    assert len(set(starts)) == 1, lines

@@ -244,7 +244,7 @@ def run_demo(store_dir: "str | os.PathLike", repo: "str | os.PathLike", *, size:
         say(f"   {'OK' if report.ok else 'MISMATCH'}: {report}")
 
         say("7. monitor: serving vs the training baseline (null rate, reasons, staleness, drift, latency)")
-        snapshot = take_snapshot(collector, dependencies=Dependencies.from_registry(state))
+        snapshot = take_snapshot(collector, dependencies=Dependencies.from_registry(state), state=state)
         monitoring_dir = root / "monitoring"
         snapshot.save(monitoring_dir / "snapshot.json")
         say("   " + text_report(snapshot, top=8).replace("\n", "\n   "))

@@ -17,7 +17,7 @@ import math
 import time
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence, cast
 
@@ -26,8 +26,52 @@ from .collector import FeatureSetSummary, ServingCollector
 from .drift import Dependencies, DriftPolicy, DriftReport
 from .metrics import REASON_NAMES
 from .parity import ParityMonitor, ParityStatus
+from ..registry.model import RegistryState
 
 _STATUS_COLORS = {"alert": "#d62728", "warn": "#ff7f0e", "ok": "#2ca02c", "insufficient_data": "#aaaaaa"}
+
+
+@dataclass(frozen=True)
+class ServiceTargets:
+    """A feature set's registered targets, copied into the snapshot so every report
+    compares with them (``featurecore.registry.ServiceLevel`` and group SLAs).
+
+    Attributes:
+        latency_p95_us, latency_p99_us: the feature set's ``sla`` latency targets (None: none).
+        freshness_s: group ref -> max age in seconds (the feature set's ``sla.freshness``
+            override, else the group's ``freshness_sla``).
+    """
+
+    latency_p95_us: float | None = None
+    latency_p99_us: float | None = None
+    freshness_s: dict[str, float] = field(default_factory=dict)
+
+    def latency_breaches(self, q: Any) -> list[str]:
+        """``"p99 6,100 > 5,000 us"`` for each latency quantile over its target."""
+        pairs = (("p95", q.p95, self.latency_p95_us), ("p99", q.p99, self.latency_p99_us))
+        return [f"{n} {v:,.0f} > {t:,.0f} us" for n, v, t in pairs if t is not None and q.count and v > t]
+
+    def staleness_breach(self, group: str, q: Any) -> str:
+        """``"p99 age 12,000 > SLA 10,800 s"`` when more than 1% of a group's served rows
+        are older than its SLA, else ""."""
+        sla = self.freshness_s.get(group)
+        return f"p99 age {q.p99:,.0f} > SLA {sla:,.0f} s" if sla is not None and q.count and q.p99 > sla else ""
+
+
+def targets_from(state: RegistryState, feature_sets: Sequence[str]) -> dict[str, ServiceTargets]:
+    """The registered targets of these feature sets (unregistered ones, e.g. ad hoc, skipped)."""
+    out = {}
+    for ref in feature_sets:
+        if ref not in state.feature_sets:
+            continue
+        sla = state.feature_set(ref).sla
+        freshness = {g.ref: g.freshness_sla for g in state.groups_of(ref)}
+        if sla is not None:
+            freshness.update(sla.freshness)
+        out[ref] = ServiceTargets(
+            sla.online_get_p95_us if sla else None, sla.online_get_p99_us if sla else None, freshness
+        )
+    return out
 
 
 @dataclass(frozen=True)
@@ -39,12 +83,14 @@ class MonitoringSnapshot:
         feature_sets: one summary per feature set (all tenants and surfaces).
         drift: one report per feature set that has a baseline.
         parity: status of each parity monitor.
+        targets: feature set ref -> its registered SLA targets (``take_snapshot(state=)``).
     """
 
     taken_at_unix: float
     feature_sets: tuple[FeatureSetSummary, ...]
     drift: tuple[DriftReport, ...]
     parity: tuple[ParityStatus, ...]
+    targets: dict[str, ServiceTargets] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Nested dicts/lists/numbers (NaN as None), ready for ``json.dumps``."""
@@ -79,7 +125,12 @@ class MonitoringSnapshot:
 
 def _build(cls: type, data: Mapping[str, Any]) -> Any:
     hints = typing.get_type_hints(cls)
-    return cls(**{f.name: _convert(hints[f.name], data[f.name]) for f in dataclasses.fields(cls) if f.init})
+    # A field with a default may be absent (a snapshot written before the field existed).
+    return cls(**{
+        f.name: _convert(hints[f.name], data[f.name])
+        for f in dataclasses.fields(cls)
+        if f.init and (f.name in data or f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+    })
 
 
 def _convert(tp: Any, value: Any) -> Any:
@@ -118,8 +169,10 @@ def take_snapshot(
     parity: Sequence[ParityMonitor] = (),
     policy: DriftPolicy | None = None,
     dependencies: Dependencies | None = None,
+    state: RegistryState | None = None,
 ) -> MonitoringSnapshot:
-    """Summaries, drift and parity of the current state."""
+    """Summaries, drift and parity of the current state; with the registry ``state``, the
+    feature sets' SLA targets too, so the reports flag breaches."""
     summaries = tuple(collector.summaries())
     drift = tuple(
         r
@@ -131,6 +184,7 @@ def take_snapshot(
         feature_sets=summaries,
         drift=drift,
         parity=tuple(m.status() for m in parity),
+        targets={} if state is None else targets_from(state, [s.feature_set for s in summaries]),
     )
 
 
@@ -138,7 +192,7 @@ def take_snapshot(
 # text
 
 
-def _num(x: float, digits: int = 1) -> str:
+def _num(x: float | None, digits: int = 1) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:,.{digits}f}"
 
 
@@ -160,14 +214,22 @@ def text_report(snapshot: MonitoringSnapshot, *, top: int = 10) -> str:
         share = s.sampled_requests / s.requests if s.requests else math.nan
         lines.append(f"  requests {s.requests:,} (sampled {s.sampled_requests:,}, {_pct(share)})   "
                      f"rows {s.rows:,} (inspected {s.sampled_rows:,})")
+        targets = snapshot.targets.get(s.feature_set)
         lines.append("  latency (us)          p50        p95        p99        max")
         for name, q in [("total", s.latency), *s.stages.items()]:
             lines.append(f"    {name:<18}{_num(q.p50):>9}  {_num(q.p95):>9}  {_num(q.p99):>9}  {_num(q.max):>9}")
+        if targets is not None and (targets.latency_p95_us or targets.latency_p99_us):
+            breaches = targets.latency_breaches(s.latency)
+            lines.append(f"    {'SLA (total)':<18}{'-':>9}  {_num(targets.latency_p95_us, 0):>9}  {_num(targets.latency_p99_us, 0):>9}"
+                         f"  {'-':>9}  " + (f"BREACH: {'; '.join(breaches)}" if breaches else "ok"))
         if s.groups:
-            lines.append("  staleness (age, s)    p50        p95        p99        max")
+            lines.append("  staleness (age, s)    p50        p95        p99        max       SLA")
             for g in s.groups:
+                sla = targets.freshness_s.get(g.group) if targets else None
+                breach = targets.staleness_breach(g.group, g.age) if targets else ""
+                verdict = "" if sla is None else f"  {_num(sla, 0):>9}  " + (f"BREACH: {breach}" if breach else "ok")
                 lines.append(f"    {g.group:<18}{_num(g.age.p50):>9}  {_num(g.age.p95):>9}  "
-                             f"{_num(g.age.p99):>9}  {_num(g.age.max):>9}"
+                             f"{_num(g.age.p99):>9}  {_num(g.age.max):>9}{verdict}"
                              + (f"  {g.negative_ages:,} rows generated after their request time" if g.negative_ages else ""))
         inspected = [(s.feature_set, c) for c in s.columns if c.cells]
         if inspected:
@@ -294,17 +356,23 @@ def _figure(snapshot: MonitoringSnapshot, top: int) -> Any:
 
     # Staleness: age quantiles per group.
     groups = [(s.feature_set, g) for s in snapshot.feature_sets for g in s.groups if g.age.count]
-    _quantile_bars(ax_age, [(_label(fs, g.group, many), g.age) for fs, g in groups])
+    _quantile_bars(
+        ax_age, [(_label(fs, g.group, many), g.age) for fs, g in groups],
+        [_target(snapshot, fs).freshness_s.get(g.group) for fs, g in groups],
+    )
     _empty(ax_age, not groups, "no group ages yet")
-    ax_age.set_title("Staleness: age of served rows per group (eval time - generated_at)")
+    ax_age.set_title("Staleness: age of served rows per group (eval time - generated_at; black: freshness SLA)")
     ax_age.set_xlabel("seconds (log)")
 
     # Latency: total and per stage, per feature set.
-    lats = [(f"{s.feature_set} total" if many else "total", s.latency) for s in snapshot.feature_sets if s.latency.count]
+    totals = [s for s in snapshot.feature_sets if s.latency.count]
+    lats = [(f"{s.feature_set} total" if many else "total", s.latency) for s in totals]
+    limits: list[float | None] = [_target(snapshot, s.feature_set).latency_p99_us for s in totals]
     lats += [(f"{s.feature_set} {n}" if many else n, q) for s in snapshot.feature_sets for n, q in s.stages.items()]
-    _quantile_bars(ax_lat, lats)
+    limits += [None] * (len(lats) - len(limits))
+    _quantile_bars(ax_lat, lats, limits)
     _empty(ax_lat, not lats, "no requests yet")
-    ax_lat.set_title("Serving latency: total and per stage")
+    ax_lat.set_title("Serving latency: total and per stage (black: the feature set's p99 SLA)")
     ax_lat.set_xlabel("microseconds (log)")
     return fig
 
@@ -316,15 +384,31 @@ def _colors(n: int) -> list[Any]:
     return [cmap(i % 10) for i in range(n)]
 
 
-def _quantile_bars(ax: Any, rows: list[tuple[str, Any]]) -> None:
+def _target(snapshot: MonitoringSnapshot, feature_set: str) -> ServiceTargets:
+    return snapshot.targets.get(feature_set) or ServiceTargets()
+
+
+def _quantile_bars(ax: Any, rows: list[tuple[str, Any]], limits: Sequence[float | None] = ()) -> None:
+    """p50/p95/p99 bars per row; a row's limit (an SLA) is a black line across it, and a
+    row whose p99 is over its limit gets a red label ending in "SLA BREACH"."""
     if not rows:
         return
-    rows = rows[::-1]  # first row on top
+    limits = list(limits or [None] * len(rows))
+    rows, limits = rows[::-1], limits[::-1]  # first row on top
     height = 0.27
     for k, (name, color) in enumerate((("p50", "#1f77b4"), ("p95", "#ff7f0e"), ("p99", "#d62728"))):
         ys = [i + (k - 1) * height for i in range(len(rows))]
         ax.barh(ys, [max(getattr(q, name), 1e-3) for _, q in rows], height=height, color=color, label=name)
-    ax.set_yticks(range(len(rows)), [r[0] for r in rows])
+    breached = [lim is not None and q.p99 > lim for (_, q), lim in zip(rows, limits)]
+    ax.set_yticks(range(len(rows)), [name + ("  SLA BREACH" if b else "") for (name, _), b in zip(rows, breached)])
+    for label, b in zip(ax.get_yticklabels(), breached):
+        if b:
+            label.set_color("#d62728")
+    drawn = False
+    for i, lim in enumerate(limits):
+        if lim is not None:
+            ax.plot([lim, lim], [i - 0.45, i + 0.45], color="black", linewidth=2, label=None if drawn else "SLA")
+            drawn = True
     ax.set_xscale("log")
     ax.legend(loc="lower right", fontsize=8)
 

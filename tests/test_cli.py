@@ -39,8 +39,9 @@ def test_apply_rejection_is_one_line_and_writes_nothing(store_dir, tmp_path, cap
     code, out, err = run(capsys, "apply", *applied, "--repo", str(tmp_path))
     assert code == 1
     assert err.count("\n") == 1
-    assert err.startswith(
-        "featurecore apply: error: apply rejected, 1 problem(s), nothing written: prior 'global_ctr_prior' already exists"
+    assert err.startswith(  # where it is declared, then what is wrong
+        f"featurecore apply: error: apply rejected, 1 problem(s), nothing written: {tmp_path / 'bad.yaml'}:2:5: "
+        "prior 'global_ctr_prior' already exists"
     )
     assert "reject  prior  global_ctr_prior" in out
     with Registry.open(store_dir, read_only=True) as registry:

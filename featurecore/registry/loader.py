@@ -70,6 +70,7 @@ from .model import (
     ServiceLevel,
     TenantAccess,
     make_ref,
+    key_of,
 )
 from .serde import to_plain
 
@@ -393,6 +394,7 @@ def parse_document(document: Any, source: str = "<yaml>", marks: "_Marks | None"
     prefixed ``source:line:column:`` when ``marks`` (from ``load_yaml_text``) knows it."""
     problems = _Problems(marks or _Marks(source))
     out: dict[str, list] = {kind: [] for kind in KINDS}
+    origins: dict[tuple[str, str], str] = {}
     if document is None:
         return Definitions()
     if not isinstance(document, Mapping):
@@ -408,6 +410,7 @@ def parse_document(document: Any, source: str = "<yaml>", marks: "_Marks | None"
             problems.add(f"{kind} must be a list, got {type(items).__name__}", document, kind)
             continue
         for data in items:
+            declared = {k: len(v) for k, v in out.items()}
             label = _label(kind, data) if isinstance(data, Mapping) else KIND_LABEL[kind]
             if kind == "features":
                 feature = _feature(data, label, problems)
@@ -426,9 +429,22 @@ def parse_document(document: Any, source: str = "<yaml>", marks: "_Marks | None"
                         out[kind].append(_CONSTRUCTORS[kind](**fields))
                     except TypeError as exc:
                         problems.add(f"{label} is missing a required field ({exc}); see docs/ARCHITECTURE.md", data)
+            for new_kind, objects in out.items():  # a group's inline features are declared at their own item
+                for obj in objects[declared[new_kind]:]:
+                    inline = new_kind == "features" and kind == "feature_groups"
+                    where = problems.marks.where(_inline_item(data, obj) if inline else data)
+                    origins.setdefault((new_kind, key_of(obj)), where)
     if problems:
         raise RegistryError(f"{len(problems)} problem(s): {problems[0]}", list(problems))
-    return Definitions(**cast("dict[str, Any]", out))
+    return Definitions(**cast("dict[str, Any]", out), origins=origins)
+
+
+def _inline_item(group: Any, feature: Any) -> Any:
+    """The mapping in ``group``'s features list that declared ``feature``."""
+    for item in group.get("features") or ():
+        if isinstance(item, Mapping) and item.get("name") == feature.name and item.get("version") == feature.version:
+            return item
+    return group
 
 
 def _group(data: Any, label: str, problems: "_Problems", out: dict[str, list]) -> None:
@@ -587,7 +603,7 @@ def _feature_yaml(feature: Feature) -> dict:
 def to_yaml_document(definitions: Definitions | RegistryState) -> dict:
     """The YAML document (plain data) that ``parse_document`` turns back into these definitions."""
     if isinstance(definitions, RegistryState):
-        definitions = Definitions(**{k: tuple(getattr(definitions, k).values()) for k in KINDS})
+        definitions = Definitions(**cast("dict[str, Any]", {k: tuple(getattr(definitions, k).values()) for k in KINDS}))
     document: dict[str, list] = {}
     for kind in KINDS:
         items = []

@@ -582,6 +582,9 @@ class Definitions:
     feature_groups: tuple[FeatureGroup, ...] = ()
     feature_sets: tuple[FeatureSet, ...] = ()
     models: tuple[Model, ...] = ()
+    #: (kind, registry key) -> "file:line:column" of its declaration (set by the YAML
+    #: loader), so a problem found when the batch is validated names where to fix it.
+    origins: Mapping[tuple[str, str], str] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         for kind in KINDS:
@@ -602,7 +605,10 @@ class Definitions:
 
     def merged(self, other: "Definitions") -> "Definitions":
         """Both batches, this one first."""
-        return Definitions(**{k: getattr(self, k) + getattr(other, k) for k in KINDS})
+        return Definitions(
+            **{k: getattr(self, k) + getattr(other, k) for k in KINDS},
+            origins={**other.origins, **self.origins},  # the first declaration wins, as in the batch
+        )
 
     def __len__(self) -> int:
         return sum(len(getattr(self, k)) for k in KINDS)

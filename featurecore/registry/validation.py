@@ -668,7 +668,8 @@ def plan_definitions(base: RegistryState, definitions: Definitions) -> Plan:
         per_key.setdefault(("features", ref), []).extend(msgs)
     problems = list(general)
     for (kind, key), (action, detail) in actions.items():
-        msgs = per_key.get((kind, key), [])
+        where = definitions.origins.get((kind, key))
+        msgs = [f"{where}: {m}" for m in per_key.get((kind, key), [])] if where else per_key.get((kind, key), [])
         if msgs:
             rows.append(PlanRow(kind, key, "reject", "; ".join(msgs)))
             problems.extend(msgs)

@@ -28,6 +28,24 @@ from featurecore.server.wire import BINARY
 from featurecore.store import FeatureStore
 
 
+def _pss_mb(pid: int) -> float:
+    """Proportional set size of a process and its children (MB; shared pages split)."""
+    total = 0
+    pids = [pid]
+    try:
+        pids += [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        pass
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=10.0)
@@ -80,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                 while load.poll() is None:
                     time.sleep(5)
                     memtables = sum(cf.property_int_value("rocksdb.cur-size-all-mem-tables") or 0 for cf in cfs) / 2**20
-                    samples.append((round(time.monotonic() - start), _rss_mb(server.pid), memtables))
+                    samples.append((round(time.monotonic() - start), _rss_mb(server.pid), memtables, _pss_mb(server.pid)))
                 del cfs
                 out = load.stdout.read()
                 stop.set()
@@ -90,15 +108,16 @@ def main(argv: list[str] | None = None) -> int:
             stop.set()
             server.terminate()
             server.wait(60)
-        warm = [rss for t, rss, _ in samples if t >= 30] or [rss for _, rss, _ in samples]
+        warm = [rss for t, rss, _, _ in samples if t >= 30] or [rss for _, rss, _, _ in samples]
         growth = warm[-1] / warm[0] - 1
         print(out)
         print(f"writer: {written[0]} rows in {elapsed:.0f} s = {written[0] / elapsed:.0f} rows/s")
         # Each worker is a RocksDB secondary: it replays the primary's unflushed writes into
-        # memtables of its own, which it drops once the primary flushes (write buffer full).
-        print("server RSS MB (primary's unflushed memtables MB) over time:",
-              ", ".join(f"{t}s {rss:.0f} ({mem:.0f})" for t, rss, mem in samples[:: max(1, len(samples) // 16)]))
-        print(f"peak RSS {max(r for _, r, _ in samples):.0f} MB")
+        # memtables of its own, which it drops once the primary flushes (layout.py bounds
+        # the unflushed bytes with db_write_buffer_size).
+        print("server RSS MB / PSS MB (primary's unflushed memtables MB) over time:",
+              ", ".join(f"{t}s {rss:.0f}/{pss:.0f} ({mem:.0f})" for t, rss, mem, pss in samples[:: max(1, len(samples) // 16)]))
+        print(f"peak RSS {max(s[1] for s in samples):.0f} MB")
         print(f"RSS growth from the first sample after 30 s to the last: {growth * 100:+.1f}% (limit +10%)")
         non2xx = "Non-2xx" in out or "Socket errors" in out
         print("errors:", "YES" if non2xx else "none")

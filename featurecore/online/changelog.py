@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import msgpack
 import rocksdict
 
+from ..layout import uncached_reads
+
 _SEQ = struct.Struct(">Q")
 
 
@@ -67,7 +69,7 @@ def first_sequence(changelog: rocksdict.Rdict) -> int:
 def read_after(changelog: rocksdict.Rdict, sequence: int, limit: int = 4096) -> list[ChangeEntry]:
     """Up to ``limit`` entries with a sequence greater than ``sequence``, oldest first."""
     out: list[ChangeEntry] = []
-    it = changelog.iter()
+    it = changelog.iter(uncached_reads())  # each entry is read once per follower
     it.seek(entry_key(sequence + 1))
     while it.valid() and len(out) < limit:
         out.append(_decode(it.key(), it.value()))

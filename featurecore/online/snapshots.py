@@ -31,7 +31,7 @@ from .. import _core
 from . import changelog, generations
 from .batch import GroupSchema
 from ..errors import GenerationError
-from ..layout import CHANGELOG_CF, column_family, multi_get
+from ..layout import CHANGELOG_CF, column_family, multi_get, uncached_reads
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ class Snapshots:
             # Size the group once (exact after an SST ingest, an estimate otherwise),
             # so chunked loading never regrows and copies the rows.
             group.reserve(cf.property_int_value("rocksdb.estimate-num-keys") or 0)
-            it = cf.iter()
+            it = cf.iter(uncached_reads())  # the rows live in the group once loaded
             it.seek_to_first()
             while it.valid():
                 keys: list[bytes] = []
@@ -305,7 +305,7 @@ class Snapshots:
             self._reread_into(group_cf, group, cf, keys)
 
     def _reread_into(self, group_cf: str, group: _core.ResidentGroup, cf: rocksdict.Rdict, keys: "list[bytes]") -> None:
-        rows = multi_get(cf, keys)
+        rows = multi_get(cf, keys, uncached_reads())
         present = [(k, r) for k, r in zip(keys, rows) if r is not None]
         gone = [k for k, r in zip(keys, rows) if r is None]
         if present:

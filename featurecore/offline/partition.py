@@ -243,7 +243,7 @@ def carry_bucket(history: pa.Table, group_ref: str, spec: JoinSpec, until: int) 
         keys = event_keys(ids, source.id_is_int)
         rows, refs, _ = select_rows(
             source, keys, np.full(len(ids), until - 1, np.int64), schema, strict=spec.strict, threads=spec.threads,
-            chunk_rows=max(1, source.table.num_rows), progress=False,
+            chunk_rows=max(1, source.table.num_rows),
         )
         found = np.flatnonzero(refs >= 0)
         picked = rows.select(columns).take(pa.array(refs[found]))

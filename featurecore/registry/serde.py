@@ -32,9 +32,10 @@ FORMAT_VERSION = 1
 
 
 def to_plain(obj: Any) -> Any:
-    """Dataclasses and mappings to dicts, tuples to lists; scalars as they are."""
+    """Dataclasses and mappings to dicts, tuples to lists; scalars as they are. Fields
+    outside equality (``Definitions.origins``: where a definition was read) are not data."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.compare}
     if isinstance(obj, Mapping):
         return {k: to_plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

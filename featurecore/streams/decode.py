@@ -18,6 +18,7 @@ the rest is applied. A message is applied whole or not at all.
 from __future__ import annotations
 
 import json
+from itertools import chain
 from operator import itemgetter
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -33,6 +34,7 @@ from .source import StreamMessage
 _ENVELOPE = frozenset({"entity_id", "feature_timestamp", "generated_at", "values", "tenant"})
 _REQUIRED = frozenset({"entity_id", "feature_timestamp", "values"})
 _NUMBERS = frozenset({int, float})
+_FLOAT = {float}
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,14 @@ class _Group:
         parts = self.messages if parts is None else parts
         rows = [row for _, message_rows in parts for row in message_rows]
         values = list(map(itemgetter("values"), rows))
-        columns = {name: _column(list(map(itemgetter(name), values))) for name in rows[0]["values"]}
+        names = list(rows[0]["values"])  # every row of a group names the features in this order
+        cells = list(chain.from_iterable(map(dict.values, values)))
+        if set(map(type, cells)) == _FLOAT and len(names) == len(schema.fields):
+            # All cells Python floats (the common case): one (n, k) array, columns are its views.
+            matrix = np.array(cells, dtype=np.float64).reshape(len(rows), len(names))
+            columns: dict[str, Any] = {name: matrix[:, j] for j, name in enumerate(names)}
+        else:
+            columns = {name: _column(list(map(itemgetter(name), values))) for name in names}
         stamps = _column(list(map(itemgetter("feature_timestamp"), rows)))
         generated = _column([row.get("generated_at", published_us) for row in rows])
         batch = validate_batch(

@@ -170,7 +170,7 @@ class Ingestor:
         max_batch: int = DEFAULT_MAX_BATCH,
     ):
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
-            raise_max_batch(max_batch)
+            raise ValidationError(f"max_batch must be a positive int (messages per micro-batch), got {max_batch!r}; e.g. max_batch=4096")
         self.schema = GroupSchema.from_state(state, group_ref)
         self.source = source
         self._writer = writer
@@ -283,7 +283,3 @@ class Ingestor:
             if max_messages is not None and applied >= max_messages:
                 break
         return self.stats
-
-
-def raise_max_batch(value: Any) -> None:
-    raise ValidationError(f"max_batch must be a positive int (messages per micro-batch), got {value!r}; e.g. max_batch=4096")

@@ -40,7 +40,7 @@ from .online.writer import DEFAULT_CHANGELOG_RETENTION, Committed, OnlineWriter
 from .registry.model import RegistryState, parse_ref
 from .registry.provenance import BatchLineage, record_lineage
 from .registry.registry import DefinitionsLike, Registry
-from .registry.validation import Plan
+from .registry.validation import ApplyPlan
 from .config import StoreConfig, load_config
 from .serving.adhoc import AdhocFeatureSets
 from .serving.engine import PreparedFeatureSet, ServingEngine
@@ -231,7 +231,7 @@ class FeatureStore:
             self._raise_closed()
         return self.registry.state
 
-    def apply(self, definitions: DefinitionsLike) -> Plan:
+    def apply(self, definitions: DefinitionsLike) -> ApplyPlan:
         """Apply definitions to the registry (primary only) and create the column
         families of new groups, so secondaries that open later see them."""
         self._require_primary("apply definitions")

@@ -9,7 +9,7 @@ import pytest
 
 from featurecore.errors import ValidationError
 from featurecore.monitoring import Baseline, Dependencies, ServingCollector
-from featurecore.monitoring.parity import ParityMonitor, ParityOutcome
+from featurecore.monitoring.parity_monitor import ParityMonitor, ParityOutcome
 from featurecore.offline.parity import compare_matrices
 
 COLUMNS = ("ctr:v1", "price:v1")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from featurecore.monitoring import Baseline, Dependencies, ServingCollector, categorical_columns
-from featurecore.monitoring.parity import ParityMonitor
+from featurecore.monitoring.parity_monitor import ParityMonitor
 from featurecore.monitoring.report import take_snapshot, text_report
 from featurecore.offline.parity import check_parity
 from featurecore.reasons import Reason

@@ -163,8 +163,8 @@ def test_reason_and_bin_counts_match_a_per_cell_oracle(n, f, seed):
 def test_docstring_examples_hold():
     import doctest
 
-    from featurecore.monitoring import collector, drift, metrics, parity, prometheus, report
+    from featurecore.monitoring import collector, drift, metrics, parity_monitor, prometheus, report
 
-    for module in (metrics, drift, collector, parity, prometheus, report):
+    for module in (metrics, drift, collector, parity_monitor, prometheus, report):
         result = doctest.testmod(module)
         assert result.failed == 0 and result.attempted > 0, module.__name__

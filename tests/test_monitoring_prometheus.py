@@ -5,7 +5,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from featurecore.monitoring import Baseline, Dependencies, LogHistogram, ServingCollector
-from featurecore.monitoring.parity import ParityMonitor, ParityOutcome
+from featurecore.monitoring.parity_monitor import ParityMonitor, ParityOutcome
 from featurecore.monitoring.prometheus import exposition, octave_buckets
 
 COLUMNS = ("ctr:v1", "price:v1")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from featurecore.monitoring import Baseline, Dependencies, ServingCollector
-from featurecore.monitoring.parity import ParityMonitor, ParityOutcome
+from featurecore.monitoring.parity_monitor import ParityMonitor, ParityOutcome
 from featurecore.errors import ValidationError
 from featurecore.monitoring.report import MonitoringSnapshot, html_report, png_report, take_snapshot, text_report
 

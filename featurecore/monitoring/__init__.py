@@ -27,7 +27,7 @@ from .drift import (
     psi,
 )
 from .metrics import ColumnSummary, GroupSummary, LogHistogram, MatrixStats, Quantiles, feature_of_column
-from .parity import ParityMonitor, ParityOutcome, ParityStatus
+from .parity_monitor import ParityMonitor, ParityOutcome, ParityStatus
 from .prometheus import MonitoringExporter, exposition
 from .report import MonitoringSnapshot, html_report, png_report, take_snapshot, text_report
 

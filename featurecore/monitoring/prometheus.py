@@ -24,7 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from .collector import ServingCollector
 from .drift import Dependencies, DriftPolicy
 from .metrics import LogHistogram
-from .parity import ParityMonitor
+from .parity_monitor import ParityMonitor
 
 _DRIFT_STATUS = {"insufficient_data": -1.0, "ok": 0.0, "warn": 1.0, "alert": 2.0}
 

@@ -25,7 +25,7 @@ from ..errors import FeatureStoreError, ValidationError
 from .collector import FeatureSetSummary, ServingCollector
 from .drift import Dependencies, DriftPolicy, DriftReport
 from .metrics import REASON_NAMES
-from .parity import ParityMonitor, ParityStatus
+from .parity_monitor import ParityMonitor, ParityStatus
 from ..registry.model import RegistryState
 
 _STATUS_COLORS = {"alert": "#d62728", "warn": "#ff7f0e", "ok": "#2ca02c", "insufficient_data": "#aaaaaa"}

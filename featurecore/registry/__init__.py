@@ -27,10 +27,11 @@ from .model import (
     parse_ref,
 )
 from .registry import Registry
-from .validation import Plan, PlanRow, plan_definitions, validate
+from .validation import ApplyPlan, PlanRow, plan_definitions, validate
 
 __all__ = [
     "AccessRule",
+    "ApplyPlan",
     "BUILTIN_ENTITIES",
     "CheckRow",
     "CrossFeature",
@@ -45,7 +46,6 @@ __all__ = [
     "FeatureSet",
     "FeatureSetColumn",
     "Model",
-    "Plan",
     "PlanRow",
     "Prior",
     "Registry",

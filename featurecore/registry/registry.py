@@ -25,7 +25,7 @@ from .loader import load_definitions
 from .model import STAGES, Definitions, RegistryState, parse_ref
 from .provenance import BatchLineage
 from .serde import dumps_state, loads_record
-from .validation import Plan, plan_definitions
+from .validation import ApplyPlan, plan_definitions
 
 HEAD_KEY = b"head"
 REVISION_PREFIX = b"rev/"
@@ -201,11 +201,11 @@ class Registry:
         self._state = state
         return state
 
-    def plan(self, definitions: DefinitionsLike) -> Plan:
+    def plan(self, definitions: DefinitionsLike) -> ApplyPlan:
         """What ``apply(definitions)`` would add, change, leave unchanged or reject (writes nothing)."""
         return plan_definitions(self._state, as_definitions(definitions))
 
-    def apply(self, definitions: DefinitionsLike, *, summary: str | None = None) -> Plan:
+    def apply(self, definitions: DefinitionsLike, *, summary: str | None = None) -> ApplyPlan:
         """Validate ``definitions`` against the current state and store the result atomically.
 
         Definitions not mentioned stay registered. Nothing is written when anything is
@@ -216,7 +216,7 @@ class Registry:
             summary: the history line of the revision (default: counts of the plan).
 
         Returns:
-            The executed Plan (``plan.state`` is the new current state).
+            The executed ApplyPlan (``plan.state`` is the new current state).
 
         Raises:
             RegistryError: every problem of the batch in ``.problems``.

@@ -67,7 +67,7 @@ class PlanRow:
 
 
 @dataclass(frozen=True)
-class Plan:
+class ApplyPlan:
     """What an apply would do. ``state`` is the resulting state (None when rejected)."""
 
     rows: tuple[PlanRow, ...]
@@ -624,8 +624,8 @@ def _attribute(
             rows[i] = PlanRow(row.kind, row.key, "reject", detail)
 
 
-def plan_definitions(base: RegistryState, definitions: Definitions) -> Plan:
-    """Plan applying ``definitions`` on top of ``base`` (definitions not mentioned stay)."""
+def plan_definitions(base: RegistryState, definitions: Definitions) -> ApplyPlan:
+    """The ApplyPlan of applying ``definitions`` on top of ``base`` (definitions not mentioned stay)."""
     general: list[str] = []
     incoming = _dedupe(definitions, general)
     merged = {kind: dict(getattr(base, kind)) for kind in KINDS}
@@ -681,7 +681,7 @@ def plan_definitions(base: RegistryState, definitions: Definitions) -> Plan:
             problems.extend(msgs)
     changed = any(row.action in ("add", "change") for row in rows)
     result = dataclasses.replace(state, revision=base.revision + 1) if changed else state
-    return Plan(tuple(rows), tuple(problems), None if problems else result)
+    return ApplyPlan(tuple(rows), tuple(problems), None if problems else result)
 
 
 def validate(definitions: Definitions, base: RegistryState | None = None) -> RegistryState:

@@ -148,7 +148,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=size(1_000_000, 20_000))
     parser.add_argument("--rows-per-message", type=int, default=100)
-    parser.add_argument("--max-batch", type=int, default=size(500, 50), help="messages per micro-batch")
+    parser.add_argument("--max-batch", type=int, default=size(2000, 50), help="messages per micro-batch")
     parser.add_argument("--rate", type=float, default=size(10_000, 2_000), help="live phase rows/s")
     parser.add_argument("--seconds", type=float, default=size(20, 2), help="live and quiet phase length")
     parser.add_argument("--publish", nargs=2, metavar=("URL", "SUBJECT"), help=argparse.SUPPRESS)

@@ -4,12 +4,18 @@
 events partition ``e``, history piece ``h``, entity ``k``, group ``g`` and bucket ``b``::
 
     split_events(e)            -> per entity k, one (part, row, id, time, tenant) table per bucket and time slice
-    split_history(g, h)        -> one table of g's log rows per bucket and time slice (write order kept)
+    split_history(g, h)        -> g's log rows of piece h, ids and times only (+ history_ref), per bucket
+                                  and time slice (write order kept)
     carry(g, b, s)             -> per entity of bucket b, the row a join at the start of slice s + 1 picks
     select(g, b, s)            -> the native as-of search of bucket b, slice s (its rows + the carry);
-                                  cut by events partition
+                                  each event's history_ref, cut by history piece
+    read(g, h)                 -> piece h read again, the features of the rows chosen in it; cut by
+                                  events partition
     assemble(e)                -> the native assembler over e's selected rows -> Parquet file e
                                   (or a partition of the returned Dask DataFrame)
+
+Only ids and times are shuffled to the searches; features move once, for the chosen
+rows (at most one per event and group), from the piece that holds them.
 
 Nothing is collected on the client: events given as Parquet files are read by the
 workers (only the id and time columns for the split, all columns again to assemble),
@@ -40,9 +46,13 @@ from ..progress import ProgressBar
 from ..timestamps import DEFAULT_BOUNDS, TimestampBounds
 from .log import DEFAULT_CHUNK_ROWS, OfflineLog
 from .partition import (
+    HREF,
     JoinSpec,
     assemble_part,
     carry_bucket,
+    history_refs,
+    read_selected,
+    split_by_piece,
     entity_groups,
     select_bucket,
     split_events,
@@ -152,25 +162,39 @@ def _split_events_task(source: Any, part: int, spec: JoinSpec, columns: "Sequenc
     return [piece for entity in spec.entities() for piece in buckets[entity]]
 
 
-def _split_history_task(root: str, schema: GroupSchema, files: tuple, tenant: "str | None", entity: str, spec: JoinSpec, chunk_rows: int) -> list[pa.Table]:
+def _read_piece(root: str, schema: GroupSchema, files: tuple, tenant: "str | None", columns: Sequence[str], chunk_rows: int) -> pa.Table:
+    """A history piece's rows, in the same order for any ``columns`` (history_ref counts them)."""
     log = OfflineLog(root, schema)
     history = LogHistory(log, tenant, files=files)
-    # The tenant column only where tenants are mixed (a string column costs as much to
-    # decode as a few feature columns); one tenant's scan filters by it already.
-    columns = [*(["tenant"] if tenant is None else []), "entity_id", "feature_timestamp", "generated_at", *(f.name for f in schema.fields)]
     chunks = list(history.scan(columns, chunk_rows, _NO_LIMIT))
     id_type = "int64" if history.id_is_int else "string"
-    table = pa.concat_tables(chunks) if chunks else log.arrow_schema(id_type).empty_table().select(columns)
-    return split_history(table, entity, spec)
+    return pa.concat_tables(chunks) if chunks else log.arrow_schema(id_type).empty_table().select(columns)
+
+
+def _stamps(table: pa.Table, piece: int) -> pa.Table:
+    return table.append_column(HREF, history_refs(piece, table.num_rows))
+
+
+def _split_history_task(root: str, schema: GroupSchema, files: tuple, piece: int, tenant: "str | None", entity: str, spec: JoinSpec, chunk_rows: int) -> list[pa.Table]:
+    # The tenant column only where tenants are mixed (a string column costs as much to
+    # decode as a few feature columns); one tenant's scan filters by it already.
+    columns = [*(["tenant"] if tenant is None else []), "entity_id", "feature_timestamp", "generated_at"]
+    return split_history(_stamps(_read_piece(root, schema, files, tenant, columns, chunk_rows), piece), entity, spec)
+
+
+def _read_task(selected: list[pa.Table], root: str, schema: GroupSchema, files: tuple, tenant: "str | None", group_ref: str, spec: JoinSpec, parts: int, chunk_rows: int) -> list[pa.Table]:
+    columns = ["feature_timestamp", "generated_at", *(f.name for f in schema.fields)]
+    rows = read_selected(pa.concat_tables(selected), _read_piece(root, schema, files, tenant, columns, chunk_rows), group_ref, spec)
+    return split_selected(rows, parts)
 
 
 def _carry_task(history: list[pa.Table], group_ref: str, spec: JoinSpec, until: int) -> pa.Table:
     return carry_bucket(pa.concat_tables(history), group_ref, spec, until)
 
 
-def _select_task(events: list[pa.Table], history: list[pa.Table], group_ref: str, spec: JoinSpec, parts: int, chunk_rows: int) -> list[pa.Table]:
+def _select_task(events: list[pa.Table], history: list[pa.Table], group_ref: str, spec: JoinSpec, pieces: int, chunk_rows: int) -> list[pa.Table]:
     selected = select_bucket(pa.concat_tables(events), pa.concat_tables(history), group_ref, spec, chunk_rows)
-    return split_selected(selected, parts)
+    return split_by_piece(selected, pieces)
 
 
 def _assemble_task(source: Any, part: int, selected: dict, spec: JoinSpec, output: "str | None") -> Any:
@@ -328,15 +352,13 @@ def dask_training_set(
     )
     # A dry run on zero rows on the client: a wrong column or timestamp fails here, not in a worker.
     empty_split = split_events(sample, 0, spec)
-    meta = assemble_part(
-        sample,
-        {
-            ref: [select_bucket(empty_split[entity][0], histories[ref].log.arrow_schema("int64" if histories[ref].id_is_int else "string").empty_table(), ref, spec)]
-            for entity, refs in groups.items()
-            for ref in refs
-        },
-        spec,
-    )
+    empty_rows = {}
+    for entity, refs in groups.items():
+        for ref in refs:
+            empty = histories[ref].log.arrow_schema("int64" if histories[ref].id_is_int else "string").empty_table()
+            picked = select_bucket(empty_split[entity][0], _stamps(empty, 0), ref, spec)
+            empty_rows[ref] = [read_selected(picked, empty, ref, spec)]
+    meta = assemble_part(sample, empty_rows, spec)
     split_columns = None
     if kind == "parquet":
         split_columns = _needed_columns(state, list(groups), schema, [event_timestamp, *([tenant_column] if tenant_column else [])])
@@ -359,21 +381,28 @@ def dask_training_set(
     for k, entity in enumerate(entities):
         for ref in groups[entity]:
             history = histories[ref]
+            files = _history_pieces(history.files, BUCKET_HISTORY_ROWS)
             history_pieces = [
-                delayed(_split_history_task, nout=pieces_per_entity)(root, history.log.schema, piece, history_tenant, entity, spec, chunk_rows)
-                for piece in _history_pieces(history.files, BUCKET_HISTORY_ROWS)
+                delayed(_split_history_task, nout=pieces_per_entity)(root, history.log.schema, piece, h, history_tenant, entity, spec, chunk_rows)
+                for h, piece in enumerate(files)
             ]
-            selected[ref] = []
+            searches = []
             for b in range(buckets):
                 carried: list = []
                 for s in range(slices):
                     rows = carried + [pieces[b * slices + s] for pieces in history_pieces]
-                    selected[ref].append(delayed(_select_task, nout=parts)(
+                    searches.append(delayed(_select_task, nout=len(files))(
                         [pieces[k * pieces_per_entity + b * slices + s] for pieces in event_pieces],
-                        rows, ref, spec, parts, chunk_rows,
+                        rows, ref, spec, len(files), chunk_rows,
                     ))
                     if s + 1 < slices:
                         carried = [delayed(_carry_task)(rows, ref, spec, spec.slices[s])]
+            selected[ref] = [
+                delayed(_read_task, nout=parts)(
+                    [search[h] for search in searches], root, history.log.schema, piece, history_tenant, ref, spec, parts, chunk_rows,
+                )
+                for h, piece in enumerate(files)
+            ]
     target = None if output is None else os.fspath(output)
     if target is not None:
         os.makedirs(target, exist_ok=True)

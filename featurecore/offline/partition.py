@@ -4,16 +4,21 @@ A distributed engine (Dask today; a Spark ``applyInArrow`` or Ray adapter would 
 thin wrapper around the same functions) runs the join in three steps:
 
 1. **split**: each events partition and each history piece is cut into ``buckets``
-   tables by a hash of the entity id (``split_events``, ``split_history``). An entity's
-   events and all of its history land in the same bucket, and a bucket's history
-   pieces, concatenated in piece order, keep the log's write order (the tie-break).
+   tables by a hash of the entity id (``split_events``, ``split_history``). Only ids and
+   times travel: a history piece's rows carry ``history_ref`` (piece, row) instead of
+   their features. An entity's events and all of its history land in the same bucket,
+   and a bucket's history pieces, concatenated in piece order, keep the log's write
+   order (the tie-break).
 2. **select** (``select_bucket``, the pure function ``events bucket + history bucket ->
    Arrow table``): the same native as-of search as the in-process join
-   (``pit.select_rows`` -> ``_core.AsofJoin``) picks each event's history row and
-   miss reason, per tenant.
-3. **assemble** (``assemble_part``): each events partition gets its selected rows back
-   from every bucket and runs the same native assembler (``CompiledFeatureSet.assemble``)
-   as the in-process join and online serving.
+   (``pit.select_rows`` -> ``_core.AsofJoin``) picks each event's history row (its
+   ``history_ref``) and miss reason, per tenant.
+3. **read** (``read_selected``): each history piece reads the features of the rows
+   chosen in it (every event's row once: at most one row per event crosses the
+   network with features, not the whole history).
+4. **assemble** (``assemble_part``): each events partition gets its selected rows back
+   and runs the same native assembler (``CompiledFeatureSet.assemble``) as the
+   in-process join and online serving.
 
 So every answer is the in-process join's answer: an entity's reason (``entity_not_found``
 versus ``no_history``) depends only on its own history, which its bucket holds whole.
@@ -65,6 +70,17 @@ from .pit import (
 PART, ROW, ID, TS, TENANT = "part", "row", "entity_id", "event_ts", "tenant"
 #: A selected row's miss reason (0: the row was found).
 REASON = "reason"
+#: A history row's place, ``piece << 32 | row``: the row of a history piece's scan
+#: (``history_refs``), which ``read_selected`` reads the features of.
+HREF = "history_ref"
+_ROW_BITS = 32
+
+
+def history_refs(piece: int, rows: int) -> pa.Array:
+    """The ``history_ref`` of rows 0 .. rows - 1 of history piece ``piece``."""
+    if rows >= 1 << _ROW_BITS:
+        raise ValidationError(f"a history piece holds at most 2^32 - 1 rows, got {rows}; cut the history into smaller pieces")
+    return pa.array((np.int64(piece) << _ROW_BITS) + np.arange(rows, dtype=np.int64))
 
 
 @dataclass(frozen=True)
@@ -234,7 +250,7 @@ def carry_bucket(history: pa.Table, group_ref: str, spec: JoinSpec, until: int) 
     search), with the history's columns. It beats every earlier row for any event from
     ``until`` on, and no later row can tie with it, so it stands in for all of them."""
     schema = GroupSchema.from_state(spec.state, group_ref)
-    columns = ["feature_timestamp", "generated_at", *(f.name for f in schema.fields)]
+    columns = [c for c in history.column_names if c not in (TENANT, "entity_id")]
     tenants = pc.unique(history.column(TENANT)).to_pylist() if TENANT in history.column_names else [spec.tenant]
     parts = []
     for tenant in tenants:
@@ -243,10 +259,10 @@ def carry_bucket(history: pa.Table, group_ref: str, spec: JoinSpec, until: int) 
         keys = event_keys(ids, source.id_is_int)
         rows, refs, _ = select_rows(
             source, keys, np.full(len(ids), until - 1, np.int64), schema, strict=spec.strict, threads=spec.threads,
-            chunk_rows=max(1, source.table.num_rows),
+            chunk_rows=max(1, source.table.num_rows), columns=columns,
         )
         found = np.flatnonzero(refs >= 0)
-        picked = rows.select(columns).take(pa.array(refs[found]))
+        picked = rows.take(pa.array(refs[found]))
         named = {"entity_id": ids.take(pa.array(found)), **{c: picked.column(c) for c in columns}}
         if TENANT in history.column_names:
             named[TENANT] = pa.array([tenant] * len(found), pa.string())
@@ -256,12 +272,11 @@ def carry_bucket(history: pa.Table, group_ref: str, spec: JoinSpec, until: int) 
 
 def select_bucket(events: pa.Table, history: pa.Table, group_ref: str, spec: JoinSpec, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> pa.Table:
     """Step 2, the engine-neutral kernel: one bucket's events (``split_events``'s
-    columns) against the same bucket's history of ``group_ref`` (the log's columns, in
-    write order, every tenant of the events) -> one row per event: part, row, reason
-    (0 or the miss reason) and the selected history row (feature_timestamp,
-    generated_at, features; null when missed)."""
+    columns) against the same bucket's history of ``group_ref`` (entity_id,
+    feature_timestamp, generated_at, history_ref and tenant where mixed, in write order)
+    -> one row per event: part, row, reason (0 or the miss reason) and the chosen row's
+    history_ref (null when missed)."""
     schema = GroupSchema.from_state(spec.state, group_ref)
-    columns = ["feature_timestamp", "generated_at", *(f.name for f in schema.fields)]
     parts = []
     for tenant in pc.unique(events.column(TENANT)).to_pylist():
         mine = events.filter(pc.equal(events.column(TENANT), tenant)) if spec.tenant_column else events
@@ -269,18 +284,47 @@ def select_bucket(events: pa.Table, history: pa.Table, group_ref: str, spec: Joi
         keys = event_keys(mine.column(ID), pa.types.is_integer(history.schema.field("entity_id").type))
         event_ts = np.ascontiguousarray(mine.column(TS).to_numpy(), np.int64)
         rows, refs, miss = select_rows(
-            source, keys, event_ts, schema, strict=spec.strict, threads=spec.threads, chunk_rows=chunk_rows
+            source, keys, event_ts, schema, strict=spec.strict, threads=spec.threads, chunk_rows=chunk_rows,
+            columns=[HREF],
         )
         if len(spec.tombstones):
             _forget_deleted(spec.tombstones, spec.state, group_ref, tenant, mine.column(ID), refs, miss)
         found = refs >= 0
-        selected = rows.select(columns).take(pa.array(np.where(found, refs, 0), mask=~found))
+        href = np.zeros(len(refs), np.int64)
+        href[found] = rows.column(HREF).to_numpy()[refs[found]]
         reason = np.where(found, 0, miss).astype(np.uint8)
-        parts.append(pa.table([mine.column(PART), mine.column(ROW), pa.array(reason), *selected.columns], names=[PART, ROW, REASON, *columns]))
+        parts.append(pa.table(
+            [mine.column(PART), mine.column(ROW), pa.array(reason), pa.array(href, mask=~found)], names=[PART, ROW, REASON, HREF]
+        ))
     if not parts:
-        empty = history.schema.empty_table().select(columns)
-        return pa.table([pa.array([], pa.int32()), pa.array([], pa.int64()), pa.array([], pa.uint8()), *empty.columns], names=[PART, ROW, REASON, *columns])
+        return pa.table([pa.array([], pa.int32()), pa.array([], pa.int64()), pa.array([], pa.uint8()), pa.array([], pa.int64())],
+                        names=[PART, ROW, REASON, HREF])
     return pa.concat_tables(parts)
+
+
+def split_by_piece(selected: pa.Table, pieces: int) -> list[pa.Table]:
+    """A bucket's selection cut by the history piece its rows point into (for
+    ``read_selected``); missed events go with piece 0."""
+    href = pc.fill_null(selected.column(HREF), 0).to_numpy()
+    return _split(selected, href >> _ROW_BITS, pieces)
+
+
+def read_selected(selected: pa.Table, history: pa.Table, group_ref: str, spec: JoinSpec) -> pa.Table:
+    """Step 3 for one history piece: selected rows pointing into it (``select_bucket``'s
+    columns) and the piece's rows (the same scan the refs count, with the features)
+    -> part, row, reason and the chosen row's feature_timestamp, generated_at and
+    features (null when missed)."""
+    schema = GroupSchema.from_state(spec.state, group_ref)
+    columns = ["feature_timestamp", "generated_at", *(f.name for f in schema.fields)]
+    href = selected.column(HREF)
+    found = href.is_valid().to_numpy(zero_copy_only=False)
+    rows = pc.fill_null(href, 0).to_numpy() & ((1 << _ROW_BITS) - 1)
+    if found.any():
+        picked = history.select(columns).take(pa.array(rows, mask=~found))
+        values = list(picked.columns)
+    else:  # nothing to read (the piece may be empty)
+        values = [pa.nulls(len(rows), history.schema.field(c).type) for c in columns]
+    return pa.table([selected.column(PART), selected.column(ROW), selected.column(REASON), *values], names=[PART, ROW, REASON, *columns])
 
 
 def split_selected(selected: pa.Table, parts: int) -> list[pa.Table]:
@@ -321,6 +365,6 @@ def assemble_part(events, selected: "dict[str, Sequence[pa.Table]]", spec: JoinS
 
 
 __all__ = [
-    "JoinSpec", "entity_groups", "assemble_part", "bucket_of", "carry_bucket", "select_bucket", "split_events",
-    "split_history", "split_selected",
+    "HREF", "JoinSpec", "entity_groups", "assemble_part", "bucket_of", "carry_bucket", "history_refs", "read_selected",
+    "select_bucket", "split_by_piece", "split_events", "split_history", "split_selected",
 ]

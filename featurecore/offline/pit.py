@@ -289,7 +289,7 @@ def _read_ahead(chunks: Iterator[pa.Table]) -> Iterator[pa.Table]:
 
 def select_rows(
     history, keys: EventKeys, event_ts: np.ndarray, schema: GroupSchema, *, strict: bool, threads: int,
-    chunk_rows: int, progress: "ProgressBar | None" = None,
+    chunk_rows: int, progress: "ProgressBar | None" = None, columns: "Sequence[str] | None" = None,
 ) -> tuple[pa.Table, np.ndarray, np.ndarray]:
     """As-of search of one group for every event, in one pass over the history.
 
@@ -300,17 +300,17 @@ def select_rows(
     An in-memory history is held as it is.
 
     Returns:
-        The winning history rows (``feature_timestamp``, ``generated_at`` and the
-        features, each row once), ``refs`` int64 (n,) into them (-1: none) and the
-        ``miss_reason`` uint8 (n,) of the -1 refs.
+        The winning history rows (``columns``, default ``feature_timestamp``,
+        ``generated_at`` and the features; each row once), ``refs`` int64 (n,) into them
+        (-1: none) and the ``miss_reason`` uint8 (n,) of the -1 refs.
     """
-    columns = ["feature_timestamp", "generated_at", *(f.name for f in schema.fields)]
+    columns = list(columns) if columns is not None else ["feature_timestamp", "generated_at", *(f.name for f in schema.fields)]
     join = _core.AsofJoin(keys.keys, event_ts, keys.valid, strict=strict, threads=threads)
     max_ts = int(event_ts.max()) if len(event_ts) else 0
     limit = sys.maxsize if isinstance(history, TableHistory) else 2 * max(len(event_ts), chunk_rows)
     held = _HeldRows()
     offset = 0
-    for chunk in history.scan(["entity_id", *columns], chunk_rows, max_ts):
+    for chunk in history.scan(list(dict.fromkeys([*STAMP_COLUMNS, *columns])), chunk_rows, max_ts):
         if held.rows > limit:
             held.keep(join.finish()[2])
         join.add(

@@ -352,7 +352,7 @@ def dask_training_set(
     )
     # A dry run on zero rows on the client: a wrong column or timestamp fails here, not in a worker.
     empty_split = split_events(sample, 0, spec)
-    empty_rows = {}
+    empty_rows: dict[str, Sequence[pa.Table]] = {}
     for entity, refs in groups.items():
         for ref in refs:
             empty = histories[ref].log.arrow_schema("int64" if histories[ref].id_is_int else "string").empty_table()
@@ -381,19 +381,19 @@ def dask_training_set(
     for k, entity in enumerate(entities):
         for ref in groups[entity]:
             history = histories[ref]
-            files = _history_pieces(history.files, BUCKET_HISTORY_ROWS)
+            piece_files = _history_pieces(history.files, BUCKET_HISTORY_ROWS)
             history_pieces = [
                 delayed(_split_history_task, nout=pieces_per_entity)(root, history.log.schema, piece, h, history_tenant, entity, spec, chunk_rows)
-                for h, piece in enumerate(files)
+                for h, piece in enumerate(piece_files)
             ]
             searches = []
             for b in range(buckets):
                 carried: list = []
                 for s in range(slices):
                     rows = carried + [pieces[b * slices + s] for pieces in history_pieces]
-                    searches.append(delayed(_select_task, nout=len(files))(
+                    searches.append(delayed(_select_task, nout=len(piece_files))(
                         [pieces[k * pieces_per_entity + b * slices + s] for pieces in event_pieces],
-                        rows, ref, spec, len(files), chunk_rows,
+                        rows, ref, spec, len(piece_files), chunk_rows,
                     ))
                     if s + 1 < slices:
                         carried = [delayed(_carry_task)(rows, ref, spec, spec.slices[s])]
@@ -401,7 +401,7 @@ def dask_training_set(
                 delayed(_read_task, nout=parts)(
                     [search[h] for search in searches], root, history.log.schema, piece, history_tenant, ref, spec, parts, chunk_rows,
                 )
-                for h, piece in enumerate(files)
+                for h, piece in enumerate(piece_files)
             ]
     target = None if output is None else os.fspath(output)
     if target is not None:

@@ -326,8 +326,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _rss_mb(pid: int) -> float:
-    """Resident memory of a process and its children (MB)."""
+def _memory_mb(pid: int, proc_file: str, field: str) -> float:
+    """One memory figure (kB lines of ``/proc/<pid>/<proc_file>``) of a process and its children, in MB."""
     total = 0
     pids = [pid]
     try:
@@ -336,12 +336,22 @@ def _rss_mb(pid: int) -> float:
         pass
     for p in pids:
         try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
+            for line in Path(f"/proc/{p}/{proc_file}").read_text().splitlines():
+                if line.startswith(field):
                     total += int(line.split()[1])
         except OSError:
             pass
     return total / 1024
+
+
+def _rss_mb(pid: int) -> float:
+    """Resident memory of a process and its children (MB)."""
+    return _memory_mb(pid, "status", "VmRSS:")
+
+
+def _pss_mb(pid: int) -> float:
+    """Proportional set size of a process and its children (MB; shared pages split)."""
+    return _memory_mb(pid, "smaps_rollup", "Pss:")
 
 
 def report(results: dict) -> None:

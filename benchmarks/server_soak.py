@@ -22,28 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.conftest import T0, build_store
-from benchmarks.server_load import HERE, KEY, _rss_mb, bodies, start_server, wait_http, w1_data
+from benchmarks.server_load import HERE, KEY, _pss_mb, _rss_mb, bodies, start_server, wait_http, w1_data
 from featurecore.server.auth import hash_key
 from featurecore.server.wire import BINARY
 from featurecore.store import FeatureStore
-
-
-def _pss_mb(pid: int) -> float:
-    """Proportional set size of a process and its children (MB; shared pages split)."""
-    total = 0
-    pids = [pid]
-    try:
-        pids += [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        pass
-    for p in pids:
-        try:
-            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
-    return total / 1024
 
 
 def main(argv: list[str] | None = None) -> int:

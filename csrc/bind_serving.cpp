@@ -233,7 +233,16 @@ void ids_arg(py::handle ids, const Name& name, IdsArg& out, std::vector<py::obje
     PyObject** items = PySequence_Fast_ITEMS(seq);
     out.offsets.resize(static_cast<size_t>(n) + 1);
     out.offsets[0] = 0;
+    // The str objects of a request's ids sit wherever Python allocated them, and the
+    // first touch of each (its type, then its bytes) was ~10% of a W1 request on UUID ids
+    // (perf): fetch the header and first bytes of an item kAhead ahead of the copy.
+    constexpr Py_ssize_t kAhead = 8;
     for (Py_ssize_t i = 0; i < n; ++i) {
+        if (i + kAhead < n) {
+            const char* ahead = reinterpret_cast<const char*>(items[i + kAhead]);
+            __builtin_prefetch(ahead);
+            __builtin_prefetch(ahead + 64);
+        }
         PyObject* item = items[i];
         Py_ssize_t len = 0;
         const char* p = nullptr;

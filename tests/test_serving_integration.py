@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from featurecore import _core
 from featurecore.errors import AccessDeniedError, ValidationError
 from featurecore.reasons import Reason
-from featurecore.registry import AccessRule, Feature, FeatureGroup, FeatureSet, TenantAccess
+from featurecore.registry import DEFAULT_ACCESS_RULES, AccessRule, Feature, FeatureGroup, FeatureSet, TenantAccess
 from featurecore.serving import FeatureRequest
 from featurecore.registry.model import PERSONAL_PRIVACY_CLASSES
 from featurecore.store import FeatureStore
@@ -411,4 +411,28 @@ def test_a_warm_route_sees_consent_and_registry_changes_on_the_next_request(tmp_
         offline = store.get_features(request(items, user="u1"))
         assert reasons_of(offline, "followers:v1") == [Reason.not_computed] * 3
         store.registry.update("creator_stats:v1", online=True)
+        np.testing.assert_array_equal(store.get_features(request(items, user="u1")).values, warm.values)
+
+
+def test_a_warm_route_sees_access_rule_changes_on_the_next_request(tmp_path):
+    """Routes and access decisions are cached per registry revision: narrowing a tenant's
+    or a purpose's privacy classes denies the very next request, widening them serves it
+    again, and a denial reads nothing."""
+    with FeatureStore.open(tmp_path / "store") as store:
+        store.apply(definitions(user_mode="resident"))
+        write_all(store, Oracle(), np.random.default_rng(37))
+        items = ["i1", "i2", "ghost"]
+        warm = store.get_features(request(items, user="u1"))
+        store.get_features(request(items, user="u1"))  # served from the cached route
+        reads = dict(store.snapshots.reads), sum(store.direct.reads.values())
+        store.apply([TenantAccess("default", privacy_classes=("public_catalog", "business_confidential"))])
+        with pytest.raises(AccessDeniedError, match=r"which tenant 'default' does not allow"):
+            store.get_features(request(items, user="u1"))
+        assert (dict(store.snapshots.reads), sum(store.direct.reads.values())) == reads
+        store.apply([TenantAccess("default")])
+        np.testing.assert_array_equal(store.get_features(request(items, user="u1")).values, warm.values)
+        store.apply([AccessRule("ranking", ("public_catalog",))])
+        with pytest.raises(AccessDeniedError, match=r"purpose 'ranking'"):
+            store.get_features(request(items, user="u1"))
+        store.apply([DEFAULT_ACCESS_RULES["ranking"]])
         np.testing.assert_array_equal(store.get_features(request(items, user="u1")).values, warm.values)

@@ -97,3 +97,60 @@ def test_snapshot_round_trips_through_json_for_another_process(snapshot, tmp_pat
     (tmp_path / "junk.json").write_text('{"feature_sets": 3}')
     with pytest.raises(ValidationError, match=r"junk.json is not a monitoring snapshot .*take_snapshot\(collector\).save"):
         MonitoringSnapshot.load(tmp_path / "junk.json")
+
+
+@pytest.fixture(scope="module")
+def mostly_missing():
+    """price:v1 is missing in 99% of live cells (20 present of 2,000 < min_present 200):
+    judged on its missing rate alone; a second feature set has no baseline at all."""
+    rng = np.random.default_rng(1)
+    base = rng.normal(size=(4000, 4)).astype(np.float32)
+    collector = ServingCollector(sample_rate=1.0, max_rows=200)
+    collector.register("home:v1", COLUMNS, GROUPS,
+                       baseline=Baseline.from_matrix(base, np.zeros(base.shape, np.uint8), COLUMNS, source="training"))
+    collector.register("other:v1", ("ctr:v1",), GROUPS[:1])
+    for i in range(10):
+        reasons = np.zeros((200, 4), np.uint8)
+        reasons[2:, 1] = 6
+        ages = np.full((200, 2), 5.0, np.float32)
+        collector.observe("home:v1", Matrix(rng.normal(size=(200, 4)).astype(np.float32), reasons, ages), 100.0)
+        collector.observe("other:v1", Matrix(np.ones((10, 1), np.float32), np.zeros((10, 1), np.uint8), ages[:10, :1]), 50.0)
+    return take_snapshot(collector)
+
+
+def test_a_feature_judged_only_on_its_missing_rate_says_so_in_text_json_png_and_html(mostly_missing, tmp_path):
+    price = next(c for c in mostly_missing.drift[0].columns if c.column == "price:v1")
+    assert price.missing_rate_only and price.status == "alert" and price.why == ("missing rate up 0.990 > 0.1",)
+    assert not any(c.missing_rate_only for c in mostly_missing.drift[0].columns if c.column != "price:v1")
+    text = text_report(mostly_missing)
+    assert "    judged on missing rate only (too few live present values for PSI/JS): price:v1\n" in text
+    assert "drift: no baseline yet (every feature judged on missing rate only)" in text
+    doc = json.loads(json.dumps(mostly_missing.to_dict()))
+    assert {c["column"]: c["missing_rate_only"] for c in doc["drift"][0]["columns"]}["price:v1"] is True
+    assert MonitoringSnapshot.from_dict(doc) == mostly_missing
+    pytest.importorskip("matplotlib")
+    from featurecore.monitoring.report import _figure
+
+    drift_axis = _figure(mostly_missing, 20).axes[0]
+    notes = [t.get_text() for t in drift_axis.texts]
+    assert any(n.endswith("judged on missing rate only") and "missing 0.0% -> 99.0%" in n for n in notes)
+    assert sum("judged on missing rate only" in n for n in notes) == 1
+    page = html_report(mostly_missing, tmp_path / "m.html").read_text()
+    price_row = page.split("<td>price:v1</td>")[1].split("</tr>")[0]
+    assert "<td>99.0%</td>" in price_row and "entity_not_found 99.0%" in price_row
+    assert "<td class='alert'>ALERT: missing rate up 0.990 &gt; 0.1</td>" in price_row
+    assert "<td>missing rate only (too few live present values for PSI/JS)</td>" in price_row
+    other = page.split("<h2>feature set other:v1</h2>")[1]
+    assert "<td>ctr:v1</td><td>0.0%</td><td>0.0%</td><td>-</td><td>-</td><td>-</td><td>missing rate only (no baseline)</td>" in other
+
+
+def test_html_report_has_tables_of_latency_staleness_and_features(snapshot, tmp_path):
+    page = html_report(snapshot, tmp_path / "monitor.html").read_text()
+    assert "<h2>feature set home:v1</h2>" in page
+    assert "<caption>latency (us)</caption>" in page and "<tr><td>gather</td><td>50.0</td><td>50.0</td>" in page
+    assert "<caption>staleness (age of served rows, s)</caption>" in page and "<td>item_behavior:v1</td>" in page
+    assert "no SLA" in page  # take_snapshot without state: no targets to compare with
+    emb = page.split("<td>emb:v1 (2 cols)</td>")[1].split("</tr>")[0]
+    assert emb.startswith("<td>10.0%</td><td>0.0%</td><td>timeout 10.0%</td>")
+    assert "<td>PSI, JS and missing rate</td>" in emb
+    assert "<td class='alert'>ALERT: " in page.split("<td>price:v1</td>")[1].split("</tr>")[0]

@@ -73,3 +73,16 @@ def test_targets_come_from_the_registry(example_state):
     assert home.freshness_s["item_behavior:v1"] == 3 * 3600  # the set's override of the group's 6h
     assert home.freshness_s["item_static:v1"] == 24 * 3600
     assert "adhoc_0123:v1" not in targets
+
+
+def test_html_tables_compare_latency_and_staleness_with_the_sla(snapshot, tmp_path):
+    pytest.importorskip("matplotlib")
+    from featurecore.monitoring.report import html_report
+
+    page = html_report(snapshot, tmp_path / "m.html").read_text()
+    total = page.split("<tr><td>total</td>")[1].split("</tr>")[0]
+    assert "<td>p95 90 / p99 1,000</td><td class='breach'>BREACH: p95 " in total
+    item = page.split("<tr><td>item_behavior:v1</td>")[1].split("</tr>")[0]
+    user = page.split("<tr><td>user_profile:v1</td>")[1].split("</tr>")[0]
+    assert "<td>600</td><td class='breach'>BREACH: p99 age " in item
+    assert user.endswith("<td>3,600</td><td class='ok'>ok</td><td>0</td>")

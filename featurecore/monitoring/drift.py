@@ -385,6 +385,8 @@ class ColumnDrift:
         status: ``ok``, ``warn``, ``alert`` or ``insufficient_data`` (fewer live cells
             than ``DriftPolicy.min_rows``).
         why: human-readable causes of a warn/alert.
+        missing_rate_only: fewer live present values than ``DriftPolicy.min_present``:
+            PSI/JS are reported but not judged, the column is judged on its missing rate alone.
     """
 
     column: str
@@ -397,6 +399,7 @@ class ColumnDrift:
     live_cells: int
     status: str
     why: tuple[str, ...]
+    missing_rate_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -483,7 +486,8 @@ def evaluate_drift(
         tier = max((policy.tier(s) for s in shares.values()), key=_TIER_ORDER.__getitem__, default="normal")
         up = float(live_missing[j] - base_missing[j])
         p, js = float(psi_v[j]), float(js_v[j])
-        judged_p, judged_js = (p, js) if rows - int(missing[j]) >= policy.min_present else (0.0, 0.0)
+        missing_only = rows - int(missing[j]) < policy.min_present
+        judged_p, judged_js = (0.0, 0.0) if missing_only else (p, js)
         if rows < policy.min_rows:
             status, why = "insufficient_data", [f"{rows} live rows < min_rows {policy.min_rows}"]
         else:
@@ -505,6 +509,7 @@ def evaluate_drift(
                 live_cells=int(rows),
                 status=status,
                 why=tuple(why),
+                missing_rate_only=missing_only,
             )
         )
     columns.sort(key=lambda c: (_STATUS_ORDER[c.status], -c.psi))

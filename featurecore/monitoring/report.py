@@ -221,13 +221,13 @@ def text_report(snapshot: MonitoringSnapshot, *, top: int = 10) -> str:
         if targets is not None and (targets.latency_p95_us or targets.latency_p99_us):
             breaches = targets.latency_breaches(s.latency)
             lines.append(f"    {'SLA (total)':<18}{'-':>9}  {_num(targets.latency_p95_us, 0):>9}  {_num(targets.latency_p99_us, 0):>9}"
-                         f"  {'-':>9}  " + (f"BREACH: {'; '.join(breaches)}" if breaches else "ok"))
+                         f"  {'-':>9}  " + _verdict(breaches))
         if s.groups:
             lines.append("  staleness (age, s)    p50        p95        p99        max       SLA")
             for g in s.groups:
                 sla = targets.freshness_s.get(g.group) if targets else None
                 breach = targets.staleness_breach(g.group, g.age) if targets else ""
-                verdict = "" if sla is None else f"  {_num(sla, 0):>9}  " + (f"BREACH: {breach}" if breach else "ok")
+                verdict = "" if sla is None else f"  {_num(sla, 0):>9}  " + _verdict([breach] if breach else [])
                 lines.append(f"    {g.group:<18}{_num(g.age.p50):>9}  {_num(g.age.p95):>9}  "
                              f"{_num(g.age.p99):>9}  {_num(g.age.max):>9}{verdict}"
                              + (f"  {g.negative_ages:,} rows generated after their request time" if g.negative_ages else ""))
@@ -243,7 +243,7 @@ def text_report(snapshot: MonitoringSnapshot, *, top: int = 10) -> str:
                              f"  {reasons or '-'}")
         report = drift_by_fs.get(s.feature_set)
         if report is None:
-            lines.append("  drift: no baseline yet")
+            lines.append("  drift: no baseline yet (every feature judged on missing rate only)")
             continue
         lines.append(f"  drift vs baseline ({s.baseline_source}), {report.live_rows:,} live rows")
         flagged = [(s.feature_set, c) for c in report.columns if c.status in ("alert", "warn")]
@@ -252,6 +252,9 @@ def text_report(snapshot: MonitoringSnapshot, *, top: int = 10) -> str:
                          f"missing {_pct(c.baseline_missing_rate)} -> {_pct(c.live_missing_rate)}  ({'; '.join(c.why)})")
         counts = {st: sum(c.status == st for c in report.columns) for st in ("alert", "warn", "ok", "insufficient_data")}
         lines.append("    " + ", ".join(f"{k}: {v}" for k, v in counts.items()))
+        only = _worst_per_feature([(s.feature_set, c) for c in report.columns if c.missing_rate_only], _drift_order, many=False)
+        if only:
+            lines.append(f"    judged on missing rate only ({_MISSING_ONLY_WHY}): {', '.join(label for label, _ in only)}")
         for risk in report.models_at_risk:
             lines.append(f"  MODEL AT RISK {risk.model}: {'; '.join(risk.why)}")
     if snapshot.parity:
@@ -270,6 +273,7 @@ def text_report(snapshot: MonitoringSnapshot, *, top: int = 10) -> str:
 
 
 _STATUS_ORDER = {"alert": 0, "warn": 1, "ok": 2, "insufficient_data": 3}
+_MISSING_ONLY_WHY = "too few live present values for PSI/JS"
 
 
 def _drift_order(c: Any) -> tuple:
@@ -323,12 +327,13 @@ def _figure(snapshot: MonitoringSnapshot, top: int) -> Any:
         for y, (_, c) in enumerate(cols[::-1]):
             up = c.live_missing_rate - c.baseline_missing_rate
             outage = f"  missing {_pct(c.baseline_missing_rate)} -> {_pct(c.live_missing_rate)}" if up > 0.01 else ""
-            ax_drift.text(c.psi, y, f" {c.psi:.3f}{outage}", va="center", fontsize=8)
+            only = "  judged on missing rate only" if c.missing_rate_only else ""
+            ax_drift.text(c.psi, y, f" {c.psi:.3f}{outage}{only}", va="center", fontsize=8)
         for x, style, tier in ((0.1, ":", "critical"), (0.25, "--", "normal")):
             ax_drift.axvline(x, color="black", linestyle=style, linewidth=1, label=f"alert, {tier} tier (PSI {x})")
         ax_drift.set_xlim(0, max(max(psis) * 1.15, 0.3))
         ax_drift.legend(loc="lower right", fontsize=8)
-    _empty(ax_drift, not cols, "no baseline yet")
+    _empty(ax_drift, not cols, "no baseline yet: features judged on missing rate only")
     ax_drift.set_title(f"Drift vs baseline: PSI, alerts first (top {len(cols)}; red alert, orange warn, green ok)")
     ax_drift.set_xlabel("PSI")
 
@@ -428,15 +433,84 @@ def png_report(snapshot: MonitoringSnapshot, path: str | Path, *, top: int = 20)
 
 
 def html_report(snapshot: MonitoringSnapshot, path: str | Path, *, top: int = 20) -> Path:
-    """Write one self-contained HTML page: the PNG (inline) above the text report."""
+    """Write one self-contained HTML page: the PNG (inline), then per feature set tables of
+    latency and staleness against the SLAs and of every feature (missing and null rates,
+    reasons, drift), then the text report."""
     buffer = io.BytesIO()
     _figure(snapshot, top).savefig(buffer, format="png")
     image = base64.b64encode(buffer.getvalue()).decode("ascii")
     page = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>featurecore monitoring</title></head><body>"
+        "<!doctype html><html><head><meta charset='utf-8'><title>featurecore monitoring</title>"
+        f"<style>{_CSS}</style></head><body>"
         f"<img alt='featurecore monitoring plots' src='data:image/png;base64,{image}' style='max-width:100%'>"
-        f"<pre>{html.escape(text_report(snapshot, top=top))}</pre></body></html>\n"
+        + "".join(_html_feature_set(snapshot, s) for s in snapshot.feature_sets)
+        + "<details><summary>text report</summary>"
+        f"<pre>{html.escape(text_report(snapshot, top=top))}</pre></details></body></html>\n"
     )
     path = Path(path)
     path.write_text(page, encoding="utf-8")
     return path
+
+
+_CSS = (
+    "body{font-family:sans-serif}table{border-collapse:collapse;margin:0 0 1em}"
+    "th,td{border:1px solid #ccc;padding:2px 8px;text-align:right}th:first-child,td:first-child{text-align:left}"
+    ".breach,.alert{color:#d62728;font-weight:bold}.warn{color:#ff7f0e}.ok{color:#2ca02c}"
+)
+
+
+def _verdict(breaches: Sequence[str]) -> str:
+    return f"BREACH: {'; '.join(breaches)}" if breaches else "ok"
+
+
+def _html_table(caption: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A table; a cell starting with ``BREACH``, ``ALERT`` or ``WARN``, or equal to
+    ``ok``, gets the class that colours it."""
+    def cell(v: str) -> str:
+        word = v.split(":")[0].split(" ")[0].lower()
+        cls = f" class='{word}'" if word in ("breach", "alert", "warn", "ok") else ""
+        return f"<td{cls}>{html.escape(v)}</td>"
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(cell(v) for v in row) + "</tr>" for row in rows)
+    return f"<table><caption>{html.escape(caption)}</caption><tr>{head}</tr>{body}</table>"
+
+
+def _html_feature_set(snapshot: MonitoringSnapshot, s: FeatureSetSummary) -> str:
+    targets = _target(snapshot, s.feature_set)
+    has_latency_sla = targets.latency_p95_us is not None or targets.latency_p99_us is not None
+    latency = [[name, _num(q.p50), _num(q.p95), _num(q.p99), _num(q.max), "", ""] for name, q in [("total", s.latency), *s.stages.items()]]
+    if has_latency_sla:
+        latency[0][5] = f"p95 {_num(targets.latency_p95_us, 0)} / p99 {_num(targets.latency_p99_us, 0)}"
+        latency[0][6] = _verdict(targets.latency_breaches(s.latency))
+    staleness = []
+    for g in s.groups:
+        sla = targets.freshness_s.get(g.group)
+        breach = targets.staleness_breach(g.group, g.age)
+        staleness.append([g.group, _num(g.age.p50), _num(g.age.p95), _num(g.age.p99), _num(g.age.max),
+                          "-" if sla is None else _num(sla, 0), "no SLA" if sla is None else _verdict([breach] if breach else []),
+                          f"{g.negative_ages:,}"])
+    drift = next((r for r in snapshot.drift if r.feature_set == s.feature_set), None)
+    drift_of = {c.column: c for c in drift.columns} if drift else {}
+    features = []
+    for label, c in _worst_per_feature([(s.feature_set, c) for c in s.columns if c.cells], lambda c: (-c.missing_rate, c.column), many=False):
+        reasons = ", ".join(f"{r} {_pct(n / c.cells)}" for r, n in c.reasons.items() if n and r != "present")
+        d = drift_of.get(c.column)
+        if d is None:
+            judged, status, psi = "missing rate only (no baseline)", "-", "-"
+        else:
+            judged = f"missing rate only ({_MISSING_ONLY_WHY})" if d.missing_rate_only else "PSI, JS and missing rate"
+            status = d.status.upper() + (f": {'; '.join(d.why)}" if d.why else "") if d.status != "ok" else "ok"
+            psi = f"{d.psi:.3f}"
+        features.append([label, _pct(c.missing_rate), _pct(c.null_rate), reasons or "-", psi, status, judged])
+    head = (f"<h2>feature set {html.escape(s.feature_set)}</h2><p>tenants: {html.escape(', '.join(s.tenants) or '-')}; "
+            f"requests {s.requests:,} (sampled {s.sampled_requests:,}); rows {s.rows:,} (inspected {s.sampled_rows:,})</p>")
+    risks = "".join(f"<p class='alert'>MODEL AT RISK {html.escape(r.model)}: {html.escape('; '.join(r.why))}</p>"
+                    for r in (drift.models_at_risk if drift else ()))
+    return (
+        head
+        + _html_table("latency (us)", ["stage", "p50", "p95", "p99", "max", "SLA", "verdict"], latency)
+        + _html_table("staleness (age of served rows, s)", ["group", "p50", "p95", "p99", "max", "SLA", "verdict", "rows generated after request"], staleness)
+        + _html_table("features (worst column of multi-column features)", ["feature", "missing", "null", "reasons", "PSI", "drift", "judged on"], features)
+        + risks
+    )

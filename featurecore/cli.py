@@ -460,17 +460,17 @@ def _stream_report(store: str) -> str:
         db.close()
     if not positions:
         return ""
-    lines = ["streams (as last reported by each consumer)",
-             f"  {'group':<26}{'source':<34}{'position':>10}{'lag msgs':>10}{'lag s':>8}{'rows/s':>10}"
-             f"{'fresh p50 s':>12}{'p99 s':>8}{'rows':>12}{'dead':>7}  updated"]
-    for p in positions:
-        fresh = [_num_or_dash(p.get(k)) for k in ("freshness_p50_s", "freshness_p99_s")]
-        updated = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(p["updated_us"] / 1e6)) if p.get("updated_us") else "-"
-        lines.append(
-            f"  {p['group_cf']:<26}{p['source']:<34}{p['sequence']:>10,}{p['lag_messages']:>10,}{p['lag_seconds']:>8.1f}"
-            f"{p['rows_per_s']:>10,.0f}{fresh[0]:>12}{fresh[1]:>8}{p['rows']:>12,}{p['dead_letters']:>7,}  {updated}"
-        )
-    return "\n".join(lines)
+    rows = [
+        {
+            "group": p["group_cf"], "source": p["source"], "position": f"{p['sequence']:,}",
+            "lag msgs": f"{p['lag_messages']:,}", "lag s": f"{p['lag_seconds']:.1f}", "rows/s": f"{p['rows_per_s']:,.0f}",
+            "fresh p50 s": _num_or_dash(p.get("freshness_p50_s")), "p99 s": _num_or_dash(p.get("freshness_p99_s")),
+            "rows": f"{p['rows']:,}", "dead": f"{p['dead_letters']:,}",
+            "updated": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(p["updated_us"] / 1e6)) if p.get("updated_us") else "-",
+        }
+        for p in positions
+    ]
+    return "streams (as last reported by each consumer)\n" + render_table(rows, list(rows[0]))
 
 
 def _num_or_dash(value: "float | None") -> str:

@@ -53,3 +53,31 @@ def test_cli_tables_stay_aligned_with_wide_characters():
     # The third column starts at the same terminal cell on every line.
     starts = [cell_len(line[: line.index(stage)]) for line, stage in zip(lines, ("STAGE", "production", "experimental"))]
     assert len(set(starts)) == 1, lines
+
+
+def test_cli_tables_are_rich_tables_on_a_terminal_and_plain_text_otherwise(monkeypatch):
+    from rich.cells import cell_len
+    from rich.text import Text
+
+    from featurecore.registry.render import render_table
+
+    rows = [{"name": "商品点击率_7天", "owner": "搜索", "stage": "production"}, {"name": "ctr", "owner": "ranking", "stage": "experimental"}]
+    plain = render_table(rows, ("name", "owner", "stage"))  # tests run without a terminal
+    assert plain == render_table(rows, ("name", "owner", "stage"), styled=False) and "\x1b[" not in plain
+    assert plain.splitlines()[0].split() == ["NAME", "OWNER", "STAGE"]
+    monkeypatch.setenv("COLUMNS", "100")
+    styled = render_table(rows, ("name", "owner", "stage"), styled=True)
+    assert "\x1b[1m" in styled  # bold header
+    lines = [Text.from_ansi(line).plain for line in styled.splitlines()]
+    assert [line.split() for line in lines[:1]] == [["NAME", "┃", "OWNER", "┃", "STAGE"]]
+    assert "━" in lines[1] and "商品点击率_7天" in lines[2] and "experimental" in lines[3]
+    # Box lines at the same terminal cells on every line, wide characters included.
+    assert len({tuple(i for i, ch in enumerate(_cells(line)) if ch in "┃│╇╋┼") for line in lines}) == 1, lines
+    assert len({cell_len(line) for line in lines}) == 1
+
+
+def _cells(line):
+    """One entry per terminal cell (a wide character takes two)."""
+    from rich.cells import cell_len
+
+    return [c for ch in line for c in [ch] * cell_len(ch)]

@@ -37,6 +37,7 @@ from .layout import CHANGELOG_CF, column_family, online_path, open_database
 from .online.refresh import DEFAULT_REFRESH_INTERVAL_S, Refresher
 from .online.snapshots import LoadStats, Snapshots
 from .online.writer import DEFAULT_CHANGELOG_RETENTION, Committed, OnlineWriter
+from .progress import ProgressBar
 from .registry.model import RegistryState, parse_ref
 from .registry.provenance import BatchLineage, record_lineage
 from .registry.registry import DefinitionsLike, Registry
@@ -802,15 +803,25 @@ class FeatureStore:
             if g.serving_mode == "resident" and self.state.is_online(g.ref)
         ]
 
-    def build_generations(self, group_ref: "str | None" = None, *, force: bool = True) -> "list[generations.Manifest]":
+    def build_generations(
+        self, group_ref: "str | None" = None, *, force: bool = True, progress: "bool | None" = None
+    ) -> "list[generations.Manifest]":
         """Write each resident group's rows (``group_ref``: that group's) from RocksDB as a
         new generation file, published atomically; every process serving the group maps
         it on its next refresh (this one at once). ``force=False`` skips groups whose
         current generation already holds every change. Works in any mode (a
-        ``read_only`` store builds beside a running primary)."""
+        ``read_only`` store builds beside a running primary). ``progress``: a bar of
+        groups built on stderr (default: when stderr is a terminal)."""
         if self._closed:
             self._raise_closed()
-        return [self.snapshots.publish(schema, force=force) for schema in self.resident_schemas(group_ref)]
+        schemas = self.resident_schemas(group_ref)
+        built = []
+        with ProgressBar("snapshot build", len(schemas), unit="groups", progress=progress) as bar:
+            for schema in schemas:
+                bar.status(schema.ref)
+                built.append(self.snapshots.publish(schema, force=force))
+                bar.advance(status=f"{schema.ref}: {built[-1].rows:,} rows")
+        return built
 
     def load_resident(self) -> dict[str, LoadStats]:
         """Load every resident group served online and not loaded yet; returns load stats."""

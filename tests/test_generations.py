@@ -326,3 +326,18 @@ def test_snapshot_cli_builds_lists_and_verifies_generations(tmp_path: Path, caps
     assert "truncated" in capsys.readouterr().out
     assert cli.main(["snapshot", "build", "--store", root, "--group", "user_profile:v1"]) == 1
     assert "generation files hold resident groups only" in capsys.readouterr().err
+
+
+def test_a_snapshot_build_shows_a_bar_of_groups_when_asked_and_logs_it(tmp_path: Path, capfd, caplog, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+
+    with FeatureStore.open(str(tmp_path / "store")) as store:
+        store.apply(definitions())
+        write_ctr(store, 1.0)
+        with caplog.at_level(logging.INFO, logger="featurecore.progress"):
+            store.build_generations("item_stats:v1", progress=True)
+            err = capfd.readouterr().err
+            store.build_generations("item_stats:v1")  # default: stderr is not a terminal here
+    assert "snapshot build" in err and "1/1" in err and "groups" in err and "item_stats:v1: 50 rows" in err
+    assert capfd.readouterr().err == ""
+    assert caplog.text.count("snapshot build done: 1/1 groups") == 2

@@ -263,3 +263,18 @@ def test_keep_mask_for_a_three_part_pair_entity(example_state):
     assert tombstones.keep_mask(state, "uic:v1", "default", ids).tolist() == [False, False, False, False]
     only_middle = Tombstones({("default", "item"): {"c1"}})
     assert only_middle.keep_mask(state, "uic:v1", "default", ids).tolist() == [True, False, False, False]
+
+
+def test_a_deletion_shows_a_progress_bar_of_its_steps_when_asked_and_logs_them(populated_store, capfd, caplog, monkeypatch):
+    import logging
+
+    monkeypatch.setenv("COLUMNS", "200")
+
+    with caplog.at_level(logging.INFO, logger="featurecore.progress"):
+        delete_entity(populated_store, "user", "u1", progress=True)
+        err = capfd.readouterr().err
+        delete_entity(populated_store, "user", "u2")  # default: stderr is not a terminal here
+    # Steps: the online rows in one batch, then each affected group's offline history.
+    assert "delete user 'u1'" in err and "3/3" in err and "steps" in err
+    assert capfd.readouterr().err == ""
+    assert "delete user 'u1' done: 3/3 steps" in caplog.text and "delete user 'u2' done: 3/3 steps" in caplog.text

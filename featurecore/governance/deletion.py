@@ -59,6 +59,7 @@ from ..online.tombstones import (
     tombstone_version,
 )
 from ..online.writer import Change
+from ..progress import ProgressBar
 from ..registry.model import RegistryState
 
 if TYPE_CHECKING:
@@ -155,7 +156,9 @@ def _pair_keys(cf: Any, tenant: str, pair_entity: str, n_components: int, positi
     return [keys[i] for i in np.flatnonzero(pc.fill_null(hit, False).to_numpy(zero_copy_only=False)).tolist()]
 
 
-def delete_entity(store: Any, entity: str, entity_id: str | int, tenant: str = "default", *, reason: str = "") -> DeletionReceipt:
+def delete_entity(
+    store: Any, entity: str, entity_id: str | int, tenant: str = "default", *, reason: str = "", progress: bool | None = None
+) -> DeletionReceipt:
     """Delete everything the store holds about one entity (e.g. a user) in ``tenant``.
 
     See the module docstring for the steps. Safe to re-run: each step is idempotent.
@@ -166,6 +169,8 @@ def delete_entity(store: Any, entity: str, entity_id: str | int, tenant: str = "
         entity_id: its id (str or int).
         tenant: the tenant.
         reason: free text kept in the tombstone and the deletion log.
+        progress: draw a progress bar on stderr (online rows, then each group's offline
+            history); default: when stderr is a terminal.
 
     Raises:
         ValidationError: ``entity`` is a pair entity, or the id is empty.
@@ -185,10 +190,12 @@ def delete_entity(store: Any, entity: str, entity_id: str | int, tenant: str = "
     check_tenant(tenant)
     store.writer  # raises unless primary, before anything is written
     write_tombstone(store, tenant, entity, entity_id, reason=reason, deleted_at_us=requested)
-    return _finish_deletion(store, tenant, entity, entity_id, requested, reason)
+    return _finish_deletion(store, tenant, entity, entity_id, requested, reason, progress=progress)
 
 
-def _finish_deletion(store: Any, tenant: str, entity: str, entity_id: str, requested: int, reason: str) -> DeletionReceipt:
+def _finish_deletion(
+    store: Any, tenant: str, entity: str, entity_id: str, requested: int, reason: str, *, progress: bool | None = None
+) -> DeletionReceipt:
     """Steps 2-4 of ``delete_entity`` for an entity whose tombstone is written; each step
     is idempotent, so a deletion interrupted anywhere after step 1 is finished by running
     this again (``resume_deletions``)."""
@@ -216,12 +223,18 @@ def _finish_deletion(store: Any, tenant: str, entity: str, entity_id: str, reque
         pair_rows[ref] = pair_rows.get(ref, 0) + len(keys)
         if keys:
             changes.append(Change(schema.cf_name, keys))
-    writer.commit(changes)
     only_this = Tombstones({(tenant, entity): {entity_id}})
     offline = {}
-    for ref in dict.fromkeys(own + [r for r, _ in pairs]):
-        log = OfflineLog.open(store.root, state, ref)
-        offline[ref] = log.rewrite(functools.partial(only_this.filter_table, state, ref))
+    refs = list(dict.fromkeys(own + [r for r, _ in pairs]))
+    with ProgressBar(f"delete {entity} {entity_id!r}", len(refs) + 1, unit="steps", progress=progress) as bar:
+        bar.status("online rows")
+        writer.commit(changes)
+        bar.advance()
+        for ref in refs:
+            bar.status(f"offline history of {ref}")
+            log = OfflineLog.open(store.root, state, ref)
+            offline[ref] = log.rewrite(functools.partial(only_this.filter_table, state, ref))
+            bar.advance(status="")
     receipt = DeletionReceipt(
         entity, entity_id, tenant, requested, time.time_ns() // 1000, online, pair_rows, offline, reason
     )

@@ -162,9 +162,9 @@ def _split_events_task(source: Any, part: int, spec: JoinSpec, columns: "Sequenc
     return [piece for entity in spec.entities() for piece in buckets[entity]]
 
 
-def _read_piece(root: str, schema: GroupSchema, files: tuple, tenant: "str | None", columns: Sequence[str], chunk_rows: int) -> pa.Table:
+def _read_piece(location: tuple, schema: GroupSchema, files: tuple, tenant: "str | None", columns: Sequence[str], chunk_rows: int) -> pa.Table:
     """A history piece's rows, in the same order for any ``columns`` (history_ref counts them)."""
-    log = OfflineLog(root, schema)
+    log = OfflineLog(None, schema, location=location)
     history = LogHistory(log, tenant, files=files)
     chunks = list(history.scan(columns, chunk_rows, _NO_LIMIT))
     id_type = "int64" if history.id_is_int else "string"
@@ -175,16 +175,16 @@ def _stamps(table: pa.Table, piece: int) -> pa.Table:
     return table.append_column(HREF, history_refs(piece, table.num_rows))
 
 
-def _split_history_task(root: str, schema: GroupSchema, files: tuple, piece: int, tenant: "str | None", entity: str, spec: JoinSpec, chunk_rows: int) -> list[pa.Table]:
+def _split_history_task(location: tuple, schema: GroupSchema, files: tuple, piece: int, tenant: "str | None", entity: str, spec: JoinSpec, chunk_rows: int) -> list[pa.Table]:
     # The tenant column only where tenants are mixed (a string column costs as much to
     # decode as a few feature columns); one tenant's scan filters by it already.
     columns = [*(["tenant"] if tenant is None else []), "entity_id", "feature_timestamp", "generated_at"]
-    return split_history(_stamps(_read_piece(root, schema, files, tenant, columns, chunk_rows), piece), entity, spec)
+    return split_history(_stamps(_read_piece(location, schema, files, tenant, columns, chunk_rows), piece), entity, spec)
 
 
-def _read_task(selected: list[pa.Table], root: str, schema: GroupSchema, files: tuple, tenant: "str | None", group_ref: str, spec: JoinSpec, parts: int, chunk_rows: int) -> list[pa.Table]:
+def _read_task(selected: list[pa.Table], location: tuple, schema: GroupSchema, files: tuple, tenant: "str | None", group_ref: str, spec: JoinSpec, parts: int, chunk_rows: int) -> list[pa.Table]:
     columns = ["feature_timestamp", "generated_at", *(f.name for f in schema.fields)]
-    rows = read_selected(pa.concat_tables(selected), _read_piece(root, schema, files, tenant, columns, chunk_rows), group_ref, spec)
+    rows = read_selected(pa.concat_tables(selected), _read_piece(location, schema, files, tenant, columns, chunk_rows), group_ref, spec)
     return split_selected(rows, parts)
 
 
@@ -383,7 +383,7 @@ def dask_training_set(
             history = histories[ref]
             piece_files = _history_pieces(history.files, BUCKET_HISTORY_ROWS)
             history_pieces = [
-                delayed(_split_history_task, nout=pieces_per_entity)(root, history.log.schema, piece, h, history_tenant, entity, spec, chunk_rows)
+                delayed(_split_history_task, nout=pieces_per_entity)(history.log.location, history.log.schema, piece, h, history_tenant, entity, spec, chunk_rows)
                 for h, piece in enumerate(piece_files)
             ]
             searches = []
@@ -399,7 +399,7 @@ def dask_training_set(
                         carried = [delayed(_carry_task)(rows, ref, spec, spec.slices[s])]
             selected[ref] = [
                 delayed(_read_task, nout=parts)(
-                    [search[h] for search in searches], root, history.log.schema, piece, history_tenant, ref, spec, parts, chunk_rows,
+                    [search[h] for search in searches], history.log.location, history.log.schema, piece, history_tenant, ref, spec, parts, chunk_rows,
                 )
                 for h, piece in enumerate(piece_files)
             ]

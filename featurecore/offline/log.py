@@ -52,6 +52,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError, TableNotFoundError
+from deltalake.fs import DeltaStorageHandler
 from deltalake.transaction import AddAction, CommitProperties, RemoveAction, Transaction
 
 from ..errors import FeatureStoreError, ValidationError
@@ -127,8 +128,11 @@ def offline_location(root: str) -> "tuple[str, dict[str, str]]":
 
 def group_directory(root: str, group_ref: str) -> str:
     """The URI (or local path) of a group version's table: ``<offline>/<group>/v<version>``."""
+    return _table_uri(offline_location(root)[0], group_ref)
+
+
+def _table_uri(base: str, group_ref: str) -> str:
     name, version = parse_ref(group_ref)
-    base, _ = offline_location(root)
     if _is_uri(base):
         return f"{base.rstrip('/')}/{name}/v{version}"
     return os.path.join(base, name, f"v{version}")
@@ -243,19 +247,25 @@ class OfflineLog:
         schema: the group's write schema (``GroupSchema.from_state``).
     """
 
-    def __init__(self, root: str, schema: GroupSchema):
+    def __init__(self, root: "str | None", schema: GroupSchema, *, location: "tuple[str, dict[str, str]] | None" = None):
         self.schema = schema
-        self.directory = group_directory(root, schema.ref)
-        _, self.storage_options = offline_location(root)
+        # (base URI, storage options): what a Dask worker needs instead of the store's root
+        if location is None:
+            assert root is not None, "OfflineLog needs the store's root or a location"
+            location = offline_location(root)
+        self.location = location
+        base, self.storage_options = self.location
+        self.directory = _table_uri(base, schema.ref)
         self.local = not _is_uri(self.directory) or self.directory.startswith("file://")
         if self.directory.startswith("file://"):
             self.directory = self.directory[len("file://"):]
         self.migrating = False  # set by offline.maintenance while it converts an old log
         self._stats: dict[str, str] = {}  # Delta statistics (JSON) of files written, not yet committed
-        if self.local:
-            self._fs, self._base = pafs.LocalFileSystem(), self.directory
-        else:
-            self._fs, self._base = pafs.FileSystem.from_uri(self.directory)
+        # Data files go through the same object store (and storage_options) as Delta's
+        # log; paths of a non-local table's filesystem are relative to the table.
+        self._fs: pafs.FileSystem = pafs.LocalFileSystem() if self.local else pafs.PyFileSystem(
+            DeltaStorageHandler(self.directory, self.storage_options or None)
+        )
 
     @classmethod
     def open(cls, root: str, state: RegistryState, group_ref: str) -> "OfflineLog":
@@ -287,13 +297,22 @@ class OfflineLog:
     # -- table versions ---------------------------------------------------------------
 
     def _path(self, relative: str) -> str:
-        return os.path.join(self._base, relative) if self.local else f"{self._base.rstrip('/')}/{relative}"
+        return os.path.join(self.directory, relative) if self.local else relative
 
     def _damaged(self, what: str, error: "BaseException | None" = None) -> OfflineMetadataError:
         cause = f" ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})" if error else ""
         return OfflineMetadataError(
             f"offline table of {self.schema.ref} at {self.directory}: {what}{cause}; restore {self.directory}/_delta_log "
             "and its data files from a backup (featurecore refuses to treat the history as empty)"
+        )
+
+    def _unreachable(self, error: BaseException) -> OfflineMetadataError:
+        """An object store that does not answer (endpoint, credentials, bucket, network):
+        nothing is known about the table, so nothing is read or written."""
+        return OfflineMetadataError(
+            f"offline table of {self.schema.ref}: the object store at {self.location[0]} did not answer "
+            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); check the endpoint, "
+            "credentials, bucket and network passed to set_offline_location(root, uri, storage_options)"
         )
 
     def _table(self, version: "int | dt.datetime | None" = None) -> "DeltaTable | None":
@@ -315,6 +334,8 @@ class OfflineLog:
                 raise self._damaged("_delta_log holds no readable commit", error) from error
             return None
         except (DeltaError, OSError, ValueError) as error:
+            if not self.local:
+                raise self._unreachable(error) from error
             raise self._damaged("the Delta log is unreadable", error) from error
         if version is not None:
             try:
@@ -483,10 +504,15 @@ class OfflineLog:
         never exist without a Delta log (which would mean a lost log)."""
         with self._locked():
             if self._table() is None:
-                DeltaTable.create(
-                    self.directory, self._delta_schema(id_type), partition_by=["date"], mode="ignore",
-                    storage_options=self.storage_options or None,
-                )
+                try:
+                    DeltaTable.create(
+                        self.directory, self._delta_schema(id_type), partition_by=["date"], mode="ignore",
+                        storage_options=self.storage_options or None,
+                    )
+                except (DeltaError, OSError) as error:
+                    if self.local:
+                        raise
+                    raise self._unreachable(error) from error
 
     def _remove_files(self, paths: "Iterator[str] | Sequence[str]") -> None:
         for path in paths:
@@ -572,7 +598,7 @@ class OfflineLog:
 
     def _relative(self, path: str) -> str:
         """A path Delta reports (absolute, a URI or relative) relative to the table."""
-        for prefix in (self.directory, self._base, "file://" + self.directory):
+        for prefix in (self.directory, "file://" + self.directory):
             if path.startswith(prefix.rstrip("/") + "/"):
                 return path[len(prefix.rstrip("/")) + 1:]
         return path

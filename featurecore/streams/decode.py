@@ -17,13 +17,14 @@ the rest is applied. A message is applied whole or not at all.
 
 from __future__ import annotations
 
+import gc
 import json
 from itertools import chain
 from operator import itemgetter
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-import msgpack
+import msgspec
 import numpy as np
 
 from ..errors import ValidationError
@@ -35,6 +36,9 @@ _ENVELOPE = frozenset({"entity_id", "feature_timestamp", "generated_at", "values
 _REQUIRED = frozenset({"entity_id", "feature_timestamp", "values"})
 _NUMBERS = frozenset({int, float})
 _FLOAT = {float}
+# Untyped: plain dicts, lists, str, int, float, bytes, as msgpack-python gives them (the
+# envelope and the cells are checked below and by write's validator), ~2x faster.
+_MSGPACK = msgspec.msgpack.Decoder()
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,7 @@ def _rows_of(payload: bytes) -> list[dict]:
     """The rows of one payload; ValidationError says what is wrong with the envelope."""
     try:
         head = payload.lstrip()[:1]
-        decoded = json.loads(payload) if head in (b"{", b"[") else msgpack.unpackb(payload, raw=False, strict_map_key=False)
+        decoded = json.loads(payload) if head in (b"{", b"[") else _MSGPACK.decode(payload)
     except Exception as error:  # any decoder failure is the message's fault
         raise ValidationError(f"payload is neither msgpack nor JSON ({type(error).__name__}: {error})") from None
     rows = decoded if isinstance(decoded, list) else [decoded]
@@ -138,7 +142,23 @@ def _refused(group: _Group, parts: list, schema: GroupSchema, published_us: int,
 def decode(
     messages: Sequence[StreamMessage], schema: GroupSchema, published_us: int, bounds: TimestampBounds
 ) -> "tuple[list[TenantBatch], list[tuple[StreamMessage, str]]]":
-    """Validated rows of ``messages`` per tenant, and the refused messages with the reason."""
+    """Validated rows of ``messages`` per tenant, and the refused messages with the reason.
+
+    The cyclic GC is off meanwhile: a micro-batch allocates millions of acyclic dicts and
+    floats, and the collections they trigger (each walking every live object) were ~3/4 of
+    the decode time."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _decode(messages, schema, published_us, bounds)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _decode(
+    messages: Sequence[StreamMessage], schema: GroupSchema, published_us: int, bounds: TimestampBounds
+) -> "tuple[list[TenantBatch], list[tuple[StreamMessage, str]]]":
     dead: list[tuple[StreamMessage, str]] = []
     groups: dict[tuple[str, tuple], _Group] = {}
     for message in messages:

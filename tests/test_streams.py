@@ -274,6 +274,43 @@ def test_the_cli_consumer_serves_metrics_stops_gracefully_on_sigterm_and_monitor
     assert header.split()[:4] == ["GROUP", "SOURCE", "POSITION", "LAG"] and f"  {sequences[-1]:,}  " in line
 
 
+def test_a_broker_that_dies_under_the_cli_consumer_ends_it_with_one_line_naming_the_broker(store, subject):
+    import subprocess
+    import sys
+
+    root = store.root
+    store.close()  # the CLI process opens it as primary
+    with LocalNatsServer() as broker:  # its own server: this test kills it
+        broker.add_stream(subject, [f"{subject}.rows"])
+        sequences = broker.publish(f"{subject}.rows", [packed(row(f"s{i}", T0_US, i)) for i in range(20)])
+        process = subprocess.Popen(
+            [sys.executable, "-m", "featurecore.cli", "ingest", GROUP, "--from", broker.url(f"{subject}.rows"), "--durable", "cli",
+             "--max-batch", "8", "--store", root],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and process.poll() is None:  # until all 20 are applied and acknowledged
+                with FeatureStore.open(root, mode="read_only", preload=False) as reader:
+                    if [p["sequence"] for p in read_positions(reader.db)] == [sequences[-1]]:
+                        break
+                time.sleep(0.2)
+            broker.process.kill()
+            broker.process.wait()
+            out, err = process.communicate(timeout=90)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    assert process.returncode == 1, err
+    assert "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("featurecore ingest: error: lost the NATS broker nats://127.0.0.1:") and "position in the store is safe" in last
+    with FeatureStore.open(root, mode="read_only") as reopened:
+        assert [p["sequence"] for p in read_positions(reopened.db)] == [sequences[-1]]
+        assert online_rows(reopened, ["s0", "s19"])[1] == [0, 0]
+
+
 def test_hybrid_a_bulk_materialization_as_of_a_time_keeps_the_stream_deltas_after_it(store, server, subject):
     # The batch base: s1 and s2 as of T0.
     store.write(GROUP, {"clicks": [1, 2], "dwell": [0.5, 0.5], "last_kind": ["news", "news"]}, entity_ids=["s1", "s2"], feature_timestamp=T0_US)

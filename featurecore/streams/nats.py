@@ -84,13 +84,33 @@ class NatsSource:
         self._by_seq: dict[int, Any] = {}
         self._connect()
 
+    async def _connection_error(self, error: Exception) -> None:
+        """nats-py's report of a connection problem (it retries): one log line, no traceback."""
+        logger.warning("NATS broker %s: %s: %s", self.server, type(error).__name__, error)
+
     def _run(self, coroutine: Any) -> Any:
         return self._loop.run_until_complete(coroutine)
+
+    def _call(self, coroutine: Any) -> Any:
+        """``_run`` for a connected source: losing the broker (nats-py gave up reconnecting)
+        becomes one FeatureStoreError naming it; the store's position is committed with the
+        rows, so nothing is lost and a restart resumes after the last applied message."""
+        from nats import errors
+
+        try:
+            return self._run(coroutine)
+        except (errors.ConnectionClosedError, errors.NoServersError, errors.StaleConnectionError, errors.UnexpectedEOF,
+                errors.ConnectionReconnectingError, errors.OutboundBufferLimitError, errors.FlushTimeoutError, ConnectionError) as error:
+            raise FeatureStoreError(
+                f"lost the NATS broker {self.server} ({type(error).__name__}); the stream position in the store is safe (committed "
+                "with the rows): restart the consumer when the broker is back and it resumes after the last applied message"
+            ) from error
 
     def _connect(self) -> None:
         nats = _import_nats()
         try:
-            self._nc = self._run(nats.connect(self.server, connect_timeout=5, max_reconnect_attempts=3, allow_reconnect=True))
+            self._nc = self._run(nats.connect(self.server, connect_timeout=5, max_reconnect_attempts=3, allow_reconnect=True,
+                                              error_cb=self._connection_error))
             self._js = self._nc.jetstream()
             self.stream = self._run(self._js.find_stream_name_by_subject(self.subject))
         except Exception as error:
@@ -137,7 +157,7 @@ class NatsSource:
         if self._sub is None:
             raise FeatureStoreError("NatsSource.fetch before open(after); the ingest loop opens the source at its position")
         try:
-            messages = self._run(self._sub.fetch(min(max_messages, self._max_ack_pending), timeout=timeout_s))
+            messages = self._call(self._sub.fetch(min(max_messages, self._max_ack_pending), timeout=timeout_s))
         except (NatsTimeout, asyncio.TimeoutError):  # nats-py raises either when nothing arrived in time
             return []
         out = []
@@ -151,7 +171,7 @@ class NatsSource:
         message = self._by_seq.get(through.sequence)
         if message is None:
             raise FeatureStoreError(f"cannot ack stream sequence {through.sequence}: it is not in the last fetched batch")
-        self._run(message.ack())
+        self._call(message.ack())
 
     def dead_letter(self, message: StreamMessage, reason: str) -> None:
         from nats.js.errors import NoStreamResponseError
@@ -163,10 +183,10 @@ class NatsSource:
             "Nats-Msg-Id": f"{self.stream}:{message.sequence}",
         }
         try:
-            self._run(self._js.publish(self.dead_letter_subject, message.payload, headers=headers, timeout=5))
+            self._call(self._js.publish(self.dead_letter_subject, message.payload, headers=headers, timeout=5))
         except NoStreamResponseError:  # no stream keeps dead letters: core NATS, for live subscribers only
-            self._run(self._nc.publish(self.dead_letter_subject, message.payload, headers=headers))
-            self._run(self._nc.flush())
+            self._call(self._nc.publish(self.dead_letter_subject, message.payload, headers=headers))
+            self._call(self._nc.flush())
 
     def close(self) -> None:
         if self._nc is not None:

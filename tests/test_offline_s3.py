@@ -147,19 +147,23 @@ def test_optimize_vacuum_and_deletion_rewrite_the_bucket(s3_store, bucket):
     assert b"i2" in body and b"i1" not in body
 
 
-def test_an_unreachable_endpoint_names_the_location_and_the_fix(tmp_path, example_repo):
+@pytest.mark.parametrize("failure", ["no server on the endpoint", "no such bucket"])
+def test_an_unusable_object_store_names_the_location_and_the_fix(tmp_path, example_repo, endpoint, failure):
     root = tmp_path / "store"
-    dead = f"http://127.0.0.1:{_free_port()}"
-    options = {**CREDENTIALS, "AWS_ENDPOINT_URL": dead, "AWS_ALLOW_HTTP": "true"}
+    url = f"http://127.0.0.1:{_free_port()}" if failure == "no server on the endpoint" else endpoint
+    options = {**CREDENTIALS, "AWS_ENDPOINT_URL": url, "AWS_ALLOW_HTTP": "true"}
     set_offline_location(str(root), "s3://nowhere/offline", options)
     with FeatureStore.open(root) as store:
         store.apply(example_repo)
         started = time.monotonic()
-        with pytest.raises(FeatureStoreError, match=r"s3://nowhere/offline.*set_offline_location"):
+        with pytest.raises(FeatureStoreError, match=r"s3://nowhere/offline failed .*set_offline_location"):
             store.write(GROUP, behavior([0.1]), entity_ids=["i1"], feature_timestamp=T0)
-        with pytest.raises(FeatureStoreError, match=r"s3://nowhere/offline.*set_offline_location"):
+        with pytest.raises(FeatureStoreError, match=r"s3://nowhere/offline failed .*set_offline_location"):
             store.training_set(EVENTS, FEATURE_SET)
         assert time.monotonic() - started < 30
+    with FeatureStore.open(root) as store:  # the failed write left nothing online either
+        served = store.get_features(features=[CTR], entities={"item": ["i1"]})
+        assert served.reasons[0, 0] == Reason.entity_not_found
 
 
 def test_dask_workers_read_s3_with_the_store_storage_options(s3_store, store_dir, tmp_path):
@@ -183,3 +187,12 @@ def test_dask_workers_read_s3_with_the_store_storage_options(s3_store, store_dir
         moved.rename(store_dir)
     text = [c for c in local.columns if pd.api.types.is_string_dtype(local[c])]
     pd.testing.assert_frame_equal(computed.astype({c: local[c].dtype for c in text}).reset_index(drop=True), local, check_exact=True)
+
+
+def test_a_data_file_missing_from_the_bucket_refuses_the_join(s3_store, bucket):
+    s3_store.write(GROUP, behavior([0.1]), entity_ids=["i1"], feature_timestamp=T0)
+    s3, name = bucket
+    (data,) = [k for k in _keys(bucket) if k.endswith(".parquet")]
+    s3.delete_object(Bucket=name, Key=data)
+    with pytest.raises(FeatureStoreError, match=r"is missing or unreadable .*restore it from a backup.*set_offline_location"):
+        s3_store.training_set(EVENTS, FEATURE_SET)

@@ -307,10 +307,10 @@ class OfflineLog:
         )
 
     def _unreachable(self, error: BaseException) -> OfflineMetadataError:
-        """An object store that does not answer (endpoint, credentials, bucket, network):
+        """An object store that cannot be used (endpoint, credentials, bucket, network):
         nothing is known about the table, so nothing is read or written."""
         return OfflineMetadataError(
-            f"offline table of {self.schema.ref}: the object store at {self.location[0]} did not answer "
+            f"offline table of {self.schema.ref}: the object store at {self.location[0]} failed "
             f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); check the endpoint, "
             "credentials, bucket and network passed to set_offline_location(root, uri, storage_options)"
         )
@@ -693,9 +693,12 @@ class OfflineLog:
             _fsync_directory(os.path.dirname(path))
             size = os.path.getsize(path)
         else:
-            with self._fs.open_output_stream(path) as f:
-                pq.write_table(table, f, **options)
-            size = self._fs.get_file_info(path).size
+            try:
+                with self._fs.open_output_stream(path) as f:
+                    pq.write_table(table, f, **options)
+                size = self._fs.get_file_info(path).size
+            except OSError as error:
+                raise self._unreachable(error) from error
         self._stats[relative] = json.dumps({
             "numRecords": table.num_rows,
             "minValues": {
@@ -735,6 +738,7 @@ class OfflineLog:
             f"offline table of {self.schema.ref}: data file {entry.path} listed by the table is missing or unreadable "
             f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); restore it from a backup, "
             "or read a version that does not list it (a deletion or vacuum removed it)"
+            + ("" if self.local else f"; if the object store at {self.location[0]} failed, check set_offline_location(root, uri, storage_options)")
         )
 
     def _read_file(self, entry: LogFile, columns: "Sequence[str] | None") -> pa.Table:

@@ -436,7 +436,7 @@ def _monitor(args: argparse.Namespace) -> int:
             "take_snapshot(collector).save(path) (the demo does), or pass --snapshot PATH"
         )
     snapshot = MonitoringSnapshot.load(path)
-    print(text_report(snapshot, top=args.top))
+    print(text_report(snapshot, top=args.top, styled=sys.stdout.isatty()))
     if streams:
         print("\n" + streams)
     for render, target in ((png_report, args.png), (html_report, args.html)):

@@ -1,6 +1,7 @@
 """Text, PNG and HTML reports of a monitoring snapshot."""
 
 import json
+import re
 import struct
 
 import numpy as np
@@ -48,11 +49,16 @@ def test_text_report_shows_traffic_latency_staleness_missing_drift_models_and_pa
     assert text.startswith("featurecore monitor - ")
     assert "feature set home:v1   tenants: acme   surfaces: (none)" in text
     assert "requests 40 (sampled 20, 50.0%)   rows 16,000 (inspected 4,000)" in text
-    assert "    gather                 50.0       50.0       50.0       50.0" in text
-    assert "    item_behavior:v1" in text and "    user_profile:v1" in text
+    cells = {row[0]: row for row in (re.split(r"\s{2,}", line.strip()) for line in text.splitlines() if line.startswith("    "))}
+    assert cells["gather"] == ["gather", "50.0", "50.0", "50.0", "50.0"]
+    assert "item_behavior:v1" in cells and "user_profile:v1" in cells
     assert "features by missing rate (top 3; worst column of multi-column features)" in text
-    assert "    emb:v1 (2 cols)                10.0%    0.0%" in text and "timeout 10.0%" in text
-    assert "    ctr:v1                         20.0%    0.0%" in text and "entity_not_found 20.0%" in text
+    assert cells["FEATURE"] == ["FEATURE", "MISSING", "NULL", "P50", "P99", "REASONS"]
+    assert cells["emb:v1 (2 cols)"][1:3] == ["10.0%", "0.0%"] and cells["emb:v1 (2 cols)"][-1] == "timeout 10.0%"
+    assert cells["ctr:v1"][1:3] == ["20.0%", "0.0%"] and cells["ctr:v1"][-1] == "entity_not_found 20.0%"
+    # Aligned columns: the missing rates start where their header does.
+    table = text.split("features by missing rate")[1].splitlines()[1:5]
+    assert len({line.index(re.split(r"\s{2,}", line.strip())[1]) for line in table}) == 1, table
     assert "drift vs baseline (training), 4,000 live rows" in text
     assert "ALERT  price:v1" in text and "ALERT  ctr:v1" in text
     assert "MODEL AT RISK home_ranker:v2: ctr:v1: missing rate up 0.200 > 0.02" in text
@@ -154,3 +160,14 @@ def test_html_report_has_tables_of_latency_staleness_and_features(snapshot, tmp_
     assert emb.startswith("<td>10.0%</td><td>0.0%</td><td>timeout 10.0%</td>")
     assert "<td>PSI, JS and missing rate</td>" in emb
     assert "<td class='alert'>ALERT: " in page.split("<td>price:v1</td>")[1].split("</tr>")[0]
+
+
+def test_the_monitor_text_draws_rich_tables_when_styled(snapshot, monkeypatch):
+    from rich.text import Text
+
+    monkeypatch.setenv("COLUMNS", "160")
+    plain = Text.from_ansi(text_report(snapshot, styled=True)).plain
+    gather = next(line for line in plain.splitlines() if "gather" in line)
+    assert [c.strip() for c in gather.split("│")] == ["gather", "50.0", "50.0", "50.0", "50.0"]
+    assert "━" in plain and "STAGE" in plain and "MODEL AT RISK home_ranker:v2" in plain
+    assert "\x1b[" not in text_report(snapshot)  # plain by default (what the HTML embeds)

@@ -27,6 +27,7 @@ from .drift import Dependencies, DriftPolicy, DriftReport
 from .metrics import REASON_NAMES
 from .parity_monitor import ParityMonitor, ParityStatus
 from ..registry.model import RegistryState
+from ..registry.render import render_table
 
 _STATUS_COLORS = {"alert": "#d62728", "warn": "#ff7f0e", "ok": "#2ca02c", "insufficient_data": "#aaaaaa"}
 
@@ -200,9 +201,15 @@ def _pct(x: float) -> str:
     return "-" if math.isnan(x) else f"{100 * x:.1f}%"
 
 
-def text_report(snapshot: MonitoringSnapshot, *, top: int = 10) -> str:
+def _indented(table: str) -> str:
+    return "\n".join("    " + line for line in table.splitlines())
+
+
+def text_report(snapshot: MonitoringSnapshot, *, top: int = 10, styled: bool = False) -> str:
     """The ``featurecore monitor`` text: per feature set traffic, latency, staleness,
-    the ``top`` columns by missing rate, drift findings and models at risk; then parity."""
+    the ``top`` columns by missing rate, drift findings and models at risk; then parity.
+    Tables are plain aligned text, or ``rich`` tables with ``styled=True`` (the CLI on a
+    terminal; see ``featurecore.registry.render.render_table``)."""
     stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(snapshot.taken_at_unix))
     lines = [f"featurecore monitor - {stamp}"]
     if not snapshot.feature_sets:
@@ -215,32 +222,43 @@ def text_report(snapshot: MonitoringSnapshot, *, top: int = 10) -> str:
         lines.append(f"  requests {s.requests:,} (sampled {s.sampled_requests:,}, {_pct(share)})   "
                      f"rows {s.rows:,} (inspected {s.sampled_rows:,})")
         targets = snapshot.targets.get(s.feature_set)
-        lines.append("  latency (us)          p50        p95        p99        max")
-        for name, q in [("total", s.latency), *s.stages.items()]:
-            lines.append(f"    {name:<18}{_num(q.p50):>9}  {_num(q.p95):>9}  {_num(q.p99):>9}  {_num(q.max):>9}")
+        latency = [{"stage": name, "p50": _num(q.p50), "p95": _num(q.p95), "p99": _num(q.p99), "max": _num(q.max)}
+                   for name, q in [("total", s.latency), *s.stages.items()]]
+        latency_columns = ["stage", "p50", "p95", "p99", "max"]
         if targets is not None and (targets.latency_p95_us or targets.latency_p99_us):
-            breaches = targets.latency_breaches(s.latency)
-            lines.append(f"    {'SLA (total)':<18}{'-':>9}  {_num(targets.latency_p95_us, 0):>9}  {_num(targets.latency_p99_us, 0):>9}"
-                         f"  {'-':>9}  " + _verdict(breaches))
+            latency.append({"stage": "SLA (total)", "p50": "-", "p95": _num(targets.latency_p95_us, 0),
+                            "p99": _num(targets.latency_p99_us, 0), "max": "-",
+                            "verdict": _verdict(targets.latency_breaches(s.latency))})
+            latency_columns.append("verdict")
+        lines.append("  latency (us)")
+        lines.append(_indented(render_table(latency, latency_columns, styled=styled)))
         if s.groups:
-            lines.append("  staleness (age, s)    p50        p95        p99        max       SLA")
+            staleness = []
             for g in s.groups:
                 sla = targets.freshness_s.get(g.group) if targets else None
                 breach = targets.staleness_breach(g.group, g.age) if targets else ""
-                verdict = "" if sla is None else f"  {_num(sla, 0):>9}  " + _verdict([breach] if breach else [])
-                lines.append(f"    {g.group:<18}{_num(g.age.p50):>9}  {_num(g.age.p95):>9}  "
-                             f"{_num(g.age.p99):>9}  {_num(g.age.max):>9}{verdict}"
-                             + (f"  {g.negative_ages:,} rows generated after their request time" if g.negative_ages else ""))
+                staleness.append({
+                    "group": g.group, "p50": _num(g.age.p50), "p95": _num(g.age.p95), "p99": _num(g.age.p99),
+                    "max": _num(g.age.max), "SLA": "-" if sla is None else _num(sla, 0),
+                    "verdict": "" if sla is None else _verdict([breach] if breach else []),
+                    "note": f"{g.negative_ages:,} rows generated after their request time" if g.negative_ages else "",
+                })
+            columns = ["group", "p50", "p95", "p99", "max"]
+            columns += ["SLA", "verdict"] if any(r["verdict"] for r in staleness) else []
+            columns += ["note"] if any(r["note"] for r in staleness) else []
+            lines.append("  staleness (age, s)")
+            lines.append(_indented(render_table(staleness, columns, styled=styled)))
         inspected = [(s.feature_set, c) for c in s.columns if c.cells]
         if inspected:
             worst = _worst_per_feature(inspected, lambda c: (-c.missing_rate, c.column), many=False)[:top]
             lines.append(f"  features by missing rate (top {len(worst)}; worst column of multi-column features)")
-            lines.append(f"    {'feature':<28}{'missing':>8}{'null':>8}  {'p50':>9}{'p99':>9}  reasons")
-            for label, c in worst:
-                reasons = ", ".join(f"{r} {_pct(n / c.cells)}" for r, n in c.reasons.items() if n and r != "present")
-                lines.append(f"    {label:<28}{_pct(c.missing_rate):>8}{_pct(c.null_rate):>8}  "
-                             f"{_num(c.quantiles.get('p50', math.nan), 3):>9}{_num(c.quantiles.get('p99', math.nan), 3):>9}"
-                             f"  {reasons or '-'}")
+            features = [
+                {"feature": label, "missing": _pct(c.missing_rate), "null": _pct(c.null_rate),
+                 "p50": _num(c.quantiles.get("p50", math.nan), 3), "p99": _num(c.quantiles.get("p99", math.nan), 3),
+                 "reasons": ", ".join(f"{r} {_pct(n / c.cells)}" for r, n in c.reasons.items() if n and r != "present") or "-"}
+                for label, c in worst
+            ]
+            lines.append(_indented(render_table(features, ["feature", "missing", "null", "p50", "p99", "reasons"], styled=styled)))
         report = drift_by_fs.get(s.feature_set)
         if report is None:
             lines.append("  drift: no baseline yet (every feature judged on missing rate only)")

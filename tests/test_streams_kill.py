@@ -110,9 +110,14 @@ def test_kill_9_at_random_points_loses_and_duplicates_nothing(tmp_path):
                 killed_alive += zygote.ask(f"wait {pid}") == "signaled"
                 assert ack_floor(server, "killed") <= int(zygote.ask("position"))
             assert killed_alive >= min(100, KILLS)
-            # One last consumer runs to the end.
-            assert zygote.ask("wait " + zygote.ask("run 64 0.5")) == "exit 0"
+            # Consumers that are not killed run to the end (one stops when the stream is idle
+            # for 0.5 s, which on a loaded machine can come before the end: then another runs).
             last = server.messages("killed")[-1][0]
+            deadline = time.monotonic() + 60
+            while True:
+                assert zygote.ask("wait " + zygote.ask("run 64 0.5")) == "exit 0"
+                if int(zygote.ask("position")) >= last or time.monotonic() > deadline:
+                    break
             assert int(zygote.ask("position")) == last == ack_floor(server, "killed")
         finally:
             zygote.close()

@@ -117,3 +117,12 @@ def uncached_reads() -> rocksdict.ReadOptions:
 def multi_get(cf: rocksdict.Rdict, keys: Sequence[bytes], read_options: "rocksdict.ReadOptions | None" = None) -> list[Any]:
     """One RocksDB multi-get: each key's value (None where absent), in key order."""
     return cast("list[Any]", cf.get(cast(Any, keys), read_opt=read_options))
+
+
+def fsync_directory(path: str) -> None:
+    """Make a rename or a new file in directory ``path`` durable (fsync of the directory itself)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -56,6 +56,7 @@ from deltalake.fs import DeltaStorageHandler
 from deltalake.transaction import AddAction, CommitProperties, RemoveAction, Transaction
 
 from ..errors import FeatureStoreError, ValidationError
+from ..layout import fsync_directory
 from ..online.batch import Batch, GroupSchema
 from ..registry.model import RegistryState, parse_ref
 
@@ -136,14 +137,6 @@ def _table_uri(base: str, group_ref: str) -> str:
     if _is_uri(base):
         return f"{base.rstrip('/')}/{name}/v{version}"
     return os.path.join(base, name, f"v{version}")
-
-
-def _fsync_directory(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _iso_ms(us: int, *, up: bool) -> str:
@@ -690,7 +683,7 @@ class OfflineLog:
                 pq.write_table(table, f, **options)
                 f.flush()
                 os.fsync(f.fileno())
-            _fsync_directory(os.path.dirname(path))
+            fsync_directory(os.path.dirname(path))
             size = os.path.getsize(path)
         else:
             try:

@@ -30,6 +30,7 @@ from urllib.parse import quote, unquote
 
 from .. import _core
 from ..errors import GenerationError
+from ..layout import fsync_directory
 
 logger = logging.getLogger(__name__)
 
@@ -61,14 +62,6 @@ def group_dir(root: str, group_cf: str) -> str:
     return os.path.join(root, DIRECTORY, quote(group_cf, safe=""))
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def current(root: str, group_cf: str) -> "Manifest | None":
     """The current generation of ``group_cf``, None when none was published.
 
@@ -95,7 +88,7 @@ def publish(root: str, group_cf: str, group: _core.ResidentGroup, sequence: int)
     temp = os.path.join(directory, f".tmp-{name}")
     group.write_generation(temp, sequence)  # written and fsynced natively
     os.rename(temp, os.path.join(directory, name))
-    _fsync_dir(directory)
+    fsync_directory(directory)
     manifest = Manifest(
         group_cf, name, sequence, len(group), os.path.getsize(os.path.join(directory, name)), time.time_ns() // 1000
     )
@@ -106,7 +99,7 @@ def publish(root: str, group_cf: str, group: _core.ResidentGroup, sequence: int)
         os.fsync(f.fileno())
     previous = _current_file(root, group_cf)
     os.rename(temp_manifest, os.path.join(directory, MANIFEST))
-    _fsync_dir(directory)
+    fsync_directory(directory)
     _prune(directory, keep={name, previous})
     logger.info("published generation %s of %s (%d rows, sequence %d)", name, group_cf, manifest.rows, sequence)
     return manifest

@@ -105,3 +105,13 @@ def user_frame(ids, rng: np.random.Generator) -> dict:
 
 def creator_frame(ids, rng: np.random.Generator) -> dict:
     return {"followers": rng.random(len(ids)).astype(np.float32) * 1000}
+
+
+#: The item ids of the multi-process tests (test_multiprocess, test_generations).
+ITEMS = [f"i{i}" for i in range(50)]
+
+
+def write_ctr(store, value: float, items=ITEMS) -> None:
+    """Write every item's row with ``ctr`` = ``value`` (the other features fixed by seed 0)."""
+    frame = item_frame(items, np.random.default_rng(0)) | {"ctr": np.full(len(items), value, np.float32)}
+    store.write_online("item_stats:v1", frame, entity_ids=items, feature_timestamp=T0)

@@ -25,7 +25,7 @@ from featurecore import _core
 from featurecore.errors import GenerationError
 from featurecore.online import generations
 from featurecore.store import FeatureStore
-from online_defs import T0, definitions, item_frame
+from online_defs import ITEMS, definitions, write_ctr
 from test_resident_keys import K, NOW, ids, plan_one_group, serve, table_of
 
 ROLES = [("item", False, [])]
@@ -140,13 +140,7 @@ def test_a_generation_of_another_schema_or_a_missing_file_is_refused(generation_
     assert _core.verify_generation(str(path))["rows"] == 3000
 
 
-ITEMS = [f"i{i}" for i in range(50)]
 GROUP_CF = "g/item_stats/v1"
-
-
-def write_ctr(store: FeatureStore, value: float, items=ITEMS) -> None:
-    frame = item_frame(items, np.random.default_rng(0)) | {"ctr": np.full(len(items), value, np.float32)}
-    store.write_online("item_stats:v1", frame, entity_ids=items, feature_timestamp=T0)
 
 
 def ctr_of(store: FeatureStore, items=ITEMS) -> np.ndarray:

@@ -10,12 +10,9 @@ import textwrap
 import time
 from pathlib import Path
 
-import numpy as np
-
 from featurecore.store import FeatureStore
-from online_defs import T0, definitions, item_frame
+from online_defs import definitions, write_ctr
 
-ITEMS = [f"i{i}" for i in range(50)]
 INTERVAL_S = 0.2
 #: Documented bound: one refresh interval plus one catch-up-and-apply pass; the slack
 #: covers a loaded CI machine (the pass itself takes milliseconds).
@@ -49,11 +46,6 @@ WORKER = textwrap.dedent(
         sys.exit(2)
     """
 )
-
-
-def write_ctr(store: FeatureStore, value: float) -> None:
-    frame = item_frame(ITEMS, np.random.default_rng(0)) | {"ctr": np.full(len(ITEMS), value, np.float32)}
-    store.write_online("item_stats:v1", frame, entity_ids=ITEMS, feature_timestamp=T0)
 
 
 def test_second_process_sees_a_published_write_within_the_bound(tmp_path: Path):

@@ -223,6 +223,7 @@ class Ingestor:
         changes = [self._writer.encode(self.schema, newest_per_entity(b.batch), b.tenant) for b in batches] if self._online else []
         stats = self.stats
         with self.lock:
+            before = (stats.sequence, stats.messages, stats.rows, stats.dead_letters, stats.redelivered)
             stats.sequence, stats.messages = last, stats.messages + len(fresh)
             stats.rows += sum(len(b.batch) for b in batches)
             stats.dead_letters += len(dead)
@@ -232,7 +233,14 @@ class Ingestor:
             stats.lag_seconds = max(0.0, (stats.updated_us - fresh[-1].published_us) / 1e6) if fresh[-1].pending else 0.0
             stats._throughput(time.monotonic())
             record = msgpack.packb(stats.record())
-        committed = self._writer.commit(changes, published, meta={self._key: record})
+        try:
+            committed = self._writer.commit(changes, published, meta={self._key: record})
+        except BaseException:
+            # The position is the stored one again: a retry of this ingestor must apply these
+            # messages online, not skip them as already applied.
+            with self.lock:
+                stats.sequence, stats.messages, stats.rows, stats.dead_letters, stats.redelivered = before
+            raise
         servable = micros_now()
         with self.lock:
             stats.batches += 1

@@ -4,7 +4,16 @@
 >>> store = fc.FeatureStore.open("./featurecore-store")      # doctest: +SKIP
 >>> store.apply("examples/recsys")                            # doctest: +SKIP
 >>> matrix = store.get_features(fc.FeatureRequest(...))       # doctest: +SKIP
+
+``import featurecore`` loads only the errors and ``Reason``; every other public name is
+imported on first use (PEP 562), so a process that only needs the CLI's help, an error
+class or a submodule does not pay for numpy, RocksDB and the registry at start-up.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from .errors import (
     AccessDeniedError,
@@ -15,12 +24,42 @@ from .errors import (
     RegistryError,
     ValidationError,
 )
-from ._core import pair_id
 from .reasons import Reason
-from .registry import Definitions, Registry, RegistryState, load_definitions, validate
-from .serving import FeatureMatrix, FeatureRequest
-from .store import FeatureStore
-from .timestamps import TimestampBounds
+
+if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
+    from ._core import pair_id
+    from .registry import Definitions, Registry, RegistryState, load_definitions, validate
+    from .serving import FeatureMatrix, FeatureRequest
+    from .store import FeatureStore
+    from .timestamps import TimestampBounds
+
+#: Public name -> the module that defines it (imported when the name is first read).
+_LAZY = {
+    "pair_id": "._core",
+    "Definitions": ".registry",
+    "Registry": ".registry",
+    "RegistryState": ".registry",
+    "load_definitions": ".registry",
+    "validate": ".registry",
+    "FeatureMatrix": ".serving",
+    "FeatureRequest": ".serving",
+    "FeatureStore": ".store",
+    "TimestampBounds": ".timestamps",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'featurecore' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later reads are plain module attributes
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "AccessDeniedError",

@@ -44,3 +44,26 @@ def test_opening_a_store_and_serving_loads_no_offline_or_plotting_library(store_
                 assert matrix.values.shape[0] == {len(ITEMS)}
         """
         assert heavy_modules_after(code) == [], mode
+
+
+def test_import_featurecore_defers_numpy_and_the_store_until_a_name_is_used():
+    code = """
+        import sys
+        import featurecore as fc
+        early = sorted(m for m in ("numpy", "rocksdict", "featurecore._core", "featurecore.store") if m in sys.modules)
+        assert early == [], early
+        from featurecore import FeatureStore, pair_id
+        from featurecore.store import FeatureStore as Direct
+        assert FeatureStore is Direct and fc.FeatureStore is Direct and "numpy" in sys.modules
+        assert pair_id("a", "b") == fc.pair_id("a", "b")
+        assert set(fc.__all__) <= set(dir(fc))
+        missing = [name for name in fc.__all__ if getattr(fc, name, None) is None]
+        assert missing == [], missing
+        try:
+            fc.no_such_name
+        except AttributeError as error:
+            assert "no_such_name" in str(error)
+        else:
+            raise AssertionError("fc.no_such_name did not raise")
+    """
+    assert heavy_modules_after(code) == []

@@ -22,6 +22,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from featurecore.online.backend import RocksDBBackend
+from featurecore.online.context import StoreContext
 from featurecore import _core
 from featurecore.offline.log import OfflineLog
 from featurecore.offline.materialize import encode, latest_rows, load_snapshot, materialize_bulk
@@ -98,7 +100,7 @@ def test_bulk_materialize(benchmark, store):
 
     def run(db):
         dbs.append(db)
-        return materialize_bulk(db, root, state, GROUP, T_US, progress=False)
+        return materialize_bulk(StoreContext(root, state, RocksDBBackend(db)), GROUP, T_US, progress=False)
 
     summary = benchmark.pedantic(run, setup=fresh_db, rounds=ROUNDS, iterations=1)
     for db in dbs:
@@ -130,7 +132,7 @@ def test_load_snapshot(benchmark, store):
     root, state = store
     benchmark.group = "load 1M x 64 into a ResidentGroup"
     group = benchmark.pedantic(
-        load_snapshot, args=(root, state, GROUP, T_US), rounds=SNAPSHOT_ROUNDS, warmup_rounds=1, iterations=1
+        load_snapshot, args=(StoreContext(root, state), GROUP, T_US), rounds=SNAPSHOT_ROUNDS, warmup_rounds=1, iterations=1
     )
     assert len(group) == N_ROWS
 
@@ -139,7 +141,7 @@ def test_snapshot_baseline_from_rocksdb(benchmark, store):
     root, state = store
     benchmark.group = "load 1M x 64 into a ResidentGroup"
     (db,), _ = fresh_db()
-    materialize_bulk(db, root, state, GROUP, T_US, progress=False)
+    materialize_bulk(StoreContext(root, state, RocksDBBackend(db)), GROUP, T_US, progress=False)
     schema = GroupSchema.from_state(state, GROUP)
 
     def load():

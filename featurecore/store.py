@@ -28,12 +28,13 @@ from . import _core
 from .errors import FeatureStoreError, NotFoundError, ValidationError
 from .access import AccessPolicy, ConsentRegistry
 from .governance.deletion import pending_deletions, resume_deletions
-from .online import changelog, generations
+from .online import generations
 from .online.backend import RocksDBBackend
+from .online.context import StoreContext
 from .online.tombstones import Tombstones, tombstone_version
 from .online.batch import GroupSchema, check_tenant, check_text_ids, micros_now, to_micros, validate_batch
 from .online.direct import DirectReader
-from .layout import CHANGELOG_CF, column_family, online_path, open_database
+from .layout import column_family, online_path, open_database
 from .online.refresh import DEFAULT_REFRESH_INTERVAL_S, Refresher
 from .online.snapshots import LoadStats, Snapshots
 from .online.writer import DEFAULT_CHANGELOG_RETENTION, Committed, OnlineWriter
@@ -124,10 +125,12 @@ class FeatureStore:
         #: Defaults from the configuration file (``FeatureStore.open``), or the built-in ones.
         self.config = StoreConfig()
         self._db = self._open_db()
+        #: The online storage seam over ``_db`` (replaced with it when a secondary reopens).
+        self._backend = RocksDBBackend(self._db)
         self.snapshots = Snapshots(
             lambda: self._db, self._lock, create_cfs=mode == "primary", root=self.root, publish=mode == "primary"
         )
-        self.direct = DirectReader(lambda: self._db)
+        self.direct = DirectReader(lambda: self._backend)
         try:
             self._cf_names = set(rocksdict.Rdict.list_cf(online_path(self.root)))
             self.registry = Registry(self._db)
@@ -141,11 +144,11 @@ class FeatureStore:
                 direct=self.direct,
             )
             if mode == "primary":
-                self._writer = OnlineWriter(RocksDBBackend(self._db), self.snapshots, self._lock, changelog_retention=changelog_retention)
+                self._writer = OnlineWriter(self._backend, self.snapshots, self._lock, changelog_retention=changelog_retention)
                 self._finish_interrupted_deletions()
             elif mode == "secondary":
                 self._refresher = Refresher(
-                    lambda: self._db, self.snapshots, self._lock, interval_s=refresh_interval_s, on_catch_up=self._after_catch_up
+                    lambda: self._backend, self.snapshots, self._lock, interval_s=refresh_interval_s, on_catch_up=self._after_catch_up
                 )
             if preload:
                 self.load_resident()
@@ -365,6 +368,16 @@ class FeatureStore:
             cached = self._tombstone_cache = Tombstones.load(self._db)
         return cached
 
+    def context(self) -> StoreContext:
+        """This store as the offline, stream and governance code uses it (online/context.py):
+        directory, current registry state, online backend, writer (primary), deleted
+        entities and timestamp bounds, as one value."""
+        if self._closed:
+            self._raise_closed()
+        return StoreContext(
+            self.root, self.state, self._backend, self._writer, self._tombstones, self.timestamp_bounds
+        )
+
     # -- offline ----------------------------------------------------------------------------
 
     def write(
@@ -386,15 +399,14 @@ class FeatureStore:
         Arguments as ``write_online``; a batch may hold history (several rows per
         entity). Bad input is rejected before anything is written anywhere.
         """
-        writer = self._require_primary("write rows")
+        self._require_primary("write rows")
         _check_lineage(code_version, pipeline_run_id)
         ref = self.group_schema(group_ref).ref
         from .offline import write_batch
 
         result = write_batch(
-            self.root, self.state, ref, data, entity_ids=entity_ids, feature_timestamp=feature_timestamp,
-            generated_at=generated_at, tenant=tenant, published_at=published_at, writer=writer,
-            tombstones=self._tombstones(), timestamp_bounds=self.timestamp_bounds,
+            self.context(), ref, data, entity_ids=entity_ids, feature_timestamp=feature_timestamp,
+            generated_at=generated_at, tenant=tenant, published_at=published_at,
         )
         self._record_lineage(ref, code_version, pipeline_run_id, result.offline_rows)
         return result
@@ -406,16 +418,13 @@ class FeatureStore:
         loops. ``source``: a ``StreamSource`` or ``"nats://HOST:PORT/SUBJECT"`` (with
         ``durable`` and ``dead_letter_subject``, see ``streams.NatsSource``). Exactly once:
         featurecore/streams/ingest.py."""
-        writer = self._require_primary("ingest a stream")
+        self._require_primary("ingest a stream")
         from .streams import Ingestor, NatsSource
 
         schema = self.group_schema(group_ref)
         stream = NatsSource(source, durable=durable, dead_letter_subject=dead_letter_subject) if isinstance(source, str) else source
         try:
-            return Ingestor(
-                schema.ref, stream, writer=writer, db=self._db, root=self.root, state=self.state, tombstones=self._tombstones,
-                timestamp_bounds=self.timestamp_bounds, max_batch=max_batch,
-            )
+            return Ingestor(schema.ref, stream, context=self.context(), max_batch=max_batch)
         except BaseException:
             if isinstance(source, str):
                 stream.close()
@@ -546,19 +555,16 @@ class FeatureStore:
         write batches. ``group_ref`` None: every online group. Resident groups then get
         a new generation file (``build_generations``), which serving processes map.
         """
-        writer = self._require_primary("materialize")
+        self._require_primary("materialize")
         as_of_us = None if as_of is None else self._micros(as_of, "as_of")
         refs = [self.group_schema(group_ref).ref] if group_ref else [
             g.ref for g in self.state.feature_groups.values() if self.state.is_online(g.ref)
         ]
         from .offline import materialize_bulk, materialize_incremental
 
-        tombstones = self._tombstones()
+        context = self.context()
         if incremental:
-            summaries = [
-                materialize_incremental(self._db, writer, self.root, self.state, ref, as_of_us, progress=progress, tombstones=tombstones)
-                for ref in refs
-            ]
+            summaries = [materialize_incremental(context, ref, as_of_us, progress=progress) for ref in refs]
         else:
             from .streams import read_positions
 
@@ -568,14 +574,9 @@ class FeatureStore:
                 # Hybrid (a stream feeds the group): the base as of T, then the stream's deltas after T,
                 # under the commit lock, so no commit of this process's ingestion lands in between.
                 with self._lock:
-                    summaries.append(materialize_bulk(
-                        self._db, self.root, self.state, ref, as_of_us, on_ingested=writer.group_replaced, progress=progress,
-                        tombstones=tombstones,
-                    ))
+                    summaries.append(materialize_bulk(context, ref, as_of_us, progress=progress))
                     if self.group_schema(ref).cf_name in streamed:
-                        summaries.append(materialize_incremental(
-                            self._db, writer, self.root, self.state, ref, None, progress=progress, tombstones=tombstones
-                        ))
+                        summaries.append(materialize_incremental(context, ref, None, progress=progress))
         # Resident groups: a generation file of the new rows, which every serving process maps.
         for ref in refs:
             if self.state.feature_groups[ref].serving_mode == "resident":
@@ -612,9 +613,8 @@ class FeatureStore:
         self._require_primary("backfill")
         ref = self.group_schema(group_ref).ref
         return backfill(
-            self.root, self.state, ref, source, start=start, end=end, entity_ids=entity_ids,
+            self.context(), ref, source, start=start, end=end, entity_ids=entity_ids,
             feature_timestamp=feature_timestamp, generated_at=generated_at, tenant=tenant, progress=progress,
-            tombstones=self._tombstones(), timestamp_bounds=self.timestamp_bounds,
         )
 
     def check_parity(
@@ -646,7 +646,7 @@ class FeatureStore:
         from .offline import load_snapshot
 
         ref = self.group_schema(group_ref).ref
-        return load_snapshot(self.root, self.state, ref, self._micros(as_of, "as_of"), tenants=tenants, tombstones=self._tombstones())
+        return load_snapshot(self.context(), ref, self._micros(as_of, "as_of"), tenants=tenants)
 
     def _micros(self, value: Any, what: str) -> int:
         """One timestamp argument as int64 microseconds, checked against the bounds."""
@@ -876,7 +876,7 @@ class FeatureStore:
             return self._writer.sequence
         if self._refresher is not None:
             return self._refresher.sequence
-        return changelog.last_sequence(column_family(self._db, CHANGELOG_CF, create=False))
+        return self._backend.last_sequence()
 
     def refresh(self) -> int:
         """Secondary: catch up with the primary now; returns changelog entries applied."""
@@ -895,7 +895,7 @@ class FeatureStore:
             # it; it is released with its last reference.
             self._cf_names = names
             self._db = self._open_db()
-            self.direct.reset()
+            self._backend = RocksDBBackend(self._db)
             self.registry = Registry(self._db)
             self.access_policy.consent = ConsentRegistry(self._db)
         else:
@@ -913,10 +913,8 @@ class FeatureStore:
         if self._refresher is not None:
             self._refresher.stop()
             self._refresher = None
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-        self.direct.reset()
+        self._writer = None
+        self._backend.close()  # the writer's, direct reads' and refresh's handles
         self._db.close()
         for path in self._secondary_dirs:
             shutil.rmtree(path, ignore_errors=True)

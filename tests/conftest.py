@@ -71,14 +71,12 @@ def populate(store: FeatureStore, tenants=("default",)) -> None:
         for seed, group_ref in enumerate(sorted(state.feature_groups)):
             ids = populated_ids(state, group_ref)
             write_batch(
-                store.root,
-                state,
+                store.context(),
                 group_ref,
                 group_frame(state, group_ref, len(ids), seed),
                 entity_ids=ids,
                 feature_timestamp=T0_US,
                 tenant=tenant,
-                writer=store.writer,
             )
     store.load_resident()
 

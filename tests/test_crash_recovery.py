@@ -16,6 +16,8 @@ import pandas as pd
 import pytest
 from test_offline_helpers import HOUR_US, T0, T0_US, make_state
 
+from featurecore.online.backend import RocksDBBackend
+from featurecore.online.context import StoreContext
 from featurecore import _core
 from featurecore.offline.log import OfflineLog
 from featurecore.offline.materialize import materialize_bulk
@@ -43,7 +45,7 @@ def _child_materialize(root):
         }
         batch = validate_batch(log.schema, data, entity_ids=ids, feature_timestamp=T0_US + g * HOUR_US, published_at=T0_US)
         log.append(log.to_arrow(batch, "default"))
-        materialize_bulk(db, root, state, GROUP, T0_US + g * HOUR_US, progress=False)
+        materialize_bulk(StoreContext(root, state, RocksDBBackend(db)), GROUP, T0_US + g * HOUR_US, progress=False)
         print(g, flush=True)
 
 
@@ -56,7 +58,7 @@ def _child_backfill(root):
             ts = [day_start + pd.Timedelta(minutes=m) for m in range(N_ENTITIES // 3)]
             return pd.DataFrame({"entity_id": np.arange(len(ts)), "feature_timestamp": ts, "ctr": float(g)})
 
-        backfill(root, state, "item_stats:v2", source, start=T0.date(), end=(T0 + pd.Timedelta(days=3)).date(), progress=False)
+        backfill(StoreContext(root, state), "item_stats:v2", source, start=T0.date(), end=(T0 + pd.Timedelta(days=3)).date(), progress=False)
         print(g, flush=True)
 
 
@@ -126,7 +128,7 @@ def test_kill_during_bulk_materialization(tmp_path, delay_s):
         served = set(table.slots()[:, 0].tolist())
         assert len(served) == 1 and served <= {float(last), float(last + 1)}, served
         # the next run finishes the job and leaves no temporary SST behind
-        summary = materialize_bulk(db, root, state, GROUP, T0_US + 10_000 * HOUR_US, progress=False)
+        summary = materialize_bulk(StoreContext(root, state, RocksDBBackend(db)), GROUP, T0_US + 10_000 * HOUR_US, progress=False)
         assert summary.rows == N_ENTITIES
         assert os.listdir(os.path.join(root, "ingest", "g_item_stats_v1")) == []
     finally:

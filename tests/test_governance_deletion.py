@@ -100,7 +100,7 @@ def test_a_deleted_user_is_gone_from_the_history_and_cannot_come_back(populated_
         mine = (before.tenant == "default") & before.entity_id.map(lambda i: (split_pair_id(i, 2)[0] if "item" in ref else i) == "u1")
         pd.testing.assert_frame_equal(after.reset_index(drop=True), before[~mine].reset_index(drop=True))
     # Rebuilding the online group from the history, or writing the user again, brings nothing back.
-    materialize_bulk(store.db, store.root, state, "user_profile:v1", T0_US + 1, on_ingested=store.writer.group_replaced)
+    materialize_bulk(store.context(), "user_profile:v1", T0_US + 1)
     receipt = store.write_online("user_profile:v1", group_frame(state, "user_profile:v1", 2), entity_ids=["u1", "u2"], feature_timestamp=T0_US + 2)
     assert (receipt.rows, receipt.deleted_skipped) == (1, 1)
     assert (reasons_of(store.get_features(request("u1")), "user_embedding:v1") == Reason.entity_not_found).all()

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from test_offline_helpers import T0, make_state
 
+from featurecore.online.context import StoreContext
 from featurecore.errors import ValidationError
 from featurecore.online.tombstones import Tombstones
 from featurecore.offline.backfill import backfill
@@ -28,7 +29,7 @@ def test_backfills_a_new_version_day_by_day_without_touching_the_old_one(tmp_pat
     root, state = str(tmp_path), make_state()
     v1 = OfflineLog.open(root, state, "item_stats:v1")
     calls = []
-    summary = backfill(root, state, "item_stats:v2", day_source(calls), start=T0.date(), end=T0.date() + dt.timedelta(days=3))
+    summary = backfill(StoreContext(root, state), "item_stats:v2", day_source(calls), start=T0.date(), end=T0.date() + dt.timedelta(days=3))
     assert calls == ["2026-07-01", "2026-07-02", "2026-07-03"]
     assert (summary.rows, summary.days, summary.skipped) == (6, 3, 0)
     assert "backfilled item_stats:v2: 6 rows over 3 days" in str(summary)
@@ -49,7 +50,7 @@ def test_rows_outside_the_range_are_skipped_and_generated_at_is_the_backfill_tim
     )
     before = dt.datetime.now(UTC)
     summary = backfill(
-        root, state, "item_stats:v2", table, start=T0, end=T0 + dt.timedelta(days=1), entity_ids="item", feature_timestamp="at"
+        StoreContext(root, state), "item_stats:v2", table, start=T0, end=T0 + dt.timedelta(days=1), entity_ids="item", feature_timestamp="at"
     )
     assert (summary.rows, summary.skipped) == (1, 2)
     rows = OfflineLog.open(root, state, "item_stats:v2").read()
@@ -65,7 +66,7 @@ def test_a_bad_day_commits_nothing(tmp_path):
         return pd.DataFrame({"entity_id": [1], "feature_timestamp": [day_start], "ctr": ctr})
 
     with pytest.raises(ValidationError, match="column 'ctr' row 0: float32 feature needs a number"):
-        backfill(root, state, "item_stats:v2", source, start=T0.date(), end=T0.date() + dt.timedelta(days=2))
+        backfill(StoreContext(root, state), "item_stats:v2", source, start=T0.date(), end=T0.date() + dt.timedelta(days=2))
     log = OfflineLog.open(root, state, "item_stats:v2")
     assert log.files() == ()
     assert log.vacuum() == []  # the staged day-1 file was removed too
@@ -74,17 +75,18 @@ def test_a_bad_day_commits_nothing(tmp_path):
 def test_rejects_naive_and_empty_ranges(tmp_path):
     root, state = str(tmp_path), make_state()
     with pytest.raises(ValidationError, match="start must be timezone-aware"):
-        backfill(root, state, "item_stats:v2", pd.DataFrame(), start=dt.datetime(2026, 7, 1), end=T0)
+        backfill(StoreContext(root, state), "item_stats:v2", pd.DataFrame(), start=dt.datetime(2026, 7, 1), end=T0)
     with pytest.raises(ValidationError, match="backfill range is empty"):
-        backfill(root, state, "item_stats:v2", pd.DataFrame(), start=T0, end=T0)
+        backfill(StoreContext(root, state), "item_stats:v2", pd.DataFrame(), start=T0, end=T0)
 
 
 def test_deleted_entities_are_not_backfilled(tmp_path):
     root, state = str(tmp_path), make_state()
     calls = []
+    deleted = Tombstones({("default", "item"): {"1"}})
     summary = backfill(
-        root, state, "item_stats:v2", day_source(calls), start=T0.date(), end=T0.date() + dt.timedelta(days=1),
-        tombstones=Tombstones({("default", "item"): {"1"}}),
+        StoreContext(root, state, tombstones=lambda: deleted), "item_stats:v2", day_source(calls), start=T0.date(),
+        end=T0.date() + dt.timedelta(days=1),
     )
     assert (summary.rows, summary.skipped) == (1, 1)
     assert OfflineLog.open(root, state, "item_stats:v2").read(["entity_id"]).column("entity_id").to_pylist() == [2]

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 from test_offline_helpers import HOUR_US, T0_US, make_state
 
+from featurecore.online.backend import RocksDBBackend
+from featurecore.online.context import StoreContext
 from featurecore import _core
 from featurecore.errors import FeatureStoreError, ValidationError
 from featurecore.offline.log import OfflineLog
@@ -61,7 +63,7 @@ def test_writes_offline_history_and_the_newest_row_online(env):
     root, state, db, writer = env
     ts = np.array([T0_US, T0_US + HOUR_US, T0_US], np.int64)  # item 1 twice: the later one wins online
     result = write_batch(
-        root, state, GROUP, frame([1, 1, 2], [0.1, 0.2, 0.3]), entity_ids="item_id", feature_timestamp=ts, writer=writer
+        StoreContext(root, state, writer=writer), GROUP, frame([1, 1, 2], [0.1, 0.2, 0.3]), entity_ids="item_id", feature_timestamp=ts
     )
     assert (result.offline_rows, result.online_rows) == (3, 2)
     assert result.sequence == writer.sequence
@@ -76,8 +78,8 @@ def test_bad_batch_writes_nothing_anywhere(env):
     root, state, db, writer = env
     with pytest.raises(ValidationError, match="column 'genre' row 0: categorical value is not in the feature's vocabulary"):
         write_batch(
-            root, state, GROUP, frame([1], [0.1], genre="jazz"), entity_ids="item_id", feature_timestamp=T0_US,
-            writer=writer,
+            StoreContext(root, state, writer=writer), GROUP, frame([1], [0.1], genre="jazz"), entity_ids="item_id",
+            feature_timestamp=T0_US,
         )
     assert OfflineLog.open(root, state, GROUP).read().num_rows == 0
     assert online_rows(db, state, [1]).status().tolist() == [6]
@@ -86,7 +88,7 @@ def test_bad_batch_writes_nothing_anywhere(env):
 
 def test_offline_only_without_a_writer(env):
     root, state, db, _ = env
-    result = write_batch(root, state, GROUP, frame([1], [0.1]), entity_ids="item_id", feature_timestamp=T0_US)
+    result = write_batch(StoreContext(root, state), GROUP, frame([1], [0.1]), entity_ids="item_id", feature_timestamp=T0_US)
     assert (result.offline_rows, result.online_rows, result.sequence) == (1, 0, None)
     assert online_rows(db, state, [1]).status().tolist() == [6]
 
@@ -105,11 +107,11 @@ def test_failed_online_commit_is_reported_and_repaired_by_incremental(env):
     root, state, db, writer = env
     with pytest.raises(FeatureStoreError, match="committed to the offline log but the online write failed.*materialize_incremental"):
         write_batch(
-            root, state, GROUP, frame([1], [0.7]), entity_ids="item_id", feature_timestamp=T0_US,
-            writer=FailingWriter(writer),
+            StoreContext(root, state, writer=FailingWriter(writer)), GROUP, frame([1], [0.7]), entity_ids="item_id",  # type: ignore[arg-type]
+            feature_timestamp=T0_US,
         )
     assert online_rows(db, state, [1]).status().tolist() == [6]
-    materialize_incremental(db, writer, root, state, GROUP, T0_US + HOUR_US)
+    materialize_incremental(StoreContext(root, state, RocksDBBackend(db), writer), GROUP, T0_US + HOUR_US)
     np.testing.assert_allclose(online_rows(db, state, [1]).slots()[:, 0], np.float32([0.7]))
 
 
@@ -117,8 +119,8 @@ def test_deleted_entities_are_dropped_everywhere(env):
     root, state, db, writer = env
     tombstones = Tombstones({("default", "item"): {"2"}})
     result = write_batch(
-        root, state, GROUP, frame([1, 2], [0.1, 0.2]), entity_ids="item_id", feature_timestamp=T0_US,
-        writer=writer, tombstones=tombstones,
+        StoreContext(root, state, writer=writer, tombstones=lambda: tombstones), GROUP, frame([1, 2], [0.1, 0.2]),
+        entity_ids="item_id", feature_timestamp=T0_US,
     )
     assert (result.offline_rows, result.online_rows, result.dropped) == (1, 1, 1)
     assert OfflineLog.open(root, state, GROUP).read(["entity_id"]).column("entity_id").to_pylist() == [1]

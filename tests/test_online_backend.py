@@ -2,11 +2,15 @@
 
 Every implementation runs all of it: add a factory to ``BACKENDS``. A factory opens the
 backend on a directory (the same directory again = a reopen, which must show every
-committed spec and nothing else). The model is a plain dict per key space.
+committed spec and nothing else); ``follow=True`` opens a follower of it (a reader in
+another process: it sees the writer's commits after ``catch_up``). The model is a plain
+dict per key space.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from typing import Callable
 
 import pytest
@@ -29,9 +33,18 @@ class Opened:
         self._close()
 
 
-def rocksdb(path: str) -> Opened:
-    db = open_database(path)
-    return Opened(RocksDBBackend(db), db.close)
+def rocksdb(path: str, follow: bool = False) -> Opened:
+    if not follow:
+        db = open_database(path)
+        return Opened(RocksDBBackend(db), db.close)
+    secondary = tempfile.mkdtemp(prefix="featurecore-follower-")
+    db = open_database(path, secondary_path=secondary)
+
+    def close() -> None:
+        db.close()
+        shutil.rmtree(secondary, ignore_errors=True)
+
+    return Opened(RocksDBBackend(db), close)
 
 
 BACKENDS = {"rocksdb": rocksdb}
@@ -52,6 +65,21 @@ def open_backend(request, tmp_path):
     yield open_
     for opened in current:
         opened.close()
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def writer_and_follower(request, tmp_path):
+    """(backend, follower of the same store), both closed after the test."""
+    factory = BACKENDS[request.param]
+    path = str(tmp_path / "store")
+    writer = factory(path)
+    # The store and the group's key space exist before the follower opens (a RocksDB
+    # secondary sees no column family created after it opened: FeatureStore reopens it).
+    writer.backend.commit(WriteBatchSpec(writes=(GroupWrite(G1, [b"z"], [b"0"]),), changelog=((1, entry(G1, [b"z"])),)))
+    follower = factory(path, follow=True)
+    yield writer.backend, follower.backend
+    follower.close()
+    writer.close()
 
 
 G1, G2 = "g/a/v1", "g/b/v1"
@@ -136,8 +164,86 @@ def test_changelog_trim_keeps_the_newer_entries(open_backend):
     assert [e.sequence for e in backend.changelog_after(4, limit=1)] == [5]
 
 
+def test_first_and_last_sequence_follow_trims(open_backend):
+    backend = open_backend()
+    assert backend.first_sequence() == 0
+    for sequence in range(1, 4):
+        backend.commit(WriteBatchSpec(changelog=((sequence, entry(G1, [b"k"])),)))
+    assert (backend.first_sequence(), backend.last_sequence()) == (1, 3)
+    backend.commit(WriteBatchSpec(changelog=((4, entry(G1, [b"k"])),), trim_changelog_below=3))
+    assert (backend.first_sequence(), backend.last_sequence()) == (3, 4)
+
+
+def test_uncached_reads_read_the_same_rows(open_backend):
+    backend = open_backend()
+    backend.commit(WriteBatchSpec(writes=(GroupWrite(G1, [b"a", b"b"], [b"1", b"2"]),)))
+    assert backend.read_many(G1, [b"b", b"x", b"a"], cache=False) == [b"2", None, b"1"] == backend.read_many(G1, [b"b", b"x", b"a"])
+    assert backend.read_many(G2, [b"a"], cache=False) == [None]
+
+
+def test_replace_group_makes_the_given_rows_the_whole_group(open_backend):
+    backend = open_backend()
+    backend.commit(WriteBatchSpec(writes=(GroupWrite(G1, [b"a", b"b", b"c"], [b"1", b"2", b"3"]), GroupWrite(G2, [b"a"], [b"x"]))))
+    assert backend.replace_group(G1, [b"b", b"d"], [b"2'", b"4"]) == 2  # a and c removed
+    for current in (backend, None):  # and after a reopen
+        current = current or open_backend()
+        assert current.read_many(G1, [b"a", b"b", b"c", b"d"]) == [None, b"2'", None, b"4"]
+        assert [k for keys, _ in current.scan_group(G1) for k in keys] == [b"b", b"d"]
+        assert current.read_many(G2, [b"a"]) == [b"x"]  # another group is untouched
+        assert current.last_sequence() == 0  # the caller announces a replacement, not the backend
+    assert open_backend().replace_group(G1, [], []) == 2
+    assert list(open_backend().scan_group(G1)) == []
+    assert open_backend().replace_group("g/new/v1", [b"k"], [b"v"]) == 0  # a group never written is created
+
+
+def test_replace_group_refuses_keys_out_of_order_and_changes_nothing(open_backend):
+    backend = open_backend()
+    backend.commit(WriteBatchSpec(writes=(GroupWrite(G1, [b"a"], [b"1"]),)))
+    with pytest.raises(ValueError, match="strictly ascending"):
+        backend.replace_group(G1, [b"c", b"b"], [b"3", b"2"])
+    with pytest.raises(ValueError, match="strictly ascending"):
+        backend.replace_group(G1, [b"b", b"b"], [b"2", b"2"])
+    with pytest.raises(ValueError, match="got 2 keys but 1 rows"):
+        backend.replace_group(G1, [b"b", b"c"], [b"2"])
+    for current in (backend, None):  # and after a reopen
+        current = current or open_backend()
+        assert [(k, r) for keys, rows in current.scan_group(G1) for k, r in zip(keys, rows)] == [(b"a", b"1")]
+
+
+def test_a_follower_sees_commits_and_replacements_after_catch_up(writer_and_follower):
+    writer, follower = writer_and_follower
+    writer.commit(WriteBatchSpec(
+        writes=(GroupWrite(G1, [b"a", b"b"], [b"1", b"2"]),), changelog=((2, entry(G1, [b"a", b"b"])),), meta=((b"pos", b"7"),)
+    ))
+    follower.catch_up()
+    assert follower.read_many(G1, [b"a", b"b"]) == [b"1", b"2"] and follower.read_meta(b"pos") == b"7"
+    assert [e.sequence for e in follower.changelog_after(1)] == [2] and follower.last_sequence() == 2
+    writer.replace_group(G1, [b"b", b"c"], [b"2'", b"3"])
+    writer.commit(WriteBatchSpec(changelog=((3, entry(G1, None)),)))
+    assert [k for keys, _ in follower.scan_group(G1) for k in keys] == [b"a", b"b", b"z"]  # not before catch_up
+    follower.catch_up()
+    assert [(k, r) for keys, rows in follower.scan_group(G1) for k, r in zip(keys, rows)] == [(b"b", b"2'"), (b"c", b"3")]
+    assert follower.last_sequence() == 3
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="RocksDB secondary: after catch_up, point reads of keys the follower had in its memtable before a "
+    "replace_group (SST ingest) return the replaced values, while an iterator sees the new content; found by "
+    "this suite, not fixed yet (docs/ARCHITECTURE.md, storage seam)",
+)
+def test_a_follower_point_reads_see_a_replacement(writer_and_follower):
+    writer, follower = writer_and_follower
+    writer.commit(WriteBatchSpec(writes=(GroupWrite(G1, [b"a", b"b"], [b"1", b"2"]),)))
+    follower.catch_up()
+    writer.replace_group(G1, [b"b", b"c"], [b"2'", b"3"])
+    follower.catch_up()
+    assert follower.read_many(G1, [b"a", b"b", b"c"]) == [None, b"2'", b"3"]
+
+
 KEY = st.binary(min_size=1, max_size=6)
-WRITE = st.tuples(st.sampled_from([G1, G2]), st.lists(KEY, min_size=1, max_size=6, unique=True), st.booleans())
+#: (group, keys, kind): kind "put" / "delete" a commit's write, "replace" a replace_group.
+WRITE = st.tuples(st.sampled_from([G1, G2]), st.lists(KEY, min_size=1, max_size=6, unique=True), st.sampled_from(["put", "delete", "replace"]))
 
 
 @settings(max_examples=25, deadline=None)
@@ -150,8 +256,16 @@ def test_commits_match_a_dict_oracle_and_scan_in_key_order(tmp_path_factory, spe
             model: dict[str, dict[bytes, bytes]] = {G1: {}, G2: {}}
             for n, writes in enumerate(specs):
                 group_writes = []
-                for group, keys, put in writes:
-                    rows = [b"%d:%s" % (n, key) for key in keys] if put else None
+                for group, keys, kind in writes:
+                    if kind == "replace":  # after the writes before it
+                        backend.commit(WriteBatchSpec(writes=tuple(group_writes)))
+                        group_writes = []
+                        keys = sorted(keys)
+                        rows = [b"%d:%s" % (n, key) for key in keys]
+                        assert backend.replace_group(group, keys, rows) == len(model[group].keys() - set(keys))
+                        model[group] = dict(zip(keys, rows))
+                        continue
+                    rows = [b"%d:%s" % (n, key) for key in keys] if kind == "put" else None
                     group_writes.append(GroupWrite(group, keys, rows))
                     for i, key in enumerate(keys):
                         if rows is None:

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from test_offline_helpers import DAY_US, HOUR_US, T0_US
 
+from featurecore.online.context import StoreContext
 from featurecore import _core
 from featurecore.offline.materialize import materialize_bulk
 from featurecore.offline.parity import check_parity, compare_matrices
@@ -56,8 +57,8 @@ def write_history(root, state, writer, rng):
             data = {f.name: random_column(f, n, rng) for f in schema.fields}
             id_values = np.asarray(ids) if isinstance(ids[0], int) else list(ids)
             write_batch(
-                root, state, group.ref, data, entity_ids=id_values, feature_timestamp=ft, generated_at=ft + 1000,
-                published_at=AT - 1, writer=writer,
+                StoreContext(root, state, writer=writer), group.ref, data, entity_ids=id_values, feature_timestamp=ft,
+                generated_at=ft + 1000, published_at=AT - 1,
             )
 
 
@@ -94,7 +95,7 @@ def test_parity_after_bulk_materialization_from_the_log(store):
     rng = np.random.default_rng(5)
     write_history(store.root, store.state, None, rng)  # offline only
     for ref in store.state.groups_of(FEATURE_SET):
-        materialize_bulk(store.db, store.root, store.state, ref.ref, AT, on_ingested=store.writer.group_replaced)
+        materialize_bulk(store.context(), ref.ref, AT)
     entities, context, candidate = request_inputs(rng)
     report = check_parity(store, FEATURE_SET, entities, AT, context=context, candidate=candidate)
     assert report.ok, str(report)
@@ -111,7 +112,7 @@ def test_an_entity_whose_rows_are_all_after_t_is_entity_not_found_on_both_sides(
             schema = GroupSchema.from_state(store.state, group.ref)
             data = {f.name: random_column(f, 3, rng) for f in schema.fields}
             ft = np.array([AT, AT + HOUR_US, AT + HOUR_US])  # one date partition: one file
-            write_batch(store.root, store.state, group.ref, data, entity_ids=np.array([0, *late]), feature_timestamp=ft, generated_at=ft, published_at=AT + HOUR_US)
+            write_batch(StoreContext(store.root, store.state), group.ref, data, entity_ids=np.array([0, *late]), feature_timestamp=ft, generated_at=ft, published_at=AT + HOUR_US)
     store.materialize(as_of=AT)
     entities, context, candidate = request_inputs(rng)
     report = check_parity(store, FEATURE_SET, entities, AT, context=context, candidate=candidate)

@@ -8,13 +8,14 @@ import pytest
 from test_offline_backfill import day_source
 from test_offline_helpers import T0, make_state
 
+from featurecore.online.context import StoreContext
 from featurecore.offline.backfill import backfill
 from featurecore.progress import ProgressBar, enabled
 
 
 def _backfill(tmp_path, progress):
     return backfill(
-        str(tmp_path), make_state(), "item_stats:v2", day_source([]), start=T0.date(), end=T0.date() + dt.timedelta(days=3),
+        StoreContext(str(tmp_path), make_state()), "item_stats:v2", day_source([]), start=T0.date(), end=T0.date() + dt.timedelta(days=3),
         progress=progress,
     )
 

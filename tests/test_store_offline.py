@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from featurecore.online.context import StoreContext
 from featurecore import ValidationError
 from featurecore.governance import delete_entity
 from featurecore.reasons import Reason
@@ -50,14 +51,14 @@ def test_materialize_bulk_and_incremental_then_parity(store):
     # Offline-only history (as a backfill or a failed online commit would leave it).
     from featurecore.offline import write_batch
 
-    write_batch(store.root, store.state, GROUP, behavior([0.03, 0.04], [0.3, 0.4]), entity_ids=["i1", "i2"],
+    write_batch(StoreContext(store.root, store.state), GROUP, behavior([0.03, 0.04], [0.3, 0.4]), entity_ids=["i1", "i2"],
                 feature_timestamp=T0, generated_at=T0)
     at = T0 + HOUR_US
     (bulk,) = store.materialize(GROUP, as_of=at, progress=False)
     assert bulk.rows == 2
     report = store.check_parity("trending_features:v3", {"item": ["i1", "i2", "i3"], "creator": ["c0"] * 3}, at)
     assert report.ok, str(report)
-    write_batch(store.root, store.state, GROUP, behavior([0.07], [0.7]), entity_ids=["i3"], feature_timestamp=T0, generated_at=T0)
+    write_batch(StoreContext(store.root, store.state), GROUP, behavior([0.07], [0.7]), entity_ids=["i3"], feature_timestamp=T0, generated_at=T0)
     (incremental,) = store.materialize(GROUP, as_of=at, incremental=True, progress=False)
     assert incremental.rows == 1
     snapshot = store.load_snapshot(GROUP, dt.datetime.fromtimestamp(at / 1e6, dt.timezone.utc))

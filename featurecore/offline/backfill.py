@@ -27,9 +27,7 @@ import pyarrow.parquet as pq
 
 from ..errors import ValidationError
 from ..online.batch import GroupSchema, check_tenant, micros_now, to_micros, validate_batch
-from ..online.tombstones import NO_TOMBSTONES, Tombstones
-from ..timestamps import DEFAULT_BOUNDS, TimestampBounds
-from ..registry.model import RegistryState
+from ..online.context import StoreContext
 from .log import TIMESTAMP, OfflineLog, StagedAppend
 from ..progress import ProgressBar
 
@@ -84,8 +82,7 @@ def _as_table(data: Any) -> pa.Table:
 
 
 def backfill(
-    root: str,
-    state: RegistryState,
+    context: StoreContext,
     group_ref: str,
     source: "Any | Callable[[dt.datetime, dt.datetime], Any]",
     *,
@@ -95,13 +92,14 @@ def backfill(
     feature_timestamp: str = "feature_timestamp",
     generated_at: "str | None" = None,
     tenant: str = "default",
-    tombstones: Tombstones = NO_TOMBSTONES,
     progress: "bool | None" = None,
-    timestamp_bounds: TimestampBounds = DEFAULT_BOUNDS,
 ) -> BackfillSummary:
     """Backfill ``group_ref``'s offline history for feature timestamps in [start, end).
 
     Args:
+        context: the store (``FeatureStore.context()``): its offline tables, registry
+            state and plausible timestamps; rows of its deleted entities are skipped
+            (counted in ``skipped``).
         source: a table (DataFrame, Arrow Table or Parquet path) holding the id column,
             the feature_timestamp column and one column per feature; or a callable
             ``source(day_start, day_end)`` returning such a table for one UTC day, called
@@ -109,9 +107,6 @@ def backfill(
         start, end: the range (dates are UTC midnights); rows outside it are skipped.
         entity_ids, feature_timestamp, generated_at: column names in the source;
             ``generated_at=None`` stamps every row with the backfill's start time.
-        tombstones: ``Tombstones.load(store)``: rows of deleted entities are
-            skipped (counted in ``skipped``).
-        timestamp_bounds: the plausible range of every timestamp (``TimestampBounds``).
 
     Raises:
         ValidationError: a malformed batch or range; nothing is committed.
@@ -123,8 +118,9 @@ def backfill(
             f"backfill range is empty: start {lo.isoformat()} is not before end {hi.isoformat()}; "
             "pass an end after start (the range is [start, end), dates are UTC midnights)"
         )
+    state, tombstones = context.state, context.tombstones()
     schema = GroupSchema.from_state(state, group_ref)
-    log = OfflineLog(root, schema)
+    log = OfflineLog(context.root, schema)
     check_tenant(tenant)
     now = micros_now()
     days = []
@@ -162,7 +158,7 @@ def backfill(
                         feature_timestamp=feature_timestamp,
                         generated_at=generated_at if generated_at is not None else now,
                         published_at=now,
-                        timestamp_bounds=timestamp_bounds,
+                        timestamp_bounds=context.timestamp_bounds,
                     )
                     kept_batch = tombstones.drop_deleted(batch, state, group_ref, tenant)
                     skipped += len(batch) - len(kept_batch)

@@ -7,14 +7,15 @@ native ``LatestPerKey``), so an entity materialized at T serves exactly what a t
 row at T joins.
 
 Bulk (``materialize_bulk``): the group version's whole online state is rebuilt as of
-T. Every row is encoded natively, keys are sorted, and one SST file (puts for the new
-rows, deletes for keys that are no longer there) is written and ingested into the
-group's column family with ONE ``ingest_external_file`` call. RocksDB applies an
-ingest atomically, so readers see the old generation or the new one, never a mix; a
-crash before the ingest leaves the old state (the temporary SST is removed on the next
-run). Then the watermark is stored in ``meta`` and ``on_ingested(group_cf)`` lets the
-online engine reload its snapshots and tell other processes (a changelog entry that
-means "reload the whole group"). A crash after the ingest but before the watermark
+T. Every row is encoded natively, keys are sorted, and the group's content is replaced
+with ONE ``OnlineBackend.replace_group`` call (RocksDB: one SST file of puts for the new
+rows and deletes for keys that are no longer there, ingested with one
+``ingest_external_file``). The replacement is atomic, so readers see the old generation
+or the new one, never a mix; a crash before it leaves the old state (RocksDB's temporary
+SST is removed by the next replacement of the group). Then the watermark is stored in
+``meta`` and the writer's ``group_replaced(group_cf)`` lets the online engine reload
+its snapshots and tell other processes (a changelog entry that means "reload the
+whole group"). A crash after the ingest but before the watermark
 leaves the new generation with the old watermark: the next incremental run re-applies
 rows it already holds, which is harmless. Rows written online while the bulk path runs
 are overwritten by the ingest when the new generation holds their key (and kept
@@ -31,32 +32,31 @@ the same rows, which is harmless.
 
 from __future__ import annotations
 
-import heapq
 import logging
-import os
 import time
-import uuid
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import msgpack
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import rocksdict
 
 from .. import _core
 from ..errors import ValidationError
 from ..registry.deploy import assert_materializable
 from ..online.batch import GroupSchema, micros_now
-from ..online.tombstones import NO_TOMBSTONES, Tombstones
-from ..layout import META_CF, column_family
+from ..online.context import StoreContext
+from ..online.tombstones import Tombstones
+from ..online.backend import OnlineBackend, WriteBatchSpec
 from ..online.writer import Change
-from ..registry.model import RegistryState
 from .log import DEFAULT_CHUNK_ROWS, OfflineLog, Snapshot, Watermark, micros, typed_columns
 from ..registry.schema import schema_for_group
 from .pit import STAMP_COLUMNS, LogHistory, gather_rows
 from ..progress import ProgressBar
+
+if TYPE_CHECKING:
+    from ..registry.model import RegistryState
 
 logger = logging.getLogger(__name__)
 
@@ -96,14 +96,14 @@ def watermark_key(group_cf: str) -> bytes:
     return b"materialize/" + group_cf.encode()
 
 
-def read_watermark(db: rocksdict.Rdict, group_cf: str) -> "Watermark | None":
+def read_watermark(backend: OnlineBackend, group_cf: str) -> "Watermark | None":
     """The last materialization watermark of ``group_cf`` (None if never materialized)."""
-    raw = column_family(db, META_CF).get(watermark_key(group_cf))
+    raw = backend.read_meta(watermark_key(group_cf))
     return None if raw is None else Watermark(*msgpack.unpackb(raw))
 
 
-def _write_watermark(db: rocksdict.Rdict, group_cf: str, watermark: Watermark) -> None:
-    column_family(db, META_CF)[watermark_key(group_cf)] = msgpack.packb([watermark.seq, watermark.as_of_us])
+def _write_watermark(backend: OnlineBackend, group_cf: str, watermark: Watermark) -> None:
+    backend.commit(WriteBatchSpec(meta=((watermark_key(group_cf), msgpack.packb([watermark.seq, watermark.as_of_us])),)))
 
 
 # -- latest rows ----------------------------------------------------------------------
@@ -194,37 +194,34 @@ def encode(
 
 
 def materialize_bulk(
-    db: rocksdict.Rdict,
-    root: str,
-    state: RegistryState,
+    context: StoreContext,
     group_ref: str,
     as_of_us: "int | None" = None,
     *,
-    on_ingested: "Callable[[str], object] | None" = None,
     strict: bool = False,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     progress: "bool | None" = None,
-    tombstones: Tombstones = NO_TOMBSTONES,
 ) -> MaterializeSummary:
     """Replace the online rows of ``group_ref`` with the offline state as of ``as_of_us``
-    (default now) in one atomic SST ingest.
+    (default now) in one atomic group replacement (``OnlineBackend.replace_group``:
+    RocksDB ingests one SST file).
 
     Raises:
         RegistryError: the group is out of online serving or archived (lifecycle).
 
     Args:
-        db: the primary (read-write) online database.
-        root: the store directory (``<root>/offline`` holds the log).
-        on_ingested: called with the group's column family after the ingest; pass the
-            primary's ``store.writer.group_replaced`` (reloads this process's snapshot
-            and appends a whole-group changelog entry for other processes).
-        tombstones: deleted entities (``Tombstones.load(store)``) are left out
-            of the new generation (so their online rows are deleted by the ingest).
+        context: the store (``FeatureStore.context()``): its offline log and online
+            backend; its writer (when given) announces the replacement
+            (``OnlineWriter.group_replaced``: reloads this process's snapshot and appends
+            a whole-group changelog entry for other processes); its deleted entities are
+            left out of the new generation (so their online rows are deleted).
     """
     start = time.perf_counter()
+    state, backend = context.state, context.online_backend("materialize")
+    tombstones = context.tombstones()
     assert_materializable(state, group_ref)
     as_of_us = micros_now() if as_of_us is None else int(as_of_us)
-    log = OfflineLog.open(root, state, group_ref)
+    log = OfflineLog.open(context.root, state, group_ref)
     schema, native = log.schema, schema_for_group(state, group_ref)
     snapshot = log.snapshot()
     published = micros_now()
@@ -246,109 +243,47 @@ def materialize_bulk(
             puts.append((_core.encode_key(tenant, schema.entity_type, ""), keys, rows))
             bar.advance()
         bar.status("writing and ingesting the SST file")
-        written, deleted = _ingest(db, root, schema, puts)
+        written, deleted = _replace(backend, schema, puts)
         bar.advance(status=f"{written:,} rows")
     watermark = Watermark(snapshot.version, as_of_us)
-    _write_watermark(db, schema.cf_name, watermark)
-    if on_ingested is not None:
-        on_ingested(schema.cf_name)
+    _write_watermark(backend, schema.cf_name, watermark)
+    if context.writer is not None:
+        context.writer.group_replaced(schema.cf_name)
     seconds = time.perf_counter() - start
     summary = MaterializeSummary(group_ref, "bulk", scanned, written, deleted, seconds, watermark)
     logger.info("%s", summary)
     return summary
 
 
-def _ingest(db: rocksdict.Rdict, root: str, schema: GroupSchema, puts: list[tuple[bytes, list[bytes], list[bytes]]]) -> tuple[int, int]:
-    """Write the tenants' rows (and deletes of keys they no longer hold) as one SST file
-    and ingest it: the atomic swap. Returns (rows put, keys deleted)."""
+def _replace(backend: OnlineBackend, schema: GroupSchema, puts: list[tuple[bytes, list[bytes], list[bytes]]]) -> tuple[int, int]:
+    """Replace the group's rows with the tenants' rows (keys they no longer hold are
+    removed): the atomic swap. Returns (rows put, keys deleted)."""
     puts.sort(key=lambda block: block[0])
     if len(puts) == 1:  # the common single-tenant store: no copy
         (_, new_keys, new_rows), = puts
     else:
         new_keys = [key for _, keys, _ in puts for key in keys]
         new_rows = [row for _, _, rows in puts for row in rows]
-    cf = column_family(db, schema.cf_name)
-    deletes = _vanished_keys(cf, new_keys)
-    # One directory per group: the next run of the same group removes a crashed run's
-    # file, and never touches a file another group's run is writing.
-    directory = os.path.join(root, "ingest", schema.cf_name.replace("/", "_"))
-    _clear_directory(directory)
-    path = os.path.join(directory, f"{uuid.uuid4().hex}.sst")
-    try:
-        if new_keys or deletes:
-            _write_sst(path, new_keys, new_rows, deletes)
-            options = rocksdict.IngestExternalFileOptions()
-            options.set_move_files(True)
-            cf.ingest_external_file([path], options)
-    finally:
-        if os.path.exists(path):
-            os.remove(path)
-    del cf
-    return len(new_keys), len(deletes)
-
-
-def _vanished_keys(cf: rocksdict.Rdict, new_keys: list[bytes]) -> list[bytes]:
-    """Keys in the column family that the new generation does not hold, sorted."""
-    it = cf.iter()
-    it.seek_to_first()
-    if not it.valid():
-        return []
-    keep = set(new_keys)
-    gone = []
-    while it.valid():
-        if it.key() not in keep:
-            gone.append(it.key())
-        it.next()
-    return gone
-
-
-def _write_sst(path: str, keys: list[bytes], rows: list[bytes], deletes: list[bytes]) -> None:
-    """One SST file of the sorted puts and deletes (a delete is a tombstone entry)."""
-    options = rocksdict.Options(raw_mode=True)
-    # Uncompressed: ~15% cheaper to write, as float features barely compress;
-    # compactions recompress it with the column family's own settings later.
-    options.set_compression_type(rocksdict.DBCompressionType.none())
-    writer = rocksdict.SstFileWriter(options)
-    writer.open(path)
-    if deletes:
-        for key, value in heapq.merge(zip(keys, rows), ((k, None) for k in deletes)):
-            if value is None:
-                del writer[key]
-            else:
-                writer[key] = value
-    else:
-        for key, value in zip(keys, rows):
-            writer[key] = value
-    writer.finish()
-
-
-def _clear_directory(directory: str) -> None:
-    os.makedirs(directory, exist_ok=True)
-    for name in os.listdir(directory):
-        os.remove(os.path.join(directory, name))
+    return len(new_keys), backend.replace_group(schema.cf_name, new_keys, new_rows)
 
 
 # -- incremental ----------------------------------------------------------------------
 
 
 def materialize_incremental(
-    db: rocksdict.Rdict,
-    writer,
-    root: str,
-    state: RegistryState,
+    context: StoreContext,
     group_ref: str,
     as_of_us: "int | None" = None,
     *,
     strict: bool = False,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     progress: "bool | None" = None,
-    tombstones: Tombstones = NO_TOMBSTONES,
 ) -> MaterializeSummary:
     """Write the rows committed to the log since the last watermark (up to ``as_of_us``,
-    default now) through ``writer`` (an ``online.writer.OnlineWriter``), which skips
-    entities whose online row has a later (feature_timestamp, generated_at)
+    default now) through the context's writer (``online.writer.OnlineWriter``), which
+    skips entities whose online row has a later (feature_timestamp, generated_at)
     (``skipped_older``). Without a watermark every row is considered. Entities with a
-    tombstone (``tombstones``) are skipped.
+    tombstone (``context.tombstones()``) are skipped.
 
     Raises:
         ValidationError: ``strict=True``: the watermark would cover rows left out because
@@ -361,11 +296,13 @@ def materialize_incremental(
             "(the watermark covers them); use materialize_bulk(..., strict=True) for a strict state, or strict=False"
         )
     start = time.perf_counter()
+    state, backend = context.state, context.online_backend("materialize")
+    writer, tombstones = context.online_writer("materialize incrementally"), context.tombstones()
     assert_materializable(state, group_ref)
     as_of_us = micros_now() if as_of_us is None else int(as_of_us)
-    log = OfflineLog.open(root, state, group_ref)
+    log = OfflineLog.open(context.root, state, group_ref)
     schema, native = log.schema, schema_for_group(state, group_ref)
-    previous = read_watermark(db, schema.cf_name)
+    previous = read_watermark(backend, schema.cf_name)
     if previous is not None and as_of_us < previous.as_of_us:
         raise ValidationError(
             f"as_of {as_of_us} us is before {group_ref}'s watermark {previous.as_of_us} us; "
@@ -389,7 +326,7 @@ def materialize_incremental(
         committed = writer.commit(changes)
         bar.advance(status=f"{committed.rows:,} rows")
     watermark = Watermark(snapshot.version, as_of_us)
-    _write_watermark(db, schema.cf_name, watermark)
+    _write_watermark(backend, schema.cf_name, watermark)
     seconds = time.perf_counter() - start
     summary = MaterializeSummary(group_ref, "incremental", scanned, committed.rows, 0, seconds, watermark, committed.skipped_older)
     logger.info("%s", summary)
@@ -400,20 +337,19 @@ def materialize_incremental(
 
 
 def load_snapshot(
-    root: str,
-    state: RegistryState,
+    context: StoreContext,
     group_ref: str,
     as_of_us: int,
     *,
     tenants: "list[str] | None" = None,
     strict: bool = False,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
-    tombstones: Tombstones = NO_TOMBSTONES,
 ) -> _core.ResidentGroup:
     """A ResidentGroup holding each entity's latest row as of ``as_of_us`` straight from
-    the offline log (for replay and offline evaluation); keys as online. Entities with
-    a tombstone (``tombstones``) are left out."""
-    log = OfflineLog.open(root, state, group_ref)
+    the context's offline log (for replay and offline evaluation); keys as online.
+    Entities with a tombstone (``context.tombstones()``) are left out."""
+    state, tombstones = context.state, context.tombstones()
+    log = OfflineLog.open(context.root, state, group_ref)
     snapshot = log.snapshot()
     native = schema_for_group(state, group_ref)
     resident = _core.ResidentGroup(native)

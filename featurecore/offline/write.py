@@ -29,9 +29,7 @@ import pandas as pd
 
 from ..errors import FeatureStoreError
 from ..online.batch import Batch, GroupSchema, check_tenant, micros_now, to_micros, validate_batch
-from ..online.tombstones import NO_TOMBSTONES, Tombstones
-from ..registry.model import RegistryState
-from ..timestamps import DEFAULT_BOUNDS, TimestampBounds
+from ..online.context import StoreContext
 from .log import OfflineLog
 
 
@@ -63,8 +61,7 @@ def newest_per_entity(batch: Batch) -> Batch:
 
 
 def write_batch(
-    root: str,
-    state: RegistryState,
+    context: StoreContext,
     group_ref: str,
     data: Any,
     *,
@@ -73,9 +70,6 @@ def write_batch(
     generated_at: Any = None,
     tenant: str = "default",
     published_at: Any = None,
-    writer=None,
-    tombstones: Tombstones = NO_TOMBSTONES,
-    timestamp_bounds: TimestampBounds = DEFAULT_BOUNDS,
 ) -> WriteResult:
     """Write a computed batch to the offline log and, for online groups, the online store.
 
@@ -83,22 +77,21 @@ def write_batch(
     a later (feature_timestamp, generated_at); such rows are counted in ``skipped_older``.
 
     Args:
-        root: the store directory.
-        state: the registry state defining ``group_ref``.
+        context: the store (``FeatureStore.context()``): its offline tables, registry
+            state and plausible timestamps; its online writer (None: the offline log
+            only); its deleted entities, whose rows are dropped (not written anywhere)
+            and counted in ``dropped``.
         data, entity_ids, feature_timestamp, generated_at, published_at: as
             ``online.batch.validate_batch`` (column names or values); ``generated_at``
             defaults to ``published_at``, which defaults to now.
         tenant: the tenant whose rows these are.
-        writer: the primary's ``OnlineWriter``; None writes the offline log only.
-        tombstones: ``Tombstones.load(store)``: rows of deleted
-            entities are dropped (not written anywhere) and counted in ``dropped``.
-        timestamp_bounds: the plausible range of every timestamp (``TimestampBounds``).
 
     Raises:
         ValidationError: the batch is malformed; nothing was written.
         FeatureStoreError: the online commit failed after the offline commit (see the
             module docstring; ``materialize_incremental`` repairs it).
     """
+    state, writer = context.state, context.writer
     schema = GroupSchema.from_state(state, group_ref)
     published = micros_now() if published_at is None else int(to_micros(published_at, 1, "published_at")[0])
     batch = validate_batch(
@@ -108,11 +101,11 @@ def write_batch(
         feature_timestamp=feature_timestamp,
         generated_at=generated_at,
         published_at=published,
-        timestamp_bounds=timestamp_bounds,
+        timestamp_bounds=context.timestamp_bounds,
     )
     received = len(batch)
-    batch = tombstones.drop_deleted(batch, state, group_ref, check_tenant(tenant))
-    log = OfflineLog(root, schema)
+    batch = context.tombstones().drop_deleted(batch, state, group_ref, check_tenant(tenant))
+    log = OfflineLog(context.root, schema)
     table = log.to_arrow(batch, check_tenant(tenant))
     change = None
     if writer is not None and state.is_online(group_ref) and len(batch):
@@ -124,7 +117,7 @@ def write_batch(
         staged.abort()
         raise
     dropped = received - len(batch)
-    if change is None:
+    if change is None or writer is None:
         return WriteResult(group_ref, staged.rows, 0, None, dropped)
     try:
         committed = writer.commit([change], published)

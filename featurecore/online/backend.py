@@ -7,21 +7,30 @@ them, meta records that must move with them) is one value, applied all or nothin
 ``OnlineWriter`` decides WHAT to write (newest row per entity, changelog sequence,
 resident snapshots); a backend only stores it.
 
+Every read and write of the online key spaces goes through it: the writer's commits,
+direct reads (online/direct.py), a secondary's refresh (online/refresh.py), the bulk
+materialization's group replacement and watermarks (offline/materialize.py). Still on
+rocksdict directly: resident loads and generation builds (online/snapshots.py), the
+registry's and consent's records, tombstones and lineage (they predate the seam).
+
 Adding a backend means writing one class with these methods and adding it to
 ``BACKENDS`` in tests/test_online_backend.py, the conformance suite every implementation
 must pass (atomic commits against a dict oracle, key order, durability across a reopen,
-changelog order and trimming).
+changelog order and trimming, atomic group replacement, a follower catching up).
 """
 
 from __future__ import annotations
 
+import heapq
+import os
+import uuid
 from dataclasses import dataclass
 from typing import Any, Iterator, Protocol, Sequence
 
 import rocksdict
 
 from ..errors import FeatureStoreError
-from ..layout import CHANGELOG_CF, META_CF, column_family, multi_get
+from ..layout import CHANGELOG_CF, META_CF, column_family, multi_get, uncached_reads
 from . import changelog
 from .changelog import ChangeEntry
 
@@ -60,12 +69,22 @@ class OnlineBackend(Protocol):
     """A key-value store holding one key space per group version plus ``changelog`` and
     ``meta``. Keys and rows are opaque bytes (docs/ARCHITECTURE.md: entity keys, row v2)."""
 
-    def read_many(self, group: str, keys: Sequence[bytes]) -> "list[bytes | None]":
-        """The stored row of each key (None where absent, or the group never written)."""
+    def read_many(self, group: str, keys: Sequence[bytes], *, cache: bool = True) -> "list[bytes | None]":
+        """The stored row of each key (None where absent, or the group never written).
+        ``cache=False``: the rows are kept elsewhere once read (a resident group's
+        refresh), so the backend need not keep them in its own cache."""
         ...
 
     def commit(self, spec: WriteBatchSpec) -> None:
         """Apply ``spec`` atomically (see ``WriteBatchSpec``); an empty spec writes nothing."""
+        ...
+
+    def replace_group(self, group: str, keys: Sequence[bytes], rows: Sequence[bytes]) -> int:
+        """Make ``keys -> rows`` the whole content of ``group`` (a new generation of it),
+        atomically: a reader sees the old content or the new one, never a mix, and a
+        failure leaves the old content. ``keys`` are strictly ascending (ValueError
+        otherwise, nothing changed). Returns how many stored keys were removed. Writes no
+        changelog entry: the caller announces the replacement (``OnlineWriter.group_replaced``)."""
         ...
 
     def scan_group(self, group: str, chunk_rows: int = 8192) -> Iterator[tuple[list[bytes], list[bytes]]]:
@@ -80,8 +99,19 @@ class OnlineBackend(Protocol):
         """The newest changelog sequence (0 when the changelog is empty)."""
         ...
 
+    def first_sequence(self) -> int:
+        """The oldest changelog sequence still kept (0 when the changelog is empty)."""
+        ...
+
     def read_meta(self, key: bytes) -> "bytes | None":
         """A meta record."""
+        ...
+
+    def catch_up(self) -> None:
+        """A follower (a reader in another process): see every commit and replacement the
+        writer finished before this call. Each is seen whole or not at all. (RocksDB: a
+        key space created after the follower opened needs a new follower; the store
+        reopens its secondary when the registry adds a group.)"""
         ...
 
     def close(self) -> None:
@@ -91,10 +121,18 @@ class OnlineBackend(Protocol):
 
 class RocksDBBackend:
     """``OnlineBackend`` over a rocksdict database in raw mode (layout.open_database): one
-    column family per group version, a commit is one RocksDB WriteBatch."""
+    column family per group version, a commit is one RocksDB WriteBatch, a group
+    replacement one ingested SST file, a follower a RocksDB secondary instance.
 
-    def __init__(self, db: rocksdict.Rdict):
+    Args:
+        db: the database (its owner closes it, after ``close``).
+        scratch: the directory for SST files being written (default: ``ingest`` beside
+            the database's directory, i.e. ``<store>/ingest``).
+    """
+
+    def __init__(self, db: rocksdict.Rdict, *, scratch: "str | None" = None):
         self.db = db
+        self._scratch = scratch
         # Column families and their handles by name: looking a family up costs
         # milliseconds in rocksdict, far more than a small write.
         self._handles: dict[str, Any] = {}
@@ -120,9 +158,11 @@ class RocksDBBackend:
         assert family is not None
         return family
 
-    def read_many(self, group: str, keys: Sequence[bytes]) -> "list[bytes | None]":
+    def read_many(self, group: str, keys: Sequence[bytes], *, cache: bool = True) -> "list[bytes | None]":
         family = self._existing(group) if keys else None
-        return [None] * len(keys) if family is None else multi_get(family, list(keys))
+        if family is None:
+            return [None] * len(keys)
+        return multi_get(family, keys if isinstance(keys, list) else list(keys), None if cache else uncached_reads())
 
     def commit(self, spec: WriteBatchSpec) -> None:
         if not spec:
@@ -153,6 +193,32 @@ class RocksDBBackend:
                 wb.put(key, value, self._handles[META_CF])
         self.db.write(wb)
 
+    def replace_group(self, group: str, keys: Sequence[bytes], rows: Sequence[bytes]) -> int:
+        if len(keys) != len(rows):
+            raise ValueError(f"replace_group({group!r}) got {len(keys)} keys but {len(rows)} rows")
+        family = self._family(group)
+        deletes = _vanished_keys(family, keys)
+        # One directory per group: the next replacement of the same group removes a crashed
+        # one's file, and never touches a file another group's replacement is writing.
+        directory = os.path.join(self._scratch_directory(), group.replace("/", "_"))
+        _clear_directory(directory)
+        path = os.path.join(directory, f"{uuid.uuid4().hex}.sst")
+        try:
+            if keys or deletes:
+                _write_sst(path, keys, rows, deletes)
+                options = rocksdict.IngestExternalFileOptions()
+                options.set_move_files(True)
+                family.ingest_external_file([path], options)
+        finally:
+            if os.path.exists(path):
+                os.remove(path)
+        return len(deletes)
+
+    def _scratch_directory(self) -> str:
+        if self._scratch is None:
+            self._scratch = os.path.join(os.path.dirname(os.path.normpath(self.db.path())), "ingest")
+        return self._scratch
+
     def scan_group(self, group: str, chunk_rows: int = 8192) -> Iterator[tuple[list[bytes], list[bytes]]]:
         family = self._existing(group)
         if family is None:
@@ -175,9 +241,61 @@ class RocksDBBackend:
     def last_sequence(self) -> int:
         return changelog.last_sequence(self._family(CHANGELOG_CF))
 
+    def first_sequence(self) -> int:
+        return changelog.first_sequence(self._family(CHANGELOG_CF))
+
     def read_meta(self, key: bytes) -> "bytes | None":
         return self._family(META_CF).get(key)
+
+    def catch_up(self) -> None:
+        self.db.try_catch_up_with_primary()
 
     def close(self) -> None:
         self._handles.clear()
         self._families.clear()
+
+
+def _vanished_keys(family: rocksdict.Rdict, new_keys: Sequence[bytes]) -> list[bytes]:
+    """Keys stored in ``family`` that ``new_keys`` does not hold, ascending."""
+    it = family.iter()
+    it.seek_to_first()
+    if not it.valid():
+        return []
+    keep = set(new_keys)
+    gone = []
+    while it.valid():
+        if it.key() not in keep:
+            gone.append(it.key())
+        it.next()
+    return gone
+
+
+def _write_sst(path: str, keys: Sequence[bytes], rows: Sequence[bytes], deletes: list[bytes]) -> None:
+    """One SST file of the ascending puts and deletes (a delete is a tombstone entry)."""
+    options = rocksdict.Options(raw_mode=True)
+    # Uncompressed: ~15% cheaper to write, as float features barely compress;
+    # compactions recompress it with the column family's own settings later.
+    options.set_compression_type(rocksdict.DBCompressionType.none())
+    writer = rocksdict.SstFileWriter(options)
+    writer.open(path)
+    try:
+        if deletes:
+            for key, value in heapq.merge(zip(keys, rows), ((k, None) for k in deletes)):
+                if value is None:
+                    del writer[key]
+                else:
+                    writer[key] = value
+        else:
+            for key, value in zip(keys, rows):
+                writer[key] = value
+        writer.finish()
+    except Exception as error:  # rocksdict raises a bare Exception for every RocksDB status
+        if "strict ascending order" in str(error):
+            raise ValueError(f"replace_group needs strictly ascending keys: {error}") from error
+        raise
+
+
+def _clear_directory(directory: str) -> None:
+    os.makedirs(directory, exist_ok=True)
+    for name in os.listdir(directory):
+        os.remove(os.path.join(directory, name))

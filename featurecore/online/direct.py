@@ -1,7 +1,7 @@
-"""Direct reads: a group's rows fetched from RocksDB per request and decoded natively.
+"""Direct reads: a group's rows fetched from the online backend per request and decoded natively.
 
-One batched multi-get per request (``cf.get(list_of_keys)``), or, under a deadline,
-one multi-get per chunk with the clock checked between chunks, stopping once the
+One batched read per request (``OnlineBackend.read_many``: a RocksDB multi-get), or, under a deadline,
+one read per chunk with the clock checked between chunks, stopping once the
 deadline has passed: unread rows decode with status ``timeout`` (``GroupTable.decode``
 takes a reason code in place of a row), the rest as read. No stale value exists for a
 direct read that timed out: ``use_stale_if_available`` then degrades to NaN as the
@@ -16,11 +16,10 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
-import rocksdict
 
 from .. import _core
 from ..reasons import Reason
-from ..layout import column_family, multi_get
+from .backend import OnlineBackend
 
 #: Keys per multi-get when a deadline is set (small enough to stop close to it).
 DEADLINE_CHUNK = 128
@@ -47,32 +46,27 @@ class DirectRead:
 
 
 class DirectReader:
-    """Reads direct groups' rows from the current database.
+    """Reads direct groups' rows from the current backend.
 
     Args:
-        db: a callable returning the current database (a secondary may be reopened).
+        backend: a callable returning the current backend (a secondary may be reopened).
         clock: seconds, monotonic; deadlines are measured on it.
-        chunk: keys per multi-get when a deadline is set.
+        chunk: keys per read when a deadline is set.
     """
 
-    def __init__(self, db: Callable[[], rocksdict.Rdict], *, clock: Callable[[], float] = time.monotonic, chunk: int = DEADLINE_CHUNK):
-        self._db = db
+    def __init__(
+        self, backend: Callable[[], OnlineBackend], *, clock: Callable[[], float] = time.monotonic, chunk: int = DEADLINE_CHUNK
+    ):
+        self._backend = backend
         self.clock = clock
         self.chunk = chunk
-        self._cfs: dict[str, rocksdict.Rdict] = {}
-        #: Multi-gets issued per group (tests count reads with it).
+        #: Reads (multi-gets) issued per group (tests count reads with it).
         self.reads: Counter[str] = Counter()
         #: Rows read that did not decode (a damaged row: served not_computed), per group.
         self.corrupt_rows: Counter[str] = Counter()
 
-    def _cf(self, group_cf: str) -> rocksdict.Rdict:
-        cf = self._cfs.get(group_cf)
-        if cf is None:
-            cf = self._cfs.setdefault(group_cf, column_family(self._db(), group_cf, create=False))
-        return cf
-
     def read(self, group_cf: str, schema: _core.Schema, keys: list[bytes], deadline: "float | None" = None) -> DirectRead:
-        """Multi-get ``keys`` from ``group_cf`` and decode them natively.
+        """Read ``keys`` from ``group_cf`` and decode them natively.
 
         Args:
             keys: one per row; ``b""`` marks a row with no entity (not_applicable), which
@@ -80,18 +74,18 @@ class DirectReader:
             deadline: ``clock()`` value after which no further chunk is read; rows not
                 read by then decode as ``timeout``.
         """
-        cf = self._cf(group_cf)
+        backend = self._backend()
         wanted = keys if b"" not in keys else [k for k in keys if k]
         if deadline is None:
             self.reads[group_cf] += 1
-            found: list[Any] = multi_get(cf, wanted)
+            found: list[Any] = backend.read_many(group_cf, wanted)
         else:
             found = []
             for start in range(0, len(wanted), self.chunk):
                 if self.clock() >= deadline:
                     break
                 self.reads[group_cf] += 1
-                found.extend(multi_get(cf, wanted[start : start + self.chunk]))
+                found.extend(backend.read_many(group_cf, wanted[start : start + self.chunk]))
         n_read = len(found)
         found.extend([int(Reason.timeout)] * (len(wanted) - n_read))
         if wanted is not keys:  # put the not_applicable rows back in place
@@ -104,7 +98,3 @@ class DirectReader:
         if corrupt:
             self.corrupt_rows[group_cf] += corrupt
         return DirectRead(table, n_read, timed_out, corrupt)
-
-    def reset(self) -> None:
-        """Drop cached column-family handles (before the database is closed or reopened)."""
-        self._cfs.clear()

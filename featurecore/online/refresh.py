@@ -1,12 +1,13 @@
-"""Cross-process refresh: a RocksDB secondary follows the primary's changelog.
+"""Cross-process refresh: a secondary follows the primary's changelog.
 
-A ranking worker that is not the writer opens the store as a secondary. A background
-thread, every ``interval_s``:
+A ranking worker that is not the writer opens the store as a secondary (RocksDB: a
+secondary instance). A background thread, every ``interval_s``, through the
+``OnlineBackend`` (online/backend.py):
 
-1. calls ``try_catch_up_with_primary()`` (the secondary now sees every WriteBatch the
-   primary committed, each whole or not at all);
+1. calls ``catch_up()`` (the secondary now sees every commit the primary finished,
+   each whole or not at all);
 2. reads the changelog entries after the last sequence it applied;
-3. re-reads the changed keys of loaded resident groups from their column families and
+3. re-reads the changed keys of loaded resident groups (``read_many``, uncached) and
    upserts (or removes) them natively; an entry without keys reloads its group;
 4. if the changelog was trimmed past its last sequence, reloads every loaded group.
 
@@ -25,10 +26,8 @@ import threading
 import time
 from typing import Callable
 
-import rocksdict
-
 from . import changelog
-from ..layout import CHANGELOG_CF, column_family
+from .backend import OnlineBackend
 from .snapshots import Snapshots
 
 _log = logging.getLogger(__name__)
@@ -41,7 +40,7 @@ class Refresher:
     """Keeps a secondary's resident snapshots in step with the primary.
 
     Args:
-        db: a callable returning the current (secondary) database.
+        backend: a callable returning the current (secondary) backend.
         snapshots: the resident groups to keep current.
         lock: held while catching up and applying, so loads never interleave.
         interval_s: seconds between passes.
@@ -51,25 +50,23 @@ class Refresher:
 
     def __init__(
         self,
-        db: Callable[[], rocksdict.Rdict],
+        backend: Callable[[], OnlineBackend],
         snapshots: Snapshots,
         lock: threading.RLock,
         *,
         interval_s: float = DEFAULT_REFRESH_INTERVAL_S,
         on_catch_up: "Callable[[], None] | None" = None,
     ):
-        self._db = db
+        self._backend = backend
         self._snapshots = snapshots
         self._lock = lock
         self.interval_s = float(interval_s)
         self._on_catch_up = on_catch_up
-        self.sequence = changelog.last_sequence(column_family(db(), CHANGELOG_CF, create=False))
+        self.sequence = backend().last_sequence()
         #: Seconds the last pass took, and time.monotonic() when a pass last succeeded.
         self.last_refresh_s = 0.0
         self.last_success = time.monotonic()
         self.last_error: "Exception | None" = None
-        self._cfs: dict[str, rocksdict.Rdict] = {}
-        self._cfs_of: "rocksdict.Rdict | None" = None
         self._stop = threading.Event()
         self._thread: "threading.Thread | None" = None
 
@@ -77,42 +74,32 @@ class Refresher:
         """Catch up once and apply new changelog entries; returns how many were applied."""
         with self._lock:
             start = time.perf_counter()
-            self._db().try_catch_up_with_primary()
+            self._backend().catch_up()
             if self._on_catch_up is not None:
                 self._on_catch_up()
-            db = self._db()  # the callback may have reopened the secondary
-            if db is not self._cfs_of:
-                self._cfs, self._cfs_of = {}, db
+            backend = self._backend()  # the callback may have reopened the secondary
             self._snapshots.switch_generations()  # newly published generations, mapped and caught up
-            log = self._cf(db, CHANGELOG_CF)
             applied = 0
-            if self.sequence + 1 < changelog.first_sequence(log):
+            if self.sequence + 1 < backend.first_sequence():
                 for name in self._snapshots.loaded_names():
                     self._snapshots.apply(name, None, None)  # a current generation, else RocksDB
-                self.sequence = changelog.last_sequence(log)
-            while entries := changelog.read_after(log, self.sequence):
+                self.sequence = backend.last_sequence()
+            while entries := backend.changelog_after(self.sequence):
                 for entry in entries:
-                    self._apply(db, entry)
+                    self._apply(backend, entry)
                 self.sequence = entries[-1].sequence
                 applied += len(entries)
             self.last_refresh_s = time.perf_counter() - start
             self.last_success = time.monotonic()
             return applied
 
-    def _cf(self, db: rocksdict.Rdict, name: str) -> rocksdict.Rdict:
-        """Column family ``name`` of ``db``, cached (rocksdict lookups cost milliseconds)."""
-        cf = self._cfs.get(name)
-        if cf is None:
-            cf = self._cfs[name] = column_family(db, name, create=False)
-        return cf
-
-    def _apply(self, db: rocksdict.Rdict, entry: changelog.ChangeEntry) -> None:
+    def _apply(self, backend: OnlineBackend, entry: changelog.ChangeEntry) -> None:
         if self._snapshots.loaded(entry.group_cf) is None:
             return
         if entry.keys is None:
             self._snapshots.apply(entry.group_cf, None, None)
             return
-        self._snapshots.reread(entry.group_cf, self._cf(db, entry.group_cf), entry.keys)
+        self._snapshots.reread(entry.group_cf, entry.keys, backend.read_many(entry.group_cf, entry.keys, cache=False))
 
     def start(self) -> None:
         """Start the background thread (daemon; ``stop`` ends it)."""
@@ -135,5 +122,3 @@ class Refresher:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-        self._cfs.clear()
-        self._cfs_of = None

@@ -196,7 +196,7 @@ class Snapshots:
                     return False
                 if cf is None:
                     cf = column_family(db, group_cf, create=False)
-                self._reread_into(group_cf, group, cf, entry.keys)
+                self._reread_into(group_cf, group, entry.keys, multi_get(cf, entry.keys, uncached_reads()))
             sequence = entries[-1].sequence
         return True
 
@@ -297,15 +297,14 @@ class Snapshots:
         else:
             self._upsert_valid(group_cf, group, keys, rows)
 
-    def reread(self, group_cf: str, cf: rocksdict.Rdict, keys: "list[bytes]") -> None:
-        """Apply a change of ``keys`` to the loaded group by re-reading them from its
-        column family ``cf`` (present: upsert; absent: remove)."""
+    def reread(self, group_cf: str, keys: "list[bytes]", rows: "list[bytes | None]") -> None:
+        """Apply a change of ``keys`` to the loaded group: ``rows`` are their stored rows,
+        re-read (present: upsert; None: remove)."""
         group = self._groups.get(group_cf)
         if group is not None:
-            self._reread_into(group_cf, group, cf, keys)
+            self._reread_into(group_cf, group, keys, rows)
 
-    def _reread_into(self, group_cf: str, group: _core.ResidentGroup, cf: rocksdict.Rdict, keys: "list[bytes]") -> None:
-        rows = multi_get(cf, keys, uncached_reads())
+    def _reread_into(self, group_cf: str, group: _core.ResidentGroup, keys: "list[bytes]", rows: "list[bytes | None]") -> None:
         present = [(k, r) for k, r in zip(keys, rows) if r is not None]
         gone = [k for k, r in zip(keys, rows) if r is None]
         if present:

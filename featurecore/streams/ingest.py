@@ -34,7 +34,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import msgpack
 import numpy as np
@@ -47,9 +47,7 @@ from ..monitoring.metrics import LogHistogram
 from ..offline.log import OfflineLog
 from ..offline.write import newest_per_entity
 from ..online.batch import GroupSchema, micros_now
-from ..online.writer import OnlineWriter
-from ..registry.model import RegistryState
-from ..timestamps import TimestampBounds
+from ..online.context import StoreContext
 from .decode import TenantBatch, decode
 from .source import StreamMessage, StreamSource
 
@@ -147,12 +145,9 @@ class Ingestor:
     Args:
         group_ref: the group version the messages carry rows of.
         source: the stream (``NatsSource``).
-        writer: the primary's online writer.
-        db: the primary's database (the position record lives in ``meta``).
-        root: the store directory (offline tables).
-        state: the registry state.
-        tombstones: returns the store's current ``Tombstones``.
-        timestamp_bounds: the store's plausible timestamps.
+        context: the primary (``FeatureStore.context()``): its online writer and
+            backend (the position record lives in ``meta``), offline tables, registry
+            state, deleted entities (read per micro-batch) and plausible timestamps.
         max_batch: messages per micro-batch, also the broker's in-flight bound.
     """
 
@@ -161,29 +156,24 @@ class Ingestor:
         group_ref: str,
         source: StreamSource,
         *,
-        writer: OnlineWriter,
-        db: rocksdict.Rdict,
-        root: str,
-        state: RegistryState,
-        tombstones: Callable[[], Any],
-        timestamp_bounds: TimestampBounds,
+        context: StoreContext,
         max_batch: int = DEFAULT_MAX_BATCH,
     ):
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
             raise ValidationError(f"max_batch must be a positive int (messages per micro-batch), got {max_batch!r}; e.g. max_batch=4096")
+        state = context.state
         self.schema = GroupSchema.from_state(state, group_ref)
         self.source = source
-        self._writer = writer
-        self._db = db
+        self._writer = context.online_writer("ingest a stream")
         self._state = state
         self._online = state.is_online(self.schema.ref)
-        self._tombstones = tombstones
-        self._bounds = timestamp_bounds
+        self._tombstones = context.tombstones
+        self._bounds = context.timestamp_bounds
         self.max_batch = max_batch
         self._key = position_key(self.schema.cf_name, source.identity)
         self.app_id = f"featurecore-stream:{source.identity}"
-        self._log = OfflineLog(root, self.schema)
-        stored = column_family(db, META_CF, create=False).get(self._key)
+        self._log = OfflineLog(context.root, self.schema)
+        stored = context.online_backend("ingest a stream").read_meta(self._key)
         record = msgpack.unpackb(stored, raw=False) if stored is not None else {}
         self.stats = IngestStats(self.schema.ref, source.identity)
         for name in ("sequence", "messages", "rows", "dead_letters"):

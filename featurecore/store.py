@@ -148,7 +148,8 @@ class FeatureStore:
                 self._finish_interrupted_deletions()
             elif mode == "secondary":
                 self._refresher = Refresher(
-                    lambda: self._backend, self.snapshots, self._lock, interval_s=refresh_interval_s, on_catch_up=self._after_catch_up
+                    lambda: self._backend, self.snapshots, self._lock, interval_s=refresh_interval_s, on_catch_up=self._after_catch_up,
+                    on_replaced=self._reopen,
                 )
             if preload:
                 self.load_resident()
@@ -889,18 +890,23 @@ class FeatureStore:
     def _after_catch_up(self) -> None:
         """Follow registry and consent changes, and reopen the secondary when the primary
         created column families after it opened (a secondary cannot see new ones otherwise)."""
-        names = set(rocksdict.Rdict.list_cf(online_path(self.root)))
-        if not names <= self._cf_names:
-            # The old instance is not closed: requests in flight may still read from
-            # it; it is released with its last reference.
-            self._cf_names = names
-            self._db = self._open_db()
-            self._backend = RocksDBBackend(self._db)
-            self.registry = Registry(self._db)
-            self.access_policy.consent = ConsentRegistry(self._db)
+        if not set(rocksdict.Rdict.list_cf(online_path(self.root))) <= self._cf_names:
+            self._reopen()
         else:
             self.registry.reload()
             self.access_policy.consent.reload() if self.access_policy.consent is not None else None
+
+    def _reopen(self) -> None:
+        """Secondary: open a new RocksDB secondary instance, and the backend, registry and
+        consent over it. Needed for column families created after it opened, and after a
+        group replacement (an SST ingest), which the old instance's point reads miss for
+        keys it held in memory. The old instance is not closed: requests in flight may
+        still read from it; it is released with its last reference."""
+        self._cf_names = set(rocksdict.Rdict.list_cf(online_path(self.root)))
+        self._db = self._open_db()
+        self._backend = RocksDBBackend(self._db)
+        self.registry = Registry(self._db)
+        self.access_policy.consent = ConsentRegistry(self._db)
 
     # -- lifecycle --------------------------------------------------------------------------
 

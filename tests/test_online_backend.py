@@ -229,8 +229,8 @@ def test_a_follower_sees_commits_and_replacements_after_catch_up(writer_and_foll
 @pytest.mark.xfail(
     strict=True,
     reason="RocksDB secondary: after catch_up, point reads of keys the follower had in its memtable before a "
-    "replace_group (SST ingest) return the replaced values, while an iterator sees the new content; found by "
-    "this suite, not fixed yet (docs/ARCHITECTURE.md, storage seam)",
+    "replace_group (SST ingest) return the replaced values, while an iterator sees the new content; the store "
+    "reopens its secondary after a replacement (Refresher on_replaced; tests/test_online_refresh.py)",
 )
 def test_a_follower_point_reads_see_a_replacement(writer_and_follower):
     writer, follower = writer_and_follower

@@ -134,6 +134,30 @@ def test_secondary_direct_groups_read_the_caught_up_database(tmp_path):
             assert secondary.snapshots.loaded("g/item_stats/v1") is None  # direct: nothing resident
 
 
+def test_secondary_direct_reads_see_a_group_replaced_by_the_primary(tmp_path):
+    """A RocksDB secondary's point reads of keys it held in its memtable return the old rows
+    after an SST ingest replaced them (tests/test_online_backend.py pins it): the
+    secondary reopens when the changelog announces a replacement."""
+    with FeatureStore.open(tmp_path / "store") as primary:
+        primary.apply(definitions(item_mode="direct"))
+        write_ctr(primary, 1.0)
+        with FeatureStore.open(tmp_path / "store", mode="secondary", refresh_interval_s=3600) as secondary:
+            write_ctr(primary, 4.0)
+            secondary.refresh()
+            assert ctr_of(secondary)[0] == [4.0] * 10  # the secondary holds these rows in its memtable
+            schema = primary.group_schema("item_stats:v1")
+            frame = item_frame(ITEMS[:5], np.random.default_rng(1)) | {"ctr": np.full(5, 9.0, np.float32)}
+            batch = validate_batch(schema, frame, entity_ids=ITEMS[:5], feature_timestamp=T0, published_at=T0_US)
+            change = primary.writer.encode(schema, batch, "default")
+            keys, rows = zip(*sorted(zip(change.keys or [], change.rows or [])))
+            assert primary.context().online_backend("test").replace_group(schema.cf_name, keys, rows) == 5
+            primary.writer.group_replaced(schema.cf_name)
+            expected = [9.0] * 5 + [-float(Reason.entity_not_found)] * 5
+            assert ctr_of(primary)[0] == expected
+            secondary.refresh()
+            assert ctr_of(secondary)[0] == expected
+
+
 def test_online_stats_report_resident_groups_and_refresh_health(pair):
     primary, secondary = pair
     ctr_of(secondary)

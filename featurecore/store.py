@@ -32,7 +32,7 @@ from .online import generations
 from .online.backend import RocksDBBackend
 from .online.context import StoreContext
 from .online.tombstones import Tombstones, tombstone_version
-from .online.batch import GroupSchema, check_tenant, check_text_ids, micros_now, to_micros, validate_batch
+from .online.batch import GroupSchema, check_tenant, micros_now, normalize_ids, to_micros, validate_batch
 from .online.direct import DirectReader
 from .layout import column_family, online_path, open_database
 from .online.refresh import DEFAULT_REFRESH_INTERVAL_S, Refresher
@@ -751,10 +751,10 @@ class FeatureStore:
         self.timestamp_bounds.check(request.request_time_us, "request_time")
         try:
             return self._engine.get_features(request, state=state)
-        except ValidationError:  # the native key builder refused an id: name it as the caller does
+        except ValidationError:  # the native key builder refused an id: name it as a write would
             for entity, ids in request.entities.items():
                 if isinstance(ids, list):
-                    check_text_ids([i for i in ids if isinstance(i, str)], f"entities[{entity!r}]")
+                    normalize_ids(ids, f"entities[{entity!r}]", missing_ok=True)
             raise
 
     def prepare(

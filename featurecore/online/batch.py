@@ -314,49 +314,89 @@ def _columns_of(data: Any) -> Mapping[str, Any]:
     raise ValidationError(f"batch must be a pandas DataFrame, a pyarrow Table or a dict of arrays, got {type(data).__name__}; convert it to one of those")
 
 
-def normalize_ids(ids: Any) -> "list[str] | np.ndarray":
-    """Return entity ids as an int64 ndarray or a list of str, rejecting anything else.
+def normalize_ids(ids: Any, what: str = "entity_ids", *, missing_ok: bool = False) -> "list[str] | np.ndarray":
+    """Return entity ids as an int64 ndarray or a list of str, rejecting anything else: the
+    one normalization of ids, for writes and deletes (``validate_batch``,
+    ``OnlineWriter.delete_change``), requests (``request_ids``) and the feature server.
 
     Integers and their decimal text are the same entity (docs/ARCHITECTURE.md), so a
-    mix of both becomes text.
+    mix of both becomes text. ``what`` names the argument in errors. ``missing_ok``: a
+    request row may name no entity (a negative int or ``""``, served not_applicable); a
+    written row may not.
     """
-    array = _to_array(ids)
-    if array.ndim != 1:
-        raise ValidationError(
-            f"entity_ids must be one-dimensional, got {type(ids).__name__} of shape {array.shape}; pass one id per row "
-            "(a list or array), or the name of the id column"
-        )
-    if array.dtype.kind in "iu":
-        if array.dtype.kind == "u" and len(array) and array.max() > _INT64_MAX:
-            row = _first_bad(array > _INT64_MAX)
-            raise ValidationError(f"entity_ids row {row}: integer id out of int64 range, got {array[row]!r}; pass it as str")
-        ints = array.astype(np.int64)
-        if (ints < 0).any():
-            row = _first_bad(ints < 0)
-            raise ValidationError(
-                f"entity_ids row {row}: integer ids must be >= 0, got {ints[row]}; a negative id means "
-                "'no such entity' in requests and joins, so its row could never be read"
-            )
-        return ints
-    if array.dtype.kind == "U":
-        out = array.tolist()
-    elif array.dtype.kind == "O":
-        out = []
-        for row, value in enumerate(array.tolist()):
-            if isinstance(value, str):
-                out.append(value)
-            elif isinstance(value, int) and not isinstance(value, bool):
-                out.append(str(value))
-            else:
-                raise ValidationError(f"entity_ids row {row}: ids must be str or int, got {type(value).__name__} {value!r}; cast the id column to str or int64")
+    if isinstance(ids, list) and ids and type(ids[0]) is str and all(type(i) is str for i in ids):
+        out = ids  # the common text case: no array round trip
     else:
-        first = array[0] if len(array) else None
-        raise ValidationError(f"entity_ids must be str or int, got dtype {array.dtype} (first value {first!r}); cast the id column to str or int64")
-    for row, value in enumerate(out):
-        if not value:
-            raise ValidationError(f"entity_ids row {row}: id is empty, got {value!r}; every entity needs a non-empty id")
-    check_text_ids(out, "entity_ids")
+        array = _to_array(ids)
+        if array.ndim != 1:
+            raise ValidationError(
+                f"{what} must be one-dimensional, got {type(ids).__name__} of shape {array.shape}; pass one id per row "
+                "(a list or array), or the name of the id column"
+            )
+        if array.dtype.kind in "iu":
+            if array.dtype.kind == "u" and len(array) and array.max() > _INT64_MAX:
+                row = _first_bad(array > _INT64_MAX)
+                raise ValidationError(f"{what} row {row}: integer id out of int64 range, got {array[row]!r}; pass it as str")
+            ints = array.astype(np.int64)
+            if not missing_ok and (ints < 0).any():
+                row = _first_bad(ints < 0)
+                raise ValidationError(
+                    f"{what} row {row}: integer ids must be >= 0, got {ints[row]}; a negative id means "
+                    "'no such entity' in requests and joins, so its row could never be read"
+                )
+            return ints
+        if array.dtype.kind == "U":
+            out = array.tolist()
+        elif array.dtype.kind == "O":
+            out = []
+            for row, value in enumerate(array.tolist()):
+                if isinstance(value, str):
+                    out.append(value)
+                elif isinstance(value, int) and not isinstance(value, bool):
+                    out.append(str(value))
+                else:
+                    raise ValidationError(f"{what} row {row}: ids must be str or int, got {type(value).__name__} {value!r}; cast the id column to str or int64")
+        else:
+            first = array[0] if len(array) else None
+            raise ValidationError(f"{what} must be str or int, got dtype {array.dtype} (first value {first!r}); cast the id column to str or int64")
+    if not missing_ok and not all(out):
+        row = out.index("")
+        raise ValidationError(f"{what} row {row}: id is empty, got ''; every entity needs a non-empty id")
+    check_text_ids(out, what)
     return out
+
+
+def request_ids(ids: Any, entity: str) -> "list[str] | np.ndarray":
+    """``normalize_ids(ids, what, missing_ok=True)`` with the request's fast paths (this
+    runs for every entity of every request): a list whose first id is str is returned
+    as is (the native key builder checks every id's type while it builds the key, so no
+    Python loop runs here; it refuses an int among text ids, which a write would turn
+    into its text: pass ``[str(i) for i in ids]``), a 1-d int64 array as a C-contiguous one (the same array
+    unless it is a strided view), one id as a list of one. Errors name
+    ``entities[entity]``.
+    """
+    if isinstance(ids, list):
+        if not ids or type(ids[0]) is str:
+            return ids
+        return normalize_ids(ids, f"entities[{entity!r}]", missing_ok=True)  # ints, or ints mixed with text
+    if isinstance(ids, np.ndarray):
+        if ids.ndim == 1 and ids.dtype == np.int64:
+            return np.ascontiguousarray(ids)
+        if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+            raise ValidationError(
+                f"entities[{entity!r}] must be a 1-d integer array or a list of str, got {ids.dtype} {ids.shape}; "
+                f"pass np.asarray(ids, dtype=np.int64) or [str(i) for i in ids]"
+            )
+        return normalize_ids(ids, f"entities[{entity!r}]", missing_ok=True)
+    if isinstance(ids, str):
+        return [ids]
+    if isinstance(ids, (int, np.integer)) and not isinstance(ids, bool):
+        return normalize_ids(np.array([ids]), f"entities[{entity!r}]", missing_ok=True) if _INT64_MIN <= ids <= _INT64_MAX else [str(ids)]
+    if isinstance(ids, tuple):
+        return request_ids(list(ids), entity)
+    raise ValidationError(
+        f"entities[{entity!r}] must be an id (str or int), a list of str or an int64 array, got {type(ids).__name__}"
+    )
 
 
 def check_text_ids(ids: list[str], what: str) -> None:

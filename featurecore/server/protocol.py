@@ -20,6 +20,8 @@ import msgspec
 import numpy as np
 
 from .. import _core
+from ..errors import ValidationError
+from ..online.batch import normalize_ids
 from ..reasons import Reason
 from ..serving.matrix import FeatureMatrix
 from ..serving.request import PRIVACY_MODES, FeatureRequest
@@ -97,19 +99,14 @@ def decode_request(body: bytes) -> RequestBody:
 
 
 def _ids(entity: str, ids: Any) -> Any:
-    """One entity's ids as the engine takes them: str, int, a list of str or int64 array."""
+    """One entity's ids as the engine takes them (``online.batch.normalize_ids``: a JSON
+    list mixing ints and text becomes text, as for a write); a bad id is a 400 naming it."""
     if not isinstance(ids, list) or not ids:
         return ids
-    if type(ids[0]) is str:
-        if all(type(i) is str for i in ids):
-            return ids
-        return [str(i) for i in ids]  # mixed: the decimal text of an int is the same entity
-    if all(type(i) is int for i in ids):
-        try:
-            return np.array(ids, dtype=np.int64)
-        except OverflowError:
-            raise HttpError(400, f"entities[{entity!r}] holds an id outside int64; send it as a string", f"entities.{entity}") from None
-    return [str(i) for i in ids]
+    try:
+        return normalize_ids(ids, f"entities[{entity!r}]", missing_ok=True)
+    except ValidationError as error:
+        raise HttpError(400, str(error), f"entities.{entity}") from None
 
 
 def largest_count(body: RequestBody) -> int:

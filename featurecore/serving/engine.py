@@ -19,13 +19,13 @@ import numpy as np
 from .. import _core
 from ..errors import AccessDeniedError, ValidationError
 from ..access import AccessPolicy
-from ..online.batch import GroupSchema
+from ..online.batch import GroupSchema, request_ids
 from ..online.direct import DirectReader
 from ..reasons import Reason
 from ..registry.model import RegistryState
 from .matrix import FeatureMatrix
 from .plan import CompiledFeatureSet, GroupBinding, compile_feature_set
-from .request import FeatureRequest, _normalize_ids
+from .request import FeatureRequest
 
 @dataclass(frozen=True)
 class Route:
@@ -285,7 +285,7 @@ class PreparedFeatureSet:
         if not self._fast or context or candidate or deadline_ms is not None or type(request_time) is not int or not isinstance(entities, dict) or not entities:
             return self._slow(entities, request_time, context, candidate, deadline_ms, out)
         self._check_time(request_time)
-        ids = {str(name): _normalize_ids(str(name), value) for name, value in entities.items()}
+        ids = {str(name): request_ids(value, str(name)) for name, value in entities.items()}
         assert route is not None
         call = _Call(t.feature_set, t.tenant, t.purpose, t.privacy_mode, t.caller, ids)
         consent_off = engine._policy.check(state, call, route.compiled)

@@ -12,44 +12,11 @@ import numpy as np
 
 from ..errors import ValidationError
 from ..keys import tenant_problem
+from ..online.batch import request_ids
 
 PRIVACY_MODES: tuple[str, ...] = ("personalized", "non_personalized")
 #: The matrix is float32: a request value beyond this would be served as inf.
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
-
-
-def _normalize_ids(entity: str, ids: Any) -> list[str] | np.ndarray:
-    """One entity's ids as a list of str or a C-contiguous int64 array.
-
-    The common cases (a list, a 1-d int64 array, one str id) come first: this runs for
-    every entity of every request.
-    """
-    if isinstance(ids, list):
-        return ids  # each id's type is checked natively while its key is built (no Python loop)
-    if isinstance(ids, np.ndarray):
-        if ids.ndim == 1 and ids.dtype == np.int64:
-            return np.ascontiguousarray(ids)  # the same array unless it is a strided view
-        if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
-            raise ValidationError(
-                f"entities[{entity!r}] must be a 1-d integer array or a list of str, got {ids.dtype} {ids.shape}; "
-                f"pass np.asarray(ids, dtype=np.int64) or [str(i) for i in ids]"
-            )
-        if ids.dtype.kind == "u" and len(ids) and ids.max() > np.iinfo(np.int64).max:
-            raise ValidationError(
-                f"entities[{entity!r}] holds integer ids beyond int64 range (max {ids.max()}); pass them as str"
-            )
-        return np.ascontiguousarray(ids, dtype=np.int64)
-    if isinstance(ids, str):
-        return [ids]
-    if isinstance(ids, (int, np.integer)) and not isinstance(ids, bool):
-        if not -(2**63) <= ids < 2**63:
-            raise ValidationError(f"entities[{entity!r}] integer id {ids} is out of int64 range; pass it as str")
-        return np.array([ids], dtype=np.int64)
-    if isinstance(ids, tuple):
-        return list(ids)
-    raise ValidationError(
-        f"entities[{entity!r}] must be an id (str or int), a list of str or an int64 array, got {type(ids).__name__}"
-    )
 
 
 @dataclass(frozen=True)
@@ -94,7 +61,7 @@ class FeatureRequest:
         entities = {}
         for key, ids in self.entities.items():
             name = str(key)
-            entities[name] = _normalize_ids(name, ids)
+            entities[name] = request_ids(ids, name)
         object.__setattr__(self, "entities", entities)
         self._check_time()
         problem = tenant_problem(self.tenant)

@@ -54,7 +54,7 @@ class W1Serving:
             self.spans.append((col, col + k))
             col += k
         self.F = col
-        self.plan = _core.Plan(col, np.zeros((col, 8), np.uint8), np.zeros((col, 8), np.float32), ROLES,
+        self.plan = _core.AssemblyPlan(col, np.zeros((col, 8), np.uint8), np.zeros((col, 8), np.float32), ROLES,
                                plan_groups, [], [], [])
         self.values = np.empty((n, col), np.float32)
         self.reasons = np.empty((n, col), np.uint8)

@@ -1,18 +1,13 @@
 #include "assembler.h"
 
 #include <algorithm>
-#include <charconv>
-#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <limits>
-#include <mutex>
-#include <shared_mutex>
 #include <stdexcept>
 #include <system_error>
 #include <thread>
 
-#include "keys.h"
 
 namespace fc {
 namespace {
@@ -24,12 +19,12 @@ std::string col_str(size_t c) { return std::to_string(c); }
 // Marks [col, col + width) as produced once; throws on overlap or overflow.
 void claim(std::vector<uint8_t>& used, size_t col, size_t width, const std::string& what) {
     if (col + width > used.size())
-        throw std::invalid_argument("Plan: " + what + " writes columns " + col_str(col) + ".." +
+        throw std::invalid_argument("AssemblyPlan: " + what + " writes columns " + col_str(col) + ".." +
                                     col_str(col + width - 1) + " but the plan has " + col_str(used.size()) +
                                     " columns");
     for (size_t c = col; c < col + width; ++c) {
         if (used[c])
-            throw std::invalid_argument("Plan: column " + col_str(c) + " is written twice (" + what +
+            throw std::invalid_argument("AssemblyPlan: column " + col_str(c) + " is written twice (" + what +
                                         "); give every column exactly one source");
         used[c] = 1;
     }
@@ -50,15 +45,9 @@ inline uint8_t feature_reason(const RowState& s, uint32_t feature) {
     return s.stale ? kStale : kPresent;
 }
 
-inline int64_t now_ns() {
-    return std::chrono::duration_cast<std::chrono::nanoseconds>(
-               std::chrono::steady_clock::now().time_since_epoch())
-        .count();
-}
-
 class Writer {
   public:
-    Writer(const Plan& plan, const Outputs& out, AssembleStats& stats)
+    Writer(const AssemblyPlan& plan, const Outputs& out, AssembleStats& stats)
         : actions_(plan.actions().data()),
           constants_(plan.constants().data()),
           f_(plan.n_columns()),
@@ -115,7 +104,7 @@ class Writer {
     uint8_t* r_ = nullptr;
 };
 
-void write_group(const Plan::Group& g, const RowState& s, Writer& w) {
+void write_group(const AssemblyPlan::Group& g, const RowState& s, Writer& w) {
     float* v = w.values();
     if (s.clean) {
         for (const auto& run : g.runs) std::memcpy(v + run.dst_col, s.src + run.src_slot, run.width * sizeof(float));
@@ -134,7 +123,7 @@ void write_group(const Plan::Group& g, const RowState& s, Writer& w) {
     }
 }
 
-void write_cross(const Plan::Cross& x, const std::vector<RowState>& states, Writer& w) {
+void write_cross(const AssemblyPlan::Cross& x, const std::vector<RowState>& states, Writer& w) {
     const RowState& sa = states[x.spec.group_a];
     const RowState& sb = states[x.spec.group_b];
     const uint8_t ra = feature_reason(sa, x.spec.feature_a);
@@ -182,7 +171,7 @@ void write_request_cols(const std::vector<uint32_t>& cols, const float* src, Wri
 
 }  // namespace
 
-Plan::Plan(size_t n_columns, std::vector<uint8_t> actions, std::vector<float> constants, std::vector<RoleSpec> roles,
+AssemblyPlan::AssemblyPlan(size_t n_columns, std::vector<uint8_t> actions, std::vector<float> constants, std::vector<RoleSpec> roles,
            std::vector<GroupSpec> groups, std::vector<uint32_t> context_cols, std::vector<uint32_t> candidate_cols,
            std::vector<CrossSpec> crosses)
     : n_columns_(n_columns),
@@ -192,35 +181,35 @@ Plan::Plan(size_t n_columns, std::vector<uint8_t> actions, std::vector<float> co
       context_cols_(std::move(context_cols)),
       candidate_cols_(std::move(candidate_cols)) {
     if (actions_.size() != n_columns_ * kNumReasons || constants_.size() != n_columns_ * kNumReasons)
-        throw std::invalid_argument("Plan: actions and constants must be (n_columns, 8) = (" + col_str(n_columns_) +
+        throw std::invalid_argument("AssemblyPlan: actions and constants must be (n_columns, 8) = (" + col_str(n_columns_) +
                                     ", 8), got " + col_str(actions_.size()) + " and " +
                                     col_str(constants_.size()) + " values");
     for (size_t i = 0; i < actions_.size(); ++i)
         if (actions_[i] >= kNumActions)
-            throw std::invalid_argument("Plan: column " + col_str(i / kNumReasons) + " has action code " +
+            throw std::invalid_argument("AssemblyPlan: column " + col_str(i / kNumReasons) + " has action code " +
                                         col_str(actions_[i]) + " for reason " + col_str(i % kNumReasons) +
                                         "; use 0..3 (constant, use_stale_if_available, null_with_indicator, fail)");
     for (size_t r = 0; r < roles_.size(); ++r)
         for (uint32_t c : roles_[r].components)
             if (c >= roles_.size() || !roles_[c].components.empty())
-                throw std::invalid_argument("Plan: pair role " + col_str(r) + " (" + roles_[r].entity_type +
+                throw std::invalid_argument("AssemblyPlan: pair role " + col_str(r) + " (" + roles_[r].entity_type +
                                             ") has component " + col_str(c) + ", which is not a plain role");
     for (const auto& r : roles_)
         if (r.components.size() == 1)
-            throw std::invalid_argument("Plan: pair role " + r.entity_type + " needs at least 2 components");
+            throw std::invalid_argument("AssemblyPlan: pair role " + r.entity_type + " needs at least 2 components");
     std::vector<uint8_t> used(n_columns_, 0);
     for (size_t gi = 0; gi < groups.size(); ++gi) {
         Group g;
         g.spec = std::move(groups[gi]);
         const std::string gname = "group " + col_str(gi);
-        if (!g.spec.schema) throw std::invalid_argument("Plan: " + gname + " has no schema");
+        if (!g.spec.schema) throw std::invalid_argument("AssemblyPlan: " + gname + " has no schema");
         if (g.spec.role >= roles_.size())
-            throw std::invalid_argument("Plan: " + gname + " uses role " + col_str(g.spec.role) + " but there are " +
+            throw std::invalid_argument("AssemblyPlan: " + gname + " uses role " + col_str(g.spec.role) + " but there are " +
                                         col_str(roles_.size()) + " roles");
         const Schema& s = *g.spec.schema;
         for (const auto& f : g.spec.features) {
             if (f.feature >= s.n_features())
-                throw std::invalid_argument("Plan: " + gname + " maps feature " + col_str(f.feature) +
+                throw std::invalid_argument("AssemblyPlan: " + gname + " maps feature " + col_str(f.feature) +
                                             " but its schema has " + col_str(s.n_features()) + " features");
             const uint32_t slot = static_cast<uint32_t>(s.slot_offsets()[f.feature]);
             const uint32_t width = static_cast<uint32_t>(s.slot_offsets()[f.feature + 1]) - slot;
@@ -245,11 +234,11 @@ Plan::Plan(size_t n_columns, std::vector<uint8_t> actions, std::vector<float> co
         const CrossSpec& x = crosses[xi];
         const std::string xname = "cross feature " + col_str(xi);
         if (x.kind > kCosine)
-            throw std::invalid_argument("Plan: " + xname + " has kind " + col_str(x.kind) +
+            throw std::invalid_argument("AssemblyPlan: " + xname + " has kind " + col_str(x.kind) +
                                         "; use 0 lookup, 1 dot or 2 cosine");
         auto input = [&](uint32_t g, uint32_t f, uint32_t& slot, uint32_t& width) {
             if (g >= groups_.size() || f >= groups_[g].spec.schema->n_features())
-                throw std::invalid_argument("Plan: " + xname + " reads group " + col_str(g) + " feature " +
+                throw std::invalid_argument("AssemblyPlan: " + xname + " reads group " + col_str(g) + " feature " +
                                             col_str(f) + ", which does not exist");
             const auto& offs = groups_[g].spec.schema->slot_offsets();
             slot = static_cast<uint32_t>(offs[f]);
@@ -259,7 +248,7 @@ Plan::Plan(size_t n_columns, std::vector<uint8_t> actions, std::vector<float> co
         input(x.group_a, x.feature_a, c.a_slot, c.a_width);
         input(x.group_b, x.feature_b, c.b_slot, c.b_width);
         if (x.kind == kLookup ? c.b_width != 1 : c.a_width != c.b_width)
-            throw std::invalid_argument("Plan: " + xname + " input widths " + col_str(c.a_width) + " and " +
+            throw std::invalid_argument("AssemblyPlan: " + xname + " input widths " + col_str(c.a_width) + " and " +
                                         col_str(c.b_width) +
                                         " do not fit its kind (lookup: vector and one code; dot/cosine: equal)");
         claim(used, x.dst_col, 1, xname);
@@ -267,14 +256,14 @@ Plan::Plan(size_t n_columns, std::vector<uint8_t> actions, std::vector<float> co
     }
     for (size_t c = 0; c < n_columns_; ++c)
         if (!used[c])
-            throw std::invalid_argument("Plan: column " + col_str(c) + " has no source; map a feature, request "
+            throw std::invalid_argument("AssemblyPlan: column " + col_str(c) + " has no source; map a feature, request "
                                         "value or cross feature to it");
 }
 
 namespace {
 
 // Rows [begin, end) of assemble; missing-reason counts and the first fail go to stats.
-void assemble_rows(const Plan& plan, const std::vector<GroupRows>& groups, const RequestCols& req,
+void assemble_rows(const AssemblyPlan& plan, const std::vector<GroupRows>& groups, const RequestCols& req,
                    const Outputs& out, size_t begin, size_t end, AssembleStats& stats) {
     const auto& pgroups = plan.groups();
     const size_t G = pgroups.size();
@@ -331,7 +320,7 @@ void assemble_rows(const Plan& plan, const std::vector<GroupRows>& groups, const
 
 }  // namespace
 
-AssembleStats assemble(const Plan& plan, const std::vector<GroupRows>& groups, const RequestCols& req,
+AssembleStats assemble(const AssemblyPlan& plan, const std::vector<GroupRows>& groups, const RequestCols& req,
                        const Outputs& out, int threads) {
     constexpr size_t kMinRowsPerThread = 16384;  // below this a thread costs more than it saves
     const int64_t t0 = now_ns();
@@ -364,227 +353,6 @@ AssembleStats assemble(const Plan& plan, const std::vector<GroupRows>& groups, c
     for (int r = 1; r < kNumReasons; ++r) missing += stats.reason_counts[r];
     stats.reason_counts[kPresent] = out.n * plan.n_columns() - missing;
     stats.assemble_ns = now_ns() - t0;
-    return stats;
-}
-
-bool append_id(const IdColumn& ids, size_t i, std::string& out) {
-    if (ids.ints) {
-        if (ids.ints[i] < 0) return false;
-        append_int_id(out, ids.ints[i]);
-        return true;
-    }
-    const uint64_t b = ids.offsets[i], e = ids.offsets[i + 1];
-    if (b == e) return false;
-    out.append(ids.text + b, e - b);
-    return true;
-}
-
-namespace {
-
-void check_ids(const Plan& plan, size_t role, const std::vector<IdColumn>& role_ids, size_t want) {
-    const RoleSpec& spec = plan.roles()[role];
-    if (spec.per_request) want = 1;
-    if (role_ids[role].ints == nullptr && role_ids[role].offsets == nullptr)
-        throw std::invalid_argument("serve: entity '" + spec.entity_type +
-                                    "' has a resident group but its ids are None; pass its ids");
-    if (role_ids[role].n != want)
-        throw std::invalid_argument("serve: entity '" + spec.entity_type + "' got " + col_str(role_ids[role].n) +
-                                    " ids; it needs " + col_str(want) +
-                                    (spec.per_request ? " (one per request)" : " (one per candidate)"));
-}
-
-// Hashes (hash_id_int / hash_id_text) and misses of every row of one role, whose
-// resident groups then probe them without building keys (ResidentGroup::Probe):
-// str ids are read where they are; a pair role's ids (pair_id text) and int ids'
-// digits are written to sc.role_keys, without the key prefix.
-void hash_role_ids(const Plan& plan, size_t role, std::string_view tenant, const std::vector<IdColumn>& role_ids,
-                   size_t n_rows, ServeScratch& sc) {
-    const RoleSpec& spec = plan.roles()[role];
-    if (spec.components.empty()) check_ids(plan, role, role_ids, n_rows);
-    for (uint32_t c : spec.components) check_ids(plan, c, role_ids, n_rows);
-    std::string& prefix = sc.role_prefix[role];
-    prefix.clear();
-    append_key_prefix(prefix, tenant, spec.entity_type);
-    const uint64_t ph = hash_bytes(prefix.data(), prefix.size());
-    auto& hashes = sc.role_hashes[role];
-    auto& miss = sc.role_miss[role];
-    hashes.resize(n_rows);
-    miss.resize(n_rows);
-    if (spec.components.empty() && role_ids[role].ints) {
-        // Int ids hash as integers; their digits are written only for the compare on a
-        // fingerprint match (here, in a tight loop off the probe's dependency chain).
-        constexpr size_t kMaxIntChars = 20;
-        const int64_t* ints = role_ids[role].ints;
-        std::string& digits = sc.role_keys[role];
-        auto& offs = sc.role_offs[role];
-        digits.resize(n_rows * kMaxIntChars);
-        offs.resize(n_rows + 1);
-        char* base = digits.data();
-        size_t pos = 0;
-        for (size_t i = 0; i < n_rows; ++i) {
-            offs[i] = pos;
-            miss[i] = ints[i] < 0 ? kNotApplicable : kPresent;
-            hashes[i] = hash_id_int(ph, ints[i]);
-            if (ints[i] >= 0) pos = static_cast<size_t>(std::to_chars(base + pos, base + pos + kMaxIntChars, ints[i]).ptr - base);
-        }
-        offs[n_rows] = pos;
-        return;
-    }
-    const char* text;
-    const uint64_t* offs;
-    if (spec.components.empty()) {
-        text = role_ids[role].text;
-        offs = role_ids[role].offsets;
-    } else {
-        std::vector<IdColumn> parts;
-        for (uint32_t c : spec.components) parts.push_back(role_ids[c]);
-        auto& koffs = sc.role_offs[role];
-        koffs.resize(n_rows + 1);
-        write_pair_keys("", parts, n_rows, sc.role_keys[role], koffs.data(), miss.data());
-        text = sc.role_keys[role].data();
-        offs = koffs.data();
-    }
-    for (size_t i = 0; i < n_rows; ++i) {
-        const size_t len = offs[i + 1] - offs[i];
-        if (spec.components.empty()) miss[i] = len == 0 ? kNotApplicable : kPresent;
-        hashes[i] = hash_id_text(ph, text + offs[i], len);
-    }
-}
-
-// The probe of a role's ids, after hash_role_ids.
-ResidentGroup::Probe role_probe(const Plan& plan, size_t role, const std::vector<IdColumn>& role_ids,
-                                const ServeScratch& sc) {
-    ResidentGroup::Probe p;
-    p.prefix = sc.role_prefix[role];
-    p.hashes = sc.role_hashes[role].data();
-    if (plan.roles()[role].components.empty() && !role_ids[role].ints) {
-        p.text = role_ids[role].text;
-        p.offs = role_ids[role].offsets;
-    } else {  // pair ids and int ids' digits, written by hash_role_ids
-        p.text = sc.role_keys[role].data();
-        p.offs = sc.role_offs[role].data();
-    }
-    return p;
-}
-
-// Rows of a role for a request of n candidates (1 when every id is per-request).
-size_t role_rows(const Plan& plan, size_t role, size_t n) {
-    const RoleSpec& spec = plan.roles()[role];
-    if (spec.components.empty()) return spec.per_request ? 1 : n;
-    for (uint32_t c : spec.components)
-        if (!plan.roles()[c].per_request) return n;
-    return 1;
-}
-
-}  // namespace
-
-void write_pair_keys(std::string_view prefix, const std::vector<IdColumn>& components, size_t n_rows,
-                     std::string& keys, uint64_t* offs, uint8_t* miss) {
-    std::string part;
-    keys.clear();
-    for (size_t i = 0; i < n_rows; ++i) {
-        const size_t start = keys.size();
-        keys.append(prefix);
-        bool ok = true;
-        for (size_t c = 0; c < components.size() && ok; ++c) {
-            const IdColumn& ids = components[c];
-            const size_t row = ids.n == 1 ? 0 : i;
-            if (c + 1 == components.size()) {
-                ok = append_id(ids, row, keys);
-            } else {
-                part.clear();
-                ok = append_id(ids, row, part);
-                append_pair_component(keys, part);
-            }
-        }
-        if (!ok) keys.resize(start);
-        miss[i] = ok ? kPresent : kNotApplicable;
-        offs[i] = start;
-        offs[i + 1] = keys.size();
-    }
-}
-
-AssembleStats serve(const Plan& plan, std::string_view tenant, const std::vector<IdColumn>& role_ids,
-                    const std::vector<GroupSource>& sources, const RequestCols& req, const Outputs& out,
-                    ServeScratch& sc) {
-    const int64_t t0 = now_ns();
-    const size_t n = out.n;
-    const auto& roles = plan.roles();
-    const auto& pgroups = plan.groups();
-    if (role_ids.size() != roles.size() || sources.size() != pgroups.size())
-        throw std::invalid_argument("serve: got ids for " + col_str(role_ids.size()) + " roles and " +
-                                    col_str(sources.size()) + " group sources; the plan has " +
-                                    col_str(roles.size()) + " roles and " + col_str(pgroups.size()) + " groups");
-    sc.role_keys.resize(roles.size());
-    sc.role_prefix.resize(roles.size());
-    sc.role_offs.resize(roles.size());
-    sc.role_hashes.resize(roles.size());
-    sc.role_miss.resize(roles.size());
-    sc.refs.resize(pgroups.size());
-    sc.miss.resize(pgroups.size());
-    if (sc.iota.size() < n) {
-        sc.iota.resize(n);
-        for (size_t i = 0; i < n; ++i) sc.iota[i] = static_cast<int64_t>(i);
-    }
-    // Hash once per role, shared by every resident group of that entity.
-    std::vector<uint8_t> built(roles.size(), 0);
-    for (size_t g = 0; g < pgroups.size(); ++g) {
-        const uint32_t role = pgroups[g].spec.role;
-        if (sources[g].resident && !built[role]) {
-            hash_role_ids(plan, role, tenant, role_ids, role_rows(plan, role, n), sc);
-            built[role] = 1;
-        }
-    }
-    // Shared locks in address order, each group once, so two readers never
-    // wait on each other's writers in a cycle.
-    std::vector<const ResidentGroup*> residents;
-    for (const auto& s : sources)
-        if (s.resident) residents.push_back(s.resident);
-    std::sort(residents.begin(), residents.end());
-    residents.erase(std::unique(residents.begin(), residents.end()), residents.end());
-    std::vector<std::shared_lock<std::shared_mutex>> locks;
-    locks.reserve(residents.size());
-    for (const ResidentGroup* r : residents) locks.emplace_back(r->mutex());
-
-    std::vector<GroupRows> rows(pgroups.size());
-    for (size_t g = 0; g < pgroups.size(); ++g) {
-        const GroupSource& src = sources[g];
-        GroupRows& gr = rows[g];
-        const uint32_t role = pgroups[g].spec.role;
-        const size_t nr = role_rows(plan, role, n);
-        if (src.resident) {
-            if (!src.resident->schema().same_layout(*pgroups[g].spec.schema))
-                throw std::invalid_argument("serve: the resident source of group " + col_str(g) +
-                                            " has a different schema than the plan; load it with the plan's schema");
-            const auto& rmiss = sc.role_miss[role];
-            auto& refs = sc.refs[g];
-            auto& miss = sc.miss[g];
-            refs.resize(nr);
-            miss.resize(nr);
-            src.resident->find_many_locked(role_probe(plan, role, role_ids, sc), rmiss.data(), nr, refs.data());
-            for (size_t i = 0; i < nr; ++i) miss[i] = rmiss[i] ? rmiss[i] : static_cast<uint8_t>(kEntityNotFound);
-            gr.table = src.resident->view_locked();
-            gr.refs = refs.data();
-            gr.miss = miss.data();
-            gr.miss_stride = gr.refs_stride = nr == 1 ? 0 : 1;
-        } else if (src.table) {
-            if (!src.table->schema().same_layout(*pgroups[g].spec.schema))
-                throw std::invalid_argument("serve: the table of group " + col_str(g) +
-                                            " has a different schema than the plan; decode it with the plan's schema");
-            if (src.table->n_rows() != nr)
-                throw std::invalid_argument("serve: the table of group " + col_str(g) + " has " +
-                                            col_str(src.table->n_rows()) + " rows; it needs " + col_str(nr) +
-                                            " (row i = candidate i, or 1 for a per-request entity)");
-            gr.table = src.table->view();
-            gr.refs = sc.iota.data();
-            gr.refs_stride = nr == 1 ? 0 : 1;
-        } else {
-            gr.disabled = true;
-        }
-    }
-    const int64_t t1 = now_ns();
-    AssembleStats stats = assemble(plan, rows, req, out);
-    stats.resolve_ns = t1 - t0;
     return stats;
 }
 

@@ -1,8 +1,11 @@
-// Plan + assemble(): turns per-group row references into a feature matrix.
+// The assembly kernel: AssemblyPlan + assemble() turn per-group row references
+// into a feature matrix. Pure: it knows rows, not ids or keys, so online serving
+// (resolve.h: ids -> rows, then assemble) and the offline join (asof_join.h: events
+// -> rows, then assemble) share it, which is what makes their matrices identical.
 //
-// A Plan is built once per feature set version from plain data (Python's
+// An AssemblyPlan is built once per feature set version from plain data (Python's
 // compile_feature_set) and is immutable afterwards, so any number of threads
-// may assemble/serve with one Plan concurrently.
+// may assemble/serve with one plan concurrently.
 //
 // For row i and every column the assembler decides a reason (kPresent, the
 // group row's miss reason or status, kNoHistory for a null cell, kStale when
@@ -24,15 +27,14 @@
 // no Python object, so callers release the GIL around it.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <string_view>
 #include <vector>
 
 #include "group_table.h"
-#include "resident.h"
 
 namespace fc {
 
@@ -68,7 +70,7 @@ struct CrossSpec {
     uint32_t group_b = 0, feature_b = 0;  // lookup: the categorical code
 };
 
-class Plan {
+class AssemblyPlan {
   public:
     // Resolved placement of one feature: slots [src_slot, src_slot + width).
     struct Map {
@@ -94,7 +96,7 @@ class Plan {
     // actions and constants are (n_columns, 8) row-major, indexed by reason.
     // Throws std::invalid_argument unless every column is produced exactly once
     // and every reference is in range.
-    Plan(size_t n_columns, std::vector<uint8_t> actions, std::vector<float> constants, std::vector<RoleSpec> roles,
+    AssemblyPlan(size_t n_columns, std::vector<uint8_t> actions, std::vector<float> constants, std::vector<RoleSpec> roles,
          std::vector<GroupSpec> groups, std::vector<uint32_t> context_cols, std::vector<uint32_t> candidate_cols,
          std::vector<CrossSpec> crosses);
 
@@ -154,55 +156,16 @@ struct AssembleStats {
     int64_t assemble_ns = 0;
 };
 
+// The steady clock of AssembleStats' timings, in ns.
+inline int64_t now_ns() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
+
 // Refs must be in range (callers validate); see the header comment. Large
 // batches (offline) may be split over up to `threads` threads by rows.
-AssembleStats assemble(const Plan& plan, const std::vector<GroupRows>& groups, const RequestCols& req,
+AssembleStats assemble(const AssemblyPlan& plan, const std::vector<GroupRows>& groups, const RequestCols& req,
                        const Outputs& out, int threads = 1);
-
-// The ids of one role: int64 ids, or text ids text[offsets[i], offsets[i+1]).
-// An empty text id or a negative int id means "no such entity" (kNotApplicable).
-struct IdColumn {
-    const int64_t* ints = nullptr;
-    const char* text = nullptr;
-    const uint64_t* offsets = nullptr;
-    size_t n = 0;
-};
-
-// Where serve reads a group from: a resident group (keys resolved here), a
-// table decoded from a direct read (row i = candidate i, or row 0 for a
-// per-request role), or neither (privacy disabled: never read).
-struct GroupSource {
-    const ResidentGroup* resident = nullptr;
-    const GroupTable* table = nullptr;
-};
-
-// Buffers reused across serve calls on one thread.
-struct ServeScratch {
-    std::vector<std::vector<int64_t>> refs;
-    std::vector<std::vector<uint8_t>> miss;
-    std::vector<std::string> role_prefix, role_keys;
-    std::vector<std::vector<uint64_t>> role_offs, role_hashes;
-    std::vector<std::vector<uint8_t>> role_miss;
-    std::vector<int64_t> iota;
-};
-
-// Appends id i of `ids` (ints as decimal text) to `out`; false, appending nothing,
-// when the id is absent (empty str or negative int: the row has no such entity).
-bool append_id(const IdColumn& ids, size_t i, std::string& out);
-
-// Keys of a pair entity, prefix + pair_id(component ids of row i) for each
-// row, into keys[offs[i], offs[i+1]); a component with one id is broadcast.
-// A row with an absent component id (empty / negative) gets an empty key and
-// miss[i] = kNotApplicable, otherwise kPresent.
-void write_pair_keys(std::string_view prefix, const std::vector<IdColumn>& components, size_t n_rows,
-                     std::string& keys, uint64_t* offs, uint8_t* miss);
-
-// One request: resolves every group's rows (shared locks on resident groups
-// held until assembly ends), then assembles. role_ids has one entry per plan
-// role (pair roles: ignored, built from components). Throws
-// std::invalid_argument for id counts or table sizes that do not fit n.
-AssembleStats serve(const Plan& plan, std::string_view tenant, const std::vector<IdColumn>& role_ids,
-                    const std::vector<GroupSource>& sources, const RequestCols& req, const Outputs& out,
-                    ServeScratch& scratch);
 
 }  // namespace fc

@@ -9,28 +9,19 @@
 #include <string>
 #include <vector>
 
+#include "bind_helpers.h"
 #include "matrix_json.h"
 
-namespace py = pybind11;
+using fc::bind::need;
 
 namespace {
-
-template <typename T>
-py::array_t<T, py::array::c_style> matrix_arg(py::handle obj, const char* name, const char* dtype) {
-    using Arr = py::array_t<T, py::array::c_style>;
-    if (!py::isinstance<Arr>(obj) || py::reinterpret_borrow<py::array>(obj).ndim() != 2)
-        throw std::invalid_argument(std::string(name) + " must be a C-contiguous 2-d " + dtype + " array");
-    return py::reinterpret_borrow<Arr>(obj);
-}
 
 py::bytes matrix_json(py::handle values_obj, py::handle reasons_obj, const std::vector<std::string>& columns,
                       const std::string& row_prefix, py::handle row_ids, const std::vector<std::string>& reason_names,
                       bool columnar) {
-    auto values = matrix_arg<float>(values_obj, "values", "float32");
-    auto reasons = matrix_arg<uint8_t>(reasons_obj, "reasons", "uint8");
+    auto values = need<float>(values_obj, "values", {-1, -1});
+    auto reasons = need<uint8_t>(reasons_obj, "reasons", {values.shape(0), values.shape(1)});
     const size_t n = static_cast<size_t>(values.shape(0)), f = static_cast<size_t>(values.shape(1));
-    if (static_cast<size_t>(reasons.shape(0)) != n || static_cast<size_t>(reasons.shape(1)) != f)
-        throw std::invalid_argument("reasons must have the shape of values");
     if (columns.size() != f)
         throw std::invalid_argument("columns must name every column of values: got " + std::to_string(columns.size()) +
                                     " names for " + std::to_string(f) + " columns");

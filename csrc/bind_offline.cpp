@@ -9,37 +9,23 @@
 #include <string>
 
 #include "asof_join.h"
+#include "bind_helpers.h"
 
-namespace py = pybind11;
+using fc::bind::need;
 using fc::AsofJoin;
 using fc::LatestPerKey;
 
 namespace {
-
-// Checks rank, dtype, contiguity and (when expected >= 0) length before any work starts.
-template <class T>
-const T* checked(const py::array& a, const char* name, py::ssize_t expected) {
-    // equal(), not is(): np.longlong and np.int64 are distinct descriptors of the same type.
-    if (a.ndim() != 1 || !a.dtype().equal(py::dtype::of<T>()) || !(a.flags() & py::array::c_style))
-        throw std::invalid_argument(std::string(name) + " must be a 1-d C-contiguous " +
-                                    std::string(py::str(py::dtype::of<T>())) + " array, got ndim=" +
-                                    std::to_string(a.ndim()) + " dtype=" + std::string(py::str(a.dtype())) +
-                                    "; convert it with numpy.ascontiguousarray(x, dtype=...)");
-    if (expected >= 0 && a.shape(0) != expected)
-        throw std::invalid_argument(std::string(name) + " has " + std::to_string(a.shape(0)) +
-                                    " elements, expected " + std::to_string(expected));
-    return static_cast<const T*>(a.data());
-}
 
 // Both streaming kernels take history in chunks the same way: checked arrays in, the
 // merge itself with the GIL released.
 template <class Kernel>
 size_t add_chunk(Kernel& self, const py::array& keys, const py::array& feature_ts, const py::array& generated_at,
                  int64_t ref_offset) {
-    const int64_t* k = checked<int64_t>(keys, "keys", -1);
+    const int64_t* k = need<int64_t>(keys, "keys", {-1}).data();
     const py::ssize_t m = keys.shape(0);
-    const int64_t* ft = checked<int64_t>(feature_ts, "feature_ts", m);
-    const int64_t* ga = checked<int64_t>(generated_at, "generated_at", m);
+    const int64_t* ft = need<int64_t>(feature_ts, "feature_ts", {m}).data();
+    const int64_t* ga = need<int64_t>(generated_at, "generated_at", {m}).data();
     if (ref_offset < 0) throw std::invalid_argument("ref_offset must be >= 0, got " + std::to_string(ref_offset));
     py::gil_scoped_release release;
     return self.add(k, ft, ga, static_cast<size_t>(m), ref_offset);
@@ -56,10 +42,10 @@ finish() -> (row_refs int64 (n,), miss_reason uint8 (n,), winners int64 (w,)).
 )doc")
         .def(py::init([](const py::array& event_keys, const py::array& event_ts,
                          const std::optional<py::array>& event_valid, bool strict, int threads) {
-                 const int64_t* keys = checked<int64_t>(event_keys, "event_keys", -1);
+                 const int64_t* keys = need<int64_t>(event_keys, "event_keys", {-1}).data();
                  const py::ssize_t n = event_keys.shape(0);
-                 const int64_t* ts = checked<int64_t>(event_ts, "event_ts", n);
-                 const uint8_t* valid = event_valid ? checked<uint8_t>(*event_valid, "event_valid", n) : nullptr;
+                 const int64_t* ts = need<int64_t>(event_ts, "event_ts", {n}).data();
+                 const uint8_t* valid = event_valid ? need<uint8_t>(*event_valid, "event_valid", {n}).data() : nullptr;
                  py::gil_scoped_release release;
                  return new AsofJoin(keys, valid, ts, static_cast<size_t>(n), strict, threads);
              }),
@@ -124,7 +110,7 @@ keys int64 (w,)): the winning row of each key that has one.
     m.def(
         "decimal_text_order",
         [](const py::array& ids) {
-            const int64_t* p = checked<int64_t>(ids, "ids", -1);
+            const int64_t* p = need<int64_t>(ids, "ids", {-1}).data();
             const auto n = ids.shape(0);
             py::array_t<int64_t> order(n);
             int64_t* out = order.mutable_data();

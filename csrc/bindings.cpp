@@ -10,14 +10,20 @@
 
 namespace py = pybind11;
 
-void bind_serving(py::module_& m);
+void bind_keys(py::module_& m);
+void bind_rows(py::module_& m);
+void bind_resident(py::module_& m);
+void bind_assembly(py::module_& m);
 void bind_offline(py::module_& m);
 void bind_encode(py::module_& m);
 void bind_vocabulary(py::module_& m);
 
 PYBIND11_MODULE(_core, m) {
     m.doc() = "featurecore native core: row codec, resident groups, matrix assembly, as-of join";
-    bind_serving(m);
+    bind_keys(m);
+    bind_rows(m);
+    bind_resident(m);
+    bind_assembly(m);
     bind_offline(m);
     bind_encode(m);
     bind_vocabulary(m);

@@ -229,8 +229,9 @@ class ResidentGroup:
     def index_bytes(self) -> int:
         """Bytes of the hash index."""
 
-class Plan:
-    """Immutable assembly plan of one feature set version (see csrc/assembler.h).
+class AssemblyPlan:
+    """Immutable assembly plan of one feature set version (see csrc/assembler.h): how
+    each group's rows, request values and cross features fill the matrix columns.
 
     Args:
         n_columns: F, matrix columns.
@@ -289,7 +290,7 @@ class AssembleStats:
     def assemble_us(self) -> float: ...
 
 def assemble(
-    plan: Plan,
+    plan: AssemblyPlan,
     tables: Sequence[GroupTable | None],
     row_refs: Sequence[NDArray[np.int64]],
     miss_reasons: Sequence[int | NDArray[np.uint8]],
@@ -313,7 +314,7 @@ def assemble(
     """
 
 def serve(
-    plan: Plan,
+    plan: AssemblyPlan,
     sources: Sequence[ResidentGroup | GroupTable | None],
     ids: Sequence[Ids | None],
     tenant: str,

@@ -1,4 +1,4 @@
-"""Plan/assemble/serve against a slow Python reference of the documented rules."""
+"""AssemblyPlan/assemble/serve against a slow Python reference of the documented rules."""
 
 import math
 import threading
@@ -35,7 +35,7 @@ NAN = float("nan")
 
 @dataclass
 class Spec:
-    """Everything a Plan is built from, kept for the reference."""
+    """Everything an AssemblyPlan is built from, kept for the reference."""
 
     n_columns: int
     actions: np.ndarray
@@ -52,7 +52,7 @@ class Spec:
 
     def plan(self):
         groups = [(self.schema(g), role, sla, feats) for g, (_, role, sla, feats) in enumerate(self.groups)]
-        return _core.Plan(self.n_columns, self.actions, self.constants, self.roles, groups,
+        return _core.AssemblyPlan(self.n_columns, self.actions, self.constants, self.roles, groups,
                           self.context_cols, self.candidate_cols, self.crosses)
 
 
@@ -327,7 +327,7 @@ def single_float_plan(role=("item", False, [])):
     schema = _core.Schema([0], [1])
     actions = np.zeros((1, 8), np.uint8)
     constants = np.full((1, 8), -1.0, np.float32)
-    return schema, _core.Plan(1, actions, constants, [role], [(schema, 0, 0, [(0, 0, -1)])], [], [], [])
+    return schema, _core.AssemblyPlan(1, actions, constants, [role], [(schema, 0, 0, [(0, 0, -1)])], [], [], [])
 
 
 def serve_one(plan, source, ids, n, tenant="default"):
@@ -351,7 +351,7 @@ def test_serve_accepts_int_ids_as_their_decimal_text():
 def test_pair_roles_build_pair_ids_natively():
     schema = _core.Schema([0], [1])
     roles = [("user", True, []), ("item", False, []), ("user_item", False, [0, 1])]
-    plan = _core.Plan(1, np.zeros((1, 8), np.uint8), np.full((1, 8), -1, np.float32), roles,
+    plan = _core.AssemblyPlan(1, np.zeros((1, 8), np.uint8), np.full((1, 8), -1, np.float32), roles,
                       [(schema, 2, 0, [(0, 0, -1)])], [], [], [])
     group = _core.ResidentGroup(schema)
     z = np.zeros(2, np.int64)
@@ -397,7 +397,7 @@ def test_threaded_assemble_equals_one_thread():
         nulls, gen)
     actions = np.zeros((4, 8), np.uint8)
     actions[0, Reason.entity_not_found] = Action.fail
-    plan = _core.Plan(4, actions, np.ones((4, 8), np.float32), [("item", False, [])],
+    plan = _core.AssemblyPlan(4, actions, np.ones((4, 8), np.float32), [("item", False, [])],
                       [(schema, 0, 5_000_000, [(0, 0, -1), (1, 1, -1)])], [], [], [])
     refs = rng.integers(-1, n_rows, n)
     miss = rng.choice(np.array([Reason.no_history, Reason.entity_not_found], np.uint8), n)
@@ -420,11 +420,11 @@ def test_plan_rejects_overlapping_or_missing_columns():
     schema = _core.Schema([0, 5], [1, 2])
     acts, consts = np.zeros((3, 8), np.uint8), np.zeros((3, 8), np.float32)
     with pytest.raises(ValueError, match="column 1 is written twice"):
-        _core.Plan(3, acts, consts, [("item", False, [])], [(schema, 0, 0, [(0, 1, -1), (1, 1, -1)])], [], [], [])
+        _core.AssemblyPlan(3, acts, consts, [("item", False, [])], [(schema, 0, 0, [(0, 1, -1), (1, 1, -1)])], [], [], [])
     with pytest.raises(ValueError, match="column 2 has no source"):
-        _core.Plan(3, acts, consts, [("item", False, [])], [(schema, 0, 0, [(1, 0, -1)])], [], [], [])
+        _core.AssemblyPlan(3, acts, consts, [("item", False, [])], [(schema, 0, 0, [(1, 0, -1)])], [], [], [])
     with pytest.raises(ValueError, match="input widths 2 and 1 do not fit its kind"):
-        _core.Plan(3, acts, consts, [("item", False, [])], [(schema, 0, 0, [(1, 0, -1)])], [], [],
+        _core.AssemblyPlan(3, acts, consts, [("item", False, [])], [(schema, 0, 0, [(1, 0, -1)])], [], [],
                    [(1, 2, 0, 1, 0, 0)])
 
 
@@ -433,7 +433,7 @@ def test_plan_rejects_overlapping_or_missing_columns():
 
 def test_serve_never_mixes_batches_while_a_writer_upserts():
     schema = _core.Schema([0] * 8, [1] * 8)
-    plan = _core.Plan(8, np.zeros((8, 8), np.uint8), np.zeros((8, 8), np.float32), [("item", False, [])],
+    plan = _core.AssemblyPlan(8, np.zeros((8, 8), np.uint8), np.zeros((8, 8), np.float32), [("item", False, [])],
                       [(schema, 0, 0, [(j, j, -1) for j in range(8)])], [], [], [])
     ids = [str(i) for i in range(500)]
     keys = _core.encode_keys("default", "item", ids)

@@ -15,7 +15,7 @@ def plan_one(schema, *, sla_us=0):
         features.append((j, column, -1))
         column += schema.dims[j]
     n = schema.n_slots
-    return _core.Plan(n, np.zeros((n, 8), np.uint8), np.zeros((n, 8), np.float32),
+    return _core.AssemblyPlan(n, np.zeros((n, 8), np.uint8), np.zeros((n, 8), np.float32),
                       [("item", False, [])], [(schema, 0, sla_us, features)], [], [], [])
 
 

@@ -27,12 +27,12 @@ text_ids = (
 ids = st.one_of(int_ids.map(str), text_ids)
 
 
-def plan_one_group(schema: _core.Schema, roles: list) -> _core.Plan:
+def plan_one_group(schema: _core.Schema, roles: list) -> _core.AssemblyPlan:
     actions = np.zeros((K, 8), np.uint8)  # constant defaults
     constants = np.zeros((K, 8), np.float32)
     constants[:, Reason.entity_not_found] = -1.0
     constants[:, Reason.not_applicable] = -2.0
-    return _core.Plan(K, actions, constants, roles, [(schema, len(roles) - 1, 0, [(j, j, -1) for j in range(K)])], [], [], [])
+    return _core.AssemblyPlan(K, actions, constants, roles, [(schema, len(roles) - 1, 0, [(j, j, -1) for j in range(K)])], [], [], [])
 
 
 def serve(plan, group, role_ids, tenant, n):

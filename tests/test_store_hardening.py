@@ -44,7 +44,7 @@ def test_native_validation_errors_are_featurecore_validation_errors(call, match)
 
 def test_a_native_out_of_range_is_a_validation_error_and_still_an_index_error():
     schema = _core.Schema([0], [1])
-    plan = _core.Plan(1, np.zeros((1, 8), np.uint8), np.full((1, 8), -1.0, np.float32), [("item", False, [])],
+    plan = _core.AssemblyPlan(1, np.zeros((1, 8), np.uint8), np.full((1, 8), -1.0, np.float32), [("item", False, [])],
                       [(schema, 0, 0, [(0, 0, -1)])], [], [], [])
     out = np.empty((2, 1), np.float32), np.empty((2, 1), np.uint8), np.empty((2, 1), np.float32)
     table = _core.GroupTable.missing(schema, 2, 3)

@@ -51,7 +51,7 @@ class GroupBinding:
 
 @dataclass(frozen=True)
 class CompiledFeatureSet:
-    """A feature set ready to serve: column names, group bindings and the native Plan.
+    """A feature set ready to serve: column names, group bindings and the native AssemblyPlan.
 
     Attributes:
         ref: feature set ref.
@@ -61,7 +61,7 @@ class CompiledFeatureSet:
         pair_components: pair role -> its component roles (pair ids are built natively).
         context_names / candidate_names: request features in their column order.
         column_features: per column, the feature ref or request/cross name that fills it.
-        plan: the native Plan.
+        plan: the native AssemblyPlan.
     """
 
     ref: str
@@ -72,7 +72,7 @@ class CompiledFeatureSet:
     context_names: tuple[str, ...]
     candidate_names: tuple[str, ...]
     column_features: tuple[str, ...]
-    plan: _core.Plan
+    plan: _core.AssemblyPlan
 
     def schema_for(self, group_ref: str) -> _core.Schema:
         """The Schema of a group of this feature set; ValidationError if it reads no such group."""
@@ -343,7 +343,7 @@ def _policy_row(state: RegistryState, feature: Feature) -> tuple[list[int], list
 
 
 def compile_feature_set(state: RegistryState, feature_set_ref: str) -> CompiledFeatureSet:
-    """Build the native Plan of a feature set version (cache it per ref; it never changes).
+    """Build the native AssemblyPlan of a feature set version (cache it per ref; it never changes).
 
     Raises:
         NotFoundError: an unknown feature set, feature, group or prior.
@@ -438,7 +438,7 @@ def compile_feature_set(state: RegistryState, feature_set_ref: str) -> CompiledF
     ]
     plan_roles = [(name, state.entity(name).per_request, list(components.get(i, ()))) for i, name in enumerate(roles)]
     try:
-        plan = _core.Plan(
+        plan = _core.AssemblyPlan(
             n_cols, actions, constants, plan_roles, plan_groups, context_cols, candidate_cols, crosses
         )
     except ValueError as exc:

@@ -29,7 +29,7 @@ from .errors import FeatureStoreError, NotFoundError, ValidationError
 from .access import AccessPolicy, ConsentRegistry
 from .governance.deletion import pending_deletions, resume_deletions
 from .online import generations
-from .online.backend import RocksDBBackend
+from .online.backend import OnlineBackend, RocksDBBackend
 from .online.context import StoreContext
 from .online.tombstones import Tombstones, tombstone_version
 from .online.batch import GroupSchema, check_tenant, micros_now, normalize_ids, to_micros, validate_batch
@@ -281,6 +281,13 @@ class FeatureStore:
         return self._db
 
     @property
+    def backend(self) -> OnlineBackend:
+        """The online storage seam (``online.backend.OnlineBackend``) over ``db``."""
+        if self._closed:
+            self._raise_closed()
+        return self._backend
+
+    @property
     def writer(self) -> OnlineWriter:
         """The online writer (primary only): ``commit([Change, ...])`` applies changes to
         several groups atomically with their changelog entries; ``group_replaced(cf)``
@@ -365,8 +372,8 @@ class FeatureStore:
         """Deleted entities, reloaded when ``tombstone@version`` (bumped in the same
         WriteBatch as every tombstone) moved: one 8-byte read otherwise."""
         cached = self._tombstone_cache
-        if cached is None or cached.version != tombstone_version(self._db):
-            cached = self._tombstone_cache = Tombstones.load(self._db)
+        if cached is None or cached.version != tombstone_version(self._backend):
+            cached = self._tombstone_cache = Tombstones.load(self._backend)
         return cached
 
     def context(self) -> StoreContext:
@@ -569,7 +576,7 @@ class FeatureStore:
         else:
             from .streams import read_positions
 
-            streamed = {p["group_cf"] for p in read_positions(self._db)} if as_of_us is not None else set()
+            streamed = {p["group_cf"] for p in read_positions(self._backend)} if as_of_us is not None else set()
             summaries = []
             for ref in refs:
                 # Hybrid (a stream feeds the group): the base as of T, then the stream's deltas after T,
@@ -842,7 +849,7 @@ class FeatureStore:
             "mode": self.mode,
             "sequence": self.sequence,
             # Deletions interrupted after their tombstone; the primary finishes them on open.
-            "pending_deletions": [asdict(p) for p in pending_deletions(self._db)],
+            "pending_deletions": [asdict(p) for p in pending_deletions(self._backend)],
             "resident": {
                 name: {
                     "rows": load.rows,

@@ -241,6 +241,31 @@ def test_a_follower_point_reads_see_a_replacement(writer_and_follower):
     assert follower.read_many(G1, [b"a", b"b", b"c"]) == [None, b"2'", b"3"]
 
 
+def test_meta_records_scan_by_prefix_both_ways(open_backend):
+    backend = open_backend()
+    assert list(backend.scan_meta(b"t/")) == [] == list(backend.scan_meta(b"t/", reverse=True))
+    records = [(b"s", b"0"), (b"t/", b"1"), (b"t/\x00", b"2"), (b"t/a", b"3"), (b"t/\xff\xff", b"4"), (b"t0", b"5"), (b"\xff", b"6")]
+    backend.commit(WriteBatchSpec(meta=tuple(records[::-1])))
+    for current in (backend, None):  # and after a reopen
+        current = current or open_backend()
+        inside = [r for r in records if r[0].startswith(b"t/")]
+        assert list(current.scan_meta(b"t/")) == inside
+        assert list(current.scan_meta(b"t/", reverse=True)) == inside[::-1]
+        assert list(current.scan_meta(b"\xff", reverse=True)) == [(b"\xff", b"6")]
+        assert list(current.scan_meta(b"", reverse=True)) == records[::-1]
+        assert list(current.scan_meta(b"u")) == []
+
+
+def test_scan_group_by_key_prefix(open_backend):
+    backend = open_backend()
+    keys = [b"a", b"ab", b"abc", b"ac", b"b"]
+    backend.commit(WriteBatchSpec(writes=(GroupWrite(G1, keys, [k.upper() for k in keys]),)))
+    chunks = list(backend.scan_group(G1, chunk_rows=2, prefix=b"ab"))
+    assert chunks == [([b"ab", b"abc"], [b"AB", b"ABC"])]
+    assert [k for chunk, _ in backend.scan_group(G1, chunk_rows=1, prefix=b"a") for k in chunk] == [b"a", b"ab", b"abc", b"ac"]
+    assert list(backend.scan_group(G1, prefix=b"c")) == [] == list(backend.scan_group(G2, prefix=b"a"))
+
+
 KEY = st.binary(min_size=1, max_size=6)
 #: (group, keys, kind): kind "put" / "delete" a commit's write, "replace" a replace_group.
 WRITE = st.tuples(st.sampled_from([G1, G2]), st.lists(KEY, min_size=1, max_size=6, unique=True), st.sampled_from(["put", "delete", "replace"]))
@@ -280,5 +305,8 @@ def test_commits_match_a_dict_oracle_and_scan_in_key_order(tmp_path_factory, spe
                 assert scanned == sorted(expected.items())
                 probe = sorted(expected) + [b"\xff" * 7]
                 assert backend.read_many(group, probe) == [expected.get(k) for k in probe]
+                for prefix in {k[:1] for k in probe}:
+                    scanned = [(k, r) for keys, rows in backend.scan_group(group, chunk_rows=chunk, prefix=prefix) for k, r in zip(keys, rows)]
+                    assert scanned == sorted((k, r) for k, r in expected.items() if k.startswith(prefix))
         finally:
             opened.close()

@@ -42,18 +42,16 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import msgpack
 import numpy as np
-import rocksdict
 
 from .. import _core
 from ..errors import ValidationError
 from ..keys import split_pair_ids
-from ..layout import META_CF, column_family
+from ..online.backend import OnlineBackend, WriteBatchSpec, backend_of
 from ..online.batch import check_tenant
 from ..online.tombstones import (
     TOMBSTONE_PREFIX,
     TOMBSTONE_VERSION_KEY,
     Tombstones,
-    meta_of,
     tombstone_record,
     tombstone_key,
     tombstone_version,
@@ -110,16 +108,15 @@ class DeletionReceipt:
 
 def write_tombstone(db: Any, tenant: str, entity: str, entity_id: str, *, reason: str = "", deleted_at_us: "int | None" = None) -> None:
     """Step 1 of ``delete_entity``: the tombstone and the bumped ``tombstone@version``, in
-    one WriteBatch (``db``: a primary FeatureStore or its online Rdict)."""
-    rdict = getattr(db, "db", db)
+    one commit (``db``: a primary FeatureStore, its online Rdict or its ``OnlineBackend``)."""
+    backend = backend_of(db)
     deleted_at = time.time_ns() // 1000 if deleted_at_us is None else int(deleted_at_us)
     record = {"tenant": tenant, "entity": entity, "entity_id": entity_id, "deleted_at_us": deleted_at, "reason": reason}
     with _VERSION_LOCK:
-        handle = rdict.get_column_family_handle(META_CF)
-        batch = rocksdict.WriteBatch(raw_mode=True)
-        batch.put(tombstone_key(tenant, entity, entity_id), msgpack.packb(record), handle)
-        batch.put(TOMBSTONE_VERSION_KEY, struct.pack(">Q", tombstone_version(rdict) + 1), handle)
-        rdict.write(batch)
+        backend.commit(WriteBatchSpec(meta=(
+            (tombstone_key(tenant, entity, entity_id), msgpack.packb(record)),
+            (TOMBSTONE_VERSION_KEY, struct.pack(">Q", tombstone_version(backend) + 1)),
+        )))
 
 
 def _affected_groups(state: RegistryState, entity: str) -> tuple[list[str], list[tuple[str, int]]]:
@@ -134,21 +131,17 @@ def _affected_groups(state: RegistryState, entity: str) -> tuple[list[str], list
     return own, pairs
 
 
-def _pair_keys(cf: Any, tenant: str, pair_entity: str, n_components: int, position: int, entity_id: str) -> list[bytes]:
-    """Keys of ``cf`` (a pair group) whose component ``position`` is ``entity_id``."""
+def _pair_keys(
+    backend: OnlineBackend, group_cf: str, tenant: str, pair_entity: str, n_components: int, position: int, entity_id: str
+) -> list[bytes]:
+    """Keys of the pair group ``group_cf`` whose component ``position`` is ``entity_id``."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     type_prefix = _core.key_prefix(tenant, pair_entity)
     # pair ids length-prefix every component but the last: the first one is a key prefix.
     prefix = type_prefix + _core.pair_id(entity_id, "").encode() if position == 0 else type_prefix
-    keys = []
-    it = cf.iter()
-    it.seek(prefix)
-    while it.valid() and it.key().startswith(prefix):
-        keys.append(it.key())
-        it.next()
-    del it
+    keys = [key for chunk, _ in backend.scan_group(group_cf, prefix=prefix) for key in chunk]
     if position == 0 or not keys:
         return keys
     ids = pa.array([key[len(type_prefix) :] for key in keys], pa.binary()).cast(pa.string())
@@ -208,18 +201,15 @@ def _finish_deletion(
     online: dict[str, int] = {}
     pair_rows: dict[str, int] = {}
     key = _core.encode_key(tenant, entity, entity_id)
+    backend = backend_of(store)
     for ref in own:
         schema = store.group_schema(ref)
-        cf = column_family(store.db, schema.cf_name)
-        online[ref] = int(cf.get(key) is not None)
-        del cf
+        online[ref] = int(backend.read_many(schema.cf_name, [key])[0] is not None)
         changes.append(writer.delete_change(schema, [entity_id], tenant))
     for ref, position in pairs:
         schema = store.group_schema(ref)
         pair_entity = state.entity(state.group(ref).entity)
-        cf = column_family(store.db, schema.cf_name)
-        keys = _pair_keys(cf, tenant, pair_entity.name, len(pair_entity.components), position, entity_id)
-        del cf
+        keys = _pair_keys(backend, schema.cf_name, tenant, pair_entity.name, len(pair_entity.components), position, entity_id)
         pair_rows[ref] = pair_rows.get(ref, 0) + len(keys)
         if keys:
             changes.append(Change(schema.cf_name, keys))
@@ -238,16 +228,14 @@ def _finish_deletion(
     receipt = DeletionReceipt(
         entity, entity_id, tenant, requested, time.time_ns() // 1000, online, pair_rows, offline, reason
     )
-    # Step 4: the receipt and the tombstone marked completed, in one WriteBatch: a
+    # Step 4: the receipt and the tombstone marked completed, in one commit: a
     # tombstone without `completed_at_us` is a deletion still to finish.
     record = {"tenant": tenant, "entity": entity, "entity_id": entity_id, "deleted_at_us": requested, "reason": reason,
               "completed_at_us": receipt.completed_at_us}
-    rdict = getattr(store, "db", store)
-    handle = rdict.get_column_family_handle(META_CF)
-    batch = rocksdict.WriteBatch(raw_mode=True)
-    batch.put(DELETION_PREFIX + struct.pack(">Q", receipt.completed_at_us) + key, msgpack.packb(receipt.to_dict()), handle)
-    batch.put(TOMBSTONE_PREFIX + key, msgpack.packb(record), handle)
-    rdict.write(batch)
+    backend.commit(WriteBatchSpec(meta=(
+        (DELETION_PREFIX + struct.pack(">Q", receipt.completed_at_us) + key, msgpack.packb(receipt.to_dict())),
+        (TOMBSTONE_PREFIX + key, msgpack.packb(record)),
+    )))
     return receipt
 
 
@@ -265,21 +253,16 @@ class PendingDeletion:
 def pending_deletions(db: Any) -> list[PendingDeletion]:
     """Tombstoned entities whose deletion did not finish (no ``completed_at_us`` in the
     tombstone and no receipt in the deletion log), oldest first; ``db``: a FeatureStore
-    or its online Rdict. ``FeatureStore.open`` (primary) finishes them."""
+    or its online Rdict or ``OnlineBackend``. ``FeatureStore.open`` (primary) finishes them."""
     unmarked: dict[bytes, dict[str, Any]] = {}
-    meta = meta_of(db)
-    for key, value in meta.items(from_key=TOMBSTONE_PREFIX):
-        if not key.startswith(TOMBSTONE_PREFIX):
-            break
+    backend = backend_of(db)
+    for key, value in backend.scan_meta(TOMBSTONE_PREFIX):
         record = tombstone_record(key, value)
         if "completed_at_us" not in record:
             unmarked[key[len(TOMBSTONE_PREFIX) :]] = record
     if unmarked:  # tombstones written before completion was marked: look for a receipt
-        for key in meta.keys(from_key=DELETION_PREFIX):
-            if not key.startswith(DELETION_PREFIX):
-                break
+        for key, _ in backend.scan_meta(DELETION_PREFIX):
             unmarked.pop(key[len(DELETION_PREFIX) + 8 :], None)
-    del meta
     pending = [
         PendingDeletion(r["tenant"], r["entity"], r["entity_id"], int(r["deleted_at_us"]), r.get("reason", ""))
         for r in unmarked.values()
@@ -306,20 +289,17 @@ def deletion_log(
     """Deletion receipts (plain dicts), newest first, filtered by tenant/entity/id.
 
     Args:
-        db: a FeatureStore or its online Rdict.
+        db: a FeatureStore, its online Rdict or its ``OnlineBackend``.
     """
     out: list[dict[str, Any]] = []
-    meta = meta_of(db)
-    it = meta.iter()
-    it.seek_for_prev(DELETION_PREFIX + b"\xff" * 9)
-    while it.valid() and it.key().startswith(DELETION_PREFIX) and len(out) < limit:
-        record = msgpack.unpackb(it.value(), raw=False, strict_map_key=False)
+    for _, value in backend_of(db).scan_meta(DELETION_PREFIX, reverse=True):
+        if len(out) == limit:
+            break
+        record = msgpack.unpackb(value, raw=False, strict_map_key=False)
         if (
             tenant in (None, record["tenant"])
             and entity in (None, record["entity"])
             and (entity_id is None or str(entity_id) == record["entity_id"])
         ):
             out.append(record)
-        it.prev()
-    del it, meta
     return out

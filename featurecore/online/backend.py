@@ -9,9 +9,11 @@ resident snapshots); a backend only stores it.
 
 Every read and write of the online key spaces goes through it: the writer's commits,
 direct reads (online/direct.py), a secondary's refresh (online/refresh.py), the bulk
-materialization's group replacement and watermarks (offline/materialize.py). Still on
-rocksdict directly: resident loads and generation builds (online/snapshots.py), the
-registry's and consent's records, tombstones and lineage (they predate the seam).
+materialization's group replacement and watermarks (offline/materialize.py),
+tombstones and deletions (online/tombstones.py, governance/deletion.py), stream positions
+(streams/ingest.py). Still on rocksdict directly: resident loads and generation builds
+(online/snapshots.py), the registry's records, consent (access.py) and lineage
+(registry/provenance.py, below this layer).
 
 Adding a backend means writing one class with these methods and adding it to
 ``BACKENDS`` in tests/test_online_backend.py, the conformance suite every implementation
@@ -25,7 +27,7 @@ import heapq
 import os
 import uuid
 from dataclasses import dataclass
-from typing import Any, Iterator, Protocol, Sequence
+from typing import Any, Iterator, Protocol, Sequence, cast
 
 import rocksdict
 
@@ -87,8 +89,11 @@ class OnlineBackend(Protocol):
         changelog entry: the caller announces the replacement (``OnlineWriter.group_replaced``)."""
         ...
 
-    def scan_group(self, group: str, chunk_rows: int = 8192) -> Iterator[tuple[list[bytes], list[bytes]]]:
-        """Every (key, row) of a group in ascending key byte order, ``chunk_rows`` at a time."""
+    def scan_group(
+        self, group: str, chunk_rows: int = 8192, *, prefix: bytes = b""
+    ) -> Iterator[tuple[list[bytes], list[bytes]]]:
+        """Every (key, row) of a group whose key starts with ``prefix``, in ascending key
+        byte order, ``chunk_rows`` at a time."""
         ...
 
     def changelog_after(self, sequence: int, limit: int = 4096) -> list[ChangeEntry]:
@@ -105,6 +110,11 @@ class OnlineBackend(Protocol):
 
     def read_meta(self, key: bytes) -> "bytes | None":
         """A meta record."""
+        ...
+
+    def scan_meta(self, prefix: bytes, *, reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
+        """Every meta record whose key starts with ``prefix``, in ascending key byte order
+        (``reverse``: descending)."""
         ...
 
     def catch_up(self) -> None:
@@ -219,16 +229,18 @@ class RocksDBBackend:
             self._scratch = os.path.join(os.path.dirname(os.path.normpath(self.db.path())), "ingest")
         return self._scratch
 
-    def scan_group(self, group: str, chunk_rows: int = 8192) -> Iterator[tuple[list[bytes], list[bytes]]]:
+    def scan_group(
+        self, group: str, chunk_rows: int = 8192, *, prefix: bytes = b""
+    ) -> Iterator[tuple[list[bytes], list[bytes]]]:
         family = self._existing(group)
         if family is None:
             return
         it = family.iter()
-        it.seek_to_first()
-        while it.valid():
+        it.seek(prefix)
+        while it.valid() and it.key().startswith(prefix):
             keys: list[bytes] = []
             rows: list[bytes] = []
-            while it.valid() and len(keys) < chunk_rows:
+            while it.valid() and len(keys) < chunk_rows and it.key().startswith(prefix):
                 keys.append(it.key())
                 rows.append(it.value())
                 it.next()
@@ -247,12 +259,44 @@ class RocksDBBackend:
     def read_meta(self, key: bytes) -> "bytes | None":
         return self._family(META_CF).get(key)
 
+    def scan_meta(self, prefix: bytes, *, reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
+        it = self._family(META_CF).iter()
+        if not reverse:
+            it.seek(prefix)
+        else:  # the last key with the prefix: just before the first key past every such key
+            after = _successor(prefix)
+            if after is None:
+                it.seek_to_last()
+            else:
+                it.seek(after)
+                it.prev() if it.valid() else it.seek_to_last()
+        while it.valid() and it.key().startswith(prefix):
+            yield it.key(), it.value()
+            it.prev() if reverse else it.next()
+        del it
+
     def catch_up(self) -> None:
         self.db.try_catch_up_with_primary()
 
     def close(self) -> None:
         self._handles.clear()
         self._families.clear()
+
+
+def backend_of(source: Any) -> OnlineBackend:
+    """The ``OnlineBackend`` of ``source``: a FeatureStore (``store.backend``), a rocksdict
+    database (wrapped in a ``RocksDBBackend``) or a backend itself. The governance
+    functions take any of them (``Tombstones.load(store)``, ``deletion_log(store.db)``)."""
+    if isinstance(source, rocksdict.Rdict):
+        return RocksDBBackend(source)
+    backend = getattr(source, "backend", None)
+    return cast(OnlineBackend, source if backend is None else backend)
+
+
+def _successor(prefix: bytes) -> "bytes | None":
+    """The smallest key greater than every key starting with ``prefix`` (None: no such key)."""
+    stripped = prefix.rstrip(b"\xff")
+    return stripped[:-1] + bytes([stripped[-1] + 1]) if stripped else None
 
 
 def _vanished_keys(family: rocksdict.Rdict, new_keys: Sequence[bytes]) -> list[bytes]:

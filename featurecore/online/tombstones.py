@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import _core
 from ..keys import id_text, split_pair_ids
-from ..layout import META_CF, column_family
+from .backend import backend_of
 from ..registry.model import RegistryState
 from .batch import Batch
 
@@ -32,21 +32,15 @@ TOMBSTONE_PREFIX = b"tombstone/"
 TOMBSTONE_VERSION_KEY = b"tombstone@version"
 
 
-def meta_of(db: Any) -> Any:
-    """The `meta` column family of a FeatureStore or its online Rdict."""
-    return column_family(getattr(db, "db", db), META_CF, create=False)
-
-
 def tombstone_key(tenant: str, entity: str, entity_id: str | int) -> bytes:
     """The ``meta`` key of an entity's tombstone."""
     return TOMBSTONE_PREFIX + _core.encode_key(tenant, entity, entity_id)
 
 
 def tombstone_version(db: Any) -> int:
-    """The tombstone version: bumped with every tombstone written (0 before the first)."""
-    meta = meta_of(db)
-    raw = meta.get(TOMBSTONE_VERSION_KEY)
-    del meta
+    """The tombstone version: bumped with every tombstone written (0 before the first);
+    ``db``: a FeatureStore, its online Rdict or an ``OnlineBackend``."""
+    raw = backend_of(db).read_meta(TOMBSTONE_VERSION_KEY)
     return 0 if raw is None else struct.unpack(">Q", raw)[0]
 
 
@@ -87,16 +81,14 @@ class Tombstones:
 
     @classmethod
     def load(cls, db: Any) -> "Tombstones":
-        """Every tombstone of the store (``db``: a FeatureStore or its online Rdict)."""
+        """Every tombstone of the store (``db``: a FeatureStore, its online Rdict or an
+        ``OnlineBackend``)."""
         deleted: dict[tuple[str, str], set[str]] = {}
-        version = tombstone_version(db)  # read first: a tombstone written meanwhile only makes these newer
-        meta = meta_of(db)
-        for key, value in meta.items(from_key=TOMBSTONE_PREFIX):
-            if not key.startswith(TOMBSTONE_PREFIX):
-                break
+        backend = backend_of(db)
+        version = tombstone_version(backend)  # read first: a tombstone written meanwhile only makes these newer
+        for key, value in backend.scan_meta(TOMBSTONE_PREFIX):
             record = tombstone_record(key, value)
             deleted.setdefault((record["tenant"], record["entity"]), set()).add(record["entity_id"])
-        del meta
         return cls(deleted, version)
 
     def __len__(self) -> int:

@@ -39,14 +39,13 @@ from typing import Any, Sequence
 import msgpack
 import numpy as np
 import pyarrow as pa
-import rocksdict
 
 from ..errors import ValidationError
-from ..layout import META_CF, column_family
 from ..monitoring.metrics import LogHistogram
 from ..offline.log import OfflineLog
 from ..offline.write import newest_per_entity
 from ..online.batch import GroupSchema, micros_now
+from ..online.backend import backend_of
 from ..online.context import StoreContext
 from .decode import TenantBatch, decode
 from .source import StreamMessage, StreamSource
@@ -62,17 +61,14 @@ def position_key(group_cf: str, identity: str) -> bytes:
     return POSITION_PREFIX + f"{group_cf}/{identity}".encode()
 
 
-def read_positions(db: rocksdict.Rdict) -> "list[dict[str, Any]]":
+def read_positions(db: Any) -> "list[dict[str, Any]]":
     """Every stream position record of the store (``featurecore monitor``): group column
-    family, source identity, sequence and the consumer's last reported metrics."""
+    family, source identity, sequence and the consumer's last reported metrics (``db``:
+    a FeatureStore, its online Rdict or an ``OnlineBackend``)."""
     out = []
-    it = column_family(db, META_CF, create=False).iter()
-    it.seek(POSITION_PREFIX)
-    while it.valid() and it.key().startswith(POSITION_PREFIX):
-        record = msgpack.unpackb(it.value(), raw=False)
-        group_cf, identity = _split(it.key())
-        out.append({"group_cf": group_cf, "source": identity, **record})
-        it.next()
+    for key, value in backend_of(db).scan_meta(POSITION_PREFIX):
+        group_cf, identity = _split(key)
+        out.append({"group_cf": group_cf, "source": identity, **msgpack.unpackb(value, raw=False)})
     return out
 
 

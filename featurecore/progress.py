@@ -1,4 +1,4 @@
-"""Progress of long jobs (training sets, materialization, backfills, migrations, deletions).
+"""Progress of long jobs (large writes, training sets, materialization, backfills, migrations, deletions).
 
 ``ProgressBar`` draws a ``rich`` progress bar with the total, a count, elapsed time and ETA
 on stderr, only when asked (``progress=True``) or, by default, when stderr is a terminal;
@@ -63,6 +63,12 @@ class ProgressBar:
         self.done += steps
         if self._bar is not None:
             self._bar.update(self._task, advance=steps, **({} if status is None else {"status": status}))
+
+    def set_total(self, total: int) -> None:
+        """The job's size once it is known (e.g. after a batch was validated)."""
+        self.total = total
+        if self._bar is not None:
+            self._bar.update(self._task, total=total)
 
     def status(self, text: str) -> None:
         """Change the text beside the count without advancing."""

@@ -400,12 +400,16 @@ class FeatureStore:
         published_at: Any = None,
         code_version: "str | None" = None,
         pipeline_run_id: "str | None" = None,
+        progress: "bool | None" = None,
     ) -> "WriteResult":
         """The pipeline write: a computed batch goes to the offline log and, for
         online groups, to the online store (newest row per entity, unless the online
         row is newer: ``WriteResult.skipped_older``), so a feature is computed once.
         Arguments as ``write_online``; a batch may hold history (several rows per
         entity). Bad input is rejected before anything is written anywhere.
+        ``progress``: a bar over the write's steps (validation, each day's offline file,
+        the commits) on stderr; by default only on a terminal for batches of 100,000
+        rows or more.
         """
         self._require_primary("write rows")
         _check_lineage(code_version, pipeline_run_id)
@@ -414,7 +418,7 @@ class FeatureStore:
 
         result = write_batch(
             self.context(), ref, data, entity_ids=entity_ids, feature_timestamp=feature_timestamp,
-            generated_at=generated_at, tenant=tenant, published_at=published_at,
+            generated_at=generated_at, tenant=tenant, published_at=published_at, progress=progress,
         )
         self._record_lineage(ref, code_version, pipeline_run_id, result.offline_rows)
         return result

@@ -4,9 +4,19 @@ job logs what it did through `logging` either way."""
 import datetime as dt
 import logging
 
+import sys
+
+import numpy as np
 import pytest
 from test_offline_backfill import day_source
-from test_offline_helpers import T0, make_state
+from test_offline_helpers import DAY_US, T0, T0_US, make_state
+from test_offline_write import GROUP, FailingWriter, env, frame  # noqa: F401 (env: the fixture)
+
+import featurecore.offline.write as write_module
+from featurecore.errors import FeatureStoreError
+from featurecore.offline.log import OfflineLog
+from featurecore.offline.write import write_batch
+from featurecore.online.context import StoreContext
 
 from featurecore.online.context import StoreContext
 from featurecore.offline.backfill import backfill
@@ -42,6 +52,49 @@ def test_a_failed_job_stops_its_bar_and_says_so(capfd, caplog):
             raise KeyError("boom")
     assert "job failed after 1/4 steps" in caplog.text
     assert "1/4" in capfd.readouterr().err
+
+
+def _write(env, progress=None, writer=None):
+    """Three rows over two days (two offline files), two entities online."""
+    root, state, _, real_writer = env
+    ts = np.array([T0_US, T0_US + DAY_US, T0_US], np.int64)
+    return write_batch(StoreContext(root, state, writer=writer or real_writer), GROUP, frame([1, 1, 2], [0.1, 0.2, 0.3]),
+                       entity_ids="item_id", feature_timestamp=ts, progress=progress)
+
+
+def test_a_write_draws_nothing_off_a_terminal_and_logs_its_steps(env, capfd, caplog, monkeypatch):
+    monkeypatch.setattr(write_module, "WRITE_PROGRESS_ROWS", 1)  # even a "large" batch: stderr is no terminal
+    with caplog.at_level(logging.INFO, logger="featurecore"):
+        result = _write(env)
+    assert (result.offline_rows, result.online_rows) == (3, 2)
+    assert capfd.readouterr().err == ""
+    # validation, two day files, the offline commit, the online encoding and commit
+    assert "write item_stats:v1 done: 6/6 steps" in caplog.text
+
+
+def test_a_write_shows_its_steps_when_asked(env, capfd):
+    _write(env, progress=True)
+    err = capfd.readouterr().err
+    assert "write item_stats:v1" in err and "6/6" in err and "online: committed 2 rows" in err
+
+
+def test_on_a_terminal_only_large_writes_draw_a_bar(env, capfd, monkeypatch):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    monkeypatch.setattr(write_module, "WRITE_PROGRESS_ROWS", 4)
+    _write(env)  # 3 rows: below the threshold
+    assert capfd.readouterr().err == ""
+    monkeypatch.setattr(write_module, "WRITE_PROGRESS_ROWS", 3)
+    _write(env)
+    assert "write item_stats:v1" in capfd.readouterr().err
+
+
+def test_a_write_failing_online_stops_its_bar_at_the_step_it_reached(env, capfd, caplog):
+    root, state, _, writer = env
+    with caplog.at_level(logging.INFO, logger="featurecore"), pytest.raises(FeatureStoreError, match="online write failed"):
+        _write(env, progress=True, writer=FailingWriter(writer))
+    assert "write item_stats:v1 failed after 5/6 steps" in caplog.text
+    assert "5/6" in capfd.readouterr().err
+    assert OfflineLog.open(root, state, GROUP).read().num_rows == 3  # the offline commit stands (write.py's docstring)
 
 
 def test_cli_tables_stay_aligned_with_wide_characters():

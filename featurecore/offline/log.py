@@ -58,6 +58,7 @@ from deltalake.transaction import AddAction, CommitProperties, RemoveAction, Tra
 from ..errors import FeatureStoreError, ValidationError
 from ..layout import fsync_directory
 from ..online.batch import Batch, GroupSchema
+from ..progress import ProgressBar
 from ..registry.model import RegistryState, parse_ref
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -639,8 +640,14 @@ class OfflineLog:
             )
         return values.to_numpy()
 
-    def stage(self, table: pa.Table) -> StagedAppend:
-        """Write ``table`` (the log's schema) as one file per UTC date, not yet committed."""
+    @staticmethod
+    def dates(feature_ts: np.ndarray) -> np.ndarray:
+        """The UTC days (days since the epoch) of ``feature_ts``: one log file each."""
+        return np.unique(np.floor_divide(feature_ts, _DAY_US))
+
+    def stage(self, table: pa.Table, progress: "ProgressBar | None" = None) -> StagedAppend:
+        """Write ``table`` (the log's schema) as one file per UTC date, not yet committed;
+        ``progress`` (a write's bar) advances once per file."""
         id_type = "int64" if pa.types.is_integer(table.schema.field("entity_id").type) else "string"
         expected = self.arrow_schema(id_type)
         if not table.schema.equals(expected):
@@ -655,11 +662,13 @@ class OfflineLog:
         seq = time.time_ns()
         staged: list[LogFile] = []
         try:
-            for day in np.unique(days):
+            for day in self.dates(ts):
                 rows = np.flatnonzero(days == day)
                 part = table.take(pa.array(rows)) if len(rows) < len(table) else table
                 date = (dt.date(1970, 1, 1) + dt.timedelta(days=int(day))).isoformat()
                 staged.append(self._write_file(part, date, seq))
+                if progress is not None:
+                    progress.advance(status=f"offline: wrote date={date} ({part.num_rows:,} rows)")
         except BaseException:
             StagedAppend(self, id_type, staged).abort()
             raise

@@ -13,6 +13,11 @@ Order, so a feature is computed once and a failure leaves the stores consistent:
    generated_at): the rule of the point-in-time join and materialization, applied by
    ``OnlineWriter.commit`` (a late batch of older rows goes to the log only).
 
+A batch of ``WRITE_PROGRESS_ROWS`` rows or more shows a progress bar on a terminal
+(``progress=``: always / never) over these steps: validation, the online rows' encoding,
+each day's offline file, the offline commit, the online commit. The write stays one
+atomic commit per store; the bar only reports how far it got.
+
 If step 3 fails (e.g. the process dies), the offline log already holds the batch and
 the online store does not: both are internally consistent, and the next
 ``materialize_incremental`` (which starts from the last materialization watermark)
@@ -30,7 +35,11 @@ import pandas as pd
 from ..errors import FeatureStoreError
 from ..online.batch import Batch, GroupSchema, check_tenant, micros_now, to_micros, validate_batch
 from ..online.context import StoreContext
+from ..progress import ProgressBar
 from .log import OfflineLog
+
+WRITE_PROGRESS_ROWS = 100_000
+"""Batches this large (about a second's work) get a progress bar on a terminal by default."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,7 @@ def write_batch(
     generated_at: Any = None,
     tenant: str = "default",
     published_at: Any = None,
+    progress: "bool | None" = None,
 ) -> WriteResult:
     """Write a computed batch to the offline log and, for online groups, the online store.
 
@@ -85,6 +95,8 @@ def write_batch(
             ``online.batch.validate_batch`` (column names or values); ``generated_at``
             defaults to ``published_at``, which defaults to now.
         tenant: the tenant whose rows these are.
+        progress: draw a progress bar on stderr (True), never (False), or (None) when
+            stderr is a terminal and the batch has ``WRITE_PROGRESS_ROWS`` rows or more.
 
     Raises:
         ValidationError: the batch is malformed; nothing was written.
@@ -93,37 +105,59 @@ def write_batch(
     """
     state, writer = context.state, context.writer
     schema = GroupSchema.from_state(state, group_ref)
-    published = micros_now() if published_at is None else int(to_micros(published_at, 1, "published_at")[0])
-    batch = validate_batch(
-        schema,
-        data,
-        entity_ids=entity_ids,
-        feature_timestamp=feature_timestamp,
-        generated_at=generated_at,
-        published_at=published,
-        timestamp_bounds=context.timestamp_bounds,
-    )
-    received = len(batch)
-    batch = context.tombstones().drop_deleted(batch, state, group_ref, check_tenant(tenant))
-    log = OfflineLog(context.root, schema)
-    table = log.to_arrow(batch, check_tenant(tenant))
-    change = None
-    if writer is not None and state.is_online(group_ref) and len(batch):
-        change = writer.encode(schema, newest_per_entity(batch), tenant)
-    staged = log.stage(table)
+    if progress is None and _rows(data, entity_ids) < WRITE_PROGRESS_ROWS:
+        progress = False
+    online = writer is not None and state.is_online(group_ref)
+    with ProgressBar(f"write {group_ref}", None, unit="steps", progress=progress) as bar:
+        bar.status("validating")
+        published = micros_now() if published_at is None else int(to_micros(published_at, 1, "published_at")[0])
+        batch = validate_batch(
+            schema,
+            data,
+            entity_ids=entity_ids,
+            feature_timestamp=feature_timestamp,
+            generated_at=generated_at,
+            published_at=published,
+            timestamp_bounds=context.timestamp_bounds,
+        )
+        received = len(batch)
+        batch = context.tombstones().drop_deleted(batch, state, group_ref, check_tenant(tenant))
+        online = online and len(batch) > 0
+        # validation, each day's file, the offline commit; the encoding and commit online
+        bar.set_total(1 + len(OfflineLog.dates(batch.feature_ts)) + 1 + 2 * online)
+        bar.advance(status=f"validated {received:,} rows")
+        log = OfflineLog(context.root, schema)
+        table = log.to_arrow(batch, check_tenant(tenant))
+        change = None
+        if online and writer is not None:
+            newest = newest_per_entity(batch)
+            change = writer.encode(schema, newest, tenant)
+            bar.advance(status=f"online: encoded the newest row of {len(newest):,} entities")
+        staged = log.stage(table, progress=bar)
+        try:
+            staged.commit()
+        except BaseException:
+            staged.abort()
+            raise
+        bar.advance(status=f"offline: committed {staged.rows:,} rows")
+        dropped = received - len(batch)
+        if change is None or writer is None:
+            return WriteResult(group_ref, staged.rows, 0, None, dropped)
+        try:
+            committed = writer.commit([change], published)
+        except Exception as error:
+            raise FeatureStoreError(
+                f"{group_ref}: {staged.rows} rows were committed to the offline log but the online write failed ({error}); "
+                "run materialize_incremental for the group to bring the online store up to date"
+            ) from error
+        bar.advance(status=f"online: committed {committed.rows:,} rows")
+        return WriteResult(group_ref, staged.rows, committed.rows, committed.sequence, dropped, committed.skipped_older)
+
+
+def _rows(data: Any, entity_ids: Any) -> int:
+    """The batch's row count before validation (0 when it cannot be told: the validator
+    then names the problem)."""
     try:
-        staged.commit()
-    except BaseException:
-        staged.abort()
-        raise
-    dropped = received - len(batch)
-    if change is None or writer is None:
-        return WriteResult(group_ref, staged.rows, 0, None, dropped)
-    try:
-        committed = writer.commit([change], published)
-    except Exception as error:
-        raise FeatureStoreError(
-            f"{group_ref}: {staged.rows} rows were committed to the offline log but the online write failed ({error}); "
-            "run materialize_incremental for the group to bring the online store up to date"
-        ) from error
-    return WriteResult(group_ref, staged.rows, committed.rows, committed.sequence, dropped, committed.skipped_older)
+        return len(data[entity_ids] if isinstance(entity_ids, str) else entity_ids)
+    except Exception:
+        return 0

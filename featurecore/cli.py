@@ -393,11 +393,12 @@ def _init_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _import_feast(args: argparse.Namespace) -> int:
-    from .registry.feast_import import check_new_folder, convert, read_feast_repo, write_repo
+    from .registry.feast_import import check_new_folder, convert, read_feast_repo, string_categories, write_repo
 
     check_new_folder(args.folder)  # before Feast's parser runs (seconds)
     dump = read_feast_repo(args.feast_repo, python=args.feast_python)
-    definitions, report = convert(dump, owner=args.owner, privacy_class=args.privacy_class)
+    categories = string_categories(dump, args.feast_repo, max_categories=args.max_categories)
+    definitions, report = convert(dump, owner=args.owner, privacy_class=args.privacy_class, categories=categories)
     files = write_repo(definitions, report, args.folder)
     print(report.to_text())
     print(f"wrote {', '.join(str(f) for f in files)}")
@@ -415,6 +416,10 @@ def _import_feast_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--feast-python",
         help="python of an environment with feast installed (default: this one if it has feast, else the `feast` command's)",
+    )
+    parser.add_argument(
+        "--max-categories", type=int, default=1000,
+        help="a String field becomes categorical when its file source has at most this many distinct values (default 1000)",
     )
 
 

@@ -19,10 +19,18 @@ Mapping (also the README's "Coming from Feast" table):
   sharing a field name stay distinct). ``ttl`` -> the group's freshness SLA, and every
   missing value (stale included) is served as null with its reason, as Feast's offline
   join leaves a value older than ``ttl`` null.
+- A view of two entities -> a group of their pair entity (``<a>_<b>``, components in the
+  view's order; a built-in pair of the same components, such as user_item, is reused):
+  rows are written with ``pair_id(a_id, b_id)`` ids (``DataLoad.ids``), a request names
+  the two components.
+- A String field -> a categorical feature whose categories are the distinct values of
+  its column in the view's file source (``string_categories``, at most
+  ``max_categories``), served as the value's index; without readable values it is
+  reported, not mapped.
 - FeatureService -> FeatureSet ``<service>:v1`` (columns in the service's order).
 - Not mapped (reported): on-demand and stream feature views, label views, request
-  sources, entities with several join keys, views of several or no entities, and fields
-  whose type is not numeric (String, Bytes, arrays, Map, Json, Struct, timestamps).
+  sources, entities with several join keys, views of three or more entities or none, and
+  fields of other types (Bytes, arrays, Map, Json, Struct, timestamps).
 """
 
 from __future__ import annotations
@@ -60,6 +68,8 @@ log = logging.getLogger(__name__)
 
 #: Feast primitive types featurecore serves as they are (one float32 matrix column each).
 DTYPES = {"Float32": "float32", "Float64": "float64", "Int32": "int64", "Int64": "int64", "Bool": "bool"}
+#: A String field with more distinct values than this is reported, not made categorical.
+MAX_CATEGORIES = 1000
 #: Feast's ``ttl`` of 0 / None means "never expires"; featurecore requires an SLA.
 NO_TTL_SLA_S = 3650 * 86400.0
 _DUMP_SCRIPT = Path(__file__).with_name("_feast_dump.py")
@@ -69,21 +79,37 @@ _DUMP_SCRIPT = Path(__file__).with_name("_feast_dump.py")
 class DataLoad:
     """How to write one imported view's rows with ``FeatureStore.write``/``backfill``.
 
-    ``columns`` maps the Feast source's column names to the feature names of the group.
+    ``entity_ids`` holds the source's join key column, or for a pair group its two
+    components' join key columns (in the pair's order). ``columns`` maps the Feast
+    source's column names to the feature names of the group.
     """
 
     group: str
     source: str
     path: "str | None"
-    entity_ids: str
+    entity_ids: tuple[str, ...]
     timestamp: str
     columns: dict[str, str]
+
+    def ids(self, frame: Any) -> Any:
+        """The entity ids of the group's rows in ``frame`` (a pandas DataFrame of the
+        source): its join key column, or ``pair_id`` of each row's component ids."""
+        if len(self.entity_ids) == 1:
+            return frame[self.entity_ids[0]].to_numpy()
+        import pyarrow as pa
+
+        from ..keys import join_pair_ids
+
+        return join_pair_ids([pa.array(frame[key]) for key in self.entity_ids]).to_numpy(zero_copy_only=False)
 
     def to_text(self) -> str:
         where = self.path or f"(a {self.source} source: write its rows yourself)"
         renames = ", ".join(f"{k} -> {v}" for k, v in self.columns.items())
+        ids = repr(self.entity_ids[0]) if len(self.entity_ids) == 1 else (
+            f"featurecore.pair_id({', '.join(self.entity_ids)}) of each row (DataLoad.ids)"
+        )
         return (
-            f"{self.group} from {where}: entity_ids={self.entity_ids!r}, feature_timestamp={self.timestamp!r}, "
+            f"{self.group} from {where}: entity_ids={ids}, feature_timestamp={self.timestamp!r}, "
             f"generated_at={self.timestamp!r}; rename {renames}"
         )
 
@@ -176,7 +202,61 @@ def _tags(tags: dict[str, str]) -> tuple[str, ...]:
     return tuple(f"{k}={v}" if v else k for k, v in sorted(tags.items()))
 
 
-def convert(dump: dict, *, owner: "str | None" = None, privacy_class: str = "behavioral") -> "tuple[Definitions, ImportReport]":
+def _file_source(source: "dict | None") -> dict:
+    """The source a view's rows are read from (a push source's batch source)."""
+    source = source or {}
+    return (source.get("batch_source") if source.get("kind") == "PushSource" else source) or {}
+
+
+def _source_column(source: dict, field_name: str) -> str:
+    """The column of ``source`` holding Feast field ``field_name`` (its field_mapping)."""
+    mapping = source.get("field_mapping") or {}
+    return next((column for column, name in mapping.items() if name == field_name), field_name)
+
+
+def string_categories(
+    dump: dict, repo: "str | os.PathLike[str]", *, max_categories: int = MAX_CATEGORIES,
+) -> dict[tuple[str, str], "tuple[str, ...] | str"]:
+    """(view, field) -> the sorted distinct values of each String field in its view's
+    local Parquet file source (paths relative to ``repo``, as Feast reads them), or the
+    reason they could not be used (no local file, unreadable, more than
+    ``max_categories`` values)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    if max_categories < 1:
+        raise RegistryError(f"--max-categories must be at least 1, got {max_categories}; pass how many distinct values a categorical may have")
+    out: dict[tuple[str, str], "tuple[str, ...] | str"] = {}
+    for v in dump["feature_views"]:
+        source = _file_source(v["source"])
+        for f in v["fields"]:
+            if f["dtype"] != "String":
+                continue
+            key = (v["name"], f["name"])
+            path = source.get("path")
+            if not path or "://" in path:
+                out[key] = f"its source {source.get('name') or '?'} is not a local Parquet file to read its values from"
+                continue
+            file = Path(path) if os.path.isabs(path) else Path(repo) / path
+            column = _source_column(source, f["name"])
+            try:
+                values = pc.unique(pq.read_table(file, columns=[column]).column(column).drop_null()).to_pylist()
+            except Exception as error:  # missing file or column, not Parquet: the report says which
+                out[key] = f"its values could not be read from {path} ({type(error).__name__}: {str(error).splitlines()[0][:160]})"
+                continue
+            if len(values) > max_categories:
+                out[key] = f"{len(values):,} distinct values in {path}, more than --max-categories {max_categories}"
+            elif not values:
+                out[key] = f"no values in {path} to take categories from"
+            else:
+                out[key] = tuple(sorted(str(value) for value in values))
+    return out
+
+
+def convert(
+    dump: dict, *, owner: "str | None" = None, privacy_class: str = "behavioral",
+    categories: "dict[tuple[str, str], tuple[str, ...] | str] | None" = None,
+) -> "tuple[Definitions, ImportReport]":
     """Map a Feast repo dump (``read_feast_repo``) to featurecore definitions.
 
     Args:
@@ -185,6 +265,8 @@ def convert(dump: dict, *, owner: "str | None" = None, privacy_class: str = "beh
         privacy_class: the privacy class of every imported feature (Feast has none); the
             default ``behavioral`` keeps them out of non-personalized and analytics reads
             until you say otherwise.
+        categories: ``string_categories(dump, repo)``: the categories of String fields
+            (or why there are none); without it every String field is reported.
 
     Raises:
         RegistryError: when ``privacy_class`` is unknown, or the mapped definitions do
@@ -222,30 +304,62 @@ def convert(dump: dict, *, owner: "str | None" = None, privacy_class: str = "beh
         entities[e["name"]] = Entity(e["name"], keys[0], e["description"])
         report.mapped.append(f"entity {e['name']} (join key {keys[0]})")
 
+    pairs: dict[tuple[str, ...], Entity] = {}
+
+    def group_entity(view: dict) -> "Entity | str":
+        """The view's entity (a pair entity for two), or why there is none."""
+        names = view["entities"]
+        unmapped = [n for n in names if n not in entities]
+        if not names or len(names) > 2:
+            return "no entity" if not names else f"{len(names)} entities {names}; a featurecore group has one entity or a pair of two"
+        if unmapped:
+            return f"entity {unmapped[0]} was not mapped"
+        if len(names) == 1:
+            return entities[names[0]]
+        a, b = names
+        if (a, b) not in pairs and (b, a) not in pairs:
+            builtin = next((e for e in BUILTIN_ENTITIES.values() if e.is_pair and set(e.components) == {a, b}), None)
+            pair = builtin or Entity(f"{a}_{b}", f"{a}_{b}_id", f"pair of {a} and {b} (Feast views with both entities)", (a, b))
+            pairs[pair.components] = pair
+            report.mapped.append(
+                f"pair entity {pair.name} (components {', '.join(pair.components)}{', built in' if builtin else ''}) for the views "
+                f"of entities {a} and {b}: rows are written with featurecore.pair_id("
+                f"{', '.join(entities[c].join_key for c in pair.components)}); a request names {a} and {b}"
+            )
+        return pairs.get((a, b)) or pairs[(b, a)]
+
     features: list[Feature] = []
     groups: list[FeatureGroup] = []
     view_features: dict[str, dict[str, str]] = {}  # view -> Feast field -> feature ref
     for v in dump["feature_views"]:
         name = v["name"]
-        if len(v["entities"]) != 1 or v["entities"][0] not in entities:
-            why = "no entity" if not v["entities"] else (
-                f"{len(v['entities'])} entities {v['entities']}" if len(v["entities"]) > 1 else f"entity {v['entities'][0]} was not mapped"
-            )
-            report.not_mapped.append(f"feature view {name}: {why}; a featurecore group has exactly one entity (a pair entity for two)")
+        resolved = group_entity(v)
+        if isinstance(resolved, str):
+            report.not_mapped.append(f"feature view {name}: {resolved}")
             continue
-        entity = v["entities"][0]
+        entity = resolved.name
         source = v["source"] or {}
         table = source.get("path") or source.get("name") or ""
         group_owner = owner_of(v, f"group {name}:v1")
         refs: dict[str, str] = {}
         for f in v["fields"]:
             dtype = DTYPES.get(f["dtype"])
-            if dtype is None:
-                report.not_mapped.append(f"field {name}.{f['name']} ({f['dtype']}): {_why_dtype(f['dtype'])}")
+            found = (categories or {}).get((name, f["name"])) if f["dtype"] == "String" else None
+            if isinstance(found, tuple):
+                dtype = "categorical"
+                report.defaults.append(
+                    f"field {name}.{f['name']} (String) -> categorical with the {len(found)} values of "
+                    f"{_file_source(source).get('path')} ({', '.join(found[:5])}{', ...' if len(found) > 5 else ''}), "
+                    "served as the value's index in that list; a value outside it is refused at write: "
+                    "register a new feature version with it"
+                )
+            elif dtype is None:
+                report.not_mapped.append(f"field {name}.{f['name']} ({f['dtype']}): {_why_dtype(f['dtype'], found)}")
                 continue
             fname = feature_name(name, f["name"])
             features.append(Feature(
-                name=fname, version=1, entity=entity, dtype=dtype, owner=group_owner,
+                name=fname, version=1, entity=entity, dtype=dtype, categories=found if isinstance(found, tuple) else None,
+                owner=group_owner,
                 description=f["description"] or v["description"], source_tables=(table,) if table else (),
                 timestamp_semantics=f"Feast {source.get('kind', 'source')} {source.get('name', '')}, "
                 f"timestamp_field {source.get('timestamp_field') or '?'}",
@@ -254,7 +368,7 @@ def convert(dump: dict, *, owner: "str | None" = None, privacy_class: str = "beh
             ))
             refs[f["name"]] = f"{fname}:v1"
         if not refs:
-            report.not_mapped.append(f"feature view {name}: none of its fields has a numeric type")
+            report.not_mapped.append(f"feature view {name}: none of its fields has a type featurecore serves")
             continue
         ttl = v["ttl_s"]
         if not ttl:
@@ -270,7 +384,8 @@ def convert(dump: dict, *, owner: "str | None" = None, privacy_class: str = "beh
             f"feature view {name} -> group {name}:v1 (entity {entity}, {len(refs)} features, "
             f"freshness_sla {format_duration(float(ttl or NO_TTL_SLA_S))}, {'online' if v['online'] else 'offline only'})"
         )
-        report.loads.append(_data_load(name, source, entities[entity].join_key, refs))
+        keys = tuple(entities[c].join_key for c in resolved.components) if resolved.is_pair else (resolved.join_key,)
+        report.loads.append(_data_load(name, source, keys, refs))
         if v["kind"] != "FeatureView":
             report.notes.append(f"feature view {name} is a Feast {v['kind']}: its transformation is not imported, only its output schema")
         stream = v["stream_source"] or {}
@@ -339,7 +454,7 @@ def convert(dump: dict, *, owner: "str | None" = None, privacy_class: str = "beh
         "write generated_at = the Feast timestamp_field to keep Feast's ttl behaviour"
     )
     definitions = Definitions(
-        entities=tuple(e for e in entities.values() if e.name not in BUILTIN_ENTITIES),
+        entities=tuple(e for e in [*entities.values(), *pairs.values()] if e.name not in BUILTIN_ENTITIES),
         features=tuple(features), feature_groups=tuple(groups), feature_sets=tuple(feature_sets),
     )
     plan = plan_definitions(RegistryState(), definitions)
@@ -371,9 +486,12 @@ def write_repo(definitions: Definitions, report: ImportReport, folder: "str | os
     return [yaml_file, report_file]
 
 
-def _why_dtype(dtype: str) -> str:
+def _why_dtype(dtype: str, categories_problem: "str | None" = None) -> str:
     if dtype == "String":
-        return "featurecore features are numeric; a string with few values can be a categorical feature with its categories listed"
+        return (
+            f"not made categorical: {categories_problem or 'its values were not read (string_categories)'}; "
+            "declare it as a categorical feature with its categories listed, or serve a numeric encoding of it"
+        )
     if dtype.startswith("Array(Float"):
         return "declare it as an embedding feature with its dim (the dim is not in the Feast definition)"
     if dtype == "UnixTimestamp":
@@ -381,15 +499,13 @@ def _why_dtype(dtype: str) -> str:
     return "not a numeric type featurecore serves in its float32 matrix"
 
 
-def _data_load(view: str, source: dict, join_key: str, refs: dict[str, str]) -> DataLoad:
-    file_source = source.get("batch_source") if source.get("kind") == "PushSource" else source
-    file_source = file_source or {}
-    mapping = file_source.get("field_mapping") or {}
+def _data_load(view: str, source: dict, join_keys: tuple[str, ...], refs: dict[str, str]) -> DataLoad:
+    file_source = _file_source(source)
     return DataLoad(
         group=f"{view}:v1",
         source=str(source.get("kind", "?")),
         path=file_source.get("path"),
-        entity_ids=join_key,
+        entity_ids=join_keys,
         timestamp=file_source.get("timestamp_field") or "event_timestamp",
-        columns={next((k for k, v in mapping.items() if v == f), f): ref.split(":")[0] for f, ref in refs.items()},
+        columns={_source_column(file_source, f): ref.split(":")[0] for f, ref in refs.items()},
     )

@@ -101,7 +101,12 @@ void map_file(const std::string& path, Mapping& m, bool populate) {
         throw GenerationError("generation file " + path + " is truncated: " + std::to_string(m.n) +
                               " bytes, shorter than its header; rebuild it (featurecore snapshot build)");
     }
-    void* p = mmap(nullptr, m.n, PROT_READ, MAP_SHARED | (populate ? MAP_POPULATE : 0), fd, 0);
+#if defined(MAP_POPULATE)
+    const int prefault = populate ? MAP_POPULATE : 0;
+#else
+    const int prefault = 0;  // Linux only (not on macOS): the pages then fault in on first read
+#endif
+    void* p = mmap(nullptr, m.n, PROT_READ, MAP_SHARED | prefault, fd, 0);
     ::close(fd);
     if (p == MAP_FAILED) throw GenerationError(sys_error("cannot map generation file", path));
     m.p = static_cast<const uint8_t*>(p);

@@ -304,6 +304,12 @@ def test_a_killed_worker_is_replaced_and_the_server_keeps_answering(server):
         time.sleep(0.05)
     replacement = (set(server.workers()) - {second}).pop()
     assert replacement != first
+    # It is a process before it listens (imports take seconds on a loaded machine): kill
+    # the other one only once the replacement has loaded, or requests queue past their timeout.
+    deadline = time.monotonic() + 60
+    while not any(f"pid {replacement}]" in line and "resident groups loaded" in line for line in server.lines):
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.05)
     os.kill(second, signal.SIGKILL)  # now only the replacement can answer
     for _ in range(20):
         assert post(server, body(), headers={"Accept": wire.BINARY})[0] == 200

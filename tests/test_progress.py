@@ -135,3 +135,31 @@ def _cells(line):
     from rich.cells import cell_len
 
     return [c for ch in line for c in [ch] * cell_len(ch)]
+
+
+def test_library_code_never_prints():
+    """Output of library code goes through `logging` (named loggers) or progress bars;
+    only the command lines print: cli.py, demo.py (`featurecore demo`), the `main` of a
+    module run with `python -m`, and _feast_dump.py (a script run in Feast's own Python)."""
+    import ast
+    from pathlib import Path
+
+    import featurecore
+
+    package = Path(featurecore.__file__).parent
+    commands = {"cli.py", "demo.py", "registry/_feast_dump.py"}
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        relative = path.relative_to(package).as_posix()
+        if relative in commands:
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        mains = [node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef) and node.name == "main"]
+        allowed = {id(n) for main in mains for n in ast.walk(main)}
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call) or id(node) in allowed:
+                continue
+            name = ast.unparse(node.func)
+            if name in ("print", "sys.stdout.write", "sys.stderr.write"):
+                found.append(f"{relative}:{node.lineno} {name}")
+    assert found == [], found

@@ -395,7 +395,7 @@ def _figure(snapshot: MonitoringSnapshot, top: int) -> Any:
     limits += [None] * (len(lats) - len(limits))
     _quantile_bars(ax_lat, lats, limits)
     _empty(ax_lat, not lats, "no requests yet")
-    ax_lat.set_title("Serving latency: total and per stage (black: the feature set's p99 SLA)")
+    ax_lat.set_title("Serving latency: total and per stage (black: p99 SLA)")
     ax_lat.set_xlabel("microseconds (log)")
     return fig
 
@@ -433,7 +433,7 @@ def _quantile_bars(ax: Any, rows: list[tuple[str, Any]], limits: Sequence[float 
             ax.plot([lim, lim], [i - 0.45, i + 0.45], color="black", linewidth=2, label=None if drawn else "SLA")
             drawn = True
     ax.set_xscale("log")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)  # where it covers the fewest bars
 
 
 def _empty(ax: Any, empty: bool, text: str) -> None:

@@ -106,6 +106,11 @@ void bind_resident(py::module_& m) {
                                    return py::int_(r.generation()->info().changelog_sequence);
                                })
         .def_property_readonly("overlay_rows", &ResidentGroup::overlay_rows)
+        .def_property_readonly("peer_map_rows",
+                               [](const ResidentGroup& r) -> py::object {
+                                   const int64_t n = r.peer_map_rows();
+                                   return n < 0 ? py::object(py::none()) : py::object(py::int_(n));
+                               })
         .def("__len__", &ResidentGroup::size)
         .def_property_readonly("nbytes", &ResidentGroup::nbytes)
         .def_property_readonly("payload_bytes", &ResidentGroup::payload_bytes)

@@ -1,6 +1,7 @@
 #include "resident.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <mutex>
 #include <stdexcept>
@@ -31,6 +32,11 @@ inline bool same_bytes(const char* a, const char* b, size_t len) {
 }
 
 inline uint32_t fingerprint(uint64_t hash) { return static_cast<uint32_t>(hash >> 32); }
+
+uint64_t next_group_id() {
+    static std::atomic<uint64_t> next{1};
+    return next.fetch_add(1, std::memory_order_relaxed);
+}
 
 template <typename T>
 void reserve_with_slack(std::vector<T>& v, size_t n) {
@@ -104,7 +110,7 @@ void IndexView::find_many(const KeyProbe& keys, const uint8_t* skip, size_t n, i
 }
 
 ResidentGroup::ResidentGroup(std::shared_ptr<const Schema> schema)
-    : schema_(schema), rows_(schema, 0, kInlineKey) {
+    : schema_(schema), rows_(schema, 0, kInlineKey), id_(next_group_id()) {
     index_.assign(16, kFree);
 }
 
@@ -284,6 +290,7 @@ void ResidentGroup::apply_locked(const std::vector<std::string_view>& keys, cons
     const size_t n = keys.size();
     const size_t n0 = rows_.n_rows();
     if (n0 + n >= kEmpty) throw std::length_error("upsert: a resident group holds at most 2^32-2 rows");
+    ++changes_;  // (before anything changes: a failed batch may still have changed rows' keys)
     constexpr size_t kAhead = 8;
     // 1. Allocate for every absent key before changing anything, so a bad_alloc
     //    leaves the group as it was (duplicates may make this a slight overestimate).
@@ -404,6 +411,7 @@ size_t ResidentGroup::remove(const std::vector<std::string_view>& keys) {
     std::vector<uint64_t> hashes(keys.size());
     for (size_t i = 0; i < keys.size(); ++i) hashes[i] = hash_key(keys[i].data(), keys[i].size());
     std::unique_lock<std::shared_mutex> lock(mu_);
+    ++changes_;
     size_t removed = 0;
     for (size_t i = 0; i < keys.size(); ++i) {
         const size_t pos = find_slot_locked(keys[i].data(), keys[i].size(), hashes[i]);
@@ -463,6 +471,7 @@ GroupTable ResidentGroup::get(const std::vector<std::string_view>& keys) const {
 
 void ResidentGroup::clear() {
     std::unique_lock<std::shared_mutex> lock(mu_);
+    ++changes_;
     rows_ = GroupTable(schema_, 0, kInlineKey);
     std::vector<char>().swap(arena_);
     arena_garbage_ = key_bytes_ = 0;
@@ -470,6 +479,76 @@ void ResidentGroup::clear() {
     index_.shrink_to_fit();
     gen_.reset();
     base_ = IndexView();
+}
+
+std::string_view ResidentGroup::key_at_locked(size_t r) const {
+    const size_t nb = n_base();
+    return r < nb ? base_.key_of(static_cast<uint32_t>(r)) : key_of(static_cast<uint32_t>(r - nb));
+}
+
+std::shared_ptr<const PeerRows> ResidentGroup::peer_rows_locked(const ResidentGroup& leader, size_t probed) const {
+    std::unique_lock<std::mutex> lock(peer_mu_, std::try_to_lock);
+    if (!lock.owns_lock()) return nullptr;  // another thread is building: probe meanwhile
+    const uint64_t lid = leader.id_, lch = leader.changes_, own = changes_;
+    if (peer_ && peer_->leader_id == lid && peer_->leader_changes == lch && peer_->own_changes == own) return peer_;
+    peer_.reset();  // stale: its memory goes now (a request in flight keeps its own reference)
+    if (peer_debt_.leader_id != lid || peer_debt_.leader_changes != lch || peer_debt_.own_changes != own) {
+        peer_debt_.leader_id = lid;
+        peer_debt_.leader_changes = lch;
+        peer_debt_.own_changes = own;
+        peer_probed_ = 0;
+    }
+    peer_probed_ += probed;
+    if (peer_probed_ < leader.n_rows_locked()) return nullptr;
+    try {
+        peer_ = build_peer_rows_locked(leader);
+    } catch (const std::bad_alloc&) {
+        peer_probed_ = 0;  // no memory for a map: serve by probing, try again later
+        return nullptr;
+    }
+    return peer_;
+}
+
+std::shared_ptr<const PeerRows> ResidentGroup::build_peer_rows_locked(const ResidentGroup& leader) const {
+    auto map = std::make_shared<PeerRows>();
+    map->leader_id = leader.id_;
+    map->leader_changes = leader.changes_;
+    map->own_changes = changes_;
+    const size_t n = leader.n_rows_locked();
+    map->rows.resize(n);
+    // The leader's keys in chunks, probed like a request's ids (pipelined find_many).
+    constexpr size_t kChunk = 4096;
+    std::string text;
+    std::vector<uint64_t> offs(kChunk + 1), hashes(kChunk);
+    std::vector<uint8_t> skip(kChunk);
+    std::vector<int64_t> out(kChunk);
+    const TableView lv = leader.view_locked();
+    for (size_t begin = 0; begin < n; begin += kChunk) {
+        const size_t m = std::min(kChunk, n - begin);
+        text.clear();
+        for (size_t i = 0; i < m; ++i) {
+            const size_t r = begin + i;
+            skip[i] = lv.status(r) == kTombstone;  // never a row the leader returns
+            const std::string_view k = skip[i] ? std::string_view() : leader.key_at_locked(r);
+            offs[i] = text.size();
+            text.append(k);
+            hashes[i] = hash_key(k.data(), k.size());
+        }
+        offs[m] = text.size();
+        KeyProbe p;
+        p.text = text.data();
+        p.offs = offs.data();
+        p.hashes = hashes.data();
+        find_many_locked(p, skip.data(), m, out.data());
+        for (size_t i = 0; i < m; ++i)
+            map->rows[begin + i] = out[i] < 0 ? PeerRows::kNoRow : static_cast<uint32_t>(out[i]);
+    }
+    return map;
+}
+
+int64_t ResidentGroup::peer_map_rows() const {
+    std::lock_guard<std::mutex> lock(peer_mu_);
+    return peer_ ? static_cast<int64_t>(peer_->rows.size()) : -1;
 }
 
 size_t ResidentGroup::size() const {
@@ -495,8 +574,9 @@ size_t ResidentGroup::overlay_rows() const {
 
 size_t ResidentGroup::nbytes() const {
     std::shared_lock<std::shared_mutex> lock(mu_);
+    std::lock_guard<std::mutex> peer_lock(peer_mu_);
     return rows_.nbytes() + arena_.capacity() + index_.capacity() * sizeof(Slot) +
-           (gen_ ? gen_->info().file_bytes : 0);
+           (gen_ ? gen_->info().file_bytes : 0) + (peer_ ? peer_->rows.capacity() * sizeof(uint32_t) : 0);
 }
 
 size_t ResidentGroup::payload_bytes() const {

@@ -29,6 +29,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <shared_mutex>
 #include <string>
 #include <string_view>
@@ -55,6 +56,16 @@ struct KeyProbe {
     const char* text = nullptr;
     const uint64_t* offs = nullptr;
     const uint64_t* hashes = nullptr;
+};
+
+// The rows of one group for the rows of another group of the same entity (the
+// leader: the group a request probes first), so a request probes an entity's ids once
+// for all its groups: rows[r] is this group's row of the key of the leader's row r, or
+// kNoRow. Valid while neither group changes: it names both groups' change counts.
+struct PeerRows {
+    static constexpr uint32_t kNoRow = 0xFFFFFFFFu;
+    uint64_t leader_id = 0, leader_changes = 0, own_changes = 0;
+    std::vector<uint32_t> rows;
 };
 
 // A read-only hash index over rows: a ResidentGroup's own (heap) one or a mapped
@@ -139,6 +150,16 @@ class ResidentGroup {
     // probed first (when it holds anything), then the base, each pipelined.
     void find_many_locked(const Probe& keys, const uint8_t* skip, size_t n, int64_t* out) const;
     TableView view_locked() const;
+    // With mutex() of this group and of `leader` held shared: this group's rows for the
+    // leader's rows (see PeerRows) when a valid map exists, else nullptr and the caller
+    // probes `probed` ids itself. The map is (re)built here once the ids probed without
+    // one since either group last changed add up to the leader's row count (so building
+    // costs at most what those probes cost: a group that changes all the time never
+    // pays for one); a build in progress on another thread is not waited for.
+    std::shared_ptr<const PeerRows> peer_rows_locked(const ResidentGroup& leader, size_t probed) const;
+    // Rows in the peer map, -1 if there is none (none built yet, or the last one was found
+    // stale and dropped): for tests and stats.
+    int64_t peer_map_rows() const;
 
   private:
     static constexpr uint32_t kEmpty = 0xFFFFFFFFu;
@@ -149,6 +170,10 @@ class ResidentGroup {
     static constexpr Slot kFree{0, kEmpty, kInlineRef};
 
     IndexView own_view() const;
+    // Key of row r in view_locked()'s numbering (base rows first, then the overlay's).
+    std::string_view key_at_locked(size_t r) const;
+    size_t n_rows_locked() const { return n_base() + rows_.n_rows(); }
+    std::shared_ptr<const PeerRows> build_peer_rows_locked(const ResidentGroup& leader) const;
     size_t n_base() const { return gen_ ? gen_->info().n_rows : 0; }
     bool in_base(std::string_view key, uint64_t hash) const {
         return gen_ && base_.find(key.data(), key.size(), hash) >= 0;
@@ -185,6 +210,13 @@ class ResidentGroup {
     HugeVector<Slot> index_;
     std::shared_ptr<const Generation> gen_;  // the mapped base, or nullptr
     IndexView base_;                          // over gen_'s sections
+    const uint64_t id_;     // unique per group object in the process (never reused)
+    uint64_t changes_ = 0;  // bumped by every change of which key is which row (under mu_)
+    // The peer map and the probes made without a valid one (guarded by peer_mu_).
+    mutable std::mutex peer_mu_;
+    mutable std::shared_ptr<const PeerRows> peer_;
+    mutable PeerRows peer_debt_;  // ids/changes the probes below were made at (rows unused)
+    mutable size_t peer_probed_ = 0;
 };
 
 }  // namespace fc

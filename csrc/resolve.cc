@@ -111,6 +111,47 @@ ResidentGroup::Probe role_probe(const AssemblyPlan& plan, size_t role, const std
     return p;
 }
 
+// Rows of a resident group (the follower) for ids its role's first group (the leader)
+// was already probed for: through the follower's peer map of the leader's rows when it
+// has a valid one (an id the leader lacks is still probed here: the follower may hold
+// it), else by probing every id. out[i] = row or -1, as find_many_locked.
+void follower_rows(const ResidentGroup& leader, const int64_t* leader_refs, const ResidentGroup& follower,
+                   const ResidentGroup::Probe& probe, const uint8_t* skip, size_t n, int64_t* out, ServeScratch& sc) {
+    if (&leader == &follower) {
+        std::copy(leader_refs, leader_refs + n, out);
+        return;
+    }
+    const std::shared_ptr<const PeerRows> map = follower.peer_rows_locked(leader, n);
+    if (!map) {
+        follower.find_many_locked(probe, skip, n, out);
+        return;
+    }
+    const uint32_t* rows = map->rows.data();
+    constexpr size_t kAhead = 16;  // map entries are random reads too
+    auto& rest = sc.peer_skip;     // ids the leader lacks (and the follower may hold)
+    rest.resize(n);
+    bool any = false;
+    for (size_t i = 0; i < n; ++i) {
+        if (i + kAhead < n && leader_refs[i + kAhead] >= 0) __builtin_prefetch(rows + leader_refs[i + kAhead]);
+        const int64_t lr = leader_refs[i];
+        if (lr >= 0) {
+            const uint32_t r = rows[lr];
+            out[i] = r == PeerRows::kNoRow ? -1 : static_cast<int64_t>(r);
+            rest[i] = 1;
+        } else {
+            out[i] = -1;
+            rest[i] = skip[i];
+            any = any || !skip[i];
+        }
+    }
+    if (!any) return;
+    auto& found = sc.peer_out;
+    found.resize(n);
+    follower.find_many_locked(probe, rest.data(), n, found.data());
+    for (size_t i = 0; i < n; ++i)
+        if (!rest[i]) out[i] = found[i];
+}
+
 // Rows of a role for a request of n candidates (1 when every id is per-request).
 size_t role_rows(const AssemblyPlan& plan, size_t role, size_t n) {
     const RoleSpec& spec = plan.roles()[role];
@@ -205,6 +246,7 @@ AssembleStats serve(const AssemblyPlan& plan, std::string_view tenant, const std
     for (const ResidentGroup* r : residents) locks.emplace_back(r->mutex());
 
     std::vector<GroupRows> rows(pgroups.size());
+    std::vector<int32_t> leader(roles.size(), -1);  // per role: its first resident group, probed
     for (size_t g = 0; g < pgroups.size(); ++g) {
         const GroupSource& src = sources[g];
         GroupRows& gr = rows[g];
@@ -219,7 +261,14 @@ AssembleStats serve(const AssemblyPlan& plan, std::string_view tenant, const std
             auto& miss = sc.miss[g];
             refs.resize(nr);
             miss.resize(nr);
-            src.resident->find_many_locked(role_probe(plan, role, role_ids, sc), rmiss.data(), nr, refs.data());
+            if (leader[role] < 0) {
+                src.resident->find_many_locked(role_probe(plan, role, role_ids, sc), rmiss.data(), nr, refs.data());
+                leader[role] = static_cast<int32_t>(g);
+            } else {
+                follower_rows(*sources[static_cast<size_t>(leader[role])].resident,
+                              sc.refs[static_cast<size_t>(leader[role])].data(), *src.resident,
+                              role_probe(plan, role, role_ids, sc), rmiss.data(), nr, refs.data(), sc);
+            }
             for (size_t i = 0; i < nr; ++i) miss[i] = rmiss[i] ? rmiss[i] : static_cast<uint8_t>(kEntityNotFound);
             gr.table = src.resident->view_locked();
             gr.refs = refs.data();

@@ -5,8 +5,11 @@
 //   digits, so 42 and "42" are one id;
 // - a pair entity's ids are pair_id(component ids) (keys.h), built here per row, and a
 //   component given one id is broadcast to every row (pair_rows);
-// - each role's ids are hashed once per request and shared by every resident group of
-//   that entity; resident groups are probed without building keys (KeyProbe).
+// - each role's ids are hashed once per request and probed once, in the role's first
+//   resident group (its leader); every other resident group of that entity takes its
+//   rows from its peer map of the leader's rows (ResidentGroup::peer_rows_locked) when it
+//   has a valid one, and probes only the ids the leader lacks; resident groups are
+//   probed without building keys (KeyProbe).
 // Functions are thread-safe; serve() holds shared locks on the resident groups it
 // reads from its probes until its assembly ends.
 #pragma once
@@ -48,6 +51,8 @@ struct ServeScratch {
     std::vector<std::vector<uint64_t>> role_offs, role_hashes;
     std::vector<std::vector<uint8_t>> role_miss;
     std::vector<int64_t> iota;
+    std::vector<uint8_t> peer_skip;  // follower_rows: ids left to probe
+    std::vector<int64_t> peer_out;
 };
 
 // Appends id i of `ids` (ints as decimal text) to `out`; false, appending nothing,

@@ -216,6 +216,11 @@ class ResidentGroup:
     @property
     def overlay_rows(self) -> int:
         """Rows (live and tombstones) in the overlay over the mapped generation."""
+    @property
+    def peer_map_rows(self) -> int | None:
+        """Rows of this group's map of another group's rows (None if none): serve probes an
+        entity's ids in its first resident group and, once the probes made without a
+        map add up to that group's size, maps them to this group's rows."""
     def __len__(self) -> int: ...
     @property
     def nbytes(self) -> int:
@@ -288,6 +293,13 @@ class AssembleStats:
     def resolve_us(self) -> float: ...
     @property
     def assemble_us(self) -> float: ...
+    @property
+    def values(self) -> NDArray[np.float32] | None:
+        """serve: the values array it wrote (passed or allocated); None from assemble."""
+    @property
+    def reasons(self) -> NDArray[np.uint8] | None: ...
+    @property
+    def group_age(self) -> NDArray[np.float32] | None: ...
 
 def assemble(
     plan: AssemblyPlan,
@@ -318,14 +330,21 @@ def serve(
     sources: Sequence[ResidentGroup | GroupTable | None],
     ids: Sequence[Ids | None],
     tenant: str,
-    eval_time_us: NDArray[np.int64],
+    eval_time_us: int | NDArray[np.int64],
     context: NDArray[np.float32],
-    candidate: NDArray[np.float32],
-    values: NDArray[np.float32],
-    reasons: NDArray[np.uint8],
-    group_age: NDArray[np.float32],
+    candidate: NDArray[np.float32] | None,
+    values: NDArray[np.float32] | None = None,
+    reasons: NDArray[np.uint8] | None = None,
+    group_age: NDArray[np.float32] | None = None,
+    *,
+    rows: int = -1,
 ) -> AssembleStats:
     """One request in one native call (GIL released after the ids are copied).
+
+    eval_time_us: one int for every row, or int64 (n,) / (1,). candidate: None when
+    the plan has no candidate columns. Outputs: the caller's values/reasons/group_age,
+    or, with ``rows=n`` and all three None, new arrays of n rows; either way they are
+    returned on the stats (``.values``, ``.reasons``, ``.group_age``).
 
     sources per group: a ResidentGroup (keys built from tenant + role entity + id,
     shared lock held until assembly ends), a GroupTable decoded from a direct read

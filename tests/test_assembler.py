@@ -321,6 +321,14 @@ def test_serve_matches_lookup_then_reference(spec, seed, n, tenant):
     got = outputs(spec, n)
     stats = _core.serve(plan, sources, [user, items], tenant, eval_time, context, candidate, *got)
     assert_same(got, reference(spec, tables, refs, miss, eval_time, context, candidate, n), stats)
+    # The same request with one int time, no candidate array when there are no candidate
+    # columns, and the matrix allocated by serve (rows=n): bit-identical.
+    alloc = _core.serve(plan, sources, [user, items], tenant, now, context,
+                        candidate if candidate.shape[1] else None, rows=n)
+    for mine, theirs in zip((alloc.values, alloc.reasons, alloc.group_age), got):
+        assert mine.shape == theirs.shape and mine.dtype == theirs.dtype
+        np.testing.assert_array_equal(mine.view(np.uint8), theirs.view(np.uint8))
+    assert stats.values is got[0] and stats.reasons is got[1] and stats.group_age is got[2]
 
 
 def single_float_plan(role=("item", False, [])):
@@ -383,6 +391,10 @@ def test_serve_and_assemble_reject_malformed_inputs():
     with pytest.raises(ValueError, match=r"miss_reasons\[0\]\[1\] holds 0 for a row ref of -1; a missing row needs"):
         _core.assemble(plan, [table], [np.array([0, -1])], [0], t, ctx, cand, *out)
     _core.assemble(plan, [table], [np.array([0, 1])], [np.zeros(2, np.uint8)], t, ctx, cand, *out)  # no -1: unread
+    with pytest.raises(ValueError, match=r"serve: pass rows \(the matrix is allocated\) or values, reasons and group_age"):
+        _core.serve(plan, [group], [["a", "b"]], "default", t, ctx, cand, *out, rows=2)
+    with pytest.raises(ValueError, match=r"eval_time_us 1180591620717411303424 is outside int64"):
+        _core.serve(plan, [group], [["a", "b"]], "default", 2**70, ctx, cand, rows=2)
 
 
 def test_threaded_assemble_equals_one_thread():

@@ -203,19 +203,21 @@ class CompiledFeatureSet:
         if needed_roles is None:
             needed_roles = self.needed_roles(group_sources)
         ids = self._role_ids(ids_by_entity, needed_roles)
-        values, reasons, group_age = self._outputs(n) if out is None else self.check_out(out, n)
+        # The common request (one int time, no candidate values, no out=) hands its time
+        # as is and lets the native call allocate the matrix: fewer numpy calls per request.
         stats = _core.serve(
             self.plan,
             group_sources,
             ids,
             tenant,
-            _eval_times(eval_time_us),
+            eval_time_us if type(eval_time_us) is int else _eval_times(eval_time_us),
             self.context_array(context) if context else self._no_context,
-            self.candidate_array(candidate, n),
-            values,
-            reasons,
-            group_age,
+            self.candidate_array(candidate, n) if candidate or self.candidate_names else None,
+            *(() if out is None else self.check_out(out, n)),
+            rows=n if out is None else -1,
         )
+        values, reasons = cast("np.ndarray", stats.values), cast("np.ndarray", stats.reasons)
+        group_age = cast("np.ndarray", stats.group_age)
         self._raise_on_fail(stats, row_ids)
         return FeatureMatrix(
             feature_set=self.ref,

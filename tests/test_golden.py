@@ -25,7 +25,7 @@ from featurecore.registry import load_definitions, validate
 from featurecore.registry.model import RegistryState
 from featurecore.registry.schema import schema_for_group
 from featurecore.registry.serde import loads_record, to_plain
-from featurecore.serving.plan import compile_feature_set
+from featurecore.serving.compiled import compile_feature_set
 from featurecore.store import FeatureStore
 
 GOLDEN = Path(__file__).resolve().parent / "golden"

@@ -15,7 +15,7 @@ from featurecore.governance import AccessAudit, AccessPolicy, ConsentRegistry, t
 from featurecore.reasons import Reason
 from featurecore.registry import Registry, TenantAccess
 from featurecore.serving import FeatureRequest
-from featurecore.serving.plan import compile_feature_set
+from featurecore.serving.compiled import compile_feature_set
 from featurecore.store import FeatureStore
 
 HOME = "home_ranker_features:v18"

@@ -50,7 +50,7 @@ from ..errors import ValidationError
 from ..online.batch import GroupSchema
 from ..online.tombstones import NO_TOMBSTONES, Tombstones
 from ..registry.model import RegistryState
-from ..serving.plan import compile_feature_set
+from ..serving.compiled import compile_feature_set
 from ..timestamps import DEFAULT_BOUNDS, TimestampBounds
 from .log import DEFAULT_CHUNK_ROWS, micros
 from .pit import (

@@ -68,7 +68,7 @@ from ..keys import join_pair_ids
 from ..online.batch import GroupSchema, check_tenant, check_text_ids
 from ..online.tombstones import NO_TOMBSTONES, Tombstones
 from ..registry.model import RegistryState
-from ..serving.plan import CompiledFeatureSet, compile_feature_set
+from ..serving.compiled import CompiledFeatureSet, compile_feature_set
 from ..progress import ProgressBar
 from ..timestamps import DEFAULT_BOUNDS, TimestampBounds
 from .log import DEFAULT_CHUNK_ROWS, LogFile, OfflineLog, Snapshot, Watermark, micros, typed_columns

@@ -2,7 +2,7 @@
 
 from .matrix import FeatureMatrix
 from ..registry.schema import schema_for_group
-from .plan import CompiledFeatureSet, GroupBinding, compile_feature_set
+from .compiled import CompiledFeatureSet, GroupBinding, compile_feature_set
 from .request import FeatureRequest
 
 __all__ = [

@@ -24,7 +24,7 @@ from ..online.direct import DirectReader
 from ..reasons import Reason
 from ..registry.model import RegistryState
 from .matrix import FeatureMatrix
-from .plan import CompiledFeatureSet, GroupBinding, compile_feature_set
+from .compiled import CompiledFeatureSet, GroupBinding, compile_feature_set
 from .request import FeatureRequest
 
 @dataclass(frozen=True)

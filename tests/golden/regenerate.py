@@ -28,7 +28,7 @@ from featurecore.registry import load_definitions, validate  # noqa: E402
 from featurecore.registry.model import RegistryState  # noqa: E402
 from featurecore.registry.schema import schema_for_group  # noqa: E402
 from featurecore.registry.serde import dumps_state, to_plain  # noqa: E402
-from featurecore.serving.plan import compile_feature_set  # noqa: E402
+from featurecore.serving.compiled import compile_feature_set  # noqa: E402
 from featurecore.store import FeatureStore  # noqa: E402
 
 T0 = 1_782_864_000_000_000  # 2026-07-01T00:00:00Z in us

@@ -205,6 +205,10 @@ def test_duckdb_and_polars_read_the_table_without_featurecore(log):
     assert rows == [(10, 0, "2026-07-01"), (12, 2, "2026-07-02")]
     frame = pl.read_delta(uri).filter(pl.col("tenant") == "b")
     assert frame["entity_id"].to_list() == [13] and frame["emb"].to_list() == [[0.0, 0.5, -0.0]]
+    # The files are LZ4_RAW (log.COMPRESSION), the codec those engines decode; DuckDB names it.
+    files = [os.path.join(uri, f.path) for f in log.files()]
+    codecs = duckdb.sql(f"SELECT DISTINCT compression FROM parquet_metadata({files!r})").fetchall()
+    assert codecs == [("LZ4_RAW",)]
 
 
 def test_damaged_delta_log_is_an_error_not_an_empty_history(log):

@@ -64,6 +64,10 @@ from ..registry.model import RegistryState, parse_ref
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 #: Rows per Parquet row group: the unit a streaming reader decodes at once.
 ROW_GROUP_ROWS = 262_144
+#: Parquet codec of the data files: LZ4_RAW decodes in half the CPU time of Snappy for
+#: about the same size (W2: 156 MB vs 152 MB; zstd-1 133 MB but slower still), and
+#: DuckDB, Polars, pyarrow and Spark >= 3.4 read it. Every join reads the files whole.
+COMPRESSION = "lz4"
 #: History rows a streaming reader holds at once (the memory bound of joins).
 DEFAULT_CHUNK_ROWS = 1 << 20
 #: Files younger than this are kept by ``vacuum`` (an append may still be writing them,
@@ -685,7 +689,9 @@ class OfflineLog:
         ids = table.column("entity_id")
         lo, hi = pc.min(ts).as_py(), pc.max(ts).as_py()
         entry = LogFile(relative, date, table.num_rows, lo, hi, pc.min(tenants).as_py(), pc.max(tenants).as_py(), seq)
-        options = {"row_group_size": ROW_GROUP_ROWS, "use_dictionary": _dictionary_columns(table.schema)}
+        options = {
+            "row_group_size": ROW_GROUP_ROWS, "use_dictionary": _dictionary_columns(table.schema), "compression": COMPRESSION,
+        }
         if self.local:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path, "wb") as f:

@@ -59,10 +59,11 @@ void parallel_ranges(size_t n, int threads, Weight weight_prefix, Fn fn) {
 // Sorts (ref, event) pairs by ref (refs in [0, max_ref]); equal refs keep their order.
 // LSD radix, 11 bits a pass, only as many passes as max_ref has bits: a million
 // pairs in a few milliseconds, where a comparison sort took tens.
-void radix_sort_by_ref(std::vector<std::pair<int64_t, uint32_t>>& pairs, uint64_t max_ref) {
+void radix_sort_by_ref(std::vector<std::pair<int64_t, uint32_t>>& pairs, std::vector<std::pair<int64_t, uint32_t>>& tmp,
+                       uint64_t max_ref) {
     constexpr int kBits = 11;
     constexpr size_t kBuckets = size_t{1} << kBits;
-    std::vector<std::pair<int64_t, uint32_t>> tmp(pairs.size());
+    tmp.resize(pairs.size());
     for (int shift = 0; shift < 64 && (max_ref >> shift) != 0; shift += kBits) {
         std::vector<size_t> count(kBuckets + 1, 0);
         for (const auto& p : pairs) ++count[((static_cast<uint64_t>(p.first) >> shift) & (kBuckets - 1)) + 1];
@@ -201,12 +202,16 @@ void AsofJoin::merge_entities(size_t first, size_t last, const std::vector<uint3
     }
 }
 
-void AsofJoin::finish(int64_t* row_refs, uint8_t* miss_reason, std::vector<int64_t>& winners) const {
+void AsofJoin::finish(int64_t* row_refs, uint8_t* miss_reason, std::vector<int64_t>& winners) {
     for (size_t i = 0; i < event_code_.size(); ++i) {
         row_refs[i] = -1;
         miss_reason[i] = event_code_[i] < 0 ? kNotApplicable : kEntityNotFound;
     }
-    std::vector<std::pair<int64_t, uint32_t>> found;  // (history ref, event)
+    // (history ref, event), in buffers kept between calls (a join compacts its held rows
+    // with finish() every few chunks; fresh pages each time cost more than the sort).
+    std::vector<std::pair<int64_t, uint32_t>>& found = scratch_found_;
+    found.clear();
+    found.reserve(entity_events_.size());
     int64_t max_ref = 0;
     for (size_t e = 0; e < entity_events_.size(); ++e) {
         if (best_[e].ref < 0) continue;
@@ -215,8 +220,9 @@ void AsofJoin::finish(int64_t* row_refs, uint8_t* miss_reason, std::vector<int64
         found.emplace_back(best_[e].ref, i);
         max_ref = std::max(max_ref, best_[e].ref);
     }
-    radix_sort_by_ref(found, static_cast<uint64_t>(max_ref));
+    radix_sort_by_ref(found, scratch_sorted_, static_cast<uint64_t>(max_ref));
     winners.clear();
+    winners.reserve(found.size());
     for (const auto& [ref, i] : found) {
         if (winners.empty() || winners.back() != ref) winners.push_back(ref);
         row_refs[i] = static_cast<int64_t>(winners.size()) - 1;

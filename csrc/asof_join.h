@@ -28,6 +28,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 namespace fc {
@@ -42,7 +43,7 @@ public:
                int64_t ref_offset);
 
     /* Writes row_refs (n, indices into winners or -1) and miss_reason (n); fills winners. */
-    void finish(int64_t* row_refs, uint8_t* miss_reason, std::vector<int64_t>& winners) const;
+    void finish(int64_t* row_refs, uint8_t* miss_reason, std::vector<int64_t>& winners);
 
     size_t n_events() const { return event_code_.size(); }
     size_t n_entities() const { return entity_events_start_.empty() ? 0 : entity_events_start_.size() - 1; }
@@ -86,6 +87,8 @@ private:
     std::vector<int32_t> scratch_code_;
     std::vector<uint32_t> scratch_start_, scratch_fill_;
     std::vector<Row> scratch_rows_;
+    // finish()'s working memory, kept between calls.
+    std::vector<std::pair<int64_t, uint32_t>> scratch_found_, scratch_sorted_;
 
     int32_t find(int64_t key) const;
 };

@@ -58,7 +58,7 @@ finish() -> (row_refs int64 (n,), miss_reason uint8 (n,), winners int64 (w,)).
             "Merges one history chunk (rows get refs ref_offset + i); returns rows whose key occurs in the events.")
         .def(
             "finish",
-            [](const AsofJoin& self) {
+            [](AsofJoin& self) {
                 const auto n = static_cast<py::ssize_t>(self.n_events());
                 py::array_t<int64_t> refs(n);
                 py::array_t<uint8_t> reasons(n);

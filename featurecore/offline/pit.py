@@ -180,7 +180,8 @@ class EventKeys:
 
     keys: np.ndarray
     valid: np.ndarray
-    history_keys: Callable[[pa.ChunkedArray], np.ndarray]
+    #: (history ids, scratch buffers reused across chunks) -> int64 keys
+    history_keys: Callable[[pa.ChunkedArray, "dict[str, np.ndarray]"], np.ndarray]
 
 
 def event_keys(ids: pa.ChunkedArray, history_is_int: bool, what: str = "entity id column") -> EventKeys:
@@ -193,7 +194,7 @@ def event_keys(ids: pa.ChunkedArray, history_is_int: bool, what: str = "entity i
     if pa.types.is_integer(ids.type) and history_is_int:
         valid = pc.fill_null(pc.greater_equal(ids, 0), False)
         keys = np.ascontiguousarray(pc.fill_null(ids, -1).cast(pa.int64()).to_numpy(), np.int64)
-        return EventKeys(keys, _u8(valid), lambda h: np.ascontiguousarray(h.to_numpy(), np.int64))
+        return EventKeys(keys, _u8(valid), lambda h, buffers: _int64s(h, buffers, "entity_id"))
     if pa.types.is_integer(ids.type):
         valid = pc.fill_null(pc.greater_equal(ids, 0), False)
         text = ids.cast(pa.string())
@@ -208,7 +209,7 @@ def event_keys(ids: pa.ChunkedArray, history_is_int: bool, what: str = "entity i
     dictionary = pc.unique(text.filter(valid))
     keys = np.ascontiguousarray(pc.fill_null(pc.index_in(text, dictionary), -1).cast(pa.int64()).to_numpy(), np.int64)
 
-    def history_keys(history_ids: pa.ChunkedArray) -> np.ndarray:
+    def history_keys(history_ids: pa.ChunkedArray, buffers: "dict[str, np.ndarray]") -> np.ndarray:
         codes = pc.index_in(history_ids.cast(pa.string()), dictionary)
         return np.ascontiguousarray(pc.fill_null(codes, -1).cast(pa.int64()).to_numpy(), np.int64)
 
@@ -309,14 +310,17 @@ def select_rows(
     max_ts = int(event_ts.max()) if len(event_ts) else 0
     limit = sys.maxsize if isinstance(history, TableHistory) else 2 * max(len(event_ts), chunk_rows)
     held = _HeldRows()
+    # One buffer per stamp column for the whole pass: a chunk of several row groups is
+    # copied into it (fresh pages for every chunk cost more than the copy).
+    buffers: dict[str, np.ndarray] = {}
     offset = 0
     for chunk in history.scan(list(dict.fromkeys([*STAMP_COLUMNS, *columns])), chunk_rows, max_ts):
         if held.rows > limit:
             held.keep(join.finish()[2])
         join.add(
-            keys.history_keys(chunk.column("entity_id")),
-            micros(chunk.column("feature_timestamp")),
-            micros(chunk.column("generated_at")),
+            keys.history_keys(chunk.column("entity_id"), buffers),
+            _int64s(chunk.column("feature_timestamp"), buffers, "feature_timestamp"),
+            _int64s(chunk.column("generated_at"), buffers, "generated_at"),
             offset,
         )
         held.add(offset, chunk.select(columns))
@@ -329,34 +333,53 @@ def select_rows(
 
 
 class _HeldRows:
-    """History chunks held during a join's single pass: (first ref, table) pieces in
-    ref order, cut down to a sorted set of refs by ``keep``."""
+    """History rows held during a join's single pass: pieces of one Arrow chunk each (a
+    row group, so ``take`` gathers without concatenating first) in ref order, cut down
+    to a sorted set of refs by ``keep``."""
 
     def __init__(self) -> None:
-        self.pieces: list[tuple[np.ndarray, pa.Table]] = []  # (refs of the rows, rows)
+        # (first ref, refs of the rows or None when they are first, first + 1, ..., rows)
+        self.pieces: list[tuple[int, "np.ndarray | None", pa.Table]] = []
         self.rows = 0
 
     def add(self, first_ref: int, table: pa.Table) -> None:
-        if table.num_rows:
-            self.pieces.append((np.arange(first_ref, first_ref + table.num_rows, dtype=np.int64), table))
-            self.rows += table.num_rows
+        for batch in table.to_batches():
+            if batch.num_rows:
+                self.pieces.append((first_ref, None, pa.Table.from_batches([batch])))
+                first_ref += batch.num_rows
+                self.rows += batch.num_rows
 
     def keep(self, refs: np.ndarray) -> None:
         """Keep exactly the rows with these refs (sorted, distinct, all held)."""
         pieces = []
-        for piece_refs, table in self.pieces:
-            lo, hi = np.searchsorted(refs, [piece_refs[0], piece_refs[-1] + 1])
-            if hi - lo == len(piece_refs):
-                pieces.append((piece_refs, table))
+        for first, piece_refs, table in self.pieces:
+            last = first + table.num_rows - 1 if piece_refs is None else int(piece_refs[-1])
+            lo, hi = np.searchsorted(refs, [first, last + 1])
+            if hi - lo == table.num_rows:
+                pieces.append((first, piece_refs, table))
             elif hi > lo:
                 wanted = refs[lo:hi]
-                positions = np.searchsorted(piece_refs, wanted)
-                pieces.append((wanted, table.take(pa.array(positions))))
+                positions = wanted - first if piece_refs is None else np.searchsorted(piece_refs, wanted)
+                pieces.append((int(wanted[0]), wanted, table.take(pa.array(positions))))
         self.pieces = pieces
-        self.rows = sum(len(r) for r, _ in pieces)
+        self.rows = sum(table.num_rows for _, _, table in pieces)
 
     def table(self) -> pa.Table:
-        return pa.concat_tables([table for _, table in self.pieces])
+        return pa.concat_tables([table for _, _, table in self.pieces])
+
+
+def _int64s(column: pa.ChunkedArray, buffers: "dict[str, np.ndarray]", name: str) -> np.ndarray:
+    """An int64 or timestamp[us] column as one C-contiguous int64 array: the Arrow
+    buffer itself when it is one chunk, else the chunks copied into ``buffers[name]``
+    (grown as needed and reused by the next call; the result is valid until then)."""
+    parts = [np.asarray(c.cast(pa.int64()).to_numpy(zero_copy_only=False), np.int64) for c in column.chunks if len(c)]
+    if len(parts) == 1:
+        return np.ascontiguousarray(parts[0])
+    rows = sum(len(p) for p in parts)
+    buffer = buffers.get(name)
+    if buffer is None or len(buffer) < rows:
+        buffer = buffers[name] = np.empty(rows, np.int64)
+    return np.concatenate(parts, out=buffer[:rows]) if parts else buffer[:0]
 
 
 def group_table(rows: pa.Table, schema: GroupSchema, native: _core.Schema) -> _core.GroupTable:

@@ -9,11 +9,13 @@ import shutil
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 from test_offline_helpers import DAY_US, HOUR_US, T0_US, make_state
 
 from featurecore.errors import ValidationError
-from featurecore.offline.log import OfflineLog, OfflineMetadataError, micros, typed_columns
+from featurecore.offline import log as log_module
+from featurecore.offline.log import EntityIds, OfflineLog, OfflineMetadataError, micros, typed_columns
 from featurecore.online.batch import validate_batch
 
 
@@ -60,6 +62,41 @@ def test_scan_filters_tenant_and_skips_future_partitions(log):
     assert rows.column("entity_id").to_pylist() == [1]
     chunks = list(log.scan(["entity_id"], chunk_rows=1))
     assert [c.num_rows for c in chunks] == [1, 1, 1]
+
+
+def test_optimize_clusters_by_entity_and_scans_skip_row_groups_by_id(log, monkeypatch):
+    monkeypatch.setattr(log_module, "ROW_GROUP_ROWS", 2)
+    rng = np.random.default_rng(7)
+    for tenant in ("b", "a"):
+        ids = rng.permutation(12)
+        log.append(item_batch(log, ids, [T0_US + int(i) for i in ids], tenant=tenant, ctr=ids / 10))
+    log.append(item_batch(log, [3, 3], [T0_US, T0_US], tenant="a", ctr=[0.7, 0.8]))  # ties: write order
+    before = log.read()
+    columns = ["entity_id", "feature_timestamp", "ctr"]
+    assert len(log.files()) == 3
+    unclustered = pa.concat_tables(log.scan(columns, tenant="a", ids=EntityIds(np.array([3]))))
+    assert unclustered.num_rows == 14  # files not clustered: every row group is read
+    log.optimize(min_files=1)
+    (clustered,) = log.files()
+    metadata = pq.ParquetFile(os.path.join(log.directory, clustered.path)).metadata
+    assert [c.column_index for c in metadata.row_group(0).sorting_columns] == [0, 1]
+    after = log.read()
+    assert after.sort_by([("tenant", "ascending"), ("entity_id", "ascending")]).equals(after)
+    # Each entity's rows keep their write order (the join's last tie-break).
+    for tenant in ("a", "b"):
+        for entity in range(12):
+            def rows(t):
+                mine = t.filter(pc.and_(pc.equal(t["tenant"], tenant), pc.equal(t["entity_id"], entity)))
+                return mine.select(columns).to_pylist()
+            assert rows(after) == rows(before)
+    # Tenant a's rows come first, in 2-row groups (0, 1) (2, 3) (3, 3) (4, 5) ...: id 3 is
+    # in the second and third, which are all that is read.
+    read = pa.concat_tables(log.scan(columns, tenant="a", ids=EntityIds(np.array([3]))))
+    assert read.column("entity_id").to_pylist() == [2, 3, 3, 3]
+    assert read.column("ctr").to_pylist() == pytest.approx([0.2, 0.3, 0.7, 0.8])
+    # Ids in no group's range, and the other tenant's groups: nothing read.
+    assert list(log.scan(columns, tenant="a", ids=EntityIds(np.array([40])))) == []
+    assert pa.concat_tables(log.scan(columns, tenant="b")).num_rows == 12
 
 
 def test_id_type_is_fixed_by_the_first_append(log):
@@ -205,6 +242,7 @@ def test_duckdb_and_polars_read_the_table_without_featurecore(log):
     assert rows == [(10, 0, "2026-07-01"), (12, 2, "2026-07-02")]
     frame = pl.read_delta(uri).filter(pl.col("tenant") == "b")
     assert frame["entity_id"].to_list() == [13] and frame["emb"].to_list() == [[0.0, 0.5, -0.0]]
+    assert sorted(DeltaTable(uri).to_pandas()["entity_id"]) == [10, 12, 13]  # pandas
     # The files are LZ4_RAW (log.COMPRESSION), the codec those engines decode; DuckDB names it.
     files = [os.path.join(uri, f.path) for f in log.files()]
     codecs = duckdb.sql(f"SELECT DISTINCT compression FROM parquet_metadata({files!r})").fetchall()

@@ -15,6 +15,7 @@ from test_offline_helpers import DAY_US, HOUR_US, T0, T0_US, feature, make_state
 
 from featurecore.errors import RegistryError, ValidationError
 from featurecore.online.tombstones import Tombstones
+from featurecore.offline import log as log_module
 from featurecore.offline.log import OfflineLog
 from featurecore.offline.pit import point_in_time_join
 from featurecore.online.batch import validate_batch
@@ -173,6 +174,34 @@ def test_join_from_the_log_matches_the_reference_at_any_chunk_size(case, strict,
             table = table.add_column(0, "tenant", pa.array(["default"] * len(frame), pa.string()))
             for start in range(0, len(frame), 5):  # several files: several chunks, refs in frame order
                 log.append(table.slice(start, 5).cast(log.arrow_schema("int64")))
+        frame = events.assign(event_timestamp=pd.to_datetime(events["t"] + T0_US, unit="us", utc=True))
+        result = point_in_time_join(frame, state, "fs:v1", root=root, strict=strict, chunk_rows=chunk_rows, threads=2)
+    values, reasons = expected_matrix(items, users, events, strict)
+    np.testing.assert_array_equal(result.reasons, reasons)
+    np.testing.assert_array_equal(result.values, values)
+
+
+@settings(max_examples=25, deadline=None)
+@given(join_cases(), st.booleans(), st.sampled_from([1, 1000]), st.booleans())
+def test_a_clustered_table_skips_row_groups_without_changing_answers(case, strict, chunk_rows, text_ids):
+    """After optimize (rows clustered by entity, 2-row row groups), a join reads only the
+    row groups whose id range holds one of its events' ids: answers stay the reference's
+    (an id found only in a skipped group cannot exist: a group is skipped only when no
+    event id falls in its range), with int and with text ids."""
+    items, users, events = case
+    state = join_state()
+    with tempfile.TemporaryDirectory() as root, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(log_module, "ROW_GROUP_ROWS", 2)
+        for ref, frame, name, dtype in (("items:v1", items, "ctr", pa.float32()), ("users:v1", users, "age", pa.float64())):
+            log = OfflineLog.open(root, state, ref)
+            table = history_table(frame, name, dtype)
+            if text_ids:
+                table = table.set_column(0, "entity_id", table.column("entity_id").cast(pa.string()))
+            table = table.add_column(0, "tenant", pa.array(["default"] * len(frame), pa.string()))
+            for start in range(0, len(frame), 5):
+                log.append(table.slice(start, 5).cast(log.arrow_schema("string" if text_ids else "int64")))
+            log.optimize(min_files=1)
+        # Integer event ids meet a text history as their decimal text (negative: not_applicable).
         frame = events.assign(event_timestamp=pd.to_datetime(events["t"] + T0_US, unit="us", utc=True))
         result = point_in_time_join(frame, state, "fs:v1", root=root, strict=strict, chunk_rows=chunk_rows, threads=2)
     values, reasons = expected_matrix(items, users, events, strict)

@@ -552,8 +552,12 @@ class OfflineLog:
 
     def optimize(self, *, min_files: int = 2) -> dict:
         """Compact each date partition holding at least ``min_files`` files into one file
-        (rows in write order, the smallest seq of its inputs), in one Delta commit that
-        changes no data. Returns ``{"partitions": n, "files_removed": n, "files_added": n}``."""
+        (the smallest seq of its inputs), in one Delta commit that changes no data. The
+        rows are clustered by (tenant, entity_id), each entity's rows kept in write order
+        (the only order a join's tie-break compares: rows of one entity, and rows of
+        different dates never tie), so a join skips the row groups whose id range holds
+        none of its events' ids. Returns ``{"partitions": n, "files_removed": n,
+        "files_added": n}``."""
         with self._locked():
             current = self.snapshot()
             by_date: dict[str, list[LogFile]] = {}
@@ -565,7 +569,9 @@ class OfflineLog:
                     if len(entries) < min_files:
                         continue
                     table = pa.concat_tables([self._read_file(e, None) for e in entries])
-                    written.append(self._write_file(table, date, min(e.seq for e in entries)))
+                    # sort_indices is stable: within an entity, write order stays.
+                    table = table.take(pc.sort_indices(table, [("tenant", "ascending"), ("entity_id", "ascending")]))
+                    written.append(self._write_file(table, date, min(e.seq for e in entries), clustered=True))
                     merged.extend(entries)
                 if merged:
                     self._commit_locked(current.id_type or "string", adds=written, removes=merged, data_change=False)
@@ -678,9 +684,11 @@ class OfflineLog:
             raise
         return StagedAppend(self, id_type, staged)
 
-    def _write_file(self, table: pa.Table, date: str, seq: int) -> LogFile:
+    def _write_file(self, table: pa.Table, date: str, seq: int, *, clustered: bool = False) -> LogFile:
         """Write (and fsync, when local) one non-empty file of ``date`` with write order
-        ``seq``; its Delta statistics wait in ``_stats`` for the commit."""
+        ``seq``; its Delta statistics wait in ``_stats`` for the commit. ``clustered``:
+        the rows are sorted by (tenant, entity_id), recorded as the Parquet files'
+        ``sorting_columns`` (readers then prune row groups by id)."""
         relative = f"date={date}/part-{seq:020d}-{uuid.uuid4().hex}.parquet"
         path = self._path(relative)
         ts = table.column("feature_timestamp").cast(pa.int64())
@@ -692,6 +700,10 @@ class OfflineLog:
         options = {
             "row_group_size": ROW_GROUP_ROWS, "use_dictionary": _dictionary_columns(table.schema), "compression": COMPRESSION,
         }
+        if clustered:
+            options["sorting_columns"] = pq.SortingColumn.from_ordering(
+                table.schema, [("tenant", "ascending"), ("entity_id", "ascending")]
+            )
         if self.local:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path, "wb") as f:
@@ -774,6 +786,7 @@ class OfflineLog:
         newer_than: "Watermark | None" = None,
         files: "Sequence[LogFile] | None" = None,
         chunk_rows: int = DEFAULT_CHUNK_ROWS,
+        ids: "EntityIds | None" = None,
     ) -> Iterator[pa.Table]:
         """Yield the rows of a table version in write order, in tables of about ``chunk_rows`` rows.
 
@@ -786,6 +799,10 @@ class OfflineLog:
             files: read these entries (a version pinned earlier, e.g. by a reader that
                 scans twice) instead of the latest version's.
             chunk_rows: rows per yielded table (about; whole row groups are read).
+            ids: skip the row groups of clustered files (``optimize``) whose entity_id
+                range holds none of these ids. Rows of other ids in the groups read are
+                still returned; a caller that passes ids ignores them (a join does: no
+                event looks them up, so skipping them cannot change an answer).
         """
         snapshot = self.snapshot() if files is None else None
         entries = snapshot.files if snapshot is not None else files
@@ -805,12 +822,13 @@ class OfflineLog:
                 continue
             mixed = tenant is not None and not entry.single_tenant
             reader = self._parquet(entry)
+            groups = _row_groups(reader.metadata, tenant, ids)
             wanted = names if names is not None else reader.schema_arrow.names
             # The filter columns are read only where a filter applies (a string column
             # of tenants costs as much to decode as a few feature columns).
             extra = [c for c, needed in (("tenant", mixed), ("feature_timestamp", covered)) if needed and c not in wanted]
             # Whole row groups (ROW_GROUP_ROWS each) decode faster than iter_batches.
-            for group in range(reader.num_row_groups):
+            for group in groups:
                 try:
                     batch = reader.read_row_group(group, columns=wanted + extra)
                 except (OSError, pa.ArrowInvalid) as error:
@@ -835,6 +853,59 @@ class OfflineLog:
             return pa.concat_tables(chunks)
         empty = self.arrow_schema(self.snapshot().id_type or "string").empty_table()
         return empty.select(list(columns)) if columns is not None else empty
+
+
+class EntityIds:
+    """The entity ids a reader needs (int64 array or Arrow strings, in the table's id
+    type), sorted on first use: ``any_within(lo, hi)`` says whether a row group whose
+    entity_id statistics are [lo, hi] can hold one of them."""
+
+    def __init__(self, ids: "np.ndarray | pa.Array"):
+        self._ids = ids
+        self._sorted: "np.ndarray | pa.Array | None" = None
+
+    def any_within(self, lo: Any, hi: Any) -> bool:
+        if self._sorted is None:
+            ids = self._ids
+            self._sorted = np.unique(ids) if isinstance(ids, np.ndarray) else ids.take(pc.sort_indices(ids))
+        found = self._sorted
+        if isinstance(found, np.ndarray):
+            at = int(np.searchsorted(found, lo))
+            return at < len(found) and found[at] <= hi
+        first, last = 0, len(found)  # the first id >= lo (UTF-8 order = code point order)
+        while first < last:
+            middle = (first + last) // 2
+            if found[middle].as_py() < lo:
+                first = middle + 1
+            else:
+                last = middle
+        return first < len(found) and found[first].as_py() <= hi
+
+
+def _row_groups(metadata: pq.FileMetaData, tenant: "str | None", ids: "EntityIds | None") -> list[int]:
+    """The row groups of a file a read needs: all of them, except in files clustered by
+    (tenant, entity_id) (``sorting_columns``, written by ``optimize``), where a group
+    whose statistics exclude ``tenant`` or every one of ``ids`` is skipped. Skipping
+    never drops a row of ``tenant`` with one of ``ids``: the statistics bound every row."""
+    everything = list(range(metadata.num_row_groups))
+    if (tenant is None and ids is None) or not metadata.num_row_groups:
+        return everything
+    first = metadata.row_group(0)
+    leaves = [first.column(i).path_in_schema for i in range(first.num_columns)]
+    if "tenant" not in leaves or "entity_id" not in leaves:
+        return everything
+    if [c.column_index for c in first.sorting_columns][:2] != [leaves.index("tenant"), leaves.index("entity_id")]:
+        return everything
+    kept = []
+    for group in everything:
+        tenants = metadata.row_group(group).column(leaves.index("tenant")).statistics
+        stats = metadata.row_group(group).column(leaves.index("entity_id")).statistics
+        if tenant is not None and tenants is not None and tenants.has_min_max and not tenants.min <= tenant <= tenants.max:
+            continue
+        if ids is not None and stats is not None and stats.has_min_max and not ids.any_within(stats.min, stats.max):
+            continue
+        kept.append(group)
+    return kept
 
 
 def _dictionary_columns(schema: pa.Schema) -> list[str]:

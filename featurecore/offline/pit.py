@@ -71,7 +71,7 @@ from ..registry.model import RegistryState
 from ..serving.compiled import CompiledFeatureSet, compile_feature_set
 from ..progress import ProgressBar
 from ..timestamps import DEFAULT_BOUNDS, TimestampBounds
-from .log import DEFAULT_CHUNK_ROWS, LogFile, OfflineLog, Snapshot, Watermark, micros, typed_columns
+from .log import DEFAULT_CHUNK_ROWS, EntityIds, LogFile, OfflineLog, Snapshot, Watermark, micros, typed_columns
 
 STAMP_COLUMNS = ["entity_id", "feature_timestamp", "generated_at"]
 
@@ -175,13 +175,15 @@ def _id_column(table: pa.Table, state: RegistryState, entity) -> pa.ChunkedArray
 
 @dataclass
 class EventKeys:
-    """Event entity ids prepared for AsofJoin: int64 keys plus a validity mask, and the
-    function that maps a history chunk's ids onto the same keys."""
+    """Event entity ids prepared for AsofJoin: int64 keys plus a validity mask, the
+    function that maps a history chunk's ids onto the same keys, and the valid ids in
+    the history's id type (a reader skips row groups holding none of them)."""
 
     keys: np.ndarray
     valid: np.ndarray
     #: (history ids, scratch buffers reused across chunks) -> int64 keys
     history_keys: Callable[[pa.ChunkedArray, "dict[str, np.ndarray]"], np.ndarray]
+    ids: EntityIds
 
 
 def event_keys(ids: pa.ChunkedArray, history_is_int: bool, what: str = "entity id column") -> EventKeys:
@@ -194,7 +196,8 @@ def event_keys(ids: pa.ChunkedArray, history_is_int: bool, what: str = "entity i
     if pa.types.is_integer(ids.type) and history_is_int:
         valid = pc.fill_null(pc.greater_equal(ids, 0), False)
         keys = np.ascontiguousarray(pc.fill_null(ids, -1).cast(pa.int64()).to_numpy(), np.int64)
-        return EventKeys(keys, _u8(valid), lambda h, buffers: _int64s(h, buffers, "entity_id"))
+        mask = _u8(valid)
+        return EventKeys(keys, mask, lambda h, buffers: _int64s(h, buffers, "entity_id"), EntityIds(keys[mask.view(bool)]))
     if pa.types.is_integer(ids.type):
         valid = pc.fill_null(pc.greater_equal(ids, 0), False)
         text = ids.cast(pa.string())
@@ -213,7 +216,7 @@ def event_keys(ids: pa.ChunkedArray, history_is_int: bool, what: str = "entity i
         codes = pc.index_in(history_ids.cast(pa.string()), dictionary)
         return np.ascontiguousarray(pc.fill_null(codes, -1).cast(pa.int64()).to_numpy(), np.int64)
 
-    return EventKeys(keys, _u8(valid), history_keys)
+    return EventKeys(keys, _u8(valid), history_keys, EntityIds(dictionary))
 
 
 def _u8(mask: pa.Array) -> np.ndarray:
@@ -236,7 +239,7 @@ class TableHistory:
     def id_is_int(self) -> bool:
         return pa.types.is_integer(self.table.schema.field("entity_id").type)
 
-    def scan(self, columns, chunk_rows: int, max_feature_ts: int) -> Iterator[pa.Table]:
+    def scan(self, columns, chunk_rows: int, max_feature_ts: int, ids: "EntityIds | None" = None) -> Iterator[pa.Table]:
         for offset in range(0, self.table.num_rows, chunk_rows):
             yield self.table.slice(offset, chunk_rows).select(columns)
 
@@ -266,7 +269,9 @@ class LogHistory:
         self.files = snapshot.files
         self.id_is_int = snapshot.id_type == "int64"
 
-    def scan(self, columns, chunk_rows: int, max_feature_ts: int) -> Iterator[pa.Table]:
+    def scan(self, columns, chunk_rows: int, max_feature_ts: int, ids: "EntityIds | None" = None) -> Iterator[pa.Table]:
+        """Chunks of the history in write order; with ``ids``, row groups of clustered
+        files that hold none of them are skipped (see ``OfflineLog.scan``)."""
         return _read_ahead(self.log.scan(
             columns,
             tenant=self.tenant,
@@ -274,6 +279,7 @@ class LogHistory:
             newer_than=self.newer_than,
             files=self.snapshot.files,
             chunk_rows=chunk_rows,
+            ids=ids,
         ))
 
 
@@ -314,7 +320,7 @@ def select_rows(
     # copied into it (fresh pages for every chunk cost more than the copy).
     buffers: dict[str, np.ndarray] = {}
     offset = 0
-    for chunk in history.scan(list(dict.fromkeys([*STAMP_COLUMNS, *columns])), chunk_rows, max_ts):
+    for chunk in history.scan(list(dict.fromkeys([*STAMP_COLUMNS, *columns])), chunk_rows, max_ts, keys.ids):
         if held.rows > limit:
             held.keep(join.finish()[2])
         join.add(
@@ -332,6 +338,10 @@ def select_rows(
     return (held.table() if held.rows else _no_rows(history, columns)), refs, miss
 
 
+#: Rows per held piece (on average) below which a chunk is held whole.
+_PIECE_ROWS = 65_536
+
+
 class _HeldRows:
     """History rows held during a join's single pass: pieces of one Arrow chunk each (a
     row group, so ``take`` gathers without concatenating first) in ref order, cut down
@@ -343,11 +353,14 @@ class _HeldRows:
         self.rows = 0
 
     def add(self, first_ref: int, table: pa.Table) -> None:
-        for batch in table.to_batches():
-            if batch.num_rows:
-                self.pieces.append((first_ref, None, pa.Table.from_batches([batch])))
-                first_ref += batch.num_rows
-                self.rows += batch.num_rows
+        # Many small chunks (a Dask bucket gathered from many pieces) stay one piece:
+        # one concatenation by take() costs less than a piece each.
+        small = table.num_rows < _PIECE_ROWS * max(1, table.column(0).num_chunks) if table.num_columns else True
+        for part in [table] if small else [pa.Table.from_batches([batch]) for batch in table.to_batches()]:
+            if part.num_rows:
+                self.pieces.append((first_ref, None, part))
+                first_ref += part.num_rows
+                self.rows += part.num_rows
 
     def keep(self, refs: np.ndarray) -> None:
         """Keep exactly the rows with these refs (sorted, distinct, all held)."""

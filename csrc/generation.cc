@@ -7,6 +7,8 @@
 
 #include <cerrno>
 #include <cstring>
+#include <mutex>
+#include <unordered_map>
 #include <vector>
 
 namespace fc {
@@ -85,9 +87,31 @@ struct Mapping {
     }
 };
 
+// The file a mapping was made from: another inode, size or timestamp is another file.
+struct FileId {
+    uint64_t dev = 0, ino = 0, size = 0;
+    int64_t mtime_s = 0, mtime_ns = 0, ctime_s = 0, ctime_ns = 0;
+    bool operator==(const FileId& o) const {
+        return dev == o.dev && ino == o.ino && size == o.size && mtime_s == o.mtime_s && mtime_ns == o.mtime_ns &&
+               ctime_s == o.ctime_s && ctime_ns == o.ctime_ns;
+    }
+};
+
+FileId file_id(const struct stat& st) {
+    FileId id;
+    id.dev = static_cast<uint64_t>(st.st_dev);
+    id.ino = static_cast<uint64_t>(st.st_ino);
+    id.size = static_cast<uint64_t>(st.st_size);
+    id.mtime_s = st.st_mtim.tv_sec;
+    id.mtime_ns = st.st_mtim.tv_nsec;
+    id.ctime_s = st.st_ctim.tv_sec;
+    id.ctime_ns = st.st_ctim.tv_nsec;
+    return id;
+}
+
 // populate: the whole file is about to be read (checksum), so its page table entries
-// are made in one go instead of one fault per few pages.
-void map_file(const std::string& path, Mapping& m, bool populate) {
+// are made in one go instead of one fault per few pages. Returns the mapped file's identity.
+FileId map_file(const std::string& path, Mapping& m, bool populate) {
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) throw GenerationError(sys_error("cannot open generation file", path));
     struct stat st;
@@ -110,26 +134,62 @@ void map_file(const std::string& path, Mapping& m, bool populate) {
     ::close(fd);
     if (p == MAP_FAILED) throw GenerationError(sys_error("cannot map generation file", path));
     m.p = static_cast<const uint8_t*>(p);
+    return file_id(st);
+}
+
+// This process's verified mappings, by path (see Generation in generation.h). Never
+// destroyed: a Generation may outlive static destruction at exit. Fork-safe as long as
+// no other thread holds the mutex when the process forks (a preloading parent forks
+// from its one thread).
+struct Verified {
+    FileId id;
+    std::weak_ptr<const Generation> generation;
+};
+std::mutex& verified_mutex() {
+    static auto* m = new std::mutex;
+    return *m;
+}
+std::unordered_map<std::string, Verified>& verified() {
+    static auto* v = new std::unordered_map<std::string, Verified>;
+    return *v;
+}
+
+// The live verified mapping of the file now at `path`, or nullptr.
+std::shared_ptr<const Generation> verified_mapping(const std::string& path) {
+    struct stat st;
+    if (::stat(path.c_str(), &st) != 0) return nullptr;  // the caller's open reports it
+    const FileId id = file_id(st);
+    std::lock_guard<std::mutex> lock(verified_mutex());
+    auto it = verified().find(path);
+    if (it == verified().end() || !(it->second.id == id)) return nullptr;
+    return it->second.generation.lock();
+}
+
+void remember_verified(const std::string& path, const FileId& id, const std::shared_ptr<const Generation>& g) {
+    std::lock_guard<std::mutex> lock(verified_mutex());
+    auto& v = verified();
+    for (auto it = v.begin(); it != v.end();) it = it->second.generation.expired() ? v.erase(it) : std::next(it);
+    v[path] = Verified{id, g};
 }
 
 // Checks everything but the body checksum and the schema; returns the header.
-RawHeader check_header(const std::string& path, const Mapping& m) {
+RawHeader check_header(const std::string& path, const uint8_t* base, size_t size) {
     auto bad = [&](const std::string& why) {
         return GenerationError("generation file " + path + " is refused: " + why +
                                "; rebuild it (featurecore snapshot build)");
     };
     RawHeader h;
-    std::memcpy(&h, m.p, sizeof h);
+    std::memcpy(&h, base, sizeof h);
     if (std::memcmp(h.magic, kMagic, sizeof kMagic) != 0) throw bad("not a featurecore generation (bad magic)");
     if (h.format_version != kGenerationFormat)
         throw bad("format version " + std::to_string(h.format_version) + ", this featurecore reads " +
                   std::to_string(kGenerationFormat));
-    if (h.header_bytes < sizeof h || h.header_bytes % kPageBytes != 0 || h.header_bytes > m.n ||
+    if (h.header_bytes < sizeof h || h.header_bytes % kPageBytes != 0 || h.header_bytes > size ||
         h.header_bytes != header_bytes_for(h.n_features))
         throw bad("bad header size");
-    if (header_checksum(m.p, h.header_bytes) != h.header_crc) throw bad("header checksum mismatch (corrupt)");
-    if (h.file_bytes != m.n)
-        throw bad("truncated or extended: " + std::to_string(m.n) + " bytes, the header says " +
+    if (header_checksum(base, h.header_bytes) != h.header_crc) throw bad("header checksum mismatch (corrupt)");
+    if (h.file_bytes != size)
+        throw bad("truncated or extended: " + std::to_string(size) + " bytes, the header says " +
                   std::to_string(h.file_bytes));
     const uint64_t want[kSections] = {h.n_rows * h.record_bytes, h.n_rows * h.null_bytes, h.index_slots * 16,
                                       h.arena_bytes};
@@ -235,41 +295,64 @@ void write_generation(const std::string& path, const Schema& schema, GenerationI
     ::close(fd);
 }
 
-std::shared_ptr<const Generation> Generation::open(const std::string& path, const Schema& schema, bool verify_body) {
+std::shared_ptr<const Generation> Generation::adopt(const std::string& path, const uint8_t* base, size_t size) {
+    const RawHeader h = check_header(path, base, size);
+    std::shared_ptr<Generation> g(new Generation());
+    g->path_ = path;
+    g->info_ = info_of(h);
+    g->n_features_ = h.n_features;
+    g->header_bytes_ = h.header_bytes;
+    std::memcpy(g->offsets_, h.section_offset, sizeof g->offsets_);
+    g->body_crc_ = h.body_crc;
+    g->base_ = base;
+    g->size_ = size;
+    return g;
+}
+
+std::shared_ptr<const Generation> Generation::map(const std::string& path) {
+    if (auto g = verified_mapping(path)) return g;
     Mapping m;
-    map_file(path, m, verify_body);
-    const RawHeader h = check_header(path, m);
+    const FileId id = map_file(path, m, true);
+    std::shared_ptr<const Generation> g = adopt(path, m.p, m.n);
+    m.p = nullptr;  // owned by the Generation now
+    if (body_checksum(g->base_ + g->header_bytes_, g->size_ - g->header_bytes_) != g->body_crc_)
+        throw GenerationError("generation file " + path +
+                              " is refused: body checksum mismatch (corrupt); rebuild it (featurecore snapshot build)");
+    remember_verified(path, id, g);
+    return g;
+}
+
+std::shared_ptr<const Generation> Generation::open(const std::string& path, const Schema& schema, bool verify_body) {
+    std::shared_ptr<const Generation> g = verify_body ? map(path) : verified_mapping(path);
+    if (!g) {
+        Mapping m;
+        map_file(path, m, false);
+        g = adopt(path, m.p, m.n);
+        m.p = nullptr;
+    }
+    const size_t nf = schema.n_features();
+    const uint8_t* header = g->base_;
+    bool same = g->n_features_ == nf && g->info_.schema_fingerprint == schema.fingerprint();
+    for (size_t j = 0; same && j < nf; ++j) {
+        uint32_t dim;
+        std::memcpy(&dim, header + sizeof(RawHeader) + nf + 4 * j, 4);
+        same = header[sizeof(RawHeader) + j] == schema.dtypes()[j] && dim == schema.dims()[j];
+    }
     auto bad = [&](const std::string& why) {
         return GenerationError("generation file " + path + " is refused: " + why +
                                "; rebuild it (featurecore snapshot build)");
     };
-    const size_t nf = schema.n_features();
-    bool same = h.n_features == nf && h.schema_fingerprint == schema.fingerprint();
-    for (size_t j = 0; same && j < nf; ++j) {
-        uint32_t dim;
-        std::memcpy(&dim, m.p + sizeof h + nf + 4 * j, 4);
-        same = m.p[sizeof h + j] == schema.dtypes()[j] && dim == schema.dims()[j];
-    }
     if (!same)
-        throw bad("it holds another schema (fingerprint " + std::to_string(h.schema_fingerprint) + ", the group's is " +
-                  std::to_string(schema.fingerprint()) + ")");
-    if (h.null_bytes != schema.bitmap_bytes()) throw bad("bad null bitmap size");
-    if (verify_body && body_checksum(m.p + h.header_bytes, h.file_bytes - h.header_bytes) != h.body_crc)
-        throw bad("body checksum mismatch (corrupt)");
-    std::shared_ptr<Generation> g(new Generation());
-    g->path_ = path;
-    g->info_ = info_of(h);
-    std::memcpy(g->offsets_, h.section_offset, sizeof g->offsets_);
-    g->base_ = m.p;
-    g->size_ = m.n;
-    m.p = nullptr;  // owned by the Generation now
+        throw bad("it holds another schema (fingerprint " + std::to_string(g->info_.schema_fingerprint) +
+                  ", the group's is " + std::to_string(schema.fingerprint()) + ")");
+    if (g->info_.null_bytes != schema.bitmap_bytes()) throw bad("bad null bitmap size");
     return g;
 }
 
 GenerationInfo Generation::verify(const std::string& path) {
     Mapping m;
     map_file(path, m, true);
-    const RawHeader h = check_header(path, m);
+    const RawHeader h = check_header(path, m.p, m.n);
     if (body_checksum(m.p + h.header_bytes, h.file_bytes - h.header_bytes) != h.body_crc)
         throw GenerationError("generation file " + path +
                               " is refused: body checksum mismatch (corrupt); rebuild it (featurecore snapshot build)");

@@ -19,6 +19,14 @@
 //
 // A Generation is the mapping of one such file: immutable, so any number of threads
 // read it without a lock; the mapping goes when the last shared_ptr to it does.
+//
+// A process maps each file once: while a verified Generation of a file is alive, opening
+// the same file again (same device, inode, size, mtime and ctime) returns it instead of
+// mapping and checksumming the file again. So do the children of a fork: a parent that
+// maps the generations before forking its workers (Generation::map; the gunicorn
+// --preload shape) checks each file once, and every worker serves from the inherited
+// mapping from its first request. A file replaced or rewritten since (another inode, a
+// new size or timestamp) is mapped and verified anew.
 #pragma once
 
 #include <cstddef>
@@ -75,8 +83,13 @@ class Generation {
     // Maps `path` read-only and checks the header, the section bounds and the schema's
     // layout (and, with verify_body, the body checksum). Throws GenerationError naming
     // what is wrong.
+    // A verified mapping of this process is reused (see above); verify_body=false maps
+    // without the body checksum (and shares the mapping with no one).
     static std::shared_ptr<const Generation> open(const std::string& path, const Schema& schema,
                                                   bool verify_body = true);
+    // Maps `path` and checks it whole (header, sections, body checksum) without a schema
+    // to match, or returns this process's live verified mapping of it. Throws GenerationError.
+    static std::shared_ptr<const Generation> map(const std::string& path);
     // Reads the header of `path` and verifies the whole file without a schema to match
     // (featurecore snapshot verify). Throws GenerationError.
     static GenerationInfo verify(const std::string& path);
@@ -90,11 +103,17 @@ class Generation {
 
   private:
     Generation() = default;
+    // A Generation over the mapping [base, base + size) after checking its header and
+    // sections (not the body checksum); the caller hands the mapping over on success.
+    static std::shared_ptr<const Generation> adopt(const std::string& path, const uint8_t* base, size_t size);
     std::string path_;
     const uint8_t* base_ = nullptr;
     size_t size_ = 0;
     GenerationInfo info_;
     uint64_t offsets_[kSections] = {0, 0, 0, 0};
+    uint32_t n_features_ = 0;
+    uint32_t header_bytes_ = 0;
+    uint32_t body_crc_ = 0;
 };
 
 }  // namespace fc

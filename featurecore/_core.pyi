@@ -118,6 +118,25 @@ def verify_generation(path: str) -> dict[str, int]:
     header fields (format_version, file_bytes, changelog_sequence, schema_fingerprint,
     rows, record_bytes, index_slots, arena_bytes, key_bytes). Raises GenerationError."""
 
+class MappedGeneration:
+    """A generation file mapped and verified by this process (``map_generation_file``).
+    While it is alive, ``ResidentGroup.map_generation`` of the same unchanged file, here or
+    in a child forked after it, shares this mapping instead of mapping and checksumming
+    the file again."""
+
+    @property
+    def path(self) -> str: ...
+    @property
+    def sequence(self) -> int: ...
+    @property
+    def rows(self) -> int: ...
+    @property
+    def file_bytes(self) -> int: ...
+
+def map_generation_file(path: str) -> MappedGeneration:
+    """Map a generation file read-only and check it whole (header, sections, body
+    checksum), or return this process's live verified mapping of it. Raises GenerationError."""
+
 def rows_checksum_ok(rows: list[bytes]) -> NDArray[np.bool_]:
     """(n,) False where a v2 row's CRC-32C trailer does not match its bytes (a damaged
     row); True for intact v2 rows and for v1 rows (which have no checksum)."""

@@ -22,7 +22,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 from featurecore import _core
-from featurecore.errors import GenerationError
+from featurecore.errors import GenerationError, ValidationError
 from featurecore.online import generations
 from featurecore.store import FeatureStore
 from online_defs import ITEMS, definitions, write_ctr
@@ -335,3 +335,73 @@ def test_a_snapshot_build_shows_a_bar_of_groups_when_asked_and_logs_it(tmp_path:
     assert "snapshot build" in err and "1/1" in err and "groups" in err and "item_stats:v1: 50 rows" in err
     assert capfd.readouterr().err == ""
     assert caplog.text.count("snapshot build done: 1/1 groups") == 2
+
+
+def mappings_of(path: Path) -> int:
+    """How many mappings of the file at ``path`` this process has."""
+    with open("/proc/self/maps") as f:
+        return sum(1 for line in f if line.rstrip().endswith(str(path)))
+
+
+def test_a_process_maps_and_checksums_a_file_once_and_forked_children_share_it(generation_file):
+    schema, path = generation_file
+    keys = _core.encode_keys("default", "item", ["item-0", "item-1item-1", "nope"])
+    mapped = _core.map_generation_file(str(path))
+    assert (mapped.path, mapped.rows, mapped.sequence, mapped.file_bytes) == (str(path), 3000, 3, path.stat().st_size)
+    group = _core.ResidentGroup.map_generation(schema, str(path))
+    again = _core.ResidentGroup.map_generation(schema, str(path))
+    assert mappings_of(path) == 1  # one mapping, verified once, shared by the three
+    assert list(group.lookup(keys) >= 0) == list(again.lookup(keys) >= 0) == [True, True, False]
+    with pytest.raises(GenerationError, match="another schema"):  # the schema is still checked
+        _core.ResidentGroup.map_generation(_core.Schema([0, 5], [1, 3]), str(path))
+    pid = os.fork()
+    if pid == 0:  # a forked worker serves from the inherited mapping, checking nothing again
+        try:
+            child = _core.ResidentGroup.map_generation(schema, str(path))
+            ok = mappings_of(path) == 1 and list(child.lookup(keys) >= 0) == [True, True, False]
+        finally:
+            os._exit(0 if ok else 1)
+    assert os.waitpid(pid, 0)[1] == 0
+    del group, again, mapped
+    assert mappings_of(path) == 0  # the last holder unmapped it
+
+
+def test_a_file_rewritten_or_replaced_after_it_was_mapped_is_checked_again(generation_file):
+    schema, path = generation_file
+    good = path.read_bytes()
+    mapped = _core.map_generation_file(str(path))
+    flipped = bytearray(good)
+    flipped[20000] ^= 1
+    other = path.with_name("other.fcgen")
+    other.write_bytes(bytes(flipped))
+    os.replace(other, path)  # another inode at the same path
+    with pytest.raises(GenerationError, match="body checksum mismatch"):
+        _core.ResidentGroup.map_generation(schema, str(path))
+    assert mapped.rows == 3000  # the old mapping still serves whoever holds it
+    path.write_bytes(good)
+    held = _core.ResidentGroup.map_generation(schema, str(path))
+    path.write_bytes(good[:-4096])  # truncated in place under a live mapping: a new size
+    with pytest.raises(GenerationError, match="truncated"):
+        _core.ResidentGroup.map_generation(schema, str(path))
+    del held
+
+
+def test_preload_maps_every_current_generation_and_skips_a_refused_one(tmp_path: Path, caplog):
+    root = str(tmp_path / "store")
+    with pytest.raises(ValidationError, match="is not a featurecore store.*FeatureStore.open"):
+        generations.preload(root)
+    with FeatureStore.open(root, preload=False) as store:
+        store.apply(definitions())
+        write_ctr(store, 1.0)
+        manifest = store.build_generations("item_stats:v1")[0]
+    preloaded = generations.preload(root)
+    assert [m.path for m in preloaded] == [manifest.path(root)] and preloaded[0].rows == 50
+    with FeatureStore.open(root, mode="secondary") as store:  # served from the preloaded mapping
+        assert (ctr_of(store) == 1.0).all()
+        assert mappings_of(Path(manifest.path(root))) == 1
+    del preloaded
+    path = Path(manifest.path(root))
+    path.write_bytes(path.read_bytes()[:-4096])
+    with caplog.at_level(logging.ERROR, logger="featurecore.online.generations"):
+        assert generations.preload(root) == []
+    assert "truncated" in caplog.text and "workers will build the group from RocksDB" in caplog.text

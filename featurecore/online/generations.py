@@ -29,8 +29,8 @@ from dataclasses import asdict, dataclass
 from urllib.parse import quote, unquote
 
 from .. import _core
-from ..errors import GenerationError
-from ..layout import fsync_directory
+from ..errors import GenerationError, ValidationError
+from ..layout import fsync_directory, online_path
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +134,36 @@ def list_groups(root: str) -> list[str]:
     if not os.path.isdir(base):
         return []
     return sorted(unquote(name) for name in os.listdir(base) if os.path.isdir(os.path.join(base, name)))
+
+
+def preload(root: str) -> "list[_core.MappedGeneration]":
+    """Map and verify the current generation of every resident group of store ``root``,
+    for a parent process that then forks its serving workers (the shape of gunicorn's
+    ``--preload``); keep the returned mappings alive while workers are forked.
+
+    Each file is checksummed once, here; a worker forked afterwards finds the mapping it
+    inherited when its ``FeatureStore.open(..., mode="secondary")`` loads the group, so
+    it serves from its first request without reading the file again, and the pages of
+    the interpreter, numpy and featurecore the parent imported stay shared with it
+    (call ``gc.freeze()`` just before forking so the collector does not copy them).
+    Reads only the manifests: no database is opened (a forked child must not inherit an
+    open RocksDB). A refused file is logged and skipped: workers then build that group
+    from RocksDB, as they would without a preload.
+
+    Raises:
+        ValidationError: ``root`` is not a store directory.
+    """
+    if not os.path.isdir(online_path(root)):
+        raise ValidationError(f"root={root!r} is not a featurecore store (no online/ database in it); pass the directory given to FeatureStore.open")
+    mapped = []
+    for group_cf in list_groups(root):
+        try:
+            manifest = current(root, group_cf)
+            if manifest is not None:
+                mapped.append(_core.map_generation_file(manifest.path(root)))
+        except GenerationError as error:
+            logger.error("%s: %s; workers will build the group from RocksDB", group_cf, error)
+    return mapped
 
 
 def verify(root: str, group_cf: str) -> dict:

@@ -1,26 +1,37 @@
 """N real worker processes serving one resident group from a shared generation file.
 
 Run: ``python -m benchmarks.bench_shared_memory`` from the checkout (1M items x 64
-float32, 8 workers, 2000 rounds; about a minute and 1 GB of disk; ``BENCH_SHM_DIR=DIR``
-keeps the store there and reuses it). ``FEATURECORE_BENCH_TINY=1`` is the smoke run
-.ci/run makes (20k items, 2 workers; seconds; gates only report).
+float32, 8 workers, 2000 rounds, then 40 s under a writer; a few minutes and 1 GB of disk;
+``BENCH_SHM_DIR=DIR`` keeps the store there and reuses it). ``FEATURECORE_BENCH_TINY=1``
+is the smoke run .ci/run makes (20k items, 2 workers; seconds; gates only report).
 
 The primary writes the group, publishes its generation and exits; then, with the file in
 the page cache, worker processes (``FeatureStore.open(mode="secondary")``, the shape of a
-ranking service) open the store and serve 800-candidate requests. Measured:
+ranking service) open the store and serve 800-candidate requests. Workers start in two
+shapes: spawned (fresh interpreters, each mapping and checksumming the file) and forked
+from a parent that imported featurecore, mapped and verified the file once
+(``generations.preload``) and froze its objects (``gc.freeze``): the gunicorn
+``--preload`` shape, whose workers share the parent's pages and inherit its mapping.
+Measured:
 
-- memory: each worker's PSS from ``/proc/<pid>/smaps_rollup`` while every worker is
-  alive, once with one worker and once with N. ``total`` ratio = sum of N workers' PSS /
-  one worker's PSS (interpreter, numpy and featurecore included in both); then the same
-  over PSS growth from before ``FeatureStore.open``, and from after it (RocksDB and the
-  registry open) to after serving: what the group costs; ``bytes/raw`` = one worker's
-  group growth / the raw float32 payload;
+- memory: each process's PSS from ``/proc/<pid>/smaps_rollup`` while every worker is
+  alive. Spawned: ``total`` ratio = sum of N workers' PSS / one worker's PSS
+  (interpreter, numpy and featurecore included in both); then the same over PSS growth
+  from before ``FeatureStore.open``, and from after it (RocksDB and the registry open) to
+  after serving: what the group costs; ``bytes/raw`` = one worker's group growth / the
+  raw float32 payload. Forked: parent + N workers over parent + 1 worker, and over one
+  spawned worker (the gate: a whole N-worker service against one standalone process);
 - time to first request: ``FeatureStore.open`` -> first ``get_features`` returned (maps
-  and verifies the file, replays the changelog, serves); one worker alone, and the
-  median of N starting together;
+  and verifies the file or finds the inherited mapping, replays the changelog, serves);
+  one worker alone, and the median of N starting together, in both shapes;
 - mapped vs heap: one worker serves the same rotating requests alternately from the
   mapped group and from a copy built in its own memory (same process, interleaved
-  rounds): ratio of p50s.
+  rounds): ratio of p50s;
+- under a writer: a primary writes 1,000 rows/s to random items in alternate blocks of
+  ``BLOCK_S`` seconds while a secondary (refreshing every 0.1 s, so the rows reach its
+  overlay) serves without pause: p50 and p99 of requests in writing blocks over quiet
+  ones (same process, interleaved; the first ``SETTLE_S`` of each block left out). The
+  writer then publishes a new generation and flushes, so a reused store starts clean.
 """
 
 from __future__ import annotations
@@ -42,6 +53,12 @@ N_WORKERS = size(8, 2)
 DIM = 64
 ROUNDS = size(2000, 200)
 CANDIDATES = 800
+#: The writer phase: rows per second, seconds per block (writing and quiet alternate), blocks.
+WRITE_ROWS_S = 1000
+BLOCK_S = size(5.0, 1.0)
+BLOCKS = size(8, 4)
+#: Seconds at the start of a block left out (the refresher catching up with the switch).
+SETTLE_S = 0.5
 EVAL_US = 1_782_864_000_000_000 + 3_600_000_000
 GROUP_CF = "g/items/v1"
 
@@ -117,6 +134,67 @@ def worker(root: str, compare: bool) -> None:
                       "mapped": group.generation_path is not None}), flush=True)
     os.read(0, 1)
     store.close()
+
+
+def writer(root: str, t0: float) -> None:
+    """The primary: writes WRITE_ROWS_S rows a second to random items during odd blocks
+    (in batches of a tenth of a second), nothing during even ones; reports rows written."""
+    from featurecore.store import FeatureStore
+
+    rng = np.random.default_rng(1)
+    batch = WRITE_ROWS_S // 10
+    written = 0
+    with FeatureStore.open(root, preload=False) as store:
+        print("open", flush=True)
+        while (now := time.time()) < t0 + BLOCK_S * BLOCKS:
+            if now >= t0 and int((now - t0) / BLOCK_S) % 2 == 1:
+                values = rng.random((batch, DIM), dtype=np.float32)
+                store.write_online("items:v1", {f"f{j}": values[:, j] for j in range(DIM)},
+                                   entity_ids=rng.choice(N_ITEMS, batch, replace=False), feature_timestamp=EVAL_US - 1_000_000)
+                written += batch
+            time.sleep(max(0.0, 0.1 - (time.time() - now)))
+        # Leave the store as build() did (the next run's workers replay nothing at open).
+        store.build_generations("items:v1")
+        store._db.flush()
+    print(json.dumps({"written": written}), flush=True)
+
+
+def serve_under_writer(root: str, t0: float) -> None:
+    """A secondary serving 800-candidate requests while the writer alternates writing and
+    quiet blocks; reports p50/p99 of each (the first SETTLE_S of a block left out)."""
+    from featurecore.serving import FeatureRequest
+    from featurecore.store import FeatureStore
+
+    rng = np.random.default_rng(2)
+    pool = [rng.integers(0, N_ITEMS, CANDIDATES) for _ in range(64)]
+    times: dict[str, list[float]] = {"quiet": [], "writing": []}
+    with FeatureStore.open(root, mode="secondary", preload=False, refresh_interval_s=0.1) as store:
+        r = 0
+        while (now := time.time()) < t0 + BLOCK_S * BLOCKS:
+            request = FeatureRequest("bench:v1", {"item": pool[r % len(pool)]}, EVAL_US)
+            t = time.perf_counter()
+            store.get_features(request)
+            took = time.perf_counter() - t
+            r += 1
+            into = (now - t0) % BLOCK_S
+            if now >= t0 and into >= SETTLE_S:
+                times["writing" if int((now - t0) / BLOCK_S) % 2 == 1 else "quiet"].append(took)
+        overlay = store.snapshots.loaded(GROUP_CF).overlay_rows
+    print(json.dumps({name: {"n": len(ts), "p50_us": float(np.percentile(ts, 50) * 1e6),
+                             "p99_us": float(np.percentile(ts, 99) * 1e6)} for name, ts in times.items()}
+                     | {"overlay_rows": overlay}), flush=True)
+
+
+def under_writer(root: str) -> "tuple[dict, dict]":
+    """Run the writer and one serving secondary over the same blocks."""
+    t0 = time.time() + 5.0  # both have opened the store by then
+    run = [sys.executable, "-m", "benchmarks.bench_shared_memory"]
+    w = subprocess.Popen([*run, "--writer", root, str(t0)], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    assert w.stdout.readline().strip() == "open"
+    s = subprocess.Popen([*run, "--under-writer", root, str(t0)], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    served = json.loads(s.communicate(timeout=BLOCK_S * BLOCKS + 120)[0])
+    wrote = json.loads(w.communicate(timeout=60)[0])
+    return served, wrote
 
 
 def forked_parent(root: str, n: int) -> None:
@@ -195,6 +273,7 @@ def main() -> None:
     fork_parent_one, fork_one = fork_workers(root, 1)
     fork_parent, fork_many = fork_workers(root, N_WORKERS)
     compare = start_workers(root, 1, compare=True)[0]
+    served, wrote = under_writer(root)
     assert all(r["mapped"] for r in [one, *many, *fork_one, *fork_many]), "workers did not map the generation"
     forked_one = fork_parent_one["pss_kb"] + fork_one[0]["pss_kb"]
     forked_many = fork_parent["pss_kb"] + sum(r["pss_kb"] for r in fork_many)
@@ -229,6 +308,14 @@ def main() -> None:
         ("get_features p50, mapped / heap", f"{compare['p50_us']['mapped']:.0f} us / {compare['p50_us']['heap']:.0f} us",
          f"{ratio_p50:.2f}x", "<= 1.1x"),
     ]
+    quiet, writing = served["quiet"], served["writing"]
+    write_ratio = writing["p99_us"] / quiet["p99_us"]
+    rows += [
+        (f"p50 quiet / writing ({wrote['written'] / (BLOCK_S * BLOCKS / 2):.0f} rows/s)",
+         f"{quiet['p50_us']:.0f} us / {writing['p50_us']:.0f} us", f"{writing['p50_us'] / quiet['p50_us']:.2f}x", ""),
+        (f"p99 quiet / writing (overlay {served['overlay_rows']} rows)",
+         f"{quiet['p99_us']:.0f} us / {writing['p99_us']:.0f} us", f"{write_ratio:.2f}x", "<= 1.5x"),
+    ]
     print(f"{N_WORKERS} workers, {CANDIDATES} candidates, {ROUNDS} rounds (a noisy shared machine: read the ratios)")
     for name, value, ratio, target in rows:
         print(f"  {name:<48} {value:>34} {ratio:>7} {target}")
@@ -240,6 +327,7 @@ def main() -> None:
             ("bytes per worker / raw", group_one / raw_kb, 1.2),
             ("first request ms, forked worker", fork_one[0]["first_ms"], 50.0),
             ("mapped/heap p50", ratio_p50, 1.1),
+            ("p99 writing/quiet", write_ratio, 1.5),
         )
         if value > limit
     ]
@@ -251,5 +339,9 @@ if __name__ == "__main__":
         worker(sys.argv[2], sys.argv[3] == "1")
     elif len(sys.argv) > 1 and sys.argv[1] == "--forked":
         forked_parent(sys.argv[2], int(sys.argv[3]))
+    elif len(sys.argv) > 1 and sys.argv[1] == "--writer":
+        writer(sys.argv[2], float(sys.argv[3]))
+    elif len(sys.argv) > 1 and sys.argv[1] == "--under-writer":
+        serve_under_writer(sys.argv[2], float(sys.argv[3]))
     else:
         main()

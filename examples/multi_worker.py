@@ -60,8 +60,9 @@ def write_ctr(store: fc.FeatureStore, items: list[str], ctr: float) -> None:
                        entity_ids=items, feature_timestamp=now - timedelta(minutes=1))
 
 
-def writer(store_path: str, seconds: float, ready, go) -> None:
-    """The primary: sets the store up, publishes generations, then keeps writing."""
+def writer(store_path: str, seconds: float, ready, go, finished) -> None:
+    """The primary: sets the store up, publishes generations, then keeps writing (and
+    stays open, as an ingesting primary does, until the workers are done)."""
     items = [f"item_{i}" for i in range(N_ITEMS)]
     with fc.FeatureStore.open(store_path) as store:
         store.apply(featurecore.examples.path())
@@ -72,6 +73,7 @@ def writer(store_path: str, seconds: float, ready, go) -> None:
         for ctr in CTRS[1:]:  # keeps writing while the workers serve
             time.sleep(seconds / (len(CTRS) - 1))
             write_ctr(store, items, ctr)
+        finished.wait(300)
 
 
 def worker(store_path: str, seconds: float, results, done) -> None:
@@ -106,8 +108,8 @@ def main() -> None:
     parser.add_argument("--spawn", action="store_true", help="start workers as fresh interpreters instead of forking them")
     args = parser.parse_args()
     spawn = mp.get_context("spawn")
-    ready, go = spawn.Event(), spawn.Event()
-    primary = spawn.Process(target=writer, args=(args.store, args.seconds, ready, go))
+    ready, go, finished = spawn.Event(), spawn.Event(), spawn.Event()
+    primary = spawn.Process(target=writer, args=(args.store, args.seconds, ready, go, finished))
     primary.start()
     if not ready.wait(120):
         raise SystemExit("the writer did not publish the generations within 120 s")
@@ -124,6 +126,7 @@ def main() -> None:
         report["pss_mib"] = round(pss_kb(report["pid"]) / 1024, 1)
     total_mib = pss_kb() / 1024 + sum(r["pss_mib"] for r in reports)
     done.set()
+    finished.set()
     for w in workers:
         w.join()
     primary.join()

@@ -129,37 +129,43 @@ def worker(root: str, compare: bool) -> None:
     store.snapshots._groups[GROUP_CF] = group
     contenders.clear()
     p50 = {name: statistics.median(ts) * 1e6 for name, ts in times.items()}
-    print(json.dumps({"pid": os.getpid(), "first_ms": first_ms, "open_ms": open_s * 1000, "p50_us": p50,
-                      "pss_before_kb": before, "pss_opened_kb": opened,
-                      "mapped": group.generation_path is not None}), flush=True)
+    report = json.dumps({"pid": os.getpid(), "first_ms": first_ms, "open_ms": open_s * 1000, "p50_us": p50,
+                         "pss_before_kb": before, "pss_opened_kb": opened, "mapped": group.generation_path is not None})
+    os.write(1, f"{report}\n".encode())  # one write: forked siblings share this pipe
     os.read(0, 1)
     store.close()
 
 
-def writer(root: str, t0: float) -> None:
+def writer(root: str) -> None:
     """The primary: writes WRITE_ROWS_S rows a second to random items during odd blocks
-    (in batches of a tenth of a second), nothing during even ones; reports rows written."""
+    (a batch every tenth of a second, larger when it fell behind), nothing during even
+    ones; reports rows written and seconds spent writing."""
     from featurecore.store import FeatureStore
 
     rng = np.random.default_rng(1)
-    batch = WRITE_ROWS_S // 10
-    written = 0
+    written, writing_s, last = 0, 0.0, None
     with FeatureStore.open(root, preload=False) as store:
         print("open", flush=True)
+        t0 = float(sys.stdin.readline())  # the first block's start, once both processes are open
         while (now := time.time()) < t0 + BLOCK_S * BLOCKS:
             if now >= t0 and int((now - t0) / BLOCK_S) % 2 == 1:
+                writing_s += now - last if last is not None else 0.0
+                last = now
+                batch = min(N_ITEMS, max(1, int(writing_s * WRITE_ROWS_S) - written))
                 values = rng.random((batch, DIM), dtype=np.float32)
                 store.write_online("items:v1", {f"f{j}": values[:, j] for j in range(DIM)},
                                    entity_ids=rng.choice(N_ITEMS, batch, replace=False), feature_timestamp=EVAL_US - 1_000_000)
                 written += batch
+            else:
+                last = None
             time.sleep(max(0.0, 0.1 - (time.time() - now)))
         # Leave the store as build() did (the next run's workers replay nothing at open).
         store.build_generations("items:v1")
         store._db.flush()
-    print(json.dumps({"written": written}), flush=True)
+    print(json.dumps({"written": written, "writing_s": writing_s}), flush=True)
 
 
-def serve_under_writer(root: str, t0: float) -> None:
+def serve_under_writer(root: str) -> None:
     """A secondary serving 800-candidate requests while the writer alternates writing and
     quiet blocks; reports p50/p99 of each (the first SETTLE_S of a block left out)."""
     from featurecore.serving import FeatureRequest
@@ -169,6 +175,9 @@ def serve_under_writer(root: str, t0: float) -> None:
     pool = [rng.integers(0, N_ITEMS, CANDIDATES) for _ in range(64)]
     times: dict[str, list[float]] = {"quiet": [], "writing": []}
     with FeatureStore.open(root, mode="secondary", preload=False, refresh_interval_s=0.1) as store:
+        store.get_features(FeatureRequest("bench:v1", {"item": pool[0]}, EVAL_US))  # loaded before the blocks
+        print("open", flush=True)
+        t0 = float(sys.stdin.readline())
         r = 0
         while (now := time.time()) < t0 + BLOCK_S * BLOCKS:
             request = FeatureRequest("bench:v1", {"item": pool[r % len(pool)]}, EVAL_US)
@@ -187,13 +196,17 @@ def serve_under_writer(root: str, t0: float) -> None:
 
 def under_writer(root: str) -> "tuple[dict, dict]":
     """Run the writer and one serving secondary over the same blocks."""
-    t0 = time.time() + 5.0  # both have opened the store by then
     run = [sys.executable, "-m", "benchmarks.bench_shared_memory"]
-    w = subprocess.Popen([*run, "--writer", root, str(t0)], stdout=subprocess.PIPE, text=True, cwd=REPO)
-    assert w.stdout.readline().strip() == "open"
-    s = subprocess.Popen([*run, "--under-writer", root, str(t0)], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    w = subprocess.Popen([*run, "--writer", root], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
+    assert w.stdout.readline().strip() == "open", "the writer did not open the store"
+    s = subprocess.Popen([*run, "--under-writer", root], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
+    assert s.stdout.readline().strip() == "open", "the serving secondary did not open the store"
+    t0 = f"{time.time() + 0.5}\n"  # both are open: the blocks start now, for both
+    for p in (w, s):
+        p.stdin.write(t0)
+        p.stdin.flush()
     served = json.loads(s.communicate(timeout=BLOCK_S * BLOCKS + 120)[0])
-    wrote = json.loads(w.communicate(timeout=60)[0])
+    wrote = json.loads(w.communicate(timeout=120)[0])
     return served, wrote
 
 
@@ -311,7 +324,7 @@ def main() -> None:
     quiet, writing = served["quiet"], served["writing"]
     write_ratio = writing["p99_us"] / quiet["p99_us"]
     rows += [
-        (f"p50 quiet / writing ({wrote['written'] / (BLOCK_S * BLOCKS / 2):.0f} rows/s)",
+        (f"p50 quiet / writing ({wrote['written'] / max(wrote['writing_s'], 1e-9):.0f} rows/s)",
          f"{quiet['p50_us']:.0f} us / {writing['p50_us']:.0f} us", f"{writing['p50_us'] / quiet['p50_us']:.2f}x", ""),
         (f"p99 quiet / writing (overlay {served['overlay_rows']} rows)",
          f"{quiet['p99_us']:.0f} us / {writing['p99_us']:.0f} us", f"{write_ratio:.2f}x", "<= 1.5x"),
@@ -340,8 +353,8 @@ if __name__ == "__main__":
     elif len(sys.argv) > 1 and sys.argv[1] == "--forked":
         forked_parent(sys.argv[2], int(sys.argv[3]))
     elif len(sys.argv) > 1 and sys.argv[1] == "--writer":
-        writer(sys.argv[2], float(sys.argv[3]))
+        writer(sys.argv[2])
     elif len(sys.argv) > 1 and sys.argv[1] == "--under-writer":
-        serve_under_writer(sys.argv[2], float(sys.argv[3]))
+        serve_under_writer(sys.argv[2])
     else:
         main()

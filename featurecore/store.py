@@ -930,6 +930,7 @@ class FeatureStore:
         if self._refresher is not None:
             self._refresher.stop()
             self._refresher = None
+        self.snapshots.close()
         self._writer = None
         self._backend.close()  # the writer's, direct reads' and refresh's handles
         self._db.close()

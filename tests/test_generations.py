@@ -405,3 +405,27 @@ def test_preload_maps_every_current_generation_and_skips_a_refused_one(tmp_path:
     with caplog.at_level(logging.ERROR, logger="featurecore.online.generations"):
         assert generations.preload(root) == []
     assert "truncated" in caplog.text and "workers will build the group from RocksDB" in caplog.text
+
+
+def test_the_primary_maps_a_generation_another_process_publishes(tmp_path: Path):
+    root = str(tmp_path / "store")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    with FeatureStore.open(root) as store:
+        store.apply(definitions())
+        write_ctr(store, 1.0)
+        store.build_generations("item_stats:v1")
+        assert (ctr_of(store) == 1.0).all()
+        first = store.snapshots.loaded(GROUP_CF).generation_path
+        write_ctr(store, 2.0, ITEMS[:10])  # in the primary's overlay
+        build = "from featurecore import cli; raise SystemExit(cli.main(['snapshot', 'build', '--store', %r, '--group', 'item_stats:v1']))"
+        subprocess.run([sys.executable, "-c", build % root], check=True, env=env, capture_output=True, timeout=120)
+        published = generations.current(root, GROUP_CF).path(root)
+        assert published != first
+        deadline = time.time() + 20
+        while store.snapshots.loaded(GROUP_CF).generation_path != published:
+            assert time.time() < deadline, "the primary never mapped the generation the CLI published"
+            time.sleep(0.05)
+        assert store.snapshots.loaded(GROUP_CF).overlay_rows == 0  # the new file holds the 10 writes
+        assert (ctr_of(store)[:10] == 2.0).all() and (ctr_of(store)[10:] == 1.0).all()
+        write_ctr(store, 3.0, ITEMS[:5])
+        assert (ctr_of(store)[:5] == 3.0).all() and (ctr_of(store)[5:10] == 2.0).all()

@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 #: Rows read from RocksDB per native upsert while loading a group.
 LOAD_CHUNK = 8192
+#: Seconds between the primary's checks for generations another process published.
+FOLLOW_INTERVAL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,9 @@ class Snapshots:
         root: the store directory: serve groups from its generation files (None: always
             build groups from RocksDB).
         publish: publish a generation of every group built from RocksDB (the primary).
+            The primary also maps generations another process publishes (``featurecore
+            snapshot build``): once a group is loaded, a thread checks the manifests every
+            ``FOLLOW_INTERVAL_S`` (secondaries do it on their refresh pass); ``close`` stops it.
     """
 
     def __init__(
@@ -95,6 +100,8 @@ class Snapshots:
         self.corrupt_rows: Counter[str] = Counter()
         #: Times each group was handed to a request (tests count reads with it).
         self.reads: Counter[str] = Counter()
+        self._stop = threading.Event()
+        self._follower: "threading.Thread | None" = None
 
     def resident(self, schema: GroupSchema) -> _core.ResidentGroup:
         """The loaded group of ``schema``, loading it now if this is its first use."""
@@ -121,6 +128,9 @@ class Snapshots:
             return group
 
     def _install(self, schema: GroupSchema, group: _core.ResidentGroup, seconds: float) -> None:
+        if self._publish and self._follower is None and not self._stop.is_set():
+            self._follower = threading.Thread(target=self._follow, name="featurecore-generations", daemon=True)
+            self._follower.start()
         self._groups[schema.cf_name] = group
         self._group_schemas[schema.cf_name] = schema
         self.loads[schema.cf_name] = LoadStats(
@@ -251,6 +261,24 @@ class Snapshots:
                     self._install(self._group_schemas[name], mapped, time.perf_counter() - start)
                     switched.append(name)
         return switched
+
+    def _follow(self) -> None:
+        """The primary's thread: map generations published by other processes."""
+        while not self._stop.wait(FOLLOW_INTERVAL_S):
+            try:
+                switched = self.switch_generations()
+            except Exception:  # logged, retried on the next tick: serving goes on from the current mapping
+                logger.exception("could not check for newly published generations")
+            else:
+                if switched:
+                    logger.info("mapped generations published by another process: %s", ", ".join(switched))
+
+    def close(self) -> None:
+        """Stop following published generations (before the database closes)."""
+        self._stop.set()
+        if self._follower is not None:
+            self._follower.join()
+            self._follower = None
 
     def _upsert_valid(self, group_cf: str, group: _core.ResidentGroup, keys: list[bytes], rows: list[bytes]) -> None:
         """Upsert a loaded chunk. A row whose bytes fail to decode (bad checksum) is kept

@@ -102,10 +102,17 @@ FileId file_id(const struct stat& st) {
     id.dev = static_cast<uint64_t>(st.st_dev);
     id.ino = static_cast<uint64_t>(st.st_ino);
     id.size = static_cast<uint64_t>(st.st_size);
-    id.mtime_s = st.st_mtim.tv_sec;
-    id.mtime_ns = st.st_mtim.tv_nsec;
-    id.ctime_s = st.st_ctim.tv_sec;
-    id.ctime_ns = st.st_ctim.tv_nsec;
+#if defined(__APPLE__)
+    const struct timespec& mtime = st.st_mtimespec;
+    const struct timespec& ctime = st.st_ctimespec;
+#else
+    const struct timespec& mtime = st.st_mtim;
+    const struct timespec& ctime = st.st_ctim;
+#endif
+    id.mtime_s = mtime.tv_sec;
+    id.mtime_ns = mtime.tv_nsec;
+    id.ctime_s = ctime.tv_sec;
+    id.ctime_ns = ctime.tv_nsec;
     return id;
 }
 

@@ -38,11 +38,25 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+#: moto's S3 server, one request at a time. Its conditional put checks that the key is
+#: absent and then writes it, with no lock in between: served by several threads, two
+#: concurrent Delta commits of the same version could both pass the check and one would
+#: be overwritten (AWS S3 makes the check and the write one step). Serially, moto keeps
+#: the guarantee the concurrent-writers test relies on.
+MOTO_ONE_REQUEST_AT_A_TIME = """
+import sys
+from werkzeug.serving import run_simple
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+run_simple("127.0.0.1", int(sys.argv[1]), DomainDispatcherApplication(create_backend_app), threaded=False,
+           request_handler=MotoRequestHandler)
+"""
+
+
 @pytest.fixture(scope="module")
 def endpoint():
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-c", MOTO_ONE_REQUEST_AT_A_TIME, str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
@@ -63,7 +77,8 @@ def endpoint():
 
 def _options(endpoint):
     # No locking option: deltalake >= 1.0 commits with S3 conditional writes
-    # (If-None-Match), which moto serves as AWS S3 does (README, offline section).
+    # (If-None-Match), which AWS S3 serves atomically (README, offline section), and
+    # moto too when it serves one request at a time (MOTO_ONE_REQUEST_AT_A_TIME).
     return {**CREDENTIALS, "AWS_ENDPOINT_URL": endpoint, "AWS_ALLOW_HTTP": "true"}
 
 

@@ -18,6 +18,7 @@ void bind_offline(py::module_& m);
 void bind_encode(py::module_& m);
 void bind_vocabulary(py::module_& m);
 void bind_generation(py::module_& m);
+void bind_stream(py::module_& m);
 
 PYBIND11_MODULE(_core, m) {
     m.doc() = "featurecore native core: row codec, resident groups, matrix assembly, as-of join";
@@ -29,6 +30,7 @@ PYBIND11_MODULE(_core, m) {
     bind_encode(m);
     bind_vocabulary(m);
     bind_generation(m);
+    bind_stream(m);
     m.def(
         "rows_checksum_ok",
         [](const py::list& rows) {

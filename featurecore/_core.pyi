@@ -436,3 +436,15 @@ def matrix_json(
     """The matrix part of a JSON response (keyed: ``"features"`` and ``"missing"``;
     columnar: ``"columns"``, ``"rows"``, ``"values"``, ``"reasons"``); floats in their
     shortest float32 form, NaN/inf as null."""
+
+def decode_stream(
+    payloads: list[bytes], names: Sequence[str], kinds: str, published_us: int
+) -> tuple[
+    NDArray[np.bool_], NDArray[np.int64], list[str | None], list[str], NDArray[np.int64], NDArray[np.int64],
+    list[NDArray[np.float64] | NDArray[np.int64] | NDArray[np.bool_] | list[str]],
+]:
+    """Stream payloads (msgpack) in the common shape -> (accepted per message, rows per message,
+    tenant per message or None, entity id text per row (an int id as its decimal text, as ``write``
+    makes a list of ids), feature_timestamp, generated_at (published_us where
+    absent), one column per name: float64 (kind 'f'), int64 ('i'), bool ('b') or str labels ('c')).
+    Messages not accepted contribute no rows (featurecore/streams/decode.py decides about them)."""

@@ -1,0 +1,93 @@
+// pybind11 glue for the stream message decoder (csrc/stream_decode.h): payload pointers
+// are taken with the GIL held (the list keeps the bytes alive), parsed with it released,
+// and the columns handed back as numpy arrays. Names match featurecore/_core.pyi.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "stream_decode.h"
+
+namespace py = pybind11;
+
+namespace {
+
+template <typename T>
+py::array_t<T> to_array(const std::vector<T>& v) {
+    py::array_t<T> out(static_cast<py::ssize_t>(v.size()));
+    if (!v.empty()) std::memcpy(out.mutable_data(), v.data(), v.size() * sizeof(T));
+    return out;
+}
+
+py::array bool_array(const std::vector<uint8_t>& v) {
+    py::array_t<bool> out(static_cast<py::ssize_t>(v.size()));
+    bool* o = out.mutable_data();
+    for (size_t i = 0; i < v.size(); ++i) o[i] = v[i] != 0;
+    return out;
+}
+
+py::tuple decode_stream(const py::list& payloads, const std::vector<std::string>& names, const std::string& kinds,
+                        int64_t published_us) {
+    if (kinds.size() != names.size())
+        throw std::invalid_argument("kinds must hold one letter per name (f: float, i: int, b: bool, c: categorical label), got " +
+                                    std::to_string(kinds.size()) + " for " + std::to_string(names.size()) + " names");
+    for (char k : kinds)
+        if (k != 'f' && k != 'i' && k != 'b' && k != 'c')
+            throw std::invalid_argument(std::string("kinds letters must be f (float), i (int), b (bool) or c (categorical label), got '") +
+                                        k + "'");
+    std::vector<fc::StreamPayload> views;
+    views.reserve(payloads.size());
+    for (size_t i = 0; i < payloads.size(); ++i) {
+        PyObject* p = payloads[i].ptr();
+        if (!PyBytes_Check(p))
+            throw std::invalid_argument("payloads[" + std::to_string(i) + "] must be bytes, got " + Py_TYPE(p)->tp_name);
+        views.push_back({reinterpret_cast<const uint8_t*>(PyBytes_AS_STRING(p)), static_cast<size_t>(PyBytes_GET_SIZE(p))});
+    }
+    fc::StreamColumns out;
+    {
+        py::gil_scoped_release release;
+        out = fc::decode_stream_payloads(views, names, kinds, published_us);
+    }
+    py::list tenants(out.tenants.size());
+    for (size_t m = 0; m < out.tenants.size(); ++m) {
+        if (out.accepted[m])
+            tenants[m] = py::str(out.tenants[m]);
+        else
+            tenants[m] = py::none();
+    }
+    py::list ids(out.ids.size());
+    for (size_t r = 0; r < out.ids.size(); ++r) ids[r] = py::str(out.ids[r]);
+    py::list columns(kinds.size());
+    size_t fi = 0, ii = 0, bi = 0, ci = 0;
+    for (size_t j = 0; j < kinds.size(); ++j) {
+        if (kinds[j] == 'f') {
+            columns[j] = to_array(out.floats[fi++]);
+        } else if (kinds[j] == 'i') {
+            columns[j] = to_array(out.ints[ii++]);
+        } else if (kinds[j] == 'b') {
+            columns[j] = bool_array(out.bools[bi++]);
+        } else {
+            const auto& labels = out.labels[ci++];
+            py::list column(labels.size());
+            for (size_t r = 0; r < labels.size(); ++r) column[r] = py::str(labels[r]);
+            columns[j] = std::move(column);
+        }
+    }
+    return py::make_tuple(bool_array(out.accepted), to_array(out.rows), tenants, ids, to_array(out.feature_ts),
+                          to_array(out.generated_at), columns);
+}
+
+}  // namespace
+
+void bind_stream(py::module_& m) {
+    m.def("decode_stream", &decode_stream, py::arg("payloads"), py::arg("names"), py::arg("kinds"), py::arg("published_us"),
+          "Stream message payloads (msgpack) in the common shape -> (accepted bool per message, rows per message, tenant "
+          "per message or None, entity id text per row (an int id as its decimal text, as write makes a list of ids), "
+          "feature_timestamp int64, "
+          "generated_at int64 (published_us where absent), one column per name: float64 (kind f), int64 (i), bool (b) or a list of str labels (c)). "
+          "Messages not accepted contribute no rows; the Python decoder decides about them (featurecore/streams/decode.py).");
+}

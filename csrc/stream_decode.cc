@@ -3,6 +3,7 @@
 #include "stream_decode.h"
 
 #include "keys.h"
+#include "resident.h"
 
 #include <cstring>
 #include <limits>
@@ -12,8 +13,9 @@ namespace fc {
 
 namespace {
 
-// The longest entity id in UTF-8 bytes (featurecore/online/batch.py MAX_ID_BYTES).
-constexpr size_t kMaxIdBytes = 65535 - 3 - 2 * 255;
+// The longest entity id in UTF-8 bytes (featurecore/online/batch.py MAX_ID_BYTES): the
+// key limit less the longest prefix.
+constexpr size_t kMaxIdBytes = ResidentGroup::kMaxKey - 3 - 2 * kMaxNameBytes;
 
 class Reader {
   public:

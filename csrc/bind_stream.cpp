@@ -1,5 +1,5 @@
 // pybind11 glue for the stream message decoder (csrc/stream_decode.h): payload pointers
-// are taken with the GIL held (the list keeps the bytes alive), parsed with it released,
+// are taken with the GIL held (bind_helpers' bytes_list keeps the bytes alive), parsed with it released,
 // and the columns handed back as numpy arrays. Names match featurecore/_core.pyi.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "bind_helpers.h"
 #include "stream_decode.h"
 
 namespace py = pybind11;
@@ -30,7 +31,7 @@ py::array bool_array(const std::vector<uint8_t>& v) {
     return out;
 }
 
-py::tuple decode_stream(const py::list& payloads, const std::vector<std::string>& names, const std::string& kinds,
+py::tuple decode_stream(const py::sequence& payloads, const std::vector<std::string>& names, const std::string& kinds,
                         int64_t published_us) {
     if (kinds.size() != names.size())
         throw std::invalid_argument("kinds must hold one letter per name (f: float, i: int, b: bool, c: categorical label), got " +
@@ -39,14 +40,10 @@ py::tuple decode_stream(const py::list& payloads, const std::vector<std::string>
         if (k != 'f' && k != 'i' && k != 'b' && k != 'c')
             throw std::invalid_argument(std::string("kinds letters must be f (float), i (int), b (bool) or c (categorical label), got '") +
                                         k + "'");
+    const fc::bind::BytesList bytes = fc::bind::bytes_list(payloads, "payloads", false);  // kept alive while parsing
     std::vector<fc::StreamPayload> views;
-    views.reserve(payloads.size());
-    for (size_t i = 0; i < payloads.size(); ++i) {
-        PyObject* p = payloads[i].ptr();
-        if (!PyBytes_Check(p))
-            throw std::invalid_argument("payloads[" + std::to_string(i) + "] must be bytes, got " + Py_TYPE(p)->tp_name);
-        views.push_back({reinterpret_cast<const uint8_t*>(PyBytes_AS_STRING(p)), static_cast<size_t>(PyBytes_GET_SIZE(p))});
-    }
+    views.reserve(bytes.views.size());
+    for (std::string_view v : bytes.views) views.push_back({reinterpret_cast<const uint8_t*>(v.data()), v.size()});
     fc::StreamColumns out;
     {
         py::gil_scoped_release release;

@@ -66,7 +66,8 @@ odd_cells = st.one_of(
     st.just(2**64 - 1), st.just(-(2**63)), st.booleans(), st.integers(0, 1), st.just("sport"), st.just("jazz"), st.just(""), st.just([1.0]),
     st.just(b"\x01"),
 )
-ids = st.one_of(st.integers(0, 30), st.sampled_from(["u1", "u2", "ü7", "12", "u" * 20]), st.just(""), st.just(-1), st.just(2**64 - 1),
+ids = st.one_of(st.integers(0, 30), st.sampled_from(["u1", "u2", "ü7", "12", "u" * 20, "x" * 65_022, "é" * 32_512]), st.just(""),
+                st.just("x" * 65_023), st.just("é" * 32_513), st.just(-1), st.just(2**64 - 1),
                 st.just(True), st.just(1.5), st.just(None))
 stamps = st.one_of(st.integers(T0_US, T0_US + 10**9), st.just(1_782_864_000), st.just(float(T0_US)), st.just(None), st.just(2**63 - 1))
 
@@ -102,7 +103,11 @@ def rows(draw, tenant):
 def payload(draw):
     kind = draw(st.integers(0, 40))
     if kind == 0:
-        return draw(st.sampled_from([b"", b"\xc1", b"\x93\x01", b"not msgpack", msgpack.packb([]), msgpack.packb(7), msgpack.packb(["a"])]))
+        valid = {"entity_id": "@@@", "feature_timestamp": T0_US, "values": {"score": 1.0, "ratio": 2.0, "clicks": 3, "active": True, "kind": "news"}}
+        surrogate = msgpack.packb(valid).replace(b"\xa3@@@", b"\xa3\xed\xa0\x80")  # an id of UTF-8-encoded surrogate bytes
+        overlong = msgpack.packb(valid).replace(b"\xa3@@@", b"\xa3\xc0\xaf@")  # an overlong '/'
+        return draw(st.sampled_from([b"", b"\xc1", b"\x93\x01", b"not msgpack", msgpack.packb([]), msgpack.packb(7), msgpack.packb(["a"]),
+                                     surrogate, overlong, msgpack.packb(valid)]))
     tenant = draw(st.sampled_from([None, None, None, None, None, "default", "acme", "acme", "", "bad/tenant", "t" * 300]))
     count = draw(st.integers(1, 3))
     body = [draw(rows(tenant if draw(st.integers(0, 30)) else draw(st.sampled_from([None, "acme", "default"])))) for _ in range(count)]

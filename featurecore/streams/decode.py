@@ -184,11 +184,16 @@ def _decode(
         rows = None if row_tenant is None else np.flatnonzero(row_tenant == tenant)
         try:
             check_tenant(tenant)
+            texts = _take(ids, rows)
+            # The parser took only ids that write's normalize_ids keeps as they are (non-empty
+            # UTF-8 text within MAX_ID_BYTES, an int as its decimal text): stand-in int ids spare
+            # its per-id Python loop, and the texts go into the batch.
             batch = validate_batch(
-                schema, {name: _take(cells[j], rows) for j, name in enumerate(names)}, entity_ids=_take(ids, rows),
+                schema, {name: _take(cells[j], rows) for j, name in enumerate(names)}, entity_ids=np.zeros(len(texts), np.int64),
                 feature_timestamp=_take(stamps, rows), generated_at=_take(generated, rows), published_at=published_us,
                 timestamp_bounds=bounds,
             )
+            batch.ids = texts
         except ValidationError:  # the Python path finds which messages and says why
             rest += [m for m, t in zip(messages, tenants) if t == tenant]
             continue

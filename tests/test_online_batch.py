@@ -144,6 +144,7 @@ def test_bad_batches_name_column_row_value(change, match):
     [
         (dt.datetime(2026, 7, 1), r"feature_timestamp row 0: datetime must be timezone-aware"),
         (np.array([1.0, np.nan, 2.0]), r"feature_timestamp row 1: timestamp must be a finite whole number"),
+        (np.array([1.0, 2.0, 2.0**63]), r"feature_timestamp row 2: timestamp must be a finite whole number of microseconds within int64"),
         (np.array([1, 2]), r"feature_timestamp has 2 values but entity_ids has 3"),
         (pd.Series(pd.to_datetime(["2026-07-01", None, "2026-07-02"]).tz_localize("UTC")), r"feature_timestamp row 1: timestamp is missing \(NaT\)"),
         (pd.Series(pd.to_datetime(["2026-07-01"] * 3)), r"feature_timestamp is a naive datetime64 column"),

@@ -143,9 +143,6 @@ def _frames(batches):
     return out
 
 
-# write's validator itself warns (numpy) casting a float timestamp beyond int64 (2**63 among
-# float cells) before refusing the row: the oracle's behaviour, the same through write.
-@pytest.mark.filterwarnings("ignore:invalid value encountered in cast:RuntimeWarning")
 @SETTINGS
 @given(st.lists(payload(), min_size=1, max_size=12))
 def test_native_decode_gives_the_python_decoders_rows_and_dead_letters(schema, payloads):

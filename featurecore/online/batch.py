@@ -471,10 +471,13 @@ def to_micros(value: Any, n: int, what: str) -> np.ndarray:
     if array.dtype.kind in "iu":
         return _check_length(array.astype(np.int64), n, what)
     if array.dtype.kind == "f":
-        bad = ~np.isfinite(array) | (array != np.round(array))
+        with np.errstate(invalid="ignore"):  # NaN/inf compare False here and are caught by isfinite
+            bad = ~np.isfinite(array) | (array != np.round(array)) | (np.abs(array) >= 2.0**63)
         if bad.any():
             row = _first_bad(bad)
-            raise ValidationError(f"{what} row {row}: timestamp must be a finite whole number of microseconds, got {array[row]!r}; drop or fix the row")
+            raise ValidationError(
+                f"{what} row {row}: timestamp must be a finite whole number of microseconds within int64, got {array[row]!r}; drop or fix the row"
+            )
         return _check_length(array.astype(np.int64), n, what)
     if array.dtype.kind == "M":
         raise ValidationError(f"{what} is a naive numpy datetime64 array; pass int64 microseconds or tz-aware datetimes")

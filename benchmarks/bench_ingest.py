@@ -166,9 +166,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, LocalNatsServer() as server:
         root = os.path.join(tmp, "store")
         build_store(root, "resident", data)
-        server.add_stream("sessions", ["sessions"], max_bytes=8 << 30)
+        backlog = payloads(args.rows, args.rows_per_message, 0, rng)
+        # Size the stream from the data: JetStream refuses a max_bytes beyond the disk it can reserve.
+        row_bytes = sum(map(len, backlog)) / args.rows
+        live_rows = args.rate * args.seconds * 2
+        server.add_stream("sessions", ["sessions"], max_bytes=int(2 * row_bytes * (args.rows + live_rows)) + (64 << 20))
         print(f"publishing {args.rows:,} rows ({args.rows_per_message} per message) ...", flush=True)
-        server.publish("sessions", payloads(args.rows, args.rows_per_message, 0, rng))
+        server.publish("sessions", backlog)
         with FeatureStore.open(root) as store:
             store.apply(w1_definitions("resident") + session_definitions())
             ingestor = store.ingestor(GROUP, server.url("sessions"), durable="bench", max_batch=args.max_batch)

@@ -147,9 +147,9 @@ class FeatureStore:
                 self._writer = OnlineWriter(self._backend, self.snapshots, self._lock, changelog_retention=changelog_retention)
                 self._finish_interrupted_deletions()
             elif mode == "secondary":
+                self._tables = self._table_files()
                 self._refresher = Refresher(
                     lambda: self._backend, self.snapshots, self._lock, interval_s=refresh_interval_s, on_catch_up=self._after_catch_up,
-                    on_replaced=self._reopen,
                 )
             if preload:
                 self.load_resident()
@@ -898,23 +898,42 @@ class FeatureStore:
             raise FeatureStoreError(f"refresh() needs a store opened with mode='secondary', this one is {self.mode}")
         return self._refresher.refresh()
 
+    def _table_files(self) -> frozenset[str]:
+        return frozenset(table["name"] for table in self._db.live_files())
+
     def _after_catch_up(self) -> None:
-        """Follow registry and consent changes, and reopen the secondary when the primary
-        created column families after it opened (a secondary cannot see new ones otherwise)."""
-        if not set(rocksdict.Rdict.list_cf(online_path(self.root))) <= self._cf_names:
+        """Follow registry and consent changes; reopen the secondary instead when the
+        primary created column families after it opened (a secondary cannot see new ones
+        otherwise), or when this catch-up brought table files the secondary did not have.
+
+        New table files mean the primary flushed a memtable (every few MB of writes, and
+        when it closes), compacted, or ingested a group replacement. A RocksDB secondary
+        keeps the rows it replayed from the primary's WAL in its memtable, and those rows
+        win every point read over the newer rows of the same keys now in the table file,
+        indefinitely (facebook/rocksdb#15051): without the reopen, a secondary served the
+        write before the primary's last one for as long as it ran. A new secondary reads
+        the table files plus the WAL not yet flushed, so it is current; reopening here,
+        before the pass reads any changed row, keeps the refresh from applying old rows
+        (tests/test_multiprocess.py)."""
+        tables = self._table_files()
+        if not tables <= self._tables or not set(rocksdict.Rdict.list_cf(online_path(self.root))) <= self._cf_names:
             self._reopen()
         else:
+            self._tables = tables  # compactions also remove files
             self.registry.reload()
             self.access_policy.consent.reload() if self.access_policy.consent is not None else None
 
     def _reopen(self) -> None:
         """Secondary: open a new RocksDB secondary instance, and the backend, registry and
-        consent over it. Needed for column families created after it opened, and after a
-        group replacement (an SST ingest), which the old instance's point reads miss for
-        keys it held in memory. The old instance is not closed: requests in flight may
-        still read from it; it is released with its last reference."""
+        consent over it (see ``_after_catch_up`` for when). The old instance is not
+        closed: requests in flight may still read from it; it is released with its last
+        reference. Its directory (it holds only its info log) is removed now."""
         self._cf_names = set(rocksdict.Rdict.list_cf(online_path(self.root)))
         self._db = self._open_db()
+        self._tables = self._table_files()
+        for path in self._secondary_dirs[:-1]:
+            shutil.rmtree(path, ignore_errors=True)
+        del self._secondary_dirs[:-1]
         self._backend = RocksDBBackend(self._db)
         self.registry = Registry(self._db)
         self.access_policy.consent = ConsentRegistry(self._db)

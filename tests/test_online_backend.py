@@ -230,7 +230,7 @@ def test_a_follower_sees_commits_and_replacements_after_catch_up(writer_and_foll
     strict=True,
     reason="RocksDB secondary: after catch_up, point reads of keys the follower had in its memtable before a "
     "replace_group (SST ingest) return the replaced values, while an iterator sees the new content; the store "
-    "reopens its secondary after a replacement (Refresher on_replaced; tests/test_online_refresh.py)",
+    "reopens its secondary when a catch-up brings new table files (FeatureStore._after_catch_up; tests/test_online_refresh.py)",
 )
 def test_a_follower_point_reads_see_a_replacement(writer_and_follower):
     writer, follower = writer_and_follower

@@ -5,7 +5,10 @@ secondary instance). A background thread, every ``interval_s``, through the
 ``OnlineBackend`` (online/backend.py):
 
 1. calls ``catch_up()`` (the secondary now sees every commit the primary finished,
-   each whole or not at all);
+   each whole or not at all); when that brought new table files (the primary flushed,
+   compacted or ingested), the store reopens its RocksDB secondary before anything is
+   read: the old instance's memtable would shadow the flushed rows (store.py,
+   ``_after_catch_up``);
 2. reads the changelog entries after the last sequence it applied;
 3. re-reads the changed keys of loaded resident groups (``read_many``, uncached) and
    upserts (or removes) them natively; an entry without keys reloads its group;
@@ -45,11 +48,9 @@ class Refresher:
         lock: held while catching up and applying, so loads never interleave.
         interval_s: seconds between passes.
         on_catch_up: called (under ``lock``) after each catch-up, before entries are
-            applied; the store reloads its registry there when its revision changed.
-        on_replaced: called (under ``lock``) after a pass that applied a whole-group
-            replacement (or skipped entries that may hold one), so a RocksDB secondary
-            can be reopened: its point reads of keys it held in memory before an SST
-            ingest would return the replaced rows (tests/test_online_backend.py).
+            applied; the store reloads its registry there, and reopens its RocksDB
+            secondary when the catch-up brought new table files (a flush, compaction or
+            replacement: the old instance's point reads could return older rows).
     """
 
     def __init__(
@@ -60,14 +61,12 @@ class Refresher:
         *,
         interval_s: float = DEFAULT_REFRESH_INTERVAL_S,
         on_catch_up: "Callable[[], None] | None" = None,
-        on_replaced: "Callable[[], None] | None" = None,
     ):
         self._backend = backend
         self._snapshots = snapshots
         self._lock = lock
         self.interval_s = float(interval_s)
         self._on_catch_up = on_catch_up
-        self._on_replaced = on_replaced
         self.sequence = backend().last_sequence()
         #: Seconds the last pass took, and time.monotonic() when a pass last succeeded.
         self.last_refresh_s = 0.0
@@ -86,20 +85,15 @@ class Refresher:
             backend = self._backend()  # the callback may have reopened the secondary
             self._snapshots.switch_generations()  # newly published generations, mapped and caught up
             applied = 0
-            replaced = False
             if self.sequence + 1 < backend.first_sequence():
                 for name in self._snapshots.loaded_names():
                     self._snapshots.apply(name, None, None)  # a current generation, else RocksDB
                 self.sequence = backend.last_sequence()
-                replaced = True  # the skipped entries may have announced a replacement
             while entries := backend.changelog_after(self.sequence):
                 for entry in entries:
                     self._apply(backend, entry)
-                    replaced |= entry.keys is None
                 self.sequence = entries[-1].sequence
                 applied += len(entries)
-            if replaced and self._on_replaced is not None:
-                self._on_replaced()
             self.last_refresh_s = time.perf_counter() - start
             self.last_success = time.monotonic()
             return applied

@@ -375,6 +375,8 @@ def request_ids(ids: Any, entity: str) -> "list[str] | np.ndarray":
     unless it is a strided view), one id as a list of one. Errors name
     ``entities[entity]``.
     """
+    if type(ids) is int:  # one per-request id (checked first: the cheapest test)
+        return np.array([ids], dtype=np.int64) if _INT64_MIN <= ids <= _INT64_MAX else [str(ids)]
     if isinstance(ids, list):
         if not ids or type(ids[0]) is str:
             return ids

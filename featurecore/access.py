@@ -1,17 +1,20 @@
 """The access policy: the one object that decides what a request may read.
 
 The seed's access rules are privacy mode, consent, tenant boundary, service identity and
-purpose. ``AccessPolicy`` owns all of them; the serving engine asks it twice:
+purpose. ``AccessPolicy`` owns all of them; the serving engine asks it:
 
-- once per route (registry revision, feature set, purpose, privacy mode; cached by the
-  engine): ``policy.route(state, compiled, purpose, privacy_mode)`` raises
+- once per route (registry revision, feature set, tenant, purpose, privacy mode; cached
+  by the engine): ``policy.route(state, compiled, purpose, privacy_mode)`` raises
   AccessDeniedError unless the purpose's ``AccessRule`` allows every group the privacy
   mode lets it read, and returns the groups the privacy mode skips (a
   ``non_personalized`` request never reads groups holding ``PERSONAL_PRIVACY_CLASSES``);
-- once per request: ``policy.check(state, request, compiled)`` raises AccessDeniedError
-  when the tenant's ``TenantAccess`` forbids the request (decision cached) and returns
-  the groups the user's withdrawn consent disables (served as privacy_disabled).
+  ``policy.tenant_denial(...)`` says why the tenant's ``TenantAccess`` forbids the route
+  (raised for every request of it);
+- once per request: ``policy.consent_off(tenant, entities, groups, cache)``, the groups
+  the user's withdrawn consent disables (served as privacy_disabled): a dict lookup of
+  the user, nothing when nobody in the store withdrew anything.
 
+``policy.check(state, request, compiled)`` is both decisions for one request, uncached.
 Any denial is recorded with ``policy.denied(request, error)`` in ``policy.audit``
 (``AccessAudit``: counters plus a bounded log, logger ``featurecore.access``).
 
@@ -32,7 +35,7 @@ import threading
 import time
 import weakref
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, cast
+from typing import Any, Iterable, Mapping, cast
 
 import msgpack
 import numpy as np
@@ -50,8 +53,7 @@ CONSENT_VERSION_KEY = b"consent@version"
 DEFAULT_REVOKED: tuple[str, ...] = tuple(sorted(PERSONAL_PRIVACY_CLASSES))
 
 logger = logging.getLogger("featurecore.access")
-_UNDECIDED = object()
-_MAX_DECISIONS = 4096
+_NONE: frozenset[str] = frozenset()
 
 
 def tenant_denial(state: RegistryState, feature_set_ref: str, tenant: str, purpose: str, classes: Iterable[str]) -> str | None:
@@ -291,14 +293,6 @@ def _check_classes(classes: Iterable[str]) -> frozenset[str]:
     return out
 
 
-def request_user(request: Any) -> str | None:
-    """The request's ``user`` id as str (None when it names no user)."""
-    ids = request.entities.get("user")
-    if ids is None or len(ids) == 0:
-        return None
-    return str(int(ids[0])) if isinstance(ids, np.ndarray) else ids[0]
-
-
 class AccessPolicy:
     """Purpose rules, privacy mode, tenant rules and consent: what a request may read.
 
@@ -310,7 +304,6 @@ class AccessPolicy:
     def __init__(self, consent: ConsentRegistry | None = None, audit: AccessAudit | None = None):
         self.consent = consent
         self.audit = audit if audit is not None else AccessAudit()
-        self._decisions: dict[tuple, Any] = {}
 
     @staticmethod
     def skipped_groups(compiled: Any, privacy_mode: str) -> frozenset[str]:
@@ -341,25 +334,51 @@ class AccessPolicy:
                 )
         return skipped
 
+    def tenant_denial(self, state: RegistryState, compiled: Any, tenant: str, purpose: str, privacy_mode: str) -> str | None:
+        """Why ``tenant``'s TenantAccess forbids serving ``compiled`` to ``purpose`` in
+        ``privacy_mode`` (None: allowed). Depends on the registry state alone: the engine
+        decides it once per route (registry revision, feature set, tenant, purpose, mode)."""
+        skipped = self.skipped_groups(compiled, privacy_mode)
+        classes = {c for b in compiled.groups if b.ref not in skipped for c in b.privacy_classes}
+        return tenant_denial(state, compiled.ref, tenant, purpose, classes)
+
+    def consent_off(
+        self, tenant: str, entities: Mapping[str, Any], groups: Iterable[Any], decided: dict[frozenset[str], frozenset[str]]
+    ) -> frozenset[str]:
+        """Refs of ``groups`` (a compiled feature set's GroupBindings) that the request's
+        user (``entities["user"]``) has withdrawn consent for in ``tenant``: served as
+        privacy_disabled. ``decided``: the caller's cache of revoked classes -> refs for
+        these groups (the answer depends on nothing else, so it never goes stale).
+
+        The revocations are read per request (the consent registry replaces its dict on
+        every change, never edits it): a change applies to the next request.
+        """
+        consent = self.consent
+        if consent is None:
+            return _NONE
+        revoked = consent._shared.revoked
+        if not revoked:  # nobody has withdrawn anything: no user id to look at
+            return _NONE
+        ids = entities.get("user")
+        if ids is None or len(ids) == 0:
+            return _NONE
+        user = str(int(ids[0])) if isinstance(ids, np.ndarray) else ids[0]
+        classes = revoked.get((tenant, user))
+        if not classes:
+            return _NONE
+        off = decided.get(classes)
+        if off is None:
+            off = decided[classes] = frozenset(b.ref for b in groups if classes & b.privacy_classes)
+        return off
+
     def check(self, state: RegistryState, request: Any, compiled: Any) -> frozenset[str]:
         """Raise AccessDeniedError if the tenant forbids ``request``; else the refs of the
-        compiled feature set's groups to serve as privacy_disabled for this user."""
-        key = (state.revision, compiled.ref, request.tenant, request.purpose, request.privacy_mode)
-        decisions = self._decisions  # one dict per call: another thread may replace it
-        reason = decisions.get(key, _UNDECIDED)
-        if reason is _UNDECIDED:
-            skipped = self.skipped_groups(compiled, request.privacy_mode)
-            classes = {c for b in compiled.groups if b.ref not in skipped for c in b.privacy_classes}
-            reason = tenant_denial(state, compiled.ref, request.tenant, request.purpose, classes)
-            if len(decisions) >= _MAX_DECISIONS:  # bounded: old revisions and rare tenants fall out
-                decisions = self._decisions = {}
-            decisions[key] = reason
+        compiled feature set's groups to serve as privacy_disabled for this user
+        (``tenant_denial`` then ``consent_off``, undecided: the engine caches both per route)."""
+        reason = self.tenant_denial(state, compiled, request.tenant, request.purpose, request.privacy_mode)
         if reason is not None:
             raise AccessDeniedError(reason)
-        if self.consent is None:
-            return frozenset()
-        user = request_user(request)
-        return frozenset() if user is None else self.consent.disabled_groups(request.tenant, user, compiled.groups)
+        return self.consent_off(request.tenant, request.entities, compiled.groups, {})
 
     def denied(self, request: Any, error: BaseException) -> Denial:
         """Record a denied request in the audit."""

@@ -1,4 +1,8 @@
-"""The written-out FeatureRequest constructor keeps the dataclass's contract and every check."""
+"""The request path's caches answer what an uncached decision would, after every change
+that could alter the answer: routes are per (registry revision, feature set, tenant,
+purpose, privacy mode) and carry the tenant's decision; which groups a user's revoked
+classes disable is cached per route by the classes; the revocations themselves are
+read per request. Plus the written-out FeatureRequest constructor's contract."""
 
 from __future__ import annotations
 
@@ -7,9 +11,87 @@ import dataclasses
 import numpy as np
 import pytest
 
-from featurecore.errors import ValidationError
+from featurecore.errors import AccessDeniedError, ValidationError
+from featurecore.reasons import Reason
+from featurecore.registry import TenantAccess
 from featurecore.serving import FeatureRequest
-from online_defs import FEATURE_SET
+from featurecore.store import FeatureStore
+from online_defs import FEATURE_SET, definitions
+from test_serving_integration import Oracle, request, write_all
+
+ITEMS = ["i1", "i2", "ghost"]
+
+
+def disabled(matrix, column: str) -> bool:
+    """True when every row of ``column`` is privacy_disabled (never read)."""
+    return bool((matrix.reasons[:, matrix.columns.index(column)] == Reason.privacy_disabled).all())
+
+
+@pytest.fixture
+def store(tmp_path):
+    with FeatureStore.open(tmp_path / "store") as store:
+        store.apply(definitions(user_mode="resident"))
+        write_all(store, Oracle(), np.random.default_rng(41))
+        write_all(store, Oracle(), np.random.default_rng(43), tenant="shop_b")
+        yield store
+
+
+def test_users_with_different_revocations_share_a_warm_route_and_each_change_applies_next(store):
+    """u1 revoked behavioral (the user group), u2 business_confidential (the item group),
+    u3 nothing: served alternately from one warm route, each gets its own groups
+    disabled; a change of u1's revocations (to classes another user already has, so the
+    per-route cache answers) applies to u1's next request and to no one else's."""
+    consent = store.access_policy.consent
+    consent.revoke_consent("default", "u1", ["behavioral"])
+    consent.revoke_consent("default", "u2", ["business_confidential"])
+    for _ in range(2):
+        u1, u2, u3 = (store.get_features(request(ITEMS, user=u)) for u in ("u1", "u2", "u3"))
+        assert disabled(u1, "age:v1") and not disabled(u1, "price:v1")
+        assert disabled(u2, "price:v1") and not disabled(u2, "age:v1")
+        assert not disabled(u3, "age:v1") and not disabled(u3, "price:v1")
+    consent.revoke_consent("default", "u1", ["business_confidential"])
+    u1 = store.get_features(request(ITEMS, user="u1"))
+    assert disabled(u1, "age:v1") and disabled(u1, "price:v1")
+    consent.restore_consent("default", "u1", ["behavioral"])  # now the classes u2 revoked
+    u1, u2 = (store.get_features(request(ITEMS, user=u)) for u in ("u1", "u2"))
+    np.testing.assert_array_equal(u1.reasons == Reason.privacy_disabled, u2.reasons == Reason.privacy_disabled)
+    assert not disabled(u1, "age:v1") and disabled(u1, "price:v1")
+    # The same user in another tenant revoked nothing there.
+    assert not disabled(store.get_features(request(ITEMS, user="u1", tenant="shop_b")), "price:v1")
+    consent.restore_consent("default", "u1")
+    assert not disabled(store.get_features(request(ITEMS, user="u1")), "price:v1")
+
+
+def test_int_user_ids_find_the_revocations_of_their_decimal_text(store):
+    consent = store.access_policy.consent
+    consent.revoke_consent("default", 7, ["behavioral"])
+    served = store.get_features(FeatureRequest(FEATURE_SET, {"user": 7, "item": ITEMS, "creator": ["c1"] * 3}, request(ITEMS).request_time))
+    assert disabled(served, "user_emb:v1[0]")
+    served = store.get_features(FeatureRequest(FEATURE_SET, {"user": np.array([8]), "item": ITEMS, "creator": ["c1"] * 3}, request(ITEMS).request_time))
+    assert not disabled(served, "user_emb:v1[0]")
+
+
+def test_routes_are_per_tenant_and_a_denied_tenant_is_refused_and_audited_every_time(store):
+    """A tenant's decision lives in its route: shop_b (catalog classes only) is refused on
+    every request without reading anything, while the default tenant is served from its
+    own warm route; the rule's change (a new registry revision) applies to the next
+    request of each."""
+    store.apply([TenantAccess("shop_b", privacy_classes=("public_catalog",))])
+    audit = store.access_policy.audit
+    warm = store.get_features(request(ITEMS))
+    for attempt in range(1, 3):
+        reads = dict(store.snapshots.reads)
+        with pytest.raises(AccessDeniedError, match=r"reads privacy classes .*which tenant 'shop_b' does not allow"):
+            store.get_features(request(ITEMS, tenant="shop_b", caller="feed"))
+        assert dict(store.snapshots.reads) == reads
+        assert audit.summary()["by_tenant"]["shop_b"] == attempt
+        np.testing.assert_array_equal(store.get_features(request(ITEMS)).values, warm.values)
+    store.apply([TenantAccess("shop_b")])
+    assert store.get_features(request(ITEMS, tenant="shop_b")).values.shape == warm.values.shape
+    store.apply([TenantAccess("default", privacy_classes=("public_catalog",))])
+    with pytest.raises(AccessDeniedError, match=r"which tenant 'default' does not allow"):
+        store.get_features(request(ITEMS))
+    assert audit.summary()["by_tenant"] == {"shop_b": 2, "default": 1}
 
 
 def test_a_feature_request_is_a_frozen_dataclass_with_its_checks():

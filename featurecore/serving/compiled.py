@@ -133,7 +133,7 @@ class CompiledFeatureSet:
                 f"its {kind} features are {list(names) or 'none'}"
             ) from None
 
-    def _role_ids(self, ids_by_entity: Mapping[str, Any], needed: frozenset[int] | set[int]) -> list[Any]:
+    def role_ids(self, ids_by_entity: Mapping[str, Any], needed: frozenset[int] | set[int]) -> list[Any]:
         """Per role the ids the native call reads (None for roles it does not read and
         for pair roles, whose keys it builds from their components' ids)."""
         out: list[object] = []
@@ -202,13 +202,32 @@ class CompiledFeatureSet:
             )
         if needed_roles is None:
             needed_roles = self.needed_roles(group_sources)
-        ids = self._role_ids(ids_by_entity, needed_roles)
+        return self.serve_roles(
+            group_sources, self.role_ids(ids_by_entity, needed_roles), tenant, eval_time_us, context, candidate, n,
+            row_ids, row_entity, out,
+        )
+
+    def serve_roles(
+        self,
+        group_sources: Sequence[_core.ResidentGroup | _core.GroupTable | None],
+        role_ids: list[Any],
+        tenant: str,
+        eval_time_us: int | np.ndarray,
+        context: Mapping[str, float] | None,
+        candidate: Mapping[str, np.ndarray] | None,
+        n: int,
+        row_ids: object = None,
+        row_entity: str = "",
+        out: "tuple[np.ndarray, np.ndarray, np.ndarray] | None" = None,
+    ) -> FeatureMatrix:
+        """``serve`` with the ids already per role (``role_ids``; the serving engine
+        caches which entity feeds each role per route) and one source per group."""
         # The common request (one int time, no candidate values, no out=) hands its time
         # as is and lets the native call allocate the matrix: fewer numpy calls per request.
         stats = _core.serve(
             self.plan,
             group_sources,
-            ids,
+            role_ids,
             tenant,
             eval_time_us if type(eval_time_us) is int else _eval_times(eval_time_us),
             self.context_array(context) if context else self._no_context,
@@ -216,19 +235,13 @@ class CompiledFeatureSet:
             *(() if out is None else self.check_out(out, n)),
             rows=n if out is None else -1,
         )
-        values, reasons = cast("np.ndarray", stats.values), cast("np.ndarray", stats.reasons)
-        group_age = cast("np.ndarray", stats.group_age)
-        self._raise_on_fail(stats, row_ids)
+        if stats.fail_row >= 0:
+            self._raise_on_fail(stats, row_ids)
+        # (positional: a keyword call costs about half a microsecond more; serve always
+        # sets the stats' arrays, the stub types them optional for assemble's stats)
         return FeatureMatrix(
-            feature_set=self.ref,
-            values=values,
-            reasons=reasons,
-            columns=self.columns,
-            row_ids=row_ids,
-            row_entity=row_entity,
-            group_age=group_age,
-            group_names=self.group_names,
-            stats=stats,
+            self.ref, stats.values, stats.reasons, self.columns, row_ids, row_entity,  # type: ignore[arg-type]
+            stats.group_age, self.group_names, None, stats=stats,
         )
 
     def assemble(

@@ -29,8 +29,8 @@ from .request import FeatureRequest
 
 @dataclass(frozen=True)
 class Route:
-    """How one (feature set, purpose, privacy mode) is served at one registry revision:
-    access already checked, and per group where its rows come from."""
+    """How one (feature set, tenant, purpose, privacy mode) is served at one registry
+    revision: access already decided, and per group where its rows come from."""
 
     compiled: CompiledFeatureSet
     #: Per group: "skip" (privacy_disabled, never read), "offline" (taken out of online
@@ -42,14 +42,31 @@ class Route:
     #: Roles whose ids the native call reads when no group is disabled by consent
     #: (``compiled.needed_roles`` of this route's sources).
     needed_roles: frozenset[int]
+    #: Per role, the entity whose ids the native call reads when no group is disabled by
+    #: consent (None: not read, or a pair role built from its components).
+    role_entities: tuple[str | None, ...]
+    #: Per group its schema when it is served resident, None when skipped; None as a
+    #: whole when a group is read directly or is offline (``sources`` says how).
+    resident: tuple[GroupSchema | None, ...] | None
+    #: Why the tenant's TenantAccess forbids this route (raised, and audited, per
+    #: request), or None.
+    denial: str | None
+    #: The user's revoked privacy classes -> the refs of groups they disable here
+    #: (``AccessPolicy.consent_off``; a pure function of the two, so never stale).
+    consent: dict[frozenset[str], frozenset[str]]
+
+
+#: Routes kept (they are per tenant too): when full, the cache starts over.
+_MAX_ROUTES = 4096
 
 
 class ServingEngine:
     """Serves FeatureRequests from a store's resident snapshots and direct reads.
 
     Compiled feature sets are cached per (registry revision, feature set ref), routes per
-    (revision, feature set, purpose, privacy mode), so a request's Python work is a few
-    dict lookups plus one multi-get per direct group.
+    (revision, feature set, tenant, purpose, privacy mode), so a request's Python work is
+    one route lookup, the consent lookup, one resident group fetch per group (one
+    multi-get per direct group) and one native call.
     """
 
     def __init__(
@@ -75,7 +92,7 @@ class ServingEngine:
         self._resident = resident
         self._direct = direct
         self._compiled: dict[tuple[int, str], CompiledFeatureSet] = {}
-        self._routes: dict[tuple[int, str, str, str], Route] = {}
+        self._routes: dict[tuple[int, str, str, str, str], Route] = {}
         self._lock = threading.Lock()
 
     def compiled(self, state: RegistryState, feature_set_ref: str) -> CompiledFeatureSet:
@@ -91,26 +108,40 @@ class ServingEngine:
                     self._compiled[key] = compiled
         return compiled
 
-    def route(self, state: RegistryState, request: FeatureRequest) -> Route:
-        """The checked route of ``request`` (AccessDeniedError when its purpose may not
-        read a group it would read; denials are not cached)."""
-        key = (state.revision, request.feature_set, request.purpose, request.privacy_mode)
+    def route(self, state: RegistryState, request: Any) -> Route:
+        """The route of ``request`` (AccessDeniedError when its purpose may not read a group
+        it would read: such denials are not cached; a tenant's denial is the route's
+        ``denial``)."""
+        key = (state.revision, request.feature_set, request.tenant, request.purpose, request.privacy_mode)
         route = self._routes.get(key)
         if route is None:
-            compiled = self.compiled(state, request.feature_set)
-            skipped = self._policy.route(state, compiled, request.purpose, request.privacy_mode)
-            sources = tuple((_source_kind(state, b, skipped), self._group_schema(b.ref), b) for b in compiled.groups)
-            entities: list[str] = []  # per-candidate entities, and the per-candidate parts of pairs
-            for b in compiled.groups:
-                if not b.per_request:
-                    parts = [compiled.roles[r] for r in compiled.pair_components.get(b.role, ())]
-                    entities += [b.entity] + [p for p in parts if not state.entity(p).per_request]
-            needed = compiled.roles_read(i for i, (kind, _, _) in enumerate(sources) if kind == "resident")
-            route = Route(compiled, sources, tuple(dict.fromkeys(entities)), needed)
+            route = self._new_route(state, request)
             with self._lock:
-                self._routes = {k: v for k, v in self._routes.items() if k[0] == state.revision}
+                if len(self._routes) >= _MAX_ROUTES or any(k[0] != state.revision for k in self._routes):
+                    self._routes = {k: v for k, v in self._routes.items() if k[0] == state.revision} if len(self._routes) < _MAX_ROUTES else {}
                 self._routes[key] = route
         return route
+
+    def _new_route(self, state: RegistryState, request: Any) -> Route:
+        compiled = self.compiled(state, request.feature_set)
+        policy = self._policy
+        skipped = policy.route(state, compiled, request.purpose, request.privacy_mode)
+        sources = tuple((_source_kind(state, b, skipped), self._group_schema(b.ref), b) for b in compiled.groups)
+        entities: list[str] = []  # per-candidate entities, and the per-candidate parts of pairs
+        for b in compiled.groups:
+            if not b.per_request:
+                parts = [compiled.roles[r] for r in compiled.pair_components.get(b.role, ())]
+                entities += [b.entity] + [p for p in parts if not state.entity(p).per_request]
+        needed = compiled.roles_read(i for i, (kind, _, _) in enumerate(sources) if kind == "resident")
+        role_entities = tuple(
+            e if r in needed and r not in compiled.pair_components else None for r, e in enumerate(compiled.roles)
+        )
+        resident = (
+            tuple(schema if kind == "resident" else None for kind, schema, _ in sources)
+            if all(kind in ("resident", "skip") for kind, _, _ in sources) else None
+        )
+        denial = policy.tenant_denial(state, compiled, request.tenant, request.purpose, request.privacy_mode)
+        return Route(compiled, sources, tuple(dict.fromkeys(entities)), needed, role_entities, resident, denial, {})
 
     def prepare(
         self,
@@ -133,23 +164,56 @@ class ServingEngine:
         """Serve ``request``; see ``FeatureStore.get_features``. ``state``: a state derived
         from the current one (an ad-hoc feature set added, ``serving.adhoc``)."""
         state = self._state() if state is None else state
-        policy = self._policy
-        try:
-            route = self.route(state, request)
-            consent_off = policy.check(state, request, route.compiled)  # tenant rules, user consent
-        except AccessDeniedError as error:
-            policy.denied(request, error)
-            raise
         entities = request.entities
+        tenant = request.tenant
+        try:
+            route = self._routes.get((state.revision, request.feature_set, tenant, request.purpose, request.privacy_mode))
+            if route is None:
+                route = self.route(state, request)
+            if route.denial is not None:
+                raise AccessDeniedError(route.denial)
+            consent_off = self._policy.consent_off(tenant, entities, route.compiled.groups, route.consent)
+        except AccessDeniedError as error:
+            self._policy.denied(request, error)
+            raise
         row_entity, n = _candidates(route, entities)
+        compiled = route.compiled
+        cut_short: list[str] = []  # direct groups a deadline stopped
+        corrupt: dict[str, int] = {}  # direct groups' rows that did not decode
+        if route.resident is not None and not consent_off:
+            resident = self._resident
+            sources: list[Any] = [None if schema is None else resident(schema) for schema in route.resident]
+        else:
+            sources = self._sources(route, request, n, consent_off, cut_short, corrupt)
+        matrix = compiled.serve_roles(
+            sources,
+            _role_ids(route, entities) if not consent_off else compiled.role_ids(entities, compiled.needed_roles(sources)),
+            tenant,
+            request.request_time_us,
+            request.context,
+            request.candidate,
+            n,
+            entities.get(row_entity) if row_entity else None,
+            row_entity,
+        )
+        if cut_short:
+            matrix.diagnostics["deadline_cut_groups"] = cut_short
+        if corrupt:
+            matrix.diagnostics["corrupt_rows"] = corrupt
+        return matrix
+
+    def _sources(
+        self, route: Route, request: FeatureRequest, n: int, consent_off: frozenset[str], cut_short: list[str], corrupt: dict[str, int]
+    ) -> list[Any]:
+        """Per group what the native call reads: None (privacy or consent disabled), a
+        not_computed table (offline), the resident group, or a direct group's rows read
+        now (groups a deadline stopped go to ``cut_short``, undecodable rows to ``corrupt``)."""
         compiled = route.compiled
         resident = self._resident
         direct = self._direct
         deadline = None if request.deadline_ms is None else direct.clock() + request.deadline_ms / 1000.0
         sources: list[Any] = []
         keys: dict[str, list[bytes]] = {}  # per entity: groups of one entity share keys
-        cut_short: list[str] = []  # direct groups a deadline stopped
-        corrupt: dict[str, int] = {}  # direct groups' rows that did not decode
         for kind, schema, binding in route.sources:
             if kind == "skip" or binding.ref in consent_off:
                 sources.append(None)
@@ -166,23 +230,7 @@ class ServingEngine:
                     cut_short.append(binding.ref)
                 if read.corrupt:
                     corrupt[binding.ref] = read.corrupt
-        matrix = compiled.serve(
-            sources,
-            entities,
-            request.tenant,
-            request.request_time_us,
-            request.context,
-            request.candidate,
-            n,
-            row_ids=entities.get(row_entity) if row_entity else None,
-            row_entity=row_entity,
-            needed_roles=None if consent_off else route.needed_roles,
-        )
-        if cut_short:
-            matrix.diagnostics["deadline_cut_groups"] = cut_short
-        if corrupt:
-            matrix.diagnostics["corrupt_rows"] = corrupt
-        return matrix
+        return sources
 
     @staticmethod
     def _keys(compiled: CompiledFeatureSet, binding: GroupBinding, request: FeatureRequest, n: int) -> list[bytes]:
@@ -212,27 +260,15 @@ class ServingEngine:
         return keys
 
 
-@dataclass(frozen=True)
-class _Call:
-    """What the access policy reads of one prepared call (a FeatureRequest's fields)."""
-
-    feature_set: str
-    tenant: str
-    purpose: str
-    privacy_mode: str
-    caller: str
-    entities: Mapping[str, Any]
-
-
 class PreparedFeatureSet:
     """One feature set served in a loop for one tenant, purpose and privacy mode.
 
     Made by ``FeatureStore.prepare``. Access is checked when it is made and again after
     every registry change; a call serves exactly what ``get_features`` serves for the
-    same request. When every group of the route is resident (or privacy-skipped) and the
-    call brings no context, candidate values or deadline, the Python work per call is the
-    ids' validation, the consent check and one native call; otherwise the call goes
-    through ``get_features``.
+    same request. When every group of the route is resident (or privacy-skipped), the
+    call brings no context, candidate values or deadline and the user's consent disables
+    no group, the Python work per call is the ids' validation, the consent lookup and one
+    native call; otherwise the call goes through ``get_features``.
     """
 
     def __init__(
@@ -248,18 +284,17 @@ class PreparedFeatureSet:
         self._check_time = check_time
         self._revision = -1
         self._route: Route | None = None
-        self._fast = False
         self._refresh(engine._state())
 
     def _refresh(self, state: RegistryState) -> Route:
         engine, template = self._engine, self._template
         try:
             route = engine.route(state, template)
-            engine._policy.check(state, template, route.compiled)  # tenant rules now, not per call
+            if route.denial is not None:  # tenant rules now, not per call
+                raise AccessDeniedError(route.denial)
         except AccessDeniedError as error:
             engine._policy.denied(template, error)
             raise
-        self._fast = all(kind in ("resident", "skip") for kind, _, _ in route.sources)
         self._route, self._revision = route, state.revision
         return route
 
@@ -282,24 +317,22 @@ class PreparedFeatureSet:
         engine, t = self._engine, self._template
         state = engine._state()
         route = self._route if state.revision == self._revision else self._refresh(state)
-        if not self._fast or context or candidate or deadline_ms is not None or type(request_time) is not int or not isinstance(entities, dict) or not entities:
+        assert route is not None
+        if route.resident is None or context or candidate or deadline_ms is not None or type(request_time) is not int or type(entities) is not dict or not entities:
             return self._slow(entities, request_time, context, candidate, deadline_ms, out)
         self._check_time(request_time)
-        ids = {str(name): request_ids(value, str(name)) for name, value in entities.items()}
-        assert route is not None
-        call = _Call(t.feature_set, t.tenant, t.purpose, t.privacy_mode, t.caller, ids)
-        consent_off = engine._policy.check(state, call, route.compiled)
+        ids = {name if type(name) is str else str(name): request_ids(value, str(name)) for name, value in entities.items()}
+        consent_off = engine._policy.consent_off(t.tenant, ids, route.compiled.groups, route.consent)
+        if consent_off:
+            return self._slow(entities, request_time, context, candidate, deadline_ms, out)
         row_entity, n = _candidates(route, ids)
         resident = engine._resident
-        sources = [None if kind == "skip" or b.ref in consent_off else resident(schema) for kind, schema, b in route.sources]
-        outputs = None if out is None else route.compiled.check_out(out, n)
+        sources = [None if schema is None else resident(schema) for schema in route.resident]
         try:
-            return route.compiled.serve(
-                sources, ids, t.tenant, request_time, None, None, n,
-                row_ids=ids.get(row_entity) if row_entity else None,
-                row_entity=row_entity,
-                needed_roles=None if consent_off else route.needed_roles,
-                out=outputs,
+            return route.compiled.serve_roles(
+                sources, _role_ids(route, ids), t.tenant, request_time, None, None, n,
+                ids.get(row_entity) if row_entity else None, row_entity,
+                None if out is None else route.compiled.check_out(out, n),
             )
         except ValidationError:  # a refused id: raised again, named as get_features names it
             return self._slow(entities, request_time, context, candidate, deadline_ms, out)
@@ -349,3 +382,12 @@ def _candidates(route: Route, entities: Mapping[str, Any]) -> tuple[str, int]:
             counts = {e: len(entities[e]) for e in route.candidate_entities if e in entities}
             raise ValidationError(f"per-candidate entities must have one id per candidate each, got counts {counts}; pass equal-length id lists")
     return row_entity, n
+
+
+def _role_ids(route: Route, entities: Mapping[str, Any]) -> list[Any]:
+    """Per role the request's ids the native call reads (``route.role_entities``); ids
+    are already normalized (``request_ids``), so this is one lookup per role."""
+    try:
+        return [None if entity is None else entities[entity] for entity in route.role_entities]
+    except KeyError:  # raises the ValidationError naming the entity
+        return route.compiled.role_ids(entities, route.needed_roles)

@@ -249,6 +249,22 @@ def test_auth_file_mistakes_name_the_entry(tmp_path):
         AuthTable.load(path)
 
 
+def test_new_keys_added_to_an_auth_file_are_all_granted(tmp_path, capsys):
+    path = tmp_path / "keys.yaml"
+    keys = []
+    for caller in ("ranker-a", "ranker-b"):
+        assert auth_module.main(["--caller", caller, "--purpose", "ranking", "--add-to", str(path)]) == 0
+        keys.append(capsys.readouterr().err.split("): ")[1].split()[0])
+    table = AuthTable.load(path)
+    assert [table.authenticate(key).caller for key in keys] == ["ranker-a", "ranker-b"]
+    assert table.authenticate("fck_not_a_key") is None
+    (tmp_path / "other.yaml").write_text("caller: x\n", encoding="utf-8")
+    with pytest.raises(SystemExit):
+        auth_module.main(["--caller", "c", "--purpose", "ranking", "--add-to", str(tmp_path / "other.yaml")])
+    assert "has no `keys:` line" in capsys.readouterr().err
+    assert (tmp_path / "other.yaml").read_text(encoding="utf-8") == "caller: x\n"
+
+
 def test_serve_refuses_to_run_without_keys_or_off_loopback(primary, capsys):
     assert main(["serve", "--store", primary.root]) == 1
     assert "pass --auth FILE" in capsys.readouterr().err

@@ -8,6 +8,21 @@ error bodies), ``auth`` (API keys), ``metrics`` (Prometheus, merged over workers
 ``supervisor`` (the listening socket, N workers, replacement, graceful shutdown).
 """
 
-from .supervisor import ServeOptions, serve
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .supervisor import ServeOptions, serve
 
 __all__ = ["ServeOptions", "serve"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so `python -m featurecore.server.auth` runs its module once (no runpy warning)
+    # and importing the wire format does not load the supervisor.
+    if name in __all__:
+        from . import supervisor
+
+        return getattr(supervisor, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import hmac
+import re
 import secrets
 import sys
 from dataclasses import dataclass
@@ -112,11 +113,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--caller", required=True)
     parser.add_argument("--tenant", default="default")
     parser.add_argument("--purpose", action="append", required=True, help="repeatable; the first is the default")
+    parser.add_argument("--add-to", metavar="FILE", help="append the entry to this --auth file (created if absent) instead of printing it")
     args = parser.parse_args(argv)
     key, entry = new_key_entry(args.caller, args.tenant, args.purpose)
     print(f"# API key (shown once; give it to {args.caller}): {key}", file=sys.stderr)
-    print("# append under `keys:` in the --auth file:", file=sys.stderr)
-    print(entry, end="")
+    if args.add_to is None:
+        print("# append under `keys:` in the --auth file:", file=sys.stderr)
+        print(entry, end="")
+        return 0
+    path = Path(args.add_to)
+    existing = path.read_text(encoding="utf-8") if path.exists() else ""
+    if existing.strip() and not re.search(r"^keys:\s*$", existing, re.MULTILINE):
+        parser.error(f"--add-to {args.add_to!r} has no `keys:` line; give a new file or an --auth file made by this command")
+    with path.open("a", encoding="utf-8") as out:
+        if not existing.strip():
+            out.write("keys:\n")
+        elif not existing.endswith("\n"):
+            out.write("\n")
+        out.write(entry)
+    print(f"# added to {args.add_to} (caller {args.caller}, tenant {args.tenant})", file=sys.stderr)
     return 0
 
 

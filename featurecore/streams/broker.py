@@ -33,14 +33,15 @@ def _free_port() -> int:
 
 
 class LocalNatsServer:
-    """``nats-server -js`` on a free local port with its storage in a temporary directory
-    (removed on ``stop``). Needs the ``nats-server`` binary (Debian: ``apt-get install nats-server``)."""
+    """``nats-server -js`` on a local port (``port``, else a free one) with its storage in a
+    temporary directory (removed on ``stop``). Needs the ``nats-server`` binary (Debian:
+    ``apt-get install nats-server``)."""
 
-    def __init__(self, binary: str = "nats-server"):
+    def __init__(self, binary: str = "nats-server", port: "int | None" = None):
         path = find_nats_server(binary)
         if path is None:
             raise FeatureStoreError(f"{binary!r} is not installed; apt-get install nats-server (or put it on PATH)")
-        self.port = _free_port()
+        self.port = _free_port() if port is None else port
         self.directory = tempfile.mkdtemp(prefix="featurecore-nats-")
         self.process = subprocess.Popen(
             [path, "-js", "-sd", self.directory, "-a", "127.0.0.1", "-p", str(self.port)],

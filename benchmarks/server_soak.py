@@ -23,6 +23,7 @@ import numpy as np
 
 from benchmarks.conftest import T0, build_store
 from benchmarks.server_load import HERE, KEY, _pss_mb, _rss_mb, bodies, start_server, wait_http, w1_data
+from benchmarks.sizes import TINY
 from featurecore.server.auth import hash_key
 from featurecore.server.wire import BINARY
 from featurecore.store import FeatureStore
@@ -34,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=2)
     parser.add_argument("--rows-per-s", type=int, default=1000)
     args = parser.parse_args(argv)
+    if TINY:  # a smoke run (FEATURECORE_BENCH_TINY=1): six seconds, whatever --minutes says
+        args.minutes = min(args.minutes, 0.1)
     work = Path(tempfile.mkdtemp(prefix="featurecore-soak-"))
     try:
         data = w1_data()

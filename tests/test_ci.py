@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,3 +26,18 @@ def test_every_benchmark_file_has_a_smoke_run_in_ci():
         if not (is_pytest or named):
             missing.append(path.name)
     assert missing == [], "add a tiny run of these to .ci/run"
+
+
+def test_every_readme_block_is_run_by_ci():
+    """.ci/run runs the README's first block in the checkout (install + tests) and .ci/readme
+    every other python/bash block; a skipped block would be documentation nothing checks."""
+    spec = importlib.util.spec_from_file_location("readme_ci", ROOT / ".ci" / "readme.py")
+    readme_ci = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = readme_ci  # its dataclasses look their module up there
+    spec.loader.exec_module(readme_ci)
+    listed = readme_ci.blocks((ROOT / "README.md").read_text(encoding="utf-8"))
+    assert "python -m pytest" in listed[0].code and "python3 .ci/readme.py --first README.md" in (ROOT / ".ci" / "run").read_text()
+    skipped = [block.line for block in listed if "skip" in block.directives]
+    assert skipped == [], f"README blocks at lines {skipped} are skipped by .ci/readme"
+    runnable = [block for block in listed[1:] if block.language in ("python", "bash")]
+    assert len(runnable) > 20

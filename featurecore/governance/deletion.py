@@ -46,6 +46,7 @@ import numpy as np
 from .. import _core
 from ..errors import ValidationError
 from ..keys import split_pair_ids
+from ..online import generations
 from ..online.backend import OnlineBackend, WriteBatchSpec, backend_of
 from ..online.batch import check_tenant
 from ..online.tombstones import (
@@ -225,6 +226,7 @@ def _finish_deletion(
             log = OfflineLog.open(store.root, state, ref)
             offline[ref] = log.rewrite(functools.partial(only_this.filter_table, state, ref))
             bar.advance(status="")
+    generations.drop_as_of(store.root)  # load_snapshot's files written before the tombstone may hold its rows
     receipt = DeletionReceipt(
         entity, entity_id, tenant, requested, time.time_ns() // 1000, online, pair_rows, offline, reason
     )

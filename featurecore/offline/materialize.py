@@ -46,11 +46,14 @@ from .. import _core
 from ..errors import ValidationError
 from ..registry.deploy import assert_materializable
 from ..online.batch import GroupSchema, micros_now
+from ..layout import group_cf_name
+from ..online import generations
 from ..online.context import StoreContext
 from ..online.tombstones import Tombstones
 from ..online.backend import OnlineBackend, WriteBatchSpec
 from ..online.writer import Change
 from .log import DEFAULT_CHUNK_ROWS, OfflineLog, Snapshot, Watermark, micros, typed_columns
+from ..registry.model import parse_ref
 from ..registry.schema import schema_for_group
 from .pit import STAMP_COLUMNS, LogHistory, gather_rows
 from ..progress import ProgressBar
@@ -347,11 +350,28 @@ def load_snapshot(
 ) -> _core.ResidentGroup:
     """A ResidentGroup holding each entity's latest row as of ``as_of_us`` straight from
     the context's offline log (for replay and offline evaluation); keys as online.
-    Entities with a tombstone (``context.tombstones()``) are left out."""
+    Entities with a tombstone (``context.tombstones()``) are left out. With a versioned
+    tombstone set (a store's context) the group is kept as an as-of generation file and
+    returned mapped: the same snapshot loaded again, in any process, maps that file
+    instead of reading the log (online/generations.py, ``as_of``)."""
     state, tombstones = context.state, context.tombstones()
     log = OfflineLog.open(context.root, state, group_ref)
     snapshot = log.snapshot()
     native = schema_for_group(state, group_ref)
+    if tombstones.version is None or snapshot.version < 0:
+        return _snapshot_rows(log, snapshot, native, tombstones, state, group_ref, as_of_us, tenants, strict, chunk_rows)
+    key = repr((group_ref, as_of_us, snapshot.version, None if tenants is None else sorted(tenants), strict))
+    return generations.as_of(
+        context.root, group_cf_name(*parse_ref(group_ref)), native, key, tombstones.version,
+        lambda: _snapshot_rows(log, snapshot, native, tombstones, state, group_ref, as_of_us, tenants, strict, chunk_rows),
+    )
+
+
+def _snapshot_rows(
+    log: OfflineLog, snapshot: Snapshot, native: _core.Schema, tombstones: Tombstones, state: "RegistryState", group_ref: str,
+    as_of_us: int, tenants: "list[str] | None", strict: bool, chunk_rows: int,
+) -> _core.ResidentGroup:
+    """``load_snapshot``'s rows, read from the log into a heap group."""
     resident = _core.ResidentGroup(native)
     for tenant in tenants if tenants is not None else log.tenants(snapshot.files):
         latest = latest_rows(log, tenant, as_of_us, snapshot=snapshot, strict=strict, chunk_rows=chunk_rows)

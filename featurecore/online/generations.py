@@ -16,16 +16,27 @@ and the old mapping is freed when the last request using it ends. Every file but
 current and the previous one is then removed: a process still mapping a removed file
 keeps serving it (the kernel frees it on the last unmap), one that read the old
 manifest just before retries.
+
+As-of generations (``as_of``): ``load_snapshot``'s group as of a time, built once from
+the offline table and kept as ``asof/t<tombstone version>-<key hash>.fcgen`` in the
+group's directory; a later call with the same key (group, time, offline table version,
+tombstone version, tenants), in any process, maps that file instead of reading and
+copying the rows again. A file written before the latest deletion may hold the deleted
+entity's rows: it is removed on the next use of the group's as-of files, and every
+as-of file goes when a deletion finishes (``drop_as_of``). ``KEEP_AS_OF`` files are kept
+per group, the oldest go first.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import time
 import uuid
 from dataclasses import asdict, dataclass
+from typing import Callable
 from urllib.parse import quote, unquote
 
 from .. import _core
@@ -39,6 +50,10 @@ MANIFEST = "MANIFEST"
 SUFFIX = ".fcgen"
 #: A temporary file older than this is a crashed publish's leftover and is removed.
 STALE_TEMP_S = 600.0
+#: The subdirectory of a group's directory holding its as-of generations.
+AS_OF = "asof"
+#: As-of generations kept per group.
+KEEP_AS_OF = 4
 
 
 @dataclass(frozen=True)
@@ -100,7 +115,7 @@ def publish(root: str, group_cf: str, group: _core.ResidentGroup, sequence: int)
     previous = _current_file(root, group_cf)
     os.rename(temp_manifest, os.path.join(directory, MANIFEST))
     fsync_directory(directory)
-    _prune(directory, keep={name, previous})
+    _prune(directory, keep=lambda entry: entry.name in (name, previous))
     logger.info("published generation %s of %s (%d rows, sequence %d)", name, group_cf, manifest.rows, sequence)
     return manifest
 
@@ -113,18 +128,23 @@ def _current_file(root: str, group_cf: str) -> "str | None":
     return None if manifest is None else manifest.file
 
 
-def _prune(directory: str, keep: "set[str | None]") -> None:
-    """Remove generation files other than ``keep``, and temporary files left by crashed publishes."""
+def _prune(directory: str, keep: "Callable[[os.DirEntry[str]], bool]") -> None:
+    """Remove the generation files in ``directory`` that ``keep`` refuses, and temporary
+    files left by crashed publishes."""
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return
     now = time.time()
-    for entry in os.scandir(directory):
+    for entry in entries:
         if entry.name.startswith(".tmp-"):
             stale = now - entry.stat().st_mtime > STALE_TEMP_S
         else:
-            stale = entry.name.endswith(SUFFIX) and entry.name not in keep
+            stale = entry.name.endswith(SUFFIX) and not keep(entry)
         if stale:
             try:
                 os.unlink(entry.path)
-            except FileNotFoundError:  # another publisher removed it first
+            except FileNotFoundError:  # another process removed it first
                 pass
 
 
@@ -181,3 +201,45 @@ def verify(root: str, group_cf: str) -> dict:
     if info["changelog_sequence"] != manifest.sequence or info["rows"] != manifest.rows:
         raise GenerationError(f"generation file {path} does not match its manifest; rebuild it with featurecore snapshot build")
     return {"path": path, **info}
+
+
+def as_of(
+    root: str, group_cf: str, schema: _core.Schema, key: str, tombstone_version: int, build: Callable[[], _core.ResidentGroup]
+) -> _core.ResidentGroup:
+    """``group_cf`` as of the snapshot ``key`` names, mapped from its as-of generation:
+    the file is written from ``build()`` (a heap group) the first time, and mapped by
+    every later call with the same key. ``key`` must name everything the rows depend on
+    but deletions, which ``tombstone_version`` covers. A refused file is rebuilt; a
+    file that cannot be written is logged and the heap group returned."""
+    directory = os.path.join(group_dir(root, group_cf), AS_OF)
+    prefix = f"t{int(tombstone_version)}-"
+    name = f"{prefix}{hashlib.sha256(key.encode()).hexdigest()[:32]}{SUFFIX}"
+    path = os.path.join(directory, name)
+    _prune(directory, keep=lambda entry: entry.name.startswith(prefix))
+    try:
+        return _core.ResidentGroup.map_generation(schema, path)
+    except GenerationError as error:
+        if os.path.exists(path):
+            logger.error("%s: as-of generation %s refused (%s); rebuilding it", group_cf, name, error)
+    group = build()
+    try:
+        os.makedirs(directory, exist_ok=True)
+        temp = os.path.join(directory, f".tmp-{uuid.uuid4().hex[:12]}-{name}")
+        group.write_generation(temp, 0)
+        os.rename(temp, path)
+        fsync_directory(directory)
+        mapped = _core.ResidentGroup.map_generation(schema, path)
+    except (OSError, GenerationError) as error:
+        logger.error("%s: could not keep the as-of snapshot as a generation (%s); it is served from this process's memory", group_cf, error)
+        return group
+    kept = sorted((e for e in os.scandir(directory) if e.name.endswith(SUFFIX)), key=lambda e: e.stat().st_mtime, reverse=True)
+    old = {e.name for e in kept[KEEP_AS_OF:]} - {name}
+    _prune(directory, keep=lambda entry: entry.name not in old)
+    return mapped
+
+
+def drop_as_of(root: str) -> None:
+    """Remove every as-of generation of store ``root`` (a deletion finished: they may hold
+    the deleted entity's rows). A process mapping one keeps it until it unmaps it."""
+    for group_cf in list_groups(root):
+        _prune(os.path.join(group_dir(root, group_cf), AS_OF), keep=lambda entry: False)

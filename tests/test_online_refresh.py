@@ -3,10 +3,12 @@ writes, deletes, trimmed-changelog reloads, new column families and registry cha
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
 import pytest
+import rocksdict
 
 from featurecore import _core
 from featurecore.errors import FeatureStoreError
@@ -167,3 +169,22 @@ def test_online_stats_report_resident_groups_and_refresh_health(pair):
     assert stats["resident"]["g/item_stats/v1"]["rows"] == 10
     assert stats["refresh"]["last_error"] is None and stats["refresh"]["since_last_success_s"] < 5
     assert "refresh" not in primary.online_stats()
+
+
+def test_a_flush_by_the_primary_reopens_the_secondary_and_removes_the_old_directory(pair):
+    """The secondary must not keep serving rows it replayed before the primary flushed
+    newer ones (tests/test_multiprocess.py has the cross-process case); the reopen it
+    takes for that leaves one secondary directory behind, not one per flush."""
+    primary, secondary = pair
+    write_ctr(primary, 2.0)
+    secondary.refresh()
+    assert ctr_of(secondary)[0] == [2.0] * 10
+    (first_dir,) = secondary._secondary_dirs
+    for value in (3.0, 4.0):
+        write_ctr(primary, value)
+        for name in rocksdict.Rdict.list_cf(primary.db.path()):
+            primary.db.get_column_family(name).flush()
+        secondary.refresh()
+        assert ctr_of(secondary)[0] == [value] * 10
+    (last_dir,) = secondary._secondary_dirs
+    assert last_dir != first_dir and not os.path.exists(first_dir) and os.path.isdir(last_dir)

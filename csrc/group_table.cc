@@ -15,7 +15,7 @@ constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 GroupTable::GroupTable(std::shared_ptr<const Schema> schema, size_t n_rows, size_t extra_bytes)
     : schema_(std::move(schema)),
       extra_bytes_((extra_bytes + 7) / 8 * 8),
-      record_bytes_((kRecordHeadBytes + extra_bytes_ + 4 * schema_->n_slots() + 7) / 8 * 8) {
+      record_bytes_(record_bytes_of(schema_->n_slots(), extra_bytes_)) {
     resize(n_rows);
 }
 

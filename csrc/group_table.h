@@ -140,6 +140,10 @@ class GroupTable {
     // n_rows rows, all with status kEntityNotFound; extra_bytes (rounded up to a
     // multiple of 8) per record for the owner.
     explicit GroupTable(std::shared_ptr<const Schema> schema, size_t n_rows = 0, size_t extra_bytes = 0);
+    // Bytes per record of a table with n_slots float slots and extra_bytes extra bytes.
+    static size_t record_bytes_of(size_t n_slots, size_t extra_bytes) {
+        return (kRecordHeadBytes + (extra_bytes + 7) / 8 * 8 + 4 * n_slots + 7) / 8 * 8;
+    }
 
     // Builds rows from typed columns (see ColumnsIn); every row is present.
     static GroupTable from_columns(std::shared_ptr<const Schema> schema, const ColumnsIn& in);

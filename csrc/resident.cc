@@ -47,7 +47,7 @@ void reserve_with_slack(std::vector<T>& v, size_t n) {
 
 std::string_view IndexView::key_of(uint32_t row) const {
     const size_t len = rows.tag(row);
-    if (len <= kInlineKey) return {reinterpret_cast<const char*>(rows.extra(row)), len};
+    if (len <= inline_key) return {reinterpret_cast<const char*>(rows.extra(row)), len};
     uint64_t off;
     std::memcpy(&off, rows.extra(row), sizeof off);
     return {arena + off, len};
@@ -97,7 +97,7 @@ void IndexView::find_many(const KeyProbe& keys, const uint8_t* skip, size_t n, i
             if (s.row != 0xFFFFFFFFu) {  // what the compare reads: the head and inline key, or the long key
                 __builtin_prefetch(rows.record(s.row));
                 if (s.key_ref == ~uint64_t{0})
-                    __builtin_prefetch(rows.record(s.row) + kRecordHeadBytes + kInlineKey - 1);
+                    __builtin_prefetch(rows.record(s.row) + kRecordHeadBytes + inline_key - 1);
                 else
                     __builtin_prefetch(arena + s.key_ref);
             }
@@ -109,15 +109,23 @@ void IndexView::find_many(const KeyProbe& keys, const uint8_t* skip, size_t n, i
     }
 }
 
+size_t ResidentGroup::inline_key_bytes(const Schema& schema) {
+    constexpr size_t kLine = 64;
+    const size_t record = GroupTable::record_bytes_of(schema.n_slots(), IndexView::kMinInlineKey);
+    const size_t padded = (record + kLine - 1) / kLine * kLine;
+    const size_t pad = padded - record;  // a multiple of 8, as record is
+    return record > kLine && pad * 6 <= record ? IndexView::kMinInlineKey + pad : IndexView::kMinInlineKey;
+}
+
 ResidentGroup::ResidentGroup(std::shared_ptr<const Schema> schema)
-    : schema_(schema), rows_(schema, 0, kInlineKey), id_(next_group_id()) {
+    : schema_(schema), inline_key_(inline_key_bytes(*schema)), rows_(schema, 0, inline_key_), id_(next_group_id()) {
     index_.assign(16, kFree);
 }
 
 ResidentGroup::ResidentGroup(std::shared_ptr<const Schema> schema, std::shared_ptr<const Generation> base)
     : ResidentGroup(std::move(schema)) {
     const GenerationInfo& g = base->info();
-    if (g.record_bytes != rows_.record_bytes() || g.extra_bytes != kInlineKey ||
+    if (g.record_bytes != rows_.record_bytes() || g.extra_bytes != inline_key_ ||
         g.null_bytes != schema_->bitmap_bytes())
         throw GenerationError("generation file " + base->path() + " is refused: its rows are " +
                               std::to_string(g.record_bytes) + " bytes, this group's are " +
@@ -127,6 +135,7 @@ ResidentGroup::ResidentGroup(std::shared_ptr<const Schema> schema, std::shared_p
     base_.rows = rows_.view();
     base_.rows.records = base->section(kRecords);
     base_.rows.nulls = base->section(kNulls);
+    base_.inline_key = inline_key_;
     base_.arena = reinterpret_cast<const char*>(base->section(kArena));
     gen_ = std::move(base);
 }
@@ -136,6 +145,7 @@ IndexView ResidentGroup::own_view() const {
     v.slots = index_.data();
     v.mask = index_.size() - 1;
     v.rows = rows_.view();
+    v.inline_key = inline_key_;
     v.arena = arena_.data();
     return v;
 }
@@ -162,7 +172,7 @@ std::string_view ResidentGroup::key_of(uint32_t row) const { return own_view().k
 
 void ResidentGroup::set_key(uint32_t row, std::string_view key) {
     rows_.set_tag(row, static_cast<uint16_t>(key.size()));
-    if (key.size() <= kInlineKey) {
+    if (key.size() <= inline_key_) {
         std::memcpy(rows_.extra(row), key.data(), key.size());
         return;
     }
@@ -247,7 +257,7 @@ void ResidentGroup::compact_arena_locked() {
     std::vector<char> fresh;
     fresh.reserve(arena_.size() - arena_garbage_);
     for (uint32_t r = 0; r < rows_.n_rows(); ++r) {
-        if (rows_.tag(r) <= kInlineKey) continue;
+        if (rows_.tag(r) <= inline_key_) continue;
         const std::string_view k = key_of(r);
         set_arena_offset(r, fresh.size());
         fresh.insert(fresh.end(), k.begin(), k.end());
@@ -297,7 +307,7 @@ void ResidentGroup::apply_locked(const std::vector<std::string_view>& keys, cons
     const size_t n_absent = static_cast<size_t>(std::count(found.begin(), found.end(), kEmpty));
     size_t long_bytes = 0;
     for (size_t i = 0; i < n; ++i)
-        if (found[i] == kEmpty && keys[i].size() > kInlineKey) long_bytes += keys[i].size();
+        if (found[i] == kEmpty && keys[i].size() > inline_key_) long_bytes += keys[i].size();
     reserve_index_locked(n0 + n_absent);
     rows_.reserve(n0 + n_absent);
     reserve_with_slack(arena_, arena_.size() + long_bytes);
@@ -337,7 +347,7 @@ void ResidentGroup::apply_locked(const std::vector<std::string_view>& keys, cons
     for (size_t j = 0; j < n_new; ++j) {
         const std::string_view key = keys[src[j]];
         set_key(static_cast<uint32_t>(n0 + j), key);
-        if (key.size() > kInlineKey) index_[slot_of[j]].key_ref = arena_offset(static_cast<uint32_t>(n0 + j));
+        if (key.size() > inline_key_) index_[slot_of[j]].key_ref = arena_offset(static_cast<uint32_t>(n0 + j));
         key_bytes_ += key.size();
     }
 }
@@ -426,7 +436,7 @@ size_t ResidentGroup::remove(const std::vector<std::string_view>& keys) {
                 rows_.resize(r + 1);
                 rows_.set_missing(r, kTombstone);
                 set_key(r, keys[i]);
-                insert_index_locked(hashes[i], r, keys[i].size() > kInlineKey ? arena_offset(r) : kInlineRef);
+                insert_index_locked(hashes[i], r, keys[i].size() > inline_key_ ? arena_offset(r) : kInlineRef);
                 key_bytes_ += keys[i].size();
             }
             ++removed;
@@ -436,7 +446,7 @@ size_t ResidentGroup::remove(const std::vector<std::string_view>& keys) {
         const uint32_t r = index_[pos].row;
         erase_slot_locked(pos);
         key_bytes_ -= keys[i].size();
-        if (keys[i].size() > kInlineKey) arena_garbage_ += keys[i].size();
+        if (keys[i].size() > inline_key_) arena_garbage_ += keys[i].size();
         const uint32_t last = static_cast<uint32_t>(rows_.n_rows() - 1);
         if (r != last) {
             // Point the last row's index slot at r, then move its record there.
@@ -472,7 +482,7 @@ GroupTable ResidentGroup::get(const std::vector<std::string_view>& keys) const {
 void ResidentGroup::clear() {
     std::unique_lock<std::shared_mutex> lock(mu_);
     ++changes_;
-    rows_ = GroupTable(schema_, 0, kInlineKey);
+    rows_ = GroupTable(schema_, 0, inline_key_);
     std::vector<char>().swap(arena_);
     arena_garbage_ = key_bytes_ = 0;
     index_.assign(16, kFree);
@@ -599,7 +609,7 @@ void ResidentGroup::write_generation(const std::string& path, uint64_t sequence)
     info.changelog_sequence = sequence;
     info.n_rows = rows_.n_rows();
     info.record_bytes = rows_.record_bytes();
-    info.extra_bytes = kInlineKey;
+    info.extra_bytes = inline_key_;
     info.null_bytes = schema_->bitmap_bytes();
     info.index_slots = index_.size();
     info.arena_bytes = arena_.size();

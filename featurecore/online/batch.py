@@ -24,6 +24,7 @@ from ..layout import group_cf_name
 from ..timestamps import DEFAULT_BOUNDS, TimestampBounds
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_INT64 = np.dtype(np.int64)
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 #: The feature matrix is float32: it holds every integer within +-2**24 exactly, and only
 #: some beyond (16777217 would be served as 16777216), so int64 features stay within it.
@@ -375,7 +376,10 @@ def request_ids(ids: Any, entity: str) -> "list[str] | np.ndarray":
     unless it is a strided view), one id as a list of one. Errors name
     ``entities[entity]``.
     """
-    if type(ids) is int:  # one per-request id (checked first: the cheapest test)
+    kind = type(ids)  # exact types first: the common forms cost one test each
+    if kind is np.ndarray and ids.dtype is _INT64 and ids.ndim == 1:
+        return np.ascontiguousarray(ids)
+    if kind is int:  # one per-request id
         return np.array([ids], dtype=np.int64) if _INT64_MIN <= ids <= _INT64_MAX else [str(ids)]
     if isinstance(ids, list):
         if not ids or type(ids[0]) is str:

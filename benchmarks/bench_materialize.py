@@ -22,13 +22,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from featurecore.online.backend import RocksDBBackend
+from featurecore.online.backend_rocksdb import RocksDBBackend
 from featurecore.online.context import StoreContext
 from featurecore import _core
 from featurecore.offline.log import OfflineLog
 from featurecore.offline.materialize import encode, latest_rows, load_snapshot, materialize_bulk
 from featurecore.online.batch import GroupSchema
-from featurecore.layout import column_family, open_database
+from featurecore.storage.rocksdb import column_family, open_database
 from featurecore.online.snapshots import Snapshots
 from featurecore.online.writer import Change, OnlineWriter
 from featurecore.reasons import MISSING_REASONS
@@ -120,7 +120,8 @@ def test_write_batch_baseline(benchmark, store, encoded):
         dbs.append(db)
         lock = threading.RLock()
         column_family(db, cf_name)
-        OnlineWriter(db, Snapshots(lambda: db, lock), lock).commit([Change(cf_name, keys, rows)])
+        backend = RocksDBBackend(db)
+        OnlineWriter(backend, Snapshots(lambda: backend, lock), lock).commit([Change(cf_name, keys, rows)])
 
     benchmark.pedantic(run, setup=fresh_db, rounds=ROUNDS, iterations=1)
     for db in dbs:
@@ -145,7 +146,8 @@ def test_snapshot_baseline_from_rocksdb(benchmark, store):
     schema = GroupSchema.from_state(state, GROUP)
 
     def load():
-        return Snapshots(lambda: db, threading.RLock()).load(schema)
+        backend = RocksDBBackend(db)
+        return Snapshots(lambda: backend, threading.RLock()).load(schema)
 
     group = benchmark.pedantic(load, rounds=SNAPSHOT_ROUNDS, warmup_rounds=1, iterations=1)
     assert len(group) == N_ROWS

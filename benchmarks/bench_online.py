@@ -135,7 +135,7 @@ def featurecore_fn(store, data: W1Data, n: int, ids: str):
 def bare_multiget_fn(store, data: W1Data, n: int):
     """rocksdict multi-get of every group's keys (precomputed), nothing decoded."""
     requests = data.requests[n]
-    cfs = {g: store._db.get_column_family(f"g/{g}/v1") for g in GROUPS}
+    cfs = {g: store.db.get_column_family(f"g/{g}/v1") for g in GROUPS}
     ids = {"item": requests.item_ids, "creator": requests.creator_ids, "user": [np.array([u]) for u in requests.user_ids]}
     keys = {g: [entity_keys(g, ids[GROUPS[g][0]][r]) for r in range(POOL)] for g in GROUPS}
 

@@ -87,7 +87,7 @@ def build(root: str) -> str:
             values = rng.random((stop - start, DIM), dtype=np.float32)
             store.write_online("items:v1", {f"f{j}": values[:, j] for j in range(DIM)},
                                entity_ids=np.arange(start, stop), feature_timestamp=EVAL_US - 3_600_000_000)
-        store._db.flush()  # to SST files: a secondary otherwise replays the whole WAL when it opens
+        store.db.flush()  # to SST files: a secondary otherwise replays the whole WAL when it opens
         manifest = store.build_generations("items:v1")[0]
         return manifest.path(root)
 
@@ -165,7 +165,7 @@ def writer(root: str) -> None:
             time.sleep(max(0.0, 0.1 - (time.time() - now)))
         # Leave the store as build() did (the next run's workers replay nothing at open).
         store.build_generations("items:v1")
-        store._db.flush()
+        store.db.flush()
     print(json.dumps({"written": written, "writing_s": writing_s}), flush=True)
 
 

@@ -23,7 +23,7 @@ import pytest
 import rocksdict
 
 from featurecore import _core
-from featurecore.layout import raw_options
+from featurecore.storage.rocksdb import raw_options
 from featurecore.reasons import MISSING_REASONS
 from featurecore.registry import DefaultAction, DefaultPolicy, Feature, FeatureGroup, FeatureSet
 from featurecore.store import FeatureStore
@@ -154,7 +154,7 @@ def build_store(root: str, mode: str, data: W1Data) -> None:
                 stop = min(n, start + 25_000)
                 columns = {f"{name}_{j}": values[start:stop, j] for j in range(k)}
                 store.write_online(f"{name}:v1", columns, entity_ids=np.arange(start, stop), feature_timestamp=T0)
-        store._db.flush()
+        store.db.flush()
 
 
 @pytest.fixture(scope="session")
@@ -179,7 +179,7 @@ def w1_direct(w1_roots):
     featurecore and bare multi-get runs both read from a warm cache."""
     with FeatureStore.open(w1_roots["direct"]) as store:
         for name in GROUPS:
-            cf = store._db.get_column_family(f"g/{name}/v1")
+            cf = store.db.get_column_family(f"g/{name}/v1")
             for _ in cf.values():
                 pass
             del cf

@@ -19,10 +19,10 @@ Any denial is recorded with ``policy.denied(request, error)`` in ``policy.audit`
 (``AccessAudit``: counters plus a bounded log, logger ``featurecore.access``).
 
 ``ConsentRegistry``: per-user revoked privacy classes, persisted in ``meta`` under
-``b"consent/" + encode_key(tenant, "user", user_id)``, checked in O(1) per request. Every
-``ConsentRegistry`` opened on the same database (``ConsentRegistry(store)``,
-``ConsentRegistry(store.db)``, ``store.access_policy.consent``) shares one in-memory
-state, so a change made through any of them is served on the next request in this
+``b"consent/" + encode_key(tenant, "user", user_id)`` (a ``RecordStore``,
+storage/records.py), checked in O(1) per request. Every ``ConsentRegistry`` opened on the
+same record store (``ConsentRegistry(store)``, ``ConsentRegistry(store.backend)``,
+``store.access_policy.consent``) shares one in-memory state, so a change made through any of them is served on the next request in this
 process; other processes pick it up on ``reload()`` (secondaries do on every refresh).
 """
 
@@ -39,11 +39,11 @@ from typing import Any, Iterable, Mapping, cast
 
 import msgpack
 import numpy as np
-import rocksdict
 
 from . import _core
 from .errors import AccessDeniedError, FeatureStoreError, NotFoundError, ValidationError
-from .layout import META_CF, column_family
+from .layout import META_CF
+from .storage.records import RecordStore, records_of
 from .registry.model import PERSONAL_PRIVACY_CLASSES, PRIVACY_CLASSES, RegistryState
 
 CONSENT_PREFIX = b"consent/"
@@ -154,26 +154,26 @@ def _user_key(tenant: str, user_id: str | int) -> bytes:
 
 
 class _ConsentState:
-    """The revocations of one database, shared by every ConsentRegistry opened on it."""
+    """The revocations of one record store, shared by every ConsentRegistry opened on it."""
 
-    def __init__(self, db: Any):
-        self.db = db
+    def __init__(self, records: RecordStore):
+        self.records = records
         self.lock = threading.Lock()
         self.revoked: dict[tuple[str, str], frozenset[str]] = {}
         self.version: int | None = None
 
 
-#: id(Rdict) -> its shared state (which holds the Rdict, so the id stays unique while the
-#: entry lives; the entry goes with the last ConsentRegistry of that database).
+#: id(record store) -> its shared state (which holds the store, so the id stays unique
+#: while the entry lives; the entry goes with the last ConsentRegistry of that store).
 _SHARED: "weakref.WeakValueDictionary[int, _ConsentState]" = weakref.WeakValueDictionary()
 _SHARED_LOCK = threading.Lock()
 
 
-def _shared_state(db: Any) -> _ConsentState:
+def _shared_state(records: RecordStore) -> _ConsentState:
     with _SHARED_LOCK:
-        state = _SHARED.get(id(db))
-        if state is None or state.db is not db:
-            state = _SHARED[id(db)] = _ConsentState(db)
+        state = _SHARED.get(id(records))
+        if state is None or state.records is not records:
+            state = _SHARED[id(records)] = _ConsentState(records)
         return state
 
 
@@ -187,19 +187,17 @@ class ConsentRegistry:
     dict lookups.
 
     Args:
-        db: a FeatureStore (``.db``) or its online Rdict.
+        db: a FeatureStore (its ``backend``) or a record store.
     """
 
     def __init__(self, db: Any):
-        self._shared = _shared_state(getattr(db, "db", db))
-        self._db = self._shared.db
+        self._shared = _shared_state(records_of(db))
+        self._records = self._shared.records
         if self._shared.version is None:
             self.reload()
 
     def _stored_version(self) -> int:
-        meta = column_family(self._db, META_CF, create=False)
-        raw = meta.get(CONSENT_VERSION_KEY)
-        del meta
+        raw = self._records.read_record(META_CF, CONSENT_VERSION_KEY)
         return 0 if raw is None else struct.unpack(">Q", raw)[0]
 
     def reload(self) -> None:
@@ -210,31 +208,23 @@ class ConsentRegistry:
             if version == shared.version:
                 return
             revoked = {}
-            meta = column_family(self._db, META_CF, create=False)
-            for key, value in meta.items(from_key=CONSENT_PREFIX):
-                if not cast(bytes, key).startswith(CONSENT_PREFIX):
-                    break
+            for _, value in self._records.scan_records(META_CF, CONSENT_PREFIX):
                 data = msgpack.unpackb(value, raw=False)
                 revoked[data["tenant"], data["user_id"]] = frozenset(data["classes"])
-            del meta
             shared.revoked, shared.version = revoked, version
 
     def _write(self, tenant: str, user_id: str, classes: frozenset[str]) -> None:
-        """Store the user's revocations and bump the version in one WriteBatch (under the
+        """Store the user's revocations and bump the version in one atomic write (under the
         shared lock), then publish them in memory."""
-        handle = self._db.get_column_family_handle(META_CF)
-        batch = rocksdict.WriteBatch(raw_mode=True)
         key = _user_key(tenant, user_id)
+        version = self._stored_version() + 1
+        puts = [(CONSENT_VERSION_KEY, struct.pack(">Q", version))]
         if classes:
             record = {"tenant": tenant, "user_id": user_id, "classes": sorted(classes), "updated_at_us": time.time_ns() // 1000}
-            batch.put(key, msgpack.packb(record), handle)
-        else:
-            batch.delete(key, handle)
-        version = self._stored_version() + 1
-        batch.put(CONSENT_VERSION_KEY, struct.pack(">Q", version), handle)
+            puts.append((key, msgpack.packb(record)))
         try:
-            self._db.write(batch)
-        except Exception as exc:  # rocksdict raises bare Exception (read-only or secondary instance)
+            self._records.write_records(META_CF, puts, deletes=() if classes else (key,))
+        except FeatureStoreError as exc:
             raise FeatureStoreError(f"cannot change consent of user {user_id!r}: {exc}; change it through the primary") from exc
         revoked = dict(self._shared.revoked)  # copy-on-write: readers hold no lock
         if classes:

@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .config import load_config
 from .errors import FeatureStoreError, RegistryError
@@ -26,6 +26,9 @@ from .registry.catalog import LIST_COLUMNS, list_definitions
 from .registry.registry import prune_plan
 from .registry.render import render_mapping, render_table
 from .store import FeatureStore
+
+if TYPE_CHECKING:
+    from .online.context import StoreContext
 
 DEFAULT_STORE = "./featurecore-store"
 #: Commands whose --tenant defaults to the config file's tenant.
@@ -154,7 +157,7 @@ def _validate(args: argparse.Namespace) -> int:
     with Registry.open(args.store, read_only=True) as registry:
         freshness = _freshness(args.freshness)
         if args.measured:  # seconds since each group's newest written batch, given flags win
-            freshness = {**ages_from_lineage(registry.db, registry.state.feature_groups), **(freshness or {})}
+            freshness = {**ages_from_lineage(registry.records, registry.state.feature_groups), **(freshness or {})}
         report = registry.validate_model(args.model, freshness, tenants=tuple(args.tenant or ("default",)))
     unchecked = (
         "freshness not checked: no ages given; pass --measured (age since each group's newest written batch) "
@@ -455,14 +458,14 @@ def _stream_report(store: str) -> str:
     """The stream consumers' positions and last reported metrics ("" when there are none)."""
     if not os.path.exists(os.path.join(online_path(store), "CURRENT")):
         return ""
-    from .layout import open_database
+    from .online.backend_rocksdb import RocksDBBackend
     from .streams import read_positions
 
-    db = open_database(store, read_only=True)  # works beside a running `featurecore ingest`
+    backend = RocksDBBackend.open(store, read_only=True)  # works beside a running `featurecore ingest`
     try:
-        positions = read_positions(db)
+        positions = read_positions(backend)
     finally:
-        db.close()
+        backend.close()
     if not positions:
         return ""
     rows = [
@@ -627,10 +630,17 @@ def _registry_state(store: str) -> RegistryState:
         return registry.state
 
 
+def _offline_context(store: str) -> "StoreContext":
+    """The store's offline tables and registry state (no online store is opened)."""
+    from .online.context import StoreContext
+
+    return StoreContext(store, _registry_state(store))
+
+
 def _vacuum(args: argparse.Namespace) -> int:
     from .offline.maintenance import vacuum_store  # the offline stack loads only for offline verbs
 
-    for ref, removed in vacuum_store(args.store, _registry_state(args.store), args.group, args.retain_hours).items():
+    for ref, removed in vacuum_store(_offline_context(args.store), args.group, args.retain_hours).items():
         print(f"{ref}: deleted {len(removed)} files")
     return 0
 
@@ -638,7 +648,7 @@ def _vacuum(args: argparse.Namespace) -> int:
 def _optimize(args: argparse.Namespace) -> int:
     from .offline.maintenance import optimize_store
 
-    for ref, summary in optimize_store(args.store, _registry_state(args.store), args.group).items():
+    for ref, summary in optimize_store(_offline_context(args.store), args.group).items():
         print(f"{ref}: compacted {summary['files_removed']} files into {summary['files_added']} ({summary['partitions']} dates)")
     return 0
 
@@ -647,7 +657,7 @@ def _migrate_offline(args: argparse.Namespace) -> int:
     from .offline.maintenance import migrate_offline
 
     with FeatureStore.open(args.store, preload=False) as store:
-        done = migrate_offline(store.root, store.state, store.db)
+        done = migrate_offline(store.context())
     for summary in done:
         print(summary)
     if not done:

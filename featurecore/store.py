@@ -22,19 +22,18 @@ import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Mapping, Sequence, cast
 
-import rocksdict
-
 from . import _core
 from .errors import FeatureStoreError, NotFoundError, ValidationError
 from .access import AccessPolicy, ConsentRegistry
 from .governance.deletion import pending_deletions, resume_deletions
 from .online import generations
-from .online.backend import OnlineBackend, RocksDBBackend
+from .online.backend import OnlineBackend
+from .online.backend_rocksdb import RocksDBBackend
 from .online.context import StoreContext
 from .online.tombstones import Tombstones, tombstone_version
 from .online.batch import GroupSchema, check_tenant, micros_now, normalize_ids, to_micros, validate_batch
 from .online.direct import DirectReader
-from .layout import column_family, online_path, open_database
+from .storage import rocksdb
 from .online.refresh import DEFAULT_REFRESH_INTERVAL_S, Refresher
 from .online.snapshots import LoadStats, Snapshots
 from .online.writer import DEFAULT_CHANGELOG_RETENTION, Committed, OnlineWriter
@@ -112,7 +111,7 @@ class FeatureStore:
         self.timestamp_bounds = timestamp_bounds or DEFAULT_BOUNDS
         self._lock = threading.RLock()
         self._secondary_dirs: list[str] = []
-        if mode != "primary" and not os.path.exists(os.path.join(online_path(self.root), "CURRENT")):
+        if mode != "primary" and not rocksdb.exists(self.root):
             raise NotFoundError(f"store {self.root!r} does not exist; open it once with mode='primary' (or apply definitions) first")
         if isinstance(refresh_interval_s, bool) or not isinstance(refresh_interval_s, (int, float)) or not refresh_interval_s > 0:
             raise ValidationError(f"refresh_interval_s must be a positive number of seconds, got {refresh_interval_s!r}")
@@ -124,18 +123,15 @@ class FeatureStore:
         self._adhoc = AdhocFeatureSets()
         #: Defaults from the configuration file (``FeatureStore.open``), or the built-in ones.
         self.config = StoreConfig()
-        self._db = self._open_db()
-        #: The online storage seam over ``_db`` (replaced with it when a secondary reopens).
-        self._backend = RocksDBBackend(self._db)
-        self.snapshots = Snapshots(
-            lambda: self._db, self._lock, create_cfs=mode == "primary", root=self.root, publish=mode == "primary"
-        )
+        #: The online storage seam (replaced when a secondary reopens); the registry, lineage
+        #: and consent keep their records in it too.
+        self._backend = self._open_backend()
+        self.snapshots = Snapshots(lambda: self._backend, self._lock, root=self.root, publish=mode == "primary")
         self.direct = DirectReader(lambda: self._backend)
         try:
-            self._cf_names = set(rocksdict.Rdict.list_cf(online_path(self.root)))
-            self.registry = Registry(self._db)
+            self.registry = Registry(self._backend)
             #: Purpose rules, privacy mode, tenant rules, user consent and the denial audit.
-            self.access_policy = AccessPolicy(ConsentRegistry(self._db))
+            self.access_policy = AccessPolicy(ConsentRegistry(self._backend))
             self._engine = ServingEngine(
                 state=lambda: self.registry.state,
                 policy=self.access_policy,
@@ -147,7 +143,6 @@ class FeatureStore:
                 self._writer = OnlineWriter(self._backend, self.snapshots, self._lock, changelog_retention=changelog_retention)
                 self._finish_interrupted_deletions()
             elif mode == "secondary":
-                self._tables = self._table_files()
                 self._refresher = Refresher(
                     lambda: self._backend, self.snapshots, self._lock, interval_s=refresh_interval_s, on_catch_up=self._after_catch_up,
                 )
@@ -215,13 +210,13 @@ class FeatureStore:
                 type(error).__name__, error,
             )
 
-    def _open_db(self) -> rocksdict.Rdict:
+    def _open_backend(self) -> RocksDBBackend:
         try:
             if self.mode == "secondary":
                 self._secondary_dirs.append(tempfile.mkdtemp(prefix="featurecore-secondary-"))
-                return open_database(self.root, secondary_path=self._secondary_dirs[-1])
-            return open_database(self.root, read_only=self.mode == "read_only")
-        except Exception as error:  # rocksdict raises bare Exception for every RocksDB status
+                return RocksDBBackend.open(self.root, secondary_path=self._secondary_dirs[-1])
+            return RocksDBBackend.open(self.root, read_only=self.mode == "read_only")
+        except Exception as error:  # RocksDB raises a bare Exception for every status
             raise FeatureStoreError(
                 f"cannot open store {self.root!r} as {self.mode}: {error}; only one process may open it as primary, "
                 "open the others with mode='secondary'"
@@ -241,10 +236,7 @@ class FeatureStore:
         families of new groups, so secondaries that open later see them."""
         self._require_primary("apply definitions")
         plan = self.registry.apply(definitions)
-        existing = set(rocksdict.Rdict.list_cf(online_path(self.root)))
-        for group in self.state.feature_groups.values():
-            if self.group_schema(group.ref).cf_name not in existing:
-                column_family(self._db, self.group_schema(group.ref).cf_name)
+        self._backend.create_groups([self.group_schema(group.ref).cf_name for group in self.state.feature_groups.values()])
         return plan
 
     def group_schema(self, group_ref: str) -> GroupSchema:
@@ -273,16 +265,18 @@ class FeatureStore:
     # -- writing ----------------------------------------------------------------------------
 
     @property
-    def db(self) -> rocksdict.Rdict:
-        """The online RocksDB (materialization and governance write through it; drop
-        every column-family handle taken from it before ``close``)."""
+    def db(self) -> Any:
+        """The RocksDB database under ``backend`` (tests and tools that inspect or damage
+        stored bytes; featurecore itself goes through ``backend``). Drop every
+        column-family handle taken from it before ``close``."""
         if self._closed:
             self._raise_closed()
-        return self._db
+        return self._backend.db
 
     @property
     def backend(self) -> OnlineBackend:
-        """The online storage seam (``online.backend.OnlineBackend``) over ``db``."""
+        """The online storage seam (``online.backend.OnlineBackend``): every read and
+        write of the store's key spaces and records goes through it."""
         if self._closed:
             self._raise_closed()
         return self._backend
@@ -364,7 +358,7 @@ class FeatureStore:
             return
         sources = self.state.source_tables_of_group(group_ref)
         record_lineage(
-            self._db,
+            self._backend,
             BatchLineage.now(group_ref, code_version=code_version, pipeline_run_id=cast(str, pipeline_run_id), source_tables=sources, rows=rows),
         )
 
@@ -898,28 +892,16 @@ class FeatureStore:
             raise FeatureStoreError(f"refresh() needs a store opened with mode='secondary', this one is {self.mode}")
         return self._refresher.refresh()
 
-    def _table_files(self) -> frozenset[str]:
-        return frozenset(table["name"] for table in self._db.live_files())
-
     def _after_catch_up(self) -> None:
         """Follow registry and consent changes; reopen the secondary instead when the
-        primary created column families after it opened (a secondary cannot see new ones
-        otherwise), or when this catch-up brought table files the secondary did not have.
-
-        New table files mean the primary flushed a memtable (every few MB of writes, and
-        when it closes), compacted, or ingested a group replacement. A RocksDB secondary
-        keeps the rows it replayed from the primary's WAL in its memtable, and those rows
-        win every point read over the newer rows of the same keys now in the table file,
-        indefinitely (facebook/rocksdb#15051): without the reopen, a secondary served the
-        write before the primary's last one for as long as it ran. A new secondary reads
-        the table files plus the WAL not yet flushed, so it is current; reopening here,
-        before the pass reads any changed row, keeps the refresh from applying old rows
-        (tests/test_multiprocess.py)."""
-        tables = self._table_files()
-        if not tables <= self._tables or not set(rocksdict.Rdict.list_cf(online_path(self.root))) <= self._cf_names:
+        backend says this follower cannot serve current rows (``needs_new_follower``:
+        RocksDB, a column family created after it opened, or table files this catch-up
+        brought, whose rows the old instance's replayed WAL would shadow,
+        facebook/rocksdb#15051; tests/test_multiprocess.py). It runs right after each
+        catch-up, before the pass reads any changed row."""
+        if self._backend.needs_new_follower():
             self._reopen()
         else:
-            self._tables = tables  # compactions also remove files
             self.registry.reload()
             self.access_policy.consent.reload() if self.access_policy.consent is not None else None
 
@@ -928,15 +910,12 @@ class FeatureStore:
         consent over it (see ``_after_catch_up`` for when). The old instance is not
         closed: requests in flight may still read from it; it is released with its last
         reference. Its directory (it holds only its info log) is removed now."""
-        self._cf_names = set(rocksdict.Rdict.list_cf(online_path(self.root)))
-        self._db = self._open_db()
-        self._tables = self._table_files()
+        self._backend = self._open_backend()
         for path in self._secondary_dirs[:-1]:
             shutil.rmtree(path, ignore_errors=True)
         del self._secondary_dirs[:-1]
-        self._backend = RocksDBBackend(self._db)
-        self.registry = Registry(self._db)
-        self.access_policy.consent = ConsentRegistry(self._db)
+        self.registry = Registry(self._backend)
+        self.access_policy.consent = ConsentRegistry(self._backend)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -951,8 +930,7 @@ class FeatureStore:
             self._refresher = None
         self.snapshots.close()
         self._writer = None
-        self._backend.close()  # the writer's, direct reads' and refresh's handles
-        self._db.close()
+        self._backend.close()  # every handle, then the database
         for path in self._secondary_dirs:
             shutil.rmtree(path, ignore_errors=True)
 

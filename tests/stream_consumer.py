@@ -22,7 +22,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from stream_helpers import CF, GROUP, definitions  # noqa: E402
 
-from featurecore.layout import META_CF, column_family, open_database  # noqa: E402
+from featurecore.layout import META_CF  # noqa: E402
+from featurecore.storage.rocksdb import column_family, open_database  # noqa: E402
 from featurecore.store import FeatureStore  # noqa: E402
 from featurecore.streams import NatsSource  # noqa: E402
 from featurecore.streams.ingest import position_key  # noqa: E402

@@ -16,12 +16,12 @@ import pandas as pd
 import pytest
 from test_offline_helpers import HOUR_US, T0, T0_US, make_state
 
-from featurecore.online.backend import RocksDBBackend
+from featurecore.online.backend_rocksdb import RocksDBBackend
 from featurecore.online.context import StoreContext
 from featurecore import _core
 from featurecore.offline.log import OfflineLog
 from featurecore.offline.materialize import materialize_bulk
-from featurecore.layout import column_family, open_database
+from featurecore.storage.rocksdb import column_family, open_database
 from featurecore.registry.schema import schema_for_group
 
 N_ENTITIES = 3000

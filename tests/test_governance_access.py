@@ -183,7 +183,7 @@ def test_consent_revoked_as_the_readme_shows_reaches_the_primarys_next_request(p
     ConsentRegistry(store).revoke_consent("default", "u2")
     assert (columns_of(store.get_features(request(user="u2")), USER_SIDE) == Reason.privacy_disabled).all()
     assert store.access_policy.consent.revoked("default", "u2") == {"behavioral", "personal_data", "sensitive_inferred"}
-    ConsentRegistry(store.db).restore_consent("default", "u2")
+    ConsentRegistry(store.backend).restore_consent("default", "u2")
     assert (columns_of(store.get_features(request(user="u2")), ("user_embedding:v1",)) == Reason.present).all()
 
 
@@ -193,7 +193,7 @@ def test_consent_checks_are_o1_lookups_and_persist(store_dir, example_repo):
     consent = ConsentRegistry(store)
     guard = AccessPolicy(consent=consent)
     home = compile_feature_set(store.state, HOME)
-    same_db = ConsentRegistry(store.db)
+    same_db = ConsentRegistry(store.backend)
     assert consent.revoke_consent("default", "u1", ("behavioral",)) == {"behavioral"}
     assert not consent.allows("default", "u1", "behavioral") and consent.allows("default", "u1", "personal_data")
     assert consent.allows("default", "u2", "behavioral") and consent.allows("shop_b", "u1", "behavioral")

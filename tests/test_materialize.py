@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from test_offline_helpers import DAY_US, HOUR_US, T0_US, make_state
 
-from featurecore.online.backend import RocksDBBackend
+from featurecore.online.backend_rocksdb import RocksDBBackend
 from featurecore.online.context import StoreContext
 from featurecore import _core
 from featurecore.errors import RegistryError, ValidationError
@@ -22,7 +22,8 @@ from featurecore.offline.materialize import (
 )
 from featurecore.online import changelog
 from featurecore.online.batch import GroupSchema, validate_batch
-from featurecore.layout import CHANGELOG_CF, column_family, open_database
+from featurecore.layout import CHANGELOG_CF
+from featurecore.storage.rocksdb import column_family, open_database
 from featurecore.online.snapshots import Snapshots
 from featurecore.online.writer import OnlineWriter
 from featurecore.registry.schema import schema_for_group
@@ -73,7 +74,7 @@ def test_bulk_materializes_the_latest_row_as_of_a_time(env):
     writer, _ = make_writer(db)
     summary = materialize_bulk(StoreContext(root, state, RocksDBBackend(db), writer), GROUP, T0_US + DAY_US)
     # one changelog entry that tells every reader to reload the whole group
-    (entry,) = changelog.read_after(column_family(db, CHANGELOG_CF), 0)
+    (entry,) = RocksDBBackend(db).changelog_after(0)
     assert (entry.group_cf, entry.keys) == (CF, None)
     assert (summary.scanned, summary.rows, summary.deleted, summary.mode) == (5, 3, 0, "bulk")
     assert summary.watermark == Watermark(3, T0_US + DAY_US) == read_watermark(RocksDBBackend(db), CF)
@@ -98,8 +99,9 @@ def test_bulk_replaces_the_whole_generation(env):
 
 def make_writer(db):
     lock = threading.RLock()
-    snapshots = Snapshots(lambda: db, lock)
-    return OnlineWriter(db, snapshots, lock), snapshots
+    backend = RocksDBBackend(db)
+    snapshots = Snapshots(lambda: backend, lock)
+    return OnlineWriter(backend, snapshots, lock), snapshots
 
 
 def test_incremental_writes_only_rows_past_the_watermark(env):
@@ -113,7 +115,7 @@ def test_incremental_writes_only_rows_past_the_watermark(env):
     assert (summary.scanned, summary.rows, summary.mode) == (2, 2, "incremental")
     assert read_watermark(RocksDBBackend(db), CF) == Watermark(2, T0_US + 3 * HOUR_US)
     np.testing.assert_allclose(online_ctr(db, state, "default", [1, 2, 3])[0], np.float32([0.1, 2.2, 2.3]))
-    entries = changelog.read_after(column_family(db, CHANGELOG_CF), before)
+    entries = RocksDBBackend(db).changelog_after(before)
     assert [(e.group_cf, len(e.keys)) for e in entries] == [(CF, 2)]
     # Nothing new: nothing written.
     assert materialize_incremental(StoreContext(root, state, RocksDBBackend(db), writer), GROUP, T0_US + 4 * HOUR_US).rows == 0

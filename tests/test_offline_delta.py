@@ -13,7 +13,7 @@ import pytest
 from featurecore import _core
 from featurecore.errors import FeatureStoreError, ValidationError
 from featurecore.offline.log import OfflineLog, OfflineMetadataError
-from featurecore.layout import column_family
+from featurecore.storage.rocksdb import column_family
 from featurecore.reasons import Reason
 
 from conftest import events_at

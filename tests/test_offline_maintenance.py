@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from featurecore import FeatureStore, cli
-from featurecore.layout import META_CF, column_family
+from featurecore.layout import META_CF
+from featurecore.storage.rocksdb import column_family
 from featurecore.offline.log import OfflineLog, OfflineMetadataError
 from featurecore.offline.materialize import watermark_key
 from featurecore.offline.pit import point_in_time_join

@@ -140,13 +140,12 @@ def test_optimize_vacuum_and_deletion_rewrite_the_bucket(s3_store, bucket):
     for i, value in enumerate([0.1, 0.2, 0.3]):
         s3_store.write(GROUP, behavior([value, value]), entity_ids=["i1", "i2"], feature_timestamp=T0 + i)
     before = s3_store.training_set(EVENTS, FEATURE_SET)
-    root, state = str(s3_store.root), s3_store.state
-    assert optimize_store(root, state, GROUP)[GROUP]
+    assert optimize_store(s3_store.context(), GROUP)[GROUP]
     compacted = s3_store.training_set(EVENTS, FEATURE_SET)
     np.testing.assert_array_equal(compacted.values, before.values)
     data = [k for k in _keys(bucket) if k.endswith(".parquet")]
     assert len(data) == 4  # 3 appended + 1 compacted, until vacuum
-    removed = vacuum_store(root, state, GROUP, retention_hours=0)[GROUP]
+    removed = vacuum_store(s3_store.context(), GROUP, retention_hours=0)[GROUP]
     assert len(removed) == 3
     assert len([k for k in _keys(bucket) if k.endswith(".parquet")]) == 1
     np.testing.assert_array_equal(s3_store.training_set(EVENTS, FEATURE_SET).values, before.values)

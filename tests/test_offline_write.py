@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from test_offline_helpers import HOUR_US, T0_US, make_state
 
-from featurecore.online.backend import RocksDBBackend
+from featurecore.online.backend_rocksdb import RocksDBBackend
 from featurecore.online.context import StoreContext
 from featurecore import _core
 from featurecore.errors import FeatureStoreError, ValidationError
@@ -15,7 +15,7 @@ from featurecore.offline.log import OfflineLog
 from featurecore.offline.materialize import materialize_incremental
 from featurecore.online.tombstones import Tombstones
 from featurecore.offline.write import write_batch
-from featurecore.layout import column_family, open_database
+from featurecore.storage.rocksdb import column_family, open_database
 from featurecore.online.snapshots import Snapshots
 from featurecore.online.writer import OnlineWriter
 from featurecore.registry.schema import schema_for_group
@@ -40,7 +40,8 @@ def env(tmp_path):
     root = str(tmp_path)
     db = open_database(root)
     lock = threading.RLock()
-    writer = OnlineWriter(db, Snapshots(lambda: db, lock), lock)
+    backend = RocksDBBackend(db)
+    writer = OnlineWriter(backend, Snapshots(lambda: backend, lock), lock)
     yield root, make_state(), db, writer
     del writer
     db.close()

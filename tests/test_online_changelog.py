@@ -9,7 +9,9 @@ from hypothesis import strategies as st
 
 from featurecore import _core
 from featurecore.online import changelog
-from featurecore.layout import CHANGELOG_CF, open_database
+from featurecore.layout import CHANGELOG_CF
+from featurecore.online.backend_rocksdb import RocksDBBackend
+from featurecore.storage.rocksdb import open_database
 from featurecore.reasons import Reason
 from featurecore.serving import FeatureRequest
 from featurecore.store import FeatureStore
@@ -28,12 +30,14 @@ def test_entries_round_trip_in_numeric_order(tmp_path_factory, sequences, keys, 
     log = db.get_column_family(CHANGELOG_CF)
     for sequence in sequences:
         log[changelog.entry_key(sequence)] = changelog.encode_entry(group_cf, keys, published)
-    entries = changelog.read_after(log, 0)
+    backend = RocksDBBackend(db)
+    entries = backend.changelog_after(0)
     assert [e.sequence for e in entries] == sorted(sequences)
     assert all((e.group_cf, e.keys, e.published_at_us) == (group_cf, keys, published) for e in entries)
-    assert (changelog.first_sequence(log), changelog.last_sequence(log)) == (min(sequences), max(sequences))
-    assert [e.sequence for e in changelog.read_after(log, sorted(sequences)[0], limit=2)] == sorted(sequences)[1:3]
+    assert (backend.first_sequence(), backend.last_sequence()) == (min(sequences), max(sequences))
+    assert [e.sequence for e in backend.changelog_after(sorted(sequences)[0], limit=2)] == sorted(sequences)[1:3]
     del log
+    backend.close()
     db.close()
 
 
@@ -42,9 +46,7 @@ def test_primary_keeps_only_the_retained_entries(tmp_path):
         store.apply(definitions())
         for i in range(40):
             store.write_online("creator_stats:v1", {"followers": [float(i)]}, entity_ids=["c"], feature_timestamp=T0)
-        log = store.db.get_column_family(CHANGELOG_CF)
-        first, last = changelog.first_sequence(log), changelog.last_sequence(log)
-        del log
+        first, last = store.backend.first_sequence(), store.backend.last_sequence()
     assert last == 40 and 40 - first + 1 <= 16  # trimmed every 8 commits to the last 8
 
 

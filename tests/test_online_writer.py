@@ -15,7 +15,9 @@ from hypothesis import strategies as st
 from featurecore import _core
 from featurecore.online import changelog
 from featurecore.online.batch import GroupSchema, validate_batch
-from featurecore.layout import CHANGELOG_CF, column_family, open_database
+from featurecore.layout import CHANGELOG_CF
+from featurecore.online.backend_rocksdb import RocksDBBackend
+from featurecore.storage.rocksdb import column_family, open_database
 from featurecore.online.snapshots import Snapshots
 from featurecore.online.writer import OnlineWriter
 from featurecore.registry import Definitions, validate
@@ -29,8 +31,9 @@ SCHEMA = GroupSchema.from_state(STATE, GROUP)
 def open_writer(root):
     db = open_database(str(root))
     lock = threading.RLock()
-    snapshots = Snapshots(lambda: db, lock)
-    return db, OnlineWriter(db, snapshots, lock), snapshots
+    backend = RocksDBBackend(db)
+    snapshots = Snapshots(lambda: backend, lock)
+    return db, OnlineWriter(backend, snapshots, lock), snapshots
 
 
 def batch(ids, values, ft, ga):
@@ -89,7 +92,7 @@ def test_a_mixed_batch_puts_only_its_rows_that_are_not_older(tmp_path):
     assert (committed.rows, committed.skipped_older) == (2, 1)
     values, _ = stored(db, ["a", "b", "c"])
     np.testing.assert_array_equal(values, np.float32([1, 6, 7]))
-    (entry,) = changelog.read_after(column_family(db, CHANGELOG_CF), before)
+    (entry,) = RocksDBBackend(db).changelog_after(before)
     assert entry.keys == _core.encode_keys("default", "creator", ["b", "c"])
     writer.close()
     db.close()

@@ -20,7 +20,7 @@ def test_lineage_round_trips_newest_first_per_group(example_store):
     store = example_store
     for minute in (3, 1, 2):
         record_lineage(store, batch("item_behavior:v1", minute, f"run-{minute}"))
-    record_lineage(store.db, batch("item_behavior:v10", 9))  # a group whose ref extends the other's
+    record_lineage(store.backend, batch("item_behavior:v10", 9))  # a group whose ref extends the other's
     record_lineage(store, batch("item_static:v1", 5))
     got = lineage_for(store, "item_behavior:v1")
     assert [r.pipeline_run_id for r in got] == ["run-3", "run-2", "run-1"]

@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from featurecore.errors import FeatureStoreError, NotFoundError, RegistryError
-from featurecore.layout import open_database
+from featurecore.storage.rocksdb import RocksDBRecords, open_database
 from featurecore.registry import (
     AccessRule,
     DefaultAction,
@@ -302,9 +302,9 @@ def test_python_definitions_apply_like_yaml(store_dir, example_state):
 
 
 def test_reload_follows_another_writer_on_the_same_database(store_dir, example_repo):
-    db = open_database(str(store_dir))
+    records = RocksDBRecords.open(str(store_dir))
     try:
-        writer, reader = Registry(db), Registry(db)
+        writer, reader = Registry(records), Registry(records)
         writer.apply(example_repo)
         assert reader.revision == 0 and reader.stored_revision() == 1
         cached = reader.reload()
@@ -313,7 +313,7 @@ def test_reload_follows_another_writer_on_the_same_database(store_dir, example_r
         writer.apply([Prior("late_prior", 0.1)])
         assert reader.reload().prior("late_prior").value == 0.1
     finally:
-        db.close()
+        records.close()
 
 
 def test_a_read_only_registry_refuses_to_write(store_dir, registry):

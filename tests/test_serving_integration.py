@@ -212,7 +212,7 @@ def test_every_missing_reason_is_reachable_from_the_store(tmp_path):
         store.write_online("item_stats:v1", frame, entity_ids=["fresh", "old", "nulls"], feature_timestamp=generated, generated_at=generated)
         store.write_online("user_profile:v1", user_frame(["u1"], np.random.default_rng(2)), entity_ids=["u1"], feature_timestamp=T0, generated_at=T0_US)
         # Corrupt bytes written straight into the direct user group's column family.
-        cf = store._db.get_column_family("g/user_profile/v1")
+        cf = store.db.get_column_family("g/user_profile/v1")
         cf[_core.encode_key("default", "user", "broken")] = b"\x01\x00garbage"
         del cf
         items = ["fresh", "old", "nulls", "ghost", ""]

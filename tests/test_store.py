@@ -32,7 +32,7 @@ def column(matrix, name: str) -> np.ndarray:
 
 
 def stored_rows(store: FeatureStore, cf_name: str) -> list:
-    cf = store._db.get_column_family(cf_name)
+    cf = store.db.get_column_family(cf_name)
     rows = list(cf.keys())
     del cf
     return rows
@@ -103,9 +103,7 @@ def test_deletes_reach_rocksdb_snapshots_and_the_changelog(store):
     matrix = store.get_features(item_request(["i1", "i3"]))
     assert matrix.reasons[:, matrix.columns.index("ctr:v1")].tolist() == [Reason.entity_not_found, Reason.present]
     assert len(stored_rows(store, "g/item_stats/v1")) == 18
-    log = store._db.get_column_family(CHANGELOG_CF)
-    entries = changelog.read_after(log, 0)
-    del log
+    entries = store.backend.changelog_after(0)
     assert [(e.sequence, e.group_cf, len(e.keys)) for e in entries] == [(1, "g/item_stats/v1", 20), (2, "g/item_stats/v1", 3)]
 
 

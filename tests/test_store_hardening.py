@@ -153,7 +153,8 @@ def test_a_closed_store_says_it_is_closed_and_how_to_reopen(store_dir, example_r
 
 def _corrupt_registry_record(store_dir, revision, damage) -> bytes:
     """Replace the stored record of ``revision`` by ``damage(record)``; returns the original."""
-    from featurecore.layout import REGISTRY_CF, open_database
+    from featurecore.layout import REGISTRY_CF
+    from featurecore.storage.rocksdb import open_database
     from featurecore.registry.registry import revision_key
 
     db = open_database(str(store_dir))

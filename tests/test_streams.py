@@ -17,7 +17,7 @@ from stream_helpers import CF, FEATURE_SET, GROUP, SECOND_US, T0_US, definitions
 
 from featurecore import _core
 from featurecore.errors import ValidationError
-from featurecore.layout import column_family
+from featurecore.storage.rocksdb import column_family
 from featurecore.offline.log import OfflineLog
 from featurecore.registry.schema import schema_for_group
 from featurecore.store import FeatureStore
@@ -156,7 +156,7 @@ def test_a_restart_resumes_after_the_committed_position(store, server, subject):
     stats = drain(store, server, subject, max_batch=4)
     assert (stats.sequence, stats.messages) == (sequences[-1], 10)
     assert sorted(offline_frame(store)["clicks"].tolist()) == list(range(10))
-    (position,) = read_positions(store.db)
+    (position,) = read_positions(store)
     assert (position["group_cf"], position["source"], position["sequence"]) == (CF, f"nats:{subject}:test", sequences[-1])
 
 
@@ -224,7 +224,7 @@ def test_lag_throughput_and_freshness_metrics_move(store, server, subject):
     assert metric("featurecore_ingest_freshness_seconds_count") == 21
     assert 0 < metric("featurecore_ingest_freshness_seconds_sum") / 21 < 30
     assert metric("featurecore_ingest_rows_per_second") > 0
-    (record,) = read_positions(store.db)  # what `featurecore monitor` shows
+    (record,) = read_positions(store)  # what `featurecore monitor` shows
     assert (record["rows"], record["dead_letters"], record["lag_messages"]) == (20, 1, 0)
     assert record["freshness_p99_s"] > 0
 
@@ -293,7 +293,7 @@ def test_a_broker_that_dies_under_the_cli_consumer_ends_it_with_one_line_naming_
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and process.poll() is None:  # until all 20 are applied and acknowledged
                 with FeatureStore.open(root, mode="read_only", preload=False) as reader:
-                    if [p["sequence"] for p in read_positions(reader.db)] == [sequences[-1]]:
+                    if [p["sequence"] for p in read_positions(reader)] == [sequences[-1]]:
                         break
                 time.sleep(0.2)
             broker.process.kill()
@@ -308,7 +308,7 @@ def test_a_broker_that_dies_under_the_cli_consumer_ends_it_with_one_line_naming_
     last = err.strip().splitlines()[-1]
     assert last.startswith("featurecore ingest: error: lost the NATS broker nats://127.0.0.1:") and "position in the store is safe" in last
     with FeatureStore.open(root, mode="read_only") as reopened:
-        assert [p["sequence"] for p in read_positions(reopened.db)] == [sequences[-1]]
+        assert [p["sequence"] for p in read_positions(reopened)] == [sequences[-1]]
         assert online_rows(reopened, ["s0", "s19"])[1] == [0, 0]
 
 

@@ -24,7 +24,7 @@ import pytest
 from stream_helpers import CF, GROUP, T0_US, packed, row
 
 from featurecore import _core
-from featurecore.layout import column_family
+from featurecore.storage.rocksdb import column_family
 from featurecore.offline.log import OfflineLog
 from featurecore.registry.schema import schema_for_group
 from featurecore.store import FeatureStore

@@ -46,6 +46,7 @@ import numpy as np
 from .. import _core
 from ..errors import ValidationError
 from ..keys import split_pair_ids
+from ..layout import META_CF
 from ..online import generations
 from ..online.backend import OnlineBackend, WriteBatchSpec, backend_of
 from ..online.batch import check_tenant
@@ -258,12 +259,12 @@ def pending_deletions(db: Any) -> list[PendingDeletion]:
     or its online Rdict or ``OnlineBackend``. ``FeatureStore.open`` (primary) finishes them."""
     unmarked: dict[bytes, dict[str, Any]] = {}
     backend = backend_of(db)
-    for key, value in backend.scan_meta(TOMBSTONE_PREFIX):
+    for key, value in backend.scan_records(META_CF, TOMBSTONE_PREFIX):
         record = tombstone_record(key, value)
         if "completed_at_us" not in record:
             unmarked[key[len(TOMBSTONE_PREFIX) :]] = record
     if unmarked:  # tombstones written before completion was marked: look for a receipt
-        for key, _ in backend.scan_meta(DELETION_PREFIX):
+        for key, _ in backend.scan_records(META_CF, DELETION_PREFIX):
             unmarked.pop(key[len(DELETION_PREFIX) + 8 :], None)
     pending = [
         PendingDeletion(r["tenant"], r["entity"], r["entity_id"], int(r["deleted_at_us"]), r.get("reason", ""))
@@ -294,7 +295,7 @@ def deletion_log(
         db: a FeatureStore, its online Rdict or its ``OnlineBackend``.
     """
     out: list[dict[str, Any]] = []
-    for _, value in backend_of(db).scan_meta(DELETION_PREFIX, reverse=True):
+    for _, value in backend_of(db).scan_records(META_CF, DELETION_PREFIX, reverse=True):
         if len(out) == limit:
             break
         record = msgpack.unpackb(value, raw=False, strict_map_key=False)

@@ -30,9 +30,9 @@ from deltalake import DeltaTable
 
 from ..progress import ProgressBar
 from ..errors import FeatureStoreError
-from ..layout import META_CF, column_family
 from ..online.batch import GroupSchema
-from ..registry.model import RegistryState
+from ..online.backend import WriteBatchSpec
+from ..online.context import StoreContext
 from .log import DEFAULT_RETENTION_HOURS, OLD_MANIFEST, OfflineLog
 from .materialize import watermark_key
 
@@ -51,23 +51,25 @@ class MigrationSummary:
         return f"migrated {self.group}: {self.files} Parquet files, {self.rows:,} rows, verified row for row"
 
 
-def _logs(root: str, state: RegistryState, group_ref: "str | None") -> list[OfflineLog]:
-    refs = [group_ref] if group_ref else sorted(state.feature_groups)
-    return [OfflineLog(root, GroupSchema.from_state(state, ref)) for ref in refs]
+def _logs(context: StoreContext, group_ref: "str | None") -> list[OfflineLog]:
+    refs = [group_ref] if group_ref else sorted(context.state.feature_groups)
+    return [OfflineLog(context.root, GroupSchema.from_state(context.state, ref)) for ref in refs]
 
 
-def optimize_store(root: str, state: RegistryState, group_ref: "str | None" = None) -> dict[str, dict]:
-    """Compact every group version's table (or one): ``OfflineLog.optimize`` each."""
-    return {log.schema.ref: log.optimize() for log in _logs(root, state, group_ref) if log.snapshot().version >= 0}
+def optimize_store(context: StoreContext, group_ref: "str | None" = None) -> dict[str, dict]:
+    """Compact every group version's table (or one): ``OfflineLog.optimize`` each.
+    ``context``: ``FeatureStore.context()``, or ``StoreContext(root, state)`` for the
+    offline tables alone."""
+    return {log.schema.ref: log.optimize() for log in _logs(context, group_ref) if log.snapshot().version >= 0}
 
 
 def vacuum_store(
-    root: str, state: RegistryState, group_ref: "str | None" = None, retention_hours: "float | None" = None
+    context: StoreContext, group_ref: "str | None" = None, retention_hours: "float | None" = None
 ) -> dict[str, list[str]]:
     """Vacuum every group version's table (or one): ``OfflineLog.vacuum`` each (retention
-    default ``DEFAULT_RETENTION_HOURS``)."""
+    default ``DEFAULT_RETENTION_HOURS``; ``context`` as in ``optimize_store``)."""
     hours = DEFAULT_RETENTION_HOURS if retention_hours is None else retention_hours
-    return {log.schema.ref: log.vacuum(hours) for log in _logs(root, state, group_ref)}
+    return {log.schema.ref: log.vacuum(hours) for log in _logs(context, group_ref)}
 
 
 def _old_rows(log: OfflineLog, manifest: dict) -> "tuple[list[tuple[str, pa.Table]], int]":
@@ -86,9 +88,9 @@ def _old_rows(log: OfflineLog, manifest: dict) -> "tuple[list[tuple[str, pa.Tabl
     return out, sum(t.num_rows for _, t in out)
 
 
-def migrate_group(root: str, state: RegistryState, group_ref: str) -> "MigrationSummary | None":
+def migrate_group(context: StoreContext, group_ref: str) -> "MigrationSummary | None":
     """Migrate one group version's pre-Delta log (None if it has none)."""
-    log = OfflineLog(root, GroupSchema.from_state(state, group_ref))
+    log = OfflineLog(context.root, GroupSchema.from_state(context.state, group_ref))
     manifest_path = os.path.join(log.directory, OLD_MANIFEST)
     if not log.local or not os.path.exists(manifest_path):
         return None
@@ -128,29 +130,27 @@ def migrate_group(root: str, state: RegistryState, group_ref: str) -> "Migration
     return summary
 
 
-def migrate_offline(root: str, state: RegistryState, db, *, progress: "bool | None" = None) -> list[MigrationSummary]:
+def migrate_offline(context: StoreContext, *, progress: "bool | None" = None) -> list[MigrationSummary]:
     """Migrate every group version's pre-Delta Parquet log into a Delta table, verified
     row for row, and forget each migrated group's materialization watermark (it counted
     manifest files; the next incremental run considers every row, which is harmless).
 
     Args:
-        root: the store directory.
-        state: the registry state.
-        db: the primary's online database (its ``meta`` holds the watermarks).
+        context: the primary's ``FeatureStore.context()`` (its backend's ``meta`` holds
+            the watermarks).
         progress: a progress bar over the group versions on stderr (default: when stderr
             is a terminal).
     """
+    backend = context.online_backend("migrate the offline store")
     done = []
-    refs = sorted(state.feature_groups)
+    refs = sorted(context.state.feature_groups)
     with ProgressBar("migrate offline", len(refs), unit="group versions", progress=progress) as bar:
         for ref in refs:
             bar.status(ref)
-            summary = migrate_group(root, state, ref)
+            summary = migrate_group(context, ref)
             bar.advance()
             if summary is None:
                 continue
-            meta = column_family(db, META_CF)
-            meta.delete(watermark_key(GroupSchema.from_state(state, ref).cf_name))
-            del meta
+            backend.commit(WriteBatchSpec(delete_meta=(watermark_key(GroupSchema.from_state(context.state, ref).cf_name),)))
             done.append(summary)
     return done

@@ -50,6 +50,7 @@ from ..layout import group_cf_name
 from ..online import generations
 from ..online.context import StoreContext
 from ..online.tombstones import Tombstones
+from ..layout import META_CF
 from ..online.backend import OnlineBackend, WriteBatchSpec
 from ..online.writer import Change
 from .log import DEFAULT_CHUNK_ROWS, OfflineLog, Snapshot, Watermark, micros, typed_columns
@@ -101,7 +102,7 @@ def watermark_key(group_cf: str) -> bytes:
 
 def read_watermark(backend: OnlineBackend, group_cf: str) -> "Watermark | None":
     """The last materialization watermark of ``group_cf`` (None if never materialized)."""
-    raw = backend.read_meta(watermark_key(group_cf))
+    raw = backend.read_record(META_CF, watermark_key(group_cf))
     return None if raw is None else Watermark(*msgpack.unpackb(raw))
 
 

@@ -20,9 +20,6 @@ import struct
 from dataclasses import dataclass
 
 import msgpack
-import rocksdict
-
-from ..layout import uncached_reads
 
 _SEQ = struct.Struct(">Q")
 
@@ -47,33 +44,12 @@ def encode_entry(group_cf: str, keys: "list[bytes] | None", published_at_us: int
     return msgpack.packb([group_cf, keys, int(published_at_us)], use_bin_type=True)
 
 
-def _decode(key: bytes, value: bytes) -> ChangeEntry:
+def decode_entry(key: bytes, value: bytes) -> ChangeEntry:
+    """The entry stored under ``key`` (``entry_key``) with value ``value`` (``encode_entry``)."""
     group_cf, keys, published = msgpack.unpackb(value, raw=False)
-    return ChangeEntry(_SEQ.unpack(key)[0], group_cf, keys, published)
+    return ChangeEntry(entry_sequence(key), group_cf, keys, published)
 
 
-def last_sequence(changelog: rocksdict.Rdict) -> int:
-    """The newest sequence in the changelog, 0 when it is empty."""
-    # Uncached, as in read_after: an entry can hold a bulk write's 100k keys, and caching
-    # the block that holds it grew every process opening the store by ~5 MB.
-    it = changelog.iter(uncached_reads())
-    it.seek_to_last()
-    return _SEQ.unpack(it.key())[0] if it.valid() else 0
-
-
-def first_sequence(changelog: rocksdict.Rdict) -> int:
-    """The oldest sequence still kept, 0 when the changelog is empty."""
-    it = changelog.iter(uncached_reads())
-    it.seek_to_first()
-    return _SEQ.unpack(it.key())[0] if it.valid() else 0
-
-
-def read_after(changelog: rocksdict.Rdict, sequence: int, limit: int = 4096) -> list[ChangeEntry]:
-    """Up to ``limit`` entries with a sequence greater than ``sequence``, oldest first."""
-    out: list[ChangeEntry] = []
-    it = changelog.iter(uncached_reads())  # each entry is read once per follower
-    it.seek(entry_key(sequence + 1))
-    while it.valid() and len(out) < limit:
-        out.append(_decode(it.key(), it.value()))
-        it.next()
-    return out
+def entry_sequence(key: bytes) -> int:
+    """The sequence of the changelog key ``key``."""
+    return int(_SEQ.unpack(key)[0])

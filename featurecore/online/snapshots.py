@@ -1,7 +1,7 @@
-"""Resident snapshots: whole feature groups loaded from RocksDB into native memory.
+"""Resident snapshots: whole feature groups loaded from the online store into native memory.
 
-A group is loaded on first use by iterating its column family in chunks and upserting
-each chunk natively (``ResidentGroup.upsert``). After that the writer (same process) or
+A group is loaded on first use by scanning its key space in chunks
+(``OnlineBackend.scan_group``) and upserting each chunk natively (``ResidentGroup.upsert``). After that the writer (same process) or
 the refresher (other processes) applies every change to it, under the same lock that
 guards the load, so a snapshot never misses a change that raced with its load.
 Reads go through ``ResidentGroup``'s own shared lock and need no Python lock.
@@ -25,13 +25,11 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Callable
 
-import rocksdict
-
 from .. import _core
-from . import changelog, generations
+from . import generations
+from .backend import OnlineBackend
 from .batch import GroupSchema
 from ..errors import GenerationError
-from ..layout import CHANGELOG_CF, column_family, multi_get, uncached_reads
 
 logger = logging.getLogger(__name__)
 
@@ -65,10 +63,9 @@ class Snapshots:
     """This process's resident groups, by column family name.
 
     Args:
-        db: a callable returning the current database (a secondary may be reopened).
+        backend: a callable returning the current online backend (a secondary may be
+            reopened); a group it holds nothing of loads empty.
         lock: serializes loads with the changes the writer/refresher applies.
-        create_cfs: create a missing column family (primary); otherwise a group without
-            one loads empty (a secondary before the primary's first write to it).
         root: the store directory: serve groups from its generation files (None: always
             build groups from RocksDB).
         publish: publish a generation of every group built from RocksDB (the primary).
@@ -79,15 +76,13 @@ class Snapshots:
 
     def __init__(
         self,
-        db: Callable[[], rocksdict.Rdict],
+        backend: Callable[[], OnlineBackend],
         lock: threading.RLock,
         *,
-        create_cfs: bool = True,
         root: "str | None" = None,
         publish: bool = False,
     ):
-        self._db = db
-        self._create_cfs = create_cfs
+        self._backend = backend
         self._root = root
         self._publish = publish and root is not None
         #: Generation files refused (and not retried), by path.
@@ -139,30 +134,20 @@ class Snapshots:
         )
 
     def _last_sequence(self) -> int:
-        return changelog.last_sequence(column_family(self._db(), CHANGELOG_CF, create=False))
+        return self._backend().last_sequence()
 
     def _build(self, schema: GroupSchema) -> "tuple[_core.ResidentGroup, int]":
         """The group read from its column family, and the changelog sequence it includes
         (read first: a change racing with the scan is replayed again later, harmlessly)."""
-        sequence = self._last_sequence()
+        backend = self._backend()
+        sequence = backend.last_sequence()
         group = _core.ResidentGroup(schema.native)
-        db = self._db()
-        if self._create_cfs or schema.cf_name in db.list_cf(db.path()):
-            cf = column_family(db, schema.cf_name, create=self._create_cfs)
-            # Size the group once (exact after an SST ingest, an estimate otherwise),
-            # so chunked loading never regrows and copies the rows.
-            group.reserve(cf.property_int_value("rocksdb.estimate-num-keys") or 0)
-            it = cf.iter(uncached_reads())  # the rows live in the group once loaded
-            it.seek_to_first()
-            while it.valid():
-                keys: list[bytes] = []
-                rows: list[bytes] = []
-                while it.valid() and len(keys) < LOAD_CHUNK:
-                    keys.append(it.key())
-                    rows.append(it.value())
-                    it.next()
-                self._upsert_valid(schema.cf_name, group, keys, rows)
-            del it, cf
+        # Size the group once (exact after a group replacement, an estimate otherwise),
+        # so chunked loading never regrows and copies the rows.
+        group.reserve(backend.estimate_rows(schema.cf_name))
+        # Uncached: the rows live in the group once loaded.
+        for keys, rows in backend.scan_group(schema.cf_name, LOAD_CHUNK, cache=False):
+            self._upsert_valid(schema.cf_name, group, keys, rows)
         return group, sequence
 
     def _map_current(self, schema: GroupSchema) -> "_core.ResidentGroup | None":
@@ -193,20 +178,16 @@ class Snapshots:
     def _replay(self, group_cf: str, group: _core.ResidentGroup, sequence: int) -> bool:
         """Apply the changelog entries of ``group_cf`` after ``sequence`` to ``group``'s
         overlay; False when they cannot all be replayed."""
-        db = self._db()
-        log = column_family(db, CHANGELOG_CF, create=False)
-        if changelog.first_sequence(log) > sequence + 1:
-            return changelog.last_sequence(log) <= sequence
-        cf = None
-        while entries := changelog.read_after(log, sequence):
+        backend = self._backend()
+        if backend.first_sequence() > sequence + 1:
+            return backend.last_sequence() <= sequence
+        while entries := backend.changelog_after(sequence):
             for entry in entries:
                 if entry.group_cf != group_cf:
                     continue
                 if entry.keys is None:  # replaced wholesale after the generation
                     return False
-                if cf is None:
-                    cf = column_family(db, group_cf, create=False)
-                self._reread_into(group_cf, group, entry.keys, multi_get(cf, entry.keys, uncached_reads()))
+                self._reread_into(group_cf, group, entry.keys, backend.read_many(group_cf, entry.keys, cache=False))
             sequence = entries[-1].sequence
         return True
 

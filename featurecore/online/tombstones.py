@@ -17,6 +17,7 @@ import numpy as np
 from .. import _core
 from ..keys import id_text, split_pair_ids
 from .backend import backend_of
+from ..layout import META_CF
 from ..registry.model import RegistryState
 from .batch import Batch
 
@@ -40,7 +41,7 @@ def tombstone_key(tenant: str, entity: str, entity_id: str | int) -> bytes:
 def tombstone_version(db: Any) -> int:
     """The tombstone version: bumped with every tombstone written (0 before the first);
     ``db``: a FeatureStore, its online Rdict or an ``OnlineBackend``."""
-    raw = backend_of(db).read_meta(TOMBSTONE_VERSION_KEY)
+    raw = backend_of(db).read_record(META_CF, TOMBSTONE_VERSION_KEY)
     return 0 if raw is None else struct.unpack(">Q", raw)[0]
 
 
@@ -86,7 +87,7 @@ class Tombstones:
         deleted: dict[tuple[str, str], set[str]] = {}
         backend = backend_of(db)
         version = tombstone_version(backend)  # read first: a tombstone written meanwhile only makes these newer
-        for key, value in backend.scan_meta(TOMBSTONE_PREFIX):
+        for key, value in backend.scan_records(META_CF, TOMBSTONE_PREFIX):
             record = tombstone_record(key, value)
             deleted.setdefault((record["tenant"], record["entity"]), set()).add(record["entity_id"])
         return cls(deleted, version)

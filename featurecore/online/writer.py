@@ -22,13 +22,12 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence, cast
 
 import numpy as np
-import rocksdict
 
 from .. import _core
 from ..errors import ValidationError
 from . import changelog
 from .batch import MAX_KEY_BYTES, Batch, GroupSchema, check_tenant, micros_now, normalize_ids
-from .backend import GroupWrite, OnlineBackend, RocksDBBackend, WriteBatchSpec
+from .backend import GroupWrite, OnlineBackend, WriteBatchSpec
 from .snapshots import Snapshots
 
 #: Keep this many changelog entries; a secondary further behind reloads fully.
@@ -127,8 +126,7 @@ class OnlineWriter:
     """Commits changes to the online store and to this process's snapshots.
 
     Args:
-        backend: the primary's online storage (a rocksdict database is wrapped in a
-            ``RocksDBBackend``).
+        backend: the primary's online storage.
         snapshots: this process's resident groups; loaded ones get every change.
         lock: serializes commits with snapshot loads (shared with ``snapshots``).
         changelog_retention: changelog entries kept for readers in other processes.
@@ -136,13 +134,13 @@ class OnlineWriter:
 
     def __init__(
         self,
-        backend: "OnlineBackend | rocksdict.Rdict",
+        backend: OnlineBackend,
         snapshots: Snapshots,
         lock: threading.RLock,
         *,
         changelog_retention: int = DEFAULT_CHANGELOG_RETENTION,
     ):
-        self._backend: OnlineBackend = RocksDBBackend(backend) if isinstance(backend, rocksdict.Rdict) else backend
+        self._backend = backend
         self._snapshots = snapshots
         self._lock = lock
         self._retention = int(changelog_retention)

@@ -5,7 +5,7 @@ output. Definitions hold the first link (``Feature.source_tables``); every write
 records the rest per batch with ``record_lineage``, and ``describe`` shows the newest
 records of a group.
 
-Storage (column family ``meta``): ``b"lineage/" + group_ref + b"\\x00" + u64 BE
+Storage (record space ``meta``, storage/records.py): ``b"lineage/" + group_ref + b"\\x00" + u64 BE
 written_at_us + pipeline_run_id`` -> msgpack of the record's fields. Keys sort by group,
 then time, so ``lineage_for`` reads the newest records with one reverse seek. Recording
 the same (group, written_at, run) twice overwrites one record (a retried write is
@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgpack
-import rocksdict
 
 from ..errors import FeatureStoreError, ValidationError
-from ..layout import META_CF, column_family
+from ..layout import META_CF
+from ..storage.records import records_of
 from .model import parse_ref
 
 LINEAGE_PREFIX = b"lineage/"
@@ -91,16 +91,11 @@ def lineage_key(lineage: BatchLineage) -> bytes:
     return _group_prefix(lineage.group) + struct.pack(">Q", lineage.written_at) + lineage.pipeline_run_id.encode()
 
 
-def _meta(db: Any) -> rocksdict.Rdict:
-    """The ``meta`` column family of a FeatureStore (``.db``) or an online Rdict."""
-    return column_family(getattr(db, "db", db), META_CF, create=False)
-
-
 def record_lineage(db: Any, lineage: BatchLineage) -> bytes:
     """Store ``lineage`` in the ``meta`` column family; returns its key.
 
     Args:
-        db: the store (``FeatureStore``) or its online Rdict (primary, read-write).
+        db: the store (``FeatureStore``, the primary), its registry or its record store.
         lineage: the record.
 
     Raises:
@@ -110,10 +105,9 @@ def record_lineage(db: Any, lineage: BatchLineage) -> bytes:
     _check(lineage)
     key = lineage_key(lineage)
     value = msgpack.packb(lineage.to_dict(), use_bin_type=True)
-    meta = _meta(db)
     try:
-        meta[key] = value
-    except Exception as exc:  # rocksdict raises bare Exception (read-only or secondary instance)
+        records_of(db).write_records(META_CF, [(key, value)])
+    except FeatureStoreError as exc:
         raise FeatureStoreError(
             f"cannot record lineage of {lineage.group}: {exc}; record it through the store's primary"
         ) from exc
@@ -131,13 +125,10 @@ def lineage_for(db: Any, group_ref: str, limit: int = 20) -> list[BatchLineage]:
         raise ValidationError(f"limit must be a positive int, got {limit!r}")
     prefix = _group_prefix(group_ref)
     out: list[BatchLineage] = []
-    it = _meta(db).iter()
-    it.seek_for_prev(prefix + b"\xff" * 9)
-    while it.valid() and it.key().startswith(prefix) and len(out) < limit:
-        data = msgpack.unpackb(it.value(), raw=False)
-        out.append(BatchLineage(**data))
-        it.prev()
-    del it
+    for _, value in records_of(db).scan_records(META_CF, prefix, reverse=True):
+        out.append(BatchLineage(**msgpack.unpackb(value, raw=False)))
+        if len(out) == limit:
+            break
     return out
 
 

@@ -1,9 +1,9 @@
-"""The Registry: validated definitions stored in the store's RocksDB ``registry`` column family.
+"""The Registry: validated definitions stored in the store's ``registry`` record space.
 
-Storage (column family ``registry``): ``b"head"`` -> the current revision (u64 big-endian);
+Storage (``RecordStore`` space ``registry``, storage/records.py): ``b"head"`` -> the current revision (u64 big-endian);
 ``b"rev/" + u64 big-endian revision`` -> msgpack of the whole RegistryState at that
 revision plus ``applied_at`` (µs) and ``summary``. Each change writes the new revision
-record and the head in one WriteBatch, so a reader sees the old or the new state,
+record and the head in one atomic ``write_records``, so a reader sees the old or the new state,
 never a mix, and a failed apply writes nothing.
 """
 
@@ -16,10 +16,10 @@ import threading
 import time
 from typing import Any, Iterable, Mapping, cast
 
-import rocksdict
-
 from ..errors import FeatureStoreError, NotFoundError, RegistryError
-from ..layout import REGISTRY_CF, column_family, online_path, open_database
+from ..layout import REGISTRY_CF
+from ..storage.records import RecordStore
+from ..storage.rocksdb import RocksDBRecords
 from . import catalog, deploy, lineage, provenance
 from .loader import load_definitions
 from .model import STAGES, Definitions, RegistryState, parse_ref
@@ -51,24 +51,24 @@ class Registry:
     """Feature definitions of one store, versioned and validated.
 
     Use ``Registry.open(root)`` for a store directory (closes its database on ``close``),
-    or ``Registry(db)`` with an Rdict the caller owns (the FeatureStore facade does this).
-    Reads use the cached ``state``; ``reload()`` re-reads it (e.g. in a secondary process
-    after ``try_catch_up_with_primary``). Writers are serialized by a lock per instance.
+    or ``Registry(records)`` with a ``RecordStore`` the caller owns (the FeatureStore
+    facade passes its online backend). Reads use the cached ``state``; ``reload()``
+    re-reads it (e.g. in a secondary process after its backend caught up). Writers are serialized by a lock per instance.
 
     >>> with Registry.open(store_dir) as registry:  # doctest: +SKIP
     ...     registry.apply("examples/recsys")
     """
 
-    def __init__(self, db: rocksdict.Rdict, *, owns_db: bool = False):
-        self._db = db
-        self._owns_db = owns_db
+    def __init__(self, records: RecordStore, *, owns_records: bool = False):
+        self._records = records
+        self._owns_records = owns_records
         self._lock = threading.RLock()  # prune holds it across the removes it makes
         self._state = self._read_head()
 
     @property
-    def db(self) -> rocksdict.Rdict:
-        """The store's RocksDB this registry lives in (lineage and governance read it)."""
-        return self._db
+    def records(self) -> RecordStore:
+        """The record store this registry lives in (lineage and governance read it)."""
+        return self._records
 
     @classmethod
     def open(cls, root: str | os.PathLike, *, read_only: bool = False) -> "Registry":
@@ -78,22 +78,13 @@ class Registry:
             NotFoundError: ``read_only`` and no store exists at ``root``.
             FeatureStoreError: RocksDB refused to open it (e.g. another process holds its lock).
         """
-        root = os.fspath(root)
-        if read_only and not os.path.exists(os.path.join(online_path(root), "CURRENT")):
-            raise NotFoundError(f"store {root!r} does not exist yet; run `featurecore apply --store {root}` first")
-        try:
-            db = open_database(root, read_only=read_only)
-        except Exception as exc:  # rocksdict raises bare Exception for every RocksDB status
-            raise FeatureStoreError(
-                f"cannot open store {root!r}: {exc}; if another process holds it, stop it or open read-only"
-            ) from exc
-        return cls(db, owns_db=True)
+        return cls(RocksDBRecords.open(os.fspath(root), read_only=read_only), owns_records=True)
 
     def close(self) -> None:
-        """Close the database if this registry opened it."""
-        if self._owns_db:
-            self._db.close()
-            self._owns_db = False
+        """Close the record store if this registry opened it."""
+        if self._owns_records:
+            self._owns_records = False
+            cast(RocksDBRecords, self._records).close()
 
     def __enter__(self) -> "Registry":
         return self
@@ -113,15 +104,12 @@ class Registry:
         """The current revision (0 = nothing applied yet)."""
         return self._state.revision
 
-    def _cf(self) -> rocksdict.Rdict:
-        return column_family(self._db, REGISTRY_CF, create=False)
-
     def stored_revision(self) -> int:
         """The head revision in the database (cheap: reads 8 bytes, decodes nothing)."""
-        head = self._cf().get(HEAD_KEY)
+        head = self._records.read_record(REGISTRY_CF, HEAD_KEY)
         if head is not None and len(head) != 8:
             raise FeatureStoreError(
-                f"registry record 'head' (column family {REGISTRY_CF!r}) of the store at {self._db.path()!r} is "
+                f"registry record 'head' (column family {REGISTRY_CF!r}) of the store at {self._records.location!r} is "
                 f"corrupted: {len(head)} bytes instead of 8; restore the store directory from a backup"
             )
         return 0 if head is None else struct.unpack(">Q", head)[0]
@@ -132,7 +120,7 @@ class Registry:
 
     def at_revision(self, revision: int) -> RegistryState:
         """The state as it was at ``revision``; NotFoundError if it was never applied."""
-        record = self._cf().get(revision_key(revision))
+        record = self._records.read_record(REGISTRY_CF, revision_key(revision))
         if record is None:
             raise NotFoundError(f"registry revision {revision} does not exist; current revision is {self.revision}")
         return self._decode(revision, record)[0]
@@ -150,13 +138,13 @@ class Registry:
                 "re-apply your definitions to a fresh store from it)" if readable else "no earlier revision is readable"
             )
             raise FeatureStoreError(
-                f"registry record 'rev/{revision}' (column family {REGISTRY_CF!r}) of the store at {self._db.path()!r} "
+                f"registry record 'rev/{revision}' (column family {REGISTRY_CF!r}) of the store at {self._records.location!r} "
                 f"is corrupted ({type(error).__name__}: {error}); restore the store directory from a backup; {hint}"
             ) from error
 
     def _newest_readable_below(self, revision: int, tries: int = 32) -> "int | None":
         for earlier in range(revision - 1, max(0, revision - 1 - tries), -1):
-            record = self._cf().get(revision_key(earlier))
+            record = self._records.read_record(REGISTRY_CF, revision_key(earlier))
             try:
                 if record is not None:
                     loads_record(record)
@@ -168,11 +156,7 @@ class Registry:
     def history(self) -> list[dict[str, Any]]:
         """Every applied revision: ``{"revision", "applied_at_us", "summary"}``, oldest first."""
         out = []
-        cf = self._cf()
-        for key, value in cf.items(from_key=REVISION_PREFIX):
-            key = cast(bytes, key)  # raw mode: bytes keys
-            if not key.startswith(REVISION_PREFIX):
-                break
+        for key, value in self._records.scan_records(REGISTRY_CF, REVISION_PREFIX):
             state, meta = self._decode(struct.unpack(">Q", key[len(REVISION_PREFIX) :])[0], value)
             out.append({"revision": state.revision, "applied_at_us": meta["applied_at_us"], "summary": meta["summary"]})
         return out
@@ -188,13 +172,11 @@ class Registry:
     def _commit(self, state: RegistryState, summary: str) -> RegistryState:
         """Write ``state`` as the next revision and make it the head, in one batch."""
         record = dumps_state(state, applied_at_us=time.time_ns() // 1000, summary=summary)
-        batch = rocksdict.WriteBatch(raw_mode=True)
-        handle = self._db.get_column_family_handle(REGISTRY_CF)
-        batch.put(revision_key(state.revision), record, handle)
-        batch.put(HEAD_KEY, struct.pack(">Q", state.revision), handle)
         try:
-            self._db.write(batch)
-        except Exception as exc:  # rocksdict raises bare Exception (e.g. read-only or secondary instance)
+            self._records.write_records(
+                REGISTRY_CF, [(revision_key(state.revision), record), (HEAD_KEY, struct.pack(">Q", state.revision))]
+            )
+        except FeatureStoreError as exc:
             raise FeatureStoreError(
                 f"cannot write registry revision {state.revision}: {exc}; apply through the store's primary (read-write)"
             ) from exc
@@ -382,12 +364,12 @@ class Registry:
         """Versions, sources, group, dependents and lineage of a feature, group, feature set,
         model or entity, with the newest ``batches`` write-time lineage records of a
         feature's or group's group (see ``provenance.record_lineage``)."""
-        return catalog.describe(self._state, ref_or_name, db=self._db, batches=batches)
+        return catalog.describe(self._state, ref_or_name, db=self._records, batches=batches)
 
     def lineage_for(self, group_ref: str, limit: int = 20) -> list[BatchLineage]:
         """The newest ``limit`` write-time lineage records of ``group_ref`` (newest first)."""
         self._state.group(group_ref)
-        return provenance.lineage_for(self._db, group_ref, limit)
+        return provenance.lineage_for(self._records, group_ref, limit)
 
     def dependents(self, feature_ref: str) -> dict[str, list[str]]:
         """Feature sets and models that read ``feature_ref``."""

@@ -132,7 +132,7 @@ class Worker:
         refresh = store.online_stats().get("refresh")
         if refresh is not None:
             checks["refresh"] = {"ok": refresh["since_last_success_s"] <= self.options.refresh_stale_s, **refresh}
-        ages = ages_from_lineage(store.db, [g.ref for g in online])
+        ages = ages_from_lineage(store, [g.ref for g in online])
         stale = {
             g.ref: {"age_s": round(ages[g.ref], 1), "sla_s": g.freshness_sla}
             for g in online if g.ref in ages and g.freshness_sla and ages[g.ref] > g.freshness_sla

@@ -45,6 +45,7 @@ from ..monitoring.metrics import LogHistogram
 from ..offline.log import OfflineLog
 from ..offline.write import newest_per_entity
 from ..online.batch import GroupSchema, micros_now
+from ..layout import META_CF
 from ..online.backend import backend_of
 from ..online.context import StoreContext
 from .decode import TenantBatch, decode
@@ -66,7 +67,7 @@ def read_positions(db: Any) -> "list[dict[str, Any]]":
     family, source identity, sequence and the consumer's last reported metrics (``db``:
     a FeatureStore, its online Rdict or an ``OnlineBackend``)."""
     out = []
-    for key, value in backend_of(db).scan_meta(POSITION_PREFIX):
+    for key, value in backend_of(db).scan_records(META_CF, POSITION_PREFIX):
         group_cf, identity = _split(key)
         out.append({"group_cf": group_cf, "source": identity, **msgpack.unpackb(value, raw=False)})
     return out
@@ -169,7 +170,7 @@ class Ingestor:
         self._key = position_key(self.schema.cf_name, source.identity)
         self.app_id = f"featurecore-stream:{source.identity}"
         self._log = OfflineLog(context.root, self.schema)
-        stored = context.online_backend("ingest a stream").read_meta(self._key)
+        stored = context.online_backend("ingest a stream").read_record(META_CF, self._key)
         record = msgpack.unpackb(stored, raw=False) if stored is not None else {}
         self.stats = IngestStats(self.schema.ref, source.identity)
         for name in ("sequence", "messages", "rows", "dead_letters"):

@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 from featurecore.offline.dask_engine import dask_training_set
 from featurecore.offline.log import OfflineLog, group_directory
 from featurecore.online.batch import GroupSchema
+from featurecore.online.context import StoreContext
 from featurecore.reasons import MISSING_REASONS
 from featurecore.registry.model import DefaultAction, DefaultPolicy, Feature, FeatureGroup, FeatureSet, RegistryState
 
@@ -112,7 +113,7 @@ def run_featurecore(directory: str, workers: int, memory: int, partitions: "int 
     ) as cluster, Client(cluster) as client:
         started = time.perf_counter()
         result = dask_training_set(
-            os.path.join(directory, "events"), registry(), "w2:v1", root=os.path.join(directory, "store"),
+            StoreContext(os.path.join(directory, "store"), registry()), os.path.join(directory, "events"), "w2:v1",
             output=out, client=client, partitions=partitions, progress=sys.stderr.isatty(),
         )
         elapsed = time.perf_counter() - started

@@ -20,12 +20,14 @@ import functools
 import os
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
 from featurecore.offline.pit import point_in_time_join
+from featurecore.online.context import StoreContext
 from featurecore.reasons import MISSING_REASONS
 from featurecore.registry.model import DefaultAction, DefaultPolicy, Feature, FeatureGroup, FeatureSet, RegistryState
 from benchmarks.sizes import size
@@ -40,6 +42,8 @@ DAY_US = 86_400_000_000
 T0_US = 1_780_000_000_000_000
 FEATURES = [f"f{i}" for i in range(N_FEATURES)]
 ROUNDS = size(3, 1)
+#: The join over in-memory history: its store directory is never read.
+IN_MEMORY = StoreContext(os.path.join(tempfile.gettempdir(), "featurecore-never-read"), RegistryState())
 
 
 def registry() -> RegistryState:
@@ -90,7 +94,7 @@ def make_data() -> dict:
 
 def run_featurecore(data) -> np.ndarray:
     result = point_in_time_join(
-        data["events"], data["state"], "w2:v1", histories={"items:v1": data["history"]}, threads=THREADS
+        IN_MEMORY.with_state(data["state"]), data["events"], "w2:v1", histories={"items:v1": data["history"]}, threads=THREADS
     )
     return result.values
 
@@ -120,7 +124,7 @@ def parquet_store() -> str:
 
 def run_featurecore_parquet(root) -> np.ndarray:
     data = make_data()
-    return point_in_time_join(data["events"], data["state"], "w2:v1", root=root, threads=THREADS).values
+    return point_in_time_join(StoreContext(root, data["state"]), data["events"], "w2:v1", threads=THREADS).values
 
 
 def duckdb_parquet_inputs(root):

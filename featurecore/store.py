@@ -518,16 +518,16 @@ class FeatureStore:
 
         chunk_rows = DEFAULT_CHUNK_ROWS if chunk_rows is None else chunk_rows
         state, feature_set_ref = self._feature_set_or_list(feature_set_ref, features)
+        context = self.context().with_state(state)
         if engine == "dask":
             from .offline.dask_engine import dask_training_set
 
             return dask_training_set(
-                events, state, feature_set_ref, root=self.root, tombstones=self._tombstones(), output=output,
+                context, events, feature_set_ref, output=output,
                 client=client, partitions=partitions, time_slices=1 if time_slices is None else time_slices,
                 tenant_column=tenant_column, reasons=reasons,
                 event_timestamp=event_timestamp, tenant=tenant, strict=strict, threads=threads or 1, chunk_rows=chunk_rows,
-                progress=progress, include_archived=include_archived, timestamp_bounds=self.timestamp_bounds,
-                offline_as_of=offline_as_of,
+                progress=progress, include_archived=include_archived, offline_as_of=offline_as_of,
             )
         if engine != "local":
             raise ValidationError(f"engine must be 'local' or 'dask', got {engine!r}")
@@ -540,9 +540,8 @@ class FeatureStore:
         from .offline.pit import point_in_time_join
 
         return point_in_time_join(
-            events, state, feature_set_ref, root=self.root, tombstones=self._tombstones(),
-            event_timestamp=event_timestamp, tenant=tenant, strict=strict, threads=threads, chunk_rows=chunk_rows,
-            progress=progress, include_archived=include_archived, timestamp_bounds=self.timestamp_bounds,
+            context, events, feature_set_ref, event_timestamp=event_timestamp, tenant=tenant, strict=strict,
+            threads=threads, chunk_rows=chunk_rows, progress=progress, include_archived=include_archived,
             offline_as_of=offline_as_of,
         )
 

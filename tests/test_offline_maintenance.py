@@ -88,7 +88,7 @@ def test_migrate_offline_converts_verifies_and_keeps_answers(old_store, capsys):
         with open(os.path.join(directory, "_manifest.json")) as f:
             manifest = json.load(f)
         old = pa.concat_tables([pq.read_table(os.path.join(directory, entry["path"])) for entry in manifest["files"]])
-        expected = point_in_time_join(events(), store.state, FEATURE_SET, root=store.root, histories={GROUP: old})
+        expected = point_in_time_join(store.context(), events(), FEATURE_SET, histories={GROUP: old})
     code, out, err = run(capsys, "migrate-offline", "--store", str(store_dir))
     assert code == 0, err
     assert f"migrated {GROUP}: 3 Parquet files, 5 rows, verified row for row" in out

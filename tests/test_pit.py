@@ -3,6 +3,7 @@ against a pandas merge_asof reference, from memory and from the Parquet log."""
 
 import dataclasses
 import datetime as dt
+import os
 import tempfile
 
 import numpy as np
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from test_offline_helpers import DAY_US, HOUR_US, T0, T0_US, feature, make_state, policy
 
 from featurecore.errors import RegistryError, ValidationError
+from featurecore.online.context import StoreContext
 from featurecore.online.tombstones import Tombstones
 from featurecore.offline import log as log_module
 from featurecore.offline.log import OfflineLog
@@ -142,6 +144,11 @@ def join_cases(draw):
     return items, users, events
 
 
+def given_histories(state: RegistryState) -> StoreContext:
+    """A context whose store directory is never read: every group's history is given."""
+    return StoreContext(os.path.join(tempfile.gettempdir(), "featurecore-never-read"), state)
+
+
 @settings(max_examples=100, deadline=None)
 @given(join_cases(), st.booleans(), st.sampled_from([1, 3, 1000]))
 def test_matches_pandas_reference(case, strict, chunk_rows):
@@ -153,7 +160,7 @@ def test_matches_pandas_reference(case, strict, chunk_rows):
     }
     frame = events.assign(event_timestamp=pd.to_datetime(events["t"] + T0_US, unit="us", utc=True), label=1)
     result = point_in_time_join(
-        frame, state, "fs:v1", histories=histories, strict=strict, chunk_rows=chunk_rows, threads=2
+        given_histories(state), frame, "fs:v1", histories=histories, strict=strict, chunk_rows=chunk_rows, threads=2
     )
     values, reasons = expected_matrix(items, users, events, strict)
     np.testing.assert_array_equal(result.reasons, reasons)
@@ -175,7 +182,7 @@ def test_join_from_the_log_matches_the_reference_at_any_chunk_size(case, strict,
             for start in range(0, len(frame), 5):  # several files: several chunks, refs in frame order
                 log.append(table.slice(start, 5).cast(log.arrow_schema("int64")))
         frame = events.assign(event_timestamp=pd.to_datetime(events["t"] + T0_US, unit="us", utc=True))
-        result = point_in_time_join(frame, state, "fs:v1", root=root, strict=strict, chunk_rows=chunk_rows, threads=2)
+        result = point_in_time_join(StoreContext(root, state), frame, "fs:v1", strict=strict, chunk_rows=chunk_rows, threads=2)
     values, reasons = expected_matrix(items, users, events, strict)
     np.testing.assert_array_equal(result.reasons, reasons)
     np.testing.assert_array_equal(result.values, values)
@@ -203,7 +210,7 @@ def test_a_clustered_table_skips_row_groups_without_changing_answers(case, stric
             log.optimize(min_files=1)
         # Integer event ids meet a text history as their decimal text (negative: not_applicable).
         frame = events.assign(event_timestamp=pd.to_datetime(events["t"] + T0_US, unit="us", utc=True))
-        result = point_in_time_join(frame, state, "fs:v1", root=root, strict=strict, chunk_rows=chunk_rows, threads=2)
+        result = point_in_time_join(StoreContext(root, state), frame, "fs:v1", strict=strict, chunk_rows=chunk_rows, threads=2)
     values, reasons = expected_matrix(items, users, events, strict)
     np.testing.assert_array_equal(result.reasons, reasons)
     np.testing.assert_array_equal(result.values, values)
@@ -262,7 +269,7 @@ def events_frame():
 
 def test_joins_typed_features_from_the_log(store):
     root, state = store
-    result = point_in_time_join(events_frame(), state, "ranker:v1", root=root)
+    result = point_in_time_join(StoreContext(root, state), events_frame(), "ranker:v1")
     frame = result.to_pandas()
     assert list(frame.columns[:4]) == ["item_id", "user_id", "event_timestamp", "label"]
     assert list(frame.columns[4:]) == list(result.columns)
@@ -282,17 +289,17 @@ def test_joins_typed_features_from_the_log(store):
 
 def test_tenants_are_isolated(store):
     root, state = store
-    result = point_in_time_join(events_frame(), state, "ranker:v1", root=root, tenant="other")
+    result = point_in_time_join(StoreContext(root, state), events_frame(), "ranker:v1", tenant="other")
     ctr = result.values[:, result.columns.index("ctr:v1")]
     assert ctr.tolist() == [-1.0, -1.0, -1.0, -1.0, np.float32(9.0)]
 
 
 def test_log_streaming_and_in_memory_agree(store):
     root, state = store
-    whole = point_in_time_join(events_frame(), state, "ranker:v1", root=root)
-    streamed = point_in_time_join(events_frame(), state, "ranker:v1", root=root, chunk_rows=1, threads=1)
+    whole = point_in_time_join(StoreContext(root, state), events_frame(), "ranker:v1")
+    streamed = point_in_time_join(StoreContext(root, state), events_frame(), "ranker:v1", chunk_rows=1, threads=1)
     history = OfflineLog.open(root, state, "item_stats:v1").read(tenant="default")
-    mixed = point_in_time_join(events_frame(), state, "ranker:v1", root=root, histories={"item_stats:v1": history})
+    mixed = point_in_time_join(StoreContext(root, state), events_frame(), "ranker:v1", histories={"item_stats:v1": history})
     for other in (streamed, mixed):
         np.testing.assert_array_equal(other.values, whole.values)
         np.testing.assert_array_equal(other.reasons, whole.reasons)
@@ -305,15 +312,15 @@ def test_strict_mode_ignores_values_computed_after_the_event(tmp_path):
     # a backfill at T0 + 2d of the value as of T0 + 1h
     append(items, items_data(1, offset=7.0), np.array([1]), [T0_US + HOUR_US], generated=[T0_US + 2 * DAY_US])
     events = pd.DataFrame({"item_id": [1], "user_id": ["u"], "event_timestamp": [T0 + dt.timedelta(hours=5)]})
-    loose = point_in_time_join(events, state, "ranker:v1", root=root)
-    strict = point_in_time_join(events, state, "ranker:v1", root=root, strict=True)
+    loose = point_in_time_join(StoreContext(root, state), events, "ranker:v1")
+    strict = point_in_time_join(StoreContext(root, state), events, "ranker:v1", strict=True)
     assert loose.values[0, 0] == 7.0 and strict.values[0, 0] == 0.0
 
 
 def test_output_keeps_input_order_and_duplicates(store):
     root, state = store
     events = pd.concat([events_frame()] * 2, ignore_index=True).iloc[::-1]
-    result = point_in_time_join(events, state, "ranker:v1", root=root)
+    result = point_in_time_join(StoreContext(root, state), events, "ranker:v1")
     assert len(result) == 10
     assert result.to_pandas()["label"].tolist() == events["label"].tolist()
     np.testing.assert_array_equal(result.values[:5], result.values[5:])
@@ -323,27 +330,30 @@ def test_rejects_naive_timestamps(store):
     root, state = store
     events = events_frame().assign(event_timestamp=lambda f: f["event_timestamp"].dt.tz_localize(None))
     with pytest.raises(ValidationError, match="timezone-naive timestamp.*tz_localize"):
-        point_in_time_join(events, state, "ranker:v1", root=root)
+        point_in_time_join(StoreContext(root, state), events, "ranker:v1")
 
 
 def test_rejects_missing_join_key(store):
     root, state = store
     with pytest.raises(ValidationError, match="no column 'user_id' for entity 'user'"):
-        point_in_time_join(events_frame().drop(columns="user_id"), state, "ranker:v1", root=root)
+        point_in_time_join(StoreContext(root, state), events_frame().drop(columns="user_id"), "ranker:v1")
 
 
-def test_needs_a_history_source(store):
+def test_a_group_without_history_joins_as_not_found(store, tmp_path):
     _, state = store
-    with pytest.raises(ValidationError, match="pass root=<store directory>"):
-        point_in_time_join(events_frame(), state, "ranker:v1")
+    result = point_in_time_join(StoreContext(str(tmp_path / "empty"), state), events_frame(), "ranker:v1")
+    assert result.offline_versions == {"item_stats:v1": -1, "user_profile:v1": -1}  # no table
+    for column in ("ctr:v1", "age:v1"):
+        reasons = result.reasons[:, result.columns.index(column)].tolist()
+        assert set(reasons) <= {Reason.entity_not_found, Reason.not_applicable} and Reason.entity_not_found in reasons
 
 
 def test_reads_events_from_parquet(store, tmp_path):
     root, state = store
     path = str(tmp_path / "events.parquet")
     events_frame().to_parquet(path)
-    from_path = point_in_time_join(path, state, "ranker:v1", root=root)
-    direct = point_in_time_join(events_frame(), state, "ranker:v1", root=root)
+    from_path = point_in_time_join(StoreContext(root, state), path, "ranker:v1")
+    direct = point_in_time_join(StoreContext(root, state), events_frame(), "ranker:v1")
     np.testing.assert_array_equal(from_path.values, direct.values)
     assert from_path.to_arrow().column("label").to_pylist() == [1, 0, 1, 0, 1]
 
@@ -351,7 +361,7 @@ def test_reads_events_from_parquet(store, tmp_path):
 def test_text_ids_empty_means_not_applicable_and_progress_goes_to_stderr(store, capsys):
     root, state = store
     events = events_frame().assign(user_id=["u1", "", "u2", None, "u1"])
-    result = point_in_time_join(events, state, "ranker:v1", root=root, progress=True)
+    result = point_in_time_join(StoreContext(root, state), events, "ranker:v1", progress=True)
     age = result.columns.index("age:v1")
     assert result.reasons[:, age].tolist() == [0, Reason.not_applicable, Reason.no_history, Reason.not_applicable, 0]
     err = capsys.readouterr().err
@@ -363,23 +373,23 @@ def test_archived_features_need_include_archived(store):
     archived = dataclasses.replace(state.feature("ctr:v1"), stage="archived")
     state = dataclasses.replace(state, features={**state.features, "ctr:v1": archived})
     with pytest.raises(RegistryError, match="reads archived feature.*include_archived=True"):
-        point_in_time_join(events_frame(), state, "ranker:v1", root=root)
-    assert len(point_in_time_join(events_frame(), state, "ranker:v1", root=root, include_archived=True)) == 5
+        point_in_time_join(StoreContext(root, state), events_frame(), "ranker:v1")
+    assert len(point_in_time_join(StoreContext(root, state), events_frame(), "ranker:v1", include_archived=True)) == 5
 
 
 def test_categorical_ids_and_float_ids(store):
     root, state = store
     events = events_frame().assign(user_id=lambda f: f["user_id"].astype("category"))
-    direct = point_in_time_join(events_frame(), state, "ranker:v1", root=root)
-    np.testing.assert_array_equal(point_in_time_join(events, state, "ranker:v1", root=root).values, direct.values)
+    direct = point_in_time_join(StoreContext(root, state), events_frame(), "ranker:v1")
+    np.testing.assert_array_equal(point_in_time_join(StoreContext(root, state), events, "ranker:v1").values, direct.values)
     with pytest.raises(ValidationError, match="events column 'item_id' has type double.*use dtype 'Int64'"):
-        point_in_time_join(events_frame().assign(item_id=[1.0, np.nan, 2, 3, 4]), state, "ranker:v1", root=root)
+        point_in_time_join(StoreContext(root, state), events_frame().assign(item_id=[1.0, np.nan, 2, 3, 4]), "ranker:v1")
 
 
 def test_deleted_entities_are_never_joined(store):
     root, state = store
     tombstones = Tombstones({("default", "user"): {"u1"}})
-    result = point_in_time_join(events_frame(), state, "ranker:v1", root=root, tombstones=tombstones)
+    result = point_in_time_join(StoreContext(root, state, tombstones=lambda: tombstones), events_frame(), "ranker:v1")
     age = result.columns.index("age:v1")
     assert result.reasons[:, age].tolist() == [6, Reason.no_history, 6, Reason.entity_not_found, 6]
     assert result.reasons[:, 0].tolist()[:2] == [0, 0]  # other entities are untouched
@@ -404,6 +414,6 @@ def test_a_pair_with_an_absent_component_is_not_applicable_like_online():
         "item_id": ["i1", "", "i1", "i2"],
         "event_timestamp": pd.to_datetime([T0_US + HOUR_US] * 4, unit="us", utc=True),
     })
-    result = point_in_time_join(events, state, fs.ref, histories={group.ref: history})
+    result = point_in_time_join(given_histories(state), events, fs.ref, histories={group.ref: history})
     assert result.values[:, 0].tolist() == [3.0, -1.0, -1.0, -1.0]
     assert result.reasons[:, 0].tolist() == [0, Reason.not_applicable, Reason.not_applicable, Reason.entity_not_found]

@@ -40,10 +40,9 @@ import pyarrow.parquet as pq
 from ..errors import ValidationError
 from ..registry.deploy import assert_trainable
 from ..online.batch import GroupSchema, check_tenant
-from ..online.tombstones import NO_TOMBSTONES, Tombstones
+from ..online.context import StoreContext
 from ..registry.model import RegistryState
 from ..progress import ProgressBar
-from ..timestamps import DEFAULT_BOUNDS, TimestampBounds
 from .log import DEFAULT_CHUNK_ROWS, OfflineLog
 from .partition import (
     HREF,
@@ -265,11 +264,10 @@ def _resolve_client(client: Any):
 
 
 def dask_training_set(
+    context: StoreContext,
     events: Any,
-    state: RegistryState,
     feature_set_ref: str,
     *,
-    root: str,
     output: "str | os.PathLike | None" = None,
     client: Any = None,
     partitions: "int | None" = None,
@@ -282,8 +280,6 @@ def dask_training_set(
     include_archived: bool = False,
     reasons: bool = False,
     threads: int = 1,
-    tombstones: Tombstones = NO_TOMBSTONES,
-    timestamp_bounds: TimestampBounds = DEFAULT_BOUNDS,
     offline_as_of: Any = None,
     time_slices: int = 1,
 ):
@@ -291,6 +287,10 @@ def dask_training_set(
     by a hash of the entity ids.
 
     Args:
+        context: the store, as in ``point_in_time_join``. Workers get none of it: the
+            client builds a ``JoinSpec`` (offline/partition.py: the registry state, the
+            deleted entities, the timestamp bounds, the table versions; picklable) and
+            the offline tables' locations, which is all a task needs.
         events: pandas DataFrame, Arrow Table, Dask DataFrame, or Parquet file /
             directory / glob / list of files (read by the workers, never by the client).
         output: a directory (shared by the workers) to write the training set to as
@@ -318,6 +318,7 @@ def dask_training_set(
     """
     import dask
 
+    state = context.state
     assert_trainable(state, feature_set_ref, include_archived=include_archived)
     if tenant_column is None:
         check_tenant(tenant)
@@ -326,7 +327,7 @@ def dask_training_set(
     history_tenant = None if tenant_column else tenant
     histories = {}
     for ref in (ref for refs in groups.values() for ref in refs):
-        log = OfflineLog(root, GroupSchema.from_state(state, ref))
+        log = OfflineLog(context.root, GroupSchema.from_state(state, ref))
         histories[ref] = LogHistory(log, history_tenant, snapshot=log.snapshot(_version_of(ref, offline_as_of)))
     versions = {ref: history.snapshot.version for ref, history in histories.items()}
     sample = schema.empty_table()
@@ -347,8 +348,8 @@ def dask_training_set(
     if isinstance(time_slices, bool) or not isinstance(time_slices, int) or time_slices < 1:
         raise ValidationError(f"time_slices must be an int >= 1, got {time_slices!r}; pass 1 for no time slices")
     spec = JoinSpec(
-        state, feature_set_ref, event_timestamp, tenant, tenant_column, strict, buckets, int_ids, tombstones, threads, reasons,
-        timestamp_bounds, versions, _slice_starts(list(histories.values()), time_slices),
+        state, feature_set_ref, event_timestamp, tenant, tenant_column, strict, buckets, int_ids, context.tombstones(), threads,
+        reasons, context.timestamp_bounds, versions, _slice_starts(list(histories.values()), time_slices),
     )
     # A dry run on zero rows on the client: a wrong column or timestamp fails here, not in a worker.
     empty_split = split_events(sample, 0, spec)

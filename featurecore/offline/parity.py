@@ -160,9 +160,7 @@ def check_parity(
     )
     served = store.get_features(request)
     n = len(served.values)
-    training = point_in_time_join(
-        events_for_request(store.state, request, n), store.state, feature_set_ref, root=store.root, tenant=tenant
-    )
+    training = point_in_time_join(store.context(), events_for_request(store.state, request, n), feature_set_ref, tenant=tenant)
     return compare_matrices(
         feature_set_ref,
         int(at_us),

@@ -66,11 +66,11 @@ from ..registry.deploy import assert_trainable
 from ..reasons import Reason
 from ..keys import join_pair_ids
 from ..online.batch import GroupSchema, check_tenant, check_text_ids
-from ..online.tombstones import NO_TOMBSTONES, Tombstones
+from ..online.context import StoreContext
+from ..online.tombstones import Tombstones
 from ..registry.model import RegistryState
 from ..serving.compiled import CompiledFeatureSet, compile_feature_set
 from ..progress import ProgressBar
-from ..timestamps import DEFAULT_BOUNDS, TimestampBounds
 from .log import DEFAULT_CHUNK_ROWS, EntityIds, LogFile, OfflineLog, Snapshot, Watermark, micros, typed_columns
 
 STAMP_COLUMNS = ["entity_id", "feature_timestamp", "generated_at"]
@@ -502,11 +502,6 @@ def _history_for(group_ref: str, histories, root, state, tenant, offline_as_of):
         history = histories[group_ref]
         table = history if isinstance(history, pa.Table) else pa.Table.from_pandas(history, preserve_index=False)
         return TableHistory(table, tenant)
-    if root is None:
-        raise ValidationError(
-            f"no history for group {group_ref}: pass root=<store directory> to read the offline log, "
-            f"or histories={{{group_ref!r}: table}}"
-        )
     log = OfflineLog(root, GroupSchema.from_state(state, group_ref))
     return LogHistory(log, tenant, snapshot=log.snapshot(_version_of(group_ref, offline_as_of)))
 
@@ -536,11 +531,10 @@ def _version_of(group_ref: str, offline_as_of: Any) -> "int | dt.datetime | None
 
 
 def point_in_time_join(
+    context: StoreContext,
     events: Any,
-    state: RegistryState,
     feature_set_ref: str,
     *,
-    root: "str | None" = None,
     histories: "Mapping[str, Any] | None" = None,
     event_timestamp: str = "event_timestamp",
     tenant: str = "default",
@@ -550,20 +544,23 @@ def point_in_time_join(
     progress: "bool | None" = None,
     compiled: "CompiledFeatureSet | None" = None,
     include_archived: bool = False,
-    tombstones: Tombstones = NO_TOMBSTONES,
-    timestamp_bounds: TimestampBounds = DEFAULT_BOUNDS,
     offline_as_of: "dt.datetime | Mapping[str, int] | None" = None,
 ) -> TrainingSet:
     """Build the training matrix of ``feature_set_ref`` for every event (see the module
     docstring for the exact semantics).
 
     Args:
+        context: the store (``FeatureStore.context()``, or ``StoreContext(root, state)``
+            for a store directory's offline tables alone): its registry state defines the
+            feature set, its offline tables hold the groups' history (a group never
+            written has none: its rows are ``entity_not_found``), its deleted entities'
+            history is never joined (``entity_not_found``) and its ``timestamp_bounds``
+            is the plausible range of event times (seconds or milliseconds are
+            rejected, not joined as 1970).
         events: pandas DataFrame, Arrow Table or Parquet path with the entities' join
             key columns, ``event_timestamp`` and any label columns.
-        state: the registry state that defines the feature set.
-        root: store directory whose offline log holds the groups' history.
         histories: group ref -> in-memory history (Arrow Table or DataFrame with the
-            log's columns), used instead of the log for those groups.
+            log's columns), used instead of the offline table for those groups.
         tenant: the tenant whose history is joined.
         strict: also require ``generated_at <= event_timestamp``.
         threads: native threads for the as-of search (default min(4, cpus)).
@@ -571,10 +568,6 @@ def point_in_time_join(
         progress: a progress bar on stderr (default: when stderr is a terminal).
         compiled: a cached ``compile_feature_set`` result for this feature set.
         include_archived: allow archived features (to reproduce an old model).
-        tombstones: ``Tombstones.load(store)``: a deleted entity's history is
-            never joined (its rows are ``entity_not_found``).
-        timestamp_bounds: the plausible range of event times (``TimestampBounds``): event
-            times in seconds or milliseconds are rejected, not joined as 1970.
         offline_as_of: read the offline tables as they were (time travel): a tz-aware
             datetime (each table's version at that time) or group ref -> table version
             (``TrainingSet.offline_versions`` of an earlier training set reproduces it).
@@ -586,21 +579,22 @@ def point_in_time_join(
         RegistryError: the feature set reads archived features (lifecycle).
         FeatureUnavailableError: a feature whose policy is ``fail`` was missing.
 
-    >>> ts = point_in_time_join(events, state, "ranker:v3", root="store")  # doctest: +SKIP
+    >>> ts = point_in_time_join(StoreContext("store", state), events, "ranker:v3")  # doctest: +SKIP
     >>> ts.to_pandas().head()  # doctest: +SKIP
     """
+    state, tombstones = context.state, context.tombstones()
     assert_trainable(state, feature_set_ref, include_archived=include_archived)
     check_tenant(tenant)
     table = events_table(events)
     event_ts = event_micros(table, event_timestamp)
-    timestamp_bounds.check(event_ts, f"events column {event_timestamp!r}")
+    context.timestamp_bounds.check(event_ts, f"events column {event_timestamp!r}")
     compiled = compiled or compile_feature_set(state, feature_set_ref)
     threads = threads or min(4, os.cpu_count() or 1)
     tables, refs, reasons = [], [], []
     versions: dict[str, int] = {}
     with ProgressBar("training set", len(compiled.groups), unit="groups", progress=progress) as bar:
         for binding in compiled.groups:
-            history = _history_for(binding.ref, histories, root, state, tenant, offline_as_of)
+            history = _history_for(binding.ref, histories, context.root, state, tenant, offline_as_of)
             if isinstance(history, LogHistory):
                 versions[binding.ref] = history.snapshot.version
             ids = _id_column(table, state, state.entity(binding.entity))

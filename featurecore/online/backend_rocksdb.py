@@ -186,9 +186,11 @@ class RocksDBBackend(RocksDBRecords):
         self.db.try_catch_up_with_primary()
 
     def _existing(self, name: str, *, create: bool = False) -> "rocksdict.Rdict | None":
-        family = super()._existing(name, create=create)
-        if family is not None:
-            self._seen_groups.add(name)  # created by this instance, or visible to it
+        family = self._families.get(name)  # the per-request path: one dict lookup
+        if family is None:
+            family = super()._existing(name, create=create)
+            if family is not None:
+                self._seen_groups.add(name)  # created by this instance, or visible to it
         return family
 
     def _table_files(self) -> frozenset[str]:

@@ -459,7 +459,7 @@ def _stream_report(store: str) -> str:
     if not os.path.exists(os.path.join(online_path(store), "CURRENT")):
         return ""
     from .online.backend_rocksdb import RocksDBBackend
-    from .streams import read_positions
+    from .streams.positions import read_positions
 
     backend = RocksDBBackend.open(store, read_only=True)  # works beside a running `featurecore ingest`
     try:

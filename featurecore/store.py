@@ -571,7 +571,7 @@ class FeatureStore:
         if incremental:
             summaries = [materialize_incremental(context, ref, as_of_us, progress=progress) for ref in refs]
         else:
-            from .streams import read_positions
+            from .streams.positions import read_positions
 
             streamed = {p["group_cf"] for p in read_positions(self._backend)} if as_of_us is not None else set()
             summaries = []

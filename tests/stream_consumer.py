@@ -26,7 +26,7 @@ from featurecore.layout import META_CF  # noqa: E402
 from featurecore.storage.rocksdb import column_family, open_database  # noqa: E402
 from featurecore.store import FeatureStore  # noqa: E402
 from featurecore.streams import NatsSource  # noqa: E402
-from featurecore.streams.ingest import position_key  # noqa: E402
+from featurecore.streams.positions import position_key  # noqa: E402
 
 
 def in_child(work) -> int:

@@ -1,7 +1,31 @@
-"""Nearline stream ingestion: a stream source (NATS JetStream) into the online and offline stores, exactly once."""
+"""Nearline stream ingestion: a stream source (NATS JetStream) into the online and offline stores, exactly once.
 
-from .ingest import BatchResult, Ingestor, IngestStats, read_positions
-from .nats import NatsSource, parse_nats_url
-from .source import StreamMessage, StreamSource
+The names below are imported on first use: the consumer needs the ``streams`` extra
+(nats-py, msgspec), while reading positions (``streams.positions``) needs only the base
+install, which ``materialize`` and ``featurecore monitor`` rely on.
+"""
 
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .ingest import BatchResult, Ingestor, IngestStats
+    from .nats import NatsSource, parse_nats_url
+    from .positions import read_positions
+    from .source import StreamMessage, StreamSource
+
+_HOMES = {
+    "BatchResult": "ingest", "Ingestor": "ingest", "IngestStats": "ingest",
+    "NatsSource": "nats", "parse_nats_url": "nats",
+    "read_positions": "positions",
+    "StreamMessage": "source", "StreamSource": "source",
+}
 __all__ = ["BatchResult", "Ingestor", "IngestStats", "NatsSource", "StreamMessage", "StreamSource", "parse_nats_url", "read_positions"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOMES:
+        return getattr(import_module(f".{_HOMES[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

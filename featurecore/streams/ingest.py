@@ -46,37 +46,14 @@ from ..offline.log import OfflineLog
 from ..offline.write import newest_per_entity
 from ..online.batch import GroupSchema, micros_now
 from ..layout import META_CF
-from ..online.backend import backend_of
 from ..online.context import StoreContext
 from .decode import TenantBatch, decode
+from .positions import position_key
 from .source import StreamMessage, StreamSource
 
 logger = logging.getLogger(__name__)
-POSITION_PREFIX = b"stream/"
 #: Messages per micro-batch (and in flight at the broker) by default.
 DEFAULT_MAX_BATCH = 4096
-
-
-def position_key(group_cf: str, identity: str) -> bytes:
-    """The ``meta`` key of a stream position."""
-    return POSITION_PREFIX + f"{group_cf}/{identity}".encode()
-
-
-def read_positions(db: Any) -> "list[dict[str, Any]]":
-    """Every stream position record of the store (``featurecore monitor``): group column
-    family, source identity, sequence and the consumer's last reported metrics (``db``:
-    a FeatureStore, its online Rdict or an ``OnlineBackend``)."""
-    out = []
-    for key, value in backend_of(db).scan_records(META_CF, POSITION_PREFIX):
-        group_cf, identity = _split(key)
-        out.append({"group_cf": group_cf, "source": identity, **msgpack.unpackb(value, raw=False)})
-    return out
-
-
-def _split(key: bytes) -> "tuple[str, str]":
-    # group_cf is g/<group>/v<version>: three parts; the identity is the rest.
-    parts = key[len(POSITION_PREFIX):].decode().split("/", 3)
-    return "/".join(parts[:3]), parts[3] if len(parts) > 3 else ""
 
 
 @dataclass

@@ -621,6 +621,7 @@ def test_privacy_disabled_groups_are_never_read_and_get_their_defaults():
 def test_fail_policy_raises_naming_feature_reason_and_row():
     state = small_state(ctr_policy={"entity_not_found": DefaultAction("fail")})
     compiled = compile_feature_set(state, "home:v1")
+    assert compiled.can_fail and not compile_feature_set(small_state(), "home:v1").can_fail  # (serve skips the check)
     by_ref = load(state, compiled, ["i1", "i2"])
     with pytest.raises(FeatureUnavailableError, match=r"feature item_ctr:v1 .* is entity_not_found for row 1 \('i9'\)"):
         compiled.serve([by_ref[g.ref] for g in compiled.groups], {"user": "u1", "item": ["i1", "i9"]}, "default",

@@ -121,3 +121,16 @@ def test_a_feature_request_is_a_frozen_dataclass_with_its_checks():
     with pytest.raises(ValidationError, match=r"deadline_ms must be a positive number or None, got 0"):
         FeatureRequest(FEATURE_SET, {"item": ["i1"]}, at, deadline_ms=0)
     assert FeatureRequest(FEATURE_SET, {1: ["i1"]}, np.int64(at)).entities == {"1": ["i1"]}  # names are str
+
+
+def test_a_served_matrix_reads_its_arrays_from_the_native_call_when_first_read(store):
+    """values, reasons and group_age come from the native stats on first access (a caller
+    reading only values leaves the others unread), are the same arrays on every read and
+    can be replaced, as the prepared handle's out= path does."""
+    matrix = store.get_features(request(ITEMS))
+    assert matrix.values is matrix.values and matrix.values.shape == matrix.reasons.shape == (3, len(matrix.columns))
+    assert matrix.group_age.shape == (3, len(matrix.group_names)) and matrix.group_age.dtype == np.float32
+    assert matrix.diagnostics["missing_count"] == int(np.count_nonzero(matrix.reasons))
+    replaced = np.zeros_like(matrix.values)
+    matrix.values = replaced
+    assert matrix.values is replaced and matrix.shape == replaced.shape

@@ -62,6 +62,7 @@ class CompiledFeatureSet:
         context_names / candidate_names: request features in their column order.
         column_features: per column, the feature ref or request/cross name that fills it.
         plan: the native AssemblyPlan.
+        can_fail: some column's default policy is ``fail``.
     """
 
     ref: str
@@ -73,6 +74,9 @@ class CompiledFeatureSet:
     candidate_names: tuple[str, ...]
     column_features: tuple[str, ...]
     plan: _core.AssemblyPlan
+    #: Whether a column's default policy is ``fail`` for some reason (else serve never
+    #: raises FeatureUnavailableError and skips looking).
+    can_fail: bool = True
 
     def schema_for(self, group_ref: str) -> _core.Schema:
         """The Schema of a group of this feature set; ValidationError if it reads no such group."""
@@ -235,14 +239,11 @@ class CompiledFeatureSet:
             *(() if out is None else self.check_out(out, n)),
             rows=n if out is None else -1,
         )
-        if stats.fail_row >= 0:
+        if self.can_fail and stats.fail_row >= 0:  # (a native attribute read saved when no column can fail)
             self._raise_on_fail(stats, row_ids)
-        # (positional: a keyword call costs about half a microsecond more; serve always
-        # sets the stats' arrays, the stub types them optional for assemble's stats)
-        return FeatureMatrix(
-            self.ref, stats.values, stats.reasons, self.columns, row_ids, row_entity,  # type: ignore[arg-type]
-            stats.group_age, self.group_names, None, stats=stats,
-        )
+        # The matrix reads values/reasons/group_age from stats when they are first read;
+        # positional: a keyword call costs about half a microsecond more.
+        return FeatureMatrix(self.ref, None, None, self.columns, row_ids, row_entity, None, self.group_names, None, stats=stats)
 
     def assemble(
         self,
@@ -468,4 +469,5 @@ def compile_feature_set(state: RegistryState, feature_set_ref: str) -> CompiledF
         candidate_names=tuple(candidate_names),
         column_features=tuple(column_features),
         plan=plan,
+        can_fail=bool((actions == int(Action.fail)).any()),
     )

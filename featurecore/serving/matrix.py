@@ -40,13 +40,17 @@ class FeatureMatrix:
             negative_age_count when rows were generated after the request time (a dict,
             built on first access from ``stats`` when not given: most requests never
             read it, and building it costs about a microsecond).
+
+    A served matrix takes ``values``, ``reasons`` and ``group_age`` from the native
+    call's ``stats`` on first access (each is a native attribute read, ~0.2 us, and a
+    ranking call usually reads only ``values``).
     """
 
     def __init__(
         self,
         feature_set: str,
-        values: np.ndarray,
-        reasons: np.ndarray,
+        values: np.ndarray | None,
+        reasons: np.ndarray | None,
         columns: tuple[str, ...],
         row_ids: Any = None,
         row_entity: str = "",
@@ -57,15 +61,48 @@ class FeatureMatrix:
         stats: Any = None,
     ):
         self.feature_set = feature_set
-        self.values = values
-        self.reasons = reasons
+        self._values = values  # None: stats.values, read on first access
+        self._reasons = reasons
         self.columns = columns
         self.row_ids = row_ids
         self.row_entity = row_entity
-        self.group_age = np.zeros((0, 0), np.float32) if group_age is None else group_age
+        self._group_age = group_age
         self.group_names = group_names
         self._diagnostics = diagnostics
-        self._stats = stats  # the native AssembleStats diagnostics are built from
+        self._stats = stats  # the native AssembleStats diagnostics (and unread arrays) come from
+
+    @property
+    def values(self) -> np.ndarray:
+        values = self._values
+        if values is None:
+            values = self._values = self._stats.values
+        return values
+
+    @values.setter
+    def values(self, value: np.ndarray) -> None:
+        self._values = value
+
+    @property
+    def reasons(self) -> np.ndarray:
+        reasons = self._reasons
+        if reasons is None:
+            reasons = self._reasons = self._stats.reasons
+        return reasons
+
+    @reasons.setter
+    def reasons(self, value: np.ndarray) -> None:
+        self._reasons = value
+
+    @property
+    def group_age(self) -> np.ndarray:
+        group_age = self._group_age
+        if group_age is None:
+            group_age = self._group_age = np.zeros((0, 0), np.float32) if self._stats is None else self._stats.group_age
+        return group_age
+
+    @group_age.setter
+    def group_age(self, value: np.ndarray) -> None:
+        self._group_age = value
 
     @property
     def diagnostics(self) -> dict:

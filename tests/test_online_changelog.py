@@ -4,6 +4,7 @@ corrupt rows in a resident group's column family never block its load."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -36,6 +37,26 @@ def test_entries_round_trip_in_numeric_order(tmp_path_factory, sequences, keys, 
     assert all((e.group_cf, e.keys, e.published_at_us) == (group_cf, keys, published) for e in entries)
     assert (backend.first_sequence(), backend.last_sequence()) == (min(sequences), max(sequences))
     assert [e.sequence for e in backend.changelog_after(sorted(sequences)[0], limit=2)] == sorted(sequences)[1:3]
+    del log
+    backend.close()
+    db.close()
+
+
+def test_reading_an_entry_decodes_its_group_but_not_its_keys(tmp_path):
+    """A secondary reads every entry but applies only its loaded groups': the keys of the
+    others (a stream commit's 200k keys) are decoded only if used. Shown with entries whose
+    keys are cut off: reading them works, using the keys fails."""
+    db = open_database(str(tmp_path / "log"))
+    log = db.get_column_family(CHANGELOG_CF)
+    keys = [b"key-%06d" % i for i in range(1000)]
+    log[changelog.entry_key(1)] = changelog.encode_entry("g/session/v1", keys, 7)[:-100]
+    log[changelog.entry_key(2)] = changelog.encode_entry("g/items/v1", None, 8)
+    backend = RocksDBBackend(db)
+    first, second = backend.changelog_after(0)
+    assert (first.sequence, first.group_cf) == (1, "g/session/v1")
+    assert (second.sequence, second.group_cf, second.keys, second.published_at_us) == (2, "g/items/v1", None, 8)
+    with pytest.raises(ValueError, match="incomplete input"):
+        first.keys
     del log
     backend.close()
     db.close()

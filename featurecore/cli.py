@@ -458,14 +458,10 @@ def _stream_report(store: str) -> str:
     """The stream consumers' positions and last reported metrics ("" when there are none)."""
     if not os.path.exists(os.path.join(online_path(store), "CURRENT")):
         return ""
-    from .online.backend_rocksdb import RocksDBBackend
     from .streams.positions import read_positions
 
-    backend = RocksDBBackend.open(store, read_only=True)  # works beside a running `featurecore ingest`
-    try:
-        positions = read_positions(backend)
-    finally:
-        backend.close()
+    with Registry.open(store, read_only=True) as registry:  # works beside a running `featurecore ingest`
+        positions = read_positions(registry.records)
     if not positions:
         return ""
     rows = [

@@ -110,7 +110,7 @@ class DeletionReceipt:
 
 def write_tombstone(db: Any, tenant: str, entity: str, entity_id: str, *, reason: str = "", deleted_at_us: "int | None" = None) -> None:
     """Step 1 of ``delete_entity``: the tombstone and the bumped ``tombstone@version``, in
-    one commit (``db``: a primary FeatureStore, its online Rdict or its ``OnlineBackend``)."""
+    one commit (``db``: a primary FeatureStore or its ``OnlineBackend``)."""
     backend = backend_of(db)
     deleted_at = time.time_ns() // 1000 if deleted_at_us is None else int(deleted_at_us)
     record = {"tenant": tenant, "entity": entity, "entity_id": entity_id, "deleted_at_us": deleted_at, "reason": reason}
@@ -256,7 +256,7 @@ class PendingDeletion:
 def pending_deletions(db: Any) -> list[PendingDeletion]:
     """Tombstoned entities whose deletion did not finish (no ``completed_at_us`` in the
     tombstone and no receipt in the deletion log), oldest first; ``db``: a FeatureStore
-    or its online Rdict or ``OnlineBackend``. ``FeatureStore.open`` (primary) finishes them."""
+    or its ``OnlineBackend``. ``FeatureStore.open`` (primary) finishes them."""
     unmarked: dict[bytes, dict[str, Any]] = {}
     backend = backend_of(db)
     for key, value in backend.scan_records(META_CF, TOMBSTONE_PREFIX):
@@ -292,7 +292,7 @@ def deletion_log(
     """Deletion receipts (plain dicts), newest first, filtered by tenant/entity/id.
 
     Args:
-        db: a FeatureStore, its online Rdict or its ``OnlineBackend``.
+        db: a FeatureStore or its ``OnlineBackend``.
     """
     out: list[dict[str, Any]] = []
     for _, value in backend_of(db).scan_records(META_CF, DELETION_PREFIX, reverse=True):

@@ -40,7 +40,7 @@ def tombstone_key(tenant: str, entity: str, entity_id: str | int) -> bytes:
 
 def tombstone_version(db: Any) -> int:
     """The tombstone version: bumped with every tombstone written (0 before the first);
-    ``db``: a FeatureStore, its online Rdict or an ``OnlineBackend``."""
+    ``db``: a FeatureStore or an ``OnlineBackend``."""
     raw = backend_of(db).read_record(META_CF, TOMBSTONE_VERSION_KEY)
     return 0 if raw is None else struct.unpack(">Q", raw)[0]
 
@@ -82,7 +82,7 @@ class Tombstones:
 
     @classmethod
     def load(cls, db: Any) -> "Tombstones":
-        """Every tombstone of the store (``db``: a FeatureStore, its online Rdict or an
+        """Every tombstone of the store (``db``: a FeatureStore or an
         ``OnlineBackend``)."""
         deleted: dict[tuple[str, str], set[str]] = {}
         backend = backend_of(db)

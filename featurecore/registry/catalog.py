@@ -236,8 +236,8 @@ def describe(state: RegistryState, ref_or_name: str, *, db: Any = None, batches:
     """Everything about a feature, group, feature set, model or entity.
 
     A bare name resolves to the latest version (features first, then groups, sets,
-    models), else to the entity of that name. With ``db`` (a store or its online
-    Rdict), features and groups also show their group's newest ``batches`` lineage
+    models), else to the entity of that name. With ``db`` (a store, registry or
+    record store), features and groups also show their group's newest ``batches`` lineage
     records (code version, pipeline run, sources, time, rows).
 
     Raises:

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, cast
 from ..durations import DURATION_PATTERN as _DURATION_PATTERN
 from ..durations import format_duration, parse_duration
 from ..errors import RegistryError
-from ..reasons import MISSING_REASONS
+from ..reasons import DEFAULT_KINDS, MISSING_REASONS
 from .model import (
     CROSS_KINDS,
     DTYPES,
@@ -118,6 +118,11 @@ def _duration(value: Any, what: str) -> float:
     return parse_duration(value, what=what)
 
 
+#: The default actions written as a bare word (the others take an argument); from
+#: reasons.DEFAULT_KINDS, so a new action needs no second list here.
+WORD_ACTIONS: tuple[str, ...] = tuple(sorted(kind for kind in DEFAULT_KINDS if kind not in ("constant", "prior")))
+
+
 def _action(value: Any, what: str) -> DefaultAction:
     if isinstance(value, str):
         if value in ("constant", "prior"):
@@ -134,7 +139,7 @@ def _action(value: Any, what: str) -> DefaultAction:
             number = None if value.get("value") is None else _number(value["value"], f"{what} value")
             return DefaultAction(_str(value["kind"], f"{what} kind"), number, value.get("prior"))
     raise RegistryError(
-        f"{what} must be fail, null_with_indicator, use_stale_if_available, a number, "
+        f"{what} must be {', '.join(WORD_ACTIONS)}, a number, "
         f"{{constant: 0.0}} or {{prior: name}}, got {value!r}"
     )
 
@@ -641,7 +646,7 @@ _DURATION_SCHEMA = {
 _STRINGS_SCHEMA = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": ["string", "integer"]}}]}
 _ACTION_SCHEMA = {
     "anyOf": [
-        {"enum": ["fail", "null_with_indicator", "use_stale_if_available"]},
+        {"enum": list(WORD_ACTIONS)},
         {"type": "number"},
         {"type": "object", "properties": {"constant": {"type": "number"}}, "required": ["constant"], "additionalProperties": False},
         {"type": "object", "properties": {"prior": {"type": "string"}}, "required": ["prior"], "additionalProperties": False},

@@ -22,7 +22,7 @@ def position_key(group_cf: str, identity: str) -> bytes:
 def read_positions(db: Any) -> "list[dict[str, Any]]":
     """Every stream position record of the store (``featurecore monitor``): group column
     family, source identity, sequence and the consumer's last reported metrics (``db``:
-    a FeatureStore, its online Rdict or an ``OnlineBackend``)."""
+    a FeatureStore, an ``OnlineBackend`` or the record store of ``Registry.open``)."""
     out = []
     for key, value in backend_of(db).scan_records(META_CF, POSITION_PREFIX):
         group_cf, identity = _split(key)

@@ -525,7 +525,9 @@ std::shared_ptr<const PeerRows> ResidentGroup::build_peer_rows_locked(const Resi
     map->leader_changes = leader.changes_;
     map->own_changes = changes_;
     const size_t n = leader.n_rows_locked();
+    map->leader_rows = n;
     map->rows.resize(n);
+    bool identity = true;  // every row the leader serves (its tombstones: never) is this group's same row
     // The leader's keys in chunks, probed like a request's ids (pipelined find_many).
     constexpr size_t kChunk = 4096;
     std::string text;
@@ -550,15 +552,21 @@ std::shared_ptr<const PeerRows> ResidentGroup::build_peer_rows_locked(const Resi
         p.offs = offs.data();
         p.hashes = hashes.data();
         find_many_locked(p, skip.data(), m, out.data());
-        for (size_t i = 0; i < m; ++i)
+        for (size_t i = 0; i < m; ++i) {
             map->rows[begin + i] = out[i] < 0 ? PeerRows::kNoRow : static_cast<uint32_t>(out[i]);
+            identity = identity && (skip[i] || out[i] == static_cast<int64_t>(begin + i));
+        }
+    }
+    if (identity) {
+        map->identity = true;
+        std::vector<uint32_t>().swap(map->rows);
     }
     return map;
 }
 
 int64_t ResidentGroup::peer_map_rows() const {
     std::lock_guard<std::mutex> lock(peer_mu_);
-    return peer_ ? static_cast<int64_t>(peer_->rows.size()) : -1;
+    return peer_ ? static_cast<int64_t>(peer_->leader_rows) : -1;
 }
 
 size_t ResidentGroup::size() const {

@@ -63,9 +63,14 @@ struct KeyProbe {
 // leader: the group a request probes first), so a request probes an entity's ids once
 // for all its groups: rows[r] is this group's row of the key of the leader's row r, or
 // kNoRow. Valid while neither group changes: it names both groups' change counts.
+// When every row the leader serves is the same row here (groups of one entity written
+// together keep one row order), the map is the identity: rows stays empty and a request
+// reads no map at all.
 struct PeerRows {
     static constexpr uint32_t kNoRow = 0xFFFFFFFFu;
     uint64_t leader_id = 0, leader_changes = 0, own_changes = 0;
+    size_t leader_rows = 0;  // rows of the leader the map covers
+    bool identity = false;
     std::vector<uint32_t> rows;
 };
 

@@ -126,16 +126,16 @@ void follower_rows(const ResidentGroup& leader, const int64_t* leader_refs, cons
         follower.find_many_locked(probe, skip, n, out);
         return;
     }
-    const uint32_t* rows = map->rows.data();
+    const uint32_t* rows = map->identity ? nullptr : map->rows.data();  // identity: the leader's rows
     constexpr size_t kAhead = 16;  // map entries are random reads too
     auto& rest = sc.peer_skip;     // ids the leader lacks (and the follower may hold)
     rest.resize(n);
     bool any = false;
     for (size_t i = 0; i < n; ++i) {
-        if (i + kAhead < n && leader_refs[i + kAhead] >= 0) __builtin_prefetch(rows + leader_refs[i + kAhead]);
+        if (rows && i + kAhead < n && leader_refs[i + kAhead] >= 0) __builtin_prefetch(rows + leader_refs[i + kAhead]);
         const int64_t lr = leader_refs[i];
         if (lr >= 0) {
-            const uint32_t r = rows[lr];
+            const uint32_t r = rows ? rows[lr] : static_cast<uint32_t>(lr);
             out[i] = r == PeerRows::kNoRow ? -1 : static_cast<int64_t>(r);
             rest[i] = 1;
         } else {

@@ -13,6 +13,7 @@ import tempfile
 
 import hypothesis
 import numpy as np
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 
@@ -103,13 +104,14 @@ def serve_until_mapped(p, groups, oracles, queries, follower):
     unknown=st.lists(ids, max_size=10),
     seed=st.integers(0, 2**32 - 1),
     mapped=st.booleans(),
+    together=st.booleans(),
 )
 @settings(max_examples=60, deadline=None)
-def test_serve_through_peer_maps_equals_the_groups_rows(universe, unknown, seed, mapped):
+def test_serve_through_peer_maps_equals_the_groups_rows(universe, unknown, seed, mapped, together):
     rng = np.random.default_rng(seed)
     unknown = [u for u in unknown if u not in universe]
     in_a = rng.random(len(universe)) < 0.7
-    in_b = rng.random(len(universe)) < 0.7
+    in_b = in_a if together else rng.random(len(universe)) < 0.7  # together: one row order (identity maps)
     a, b, c = (_core.ResidentGroup(SCHEMA) for _ in range(3))
     oa, ob, oc = {}, {}, {}
     upsert(a, oa, [u for u, x in zip(universe, in_a) if x] or universe[:1], rng)
@@ -160,17 +162,50 @@ def test_a_group_serving_as_its_own_follower_and_a_replaced_leader():
     check(plan(2), [a2, b], [oa2, ob], keys + ["new", "nope"])
 
 
-def test_the_map_counts_in_nbytes_and_is_built_only_after_its_cost_in_probes():
+@pytest.mark.parametrize("same_order", [False, True])
+def test_the_map_counts_in_nbytes_and_is_built_only_after_its_cost_in_probes(same_order):
+    """A map costs 4 bytes per leader row, unless the follower holds the leader's keys
+    in the same rows (written together): then it is the identity and costs nothing."""
     rng = np.random.default_rng(1)
     a, b = _core.ResidentGroup(SCHEMA), _core.ResidentGroup(SCHEMA)
     oa, ob = {}, {}
     keys = [str(i) for i in range(1000)]
     upsert(a, oa, keys, rng)
-    upsert(b, ob, keys, rng)
+    upsert(b, ob, keys if same_order else keys[::-1], rng)
     before = b.nbytes
     for _ in range(9):  # 9 x 100 probes < 1000 leader rows: no map yet
         check(plan(2), [a, b], [oa, ob], keys[:100])
     assert b.peer_map_rows is None
     check(plan(2), [a, b], [oa, ob], keys[:100])
     assert b.peer_map_rows == 1000
-    assert b.nbytes >= before + 4000
+    if same_order:
+        assert b.nbytes == before
+    else:
+        assert b.nbytes >= before + 4000
+    check(plan(2), [a, b], [oa, ob], keys[::-1] + ["nope"])
+
+
+def test_an_identity_map_stays_exact_through_writes_that_keep_or_break_the_row_order():
+    """Groups written together (same keys, same order) share rows; writing one of them
+    alone (a new key, a removal that moves the last row into the hole) breaks that, and
+    serve stays exact through the stale map and the rebuilt one."""
+    rng = np.random.default_rng(2)
+    a, b = _core.ResidentGroup(SCHEMA), _core.ResidentGroup(SCHEMA)
+    oa, ob = {}, {}
+    keys = [f"k{i}" for i in range(300)] + [str(10**12 + i) for i in range(300)]
+    for group, oracle in ((a, oa), (b, ob)):
+        upsert(group, oracle, keys, rng)
+    queries = keys[::-7] + ["nope", "", "k3"]
+    serve_until_mapped(plan(2), [a, b], [oa, ob], queries, b)
+    before = b.nbytes
+    upsert(a, oa, keys[:50], rng)  # overwrites in place: rows unchanged, the map is rebuilt as the identity
+    serve_until_mapped(plan(2), [a, b], [oa, ob], queries, b)
+    assert b.nbytes == before
+    remove(a, oa, keys[10:12])  # a's last rows move into the holes; b's do not
+    upsert(a, oa, ["late-key"], rng)
+    serve_until_mapped(plan(2), [a, b], [oa, ob], queries + ["late-key", keys[10], keys[-1]], b)
+    assert b.nbytes >= before + 4 * len(a)
+    remove(b, ob, keys[10:12])  # the same removals in b: the same row order again
+    upsert(b, ob, ["late-key"], rng)
+    serve_until_mapped(plan(2), [a, b], [oa, ob], queries + ["late-key", keys[10], keys[-1]], b)
+    assert b.nbytes < before + 4 * len(a)

@@ -7,7 +7,7 @@
 //
 //   header (header_bytes, a multiple of 4096):
 //     char     magic[8] = "FCGENv1\n"
-//     u32      format_version (= 1)      u32 header_bytes
+//     u32      format_version (= 2)      u32 header_bytes
 //     u64      file_bytes                u64 changelog_sequence (changes up to it are in the rows)
 //     u32      schema_fingerprint        u32 n_features
 //     u64      n_rows, record_bytes, extra_bytes, null_bytes, index_slots, arena_bytes, key_bytes
@@ -47,7 +47,7 @@ class GenerationError : public std::runtime_error {
 };
 
 constexpr size_t kPageBytes = 4096;
-constexpr uint32_t kGenerationFormat = 1;
+constexpr uint32_t kGenerationFormat = 2;  // 2: keys inline from the record's owner bytes (resident.h)
 
 // The four sections, in file order.
 enum GenerationSection { kRecords = 0, kNulls = 1, kIndex = 2, kArena = 3, kSections = 4 };

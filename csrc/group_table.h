@@ -12,9 +12,10 @@
 //
 // Layout: what serving touches per row sits in one record, so a gather costs
 // one or two cache lines per row:
-//   i64 generated_at | u8 status | u8 any_null | u16 tag | u32 0 | extra bytes | f32 slots[n_slots]
-// `extra` (a multiple of 8 bytes) and `tag` belong to the owner (ResidentGroup
-// keeps short keys there, next to the head); records are record_bytes() apart
+//   i64 generated_at | u8 status | u8 any_null | u16 tag | u32 owner | extra bytes | f32 slots[n_slots]
+// `tag`, the 4 `owner` bytes and `extra` (a multiple of 8 bytes) belong to the owner
+// (ResidentGroup keeps short keys from the owner bytes on, next to the head; a table
+// without an owner leaves them zero); records are record_bytes() apart
 // and 8-byte aligned. The null bitmaps (the row format's bit order: feature j
 // is bit j % 8 of byte j / 8) live in a side array.
 //
@@ -95,6 +96,7 @@ template <typename T>
 using HugeVector = std::vector<T, HugePageAllocator<T>>;
 
 constexpr size_t kRecordHeadBytes = 16;
+constexpr size_t kOwnerBytesAt = 12;  // the head's owner bytes, followed by the extra bytes
 
 // Raw read-only view of table rows, as the assembler consumes them. Valid
 // while the table is neither mutated nor destroyed.
@@ -155,6 +157,7 @@ class GroupTable {
     const std::shared_ptr<const Schema>& schema_ptr() const { return schema_; }
     size_t n_rows() const { return n_rows_; }
     size_t record_bytes() const { return record_bytes_; }
+    size_t extra_bytes() const { return extra_bytes_; }
 
     // Decodes bytes into row r (status kPresent or kNotComputed).
     void decode_into(size_t r, const uint8_t* data, size_t len);
@@ -177,6 +180,8 @@ class GroupTable {
 
     uint8_t status(size_t r) const { return records_[r * record_bytes_ + 8]; }
     uint8_t* extra(size_t r) { return record(r) + kRecordHeadBytes; }
+    // The owner's bytes of row r and the extra bytes after them (4 + extra_bytes()).
+    uint8_t* owner_bytes(size_t r) { return record(r) + kOwnerBytesAt; }
     const uint8_t* extra(size_t r) const { return records_.data() + r * record_bytes_ + kRecordHeadBytes; }
     uint16_t tag(size_t r) const {
         uint16_t t;

@@ -47,7 +47,7 @@ void reserve_with_slack(std::vector<T>& v, size_t n) {
 
 std::string_view IndexView::key_of(uint32_t row) const {
     const size_t len = rows.tag(row);
-    if (len <= inline_key) return {reinterpret_cast<const char*>(rows.extra(row)), len};
+    if (len <= inline_key) return {reinterpret_cast<const char*>(rows.record(row) + kKeyAt), len};
     uint64_t off;
     std::memcpy(&off, rows.extra(row), sizeof off);
     return {arena + off, len};
@@ -97,7 +97,7 @@ void IndexView::find_many(const KeyProbe& keys, const uint8_t* skip, size_t n, i
             if (s.row != 0xFFFFFFFFu) {  // what the compare reads: the head and inline key, or the long key
                 __builtin_prefetch(rows.record(s.row));
                 if (s.key_ref == ~uint64_t{0})
-                    __builtin_prefetch(rows.record(s.row) + kRecordHeadBytes + inline_key - 1);
+                    __builtin_prefetch(rows.record(s.row) + kKeyAt + inline_key - 1);
                 else
                     __builtin_prefetch(arena + s.key_ref);
             }
@@ -109,23 +109,26 @@ void IndexView::find_many(const KeyProbe& keys, const uint8_t* skip, size_t n, i
     }
 }
 
-size_t ResidentGroup::inline_key_bytes(const Schema& schema) {
+size_t ResidentGroup::extra_bytes_for(const Schema& schema) {
     constexpr size_t kLine = 64;
-    const size_t record = GroupTable::record_bytes_of(schema.n_slots(), IndexView::kMinInlineKey);
+    const size_t record = GroupTable::record_bytes_of(schema.n_slots(), kMinExtra);
     const size_t padded = (record + kLine - 1) / kLine * kLine;
     const size_t pad = padded - record;  // a multiple of 8, as record is
-    return record > kLine && pad * 6 <= record ? IndexView::kMinInlineKey + pad : IndexView::kMinInlineKey;
+    return record > kLine && pad * 6 <= record ? kMinExtra + pad : kMinExtra;
 }
 
 ResidentGroup::ResidentGroup(std::shared_ptr<const Schema> schema)
-    : schema_(schema), inline_key_(inline_key_bytes(*schema)), rows_(schema, 0, inline_key_), id_(next_group_id()) {
+    : schema_(schema),
+      inline_key_(kRecordHeadBytes - kOwnerBytesAt + extra_bytes_for(*schema)),
+      rows_(schema, 0, extra_bytes_for(*schema)),
+      id_(next_group_id()) {
     index_.assign(16, kFree);
 }
 
 ResidentGroup::ResidentGroup(std::shared_ptr<const Schema> schema, std::shared_ptr<const Generation> base)
     : ResidentGroup(std::move(schema)) {
     const GenerationInfo& g = base->info();
-    if (g.record_bytes != rows_.record_bytes() || g.extra_bytes != inline_key_ ||
+    if (g.record_bytes != rows_.record_bytes() || g.extra_bytes != rows_.extra_bytes() ||
         g.null_bytes != schema_->bitmap_bytes())
         throw GenerationError("generation file " + base->path() + " is refused: its rows are " +
                               std::to_string(g.record_bytes) + " bytes, this group's are " +
@@ -173,7 +176,7 @@ std::string_view ResidentGroup::key_of(uint32_t row) const { return own_view().k
 void ResidentGroup::set_key(uint32_t row, std::string_view key) {
     rows_.set_tag(row, static_cast<uint16_t>(key.size()));
     if (key.size() <= inline_key_) {
-        std::memcpy(rows_.extra(row), key.data(), key.size());
+        std::memcpy(rows_.owner_bytes(row), key.data(), key.size());
         return;
     }
     reserve_with_slack(arena_, arena_.size() + key.size());
@@ -482,7 +485,7 @@ GroupTable ResidentGroup::get(const std::vector<std::string_view>& keys) const {
 void ResidentGroup::clear() {
     std::unique_lock<std::shared_mutex> lock(mu_);
     ++changes_;
-    rows_ = GroupTable(schema_, 0, inline_key_);
+    rows_ = GroupTable(schema_, 0, rows_.extra_bytes());
     std::vector<char>().swap(arena_);
     arena_garbage_ = key_bytes_ = 0;
     index_.assign(16, kFree);
@@ -617,7 +620,7 @@ void ResidentGroup::write_generation(const std::string& path, uint64_t sequence)
     info.changelog_sequence = sequence;
     info.n_rows = rows_.n_rows();
     info.record_bytes = rows_.record_bytes();
-    info.extra_bytes = inline_key_;
+    info.extra_bytes = rows_.extra_bytes();
     info.null_bytes = schema_->bitmap_bytes();
     info.index_slots = index_.size();
     info.arena_bytes = arena_.size();

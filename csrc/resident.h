@@ -6,9 +6,9 @@
 // its arena offset, so a probe reads one slot and compares key bytes only on a
 // fingerprint match, and the serving path prefetches a key of any length from the
 // slot alone. Short keys are stored in their row's record (next to what the gather
-// reads anyway): at least kMinInlineKey bytes, and more where a record is padded to
-// whole cache lines (inline_key_bytes); longer keys live in an arena, and the record
-// holds their arena offset too. Thread safety: a
+// reads anyway), from the head's 4 owner bytes on: at least 28 bytes, and more where a
+// record is padded to whole cache lines (extra_bytes_for); longer keys live in an arena,
+// and the record holds their arena offset too. Thread safety: a
 // std::shared_mutex guards everything. Readers (lookup, get, and the serving
 // path, which holds mutex() shared from key lookup until the gather ends)
 // share it; upsert/remove/clear take it exclusively. An upsert batch is
@@ -77,11 +77,14 @@ struct PeerRows {
 // A read-only hash index over rows: a ResidentGroup's own (heap) one or a mapped
 // generation's. Valid while its memory is neither changed nor freed.
 struct IndexView {
-    static constexpr size_t kMinInlineKey = 24;
+    // A record's key bytes start at kKeyAt: the 4 head bytes GroupTable leaves to its
+    // owner, then the record's extra bytes; a key of up to inline_key (= 4 + extra) bytes
+    // is stored there, a longer one in the arena, its offset in the extra bytes.
+    static constexpr size_t kKeyAt = kOwnerBytesAt;
     const IndexSlot* slots = nullptr;
     size_t mask = 0;  // slots - 1
-    TableView rows;   // tag = key length, extra = the key (<= inline_key bytes) or its arena offset
-    size_t inline_key = kMinInlineKey;
+    TableView rows;   // tag = key length
+    size_t inline_key = 0;
     const char* arena = nullptr;
 
     std::string_view key_of(uint32_t row) const;
@@ -96,14 +99,15 @@ struct IndexView {
 class ResidentGroup {
   public:
     static constexpr size_t kMaxKey = 0xFFFF;
-    // Bytes of key held in a record of this schema (the record's extra bytes): at least
-    // IndexView::kMinInlineKey; a record of more than a cache line is padded to whole
+    // Extra bytes of a record of this schema (inline key room: these + 4): at least
+    // kMinExtra; a record of more than a cache line is padded to whole
     // lines when that adds at most a sixth to it (a row then spans no more lines than it
     // must, and its head and key share the first line), and the padding holds longer keys
-    // inline, so their compare reads no arena line (13-digit ids under a short prefix).
+    // inline, so their compare reads no arena line (UUIDs under a short prefix).
     // A sixth: W1's 32-float rows (168 -> 192 bytes) and wider are padded; 16-float rows
     // (104 -> 128) are not, keeping them within 1.3x their raw payload plus index.
-    static size_t inline_key_bytes(const Schema& schema);
+    static constexpr size_t kMinExtra = 24;
+    static size_t extra_bytes_for(const Schema& schema);
 
     explicit ResidentGroup(std::shared_ptr<const Schema> schema);
     // A group serving from a mapped generation (an empty overlay); throws
@@ -216,7 +220,7 @@ class ResidentGroup {
     void compact_arena_locked();
 
     std::shared_ptr<const Schema> schema_;
-    const size_t inline_key_;  // inline_key_bytes(*schema_)
+    const size_t inline_key_;  // 4 + extra_bytes_for(*schema_): the longest key kept in its record
     mutable std::shared_mutex mu_;
     GroupTable rows_;  // tag = key length, extra = the key when it fits
     std::vector<char> arena_;  // keys longer than inline_key_

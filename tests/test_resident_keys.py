@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hypothesis
 import numpy as np
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 
@@ -139,3 +140,51 @@ def test_pair_role_keys_are_found_by_their_components():
     values, reasons = serve(plan, group, [["u22"], np.array([1099511627775, 7, 8], np.int64), None], "default", 3)
     np.testing.assert_array_equal(values[:2], rows[[3, 2]])
     assert reasons[2, 0] == Reason.entity_not_found
+
+
+@pytest.mark.parametrize("n_floats", [3, 32])  # a record kept as is (56 bytes), one padded to 192
+def test_keys_of_every_length_around_the_inline_limit_heap_and_mapped(n_floats, tmp_path):
+    """A record keeps a key of up to 28 bytes inline, more in a record padded to whole
+    cache lines (52 in a 32-float one): ids of every length from 1 to 70 bytes (keys of
+    15 to 84 with the prefix) are found exactly, also after removals move rows, in a
+    generation file and through its overlay."""
+    schema = _core.Schema([0] * n_floats, [1] * n_floats)
+    group = _core.ResidentGroup(schema)
+    names = ["k" * n for n in range(1, 71)] + [str(10**12 + n) for n in range(5)]
+    rows = np.arange(len(names) * n_floats, dtype=np.float32).reshape(len(names), n_floats)
+    table = _core.GroupTable.from_columns(schema, [np.ascontiguousarray(rows[:, j]) for j in range(n_floats)], None,
+                                          np.full(len(names), NOW - 1, np.int64))
+    group.upsert_table(_core.encode_keys("default", "item", names), table)
+    plan = _core.AssemblyPlan(n_floats, np.zeros((n_floats, 8), np.uint8), np.full((n_floats, 8), -1.0, np.float32),
+                              [("item", False, [])], [(schema, 0, 0, [(j, j, -1) for j in range(n_floats)])], [], [], [])
+
+    def check(g, present):
+        n = len(names) + 1
+        values = np.empty((n, n_floats), np.float32)
+        reasons = np.empty((n, n_floats), np.uint8)
+        _core.serve(plan, [g], [names + ["k" * 71]], "default", np.array([NOW], np.int64), np.empty(0, np.float32),
+                    np.empty((n, 0), np.float32), values, reasons, np.empty((n, 1), np.float32))
+        assert (reasons[-1] == Reason.entity_not_found).all()
+        for i, name in enumerate(names):
+            if name in present:
+                assert (reasons[i] == Reason.present).all(), name
+                np.testing.assert_array_equal(values[i], rows[i])
+            else:
+                assert (reasons[i] == Reason.entity_not_found).all(), name
+
+    check(group, set(names))
+    gone = names[10:60:3]
+    assert group.remove(_core.encode_keys("default", "item", gone)) == len(gone)  # moves the last rows into the holes
+    kept = set(names) - set(gone)
+    check(group, kept)
+    path = str(tmp_path / "g.fcgen")
+    group.write_generation(path, 1)
+    mapped = _core.ResidentGroup.map_generation(schema, path)
+    check(mapped, kept)
+    assert mapped.remove(_core.encode_keys("default", "item", names[:5])) == 5  # tombstones in the overlay
+    again = names[12:14]
+    back = _core.GroupTable.from_columns(schema, [np.ascontiguousarray(rows[12:14, j]) for j in range(n_floats)], None,
+                                         np.full(2, NOW - 1, np.int64))
+    mapped.upsert_table(_core.encode_keys("default", "item", again), back)
+    check(mapped, (kept - set(names[:5])) | set(again))
+

@@ -91,8 +91,8 @@ void IndexView::find_many(const KeyProbe& keys, const uint8_t* skip, size_t n, i
         }
     };
     for (size_t i = 0; i < n + 2 * kAhead; ++i) {
-        if (i < n) __builtin_prefetch(&slots[hashes[i] & mask]);
-        if (i >= kAhead && i - kAhead < n) {
+        if (i < n && !skip[i]) __builtin_prefetch(&slots[hashes[i] & mask]);
+        if (i >= kAhead && i - kAhead < n && !skip[i - kAhead]) {
             const IndexSlot& s = slots[hashes[i - kAhead] & mask];
             if (s.row != 0xFFFFFFFFu) {  // what the compare reads: the head and inline key, or the long key
                 __builtin_prefetch(rows.record(s.row));
@@ -123,6 +123,7 @@ ResidentGroup::ResidentGroup(std::shared_ptr<const Schema> schema)
       rows_(schema, 0, extra_bytes_for(*schema)),
       id_(next_group_id()) {
     index_.assign(16, kFree);
+    reset_filter_locked();
 }
 
 ResidentGroup::ResidentGroup(std::shared_ptr<const Schema> schema, std::shared_ptr<const Generation> base)
@@ -194,7 +195,7 @@ size_t ResidentGroup::find_slot_locked(const char* key, size_t len, uint64_t has
 }
 
 int64_t ResidentGroup::find_locked(const char* key, size_t len, uint64_t hash) const {
-    if (rows_.n_rows() > 0) {
+    if (rows_.n_rows() > 0 && (!gen_ || may_hold_locked(hash))) {
         const size_t pos = find_slot_locked(key, len, hash);
         if (pos != index_.size()) {
             const uint32_t r = index_[pos].row;
@@ -207,11 +208,20 @@ int64_t ResidentGroup::find_locked(const char* key, size_t len, uint64_t hash) c
 void ResidentGroup::find_many_locked(const Probe& keys, const uint8_t* skip, size_t n, int64_t* out) const {
     if (!gen_) return own_view().find_many(keys, skip, n, out);
     if (rows_.n_rows() == 0) return base_.find_many(keys, skip, n, out);  // no overlay: the base only
-    own_view().find_many(keys, skip, n, out);
     thread_local std::vector<uint8_t> base_skip;  // reused: no allocation per request
     thread_local std::vector<int64_t> base_out;
     base_skip.resize(n);
     base_out.resize(n);
+    // The overlay is probed only for ids its filter may hold (base_skip here: the others).
+    bool any = false;
+    for (size_t i = 0; i < n; ++i) {
+        base_skip[i] = skip[i] || !may_hold_locked(keys.hashes[i]);
+        any = any || !base_skip[i];
+    }
+    if (any)
+        own_view().find_many(keys, base_skip.data(), n, out);
+    else
+        std::fill(out, out + n, int64_t{-1});
     const size_t nb = n_base();
     for (size_t i = 0; i < n; ++i) {
         base_skip[i] = skip[i] || out[i] >= 0;
@@ -227,6 +237,7 @@ void ResidentGroup::insert_index_locked(uint64_t hash, uint32_t row, uint64_t ke
     size_t pos = hash & mask;
     while (index_[pos].row != kEmpty) pos = (pos + 1) & mask;
     index_[pos] = Slot{fingerprint(hash), row, key_ref};
+    mark_locked(hash);
 }
 
 // Backward-shift deletion keeps probe chains intact without tombstones.
@@ -252,6 +263,7 @@ void ResidentGroup::reserve_index_locked(size_t n_keys) {
     if (cap == index_.size()) return;
     HugeVector<Slot> old(cap, kFree);
     old.swap(index_);
+    reset_filter_locked();  // refilled by insert_index_locked
     for (const Slot& s : old)
         if (s.row != kEmpty) insert_index_locked(hash_of_row(s.row), s.row, s.key_ref);
 }
@@ -331,6 +343,7 @@ void ResidentGroup::apply_locked(const std::vector<std::string_view>& keys, cons
             Slot& s = index_[pos];
             if (s.row == kEmpty) {
                 s = Slot{fingerprint(hashes[i]), static_cast<uint32_t>(n0 + n_new), kInlineRef};
+                mark_locked(hashes[i]);
                 slot_of[n_new] = pos;
                 src[n_new++] = static_cast<uint32_t>(i);
                 break;
@@ -490,6 +503,8 @@ void ResidentGroup::clear() {
     arena_garbage_ = key_bytes_ = 0;
     index_.assign(16, kFree);
     index_.shrink_to_fit();
+    reset_filter_locked();
+    filter_.shrink_to_fit();
     gen_.reset();
     base_ = IndexView();
 }
@@ -596,7 +611,7 @@ size_t ResidentGroup::overlay_rows() const {
 size_t ResidentGroup::nbytes() const {
     std::shared_lock<std::shared_mutex> lock(mu_);
     std::lock_guard<std::mutex> peer_lock(peer_mu_);
-    return rows_.nbytes() + arena_.capacity() + index_.capacity() * sizeof(Slot) +
+    return rows_.nbytes() + arena_.capacity() + index_.capacity() * sizeof(Slot) + filter_.capacity() * sizeof(uint64_t) +
            (gen_ ? gen_->info().file_bytes : 0) + (peer_ ? peer_->rows.capacity() * sizeof(uint32_t) : 0);
 }
 

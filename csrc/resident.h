@@ -27,6 +27,7 @@
 // life of the group: a newer generation is a new ResidentGroup.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -215,6 +216,16 @@ class ResidentGroup {
     void set_arena_offset(uint32_t row, uint64_t off);
     void set_key(uint32_t row, std::string_view key);
     void insert_index_locked(uint64_t hash, uint32_t row, uint64_t key_ref);
+    // filter_ for index_'s size, empty; mark() / may_hold() a key's hash.
+    void reset_filter_locked() { filter_.assign(std::max<size_t>(1, index_.size() / 16), 0); }
+    void mark_locked(uint64_t hash) {
+        const uint64_t bit = (hash >> 32) & (filter_.size() * 64 - 1);
+        filter_[bit / 64] |= uint64_t{1} << (bit % 64);
+    }
+    bool may_hold_locked(uint64_t hash) const {
+        const uint64_t bit = (hash >> 32) & (filter_.size() * 64 - 1);
+        return (filter_[bit / 64] >> (bit % 64)) & 1;
+    }
     void erase_slot_locked(size_t pos);
     void reserve_index_locked(size_t n_keys);
     void compact_arena_locked();
@@ -227,6 +238,11 @@ class ResidentGroup {
     size_t arena_garbage_ = 0;
     size_t key_bytes_ = 0;
     HugeVector<Slot> index_;
+    // A one-hash Bloom filter of the keys in index_ (4 bits per slot, so at most ~16%
+    // false positives at its load): a request on a mapped group probes the overlay only
+    // for ids it may hold, so a busy overlay costs a bit test per id, not a probe.
+    // Bits are set as keys are indexed, never cleared but by a resize or clear().
+    std::vector<uint64_t> filter_;
     std::shared_ptr<const Generation> gen_;  // the mapped base, or nullptr
     IndexView base_;                          // over gen_'s sections
     const uint64_t id_;     // unique per group object in the process (never reused)

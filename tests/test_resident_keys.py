@@ -188,3 +188,47 @@ def test_keys_of_every_length_around_the_inline_limit_heap_and_mapped(n_floats, 
     mapped.upsert_table(_core.encode_keys("default", "item", again), back)
     check(mapped, (kept - set(names[:5])) | set(again))
 
+
+def test_a_busy_overlay_serves_exactly_what_a_dict_says(tmp_path):
+    """A mapped group's overlay is probed only for ids its filter may hold: through
+    growth of the overlay (the filter is rebuilt with its index), tombstones of base
+    keys, overlay keys removed and re-inserted, every id (base, overlay, both, removed,
+    unknown; str and int) is served and looked up as a dict of key bytes says."""
+    rng = np.random.default_rng(5)
+    schema = _core.Schema([0] * K, [1] * K)
+    base_ids = [str(10**12 + 7 * i) for i in range(5000)] + [f"uuid-like-{i:032d}" for i in range(1000)]
+    oracle = {}
+
+    def upsert(g, names):
+        rows = rng.random((len(names), K), dtype=np.float32)
+        g.upsert_table(_core.encode_keys("default", "item", names), table_of(schema, rows))
+        oracle.update({n: rows[i] for i, n in enumerate(names)})
+
+    heap = _core.ResidentGroup(schema)
+    upsert(heap, base_ids)
+    path = str(tmp_path / "g.fcgen")
+    heap.write_generation(path, 1)
+    group = _core.ResidentGroup.map_generation(schema, path)
+    plan = plan_one_group(schema, [("item", False, [])])
+    new_ids = [str(2 * 10**12 + i) for i in range(3000)]
+    for step in range(6):  # the overlay grows from 0 to thousands of rows
+        upsert(group, list(rng.choice(base_ids, 300, replace=False)) + new_ids[step * 500:(step + 1) * 500])
+        gone = list(rng.choice(base_ids + new_ids[: (step + 1) * 500], 100, replace=False))
+        group.remove(_core.encode_keys("default", "item", gone))
+        for name in gone:
+            oracle.pop(name, None)
+        if step == 3:
+            upsert(group, gone[:20])  # re-inserted after removal
+        queries = list(rng.permutation(np.array(base_ids[::3] + new_ids[::3] + ["nope", "4", ""], dtype=object)))
+        got = serve(plan, group, [queries], "default", len(queries))
+        want = expected({("default", k): v for k, v in oracle.items()}, "default", queries)
+        np.testing.assert_array_equal(got[1], want[1])
+        np.testing.assert_array_equal(got[0].view(np.uint32), want[0].view(np.uint32))
+        numeric = np.array([int(q) for q in queries if q.isdigit()], np.int64)
+        got = serve(plan, group, [numeric], "default", len(numeric))
+        want = expected({("default", k): v for k, v in oracle.items()}, "default", [str(q) for q in numeric])
+        np.testing.assert_array_equal(got[0].view(np.uint32), want[0].view(np.uint32))
+        some = [q for q in queries[:500] if q]
+        found = group.lookup(_core.encode_keys("default", "item", some))
+        assert [f >= 0 for f in found] == [q in oracle for q in some]
+    assert group.overlay_rows > 2500

@@ -190,6 +190,22 @@ def test_a_corrupt_generation_is_refused_and_the_group_is_built_from_rocksdb(tmp
         generations.verify(root, GROUP_CF)
 
 
+def test_a_generation_older_than_the_kept_changelog_is_not_served_and_the_group_is_built_from_rocksdb(tmp_path: Path, caplog):
+    root = str(tmp_path / "store")
+    with caplog.at_level(logging.INFO, logger="featurecore.online.snapshots"):
+        with FeatureStore.open(root, changelog_retention=4) as store:
+            store.apply(definitions())
+            write_ctr(store, 1.0)
+            first = store.build_generations("item_stats:v1")[0]
+            for value in range(2, 12):  # 10 commits after it; only the last 4 changelog entries are kept
+                write_ctr(store, float(value), [ITEMS[value % 10]])
+            expected = np.float32([10, 11, *range(2, 10)] + [1.0] * (len(ITEMS) - 10))
+            np.testing.assert_array_equal(ctr_of(store), expected)  # loaded now: built from RocksDB, published anew
+            assert store.snapshots.loads[GROUP_CF].generation != first.path(root)
+            assert generations.current(root, GROUP_CF).sequence == store.sequence
+    assert "too old to catch up from the changelog" in caplog.text
+
+
 WORKER = textwrap.dedent(
     """
     import sys, time

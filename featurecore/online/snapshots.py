@@ -179,9 +179,10 @@ class Snapshots:
         """Apply the changelog entries of ``group_cf`` after ``sequence`` to ``group``'s
         overlay; False when they cannot all be replayed."""
         backend = self._backend()
-        if backend.first_sequence() > sequence + 1:
-            return backend.last_sequence() <= sequence
-        while entries := backend.changelog_after(sequence):
+        entries = backend.changelog_after(sequence)
+        if entries and entries[0].sequence > sequence + 1:  # trimmed past it (sequences have no gaps; not first_sequence(): refresh.py)
+            return False
+        while entries:
             for entry in entries:
                 if entry.group_cf != group_cf:
                     continue
@@ -189,6 +190,7 @@ class Snapshots:
                     return False
                 self._reread_into(group_cf, group, entry.keys, backend.read_many(group_cf, entry.keys, cache=False))
             sequence = entries[-1].sequence
+            entries = backend.changelog_after(sequence)
         return True
 
     def _publish_and_map(self, schema: GroupSchema, group: _core.ResidentGroup, sequence: int) -> _core.ResidentGroup:

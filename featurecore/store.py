@@ -202,7 +202,7 @@ class FeatureStore:
         be finished now (e.g. unreadable offline history), the store still opens and
         ``online_stats()["pending_deletions"]`` lists it until a later open finishes it."""
         try:
-            resume_deletions(self)
+            resume_deletions(self.context())
         except Exception as error:  # the store must still open; the deletion stays pending and reported
             logger.error(
                 "store %r: an interrupted deletion could not be finished (%s: %s); it stays pending "

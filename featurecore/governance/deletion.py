@@ -49,7 +49,8 @@ from ..keys import split_pair_ids
 from ..layout import META_CF
 from ..online import generations
 from ..online.backend import OnlineBackend, WriteBatchSpec, backend_of
-from ..online.batch import check_tenant
+from ..online.batch import GroupSchema, check_tenant
+from ..online.context import StoreContext
 from ..online.tombstones import (
     TOMBSTONE_PREFIX,
     TOMBSTONE_VERSION_KEY,
@@ -159,7 +160,8 @@ def delete_entity(
     See the module docstring for the steps. Safe to re-run: each step is idempotent.
 
     Args:
-        store: a FeatureStore opened as primary.
+        store: a FeatureStore opened as primary (its ``context()``: the deletion reads
+            and writes through the StoreContext, never the facade).
         entity: a single (non-pair) entity type, e.g. ``"user"``.
         entity_id: its id (str or int).
         tenant: the tenant.
@@ -173,7 +175,8 @@ def delete_entity(
         FeatureStoreError: the store is not the primary.
     """
     requested = time.time_ns() // 1000
-    state = store.state
+    context: StoreContext = store.context()
+    state = context.state
     if state.entity(entity).is_pair:
         raise ValidationError(
             f"entity {entity!r} is a pair entity; delete one of its components "
@@ -183,33 +186,34 @@ def delete_entity(
     if not entity_id:
         raise ValidationError("entity_id must be a non-empty id, got ''")
     check_tenant(tenant)
-    store.writer  # raises unless primary, before anything is written
-    write_tombstone(store, tenant, entity, entity_id, reason=reason, deleted_at_us=requested)
-    return _finish_deletion(store, tenant, entity, entity_id, requested, reason, progress=progress)
+    context.online_writer("delete an entity")  # raises unless primary, before anything is written
+    write_tombstone(context.online_backend("delete an entity"), tenant, entity, entity_id, reason=reason, deleted_at_us=requested)
+    return _finish_deletion(context, tenant, entity, entity_id, requested, reason, progress=progress)
 
 
 def _finish_deletion(
-    store: Any, tenant: str, entity: str, entity_id: str, requested: int, reason: str, *, progress: bool | None = None
+    context: StoreContext, tenant: str, entity: str, entity_id: str, requested: int, reason: str, *,
+    progress: bool | None = None,
 ) -> DeletionReceipt:
     """Steps 2-4 of ``delete_entity`` for an entity whose tombstone is written; each step
     is idempotent, so a deletion interrupted anywhere after step 1 is finished by running
     this again (``resume_deletions``)."""
     from ..offline.log import OfflineLog  # (pyarrow: paid only when deleting)
 
-    state = store.state
-    writer = store.writer
+    state = context.state
+    writer = context.online_writer("delete an entity")
     own, pairs = _affected_groups(state, entity)
     changes: list[Change] = []
     online: dict[str, int] = {}
     pair_rows: dict[str, int] = {}
     key = _core.encode_key(tenant, entity, entity_id)
-    backend = backend_of(store)
+    backend = context.online_backend("delete an entity")
     for ref in own:
-        schema = store.group_schema(ref)
+        schema = GroupSchema.from_state(state, ref)
         online[ref] = int(backend.read_many(schema.cf_name, [key])[0] is not None)
         changes.append(writer.delete_change(schema, [entity_id], tenant))
     for ref, position in pairs:
-        schema = store.group_schema(ref)
+        schema = GroupSchema.from_state(state, ref)
         pair_entity = state.entity(state.group(ref).entity)
         keys = _pair_keys(backend, schema.cf_name, tenant, pair_entity.name, len(pair_entity.components), position, entity_id)
         pair_rows[ref] = pair_rows.get(ref, 0) + len(keys)
@@ -224,10 +228,10 @@ def _finish_deletion(
         bar.advance()
         for ref in refs:
             bar.status(f"offline history of {ref}")
-            log = OfflineLog.open(store.root, state, ref)
+            log = OfflineLog.open(context.root, state, ref)
             offline[ref] = log.rewrite(functools.partial(only_this.filter_table, state, ref))
             bar.advance(status="")
-    generations.drop_as_of(store.root)  # load_snapshot's files written before the tombstone may hold its rows
+    generations.drop_as_of(context.root)  # load_snapshot's files written before the tombstone may hold its rows
     receipt = DeletionReceipt(
         entity, entity_id, tenant, requested, time.time_ns() // 1000, online, pair_rows, offline, reason
     )
@@ -273,15 +277,15 @@ def pending_deletions(db: Any) -> list[PendingDeletion]:
     return sorted(pending, key=lambda p: p.deleted_at_us)
 
 
-def resume_deletions(store: Any) -> list[DeletionReceipt]:
-    """Finish every deletion interrupted after its tombstone (``store``: a primary
-    FeatureStore); returns their receipts, which the deletion log now holds."""
-    store.writer  # primary only
+def resume_deletions(context: StoreContext) -> list[DeletionReceipt]:
+    """Finish every deletion interrupted after its tombstone (``context``: a primary's
+    ``FeatureStore.context()``); returns their receipts, which the deletion log now holds."""
+    context.online_writer("finish interrupted deletions")  # primary only
     receipts = []
-    for p in pending_deletions(store):
-        if p.entity not in store.state.entities:  # (an entity type no longer registered: nothing to read)
+    for p in pending_deletions(context.online_backend("finish interrupted deletions")):
+        if p.entity not in context.state.entities:  # (an entity type no longer registered: nothing to read)
             continue
-        receipts.append(_finish_deletion(store, p.tenant, p.entity, p.entity_id, p.deleted_at_us, p.reason))
+        receipts.append(_finish_deletion(context, p.tenant, p.entity, p.entity_id, p.deleted_at_us, p.reason))
         logger.info("finished the interrupted deletion of %s %r in tenant %r", p.entity, p.entity_id, p.tenant)
     return receipts
 

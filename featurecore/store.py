@@ -137,6 +137,7 @@ class FeatureStore:
                 policy=self.access_policy,
                 group_schema=self.group_schema,
                 resident=self.snapshots.resident,
+                residents=self.snapshots.residents,
                 direct=self.direct,
             )
             if mode == "primary":

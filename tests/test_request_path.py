@@ -134,3 +134,29 @@ def test_a_served_matrix_reads_its_arrays_from_the_native_call_when_first_read(s
     replaced = np.zeros_like(matrix.values)
     matrix.values = replaced
     assert matrix.values is replaced and matrix.shape == replaced.shape
+
+
+def test_resident_groups_held_per_route_are_fetched_again_after_any_group_is_installed(store):
+    """The engine keeps a route's resident groups between requests; reloading a group
+    (as a secondary's reopen or a new generation does) installs a new object, and the
+    next request serves from it. Every request still counts one read per group."""
+    snapshots = store.snapshots
+    schemas = (store.group_schema("item_stats:v1"), None, store.group_schema("user_profile:v1"))
+    held: list = [None]
+    snapshots.residents(schemas, held)  # loads what is not loaded yet (an install: fetched again next call)
+    first = snapshots.residents(schemas, held)
+    assert first[1] is None and first[0] is snapshots.loaded("g/item_stats/v1")
+    reads = snapshots.reads["g/item_stats/v1"]
+    assert snapshots.residents(schemas, held) is first  # warm: held, counted
+    assert snapshots.reads["g/item_stats/v1"] == reads + 1 and snapshots.reads["g/user_profile/v1"] == reads + 1
+    snapshots.reload("g/item_stats/v1")
+    again = snapshots.residents(schemas, held)
+    assert again[0] is snapshots.loaded("g/item_stats/v1") and again[0] is not first[0]
+    assert again[2] is first[2]  # the other group's object did not change
+    warm = store.get_features(request(ITEMS))
+    item_reads = snapshots.reads["g/item_stats/v1"]
+    snapshots.reload("g/item_stats/v1")
+    replaced = snapshots.loaded("g/item_stats/v1")
+    np.testing.assert_array_equal(store.get_features(request(ITEMS)).values, warm.values)
+    assert store._engine.route(store.state, request(ITEMS)).held[0][1][0] is replaced
+    assert snapshots.reads["g/item_stats/v1"] == item_reads + 1

@@ -95,6 +95,9 @@ class Snapshots:
         self.corrupt_rows: Counter[str] = Counter()
         #: Times each group was handed to a request (tests count reads with it).
         self.reads: Counter[str] = Counter()
+        #: Groups installed so far (loaded, reloaded, switched to a new generation):
+        #: ``residents`` fetches again what it holds when this moved.
+        self._installs = 0
         self._stop = threading.Event()
         self._follower: "threading.Thread | None" = None
 
@@ -108,6 +111,23 @@ class Snapshots:
                 if group is None:  # (not `or`: an empty group is falsy)
                     group = self.load(schema)
         return group
+
+    def residents(self, schemas: "tuple[GroupSchema | None, ...]", held: list) -> "list[_core.ResidentGroup | None]":
+        """``resident`` of each of ``schemas`` (None stays None: a group the request does
+        not read), for one request. ``held`` is the caller's one-item list (one per
+        ``schemas``: the serving engine keeps one per route) where the groups are kept
+        until a group is installed, so a warm call is one compare and the reads count.
+        The list returned is shared by those calls: read it, do not change it."""
+        entry = held[0]
+        if entry is not None and entry[0] == self._installs:
+            reads = self.reads
+            for name in entry[2]:
+                reads[name] += 1
+            return entry[1]
+        installs = self._installs  # (read first: an install racing with the fetch refetches next time)
+        groups = [None if schema is None else self.resident(schema) for schema in schemas]
+        held[0] = (installs, groups, tuple(schema.cf_name for schema in schemas if schema is not None))
+        return groups
 
     def load(self, schema: GroupSchema, *, from_rocksdb: bool = False) -> _core.ResidentGroup:
         """(Re)load a group: map its current generation, else (or with ``from_rocksdb``)
@@ -127,6 +147,7 @@ class Snapshots:
             self._follower = threading.Thread(target=self._follow, name="featurecore-generations", daemon=True)
             self._follower.start()
         self._groups[schema.cf_name] = group
+        self._installs += 1
         self._group_schemas[schema.cf_name] = schema
         self.loads[schema.cf_name] = LoadStats(
             schema.cf_name, len(group), seconds, group.nbytes, group.payload_bytes, group.index_bytes,

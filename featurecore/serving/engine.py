@@ -54,6 +54,9 @@ class Route:
     #: The user's revoked privacy classes -> the refs of groups they disable here
     #: (``AccessPolicy.consent_off``; a pure function of the two, so never stale).
     consent: dict[frozenset[str], frozenset[str]]
+    #: Where the resident groups of ``resident`` are kept between requests (the
+    #: ``residents`` collaborator fetches them again after any group is installed).
+    held: list
 
 
 #: Routes kept (they are per tenant too): when full, the cache starts over.
@@ -76,6 +79,7 @@ class ServingEngine:
         policy: AccessPolicy,
         group_schema: Callable[[str], GroupSchema],
         resident: Callable[[GroupSchema], Any],
+        residents: Callable[[tuple, list], list],
         direct: DirectReader,
     ):
         """
@@ -84,12 +88,15 @@ class ServingEngine:
             policy: decides what each request may read.
             group_schema: group ref -> its write schema (cached by the caller).
             resident: a resident group's loaded ``_core.ResidentGroup`` (loading it on first use).
+            residents: ``resident`` of each schema of a tuple (None for None), kept in the
+                given holder until a group is replaced (``Snapshots.residents``).
             direct: reads direct groups' rows.
         """
         self._state = state
         self._policy = policy
         self._group_schema = group_schema
         self._resident = resident
+        self._residents = residents
         self._direct = direct
         self._compiled: dict[tuple[int, str], CompiledFeatureSet] = {}
         self._routes: dict[tuple[int, str, str, str, str], Route] = {}
@@ -141,7 +148,7 @@ class ServingEngine:
             if all(kind in ("resident", "skip") for kind, _, _ in sources) else None
         )
         denial = policy.tenant_denial(state, compiled, request.tenant, request.purpose, request.privacy_mode)
-        return Route(compiled, sources, tuple(dict.fromkeys(entities)), needed, role_entities, resident, denial, {})
+        return Route(compiled, sources, tuple(dict.fromkeys(entities)), needed, role_entities, resident, denial, {}, [None])
 
     def prepare(
         self,
@@ -181,8 +188,7 @@ class ServingEngine:
         cut_short: list[str] = []  # direct groups a deadline stopped
         corrupt: dict[str, int] = {}  # direct groups' rows that did not decode
         if route.resident is not None and not consent_off:
-            resident = self._resident
-            sources: list[Any] = [None if schema is None else resident(schema) for schema in route.resident]
+            sources: list[Any] = self._residents(route.resident, route.held)
         else:
             sources = self._sources(route, request, n, consent_off, cut_short, corrupt)
         matrix = compiled.serve_roles(
@@ -326,8 +332,7 @@ class PreparedFeatureSet:
         if consent_off:
             return self._slow(entities, request_time, context, candidate, deadline_ms, out)
         row_entity, n = _candidates(route, ids)
-        resident = engine._resident
-        sources = [None if schema is None else resident(schema) for schema in route.resident]
+        sources = engine._residents(route.resident, route.held)
         try:
             return route.compiled.serve_roles(
                 sources, _role_ids(route, ids), t.tenant, request_time, None, None, n,

@@ -35,7 +35,7 @@ import threading
 import time
 import weakref
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Mapping, cast
+from typing import Any, Iterable, Mapping
 
 import msgpack
 import numpy as np

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import socket
 import subprocess
@@ -43,10 +44,14 @@ class LocalNatsServer:
             raise FeatureStoreError(f"{binary!r} is not installed; apt-get install nats-server (or put it on PATH)")
         self.port = _free_port() if port is None else port
         self.directory = tempfile.mkdtemp(prefix="featurecore-nats-")
-        self.process = subprocess.Popen(
-            [path, "-js", "-sd", self.directory, "-a", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )
+        #: The server's log: a file, not a pipe nobody reads while the server runs (a full
+        #: 64 KiB pipe would block the server on its next line; a loaded server logs a
+        #: ~200-byte line per slow consumer and per slow read loop).
+        self.log_path = os.path.join(self.directory, "nats-server.log")
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                [path, "-js", "-sd", self.directory, "-a", "127.0.0.1", "-p", str(self.port)], stdout=subprocess.DEVNULL, stderr=log,
+            )
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -54,10 +59,15 @@ class LocalNatsServer:
                 break
             except OSError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
-                    error = self.process.stderr.read().decode() if self.process.stderr and self.process.poll() is not None else ""
+                    error = self.log() if self.process.poll() is not None else ""
                     self.stop()
                     raise FeatureStoreError(f"nats-server did not start on port {self.port}: {error.strip()[-500:]}")
                 time.sleep(0.02)
+
+    def log(self) -> str:
+        """What the server has logged so far."""
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
 
     @property
     def address(self) -> str:
@@ -123,8 +133,6 @@ class LocalNatsServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        if self.process.stderr:
-            self.process.stderr.close()
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def __enter__(self) -> "LocalNatsServer":

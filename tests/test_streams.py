@@ -190,6 +190,55 @@ def test_the_position_is_committed_in_the_same_write_batch_as_the_rows(store, se
     assert store.writer.sequence == 1  # one changelog entry: the rows and the position were one commit
 
 
+def test_a_micro_batch_larger_than_the_brokers_client_buffer_arrives_whole(server, subject):
+    """nats-server drops a client with more than 64 MiB waiting to be written to it (a slow
+    consumer); its unacknowledged messages then come back only after ack_wait (60 s). A
+    micro-batch of 2,000 messages of 60 KB (120 MB) is fetched in requests of at most 8 MiB,
+    and the source's event loop keeps reading the socket while a batch is applied."""
+    sequences = server.publish(f"{subject}.rows", [bytes([i % 251]) * 60_000 for i in range(2_000)])
+    source = NatsSource(server.url(f"{subject}.rows"), durable="big")
+    try:
+        source.open(0, max_in_flight=2_000)
+        got, deadline = [], time.monotonic() + 30
+        while len(got) < len(sequences) and time.monotonic() < deadline:
+            batch = source.fetch(2_000, timeout_s=0.1)
+            if batch:
+                time.sleep(0.5)  # applying it: the source's loop keeps reading meanwhile
+                source.ack(batch[-1])
+            got += batch
+        assert [m.sequence for m in got] == sequences
+        assert all(m.payload == bytes([i % 251]) * 60_000 for i, m in enumerate(got))
+    finally:
+        source.close()
+    assert "Slow Consumer" not in server.log()
+
+
+def test_deliveries_lost_in_transit_are_fetched_again_not_skipped(server, subject, caplog):
+    """A delivery lost on the way (a reconnect, a slow consumer) is followed by later ones;
+    acknowledging those (AckPolicy.ALL) would acknowledge it unapplied. Here the first three
+    deliveries are taken off the source's subscription behind its back: the source sees the
+    consumer sequence jump, re-points after its last acknowledged message and fetches again."""
+    sequences = server.publish(f"{subject}.rows", [b"m%d" % i for i in range(10)])
+    source = NatsSource(server.url(f"{subject}.rows"), durable="lossy")
+    try:
+        source.open(0, max_in_flight=100)
+        first = source.fetch(2, timeout_s=2.0)
+        source.ack(first[-1])
+        lost = source._run(source._sub.fetch(3, timeout=2.0))  # delivered, never seen by the source
+        assert [m.metadata.sequence.stream for m in lost] == sequences[2:5]
+        got = list(first)
+        deadline = time.monotonic() + 10
+        while len(got) < len(sequences) and time.monotonic() < deadline:
+            batch = source.fetch(100, timeout_s=0.5)
+            if batch:
+                source.ack(batch[-1])
+            got += batch
+        assert [m.sequence for m in got] == sequences
+        assert "deliveries 3-5 never arrived" in caplog.text
+    finally:
+        source.close()
+
+
 def test_bad_arguments_name_the_fix(store, server, subject):
     with pytest.raises(ValidationError, match="nats://HOST:PORT/SUBJECT"):
         NatsSource("http://localhost/x")

@@ -1,7 +1,23 @@
 """NATS JetStream as a stream source (``nats-py``; install the ``streams`` extra).
 
-The source is synchronous: it owns an asyncio event loop and runs each call on it, so
-the ingest loop stays plain code. Its durable pull consumer is re-pointed at the store's
+The source is synchronous: it owns an asyncio event loop, running in a thread of its own,
+and each call waits for its coroutine there, so the ingest loop stays plain code.
+
+A micro-batch is fetched in pull requests of at most ``REQUEST_BYTES`` (sized from the
+messages seen so far), and the loop keeps reading the socket while the ingest loop applies a
+batch. nats-server drops a client as a slow consumer when more than 64 MiB wait to be written
+to it ("MaxPending of 67108864 Exceeded": one request for 2,000 messages of 100 rows is
+~73 MB) or when a write waits 10 s ("WriteDeadline of 10s exceeded": the rest of a request
+that timed out, unread while a large batch was applied). Its unacknowledged messages then
+came back only after ``ack_wait``: the benchmark's backlog stalled for a minute, on a loaded
+machine, in 3 of 5 runs.
+
+A delivery can still be lost in transit (a reconnect, a slow consumer). JetStream then hands
+out the next messages, and acknowledging them (``AckPolicy.ALL``) would acknowledge the lost
+ones unapplied. The consumer sequence of every delivery is one more than the last one's, so a
+jump in it means a loss: the source then re-points the consumer after the last acknowledged
+message and fetches again (whatever comes twice is at or below the store's position, which
+the ingest loop skips). Its durable pull consumer is re-pointed at the store's
 position every time it opens (deleted and created again with ``deliver_policy=by_start_sequence``
 at ``after + 1``): the position committed with the rows is the only truth, and a restart
 resumes at once instead of waiting ``ack_wait`` for in-flight messages to be redelivered.
@@ -19,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import threading
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,6 +46,10 @@ logger = logging.getLogger(__name__)
 _HEADER_UNSAFE = re.compile(r"[\r\n]+")
 #: The dead-letter subject of ``nats://host:port/SUBJECT`` when none is given.
 DEAD_LETTER_PREFIX = "featurecore.dead."
+#: Bytes one pull request may bring (well under nats-server's 64 MiB per-client max_pending).
+REQUEST_BYTES = 8 << 20
+#: The message size assumed before any was seen: the first request asks for 128 messages.
+_FIRST_MESSAGE_BYTES = 64 << 10
 
 
 def parse_nats_url(url: str) -> "tuple[str, str]":
@@ -77,11 +98,16 @@ class NatsSource:
         self.stream = ""
         self.identity = ""
         self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="featurecore-nats", daemon=True)
+        self._thread.start()
         self._nc: Any = None
         self._js: Any = None
         self._sub: Any = None
         self._max_ack_pending = 0
+        self._message_bytes = _FIRST_MESSAGE_BYTES  # the mean size of the last request's messages
         self._by_seq: dict[int, Any] = {}
+        self._acked = 0  # the stream sequence acknowledged last (or the position opened after)
+        self._delivered = 0  # the consumer sequence of the last delivery received
         self._connect()
 
     async def _connection_error(self, error: Exception) -> None:
@@ -89,7 +115,7 @@ class NatsSource:
         logger.warning("NATS broker %s: %s: %s", self.server, type(error).__name__, error)
 
     def _run(self, coroutine: Any) -> Any:
-        return self._loop.run_until_complete(coroutine)
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
     def _call(self, coroutine: Any) -> Any:
         """``_run`` for a connected source: losing the broker (nats-py gave up reconnecting)
@@ -146,32 +172,51 @@ class NatsSource:
                 max_ack_pending=max_in_flight,
                 filter_subject=self.subject,
             )
+            if self._sub is not None:
+                await self._sub.unsubscribe()
             return await self._js.pull_subscribe(self.subject, durable=self.durable, stream=self.stream, config=config)
 
         self._max_ack_pending = max_in_flight
         self._sub = self._run(repoint())
+        self._acked, self._delivered, self._by_seq = after, 0, {}
 
     def fetch(self, max_messages: int, timeout_s: float) -> list[StreamMessage]:
         from nats.errors import TimeoutError as NatsTimeout
 
         if self._sub is None:
             raise FeatureStoreError("NatsSource.fetch before open(after); the ingest loop opens the source at its position")
-        try:
-            messages = self._call(self._sub.fetch(min(max_messages, self._max_ack_pending), timeout=timeout_s))
-        except (NatsTimeout, asyncio.TimeoutError):  # nats-py raises either when nothing arrived in time
-            return []
-        out = []
-        for m in messages:
-            meta = m.metadata
-            out.append(StreamMessage(meta.sequence.stream, m.data, int(meta.timestamp.timestamp() * 1e6), meta.num_pending))
-        self._by_seq = {meta.sequence.stream: m for meta, m in ((m.metadata, m) for m in messages)}
-        return out
+        wanted = min(max_messages, self._max_ack_pending)
+        messages: list[Any] = []
+        while len(messages) < wanted:
+            count = min(wanted - len(messages), max(1, REQUEST_BYTES // self._message_bytes))
+            try:
+                got = self._call(self._sub.fetch(count, timeout=timeout_s))
+            except (NatsTimeout, asyncio.TimeoutError):  # nats-py raises either when nothing arrived in time
+                break
+            messages += got
+            self._message_bytes = max(1, sum(len(m.data) for m in got) // max(1, len(got)))
+            if len(got) < count:  # the stream had no more ready
+                break
+        metas = [m.metadata for m in messages]
+        for meta in metas:
+            if meta.sequence.consumer != self._delivered + 1:
+                logger.warning(
+                    "NATS consumer %s: deliveries %d-%d never arrived (a reconnect or a slow consumer); fetching again after "
+                    "stream sequence %d", self.durable, self._delivered + 1, meta.sequence.consumer - 1, self._acked,
+                )
+                self.open(self._acked, max_in_flight=self._max_ack_pending)
+                return []
+            self._delivered = meta.sequence.consumer
+        self._by_seq = {meta.sequence.stream: m for meta, m in zip(metas, messages)}
+        return [StreamMessage(meta.sequence.stream, m.data, int(meta.timestamp.timestamp() * 1e6), meta.num_pending)
+                for meta, m in zip(metas, messages)]
 
     def ack(self, through: StreamMessage) -> None:
         message = self._by_seq.get(through.sequence)
         if message is None:
             raise FeatureStoreError(f"cannot ack stream sequence {through.sequence}: it is not in the last fetched batch")
         self._call(message.ack())
+        self._acked = through.sequence
 
     def dead_letter(self, message: StreamMessage, reason: str) -> None:
         from nats.js.errors import NoStreamResponseError
@@ -198,5 +243,7 @@ class NatsSource:
                 logger.warning("closing the NATS connection to %s: %s", self.server, error)
             self._nc = None
         if not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
             self._loop.close()
         self._sub = None

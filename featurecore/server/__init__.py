@@ -24,5 +24,11 @@ def __getattr__(name: str) -> Any:
     if name in __all__:
         from . import supervisor
 
-        return getattr(supervisor, name)
+        value = getattr(supervisor, name)
+        globals()[name] = value  # later reads are plain module attributes
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

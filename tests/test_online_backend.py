@@ -165,14 +165,16 @@ def test_changelog_trim_keeps_the_newer_entries(open_backend):
     assert [e.sequence for e in backend.changelog_after(4, limit=1)] == [5]
 
 
-def test_first_and_last_sequence_follow_trims(open_backend):
+def test_last_sequence_and_the_oldest_entry_follow_trims(open_backend):
+    """A reader detects a trim by the gap before the oldest entry it reads (refresh.py)."""
     backend = open_backend()
-    assert backend.first_sequence() == 0
+    assert backend.last_sequence() == 0
     for sequence in range(1, 4):
         backend.commit(WriteBatchSpec(changelog=((sequence, entry(G1, [b"k"])),)))
-    assert (backend.first_sequence(), backend.last_sequence()) == (1, 3)
+    assert (backend.changelog_after(0)[0].sequence, backend.last_sequence()) == (1, 3)
     backend.commit(WriteBatchSpec(changelog=((4, entry(G1, [b"k"])),), trim_changelog_below=3))
-    assert (backend.first_sequence(), backend.last_sequence()) == (3, 4)
+    assert (backend.changelog_after(0)[0].sequence, backend.last_sequence()) == (3, 4)
+    assert backend.changelog_after(1, limit=1)[0].sequence == 3  # a gap after 1: entry 2 was trimmed
 
 
 def test_uncached_reads_read_the_same_rows(open_backend):

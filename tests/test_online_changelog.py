@@ -35,7 +35,7 @@ def test_entries_round_trip_in_numeric_order(tmp_path_factory, sequences, keys, 
     entries = backend.changelog_after(0)
     assert [e.sequence for e in entries] == sorted(sequences)
     assert all((e.group_cf, e.keys, e.published_at_us) == (group_cf, keys, published) for e in entries)
-    assert (backend.first_sequence(), backend.last_sequence()) == (min(sequences), max(sequences))
+    assert (backend.changelog_after(0)[0].sequence, backend.last_sequence()) == (min(sequences), max(sequences))
     assert [e.sequence for e in backend.changelog_after(sorted(sequences)[0], limit=2)] == sorted(sequences)[1:3]
     del log
     backend.close()
@@ -67,7 +67,7 @@ def test_primary_keeps_only_the_retained_entries(tmp_path):
         store.apply(definitions())
         for i in range(40):
             store.write_online("creator_stats:v1", {"followers": [float(i)]}, entity_ids=["c"], feature_timestamp=T0)
-        first, last = store.backend.first_sequence(), store.backend.last_sequence()
+        first, last = store.backend.changelog_after(0, limit=1)[0].sequence, store.backend.last_sequence()
     assert last == 40 and 40 - first + 1 <= 16  # trimmed every 8 commits to the last 8
 
 

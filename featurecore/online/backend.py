@@ -111,15 +111,13 @@ class OnlineBackend(RecordStore, Protocol):
         ...
 
     def changelog_after(self, sequence: int, limit: int = 4096) -> list[ChangeEntry]:
-        """Up to ``limit`` changelog entries with a greater sequence, oldest first."""
+        """Up to ``limit`` changelog entries with a greater sequence, oldest first
+        (sequences have no gaps, so a first entry beyond ``sequence + 1`` means the
+        entries in between were trimmed)."""
         ...
 
     def last_sequence(self) -> int:
         """The newest changelog sequence (0 when the changelog is empty)."""
-        ...
-
-    def first_sequence(self) -> int:
-        """The oldest changelog sequence still kept (0 when the changelog is empty)."""
         ...
 
     def catch_up(self) -> None:

@@ -165,19 +165,13 @@ class RocksDBBackend(RocksDBRecords):
         return out
 
     def last_sequence(self) -> int:
-        return self._edge_sequence(last=True)
-
-    def first_sequence(self) -> int:
-        return self._edge_sequence(last=False)
-
-    def _edge_sequence(self, *, last: bool) -> int:
         family = self._existing(CHANGELOG_CF)
         if family is None:
             return 0
         # Uncached, as in changelog_after: an entry can hold a bulk write's 100k keys, and
         # caching the block that holds it grew every process opening the store by ~5 MB.
         it = family.iter(uncached_reads())
-        it.seek_to_last() if last else it.seek_to_first()
+        it.seek_to_last()
         sequence = changelog.entry_sequence(it.key()) if it.valid() else 0
         del it
         return sequence

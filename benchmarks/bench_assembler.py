@@ -41,7 +41,7 @@ class W1Serving:
         self.spans = []
         for name in ORDER:
             entity, count, k = GROUPS[name]
-            schema = _core.Schema([0] * k, [1] * k)
+            schema = _core.RowLayout([0] * k, [1] * k)
             values = data.values[name]
             ts = np.full(count, NOW - 1_000_000, np.int64)
             table = _core.GroupTable.from_columns(schema, [np.ascontiguousarray(values[:, j]) for j in range(k)],

@@ -25,9 +25,9 @@ DIMS = [1] * 30 + [32]
 RESULTS: dict[str, float] = {}
 
 
-def _rows(n: int) -> tuple[_core.Schema, list[bytes], list[bytes]]:
+def _rows(n: int) -> tuple[_core.RowLayout, list[bytes], list[bytes]]:
     rng = np.random.default_rng(3)
-    schema = _core.Schema(DTYPES, DIMS)
+    schema = _core.RowLayout(DTYPES, DIMS)
     cols = [rng.random(n).astype(np.float32) for _ in range(24)] + [rng.integers(0, 1000, n) for _ in range(4)]
     cols += [rng.random(n) < 0.5 for _ in range(2)] + [rng.random((n, 32)).astype(np.float32)]
     ts = np.full(n, 1_782_950_400_000_000, np.int64)

@@ -206,7 +206,7 @@ AssemblyPlan::AssemblyPlan(size_t n_columns, std::vector<uint8_t> actions, std::
         if (g.spec.role >= roles_.size())
             throw std::invalid_argument("AssemblyPlan: " + gname + " uses role " + col_str(g.spec.role) + " but there are " +
                                         col_str(roles_.size()) + " roles");
-        const Schema& s = *g.spec.schema;
+        const RowLayout& s = *g.spec.schema;
         for (const auto& f : g.spec.features) {
             if (f.feature >= s.n_features())
                 throw std::invalid_argument("AssemblyPlan: " + gname + " maps feature " + col_str(f.feature) +

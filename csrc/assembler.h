@@ -57,7 +57,7 @@ struct FeatureSpec {
 };
 
 struct GroupSpec {
-    std::shared_ptr<const Schema> schema;
+    std::shared_ptr<const RowLayout> schema;
     uint32_t role = 0;
     int64_t sla_us = 0;  // <= 0: never stale
     std::vector<FeatureSpec> features;

@@ -21,7 +21,7 @@ using namespace fc::bind;
 using fc::AssemblyPlan;
 using fc::GroupTable;
 using fc::ResidentGroup;
-using fc::Schema;
+using fc::RowLayout;
 
 namespace {
 
@@ -248,7 +248,7 @@ void bind_assembly(py::module_& m) {
                                                           "Immutable assembly plan of one feature set version.")
         .def(py::init([](size_t n_columns, py::handle actions, py::handle constants,
                          const std::vector<std::tuple<std::string, bool, std::vector<uint32_t>>>& roles,
-                         const std::vector<std::tuple<SchemaPtr, uint32_t, int64_t,
+                         const std::vector<std::tuple<RowLayoutPtr, uint32_t, int64_t,
                                                       std::vector<std::tuple<uint32_t, uint32_t, int32_t>>>>& groups,
                          std::vector<uint32_t> context_cols, std::vector<uint32_t> candidate_cols,
                          const std::vector<std::tuple<uint8_t, uint32_t, uint32_t, uint32_t, uint32_t, uint32_t>>& crosses) {

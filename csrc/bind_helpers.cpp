@@ -34,7 +34,7 @@ const void* column_ptr(py::handle col, const std::string& name, std::initializer
 
 }  // namespace
 
-ColumnsArg columns_arg(const Schema& s, const py::sequence& columns, py::handle nulls, py::handle generated_at,
+ColumnsArg columns_arg(const RowLayout& s, const py::sequence& columns, py::handle nulls, py::handle generated_at,
                        py::handle feature_ts, py::handle published_at) {
     ColumnsArg out;
     const size_t k = s.n_features();
@@ -109,7 +109,7 @@ BytesList bytes_list(const py::sequence& seq, const char* name, bool allow_absen
     return out;
 }
 
-TablePtr decode_table(const SchemaPtr& schema, const BytesList& rows) {
+TablePtr decode_table(const RowLayoutPtr& schema, const BytesList& rows) {
     auto t = std::make_shared<GroupTable>(schema, rows.views.size());
     py::gil_scoped_release release;
     for (size_t i = 0; i < rows.views.size(); ++i) {

@@ -26,7 +26,7 @@ namespace py = pybind11;
 
 namespace fc::bind {
 
-using SchemaPtr = std::shared_ptr<Schema>;
+using RowLayoutPtr = std::shared_ptr<RowLayout>;
 using TablePtr = std::shared_ptr<GroupTable>;
 using ResidentPtr = std::shared_ptr<ResidentGroup>;
 
@@ -83,7 +83,7 @@ struct ColumnsArg {
 
 // Typed columns with their generated_at; the encoder also passes feature_ts and
 // published_at (the other callers keep neither).
-ColumnsArg columns_arg(const Schema& s, const py::sequence& columns, py::handle nulls, py::handle generated_at,
+ColumnsArg columns_arg(const RowLayout& s, const py::sequence& columns, py::handle nulls, py::handle generated_at,
                        py::handle feature_ts = py::none(), py::handle published_at = py::none());
 
 // Byte strings of a sequence, kept alive by `keep` (a tuple of the items: one
@@ -100,7 +100,7 @@ struct BytesList {
 BytesList bytes_list(const py::sequence& seq, const char* name, bool allow_absent);
 
 // Decodes rows (absent rows get their reason) with the GIL released.
-TablePtr decode_table(const SchemaPtr& schema, const BytesList& rows);
+TablePtr decode_table(const RowLayoutPtr& schema, const BytesList& rows);
 
 // Ids of one role, copied out of Python objects with the GIL held.
 // Holds no Python object, so serve can keep one per thread across calls

@@ -17,15 +17,15 @@
 using namespace fc::bind;
 using fc::GroupTable;
 using fc::ResidentGroup;
-using fc::Schema;
+using fc::RowLayout;
 
 void bind_resident(py::module_& m) {
     py::class_<ResidentGroup, ResidentPtr>(m, "ResidentGroup",
                                            "Thread-safe in-memory group: hash index over key bytes + rows.")
-        .def(py::init([](const SchemaPtr& schema) { return std::make_shared<ResidentGroup>(schema); }),
+        .def(py::init([](const RowLayoutPtr& schema) { return std::make_shared<ResidentGroup>(schema); }),
              py::arg("schema"))
         .def_property_readonly("schema",
-                               [](const ResidentGroup& r) { return std::const_pointer_cast<Schema>(r.schema_ptr()); })
+                               [](const ResidentGroup& r) { return std::const_pointer_cast<RowLayout>(r.schema_ptr()); })
         .def(
             "upsert",
             [](ResidentGroup& self, const py::sequence& keys, const py::sequence& rows, bool keep_not_computed) {
@@ -34,7 +34,7 @@ void bind_resident(py::module_& m) {
                 if (k.views.size() != rb.views.size())
                     throw std::invalid_argument("upsert: got " + std::to_string(k.views.size()) + " keys for " +
                                                 std::to_string(rb.views.size()) + " rows; pass one key per row");
-                TablePtr batch = decode_table(std::const_pointer_cast<Schema>(self.schema_ptr()), rb);
+                TablePtr batch = decode_table(std::const_pointer_cast<RowLayout>(self.schema_ptr()), rb);
                 py::gil_scoped_release release;
                 return self.upsert(k.views, *batch, keep_not_computed);
             },
@@ -88,7 +88,7 @@ void bind_resident(py::module_& m) {
         .def("clear", &ResidentGroup::clear, py::call_guard<py::gil_scoped_release>())
         .def_static(
             "map_generation",
-            [](const SchemaPtr& schema, const std::string& path, bool verify) {
+            [](const RowLayoutPtr& schema, const std::string& path, bool verify) {
                 py::gil_scoped_release release;
                 return std::make_shared<ResidentGroup>(schema, fc::Generation::open(path, *schema, verify));
             },

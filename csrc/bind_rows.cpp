@@ -1,4 +1,4 @@
-// pybind11 glue of typed rows: Schema, the row codec's encoder (csrc/codec.h) and
+// pybind11 glue of typed rows: RowLayout, the row codec's encoder (csrc/codec.h) and
 // GroupTable (csrc/group_table.h).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -15,7 +15,7 @@
 
 using namespace fc::bind;
 using fc::GroupTable;
-using fc::Schema;
+using fc::RowLayout;
 
 namespace {
 
@@ -36,45 +36,45 @@ py::array record_view(py::handle owner, const GroupTable& t, size_t offset, std:
     return a;
 }
 
-py::tuple schema_state(const Schema& s) { return py::make_tuple(s.dtypes(), s.dims()); }
+py::tuple schema_state(const RowLayout& s) { return py::make_tuple(s.dtypes(), s.dims()); }
 
 }  // namespace
 
 void bind_rows(py::module_& m) {
-    py::class_<Schema, SchemaPtr>(m, "Schema", "Dtype codes and dims of a group's features, in group order.")
+    py::class_<RowLayout, RowLayoutPtr>(m, "RowLayout", "Dtype codes and dims of a group's features, in group order.")
         .def(py::init([](std::vector<uint8_t> dtypes, std::vector<uint32_t> dims) {
-                 return std::make_shared<Schema>(std::move(dtypes), std::move(dims));
+                 return std::make_shared<RowLayout>(std::move(dtypes), std::move(dims));
              }),
              py::arg("dtypes"), py::arg("dims"))
-        .def_property_readonly("n_features", &Schema::n_features)
-        .def_property_readonly("n_slots", &Schema::n_slots)
-        .def_property_readonly("fingerprint", &Schema::fingerprint)
-        .def_property_readonly("row_bytes", &Schema::row_bytes)
-        .def_property_readonly("dtypes", &Schema::dtypes)
-        .def_property_readonly("dims", &Schema::dims)
+        .def_property_readonly("n_features", &RowLayout::n_features)
+        .def_property_readonly("n_slots", &RowLayout::n_slots)
+        .def_property_readonly("fingerprint", &RowLayout::fingerprint)
+        .def_property_readonly("row_bytes", &RowLayout::row_bytes)
+        .def_property_readonly("dtypes", &RowLayout::dtypes)
+        .def_property_readonly("dims", &RowLayout::dims)
         .def_property_readonly("slot_offsets",
-                               [](const Schema& s) {
+                               [](const RowLayout& s) {
                                    const auto& o = s.slot_offsets();
                                    return py::array_t<int32_t>(static_cast<py::ssize_t>(o.size()), o.data());
                                })
         .def("__eq__",
-             [](const Schema& a, py::handle b) {
-                 return py::isinstance<Schema>(b) && a.dtypes() == b.cast<const Schema&>().dtypes() &&
-                        a.dims() == b.cast<const Schema&>().dims();
+             [](const RowLayout& a, py::handle b) {
+                 return py::isinstance<RowLayout>(b) && a.dtypes() == b.cast<const RowLayout&>().dtypes() &&
+                        a.dims() == b.cast<const RowLayout&>().dims();
              })
-        .def("__hash__", &Schema::fingerprint)
+        .def("__hash__", &RowLayout::fingerprint)
         .def("__repr__",
-             [](const Schema& s) {
-                 return "Schema(dtypes=" + std::string(py::str(py::cast(s.dtypes()))) +
+             [](const RowLayout& s) {
+                 return "RowLayout(dtypes=" + std::string(py::str(py::cast(s.dtypes()))) +
                         ", dims=" + std::string(py::str(py::cast(s.dims()))) + ")";
              })
         .def(py::pickle(&schema_state, [](py::tuple t) {
-            return std::make_shared<Schema>(t[0].cast<std::vector<uint8_t>>(), t[1].cast<std::vector<uint32_t>>());
+            return std::make_shared<RowLayout>(t[0].cast<std::vector<uint8_t>>(), t[1].cast<std::vector<uint32_t>>());
         }));
 
     m.def(
         "encode_rows",
-        [](const SchemaPtr& schema, const py::sequence& columns, py::handle nulls, py::handle feature_ts,
+        [](const RowLayoutPtr& schema, const py::sequence& columns, py::handle nulls, py::handle feature_ts,
            py::handle generated_at, py::handle published_at, py::handle order) {
             need<int64_t>(feature_ts, "feature_ts", {-1});  // required here (None means "absent" to columns_arg)
             need<int64_t>(published_at, "published_at", {-1});
@@ -122,7 +122,7 @@ void bind_rows(py::module_& m) {
     py::class_<GroupTable, TablePtr>(m, "GroupTable", "Immutable rows of one group as float32 slots.")
         .def_static(
             "from_columns",
-            [](const SchemaPtr& schema, const py::sequence& columns, py::handle nulls, py::handle generated_at) {
+            [](const RowLayoutPtr& schema, const py::sequence& columns, py::handle nulls, py::handle generated_at) {
                 ColumnsArg c = columns_arg(*schema, columns, nulls, generated_at);
                 py::gil_scoped_release release;
                 return std::make_shared<GroupTable>(GroupTable::from_columns(schema, c.in));
@@ -130,13 +130,13 @@ void bind_rows(py::module_& m) {
             py::arg("schema"), py::arg("columns"), py::arg("nulls"), py::arg("generated_at"))
         .def_static(
             "decode",
-            [](const SchemaPtr& schema, const py::sequence& rows) {
+            [](const RowLayoutPtr& schema, const py::sequence& rows) {
                 return decode_table(schema, bytes_list(rows, "rows", true));
             },
             py::arg("schema"), py::arg("rows"))
         .def_static(
             "missing",
-            [](const SchemaPtr& schema, size_t n_rows, int reason) {
+            [](const RowLayoutPtr& schema, size_t n_rows, int reason) {
                 if (reason <= fc::kPresent || reason >= fc::kNumReasons)
                     throw std::invalid_argument("reason must be a missing-reason code 1..7, got " +
                                                 std::to_string(reason));
@@ -148,7 +148,7 @@ void bind_rows(py::module_& m) {
         .def_property_readonly("n_rows", &GroupTable::n_rows)
         .def_property_readonly("nbytes", &GroupTable::nbytes)
         .def_property_readonly("schema",
-                               [](const GroupTable& t) { return std::const_pointer_cast<Schema>(t.schema_ptr()); })
+                               [](const GroupTable& t) { return std::const_pointer_cast<RowLayout>(t.schema_ptr()); })
         .def("__len__", &GroupTable::n_rows)
         .def("slots",
              [](py::object self) {

@@ -96,14 +96,14 @@ uint32_t crc32c(const uint8_t* data, size_t n, uint32_t crc) {
     return ~crc32c_table_driven(data, n, crc);
 }
 
-Schema::Schema(std::vector<uint8_t> dtypes, std::vector<uint32_t> dims)
+RowLayout::RowLayout(std::vector<uint8_t> dtypes, std::vector<uint32_t> dims)
     : dtypes_(std::move(dtypes)), dims_(std::move(dims)) {
     if (dtypes_.size() != dims_.size())
-        throw std::invalid_argument("Schema: dtypes has " + std::to_string(dtypes_.size()) +
+        throw std::invalid_argument("RowLayout: dtypes has " + std::to_string(dtypes_.size()) +
                                     " entries but dims has " + std::to_string(dims_.size()) +
                                     "; pass one dim per feature (1 unless embedding)");
     if (dtypes_.size() > 65535)
-        throw std::invalid_argument("Schema: " + std::to_string(dtypes_.size()) +
+        throw std::invalid_argument("RowLayout: " + std::to_string(dtypes_.size()) +
                                     " features exceed the row format's 65535; split the group");
     slot_offsets_.assign(1, 0);
     std::vector<uint8_t> fp;  // dtype u8 + dim u32le per feature
@@ -112,16 +112,16 @@ Schema::Schema(std::vector<uint8_t> dtypes, std::vector<uint32_t> dims)
         const uint8_t dt = dtypes_[j];
         const uint32_t dim = dims_[j];
         if (dt >= kNumDTypes)
-            throw std::invalid_argument("Schema: feature " + std::to_string(j) + " has dtype code " +
+            throw std::invalid_argument("RowLayout: feature " + std::to_string(j) + " has dtype code " +
                                         std::to_string(dt) + "; use 0..5 (float32, float64, int64, "
                                         "bool, categorical, embedding)");
         if (dt == kEmbedding ? dim == 0 || dim > (1u << 20) : dim != 1)
             throw std::invalid_argument(
-                "Schema: feature " + std::to_string(j) + " has dim " + std::to_string(dim) +
+                "RowLayout: feature " + std::to_string(j) + " has dim " + std::to_string(dim) +
                 (dt == kEmbedding ? "; an embedding needs 1..1048576 dims" : "; only embeddings have dim != 1"));
         const int64_t next = int64_t{slot_offsets_.back()} + dim;
         if (next > std::numeric_limits<int32_t>::max())
-            throw std::invalid_argument("Schema: features 0.." + std::to_string(j) + " need " + std::to_string(next) +
+            throw std::invalid_argument("RowLayout: features 0.." + std::to_string(j) + " need " + std::to_string(next) +
                                         " float32 slots; a group holds at most 2147483647, split the group");
         slot_offsets_.push_back(static_cast<int32_t>(next));
         row_bytes_ += value_bytes(j);
@@ -132,7 +132,7 @@ Schema::Schema(std::vector<uint8_t> dtypes, std::vector<uint32_t> dims)
     fingerprint_ = crc32(fp.data(), fp.size());
 }
 
-size_t Schema::value_bytes(size_t j) const {
+size_t RowLayout::value_bytes(size_t j) const {
     switch (dtypes_[j]) {
         case kFloat64:
         case kInt64: return 8;
@@ -152,7 +152,7 @@ void cast_column(const void* col, size_t r0, size_t r1, float* out, size_t strid
 
 }  // namespace
 
-void column_to_slots(const Schema& schema, const ColumnsIn& in, size_t j, size_t r0, size_t r1, float* out,
+void column_to_slots(const RowLayout& schema, const ColumnsIn& in, size_t j, size_t r0, size_t r1, float* out,
                      size_t stride) {
     const void* col = in.values[j];
     switch (schema.dtypes()[j]) {
@@ -174,7 +174,7 @@ void column_to_slots(const Schema& schema, const ColumnsIn& in, size_t j, size_t
     }
 }
 
-void encode_rows(const Schema& schema, const ColumnsIn& in, uint8_t* const* out) {
+void encode_rows(const RowLayout& schema, const ColumnsIn& in, uint8_t* const* out) {
     const size_t k = schema.n_features();
     const size_t bitmap = schema.bitmap_bytes();
     // Rows go in blocks, and within a block feature by feature: each column is then
@@ -236,7 +236,7 @@ bool row_checksum_ok(const uint8_t* data, size_t len) {
     return load_le<uint32_t>(data + len - kChecksumBytes) == crc32c(data, len - kChecksumBytes);
 }
 
-uint8_t decode_row(const Schema& schema, const uint8_t* data, size_t len, float* slots,
+uint8_t decode_row(const RowLayout& schema, const uint8_t* data, size_t len, float* slots,
                    uint8_t* null_bits, int64_t* ts) {
     const size_t k = schema.n_features();
     if (data == nullptr || len < kHeaderBytes || data[1] != 0) return kNotComputed;

@@ -1,9 +1,9 @@
-// Schema and row format v2 (docs/ARCHITECTURE.md, "Row format v2").
+// RowLayout and row format v2 (docs/ARCHITECTURE.md, "Row format v2").
 //
-// A Schema is an immutable list of (dtype, dim); it fixes the slot layout of a
+// A RowLayout is an immutable list of (dtype, dim); it fixes the slot layout of a
 // group (every feature becomes `dim` float32 slots, dim = 1 except embeddings)
 // and the exact byte length of every encoded row. Schemas are shared between
-// tables through std::shared_ptr<const Schema> and are safe to read from any
+// tables through std::shared_ptr<const RowLayout> and are safe to read from any
 // thread.
 //
 // decode_row never trusts its input: any length, version, reserved byte,
@@ -33,11 +33,11 @@ uint32_t crc32(const uint8_t* data, size_t n, uint32_t crc = 0);
 // Uses the SSE4.2 instruction when the CPU has it, a table otherwise.
 uint32_t crc32c(const uint8_t* data, size_t n, uint32_t crc = 0);
 
-class Schema {
+class RowLayout {
   public:
     // Throws std::invalid_argument for an unknown dtype, a dim that is not 1 for
     // a non-embedding feature, an embedding dim of 0, or more than 65535 features.
-    Schema(std::vector<uint8_t> dtypes, std::vector<uint32_t> dims);
+    RowLayout(std::vector<uint8_t> dtypes, std::vector<uint32_t> dims);
 
     size_t n_features() const { return dtypes_.size(); }
     size_t n_slots() const { return slot_offsets_.back(); }
@@ -53,7 +53,7 @@ class Schema {
     // Byte width of feature j's stored value.
     size_t value_bytes(size_t j) const;
     // Same slot layout (dtypes and dims); the fingerprint alone is a CRC and collides.
-    bool same_layout(const Schema& o) const {
+    bool same_layout(const RowLayout& o) const {
         return this == &o || (fingerprint_ == o.fingerprint_ && dtypes_ == o.dtypes_ && dims_ == o.dims_);
     }
 
@@ -81,11 +81,11 @@ struct ColumnsIn {
 // Encodes row r into out[r] (schema.row_bytes() bytes each; the buffers may be
 // anywhere, e.g. the payloads of freshly allocated Python bytes, so no big
 // temporary is needed). Null cells are written as zero bytes.
-void encode_rows(const Schema& schema, const ColumnsIn& in, uint8_t* const* out);
+void encode_rows(const RowLayout& schema, const ColumnsIn& in, uint8_t* const* out);
 
 // Converts feature j of rows [r0, r1) of `in` to float32 slots (dim each): row
 // r0 + i goes to out + i * stride (in floats). Nulls are not looked at.
-void column_to_slots(const Schema& schema, const ColumnsIn& in, size_t j, size_t r0, size_t r1, float* out,
+void column_to_slots(const RowLayout& schema, const ColumnsIn& in, size_t j, size_t r0, size_t r1, float* out,
                      size_t stride);
 
 // False when `data` is a v2 row (version byte 2) whose CRC-32C trailer does not match;
@@ -98,7 +98,7 @@ bool row_checksum_ok(const uint8_t* data, size_t len);
 // and ts (feature_ts, generated_at, published_at).
 // Returns kPresent, or kNotComputed if the bytes are not a valid v2 row (checksum
 // included) or v1 row of this schema (outputs are then unspecified).
-uint8_t decode_row(const Schema& schema, const uint8_t* data, size_t len, float* slots,
+uint8_t decode_row(const RowLayout& schema, const uint8_t* data, size_t len, float* slots,
                    uint8_t* null_bits, int64_t* ts);
 
 }  // namespace fc

@@ -230,7 +230,7 @@ GenerationInfo info_of(const RawHeader& h) {
 
 }  // namespace
 
-void write_generation(const std::string& path, const Schema& schema, GenerationInfo info,
+void write_generation(const std::string& path, const RowLayout& schema, GenerationInfo info,
                       const GenerationParts& parts) {
     const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0) throw std::invalid_argument(sys_error("cannot create generation file", path));
@@ -329,7 +329,7 @@ std::shared_ptr<const Generation> Generation::map(const std::string& path) {
     return g;
 }
 
-std::shared_ptr<const Generation> Generation::open(const std::string& path, const Schema& schema, bool verify_body) {
+std::shared_ptr<const Generation> Generation::open(const std::string& path, const RowLayout& schema, bool verify_body) {
     std::shared_ptr<const Generation> g = verify_body ? map(path) : verified_mapping(path);
     if (!g) {
         Mapping m;

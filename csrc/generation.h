@@ -75,7 +75,7 @@ struct GenerationParts {
 // Writes a generation file at `path` (created; must not exist) and fsyncs it. Throws
 // std::invalid_argument if the path cannot be created, GenerationError on an I/O error
 // (the partial file is removed).
-void write_generation(const std::string& path, const Schema& schema, GenerationInfo info,
+void write_generation(const std::string& path, const RowLayout& schema, GenerationInfo info,
                       const GenerationParts& parts);
 
 class Generation {
@@ -85,7 +85,7 @@ class Generation {
     // what is wrong.
     // A verified mapping of this process is reused (see above); verify_body=false maps
     // without the body checksum (and shares the mapping with no one).
-    static std::shared_ptr<const Generation> open(const std::string& path, const Schema& schema,
+    static std::shared_ptr<const Generation> open(const std::string& path, const RowLayout& schema,
                                                   bool verify_body = true);
     // Maps `path` and checks it whole (header, sections, body checksum) without a schema
     // to match, or returns this process's live verified mapping of it. Throws GenerationError.

@@ -12,7 +12,7 @@ constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
 }  // namespace
 
-GroupTable::GroupTable(std::shared_ptr<const Schema> schema, size_t n_rows, size_t extra_bytes)
+GroupTable::GroupTable(std::shared_ptr<const RowLayout> schema, size_t n_rows, size_t extra_bytes)
     : schema_(std::move(schema)),
       extra_bytes_((extra_bytes + 7) / 8 * 8),
       record_bytes_(record_bytes_of(schema_->n_slots(), extra_bytes_)) {
@@ -26,7 +26,7 @@ void GroupTable::set_head(size_t r, int64_t generated_at, uint8_t status, uint8_
     rec[9] = any_null;
 }
 
-GroupTable GroupTable::from_columns(std::shared_ptr<const Schema> schema, const ColumnsIn& in) {
+GroupTable GroupTable::from_columns(std::shared_ptr<const RowLayout> schema, const ColumnsIn& in) {
     GroupTable t(std::move(schema));
     t.append_columns(in);
     return t;
@@ -58,7 +58,7 @@ void GroupTable::append_columns(const ColumnsIn& in) {
 }
 
 void GroupTable::fill_from_columns(const ColumnsIn& in, size_t n0, size_t r0, size_t r1) {
-    const Schema& s = *schema_;
+    const RowLayout& s = *schema_;
     const size_t k = s.n_features();
     const size_t nb = s.bitmap_bytes();
     const auto& offs = s.slot_offsets();

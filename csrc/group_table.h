@@ -141,20 +141,20 @@ class GroupTable {
   public:
     // n_rows rows, all with status kEntityNotFound; extra_bytes (rounded up to a
     // multiple of 8) per record for the owner.
-    explicit GroupTable(std::shared_ptr<const Schema> schema, size_t n_rows = 0, size_t extra_bytes = 0);
+    explicit GroupTable(std::shared_ptr<const RowLayout> schema, size_t n_rows = 0, size_t extra_bytes = 0);
     // Bytes per record of a table with n_slots float slots and extra_bytes extra bytes.
     static size_t record_bytes_of(size_t n_slots, size_t extra_bytes) {
         return (kRecordHeadBytes + (extra_bytes + 7) / 8 * 8 + 4 * n_slots + 7) / 8 * 8;
     }
 
     // Builds rows from typed columns (see ColumnsIn); every row is present.
-    static GroupTable from_columns(std::shared_ptr<const Schema> schema, const ColumnsIn& in);
+    static GroupTable from_columns(std::shared_ptr<const RowLayout> schema, const ColumnsIn& in);
     // Appends in's rows (typed columns of this schema), every row present. Does not
     // allocate when capacity for them is reserved.
     void append_columns(const ColumnsIn& in);
 
-    const Schema& schema() const { return *schema_; }
-    const std::shared_ptr<const Schema>& schema_ptr() const { return schema_; }
+    const RowLayout& schema() const { return *schema_; }
+    const std::shared_ptr<const RowLayout>& schema_ptr() const { return schema_; }
     size_t n_rows() const { return n_rows_; }
     size_t record_bytes() const { return record_bytes_; }
     size_t extra_bytes() const { return extra_bytes_; }
@@ -207,7 +207,7 @@ class GroupTable {
     // Writes rows [r0, r1) of in into rows n0 + r0, ... (every byte of their records).
     void fill_from_columns(const ColumnsIn& in, size_t n0, size_t r0, size_t r1);
 
-    std::shared_ptr<const Schema> schema_;
+    std::shared_ptr<const RowLayout> schema_;
     size_t extra_bytes_;
     size_t record_bytes_;
     size_t n_rows_ = 0;

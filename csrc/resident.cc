@@ -109,7 +109,7 @@ void IndexView::find_many(const KeyProbe& keys, const uint8_t* skip, size_t n, i
     }
 }
 
-size_t ResidentGroup::extra_bytes_for(const Schema& schema) {
+size_t ResidentGroup::extra_bytes_for(const RowLayout& schema) {
     constexpr size_t kLine = 64;
     const size_t record = GroupTable::record_bytes_of(schema.n_slots(), kMinExtra);
     const size_t padded = (record + kLine - 1) / kLine * kLine;
@@ -117,7 +117,7 @@ size_t ResidentGroup::extra_bytes_for(const Schema& schema) {
     return record > kLine && pad * 6 <= record ? kMinExtra + pad : kMinExtra;
 }
 
-ResidentGroup::ResidentGroup(std::shared_ptr<const Schema> schema)
+ResidentGroup::ResidentGroup(std::shared_ptr<const RowLayout> schema)
     : schema_(schema),
       inline_key_(kRecordHeadBytes - kOwnerBytesAt + extra_bytes_for(*schema)),
       rows_(schema, 0, extra_bytes_for(*schema)),
@@ -126,7 +126,7 @@ ResidentGroup::ResidentGroup(std::shared_ptr<const Schema> schema)
     reset_filter_locked();
 }
 
-ResidentGroup::ResidentGroup(std::shared_ptr<const Schema> schema, std::shared_ptr<const Generation> base)
+ResidentGroup::ResidentGroup(std::shared_ptr<const RowLayout> schema, std::shared_ptr<const Generation> base)
     : ResidentGroup(std::move(schema)) {
     const GenerationInfo& g = base->info();
     if (g.record_bytes != rows_.record_bytes() || g.extra_bytes != rows_.extra_bytes() ||

@@ -108,17 +108,17 @@ class ResidentGroup {
     // A sixth: W1's 32-float rows (168 -> 192 bytes) and wider are padded; 16-float rows
     // (104 -> 128) are not, keeping them within 1.3x their raw payload plus index.
     static constexpr size_t kMinExtra = 24;
-    static size_t extra_bytes_for(const Schema& schema);
+    static size_t extra_bytes_for(const RowLayout& schema);
 
-    explicit ResidentGroup(std::shared_ptr<const Schema> schema);
+    explicit ResidentGroup(std::shared_ptr<const RowLayout> schema);
     // A group serving from a mapped generation (an empty overlay); throws
     // GenerationError if the file's record layout is not this schema's.
-    ResidentGroup(std::shared_ptr<const Schema> schema, std::shared_ptr<const Generation> base);
+    ResidentGroup(std::shared_ptr<const RowLayout> schema, std::shared_ptr<const Generation> base);
     ResidentGroup(const ResidentGroup&) = delete;
     ResidentGroup& operator=(const ResidentGroup&) = delete;
 
-    const Schema& schema() const { return *schema_; }
-    const std::shared_ptr<const Schema>& schema_ptr() const { return schema_; }
+    const RowLayout& schema() const { return *schema_; }
+    const std::shared_ptr<const RowLayout>& schema_ptr() const { return schema_; }
 
     // keys[i] -> row i of batch (same schema). Throws std::invalid_argument and
     // applies nothing if a row is not kPresent (kNotComputed is kept, and then
@@ -230,7 +230,7 @@ class ResidentGroup {
     void reserve_index_locked(size_t n_keys);
     void compact_arena_locked();
 
-    std::shared_ptr<const Schema> schema_;
+    std::shared_ptr<const RowLayout> schema_;
     const size_t inline_key_;  // 4 + extra_bytes_for(*schema_): the longest key kept in its record
     mutable std::shared_mutex mu_;
     GroupTable rows_;  // tag = key length, extra = the key when it fits

@@ -70,7 +70,7 @@ def split_pair_ids(
 def hash_key(key: bytes) -> int:
     """The 64-bit hash of key bytes used by the resident index."""
 
-class Schema:
+class RowLayout:
     """Dtypes and dims of a group's features in group order (dim 1 unless embedding)."""
 
     def __init__(self, dtypes: Sequence[int], dims: Sequence[int]) -> None: ...
@@ -95,7 +95,7 @@ class Schema:
     def __hash__(self) -> int: ...
 
 def encode_rows(
-    schema: Schema,
+    schema: RowLayout,
     columns: Sequence[np.ndarray],
     nulls: NDArray[np.uint8] | None,
     feature_ts: NDArray[np.int64],
@@ -151,25 +151,25 @@ class GroupTable:
 
     @staticmethod
     def from_columns(
-        schema: Schema,
+        schema: RowLayout,
         columns: Sequence[np.ndarray],
         nulls: NDArray[np.uint8] | None,
         generated_at: NDArray[np.int64],
     ) -> GroupTable: ...
     @staticmethod
-    def decode(schema: Schema, rows: Sequence[bytes | None | int]) -> GroupTable:
+    def decode(schema: RowLayout, rows: Sequence[bytes | None | int]) -> GroupTable:
         """Decode rows; None -> entity_not_found, an int -> that reason code (e.g. a
         timeout for a row not read before the deadline), bytes that are not a valid v1
         row -> not_computed."""
     @staticmethod
-    def missing(schema: Schema, n_rows: int, reason: int) -> GroupTable:
+    def missing(schema: RowLayout, n_rows: int, reason: int) -> GroupTable:
         """n_rows rows without values, all with status ``reason`` (e.g. Reason.timeout)."""
     @property
     def n_rows(self) -> int: ...
     @property
     def nbytes(self) -> int: ...
     @property
-    def schema(self) -> Schema: ...
+    def schema(self) -> RowLayout: ...
     def __len__(self) -> int: ...
     def slots(self) -> NDArray[np.float32]:
         """(n_rows, n_slots); null cells and missing rows are NaN."""
@@ -186,9 +186,9 @@ class ResidentGroup:
     Row numbers from ``lookup`` are only stable until the next upsert/remove.
     """
 
-    def __init__(self, schema: Schema) -> None: ...
+    def __init__(self, schema: RowLayout) -> None: ...
     @property
-    def schema(self) -> Schema: ...
+    def schema(self) -> RowLayout: ...
     def upsert(self, keys: Sequence[bytes], rows: Sequence[bytes], *, keep_not_computed: bool = False) -> int:
         """Raise ValueError naming the first invalid row; nothing is applied then.
         ``keep_not_computed``: a row whose bytes fail to decode (bad checksum) is kept
@@ -216,7 +216,7 @@ class ResidentGroup:
         """Copies of the rows of keys (absent -> entity_not_found)."""
     def clear(self) -> None: ...
     @staticmethod
-    def map_generation(schema: Schema, path: str, *, verify: bool = True) -> ResidentGroup:
+    def map_generation(schema: RowLayout, path: str, *, verify: bool = True) -> ResidentGroup:
         """A group serving from the generation file at ``path``, mapped read-only (shared
         with every process mapping it, nothing copied), with an empty overlay: later
         upserts/removes go to the overlay (removals of mapped keys as tombstones).
@@ -277,7 +277,7 @@ class AssemblyPlan:
         actions: NDArray[np.uint8],
         constants: NDArray[np.float32],
         roles: Sequence[tuple[str, bool, Sequence[int]]],
-        groups: Sequence[tuple[Schema, int, int, Sequence[tuple[int, int, int]]]],
+        groups: Sequence[tuple[RowLayout, int, int, Sequence[tuple[int, int, int]]]],
         context_cols: Sequence[int],
         candidate_cols: Sequence[int],
         crosses: Sequence[tuple[int, int, int, int, int, int]],

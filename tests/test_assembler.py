@@ -48,7 +48,7 @@ class Spec:
 
     def schema(self, g):
         spec = self.groups[g][0]
-        return _core.Schema([d for d, _ in spec], [m for _, m in spec])
+        return _core.RowLayout([d for d, _ in spec], [m for _, m in spec])
 
     def plan(self):
         groups = [(self.schema(g), role, sla, feats) for g, (_, role, sla, feats) in enumerate(self.groups)]
@@ -332,7 +332,7 @@ def test_serve_matches_lookup_then_reference(spec, seed, n, tenant):
 
 
 def single_float_plan(role=("item", False, [])):
-    schema = _core.Schema([0], [1])
+    schema = _core.RowLayout([0], [1])
     actions = np.zeros((1, 8), np.uint8)
     constants = np.full((1, 8), -1.0, np.float32)
     return schema, _core.AssemblyPlan(1, actions, constants, [role], [(schema, 0, 0, [(0, 0, -1)])], [], [], [])
@@ -357,7 +357,7 @@ def test_serve_accepts_int_ids_as_their_decimal_text():
 
 
 def test_pair_roles_build_pair_ids_natively():
-    schema = _core.Schema([0], [1])
+    schema = _core.RowLayout([0], [1])
     roles = [("user", True, []), ("item", False, []), ("user_item", False, [0, 1])]
     plan = _core.AssemblyPlan(1, np.zeros((1, 8), np.uint8), np.full((1, 8), -1, np.float32), roles,
                       [(schema, 2, 0, [(0, 0, -1)])], [], [], [])
@@ -400,7 +400,7 @@ def test_serve_and_assemble_reject_malformed_inputs():
 def test_threaded_assemble_equals_one_thread():
     """Offline batches split by rows give the same matrix, counts and first fail."""
     rng = np.random.default_rng(11)
-    schema = _core.Schema([0, 5], [1, 3])
+    schema = _core.RowLayout([0, 5], [1, 3])
     n_rows, n = 1_000, 100_000
     gen = np.full(n_rows, 0, np.int64)
     nulls = (rng.random((n_rows, 2)) < 0.1).astype(np.uint8)
@@ -429,7 +429,7 @@ def test_threaded_assemble_equals_one_thread():
 
 
 def test_plan_rejects_overlapping_or_missing_columns():
-    schema = _core.Schema([0, 5], [1, 2])
+    schema = _core.RowLayout([0, 5], [1, 2])
     acts, consts = np.zeros((3, 8), np.uint8), np.zeros((3, 8), np.float32)
     with pytest.raises(ValueError, match="column 1 is written twice"):
         _core.AssemblyPlan(3, acts, consts, [("item", False, [])], [(schema, 0, 0, [(0, 1, -1), (1, 1, -1)])], [], [], [])
@@ -444,7 +444,7 @@ def test_plan_rejects_overlapping_or_missing_columns():
 
 
 def test_serve_never_mixes_batches_while_a_writer_upserts():
-    schema = _core.Schema([0] * 8, [1] * 8)
+    schema = _core.RowLayout([0] * 8, [1] * 8)
     plan = _core.AssemblyPlan(8, np.zeros((8, 8), np.uint8), np.zeros((8, 8), np.float32), [("item", False, [])],
                       [(schema, 0, 0, [(j, j, -1) for j in range(8)])], [], [], [])
     ids = [str(i) for i in range(500)]

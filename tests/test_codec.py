@@ -1,4 +1,4 @@
-"""Row codec (v2, and v1 rows still read), keys and Schema against a pure-Python oracle
+"""Row codec (v2, and v1 rows still read), keys and RowLayout against a pure-Python oracle
 (struct/zlib and a bitwise CRC-32C)."""
 
 import struct
@@ -103,7 +103,7 @@ def oracle_slots(spec, cols, nulls, r):
 
 
 def schema_of(spec):
-    return _core.Schema([d for d, _ in spec], [m for _, m in spec])
+    return _core.RowLayout([d for d, _ in spec], [m for _, m in spec])
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -156,7 +156,7 @@ def test_encode_rows_in_a_given_order_equals_reordering(spec, n, seed):
 
 
 def test_encode_rows_refuses_an_order_that_is_not_a_permutation():
-    schema = _core.Schema([0], [1])
+    schema = _core.RowLayout([0], [1])
     args = (schema, [np.zeros(3, np.float32)], None, *[np.zeros(3, np.int64)] * 3)
     with pytest.raises(ValueError, match=r"order\[2\] = 0 repeats an earlier entry; order must be a permutation"):
         _core.encode_rows(*args, order=np.array([0, 1, 0], np.int64))
@@ -220,7 +220,7 @@ def test_v1_rows_still_decode(spec, n, seed):
 def test_golden_v1_bytes_decode():
     """Bytes a v1 store holds (written by the v1 encoder; kept literally): float32 0.5,
     int64 -7 (null), bool True; feature_ts 1, generated_at 2, published_at 3."""
-    schema = _core.Schema([0, 2, 3], [1, 1, 1])
+    schema = _core.RowLayout([0, 2, 3], [1, 1, 1])
     golden = bytes.fromhex(
         "01" "00" "0300" "5a3b4ea6"  # version 1, reserved, 3 features, fingerprint crc32 of the dtype/dim list
         "0100000000000000" "0200000000000000" "0300000000000000"  # feature_ts, generated_at, published_at
@@ -235,7 +235,7 @@ def test_golden_v1_bytes_decode():
 
 
 def test_set_padding_bits_reject_the_row():
-    schema = _core.Schema([0, 0, 0], [1, 1, 1])
+    schema = _core.RowLayout([0, 0, 0], [1, 1, 1])
     ts = np.zeros(1, np.int64)
     row = bytearray(_core.encode_rows(schema, [np.ones(1, np.float32)] * 3, None, ts, ts, ts)[0])
     row[32] |= 0x80  # bit 7 of the bitmap: past the 3 features
@@ -243,7 +243,7 @@ def test_set_padding_bits_reject_the_row():
 
 
 def test_a_row_of_another_schema_is_not_computed():
-    a, b = _core.Schema([0, 0], [1, 1]), _core.Schema([0, 4], [1, 1])
+    a, b = _core.RowLayout([0, 0], [1, 1]), _core.RowLayout([0, 4], [1, 1])
     ts = np.zeros(1, np.int64)
     row = _core.encode_rows(a, [np.ones(1, np.float32)] * 2, None, ts, ts, ts)[0]
     assert a.row_bytes == b.row_bytes and a.fingerprint != b.fingerprint
@@ -251,27 +251,27 @@ def test_a_row_of_another_schema_is_not_computed():
 
 
 def test_schema_reports_layout_and_fingerprint():
-    schema = _core.Schema([0, 5, 3], [1, 4, 1])
+    schema = _core.RowLayout([0, 5, 3], [1, 4, 1])
     assert (schema.n_features, schema.n_slots) == (3, 6)
     assert schema.slot_offsets.tolist() == [0, 1, 5, 6]
     assert schema.row_bytes == 32 + 1 + 4 + 16 + 1 + 4  # header, bitmap, values, CRC-32C
     assert schema.fingerprint == zlib.crc32(struct.pack("<BIBIBI", 0, 1, 5, 4, 3, 1))
-    assert schema == _core.Schema([0, 5, 3], [1, 4, 1]) and schema != _core.Schema([0, 5, 3], [1, 3, 1])
+    assert schema == _core.RowLayout([0, 5, 3], [1, 4, 1]) and schema != _core.RowLayout([0, 5, 3], [1, 3, 1])
 
 
 def test_schema_rejects_bad_definitions():
     with pytest.raises(ValueError, match="feature 0 has dtype code 9"):
-        _core.Schema([9], [1])
+        _core.RowLayout([9], [1])
     with pytest.raises(ValueError, match="only embeddings have dim != 1"):
-        _core.Schema([0], [3])
+        _core.RowLayout([0], [3])
     with pytest.raises(ValueError, match="an embedding needs 1..1048576 dims"):
-        _core.Schema([5], [0])
+        _core.RowLayout([5], [0])
     with pytest.raises(ValueError, match="dtypes has 2 entries but dims has 1"):
-        _core.Schema([0, 0], [1])
+        _core.RowLayout([0, 0], [1])
 
 
 def test_encode_rows_names_the_bad_column():
-    schema = _core.Schema([0, 2], [1, 1])
+    schema = _core.RowLayout([0, 2], [1, 1])
     ts = np.zeros(2, np.int64)
     with pytest.raises(ValueError, match=r"columns\[1\] must be a C-contiguous int64 array of shape \(2,\), got float64"):
         _core.encode_rows(schema, [np.zeros(2, np.float32), np.zeros(2)], None, ts, ts, ts)
@@ -282,14 +282,14 @@ def test_encode_rows_names_the_bad_column():
 
 
 def test_missing_tables_carry_the_given_reason():
-    table = _core.GroupTable.missing(_core.Schema([0], [1]), 3, Reason.timeout)
+    table = _core.GroupTable.missing(_core.RowLayout([0], [1]), 3, Reason.timeout)
     assert table.status().tolist() == [Reason.timeout] * 3
     with pytest.raises(ValueError, match="reason must be a missing-reason code 1..7, got 0"):
-        _core.GroupTable.missing(_core.Schema([0], [1]), 3, 0)
+        _core.GroupTable.missing(_core.RowLayout([0], [1]), 3, 0)
 
 
 def test_decode_takes_reason_codes_for_rows_without_bytes():
-    schema = _core.Schema([0], [1])
+    schema = _core.RowLayout([0], [1])
     table = _core.GroupTable.decode(schema, [None, int(Reason.timeout), Reason.not_applicable])
     assert table.status().tolist() == [Reason.entity_not_found, Reason.timeout, Reason.not_applicable]
     with pytest.raises(ValueError, match=r"rows\[0\] must be bytes, None or a missing-reason code 1..7, got int 0"):
@@ -297,7 +297,7 @@ def test_decode_takes_reason_codes_for_rows_without_bytes():
 
 
 def test_table_views_are_read_only():
-    table = _core.GroupTable.decode(_core.Schema([0], [1]), [None])
+    table = _core.GroupTable.decode(_core.RowLayout([0], [1]), [None])
     with pytest.raises(ValueError, match="read-only"):
         table.slots()[0, 0] = 1.0
 

@@ -69,7 +69,7 @@ def map_copy(tmp_path: Path, heap, sequence: int = 0):
 def test_mapped_generation_serves_bit_identically_to_the_heap_group(tmp_path_factory, stored, unknown, updated, removed, seed):
     tmp_path = tmp_path_factory.mktemp("gen")
     rng = np.random.default_rng(seed)
-    schema = _core.Schema([0] * K, [1] * K)
+    schema = _core.RowLayout([0] * K, [1] * K)
     heap = _core.ResidentGroup(schema)
     rows = rng.random((len(stored), K), dtype=np.float32)
     rows[rng.random(rows.shape) < 0.1] = np.nan
@@ -90,7 +90,7 @@ def test_mapped_generation_serves_bit_identically_to_the_heap_group(tmp_path_fac
 
 
 def test_a_generation_holds_only_a_heap_group(tmp_path: Path):
-    schema = _core.Schema([0], [1])
+    schema = _core.RowLayout([0], [1])
     heap = _core.ResidentGroup(schema)
     heap.upsert_table([b"k"], _core.GroupTable.from_columns(schema, [np.ones(1, np.float32)], None, np.full(1, NOW, np.int64)))
     mapped = map_copy(tmp_path, heap)
@@ -102,7 +102,7 @@ def test_a_generation_holds_only_a_heap_group(tmp_path: Path):
 
 @pytest.fixture
 def generation_file(tmp_path: Path):
-    schema = _core.Schema([0, 5], [1, 4])
+    schema = _core.RowLayout([0, 5], [1, 4])
     heap = _core.ResidentGroup(schema)
     n = 3000
     keys = _core.encode_keys("default", "item", [f"item-{i}" * (1 + i % 5) for i in range(n)])
@@ -134,7 +134,7 @@ def test_a_damaged_generation_file_is_refused(generation_file, damage, match):
 def test_a_generation_of_another_schema_or_a_missing_file_is_refused(generation_file):
     schema, path = generation_file
     with pytest.raises(GenerationError, match="another schema"):
-        _core.ResidentGroup.map_generation(_core.Schema([0, 5], [1, 3]), str(path))
+        _core.ResidentGroup.map_generation(_core.RowLayout([0, 5], [1, 3]), str(path))
     with pytest.raises(GenerationError, match="cannot open generation file"):
         _core.ResidentGroup.map_generation(schema, str(path) + ".gone")
     assert _core.verify_generation(str(path))["rows"] == 3000
@@ -369,7 +369,7 @@ def test_a_process_maps_and_checksums_a_file_once_and_forked_children_share_it(g
     assert mappings_of(path) == 1  # one mapping, verified once, shared by the three
     assert list(group.lookup(keys) >= 0) == list(again.lookup(keys) >= 0) == [True, True, False]
     with pytest.raises(GenerationError, match="another schema"):  # the schema is still checked
-        _core.ResidentGroup.map_generation(_core.Schema([0, 5], [1, 3]), str(path))
+        _core.ResidentGroup.map_generation(_core.RowLayout([0, 5], [1, 3]), str(path))
     pid = os.fork()
     if pid == 0:  # a forked worker serves from the inherited mapping, checking nothing again
         try:

@@ -25,7 +25,7 @@ def outputs(plan, n):
 
 
 def test_resident_group_without_ids_is_an_error_not_a_crash():
-    schema = _core.Schema([0], [1])
+    schema = _core.RowLayout([0], [1])
     plan = plan_one(schema)
     with pytest.raises(ValueError, match="has a resident group but its ids are None; pass its ids"):
         _core.serve(plan, [_core.ResidentGroup(schema)], [None], "t", np.zeros(1, np.int64),
@@ -34,13 +34,13 @@ def test_resident_group_without_ids_is_an_error_not_a_crash():
 
 def test_a_schema_too_wide_for_int32_slots_is_refused():
     with pytest.raises(ValueError, match="a group holds at most 2147483647, split the group"):
-        _core.Schema([5] * 4097, [1 << 20] * 4097)
+        _core.RowLayout([5] * 4097, [1 << 20] * 4097)
 
 
 def test_schemas_with_colliding_fingerprints_are_still_different_layouts():
     # CRC32 is linear: these two layouts share a fingerprint but not their slots.
-    a = _core.Schema([5, 5, 5], [1551, 2683, 3438])
-    b = _core.Schema([5, 5, 5], [3817, 437, 1019])
+    a = _core.RowLayout([5, 5, 5], [1551, 2683, 3438])
+    b = _core.RowLayout([5, 5, 5], [3817, 437, 1019])
     assert a.fingerprint == b.fingerprint
     ts = np.zeros(1, np.int64)
     table_b = _core.GroupTable.from_columns(b, [np.ones((1, d), np.float32) for d in b.dims], None, ts)
@@ -53,7 +53,7 @@ def test_schemas_with_colliding_fingerprints_are_still_different_layouts():
 
 
 def test_age_of_a_row_with_an_absurd_generated_at_saturates_to_stale():
-    schema = _core.Schema([0], [1])
+    schema = _core.RowLayout([0], [1])
     lowest = np.array([np.iinfo(np.int64).min + 5], np.int64)
     table = _core.GroupTable.from_columns(schema, [np.ones(1, np.float32)], None, lowest)
     plan = plan_one(schema, sla_us=1_000_000)

@@ -22,7 +22,7 @@ from featurecore.reasons import Reason
 
 NOW = 1_782_864_000_000_000
 K = 2  # float features per group
-SCHEMA = _core.Schema([0] * K, [1] * K)
+SCHEMA = _core.RowLayout([0] * K, [1] * K)
 ids = st.one_of(
     st.integers(0, 2**63 - 1).map(str),
     st.integers(0, 99).map(str),

@@ -12,7 +12,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from featurecore import _core
 from featurecore.reasons import Reason
 
-SCHEMA = _core.Schema([0, 2, 5], [1, 1, 2])
+SCHEMA = _core.RowLayout([0, 2, 5], [1, 1, 2])
 
 
 def columns_for(values):
@@ -114,7 +114,7 @@ def test_an_invalid_row_rejects_the_whole_batch():
         group.upsert(keys[:2], good[:1])
     with pytest.raises(ValueError, match=r"keys\[0\] must be bytes, got str"):
         group.upsert(["a"], good[:1])
-    other = _core.Schema([0], [1])
+    other = _core.RowLayout([0], [1])
     ts = np.zeros(1, np.int64)
     table = _core.GroupTable.from_columns(other, [np.zeros(1, np.float32)], None, ts)
     with pytest.raises(ValueError, match="the batch's schema .* differs from the group's"):
@@ -135,7 +135,7 @@ def test_upsert_table_and_later_duplicates_win():
 def test_memory_stays_within_1_3x_the_raw_payload_plus_index(k):
     """The issue's memory target, at W1's group widths: bytes held <= 1.3 x (values at
     their dtype width + keys + the hash index)."""
-    schema = _core.Schema([0] * k, [1] * k)
+    schema = _core.RowLayout([0] * k, [1] * k)
     n = 50_000
     group = _core.ResidentGroup(schema)
     ts = np.zeros(n, np.int64)
@@ -236,7 +236,7 @@ def test_big_batches_equal_a_dict_oracle(seed, reserve):
 
 
 def test_reserve_sizes_chunked_loads_once():
-    schema = _core.Schema([0] * 8, [1] * 8)
+    schema = _core.RowLayout([0] * 8, [1] * 8)
     n = 40_000
     ts = np.zeros(n, np.int64)
     table = _core.GroupTable.from_columns(schema, [np.full(n, j, np.float32) for j in range(8)], None, ts)

@@ -28,7 +28,7 @@ text_ids = (
 ids = st.one_of(int_ids.map(str), text_ids)
 
 
-def plan_one_group(schema: _core.Schema, roles: list) -> _core.AssemblyPlan:
+def plan_one_group(schema: _core.RowLayout, roles: list) -> _core.AssemblyPlan:
     actions = np.zeros((K, 8), np.uint8)  # constant defaults
     constants = np.zeros((K, 8), np.float32)
     constants[:, Reason.entity_not_found] = -1.0
@@ -72,7 +72,7 @@ def expected(oracle: dict, tenant: str, queries: list[str]) -> tuple[np.ndarray,
 @settings(max_examples=150, deadline=None)
 def test_serve_finds_exactly_the_stored_ids_as_str_and_as_int(stored, unknown, removed, seed):
     rng = np.random.default_rng(seed)
-    schema = _core.Schema([0] * K, [1] * K)
+    schema = _core.RowLayout([0] * K, [1] * K)
     group = _core.ResidentGroup(schema)
     oracle = {}
     for tenant in ("default", "t2"):  # two tenants share the group; keys differ by prefix
@@ -103,7 +103,7 @@ def test_int_and_text_ids_share_hash_and_row():
     key = _core.encode_key("default", "item", 1099511627775)
     assert key == _core.encode_key("default", "item", "1099511627775")
     assert _core.hash_key(key) != _core.hash_key(_core.encode_key("default", "item", "01099511627775"))
-    schema = _core.Schema([0] * K, [1] * K)
+    schema = _core.RowLayout([0] * K, [1] * K)
     group = _core.ResidentGroup(schema)
     group.upsert_table([key], table_of(schema, np.ones((1, K), np.float32)))
     plan = plan_one_group(schema, [("item", False, [])])
@@ -114,7 +114,7 @@ def test_int_and_text_ids_share_hash_and_row():
 
 def test_long_keys_survive_removal_and_arena_compaction():
     """Enough long keys removed to compact the arena; the rest are still found by serve."""
-    schema = _core.Schema([0] * K, [1] * K)
+    schema = _core.RowLayout([0] * K, [1] * K)
     group = _core.ResidentGroup(schema)
     names = [f"user-{i:06d}-" + "x" * 40 for i in range(3000)]
     rows = np.arange(3000 * K, dtype=np.float32).reshape(3000, K)
@@ -129,7 +129,7 @@ def test_long_keys_survive_removal_and_arena_compaction():
 
 
 def test_pair_role_keys_are_found_by_their_components():
-    schema = _core.Schema([0] * K, [1] * K)
+    schema = _core.RowLayout([0] * K, [1] * K)
     group = _core.ResidentGroup(schema)
     users, items = ["u1", "u22"], [7, 1099511627775]
     keys = [_core.encode_key("default", "user_item", _core.pair_id(u, i)) for u in users for i in items]
@@ -148,7 +148,7 @@ def test_keys_of_every_length_around_the_inline_limit_heap_and_mapped(n_floats, 
     cache lines (52 in a 32-float one): ids of every length from 1 to 70 bytes (keys of
     15 to 84 with the prefix) are found exactly, also after removals move rows, in a
     generation file and through its overlay."""
-    schema = _core.Schema([0] * n_floats, [1] * n_floats)
+    schema = _core.RowLayout([0] * n_floats, [1] * n_floats)
     group = _core.ResidentGroup(schema)
     names = ["k" * n for n in range(1, 71)] + [str(10**12 + n) for n in range(5)]
     rows = np.arange(len(names) * n_floats, dtype=np.float32).reshape(len(names), n_floats)
@@ -195,7 +195,7 @@ def test_a_busy_overlay_serves_exactly_what_a_dict_says(tmp_path):
     keys, overlay keys removed and re-inserted, every id (base, overlay, both, removed,
     unknown; str and int) is served and looked up as a dict of key bytes says."""
     rng = np.random.default_rng(5)
-    schema = _core.Schema([0] * K, [1] * K)
+    schema = _core.RowLayout([0] * K, [1] * K)
     base_ids = [str(10**12 + 7 * i) for i in range(5000)] + [f"uuid-like-{i:032d}" for i in range(1000)]
     oracle = {}
 

@@ -26,13 +26,13 @@ def store(store_dir, example_repo):
 @pytest.mark.parametrize(
     "call, match",
     [
-        (lambda: _core.Schema([9], [1]), "feature 0 has dtype code 9"),
-        (lambda: _core.Schema([0, 0], [1]), "dtypes has 2 entries but dims has 1"),
+        (lambda: _core.RowLayout([9], [1]), "feature 0 has dtype code 9"),
+        (lambda: _core.RowLayout([0, 0], [1]), "dtypes has 2 entries but dims has 1"),
         (lambda: _core.encode_key("t" * 300, "item", "i1"), "tenant"),
         (lambda: _core.pair_id("u1"), "pair_id needs at least 2 component ids"),
         (lambda: _core.encode_keys("default", "item", np.zeros(2, np.float32)), r"ids must be a C-contiguous int64 array"),
-        (lambda: _core.GroupTable.missing(_core.Schema([0], [1]), 2, 9), "reason must be a missing-reason code"),
-        (lambda: _core.ResidentGroup(_core.Schema([0], [1])).upsert([b"k"], [b"x", b"y"]), "upsert: got 1 keys"),
+        (lambda: _core.GroupTable.missing(_core.RowLayout([0], [1]), 2, 9), "reason must be a missing-reason code"),
+        (lambda: _core.ResidentGroup(_core.RowLayout([0], [1])).upsert([b"k"], [b"x", b"y"]), "upsert: got 1 keys"),
     ],
 )
 def test_native_validation_errors_are_featurecore_validation_errors(call, match):
@@ -43,7 +43,7 @@ def test_native_validation_errors_are_featurecore_validation_errors(call, match)
 
 
 def test_a_native_out_of_range_is_a_validation_error_and_still_an_index_error():
-    schema = _core.Schema([0], [1])
+    schema = _core.RowLayout([0], [1])
     plan = _core.AssemblyPlan(1, np.zeros((1, 8), np.uint8), np.full((1, 8), -1.0, np.float32), [("item", False, [])],
                       [(schema, 0, 0, [(0, 0, -1)])], [], [], [])
     out = np.empty((2, 1), np.float32), np.empty((2, 1), np.uint8), np.empty((2, 1), np.float32)

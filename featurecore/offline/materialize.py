@@ -183,7 +183,7 @@ def latest_rows(
 
 
 def encode(
-    schema: GroupSchema, native: _core.Schema, rows: pa.Table, published_at_us: int, order: "np.ndarray | None" = None
+    schema: GroupSchema, native: _core.RowLayout, rows: pa.Table, published_at_us: int, order: "np.ndarray | None" = None
 ) -> list[bytes]:
     """Log rows as v2 row bytes in one native call; with ``order`` (a permutation),
     ``out[i]`` is row ``order[i]`` (the SST needs key order; no Python reordering)."""
@@ -369,7 +369,7 @@ def load_snapshot(
 
 
 def _snapshot_rows(
-    log: OfflineLog, snapshot: Snapshot, native: _core.Schema, tombstones: Tombstones, state: "RegistryState", group_ref: str,
+    log: OfflineLog, snapshot: Snapshot, native: _core.RowLayout, tombstones: Tombstones, state: "RegistryState", group_ref: str,
     as_of_us: int, tenants: "list[str] | None", strict: bool, chunk_rows: int,
 ) -> _core.ResidentGroup:
     """``load_snapshot``'s rows, read from the log into a heap group."""

@@ -395,7 +395,7 @@ def _int64s(column: pa.ChunkedArray, buffers: "dict[str, np.ndarray]", name: str
     return np.concatenate(parts, out=buffer[:rows]) if parts else buffer[:0]
 
 
-def group_table(rows: pa.Table, schema: GroupSchema, native: _core.Schema) -> _core.GroupTable:
+def group_table(rows: pa.Table, schema: GroupSchema, native: _core.RowLayout) -> _core.GroupTable:
     """A native GroupTable of log rows."""
     columns, nulls = typed_columns(rows, schema)
     return _core.GroupTable.from_columns(

@@ -57,7 +57,7 @@ class GroupSchema:
         cf_name: its column family (``g/<name>/v<N>``).
         entity_type: the entity name, part of every key.
         fields: the stored features in schema order; batch columns use their names.
-        native: the group's native Schema (``schema_for_group``), set by ``from_state``.
+        native: the group's native RowLayout (``schema_for_group``), set by ``from_state``.
     """
 
     ref: str

@@ -65,7 +65,7 @@ class DirectReader:
         #: Rows read that did not decode (a damaged row: served not_computed), per group.
         self.corrupt_rows: Counter[str] = Counter()
 
-    def read(self, group_cf: str, schema: _core.Schema, keys: list[bytes], deadline: "float | None" = None) -> DirectRead:
+    def read(self, group_cf: str, schema: _core.RowLayout, keys: list[bytes], deadline: "float | None" = None) -> DirectRead:
         """Read ``keys`` from ``group_cf`` and decode them natively.
 
         Args:

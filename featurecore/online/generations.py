@@ -204,7 +204,7 @@ def verify(root: str, group_cf: str) -> dict:
 
 
 def as_of(
-    root: str, group_cf: str, schema: _core.Schema, key: str, tombstone_version: int, build: Callable[[], _core.ResidentGroup]
+    root: str, group_cf: str, schema: _core.RowLayout, key: str, tombstone_version: int, build: Callable[[], _core.ResidentGroup]
 ) -> _core.ResidentGroup:
     """``group_cf`` as of the snapshot ``key`` names, mapped from its as-of generation:
     the file is written from ``build()`` (a heap group) the first time, and mapped by

@@ -7,8 +7,8 @@ from .. import _core
 from .model import RegistryState
 
 
-def schema_for_group(state: RegistryState, group_ref: str) -> _core.Schema:
-    """The native Schema of a group: its features' dtypes and dims in the group's order.
+def schema_for_group(state: RegistryState, group_ref: str) -> _core.RowLayout:
+    """The native RowLayout of a group: its features' dtypes and dims in the group's order.
 
     Writers and readers both call this, so encoded rows and served slots agree.
 
@@ -17,4 +17,4 @@ def schema_for_group(state: RegistryState, group_ref: str) -> _core.Schema:
     """
     group = state.group(group_ref)
     features = [state.feature(ref) for ref in group.features]
-    return _core.Schema([f.dtype_code for f in features], [f.width for f in features])
+    return _core.RowLayout([f.dtype_code for f in features], [f.width for f in features])

@@ -34,7 +34,7 @@ class GroupBinding:
         role: index of the entity role whose ids feed the group.
         privacy_classes: privacy classes of the group's features.
         freshness_sla_s: seconds after ``generated_at`` when a row becomes stale.
-        schema: the group's native Schema (see ``schema_for_group``).
+        schema: the group's native RowLayout (see ``schema_for_group``).
     """
 
     ref: str
@@ -46,7 +46,7 @@ class GroupBinding:
     serving_mode: str
     privacy_classes: frozenset[str]
     freshness_sla_s: float
-    schema: _core.Schema
+    schema: _core.RowLayout
 
 
 @dataclass(frozen=True)
@@ -78,8 +78,8 @@ class CompiledFeatureSet:
     #: raises FeatureUnavailableError and skips looking).
     can_fail: bool = True
 
-    def schema_for(self, group_ref: str) -> _core.Schema:
-        """The Schema of a group of this feature set; ValidationError if it reads no such group."""
+    def schema_for(self, group_ref: str) -> _core.RowLayout:
+        """The RowLayout of a group of this feature set; ValidationError if it reads no such group."""
         for binding in self.groups:
             if binding.ref == group_ref:
                 return binding.schema

@@ -56,7 +56,7 @@ def state() -> RegistryState:
     return validate(load_definitions(HERE / "registry.yaml"), RegistryState())
 
 
-def columns(schema: _core.Schema) -> tuple[list[np.ndarray], np.ndarray]:
+def columns(schema: _core.RowLayout) -> tuple[list[np.ndarray], np.ndarray]:
     kinds = {0: np.float32, 1: np.float64, 2: np.int64, 3: np.bool_, 4: np.int32}
     cols: list[np.ndarray] = []
     nulls = np.zeros((len(ROWS), schema.n_features), np.uint8)

@@ -139,11 +139,11 @@ class Background:
         return None
 
 
-def start_background(block: Block, cwd: str, env: dict[str, str], logs: Path) -> tuple[Background, str | None]:
+def start_background(block: Block, command: list[str], cwd: str, env: dict[str, str], logs: Path) -> tuple[Background, str | None]:
     ready = block.directives["background"]
     log = logs / f"line-{block.line}.log"
     with log.open("wb") as sink:
-        process = subprocess.Popen(command_for(block, cwd), cwd=cwd, env=env, stdout=sink, stderr=subprocess.STDOUT,
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=sink, stderr=subprocess.STDOUT,
                                    start_new_session=True)
     running = Background(block, process, log)
     deadline = time.monotonic() + 180
@@ -197,10 +197,11 @@ def run_all(readme_text: str, cwd: str, logs: Path) -> tuple[int, int, int]:
             report(block, ok, time.monotonic() - started, "" if ok else f"exit {result.returncode}", result.stdout + result.stderr)
             passed, failed = (passed + 1, failed) if ok else (passed, failed + 1)
             continue
-        if command_for(block, cwd) is None:
+        command = command_for(block, cwd)
+        if command is None:
             continue
         if "background" in block.directives:
-            background, problem = start_background(block, cwd, env, logs)
+            background, problem = start_background(block, command, cwd, env, logs)
             running.append(background)
             report(block, problem is None, time.monotonic() - started, " (running in the background)" if problem is None else problem,
                    background.output())
@@ -210,7 +211,7 @@ def run_all(readme_text: str, cwd: str, logs: Path) -> tuple[int, int, int]:
                 running.remove(background)
             continue
         here = "checkout" in block.directives
-        result = subprocess.run(command_for(block, cwd), cwd=CHECKOUT if here else cwd, env=checkout_env(env) if here else env,
+        result = subprocess.run(command, cwd=CHECKOUT if here else cwd, env=checkout_env(env) if here else env,
                                 capture_output=True, text=True, timeout=1800 if here else 600)
         output = result.stdout + result.stderr
         problem = f"exit {result.returncode}" if result.returncode else capture(block, output, env)

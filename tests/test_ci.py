@@ -28,16 +28,40 @@ def test_every_benchmark_file_has_a_smoke_run_in_ci():
     assert missing == [], "add a tiny run of these to .ci/run"
 
 
-def test_every_readme_block_is_run_by_ci():
-    """.ci/run runs the README's first block in the checkout (install + tests) and .ci/readme
-    every other python/bash block; a skipped block would be documentation nothing checks."""
+def load_readme_ci():
     spec = importlib.util.spec_from_file_location("readme_ci", ROOT / ".ci" / "readme.py")
     readme_ci = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = readme_ci  # its dataclasses look their module up there
     spec.loader.exec_module(readme_ci)
+    return readme_ci
+
+
+def test_every_readme_block_is_run_by_ci():
+    """.ci/run runs the README's first block in the checkout (install + tests) and .ci/readme
+    every other python/bash block; a skipped block would be documentation nothing checks."""
+    readme_ci = load_readme_ci()
     listed = readme_ci.blocks((ROOT / "README.md").read_text(encoding="utf-8"))
     assert "python -m pytest" in listed[0].code and "python3 .ci/readme.py --first README.md" in (ROOT / ".ci" / "run").read_text()
     skipped = [block.line for block in listed if "skip" in block.directives]
     assert skipped == [], f"README blocks at lines {skipped} are skipped by .ci/readme"
     runnable = [block for block in listed[1:] if block.language in ("python", "bash")]
     assert len(runnable) > 20
+
+
+def test_readme_runner_builds_each_block_command_once(tmp_path, monkeypatch):
+    """Each block's command is built once and run as built: a ``# test_NAME.py`` block is written
+    once, a background block is started with the command the runner made for it."""
+    readme_ci = load_readme_ci()
+    made = []
+    build = readme_ci.command_for
+    monkeypatch.setattr(readme_ci, "command_for", lambda block, cwd: made.append(block.line) or build(block, cwd))
+    text = "\n".join([
+        "```bash", "echo install", "```",  # the first block is .ci/run's, not run_all's
+        "```bash", "echo one", "```",
+        "```python", "# test_tiny.py", "def test_tiny():", "    assert 1 + 1 == 2", "```",
+        "<!-- readme-ci: background output ready -->", "```bash", "echo ready; sleep 30", "```",
+    ]) + "\n"
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    assert readme_ci.run_all(text, str(cwd), tmp_path) == (3, 0, 0)
+    assert sorted(made) == [5, 8, 14]

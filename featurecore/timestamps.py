@@ -44,6 +44,15 @@ def _looks_like(micros: int) -> str:
     return ""
 
 
+def int64_micros(value: Any, what: str) -> int:
+    """An int timestamp (Python or numpy) as an int; a ValidationError naming ``what``
+    when int64 cannot hold it (numpy would raise a bare OverflowError)."""
+    micros = int(value)
+    if not -(2**63) <= micros < 2**63:
+        raise ValidationError(f"{what}: {micros} does not fit int64 microseconds; {_UNIT_HELP}{_looks_like(micros)}")
+    return micros
+
+
 @dataclass(frozen=True)
 class TimestampBounds:
     """The range of timestamps featurecore accepts.
@@ -91,8 +100,10 @@ class TimestampBounds:
         """Raise ValidationError naming ``what``, the first bad row and the unit expected
         if any of ``micros`` (an int or an int64 array) is outside the bounds."""
         low, high = self.earliest_us, self.latest_us(now_us)
-        if type(micros) is int and low <= micros <= high:  # one request time: no array
-            return
+        if type(micros) is int:  # one request time: no array
+            if low <= micros <= high:
+                return
+            int64_micros(micros, what)
         array = np.asarray(micros, dtype=np.int64).reshape(-1)
         if not len(array) or (low <= int(array.min()) and int(array.max()) <= high):
             return

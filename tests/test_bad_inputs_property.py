@@ -55,7 +55,7 @@ id_lists = st.one_of(
 NEXT = "next"  # resolved to a time after every earlier write, so a valid write is the newest
 timestamps = st.one_of(
     st.just(NEXT),
-    st.sampled_from([T0_US // 1_000_000, T0_US // 1_000, T0_US * 1_000, -1, 0, 2**63 - 1, -(2**63)]),
+    st.sampled_from([T0_US // 1_000_000, T0_US // 1_000, T0_US * 1_000, -1, 0, 2**63 - 1, -(2**63), 2**63, -(2**64)]),
     st.just(dt.datetime(2026, 7, 1)),  # naive
     st.just(dt.datetime(2026, 7, 1, tzinfo=dt.timezone.utc)),  # older than every write: skipped online
     st.just(dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=365)),

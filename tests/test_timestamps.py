@@ -82,6 +82,37 @@ def test_extreme_and_negative_timestamps_are_validation_errors(store, stamp):
         store.get_features(request(stamp))
 
 
+@pytest.mark.parametrize("stamp", [2**63, -(2**63) - 1, 2**70])
+def test_integers_beyond_int64_are_validation_errors_wherever_a_time_is_taken(store_dir, stamp):
+    """A Python int int64 cannot hold was an OverflowError from numpy at every timestamp argument."""
+    beyond = r"\d+ does not fit int64 microseconds.*int64 microseconds since the epoch"
+    with FeatureStore.open(store_dir) as store:
+        store.apply(definitions())
+        with pytest.raises(ValidationError, match=rf"feature_timestamp: -?{beyond}"):
+            write(store, stamp, ids=("i1", "i2"))
+        with pytest.raises(ValidationError, match=r"feature_timestamp row 1: .*int64"):  # numpy makes the list float or object
+            write(store, [T0_US, stamp], ids=("i1", "i2"))
+        with pytest.raises(ValidationError, match=rf"feature_timestamp row 0: -?{beyond}"):
+            write(store, np.array([2**63 + 5, T0_US], np.uint64), ids=("i1", "i2"))
+        with pytest.raises(ValidationError, match=rf"generated_at: -?{beyond}"):
+            write(store, T0_US, generated_at=stamp)
+        with pytest.raises(ValidationError, match=rf"request_time: -?{beyond}"):
+            store.get_features(request(stamp))
+        with pytest.raises(ValidationError, match=rf"request_time: -?{beyond}"):
+            store.prepare(FEATURE_SET)({"user": "u1", "item": ["i1"], "creator": ["c1"]}, stamp)
+        with pytest.raises(ValidationError, match=rf"as_of: -?{beyond}"):
+            store.materialize(as_of=stamp)
+        with pytest.raises(ValidationError, match=rf"as_of: -?{beyond}"):
+            store.load_snapshot("item_stats:v1", stamp)
+        with pytest.raises(ValidationError, match=rf"at: -?{beyond}"):
+            store.check_parity(FEATURE_SET, {"user": "u1", "item": ["i1"], "creator": ["c1"]}, stamp)
+        events = pd.DataFrame({"item_id": ["i1"], "user_id": ["u1"], "creator_id": ["c1"], "event_timestamp": [stamp]})
+        with pytest.raises(ValidationError, match=r"events column 'event_timestamp'"):
+            store.training_set(events, FEATURE_SET)
+    with FeatureStore.open(store_dir) as reopened:  # nothing was written
+        assert served_reason(reopened, T0_US) == "entity_not_found"
+
+
 def test_a_request_time_in_seconds_or_negative_is_refused(store):
     write(store, T0_US)
     with pytest.raises(ValidationError, match=r"request_time: \d+ is 1970-.*looks like seconds: multiply by 1_000_000"):

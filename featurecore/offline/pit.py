@@ -88,7 +88,7 @@ def events_table(events: Any) -> pa.Table:
     if type(events).__module__.startswith("pandas"):
         try:
             return pa.Table.from_pandas(events, preserve_index=False)
-        except (pa.ArrowException, UnicodeEncodeError):  # name the column, row and value
+        except (pa.ArrowException, UnicodeEncodeError, OverflowError):  # name the column, row and value
             return pa.table({str(name): _object_column(str(name), events[name]) for name in events.columns})
     raise ValidationError(
         f"events must be a pandas DataFrame, a pyarrow Table or a Parquet path, got {type(events).__name__}"
@@ -100,7 +100,7 @@ def _object_column(name: str, series) -> pa.Array:
     (42 and "42" are the same entity); anything else is a ValidationError naming it."""
     try:
         return pa.array(series, from_pandas=True)
-    except (pa.ArrowException, UnicodeEncodeError):
+    except (pa.ArrowException, UnicodeEncodeError, OverflowError):
         pass
     values = series.tolist()
     for row, value in enumerate(values):

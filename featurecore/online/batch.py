@@ -21,7 +21,7 @@ from ..keys import MAX_NAME_BYTES, check_tenant
 from ..registry.model import DTYPES, RegistryState
 from ..registry.schema import schema_for_group
 from ..layout import group_cf_name
-from ..timestamps import DEFAULT_BOUNDS, TimestampBounds
+from ..timestamps import DEFAULT_BOUNDS, TimestampBounds, int64_micros
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _INT64 = np.dtype(np.int64)
@@ -445,7 +445,7 @@ def to_micros(value: Any, n: int, what: str) -> np.ndarray:
     pyarrow timestamp columns, as one scalar for the whole batch or one per row.
     """
     if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
-        return np.full(n, int(value), dtype=np.int64)
+        return np.full(n, int64_micros(value, what), dtype=np.int64)
     if isinstance(value, dt.datetime):
         return np.full(n, _datetime_micros(value, what, 0), dtype=np.int64)
     module = type(value).__module__
@@ -475,6 +475,9 @@ def to_micros(value: Any, n: int, what: str) -> np.ndarray:
     if array.ndim == 0:
         raise ValidationError(f"{what} must be int64 microseconds or a tz-aware datetime, got {type(value).__name__} {value!r}")
     if array.dtype.kind in "iu":
+        if array.dtype.kind == "u" and array.size and int(array.max()) >= 2**63:  # astype would wrap it negative
+            row = _first_bad(array >= 2**63)
+            int64_micros(array[row], f"{what} row {row}")
         return _check_length(array.astype(np.int64), n, what)
     if array.dtype.kind == "f":
         with np.errstate(invalid="ignore"):  # NaN/inf compare False here and are caught by isfinite
@@ -493,7 +496,7 @@ def to_micros(value: Any, n: int, what: str) -> np.ndarray:
             if isinstance(item, dt.datetime):
                 out[row] = _datetime_micros(item, what, row)
             elif isinstance(item, (int, np.integer)) and not isinstance(item, (bool, np.bool_)):
-                out[row] = int(item)
+                out[row] = int64_micros(item, f"{what} row {row}")
             else:
                 raise ValidationError(f"{what} row {row}: timestamp must be a tz-aware datetime or int64 microseconds, got {item!r}; every row needs a timestamp")
         return _check_length(out, n, what)

@@ -238,3 +238,33 @@ def test_a_raw_change_with_an_oversized_key_is_refused_by_the_writer(store):
 def test_arrow_ids_of_type_null_in_a_write_are_a_validation_error(store):
     with pytest.raises(ValidationError, match=r"entity_ids"):
         store.write("item_stats:v1", frame(["i1"]), entity_ids=pa.array([None]), feature_timestamp=T0_US)
+
+
+@pytest.mark.parametrize("ids", [[-5], (-5,), [-5, "i1"], np.array([-5]), pd.Series([-5]), pa.array([-5])])
+def test_a_negative_int_id_is_refused_in_any_container(store_dir, ids):
+    """A negative int id means 'no entity' (requests and joins serve it not_applicable), so a
+    write refuses it; a list or tuple of Python ints used to store it as the text "-5"."""
+    with FeatureStore.open(store_dir) as store:
+        store.apply(definitions())
+        with pytest.raises(ValidationError, match=r"entity_ids row 0: integer ids must be >= 0, got -5"):
+            store.write("item_stats:v1", frame(["x"] * len(ids)), entity_ids=ids, feature_timestamp=T0_US)
+        with pytest.raises(ValidationError, match=r"entity_ids row 0: integer ids must be >= 0, got -5"):
+            store.delete_online("item_stats:v1", ids)
+    assert_unwritten(store_dir, "-5")
+
+
+def test_a_negative_int_id_is_not_applicable_online_and_offline_in_any_container(store):
+    """The same id gives the same answer whether it comes as a list, a tuple, an int64 array,
+    one int, or an events column of ints or of ints mixed with text."""
+    write(store, ["-5", "7"])  # the text "-5" is an ordinary id: not the int -5
+    j = None
+    for items in ([-5, 7], (-5, 7), np.array([-5, 7]), [-5, "7"]):
+        matrix = store.get_features(FeatureRequest(FEATURE_SET, {"user": -1, "item": items, "creator": ["c1", "c1"]}, AT))
+        j = matrix.columns.index("ctr:v1")
+        assert [Reason(int(r)).name for r in matrix.reasons[:, j]] == ["not_applicable", "present"], items
+        assert Reason(int(matrix.reasons[0, matrix.columns.index("age:v1")])).name == "not_applicable", items
+    for items in ([-5, 7], [-5, "7"]):
+        events = pd.DataFrame({"item_id": pd.Series(items, dtype=object if isinstance(items[1], str) else "int64"),
+                               "user_id": ["u1", "u1"], "creator_id": ["c1", "c1"], "event_timestamp": [AT, AT]})
+        training = store.training_set(events, FEATURE_SET)
+        assert [Reason(int(r)).name for r in training.reasons[:, j]] == ["not_applicable", "present"], items

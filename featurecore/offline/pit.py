@@ -109,7 +109,8 @@ def _object_column(name: str, series) -> pa.Array:
                 f"events column {name!r} row {row}: ids must be str or int, got {type(value).__name__} {value!r}; "
                 "cast the id column to str or int64"
             )
-    text = [None if value is None else str(value) for value in values]
+    # a negative int is 'no entity' (null: not_applicable), as in an int64 column
+    text = [None if value is None or (isinstance(value, int) and value < 0) else str(value) for value in values]
     check_text_ids([value for value in text if value is not None], f"events column {name!r}")
     return pa.array(text, pa.string())
 

@@ -315,6 +315,13 @@ def _columns_of(data: Any) -> Mapping[str, Any]:
     raise ValidationError(f"batch must be a pandas DataFrame, a pyarrow Table or a dict of arrays, got {type(data).__name__}; convert it to one of those")
 
 
+def _negative_id(what: str, row: int, value: int) -> str:
+    return (
+        f"{what} row {row}: integer ids must be >= 0, got {value}; a negative id means "
+        "'no such entity' in requests and joins, so its row could never be read"
+    )
+
+
 def normalize_ids(ids: Any, what: str = "entity_ids", *, missing_ok: bool = False) -> "list[str] | np.ndarray":
     """Return entity ids as an int64 ndarray or a list of str, rejecting anything else: the
     one normalization of ids, for writes and deletes (``validate_batch``,
@@ -341,10 +348,7 @@ def normalize_ids(ids: Any, what: str = "entity_ids", *, missing_ok: bool = Fals
             ints = array.astype(np.int64)
             if not missing_ok and (ints < 0).any():
                 row = _first_bad(ints < 0)
-                raise ValidationError(
-                    f"{what} row {row}: integer ids must be >= 0, got {ints[row]}; a negative id means "
-                    "'no such entity' in requests and joins, so its row could never be read"
-                )
+                raise ValidationError(_negative_id(what, row, int(ints[row])))
             return ints
         if array.dtype.kind == "U":
             out = array.tolist()
@@ -354,7 +358,12 @@ def normalize_ids(ids: Any, what: str = "entity_ids", *, missing_ok: bool = Fals
                 if isinstance(value, str):
                     out.append(value)
                 elif isinstance(value, int) and not isinstance(value, bool):
-                    out.append(str(value))
+                    if value < 0:  # 'no entity', as in an int64 array (not the text "-5")
+                        if not missing_ok:
+                            raise ValidationError(_negative_id(what, row, value))
+                        out.append("")
+                    else:
+                        out.append(str(value))
                 else:
                     raise ValidationError(f"{what} row {row}: ids must be str or int, got {type(value).__name__} {value!r}; cast the id column to str or int64")
         else:

@@ -75,6 +75,13 @@ def test_out_arrays_of_the_wrong_shape_or_dtype_are_refused(resident_store):
         handle(entities, EVAL_US, out=[values, reasons, group_age])
 
 
+@pytest.mark.parametrize("n", [-1, "3", 2.0, True, None, 2**62])
+def test_outputs_of_a_count_that_is_not_a_candidate_count_is_refused(resident_store, n):
+    """A negative, non-int or impossible n was numpy's bare ValueError/TypeError."""
+    with pytest.raises(ValidationError, match=r"outputs\(n\): .*(non-negative int|do not fit in memory)"):
+        resident_store.prepare(FEATURE_SET).outputs(n)
+
+
 def test_consent_and_registry_changes_apply_to_the_next_call(resident_store):
     store = resident_store
     handle = store.prepare(FEATURE_SET)

@@ -300,7 +300,12 @@ class CompiledFeatureSet:
     def outputs(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """New (values float32 (n, F), reasons uint8 (n, F), group_age float32 (n, G))
         arrays to pass as ``out=`` to every request of n candidates."""
-        return self._outputs(n)
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValidationError(f"outputs(n): n is the number of candidates, a non-negative int, got {type(n).__name__} {n!r}")
+        try:
+            return self._outputs(int(n))
+        except (ValueError, MemoryError):  # numpy: "array is too big"
+            raise ValidationError(f"outputs(n): {n} candidates' arrays do not fit in memory; serve fewer candidates per request") from None
 
     def check_out(self, out: object, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``out`` if it is the (values, reasons, group_age) arrays of n rows; else

@@ -127,6 +127,18 @@ def test_uncommitted_files_are_invisible_and_vacuumed(log):
     assert log.read(["entity_id"]).column("entity_id").to_pylist() == [1]
 
 
+@pytest.mark.parametrize("hours", [-5, float("nan"), float("inf"), "24", True, None])
+def test_a_retention_that_is_not_a_non_negative_number_of_hours_is_refused(log, hours):
+    """A negative retention would delete an append in progress; NaN, inf and text were a bare
+    ValueError/OverflowError/TypeError from int()."""
+    log.append(item_batch(log, [1], [T0_US]))
+    staged = log.stage(item_batch(log, [2], [T0_US]))  # an append in progress
+    with pytest.raises(ValidationError, match=r"retention_hours must be a finite number of hours >= 0"):
+        log.vacuum(retention_hours=hours)
+    assert os.path.exists(os.path.join(log.directory, staged._files[0].path))
+    assert log.read(["entity_id"]).column("entity_id").to_pylist() == [1]
+
+
 def test_abort_removes_staged_files(log):
     staged = log.stage(item_batch(log, [2], [T0_US]))
     staged.abort()

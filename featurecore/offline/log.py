@@ -37,6 +37,7 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import json
+import math
 import os
 import re
 import time
@@ -586,6 +587,11 @@ class OfflineLog:
         older than the retention: a younger one may be an append in progress). Returns
         the deleted paths, sorted. Time travel to versions older than the retention stops
         working for the files deleted."""
+        if isinstance(retention_hours, bool) or not isinstance(retention_hours, (int, float)) or not 0 <= retention_hours < math.inf:
+            raise ValidationError(
+                f"retention_hours must be a finite number of hours >= 0, got {retention_hours!r}; "
+                f"pass e.g. {DEFAULT_RETENTION_HOURS} (the default; 0 also deletes orphans of appends in progress)"
+            )
         with self._locked():
             table = self._table()
             if table is None:

@@ -33,7 +33,11 @@ Measured:
   ``BLOCK_S`` seconds while a secondary (refreshing every 0.1 s, so the rows reach its
   overlay) serves without pause: p50 and p99 of requests in writing blocks over quiet
   ones (same process, interleaved; the first ``SETTLE_S`` of each block left out). The
-  writer then publishes a new generation and flushes, so a reused store starts clean.
+  writer then publishes a new generation and flushes, so a reused store starts clean;
+- ``featurecore serve`` (``--insecure-local``, N workers, then 1): the sum of PSS of the
+  supervisor and its workers after ``SERVED_ROUNDS`` x N binary requests; the time from
+  starting the command to every worker having loaded its groups; and from a SIGKILL of
+  every worker to the first request answered (by a replacement), ``KILLS`` times.
 """
 
 from __future__ import annotations
@@ -61,6 +65,9 @@ BLOCK_S = size(5.0, 1.0)
 BLOCKS = size(8, 4)
 #: Seconds at the start of a block left out (the refresher catching up with the switch).
 SETTLE_S = 0.5
+#: featurecore serve: requests per worker before PSS is read, and kills of every worker.
+SERVED_ROUNDS = size(50, 10)
+KILLS = size(3, 1)
 EVAL_US = 1_782_864_000_000_000 + 3_600_000_000
 GROUP_CF = "g/items/v1"
 
@@ -244,6 +251,77 @@ def forked_parent(root: str, n: int) -> None:
         os.waitpid(pid, 0)
 
 
+def serve_workers(root: str, n: int) -> dict:
+    """``featurecore serve --workers n`` on the store: start to every worker loaded, PSS of
+    the supervisor + workers after SERVED_ROUNDS x n requests, then SIGKILL of every
+    worker to the first request answered (by a replacement), KILLS times."""
+    import http.client
+    import re
+    import signal
+    import threading
+
+    rng = np.random.default_rng(3)
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "featurecore.cli", "serve", "--store", root, "--port", "0", "--workers", str(n),
+                             "--insecure-local"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True).start()  # type: ignore[arg-type]
+
+    def wait_for(predicate, what: str, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            assert time.monotonic() < deadline and proc.poll() is None, f"featurecore serve: no {what}:\n" + "".join(lines)
+            time.sleep(0.002)
+
+    port: list[int] = []
+
+    def listening() -> bool:
+        port.extend(int(m.group(1)) for line in list(lines) if (m := re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)))
+        return bool(port)
+
+    def answered() -> bool:
+        body = json.dumps({"feature_set": "bench:v1", "entities": {"item": rng.integers(0, N_ITEMS, CANDIDATES).tolist()},
+                           "request_time": EVAL_US})
+        conn = http.client.HTTPConnection("127.0.0.1", port[0], timeout=30)
+        try:
+            conn.request("POST", "/v1/features", body=body, headers={"Accept": "application/octet-stream"})
+            response = conn.getresponse()
+            response.read()
+            return response.status == 200
+        except OSError:
+            return False
+        finally:
+            conn.close()
+
+    def workers() -> list[int]:
+        with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+
+    try:
+        wait_for(listening, "port")
+        wait_for(lambda: sum("resident groups loaded" in line for line in list(lines)) >= n, "load")
+        out = {"loaded_ms": (time.perf_counter() - start) * 1000}
+        for _ in range(SERVED_ROUNDS * n):
+            assert answered(), "".join(lines)
+        pids = workers()
+        out["pss_kb"] = pss_kb(proc.pid) + sum(pss_kb(pid) for pid in pids)
+        out["supervisor_pss_kb"] = pss_kb(proc.pid)
+        kills = []
+        for _ in range(KILLS):
+            for pid in workers():
+                os.kill(pid, signal.SIGKILL)
+            t = time.perf_counter()
+            wait_for(answered, "answer after the kill")
+            kills.append((time.perf_counter() - t) * 1000)
+            wait_for(lambda: len(workers()) == n, "replacements")
+            time.sleep(0.5)
+        out["kill_to_answer_ms"] = statistics.median(kills)
+        return out
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, "".join(lines)
+
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -293,6 +371,7 @@ def main() -> None:
     fork_parent_one, fork_one = fork_workers(root, 1)
     fork_parent, fork_many = fork_workers(root, N_WORKERS)
     compare = start_workers(root, 1, compare=True)[0]
+    served_many, served_one = serve_workers(root, N_WORKERS), serve_workers(root, 1)
     served, wrote = under_writer(root)
     assert all(r["mapped"] for r in [one, *many, *fork_one, *fork_many]), "workers did not map the generation"
     forked_one = fork_parent_one["pss_kb"] + fork_one[0]["pss_kb"]
@@ -336,6 +415,16 @@ def main() -> None:
          f"{quiet['p50_us']:.0f} us / {writing['p50_us']:.0f} us", f"{writing['p50_us'] / quiet['p50_us']:.2f}x", ""),
         (f"p99 quiet / writing (overlay {served['overlay_rows']} rows)",
          f"{quiet['p99_us']:.0f} us / {writing['p99_us']:.0f} us", f"{write_ratio:.2f}x", "<= 1.5x"),
+    ]
+    rows += [
+        (f"featurecore serve: PSS, {N_WORKERS} workers / 1 (+ supervisor)",
+         f"{served_many['pss_kb'] / 1024:.0f} MiB / {served_one['pss_kb'] / 1024:.0f} MiB",
+         f"{served_many['pss_kb'] / served_one['pss_kb']:.2f}x", ""),
+        ("  the same / 1 spawned bench worker", f"{served_many['pss_kb'] / 1024:.0f} MiB / {total_one / 1024:.0f} MiB",
+         f"{served_many['pss_kb'] / total_one:.2f}x", ""),
+        (f"featurecore serve: start -> {N_WORKERS} workers loaded", f"{served_many['loaded_ms']:.0f} ms", "", ""),
+        ("featurecore serve: kill -9 of every worker -> answered",
+         f"{served_many['kill_to_answer_ms']:.0f} ms ({N_WORKERS}), {served_one['kill_to_answer_ms']:.0f} ms (1)", "", ""),
     ]
     print(f"{N_WORKERS} workers, {CANDIDATES} candidates, {ROUNDS} rounds (a noisy shared machine: read the ratios)")
     for name, value, ratio, target in rows:

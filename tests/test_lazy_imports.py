@@ -67,3 +67,34 @@ def test_import_featurecore_defers_numpy_and_the_store_until_a_name_is_used():
             raise AssertionError("fc.no_such_name did not raise")
     """
     assert heavy_modules_after(code) == []
+
+
+def test_a_server_worker_and_the_serving_collector_load_no_offline_library():
+    """``featurecore serve``'s workers (forked from the supervisor, which imports what they
+    run) must not hold pandas and pyarrow: ~80 MB a worker when ``monitoring`` imported
+    its parity monitor, and through it the offline layer, eagerly."""
+    assert [m for m in heavy_modules_after("import featurecore.server.worker") if m != "yaml"] == []
+    code = """
+        import featurecore.monitoring as mon
+        from featurecore.monitoring import ServingCollector
+        assert ServingCollector is mon.collector.ServingCollector
+    """
+    assert heavy_modules_after(code) == []
+
+
+def test_every_monitoring_name_resolves_to_its_module_object():
+    code = """
+        import importlib
+        import featurecore.monitoring as mon
+        for name in mon.__all__:
+            value = getattr(mon, name)
+            assert value is getattr(importlib.import_module(mon._LAZY[name], "featurecore.monitoring"), name), name
+        assert set(mon.__all__) == set(mon._LAZY) and set(mon.__all__) <= set(dir(mon))
+        try:
+            mon.no_such_name
+        except AttributeError as error:
+            assert "no_such_name" in str(error)
+        else:
+            raise AssertionError("mon.no_such_name did not raise")
+    """
+    heavy_modules_after(code)

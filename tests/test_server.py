@@ -50,6 +50,7 @@ def primary(tmp_path_factory):
         store.write_online("creator_stats:v1", creator_frame(CREATORS, rng), entity_ids=CREATORS, feature_timestamp=T0)
         store.write_online("user_profile:v1", user_frame(USERS, rng), entity_ids=USERS, feature_timestamp=T0)
         store.write_online("item_live:v1", {"live_ctr": rng.random(len(ITEMS))}, entity_ids=ITEMS, feature_timestamp=T0)
+        store.build_generations()  # as a served store has them: the server's workers map these files
         yield store
 
 
@@ -306,6 +307,34 @@ def test_a_registry_change_is_served_without_restart(server, primary):
             break
         time.sleep(0.1)
     assert status == 200 and headers[wire.SHAPE_HEADER] == "40,2"
+
+
+def generation_mappings(pid: int) -> dict[str, set[str]]:
+    """The generation files process ``pid`` maps: path -> start addresses of its mappings."""
+    out: dict[str, set[str]] = {}
+    with open(f"/proc/{pid}/maps") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) >= 6 and fields[5].endswith(".fcgen"):
+                out.setdefault(fields[5], set()).add(fields[0].split("-")[0])
+    return out
+
+
+def test_workers_are_forked_and_serve_from_the_mapping_the_supervisor_verified(server):
+    """The supervisor maps and checksums each resident group's generation once, then forks
+    its workers: each serves from that mapping (one per file, at the same address in every
+    worker: inherited, not mapped and checksummed again), and the supervisor keeps none,
+    so it pins no generation the workers have moved past."""
+    workers = server.workers()
+    with open(f"/proc/{server.proc.pid}/cmdline", "rb") as f:
+        supervisor_cmdline = f.read()
+    for pid in workers:  # forked: the supervisor's command line, not `python -m ...worker`
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            assert f.read() == supervisor_cmdline
+    maps = [generation_mappings(pid) for pid in workers]
+    assert len(maps[0]) >= 2 and all(m == maps[0] for m in maps), maps  # item_stats, creator_stats, ... generations
+    assert all(len(addresses) == 1 for addresses in maps[0].values()), maps
+    assert generation_mappings(server.proc.pid) == {}
 
 
 def test_a_killed_worker_is_replaced_and_the_server_keeps_answering(server):

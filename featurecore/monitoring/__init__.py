@@ -11,25 +11,82 @@ Wiring (what the serving path, the CLI and the demo call):
 >>> print(text_report(snapshot)); png_report(snapshot, "monitor.png")
 """
 
-from .collector import FeatureSetSummary, Histograms, ServingCollector
-from .drift import (
-    Baseline,
-    ColumnDrift,
-    Dependencies,
-    DriftPolicy,
-    DriftReport,
-    ModelRisk,
-    Thresholds,
-    categorical_columns,
-    drift_of_matrix,
-    evaluate_drift,
-    js_divergence,
-    psi,
-)
-from .metrics import ColumnSummary, GroupSummary, LogHistogram, MatrixStats, Quantiles, feature_of_column
-from .parity_monitor import ParityMonitor, ParityOutcome, ParityStatus
-from .prometheus import MonitoringExporter, exposition
-from .report import MonitoringSnapshot, html_report, png_report, take_snapshot, text_report
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
+    from .collector import FeatureSetSummary, Histograms, ServingCollector
+    from .drift import (
+        Baseline,
+        ColumnDrift,
+        Dependencies,
+        DriftPolicy,
+        DriftReport,
+        ModelRisk,
+        Thresholds,
+        categorical_columns,
+        drift_of_matrix,
+        evaluate_drift,
+        js_divergence,
+        psi,
+    )
+    from .metrics import ColumnSummary, GroupSummary, LogHistogram, MatrixStats, Quantiles, feature_of_column
+    from .parity_monitor import ParityMonitor, ParityOutcome, ParityStatus
+    from .prometheus import MonitoringExporter, exposition
+    from .report import MonitoringSnapshot, html_report, png_report, take_snapshot, text_report
+
+#: Public name -> the module that defines it (imported when the name is first read, PEP 562):
+#: a serving process imports ``monitoring.collector`` alone, and must not pay for what
+#: ``parity_monitor`` and ``report`` import (the offline layer: pandas, pyarrow; matplotlib).
+_LAZY = {
+    "Baseline": ".drift",
+    "ColumnDrift": ".drift",
+    "ColumnSummary": ".metrics",
+    "Dependencies": ".drift",
+    "DriftPolicy": ".drift",
+    "DriftReport": ".drift",
+    "FeatureSetSummary": ".collector",
+    "GroupSummary": ".metrics",
+    "Histograms": ".collector",
+    "LogHistogram": ".metrics",
+    "MatrixStats": ".metrics",
+    "ModelRisk": ".drift",
+    "MonitoringExporter": ".prometheus",
+    "MonitoringSnapshot": ".report",
+    "ParityMonitor": ".parity_monitor",
+    "ParityOutcome": ".parity_monitor",
+    "ParityStatus": ".parity_monitor",
+    "Quantiles": ".metrics",
+    "ServingCollector": ".collector",
+    "Thresholds": ".drift",
+    "categorical_columns": ".drift",
+    "drift_of_matrix": ".drift",
+    "evaluate_drift": ".drift",
+    "exposition": ".prometheus",
+    "feature_of_column": ".metrics",
+    "html_report": ".report",
+    "js_divergence": ".drift",
+    "png_report": ".report",
+    "psi": ".drift",
+    "take_snapshot": ".report",
+    "text_report": ".report",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'featurecore.monitoring' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later reads are plain module attributes
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "Baseline",

@@ -15,7 +15,7 @@ True
 from __future__ import annotations
 
 import math
-from typing import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import numpy as np
 from prometheus_client import CollectorRegistry, generate_latest
@@ -24,7 +24,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from .collector import ServingCollector
 from .drift import Dependencies, DriftPolicy
 from .metrics import LogHistogram
-from .parity_monitor import ParityMonitor
+
+if TYPE_CHECKING:  # parity_monitor imports the offline layer (pandas, pyarrow): not for a serving process
+    from .parity_monitor import ParityMonitor
 
 _DRIFT_STATUS = {"insufficient_data": -1.0, "ok": 0.0, "warn": 1.0, "alert": 2.0}
 

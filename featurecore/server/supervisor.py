@@ -6,18 +6,28 @@ that is accepting), each opens the store as a RocksDB secondary (the primary, wh
 writes, runs elsewhere) and follows it: new registry revisions and writes are served
 without a restart. A worker that exits while the server runs is started again in its
 slot; a slot whose workers keep dying before they listen stops the server.
+
+Workers are forked from the supervisor (the shape of gunicorn's ``--preload``): it has
+imported everything a worker runs, and just before forking maps and verifies the current
+generation of every resident group (``generations.preload``, no database opened) and
+freezes its objects for the collector (``gc.freeze``). A worker then shares the
+interpreter's, numpy's and featurecore's pages with the supervisor and its siblings, and
+finds its groups' files already mapped and checksummed: it serves from the shared file
+without reading it. The supervisor drops its mappings once the workers are forked (a
+replacement maps the then-current files again), so it never pins an old generation.
+The supervisor never opens RocksDB: a child must not inherit an open database (or the
+threads RocksDB starts with one).
 """
 
 from __future__ import annotations
 
+import gc
 import ipaddress
-import json
 import logging
 import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -26,6 +36,8 @@ from dataclasses import dataclass
 
 from ..errors import FeatureStoreError, ValidationError
 from ..layout import online_path
+from ..online import generations
+from . import worker
 from .auth import AuthTable
 
 logger = logging.getLogger("featurecore.server")
@@ -97,6 +109,34 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _Child:
+    """A forked worker process (``subprocess.Popen``'s poll/wait/kill, for a pid)."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float) -> int:
+        """The exit code; raises TimeoutError if the process still runs after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(self.pid)
+            time.sleep(0.02)
+        return code
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signum)
+
+
 class Supervisor:
     """The worker processes of one server."""
 
@@ -104,29 +144,34 @@ class Supervisor:
         self.options = options
         self.sock = sock
         self.run_dir = run_dir
-        self.procs: list[subprocess.Popen | None] = [None] * options.workers
+        self.procs: list[_Child | None] = [None] * options.workers
         self.failed_starts = [0] * options.workers
         self.restarts = 0
         self.stopping = threading.Event()
 
-    def _config(self) -> str:
+    def _config(self) -> dict:
         o = self.options
-        return json.dumps({
+        return {
             "store": os.path.abspath(o.store), "auth": os.path.abspath(o.auth) if o.auth else None, "fd": self.sock.fileno(),
             "run_dir": self.run_dir, "max_candidates": o.max_candidates, "refresh_interval_s": o.refresh_interval_s,
             "graceful_timeout_s": o.graceful_timeout_s, "log_level": o.log_level, "supervisor_pid": os.getpid(),
-        })
+        }
 
-    def spawn(self, slot: int) -> None:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "featurecore.server.worker", self._config(), str(slot)], pass_fds=(self.sock.fileno(),)
-        )
-        self.procs[slot] = proc
-        logger.info("worker %d started (pid %d)", slot, proc.pid)
+    def spawn(self, *slots: int) -> None:
+        """Fork a worker for each of ``slots``, sharing one preload of the generations."""
+        config = self._config()  # here: it names this process as the workers' parent
+        preloaded = generations.preload(self.options.store)
+        gc.freeze()  # the collector must not write to the objects the children share
+        for slot in slots:
+            pid = os.fork()
+            if pid == 0:
+                _run_child(config, slot, preloaded)  # never returns
+            self.procs[slot] = _Child(pid)
+            logger.info("worker %d started (pid %d)", slot, pid)
+        del preloaded  # the children hold their own mappings; this process pins no old file
 
     def run(self) -> int:
-        for slot in range(self.options.workers):
-            self.spawn(slot)
+        self.spawn(*range(self.options.workers))
         while not self.stopping.wait(0.1):
             for slot, proc in enumerate(self.procs):
                 code = proc.poll() if proc is not None else None
@@ -160,10 +205,29 @@ class Supervisor:
         for proc in live:
             try:
                 proc.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
+            except TimeoutError:
                 logger.warning("worker pid %d did not stop in time; killing it", proc.pid)
-                proc.kill()
-                proc.wait()
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(60.0)
+
+
+def _run_child(config: dict, slot: int, preloaded: list) -> None:
+    """The forked worker: runs ``worker.run`` and exits with its code (it never returns
+    into the supervisor's loop)."""
+    code = 1
+    try:
+        for signum in (signal.SIGTERM, signal.SIGINT):  # the supervisor's handlers; uvicorn installs its own
+            signal.signal(signum, signal.SIG_DFL)
+        code = worker.run(config, slot, preloaded)
+    except BaseException:
+        logger.exception("worker %d failed", slot)
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
 
 
 def serve(options: ServeOptions) -> int:

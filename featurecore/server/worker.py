@@ -1,19 +1,18 @@
 """One server worker process: a secondary of the store behind uvicorn on the socket the
-supervisor bound (``python -m featurecore.server.worker CONFIG_JSON SLOT``; started by
-the supervisor, not by hand)."""
+supervisor bound (``run``, in a process the supervisor forked; not started by hand)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
 import socket
-import sys
 import threading
 from pathlib import Path
 
 import uvicorn
+import uvicorn.loops.uvloop  # noqa: F401  (what uvicorn.Config(loop="uvloop", http="httptools") loads when a
+import uvicorn.protocols.http.httptools_impl  # noqa: F401  worker starts: imported here, so the supervisor shares it)
 
 from ..store import FeatureStore
 from .app import AppOptions, Worker
@@ -50,10 +49,15 @@ class _Server(uvicorn.Server):
         Path(self.worker.run_dir, f"listening-{os.getpid()}").touch()
 
 
-def run(config: dict, slot: int) -> int:
-    logging.basicConfig(
+def run(config: dict, slot: int, inherited: "list | None" = None) -> int:
+    """Serve until SIGTERM; returns the exit code. ``inherited``: the generation mappings
+    the supervisor preloaded before forking this process; the store finds them when it
+    loads its groups, and they are dropped once the groups are loaded (so a worker that
+    later switches to a newer generation does not keep the old file mapped)."""
+    logging.basicConfig(  # force: the supervisor configured logging before forking this process
         level=config.get("log_level", "INFO"),
         format=f"%(asctime)s %(levelname)s [worker {slot} pid {os.getpid()}] %(name)s: %(message)s",
+        force=True,
     )
     _exit_with_parent(config["supervisor_pid"])
     sock = socket.socket(fileno=config["fd"])
@@ -66,6 +70,12 @@ def run(config: dict, slot: int) -> int:
             run_dir=config["run_dir"],
             slot=slot,
         )
+        if inherited:
+            def release() -> None:
+                worker.loaded.wait()
+                inherited.clear()
+
+            threading.Thread(target=release, name="featurecore-release-preload", daemon=True).start()
         server = _Server(
             worker,
             uvicorn.Config(
@@ -85,6 +95,3 @@ def run(config: dict, slot: int) -> int:
     logger.info("worker %d stopped", slot)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(run(json.loads(sys.argv[1]), int(sys.argv[2])))

@@ -285,6 +285,20 @@ def test_materialize_backfill_and_training_set_verbs(store_dir, example_repo, tm
     assert code == 0 and pq.read_table(out_path).column_names[-1] == "item_ctr_7d_smoothed:v3"
 
 
+def test_an_events_or_source_file_that_is_missing_or_not_parquet_is_an_error_naming_it(tmp_path, capsys, applied):
+    """Both were a traceback (FileNotFoundError, ArrowInvalid) instead of an error line."""
+    text = tmp_path / "events.csv"
+    text.write_text("item_id,event_timestamp\ni1,2026-07-01\n")
+    for path, problem in ((tmp_path / "nope.parquet", "does not exist"), (text, "is not a Parquet file")):
+        code, _, err = run(capsys, "training-set", "trending_features:v3", "--events", str(path), "--out",
+                           str(tmp_path / "o.parquet"), *applied)
+        assert code == 1 and f"events {str(path)!r} {problem}" in err and "Traceback" not in err
+        code, _, err = run(capsys, "backfill", "creator_safety:v1", "--source", str(path), "--start", "2026-07-01",
+                           "--end", "2026-07-02", *applied)
+        assert code == 1 and f"backfill source {str(path)!r} {problem}" in err and "Traceback" not in err
+    assert not (tmp_path / "o.parquet").exists()
+
+
 def test_list_refuses_an_unknown_stage_or_privacy_class(capsys, applied):
     # A typo used to print "no matching features", as if the registry were empty.
     code, _, err = run(capsys, "list", *applied, "--stage", "prod")

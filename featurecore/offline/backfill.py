@@ -23,12 +23,11 @@ from typing import Any, Callable
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from ..errors import ValidationError
 from ..online.batch import GroupSchema, check_tenant, micros_now, to_micros, validate_batch
 from ..online.context import StoreContext
-from .log import TIMESTAMP, OfflineLog, StagedAppend
+from .log import TIMESTAMP, OfflineLog, StagedAppend, read_parquet_input
 from ..progress import ProgressBar
 
 logger = logging.getLogger(__name__)
@@ -73,7 +72,7 @@ def _as_table(data: Any) -> pa.Table:
     if isinstance(data, pa.Table):
         return data
     if isinstance(data, (str, os.PathLike)):
-        return pq.read_table(data)
+        return read_parquet_input(data, "backfill source")
     if isinstance(data, pd.DataFrame):
         return pa.Table.from_pandas(data, preserve_index=False)
     raise ValidationError(

@@ -930,6 +930,21 @@ def _type_keys(schema: pa.Schema) -> list[tuple[str, str]]:
     return [(f.name, key(f.type)) for f in schema]
 
 
+def read_parquet_input(path: "str | os.PathLike", what: str) -> pa.Table:
+    """A user's Parquet file (or folder of them) as a table; ValidationError naming ``what``
+    and the path when it is missing or not Parquet (pyarrow raises FileNotFoundError or
+    ArrowInvalid)."""
+    if not os.path.exists(path):
+        raise ValidationError(f"{what} {os.fspath(path)!r} does not exist; pass the path of a Parquet file or folder")
+    try:
+        return pq.read_table(path)
+    except (OSError, pa.ArrowException) as error:
+        raise ValidationError(
+            f"{what} {os.fspath(path)!r} is not a Parquet file pyarrow can read ({error}); "
+            "convert it, e.g. pandas.read_csv(path).to_parquet(...)"
+        ) from None
+
+
 def micros(column: "pa.Array | pa.ChunkedArray") -> np.ndarray:
     """A timestamp[us] column as int64 microseconds (C-contiguous)."""
     return np.ascontiguousarray(column.cast(pa.int64()).to_numpy(), dtype=np.int64)

@@ -58,7 +58,6 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from .. import _core
 from ..errors import ValidationError
@@ -71,7 +70,7 @@ from ..online.tombstones import Tombstones
 from ..registry.model import RegistryState
 from ..serving.compiled import CompiledFeatureSet, compile_feature_set
 from ..progress import ProgressBar
-from .log import DEFAULT_CHUNK_ROWS, EntityIds, LogFile, OfflineLog, Snapshot, Watermark, micros, typed_columns
+from .log import DEFAULT_CHUNK_ROWS, EntityIds, LogFile, OfflineLog, Snapshot, Watermark, micros, read_parquet_input, typed_columns
 
 STAMP_COLUMNS = ["entity_id", "feature_timestamp", "generated_at"]
 
@@ -84,7 +83,7 @@ def events_table(events: Any) -> pa.Table:
     if isinstance(events, pa.Table):
         return events
     if isinstance(events, (str, os.PathLike)):
-        return pq.read_table(events)
+        return read_parquet_input(events, "events")
     if type(events).__module__.startswith("pandas"):
         try:
             return pa.Table.from_pandas(events, preserve_index=False)

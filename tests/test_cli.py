@@ -305,6 +305,8 @@ def test_list_refuses_an_unknown_stage_or_privacy_class(capsys, applied):
     assert code == 1 and "stage must be one of proposed, experimental, production" in err and "'prod'" in err
     code, _, err = run(capsys, "list", *applied, "--privacy-class", "behavior")
     assert code == 1 and "privacy_class must be one of public_catalog" in err
+    code, _, err = run(capsys, "list", *applied, "--entity", "items")
+    assert code == 1 and "entity 'items' is not registered; known: " in err and "item," in err
 
 
 def test_plan_shows_changed_values_as_plain_data(tmp_path, example_repo, capsys, applied):

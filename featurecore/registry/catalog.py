@@ -30,10 +30,13 @@ def search(
     Raises:
         ValidationError: ``stage`` or ``privacy_class`` is not one of the registry's
             values (a typo would otherwise match nothing and look like an empty registry).
+        NotFoundError: ``entity`` is not registered (the same reason).
     """
     for argument, value, allowed in (("stage", stage, STAGES), ("privacy_class", privacy_class, PRIVACY_CLASSES)):
         if value is not None and value not in allowed:
             raise ValidationError(f"{argument} must be one of {', '.join(allowed)}; got {value!r}")
+    if entity is not None:
+        state.entity(entity)  # NotFoundError naming the registered entities
     rows = []
     for ref, f in sorted(state.features.items()):
         if (

@@ -56,10 +56,11 @@ def request_body(request: FeatureRequest, request_id: str = "") -> dict[str, Any
     }
     if request_id:
         body["request_id"] = request_id
+    # NaN (a missing value) travels as null: JSON has no NaN (FeatureRequest refuses inf)
     if request.context:
-        body["context"] = {k: float(v) for k, v in request.context.items()}
+        body["context"] = {k: None if math.isnan(v) else float(v) for k, v in request.context.items()}
     if request.candidate:
-        body["candidate"] = {k: np.asarray(v, dtype=np.float64).tolist() for k, v in request.candidate.items()}
+        body["candidate"] = {k: [None if x != x else x for x in np.asarray(v, dtype=np.float64).tolist()] for k, v in request.candidate.items()}
     if request.deadline_ms is not None:
         body["deadline_ms"] = request.deadline_ms
     return body
@@ -99,10 +100,13 @@ class FeatureClient:
                 response = self._conn.getresponse()
                 data = response.read()
                 return response.status, {k.lower(): v for k, v in response.getheaders()}, data
-            except (ConnectionError, http.client.RemoteDisconnected, http.client.CannotSendRequest):
+            except (OSError, http.client.HTTPException) as error:  # refused, reset, timed out, closed
                 self.close()
-                if attempt:
-                    raise
+                if attempt or not isinstance(error, (ConnectionError, http.client.RemoteDisconnected, http.client.CannotSendRequest)):
+                    raise FeatureUnavailableError(
+                        f"cannot reach the feature server at http://{self.host}:{self.port} ({type(error).__name__}: {error}); "
+                        "check the url and that `featurecore serve` is running"
+                    ) from error
         raise AssertionError("unreachable")
 
     def _check(self, status: int, data: bytes) -> None:
@@ -128,8 +132,14 @@ class FeatureClient:
         """Serve ``request`` on the server; the matrix as ``FeatureStore.get_features``
         returns it (errors raised as the featurecore error of their status)."""
         fmt = format or self.format
+        if fmt not in FORMATS:
+            raise ValidationError(f"format must be one of {list(FORMATS)}, got {fmt!r}")
+        if not isinstance(request, FeatureRequest):
+            raise ValidationError(
+                f"get_features takes a FeatureRequest, got {type(request).__name__}; pass FeatureRequest(feature_set, entities, request_time)"
+            )
         media = FORMATS[fmt]
-        body = json.dumps(request_body(request, request_id)).encode()
+        body = json.dumps(request_body(request, request_id), allow_nan=False).encode()
         status, headers, data = self._request("POST", "/v1/features", body, {**self._headers, "Accept": media})
         self._check(status, data)
         if fmt == "binary":

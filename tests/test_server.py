@@ -7,6 +7,7 @@ import hmac
 import json
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import yaml
 
 from featurecore.cli import main
 from featurecore.client import FeatureClient, decode_json
-from featurecore.errors import AccessDeniedError, FeatureStoreError, NotFoundError, ValidationError
+from featurecore.errors import AccessDeniedError, FeatureStoreError, FeatureUnavailableError, NotFoundError, ValidationError
 from featurecore.registry import FeatureGroup, FeatureSet
 from featurecore.serving import FeatureRequest
 from featurecore.server import auth as auth_module
@@ -124,6 +125,37 @@ def test_every_form_decodes_to_the_matrix_of_get_features(server, primary, fmt):
     np.testing.assert_array_equal(got.reasons, expected.reasons)
     assert list(got.row_ids) == b["entities"]["item"] and got.row_entity == "item"
     assert got.diagnostics["missing_count"] == expected.diagnostics["missing_count"]
+
+
+def test_missing_request_values_reach_the_server_as_they_do_in_process(server, primary):
+    """NaN in context/candidate means 'missing' in process; the client sent it as the JSON
+    literal NaN, which the server refused as 'not valid JSON'. JSON null is NaN now."""
+    b = body(n=4)
+    b["context"], b["candidate"] = {"hour": float("nan")}, {"source_rank": [1.0, float("nan"), 3.0, float("nan")]}
+    expected = in_process(primary, b)
+    request = FeatureRequest(b["feature_set"], b["entities"], T0_US + HOUR_US, context=b["context"],
+                             candidate={"source_rank": np.array(b["candidate"]["source_rank"])})
+    with FeatureClient(f"http://127.0.0.1:{server.port}", api_key=KEY_A, format="json") as client:
+        got = client.get_features(request)
+    np.testing.assert_array_equal(got.values, expected.values)  # NaN == NaN here
+    np.testing.assert_array_equal(got.reasons, expected.reasons)
+    nulls = dict(b, context={"hour": None}, candidate={"source_rank": [1.0, None, 3.0, None]})
+    np.testing.assert_array_equal(decode_json(post(server, nulls)[2]).values, expected.values)
+
+
+def test_client_mistakes_and_an_unreachable_server_are_featurecore_errors(server):
+    request = FeatureRequest("ranker:v1", {"user": "u1", "item": ["i1"], "creator": ["c1"]}, T0_US + HOUR_US)
+    with FeatureClient(f"http://127.0.0.1:{server.port}", api_key=KEY_A) as client:
+        with pytest.raises(ValidationError, match=r"format must be one of \['binary', 'arrow', 'json'\], got 'csv'"):
+            client.get_features(request, format="csv")
+        with pytest.raises(ValidationError, match=r"get_features takes a FeatureRequest, got dict"):
+            client.get_features({"feature_set": "ranker:v1"})
+    with socket.socket() as free:  # a port nothing listens on
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    with FeatureClient(f"http://127.0.0.1:{port}") as client:
+        with pytest.raises(FeatureUnavailableError, match=rf"cannot reach the feature server at http://127.0.0.1:{port}"):
+            client.get_features(request)
 
 
 def test_columnar_json_and_the_binary_layout_as_the_readme_describes_them(server, primary):

@@ -12,6 +12,7 @@ wraps them as fixed-size lists without a copy.
 from __future__ import annotations
 
 import json
+import math
 import re
 from datetime import datetime
 from typing import Any, Union
@@ -44,8 +45,8 @@ class RequestBody(msgspec.Struct, forbid_unknown_fields=True):
     tenant: Union[str, None] = None
     privacy_mode: str = "personalized"
     purpose: Union[str, None] = None
-    context: dict[str, float] = {}
-    candidate: dict[str, list[float]] = {}
+    context: dict[str, Union[float, None]] = {}  # null: a missing value (NaN in process)
+    candidate: dict[str, list[Union[float, None]]] = {}
     deadline_ms: Union[float, None] = None
 
 
@@ -117,10 +118,11 @@ def largest_count(body: RequestBody) -> int:
 def to_request(body: RequestBody, *, tenant: str, purpose: str, caller: str) -> FeatureRequest:
     """The FeatureRequest of a decoded body, acting as ``tenant``/``purpose``/``caller``."""
     entities = {name: _ids(name, ids) for name, ids in body.entities.items()}
-    candidate = {name: np.asarray(values, dtype=np.float64) for name, values in body.candidate.items()}
+    candidate = {name: np.asarray(values, dtype=np.float64) for name, values in body.candidate.items()}  # None -> NaN
+    context = {name: math.nan if value is None else value for name, value in body.context.items()}
     return FeatureRequest(
         body.feature_set, entities, body.request_time, tenant=tenant, privacy_mode=body.privacy_mode,
-        purpose=purpose, caller=caller, context=body.context, candidate=candidate, deadline_ms=body.deadline_ms,
+        purpose=purpose, caller=caller, context=context, candidate=candidate, deadline_ms=body.deadline_ms,
     )
 
 

@@ -167,6 +167,33 @@ def test_bad_deletions_are_refused_before_anything_is_written(populated_store):
     assert len(Tombstones.load(populated_store)) == 0 and deletion_log(populated_store) == []
 
 
+@pytest.mark.parametrize(
+    ("entity_id", "problem"),
+    [
+        (None, r"entity_id must be one id \(str or int\), got NoneType None"),
+        (["u1"], r"entity_id must be one id \(str or int\), got list \['u1'\]"),
+        (True, r"entity_id must be one id \(str or int\), got bool True"),
+        (1.5, r"entity_id must be one id \(str or int\), got float 1.5"),
+        (b"u1", r"entity_id must be one id \(str or int\), got bytes b'u1'"),
+        (-5, r"entity_id row 0: integer ids must be >= 0, got -5"),
+        ("u\ud800", r"entity_id row 0: id is not valid Unicode text"),
+    ],
+)
+def test_an_id_that_is_not_one_entity_is_refused_before_a_tombstone_is_written(store_dir, example_repo, entity_id, problem):
+    """These were stored as the tombstones of the texts 'None', "['u1']", 'True', '1.5', "b'u1'"
+    and '-5' (a user nobody asked to delete), or (a lone surrogate) a pybind11 RuntimeError
+    after the tombstone was written, leaving a deletion pending that failed on every open."""
+    with FeatureStore.open(store_dir) as store:
+        store.apply(example_repo)
+        populate(store)
+        with pytest.raises(ValidationError, match=problem):
+            delete_entity(store, "user", entity_id, progress=False)
+        assert len(Tombstones.load(store)) == 0 and deletion_log(store) == []
+    with FeatureStore.open(store_dir) as reopened:
+        assert reopened.online_stats()["pending_deletions"] == [] and len(Tombstones.load(reopened)) == 0
+        assert (reasons_of(reopened.get_features(request("u1")), "user_") == Reason.present).any()
+
+
 def test_the_store_sees_a_tombstone_that_no_online_commit_followed(populated_store):
     # A deletion that stopped right after its tombstone (step 1) committed no delete,
     # yet the store's cached tombstones must include it from then on.

@@ -49,7 +49,7 @@ from ..keys import split_pair_ids
 from ..layout import META_CF
 from ..online import generations
 from ..online.backend import OnlineBackend, WriteBatchSpec, backend_of
-from ..online.batch import GroupSchema, check_tenant
+from ..online.batch import GroupSchema, check_tenant, normalize_ids
 from ..online.context import StoreContext
 from ..online.tombstones import (
     TOMBSTONE_PREFIX,
@@ -160,7 +160,7 @@ def delete_entity(
     See the module docstring for the steps. Safe to re-run: each step is idempotent.
 
     Args:
-        store: a FeatureStore opened as primary (its ``context()``: the deletion reads
+        store: a FeatureStore opened as primary, or its ``context()`` (the deletion reads
             and writes through the StoreContext, never the facade).
         entity: a single (non-pair) entity type, e.g. ``"user"``.
         entity_id: its id (str or int).
@@ -170,21 +170,26 @@ def delete_entity(
             history); default: when stderr is a terminal.
 
     Raises:
-        ValidationError: ``entity`` is a pair entity, or the id is empty.
+        ValidationError: ``entity`` is a pair entity, or ``entity_id`` is not one id
+            (str or non-negative int; empty, too long for a key or not Unicode text).
         NotFoundError: the entity type is not registered.
         FeatureStoreError: the store is not the primary.
     """
     requested = time.time_ns() // 1000
-    context: StoreContext = store.context()
+    context: StoreContext = store if isinstance(store, StoreContext) else store.context()
     state = context.state
     if state.entity(entity).is_pair:
         raise ValidationError(
             f"entity {entity!r} is a pair entity; delete one of its components "
             f"({', '.join(state.entity(entity).components)}), which removes the pair rows too"
         )
-    entity_id = str(entity_id)
-    if not entity_id:
+    if isinstance(entity_id, (bool, np.bool_)) or not isinstance(entity_id, (str, int, np.integer)):
+        raise ValidationError(
+            f"entity_id must be one id (str or int), got {type(entity_id).__name__} {entity_id!r}; delete each id with its own call"
+        )
+    if entity_id == "":
         raise ValidationError("entity_id must be a non-empty id, got ''")
+    entity_id = str(normalize_ids([entity_id], "entity_id")[0])  # negative, too long or not Unicode: refused here
     check_tenant(tenant)
     context.online_writer("delete an entity")  # raises unless primary, before anything is written
     write_tombstone(context.online_backend("delete an entity"), tenant, entity, entity_id, reason=reason, deleted_at_us=requested)

@@ -268,3 +268,18 @@ def test_a_negative_int_id_is_not_applicable_online_and_offline_in_any_container
                                "user_id": ["u1", "u1"], "creator_id": ["c1", "c1"], "event_timestamp": [AT, AT]})
         training = store.training_set(events, FEATURE_SET)
         assert [Reason(int(r)).name for r in training.reasons[:, j]] == ["not_applicable", "present"], items
+
+
+def test_numpy_ints_in_a_list_are_ids_like_python_ints(store_dir):
+    """list(np.array([...])) holds numpy ints: writes and requests refused them with
+    'ids must be str or int, got int64 np.int64(7)'."""
+    with FeatureStore.open(store_dir) as store:
+        store.apply(definitions())
+        ids = list(np.array([7, 8]))
+        store.write("item_stats:v1", frame(["x", "y"]), entity_ids=ids, feature_timestamp=T0_US)
+        with pytest.raises(ValidationError, match=r"entity_ids row 1: integer ids must be >= 0, got -3"):
+            store.write("item_stats:v1", frame(["x", "y"]), entity_ids=[np.int32(9), np.int32(-3)], feature_timestamp=T0_US)
+        for items in (ids, [np.int64(7), "8"], ["7", "8"]):
+            assert [cell(serve(store, items), row, "ctr:v1")[1] for row in (0, 1)] == ["present", "present"], items
+        assert cell(serve(store, [np.int64(-1), 8]), 0, "ctr:v1")[1] == "not_applicable"
+    assert_unwritten(store_dir, "9")

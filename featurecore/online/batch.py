@@ -357,7 +357,8 @@ def normalize_ids(ids: Any, what: str = "entity_ids", *, missing_ok: bool = Fals
             for row, value in enumerate(array.tolist()):
                 if isinstance(value, str):
                     out.append(value)
-                elif isinstance(value, int) and not isinstance(value, bool):
+                elif isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+                    value = int(value)  # a numpy int (list(np.array(...))) is the same id
                     if value < 0:  # 'no entity', as in an int64 array (not the text "-5")
                         if not missing_ok:
                             raise ValidationError(_negative_id(what, row, value))

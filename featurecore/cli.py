@@ -489,7 +489,8 @@ def _ingest(args: argparse.Namespace) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):  # finish the micro-batch in flight, then stop
         signal.signal(signum, lambda *_: stop.set())
     with FeatureStore.open(args.store, preload=args.resident) as store:
-        ingestor = store.ingestor(args.group, args.source, durable=args.durable, dead_letter_subject=args.dead_letter, max_batch=args.max_batch)
+        ingestor = store.ingestor(args.group, args.source, durable=args.durable, dead_letter_subject=args.dead_letter, max_batch=args.max_batch,
+                                  offline_interval_s=args.offline_interval)
         try:
             if args.metrics_port is not None:
                 from prometheus_client import CollectorRegistry, start_http_server
@@ -514,6 +515,8 @@ def _ingest_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--durable", help="durable consumer name, also the name of the position (default featurecore-<subject>)")
     parser.add_argument("--dead-letter", help="subject for refused messages (default featurecore.dead.<subject>)")
     parser.add_argument("--max-batch", type=int, default=4096, help="messages per micro-batch and in flight (default 4096)")
+    parser.add_argument("--offline-interval", type=float, default=1.0,
+                        help="seconds applied rows may wait for their offline append (default 1; 0: every micro-batch)")
     parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
     parser.add_argument("--max-messages", type=int, help="stop after this many messages")
     parser.add_argument("--idle-timeout", type=float, help="stop after this many seconds without a message")

@@ -419,19 +419,20 @@ class FeatureStore:
         return result
 
     def ingestor(self, group_ref: str, source: "str | StreamSource", *, durable: "str | None" = None,
-                 dead_letter_subject: "str | None" = None, max_batch: int = 4096) -> "Ingestor":
+                 dead_letter_subject: "str | None" = None, max_batch: int = 4096, offline_interval_s: float = 1.0) -> "Ingestor":
         """A stream consumer of ``source`` into ``group_ref`` (primary only), positioned
         after the last message it applied; ``step()`` applies one micro-batch, ``run()``
         loops. ``source``: a ``StreamSource`` or ``"nats://HOST:PORT/SUBJECT"`` (with
-        ``durable`` and ``dead_letter_subject``, see ``streams.NatsSource``). Exactly once:
-        featurecore/streams/ingest.py."""
+        ``durable`` and ``dead_letter_subject``, see ``streams.NatsSource``). Rows are
+        servable every micro-batch and appended offline every ``offline_interval_s``.
+        Exactly once: featurecore/streams/ingest.py."""
         self._require_primary("ingest a stream")
         from .streams import Ingestor, NatsSource
 
         schema = self.group_schema(group_ref)
         stream = NatsSource(source, durable=durable, dead_letter_subject=dead_letter_subject) if isinstance(source, str) else source
         try:
-            return Ingestor(schema.ref, stream, context=self.context(), max_batch=max_batch)
+            return Ingestor(schema.ref, stream, context=self.context(), max_batch=max_batch, offline_interval_s=offline_interval_s)
         except BaseException:
             if isinstance(source, str):
                 stream.close()
@@ -554,9 +555,9 @@ class FeatureStore:
         Bulk (default): the group's latest rows are written as an SST file and ingested
         atomically, so readers see the old or the new generation, never a mix. A group
         fed by a stream (``ingest``) is hybrid: after the base as of ``as_of``, the rows
-        logged after it (the stream's deltas, which reach the offline table before the
-        online store) are applied incrementally in the same call, newest row per entity
-        winning; it returns both summaries. Other groups are rebuilt exactly as of ``as_of``.
+        logged after it (the stream's deltas) are applied incrementally in the same call,
+        then the rows this process's ingestors have not appended offline yet, newest row
+        per entity winning; it returns both summaries. Other groups are rebuilt exactly as of ``as_of``.
         ``incremental``: only rows logged since the group's last watermark, through
         write batches. ``group_ref`` None: every online group. Resident groups then get
         a new generation file (``build_generations``), which serving processes map.
@@ -572,6 +573,7 @@ class FeatureStore:
         if incremental:
             summaries = [materialize_incremental(context, ref, as_of_us, progress=progress) for ref in refs]
         else:
+            from .streams.pending import pending_kept
             from .streams.positions import read_positions
 
             streamed = {p["group_cf"] for p in read_positions(self._backend)} if as_of_us is not None else set()
@@ -579,7 +581,8 @@ class FeatureStore:
             for ref in refs:
                 # Hybrid (a stream feeds the group): the base as of T, then the stream's deltas after T,
                 # under the commit lock, so no commit of this process's ingestion lands in between.
-                with self._lock:
+                # An ingestor of this process holds its rows pending offline and re-applies them after.
+                with self._lock, pending_kept(context, ref):
                     summaries.append(materialize_bulk(context, ref, as_of_us, progress=progress))
                     if self.group_schema(ref).cf_name in streamed:
                         summaries.append(materialize_incremental(context, ref, None, progress=progress))

@@ -4,8 +4,8 @@ Run as ``python stream_consumer.py ROOT URL DEAD_SUBJECT``: it imports featureco
 and never opens RocksDB itself (a fork of a process with RocksDB's background threads
 would inherit locks but no threads), then reads commands on stdin, one per line:
 
-* ``run MAX_BATCH IDLE_S``: fork a consumer process (it opens the store as primary and
-  ingests until the stream is idle for IDLE_S); prints its pid;
+* ``run MAX_BATCH IDLE_S OFFLINE_S``: fork a consumer process (it opens the store as primary and
+  ingests until the stream is idle for IDLE_S, appending offline every OFFLINE_S); prints its pid;
 * ``wait PID``: reap it; prints ``signaled`` or ``exit CODE``;
 * ``position``: in a forked child, print the committed stream position;
 * ``apply``: in a forked child, open the store as primary and apply the test definitions.
@@ -47,12 +47,12 @@ def main() -> None:
     for line in sys.stdin:
         command, *args = line.split()
         if command == "run":
-            max_batch, idle = int(args[0]), float(args[1])
+            max_batch, idle, offline = int(args[0]), float(args[1]), float(args[2])
 
             def consume() -> None:
                 with FeatureStore.open(root, preload=False) as store:
                     source = NatsSource(url, durable="killed", dead_letter_subject=dead)
-                    store.ingestor(GROUP, source, max_batch=max_batch).run(idle_timeout_s=idle)
+                    store.ingestor(GROUP, source, max_batch=max_batch, offline_interval_s=offline).run(idle_timeout_s=idle)
                     source.close()
 
             print(in_child(consume), flush=True)

@@ -6,6 +6,7 @@ only when it is absent.
 
 from __future__ import annotations
 
+import gc
 import time
 
 
@@ -160,26 +161,90 @@ def test_a_restart_resumes_after_the_committed_position(store, server, subject):
     assert (position["group_cf"], position["source"], position["sequence"]) == (CF, f"nats:{subject}:test", sequences[-1])
 
 
-def test_a_crash_between_the_offline_and_the_online_commit_neither_loses_nor_duplicates(store, server, subject, monkeypatch):
+def test_a_crash_in_the_online_commit_neither_loses_nor_duplicates(store, server, subject, monkeypatch):
     sequences = server.publish(f"{subject}.rows", [packed(row(f"s{i}", T0_US, i)) for i in range(6)])
     ingestor, source = ingest(store, server, subject, max_batch=3)
     try:
         ingestor.step()
         def crash(*args, **kwargs):
-            raise KeyboardInterrupt("killed after the offline commit")
+            raise KeyboardInterrupt("killed in the online commit")
         monkeypatch.setattr(store.writer, "commit", crash)
         with pytest.raises(KeyboardInterrupt):
-            ingestor.step()  # offline holds messages 4-6, online does not
+            ingestor.step()  # 4-6 are in neither store
         monkeypatch.undo()
         assert ingestor.position == sequences[2]  # the stored position, so a retry applies 4-6 online
     finally:
         source.close()
-    assert len(offline_frame(store)) == 6
+    assert len(offline_frame(store)) == 3
     assert online_rows(store, ["s4"])[1] == [6]
     stats = drain(store, server, subject, max_batch=3)
     assert stats.sequence == sequences[-1]
     assert sorted(offline_frame(store)["clicks"].tolist()) == list(range(6))  # no duplicate
     assert online_rows(store, [f"s{i}" for i in range(6)])[0] == [float(i) for i in range(6)]
+
+
+def test_a_crash_before_the_pending_offline_append_neither_loses_nor_duplicates(store, server, subject, monkeypatch):
+    sequences = server.publish(f"{subject}.rows", [packed(row(f"s{i}", T0_US, i)) for i in range(6)])
+    ingestor, source = ingest(store, server, subject, max_batch=3)
+    try:
+        ingestor.step()
+        monkeypatch.setattr(ingestor, "_append_offline", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt("killed before the offline append")))
+        with pytest.raises(KeyboardInterrupt):
+            ingestor.step()  # 4-6 online, not offline
+        monkeypatch.undo()
+        assert (ingestor.position, ingestor.offline_position) == (sequences[-1], sequences[2])
+    finally:
+        source.close()
+    del ingestor  # the consumer is gone, with its pending rows
+    gc.collect()
+    assert len(offline_frame(store)) == 3
+    assert online_rows(store, ["s3", "s4", "s5"])[0] == [3.0, 4.0, 5.0]
+    # While the consumer is down, a bulk materialization rebuilds online from the offline
+    # table, which lacks 4-6; the restart appends them offline once and restores them online.
+    store.materialize(GROUP)
+    assert online_rows(store, ["s4"])[1] == [6]
+    stats = drain(store, server, subject, max_batch=3)
+    assert (stats.sequence, stats.messages) == (sequences[-1], 6)  # 4-6 were counted once
+    assert sorted(offline_frame(store)["clicks"].tolist()) == list(range(6))
+    assert online_rows(store, [f"s{i}" for i in range(6)])[0] == [float(i) for i in range(6)]
+
+
+def test_offline_trails_online_by_the_interval_and_acknowledges_only_what_both_hold(store, server, subject):
+    sequences = server.publish(f"{subject}.rows", [packed(row(f"s{i}", T0_US, i)) for i in range(5)])
+    ingestor, source = ingest(store, server, subject, max_batch=100, offline_interval_s=0.5)
+    try:
+        ingestor.step()
+        assert online_rows(store, [f"s{i}" for i in range(5)])[0] == [float(i) for i in range(5)]  # servable now
+        assert (ingestor.position, ingestor.offline_position) == (sequences[-1], -1)
+        assert ack_floor(server, subject) == 0  # offline does not hold them: not acknowledged
+        time.sleep(0.5)
+        assert ingestor.step().offline_rows == 5  # nothing new arrived; the pending rows were due
+        assert ingestor.offline_position == sequences[-1] == ack_floor(server, subject)
+        assert sorted(offline_frame(store)["clicks"].tolist()) == list(range(5))
+    finally:
+        source.close()
+
+
+def test_a_bulk_materialization_during_ingestion_keeps_the_rows_pending_offline(store, server, subject):
+    store.write(GROUP, {"clicks": [0, 0], "dwell": [0.5, 0.5], "last_kind": ["news", "news"]}, entity_ids=["s1", "s2"], feature_timestamp=T0_US)
+    server.publish(f"{subject}.rows", [packed(row("s1", T0_US + SECOND_US, 7))])
+    ingestor, source = ingest(store, server, subject, offline_interval_s=3600)
+    try:
+        ingestor.step()
+        assert len(offline_frame(store)) == 2  # s1's stream row waits for its offline append
+        store.materialize(GROUP)  # from the offline table: s1 = 0, then the pending row again
+        assert online_rows(store, ["s1", "s2"])[0] == [7.0, 0.0]
+        assert ingestor.flush() == 1
+    finally:
+        source.close()
+    assert sorted(offline_frame(store)["clicks"].tolist()) == [0, 0, 7]
+
+
+def ack_floor(server, subject):
+    async def work(nc, js):
+        return (await js.consumer_info(subject, "test")).ack_floor.stream_seq
+
+    return server._call(work)
 
 
 def test_the_position_is_committed_in_the_same_write_batch_as_the_rows(store, server, subject):
@@ -204,7 +269,7 @@ def test_a_micro_batch_larger_than_the_brokers_client_buffer_arrives_whole(serve
             batch = source.fetch(2_000, timeout_s=0.1)
             if batch:
                 time.sleep(0.5)  # applying it: the source's loop keeps reading meanwhile
-                source.ack(batch[-1])
+                source.ack(batch[-1].sequence)
             got += batch
         assert [m.sequence for m in got] == sequences
         assert all(m.payload == bytes([i % 251]) * 60_000 for i, m in enumerate(got))
@@ -223,7 +288,7 @@ def test_deliveries_lost_in_transit_are_fetched_again_not_skipped(server, subjec
     try:
         source.open(0, max_in_flight=100)
         first = source.fetch(2, timeout_s=2.0)
-        source.ack(first[-1])
+        source.ack(first[-1].sequence)
         lost = source._run(source._sub.fetch(3, timeout=2.0))  # delivered, never seen by the source
         assert [m.metadata.sequence.stream for m in lost] == sequences[2:5]
         got = list(first)
@@ -231,7 +296,7 @@ def test_deliveries_lost_in_transit_are_fetched_again_not_skipped(server, subjec
         while len(got) < len(sequences) and time.monotonic() < deadline:
             batch = source.fetch(100, timeout_s=0.5)
             if batch:
-                source.ack(batch[-1])
+                source.ack(batch[-1].sequence)
             got += batch
         assert [m.sequence for m in got] == sequences
         assert "deliveries 3-5 never arrived" in caplog.text

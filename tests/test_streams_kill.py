@@ -104,7 +104,7 @@ def test_kill_9_at_random_points_loses_and_duplicates_nothing(tmp_path):
         try:
             for _ in range(KILLS):
                 publish(rng.randint(4, 16))
-                pid = int(zygote.ask(f"run {rng.randint(1, 12)} 5.0"))
+                pid = int(zygote.ask(f"run {rng.randint(1, 12)} 5.0 {rng.choice([0.0, 1.0, 60.0])}"))  # offline every batch/1 s/half-full
                 time.sleep(rng.uniform(0.0, 0.15))
                 os.kill(pid, signal.SIGKILL)
                 killed_alive += zygote.ask(f"wait {pid}") == "signaled"
@@ -115,7 +115,7 @@ def test_kill_9_at_random_points_loses_and_duplicates_nothing(tmp_path):
             last = server.messages("killed")[-1][0]
             deadline = time.monotonic() + 60
             while True:
-                assert zygote.ask("wait " + zygote.ask("run 64 0.5")) == "exit 0"
+                assert zygote.ask("wait " + zygote.ask("run 64 0.5 1.0")) == "exit 0"
                 if int(zygote.ask("position")) >= last or time.monotonic() > deadline:
                     break
             assert int(zygote.ask("position")) == last == ack_floor(server, "killed")

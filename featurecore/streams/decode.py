@@ -207,7 +207,7 @@ def _decode(
         dead = []
     out = []
     for tenant, pieces in parts.items():
-        batch, rows_sequence = pieces[0] if len(pieces) == 1 else _concat(pieces)
+        batch, rows_sequence = pieces[0] if len(pieces) == 1 else concat_batches(pieces)
         out.append(TenantBatch(tenant, batch, rows_sequence))
     return out, dead
 
@@ -254,13 +254,13 @@ def decode_plain(
         by_tenant.setdefault(tenant, []).append(validated)
     out = []
     for tenant, parts in by_tenant.items():
-        batch, sequence = parts[0] if len(parts) == 1 else _concat(parts)
+        batch, sequence = parts[0] if len(parts) == 1 else concat_batches(parts)
         out.append(TenantBatch(tenant, batch, sequence))
     dead.sort(key=lambda item: item[0].sequence)
     return out, dead
 
 
-def _concat(parts: "list[tuple[Batch, np.ndarray]]") -> "tuple[Batch, np.ndarray]":
+def concat_batches(parts: "list[tuple[Batch, np.ndarray]]") -> "tuple[Batch, np.ndarray]":
     """One batch of several validated ones (same schema), rows in message order (a stable
     sort by sequence: the later message wins a tie in ``newest_per_entity``, as the later
     ``write`` does)."""

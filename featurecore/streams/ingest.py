@@ -1,40 +1,57 @@
-"""Stream ingestion: micro-batches from a ``StreamSource`` into the offline and online stores, exactly once.
+"""Stream ingestion: micro-batches from a ``StreamSource`` into the online and offline stores, exactly once.
 
-One micro-batch (at most ``max_batch`` messages; the source never has more in flight):
+One micro-batch (at most ``max_batch`` messages, minus those whose offline append is
+still pending: the source never has more than ``max_batch`` unacknowledged):
 
-1. messages at or below the committed position are skipped (a redelivery);
+1. messages at or below both positions are skipped (a redelivery);
 2. rows are validated as ``write`` validates them (``streams.decode``); refused messages
    are published to the dead-letter subject with the reason (before anything commits:
    a crash may publish one twice, JetStream de-duplicates it by its message id);
 3. rows of deleted entities are dropped (tombstones), as ``write`` drops them;
-4. **offline first**: the rows of messages above the offline position are appended to the
-   group's Delta table in one commit that also records the Delta transaction
-   ``(app_id = "featurecore-stream:<source identity>", version = last sequence)``; a
-   table that already records that version is not appended to again;
-5. **online**: each tenant's newest row per entity is committed through
+4. **online**: each tenant's newest row per entity is committed through
    ``OnlineWriter.commit`` (a row older than the stored one is dropped, as for ``write``),
-   and the position record (``meta``: ``stream/<group_cf>/<source identity>``) is put in
-   the **same RocksDB WriteBatch**; the resident overlay gets the rows in the same step;
-6. the source is acknowledged through the last message.
+   and the online position P (``meta``: ``stream/<group_cf>/<source identity>``) is put
+   in the **same RocksDB WriteBatch**; the resident overlay gets the rows in the same step;
+   the rows also join the **pending offline append** (in memory);
+5. **offline, on a longer period**: when the pending rows are ``offline_interval_s`` old,
+   or their messages fill half of ``max_batch``, or the loop stops, they are appended to
+   the group's Delta table in one commit that also records the Delta transaction
+   ``(app_id = "featurecore-stream:<source identity>", version = last sequence)`` = the
+   offline position O; a table that already records that version is not appended to again;
+6. the source is acknowledged through min(O, P): a message is acknowledged only once
+   both stores hold it.
 
-Restart rule: the source is opened after the online position P; messages up to P are
-skipped; the offline position O (the Delta transaction version) is >= P because offline
-commits first, so messages in (P, O] go online only, and messages above O go to both.
-Hence a crash anywhere (before, between or after the two commits, before the ack) neither
-loses nor duplicates a row in either store. A micro-batch whose messages are all refused
-appends nothing offline; its position is still committed online.
+Freshness is about the online store, so the online commit happens every micro-batch; a
+Delta commit costs tens of milliseconds of CPU whatever its size (it replays the log
+since the last checkpoint), so the offline history trails by up to ``offline_interval_s``
+instead of taking a commit per micro-batch (streams note, session 5).
 
-The rule is the one of ``offline.write``: the offline log is never behind the online store.
+Restart rule: the source is opened after min(O, P). A message above P is applied online
+(and counted); a message above O is appended offline; a message in (O, P], whose offline
+append was pending when the consumer stopped, is appended offline and applied online
+again (newest row per entity wins, so that re-applies nothing older: it only restores
+rows a bulk materialization may have dropped meanwhile). Hence a crash anywhere (before,
+between or after the two commits, before the ack) neither loses nor duplicates a row in
+either store. (Before session 5 offline committed first, so a store may hold O > P:
+messages in (P, O] then go online only; the same rule covers it.)
+
+Hybrid: a bulk ``store.materialize`` of a stream-fed group rebuilds online from the
+offline table, which lacks the pending rows; it holds this process's ingestors of the
+group (``pending.pending_kept``) and re-applies their pending rows online under the same lock.
+A materialization by another process while this one is down is repaired by the restart
+rule above.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import msgpack
 import numpy as np
@@ -47,13 +64,16 @@ from ..offline.write import newest_per_entity
 from ..online.batch import GroupSchema, micros_now
 from ..layout import META_CF
 from ..online.context import StoreContext
-from .decode import TenantBatch, decode
+from .decode import TenantBatch, concat_batches, decode
+from .pending import LIVE
 from .positions import position_key
 from .source import StreamMessage, StreamSource
 
 logger = logging.getLogger(__name__)
 #: Messages per micro-batch (and in flight at the broker) by default.
 DEFAULT_MAX_BATCH = 4096
+#: How long applied rows may wait for their offline append by default (seconds).
+DEFAULT_OFFLINE_INTERVAL_S = 1.0
 
 
 @dataclass
@@ -103,7 +123,8 @@ class IngestStats:
 
 @dataclass(frozen=True)
 class BatchResult:
-    """One micro-batch: messages applied, rows offline/online, dead letters, redeliveries."""
+    """One micro-batch: messages applied, rows online, dead letters, redeliveries, and the
+    rows appended offline in this step (pending rows of this and earlier micro-batches)."""
 
     messages: int
     offline_rows: int
@@ -123,6 +144,8 @@ class Ingestor:
             backend (the position record lives in ``meta``), offline tables, registry
             state, deleted entities (read per micro-batch) and plausible timestamps.
         max_batch: messages per micro-batch, also the broker's in-flight bound.
+        offline_interval_s: how long applied rows may wait for their offline append
+            (0: every micro-batch); ``run`` always appends them before it returns.
     """
 
     def __init__(
@@ -132,9 +155,15 @@ class Ingestor:
         *,
         context: StoreContext,
         max_batch: int = DEFAULT_MAX_BATCH,
+        offline_interval_s: float = DEFAULT_OFFLINE_INTERVAL_S,
     ):
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
             raise ValidationError(f"max_batch must be a positive int (messages per micro-batch), got {max_batch!r}; e.g. max_batch=4096")
+        if isinstance(offline_interval_s, bool) or not isinstance(offline_interval_s, (int, float)) or not 0 <= offline_interval_s < float("inf"):
+            raise ValidationError(
+                f"offline_interval_s must be seconds >= 0 (how long applied rows may wait for their offline append), "
+                f"got {offline_interval_s!r}; e.g. offline_interval_s=1.0, or 0 to append every micro-batch"
+            )
         state = context.state
         self.schema = GroupSchema.from_state(state, group_ref)
         self.source = source
@@ -144,6 +173,7 @@ class Ingestor:
         self._tombstones = context.tombstones
         self._bounds = context.timestamp_bounds
         self.max_batch = max_batch
+        self.offline_interval_s = float(offline_interval_s)
         self._key = position_key(self.schema.cf_name, source.identity)
         self.app_id = f"featurecore-stream:{source.identity}"
         self._log = OfflineLog(context.root, self.schema)
@@ -152,9 +182,18 @@ class Ingestor:
         self.stats = IngestStats(self.schema.ref, source.identity)
         for name in ("sequence", "messages", "rows", "dead_letters"):
             setattr(self.stats, name, int(record.get(name, 0)))
+        #: The last stream sequence appended offline (O; -1: none).
         self.offline_position = self._log.transaction_version(self.app_id)
         self.lock = threading.Lock()  # held while stats change (the metrics thread reads them)
-        source.open(self.position, max_in_flight=max_batch)
+        # The pending offline append: rows of the messages in (offline_position, _pending_through],
+        # already applied online; _offline_lock guards it against a bulk materialization.
+        self._offline_lock = threading.Lock()
+        self._pending: list[TenantBatch] = []
+        self._pending_through = max(self.offline_position, 0)
+        self._pending_messages = 0
+        self._pending_since = 0.0
+        source.open(min(self.position, self._pending_through), max_in_flight=max_batch)
+        LIVE.add(self)  # (pending.pending_kept)
 
     @property
     def position(self) -> int:
@@ -162,35 +201,55 @@ class Ingestor:
         return self.stats.sequence
 
     def step(self, timeout_s: float = 0.2) -> BatchResult:
-        """Fetch and apply one micro-batch (waits up to ``timeout_s`` for the first message)."""
-        return self.apply(self.source.fetch(self.max_batch, timeout_s))
+        """Fetch and apply one micro-batch (waits up to ``timeout_s`` for the first message),
+        then append the pending rows offline if they are due."""
+        messages = self.source.fetch(self.max_batch - self._pending_messages, timeout_s)
+        result = self.apply(messages) if messages else BatchResult(0, 0, 0, 0, 0, 0)
+        if self._pending and (2 * self._pending_messages >= self.max_batch
+                              or time.monotonic() - self._pending_since >= self.offline_interval_s):
+            result = dataclasses.replace(result, offline_rows=result.offline_rows + self.flush())
+        return result
 
     def apply(self, messages: Sequence[StreamMessage]) -> BatchResult:
-        """Apply fetched ``messages`` (in sequence order) and acknowledge them."""
+        """Apply fetched ``messages`` (in sequence order) online and add their rows to the
+        pending offline append (``flush`` appends it; ``step`` and ``run`` call it)."""
         if not messages:
             return BatchResult(0, 0, 0, 0, 0, 0)
-        fresh = [m for m in messages if m.sequence > self.position]
+        online_through, offline_through = self.position, self._pending_through
+        fresh = [m for m in messages if m.sequence > min(online_through, offline_through)]
         redelivered = len(messages) - len(fresh)
         if not fresh:
-            self.source.ack(messages[-1])
             with self.lock:
                 self.stats.redelivered += redelivered
+            self._acknowledge()
             return BatchResult(0, 0, 0, 0, redelivered, 0)
         published = micros_now()
         batches, dead = decode(fresh, self.schema, published, self._bounds)
         for message, reason in dead:
-            logger.warning("%s: stream sequence %d refused (%s); sent to the dead-letter subject", self.schema.ref, message.sequence, reason)
-            self.source.dead_letter(message, reason)
+            if message.sequence > online_through:  # (its dead letter was sent when it was applied online)
+                logger.warning("%s: stream sequence %d refused (%s); sent to the dead-letter subject", self.schema.ref, message.sequence, reason)
+                self.source.dead_letter(message, reason)
         batches = [b for b in (self._without_deleted(b) for b in batches) if len(b.batch)]
         last = fresh[-1].sequence
-        offline_rows = self._append_offline(batches, last)
+        new = [m for m in fresh if m.sequence > online_through]
+        with self._offline_lock:  # before the online commit: a bulk materialization re-applies pending rows
+            for part in batches:
+                keep = part.sequence > offline_through
+                if keep.any():
+                    self._pending.append(part if keep.all() else TenantBatch(part.tenant, part.batch.take(keep), part.sequence[keep]))
+            if last > offline_through:
+                if not self._pending_messages:
+                    self._pending_since = time.monotonic()
+                self._pending_messages += sum(1 for m in fresh if m.sequence > offline_through)
+                self._pending_through = last
+        # Online: every fresh row (those of messages <= P only after a restart: newest per entity wins).
         changes = [self._writer.encode(self.schema, newest_per_entity(b.batch), b.tenant) for b in batches] if self._online else []
         stats = self.stats
         with self.lock:
             before = (stats.sequence, stats.messages, stats.rows, stats.dead_letters, stats.redelivered)
-            stats.sequence, stats.messages = last, stats.messages + len(fresh)
-            stats.rows += sum(len(b.batch) for b in batches)
-            stats.dead_letters += len(dead)
+            stats.sequence, stats.messages = max(last, online_through), stats.messages + len(new)
+            stats.rows += sum(int((b.sequence > online_through).sum()) for b in batches)
+            stats.dead_letters += sum(1 for message, _ in dead if message.sequence > online_through)
             stats.redelivered += redelivered
             stats.lag_messages = fresh[-1].pending
             stats.updated_us = micros_now()
@@ -209,11 +268,47 @@ class Ingestor:
         with self.lock:
             stats.batches += 1
             stats.skipped_older += committed.skipped_older
-            ages = (servable - np.fromiter((m.published_us for m in fresh), np.int64, len(fresh))) / 1e6
+            ages = (servable - np.fromiter((m.published_us for m in new), np.int64, len(new))) / 1e6
             for age in ages.tolist():
                 stats.freshness.record(age)
-        self.source.ack(messages[-1])
-        return BatchResult(len(fresh), offline_rows, committed.rows, len(dead), redelivered, committed.skipped_older)
+        self._acknowledge()
+        return BatchResult(len(new), 0, committed.rows, len(dead), redelivered, committed.skipped_older)
+
+    def flush(self) -> int:
+        """Append the pending rows offline now (one idempotent Delta commit) and acknowledge
+        the messages both stores hold; returns the rows appended."""
+        with self._offline_lock:
+            if not self._pending_messages:
+                return 0
+            through = self._pending_through
+            by_tenant: dict[str, list[TenantBatch]] = {}
+            for part in self._pending:
+                by_tenant.setdefault(part.tenant, []).append(part)
+            # One table per tenant: OfflineLog.to_arrow reads the table's snapshot on every call.
+            merged = [parts[0] if len(parts) == 1 else TenantBatch(tenant, *concat_batches([(p.batch, p.sequence) for p in parts]))
+                      for tenant, parts in by_tenant.items()]
+            rows = self._append_offline(merged, through)
+            self.offline_position = through
+            self._pending, self._pending_messages = [], 0
+        self._acknowledge()
+        return rows
+
+    def _acknowledge(self) -> None:
+        """Acknowledge the source through min(O, P): the messages both stores hold."""
+        through = min(self.position, self.offline_position)
+        if through > 0:
+            self.source.ack(through)
+
+    @contextmanager
+    def _held(self) -> Iterator[None]:
+        """Hold the pending append (``pending.pending_kept``); on exit re-apply its rows online."""
+        with self._offline_lock:
+            try:
+                yield
+            finally:
+                changes = [self._writer.encode(self.schema, newest_per_entity(b.batch), b.tenant) for b in self._pending] if self._online else []
+                if changes:
+                    self._writer.commit(changes, micros_now())
 
     def _without_deleted(self, part: TenantBatch) -> TenantBatch:
         tombstones = self._tombstones()
@@ -223,12 +318,8 @@ class Ingestor:
         return part if keep.all() else TenantBatch(part.tenant, part.batch.take(keep), part.sequence[keep])
 
     def _append_offline(self, batches: Sequence[TenantBatch], last: int) -> int:
-        """Append the rows above the offline position in one idempotent Delta commit."""
-        tables = []
-        for part in batches:
-            keep = part.sequence > self.offline_position
-            if keep.any():
-                tables.append(self._log.to_arrow(part.batch if keep.all() else part.batch.take(keep), part.tenant))
+        """Append ``batches`` in one Delta commit recording version ``last`` (none if recorded)."""
+        tables = [self._log.to_arrow(part.batch, part.tenant) for part in batches]
         if not tables:
             return 0
         staged = self._log.stage(tables[0] if len(tables) == 1 else pa.concat_tables(tables))
@@ -237,13 +328,12 @@ class Ingestor:
         except BaseException:
             staged.abort()
             raise
-        self.offline_position = last
         return staged.rows if appended else 0
 
     def run(self, stop: "threading.Event | None" = None, *, max_messages: "int | None" = None, idle_timeout_s: "float | None" = None) -> IngestStats:
         """Apply micro-batches until ``stop`` is set, ``max_messages`` were applied or
         nothing arrived for ``idle_timeout_s``; the batch in progress always finishes
-        (committed and acknowledged) first."""
+        (committed, appended offline with the pending rows, acknowledged) first."""
         applied, idle_since = 0, time.monotonic()
         while not (stop is not None and stop.is_set()):
             result = self.step()
@@ -254,4 +344,6 @@ class Ingestor:
                 break
             if max_messages is not None and applied >= max_messages:
                 break
+        self.flush()  # (after an error the restart rule appends the pending rows instead)
         return self.stats
+

@@ -207,16 +207,19 @@ class NatsSource:
                 self.open(self._acked, max_in_flight=self._max_ack_pending)
                 return []
             self._delivered = meta.sequence.consumer
-        self._by_seq = {meta.sequence.stream: m for meta, m in zip(metas, messages)}
+        self._by_seq.update((meta.sequence.stream, m) for meta, m in zip(metas, messages))  # held until acknowledged
         return [StreamMessage(meta.sequence.stream, m.data, int(meta.timestamp.timestamp() * 1e6), meta.num_pending)
                 for meta, m in zip(metas, messages)]
 
-    def ack(self, through: StreamMessage) -> None:
-        message = self._by_seq.get(through.sequence)
-        if message is None:
-            raise FeatureStoreError(f"cannot ack stream sequence {through.sequence}: it is not in the last fetched batch")
-        self._call(message.ack())
-        self._acked = through.sequence
+    def ack(self, through: int) -> None:
+        held = [seq for seq in self._by_seq if seq <= through]
+        if not held:
+            return
+        last = max(held)
+        self._call(self._by_seq[last].ack())  # AckPolicy.ALL: acknowledges every message up to it
+        for seq in held:
+            del self._by_seq[seq]
+        self._acked = last
 
     def dead_letter(self, message: StreamMessage, reason: str) -> None:
         from nats.js.errors import NoStreamResponseError

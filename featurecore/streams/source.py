@@ -41,8 +41,9 @@ class StreamSource(Protocol):
         """Up to ``max_messages`` next messages in sequence order; [] after ``timeout_s``
         without any."""
 
-    def ack(self, through: StreamMessage) -> None:
-        """Acknowledge every message up to and including ``through``."""
+    def ack(self, through: int) -> None:
+        """Acknowledge every message up to and including sequence ``through`` (the messages
+        fetched since the last ack are held until then; nothing to do if none is <= it)."""
 
     def dead_letter(self, message: StreamMessage, reason: str) -> None:
         """Publish ``message`` to the dead-letter subject with ``reason``."""

@@ -33,7 +33,7 @@ void claim(std::vector<uint8_t>& used, size_t col, size_t width, const std::stri
 // Per group state of the current row.
 struct RowState {
     const float* src;       // slots of the row, or nullptr
-    const uint8_t* nulls;   // null bitmap of the row, or nullptr
+    const uint8_t* nulls;   // null bitmap of the row, or nullptr (no null in the row)
     uint8_t reason;         // row-level reason (0 = row present)
     bool stale;
     bool clean;             // present, not stale, no null: copy runs
@@ -41,7 +41,7 @@ struct RowState {
 
 inline uint8_t feature_reason(const RowState& s, uint32_t feature) {
     if (s.reason) return s.reason;
-    if (is_null(s.nulls, feature)) return kNoHistory;
+    if (s.nulls && is_null(s.nulls, feature)) return kNoHistory;
     return s.stale ? kStale : kPresent;
 }
 
@@ -116,7 +116,7 @@ void write_group(const AssemblyPlan::Group& g, const RowState& s, Writer& w) {
         if (reason == kPresent) {
             std::memcpy(v + m.dst_col, s.src + m.src_slot, m.width * sizeof(float));
         } else {
-            const bool has_value = s.reason == kPresent && !is_null(s.nulls, m.feature);
+            const bool has_value = s.reason == kPresent && !(s.nulls && is_null(s.nulls, m.feature));
             w.missing(m.dst_col, m.width, reason, has_value ? s.src + m.src_slot : nullptr);
         }
         if (m.indicator_col >= 0) w.present(static_cast<uint32_t>(m.indicator_col), reason ? 1.0f : 0.0f);
@@ -301,7 +301,7 @@ void assemble_rows(const AssemblyPlan& plan, const std::vector<GroupRows>& group
                         age_us = t >= 0 ? INT64_MAX : INT64_MIN;
                     const int64_t sla = pgroups[g].spec.sla_us;
                     s.src = in.table.slots(r);
-                    s.nulls = in.table.nulls_of(r);
+                    s.nulls = in.table.any_null(r) ? in.table.nulls_of(r) : nullptr;  // (may have no bitmap)
                     s.reason = kPresent;
                     s.stale = sla > 0 && age_us > sla;
                     s.clean = !s.stale && !in.table.any_null(r);

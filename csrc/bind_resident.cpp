@@ -131,6 +131,7 @@ void bind_resident(py::module_& m) {
             d["schema_fingerprint"] = g.schema_fingerprint;
             d["rows"] = g.n_rows;
             d["record_bytes"] = g.record_bytes;
+            d["null_bytes"] = g.null_bytes;
             d["index_slots"] = g.index_slots;
             d["arena_bytes"] = g.arena_bytes;
             d["key_bytes"] = g.key_bytes;

@@ -1,5 +1,7 @@
 #include "generation.h"
 
+#include "keys.h"
+
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -8,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 #include <mutex>
+#include <stdexcept>
 #include <unordered_map>
 #include <vector>
 
@@ -26,15 +29,20 @@ struct RawHeader {
     uint32_t schema_fingerprint;
     uint32_t n_features;
     uint64_t n_rows, record_bytes, extra_bytes, null_bytes, index_slots, arena_bytes, key_bytes;
+    uint64_t prefix_bytes;  // the group's key prefix, after dims (GenerationInfo::key_prefix)
     uint64_t section_offset[kSections];
     uint32_t body_crc;
     uint32_t header_crc;
 };
-static_assert(sizeof(RawHeader) == 136, "the header layout is the file format");
+static_assert(sizeof(RawHeader) == 144, "the header layout is the file format");
 constexpr size_t kHeaderCrcAt = offsetof(RawHeader, header_crc);
 
 size_t round_up(size_t n) { return (n + kPageBytes - 1) / kPageBytes * kPageBytes; }
-size_t header_bytes_for(size_t n_features) { return round_up(sizeof(RawHeader) + 5 * n_features); }
+size_t header_bytes_for(size_t n_features, size_t prefix_bytes) {
+    return round_up(sizeof(RawHeader) + 5 * n_features + prefix_bytes);
+}
+// The longest key prefix: format byte, two length bytes, tenant and entity type (keys.h).
+constexpr size_t kMaxPrefixBytes = 3 + 2 * kMaxNameBytes;
 
 uint32_t header_checksum(const uint8_t* header, size_t n) {
     const uint8_t zero[4] = {0, 0, 0, 0};
@@ -191,14 +199,14 @@ RawHeader check_header(const std::string& path, const uint8_t* base, size_t size
     if (h.format_version != kGenerationFormat)
         throw bad("format version " + std::to_string(h.format_version) + ", this featurecore reads " +
                   std::to_string(kGenerationFormat));
-    if (h.header_bytes < sizeof h || h.header_bytes % kPageBytes != 0 || h.header_bytes > size ||
-        h.header_bytes != header_bytes_for(h.n_features))
+    if (h.prefix_bytes > kMaxPrefixBytes || h.header_bytes < sizeof h || h.header_bytes % kPageBytes != 0 ||
+        h.header_bytes > size || h.header_bytes != header_bytes_for(h.n_features, h.prefix_bytes))
         throw bad("bad header size");
     if (header_checksum(base, h.header_bytes) != h.header_crc) throw bad("header checksum mismatch (corrupt)");
     if (h.file_bytes != size)
         throw bad("truncated or extended: " + std::to_string(size) + " bytes, the header says " +
                   std::to_string(h.file_bytes));
-    const uint64_t want[kSections] = {h.n_rows * h.record_bytes, h.n_rows * h.null_bytes, h.index_slots * 16,
+    const uint64_t want[kSections] = {h.n_rows * h.record_bytes, h.n_rows * h.null_bytes, h.index_slots * kIndexSlotBytes,
                                       h.arena_bytes};
     uint64_t at = h.header_bytes;
     for (int s = 0; s < kSections; ++s) {
@@ -212,8 +220,10 @@ RawHeader check_header(const std::string& path, const uint8_t* base, size_t size
     return h;
 }
 
-GenerationInfo info_of(const RawHeader& h) {
+// The header fields of a checked header at base.
+GenerationInfo info_of(const RawHeader& h, const uint8_t* base) {
     GenerationInfo i;
+    i.key_prefix.assign(reinterpret_cast<const char*>(base) + sizeof h + 5 * h.n_features, h.prefix_bytes);
     i.format_version = h.format_version;
     i.file_bytes = h.file_bytes;
     i.changelog_sequence = h.changelog_sequence;
@@ -253,7 +263,10 @@ void write_generation(const std::string& path, const RowLayout& schema, Generati
         }
     };
     const size_t nf = schema.n_features();
-    const size_t hb = header_bytes_for(nf);
+    if (info.key_prefix.size() > kMaxPrefixBytes)
+        throw std::invalid_argument("write_generation: a key prefix of " + std::to_string(info.key_prefix.size()) +
+                                    " bytes; keys.h's prefixes have at most " + std::to_string(kMaxPrefixBytes));
+    const size_t hb = header_bytes_for(nf, info.key_prefix.size());
     std::vector<uint8_t> header(hb, 0);
     std::vector<uint8_t> zeros(kPageBytes, 0);
     write_all(header.data(), hb);  // rewritten at the end, with the checksums
@@ -280,6 +293,7 @@ void write_generation(const std::string& path, const RowLayout& schema, Generati
     h.index_slots = info.index_slots;
     h.arena_bytes = info.arena_bytes;
     h.key_bytes = info.key_bytes;
+    h.prefix_bytes = info.key_prefix.size();
     if (fdatasync(fd) != 0) fail("cannot sync generation file");
     {  // The body checksum, read back from the page cache through a mapping.
         Mapping m;
@@ -295,6 +309,7 @@ void write_generation(const std::string& path, const RowLayout& schema, Generati
         header[sizeof h + j] = schema.dtypes()[j];
         std::memcpy(header.data() + sizeof h + nf + 4 * j, &dim, 4);
     }
+    std::memcpy(header.data() + sizeof h + 5 * nf, info.key_prefix.data(), info.key_prefix.size());
     h.header_crc = header_checksum(header.data(), hb);
     std::memcpy(header.data() + kHeaderCrcAt, &h.header_crc, 4);
     if (::pwrite(fd, header.data(), hb, 0) != static_cast<ssize_t>(hb)) fail("cannot write generation header");
@@ -306,7 +321,7 @@ std::shared_ptr<const Generation> Generation::adopt(const std::string& path, con
     const RawHeader h = check_header(path, base, size);
     std::shared_ptr<Generation> g(new Generation());
     g->path_ = path;
-    g->info_ = info_of(h);
+    g->info_ = info_of(h, base);
     g->n_features_ = h.n_features;
     g->header_bytes_ = h.header_bytes;
     std::memcpy(g->offsets_, h.section_offset, sizeof g->offsets_);
@@ -352,7 +367,7 @@ std::shared_ptr<const Generation> Generation::open(const std::string& path, cons
     if (!same)
         throw bad("it holds another schema (fingerprint " + std::to_string(g->info_.schema_fingerprint) +
                   ", the group's is " + std::to_string(schema.fingerprint()) + ")");
-    if (g->info_.null_bytes != schema.bitmap_bytes()) throw bad("bad null bitmap size");
+    if (g->info_.null_bytes != 0 && g->info_.null_bytes != schema.bitmap_bytes()) throw bad("bad null bitmap size");
     return g;
 }
 
@@ -363,7 +378,7 @@ GenerationInfo Generation::verify(const std::string& path) {
     if (body_checksum(m.p + h.header_bytes, h.file_bytes - h.header_bytes) != h.body_crc)
         throw GenerationError("generation file " + path +
                               " is refused: body checksum mismatch (corrupt); rebuild it (featurecore snapshot build)");
-    return info_of(h);
+    return info_of(h, m.p);
 }
 
 Generation::~Generation() {

@@ -7,15 +7,19 @@
 //
 //   header (header_bytes, a multiple of 4096):
 //     char     magic[8] = "FCGENv1\n"
-//     u32      format_version (= 2)      u32 header_bytes
+//     u32      format_version (= 3)      u32 header_bytes
 //     u64      file_bytes                u64 changelog_sequence (changes up to it are in the rows)
 //     u32      schema_fingerprint        u32 n_features
 //     u64      n_rows, record_bytes, extra_bytes, null_bytes, index_slots, arena_bytes, key_bytes
+//     u64      prefix_bytes
 //     u64      section_offset[4]         records, nulls, index, arena
 //     u32      body_crc                  see body_checksum()
 //     u32      header_crc                CRC-32C of the header region with this field zeroed
 //     u8       dtypes[n_features]        u32 dims[n_features]   (the schema's layout)
+//     char     key_prefix[prefix_bytes]  the key prefix the records' short keys leave out (resident.h)
 //   records | null bitmaps | index slots | key arena        (each padded with zeros to a page)
+// null_bytes is 0 (and the null bitmap section empty) when no row has a null: a reader
+// reads a row's bitmap only when the row's any_null byte is set (group_table.h).
 //
 // A Generation is the mapping of one such file: immutable, so any number of threads
 // read it without a lock; the mapping goes when the last shared_ptr to it does.
@@ -47,7 +51,12 @@ class GenerationError : public std::runtime_error {
 };
 
 constexpr size_t kPageBytes = 4096;
-constexpr uint32_t kGenerationFormat = 2;  // 2: keys inline from the record's owner bytes (resident.h)
+// 2: keys inline from the record's owner bytes (resident.h); 3: 8-byte index slots, no
+// null bitmap section when no row has a null, keys stored without the group's key prefix
+// and int ids as int64 (resident.h), unpadded records from four cache lines on.
+constexpr uint32_t kGenerationFormat = 3;
+// Bytes of one hash index slot (resident.h's IndexSlot).
+constexpr size_t kIndexSlotBytes = 8;
 
 // The four sections, in file order.
 enum GenerationSection { kRecords = 0, kNulls = 1, kIndex = 2, kArena = 3, kSections = 4 };
@@ -64,6 +73,7 @@ struct GenerationInfo {
     uint64_t index_slots = 0;
     uint64_t arena_bytes = 0;
     uint64_t key_bytes = 0;
+    std::string key_prefix;  // the key prefix (keys.h) of the group's short keys, or empty
 };
 
 // The sections' bytes, to be written.

@@ -128,7 +128,11 @@ void GroupTable::copy_row(size_t r, const TableView& src, size_t src_r) {
     std::memcpy(record(r), src.record(src_r), 10);
     std::memcpy(slots(r), src.slots(src_r), 4 * schema_->n_slots());
     const size_t nb = schema_->bitmap_bytes();
-    if (nb > 0) std::memcpy(nulls_.data() + r * nb, src.nulls_of(src_r), nb);
+    if (nb == 0) return;
+    if (src.any_null(src_r))
+        std::memcpy(nulls_.data() + r * nb, src.nulls_of(src_r), nb);
+    else  // (a view may hold no bitmaps for rows without nulls)
+        std::fill(nulls_.data() + r * nb, nulls_.data() + (r + 1) * nb, uint8_t{0});
 }
 
 void GroupTable::reserve(size_t n) {

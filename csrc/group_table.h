@@ -104,7 +104,7 @@ struct TableView {
     const uint8_t* records = nullptr;
     size_t record_bytes = 0;
     size_t slots_offset = kRecordHeadBytes;
-    const uint8_t* nulls = nullptr;  // null bitmaps, null_bytes per row
+    const uint8_t* nulls = nullptr;  // null bitmaps, null_bytes per row; read only for rows with any_null
     size_t null_bytes = 0;
     size_t n_slots = 0;
 

@@ -156,18 +156,23 @@ uint64_t hash_id_int(uint64_t prefix_hash, int64_t v) {
     return mix(prefix_hash ^ k1, mix(static_cast<uint64_t>(v) ^ k2, k1));
 }
 
-uint64_t hash_id_text(uint64_t prefix_hash, const char* id, size_t len) {
+bool parse_int_id(const char* id, size_t len, int64_t& out) {
     // Canonical decimal of a non-negative int64: 1..19 digits, no leading zero.
-    if (len >= 1 && len <= 19 && (len == 1 || id[0] != '0')) {
-        uint64_t v = 0;
-        size_t i = 0;
-        for (; i < len; ++i) {
-            const unsigned d = static_cast<unsigned char>(id[i]) - '0';
-            if (d > 9) break;
-            v = v * 10 + d;  // 19 digits fit in uint64
-        }
-        if (i == len && v <= static_cast<uint64_t>(INT64_MAX)) return hash_id_int(prefix_hash, static_cast<int64_t>(v));
+    if (len < 1 || len > 19 || (len > 1 && id[0] == '0')) return false;
+    uint64_t v = 0;
+    for (size_t i = 0; i < len; ++i) {
+        const unsigned d = static_cast<unsigned char>(id[i]) - '0';
+        if (d > 9) return false;
+        v = v * 10 + d;  // 19 digits fit in uint64
     }
+    if (v > static_cast<uint64_t>(INT64_MAX)) return false;
+    out = static_cast<int64_t>(v);
+    return true;
+}
+
+uint64_t hash_id_text(uint64_t prefix_hash, const char* id, size_t len) {
+    int64_t v;
+    if (parse_int_id(id, len, v)) return hash_id_int(prefix_hash, v);
     constexpr uint64_t k0 = 0xa0761d6478bd642full;
     return mix(prefix_hash ^ k0, hash_bytes(id, len) ^ 0x8ebc6af09c88c6e3ull);
 }

@@ -65,6 +65,9 @@ uint64_t hash_bytes(const char* p, size_t n);
 //                         == hash_id_int(hash_bytes(prefix), v) when id is v's text.
 // Bytes that are not a well-formed key hash as a whole (hash_bytes).
 uint64_t hash_key(const char* key, size_t len);
+// True (and v set) if id is the canonical decimal text of a non-negative int64: the ids
+// hash_id_text hashes as integers.
+bool parse_int_id(const char* id, size_t len, int64_t& v);
 uint64_t hash_id_int(uint64_t prefix_hash, int64_t v);
 uint64_t hash_id_text(uint64_t prefix_hash, const char* id, size_t len);
 // Bytes of key's prefix (3 + tenant + entity type), or 0 if key is not well formed.

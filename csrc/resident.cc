@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <cstring>
 #include <mutex>
 #include <stdexcept>
@@ -45,23 +46,73 @@ void reserve_with_slack(std::vector<T>& v, size_t n) {
 
 }  // namespace
 
-std::string_view IndexView::key_of(uint32_t row) const {
-    const size_t len = rows.tag(row);
-    if (len <= inline_key) return {reinterpret_cast<const char*>(rows.record(row) + kKeyAt), len};
-    uint64_t off;
-    std::memcpy(&off, rows.extra(row), sizeof off);
-    return {arena + off, len};
+KeyForm IndexView::form_of(const char* key, size_t len) const {
+    KeyForm f;
+    if (!prefix.empty() && len >= prefix.size() && same_bytes(key, prefix.data(), prefix.size())) {
+        // (a prefix is self-delimiting: a key that starts with it has it as its prefix)
+        const char* id = key + prefix.size();
+        const size_t n = len - prefix.size();
+        if (parse_int_id(id, n, f.v)) {
+            f.kind = KeyForm::kInt;
+            return f;
+        }
+        f.kind = KeyForm::kText;
+        f.text = {id, n};
+        return f;
+    }
+    f.text = {key, len};
+    return f;
 }
 
-size_t IndexView::find_slot(const char* key, size_t len, uint64_t hash) const {
+KeyForm IndexView::stored(uint32_t row) const {
+    const uint8_t* rec = rows.record(row);
+    KeyForm f;
+    f.kind = rec[kKindAt];
+    if (f.kind == KeyForm::kInt) {
+        std::memcpy(&f.v, rec + kIntAt, sizeof f.v);
+        return f;
+    }
+    const size_t len = rows.tag(row);
+    if (len <= inline_key) {
+        f.text = {reinterpret_cast<const char*>(rec + kTextAt), len};
+    } else {
+        uint64_t off;
+        std::memcpy(&off, rec + kIntAt, sizeof off);
+        f.text = {arena + off, len};
+    }
+    return f;
+}
+
+void IndexView::append_key(uint32_t row, std::string& out) const {
+    const KeyForm f = stored(row);
+    if (f.kind != KeyForm::kWhole) out.append(prefix);
+    if (f.kind == KeyForm::kInt)
+        append_int_id(out, f.v);
+    else
+        out.append(f.text);
+}
+
+uint64_t IndexView::hash_of(uint32_t row) const {
+    const KeyForm f = stored(row);
+    if (f.kind == KeyForm::kInt) return hash_id_int(prefix_hash, f.v);
+    if (f.kind == KeyForm::kText) return hash_id_text(prefix_hash, f.text.data(), f.text.size());
+    return hash_key(f.text.data(), f.text.size());
+}
+
+namespace {
+inline bool same_form(const KeyForm& a, const KeyForm& b) {
+    if (a.kind != b.kind) return false;
+    if (a.kind == KeyForm::kInt) return a.v == b.v;
+    return a.text.size() == b.text.size() && same_bytes(a.text.data(), b.text.data(), a.text.size());
+}
+}  // namespace
+
+size_t IndexView::find_slot(const KeyForm& key, uint64_t hash) const {
     const uint32_t fp = fingerprint(hash);
     for (size_t pos = hash & mask;; pos = (pos + 1) & mask) {
         const IndexSlot& s = slots[pos];
         if (s.row == 0xFFFFFFFFu) return mask + 1;
-        if (s.fp == fp) {
-            const std::string_view k = key_of(s.row);
-            if (k.size() == len && same_bytes(k.data(), key, len)) return pos;
-        }
+        if (s.fp == fp && same_form(stored(s.row), key)) return pos;
     }
 }
 
@@ -73,37 +124,72 @@ int64_t IndexView::find(const char* key, size_t len, uint64_t hash) const {
 void IndexView::find_many(const KeyProbe& keys, const uint8_t* skip, size_t n, int64_t* out) const {
     constexpr size_t kAhead = 12;  // keys between prefetch stages: enough misses in flight
     const uint64_t* hashes = keys.hashes;
-    const std::string_view prefix = keys.prefix;
-    const size_t plen = prefix.size();
-    // Key k equals a stored key: same length, prefix and id bytes.
+    const size_t plen = keys.prefix.size();
+    // The ids' prefix is the group's (the usual case): keys are compared as ids, an int
+    // id as an integer. Otherwise only keys stored whole can match.
+    const bool short_form = !prefix.empty() && keys.prefix == prefix;
+    // Key k equals the key of row: same form, same id (or same whole key).
+    auto same = [&](size_t k, uint32_t row) -> bool {
+        const uint8_t* rec = rows.record(row);
+        const uint8_t kind = rec[kKindAt];
+        int64_t v;
+        if (short_form && keys.ints) {
+            std::memcpy(&v, rec + kIntAt, sizeof v);
+            return kind == KeyForm::kInt && v == keys.ints[k];
+        }
+        char digits[20];
+        const char* id;
+        size_t len;
+        if (keys.ints) {
+            id = digits;
+            len = static_cast<size_t>(std::to_chars(digits, digits + sizeof digits, keys.ints[k]).ptr - digits);
+        } else {
+            id = keys.text + keys.offs[k];
+            len = keys.offs[k + 1] - keys.offs[k];
+        }
+        if (plen == 0) return same_form(stored(row), form_of(id, len));  // whole keys (a peer map's build)
+        if (short_form && parse_int_id(id, len, v)) {
+            int64_t stored_v;
+            std::memcpy(&stored_v, rec + kIntAt, sizeof stored_v);
+            return kind == KeyForm::kInt && stored_v == v;
+        }
+        if (kind != (short_form ? KeyForm::kText : KeyForm::kWhole)) return false;
+        const std::string_view t = stored(row).text;
+        if (short_form) return t.size() == len && same_bytes(t.data(), id, len);
+        return t.size() == plen + len && same_bytes(t.data(), keys.prefix.data(), plen) &&
+               same_bytes(t.data() + plen, id, len);
+    };
     auto probe = [&](size_t k) -> int64_t {
         const uint64_t hash = hashes[k];
         const uint32_t fp = fingerprint(hash);
-        const size_t len = keys.offs[k + 1] - keys.offs[k];
         for (size_t pos = hash & mask;; pos = (pos + 1) & mask) {
             const IndexSlot& s = slots[pos];
             if (s.row == 0xFFFFFFFFu) return -1;
-            if (s.fp != fp) continue;
-            const std::string_view stored = key_of(s.row);
-            if (stored.size() == plen + len && same_bytes(stored.data(), prefix.data(), plen) &&
-                same_bytes(stored.data() + plen, keys.text + keys.offs[k], len))
-                return static_cast<int64_t>(s.row);
+            if (s.fp == fp && same(k, s.row)) return static_cast<int64_t>(s.row);
         }
     };
-    for (size_t i = 0; i < n + 2 * kAhead; ++i) {
+    // Arena keys take a third stage (their offset is read from the record the second
+    // prefetched); without any, the compare follows the record prefetch directly.
+    const size_t lag = (arena_bytes ? 3 : 2) * kAhead;
+    for (size_t i = 0; i < n + lag; ++i) {
         if (i < n && !skip[i]) __builtin_prefetch(&slots[hashes[i] & mask]);
         if (i >= kAhead && i - kAhead < n && !skip[i - kAhead]) {
             const IndexSlot& s = slots[hashes[i - kAhead] & mask];
-            if (s.row != 0xFFFFFFFFu) {  // what the compare reads: the head and inline key, or the long key
+            if (s.row != 0xFFFFFFFFu) {  // what the compare reads: the head and the inline key (or arena offset)
                 __builtin_prefetch(rows.record(s.row));
-                if (s.key_ref == ~uint64_t{0})
-                    __builtin_prefetch(rows.record(s.row) + kKeyAt + inline_key - 1);
-                else
-                    __builtin_prefetch(arena + s.key_ref);
+                __builtin_prefetch(rows.record(s.row) + kTextAt + inline_key - 1);
             }
         }
-        if (i >= 2 * kAhead) {
-            const size_t k = i - 2 * kAhead;
+        if (arena_bytes && i >= 2 * kAhead && i - 2 * kAhead < n && !skip[i - 2 * kAhead]) {
+            const IndexSlot& s = slots[hashes[i - 2 * kAhead] & mask];
+            if (s.row != 0xFFFFFFFFu && rows.tag(s.row) > inline_key) {  // a long key: its arena bytes
+                uint64_t off;
+                std::memcpy(&off, rows.record(s.row) + kIntAt, sizeof off);
+                __builtin_prefetch(arena + off);
+            }
+        }
+        if (i >= lag) {
+            const size_t k = i - lag;
             out[k] = skip[k] ? -1 : probe(k);
         }
     }
@@ -114,12 +200,12 @@ size_t ResidentGroup::extra_bytes_for(const RowLayout& schema) {
     const size_t record = GroupTable::record_bytes_of(schema.n_slots(), kMinExtra);
     const size_t padded = (record + kLine - 1) / kLine * kLine;
     const size_t pad = padded - record;  // a multiple of 8, as record is
-    return record > kLine && pad * 6 <= record ? kMinExtra + pad : kMinExtra;
+    return record > kLine && padded <= 3 * kLine && pad * 3 <= record ? kMinExtra + pad : kMinExtra;
 }
 
 ResidentGroup::ResidentGroup(std::shared_ptr<const RowLayout> schema)
     : schema_(schema),
-      inline_key_(kRecordHeadBytes - kOwnerBytesAt + extra_bytes_for(*schema)),
+      inline_key_(kRecordHeadBytes - IndexView::kTextAt + extra_bytes_for(*schema)),
       rows_(schema, 0, extra_bytes_for(*schema)),
       id_(next_group_id()) {
     index_.assign(16, kFree);
@@ -130,7 +216,7 @@ ResidentGroup::ResidentGroup(std::shared_ptr<const RowLayout> schema, std::share
     : ResidentGroup(std::move(schema)) {
     const GenerationInfo& g = base->info();
     if (g.record_bytes != rows_.record_bytes() || g.extra_bytes != rows_.extra_bytes() ||
-        g.null_bytes != schema_->bitmap_bytes())
+        (g.null_bytes != 0 && g.null_bytes != schema_->bitmap_bytes()))
         throw GenerationError("generation file " + base->path() + " is refused: its rows are " +
                               std::to_string(g.record_bytes) + " bytes, this group's are " +
                               std::to_string(rows_.record_bytes()) + "; rebuild it (featurecore snapshot build)");
@@ -138,9 +224,14 @@ ResidentGroup::ResidentGroup(std::shared_ptr<const RowLayout> schema, std::share
     base_.mask = g.index_slots - 1;
     base_.rows = rows_.view();
     base_.rows.records = base->section(kRecords);
-    base_.rows.nulls = base->section(kNulls);
+    base_.rows.nulls = g.null_bytes ? base->section(kNulls) : nullptr;  // none: no base row has a null
     base_.inline_key = inline_key_;
     base_.arena = reinterpret_cast<const char*>(base->section(kArena));
+    base_.arena_bytes = g.arena_bytes;
+    prefix_ = g.key_prefix;  // the overlay's short keys too
+    prefix_hash_ = hash_bytes(prefix_.data(), prefix_.size());
+    base_.prefix = prefix_;
+    base_.prefix_hash = prefix_hash_;
     gen_ = std::move(base);
 }
 
@@ -151,6 +242,9 @@ IndexView ResidentGroup::own_view() const {
     v.rows = rows_.view();
     v.inline_key = inline_key_;
     v.arena = arena_.data();
+    v.arena_bytes = arena_.size();
+    v.prefix = prefix_;
+    v.prefix_hash = prefix_hash_;
     return v;
 }
 
@@ -172,23 +266,31 @@ uint64_t ResidentGroup::arena_offset(uint32_t row) const {
 
 void ResidentGroup::set_arena_offset(uint32_t row, uint64_t off) { std::memcpy(rows_.extra(row), &off, sizeof off); }
 
-std::string_view ResidentGroup::key_of(uint32_t row) const { return own_view().key_of(row); }
+void ResidentGroup::set_prefix_locked(std::string_view key) {
+    prefix_.assign(key.data(), key_prefix_length(key.data(), key.size()));
+    prefix_hash_ = hash_bytes(prefix_.data(), prefix_.size());
+}
 
 void ResidentGroup::set_key(uint32_t row, std::string_view key) {
-    rows_.set_tag(row, static_cast<uint16_t>(key.size()));
-    if (key.size() <= inline_key_) {
-        std::memcpy(rows_.owner_bytes(row), key.data(), key.size());
+    const KeyForm f = own_view().form_of(key.data(), key.size());
+    uint8_t* owner = rows_.owner_bytes(row);
+    owner[0] = f.kind;
+    if (f.kind == KeyForm::kInt) {
+        rows_.set_tag(row, 0);
+        std::memcpy(rows_.extra(row), &f.v, sizeof f.v);
         return;
     }
-    reserve_with_slack(arena_, arena_.size() + key.size());
+    rows_.set_tag(row, static_cast<uint16_t>(f.text.size()));
+    if (f.text.size() <= inline_key_) {
+        std::memcpy(owner + 1, f.text.data(), f.text.size());
+        return;
+    }
+    reserve_with_slack(arena_, arena_.size() + f.text.size());
     set_arena_offset(row, arena_.size());
-    arena_.insert(arena_.end(), key.begin(), key.end());
+    arena_.insert(arena_.end(), f.text.begin(), f.text.end());
 }
 
-uint64_t ResidentGroup::hash_of_row(uint32_t row) const {
-    const std::string_view k = key_of(row);
-    return hash_key(k.data(), k.size());
-}
+uint64_t ResidentGroup::hash_of_row(uint32_t row) const { return own_view().hash_of(row); }
 
 size_t ResidentGroup::find_slot_locked(const char* key, size_t len, uint64_t hash) const {
     return own_view().find_slot(key, len, hash);
@@ -232,11 +334,11 @@ void ResidentGroup::find_many_locked(const Probe& keys, const uint8_t* skip, siz
         if (!base_skip[i]) out[i] = base_out[i];
 }
 
-void ResidentGroup::insert_index_locked(uint64_t hash, uint32_t row, uint64_t key_ref) {
+void ResidentGroup::insert_index_locked(uint64_t hash, uint32_t row) {
     const size_t mask = index_.size() - 1;
     size_t pos = hash & mask;
     while (index_[pos].row != kEmpty) pos = (pos + 1) & mask;
-    index_[pos] = Slot{fingerprint(hash), row, key_ref};
+    index_[pos] = Slot{fingerprint(hash), row};
     mark_locked(hash);
 }
 
@@ -265,22 +367,21 @@ void ResidentGroup::reserve_index_locked(size_t n_keys) {
     old.swap(index_);
     reset_filter_locked();  // refilled by insert_index_locked
     for (const Slot& s : old)
-        if (s.row != kEmpty) insert_index_locked(hash_of_row(s.row), s.row, s.key_ref);
+        if (s.row != kEmpty) insert_index_locked(hash_of_row(s.row), s.row);
 }
 
 void ResidentGroup::compact_arena_locked() {
     std::vector<char> fresh;
     fresh.reserve(arena_.size() - arena_garbage_);
+    const IndexView v = own_view();
     for (uint32_t r = 0; r < rows_.n_rows(); ++r) {
-        if (rows_.tag(r) <= inline_key_) continue;
-        const std::string_view k = key_of(r);
+        if (arena_bytes_of(r) == 0) continue;
+        const std::string_view k = v.stored(r).text;
         set_arena_offset(r, fresh.size());
         fresh.insert(fresh.end(), k.begin(), k.end());
     }
     arena_.swap(fresh);
     arena_garbage_ = 0;
-    for (Slot& s : index_)
-        if (s.row != kEmpty && s.key_ref != kInlineRef) s.key_ref = arena_offset(s.row);
 }
 
 std::vector<uint64_t> ResidentGroup::checked_hashes(const std::vector<std::string_view>& keys) {
@@ -320,14 +421,18 @@ void ResidentGroup::apply_locked(const std::vector<std::string_view>& keys, cons
     // 1. Allocate for every absent key before changing anything, so a bad_alloc
     //    leaves the group as it was (duplicates may make this a slight overestimate).
     const size_t n_absent = static_cast<size_t>(std::count(found.begin(), found.end(), kEmpty));
+    if (n0 == 0 && !gen_ && n > 0) set_prefix_locked(keys[0]);  // an empty group takes its first key's prefix
     size_t long_bytes = 0;
-    for (size_t i = 0; i < n; ++i)
-        if (found[i] == kEmpty && keys[i].size() > inline_key_) long_bytes += keys[i].size();
+    const IndexView own = own_view();
+    for (size_t i = 0; i < n; ++i) {
+        if (found[i] != kEmpty || keys[i].size() <= inline_key_) continue;
+        const KeyForm f = own.form_of(keys[i].data(), keys[i].size());
+        if (f.kind != KeyForm::kInt && f.text.size() > inline_key_) long_bytes += f.text.size();
+    }
     reserve_index_locked(n0 + n_absent);
     rows_.reserve(n0 + n_absent);
     reserve_with_slack(arena_, arena_.size() + long_bytes);
     std::vector<uint32_t> src(n_absent);  // batch row of new row n0 + j
-    std::vector<size_t> slot_of(n_absent);  // index slot of new row n0 + j
     // 2. Present keys are overwritten in place; absent ones are indexed as rows
     //    n0, n0 + 1, ... whose keys are still the batch's, so a later duplicate in
     //    the batch finds its row and takes it over (last one wins).
@@ -342,9 +447,8 @@ void ResidentGroup::apply_locked(const std::vector<std::string_view>& keys, cons
         for (size_t pos = hashes[i] & mask;; pos = (pos + 1) & mask) {
             Slot& s = index_[pos];
             if (s.row == kEmpty) {
-                s = Slot{fingerprint(hashes[i]), static_cast<uint32_t>(n0 + n_new), kInlineRef};
+                s = Slot{fingerprint(hashes[i]), static_cast<uint32_t>(n0 + n_new)};
                 mark_locked(hashes[i]);
-                slot_of[n_new] = pos;
                 src[n_new++] = static_cast<uint32_t>(i);
                 break;
             }
@@ -363,7 +467,6 @@ void ResidentGroup::apply_locked(const std::vector<std::string_view>& keys, cons
     for (size_t j = 0; j < n_new; ++j) {
         const std::string_view key = keys[src[j]];
         set_key(static_cast<uint32_t>(n0 + j), key);
-        if (key.size() > inline_key_) index_[slot_of[j]].key_ref = arena_offset(static_cast<uint32_t>(n0 + j));
         key_bytes_ += key.size();
     }
 }
@@ -452,7 +555,7 @@ size_t ResidentGroup::remove(const std::vector<std::string_view>& keys) {
                 rows_.resize(r + 1);
                 rows_.set_missing(r, kTombstone);
                 set_key(r, keys[i]);
-                insert_index_locked(hashes[i], r, keys[i].size() > inline_key_ ? arena_offset(r) : kInlineRef);
+                insert_index_locked(hashes[i], r);
                 key_bytes_ += keys[i].size();
             }
             ++removed;
@@ -462,12 +565,13 @@ size_t ResidentGroup::remove(const std::vector<std::string_view>& keys) {
         const uint32_t r = index_[pos].row;
         erase_slot_locked(pos);
         key_bytes_ -= keys[i].size();
-        if (keys[i].size() > inline_key_) arena_garbage_ += keys[i].size();
+        arena_garbage_ += arena_bytes_of(r);
         const uint32_t last = static_cast<uint32_t>(rows_.n_rows() - 1);
         if (r != last) {
             // Point the last row's index slot at r, then move its record there.
-            const std::string_view lk = key_of(last);
-            const size_t lpos = find_slot_locked(lk.data(), lk.size(), hash_key(lk.data(), lk.size()));
+            const size_t mask = index_.size() - 1;
+            size_t lpos = hash_of_row(last) & mask;
+            while (index_[lpos].row != last) lpos = (lpos + 1) & mask;
             index_[lpos].row = r;
             rows_.copy_row(r, rows_, last);  // the key (or its arena offset) moves with the record
         }
@@ -507,11 +611,15 @@ void ResidentGroup::clear() {
     filter_.shrink_to_fit();
     gen_.reset();
     base_ = IndexView();
+    set_prefix_locked("");
 }
 
-std::string_view ResidentGroup::key_at_locked(size_t r) const {
+void ResidentGroup::append_key_at_locked(size_t r, std::string& out) const {
     const size_t nb = n_base();
-    return r < nb ? base_.key_of(static_cast<uint32_t>(r)) : key_of(static_cast<uint32_t>(r - nb));
+    if (r < nb)
+        base_.append_key(static_cast<uint32_t>(r), out);
+    else
+        own_view().append_key(static_cast<uint32_t>(r - nb), out);
 }
 
 std::shared_ptr<const PeerRows> ResidentGroup::peer_rows_locked(const ResidentGroup& leader, size_t probed) const {
@@ -559,10 +667,9 @@ std::shared_ptr<const PeerRows> ResidentGroup::build_peer_rows_locked(const Resi
         for (size_t i = 0; i < m; ++i) {
             const size_t r = begin + i;
             skip[i] = lv.status(r) == kTombstone;  // never a row the leader returns
-            const std::string_view k = skip[i] ? std::string_view() : leader.key_at_locked(r);
             offs[i] = text.size();
-            text.append(k);
-            hashes[i] = hash_key(k.data(), k.size());
+            if (!skip[i]) leader.append_key_at_locked(r, text);
+            hashes[i] = hash_key(text.data() + offs[i], text.size() - offs[i]);
         }
         offs[m] = text.size();
         KeyProbe p;
@@ -593,8 +700,7 @@ size_t ResidentGroup::size() const {
     // The base's rows, less those the overlay removes, plus the overlay's new keys.
     size_t n = n_base();
     for (uint32_t r = 0; r < rows_.n_rows(); ++r) {
-        const std::string_view k = key_of(r);
-        const bool shadows = in_base(k, hash_key(k.data(), k.size()));
+        const bool shadows = in_base(r);
         if (rows_.status(r) == kTombstone)
             n -= shadows;
         else
@@ -640,6 +746,13 @@ void ResidentGroup::write_generation(const std::string& path, uint64_t sequence)
     info.index_slots = index_.size();
     info.arena_bytes = arena_.size();
     info.key_bytes = key_bytes_;
+    info.key_prefix = prefix_;
+    // No null bitmaps when no row has a null (readers read one only for a row whose
+    // any_null byte is set): 8 bytes a row for 64 features.
+    const TableView v = rows_.view();
+    bool any_null = false;
+    for (size_t r = 0; r < info.n_rows && !any_null; ++r) any_null = v.any_null(r);
+    if (!any_null) info.null_bytes = 0;
     GenerationParts parts;
     parts.data[kRecords] = rows_.record_data().data();
     parts.bytes[kRecords] = info.n_rows * info.record_bytes;

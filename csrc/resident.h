@@ -1,14 +1,20 @@
 // ResidentGroup: one feature group held in memory for serving.
 //
 // Rows live in a GroupTable; an open-addressing (linear probing) hash index
-// maps key bytes to row numbers. A slot holds a 32-bit fingerprint of the key's
-// hash (hash_key, keys.h: int ids hash as integers), the row and, for a long key,
-// its arena offset, so a probe reads one slot and compares key bytes only on a
-// fingerprint match, and the serving path prefetches a key of any length from the
-// slot alone. Short keys are stored in their row's record (next to what the gather
-// reads anyway), from the head's 4 owner bytes on: at least 28 bytes, and more where a
-// record is padded to whole cache lines (extra_bytes_for); longer keys live in an arena,
-// and the record holds their arena offset too. Thread safety: a
+// maps key bytes to row numbers. A slot (8 bytes) holds a 32-bit fingerprint of the
+// key's hash (hash_key, keys.h: int ids hash as integers) and the row, so a probe reads
+// one slot and compares a key only on a fingerprint match.
+//
+// Keys are stored in their row's record, next to what the gather reads anyway (KeyForm):
+// a group has one key prefix (format byte, tenant, entity type: that of the first key it
+// was given), and a key with that prefix is stored as its id alone: an id that is the
+// canonical decimal of a non-negative int64 as that int64 (8 bytes, compared as an
+// integer: 13-digit ids cost 8 bytes and no formatting), another id as its bytes. Keys of
+// another prefix (another tenant) are stored whole. Id or key bytes are inline in the
+// record up to inline_key (3 + extra bytes: at least 11, more where a record is padded to
+// whole cache lines, extra_bytes_for), longer ones live in an arena and the record holds
+// their arena offset (the serving path reads it from the record line it prefetched for
+// the compare, then prefetches the key). Thread safety: a
 // std::shared_mutex guards everything. Readers (lookup, get, and the serving
 // path, which holds mutex() shared from key lookup until the gather ends)
 // share it; upsert/remove/clear take it exclusively. An upsert batch is
@@ -42,22 +48,34 @@
 
 namespace fc {
 
-// One hash index slot; the same 16 bytes in memory and in a generation file.
+// One hash index slot; the same 8 bytes in memory and in a generation file.
 struct IndexSlot {
-    uint32_t fp;       // hash >> 32 (the low bits pick the home slot)
-    uint32_t row;      // 0xFFFFFFFF: a free slot
-    uint64_t key_ref;  // the long key's arena offset, ~0 for an inline key
+    uint32_t fp;   // hash >> 32 (the low bits pick the home slot)
+    uint32_t row;  // 0xFFFFFFFF: a free slot
 };
-static_assert(sizeof(IndexSlot) == 16, "index slots are part of the generation file format");
+static_assert(sizeof(IndexSlot) == kIndexSlotBytes, "index slots are part of the generation file format");
 
 // A request's ids of one entity, probed without building their keys: key i is
-// prefix + text[offs[i], offs[i+1]), and hashes[i] its hash_key (computed from the
-// prefix's hash and the id: hash_id_int / hash_id_text).
+// prefix + text[offs[i], offs[i+1]), or, when ints is set, prefix + the decimal of
+// ints[i] (every probed one >= 0); hashes[i] is its hash_key (computed from the prefix's
+// hash and the id: hash_id_int / hash_id_text). An empty prefix: the texts are whole keys.
 struct KeyProbe {
     std::string_view prefix;
     const char* text = nullptr;
     const uint64_t* offs = nullptr;
+    const int64_t* ints = nullptr;
     const uint64_t* hashes = nullptr;
+};
+
+// How a key is stored in its record, relative to the group's key prefix: the form is a
+// function of the key's bytes, so two keys are equal exactly when their forms are.
+struct KeyForm {
+    static constexpr uint8_t kWhole = 0;  // text: the whole key (another prefix, or none)
+    static constexpr uint8_t kText = 1;   // text: the id after the group's prefix
+    static constexpr uint8_t kInt = 2;    // v: the id after the group's prefix, a canonical int64 decimal
+    uint8_t kind = kWhole;
+    int64_t v = 0;
+    std::string_view text;
 };
 
 // The rows of one group for the rows of another group of the same entity (the
@@ -78,36 +96,49 @@ struct PeerRows {
 // A read-only hash index over rows: a ResidentGroup's own (heap) one or a mapped
 // generation's. Valid while its memory is neither changed nor freed.
 struct IndexView {
-    // A record's key bytes start at kKeyAt: the 4 head bytes GroupTable leaves to its
-    // owner, then the record's extra bytes; a key of up to inline_key (= 4 + extra) bytes
-    // is stored there, a longer one in the arena, its offset in the extra bytes.
-    static constexpr size_t kKeyAt = kOwnerBytesAt;
+    // A record's key: the KeyForm kind in the first of the 4 head bytes GroupTable leaves
+    // to its owner (kKindAt), the tag = the length of the stored text (0 for kInt); an int
+    // id at kIntAt (the extra bytes); text of up to inline_key (= 3 + extra) bytes from
+    // kTextAt, a longer one in the arena, its offset at kIntAt.
+    static constexpr size_t kKindAt = kOwnerBytesAt;
+    static constexpr size_t kTextAt = kOwnerBytesAt + 1;
+    static constexpr size_t kIntAt = kRecordHeadBytes;
     const IndexSlot* slots = nullptr;
     size_t mask = 0;  // slots - 1
-    TableView rows;   // tag = key length
+    TableView rows;   // tag = stored key length
     size_t inline_key = 0;
     const char* arena = nullptr;
+    size_t arena_bytes = 0;
+    std::string_view prefix;   // the group's key prefix (empty: every key stored whole)
+    uint64_t prefix_hash = 0;  // hash_bytes(prefix)
 
-    std::string_view key_of(uint32_t row) const;
-    size_t find_slot(const char* key, size_t len, uint64_t hash) const;  // mask + 1 if absent
-    int64_t find(const char* key, size_t len, uint64_t hash) const;     // row or -1
+    // The form key (whole key bytes) is stored in.
+    KeyForm form_of(const char* key, size_t len) const;
+    KeyForm stored(uint32_t row) const;
+    // Appends row's whole key to out.
+    void append_key(uint32_t row, std::string& out) const;
+    uint64_t hash_of(uint32_t row) const;  // hash_key of row's key
+    size_t find_slot(const KeyForm& key, uint64_t hash) const;  // mask + 1 if absent
+    size_t find_slot(const char* key, size_t len, uint64_t hash) const { return find_slot(form_of(key, len), hash); }
+    int64_t find(const char* key, size_t len, uint64_t hash) const;  // row or -1
     // out[i] = row of key i or -1 (also when skip[i] != 0). Software-pipelined: the
-    // index slots of later keys, then their records and long keys, are prefetched
-    // while earlier ones are compared.
+    // index slots of later keys, then their records, then their long keys (whose arena
+    // offset is in the record) are prefetched while earlier ones are compared.
     void find_many(const KeyProbe& keys, const uint8_t* skip, size_t n, int64_t* out) const;
 };
 
 class ResidentGroup {
   public:
     static constexpr size_t kMaxKey = 0xFFFF;
-    // Extra bytes of a record of this schema (inline key room: these + 4): at least
-    // kMinExtra; a record of more than a cache line is padded to whole
-    // lines when that adds at most a sixth to it (a row then spans no more lines than it
-    // must, and its head and key share the first line), and the padding holds longer keys
-    // inline, so their compare reads no arena line (UUIDs under a short prefix).
-    // A sixth: W1's 32-float rows (168 -> 192 bytes) and wider are padded; 16-float rows
-    // (104 -> 128) are not, keeping them within 1.3x their raw payload plus index.
-    static constexpr size_t kMinExtra = 24;
+    // Extra bytes of a record of this schema (inline key room: these + 3): at least
+    // kMinExtra (an int id or an arena offset); a record of two or three cache lines is
+    // padded to whole lines when that adds at most a third to it: the row then spans no
+    // more lines than it must (an unaligned 152-byte row straddles a fourth line a
+    // quarter of the time), and the padding holds longer ids inline, so their compare
+    // reads no arena line (36-byte UUIDs in W1's 32-float rows, 152 -> 192 bytes).
+    // Wider records are not padded: a straddled line is a smaller share of their reads,
+    // and they are where the memory is (a 1M x 64-float group: 280 bytes a row, not 320).
+    static constexpr size_t kMinExtra = 8;
     static size_t extra_bytes_for(const RowLayout& schema);
 
     explicit ResidentGroup(std::shared_ptr<const RowLayout> schema);
@@ -182,21 +213,33 @@ class ResidentGroup {
 
   private:
     static constexpr uint32_t kEmpty = 0xFFFFFFFFu;
-    static constexpr uint64_t kInlineRef = ~uint64_t{0};
     // Status of an overlay row that removes its key from the base (never served).
     static constexpr uint8_t kTombstone = 0xFF;
     using Slot = IndexSlot;
-    static constexpr Slot kFree{0, kEmpty, kInlineRef};
+    static constexpr Slot kFree{0, kEmpty};
 
     IndexView own_view() const;
-    // Key of row r in view_locked()'s numbering (base rows first, then the overlay's).
-    std::string_view key_at_locked(size_t r) const;
+    // Appends the key of row r in view_locked()'s numbering (base rows first, then the
+    // overlay's) to out.
+    void append_key_at_locked(size_t r, std::string& out) const;
     size_t n_rows_locked() const { return n_base() + rows_.n_rows(); }
     std::shared_ptr<const PeerRows> build_peer_rows_locked(const ResidentGroup& leader) const;
     size_t n_base() const { return gen_ ? gen_->info().n_rows : 0; }
     bool in_base(std::string_view key, uint64_t hash) const {
         return gen_ && base_.find(key.data(), key.size(), hash) >= 0;
     }
+    // Whether overlay row r's key is a base key.
+    bool in_base(uint32_t r) const {
+        return gen_ && base_.find_slot(own_view().stored(r), hash_of_row(r)) != base_.mask + 1;
+    }
+    // Arena bytes of row r's key (0 when inline).
+    size_t arena_bytes_of(uint32_t row) const {
+        const size_t len = rows_.tag(row);
+        return len > inline_key_ ? len : 0;
+    }
+    // Makes prefix_ the key prefix of key (or none if it is not a well-formed key); only
+    // while the group holds no row.
+    void set_prefix_locked(std::string_view key);
 
     // Hashes of keys; throws std::invalid_argument for an empty or too long key.
     static std::vector<uint64_t> checked_hashes(const std::vector<std::string_view>& keys);
@@ -210,12 +253,11 @@ class ResidentGroup {
                       const std::vector<uint32_t>& found, Overwrite overwrite, Append append);
     size_t find_slot_locked(const char* key, size_t len, uint64_t hash) const;  // index_.size() if absent
     uint64_t hash_of_row(uint32_t row) const;
-    std::string_view key_of(uint32_t row) const;
     // Arena offset of a long key, kept in its record's extra bytes.
     uint64_t arena_offset(uint32_t row) const;
     void set_arena_offset(uint32_t row, uint64_t off);
     void set_key(uint32_t row, std::string_view key);
-    void insert_index_locked(uint64_t hash, uint32_t row, uint64_t key_ref);
+    void insert_index_locked(uint64_t hash, uint32_t row);
     // filter_ for index_'s size, empty; mark() / may_hold() a key's hash.
     void reset_filter_locked() { filter_.assign(std::max<size_t>(1, index_.size() / 16), 0); }
     void mark_locked(uint64_t hash) {
@@ -231,9 +273,11 @@ class ResidentGroup {
     void compact_arena_locked();
 
     std::shared_ptr<const RowLayout> schema_;
-    const size_t inline_key_;  // 4 + extra_bytes_for(*schema_): the longest key kept in its record
+    const size_t inline_key_;  // 3 + extra_bytes_for(*schema_): the longest key text kept in its record
+    std::string prefix_;       // the key prefix of short keys (IndexView::prefix), base and overlay alike
+    uint64_t prefix_hash_ = 0;
     mutable std::shared_mutex mu_;
-    GroupTable rows_;  // tag = key length, extra = the key when it fits
+    GroupTable rows_;  // tag and owner/extra bytes: the key (IndexView)
     std::vector<char> arena_;  // keys longer than inline_key_
     size_t arena_garbage_ = 0;
     size_t key_bytes_ = 0;

@@ -1,7 +1,6 @@
 #include "resolve.h"
 
 #include <algorithm>
-#include <charconv>
 #include <mutex>
 #include <shared_mutex>
 #include <stdexcept>
@@ -39,8 +38,8 @@ void check_ids(const AssemblyPlan& plan, size_t role, const std::vector<IdColumn
 
 // Hashes (hash_id_int / hash_id_text) and misses of every row of one role, whose
 // resident groups then probe them without building keys (ResidentGroup::Probe):
-// str ids are read where they are; a pair role's ids (pair_id text) and int ids'
-// digits are written to sc.role_keys, without the key prefix.
+// str and int ids are read where they are (int ids compare as integers, resident.h);
+// a pair role's ids (pair_id text) are written to sc.role_keys, without the key prefix.
 void hash_role_ids(const AssemblyPlan& plan, size_t role, std::string_view tenant, const std::vector<IdColumn>& role_ids,
                    size_t n_rows, ServeScratch& sc) {
     const RoleSpec& spec = plan.roles()[role];
@@ -55,23 +54,11 @@ void hash_role_ids(const AssemblyPlan& plan, size_t role, std::string_view tenan
     hashes.resize(n_rows);
     miss.resize(n_rows);
     if (spec.components.empty() && role_ids[role].ints) {
-        // Int ids hash as integers; their digits are written only for the compare on a
-        // fingerprint match (here, in a tight loop off the probe's dependency chain).
-        constexpr size_t kMaxIntChars = 20;
         const int64_t* ints = role_ids[role].ints;
-        std::string& digits = sc.role_keys[role];
-        auto& offs = sc.role_offs[role];
-        digits.resize(n_rows * kMaxIntChars);
-        offs.resize(n_rows + 1);
-        char* base = digits.data();
-        size_t pos = 0;
         for (size_t i = 0; i < n_rows; ++i) {
-            offs[i] = pos;
-            miss[i] = ints[i] < 0 ? kNotApplicable : kPresent;
+            miss[i] = ints[i] < 0 ? kNotApplicable : kPresent;  // (so never probed)
             hashes[i] = hash_id_int(ph, ints[i]);
-            if (ints[i] >= 0) pos = static_cast<size_t>(std::to_chars(base + pos, base + pos + kMaxIntChars, ints[i]).ptr - base);
         }
-        offs[n_rows] = pos;
         return;
     }
     const char* text;
@@ -101,10 +88,12 @@ ResidentGroup::Probe role_probe(const AssemblyPlan& plan, size_t role, const std
     ResidentGroup::Probe p;
     p.prefix = sc.role_prefix[role];
     p.hashes = sc.role_hashes[role].data();
-    if (plan.roles()[role].components.empty() && !role_ids[role].ints) {
+    if (plan.roles()[role].components.empty() && role_ids[role].ints) {
+        p.ints = role_ids[role].ints;
+    } else if (plan.roles()[role].components.empty()) {
         p.text = role_ids[role].text;
         p.offs = role_ids[role].offsets;
-    } else {  // pair ids and int ids' digits, written by hash_role_ids
+    } else {  // pair ids, written by hash_role_ids
         p.text = sc.role_keys[role].data();
         p.offs = sc.role_offs[role].data();
     }

@@ -142,12 +142,12 @@ def test_pair_role_keys_are_found_by_their_components():
     assert reasons[2, 0] == Reason.entity_not_found
 
 
-@pytest.mark.parametrize("n_floats", [3, 32])  # a record kept as is (56 bytes), one padded to 192
+@pytest.mark.parametrize("n_floats", [3, 32])  # a record kept as is (40 bytes), one padded to 192
 def test_keys_of_every_length_around_the_inline_limit_heap_and_mapped(n_floats, tmp_path):
-    """A record keeps a key of up to 28 bytes inline, more in a record padded to whole
-    cache lines (52 in a 32-float one): ids of every length from 1 to 70 bytes (keys of
-    15 to 84 with the prefix) are found exactly, also after removals move rows, in a
-    generation file and through its overlay."""
+    """A record keeps an id (the key less the group's prefix) of up to 11 bytes inline,
+    more in a record padded to whole cache lines (51 in a 32-float one), an int id as 8
+    bytes: ids of every length from 1 to 70 bytes are found exactly, also after removals
+    move rows, in a generation file and through its overlay."""
     schema = _core.RowLayout([0] * n_floats, [1] * n_floats)
     group = _core.ResidentGroup(schema)
     names = ["k" * n for n in range(1, 71)] + [str(10**12 + n) for n in range(5)]
@@ -232,3 +232,54 @@ def test_a_busy_overlay_serves_exactly_what_a_dict_says(tmp_path):
         found = group.lookup(_core.encode_keys("default", "item", some))
         assert [f >= 0 for f in found] == [q in oracle for q in some]
     assert group.overlay_rows > 2500
+
+
+@pytest.mark.parametrize("n_floats", [3, 32])
+def test_keys_of_the_groups_prefix_and_of_other_tenants_heap_mapped_and_overlay(n_floats, tmp_path):
+    """A group stores keys of its first key's prefix as ids (int ids as int64) and keys of
+    any other prefix whole: a group first written by tenant t2 serves t2's and default's
+    ids alike, ints and texts that look like ints ("042", "-5", 20 digits) kept apart, and
+    so does its generation file and an overlay holding both kinds."""
+    schema = _core.RowLayout([0] * n_floats, [1] * n_floats)
+    names = ["42", "042", "-5", "7", "0", str(2**63 - 1), str(2**63), "9" * 20, "abc", "u" * 11, "u" * 12,
+             "d2b7e673-fa96-494b-d554-bbb324281ca3", "x" * 60]
+    plan = plan_one_group(schema, [("item", False, [])])  # serves the first K features
+    oracle: dict = {}
+
+    def write(g, tenant, ids, base):
+        rows = np.arange(len(ids) * n_floats, dtype=np.float32).reshape(len(ids), n_floats) + base
+        g.upsert_table(_core.encode_keys(tenant, "item", ids),
+                       _core.GroupTable.from_columns(schema, [np.ascontiguousarray(rows[:, j]) for j in range(n_floats)],
+                                                     None, np.full(len(ids), NOW - 1, np.int64)))
+        oracle.update({(tenant, q): rows[i, :K] for i, q in enumerate(ids)})
+
+    def check(g):
+        queries = names + ["43", "00", "x" * 59]
+        for tenant in ("t2", "default", "t3"):
+            want = expected(oracle, tenant, queries)
+            got = serve(plan, g, [queries], tenant, len(queries))
+            np.testing.assert_array_equal(got[1], want[1])
+            np.testing.assert_array_equal(got[0], want[0])
+            ints = [q for q in queries if q.isdigit() and str(int(q)) == q and int(q) < 2**63]
+            got = serve(plan, g, [np.array([int(q) for q in ints], np.int64)], tenant, len(ints))
+            want = expected(oracle, tenant, ints)
+            np.testing.assert_array_equal(got[1], want[1])
+            np.testing.assert_array_equal(got[0], want[0])
+            keys = _core.encode_keys(tenant, "item", queries)
+            assert list(g.lookup(keys) >= 0) == [(tenant, q) in oracle for q in queries]
+
+    group = _core.ResidentGroup(schema)
+    write(group, "t2", names, 0.0)
+    write(group, "default", names[::2], 1000.0)
+    check(group)
+    path = str(tmp_path / "g.fcgen")
+    group.write_generation(path, 1)
+    mapped = _core.ResidentGroup.map_generation(schema, path)
+    check(mapped)
+    write(mapped, "default", names[1::2], 2000.0)  # the overlay: new default keys (stored whole) ...
+    write(mapped, "t2", names[:3] + ["43"], 3000.0)  # ... and t2's ids, overwritten and new
+    assert mapped.remove(_core.encode_keys("t2", "item", ["7", "abc"])) == 2
+    for q in ("7", "abc"):
+        del oracle[("t2", q)]
+    check(mapped)
+    assert len(mapped) == len(oracle)

@@ -240,6 +240,22 @@ def test_a_bulk_materialization_during_ingestion_keeps_the_rows_pending_offline(
     assert sorted(offline_frame(store)["clicks"].tolist()) == [0, 0, 7]
 
 
+def test_a_trickling_stream_is_applied_in_micro_batches_a_period_apart(store, server, subject):
+    from featurecore.streams.ingest import BATCH_PERIOD_S
+
+    server.publish(f"{subject}.rows", [packed(row("s1", T0_US, 1))])
+    ingestor, source = ingest(store, server, subject)
+    try:
+        started = time.monotonic()
+        ingestor.step()  # one message of the max_batch asked for: the next fetch waits
+        server.publish(f"{subject}.rows", [packed(row("s2", T0_US, 2))])
+        ingestor.step()
+        assert time.monotonic() - started >= BATCH_PERIOD_S
+        assert (ingestor.stats.batches, ingestor.stats.messages) == (2, 2)
+    finally:
+        source.close()
+
+
 def ack_floor(server, subject):
     async def work(nc, js):
         return (await js.consumer_info(subject, "test")).ack_floor.stream_seq

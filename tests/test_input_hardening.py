@@ -283,3 +283,20 @@ def test_numpy_ints_in_a_list_are_ids_like_python_ints(store_dir):
             assert [cell(serve(store, items), row, "ctr:v1")[1] for row in (0, 1)] == ["present", "present"], items
         assert cell(serve(store, [np.int64(-1), 8]), 0, "ctr:v1")[1] == "not_applicable"
     assert_unwritten(store_dir, "9")
+
+
+def test_events_with_a_duplicated_column_or_one_named_like_an_output_column_are_refused(store):
+    """A duplicated column was pyarrow's bare ValueError; a label named like a matrix column
+    ('ctr:v1') gave a training set whose table and DataFrame held that name twice."""
+    write(store, ["i1"])
+    events = pd.DataFrame({"item_id": ["i1"], "user_id": ["u1"], "creator_id": ["c1"], "event_timestamp": [AT]})
+    twice = pd.concat([events, events[["item_id"]]], axis=1)
+    with pytest.raises(ValidationError, match=r"events have the column 'item_id' more than once; drop or rename the copies"):
+        store.training_set(twice, FEATURE_SET)
+    with pytest.raises(ValidationError, match=r"events have the column 'item_id' more than once"):
+        store.training_set(pa.Table.from_pandas(events).append_column("item_id", pa.array(["i1"])), FEATURE_SET)
+    for name in ("ctr:v1", "ctr:v1__missing", "age:v1__reason"):
+        with pytest.raises(ValidationError, match=rf"events column '{name}' is also a column the training set adds .*rename it"):
+            store.training_set(events.assign(**{name: [1.0]}), FEATURE_SET)
+    labelled = store.training_set(events.assign(clicked=[True]), FEATURE_SET).to_pandas(reasons=True)
+    assert labelled.columns.is_unique and labelled["clicked"].tolist() == [True]

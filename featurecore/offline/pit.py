@@ -81,17 +81,43 @@ STAMP_COLUMNS = ["entity_id", "feature_timestamp", "generated_at"]
 def events_table(events: Any) -> pa.Table:
     """``events`` (pandas DataFrame, Arrow Table or Parquet path) as an Arrow table."""
     if isinstance(events, pa.Table):
-        return events
-    if isinstance(events, (str, os.PathLike)):
-        return read_parquet_input(events, "events")
-    if type(events).__module__.startswith("pandas"):
+        table = events
+    elif isinstance(events, (str, os.PathLike)):
+        table = read_parquet_input(events, "events")
+    elif type(events).__module__.startswith("pandas"):
+        _check_unique([str(name) for name in events.columns])
         try:
-            return pa.Table.from_pandas(events, preserve_index=False)
+            table = pa.Table.from_pandas(events, preserve_index=False)
         except (pa.ArrowException, UnicodeEncodeError, OverflowError):  # name the column, row and value
-            return pa.table({str(name): _object_column(str(name), events[name]) for name in events.columns})
-    raise ValidationError(
-        f"events must be a pandas DataFrame, a pyarrow Table or a Parquet path, got {type(events).__name__}"
-    )
+            table = pa.table({str(name): _object_column(str(name), events[name]) for name in events.columns})
+    else:
+        raise ValidationError(
+            f"events must be a pandas DataFrame, a pyarrow Table or a Parquet path, got {type(events).__name__}"
+        )
+    _check_unique(table.column_names)
+    return table
+
+
+def _check_unique(names: list[str]) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ValidationError(f"events have the column {name!r} more than once; drop or rename the copies")
+        seen.add(name)
+
+
+def check_event_columns(table: pa.Table, compiled: CompiledFeatureSet) -> None:
+    """Refuse an events column named like a column the training set adds (a matrix column
+    or its ``__reason``): the training table would hold that name twice. Request features
+    (context, candidate) are read from the events column of their name, so theirs count."""
+    inputs = {*compiled.context_names, *compiled.candidate_names}
+    added = {*compiled.columns, *(f"{name}__reason" for name in compiled.columns)} - inputs
+    for name in table.column_names:
+        if name in added:
+            raise ValidationError(
+                f"events column {name!r} is also a column the training set adds for {compiled.ref}; rename it "
+                "(the training table would hold two columns of that name)"
+            )
 
 
 def _object_column(name: str, series) -> pa.Array:
@@ -589,6 +615,7 @@ def point_in_time_join(
     event_ts = event_micros(table, event_timestamp)
     context.timestamp_bounds.check(event_ts, f"events column {event_timestamp!r}")
     compiled = compiled or compile_feature_set(state, feature_set_ref)
+    check_event_columns(table, compiled)
     threads = threads or min(4, os.cpu_count() or 1)
     tables, refs, reasons = [], [], []
     versions: dict[str, int] = {}

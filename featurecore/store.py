@@ -188,9 +188,14 @@ class FeatureStore:
                 as seconds or milliseconds passed where microseconds are expected, is
                 rejected with a ValidationError naming the unit.
         """
+        if root is not None and not isinstance(root, (str, os.PathLike)):
+            raise ValidationError(f"root must be the store directory (a str or os.PathLike), got {type(root).__name__} {root!r}")
         settings = load_config(config) if root is None or config is not None else StoreConfig()
+        path = os.fspath(settings.store if root is None else root)
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise ValidationError(f"store root {path!r} is a file, not a store directory; pass a directory (the primary creates it)")
         store = cls(
-            os.fspath(settings.store if root is None else root), mode=mode, preload=preload,
+            path, mode=mode, preload=preload,
             refresh_interval_s=settings.refresh_interval_s if refresh_interval_s is None else refresh_interval_s,
             changelog_retention=changelog_retention, timestamp_bounds=timestamp_bounds,
         )
@@ -430,6 +435,10 @@ class FeatureStore:
         from .streams import Ingestor, NatsSource
 
         schema = self.group_schema(group_ref)
+        if not isinstance(source, str) and not all(hasattr(source, name) for name in ("identity", "open", "fetch", "ack", "close")):
+            raise ValidationError(
+                f"source must be a 'nats://HOST:PORT/SUBJECT' URL or a StreamSource, got {type(source).__name__} {source!r}"
+            )
         stream = NatsSource(source, durable=durable, dead_letter_subject=dead_letter_subject) if isinstance(source, str) else source
         try:
             return Ingestor(schema.ref, stream, context=self.context(), max_batch=max_batch, offline_interval_s=offline_interval_s)

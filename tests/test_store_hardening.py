@@ -271,3 +271,38 @@ def test_a_stored_v1_row_still_reads_and_still_wins_over_an_older_write(populate
     assert (older.rows, older.skipped_older) == (0, 1)
     newer = store.write_online(ref, group_frame(store.state, ref, 1, seed=6), entity_ids=["u9"], feature_timestamp=T0_US + 20)
     assert (newer.rows, newer.skipped_older) == (1, 0)
+
+
+# -- arguments of open, ingestor and load_snapshot (qa sweep) ------------------------------
+
+
+def test_open_names_a_root_that_is_not_a_directory_path(tmp_path):
+    """open(5) was a TypeError from os.fspath; a root that is a file said 'File exists ...
+    only one process may open it as primary', as if another process held the store."""
+    with pytest.raises(ValidationError, match=r"root must be the store directory \(a str or os.PathLike\), got int 5"):
+        FeatureStore.open(5)
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a store")
+    with pytest.raises(ValidationError, match=rf"store root {str(a_file)!r} is a file, not a store directory"):
+        FeatureStore.open(a_file)
+    assert a_file.read_text() == "not a store"
+
+
+def test_ingestor_names_a_source_that_is_neither_a_url_nor_a_stream_source(store):
+    with pytest.raises(ValidationError, match=r"source must be a 'nats://HOST:PORT/SUBJECT' URL or a StreamSource, got int 5"):
+        store.ingestor("item_behavior:v1", 5)
+
+
+@pytest.mark.parametrize(
+    ("tenants", "match"),
+    [("default", r"tenants must be a list of tenant names, got str 'default'; pass tenants=\['default'\]"),
+     ([None], r"tenants\[0\]: tenant must be a non-empty str"), (["t\ud800"], r"tenants\[0\]: tenant must be a non-empty str")],
+)
+def test_load_snapshot_names_tenants_that_are_not_a_list_of_tenants(populated_store, tenants, match):
+    """A str was read as its characters (an empty snapshot of tenants 'd', 'e', 'f', ...), None
+    was a pybind11 TypeError from the key builder."""
+    from conftest import T0_US
+
+    with pytest.raises(ValidationError, match=match):
+        populated_store.load_snapshot("item_behavior:v1", T0_US + 3_600_000_000, tenants=tenants)
+    assert len(populated_store.load_snapshot("item_behavior:v1", T0_US + 3_600_000_000, tenants=["default"])) > 0

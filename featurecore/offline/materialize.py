@@ -44,6 +44,7 @@ import pyarrow.compute as pc
 
 from .. import _core
 from ..errors import ValidationError
+from ..keys import tenant_problem
 from ..registry.deploy import assert_materializable
 from ..online.batch import GroupSchema, micros_now
 from ..layout import group_cf_name
@@ -355,6 +356,13 @@ def load_snapshot(
     tombstone set (a store's context) the group is kept as an as-of generation file and
     returned mapped: the same snapshot loaded again, in any process, maps that file
     instead of reading the log (online/generations.py, ``as_of``)."""
+    if tenants is not None:
+        if isinstance(tenants, str) or not isinstance(tenants, (list, tuple)):
+            raise ValidationError(f"tenants must be a list of tenant names, got {type(tenants).__name__} {tenants!r}; pass tenants=[{tenants!r}]")
+        for i, tenant in enumerate(tenants):
+            problem = tenant_problem(tenant)
+            if problem:
+                raise ValidationError(f"tenants[{i}]: {problem}")
     state, tombstones = context.state, context.tombstones()
     log = OfflineLog.open(context.root, state, group_ref)
     snapshot = log.snapshot()

@@ -347,3 +347,19 @@ def test_request_and_cross_features_need_names():
     )
     error = reject(batch(f, extra=[nameless]), r"request feature '' field 'name' must be a non-empty name")
     assert any("cross feature '' field 'name' must be a non-empty name" in p for p in error.problems)
+
+
+def test_a_group_the_row_format_cannot_hold_is_rejected():
+    """The registry accepted what the native RowLayout then refused (dim > 2**20, more than
+    65,535 features): apply committed the group, then failed, and every later apply failed."""
+    wide = feature("w", dtype="embedding", dim=(1 << 20) + 1)
+    reject(batch(wide), r"feature group 'g:v1' cannot be stored as a row: .*feature 0 has dim 1048577; an embedding needs 1..1048576 dims")
+    assert validate(batch(feature("w", dtype="embedding", dim=1 << 20))).group("g:v1").features == ("w:v1",)
+
+
+@pytest.mark.parametrize("version", [2**63, 2**64, 10**23])
+def test_a_version_beyond_int64_is_rejected(version):
+    """It passed validation and failed when the registry record was encoded (OverflowError)."""
+    reject(batch(feature(version=version)), rf"feature 'f:v{version}' field 'version' must be a positive integer below 2\*\*63, got {version}")
+    f = feature()
+    reject(Definitions.of(f, group(f, version=version)), rf"feature group 'g:v{version}' field 'version' must be a positive integer below 2\*\*63")

@@ -2,6 +2,7 @@
 arguments, a closed store, a corrupted registry record) and a store that does not lose
 a deletion or serve a damaged row."""
 
+import dataclasses
 import inspect
 
 import numpy as np
@@ -306,3 +307,26 @@ def test_load_snapshot_names_tenants_that_are_not_a_list_of_tenants(populated_st
     with pytest.raises(ValidationError, match=match):
         populated_store.load_snapshot("item_behavior:v1", T0_US + 3_600_000_000, tenants=tenants)
     assert len(populated_store.load_snapshot("item_behavior:v1", T0_US + 3_600_000_000, tenants=["default"])) > 0
+
+
+def test_an_apply_the_row_format_refuses_changes_nothing(store_dir, tmp_path):
+    """A 2**21-dim embedding group was committed to the registry before its RowLayout failed:
+    the store then refused every later apply (the same error), even after reopening."""
+    from online_defs import definitions
+
+    from featurecore.errors import RegistryError
+    from featurecore.registry import FeatureGroup
+
+    base = definitions()
+    wide = dataclasses.replace(base[0], name="wide", dtype="embedding", dim=1 << 21, group="wide:v1")
+    with FeatureStore.open(store_dir) as store:
+        store.apply(base)
+        revision = store.state.revision
+        with pytest.raises(RegistryError, match=r"feature group 'wide:v1' cannot be stored as a row: .*an embedding needs 1..1048576 dims"):
+            store.apply([wide, FeatureGroup("wide", 1, "item", (wide.ref,), 3600.0, "resident", owner="ranking-team")])
+        assert store.state.revision == revision and "wide:v1" not in store.state.feature_groups
+    with FeatureStore.open(store_dir) as store:
+        assert store.state.revision == revision
+        narrow = dataclasses.replace(wide, dim=8)
+        store.apply([narrow, FeatureGroup("wide", 1, "item", (narrow.ref,), 3600.0, "resident", owner="ranking-team")])
+        assert store.group_schema("wide:v1").ref == "wide:v1"

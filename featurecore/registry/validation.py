@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from .. import _core
 from ..errors import RegistryError
 from ..keys import tenant_problem
 from ..reasons import DEFAULT_KINDS, MISSING_REASONS, STALE_CAPABLE_REASONS
@@ -124,6 +125,8 @@ def _version(obj: Any, label: str) -> list[str]:
         return [f"{label} field 'version' is missing; add version: 1 (an integer)"]
     if isinstance(obj.version, bool) or not isinstance(obj.version, int) or obj.version < 1:
         return [f"{label} field 'version' must be a positive integer, got {obj.version!r}"]
+    if obj.version >= 2**63:  # the registry record stores it as a 64-bit int
+        return [f"{label} field 'version' must be a positive integer below 2**63, got {obj.version!r}; number versions 1, 2, 3, ..."]
     return []
 
 
@@ -322,6 +325,12 @@ def check_group(group: FeatureGroup, state: RegistryState) -> list[str]:
                 f"{label} has entity {group.entity!r} but its feature {ref!r} has entity {feature.entity!r}; "
                 f"a group holds features of one entity: move the feature to a {feature.entity} group"
             )
+    features = [state.features[ref] for ref in group.features if ref in state.features]
+    if not problems and len(features) == len(group.features) and all(f.dtype in DTYPES for f in features):
+        try:  # the row format's limits (dims, feature count, slots), before anything is committed
+            _core.RowLayout([f.dtype_code for f in features], [f.width for f in features])
+        except ValueError as error:
+            problems.append(f"{label} cannot be stored as a row: {error}")
     return problems
 
 

@@ -11,8 +11,12 @@ import threading
 from pathlib import Path
 
 import uvicorn
-import uvicorn.loops.uvloop  # noqa: F401  (what uvicorn.Config(loop="uvloop", http="httptools") loads when a
-import uvicorn.protocols.http.httptools_impl  # noqa: F401  worker starts: imported here, so the supervisor shares it)
+# What uvicorn.Config(loop="uvloop", http="httptools", lifespan="off") loads when a worker
+# starts, imported here so that the supervisor, which forks the workers, shares it:
+import uvicorn.lifespan.off  # noqa: F401
+import uvicorn.loops.uvloop  # noqa: F401
+import uvicorn.protocols.http.httptools_impl  # noqa: F401
+import uvicorn.protocols.websockets.auto  # noqa: F401
 
 from ..store import FeatureStore
 from .app import AppOptions, Worker

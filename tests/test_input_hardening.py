@@ -300,3 +300,15 @@ def test_events_with_a_duplicated_column_or_one_named_like_an_output_column_are_
             store.training_set(events.assign(**{name: [1.0]}), FEATURE_SET)
     labelled = store.training_set(events.assign(clicked=[True]), FEATURE_SET).to_pandas(reasons=True)
     assert labelled.columns.is_unique and labelled["clicked"].tolist() == [True]
+
+
+def test_a_column_name_that_names_no_column_says_which_argument_gave_it(store):
+    data = frame(["k1"], item_id=["k1"], ts=[T0_US])
+    for argument, kwargs in (("entity_ids", {"entity_ids": "itemid", "feature_timestamp": "ts"}),
+                             ("feature_timestamp", {"entity_ids": "item_id", "feature_timestamp": "t"}),
+                             ("generated_at", {"entity_ids": "item_id", "feature_timestamp": "ts", "generated_at": "gen"})):
+        with pytest.raises(ValidationError, match=rf"{argument}='\w+' names no column of the batch \(columns: .*'item_id'"):
+            store.write("item_stats:v1", data, **kwargs)
+    store.write("item_stats:v1", data, entity_ids="item_id", feature_timestamp="ts")
+    assert cell(serve(store, ["k1"]), 0, "ctr:v1")[1] == "present"
+

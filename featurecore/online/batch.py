@@ -547,10 +547,13 @@ def validate_batch(
         ValidationError: naming the first bad column/row/value and how to fix it.
     """
     columns = dict(_columns_of(data))
-    named = {arg for arg in (entity_ids, feature_timestamp, generated_at) if isinstance(arg, str)}
-    for name in named:
-        if name not in columns:
-            raise ValidationError(f"{name!r} names no column of the batch (columns: {sorted(columns)}); pass the values or an existing column name")
+    arguments = {"entity_ids": entity_ids, "feature_timestamp": feature_timestamp, "generated_at": generated_at}
+    named = {value for value in arguments.values() if isinstance(value, str)}
+    for argument, name in arguments.items():
+        if isinstance(name, str) and name not in columns:
+            raise ValidationError(
+                f"{argument}={name!r} names no column of the batch (columns: {sorted(columns)}); pass the values or an existing column name"
+            )
     pick = {name: columns.pop(name) for name in named}.get
 
     def resolve(arg: Any) -> Any:

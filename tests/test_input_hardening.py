@@ -312,3 +312,20 @@ def test_a_column_name_that_names_no_column_says_which_argument_gave_it(store):
     store.write("item_stats:v1", data, entity_ids="item_id", feature_timestamp="ts")
     assert cell(serve(store, ["k1"]), 0, "ctr:v1")[1] == "present"
 
+
+def test_a_backfill_range_outside_the_timestamp_bounds_is_refused_before_reading_the_source(store):
+    """end=date(9999, 12, 31) ran the source callable for each of 2.9 million days."""
+    import datetime as dt
+
+    calls = []
+
+    def source(start, end):
+        calls.append(start)
+        assert len(calls) < 3, "the source was called for day after day of the range"
+        return pd.DataFrame({"entity_id": pd.Series([], dtype=object), "feature_timestamp": pd.Series([], dtype="int64")})
+
+    with pytest.raises(ValidationError, match=r"end: \d+ is 9999-12-3.* more than 86400 s after now"):
+        store.backfill("item_stats:v1", source, start=dt.date(2026, 7, 1), end=dt.date(9999, 12, 31), progress=False)
+    with pytest.raises(ValidationError, match=r"start: -?\d+ is 1900-01-01.* before the earliest plausible time"):
+        store.backfill("item_stats:v1", source, start=dt.date(1900, 1, 1), end=dt.date(2026, 7, 2), progress=False)
+    assert calls == []

@@ -117,6 +117,9 @@ def backfill(
             f"backfill range is empty: start {lo.isoformat()} is not before end {hi.isoformat()}; "
             "pass an end after start (the range is [start, end), dates are UTC midnights)"
         )
+    # before the source is read: a callable source runs once per day of the range
+    context.timestamp_bounds.check(_micros(lo), "start")
+    context.timestamp_bounds.check(_micros(hi) - 1, "end")
     state, tombstones = context.state, context.tombstones()
     schema = GroupSchema.from_state(state, group_ref)
     log = OfflineLog(context.root, schema)

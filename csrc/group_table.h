@@ -156,6 +156,8 @@ class GroupTable {
     const RowLayout& schema() const { return *schema_; }
     const std::shared_ptr<const RowLayout>& schema_ptr() const { return schema_; }
     size_t n_rows() const { return n_rows_; }
+    // Rows the records can hold without reallocating.
+    size_t capacity() const { return records_.capacity() / record_bytes_; }
     size_t record_bytes() const { return record_bytes_; }
     size_t extra_bytes() const { return extra_bytes_; }
 

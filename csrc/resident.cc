@@ -195,18 +195,21 @@ void IndexView::find_many(const KeyProbe& keys, const uint8_t* skip, size_t n, i
     }
 }
 
-size_t ResidentGroup::extra_bytes_for(const RowLayout& schema) {
+size_t ResidentGroup::extra_bytes_for(const RowLayout& schema, size_t id_bytes) {
     constexpr size_t kLine = 64;
+    constexpr size_t kRoom = kRecordHeadBytes - IndexView::kTextAt;  // key room before the extra bytes
     const size_t record = GroupTable::record_bytes_of(schema.n_slots(), kMinExtra);
     const size_t padded = (record + kLine - 1) / kLine * kLine;
     const size_t pad = padded - record;  // a multiple of 8, as record is
-    return record > kLine && padded <= 3 * kLine && pad * 3 <= record ? kMinExtra + pad : kMinExtra;
+    const bool small = padded <= 3 * kLine && pad * 3 <= record;
+    const bool holds_ids = id_bytes > kRoom + kMinExtra && id_bytes <= kRoom + kMinExtra + pad;
+    return record > kLine && (small || holds_ids) ? kMinExtra + pad : kMinExtra;
 }
 
 ResidentGroup::ResidentGroup(std::shared_ptr<const RowLayout> schema)
     : schema_(schema),
-      inline_key_(kRecordHeadBytes - IndexView::kTextAt + extra_bytes_for(*schema)),
-      rows_(schema, 0, extra_bytes_for(*schema)),
+      inline_key_(kRecordHeadBytes - IndexView::kTextAt + extra_bytes_for(*schema, 0)),
+      rows_(schema, 0, extra_bytes_for(*schema, 0)),
       id_(next_group_id()) {
     index_.assign(16, kFree);
     reset_filter_locked();
@@ -215,11 +218,14 @@ ResidentGroup::ResidentGroup(std::shared_ptr<const RowLayout> schema)
 ResidentGroup::ResidentGroup(std::shared_ptr<const RowLayout> schema, std::shared_ptr<const Generation> base)
     : ResidentGroup(std::move(schema)) {
     const GenerationInfo& g = base->info();
-    if (g.record_bytes != rows_.record_bytes() || g.extra_bytes != rows_.extra_bytes() ||
+    // The file's records are laid out for its ids (extra_bytes_for); the overlay takes the same layout.
+    if (g.extra_bytes < kMinExtra || g.extra_bytes % 8 != 0 || g.extra_bytes > 64 ||
+        g.record_bytes != GroupTable::record_bytes_of(schema_->n_slots(), g.extra_bytes) ||
         (g.null_bytes != 0 && g.null_bytes != schema_->bitmap_bytes()))
         throw GenerationError("generation file " + base->path() + " is refused: its rows are " +
-                              std::to_string(g.record_bytes) + " bytes, this group's are " +
-                              std::to_string(rows_.record_bytes()) + "; rebuild it (featurecore snapshot build)");
+                              std::to_string(g.record_bytes) + " bytes with " + std::to_string(g.extra_bytes) +
+                              " extra, not a layout of this group's schema; rebuild it (featurecore snapshot build)");
+    relayout_locked(g.extra_bytes);
     base_.slots = reinterpret_cast<const IndexSlot*>(base->section(kIndex));
     base_.mask = g.index_slots - 1;
     base_.rows = rows_.view();
@@ -266,9 +272,19 @@ uint64_t ResidentGroup::arena_offset(uint32_t row) const {
 
 void ResidentGroup::set_arena_offset(uint32_t row, uint64_t off) { std::memcpy(rows_.extra(row), &off, sizeof off); }
 
-void ResidentGroup::set_prefix_locked(std::string_view key) {
+void ResidentGroup::set_first_key_locked(std::string_view key) {
     prefix_.assign(key.data(), key_prefix_length(key.data(), key.size()));
     prefix_hash_ = hash_bytes(prefix_.data(), prefix_.size());
+    const KeyForm f = own_view().form_of(key.data(), key.size());
+    const size_t extra = extra_bytes_for(*schema_, f.kind == KeyForm::kInt ? 0 : f.text.size());
+    if (extra != rows_.extra_bytes()) relayout_locked(extra);
+}
+
+void ResidentGroup::relayout_locked(size_t extra_bytes) {
+    const size_t capacity = rows_.capacity();  // (a reserve() before the first upsert)
+    rows_ = GroupTable(schema_, 0, extra_bytes);
+    rows_.reserve(capacity);
+    inline_key_ = kRecordHeadBytes - IndexView::kTextAt + rows_.extra_bytes();
 }
 
 void ResidentGroup::set_key(uint32_t row, std::string_view key) {
@@ -421,7 +437,7 @@ void ResidentGroup::apply_locked(const std::vector<std::string_view>& keys, cons
     // 1. Allocate for every absent key before changing anything, so a bad_alloc
     //    leaves the group as it was (duplicates may make this a slight overestimate).
     const size_t n_absent = static_cast<size_t>(std::count(found.begin(), found.end(), kEmpty));
-    if (n0 == 0 && !gen_ && n > 0) set_prefix_locked(keys[0]);  // an empty group takes its first key's prefix
+    if (n0 == 0 && !gen_ && n > 0) set_first_key_locked(keys[0]);  // an empty group: prefix and layout of its first key
     size_t long_bytes = 0;
     const IndexView own = own_view();
     for (size_t i = 0; i < n; ++i) {
@@ -611,7 +627,9 @@ void ResidentGroup::clear() {
     filter_.shrink_to_fit();
     gen_.reset();
     base_ = IndexView();
-    set_prefix_locked("");
+    prefix_.clear();
+    prefix_hash_ = hash_bytes(prefix_.data(), 0);
+    inline_key_ = kRecordHeadBytes - IndexView::kTextAt + rows_.extra_bytes();
 }
 
 void ResidentGroup::append_key_at_locked(size_t r, std::string& out) const {

@@ -130,16 +130,23 @@ struct IndexView {
 class ResidentGroup {
   public:
     static constexpr size_t kMaxKey = 0xFFFF;
-    // Extra bytes of a record of this schema (inline key room: these + 3): at least
-    // kMinExtra (an int id or an arena offset); a record of two or three cache lines is
-    // padded to whole lines when that adds at most a third to it: the row then spans no
-    // more lines than it must (an unaligned 152-byte row straddles a fourth line a
-    // quarter of the time), and the padding holds longer ids inline, so their compare
-    // reads no arena line (36-byte UUIDs in W1's 32-float rows, 152 -> 192 bytes).
-    // Wider records are not padded: a straddled line is a smaller share of their reads,
-    // and they are where the memory is (a 1M x 64-float group: 280 bytes a row, not 320).
+    // Extra bytes of a record of this schema for a group whose ids are like its first one,
+    // stored as id_bytes of text (0: an int id) (inline key room: these + 3): at least
+    // kMinExtra (an int id or an arena offset). A record of more than a cache line is
+    // padded to whole lines
+    // - when it has two or three lines and the padding adds at most a third: the row then
+    //   spans no more lines than it must (an unaligned 152-byte row straddles a fourth
+    //   line a quarter of the time), and W1's 32-float rows (152 -> 192 bytes) hold a
+    //   36-byte UUID inline (measured: UUID W1 serving 1.17x the floor unpadded, 0.97x
+    //   padded; int ids 0.80x / 0.79x);
+    // - or when the padding holds such ids inline, which costs no more than keeping them
+    //   in the arena (a 1M x 64-float group of UUIDs: 320-byte rows serve 800 ids at 2.5x
+    //   the gather floor, 280-byte rows plus arena keys at 3.5x, in the same memory).
+    // Otherwise wider records are not padded: a 1M x 64-float group of int ids keeps
+    // 280-byte rows, not 320 (1.16x its float32 values with the index; serving 1.66x the
+    // gather floor either way).
     static constexpr size_t kMinExtra = 8;
-    static size_t extra_bytes_for(const RowLayout& schema);
+    static size_t extra_bytes_for(const RowLayout& schema, size_t id_bytes);
 
     explicit ResidentGroup(std::shared_ptr<const RowLayout> schema);
     // A group serving from a mapped generation (an empty overlay); throws
@@ -237,9 +244,12 @@ class ResidentGroup {
         const size_t len = rows_.tag(row);
         return len > inline_key_ ? len : 0;
     }
-    // Makes prefix_ the key prefix of key (or none if it is not a well-formed key); only
-    // while the group holds no row.
-    void set_prefix_locked(std::string_view key);
+    // Makes prefix_ the key prefix of key (or none if it is not a well-formed key) and
+    // lays records out for ids like key's (extra_bytes_for); only while the group holds
+    // no row and serves no generation.
+    void set_first_key_locked(std::string_view key);
+    // rows_ empty, with extra_bytes per record (capacity kept).
+    void relayout_locked(size_t extra_bytes);
 
     // Hashes of keys; throws std::invalid_argument for an empty or too long key.
     static std::vector<uint64_t> checked_hashes(const std::vector<std::string_view>& keys);
@@ -273,7 +283,7 @@ class ResidentGroup {
     void compact_arena_locked();
 
     std::shared_ptr<const RowLayout> schema_;
-    const size_t inline_key_;  // 3 + extra_bytes_for(*schema_): the longest key text kept in its record
+    size_t inline_key_;  // 3 + rows_.extra_bytes(): the longest key text kept in its record
     std::string prefix_;       // the key prefix of short keys (IndexView::prefix), base and overlay alike
     uint64_t prefix_hash_ = 0;
     mutable std::shared_mutex mu_;

@@ -116,7 +116,8 @@ def encode_rows(
 def verify_generation(path: str) -> dict[str, int]:
     """Check a whole generation file (header, sections, body checksum); returns its
     header fields (format_version, file_bytes, changelog_sequence, schema_fingerprint,
-    rows, record_bytes, index_slots, arena_bytes, key_bytes). Raises GenerationError."""
+    rows, record_bytes, null_bytes (0: no null bitmaps), index_slots, arena_bytes, key_bytes).
+    Raises GenerationError."""
 
 class MappedGeneration:
     """A generation file mapped and verified by this process (``map_generation_file``).

@@ -1,6 +1,7 @@
 """ResidentGroup against a dict oracle: upserts, overwrites, removes, memory, concurrency."""
 
 import threading
+import uuid
 
 import numpy as np
 import pytest
@@ -195,6 +196,32 @@ def test_a_64_float_group_maps_within_1_2x_its_float32_values(tmp_path):
         got = _core.ResidentGroup.map_generation(schema, file).get(keys[6:9])
         assert got.nulls()[1, 3] == has_null and not got.nulls()[0].any() and not got.nulls()[2].any()
         np.testing.assert_array_equal(got.slots()[0], np.arange(k, dtype=np.float32))
+
+
+@pytest.mark.parametrize("ids, record, arena", [("int", 280, 0), ("uuid", 320, 0), ("long", 280, 64 * 500)])
+def test_wide_records_are_padded_only_when_that_holds_the_groups_ids_inline(tmp_path, ids, record, arena):
+    """A 64-float record is padded (280 -> 320 bytes) when the group's first id fits in the
+    padding (a UUID: its compare then reads no arena line, for the bytes the arena would
+    have held), not for int ids (8 bytes) nor for ids too long to fit; the generation file
+    and its overlay keep that layout."""
+    k, n = 64, 500
+    schema = _core.RowLayout([0] * k, [1] * k)
+    names = {"int": [str(10**12 + i) for i in range(n)], "uuid": [str(uuid.UUID(int=i + 1)) for i in range(n)],
+             "long": [f"{i:064d}x"[-64:] for i in range(n)]}[ids]
+    ts = np.zeros(n, np.int64)
+    cols = [np.full(n, j, np.float32) for j in range(k)]
+    group = _core.ResidentGroup(schema)
+    group.reserve(2 * n)
+    group.upsert(_core.encode_keys("default", "item", names[:-1]), _core.encode_rows(schema, [c[:-1] for c in cols], None, ts[:-1], ts[:-1], ts[:-1]))
+    path = str(tmp_path / "g.fcgen")
+    group.write_generation(path, 1)
+    info = _core.verify_generation(path)
+    assert info["record_bytes"] == record and info["arena_bytes"] == arena - (64 if arena else 0)
+    mapped = _core.ResidentGroup.map_generation(schema, path)
+    mapped.upsert(_core.encode_keys("default", "item", names[-1:]), _core.encode_rows(schema, [c[-1:] for c in cols], None, ts[:1], ts[:1], ts[:1]))
+    got = mapped.get(_core.encode_keys("default", "item", names[:3] + names[-1:]))
+    assert (got.status() == 0).all() and (got.slots()[:, 5] == 5).all()
+    assert len(mapped) == n
 
 
 def test_readers_never_see_a_torn_row_or_half_a_batch():

@@ -488,6 +488,9 @@ def _ingest(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):  # finish the micro-batch in flight, then stop
         signal.signal(signum, lambda *_: stop.set())
+    from .streams.priority import lower_priority
+
+    lower_priority(args.nice)  # before the store, the broker client and Delta start their threads
     with FeatureStore.open(args.store, preload=args.resident) as store:
         ingestor = store.ingestor(args.group, args.source, durable=args.durable, dead_letter_subject=args.dead_letter, max_batch=args.max_batch,
                                   offline_interval_s=args.offline_interval)
@@ -517,6 +520,9 @@ def _ingest_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-batch", type=int, default=4096, help="messages per micro-batch and in flight (default 4096)")
     parser.add_argument("--offline-interval", type=float, default=1.0,
                         help="seconds applied rows may wait for their offline append (default 1; 0: every micro-batch)")
+    parser.add_argument("--nice", type=int, default=10,
+                        help="lower this process's CPU priority by this much (0-19; default 10, 0: no change) so serving "
+                             "processes on the same host come first")
     parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
     parser.add_argument("--max-messages", type=int, help="stop after this many messages")
     parser.add_argument("--idle-timeout", type=float, help="stop after this many seconds without a message")

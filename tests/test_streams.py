@@ -7,6 +7,7 @@ only when it is absent.
 from __future__ import annotations
 
 import gc
+import os
 import time
 
 
@@ -256,6 +257,48 @@ def test_a_trickling_stream_is_applied_in_micro_batches_a_period_apart(store, se
         source.close()
 
 
+def test_lower_priority_lowers_every_thread_and_the_threads_started_after_it():
+    import subprocess
+    import sys
+
+    script = """
+import os, threading
+from featurecore.streams.priority import lower_priority
+def nices():
+    return sorted({int(open(f"/proc/self/task/{t}/stat").read().rsplit(")", 1)[1].split()[16]) for t in os.listdir("/proc/self/task")})
+stop = threading.Event()
+before = threading.Thread(target=stop.wait); before.start()
+base = os.getpriority(os.PRIO_PROCESS, 0)
+print(lower_priority(3), base)
+after = threading.Thread(target=stop.wait); after.start()
+print(nices())
+stop.set()
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    changed, base = map(int, result.stdout.split("\n")[0].split())
+    assert changed >= 2  # the main thread and the one already running
+    assert result.stdout.split("\n")[1] == f"[{min(19, base + 3)}]"  # every thread, the later one too
+
+
+def test_lower_priority_refuses_what_is_not_a_niceness():
+    from featurecore.streams.priority import lower_priority
+
+    for bad in (-1, 20, True, 2.5, "10"):
+        with pytest.raises(ValidationError, match="nice must be an int from 0"):
+            lower_priority(bad)
+    assert lower_priority(0) == 0
+
+
+def thread_niceness(pid):
+    """The set of nice values of process ``pid``'s threads."""
+    found = set()
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/stat") as f:
+            found.add(int(f.read().rsplit(")", 1)[1].split()[16]))  # field 19: nice
+    return found
+
+
 def ack_floor(server, subject):
     async def work(nc, js):
         return (await js.consumer_info(subject, "test")).ack_floor.stream_seq
@@ -388,6 +431,9 @@ def test_the_cli_consumer_serves_metrics_stops_gracefully_on_sigterm_and_monitor
                 continue
         assert "featurecore_ingest_freshness_seconds_bucket" in scraped
         assert f'featurecore_ingest_rows_total{{group="{GROUP}",source="nats:{subject}:cli"}} 50.0' in scraped
+        # `featurecore ingest` runs below serving's priority by default (--nice 10), every thread of it
+        own = os.getpriority(os.PRIO_PROCESS, 0)
+        assert thread_niceness(process.pid) == {min(19, own + 10)}
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=30)
     finally:

@@ -329,3 +329,13 @@ def test_a_backfill_range_outside_the_timestamp_bounds_is_refused_before_reading
     with pytest.raises(ValidationError, match=r"start: -?\d+ is 1900-01-01.* before the earliest plausible time"):
         store.backfill("item_stats:v1", source, start=dt.date(1900, 1, 1), end=dt.date(2026, 7, 2), progress=False)
     assert calls == []
+
+
+@pytest.mark.parametrize(("argument", "value"), [("threads", "2"), ("threads", -1), ("threads", 1.5), ("chunk_rows", 0), ("chunk_rows", -5), ("chunk_rows", True)])
+def test_training_set_threads_and_chunk_rows_must_be_positive_ints(store, argument, value):
+    """threads='2' was a pybind11 TypeError; threads=-1 and chunk_rows=0 or -5 were taken."""
+    write(store, ["i1"])
+    events = pd.DataFrame({"item_id": ["i1"], "user_id": ["u1"], "creator_id": ["c1"], "event_timestamp": [AT]})
+    with pytest.raises(ValidationError, match=rf"{argument} must be a positive int or None, got {value!r}"):
+        store.training_set(events, FEATURE_SET, **{argument: value})
+    assert len(store.training_set(events, FEATURE_SET, **{argument: 2})) == 1

@@ -611,6 +611,9 @@ def point_in_time_join(
     state, tombstones = context.state, context.tombstones()
     assert_trainable(state, feature_set_ref, include_archived=include_archived)
     check_tenant(tenant)
+    for argument, value in (("threads", threads), ("chunk_rows", chunk_rows)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValidationError(f"{argument} must be a positive int or None, got {value!r}")
     table = events_table(events)
     event_ts = event_micros(table, event_timestamp)
     context.timestamp_bounds.check(event_ts, f"events column {event_timestamp!r}")

@@ -68,6 +68,12 @@ def test_monitoring_raises_featurecore_errors(tmp_path):
     assert monitor.status().last_error.startswith("ValidationError: parity check returned str; return a ParityReport")
     with pytest.raises(ValidationError, match="cannot read baseline .*missing.bin.*Baseline.save"):
         Baseline.load(tmp_path / "missing.bin")
+    baseline = Baseline.from_matrix(np.ones((4, 1), np.float32), np.zeros((4, 1), np.uint8), ["a"])
+    with pytest.raises(ValidationError, match=r"cannot write baseline .*nowhere.*No such file or directory.*existing, writable folder"):
+        baseline.save(tmp_path / "nowhere" / "b.bin")  # was a bare FileNotFoundError
+    assert not (tmp_path / "nowhere").exists()
+    baseline.save(tmp_path / "b.bin")
+    assert Baseline.load(tmp_path / "b.bin").columns == ("a",)
 
 
 # -- explicit keyword arguments ---------------------------------------------------------

@@ -255,8 +255,11 @@ class Baseline:
             "created_at_us": self.created_at_us,
         }
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(msgpack.packb(doc, use_bin_type=True))
-        tmp.replace(path)
+        try:
+            tmp.write_bytes(msgpack.packb(doc, use_bin_type=True))
+            tmp.replace(path)
+        except OSError as exc:
+            raise ValidationError(f"cannot write baseline {str(path)!r}: {exc}; pass a path in an existing, writable folder") from None
 
     @classmethod
     def load(cls, path: str | Path) -> "Baseline":

@@ -336,3 +336,29 @@ def test_an_apply_the_row_format_refuses_changes_nothing(store_dir, tmp_path):
         narrow = dataclasses.replace(wide, dim=8)
         store.apply([narrow, FeatureGroup("wide", 1, "item", (narrow.ref,), 3600.0, "resident", owner="ranking-team")])
         assert store.group_schema("wide:v1").ref == "wide:v1"
+
+
+@pytest.mark.parametrize("definitions", [None, 5, object()])
+def test_apply_names_definitions_that_are_not_definitions(store, definitions):
+    """apply(None) was 'Definitions.of() argument after * must be an iterable, not NoneType'."""
+    from featurecore.errors import RegistryError
+
+    revision = store.state.revision
+    with pytest.raises(RegistryError, match=r"definitions must be a Definitions, a features repo path or a list of definition objects, got "):
+        store.apply(definitions)
+    assert store.state.revision == revision
+
+
+def test_a_yaml_file_that_is_not_utf8_is_a_problem_naming_the_file(store, tmp_path, capsys):
+    """It was a UnicodeDecodeError traceback (from apply, plan and the CLI)."""
+    from featurecore.cli import main
+    from featurecore.errors import RegistryError
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "good.yaml").write_text("features: []\n")
+    (repo / "latin1.yaml").write_bytes("features: []  # caf\xe9\n".encode("latin-1"))
+    with pytest.raises(RegistryError, match=r"latin1.yaml: not UTF-8 text \(invalid continuation byte at byte 19\); save the file as UTF-8"):
+        store.apply(repo)
+    assert main(["plan", "--store", store.root, "--repo", str(repo)]) == 1
+    assert "latin1.yaml: not UTF-8 text" in capsys.readouterr().err

@@ -582,6 +582,8 @@ def load_definitions(path: str | os.PathLike) -> Definitions:
             definitions = definitions.merged(load_yaml_text(file.read_text(encoding="utf-8"), str(file)))
         except RegistryError as exc:
             problems.extend(exc.problems)
+        except UnicodeDecodeError as exc:
+            problems.append(f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start}); save the file as UTF-8")
     if problems:
         raise RegistryError(f"{len(problems)} problem(s) loading {path}: {problems[0]}", problems)
     return definitions

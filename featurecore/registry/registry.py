@@ -44,6 +44,11 @@ def as_definitions(definitions: DefinitionsLike) -> Definitions:
         return definitions
     if isinstance(definitions, (str, os.PathLike)):
         return load_definitions(definitions)
+    if not isinstance(definitions, Iterable):
+        raise RegistryError(
+            f"definitions must be a Definitions, a features repo path or a list of definition objects, got "
+            f"{type(definitions).__name__} {definitions!r}"
+        )
     return Definitions.of(*definitions)
 
 

@@ -42,7 +42,9 @@ import numpy as np
 
 from . import _core
 from .errors import AccessDeniedError, FeatureStoreError, NotFoundError, ValidationError
+from .keys import check_tenant
 from .layout import META_CF
+from .online.batch import one_id
 from .storage.records import RecordStore, records_of
 from .registry.model import PERSONAL_PRIVACY_CLASSES, PRIVACY_CLASSES, RegistryState
 
@@ -241,7 +243,8 @@ class ConsentRegistry:
             Every class now revoked for the user.
         """
         classes = _check_classes(classes)
-        user = str(user_id)
+        user = one_id(user_id, "user_id")
+        check_tenant(tenant)
         with self._shared.lock:
             now = self._shared.revoked.get((tenant, user), frozenset()) | classes
             self._write(tenant, user, now)
@@ -249,7 +252,8 @@ class ConsentRegistry:
 
     def restore_consent(self, tenant: str, user_id: str | int, classes: Iterable[str] | None = None) -> frozenset[str]:
         """Give consent back for ``classes`` (default: all). Returns the classes still revoked."""
-        user = str(user_id)
+        user = one_id(user_id, "user_id")
+        check_tenant(tenant)
         with self._shared.lock:
             before = self._shared.revoked.get((tenant, user), frozenset())
             now = frozenset() if classes is None else before - _check_classes(classes)

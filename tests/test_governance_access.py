@@ -221,3 +221,32 @@ def test_the_module_examples_hold():
     import featurecore.access as access
 
     assert doctest.testmod(access, raise_on_error=False).failed == 0
+
+
+@pytest.mark.parametrize(
+    ("tenant", "user_id", "problem"),
+    [
+        ("default", None, r"user_id must be one id \(str or int\), got NoneType None"),
+        ("default", ["u1"], r"user_id must be one id \(str or int\), got list"),
+        ("default", True, r"user_id must be one id \(str or int\), got bool True"),
+        ("default", "", r"user_id must be a non-empty id, got ''"),
+        ("default", -5, r"user_id row 0: integer ids must be >= 0, got -5"),
+        ("", "u1", r"tenant must be a non-empty str"),
+        (None, "u1", r"tenant must be a non-empty str"),
+    ],
+)
+def test_consent_of_an_id_that_is_not_one_user_is_refused_and_nothing_is_written(store_dir, example_repo, tenant, user_id, problem):
+    """revoke_consent('default', None) revoked the user 'None', tenant '' a tenant nobody serves:
+    the call succeeded while the user meant kept being served personalized features."""
+    from featurecore.cli import main
+
+    with FeatureStore.open(store_dir) as store:
+        store.apply(example_repo)
+        consent = ConsentRegistry(store)
+        for change in (consent.revoke_consent, consent.restore_consent):
+            with pytest.raises(ValidationError, match=problem):
+                change(tenant, user_id)
+    with FeatureStore.open(store_dir, mode="read_only") as reopened:
+        assert reopened.access_policy.consent.revoked(tenant, str(user_id)) == frozenset()  # the key it used to write
+    if isinstance(user_id, str) and isinstance(tenant, str):  # the CLI passes text
+        assert main(["consent", "revoke", "--store", str(store_dir), "--user", user_id, "--tenant", tenant]) == 1

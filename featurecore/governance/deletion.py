@@ -49,7 +49,7 @@ from ..keys import split_pair_ids
 from ..layout import META_CF
 from ..online import generations
 from ..online.backend import OnlineBackend, WriteBatchSpec, backend_of
-from ..online.batch import GroupSchema, check_tenant, normalize_ids
+from ..online.batch import GroupSchema, check_tenant, one_id
 from ..online.context import StoreContext
 from ..online.tombstones import (
     TOMBSTONE_PREFIX,
@@ -183,13 +183,7 @@ def delete_entity(
             f"entity {entity!r} is a pair entity; delete one of its components "
             f"({', '.join(state.entity(entity).components)}), which removes the pair rows too"
         )
-    if isinstance(entity_id, (bool, np.bool_)) or not isinstance(entity_id, (str, int, np.integer)):
-        raise ValidationError(
-            f"entity_id must be one id (str or int), got {type(entity_id).__name__} {entity_id!r}; delete each id with its own call"
-        )
-    if entity_id == "":
-        raise ValidationError("entity_id must be a non-empty id, got ''")
-    entity_id = str(normalize_ids([entity_id], "entity_id")[0])  # negative, too long or not Unicode: refused here
+    entity_id = one_id(entity_id, "entity_id")  # None, a list, negative, too long, not Unicode: refused here
     check_tenant(tenant)
     context.online_writer("delete an entity")  # raises unless primary, before anything is written
     write_tombstone(context.online_backend("delete an entity"), tenant, entity, entity_id, reason=reason, deleted_at_us=requested)

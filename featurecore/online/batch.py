@@ -377,6 +377,17 @@ def normalize_ids(ids: Any, what: str = "entity_ids", *, missing_ok: bool = Fals
     return out
 
 
+def one_id(value: Any, what: str) -> str:
+    """One entity id (a str, or an int >= 0) as its key text; a ValidationError naming
+    ``what`` for anything else (None, a list, a bool, a float, "", a negative int, an id
+    too long for a key or not Unicode text), so no str() of a mistake names an entity."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (str, int, np.integer)):
+        raise ValidationError(f"{what} must be one id (str or int), got {type(value).__name__} {value!r}; pass each id with its own call")
+    if isinstance(value, str) and not value:
+        raise ValidationError(f"{what} must be a non-empty id, got ''")
+    return str(normalize_ids([value], what)[0])
+
+
 def request_ids(ids: Any, entity: str) -> "list[str] | np.ndarray":
     """``normalize_ids(ids, what, missing_ok=True)`` with the request's fast paths (this
     runs for every entity of every request): a list whose first id is str is returned

@@ -51,3 +51,11 @@ class GenerationError(FeatureStoreError):
     """A generation file (a resident group's shared, memory-mapped snapshot) is missing,
     truncated, corrupt or of another schema: it is refused, never served; the group is
     built from RocksDB instead. Rebuild it with ``featurecore snapshot build``."""
+
+
+def check_flag(value: object, argument: str) -> bool:
+    """``value`` when it is a bool, else a ValidationError naming ``argument``: a truthy
+    string such as ``"no"`` would otherwise silently mean True."""
+    if not isinstance(value, bool):
+        raise ValidationError(f"{argument} must be True or False, got {value!r}")
+    return value

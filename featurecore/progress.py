@@ -14,12 +14,14 @@ import time
 from types import TracebackType
 from typing import Any
 
+from .errors import check_flag
+
 log = logging.getLogger(__name__)
 
 
 def enabled(progress: "bool | None") -> bool:
     """``progress`` as given, else whether stderr is a terminal (the default of every job)."""
-    return sys.stderr.isatty() if progress is None else bool(progress)
+    return sys.stderr.isatty() if progress is None else check_flag(progress, "progress")
 
 
 class ProgressBar:

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Mapping, Sequence, cast
 
 from . import _core
-from .errors import FeatureStoreError, NotFoundError, ValidationError
+from .errors import FeatureStoreError, NotFoundError, ValidationError, check_flag
 from .access import AccessPolicy, ConsentRegistry
 from .governance.deletion import pending_deletions, resume_deletions
 from .online import generations
@@ -572,6 +572,7 @@ class FeatureStore:
         a new generation file (``build_generations``), which serving processes map.
         """
         self._require_primary("materialize")
+        check_flag(incremental, "incremental")
         as_of_us = None if as_of is None else self._micros(as_of, "as_of")
         refs = [self.group_schema(group_ref).ref] if group_ref else [
             g.ref for g in self.state.feature_groups.values() if self.state.is_online(g.ref)
@@ -832,6 +833,7 @@ class FeatureStore:
         groups built on stderr (default: when stderr is a terminal)."""
         if self._closed:
             self._raise_closed()
+        check_flag(force, "force")
         schemas = self.resident_schemas(group_ref)
         built = []
         with ProgressBar("snapshot build", len(schemas), unit="groups", progress=progress) as bar:

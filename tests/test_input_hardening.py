@@ -10,6 +10,7 @@ import pytest
 from online_defs import FEATURE_SET, HOUR_US, T0_US, definitions, item_frame, user_frame
 
 from featurecore import FeatureRequest, FeatureStore, FeatureStoreError, Reason, ValidationError
+from featurecore.governance.deletion import delete_entity, pending_deletions
 from featurecore.online.batch import INT64_FEATURE_LIMIT, MAX_ID_BYTES, MAX_KEY_BYTES
 from featurecore.online.writer import Change
 
@@ -339,3 +340,28 @@ def test_training_set_threads_and_chunk_rows_must_be_positive_ints(store, argume
     with pytest.raises(ValidationError, match=rf"{argument} must be a positive int or None, got {value!r}"):
         store.training_set(events, FEATURE_SET, **{argument: value})
     assert len(store.training_set(events, FEATURE_SET, **{argument: 2})) == 1
+
+
+# -- flags: a truthy string is not True ----------------------------------------------------
+
+
+@pytest.mark.parametrize("flag", ["no", "yes", 1, 0, None])
+def test_a_flag_that_is_not_a_bool_is_refused_naming_it(store, store_dir, flag):
+    """materialize(incremental="no") ran incrementally, write(progress="no") drew a bar and
+    build_generations(force="no") forced a rebuild: every one was taken for its truthiness."""
+    if flag is not None:
+        with pytest.raises(ValidationError, match=r"incremental must be True or False, got"):
+            store.materialize("item_stats:v1", incremental=flag)
+        with pytest.raises(ValidationError, match=r"force must be True or False, got"):
+            store.build_generations("item_stats:v1", force=flag)
+    with pytest.raises(ValidationError, match=r"progress must be True or False, got"):
+        store.write("item_stats:v1", frame(["i1"]), entity_ids=["i1"], feature_timestamp=T0_US,
+                    progress=flag if flag is not None else "no")
+    write(store, ["i2"])
+    with pytest.raises(ValidationError, match=r"progress must be True or False, got"):
+        delete_entity(store, "item", "i2", progress=flag if flag is not None else "no")
+    store.close()
+    assert_unwritten(store_dir)
+    with FeatureStore.open(store_dir) as reopened:  # no tombstone: i2 is still served
+        assert cell(serve(reopened, ["i2"]), 0, "ctr:v1")[1] == "present"
+        assert pending_deletions(reopened) == []

@@ -44,7 +44,7 @@ import msgpack
 import numpy as np
 
 from .. import _core
-from ..errors import ValidationError
+from ..errors import ValidationError, check_flag
 from ..keys import split_pair_ids
 from ..layout import META_CF
 from ..online import generations
@@ -185,6 +185,8 @@ def delete_entity(
         )
     entity_id = one_id(entity_id, "entity_id")  # None, a list, negative, too long, not Unicode: refused here
     check_tenant(tenant)
+    if progress is not None:
+        check_flag(progress, "progress")  # before the tombstone: the bar is made after it
     context.online_writer("delete an entity")  # raises unless primary, before anything is written
     write_tombstone(context.online_backend("delete an entity"), tenant, entity, entity_id, reason=reason, deleted_at_us=requested)
     return _finish_deletion(context, tenant, entity, entity_id, requested, reason, progress=progress)

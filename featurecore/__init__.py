@@ -12,9 +12,9 @@ class or a submodule does not pay for numpy, RocksDB and the registry at start-u
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
+from . import lazy
 from .errors import (
     AccessDeniedError,
     FeatureStoreError,
@@ -49,16 +49,11 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'featurecore' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value  # later reads are plain module attributes
-    return value
+    return lazy.load(__name__, _LAZY, name)
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+    return lazy.names(__name__, _LAZY)
 
 
 __all__ = [

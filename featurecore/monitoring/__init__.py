@@ -13,8 +13,9 @@ Wiring (what the serving path, the CLI and the demo call):
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
+
+from .. import lazy
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
     from .collector import FeatureSetSummary, Histograms, ServingCollector
@@ -76,16 +77,11 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'featurecore.monitoring' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value  # later reads are plain module attributes
-    return value
+    return lazy.load(__name__, _LAZY, name)
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+    return lazy.names(__name__, _LAZY)
 
 
 __all__ = [

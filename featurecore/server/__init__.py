@@ -12,23 +12,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .. import lazy
+
 if TYPE_CHECKING:
     from .supervisor import ServeOptions, serve
 
 __all__ = ["ServeOptions", "serve"]
 
 
-def __getattr__(name: str) -> Any:
-    # Lazy, so `python -m featurecore.server.auth` runs its module once (no runpy warning)
-    # and importing the wire format does not load the supervisor.
-    if name in __all__:
-        from . import supervisor
+# Lazy, so `python -m featurecore.server.auth` runs its module once (no runpy warning) and
+# importing the wire format does not load the supervisor.
+_HOMES = {"ServeOptions": ".supervisor", "serve": ".supervisor"}
 
-        value = getattr(supervisor, name)
-        globals()[name] = value  # later reads are plain module attributes
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+def __getattr__(name: str) -> Any:
+    return lazy.load(__name__, _HOMES, name)
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+    return lazy.names(__name__, _HOMES)

@@ -7,8 +7,9 @@ install, which ``materialize`` and ``featurecore monitor`` rely on.
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING, Any
+
+from .. import lazy
 
 if TYPE_CHECKING:
     from .ingest import BatchResult, Ingestor, IngestStats
@@ -17,21 +18,17 @@ if TYPE_CHECKING:
     from .source import StreamMessage, StreamSource
 
 _HOMES = {
-    "BatchResult": "ingest", "Ingestor": "ingest", "IngestStats": "ingest",
-    "NatsSource": "nats", "parse_nats_url": "nats",
-    "read_positions": "positions",
-    "StreamMessage": "source", "StreamSource": "source",
+    "BatchResult": ".ingest", "Ingestor": ".ingest", "IngestStats": ".ingest",
+    "NatsSource": ".nats", "parse_nats_url": ".nats",
+    "read_positions": ".positions",
+    "StreamMessage": ".source", "StreamSource": ".source",
 }
 __all__ = ["BatchResult", "Ingestor", "IngestStats", "NatsSource", "StreamMessage", "StreamSource", "parse_nats_url", "read_positions"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in _HOMES:
-        value = getattr(import_module(f".{_HOMES[name]}", __name__), name)
-        globals()[name] = value  # later reads are plain module attributes
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return lazy.load(__name__, _HOMES, name)
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+    return lazy.names(__name__, _HOMES)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import os
 
+from ..errors import ValidationError
+
 logger = logging.getLogger(__name__)
 
 
@@ -21,8 +23,6 @@ def lower_priority(increment: int, pid: "int | None" = None) -> int:
     are changed one by one here. A thread whose niceness cannot change (permissions) is
     logged and skipped: priority is a preference, not a guarantee."""
     if isinstance(increment, bool) or not isinstance(increment, int) or not 0 <= increment <= 19:
-        from ..errors import ValidationError
-
         raise ValidationError(f"nice must be an int from 0 (no change) to 19 (lowest priority), got {increment!r}; e.g. --nice 10")
     if increment == 0:
         return 0

@@ -229,8 +229,8 @@ def forked_parent(root: str, n: int) -> None:
     once (no database opened here), freeze the objects for the collector, fork n workers."""
     import gc
 
-    from featurecore.online import generations
     from featurecore.serving import FeatureRequest  # noqa: F401  (imported here, shared with the workers)
+    from featurecore.serving.preload import preload
     from featurecore.store import FeatureStore  # noqa: F401
 
     # This harness's request generator (numpy 2 imports numpy.random on first use): a
@@ -239,9 +239,9 @@ def forked_parent(root: str, n: int) -> None:
     import numpy.random  # noqa: F401
 
     start = time.perf_counter()
-    preloaded = generations.preload(root)
+    preloaded = preload(root)
     print(json.dumps({"pid": os.getpid(), "preload_ms": (time.perf_counter() - start) * 1000,
-                      "files": len(preloaded)}), flush=True)
+                      "files": len(preloaded.mappings), "registry": preloaded.registry is not None}), flush=True)
     gc.freeze()
     children = []
     for _ in range(n):

@@ -9,8 +9,9 @@ Three roles, as in a deployed service:
 - the writer (its own process: the primary) applies the bundled example repo, writes item
   features, publishes the resident groups as generation files and keeps writing;
 - the serving parent (this process) imports featurecore, maps and verifies the current
-  generation files once (``generations.preload``: it reads only their manifests, never
-  opens the database), freezes its objects for the collector and forks the workers
+  generation files and decodes the registry published with them once
+  (``featurecore.serving.preload.preload``: it reads only files, never opens the
+  database), freezes its objects for the collector and forks the workers
   (``--spawn``: fresh interpreters instead, each mapping and checking the files itself);
 - each worker opens the store with ``mode="secondary"``: it serves from the inherited
   mapping (one copy of the rows in the page cache, whatever the number of workers),
@@ -37,7 +38,7 @@ import numpy as np
 
 import featurecore as fc
 import featurecore.examples
-from featurecore.online import generations
+from featurecore.serving.preload import preload
 
 N_ITEMS = 20_000
 CANDIDATES = 800
@@ -114,7 +115,7 @@ def main() -> None:
     if not ready.wait(120):
         raise SystemExit("the writer did not publish the generations within 120 s")
     ctx = spawn if args.spawn else mp.get_context("fork")
-    preloaded = [] if args.spawn else generations.preload(args.store)  # checked once, here
+    preloaded = None if args.spawn else preload(args.store)  # files mapped and checked, registry decoded: once, here
     gc.freeze()  # the parent's objects stay shared with the forked workers
     results, done = ctx.Queue(), ctx.Event()
     workers = [ctx.Process(target=worker, args=(args.store, args.seconds, results, done)) for _ in range(args.workers)]
@@ -132,7 +133,7 @@ def main() -> None:
     primary.join()
     for report in sorted(reports, key=lambda r: r["pid"]):
         print(json.dumps(report))
-    print(json.dumps({"workers": args.workers, "forked": not args.spawn, "preloaded_files": len(preloaded),
+    print(json.dumps({"workers": args.workers, "forked": not args.spawn, "preloaded_files": len(preloaded.mappings) if preloaded else 0,
                       "pss_parent_and_workers_mib": round(total_mib, 1)}))
     assert all(r["mapped"] and abs(r["last_ctr"] - CTRS[-1]) < 1e-6 for r in reports), "a worker missed the shared generation or a write"
 

@@ -43,6 +43,7 @@ from .registry.provenance import BatchLineage, record_lineage
 from .registry.registry import DefinitionsLike, Registry
 from .registry.validation import ApplyPlan
 from .config import StoreConfig, load_config
+from .serving.preload import inherited as preloaded_by_parent
 from .serving.adhoc import AdhocFeatureSets
 from .serving.engine import PreparedFeatureSet, ServingEngine
 from .serving.matrix import FeatureMatrix
@@ -126,10 +127,17 @@ class FeatureStore:
         #: The online storage seam (replaced when a secondary reopens); the registry, lineage
         #: and consent keep their records in it too.
         self._backend = self._open_backend()
-        self.snapshots = Snapshots(lambda: self._backend, self._lock, root=self.root, publish=mode == "primary")
+        self.snapshots = Snapshots(
+            lambda: self._backend, self._lock, root=self.root, publish=mode == "primary", on_publish=self._publish_registry
+        )
         self.direct = DirectReader(lambda: self._backend)
+        # What a parent decoded and compiled before forking this process (serving.preload;
+        # its generation mappings stay with the caller, so this store pins no file).
+        preloaded = preloaded_by_parent(self.root)
+        self._known_registry = preloaded.registry if preloaded is not None else None
+        plans = preloaded.compiled if preloaded is not None else {}
         try:
-            self.registry = Registry(self._backend)
+            self.registry = Registry(self._backend, known=self._known_registry)
             #: Purpose rules, privacy mode, tenant rules, user consent and the denial audit.
             self.access_policy = AccessPolicy(ConsentRegistry(self._backend))
             self._engine = ServingEngine(
@@ -139,6 +147,8 @@ class FeatureStore:
                 resident=self.snapshots.resident,
                 residents=self.snapshots.residents,
                 direct=self.direct,
+                # the parent's plans only for the very state they were compiled from
+                compiled=plans if self._known_registry and self.registry.state is self._known_registry[1] else None,
             )
             if mode == "primary":
                 self._writer = OnlineWriter(self._backend, self.snapshots, self._lock, changelog_retention=changelog_retention)
@@ -243,7 +253,19 @@ class FeatureStore:
         self._require_primary("apply definitions")
         plan = self.registry.apply(definitions)
         self._backend.create_groups([self.group_schema(group.ref).cf_name for group in self.state.feature_groups.values()])
+        if os.path.isdir(os.path.join(self.root, generations.DIRECTORY)):
+            self._publish_registry()  # keep the record next to the published generations current
         return plan
+
+    def _publish_registry(self) -> None:
+        """Write the registry's head record next to the generations (the primary, after
+        publishing one and after an apply), for parents that fork serving workers."""
+        head = self.registry.head_record()
+        if head is not None:
+            try:
+                generations.publish_registry(self.root, *head)
+            except OSError as error:
+                logger.error("could not write the registry record next to the generations (%s); workers read it themselves", error)
 
     def group_schema(self, group_ref: str) -> GroupSchema:
         """The write schema of ``group_ref`` (``"name:vN"``, or a bare name for its
@@ -928,7 +950,7 @@ class FeatureStore:
         for path in self._secondary_dirs[:-1]:
             shutil.rmtree(path, ignore_errors=True)
         del self._secondary_dirs[:-1]
-        self.registry = Registry(self._backend)
+        self.registry = Registry(self._backend, known=self._known_registry)
         self.access_policy.consent = ConsentRegistry(self._backend)
 
     # -- lifecycle --------------------------------------------------------------------------

@@ -17,6 +17,12 @@ current and the previous one is then removed: a process still mapping a removed 
 keeps serving it (the kernel frees it on the last unmap), one that read the old
 manifest just before retries.
 
+Next to the groups' directories, ``REGISTRY`` holds the registry's head revision record
+as of the last publish (``publish_registry``): a parent that forks serving workers
+decodes it once (``featurecore.serving.preload``), and each worker uses that decoded
+state only when its own RocksDB head record is the same bytes. A stale, missing or
+damaged file costs each worker a decode of its own, never a wrong definition.
+
 As-of generations (``as_of``): ``load_snapshot``'s group as of a time, built once from
 the offline table and kept as ``asof/t<tombstone version>-<key hash>.fcgen`` in the
 group's directory; a later call with the same key (group, time, offline table version,
@@ -33,8 +39,10 @@ import hashlib
 import json
 import logging
 import os
+import struct
 import time
 import uuid
+import zlib
 from dataclasses import asdict, dataclass
 from typing import Callable
 from urllib.parse import quote, unquote
@@ -50,6 +58,10 @@ MANIFEST = "MANIFEST"
 SUFFIX = ".fcgen"
 #: A temporary file older than this is a crashed publish's leftover and is removed.
 STALE_TEMP_S = 600.0
+#: The registry record published with the generations, and its header (magic, revision, CRC-32 of the record).
+REGISTRY = "REGISTRY"
+REGISTRY_MAGIC = b"FCREG001"
+_REGISTRY_HEADER = struct.Struct(">8sQI")
 #: The subdirectory of a group's directory holding its as-of generations.
 AS_OF = "asof"
 #: As-of generations kept per group.
@@ -118,6 +130,44 @@ def publish(root: str, group_cf: str, group: _core.ResidentGroup, sequence: int)
     _prune(directory, keep=lambda entry: entry.name in (name, previous))
     logger.info("published generation %s of %s (%d rows, sequence %d)", name, group_cf, manifest.rows, sequence)
     return manifest
+
+
+def publish_registry(root: str, revision: int, record: bytes) -> None:
+    """Write the registry's head ``record`` (at ``revision``) as ``<root>/generations/REGISTRY``
+    (a temporary file renamed into place: readers see the old or the new one; a torn file
+    after a crash fails its checksum and is ignored)."""
+    directory = os.path.join(root, DIRECTORY)
+    os.makedirs(directory, exist_ok=True)
+    temp = os.path.join(directory, f".tmp-{REGISTRY}-{uuid.uuid4().hex[:12]}")
+    try:
+        with open(temp, "wb") as f:
+            f.write(_REGISTRY_HEADER.pack(REGISTRY_MAGIC, revision, zlib.crc32(record)) + record)
+        os.rename(temp, os.path.join(directory, REGISTRY))
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)
+    _prune(directory, keep=lambda entry: True)  # a crashed publish's temporary file
+
+
+def registry_record(root: str) -> "tuple[int, bytes] | None":
+    """The registry revision and record ``publish_registry`` last wrote in store ``root``;
+    None when there is none, or when the file is damaged (logged)."""
+    path = os.path.join(root, DIRECTORY, REGISTRY)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        logger.error("%s is unreadable (%s); each worker reads the registry itself", path, error)
+        return None
+    if len(data) >= _REGISTRY_HEADER.size:
+        magic, revision, crc = _REGISTRY_HEADER.unpack_from(data)
+        record = data[_REGISTRY_HEADER.size :]
+        if magic == REGISTRY_MAGIC and zlib.crc32(record) == crc:
+            return revision, record
+    logger.error("%s is damaged (bad header or checksum); each worker reads the registry itself until the next publish", path)
+    return None
 
 
 def _current_file(root: str, group_cf: str) -> "str | None":

@@ -72,6 +72,8 @@ class Snapshots:
             The primary also maps generations another process publishes (``featurecore
             snapshot build``): once a group is loaded, a thread checks the manifests every
             ``FOLLOW_INTERVAL_S`` (secondaries do it on their refresh pass); ``close`` stops it.
+        on_publish: called after each generation this process publishes (the store
+            writes the registry record next to it, ``generations.publish_registry``).
     """
 
     def __init__(
@@ -81,8 +83,10 @@ class Snapshots:
         *,
         root: "str | None" = None,
         publish: bool = False,
+        on_publish: "Callable[[], None] | None" = None,
     ):
         self._backend = backend
+        self._on_publish = on_publish
         self._root = root
         self._publish = publish and root is not None
         #: Generation files refused (and not retried), by path.
@@ -222,7 +226,12 @@ class Snapshots:
         except (OSError, GenerationError) as error:
             logger.error("%s: could not publish a generation (%s); serving it from this process's memory", schema.cf_name, error)
             return group
+        self._published()
         return self._map_current(schema) or group
+
+    def _published(self) -> None:
+        if self._on_publish is not None:
+            self._on_publish()
 
     def publish(self, schema: GroupSchema, *, force: bool = False) -> "generations.Manifest":
         """Build ``schema``'s group from RocksDB and publish it as its current generation
@@ -239,6 +248,7 @@ class Snapshots:
                 group, sequence = self._build(schema)
                 manifest = generations.publish(self._root, schema.cf_name, group, sequence)
                 del group
+            self._published()  # the registry record too, even when the generation was current already
             if schema.cf_name in self._groups:
                 self.switch_generations([schema.cf_name])
             return manifest

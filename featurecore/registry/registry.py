@@ -64,10 +64,14 @@ class Registry:
     ...     registry.apply("examples/recsys")
     """
 
-    def __init__(self, records: RecordStore, *, owns_records: bool = False):
+    def __init__(self, records: RecordStore, *, owns_records: bool = False, known: "tuple[bytes, RegistryState] | None" = None):
+        """``known``: a revision record and its decoded state, used instead of decoding
+        the head when the head's record is these very bytes (a process forked from a
+        parent that decoded the published record, ``featurecore.serving.preload``)."""
         self._records = records
         self._owns_records = owns_records
         self._lock = threading.RLock()  # prune holds it across the removes it makes
+        self._known = known
         self._state = self._read_head()
 
     @property
@@ -123,11 +127,19 @@ class Registry:
         revision = self.stored_revision()
         return RegistryState() if revision == 0 else self.at_revision(revision)
 
+    def head_record(self) -> "tuple[int, bytes] | None":
+        """The head revision and its record as stored (None before the first apply)."""
+        revision = self.stored_revision()
+        record = self._records.read_record(REGISTRY_CF, revision_key(revision)) if revision else None
+        return None if record is None else (revision, record)
+
     def at_revision(self, revision: int) -> RegistryState:
         """The state as it was at ``revision``; NotFoundError if it was never applied."""
         record = self._records.read_record(REGISTRY_CF, revision_key(revision))
         if record is None:
             raise NotFoundError(f"registry revision {revision} does not exist; current revision is {self.revision}")
+        if self._known is not None and self._known[0] == record:
+            return self._known[1]
         return self._decode(revision, record)[0]
 
     def _decode(self, revision: int, record: bytes) -> tuple[RegistryState, dict]:

@@ -9,11 +9,13 @@ slot; a slot whose workers keep dying before they listen stops the server.
 
 Workers are forked from the supervisor (the shape of gunicorn's ``--preload``): it has
 imported everything a worker runs, and just before forking maps and verifies the current
-generation of every resident group (``generations.preload``, no database opened) and
-freezes its objects for the collector (``gc.freeze``). A worker then shares the
-interpreter's, numpy's and featurecore's pages with the supervisor and its siblings, and
-finds its groups' files already mapped and checksummed: it serves from the shared file
-without reading it. The supervisor drops its mappings once the workers are forked (a
+generation of every resident group and decodes the registry published with them, compiling
+its feature sets (``serving.preload``: files only, no database opened), and freezes its
+objects for the collector (``gc.freeze``). A worker then shares the interpreter's,
+numpy's and featurecore's pages with the supervisor and its siblings, finds its groups'
+files already mapped and checksummed (it serves from the shared file without reading
+it), and uses the decoded registry and plans when its own RocksDB holds the same registry
+record. The supervisor drops its mappings once the workers are forked (a
 replacement maps the then-current files again), so it never pins an old generation.
 The supervisor never opens RocksDB: a child must not inherit an open database (or the
 threads RocksDB starts with one).
@@ -36,7 +38,7 @@ from dataclasses import dataclass
 
 from ..errors import FeatureStoreError, ValidationError
 from ..layout import online_path
-from ..online import generations
+from ..serving import preload
 from . import worker
 from .auth import AuthTable
 
@@ -158,9 +160,9 @@ class Supervisor:
         }
 
     def spawn(self, *slots: int) -> None:
-        """Fork a worker for each of ``slots``, sharing one preload of the generations."""
+        """Fork a worker for each of ``slots``, sharing one preload of the store."""
         config = self._config()  # here: it names this process as the workers' parent
-        preloaded = generations.preload(self.options.store)
+        preloaded = preload.preload(self.options.store)
         gc.freeze()  # the collector must not write to the objects the children share
         for slot in slots:
             pid = os.fork()
@@ -211,7 +213,7 @@ class Supervisor:
                 proc.wait(60.0)
 
 
-def _run_child(config: dict, slot: int, preloaded: list) -> None:
+def _run_child(config: dict, slot: int, preloaded: preload.Preloaded) -> None:
     """The forked worker: runs ``worker.run`` and exits with its code (it never returns
     into the supervisor's loop)."""
     code = 1

@@ -18,6 +18,7 @@ import uvicorn.loops.uvloop  # noqa: F401
 import uvicorn.protocols.http.httptools_impl  # noqa: F401
 import uvicorn.protocols.websockets.auto  # noqa: F401
 
+from ..serving.preload import Preloaded
 from ..store import FeatureStore
 from .app import AppOptions, Worker
 from .auth import AuthTable
@@ -53,11 +54,12 @@ class _Server(uvicorn.Server):
         Path(self.worker.run_dir, f"listening-{os.getpid()}").touch()
 
 
-def run(config: dict, slot: int, inherited: "list | None" = None) -> int:
-    """Serve until SIGTERM; returns the exit code. ``inherited``: the generation mappings
-    the supervisor preloaded before forking this process; the store finds them when it
-    loads its groups, and they are dropped once the groups are loaded (so a worker that
-    later switches to a newer generation does not keep the old file mapped)."""
+def run(config: dict, slot: int, inherited: "Preloaded | None" = None) -> int:
+    """Serve until SIGTERM; returns the exit code. ``inherited``: what the supervisor
+    preloaded before forking this process (``serving.preload``); the store finds it when
+    it opens and loads its groups, and its generation mappings are dropped once the
+    groups are loaded (so a worker that later switches to a newer generation does not
+    keep the old file mapped)."""
     logging.basicConfig(  # force: the supervisor configured logging before forking this process
         level=config.get("log_level", "INFO"),
         format=f"%(asctime)s %(levelname)s [worker {slot} pid {os.getpid()}] %(name)s: %(message)s",
@@ -74,10 +76,12 @@ def run(config: dict, slot: int, inherited: "list | None" = None) -> int:
             run_dir=config["run_dir"],
             slot=slot,
         )
-        if inherited:
+        if inherited is not None and inherited.mappings:
+            mappings = inherited.mappings
+
             def release() -> None:
                 worker.loaded.wait()
-                inherited.clear()
+                mappings.clear()
 
             threading.Thread(target=release, name="featurecore-release-preload", daemon=True).start()
         server = _Server(

@@ -81,6 +81,7 @@ class ServingEngine:
         resident: Callable[[GroupSchema], Any],
         residents: Callable[[tuple, list], list],
         direct: DirectReader,
+        compiled: "Mapping[tuple[int, str], CompiledFeatureSet] | None" = None,
     ):
         """
         Args:
@@ -91,6 +92,8 @@ class ServingEngine:
             residents: ``resident`` of each schema of a tuple (None for None), kept in the
                 given holder until a group is replaced (``Snapshots.residents``).
             direct: reads direct groups' rows.
+            compiled: feature sets compiled already, by (registry revision, ref) (a
+                forking parent's, ``serving.preload``): used while that revision is current.
         """
         self._state = state
         self._policy = policy
@@ -98,7 +101,7 @@ class ServingEngine:
         self._resident = resident
         self._residents = residents
         self._direct = direct
-        self._compiled: dict[tuple[int, str], CompiledFeatureSet] = {}
+        self._compiled: dict[tuple[int, str], CompiledFeatureSet] = dict(compiled or {})
         self._routes: dict[tuple[int, str, str, str, str], Route] = {}
         self._lock = threading.Lock()
 

@@ -368,6 +368,13 @@ def test_bad_arguments_name_the_fix(store, server, subject):
         NatsSource("http://localhost/x")
     with pytest.raises(ValidationError, match="max_batch must be a positive int"):
         ingest(store, server, subject, max_batch=0)
+    url = server.url(f"{subject}.rows")
+    with pytest.raises(ValidationError, match=r"durable must be a str or None, got int 5; e.g. durable='clicks-online'"):
+        store.ingestor(GROUP, url, durable=5)
+    with pytest.raises(ValidationError, match="dead_letter_subject must be a str or None, got bytes"):
+        store.ingestor(GROUP, url, dead_letter_subject=b"dead")
+    with pytest.raises(ValidationError, match="ack_wait_s must be seconds > 0"):
+        NatsSource(url, ack_wait_s=0)
 
 
 def test_lag_throughput_and_freshness_metrics_move(store, server, subject):

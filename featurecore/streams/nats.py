@@ -89,6 +89,11 @@ class NatsSource:
 
     def __init__(self, url: str, *, durable: "str | None" = None, dead_letter_subject: "str | None" = None, ack_wait_s: float = 60.0):
         self.server, self.subject = parse_nats_url(url)
+        for name, value, example in (("durable", durable, "durable='clicks-online'"), ("dead_letter_subject", dead_letter_subject, "dead_letter_subject='clicks.dead'")):
+            if value is not None and not isinstance(value, str):
+                raise ValidationError(f"{name} must be a str or None, got {type(value).__name__} {value!r}; e.g. {example}")
+        if isinstance(ack_wait_s, bool) or not isinstance(ack_wait_s, (int, float)) or not 0 < ack_wait_s < float("inf"):
+            raise ValidationError(f"ack_wait_s must be seconds > 0 (how long the broker waits for an ack), got {ack_wait_s!r}; e.g. ack_wait_s=60")
         clean = re.sub(r"[^A-Za-z0-9_-]", "_", self.subject)
         self.durable = durable or f"featurecore-{clean}"
         if not re.fullmatch(r"[A-Za-z0-9_-]+", self.durable):

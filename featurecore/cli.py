@@ -458,15 +458,17 @@ def _stream_report(store: str) -> str:
     """The stream consumers' positions and last reported metrics ("" when there are none)."""
     if not os.path.exists(os.path.join(online_path(store), "CURRENT")):
         return ""
-    from .streams.positions import read_positions
+    from .streams.positions import offline_position, read_positions
 
     with Registry.open(store, read_only=True) as registry:  # works beside a running `featurecore ingest`
         positions = read_positions(registry.records)
+        state = registry.state
     if not positions:
         return ""
     rows = [
         {
             "group": p["group_cf"], "source": p["source"], "position": f"{p['sequence']:,}",
+            "offline pos": f"{offline_position(store, state, p):,}",
             "lag msgs": f"{p['lag_messages']:,}", "lag s": f"{p['lag_seconds']:.1f}", "rows/s": f"{p['rows_per_s']:,.0f}",
             "fresh p50 s": _num_or_dash(p.get("freshness_p50_s")), "p99 s": _num_or_dash(p.get("freshness_p99_s")),
             "rows": f"{p['rows']:,}", "dead": f"{p['dead_letters']:,}",
@@ -474,7 +476,7 @@ def _stream_report(store: str) -> str:
         }
         for p in positions
     ]
-    return "streams (as last reported by each consumer)\n" + render_table(rows, list(rows[0]))
+    return "streams (position: online, as last reported by each consumer; offline: its Delta transaction)\n" + render_table(rows, list(rows[0]))
 
 
 def _num_or_dash(value: "float | None") -> str:

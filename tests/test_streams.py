@@ -212,15 +212,30 @@ def test_a_crash_before_the_pending_offline_append_neither_loses_nor_duplicates(
 
 def test_offline_trails_online_by_the_interval_and_acknowledges_only_what_both_hold(store, server, subject):
     sequences = server.publish(f"{subject}.rows", [packed(row(f"s{i}", T0_US, i)) for i in range(5)])
+    from prometheus_client import CollectorRegistry
+    from featurecore.streams.metrics import IngestExporter
+    from featurecore.streams.positions import offline_position
+
     ingestor, source = ingest(store, server, subject, max_batch=100, offline_interval_s=0.5)
+    registry = CollectorRegistry()
+    registry.register(IngestExporter([ingestor]))
+    labels = {"group": GROUP, "source": f"nats:{subject}:test"}
+
+    def positions():  # Prometheus (online, offline) and what `featurecore monitor` reads (online record, Delta txn)
+        (record,) = read_positions(store)
+        return ((registry.get_sample_value("featurecore_ingest_position", labels), registry.get_sample_value("featurecore_ingest_offline_position", labels)),
+                (record["sequence"], offline_position(store.root, store.state, record)))
+
     try:
         ingestor.step()
         assert online_rows(store, [f"s{i}" for i in range(5)])[0] == [float(i) for i in range(5)]  # servable now
         assert (ingestor.position, ingestor.offline_position) == (sequences[-1], -1)
+        assert positions() == ((sequences[-1], 0), (sequences[-1], 0))
         assert ack_floor(server, subject) == 0  # offline does not hold them: not acknowledged
         time.sleep(0.5)
         assert ingestor.step().offline_rows == 5  # nothing new arrived; the pending rows were due
         assert ingestor.offline_position == sequences[-1] == ack_floor(server, subject)
+        assert positions() == ((sequences[-1], sequences[-1]), (sequences[-1], sequences[-1]))
         assert sorted(offline_frame(store)["clicks"].tolist()) == list(range(5))
     finally:
         source.close()
@@ -454,8 +469,9 @@ def test_the_cli_consumer_serves_metrics_stops_gracefully_on_sigterm_and_monitor
     report = subprocess.run([sys.executable, "-m", "featurecore.cli", "monitor", "--store", root], capture_output=True, text=True)
     assert report.returncode == 0, report.stderr
     assert "streams" in report.stdout and f"nats:{subject}:cli" in report.stdout
-    header, line = report.stdout.split("streams (as last reported by each consumer)\n")[1].splitlines()[:2]
-    assert header.split()[:4] == ["GROUP", "SOURCE", "POSITION", "LAG"] and f"  {sequences[-1]:,}  " in line
+    header, line = report.stdout.split("streams (position: online, as last reported by each consumer; offline: its Delta transaction)\n")[1].splitlines()[:2]
+    assert header.split()[:6] == ["GROUP", "SOURCE", "POSITION", "OFFLINE", "POS", "LAG"]
+    assert line.split()[2:4] == [f"{sequences[-1]:,}"] * 2  # SIGTERM appended the pending rows offline too
 
 
 def test_a_broker_that_dies_under_the_cli_consumer_ends_it_with_one_line_naming_the_broker(store, subject):

@@ -66,7 +66,7 @@ from ..layout import META_CF
 from ..online.context import StoreContext
 from .decode import TenantBatch, concat_batches, decode
 from .pending import LIVE
-from .positions import position_key
+from .positions import position_key, transaction_app_id
 from .source import StreamMessage, StreamSource
 
 logger = logging.getLogger(__name__)
@@ -179,7 +179,7 @@ class Ingestor:
         self.max_batch = max_batch
         self.offline_interval_s = float(offline_interval_s)
         self._key = position_key(self.schema.cf_name, source.identity)
-        self.app_id = f"featurecore-stream:{source.identity}"
+        self.app_id = transaction_app_id(source.identity)
         self._log = OfflineLog(context.root, self.schema)
         stored = context.online_backend("ingest a stream").read_record(META_CF, self._key)
         record = msgpack.unpackb(stored, raw=False) if stored is not None else {}

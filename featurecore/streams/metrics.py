@@ -3,7 +3,9 @@
 Series (labels ``group``, ``source``): ``featurecore_ingest_messages_total``,
 ``featurecore_ingest_rows_total``, ``featurecore_ingest_dead_letters_total``,
 ``featurecore_ingest_redelivered_total``, ``featurecore_ingest_skipped_older_total``,
-``featurecore_ingest_position`` (last applied stream sequence),
+``featurecore_ingest_position`` (last stream sequence applied online, P),
+``featurecore_ingest_offline_position`` (last stream sequence appended to the offline
+table, O: it trails P by up to the ingestor's ``offline_interval_s``),
 ``featurecore_ingest_lag_messages`` (messages the broker still holds after it),
 ``featurecore_ingest_lag_seconds`` (age of the last applied message while messages are
 pending, else 0), ``featurecore_ingest_rows_per_second`` (over the last ~10 s) and the
@@ -44,7 +46,8 @@ class IngestExporter:
             "skipped_older": "rows not put online because the stored row is newer",
         }
         gauges = {
-            "position": "last stream sequence committed with the rows",
+            "position": "last stream sequence committed online with the rows",
+            "offline_position": "last stream sequence appended to the offline table (its Delta transaction)",
             "lag_messages": "messages the broker holds after the last applied one",
             "lag_seconds": "age of the last applied message while messages are pending (0 when caught up)",
             "rows_per_second": "rows applied per second over the last ~10 s",
@@ -64,6 +67,7 @@ class IngestExporter:
                 values = {
                     "messages": stats.messages, "rows": stats.rows, "dead_letters": stats.dead_letters,
                     "redelivered": stats.redelivered, "skipped_older": stats.skipped_older, "position": stats.sequence,
+                    "offline_position": max(0, ingestor.offline_position),
                     "lag_messages": stats.lag_messages, "lag_seconds": stats.lag_seconds, "rows_per_second": stats.rows_per_s,
                 }
                 for name, value in values.items():

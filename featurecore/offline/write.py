@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from ..errors import FeatureStoreError
 from ..online.batch import Batch, GroupSchema, check_tenant, micros_now, to_micros, validate_batch
@@ -60,12 +59,16 @@ class WriteResult:
 def newest_per_entity(batch: Batch) -> Batch:
     """The rows of ``batch`` that are the newest of their entity by (feature_timestamp,
     generated_at, row order): what the online store keeps."""
-    ids = batch.ids if isinstance(batch.ids, np.ndarray) else np.asarray(batch.ids, dtype=object)
-    frame = pd.DataFrame({"id": ids, "ft": batch.feature_ts, "ga": batch.generated_at, "row": np.arange(len(batch))})
-    if not frame["id"].duplicated().any():
+    # Rows in (feature_timestamp, generated_at) order, ties in row order (lexsort is stable);
+    # a dict keeps each id's last row in that order. ~10x faster than the pandas sort and
+    # drop_duplicates this replaced on a stream's 1,000-row micro-batches (streams note, session 6).
+    order = np.lexsort((batch.generated_at, batch.feature_ts)).tolist()
+    ids = batch.ids.tolist() if isinstance(batch.ids, np.ndarray) else batch.ids
+    newest = dict(zip([ids[i] for i in order], order))
+    if len(newest) == len(batch):
         return batch
     keep = np.zeros(len(batch), dtype=bool)
-    keep[frame.sort_values(["ft", "ga", "row"]).drop_duplicates("id", keep="last")["row"].to_numpy()] = True
+    keep[np.fromiter(newest.values(), np.int64, len(newest))] = True
     return batch.take(keep)
 
 

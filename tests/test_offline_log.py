@@ -285,3 +285,17 @@ def test_missing_or_truncated_data_file_is_a_featurecore_error(log):
     os.remove(first)
     with pytest.raises(OfflineMetadataError, match="missing or unreadable"):
         log.read()
+
+
+def test_a_kept_table_sees_commits_made_through_another_instance(log, tmp_path):
+    """One OfflineLog keeps its latest Delta table between calls (a stream consumer appends
+    every second): a commit by another instance or process must still be seen."""
+    log.append(item_batch(log, [1], [T0_US]))
+    assert log.snapshot().version == 1 and log.transaction_version("app") == -1
+    other = OfflineLog.open(str(tmp_path), make_state(), "item_stats:v1")
+    other.stage(item_batch(other, [2], [T0_US])).commit(transaction=("app", 7))
+    assert log.snapshot().version == 2 and log.transaction_version("app") == 7
+    assert not log.stage(item_batch(log, [3], [T0_US])).commit(transaction=("app", 7))  # recorded by the other: refused
+    assert sorted(log.read().column("entity_id").to_pylist()) == [1, 2]
+    log.stage(item_batch(log, [3], [T0_US])).commit(transaction=("app", 8))
+    assert other.snapshot().version == log.snapshot().version == 3

@@ -559,7 +559,7 @@ class FeatureStore:
                 context, events, feature_set_ref, output=output,
                 client=client, partitions=partitions, time_slices=1 if time_slices is None else time_slices,
                 tenant_column=tenant_column, reasons=reasons,
-                event_timestamp=event_timestamp, tenant=tenant, strict=strict, threads=threads or 1, chunk_rows=chunk_rows,
+                event_timestamp=event_timestamp, tenant=tenant, strict=strict, threads=threads, chunk_rows=chunk_rows,
                 progress=progress, include_archived=include_archived, offline_as_of=offline_as_of,
             )
         if engine != "local":

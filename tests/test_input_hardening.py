@@ -286,20 +286,33 @@ def test_numpy_ints_in_a_list_are_ids_like_python_ints(store_dir):
     assert_unwritten(store_dir, "9")
 
 
-def test_events_with_a_duplicated_column_or_one_named_like_an_output_column_are_refused(store):
+def _training_frame(store, events, engine, **kwargs):
+    """The training set of ``events`` as a pandas frame, in process or on Dask."""
+    if engine == "dask":
+        return store.training_set(events, FEATURE_SET, engine="dask", reasons=True, **kwargs).compute()
+    return store.training_set(events, FEATURE_SET, **kwargs).to_pandas(reasons=True)
+
+
+@pytest.mark.parametrize("engine", ["local", "dask"])
+def test_events_with_a_duplicated_column_or_one_named_like_an_output_column_are_refused(store, tmp_path, engine):
     """A duplicated column was pyarrow's bare ValueError; a label named like a matrix column
-    ('ctr:v1') gave a training set whose table and DataFrame held that name twice."""
+    ('ctr:v1') gave a training set whose table and DataFrame held that name twice (on Dask
+    too: its join skipped the check, and a Parquet file of events reached no check at all)."""
     write(store, ["i1"])
     events = pd.DataFrame({"item_id": ["i1"], "user_id": ["u1"], "creator_id": ["c1"], "event_timestamp": [AT]})
     twice = pd.concat([events, events[["item_id"]]], axis=1)
     with pytest.raises(ValidationError, match=r"events have the column 'item_id' more than once; drop or rename the copies"):
-        store.training_set(twice, FEATURE_SET)
+        _training_frame(store, twice, engine)
     with pytest.raises(ValidationError, match=r"events have the column 'item_id' more than once"):
-        store.training_set(pa.Table.from_pandas(events).append_column("item_id", pa.array(["i1"])), FEATURE_SET)
+        _training_frame(store, pa.Table.from_pandas(events).append_column("item_id", pa.array(["i1"])), engine)
     for name in ("ctr:v1", "ctr:v1__missing", "age:v1__reason"):
         with pytest.raises(ValidationError, match=rf"events column '{name}' is also a column the training set adds .*rename it"):
-            store.training_set(events.assign(**{name: [1.0]}), FEATURE_SET)
-    labelled = store.training_set(events.assign(clicked=[True]), FEATURE_SET).to_pandas(reasons=True)
+            _training_frame(store, events.assign(**{name: [1.0]}), engine)
+        path = tmp_path / "events.parquet"
+        events.assign(**{name: [1.0]}).to_parquet(path)
+        with pytest.raises(ValidationError, match=rf"events column '{name}' is also a column the training set adds"):
+            _training_frame(store, str(path), engine)
+    labelled = _training_frame(store, events.assign(clicked=[True]), engine)
     assert labelled.columns.is_unique and labelled["clicked"].tolist() == [True]
 
 
@@ -332,14 +345,16 @@ def test_a_backfill_range_outside_the_timestamp_bounds_is_refused_before_reading
     assert calls == []
 
 
-@pytest.mark.parametrize(("argument", "value"), [("threads", "2"), ("threads", -1), ("threads", 1.5), ("chunk_rows", 0), ("chunk_rows", -5), ("chunk_rows", True)])
-def test_training_set_threads_and_chunk_rows_must_be_positive_ints(store, argument, value):
-    """threads='2' was a pybind11 TypeError; threads=-1 and chunk_rows=0 or -5 were taken."""
+@pytest.mark.parametrize("engine", ["local", "dask"])
+@pytest.mark.parametrize(("argument", "value"), [("threads", "2"), ("threads", -1), ("threads", 0), ("threads", 1.5), ("chunk_rows", 0), ("chunk_rows", -5), ("chunk_rows", True)])
+def test_training_set_threads_and_chunk_rows_must_be_positive_ints(store, argument, value, engine):
+    """threads='2' was a pybind11 TypeError; threads=-1 and chunk_rows=0 or -5 were taken
+    (on Dask threads=0 became 1, and the rest reached the workers)."""
     write(store, ["i1"])
     events = pd.DataFrame({"item_id": ["i1"], "user_id": ["u1"], "creator_id": ["c1"], "event_timestamp": [AT]})
     with pytest.raises(ValidationError, match=rf"{argument} must be a positive int or None, got {value!r}"):
-        store.training_set(events, FEATURE_SET, **{argument: value})
-    assert len(store.training_set(events, FEATURE_SET, **{argument: 2})) == 1
+        _training_frame(store, events, engine, **{argument: value})
+    assert len(_training_frame(store, events, engine, **{argument: 2})) == 1
 
 
 # -- flags: a truthy string is not True ----------------------------------------------------

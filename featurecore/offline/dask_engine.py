@@ -58,7 +58,8 @@ from .partition import (
     split_history,
     split_selected,
 )
-from .pit import LogHistory, _id_column, _version_of, events_table
+from ..serving.compiled import compile_feature_set
+from .pit import LogHistory, _id_column, _version_of, check_join_arguments, events_table
 
 logger = logging.getLogger(__name__)
 
@@ -279,7 +280,7 @@ def dask_training_set(
     progress: "bool | None" = None,
     include_archived: bool = False,
     reasons: bool = False,
-    threads: int = 1,
+    threads: "int | None" = None,
     offline_as_of: Any = None,
     time_slices: int = 1,
 ):
@@ -304,7 +305,7 @@ def dask_training_set(
             slice plus one carried row per entity, and the answers stay the same.
         tenant / tenant_column: every event's tenant, or the events column holding it
             (several tenants in one job).
-        threads: native threads per task (Dask runs tasks in parallel already).
+        threads: native threads per task (default 1: Dask runs tasks in parallel already).
         reasons: also output a uint8 ``<column>__reason`` column per matrix column.
         progress: a progress bar on stderr (default: when stderr is a terminal); every
             finished partition is also logged at INFO.
@@ -323,6 +324,8 @@ def dask_training_set(
     if tenant_column is None:
         check_tenant(tenant)
     sources, schema, kind = _events_sources(events)
+    check_join_arguments(schema.names, compile_feature_set(state, feature_set_ref), threads, chunk_rows)
+    threads = threads or 1
     groups = entity_groups(state, feature_set_ref)
     history_tenant = None if tenant_column else tenant
     histories = {}

@@ -94,7 +94,6 @@ def events_table(events: Any) -> pa.Table:
         raise ValidationError(
             f"events must be a pandas DataFrame, a pyarrow Table or a Parquet path, got {type(events).__name__}"
         )
-    _check_unique(table.column_names)
     return table
 
 
@@ -106,13 +105,19 @@ def _check_unique(names: list[str]) -> None:
         seen.add(name)
 
 
-def check_event_columns(table: pa.Table, compiled: CompiledFeatureSet) -> None:
-    """Refuse an events column named like a column the training set adds (a matrix column
-    or its ``__reason``): the training table would hold that name twice. Request features
-    (context, candidate) are read from the events column of their name, so theirs count."""
+def check_join_arguments(names: Sequence[str], compiled: CompiledFeatureSet, threads: "int | None", chunk_rows: int) -> None:
+    """The checks every engine makes before joining (in process and on Dask): ``threads``
+    and ``chunk_rows`` are positive ints, and no events column (``names``) is duplicated or
+    named like a column the training set adds (a matrix column or its ``__reason``): the
+    training table would hold that name twice. Request features (context, candidate) are
+    read from the events column of their name, so theirs count."""
+    for argument, value in (("threads", threads), ("chunk_rows", chunk_rows)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValidationError(f"{argument} must be a positive int or None, got {value!r}")
+    _check_unique(list(names))
     inputs = {*compiled.context_names, *compiled.candidate_names}
     added = {*compiled.columns, *(f"{name}__reason" for name in compiled.columns)} - inputs
-    for name in table.column_names:
+    for name in names:
         if name in added:
             raise ValidationError(
                 f"events column {name!r} is also a column the training set adds for {compiled.ref}; rename it "
@@ -611,14 +616,11 @@ def point_in_time_join(
     state, tombstones = context.state, context.tombstones()
     assert_trainable(state, feature_set_ref, include_archived=include_archived)
     check_tenant(tenant)
-    for argument, value in (("threads", threads), ("chunk_rows", chunk_rows)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ValidationError(f"{argument} must be a positive int or None, got {value!r}")
+    compiled = compiled or compile_feature_set(state, feature_set_ref)
     table = events_table(events)
+    check_join_arguments(table.column_names, compiled, threads, chunk_rows)
     event_ts = event_micros(table, event_timestamp)
     context.timestamp_bounds.check(event_ts, f"events column {event_timestamp!r}")
-    compiled = compiled or compile_feature_set(state, feature_set_ref)
-    check_event_columns(table, compiled)
     threads = threads or min(4, os.cpu_count() or 1)
     tables, refs, reasons = [], [], []
     versions: dict[str, int] = {}

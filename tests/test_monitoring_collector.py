@@ -147,6 +147,37 @@ def test_collector_errors_name_the_feature_set_and_how_to_fix():
         collector.summary("nope:v1")
 
 
+@pytest.mark.parametrize(
+    ("matrix", "latency", "kwargs", "message"),
+    [
+        (None, 5.0, {}, r"matrix must be a FeatureMatrix \(values, reasons, group_age\), got NoneType"),
+        ("m", 5.0, {}, r"matrix must be a FeatureMatrix .*got str"),
+        (tiny(), "x", {}, r"latency_us must be a finite number of microseconds or None, got 'x'"),
+        (tiny(), float("inf"), {}, r"latency_us must be a finite number .*got inf"),
+        (tiny(), -float("inf"), {}, r"latency_us must be a finite number .*got -inf"),
+        (tiny(), 5.0, {"stages": {"gather": "x"}}, r"stages\['gather'\] must be a finite number of microseconds, got 'x'"),
+        (tiny(), 5.0, {"stages": ["gather"]}, r"stages must be a mapping of stage name to microseconds or None, got list"),
+        (tiny(), 5.0, {"tenant": None}, r"tenant must be a non-empty str"),
+        (tiny(), 5.0, {"tenant": ["a"]}, r"tenant must be a non-empty str"),
+        (tiny(), 5.0, {"surface": 5}, r"surface must be a str or None, got 5"),
+    ],
+)
+def test_a_bad_observe_is_a_validation_error_and_counts_nothing(matrix, latency, kwargs, message):
+    """observe(fs, None, 5.0) was an AttributeError, a latency of 'x' a TypeError (inf an
+    OverflowError) after the request was counted; tenant=None was taken, and every later
+    summary() of the feature set failed sorting None among the tenants."""
+    collector = ServingCollector(sample_rate=1.0)
+    collector.observe("home:v1", tiny(), 50.0, stages={"gather": 10.0})
+    with pytest.raises(ValidationError, match=message):
+        collector.observe("home:v1", matrix, latency, **kwargs)
+    with pytest.raises(ValidationError, match=message):
+        collector.observe("search:v1", matrix, latency, **kwargs)  # a feature set not seen yet
+    s = collector.summary("home:v1")
+    assert (s.requests, s.sampled_requests, s.rows, s.latency.count, s.stages["gather"].count) == (1, 1, 2, 1, 1)
+    assert s.tenants == ("default",) and s.latency.max == 50.0
+    assert collector.feature_sets() == ["home:v1"] and collector.keys() == [("home:v1", "default", "")]
+
+
 def test_concurrent_observes_lose_no_counts():
     collector = ServingCollector(sample_rate=0.1, max_rows=16)
     m = normal(0, n=64)

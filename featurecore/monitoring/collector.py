@@ -17,6 +17,7 @@ that window is full, values are not binned (reasons, nulls and ages are).
 
 from __future__ import annotations
 
+import math
 import threading
 from fractions import Fraction
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import ValidationError
+from ..keys import check_tenant
 from .drift import Baseline, DriftPolicy, DriftReport, Dependencies, evaluate_drift
 from .metrics import (
     ColumnSummary,
@@ -104,6 +106,22 @@ class _Layout:
         self.warmup: list[tuple[np.ndarray, np.ndarray]] = []
         self.warmup_rows = 0
         self.building = False  # the window is full and its baseline is being built
+
+
+def _check_stages(stages: Any) -> None:
+    """``observe``'s ``stages``: stage name -> finite microseconds."""
+    if not isinstance(stages, Mapping):
+        raise ValidationError(
+            f"stages must be a mapping of stage name to microseconds or None, got {type(stages).__name__}; "
+            "e.g. stages={'gather': 12.5}"
+        )
+    for name, us in stages.items():
+        if isinstance(us, bool) or not isinstance(us, (int, float, np.integer, np.floating)) or not math.isfinite(us):
+            raise ValidationError(f"stages[{name!r}] must be a finite number of microseconds, got {us!r}")
+
+
+def _latency_error(latency_us: Any) -> ValidationError:
+    return ValidationError(f"latency_us must be a finite number of microseconds or None, got {latency_us!r}")
 
 
 class ServingCollector:
@@ -212,15 +230,32 @@ class ServingCollector:
             stages: per-stage latencies in microseconds (recorded when sampled); by
                 default the matrix's ``diagnostics["latency_us"]`` when it has one.
         """
+        # Everything that can fail comes before the first count; the checks cost nothing
+        # on the hot path (a try without an exception, or once per new key).
+        try:
+            rows = matrix.values.shape[0]
+        except (AttributeError, IndexError, TypeError):
+            raise ValidationError(
+                f"matrix must be a FeatureMatrix (values, reasons, group_age), got {type(matrix).__name__}; "
+                "pass the matrix get_features returned"
+            ) from None
+        if stages is not None:
+            _check_stages(stages)
         key = (feature_set, tenant, surface or "")
         with self._lock:
-            state = self._states.get(key)
+            try:
+                state = self._states.get(key)
+            except TypeError:  # an unhashable tenant or surface
+                state = None
             if state is None:
-                state = self._new_state(feature_set, matrix, key)
-            state.requests += 1
-            state.rows += matrix.values.shape[0]
+                state = self._new_state(feature_set, matrix, key, surface, latency_us)
             if latency_us is not None:
-                state.latency.record(latency_us)
+                try:
+                    state.latency.record(latency_us)
+                except (TypeError, OverflowError):  # raised before the histogram changes
+                    raise _latency_error(latency_us) from None
+            state.requests += 1
+            state.rows += rows
             self._credit += self._credit_step
             if self._credit < self._credit_full:
                 return False
@@ -228,7 +263,17 @@ class ServingCollector:
         self._inspect(feature_set, key, matrix, stages)
         return True
 
-    def _new_state(self, feature_set: str, matrix: Any, key: Key) -> _State:
+    def _new_state(self, feature_set: str, matrix: Any, key: Key, surface: Any, latency_us: Any) -> _State:
+        """The state of a key observed for the first time; its arguments are checked here,
+        once per key, so the hot path does not pay for it."""
+        check_tenant(key[1])
+        if not isinstance(surface, (str, type(None))):
+            raise ValidationError(f"surface must be a str or None, got {surface!r}; e.g. surface='home_feed'")
+        try:
+            if latency_us is not None:
+                latency_histogram().record(latency_us)
+        except (TypeError, OverflowError):
+            raise _latency_error(latency_us) from None
         layout = self._layouts.get(feature_set)
         if layout is None:
             columns = getattr(matrix, "columns", None)

@@ -66,15 +66,18 @@ class LogHistogram:
         self.max = -math.inf
 
     def record(self, value: float) -> None:
-        """Add one value (NaN is ignored, negatives count in bucket 0)."""
+        """Add one value (NaN is ignored, negatives count in bucket 0, an infinity is an
+        OverflowError)."""
         if value >= self.lowest:
             i = int(_log2(value * self._inv_lowest) * self.per_octave) + 1
             if i >= self.n_buckets:
                 i = self.n_buckets - 1
-        elif value == value:
-            i = 0
-        else:
+        elif value != value:
             return
+        elif value == -math.inf:  # +inf fails above, in int(): neither is a measurement
+            raise OverflowError("cannot record -inf")
+        else:
+            i = 0
         self.counts[i] += 1
         self.count += 1
         self.total += value

@@ -105,6 +105,54 @@ def test_from_matrix_rejects_mismatched_shapes_and_unknown_categoricals():
         Baseline.from_matrix(np.zeros((3, 1), np.float32), np.zeros((3, 1), np.uint8), ["a"], categorical=["zz"])
 
 
+def test_from_matrix_refuses_what_it_cannot_bin_naming_the_argument():
+    """Duplicate names were accepted (two columns one name: which one drifted?), a str of
+    columns or categoricals was read letter by letter, max_categories=-1 kept all values but
+    the last, text values and max_categories='3' were numpy/slice TypeErrors, and a baseline
+    of no rows judged any live data against all-zero counts."""
+    x, r = np.zeros((3, 2), np.float32), np.zeros((3, 2), np.uint8)
+    with pytest.raises(ValidationError, match=r"columns has 'a:v1' more than once; each matrix column needs its own name"):
+        Baseline.from_matrix(x, r, ["a:v1", "a:v1"])
+    with pytest.raises(ValidationError, match=r"columns must be a list of column names, got the str 'ab'"):
+        Baseline.from_matrix(x, r, "ab")
+    with pytest.raises(ValidationError, match=r"categorical must be a list of column names, got the str 'a'"):
+        Baseline.from_matrix(x, r, ["a", "b"], categorical="a")
+    for bad in (0, -1, "3", 2.5, True):
+        with pytest.raises(ValidationError, match=rf"max_categories must be a positive int, got {bad!r}"):
+            Baseline.from_matrix(x, r, ["a", "b"], categorical=["a"], max_categories=bad)
+    with pytest.raises(ValidationError, match=r"values must be a numeric matrix, got dtype <U"):
+        Baseline.from_matrix(x.astype(str), r, ["a", "b"])
+    with pytest.raises(ValidationError, match=r"values has no rows; a baseline needs at least one row"):
+        Baseline.from_matrix(x[:0], r[:0], ["a", "b"])
+
+
+def test_infinite_values_fall_in_the_end_bins_and_leave_the_edges_finite():
+    """An inf cell made the quantile edges NaN (inf - inf) with a RuntimeWarning, and every
+    later value of that column was binned against NaN."""
+    x = np.random.default_rng(3).normal(size=(1000, 1)).astype(np.float32)
+    r = np.zeros(x.shape, np.uint8)
+    with_inf = x.copy()
+    with_inf[:100:2, 0], with_inf[1:100:2, 0] = np.inf, -np.inf
+    finite = Baseline.from_matrix(x[100:], r[100:], ["a:v1"])
+    base = Baseline.from_matrix(with_inf, r, ["a:v1"])
+    assert np.isfinite(base.edges[0]).all() and np.array_equal(base.edges[0], finite.edges[0])
+    last = len(base.edges[0])
+    assert base.counts[0, 0] == finite.counts[0, 0] + 50 and base.counts[0, last] == finite.counts[0, last] + 50
+    assert base.counts.sum() == 1000
+    everything_inf = Baseline.from_matrix(np.full((4, 1), np.inf, np.float32), r[:4], ["a:v1"])
+    assert everything_inf.edges[0].size == 0 and everything_inf.counts[0, 0] == 4
+
+
+def test_evaluate_drift_refuses_a_row_count_that_is_not_one():
+    """rows=-5 reported live_rows=-5 and negative missing rates; rows='5' was a numpy TypeError."""
+    x, r = _normal(0, n=100, f=1)
+    base = Baseline.from_matrix(x, r, ["a:v1"])
+    for bad in (-5, "5", 2.5, None, True):
+        with pytest.raises(ValidationError, match=rf"rows must be the live rows as an int >= 0, got {bad!r}"):
+            evaluate_drift(base, base.counts, base.missing, bad)
+    assert evaluate_drift(base, base.counts, base.missing, 100).live_rows == 100
+
+
 def _normal(seed, n=5000, shift=0.0, f=3):
     x = np.random.default_rng(seed).normal(loc=shift, size=(n, f)).astype(np.float32)
     return x, np.zeros(x.shape, np.uint8)

@@ -157,12 +157,24 @@ class Baseline:
         """
         values = np.asarray(values)
         reasons = np.asarray(reasons)
+        for argument, names in (("columns", columns), ("categorical", categorical)):
+            if isinstance(names, str):
+                raise ValidationError(f"{argument} must be a list of column names, got the str {names!r}; e.g. [{names!r}]")
         columns = tuple(columns)
+        twice = next((c for i, c in enumerate(columns) if c in columns[:i]), None)
+        if twice is not None:
+            raise ValidationError(f"columns has {twice!r} more than once; each matrix column needs its own name")
         if values.ndim != 2 or values.shape[1] != len(columns) or reasons.shape != values.shape:
             raise ValidationError(
                 f"Baseline.from_matrix needs values and reasons of shape (n, {len(columns)}) = one column "
                 f"per name, got values {values.shape} and reasons {reasons.shape}"
             )
+        if values.dtype.kind not in "fiub":
+            raise ValidationError(f"values must be a numeric matrix, got dtype {values.dtype}; pass the float32 feature matrix")
+        if not values.shape[0]:
+            raise ValidationError("values has no rows; a baseline needs at least one row (e.g. a training set's matrix)")
+        if isinstance(max_categories, bool) or not isinstance(max_categories, int) or max_categories < 1:
+            raise ValidationError(f"max_categories must be a positive int, got {max_categories!r}; e.g. 20")
         unknown = sorted(set(categorical) - set(columns))
         if unknown:
             raise ValidationError(f"categorical columns {unknown} are not among the matrix columns; check the names")
@@ -178,8 +190,10 @@ class Baseline:
                 codes, counts = np.unique(x, return_counts=True)
                 order = np.lexsort((codes, -counts))[:max_categories]
                 edges.append(np.sort(codes[order]))
-            elif x.size:
-                # float32-exact edges: float32 cells compare with them exactly.
+            elif np.isfinite(x).any():
+                # float32-exact edges: float32 cells compare with them exactly. Infinite cells
+                # are counted in the end bins, not quantiled (inf - inf would make NaN edges).
+                x = x[np.isfinite(x)]
                 edges.append(np.unique(np.quantile(x, qs).astype(np.float32)).astype(np.float64))
             else:
                 edges.append(np.empty(0))
@@ -470,6 +484,8 @@ def evaluate_drift(
         dependencies: feature -> models with importances; without it every column is
             judged with the normal tier and no model is marked.
     """
+    if isinstance(rows, bool) or not isinstance(rows, (int, np.integer)) or rows < 0:
+        raise ValidationError(f"rows must be the live rows as an int >= 0, got {rows!r}")
     if np.shape(counts) != baseline.counts.shape or np.shape(missing) != baseline.missing.shape:
         raise ValidationError(
             f"live counts {np.shape(counts)} and missing {np.shape(missing)} must match the baseline's "

@@ -123,6 +123,24 @@ def test_a_feature_request_is_a_frozen_dataclass_with_its_checks():
     assert FeatureRequest(FEATURE_SET, {1: ["i1"]}, np.int64(at)).entities == {"1": ["i1"]}  # names are str
 
 
+@pytest.mark.parametrize(("argument", "value", "message"), [
+    ("caller", 5, r"caller must be a str \(free text for audit logs\), got 5"),
+    ("caller", None, r"caller must be a str .*got None"),
+    ("purpose", 5, r"purpose must be a non-empty str naming an access rule's purpose, got 5; e.g. purpose='ranking'"),
+    ("purpose", None, r"purpose must be a non-empty str .*got None"),
+    ("purpose", "", r"purpose must be a non-empty str .*got ''"),
+])
+def test_a_caller_or_purpose_that_is_not_text_is_refused(store, argument, value, message):
+    """FeatureRequest(caller=5) was accepted, and so was purpose=5 (an audit record or an
+    access decision about a purpose that is not text); prepare() takes the same rule."""
+    at = 1_782_864_000_000_000
+    with pytest.raises(ValidationError, match=message):
+        FeatureRequest(FEATURE_SET, {"item": ["i1"]}, at, **{argument: value})
+    with pytest.raises(ValidationError, match=message):
+        store.prepare(FEATURE_SET, **{argument: value})
+    assert FeatureRequest(FEATURE_SET, {"item": ["i1"]}, at, **{argument: "svc"}).__dict__[argument] == "svc"
+
+
 def test_a_served_matrix_reads_its_arrays_from_the_native_call_when_first_read(store):
     """values, reasons and group_age come from the native stats on first access (a caller
     reading only values leaves the others unread), are the same arrays on every read and

@@ -86,6 +86,12 @@ class FeatureRequest:
                 raise ValidationError(problem)
         if privacy_mode not in PRIVACY_MODES:
             raise ValidationError(f"privacy_mode must be one of {PRIVACY_MODES}, got {privacy_mode!r}")
+        if not (isinstance(purpose, str) and purpose):
+            raise ValidationError(
+                f"purpose must be a non-empty str naming an access rule's purpose, got {purpose!r}; e.g. purpose='ranking'"
+            )
+        if not isinstance(caller, str):
+            raise ValidationError(f"caller must be a str (free text for audit logs), got {caller!r}; e.g. caller='home-feed'")
         if context is None:
             context = {}
         elif context:

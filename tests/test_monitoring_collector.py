@@ -202,6 +202,25 @@ def test_concurrent_observes_lose_no_counts():
     assert 0 < collector.drift("home:v1").live_rows <= 180 * 16 - 2000
 
 
+def test_a_parity_outcome_or_monitor_that_cannot_be_one_is_refused():
+    """ParityOutcome(-1, 5) and mismatched > checked were kept (a mismatch rate of 5.0), and
+    ParityMonitor(5) was accepted and recorded a TypeError on every scheduled run."""
+    for checked, mismatched in ((-1, 0), (1, 5), (3, -1), (2.5, 0), ("3", 0), (3, None), (True, 0)):
+        with pytest.raises(ValidationError, match=rf"a ParityOutcome needs ints 0 <= mismatched <= checked, got checked={checked!r}, mismatched={mismatched!r}"):
+            ParityOutcome(checked, mismatched)
+    assert ParityOutcome(0, 0).ok and ParityOutcome(np.int64(4), 1).mismatched == 1
+    with pytest.raises(ValidationError, match=r"check must be a no-argument callable returning a ParityReport.*got int"):
+        ParityMonitor(5)
+
+    class Counts:
+        checked, mismatched = 2, 7
+
+    monitor = ParityMonitor(lambda: Counts())
+    assert monitor.run_once() is None
+    status = monitor.status()
+    assert status.errors == 1 and "mismatched <= checked" in status.last_error and status.last_outcome is None
+
+
 def test_parity_monitor_records_outcomes_errors_and_runs_on_schedule():
     results = iter([ParityOutcome(100, 0), ParityOutcome(100, 3, "ctr:v1 differs"), RuntimeError("offline log missing")])
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from test_offline_helpers import DAY_US, HOUR_US, T0_US
 
+from featurecore.errors import ValidationError
 from featurecore.online.context import StoreContext
 from featurecore import _core
 from featurecore.offline.materialize import materialize_bulk
@@ -141,6 +142,21 @@ def test_mismatches_are_reported_per_column_with_examples():
     assert "a" not in report.mismatches
     assert report.reason_pairs == {("present", "present"): 1, ("present", "stale"): 1}
     assert "1 cells: present online vs stale offline" in str(report)
+
+
+@pytest.mark.parametrize("bad", [-1, "3", 2.5, True, None])
+def test_max_examples_must_be_a_count_of_rows(store, bad):
+    """max_examples=-1 kept every example but the last (a slice), and '3' was a TypeError
+    only when a cell differed, so a clean check passed with it."""
+    values, reasons = np.zeros((3, 2), np.float32), np.zeros((3, 2), np.uint8)
+    other = values.copy()
+    other[:, 1] = 1.0
+    with pytest.raises(ValidationError, match=rf"max_examples must be an int >= 0 \(differing rows kept per feature\), got {bad!r}"):
+        compare_matrices("fs:v1", 5, ("a", "b"), (values, reasons), (other, reasons), max_examples=bad)
+    entities, context, candidate = request_inputs(np.random.default_rng(0))
+    with pytest.raises(ValidationError, match=rf"max_examples must be an int >= 0 .*got {bad!r}"):
+        store.check_parity(FEATURE_SET, entities, AT, context=context, candidate=candidate, max_examples=bad)
+    assert compare_matrices("fs:v1", 5, ("a", "b"), (values, reasons), (other, reasons), max_examples=0).mismatches == {"b": (3, ())}
 
 
 def test_a_reason_rule_applied_differently_shows_as_one_reason_pair():

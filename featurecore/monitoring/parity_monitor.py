@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import numpy as np
+
 from ..errors import ValidationError
 from ..offline.parity import ParityReport
 
@@ -30,6 +32,16 @@ class ParityOutcome:
     checked: int
     mismatched: int
     detail: str = ""
+
+    def __post_init__(self) -> None:
+        counts = (self.checked, self.mismatched)
+        if not all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in counts) or not (
+            0 <= self.mismatched <= self.checked
+        ):
+            raise ValidationError(
+                f"a ParityOutcome needs ints 0 <= mismatched <= checked, got checked={self.checked!r}, "
+                f"mismatched={self.mismatched!r}; count the cells (or rows) compared and those that differed"
+            )
 
     @property
     def ok(self) -> bool:
@@ -107,6 +119,11 @@ class ParityMonitor:
     """
 
     def __init__(self, check: Callable[[], Any], *, interval_s: float = 300.0, name: str = "parity"):
+        if not callable(check):
+            raise ValidationError(
+                f"check must be a no-argument callable returning a ParityReport, a ParityOutcome or a bool, got "
+                f"{type(check).__name__}; e.g. lambda: store.check_parity(fs_ref, entities, now)"
+            )
         if isinstance(interval_s, bool) or not isinstance(interval_s, (int, float)) or not interval_s > 0:
             raise ValidationError(f"interval_s must be a positive number of seconds, got {interval_s!r}; pass e.g. interval_s=300")
         self.check = check

@@ -16,6 +16,7 @@ from typing import Any, Mapping
 import numpy as np
 import pyarrow as pa
 
+from ..errors import ValidationError
 from ..reasons import Reason
 from ..serving.request import FeatureRequest
 from .pit import point_in_time_join
@@ -83,6 +84,7 @@ def compare_matrices(
     max_examples: int = 5,
 ) -> ParityReport:
     """Compare (values float32 (n, F), reasons uint8 (n, F)) pairs cell by cell, bitwise."""
+    _check_max_examples(max_examples)
     online_values, online_reasons = online
     offline_values, offline_reasons = offline
     differs = (online_values.view(np.uint32) != offline_values.view(np.uint32)) | (online_reasons != offline_reasons)
@@ -107,6 +109,13 @@ def compare_matrices(
         (Reason(int(a)).name, Reason(int(b)).name): int(c) for (a, b), c in sorted(zip(pairs.tolist(), counts.tolist()), key=lambda p: -p[1])
     }
     return ParityReport(feature_set, at_us, len(online_values), columns, mismatches, reason_pairs)
+
+
+def _check_max_examples(max_examples: Any) -> None:
+    if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 0:
+        raise ValidationError(
+            f"max_examples must be an int >= 0 (differing rows kept per feature), got {max_examples!r}; e.g. max_examples=5"
+        )
 
 
 def events_for_request(state, request: FeatureRequest, n: int) -> pa.Table:
@@ -149,6 +158,7 @@ def check_parity(
     >>> check_parity(store, "home_ranker_features:v18", {"user": "u1", "item": items}, t).ok  # doctest: +SKIP
     True
     """
+    _check_max_examples(max_examples)  # before serving and joining
     request = FeatureRequest(
         feature_set_ref,
         entities,

@@ -80,9 +80,18 @@ class FeatureClient:
         if format not in FORMATS:
             raise ValidationError(f"format must be one of {list(FORMATS)}, got {format!r}")
         parsed = urllib.parse.urlsplit(url)
-        if parsed.scheme != "http" or not parsed.hostname:
+        try:
+            port = parsed.port  # a ValueError when it is not a number within 0..65535
+        except ValueError:
+            port = -1
+        if parsed.scheme != "http" or not parsed.hostname or port == -1:
             raise ValidationError(f"url must look like 'http://127.0.0.1:8080', got {url!r}")
-        self.host, self.port = parsed.hostname, parsed.port or 80
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
+            raise ValidationError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if api_key is not None and (not isinstance(api_key, str) or "\r" in api_key or "\n" in api_key):
+            got = "a str with a line break" if isinstance(api_key, str) else type(api_key).__name__
+            raise ValidationError(f"api_key must be the key's text (one line), got {got}; pass the key `featurecore keys add` printed")
+        self.host, self.port = parsed.hostname, port or 80
         self.format = format
         self.timeout = timeout
         self._headers = {"Content-Type": wire.JSON}
@@ -114,18 +123,29 @@ class FeatureClient:
             return
         try:
             error = json.loads(data)
-            message = f"{status} {error.get('error')}: {error.get('message')}"
-        except ValueError:
-            message = f"{status}: {data[:200]!r}"
+            message = f"{status} {error['error']}: {error['message']}"
+        except (ValueError, KeyError, TypeError):  # not JSON, or not a featurecore error object
+            raise ERRORS.get(status, FeatureStoreError)(self._not_ours(status, repr(data[:200]))) from None
         raise ERRORS.get(status, FeatureStoreError)(message)
+
+    def _not_ours(self, status: int, detail: str) -> str:
+        return (
+            f"http://{self.host}:{self.port} answered {status} with a body that is not a featurecore answer ({detail}); "
+            "check that the url points at `featurecore serve`"
+        )
 
     def columns(self, feature_set: str, *, refresh: bool = False) -> tuple[str, ...]:
         """The feature set's columns (cached; GET /v1/feature_sets/<ref>)."""
+        if not isinstance(feature_set, str) or not feature_set:
+            raise ValidationError(f"feature_set must be a ref like 'ranker:v1', got {feature_set!r}")
         if refresh or feature_set not in self._columns:
             status, _, data = self._request("GET", f"/v1/feature_sets/{urllib.parse.quote(feature_set)}", None, self._headers)
             self._check(status, data)
-            body = json.loads(data)
-            self._columns[feature_set] = (tuple(body["columns"]), body["columns_fingerprint"])
+            try:
+                body = json.loads(data)
+                self._columns[feature_set] = (tuple(body["columns"]), body["columns_fingerprint"])
+            except (ValueError, KeyError, TypeError) as error:
+                raise FeatureStoreError(self._not_ours(status, f"{type(error).__name__}: {error}")) from None
         return self._columns[feature_set][0]
 
     def get_features(self, request: FeatureRequest, *, request_id: str = "", format: str | None = None) -> FeatureMatrix:
@@ -138,15 +158,20 @@ class FeatureClient:
             raise ValidationError(
                 f"get_features takes a FeatureRequest, got {type(request).__name__}; pass FeatureRequest(feature_set, entities, request_time)"
             )
+        if not isinstance(request_id, str):
+            raise ValidationError(f"request_id must be a str, got {request_id!r}")
         media = FORMATS[fmt]
         body = json.dumps(request_body(request, request_id), allow_nan=False).encode()
         status, headers, data = self._request("POST", "/v1/features", body, {**self._headers, "Accept": media})
         self._check(status, data)
-        if fmt == "binary":
-            return self._decode_binary(request, headers, data)
-        if fmt == "arrow":
-            return decode_arrow(data)
-        return decode_json(data)
+        try:
+            if fmt == "binary":
+                return self._decode_binary(request, headers, data)
+            if fmt == "arrow":
+                return decode_arrow(data)
+            return decode_json(data)
+        except (ValueError, KeyError, TypeError, IndexError) as error:  # (Arrow's and JSON's errors are ValueErrors)
+            raise FeatureStoreError(self._not_ours(status, f"{type(error).__name__}: {error}")) from None
 
     def _decode_binary(self, request: FeatureRequest, headers: dict[str, str], data: bytes) -> FeatureMatrix:
         feature_set = headers[wire.FEATURE_SET_HEADER]

@@ -1,6 +1,7 @@
 """Every validation rule rejects with a message naming object, field, value and fix."""
 
 import dataclasses
+import re
 
 import pytest
 
@@ -363,3 +364,21 @@ def test_a_version_beyond_int64_is_rejected(version):
     reject(batch(feature(version=version)), rf"feature 'f:v{version}' field 'version' must be a positive integer below 2\*\*63, got {version}")
     f = feature()
     reject(Definitions.of(f, group(f, version=version)), rf"feature group 'g:v{version}' field 'version' must be a positive integer below 2\*\*63")
+
+
+@pytest.mark.parametrize("purpose", [5, None, "", " ranking", "ranking\n"])
+def test_an_access_rule_purpose_that_is_not_a_name_is_rejected(purpose):
+    """AccessRule(5, ...) was registered (and every later plan that listed the purposes
+    failed sorting an int among str); ' ranking' registered a purpose no request names."""
+    rule = AccessRule(purpose, ("public_catalog",))
+    reject(batch(feature(), extra=(rule,)), rf"(?s)access rule .* field 'purpose' must be a non-empty name without surrounding spaces, got {re.escape(repr(purpose))}")
+    assert "ads" in validate(batch(feature(), extra=(AccessRule("ads", ("public_catalog",)),))).access_rules
+
+
+@pytest.mark.parametrize("field", ["description", "owner"])
+def test_text_that_is_not_valid_unicode_is_rejected_naming_the_field(field):
+    """A lone surrogate in any text field passed validation and was msgpack's
+    UnicodeEncodeError when apply wrote the registry record."""
+    reject(batch(feature(**{field: "fresh \udc80ctr"})), rf"feature 'f:v1' field '{field}' is not valid Unicode text \(a lone surrogate at position 6\); fix the text")
+    reject(Definitions.of(f := feature(), group(f, description="\udc80")), r"feature group 'g:v1' field 'description' is not valid Unicode text")
+    reject(batch(feature(), extra=(AccessRule("\udc80", ("public_catalog",)),)), r"access rule .* field 'purpose' is not valid Unicode text")

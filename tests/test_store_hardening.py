@@ -362,3 +362,24 @@ def test_a_yaml_file_that_is_not_utf8_is_a_problem_naming_the_file(store, tmp_pa
         store.apply(repo)
     assert main(["plan", "--store", store.root, "--repo", str(repo)]) == 1
     assert "latin1.yaml: not UTF-8 text" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra", ["purpose 5", "a lone surrogate"])
+def test_an_apply_of_text_the_registry_cannot_hold_changes_nothing(store_dir, extra):
+    """AccessRule(5, ...) was committed (reopened, the registry listed the purpose 5); a
+    lone surrogate in a description was msgpack's UnicodeEncodeError inside apply."""
+    from online_defs import definitions
+
+    from featurecore.errors import RegistryError
+    from featurecore.registry import AccessRule
+
+    base = definitions()
+    bad = AccessRule(5, ("public_catalog",)) if extra == "purpose 5" else dataclasses.replace(base[0], description="ctr \udc80")
+    with FeatureStore.open(store_dir) as store:
+        store.apply(base)
+        revision, rules = store.state.revision, set(store.state.access_rules)
+        with pytest.raises(RegistryError, match=r"field '(purpose|description)' (must be a non-empty name|is not valid Unicode text)"):
+            store.apply([*base, bad] if extra == "purpose 5" else [bad, *base[1:]])
+    with FeatureStore.open(store_dir) as store:
+        assert store.state.revision == revision and set(store.state.access_rules) == rules
+        assert store.state.feature(base[0].ref).description == base[0].description

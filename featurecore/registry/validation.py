@@ -191,7 +191,12 @@ def check_prior(prior: Prior, state: RegistryState) -> list[str]:
 def check_access_rule(rule: AccessRule, state: RegistryState) -> list[str]:
     """Problems of one access rule."""
     label = _label("access_rules", rule)
-    problems = [] if rule.purpose else [f"{label} field 'purpose' is missing; add purpose: ranking"]
+    purpose = rule.purpose
+    problems = []
+    if not isinstance(purpose, str) or not purpose or purpose.strip() != purpose:
+        problems.append(
+            f"{label} field 'purpose' must be a non-empty name without surrounding spaces, got {purpose!r}; e.g. purpose: ranking"
+        )
     for privacy_class in rule.allowed_privacy_classes:
         problems += _choice(privacy_class, PRIVACY_CLASSES, label, "allowed_privacy_classes")
     return problems
@@ -508,6 +513,34 @@ CHECKS: Mapping[str, Callable[[Any, RegistryState], list[str]]] = {
 }
 
 
+def _text_problems(obj: Any, label: str) -> list[str]:
+    """A text field holding a lone surrogate (a str UTF-8 cannot encode, so the registry
+    record cannot be written), named by its top-level field."""
+    def bad(value: Any) -> "int | None":
+        if isinstance(value, str):
+            try:
+                value.encode()
+            except UnicodeEncodeError as error:
+                return error.start
+            return None
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            values: Any = (getattr(value, f.name) for f in dataclasses.fields(value))
+        elif isinstance(value, Mapping):
+            values = (x for pair in value.items() for x in pair)
+        elif isinstance(value, (tuple, list)):
+            values = value
+        else:
+            return None
+        return next((at for at in map(bad, values) if at is not None), None)
+
+    problems = []
+    for f in dataclasses.fields(obj):
+        at = bad(getattr(obj, f.name))
+        if at is not None:
+            problems.append(f"{label} field '{f.name}' is not valid Unicode text (a lone surrogate at position {at}); fix the text")
+    return problems
+
+
 def changed_fields(old: Any, new: Any) -> list[str]:
     """Names of dataclass fields whose values differ."""
     return [f.name for f in dataclasses.fields(old) if getattr(old, f.name) != getattr(new, f.name)]
@@ -670,7 +703,8 @@ def plan_definitions(base: RegistryState, definitions: Definitions) -> ApplyPlan
         if action == "change" and kind == "feature_sets":  # only its SLA may differ; the rest was checked once
             per_key.setdefault((kind, key), []).extend(check_sla(merged[kind][key], state))
         elif action != "unchanged":
-            per_key.setdefault((kind, key), []).extend(CHECKS[kind](merged[kind][key], state))
+            problems_of = CHECKS[kind](merged[kind][key], state) + _text_problems(merged[kind][key], _label(kind, merged[kind][key]))
+            per_key.setdefault((kind, key), []).extend(problems_of)
     for ref, msgs in membership.items():
         per_key.setdefault(("features", ref), []).extend(msgs)
     for ref, msgs in _lifecycle_problems(state).items():

@@ -382,3 +382,18 @@ def test_text_that_is_not_valid_unicode_is_rejected_naming_the_field(field):
     reject(batch(feature(**{field: "fresh \udc80ctr"})), rf"feature 'f:v1' field '{field}' is not valid Unicode text \(a lone surrogate at position 6\); fix the text")
     reject(Definitions.of(f := feature(), group(f, description="\udc80")), r"feature group 'g:v1' field 'description' is not valid Unicode text")
     reject(batch(feature(), extra=(AccessRule("\udc80", ("public_catalog",)),)), r"access rule .* field 'purpose' is not valid Unicode text")
+
+
+def test_a_str_where_a_list_of_names_belongs_is_rejected_once_not_letter_by_letter():
+    """TenantAccess('shop_b', privacy_classes='public_catalog') was read as the classes
+    'p', 'u', 'b', ... (14 problems, one per letter); FeatureGroup(features='f:v1') as the
+    features 'f', ':', 'v', '1'."""
+    from featurecore.registry import TenantAccess
+
+    with pytest.raises(RegistryError, match=r"privacy_classes must be a list of names, got the str 'public_catalog'; write \['public_catalog'\]"):
+        TenantAccess("shop_b", privacy_classes="public_catalog")
+    with pytest.raises(RegistryError, match=r"allowed_privacy_classes must be a list of names, got the str 'public_catalog'"):
+        AccessRule("ads", "public_catalog")
+    with pytest.raises(RegistryError, match=r"features must be a list of names, got the str 'f:v1'"):
+        FeatureGroup("g", 1, "item", "f:v1", 3600.0, owner="team")
+    assert TenantAccess("shop_b", privacy_classes=["public_catalog"]).privacy_classes == ("public_catalog",)

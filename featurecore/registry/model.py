@@ -61,7 +61,9 @@ def parse_ref(ref: str) -> tuple[str, int]:
     return match.group(1), int(match.group(2))
 
 
-def _tuple(value: Any) -> tuple:
+def _tuple(value: Any, field: str) -> tuple:
+    if isinstance(value, (str, bytes)):  # tuple() would split it into letters
+        raise RegistryError(f"{field} must be a list of names, got the str {value!r}; write [{value!r}]")
     return tuple(value) if value is not None else ()
 
 
@@ -88,7 +90,7 @@ class Entity:
     per_request: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "components", _tuple(self.components))
+        object.__setattr__(self, "components", _tuple(self.components, "components"))
 
     @property
     def is_pair(self) -> bool:
@@ -190,10 +192,10 @@ class Feature:
     group: str | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "source_tables", _tuple(self.source_tables))
-        object.__setattr__(self, "tags", _tuple(self.tags))
+        object.__setattr__(self, "source_tables", _tuple(self.source_tables, "source_tables"))
+        object.__setattr__(self, "tags", _tuple(self.tags, "tags"))
         if self.categories is not None:
-            object.__setattr__(self, "categories", _tuple(self.categories))
+            object.__setattr__(self, "categories", _tuple(self.categories, "categories"))
 
     @property
     def ref(self) -> str:
@@ -244,7 +246,7 @@ class FeatureGroup:
     online: bool = True
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "features", _tuple(self.features))
+        object.__setattr__(self, "features", _tuple(self.features, "features"))
 
     @property
     def ref(self) -> str:
@@ -284,7 +286,7 @@ class CrossFeature:
     inputs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "inputs", _tuple(self.inputs))
+        object.__setattr__(self, "inputs", _tuple(self.inputs, "inputs"))
 
 
 @dataclass(frozen=True)
@@ -332,11 +334,11 @@ class FeatureSet:
     sla: ServiceLevel | None = None
 
     def __post_init__(self) -> None:
-        columns = tuple(FeatureSetColumn(c) if isinstance(c, str) else c for c in _tuple(self.features))
+        columns = tuple(FeatureSetColumn(c) if isinstance(c, str) else c for c in _tuple(self.features, "features"))
         object.__setattr__(self, "features", columns)
-        object.__setattr__(self, "request_features", _tuple(self.request_features))
-        object.__setattr__(self, "cross_features", _tuple(self.cross_features))
-        object.__setattr__(self, "allow_deprecated", _tuple(self.allow_deprecated))
+        object.__setattr__(self, "request_features", _tuple(self.request_features, "request_features"))
+        object.__setattr__(self, "cross_features", _tuple(self.cross_features, "cross_features"))
+        object.__setattr__(self, "allow_deprecated", _tuple(self.allow_deprecated, "allow_deprecated"))
 
     @property
     def ref(self) -> str:
@@ -398,7 +400,7 @@ class AccessRule:
     allowed_privacy_classes: tuple[str, ...]
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "allowed_privacy_classes", _tuple(self.allowed_privacy_classes))
+        object.__setattr__(self, "allowed_privacy_classes", _tuple(self.allowed_privacy_classes, "allowed_privacy_classes"))
 
 
 @dataclass(frozen=True)
@@ -424,7 +426,7 @@ class TenantAccess:
 
     def __post_init__(self) -> None:
         for name in ("feature_sets", "privacy_classes", "purposes"):
-            object.__setattr__(self, name, _tuple(getattr(self, name)))
+            object.__setattr__(self, name, _tuple(getattr(self, name), name))
 
     def allows_feature_set(self, feature_set_ref: str) -> bool:
         """True when ``feature_set_ref`` (``"name:vN"``) may be served in the tenant."""
@@ -588,7 +590,7 @@ class Definitions:
 
     def __post_init__(self) -> None:
         for kind in KINDS:
-            object.__setattr__(self, kind, _tuple(getattr(self, kind)))
+            object.__setattr__(self, kind, _tuple(getattr(self, kind), kind))
 
     @classmethod
     def of(cls, *objects: Any) -> "Definitions":

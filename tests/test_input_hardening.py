@@ -357,6 +357,18 @@ def test_training_set_threads_and_chunk_rows_must_be_positive_ints(store, argume
     assert len(_training_frame(store, events, engine, **{argument: 2})) == 1
 
 
+@pytest.mark.parametrize("engine", ["local", "dask"])
+def test_offline_as_of_naming_a_group_the_feature_set_does_not_read_is_refused(store, engine):
+    """offline_as_of={'item_stats:v2': 3} (a typo, or another set's versions) was ignored:
+    every group was read at its latest version, so the set was silently not reproduced."""
+    write(store, ["i1"])
+    events = pd.DataFrame({"item_id": ["i1"], "user_id": ["u1"], "creator_id": ["c1"], "event_timestamp": [AT]})
+    pinned = store.training_set(events, FEATURE_SET).offline_versions
+    with pytest.raises(ValidationError, match=r"offline_as_of names 'item_stats:v2', which is not a group ranker:v1 reads \(creator_stats:v1, item_stats:v1, user_profile:v1\); pass TrainingSet.offline_versions"):
+        _training_frame(store, events, engine, offline_as_of={**pinned, "item_stats:v2": 0})
+    assert len(_training_frame(store, events, engine, offline_as_of=pinned)) == 1
+
+
 # -- flags: a truthy string is not True ----------------------------------------------------
 
 

@@ -324,7 +324,7 @@ def dask_training_set(
     if tenant_column is None:
         check_tenant(tenant)
     sources, schema, kind = _events_sources(events)
-    check_join_arguments(schema.names, compile_feature_set(state, feature_set_ref), threads, chunk_rows)
+    check_join_arguments(schema.names, compile_feature_set(state, feature_set_ref), threads, chunk_rows, offline_as_of)
     threads = threads or 1
     groups = entity_groups(state, feature_set_ref)
     history_tenant = None if tenant_column else tenant

@@ -105,15 +105,27 @@ def _check_unique(names: list[str]) -> None:
         seen.add(name)
 
 
-def check_join_arguments(names: Sequence[str], compiled: CompiledFeatureSet, threads: "int | None", chunk_rows: int) -> None:
+def check_join_arguments(
+    names: Sequence[str], compiled: CompiledFeatureSet, threads: "int | None", chunk_rows: int, offline_as_of: Any
+) -> None:
     """The checks every engine makes before joining (in process and on Dask): ``threads``
-    and ``chunk_rows`` are positive ints, and no events column (``names``) is duplicated or
-    named like a column the training set adds (a matrix column or its ``__reason``): the
-    training table would hold that name twice. Request features (context, candidate) are
-    read from the events column of their name, so theirs count."""
+    and ``chunk_rows`` are positive ints, a mapping ``offline_as_of`` names only groups the
+    feature set reads (a typo would read that group's latest version), and no events
+    column (``names``) is duplicated or named like a column the training set adds (a matrix
+    column or its ``__reason``): the training table would hold that name twice. Request
+    features (context, candidate) are read from the events column of their name, so theirs
+    count."""
     for argument, value in (("threads", threads), ("chunk_rows", chunk_rows)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValidationError(f"{argument} must be a positive int or None, got {value!r}")
+    if isinstance(offline_as_of, Mapping):
+        groups = sorted(binding.ref for binding in compiled.groups)
+        for ref in offline_as_of:
+            if ref not in groups:
+                raise ValidationError(
+                    f"offline_as_of names {ref!r}, which is not a group {compiled.ref} reads ({', '.join(groups)}); "
+                    "pass TrainingSet.offline_versions of a training set of this feature set"
+                )
     _check_unique(list(names))
     inputs = {*compiled.context_names, *compiled.candidate_names}
     added = {*compiled.columns, *(f"{name}__reason" for name in compiled.columns)} - inputs
@@ -618,7 +630,7 @@ def point_in_time_join(
     check_tenant(tenant)
     compiled = compiled or compile_feature_set(state, feature_set_ref)
     table = events_table(events)
-    check_join_arguments(table.column_names, compiled, threads, chunk_rows)
+    check_join_arguments(table.column_names, compiled, threads, chunk_rows, offline_as_of)
     event_ts = event_micros(table, event_timestamp)
     context.timestamp_bounds.check(event_ts, f"events column {event_timestamp!r}")
     threads = threads or min(4, os.cpu_count() or 1)

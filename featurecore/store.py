@@ -116,6 +116,11 @@ class FeatureStore:
             raise NotFoundError(f"store {self.root!r} does not exist; open it once with mode='primary' (or apply definitions) first")
         if isinstance(refresh_interval_s, bool) or not isinstance(refresh_interval_s, (int, float)) or not refresh_interval_s > 0:
             raise ValidationError(f"refresh_interval_s must be a positive number of seconds, got {refresh_interval_s!r}")
+        check_flag(preload, "preload")
+        if isinstance(changelog_retention, bool) or not isinstance(changelog_retention, int) or changelog_retention < 0:
+            raise ValidationError(
+                f"changelog_retention must be an int >= 0 (changelog entries kept for other processes), got {changelog_retention!r}"
+            )
         self._writer: OnlineWriter | None = None
         self._refresher: Refresher | None = None
         self._schemas: dict[tuple[int, str], GroupSchema] = {}

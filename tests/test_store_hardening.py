@@ -383,3 +383,21 @@ def test_an_apply_of_text_the_registry_cannot_hold_changes_nothing(store_dir, ex
     with FeatureStore.open(store_dir) as store:
         assert store.state.revision == revision and set(store.state.access_rules) == rules
         assert store.state.feature(base[0].ref).description == base[0].description
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"preload": "no"}, r"preload must be True or False, got 'no'"),
+    ({"preload": None}, r"preload must be True or False, got None"),
+    ({"changelog_retention": -1}, r"changelog_retention must be an int >= 0 \(changelog entries kept for other processes\), got -1"),
+    ({"changelog_retention": "10"}, r"changelog_retention must be an int >= 0 .*got '10'"),
+    ({"changelog_retention": 2.5}, r"changelog_retention must be an int >= 0 .*got 2.5"),
+    ({"changelog_retention": True}, r"changelog_retention must be an int >= 0 .*got True"),
+])
+def test_open_refuses_a_preload_or_changelog_retention_it_cannot_use(store_dir, kwargs, match):
+    """preload='no' preloaded every group (a truthy str); changelog_retention=-1 trimmed
+    even the newest changelog entry (sequence + 1), so followers could never replay, and
+    '10' / 2.5 / True were int()-ed."""
+    with pytest.raises(ValidationError, match=match):
+        FeatureStore.open(store_dir, **kwargs)
+    with FeatureStore.open(store_dir, preload=False, changelog_retention=0) as store:
+        assert store.mode == "primary"

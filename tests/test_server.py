@@ -6,6 +6,7 @@ from __future__ import annotations
 import hmac
 import json
 import os
+import re
 import signal
 import socket
 import time
@@ -296,6 +297,30 @@ def test_new_keys_added_to_an_auth_file_are_all_granted(tmp_path, capsys):
         auth_module.main(["--caller", "c", "--purpose", "ranking", "--add-to", str(tmp_path / "other.yaml")])
     assert "has no `keys:` line" in capsys.readouterr().err
     assert (tmp_path / "other.yaml").read_text(encoding="utf-8") == "caller: x\n"
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--caller", ""], r"--caller must be a non-empty string, got ''"),
+    (["--tenant", ""], r"--tenant: tenant must be a non-empty str of at most 255 UTF-8 bytes, got ''"),
+    (["--tenant", "t" * 256], r"--tenant: tenant must be a non-empty str of at most 255 UTF-8 bytes"),
+    (["--purpose", ""], r"--purpose must be a non-empty list of purposes, got \['ranking', ''\]"),
+])
+def test_a_key_entry_the_server_would_refuse_is_not_added_to_the_auth_file(tmp_path, capsys, argv, message):
+    """`--caller ''` or `--tenant ''` was appended to the --auth file, and then the server
+    refused to load the whole file (every other key with it); a 256-byte tenant loaded but
+    no request can name it."""
+    path = tmp_path / "keys.yaml"
+    assert auth_module.main(["--caller", "ranker-a", "--purpose", "ranking", "--add-to", str(path)]) == 0
+    before = path.read_text(encoding="utf-8")
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        auth_module.main(["--caller", "c", "--purpose", "ranking", *argv, "--add-to", str(path)])
+    assert re.search(message, capsys.readouterr().err)
+    assert path.read_text(encoding="utf-8") == before and len(AuthTable.load(path).keys) == 1
+    entry = yaml.safe_load(before)["keys"][0]
+    path.write_text(yaml.safe_dump({"keys": [dict(entry, tenant="t" * 256)]}))
+    with pytest.raises(FeatureStoreError, match=r"keys\[0\]\.tenant: tenant must be a non-empty str of at most 255 UTF-8 bytes"):
+        AuthTable.load(path)
 
 
 def test_serve_refuses_to_run_without_keys_or_off_loopback(primary, capsys):

@@ -26,10 +26,12 @@ import secrets
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import yaml
 
 from ..errors import FeatureStoreError
+from ..keys import tenant_problem
 
 
 @dataclass(frozen=True)
@@ -80,12 +82,10 @@ class AuthTable:
             purposes = entry.get("purposes")
             if isinstance(purposes, str):
                 purposes = [purposes]
-            if not isinstance(purposes, list) or not purposes or not all(isinstance(p, str) and p for p in purposes):
-                raise FeatureStoreError(f"{where}.purposes must be a non-empty list of purposes, got {purposes!r}")
-            for name in ("caller", "tenant"):
-                if not isinstance(entry.get(name), str) or not entry[name]:
-                    raise FeatureStoreError(f"{where}.{name} must be a non-empty string, got {entry.get(name)!r}")
-            keys.append(ApiKey(entry["caller"], entry["tenant"], tuple(purposes), bytes.fromhex(digest)))
+            problem = entry_problem(entry.get("caller"), entry.get("tenant"), purposes)
+            if problem:
+                raise FeatureStoreError(f"{where}.{problem[0]}{problem[1]}")
+            keys.append(ApiKey(entry["caller"], entry["tenant"], tuple(cast("list[str]", purposes)), bytes.fromhex(digest)))
         return cls(keys)
 
     def authenticate(self, key: str) -> ApiKey | None:
@@ -96,6 +96,19 @@ class AuthTable:
             if hmac.compare_digest(digest, entry.digest):
                 found = entry
         return found
+
+
+def entry_problem(caller: Any, tenant: Any, purposes: Any) -> "tuple[str, str] | None":
+    """What the server would refuse in a key entry: (field, the text that follows its name),
+    or None. One rule for reading an --auth file and for adding a key to one."""
+    if not isinstance(caller, str) or not caller:
+        return "caller", f" must be a non-empty string, got {caller!r}"
+    problem = tenant_problem(tenant)
+    if problem:
+        return "tenant", f": {problem}"
+    if not isinstance(purposes, list) or not purposes or not all(isinstance(p, str) and p for p in purposes):
+        return "purposes", f" must be a non-empty list of purposes, got {purposes!r}"
+    return None
 
 
 def new_key_entry(caller: str, tenant: str, purposes: list[str]) -> tuple[str, str]:
@@ -115,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--purpose", action="append", required=True, help="repeatable; the first is the default")
     parser.add_argument("--add-to", metavar="FILE", help="append the entry to this --auth file (created if absent) instead of printing it")
     args = parser.parse_args(argv)
+    problem = entry_problem(args.caller, args.tenant, args.purpose)
+    if problem:  # before the file is touched: the server would refuse the whole file
+        field, text = problem
+        parser.error(f"--{'purpose' if field == 'purposes' else field}{text}")
     key, entry = new_key_entry(args.caller, args.tenant, args.purpose)
     print(f"# API key (shown once; give it to {args.caller}): {key}", file=sys.stderr)
     if args.add_to is None:

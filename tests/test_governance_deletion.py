@@ -146,6 +146,9 @@ def test_the_receipt_is_logged_queryable_and_survives_reopen(store_dir, example_
         assert deletion_log(reopened, entity="user", limit=1)[0]["reason"] == "t1 retry"
         assert deletion_log(reopened, tenant="shop_b", entity_id="i1")[0]["pairs"] == {"user_item_activity:v1": 3}
         assert deletion_log(reopened, entity_id="nobody") == []
+        for bad in (-1, 0, "2", 1.5, True, None):  # -1 and '2' returned every receipt, 0 none
+            with pytest.raises(ValidationError, match=rf"limit must be a positive int, got {bad!r}"):
+                deletion_log(reopened, limit=bad)
         assert log[-1] == first.to_dict()
         tombstones = Tombstones.load(reopened)
         assert len(tombstones) == 2 and tombstones.is_deleted("default", "user", "u1")

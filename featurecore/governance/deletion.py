@@ -298,7 +298,10 @@ def deletion_log(
 
     Args:
         db: a FeatureStore or its ``OnlineBackend``.
+        limit: the most receipts returned (a positive int).
     """
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValidationError(f"limit must be a positive int, got {limit!r}")
     out: list[dict[str, Any]] = []
     for _, value in backend_of(db).scan_records(META_CF, DELETION_PREFIX, reverse=True):
         if len(out) == limit:

@@ -343,6 +343,9 @@ def _training_set(args: argparse.Namespace) -> int:
     features = [f for f in args.features.split(",") if f] if args.features else None
     if (args.feature_set is None) == (features is None):
         raise FeatureStoreError("training-set needs a FEATURE_SET ref or --features a:v1,b:v2 (not both)")
+    out = Path(args.out)
+    if out.is_dir() or not out.parent.is_dir():  # checked before the join, which may take minutes
+        raise FeatureStoreError(f"--out {args.out!r} must be a file in an existing folder; create the folder or pick another path")
     with FeatureStore.open(args.store, mode="read_only", preload=False) as store:
         training = store.training_set(
             args.events, args.feature_set, features=features, event_timestamp=args.event_timestamp,

@@ -299,6 +299,21 @@ def test_an_events_or_source_file_that_is_missing_or_not_parquet_is_an_error_nam
     assert not (tmp_path / "o.parquet").exists()
 
 
+def test_a_training_set_out_path_that_cannot_be_written_is_refused_before_the_join(tmp_path, capsys, applied):
+    """--out in a missing folder or naming a folder was a FileNotFoundError /
+    IsADirectoryError traceback from pyarrow after the whole join had run."""
+    import pandas as pd
+    from conftest import T0_US
+
+    events = pd.DataFrame({"item_id": ["i1"], "event_timestamp": pd.to_datetime([T0_US], unit="us", utc=True)})
+    events.to_parquet(tmp_path / "events.parquet")
+    for out in (tmp_path / "missing" / "o.parquet", tmp_path):
+        code, _, err = run(capsys, "training-set", "trending_features:v3", "--events", str(tmp_path / "events.parquet"),
+                           "--out", str(out), *applied)
+        assert code == 1 and f"--out {str(out)!r} must be a file in an existing folder" in err and "Traceback" not in err
+    assert not (tmp_path / "missing").exists()
+
+
 def test_list_refuses_an_unknown_stage_or_privacy_class(capsys, applied):
     # A typo used to print "no matching features", as if the registry were empty.
     code, _, err = run(capsys, "list", *applied, "--stage", "prod")

@@ -140,9 +140,12 @@ class FeatureStore:
         # its generation mappings stay with the caller, so this store pins no file).
         preloaded = preloaded_by_parent(self.root)
         self._known_registry = preloaded.registry if preloaded is not None else None
-        plans = preloaded.compiled if preloaded is not None else {}
         try:
             self.registry = Registry(self._backend, known=self._known_registry)
+            # the parent's plans and schemas serve only the very state they were built from
+            same = preloaded if self._known_registry is not None and self.registry.state is self._known_registry[1] else None
+            if same is not None:
+                self._schemas.update(same.schemas)
             #: Purpose rules, privacy mode, tenant rules, user consent and the denial audit.
             self.access_policy = AccessPolicy(ConsentRegistry(self._backend))
             self._engine = ServingEngine(
@@ -152,8 +155,7 @@ class FeatureStore:
                 resident=self.snapshots.resident,
                 residents=self.snapshots.residents,
                 direct=self.direct,
-                # the parent's plans only for the very state they were compiled from
-                compiled=plans if self._known_registry and self.registry.state is self._known_registry[1] else None,
+                compiled=same.compiled if same is not None else None,
             )
             if mode == "primary":
                 self._writer = OnlineWriter(self._backend, self.snapshots, self._lock, changelog_retention=changelog_retention)

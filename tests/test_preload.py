@@ -57,6 +57,7 @@ PARENT = textwrap.dedent(
                     "feature_sets": sorted(state.feature_sets),
                     "ctr": ctr_of(store).tolist(),
                     "inherited_plan": any(store._engine._compiled.get(k) is v for k, v in preloaded.compiled.items()),
+                    "inherited_schemas": sorted(ref for k, v in preloaded.schemas.items() for ref in [k[1]] if store._schemas.get(k) is v),
                 }
         except BaseException:
             out = {"error": traceback.format_exc()}
@@ -70,7 +71,7 @@ PARENT = textwrap.dedent(
     registry = preloaded.registry
     print(json.dumps({
         "parent": {"revision": registry[1].revision if registry else None, "compiled": sorted(ref for _, ref in preloaded.compiled),
-                   "files": len(preloaded.mappings)},
+                   "schemas": sorted(ref for _, ref in preloaded.schemas), "files": len(preloaded.mappings)},
         "child": json.loads(data),
     }))
     """
@@ -103,9 +104,11 @@ def test_a_forked_worker_serves_with_the_registry_and_plans_its_parent_preloaded
         revision = store.state.revision
         assert generations.registry_record(root) == store.registry.head_record()
     out = fork_worker(root)
-    assert out["parent"] == {"revision": revision, "compiled": ["ranker:v1"], "files": 2}
+    groups = ["creator_stats:v1", "item_stats:v1", "user_profile:v1"]
+    assert out["parent"] == {"revision": revision, "compiled": ["ranker:v1"], "schemas": groups, "files": 2}
     child = out["child"]
     assert child["inherited_state"] and child["inherited_plan"] and child["revision"] == revision
+    assert child["inherited_schemas"] == groups
     assert child["ctr"] == [1.0] * 50
 
 
@@ -121,7 +124,7 @@ def test_definitions_applied_after_the_publish_are_read_by_the_worker_itself(tmp
     out = fork_worker(root)
     assert out["parent"]["revision"] == revision - 1
     child = out["child"]
-    assert not child["inherited_state"] and not child["inherited_plan"]
+    assert not child["inherited_state"] and not child["inherited_plan"] and child["inherited_schemas"] == []
     assert child["revision"] == revision and child["feature_sets"] == ["extra:v1", "ranker:v1"]
     assert child["ctr"] == [1.0] * 50
 
@@ -135,7 +138,7 @@ def test_a_record_of_the_same_revision_from_another_store_is_not_used(tmp_path: 
     out = fork_worker(ours)
     child = out["child"]
     assert out["parent"]["revision"] == child["revision"] and out["parent"]["compiled"] == ["ranker:v1"]
-    assert not child["inherited_state"] and not child["inherited_plan"]
+    assert not child["inherited_state"] and not child["inherited_plan"] and child["inherited_schemas"] == []
     assert child["feature_sets"] == ["extra:v1", "ranker:v1"] and child["ctr"] == [1.0] * 50
 
 
@@ -148,7 +151,7 @@ def test_a_damaged_registry_record_is_ignored_and_the_generations_still_preload(
     path.write_bytes({"flipped byte": data[:-1] + bytes([data[-1] ^ 1]), "truncated": data[:10], "empty": b""}[damage])
     with caplog.at_level(logging.ERROR, logger="featurecore.online.generations"):
         preloaded = preload(root)
-    assert preloaded.registry is None and preloaded.compiled == {} and len(preloaded.mappings) == 2
+    assert preloaded.registry is None and preloaded.compiled == preloaded.schemas == {} and len(preloaded.mappings) == 2
     assert "is damaged" in caplog.text and "each worker reads the registry itself" in caplog.text
     child = fork_worker(root)["child"]
     assert not child["inherited_state"] and child["ctr"] == [1.0] * 50

@@ -8,9 +8,10 @@ inherit an open RocksDB); it only reads files:
 - every current generation is mapped and verified (``generations.preload``): a worker
   finds the mapping it inherited instead of mapping and checksumming the file again;
 - the registry record published next to the generations (``generations.registry_record``)
-  is decoded, and every feature set of it compiled: a worker whose own RocksDB head
-  record is the same bytes uses this state and these plans instead of decoding and
-  compiling its own copies (``Registry(known=...)``, ``ServingEngine(compiled=...)``).
+  is decoded, every feature set of it compiled and every group's schema built: a worker
+  whose own RocksDB head record is the same bytes uses this state, these plans and
+  schemas instead of decoding and building its own copies (``Registry(known=...)``,
+  ``ServingEngine(compiled=...)``, the store's schema cache).
   A worker that finds another record (definitions changed since the last publish)
   decodes its own, as it would without a preload.
 
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 
 from ..errors import FeatureStoreError, ValidationError
 from ..online import generations
+from ..online.batch import GroupSchema
 from ..registry.model import RegistryState
 from ..registry.serde import loads_record
 from .compiled import CompiledFeatureSet, compile_feature_set
@@ -47,6 +49,8 @@ class Preloaded:
     registry: "tuple[bytes, RegistryState] | None" = None
     #: Every feature set of that state that compiles, by (revision, ref).
     compiled: "dict[tuple[int, str], CompiledFeatureSet]" = field(default_factory=dict)
+    #: Every feature group's write schema in that state, by (revision, ref).
+    schemas: "dict[tuple[int, str], GroupSchema]" = field(default_factory=dict)
 
 
 _current: "weakref.WeakValueDictionary[str, Preloaded]" = weakref.WeakValueDictionary()
@@ -77,6 +81,11 @@ def preload(root: "str | os.PathLike[str]") -> Preloaded:
                 try:
                     out.compiled[(state.revision, ref)] = compile_feature_set(state, ref)
                 except FeatureStoreError:  # a worker compiles it on request, and reports the problem there
+                    continue
+            for ref in state.feature_groups:
+                try:
+                    out.schemas[(state.revision, ref)] = GroupSchema.from_state(state, ref)
+                except FeatureStoreError:
                     continue
     _current[os.path.realpath(root)] = out
     return out

@@ -178,6 +178,31 @@ def test_a_bad_observe_is_a_validation_error_and_counts_nothing(matrix, latency,
     assert collector.feature_sets() == ["home:v1"] and collector.keys() == [("home:v1", "default", "")]
 
 
+def test_a_collector_or_registration_it_cannot_use_is_refused_up_front():
+    """ServingCollector(max_rows='5') / sample_rate='0.5' were TypeErrors; register() with
+    a str of columns kept one column per letter, and a categorical column that is not a
+    matrix column was accepted, then failed inside observe() on the request that filled
+    the window baseline (and no baseline ever formed)."""
+    for kwargs, message in (({"sample_rate": "0.5"}, r"sample_rate must be within 0..1, got '0.5'"),
+                            ({"max_rows": "5"}, r"max_rows must be an int >= 1, got '5'"),
+                            ({"max_rows": 0}, r"max_rows must be an int >= 1, got 0"),
+                            ({"baseline_rows": 2.5}, r"baseline_rows must be an int >= 0 \(0: no window baseline\), got 2.5")):
+        with pytest.raises(ValidationError, match=message):
+            ServingCollector(**kwargs)
+    collector = ServingCollector(sample_rate=1.0, baseline_rows=4)
+    with pytest.raises(ValidationError, match=r"columns must be a list of names, got the str 'ctr:v1'"):
+        collector.register("home:v1", "ctr:v1", GROUPS)
+    with pytest.raises(ValidationError, match=r"groups must be a list of names, got the str"):
+        collector.register("home:v1", COLUMNS, "item_behavior:v1")
+    with pytest.raises(ValidationError, match=r"categorical columns \['zz:v1'\] are not among the columns of 'home:v1'"):
+        collector.register("home:v1", COLUMNS, GROUPS, categorical=["zz:v1"])
+    assert collector.feature_sets() == []
+    collector.register("home:v1", COLUMNS, GROUPS, categorical=["price:v1"])
+    for _ in range(2):
+        collector.observe("home:v1", tiny(), 5.0)
+    assert collector.baseline("home:v1").categorical == (False, True)
+
+
 def test_concurrent_observes_lose_no_counts():
     collector = ServingCollector(sample_rate=0.1, max_rows=16)
     m = normal(0, n=64)

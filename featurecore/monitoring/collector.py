@@ -147,10 +147,12 @@ class ServingCollector:
     """
 
     def __init__(self, sample_rate: float = 0.002, *, max_rows: int = 128, baseline_rows: int = 2000):
-        if not 0.0 <= sample_rate <= 1.0:  # also rejects NaN
+        if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float)) or not 0.0 <= sample_rate <= 1.0:  # (NaN too)
             raise ValidationError(f"sample_rate must be within 0..1, got {sample_rate!r}; 0.002 samples 1 request in 500")
-        if max_rows < 1:
-            raise ValidationError(f"max_rows must be at least 1, got {max_rows!r}")
+        if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
+            raise ValidationError(f"max_rows must be an int >= 1, got {max_rows!r}")
+        if isinstance(baseline_rows, bool) or not isinstance(baseline_rows, int) or baseline_rows < 0:
+            raise ValidationError(f"baseline_rows must be an int >= 0 (0: no window baseline), got {baseline_rows!r}")
         self.sample_rate = float(sample_rate)
         # Exact integer credit: request k is sampled when floor(k * rate) increases.
         rate = Fraction(self.sample_rate).limit_denominator(1_000_000)
@@ -186,7 +188,13 @@ class ServingCollector:
             baseline: value bins and reference distribution (e.g. from training).
             categorical: categorical columns (used by the window baseline).
         """
+        for argument, names in (("columns", columns), ("groups", groups), ("categorical", categorical)):
+            if isinstance(names, str):
+                raise ValidationError(f"{argument} must be a list of names, got the str {names!r}; e.g. [{names!r}]")
         layout = _Layout(tuple(columns), tuple(groups), tuple(categorical))
+        unknown = sorted(set(layout.categorical) - set(layout.columns))
+        if unknown:  # the window baseline would fail on the request that fills it
+            raise ValidationError(f"categorical columns {unknown} are not among the columns of {feature_set!r}; check the names")
         if baseline is not None:
             if tuple(baseline.columns) != layout.columns:
                 raise ValidationError(

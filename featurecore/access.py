@@ -280,10 +280,13 @@ class ConsentRegistry:
 def _check_classes(classes: Iterable[str]) -> frozenset[str]:
     if isinstance(classes, str):
         classes = (classes,)
-    out = frozenset(classes)
-    unknown = sorted(out - set(PRIVACY_CLASSES))
-    if unknown or not out:
-        raise ValidationError(f"classes must be privacy classes among {list(PRIVACY_CLASSES)}, got {sorted(out)!r}")
+    try:
+        out = frozenset(classes)
+    except TypeError:  # not an iterable of names (None, 5), or holding a list
+        out = frozenset()
+    if not out or not out <= set(PRIVACY_CLASSES):
+        shown = sorted(out, key=repr) if out else classes
+        raise ValidationError(f"classes must be privacy classes among {list(PRIVACY_CLASSES)}, got {shown!r}")
     return out
 
 

@@ -206,6 +206,12 @@ def test_consent_checks_are_o1_lookups_and_persist(store_dir, example_repo):
     assert consent.restore_consent("default", 7) == frozenset() and consent.revoked("default", "7") == frozenset()
     with pytest.raises(ValidationError, match=r"classes must be privacy classes among .* got \['behavioural'\]"):
         consent.revoke_consent("default", "u1", ("behavioural",))
+    for bad in (None, 5, ["behavioral", 5]):  # TypeErrors (frozenset(None), sorting 5 among str)
+        with pytest.raises(ValidationError, match=r"classes must be privacy classes among .* got "):
+            consent.revoke_consent("default", "u1", bad)
+        if bad is not None:  # restore_consent(classes=None) restores every class
+            with pytest.raises(ValidationError, match=r"classes must be privacy classes among .* got "):
+                consent.restore_consent("default", "u1", bad)
     store.close()
     with FeatureStore.open(store_dir, mode="read_only") as reopened:
         assert reopened.access_policy.consent.revoked("default", "u1") == {"behavioral"}

@@ -110,6 +110,11 @@ def test_gate_arguments_and_a_feature_set_without_sla(example_state):
         assert_meets_sla([0.1, 0.2], example_state, HOME, hardware_factor=0)
     with pytest.raises(ValidationError, match=r"latency samples must be >= 2 finite non-negative seconds"):
         assert_meets_sla([0.1], example_state, HOME)
+    for bad in (["0.1", "fast"], [[0.1, 0.2], [0.3]], [None, 0.1]):  # numpy ValueError / TypeError
+        with pytest.raises(ValidationError, match=r"latency samples must be >= 2 finite non-negative seconds, got "):
+            assert_meets_sla(bad, example_state, HOME)
+    with pytest.raises(ValidationError, match=r"warmup must be an int >= 0, got -1"):
+        measure_get_features(None, None, warmup=-1)
     no_sla = dataclasses.replace(example_state, feature_sets={HOME: dataclasses.replace(example_state.feature_set(HOME), sla=None)})
     with pytest.raises(RegistryError, match=r"feature set home_ranker_features:v18 has no latency SLA; add sla:"):
         assert_meets_sla([0.1, 0.2], no_sla, HOME)

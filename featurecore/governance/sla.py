@@ -71,7 +71,10 @@ class SlaResult:
 def samples_of(measurement: Any) -> np.ndarray:
     """Per-call seconds from a pytest-benchmark fixture, its ``.stats``, or a sequence of seconds."""
     if isinstance(measurement, (list, tuple, np.ndarray)):
-        samples = np.asarray(measurement, dtype=np.float64)
+        try:
+            samples = np.asarray(measurement, dtype=np.float64)
+        except (TypeError, ValueError):  # text, None or ragged lists: not seconds
+            raise ValidationError(f"latency samples must be >= 2 finite non-negative seconds, got {list(measurement)[:5]!r}...") from None
     else:
         stats = measurement
         while not hasattr(stats, "data") and getattr(stats, "stats", None) is not None:
@@ -168,6 +171,8 @@ def measure_get_features(store: Any, request: Any, *, rounds: int = 300, warmup:
     """Seconds per ``store.get_features(request)`` call over ``rounds`` calls, after ``warmup``."""
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 2:
         raise ValidationError(f"rounds must be an int >= 2, got {rounds!r}")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ValidationError(f"warmup must be an int >= 0, got {warmup!r}")
     for _ in range(warmup):
         store.get_features(request)
     out = np.empty(rounds, dtype=np.float64)

@@ -98,10 +98,11 @@ def workload(kind: str) -> IdWorkload:
     return IdWorkload(kind, item_ids, values, requests)
 
 
-def build_store(root: str, w: IdWorkload) -> None:
+def build_store(root: str, w: IdWorkload, shape: dict[str, tuple[str, int, int]] = GROUPS) -> None:
+    """W1's store with ``w``'s ids and values; ``shape``: its groups (conftest.GROUPS)."""
     with FeatureStore.open(root, preload=False) as store:
-        store.apply(w1_definitions("resident"))
-        for name, (entity, n, k) in GROUPS.items():
+        store.apply(w1_definitions("resident", shape))
+        for name, (entity, n, k) in shape.items():
             values = w.values[name]
             for start in range(0, n, 25_000):
                 stop = min(n, start + 25_000)

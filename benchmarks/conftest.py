@@ -131,11 +131,12 @@ def naive_db(tmp_path_factory, w1_data):
     db.close()
 
 
-def w1_definitions(mode: str) -> list:
-    """W1's features, groups (all ``mode``: resident or direct) and feature set ``w1:v1``."""
+def w1_definitions(mode: str, shape: dict[str, tuple[str, int, int]] = GROUPS) -> list:
+    """W1's features, groups (all ``mode``: resident or direct) and feature set ``w1:v1``;
+    ``shape``: the groups as GROUPS gives them (name -> entity, entities, features)."""
     actions = DefaultPolicy({reason: DefaultAction("constant", value=0.0) for reason in MISSING_REASONS})
     features, groups, refs = [], [], []
-    for name, (entity, _, k) in GROUPS.items():
+    for name, (entity, _, k) in shape.items():
         privacy = "behavioral" if entity == "user" else "public_catalog"
         group = [Feature(f"{name}_{j}", 1, entity, "float32", owner="bench", privacy_class=privacy, default_policy=actions, group=f"{name}:v1") for j in range(k)]
         features += group

@@ -141,7 +141,9 @@ class FeatureStore:
         preloaded = preloaded_by_parent(self.root)
         self._known_registry = preloaded.registry if preloaded is not None else None
         try:
-            self.registry = Registry(self._backend, known=self._known_registry)
+            self.registry = Registry(
+                self._backend, known=self._known_registry, on_commit=self._registry_committed if mode == "primary" else None
+            )
             # the parent's plans and schemas serve only the very state they were built from
             same = preloaded if self._known_registry is not None and self.registry.state is self._known_registry[1] else None
             if same is not None:
@@ -260,19 +262,24 @@ class FeatureStore:
         self._require_primary("apply definitions")
         plan = self.registry.apply(definitions)
         self._backend.create_groups([self.group_schema(group.ref).cf_name for group in self.state.feature_groups.values()])
-        if os.path.isdir(os.path.join(self.root, generations.DIRECTORY)):
-            self._publish_registry()  # keep the record next to the published generations current
         return plan
 
     def _publish_registry(self) -> None:
         """Write the registry's head record next to the generations (the primary, after
-        publishing one and after an apply), for parents that fork serving workers."""
+        publishing one), for parents that fork serving workers."""
         head = self.registry.head_record()
         if head is not None:
-            try:
-                generations.publish_registry(self.root, *head)
-            except OSError as error:
-                logger.error("could not write the registry record next to the generations (%s); workers read it themselves", error)
+            self._registry_committed(*head, published=True)
+
+    def _registry_committed(self, revision: int, record: bytes, *, published: bool = False) -> None:
+        """Keep the registry record next to the generations current after every registry
+        change (once any generation is published)."""
+        if not published and not os.path.isdir(os.path.join(self.root, generations.DIRECTORY)):
+            return
+        try:
+            generations.publish_registry(self.root, revision, record)
+        except OSError as error:
+            logger.error("could not write the registry record next to the generations (%s); workers read it themselves", error)
 
     def group_schema(self, group_ref: str) -> GroupSchema:
         """The write schema of ``group_ref`` (``"name:vN"``, or a bare name for its

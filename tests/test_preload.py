@@ -157,7 +157,7 @@ def test_a_damaged_registry_record_is_ignored_and_the_generations_still_preload(
     assert not child["inherited_state"] and child["ctr"] == [1.0] * 50
 
 
-def test_apply_keeps_the_published_record_current_and_writes_none_before_generations(tmp_path: Path):
+def test_every_registry_change_keeps_the_published_record_current_and_none_is_written_before_generations(tmp_path: Path):
     root = str(tmp_path / "store")
     with FeatureStore.open(root, preload=False) as store:
         store.apply(definitions())
@@ -167,6 +167,8 @@ def test_apply_keeps_the_published_record_current_and_writes_none_before_generat
         store.build_generations()
         assert generations.registry_record(root) == store.registry.head_record()
         store.apply([*definitions(), extra_set()])
+        assert generations.registry_record(root) == store.registry.head_record()
+        store.registry.set_stage("ctr:v1", "production")  # any registry change, not only apply
         assert generations.registry_record(root) == store.registry.head_record()
         assert store.registry.head_record()[0] == store.state.revision
     assert [name for name in os.listdir(os.path.join(root, generations.DIRECTORY)) if name.startswith(".tmp-")] == []

@@ -18,7 +18,8 @@ keeps serving it (the kernel frees it on the last unmap), one that read the old
 manifest just before retries.
 
 Next to the groups' directories, ``REGISTRY`` holds the registry's head revision record
-as of the last publish (``publish_registry``): a parent that forks serving workers
+(``publish_registry``: the primary writes it with each generation and after each registry
+change once generations exist): a parent that forks serving workers
 decodes it once (``featurecore.serving.preload``), and each worker uses that decoded
 state only when its own RocksDB head record is the same bytes. A stale, missing or
 damaged file costs each worker a decode of its own, never a wrong definition.

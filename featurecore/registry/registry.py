@@ -14,7 +14,7 @@ import os
 import struct
 import threading
 import time
-from typing import Any, Iterable, Mapping, cast
+from typing import Any, Callable, Iterable, Mapping, cast
 
 from ..errors import FeatureStoreError, NotFoundError, RegistryError
 from ..layout import REGISTRY_CF
@@ -64,14 +64,23 @@ class Registry:
     ...     registry.apply("examples/recsys")
     """
 
-    def __init__(self, records: RecordStore, *, owns_records: bool = False, known: "tuple[bytes, RegistryState] | None" = None):
+    def __init__(
+        self,
+        records: RecordStore,
+        *,
+        owns_records: bool = False,
+        known: "tuple[bytes, RegistryState] | None" = None,
+        on_commit: "Callable[[int, bytes], None] | None" = None,
+    ):
         """``known``: a revision record and its decoded state, used instead of decoding
         the head when the head's record is these very bytes (a process forked from a
-        parent that decoded the published record, ``featurecore.serving.preload``)."""
+        parent that decoded the published record, ``featurecore.serving.preload``).
+        ``on_commit``: called with the revision and its record after each change is stored."""
         self._records = records
         self._owns_records = owns_records
         self._lock = threading.RLock()  # prune holds it across the removes it makes
         self._known = known
+        self._on_commit = on_commit
         self._state = self._read_head()
 
     @property
@@ -198,6 +207,8 @@ class Registry:
                 f"cannot write registry revision {state.revision}: {exc}; apply through the store's primary (read-write)"
             ) from exc
         self._state = state
+        if self._on_commit is not None:
+            self._on_commit(state.revision, record)
         return state
 
     def plan(self, definitions: DefinitionsLike) -> ApplyPlan:

@@ -5,12 +5,14 @@ Real processes: the parent preloads and forks in a subprocess (not in pytest's p
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
 import subprocess
 import sys
 import textwrap
+import weakref
 from pathlib import Path
 
 import pytest
@@ -179,3 +181,21 @@ def test_preload_names_a_root_that_is_not_a_store(tmp_path: Path):
         preload(5)  # type: ignore[arg-type]
     with pytest.raises(ValidationError, match="is not a featurecore store.*FeatureStore.open"):
         preload(str(tmp_path / "nothing"))
+
+
+def test_a_dropped_preload_is_freed_without_the_collector(tmp_path: Path):
+    # A forking parent freezes its objects (gc.freeze) with the preload alive, then drops
+    # it: anything the preload left in a reference cycle would never be freed (the
+    # supervisor preloads again before every replacement it forks).
+    root = str(tmp_path / "store")
+    published_store(root)
+    gc.collect()
+    gc.disable()
+    try:
+        preloaded = preload(root)
+        assert preloaded.registry is not None and preloaded.compiled and preloaded.schemas
+        state, plan = weakref.ref(preloaded.registry[1]), weakref.ref(next(iter(preloaded.compiled.values())))
+        del preloaded
+        assert state() is None and plan() is None
+    finally:
+        gc.enable()

@@ -410,6 +410,10 @@ def compile_feature_set(state: RegistryState, feature_set_ref: str) -> CompiledF
                 schema=schema_for_group(state, g.ref),
             )
         )
+    # role_of refers to itself: a cycle (function <-> its cell) that kept the whole state
+    # alive until a collection, and forever in a parent that froze it before forking
+    # (serving.preload; tests/test_preload.py)
+    del role_of
 
     col = 0
     for column in fs.features:

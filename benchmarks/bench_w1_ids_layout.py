@@ -12,8 +12,8 @@ with its own head, and the assembler handles two groups. The C++ physical limit
 (physical_limit.cc) reads one row of 64 floats per candidate. This benchmark serves the
 same values and requests from two stores in one process: W1 as it is (``two groups``) and
 W1 with one item group of the 64 features (``one group``, same matrix columns), prepared
-handles interleaved round by round with the numpy floor (bench_w1_ids.interleaved), then
-the C++ limit on the same requests. ``one / two`` is the share of a W1 request that
+handles interleaved round by round with the numpy floor (bench_w1_ids.interleaved), and
+the C++ limit on the same requests (bench_w1_ids.interleaved_with_limit). ``one / two`` is the share of a W1 request that
 serving groups of one entity from one record would leave; once the engine does, ``two
 groups`` costs what ``one group`` does.
 """
@@ -29,9 +29,8 @@ from benchmarks.bench_w1_ids import (
     build_store,
     compile_limit,
     floor_fn,
-    interleaved,
+    interleaved_with_limit,
     prepared_fn,
-    run_limit,
     workload,
 )
 from benchmarks.conftest import GROUPS, ITEM_FEATURES, N_ITEMS
@@ -71,10 +70,10 @@ def evaluate(w: IdWorkload, two_store, one_store, tmp: str) -> list[str]:
         # The same matrix from either layout (and the floor's).
         np.testing.assert_array_equal(fns["two groups"](3).values, fns["one group"](3).values)
         np.testing.assert_array_equal(fns["one group"](3).values, fns["floor"](3))
-        times = interleaved(fns, ROUNDS)
+        times, limit = interleaved_with_limit(fns, ROUNDS, exe, tmp, w, n)
         stats = {name: tuple(np.percentile(t, [50, 99])) for name, t in times.items()}
-        if exe is not None:
-            stats["c++ limit"] = run_limit(exe, tmp, w, n, ROUNDS)
+        if limit is not None:
+            stats["c++ limit"] = limit
         f50 = stats["floor"][0]
         c50 = stats.get("c++ limit", (float("nan"),))[0]
         lines.append(f"  n={n:<4} {'contender':12s} {'p50':>8s} {'p99':>8s}   {'vs floor':>8s}   {'vs c++ limit':>12s}")

@@ -18,6 +18,7 @@ else none (the built-in defaults below). Explicit arguments always win over the 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ValidationError
+from .keys import tenant_problem
 
 CONFIG_FILE = "featurecore.toml"
 ENV_VAR = "FEATURECORE_CONFIG"
@@ -79,6 +81,15 @@ def load_config(explicit: "str | os.PathLike | None" = None) -> StoreConfig:
         for k, v in data.items()
         if k in _TYPES and (isinstance(v, bool) or not isinstance(v, _TYPES[k]))
     ]
+    if not problems:  # values the store would refuse later, from a call that never named them
+        tenant = data.get("tenant", "default")
+        if tenant_problem(tenant):
+            problems.append(f"tenant: {tenant_problem(tenant)}")
+        if not data.get("purpose", "ranking"):
+            problems.append(f"purpose must be a non-empty str, got {data['purpose']!r}")
+        refresh = data.get("refresh_interval_s", 1.0)
+        if not 0 < refresh < math.inf:
+            problems.append(f"refresh_interval_s must be a positive number of seconds, got {refresh!r}")
     if problems:
         raise ValidationError(f"config file {str(path)!r}: {'; '.join(problems)}")
     base = path.resolve().parent

@@ -49,3 +49,21 @@ def test_a_bad_file_names_the_key_and_the_fix(tmp_path):
         load_config(path)
     with pytest.raises(ValidationError, match=r"config file '.*nope.toml' does not exist"):
         load_config(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ('tenant = ""', r"tenant: tenant must be a non-empty str of at most 255 UTF-8 bytes, got ''"),
+    ('purpose = ""', r"purpose must be a non-empty str, got ''"),
+    ("refresh_interval_s = -1", r"refresh_interval_s must be a positive number of seconds, got -1"),
+    ("refresh_interval_s = inf", r"refresh_interval_s must be a positive number of seconds, got inf"),
+])
+def test_a_value_the_store_would_refuse_is_reported_against_the_file(tmp_path, line, message):
+    """tenant = "" or refresh_interval_s = -1 loaded, and the error came later from a call
+    the user never made with that argument ("refresh_interval_s must be a positive
+    number", "tenant must be a non-empty str") without naming the file."""
+    path = tmp_path / "featurecore.toml"
+    path.write_text(line + "\n")
+    with pytest.raises(ValidationError, match=rf"config file '.*featurecore.toml': {message}"):
+        load_config(path)
+    with pytest.raises(ValidationError, match=rf"config file '.*featurecore.toml': {message}"):
+        FeatureStore.open(tmp_path / "store", config=path)

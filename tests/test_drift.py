@@ -279,3 +279,29 @@ def test_a_mostly_defaulted_feature_is_judged_on_missing_rate_not_on_its_few_val
     reasons[:, 1] = 0  # the same shift over every row is judged, and alarms
     shifted = next(c for c in drift_of_matrix(base, values, reasons).columns if c.column == COLUMNS[1])
     assert shifted.status == "alert" and shifted.why[0].startswith("PSI ")
+
+
+def test_thresholds_and_policies_that_cannot_judge_are_refused():
+    """Thresholds('0.1', ...) or DriftPolicy(min_rows='1000') were TypeErrors inside
+    evaluate_drift, on the first report; psi_warn above psi_alert or critical_share below
+    important_share silently changed which tier and status a column got."""
+    from featurecore.monitoring.drift import Thresholds
+
+    for args, message in (
+        (("0.1", 0.25, 0.05, 0.1), r"psi_warn must be a finite number >= 0, got '0.1'"),
+        ((0.1, -1, 0.05, 0.1), r"psi_alert must be a finite number >= 0, got -1"),
+        ((0.1, 0.25, float("nan"), 0.1), r"js_alert must be a finite number >= 0, got nan"),
+        ((0.3, 0.25, 0.05, 0.1), r"psi_warn 0.3 is above psi_alert 0.25; a column warns before it alerts"),
+    ):
+        with pytest.raises(ValidationError, match=message):
+            Thresholds(*args)
+    for kwargs, message in (
+        ({"min_rows": "1000"}, r"min_rows must be an int >= 0, got '1000'"),
+        ({"min_present": -1}, r"min_present must be an int >= 0, got -1"),
+        ({"important_share": 1.5}, r"important_share must be a share in 0..1, got 1.5"),
+        ({"important_share": 0.2, "critical_share": 0.1}, r"important_share 0.2 is above critical_share 0.1"),
+        ({"normal": (0.1, 0.2, 0.05, 0.1)}, r"normal must be a Thresholds, got tuple"),
+    ):
+        with pytest.raises(ValidationError, match=message):
+            DriftPolicy(**kwargs)
+    assert DriftPolicy(min_rows=10).tier(0.5) == "critical"

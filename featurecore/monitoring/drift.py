@@ -25,6 +25,7 @@ tier's ``missing_increase`` over the baseline).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -327,6 +328,14 @@ class Thresholds:
     js_alert: float
     missing_increase: float
 
+    def __post_init__(self) -> None:
+        for name in ("psi_warn", "psi_alert", "js_alert", "missing_increase"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+                raise ValidationError(f"{name} must be a finite number >= 0, got {value!r}")
+        if self.psi_warn > self.psi_alert:
+            raise ValidationError(f"psi_warn {self.psi_warn} is above psi_alert {self.psi_alert}; a column warns before it alerts")
+
 
 @dataclass(frozen=True)
 class DriftPolicy:
@@ -341,6 +350,24 @@ class DriftPolicy:
     #: Live present values below which PSI/JS are too noisy to judge (a feature that is
     #: 99% defaulted); such a column is judged on its missing rate alone.
     min_present: int = 200
+
+    def __post_init__(self) -> None:
+        for name in ("normal", "important", "critical"):
+            if not isinstance(getattr(self, name), Thresholds):
+                raise ValidationError(f"{name} must be a Thresholds, got {type(getattr(self, name)).__name__}")
+        for name in ("important_share", "critical_share"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise ValidationError(f"{name} must be a share in 0..1, got {value!r}")
+        if self.important_share > self.critical_share:
+            raise ValidationError(
+                f"important_share {self.important_share} is above critical_share {self.critical_share}; "
+                "a feature is important before it is critical"
+            )
+        for name in ("min_rows", "min_present"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValidationError(f"{name} must be an int >= 0, got {value!r}")
 
     def tier(self, share: float) -> str:
         """``"critical"``, ``"important"`` or ``"normal"`` for an importance share."""

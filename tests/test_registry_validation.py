@@ -195,6 +195,9 @@ def test_model_rules():
     reject(batch(f, extra=[fs, Model("m", 1, "s:v1", "ads", "team")]), r"purpose' has 'ads', which has no access rule")
     importances = Model("m", 1, "s:v1", "ranking", "team", feature_importances={"g:v1": 1.0})
     reject(batch(f, extra=[fs, importances]), r"feature_importances' names \['g:v1'\], which are not columns of s:v1")
+    for bad in ("high", -1.0, float("nan"), float("inf"), True):  # were stored, then broke drift reports (v > 0)
+        weights = Model("m", 1, "s:v1", "ranking", "team", feature_importances={"f:v1": bad})
+        reject(batch(f, extra=[fs, weights]), rf"model 'm:v1' field 'feature_importances' has {re.escape(repr(bad))} for 'f:v1'; importances must be finite numbers >= 0")
     custom = batch(f, extra=[fs, AccessRule("ads", ["public_catalog"]), Model("m", 1, "s:v1", "ads", "team")])
     assert validate(custom).model("m:v1").purpose == "ads"
     reject(

@@ -498,6 +498,9 @@ def check_model(model: Model, state: RegistryState) -> list[str]:
         unknown = sorted(k for k in model.feature_importances if k not in known_columns)
         if unknown:
             problems.append(f"{label} field 'feature_importances' names {unknown}, which are not columns of {fs.ref}")
+    for name, weight in model.feature_importances.items():
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < math.inf:
+            problems.append(f"{label} field 'feature_importances' has {weight!r} for {name!r}; importances must be finite numbers >= 0")
     return problems
 
 

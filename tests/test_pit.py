@@ -305,6 +305,27 @@ def test_log_streaming_and_in_memory_agree(store):
         np.testing.assert_array_equal(other.reasons, whole.reasons)
 
 
+def test_histories_and_a_context_that_cannot_be_joined_are_refused(store):
+    """histories={'item_stats:v1': 5} was pyarrow's AttributeError, a frame without the log's
+    columns a KeyError ('Column entity_id does not exist'), a key naming no group of the
+    feature set or a list of histories was ignored (the log was read instead), and
+    StoreContext(root, None) an AttributeError deep in the join."""
+    root, state = store
+    context = StoreContext(root, state)
+    history = OfflineLog.open(root, state, "item_stats:v1").read(tenant="default")
+    for histories, message in (
+        ({"item_stats:v1": 5}, r"histories\['item_stats:v1'\] must be an Arrow Table or a pandas DataFrame of the offline log's columns, got int"),
+        ({"item_stats:v1": pd.DataFrame({"x": [1]})}, r"histories\['item_stats:v1'\] has no column\(s\) \['entity_id', 'feature_timestamp', 'generated_at', 'ctr'"),
+        ({"item_stats:v2": history}, r"histories names 'item_stats:v2', which is not a group ranker:v1 reads \(item_stats:v1, user_profile:v1\)"),
+        ([history], r"histories must be a mapping group ref -> history, got list"),
+    ):
+        with pytest.raises(ValidationError, match=message):
+            point_in_time_join(context, events_frame(), "ranker:v1", histories=histories)
+    with pytest.raises(ValidationError, match=r"StoreContext state must be a RegistryState, got NoneType"):
+        StoreContext(root, None)
+    assert len(point_in_time_join(context, events_frame(), "ranker:v1", histories={"item_stats:v1": history})) == 5
+
+
 def test_strict_mode_ignores_values_computed_after_the_event(tmp_path):
     root, state = str(tmp_path), make_state()
     items = OfflineLog.open(root, state, "item_stats:v1")

@@ -540,6 +540,29 @@ def _forget_deleted(tombstones: Tombstones, state: RegistryState, group_ref: str
     miss[deleted] = Reason.entity_not_found
 
 
+def _check_histories(histories: Any, compiled: CompiledFeatureSet, state: RegistryState) -> None:
+    """``point_in_time_join``'s in-memory histories: a mapping of the feature set's groups to
+    tables holding the offline log's columns (else the join would read the log instead, or
+    fail inside pyarrow)."""
+    if histories is None:
+        return
+    if not isinstance(histories, Mapping):
+        raise ValidationError(f"histories must be a mapping group ref -> history, got {type(histories).__name__}")
+    groups = sorted(binding.ref for binding in compiled.groups)
+    for ref, history in histories.items():
+        if ref not in groups:
+            raise ValidationError(f"histories names {ref!r}, which is not a group {compiled.ref} reads ({', '.join(groups)})")
+        if not isinstance(history, pa.Table) and not type(history).__module__.startswith("pandas"):
+            raise ValidationError(
+                f"histories[{ref!r}] must be an Arrow Table or a pandas DataFrame of the offline log's columns, "
+                f"got {type(history).__name__}"
+            )
+        needed = [*STAMP_COLUMNS, *(f.name for f in GroupSchema.from_state(state, ref).fields)]
+        missing = [c for c in needed if c not in (history.column_names if isinstance(history, pa.Table) else history.columns)]
+        if missing:
+            raise ValidationError(f"histories[{ref!r}] has no column(s) {missing}; pass the offline log's columns (OfflineLog.read)")
+
+
 def _history_for(group_ref: str, histories, root, state, tenant, offline_as_of):
     if histories is not None and group_ref in histories:
         history = histories[group_ref]
@@ -631,6 +654,7 @@ def point_in_time_join(
     compiled = compiled or compile_feature_set(state, feature_set_ref)
     table = events_table(events)
     check_join_arguments(table.column_names, compiled, threads, chunk_rows, offline_as_of)
+    _check_histories(histories, compiled, state)
     event_ts = event_micros(table, event_timestamp)
     context.timestamp_bounds.check(event_ts, f"events column {event_timestamp!r}")
     threads = threads or min(4, os.cpu_count() or 1)

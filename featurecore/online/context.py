@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Callable
 
-from ..errors import FeatureStoreError
+from ..errors import FeatureStoreError, ValidationError
 from ..registry.model import RegistryState
 from ..timestamps import DEFAULT_BOUNDS, TimestampBounds
 from .tombstones import NO_TOMBSTONES, Tombstones
@@ -51,6 +51,13 @@ class StoreContext:
     writer: "OnlineWriter | None" = None
     tombstones: Callable[[], Tombstones] = field(default=_no_tombstones)
     timestamp_bounds: TimestampBounds = DEFAULT_BOUNDS
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.state, RegistryState):
+            raise ValidationError(
+                f"StoreContext state must be a RegistryState, got {type(self.state).__name__}; pass the store's "
+                "registry state (FeatureStore.context() builds the whole context)"
+            )
 
     def with_state(self, state: RegistryState) -> "StoreContext":
         """The same store seen through another registry state (an ad-hoc feature set's)."""

@@ -692,7 +692,12 @@ def _snapshot(args: argparse.Namespace) -> int:
         rows = []
         for name in names:
             if args.action == "list":
-                manifest = generations.current(store.root, name)
+                try:
+                    manifest = generations.current(store.root, name)
+                except FeatureStoreError as error:  # listed with the others, as verify does
+                    failed += 1
+                    rows.append({"group": name, "file": f"unreadable: {error}", "rows": 0, "bytes": 0, "sequence": 0})
+                    continue
                 rows.append({"group": name, "file": manifest.file if manifest else "-", "rows": manifest.rows if manifest else 0,
                              "bytes": manifest.file_bytes if manifest else 0, "sequence": manifest.sequence if manifest else 0})
                 continue

@@ -1,6 +1,7 @@
 """The featurecore command, run in-process through main([...])."""
 
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -312,6 +313,26 @@ def test_a_training_set_out_path_that_cannot_be_written_is_refused_before_the_jo
                            "--out", str(out), *applied)
         assert code == 1 and f"--out {str(out)!r} must be a file in an existing folder" in err and "Traceback" not in err
     assert not (tmp_path / "missing").exists()
+
+
+def test_snapshot_list_shows_every_group_when_one_manifest_is_unreadable(tmp_path, capsys):
+    """One corrupt MANIFEST made `snapshot list` print only an error: the other groups'
+    generations were not listed (verify already reported per group)."""
+    from online_defs import definitions, write_ctr
+
+    from featurecore.online import generations
+    from featurecore.store import FeatureStore
+
+    root = str(tmp_path / "store")
+    with FeatureStore.open(root, preload=False) as store:
+        store.apply(definitions())
+        write_ctr(store, 1.0)
+        store.build_generations()
+    (Path(root) / "generations" / "g%2Fitem_stats%2Fv1" / "MANIFEST").write_text("{garbage")
+    code, out, _ = run(capsys, "snapshot", "list", "--store", root)
+    creators = generations.current(root, "g/creator_stats/v1")
+    assert code == 1 and "g/item_stats/v1" in out and "unreadable: generation manifest" in out
+    assert creators.file in out
 
 
 def test_list_refuses_an_unknown_stage_or_privacy_class(capsys, applied):

@@ -309,8 +309,11 @@ def thread_niceness(pid):
     """The set of nice values of process ``pid``'s threads."""
     found = set()
     for tid in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{tid}/stat") as f:
-            found.add(int(f.read().rsplit(")", 1)[1].split()[16]))  # field 19: nice
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                found.add(int(f.read().rsplit(")", 1)[1].split()[16]))  # field 19: nice
+        except (FileNotFoundError, ProcessLookupError):  # the thread ended after listdir
+            continue
     return found
 
 

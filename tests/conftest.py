@@ -1,5 +1,7 @@
 """Shared fixtures: a store directory, the example features repo, and a populated store."""
 
+import datetime as dt
+import time
 from pathlib import Path
 
 import numpy as np
@@ -114,3 +116,13 @@ def events_at(items, times_us):
         "session_id": ["s1"] * len(items),
         "event_timestamp": pd.to_datetime(np.asarray(times_us), unit="us", utc=True),
     })
+
+
+def time_between_commits() -> dt.datetime:
+    """A time to travel to between two Delta commits made around this call: Delta resolves a
+    time by its commits' timestamps (milliseconds of a clock we do not control), and an append
+    can follow within milliseconds, so keep 50 ms on each side."""
+    time.sleep(0.05)
+    between = dt.datetime.now(dt.timezone.utc)
+    time.sleep(0.05)
+    return between

@@ -16,7 +16,7 @@ from featurecore.offline.log import OfflineLog, OfflineMetadataError
 from featurecore.storage.rocksdb import column_family
 from featurecore.reasons import Reason
 
-from conftest import events_at
+from conftest import events_at, time_between_commits
 
 SECOND_US = 1_000_000
 HOUR_US = 3600 * SECOND_US
@@ -53,7 +53,7 @@ def test_a_join_answer_does_not_depend_on_the_other_events(store):
 def test_training_sets_as_of_a_table_version_or_time_are_reproducible(store):
     store.write(GROUP, behavior([0.1]), entity_ids=["i1"], feature_timestamp=T0)
     first = store.training_set(events_at(["i1", "i2"], [T0 + HOUR_US] * 2), FEATURE_SET)
-    between = dt.datetime.now(dt.timezone.utc)
+    between = time_between_commits()
     store.write(GROUP, behavior([0.5, 0.7]), entity_ids=["i1", "i2"], feature_timestamp=T0 + 1)
     latest = store.training_set(events_at(["i1", "i2"], [T0 + HOUR_US] * 2), FEATURE_SET)
     assert ctr(latest)[0].tolist() == pytest.approx([0.5, 0.7])

@@ -5,13 +5,13 @@ import dataclasses
 import datetime as dt
 import os
 import shutil
-import time
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from conftest import time_between_commits
 from test_offline_helpers import DAY_US, HOUR_US, T0_US, make_state
 
 from featurecore.errors import ValidationError
@@ -211,11 +211,7 @@ def test_rewrite_failure_leaves_the_log_as_it_was(log):
 def test_time_travel_by_version_and_time(log):
     log.append(item_batch(log, [1], [T0_US]))
     first = log.snapshot()
-    # Delta resolves a time by its commits' timestamps, which come from the filesystem's
-    # coarse clock (a few ms behind the wall clock): keep `between` clearly between them.
-    time.sleep(0.05)
-    between = dt.datetime.now(dt.timezone.utc)
-    time.sleep(0.05)
+    between = time_between_commits()
     log.append(item_batch(log, [2], [T0_US]))
     assert log.snapshot().version == first.version + 1
     old = log.snapshot(first.version)

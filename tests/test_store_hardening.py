@@ -401,3 +401,34 @@ def test_open_refuses_a_preload_or_changelog_retention_it_cannot_use(store_dir, 
         FeatureStore.open(store_dir, **kwargs)
     with FeatureStore.open(store_dir, preload=False, changelog_retention=0) as store:
         assert store.mode == "primary"
+
+
+# -- a broken layout, empty deletions (qa sweep, session 7) -----------------------------
+
+
+def test_an_offline_directory_replaced_by_a_file_is_an_error_naming_it_and_nothing_is_written(populated_store):
+    """A write was a bare NotADirectoryError from os.makedirs, and a training set read the
+    history as empty (every row entity_not_found) instead of saying the tables are gone."""
+    import shutil
+    from pathlib import Path
+
+    from conftest import T0_US, events_at, group_frame
+
+    from featurecore.offline.log import OfflineMetadataError
+
+    store = populated_store
+    offline = Path(store.root) / "offline"
+    shutil.rmtree(offline)
+    offline.write_text("not a folder")
+    sequence = store.sequence
+    with pytest.raises(OfflineMetadataError, match=rf"{offline} is a file, not a directory; move it away"):
+        store.write("item_behavior:v1", group_frame(store.state, "item_behavior:v1", 1), entity_ids=["i_new"],
+                    feature_timestamp=T0_US)
+    with pytest.raises(OfflineMetadataError, match=rf"{offline} is a file, not a directory"):
+        store.training_set(events_at(["i1"], [T0_US + 1]), "home_ranker_features:v18")
+    root = store.root
+    store.close()
+    with FeatureStore.open(root) as reopened:
+        assert reopened.sequence == sequence
+        assert offline.read_text() == "not a folder"
+

@@ -375,7 +375,20 @@ class OfflineLog:
         first = min(entry["timestamp"] for entry in table.history())
         return when.timestamp() * 1000 < first
 
+    def _refuse_a_file_in_the_path(self) -> None:
+        """A local table's directory (or a folder above it, e.g. the store's ``offline``)
+        replaced by a file: its history is gone, not empty, and nothing can be created there."""
+        path = self.directory
+        while not os.path.exists(path) and os.path.dirname(path) != path:
+            path = os.path.dirname(path)
+        if not os.path.isdir(path):
+            raise OfflineMetadataError(
+                f"offline table of {self.schema.ref} at {self.directory}: {path} is a file, not a directory; move it away "
+                "and restore the offline tables there from a backup (featurecore refuses to treat the history as empty)"
+            )
+
     def _refuse_data_without_log(self) -> None:
+        self._refuse_a_file_in_the_path()
         for _, _, names in os.walk(self.directory):
             if any(name.endswith(".parquet") for name in names):
                 raise self._damaged("data files exist but _delta_log is missing")
@@ -469,6 +482,7 @@ class OfflineLog:
         if not self.local:
             yield
             return
+        self._refuse_a_file_in_the_path()
         os.makedirs(os.path.dirname(self.directory), exist_ok=True)
         with open(self.directory.rstrip(os.sep) + ".lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)

@@ -715,7 +715,8 @@ class FeatureStore:
         writer = self._require_primary("delete online rows")
         schema = self.group_schema(group_ref)
         change = writer.delete_change(schema, entity_ids, tenant)
-        return WriteReceipt(schema.ref, len(change.keys or ()), writer.commit([change]).sequence, micros_now())
+        sequence = writer.commit([change]).sequence if change.keys else writer.sequence  # no ids: no changelog entry
+        return WriteReceipt(schema.ref, len(change.keys or ()), sequence, micros_now())
 
     def delete_entity_online(self, entity: str, entity_ids: Any, *, tenant: str = "default") -> dict[str, int]:
         """Delete ``entity_ids`` of ``tenant`` from every group keyed by ``entity``, in one
@@ -724,7 +725,8 @@ class FeatureStore:
         self.state.entity(entity)
         schemas = [self.group_schema(g.ref) for g in self.state.feature_groups.values() if g.entity == entity]
         changes = [writer.delete_change(schema, entity_ids, tenant) for schema in schemas]
-        writer.commit(changes)
+        if any(change.keys for change in changes):  # no ids: no changelog entries
+            writer.commit(changes)
         return {schema.ref: len(change.keys or ()) for schema, change in zip(schemas, changes)}
 
     # -- serving ----------------------------------------------------------------------------

@@ -432,3 +432,19 @@ def test_an_offline_directory_replaced_by_a_file_is_an_error_naming_it_and_nothi
         assert reopened.sequence == sequence
         assert offline.read_text() == "not a folder"
 
+
+@pytest.mark.parametrize("ids", [[], np.array([], np.int64), ()])
+def test_deleting_no_ids_writes_nothing_not_even_a_changelog_entry(store_dir, example_repo, ids):
+    """delete_online(group, []) committed an empty changelog entry (sequence + 1) that every
+    secondary then replayed; delete_entity_online one per group of the entity."""
+    with FeatureStore.open(store_dir) as store:
+        store.apply(example_repo)
+        store.write_online("item_behavior:v1", {"item_ctr_7d_smoothed": [0.5], "item_cvr_30d_smoothed": [0.1]}, entity_ids=["i1"], feature_timestamp=1_782_950_400_000_000)
+        sequence = store.sequence
+        receipt = store.delete_online("item_behavior:v1", ids)
+        assert (receipt.rows, receipt.sequence) == (0, sequence)
+        assert set(store.delete_entity_online("item", ids).values()) == {0}
+        assert store.sequence == sequence
+    with FeatureStore.open(store_dir) as store:
+        assert store.sequence == sequence
+        assert [e.sequence for e in store.backend.changelog_after(0)] == list(range(1, sequence + 1))

@@ -166,3 +166,21 @@ def test_a_reason_rule_applied_differently_shows_as_one_reason_pair():
     report = compare_matrices("fs:v1", 5, ("a", "b", "c"), (values, online_reasons), (values, offline_reasons))
     assert report.reason_pairs == {("entity_not_found", "no_history"): 12}
     assert "12 cells: entity_not_found online vs no_history offline" in str(report)
+
+
+@pytest.mark.parametrize(("offline", "match"), [
+    ((np.zeros((2, 2), np.float32), np.zeros((2, 2), np.uint8)), r"offline values have shape \(2, 2\), online \(3, 2\)"),
+    ((np.zeros((3, 1), np.float32), np.zeros((3, 1), np.uint8)), r"offline values have shape \(3, 1\), online \(3, 2\)"),
+    ((np.zeros((3, 2), np.float64), np.zeros((3, 2), np.uint8)), r"offline values must be a float32 array, got float64"),
+    ((np.zeros((3, 2), np.float32), np.zeros((2, 2), np.uint8)), r"offline reasons have shape \(2, 2\), online \(3, 2\)"),
+    ((np.zeros((3, 2), np.float32), np.zeros((3, 2), np.int64)), r"offline reasons must be a uint8 array, got int64"),
+])
+def test_compare_matrices_refuses_matrices_that_are_not_the_same_cells(offline, match):
+    """Mismatched shapes were numpy's broadcast ValueError or an IndexError; float64 values
+    were viewed as twice as many uint32 columns."""
+    online = (np.zeros((3, 2), np.float32), np.zeros((3, 2), np.uint8))
+    with pytest.raises(ValidationError, match=match + r"; compare the two sides' matrices of the same request"):
+        compare_matrices("fs:v1", 0, ("a", "b"), online, offline)
+    with pytest.raises(ValidationError, match=r"columns name 1 features, the matrices have 2 columns"):
+        compare_matrices("fs:v1", 0, ("a",), online, online)
+    assert compare_matrices("fs:v1", 0, ("a", "b"), online, online).ok

@@ -85,6 +85,7 @@ def compare_matrices(
 ) -> ParityReport:
     """Compare (values float32 (n, F), reasons uint8 (n, F)) pairs cell by cell, bitwise."""
     _check_max_examples(max_examples)
+    _check_same_cells(columns, online, offline)
     online_values, online_reasons = online
     offline_values, offline_reasons = offline
     differs = (online_values.view(np.uint32) != offline_values.view(np.uint32)) | (online_reasons != offline_reasons)
@@ -109,6 +110,22 @@ def compare_matrices(
         (Reason(int(a)).name, Reason(int(b)).name): int(c) for (a, b), c in sorted(zip(pairs.tolist(), counts.tolist()), key=lambda p: -p[1])
     }
     return ParityReport(feature_set, at_us, len(online_values), columns, mismatches, reason_pairs)
+
+
+def _check_same_cells(columns: tuple[str, ...], online: tuple[np.ndarray, np.ndarray], offline: tuple[np.ndarray, np.ndarray]) -> None:
+    """Both sides hold (rows, features) float32 values and uint8 reasons of one shape, one
+    column per name (numpy would broadcast, index out of range, or view float64 as 2 columns)."""
+    fix = "compare the two sides' matrices of the same request"
+    shape: Any = getattr(online[0], "shape", None)
+    for side, pair in (("online", online), ("offline", offline)):
+        for what, array, dtype in zip(("values", "reasons"), pair, (np.float32, np.uint8)):
+            if not isinstance(array, np.ndarray) or array.dtype != dtype:
+                got = array.dtype if isinstance(array, np.ndarray) else type(array).__name__
+                raise ValidationError(f"{side} {what} must be a {np.dtype(dtype).name} array, got {got}; {fix}")
+            if array.ndim != 2 or array.shape != shape:
+                raise ValidationError(f"{side} {what} have shape {array.shape}, online {shape}; {fix}")
+    if len(columns) != shape[1]:
+        raise ValidationError(f"columns name {len(columns)} features, the matrices have {shape[1]} columns; {fix}")
 
 
 def _check_max_examples(max_examples: Any) -> None:

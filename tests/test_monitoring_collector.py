@@ -178,6 +178,22 @@ def test_a_bad_observe_is_a_validation_error_and_counts_nothing(matrix, latency,
     assert collector.feature_sets() == ["home:v1"] and collector.keys() == [("home:v1", "default", "")]
 
 
+@pytest.mark.parametrize("sample_rate", [1.0, 0.0])
+@pytest.mark.parametrize("width", [1, 3])
+def test_a_matrix_of_another_width_is_refused_before_it_is_counted(sample_rate, width):
+    """A matrix of the wrong width was counted (requests, rows, latency), then refused on the
+    sampled path only: unsampled, it was counted and never refused."""
+    collector = ServingCollector(sample_rate=sample_rate)
+    collector.observe("home:v1", tiny(), 50.0)
+    wide = Matrix(np.zeros((2, width), np.float32), np.zeros((2, width), np.uint8), np.zeros((2, 1), np.float32))
+    for tenant in ("default", "shop_b"):  # a known key and a new one
+        with pytest.raises(ValidationError, match=rf"values must be a float32 \(n, 2\) matrix, got shape \(2, {width}\); pass the matrix of "):
+            collector.observe("home:v1", wide, 50.0, tenant=tenant)
+    s = collector.summary("home:v1")
+    assert (s.requests, s.rows, s.latency.count) == (1, 2, 1)
+    assert collector.keys() == [("home:v1", "default", "")]
+
+
 def test_a_collector_or_registration_it_cannot_use_is_refused_up_front():
     """ServingCollector(max_rows='5') / sample_rate='0.5' were TypeErrors; register() with
     a str of columns kept one column per letter, and a categorical column that is not a

@@ -82,7 +82,7 @@ class Histograms:
 class _State:
     """Counters of one (feature set, tenant, surface)."""
 
-    __slots__ = ("requests", "rows", "sampled", "latency", "stages", "stats")
+    __slots__ = ("requests", "rows", "sampled", "latency", "stages", "stats", "width")
 
     def __init__(self, stats: MatrixStats):
         self.requests = 0
@@ -91,6 +91,7 @@ class _State:
         self.latency = latency_histogram()
         self.stages: dict[str, LogHistogram] = {}
         self.stats = stats
+        self.width = len(stats.columns)
 
 
 class _Layout:
@@ -118,6 +119,13 @@ def _check_stages(stages: Any) -> None:
     for name, us in stages.items():
         if isinstance(us, bool) or not isinstance(us, (int, float, np.integer, np.floating)) or not math.isfinite(us):
             raise ValidationError(f"stages[{name!r}] must be a finite number of microseconds, got {us!r}")
+
+
+def _width_error(width: int, matrix: Any) -> ValidationError:
+    return ValidationError(
+        f"values must be a float32 (n, {width}) matrix, got shape {matrix.values.shape}; "
+        "pass the matrix of the feature set these statistics were created for"
+    )
 
 
 def _latency_error(latency_us: Any) -> ValidationError:
@@ -241,8 +249,8 @@ class ServingCollector:
         # Everything that can fail comes before the first count; the checks cost nothing
         # on the hot path (a try without an exception, or once per new key).
         try:
-            rows = matrix.values.shape[0]
-        except (AttributeError, IndexError, TypeError):
+            rows, width = matrix.values.shape
+        except (AttributeError, ValueError, TypeError):
             raise ValidationError(
                 f"matrix must be a FeatureMatrix (values, reasons, group_age), got {type(matrix).__name__}; "
                 "pass the matrix get_features returned"
@@ -256,7 +264,9 @@ class ServingCollector:
             except TypeError:  # an unhashable tenant or surface
                 state = None
             if state is None:
-                state = self._new_state(feature_set, matrix, key, surface, latency_us)
+                state = self._new_state(feature_set, matrix, key, surface, latency_us, width)
+            elif width != state.width:
+                raise _width_error(state.width, matrix)
             if latency_us is not None:
                 try:
                     state.latency.record(latency_us)
@@ -271,7 +281,7 @@ class ServingCollector:
         self._inspect(feature_set, key, matrix, stages)
         return True
 
-    def _new_state(self, feature_set: str, matrix: Any, key: Key, surface: Any, latency_us: Any) -> _State:
+    def _new_state(self, feature_set: str, matrix: Any, key: Key, surface: Any, latency_us: Any, width: int) -> _State:
         """The state of a key observed for the first time; its arguments are checked here,
         once per key, so the hot path does not pay for it."""
         check_tenant(key[1])
@@ -291,7 +301,9 @@ class ServingCollector:
                     "`columns`; call ServingCollector.register(feature_set, columns, groups) first"
                 )
             layout = _Layout(tuple(columns), tuple(getattr(matrix, "group_names", ())), ())
-            self._layouts[feature_set] = layout
+        if width != len(layout.columns):
+            raise _width_error(len(layout.columns), matrix)
+        self._layouts[feature_set] = layout
         state = _State(MatrixStats(layout.columns, layout.groups, layout.baseline))
         self._states[key] = state
         return state

@@ -3,7 +3,6 @@ against a pandas merge_asof reference, from memory and from the Parquet log."""
 
 import dataclasses
 import datetime as dt
-import os
 import tempfile
 
 import numpy as np
@@ -145,8 +144,9 @@ def join_cases(draw):
 
 
 def given_histories(state: RegistryState) -> StoreContext:
-    """A context whose store directory is never read: every group's history is given."""
-    return StoreContext(os.path.join(tempfile.gettempdir(), "featurecore-never-read"), state)
+    """A context whose store directory (an existing one: StoreContext refuses a missing root)
+    is never read: every group's history is given."""
+    return StoreContext(tempfile.gettempdir(), state)
 
 
 @settings(max_examples=100, deadline=None)
@@ -326,6 +326,22 @@ def test_histories_and_a_context_that_cannot_be_joined_are_refused(store):
     assert len(point_in_time_join(context, events_frame(), "ranker:v1", histories={"item_stats:v1": history})) == 5
 
 
+def test_a_context_of_a_root_that_does_not_exist_is_refused_not_joined_as_empty(store, tmp_path):
+    """StoreContext('<a typo>', state) joined every event as entity_not_found (nothing was
+    there to read); a root that is a file failed later, inside the offline log."""
+    from featurecore.errors import NotFoundError
+
+    root, state = store
+    for missing in (tmp_path / "typo", str(tmp_path / "typo")):
+        with pytest.raises(NotFoundError, match=rf"store root '{tmp_path}/typo' does not exist; pass an existing store directory"):
+            StoreContext(missing, state)
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(NotFoundError, match=r"store root '.*a_file' is not a directory"):
+        StoreContext(str(tmp_path / "a_file"), state)
+    assert not (tmp_path / "typo").exists()
+    assert len(point_in_time_join(StoreContext(root, state), events_frame(), "ranker:v1")) == 5
+
+
 def test_strict_mode_ignores_values_computed_after_the_event(tmp_path):
     root, state = str(tmp_path), make_state()
     items = OfflineLog.open(root, state, "item_stats:v1")
@@ -362,6 +378,7 @@ def test_rejects_missing_join_key(store):
 
 def test_a_group_without_history_joins_as_not_found(store, tmp_path):
     _, state = store
+    (tmp_path / "empty").mkdir()  # a store directory nothing was written to
     result = point_in_time_join(StoreContext(str(tmp_path / "empty"), state), events_frame(), "ranker:v1")
     assert result.offline_versions == {"item_stats:v1": -1, "user_profile:v1": -1}  # no table
     for column in ("ctr:v1", "age:v1"):

@@ -9,15 +9,17 @@ the ``FeatureStore`` facade (docs/ARCHITECTURE.md: a component receives the few
 collaborators it uses) and none threads the pieces by hand.
 
 A test or a tool that has only a directory builds one directly:
-``StoreContext(root, state)`` reads and writes the offline tables only.
+``StoreContext(root, state)`` reads and writes the offline tables only; its root must be an
+existing directory.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Callable
 
-from ..errors import FeatureStoreError, ValidationError
+from ..errors import FeatureStoreError, NotFoundError, ValidationError
 from ..registry.model import RegistryState
 from ..timestamps import DEFAULT_BOUNDS, TimestampBounds
 from .tombstones import NO_TOMBSTONES, Tombstones
@@ -53,6 +55,14 @@ class StoreContext:
     timestamp_bounds: TimestampBounds = DEFAULT_BOUNDS
 
     def __post_init__(self) -> None:
+        # A root that is not there has nothing to read: a join through it would serve every
+        # event as entity_not_found (FeatureStore.open creates the directory of a new store).
+        if not os.path.isdir(self.root):
+            what = "is not a directory" if os.path.exists(self.root) else "does not exist"
+            raise NotFoundError(
+                f"store root {os.fspath(self.root)!r} {what}; pass an existing store directory "
+                "(FeatureStore.open(root) creates a new one)"
+            )
         if not isinstance(self.state, RegistryState):
             raise ValidationError(
                 f"StoreContext state must be a RegistryState, got {type(self.state).__name__}; pass the store's "

@@ -316,6 +316,53 @@ def test_kill_9_during_publish_leaves_the_old_or_the_new_generation(tmp_path: Pa
         assert (ctr_of(store, items[:800]) == 1.0).all()
 
 
+REGISTRY_PUBLISHER = textwrap.dedent(
+    """
+    import sys
+    from featurecore.online import generations
+    records = [bytes([n]) * (4 << 20) for n in (1, 2)]  # large enough to be killed mid-write
+    print("open", flush=True)
+    n = 0
+    while True:
+        generations.publish_registry(sys.argv[1], n % 2 + 1, records[n % 2])
+        n += 1
+    """
+)
+
+
+def test_kill_9_while_the_registry_record_is_written_leaves_the_old_or_the_new_one(tmp_path: Path):
+    root = str(tmp_path / "store")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    records = {n: bytes([n]) * (4 << 20) for n in (1, 2)}
+    generations.publish_registry(root, 1, records[1])
+    rng = np.random.default_rng(0)
+    for _ in range(6):
+        publisher = subprocess.Popen([sys.executable, "-c", REGISTRY_PUBLISHER, root], stdout=subprocess.PIPE, text=True, env=env)
+        assert publisher.stdout.readline().strip() == "open"
+        time.sleep(float(rng.uniform(0.0, 0.3)))
+        publisher.send_signal(signal.SIGKILL)
+        publisher.wait()
+        publisher.stdout.close()
+        revision, record = generations.registry_record(root)  # never None: the file is whole
+        assert record == records[revision]
+
+
+def test_a_file_write_that_fails_part_way_leaves_the_old_file_and_no_temporary_file(tmp_path: Path):
+    directory = tmp_path / "generations"
+    directory.mkdir()
+    generations.publish_registry(str(tmp_path), 1, b"old record")
+
+    def fails_half_way(temp: str) -> None:
+        with open(temp, "wb") as f:
+            f.write(b"part of a new ")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        generations._replace(str(directory), generations.REGISTRY, fails_half_way)
+    assert generations.registry_record(str(tmp_path)) == (1, b"old record")
+    assert os.listdir(directory) == [generations.REGISTRY]
+
+
 def test_snapshot_cli_builds_lists_and_verifies_generations(tmp_path: Path, capsys):
     from featurecore import cli
 

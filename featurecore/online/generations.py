@@ -8,8 +8,9 @@ generation's ``sequence`` on.
 
 Layout: ``<root>/generations/<quoted group cf>/`` holds the files
 ``<sequence:020>-<random>.fcgen`` and ``MANIFEST`` (JSON naming the current file).
-Publishing writes the file under a temporary name (the native writer fsyncs it),
-renames it into place, fsyncs the directory, then replaces ``MANIFEST`` the same way:
+Publishing writes the file under a temporary name, fsyncs it, renames it into place,
+fsyncs the directory, then replaces ``MANIFEST`` the same way (``_replace``, the one
+way this module replaces a file):
 a crash at any point leaves the old manifest (and generation) or the new one. Readers
 map the file the manifest names; a process switches to a newer one between requests,
 and the old mapping is freed when the last request using it ends. Every file but the
@@ -113,21 +114,10 @@ def publish(root: str, group_cf: str, group: _core.ResidentGroup, sequence: int)
     directory = group_dir(root, group_cf)
     os.makedirs(directory, exist_ok=True)
     name = f"{sequence:020d}-{uuid.uuid4().hex[:12]}{SUFFIX}"
-    temp = os.path.join(directory, f".tmp-{name}")
-    group.write_generation(temp, sequence)  # written and fsynced natively
-    os.rename(temp, os.path.join(directory, name))
-    fsync_directory(directory)
-    manifest = Manifest(
-        group_cf, name, sequence, len(group), os.path.getsize(os.path.join(directory, name)), time.time_ns() // 1000
-    )
-    temp_manifest = os.path.join(directory, f".tmp-{MANIFEST}-{uuid.uuid4().hex[:12]}")
-    with open(temp_manifest, "w", encoding="utf-8") as f:
-        json.dump(asdict(manifest), f)
-        f.flush()
-        os.fsync(f.fileno())
+    path = _replace(directory, name, lambda temp: group.write_generation(temp, sequence))
+    manifest = Manifest(group_cf, name, sequence, len(group), os.path.getsize(path), time.time_ns() // 1000)
     previous = _current_file(root, group_cf)
-    os.rename(temp_manifest, os.path.join(directory, MANIFEST))
-    fsync_directory(directory)
+    _replace(directory, MANIFEST, _writes(json.dumps(asdict(manifest)).encode()))
     _prune(directory, keep=lambda entry: entry.name in (name, previous))
     logger.info("published generation %s of %s (%d rows, sequence %d)", name, group_cf, manifest.rows, sequence)
     return manifest
@@ -135,18 +125,11 @@ def publish(root: str, group_cf: str, group: _core.ResidentGroup, sequence: int)
 
 def publish_registry(root: str, revision: int, record: bytes) -> None:
     """Write the registry's head ``record`` (at ``revision``) as ``<root>/generations/REGISTRY``
-    (a temporary file renamed into place: readers see the old or the new one; a torn file
-    after a crash fails its checksum and is ignored)."""
+    (``_replace``: readers, and a restart after a crash, see the old file or the new one;
+    a file damaged otherwise fails its checksum and is ignored)."""
     directory = os.path.join(root, DIRECTORY)
     os.makedirs(directory, exist_ok=True)
-    temp = os.path.join(directory, f".tmp-{REGISTRY}-{uuid.uuid4().hex[:12]}")
-    try:
-        with open(temp, "wb") as f:
-            f.write(_REGISTRY_HEADER.pack(REGISTRY_MAGIC, revision, zlib.crc32(record)) + record)
-        os.rename(temp, os.path.join(directory, REGISTRY))
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
+    _replace(directory, REGISTRY, _writes(_REGISTRY_HEADER.pack(REGISTRY_MAGIC, revision, zlib.crc32(record)) + record))
     _prune(directory, keep=lambda entry: True)  # a crashed publish's temporary file
 
 
@@ -169,6 +152,43 @@ def registry_record(root: str) -> "tuple[int, bytes] | None":
             return revision, record
     logger.error("%s is damaged (bad header or checksum); each worker reads the registry itself until the next publish", path)
     return None
+
+
+def _replace(directory: str, name: str, write: Callable[[str], object]) -> str:
+    """Write the file ``name`` in ``directory`` so that readers, and a restart after a
+    crash at any point, find the old file or the new one, never a part of either:
+    ``write(temp)`` writes a temporary file beside it, which is fsynced, renamed over
+    ``name``, and the directory fsynced (the rename is durable when this returns).
+    A failed write leaves the old file and removes its temporary file (one a crash
+    leaves behind is removed by a later ``_prune``). Returns the file's path."""
+    path = os.path.join(directory, name)
+    temp = os.path.join(directory, f".tmp-{uuid.uuid4().hex[:12]}-{name}")
+    try:
+        write(temp)
+        fd = os.open(temp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(temp, path)
+    except BaseException:
+        try:
+            os.unlink(temp)
+        except FileNotFoundError:
+            pass
+        raise
+    fsync_directory(directory)
+    return path
+
+
+def _writes(data: bytes) -> Callable[[str], object]:
+    """A ``write`` for ``_replace`` that writes ``data``."""
+
+    def write(path: str) -> None:
+        with open(path, "wb") as f:
+            f.write(data)
+
+    return write
 
 
 def _current_file(root: str, group_cf: str) -> "str | None":
@@ -275,10 +295,7 @@ def as_of(
     group = build()
     try:
         os.makedirs(directory, exist_ok=True)
-        temp = os.path.join(directory, f".tmp-{uuid.uuid4().hex[:12]}-{name}")
-        group.write_generation(temp, 0)
-        os.rename(temp, path)
-        fsync_directory(directory)
+        _replace(directory, name, lambda temp: group.write_generation(temp, 0))
         mapped = _core.ResidentGroup.map_generation(schema, path)
     except (OSError, GenerationError) as error:
         logger.error("%s: could not keep the as-of snapshot as a generation (%s); it is served from this process's memory", group_cf, error)

@@ -281,6 +281,48 @@ def test_worker_processes_map_one_generation_follow_the_overlay_and_switch_to_a_
                     w.stdin.close()
 
 
+FOLLOWER = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    from featurecore.serving import FeatureRequest
+    from featurecore.storage.rocksdb import list_column_families
+    from featurecore.store import FeatureStore
+
+    items = [f"i{i}" for i in range(50)]
+    request = FeatureRequest("ranker:v1", {"user": "u", "item": items, "creator": ["c"] * 50}, 1_782_867_600_000_000,
+                             context={"hour": 1.0}, candidate={"source_rank": np.zeros(50)})
+    with FeatureStore.open(sys.argv[1], mode="secondary", preload=False) as store:
+        families = [store.db.get_column_family(name) for name in sorted(list_column_families(sys.argv[1]))]
+        replayed = sum(f.property_int_value("rocksdb.num-entries-active-mem-table") for f in families)
+        del families
+        matrix = store.get_features(request)
+        print(replayed, sorted(set(matrix.values[:, matrix.columns.index("ctr:v1")].tolist())), flush=True)
+    """
+)
+
+
+def test_a_follower_opened_after_a_publish_replays_none_of_the_primarys_writes(tmp_path: Path):
+    root = str(tmp_path / "store")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+
+    def follower() -> "tuple[int, str]":
+        out = subprocess.run([sys.executable, "-c", FOLLOWER, root], capture_output=True, text=True, env=env, check=True, timeout=120)
+        replayed, values = out.stdout.split(maxsplit=1)
+        return int(replayed), values.strip()
+
+    with FeatureStore.open(root) as primary:  # open throughout: its close would flush anyway
+        primary.apply(definitions())
+        write_ctr(primary, 1.0)
+        replayed, values = follower()
+        assert replayed > 0 and values == "[1.0]"  # the writes are in the WAL only: each follower replays them
+        primary.build_generations("item_stats:v1")
+        assert follower() == (0, "[1.0]")  # served from the generation, nothing replayed into memory
+        write_ctr(primary, 2.0)
+        replayed, values = follower()
+        assert replayed > 0 and values == "[2.0]"  # later writes still reach followers
+
+
 PUBLISHER = textwrap.dedent(
     """
     import sys

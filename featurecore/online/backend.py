@@ -135,6 +135,13 @@ class OnlineBackend(RecordStore, Protocol):
         facebook/rocksdb#15051). False for a backend whose followers stay current."""
         ...
 
+    def flush(self) -> None:
+        """The writer: move every write so far out of memory into the backend's files, so
+        a follower opened afterwards holds none of them in memory of its own (RocksDB:
+        each column family's memtable becomes a table file; a follower replays the
+        unflushed writes of the write-ahead log into memtables of its own when it opens)."""
+        ...
+
     def close(self) -> None:
         """Release what the backend holds (and the database, if the backend opened it)."""
         ...

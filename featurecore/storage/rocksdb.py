@@ -233,6 +233,14 @@ class RocksDBRecords:
                 "primary (FeatureStore.open(root), mode='primary')"
             ) from exc
 
+    def flush(self) -> None:
+        """Flush every column family's memtable to a table file (``OnlineBackend.flush``;
+        rocksdict's ``Rdict.flush`` flushes one column family)."""
+        for name in rocksdict.Rdict.list_cf(self.location):
+            family = self._existing(name)
+            if family is not None:
+                family.flush()
+
     def close(self) -> None:
         """Drop every column-family handle (and close the database if this object opened it)."""
         self._handles.clear()

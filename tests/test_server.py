@@ -206,6 +206,9 @@ def test_int_ids_and_str_ids_are_the_same_entities(server, primary):
         (body(feature_set=5), 400, "feature_set", "Expected `str`"),
         (body(request_time="2026-07-01T01:00:00"), 400, "request_time", "timezone"),
         (body(privacy_mode="anonymous"), 400, "privacy_mode", "privacy_mode must be one of"),
+        # a line break in request_id (echoed as the X-Request-Id header) closed the connection unanswered
+        (body(request_id="r1\r\nX-Evil: 1"), 400, "request_id", "request_id must be printable text (no control characters), got 'r1\\r\\nX-Evil: 1'"),
+        (body(request_id="r1\x00"), 400, "request_id", "request_id must be printable text"),
         (b"{not json", 400, None, "not valid JSON"),
         (body(feature_set="nope:v1"), 404, "feature_set", "not registered"),
         (body(n=1001), 413, "entities", "more than this server's cap of 1000"),

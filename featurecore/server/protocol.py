@@ -94,6 +94,10 @@ def decode_request(body: bytes) -> RequestBody:
             400, f"request_time must carry a timezone, got {t.isoformat()!r}; send e.g. '2026-07-02T10:00:00Z' "
             "or int microseconds since the epoch", "request_time",
         )
+    if not decoded.request_id.isprintable():  # echoed as the X-Request-Id header: a line break would end it
+        raise HttpError(
+            400, f"request_id must be printable text (no control characters), got {decoded.request_id!r}", "request_id"
+        )
     if decoded.privacy_mode not in PRIVACY_MODES:
         raise HttpError(400, f"privacy_mode must be one of {list(PRIVACY_MODES)}, got {decoded.privacy_mode!r}", "privacy_mode")
     return decoded

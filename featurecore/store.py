@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import struct
 import tempfile
 import threading
 import time
@@ -23,7 +24,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Mapping, Sequence, cast
 
 from . import _core
-from .errors import FeatureStoreError, NotFoundError, ValidationError, check_flag
+from .errors import FeatureStoreError, NotFoundError, RegistryError, ValidationError, check_flag
 from .access import AccessPolicy, ConsentRegistry
 from .governance.deletion import pending_deletions, resume_deletions
 from .online import generations
@@ -260,9 +261,41 @@ class FeatureStore:
         """Apply definitions to the registry (primary only) and create the column
         families of new groups, so secondaries that open later see them."""
         self._require_primary("apply definitions")
+        planned = self.registry.plan(definitions)
+        if planned.state is not None:
+            self._refuse_stored_rows_of_another_schema(planned.state)
         plan = self.registry.apply(definitions)
         self._backend.create_groups([self.group_schema(group.ref).cf_name for group in self.state.feature_groups.values()])
         return plan
+
+    def _refuse_stored_rows_of_another_schema(self, state: RegistryState) -> None:
+        """A group ref new to the registry whose rows are still stored (the group was
+        removed, then registered again) must keep its row schema: rows of another one
+        would be served not_computed online, and the offline table would refuse every append."""
+        from .offline.log import OfflineLog
+
+        for ref in sorted(state.feature_groups.keys() - self.state.feature_groups.keys()):
+            schema = GroupSchema.from_state(state, ref)
+            layout, where = schema.native, []
+            for _, rows in self._backend.scan_group(schema.cf_name, 1):
+                _, _, n_features, fingerprint = struct.unpack_from("<BBHI", rows[0])
+                if (n_features, fingerprint) != (layout.n_features, layout.fingerprint) or len(rows[0]) not in (
+                    layout.row_bytes, layout.row_bytes - 4
+                ):
+                    where.append("online")
+                break
+            log = OfflineLog(self.root, schema)
+            try:
+                if log.local:  # (an object store is not asked: apply must not wait on the network)
+                    log.snapshot()
+            except ValidationError:  # its columns are not the group's
+                where.append("offline")
+            if where:
+                group = state.feature_groups[ref]
+                raise RegistryError(
+                    f"feature group {ref!r} was registered before with another row schema and its rows are still stored "
+                    f"({' and '.join(where)}); register the new schema as a new version ({group.name}:v{group.version + 1})"
+                )
 
     def _publish_registry(self) -> None:
         """Write the registry's head record next to the generations (the primary, after

@@ -448,3 +448,42 @@ def test_deleting_no_ids_writes_nothing_not_even_a_changelog_entry(store_dir, ex
     with FeatureStore.open(store_dir) as store:
         assert store.sequence == sequence
         assert [e.sequence for e in store.backend.changelog_after(0)] == list(range(1, sequence + 1))
+
+
+@pytest.mark.parametrize("change", ["dtype", "features"])
+def test_a_removed_group_registered_again_with_another_schema_is_refused_while_its_rows_are_stored(store_dir, change):
+    """After Registry.remove (or apply --prune) of a group, applying the same ref with another
+    schema was accepted: its stored online rows were then served not_computed (damaged) and
+    every write and training set failed on the offline table's columns. The same schema is
+    still accepted (its rows are served again)."""
+    from online_defs import T0_US, definitions, policy
+
+    from featurecore.errors import RegistryError
+    from featurecore.registry import Feature, FeatureGroup, FeatureSet, FeatureSetColumn
+    from featurecore.serving import FeatureRequest
+
+    quality = Feature("quality", 1, "item", "float32", owner="ranking-team", privacy_class="public_catalog",
+                      default_policy=policy(), group="item_quality:v1")
+    group = FeatureGroup("item_quality", 1, "item", (quality.ref,), 3600.0, "resident", owner="ranking-team")
+    qset = FeatureSet("qset", 1, (FeatureSetColumn(quality.ref),), owner="ranking-team")
+    with FeatureStore.open(store_dir) as store:
+        store.apply([*definitions(), quality, group, qset])
+        store.write("item_quality:v1", {"quality": [0.5]}, entity_ids=["i1"], feature_timestamp=T0_US)
+        store.registry.remove("qset:v1")
+        store.registry.remove("item_quality:v1")
+        revision = store.state.revision
+        if change == "dtype":
+            other = [dataclasses.replace(quality, dtype="int64"), group, qset]
+        else:
+            extra = dataclasses.replace(quality, name="extra")
+            other = [quality, extra, dataclasses.replace(group, features=(quality.ref, extra.ref)), qset]
+        with pytest.raises(RegistryError, match=r"feature group 'item_quality:v1' was registered before with another row "
+                           r"schema and its rows are still stored \((online and offline|offline)\); register the new schema as a new version \(item_quality:v2\)"):
+            store.apply(other)
+        assert store.state.revision == revision
+    with FeatureStore.open(store_dir) as store:
+        assert store.state.revision == revision and "item_quality:v1" not in store.state.feature_groups
+        store.apply([quality, group, qset])  # the same schema: its rows are served again
+        store.load_resident()
+        matrix = store.get_features(FeatureRequest("qset:v1", {"item": ["i1"]}, T0_US + 1))
+        assert matrix.values.tolist() == [[0.5]]

@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from .config import load_config
-from .errors import FeatureStoreError, RegistryError
+from .errors import FeatureStoreError, NotFoundError, RegistryError
 from .layout import online_path
 from .registry import Registry, RegistryState, load_definitions, plan_definitions, render_describe, render_search
 from .registry.catalog import LIST_COLUMNS, list_definitions
 from .registry.registry import prune_plan
 from .registry.render import render_mapping, render_table
+from .storage import rocksdb
 from .store import FeatureStore
 
 if TYPE_CHECKING:
@@ -33,6 +34,10 @@ if TYPE_CHECKING:
 DEFAULT_STORE = "./featurecore-store"
 #: Commands whose --tenant defaults to the config file's tenant.
 _TENANT_FROM_CONFIG = {"delete-entity", "consent", "backfill", "training-set"}
+#: Commands that open the store read-write but must not create it: on a mistyped --store they
+#: would create an empty store and act on it (`consent revoke` reported a revocation nobody sees).
+_EXISTING_STORE = {"stage", "deprecate", "remove-online", "archive", "delete-entity", "consent", "materialize",
+                   "backfill", "ingest", "migrate-offline"}
 
 
 def example_repo() -> Path:
@@ -814,6 +819,11 @@ def main(argv: list[str] | None = None) -> int:
         args.repo = args.repo or settings.repo
         if args.command in _TENANT_FROM_CONFIG and args.tenant is None:
             args.tenant = settings.tenant
+        if args.command in _EXISTING_STORE and not rocksdb.exists(args.store):
+            raise NotFoundError(
+                f"store {args.store!r} does not exist; check --store (or the config file's store), or create it with "
+                f"`featurecore apply --store {args.store} --repo <features repo>`"
+            )
         return COMMANDS[args.command].run(args)
     except FeatureStoreError as exc:
         print(f"featurecore {args.command}: error: {str(exc).splitlines()[0]}", file=sys.stderr)

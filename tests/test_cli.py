@@ -388,3 +388,25 @@ def test_apply_prune_removes_what_left_the_repo_guarded_by_dependents(tmp_path, 
     # Without --prune nothing is removed.
     code, out, _ = run(capsys, "apply", *applied, "--repo", str(example_repo))
     assert code == 0
+
+
+@pytest.mark.parametrize("argv", [
+    ["consent", "revoke", "--user", "u1"],
+    ["delete-entity", "user", "u1", "--yes"],
+    ["stage", "ctr:v1", "production"],
+    ["deprecate", "ctr:v1"],
+    ["remove-online", "ctr:v1"],
+    ["archive", "ctr:v1"],
+    ["materialize"],
+    ["migrate-offline"],
+    ["ingest", "user_profile:v1", "--from", "nats://127.0.0.1:1/x"],
+])
+def test_a_command_on_a_store_that_does_not_exist_is_refused_and_creates_nothing(capsys, tmp_path, argv):
+    """A mistyped --store created an empty store there: `consent revoke` then printed
+    'revoked' for a store nobody serves (the real one kept serving personalized features),
+    the others an error about a registry with no definitions ('known: none')."""
+    typo = tmp_path / "stroe"
+    code, out, err = run(capsys, argv[0], "--store", str(typo), *argv[1:])
+    assert code == 1, out
+    assert f"store {str(typo)!r} does not exist; check --store" in err
+    assert not typo.exists()

@@ -236,11 +236,11 @@ class FeatureStore:
                 type(error).__name__, error,
             )
 
-    def _open_backend(self) -> RocksDBBackend:
+    def _open_backend(self, groups: "frozenset[str]" = frozenset()) -> RocksDBBackend:
         try:
-            if self.mode == "secondary":
+            if self.mode == "secondary":  # opens the groups it reads as it first reads them, and ``groups`` now
                 self._secondary_dirs.append(tempfile.mkdtemp(prefix="featurecore-secondary-"))
-                return RocksDBBackend.open(self.root, secondary_path=self._secondary_dirs[-1])
+                return RocksDBBackend.open(self.root, secondary_path=self._secondary_dirs[-1], groups=groups)
             return RocksDBBackend.open(self.root, read_only=self.mode == "read_only")
         except Exception as error:  # RocksDB raises a bare Exception for every status
             raise FeatureStoreError(
@@ -995,7 +995,7 @@ class FeatureStore:
         consent over it (see ``_after_catch_up`` for when). The old instance is not
         closed: requests in flight may still read from it; it is released with its last
         reference. Its directory (it holds only its info log) is removed now."""
-        self._backend = self._open_backend()
+        self._backend = self._open_backend(self._backend.groups_open)
         for path in self._secondary_dirs[:-1]:
             shutil.rmtree(path, ignore_errors=True)
         del self._secondary_dirs[:-1]

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 import featurecore
 from featurecore.errors import FeatureStoreError
-from featurecore.layout import META_CF, REGISTRY_CF
+from featurecore.layout import CHANGELOG_CF, META_CF, REGISTRY_CF
 from featurecore.online import changelog
 from featurecore.online.backend import GroupWrite, OnlineBackend, WriteBatchSpec
 from featurecore.online.backend_rocksdb import RocksDBBackend
@@ -73,7 +73,7 @@ def writer_and_follower(request, tmp_path):
     path = str(tmp_path / "store")
     writer = factory(path)
     # The store and the group's key space exist before the follower opens (a RocksDB
-    # secondary sees no column family created after it opened: FeatureStore reopens it).
+    # follower opens a group created after it on the group's first read after a catch-up).
     writer.backend.commit(WriteBatchSpec(writes=(GroupWrite(G1, [b"z"], [b"0"]),), changelog=((1, entry(G1, [b"z"])),)))
     followers = [factory(path, follow=True)]
     request.node.new_follower = lambda: (followers.append(factory(path, follow=True)), followers[-1].backend)[1]
@@ -240,6 +240,7 @@ def test_a_follower_point_reads_see_a_replacement(writer_and_follower):
     writer, follower = writer_and_follower
     writer.commit(WriteBatchSpec(writes=(GroupWrite(G1, [b"a", b"b"], [b"1", b"2"]),)))
     follower.catch_up()
+    assert follower.read_many(G1, [b"a", b"b"]) == [b"1", b"2"]  # G1 opened: its rows replayed into memory
     writer.replace_group(G1, [b"b", b"c"], [b"2'", b"3"])
     follower.catch_up()
     assert follower.read_many(G1, [b"a", b"b", b"c"]) == [None, b"2'", b"3"]
@@ -383,17 +384,67 @@ def test_bulk_scans_uncached_read_the_same_rows_and_the_estimate_sizes_them(open
     assert 500 <= backend.estimate_rows(G1) <= 2000
 
 
-def test_a_follower_knows_when_a_group_was_created_after_it_opened(writer_and_follower):
+def test_a_follower_serves_a_group_created_after_it_opened(writer_and_follower):
     writer, follower = writer_and_follower
     follower.catch_up()
     assert not follower.needs_new_follower()
-    writer.create_groups([G1])  # exists already: nothing new
+    writer.create_groups(["g/new/v1"])
+    writer.commit(WriteBatchSpec(writes=(GroupWrite("g/new/v1", [b"a"], [b"1"]),)))
+    assert follower.read_many("g/new/v1", [b"a"]) == [None]  # not caught up yet
+    follower.catch_up()
+    assert not follower.needs_new_follower()  # it opens the group on its first read
+    assert follower.read_many("g/new/v1", [b"a", b"b"]) == [b"1", None]
+    writer.commit(WriteBatchSpec(writes=(GroupWrite("g/new/v1", [b"a"], [b"2"]),)))
     follower.catch_up()
     assert not follower.needs_new_follower()
-    writer.create_groups(["g/new/v1"])
+    assert follower.read_many("g/new/v1", [b"a"]) == [b"2"]
+
+
+def test_a_follower_reads_records_rewritten_and_flushed_without_a_new_follower(writer_and_follower):
+    """Records (registry, meta: consent, tombstones, a stream's position) are read with an
+    iterator by a follower, so a flush of their key spaces needs no new follower: the
+    follower replayed version n, the writer wrote n + 1 and flushed before its next
+    catch-up (the case where a point read keeps returning n, facebook/rocksdb#15051)."""
+    writer, follower = writer_and_follower
+    for version in range(4):
+        writer.commit(WriteBatchSpec(meta=((b"pos", b"%d" % version),)))
+        writer.write_records(REGISTRY_CF, [(b"head", b"%d" % version)])
+        if version % 2:
+            writer.db.get_column_family(META_CF).flush()
+            writer.db.get_column_family(REGISTRY_CF).flush()
+        follower.catch_up()
+        assert not follower.needs_new_follower()
+        assert follower.read_record(META_CF, b"pos") == b"%d" % version
+        assert follower.read_record(REGISTRY_CF, b"head") == b"%d" % version
+        assert follower.read_record(META_CF, b"po") is None and follower.read_record(META_CF, b"posx") is None
+    writer.commit(WriteBatchSpec(delete_meta=(b"pos",)))
+    writer.db.get_column_family(META_CF).flush()
+    follower.catch_up()
+    assert follower.read_record(META_CF, b"pos") is None
+
+
+def test_a_follower_replays_and_reopens_only_for_the_groups_it_reads(writer_and_follower, request):
+    """A group the follower never read (a stream it does not serve) is not opened: its
+    flushes (and the changelog's) ask for no new follower; a group it read is, and its
+    flushes do (a replayed memtable could shadow the flushed rows, facebook/rocksdb#15051)."""
+    writer, follower = writer_and_follower
+    writer.commit(WriteBatchSpec(writes=(GroupWrite(G1, [b"a"], [b"1"]), GroupWrite(G2, [b"a"], [b"1"])), changelog=((2, entry(G1, [b"a"])),)))
+    follower.catch_up()
+    assert follower.read_many(G1, [b"a"]) == [b"1"]
+    assert not follower.needs_new_follower()
+    for sequence, name in ((3, G2), (4, CHANGELOG_CF)):
+        writer.commit(WriteBatchSpec(writes=(GroupWrite(G2, [b"a"], [b"2"]),), changelog=((sequence, entry(G2, [b"a"])),)))
+        writer.db.get_column_family(name).flush()
+        follower.catch_up()
+        assert not follower.needs_new_follower(), name
+    assert follower.read_many(G2, [b"a"]) == [b"2"]  # its first read opens it, caught up
+    writer.commit(WriteBatchSpec(writes=(GroupWrite(G2, [b"a"], [b"3"]),)))
+    writer.db.get_column_family(G2).flush()
     follower.catch_up()
     assert follower.needs_new_follower()
-    assert list(writer.scan_group("g/new/v1")) == []
+    follower = request.node.new_follower()
+    follower.catch_up()
+    assert follower.read_many(G2, [b"a"]) == [b"3"]
 
 
 RECORD = st.tuples(st.sampled_from([META_CF, REGISTRY_CF]), st.lists(st.tuples(KEY, st.binary(max_size=4)), max_size=4), st.lists(KEY, max_size=3))

@@ -129,6 +129,7 @@ def test_secondary_direct_groups_read_the_caught_up_database(tmp_path):
         primary.apply(definitions(item_mode="direct"))
         write_ctr(primary, 1.0)
         with FeatureStore.open(tmp_path / "store", mode="secondary", refresh_interval_s=3600) as secondary:
+            assert ctr_of(secondary)[0] == [1.0] * 10  # the group's first read opens it in the secondary
             write_ctr(primary, 4.0)
             assert ctr_of(secondary)[0] == [1.0] * 10
             secondary.refresh()

@@ -5,18 +5,29 @@ One column family per group version plus ``changelog`` and ``meta`` (and the
 WriteBatch, a group replacement one ingested SST file, a follower a RocksDB secondary
 instance. Changelog entries are stored under their sequence as 8 big-endian bytes, so
 byte order is sequence order (online/changelog.py owns the entry format).
+
+A follower opens the fixed column families and only the groups it reads, adding a group
+on its first read (a new secondary instance with one more column family): each catch-up
+replays the primary's new WAL into memtables of the opened families only, so a stream
+writing a group this process does not serve costs it no replay, no memory, and no
+reopen when that group flushes (issue 15: the replay holds the GIL, rocksdict releases
+it nowhere; a reopen replays every live WAL file).
 """
 
 from __future__ import annotations
 
 import heapq
 import os
+import re
+import tempfile
+import threading
 import uuid
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import rocksdict
 
-from ..layout import CHANGELOG_CF, META_CF
+from ..errors import FeatureStoreError
+from ..layout import CHANGELOG_CF, FIXED_CFS, META_CF
 from ..storage.rocksdb import (
     RocksDBRecords, list_column_families, multi_get, open_database, uncached_reads,
 )
@@ -33,24 +44,54 @@ class RocksDBBackend(RocksDBRecords):
             when ``owns_db``: ``RocksDBBackend.open``).
         scratch: the directory for SST files being written (default: ``ingest`` beside
             the database's directory, i.e. ``<store>/ingest``).
+        follower: ``db`` is a secondary opened in this directory with the fixed column
+            families and ``groups`` only (``open``); a group read first opens a new
+            secondary (in a directory under this one) with it added.
+        groups: see ``follower``.
     """
 
-    def __init__(self, db: rocksdict.Rdict, *, scratch: "str | None" = None, owns_db: bool = False):
+    def __init__(
+        self,
+        db: rocksdict.Rdict,
+        *,
+        scratch: "str | None" = None,
+        owns_db: bool = False,
+        follower: "str | None" = None,
+        groups: Iterable[str] = (),
+    ):
         super().__init__(db, owns_db=owns_db)
         self._scratch = scratch
         self._root = os.path.dirname(os.path.normpath(str(db.path())))
-        self._seen_groups = list_column_families(self._root)
-        self._tables = self._table_files()
+        self._follower = follower
+        self._on_disk = list_column_families(self._root)
+        self._opened = frozenset(FIXED_CFS) | (frozenset(groups) & self._on_disk)
+        self._opening = threading.RLock()
+        self._tables = self._table_files() if follower is not None else frozenset()
 
     @classmethod
     def open(
-        cls, root: str, *, secondary_path: "str | None" = None, read_only: bool = False
+        cls,
+        root: str,
+        *,
+        secondary_path: "str | None" = None,
+        read_only: bool = False,
+        groups: Iterable[str] = (),
     ) -> "RocksDBBackend":
         """The online store of directory ``root``: the primary's (read-write, created if
-        missing), a follower (``secondary_path``: a directory of its own) or a read-only
-        view of the state at open time. RocksDB's errors propagate (the caller names the
-        fix: FeatureStore._open_backend)."""
-        return cls(open_database(root, secondary_path=secondary_path, read_only=read_only), owns_db=True)
+        missing), a follower (``secondary_path``: a directory of its own; it opens
+        ``groups`` now and any other group on its first read) or a read-only view of the
+        state at open time. RocksDB's errors propagate (the caller names the fix:
+        FeatureStore._open_backend)."""
+        if secondary_path is None:
+            return cls(open_database(root, read_only=read_only), owns_db=True)
+        groups = frozenset(groups)
+        return cls(open_database(root, secondary_path=secondary_path, only=groups), owns_db=True, follower=secondary_path, groups=groups)
+
+    @property
+    def groups_open(self) -> frozenset[str]:
+        """A follower's opened group column families (pass them to the ``open`` of the
+        follower that replaces it, so it does not reopen for each again)."""
+        return self._opened - frozenset(FIXED_CFS)
 
     def read_many(self, group: str, keys: Sequence[bytes], *, cache: bool = True) -> "list[bytes | None]":
         family = self._existing(group) if keys else None
@@ -182,20 +223,66 @@ class RocksDBBackend(RocksDBRecords):
     def _existing(self, name: str, *, create: bool = False) -> "rocksdict.Rdict | None":
         family = self._families.get(name)  # the per-request path: one dict lookup
         if family is None:
-            family = super()._existing(name, create=create)
-            if family is not None:
-                self._seen_groups.add(name)  # created by this instance, or visible to it
+            with self._opening:  # no handle of a replaced instance is cached after _add_family
+                if self._follower is not None and name not in self._opened:
+                    if name not in self._on_disk:  # as of the last catch-up
+                        return None
+                    self._add_family(name)
+                family = super()._existing(name, create=create)
         return family
 
-    def _table_files(self) -> frozenset[str]:
-        return frozenset(table["name"] for table in self.db.live_files())
+    def _add_family(self, name: str) -> None:
+        """A follower's first read of group ``name`` (under ``_opening``): a new secondary
+        with it opened too replaces this one (caught up at open). Reads in flight keep the old instance,
+        which is released with their last reference (as FeatureStore._reopen does)."""
+        assert self._follower is not None
+        opened = self._opened | {name}
+        directory = tempfile.mkdtemp(prefix="group-", dir=self._follower)  # removed with the follower's
+        try:
+            self.db = open_database(self._root, secondary_path=directory, only=opened)
+        except Exception as error:  # rocksdict raises a bare Exception for every RocksDB status
+            raise FeatureStoreError(
+                f"cannot open group {name!r} of the store at {self._root!r} in this secondary: {error}; "
+                "check the store directory is readable, then reopen the store (FeatureStore.open(root, mode='secondary'))"
+            ) from error
+        self._families.clear()
+        self._handles.clear()
+        self._opened = opened
+        self._tables = self._table_files()
+
+    def read_record(self, space: str, key: bytes) -> "bytes | None":
+        if self._follower is None:
+            return super().read_record(space, key)
+        # A follower reads records with an iterator, which orders the memtable's and the
+        # table files' versions of a key by sequence, so it never needs reopening for a
+        # flush of the records' key spaces (a point read could return a replayed older
+        # version, facebook/rocksdb#15051); a stream consumer's position flushes ``meta``.
+        for found, value in self.scan_records(space, key):
+            return value if found == key else None
+        return None
+
+    def _table_files(self) -> frozenset[int]:
+        """A follower's table files whose rows a replayed memtable could shadow from its
+        point reads: those of the groups it opened (records are read with iterators, and
+        changelog entries are written once)."""
+        files: set[int] = set()
+        for name in self._opened - set(FIXED_CFS):
+            family = self._existing(name)
+            if family is not None:
+                files.update(map(int, _TABLE_NUMBER.findall(family.property_value("rocksdb.sstables") or "")))
+        return frozenset(files)
 
     def needs_new_follower(self) -> bool:
+        self._on_disk = list_column_families(self._root)  # a group created since is opened on its first read
         tables = self._table_files()
-        if not tables <= self._tables or not list_column_families(self._root) <= self._seen_groups:
+        if not tables <= self._tables:
             return True
         self._tables = tables  # compactions also remove files
         return False
+
+
+#: A table file's number in RocksDB's ``rocksdb.sstables`` property (`` 11:1052[...``).
+_TABLE_NUMBER = re.compile(r"^ (\d+):", re.MULTILINE)
 
 
 def _vanished_keys(family: rocksdict.Rdict, new_keys: Sequence[bytes]) -> list[bytes]:

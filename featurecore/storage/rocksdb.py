@@ -11,7 +11,7 @@ and ``changelog`` plus one per feature group version. The online storage seam
 from __future__ import annotations
 
 import os
-from typing import Any, Iterator, Sequence, cast
+from typing import Any, Iterable, Iterator, Sequence, cast
 
 import rocksdict
 
@@ -61,7 +61,9 @@ def list_column_families(root: str) -> set[str]:
     return set(rocksdict.Rdict.list_cf(online_path(root)))
 
 
-def open_database(root: str, *, secondary_path: str | None = None, read_only: bool = False) -> rocksdict.Rdict:
+def open_database(
+    root: str, *, secondary_path: str | None = None, read_only: bool = False, only: "Iterable[str] | None" = None
+) -> rocksdict.Rdict:
     """Open (creating if needed) the store's RocksDB with every existing column family.
 
     Args:
@@ -69,11 +71,16 @@ def open_database(root: str, *, secondary_path: str | None = None, read_only: bo
         secondary_path: open as a RocksDB secondary instance (a second process that
             follows a live primary with ``try_catch_up_with_primary``).
         read_only: open read-only (sees the state at open time).
+        only: a secondary opens only these column families besides the fixed ones
+            (those that exist); its catch-ups then skip the WAL records of the others.
     """
     path = online_path(root)
     os.makedirs(root, exist_ok=True)
     options = raw_options()
     existing = rocksdict.Rdict.list_cf(path, options) if exists(root) else ["default"]
+    if secondary_path is not None and only is not None:
+        wanted = set(only) | set(FIXED_CFS)
+        existing = [name for name in existing if name in wanted]
     column_families = {name: raw_options() for name in existing if name != "default"}
     if secondary_path is not None:
         access = rocksdict.AccessType.secondary(secondary_path)

@@ -286,6 +286,7 @@ FOLLOWER = textwrap.dedent(
     import sys
     import numpy as np
     from featurecore.serving import FeatureRequest
+    from featurecore.layout import FIXED_CFS
     from featurecore.storage.rocksdb import list_column_families
     from featurecore.store import FeatureStore
 
@@ -293,10 +294,11 @@ FOLLOWER = textwrap.dedent(
     request = FeatureRequest("ranker:v1", {"user": "u", "item": items, "creator": ["c"] * 50}, 1_782_867_600_000_000,
                              context={"hour": 1.0}, candidate={"source_rank": np.zeros(50)})
     with FeatureStore.open(sys.argv[1], mode="secondary", preload=False) as store:
-        families = [store.db.get_column_family(name) for name in sorted(list_column_families(sys.argv[1]))]
+        matrix = store.get_features(request)  # opens the groups it reads (a secondary opens a group on its first read)
+        families = [store.db.get_column_family(name) for name in sorted(list_column_families(sys.argv[1]))
+                    if name in FIXED_CFS or name in store.backend.groups_open]
         replayed = sum(f.property_int_value("rocksdb.num-entries-active-mem-table") for f in families)
         del families
-        matrix = store.get_features(request)
         print(replayed, sorted(set(matrix.values[:, matrix.columns.index("ctr:v1")].tolist())), flush=True)
     """
 )

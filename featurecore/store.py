@@ -115,7 +115,9 @@ class FeatureStore:
         self._secondary_dirs: list[str] = []
         if mode != "primary" and not rocksdb.exists(self.root):
             raise NotFoundError(f"store {self.root!r} does not exist; open it once with mode='primary' (or apply definitions) first")
-        if isinstance(refresh_interval_s, bool) or not isinstance(refresh_interval_s, (int, float)) or not refresh_interval_s > 0:
+        if isinstance(refresh_interval_s, bool) or not isinstance(refresh_interval_s, (int, float)) or not (
+            0 < refresh_interval_s <= threading.TIMEOUT_MAX  # (the refresher waits on an Event with it)
+        ):
             raise ValidationError(f"refresh_interval_s must be a positive number of seconds, got {refresh_interval_s!r}")
         check_flag(preload, "preload")
         if isinstance(changelog_retention, bool) or not isinstance(changelog_retention, int) or changelog_retention < 0:

@@ -392,6 +392,9 @@ def test_an_apply_of_text_the_registry_cannot_hold_changes_nothing(store_dir, ex
     ({"changelog_retention": "10"}, r"changelog_retention must be an int >= 0 .*got '10'"),
     ({"changelog_retention": 2.5}, r"changelog_retention must be an int >= 0 .*got 2.5"),
     ({"changelog_retention": True}, r"changelog_retention must be an int >= 0 .*got True"),
+    # a secondary's refresher thread died on Event.wait(inf) (OverflowError): never refreshed, no error
+    ({"refresh_interval_s": float("inf")}, r"refresh_interval_s must be a positive number of seconds, got inf"),
+    ({"refresh_interval_s": 1e300}, r"refresh_interval_s must be a positive number of seconds, got 1e\+300"),
 ])
 def test_open_refuses_a_preload_or_changelog_retention_it_cannot_use(store_dir, kwargs, match):
     """preload='no' preloaded every group (a truthy str); changelog_retention=-1 trimmed

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence, cast
 from . import _core
 from .errors import FeatureStoreError, NotFoundError, RegistryError, ValidationError, check_flag
 from .access import AccessPolicy, ConsentRegistry
-from .governance.deletion import pending_deletions, resume_deletions
+from .governance.deletion import forget_deleted_in_group, pending_deletions, resume_deletions
 from .online import generations
 from .online.backend import OnlineBackend
 from .online.backend_rocksdb import RocksDBBackend
@@ -265,18 +265,24 @@ class FeatureStore:
         self._require_primary("apply definitions")
         planned = self.registry.plan(definitions)
         if planned.state is not None:
-            self._refuse_stored_rows_of_another_schema(planned.state)
+            new_groups = sorted(planned.state.feature_groups.keys() - self.state.feature_groups.keys())
+            self._refuse_stored_rows_of_another_schema(planned.state, new_groups)
+            # A group registered again after a removal: deletions made meanwhile did not reach
+            # its stored rows. Done before the registry commit, so a failure can be re-applied.
+            context = self.context().with_state(planned.state)
+            for ref in new_groups if len(context.tombstones()) else ():
+                forget_deleted_in_group(context, ref)
         plan = self.registry.apply(definitions)
         self._backend.create_groups([self.group_schema(group.ref).cf_name for group in self.state.feature_groups.values()])
         return plan
 
-    def _refuse_stored_rows_of_another_schema(self, state: RegistryState) -> None:
+    def _refuse_stored_rows_of_another_schema(self, state: RegistryState, new_groups: list[str]) -> None:
         """A group ref new to the registry whose rows are still stored (the group was
         removed, then registered again) must keep its row schema: rows of another one
         would be served not_computed online, and the offline table would refuse every append."""
         from .offline.log import OfflineLog
 
-        for ref in sorted(state.feature_groups.keys() - self.state.feature_groups.keys()):
+        for ref in new_groups:
             schema = GroupSchema.from_state(state, ref)
             layout, where = schema.native, []
             for _, rows in self._backend.scan_group(schema.cf_name, 1):

@@ -308,3 +308,36 @@ def test_a_deletion_shows_a_progress_bar_of_its_steps_when_asked_and_logs_them(p
     assert "delete user 'u1'" in err and "3/3" in err and "steps" in err
     assert capfd.readouterr().err == ""
     assert "delete user 'u1' done: 3/3 steps" in caplog.text and "delete user 'u2' done: 3/3 steps" in caplog.text
+
+
+def test_a_deletion_reaches_a_group_that_was_removed_when_it_is_registered_again(store_dir):
+    """A user deleted while a group was removed from the registry (its rows still stored)
+    came back when the group was registered again: served `present` online, and its rows
+    still in the offline history (joins dropped them, the files held them)."""
+    from online_defs import T0_US as T0, definitions, policy
+
+    from featurecore.registry import Feature, FeatureSet, FeatureSetColumn
+
+    score = Feature("score", 1, "user", "float32", owner="ranking-team", privacy_class="behavioral",
+                    default_policy=policy(), group="user_score:v1")
+    group = FeatureGroup("user_score", 1, "user", (score.ref,), 3600.0, "resident", owner="ranking-team")
+    fset = FeatureSet("scored", 1, (FeatureSetColumn(score.ref),), owner="ranking-team")
+    with FeatureStore.open(store_dir) as store:
+        store.apply([*definitions(), score, group, fset])
+        store.write("user_score:v1", {"score": [0.5, 0.6]}, entity_ids=["u1", "u2"], feature_timestamp=T0)
+        store.write("user_score:v1", {"score": [0.7]}, entity_ids=["u1"], feature_timestamp=T0, tenant="shop_b")
+        store.registry.remove("scored:v1")
+        store.registry.remove("user_score:v1")
+        delete_entity(store, "user", "u1", reason="while user_score was removed")
+        store.apply([score, group, fset])
+
+    def served(store, user, tenant="default"):
+        matrix = store.get_features(FeatureRequest("scored:v1", {"user": user}, T0 + 1, tenant=tenant))
+        return matrix.values[0, 0], Reason(matrix.reasons[0, 0])
+
+    with FeatureStore.open(store_dir) as store:
+        assert served(store, "u1")[1] == Reason.entity_not_found
+        assert served(store, "u2") == (pytest.approx(0.6), Reason.present)
+        assert served(store, "u1", "shop_b") == (pytest.approx(0.7), Reason.present)  # another tenant's u1 stays
+        history = OfflineLog.open(store.root, store.state, "user_score:v1").read().to_pandas()
+        assert sorted(zip(history.tenant, history.entity_id)) == [("default", "u2"), ("shop_b", "u1")]

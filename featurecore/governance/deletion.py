@@ -247,6 +247,36 @@ def _finish_deletion(
     return receipt
 
 
+def forget_deleted_in_group(context: StoreContext, group_ref: str) -> tuple[int, int]:
+    """Apply every tombstone to the stored rows of ``group_ref`` (``context.state`` must
+    register it), online and offline, as ``delete_entity`` does for the groups registered
+    when it runs. ``FeatureStore.apply`` calls it for a group registered again after a
+    removal: its rows stayed stored, and deletions made meanwhile did not reach them.
+    Returns (online rows, offline rows) removed. Cost: one pass over the group's keys and,
+    if any tenant has tombstones, one read of its history."""
+    from ..offline.log import OfflineLog  # (pyarrow: paid only when deleting)
+
+    state, tombstones = context.state, context.tombstones()
+    schema = GroupSchema.from_state(state, group_ref)
+    by_tenant: dict[str, tuple[list[bytes], list[str]]] = {}
+    for keys, _ in context.online_backend("forget deleted entities").scan_group(schema.cf_name, cache=False):
+        for key in keys:
+            tenant, _, entity_id = _core.decode_key(key)
+            tenant_keys, tenant_ids = by_tenant.setdefault(tenant.decode(), ([], []))
+            tenant_keys.append(key)
+            tenant_ids.append(entity_id.decode())
+    doomed = [
+        key for tenant, (keys, ids) in by_tenant.items()
+        for key, keep in zip(keys, tombstones.keep_mask(state, group_ref, tenant, ids).tolist()) if not keep
+    ]
+    if doomed:
+        context.online_writer("forget deleted entities").commit([Change(schema.cf_name, doomed)])
+    log = OfflineLog.open(context.root, state, group_ref)
+    if log.snapshot().version < 0:  # no table (a new group): nothing to rewrite, nothing to create
+        return len(doomed), 0
+    return len(doomed), log.rewrite(functools.partial(tombstones.filter_table, state, group_ref))
+
+
 @dataclass(frozen=True)
 class PendingDeletion:
     """A tombstone whose deletion has no receipt: it was interrupted after step 1."""

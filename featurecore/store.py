@@ -17,7 +17,6 @@ import logging
 import os
 import shutil
 import struct
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -241,7 +240,7 @@ class FeatureStore:
     def _open_backend(self, groups: "frozenset[str]" = frozenset()) -> RocksDBBackend:
         try:
             if self.mode == "secondary":  # opens the groups it reads as it first reads them, and ``groups`` now
-                self._secondary_dirs.append(tempfile.mkdtemp(prefix="featurecore-secondary-"))
+                self._secondary_dirs.append(rocksdb.secondary_directory())
                 return RocksDBBackend.open(self.root, secondary_path=self._secondary_dirs[-1], groups=groups)
             return RocksDBBackend.open(self.root, read_only=self.mode == "read_only")
         except Exception as error:  # RocksDB raises a bare Exception for every status

@@ -30,7 +30,7 @@ TESTS = Path(__file__).resolve().parent
 # secondary and reports what it uses and serves.
 PARENT = textwrap.dedent(
     """
-    import gc, json, os, sys, traceback
+    import gc, json, os, sys, tempfile, traceback
     sys.path.insert(0, sys.argv[2])
     import numpy as np
     from featurecore.serving import FeatureRequest
@@ -46,6 +46,7 @@ PARENT = textwrap.dedent(
 
     root = sys.argv[1]
     preloaded = preload(root)
+    tempdir = tempfile.tempdir  # found by preload, inherited by the worker
     gc.freeze()
     r, w = os.pipe()
     pid = os.fork()
@@ -60,7 +61,11 @@ PARENT = textwrap.dedent(
                     "ctr": ctr_of(store).tolist(),
                     "inherited_plan": any(store._engine._compiled.get(k) is v for k, v in preloaded.compiled.items()),
                     "inherited_schemas": sorted(ref for k, v in preloaded.schemas.items() for ref in [k[1]] if store._schemas.get(k) is v),
+                    "pid": os.getpid(),
+                    "secondary_dir": store._secondary_dirs[-1],
+                    "secondary_dir_mode": os.stat(store._secondary_dirs[-1]).st_mode & 0o777,
                 }
+            out["secondary_dir_removed"] = not os.path.exists(out["secondary_dir"])
         except BaseException:
             out = {"error": traceback.format_exc()}
         os.write(w, json.dumps(out).encode())
@@ -75,6 +80,7 @@ PARENT = textwrap.dedent(
         "parent": {"revision": registry[1].revision if registry else None, "compiled": sorted(ref for _, ref in preloaded.compiled),
                    "schemas": sorted(ref for _, ref in preloaded.schemas), "files": len(preloaded.mappings)},
         "child": json.loads(data),
+        "tempdir": tempdir,
     }))
     """
 )
@@ -112,6 +118,18 @@ def test_a_forked_worker_serves_with_the_registry_and_plans_its_parent_preloaded
     assert child["inherited_state"] and child["inherited_plan"] and child["revision"] == revision
     assert child["inherited_schemas"] == groups
     assert child["ctr"] == [1.0] * 50
+
+
+def test_a_forked_worker_opens_its_secondary_in_a_private_directory_under_the_temporary_directory_the_parent_found(tmp_path: Path):
+    root = str(tmp_path / "store")
+    published_store(root)
+    out = fork_worker(root)
+    child = out["child"]
+    assert out["tempdir"] is not None  # preload found it: the worker does not probe for it again
+    assert os.path.dirname(child["secondary_dir"]) == out["tempdir"]
+    assert os.path.basename(child["secondary_dir"]).startswith(f"featurecore-secondary-{child['pid']}-")
+    assert child["secondary_dir_mode"] == 0o700
+    assert child["secondary_dir_removed"]
 
 
 def test_definitions_applied_after_the_publish_are_read_by_the_worker_itself(tmp_path: Path):

@@ -14,6 +14,8 @@ inherit an open RocksDB); it only reads files:
   ``ServingEngine(compiled=...)``, the store's schema cache).
   A worker that finds another record (definitions changed since the last publish)
   decodes its own, as it would without a preload.
+- the system's temporary directory is found (``tempfile.gettempdir``), under which each
+  worker's RocksDB secondary keeps its files.
 
 Whatever a worker only reads stays in pages it shares with the parent and its siblings;
 building it in each worker cost every worker ~1 MB of private memory (bench_shared_memory).
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import weakref
 from dataclasses import dataclass, field
 
@@ -87,6 +90,11 @@ def preload(root: "str | os.PathLike[str]") -> Preloaded:
                     out.schemas[(state.revision, ref)] = GroupSchema.from_state(state, ref)
                 except FeatureStoreError:
                     continue
+    # Each worker opens its RocksDB secondary in a directory under the system's temporary
+    # directory; tempfile finds that directory once per process (probing candidates by
+    # writing a file in each) and keeps it: found here, every forked worker inherits it
+    # (~290 kB less private memory in each, measured).
+    tempfile.gettempdir()
     _current[os.path.realpath(root)] = out
     return out
 

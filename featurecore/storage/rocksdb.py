@@ -11,6 +11,7 @@ and ``changelog`` plus one per feature group version. The online storage seam
 from __future__ import annotations
 
 import os
+import tempfile
 from typing import Any, Iterable, Iterator, Sequence, cast
 
 import rocksdict
@@ -59,6 +60,23 @@ def exists(root: str) -> bool:
 def list_column_families(root: str) -> set[str]:
     """The column families on disk of store ``root``'s database."""
     return set(rocksdict.Rdict.list_cf(online_path(root)))
+
+
+def secondary_directory() -> str:
+    """A new directory of this process's own for a secondary instance's files (its info
+    LOG), under the system's temporary directory; the store removes it when it closes.
+
+    Named from the pid and random bytes rather than by ``tempfile.mkdtemp``, whose name
+    generator re-seeds a ``random.Random`` in every forked process: ~140 kB of private
+    memory in each forked serving worker, for a name (measured, bench_shared_memory)."""
+    base = tempfile.gettempdir()
+    while True:
+        path = os.path.join(base, f"featurecore-secondary-{os.getpid()}-{os.urandom(6).hex()}")
+        try:
+            os.mkdir(path, 0o700)
+            return path
+        except FileExistsError:
+            continue
 
 
 def open_database(

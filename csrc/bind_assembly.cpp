@@ -210,7 +210,7 @@ Stats run_serve(const AssemblyPlan& plan, const py::sequence& sources, const py:
     std::vector<py::object> keep;
     std::vector<fc::IdColumn> cols(roles.size());
     for (size_t r = 0; r < roles.size(); ++r) {
-        ids_arg(ids[r], [&] { return "ids[" + std::to_string(r) + "] (" + roles[r].entity_type + ")"; }, id_args[r], keep);
+        ids_arg(ids[r], [&] { return "entities['" + roles[r].entity_type + "']"; }, id_args[r], keep);
         cols[r] = id_args[r].col;
     }
     const size_t G = plan.groups().size();

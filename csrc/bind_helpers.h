@@ -9,6 +9,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <functional>
 #include <initializer_list>
 #include <memory>
 #include <stdexcept>
@@ -102,14 +103,28 @@ BytesList bytes_list(const py::sequence& seq, const char* name, bool allow_absen
 // Decodes rows (absent rows get their reason) with the GIL released.
 TablePtr decode_table(const RowLayoutPtr& schema, const BytesList& rows);
 
-// Ids of one role, copied out of Python objects with the GIL held.
-// Holds no Python object, so serve can keep one per thread across calls
-// (an int64 array is kept alive by the caller's `keep`).
+// Ids of one role, taken from Python objects with the GIL held: a list/tuple of str
+// (copied), an int64 array (read in place), or packed text: a 1-d numpy S array
+// (bytes, trailing NULs stripped as numpy reads them), a 1-d numpy U array
+// (UCS-4 encoded to UTF-8, trailing NULs stripped) or a pyarrow
+// StringArray/LargeStringArray (offsets and data read in place; nulls refused).
+// Holds no Python object, so serve can keep one per thread across calls (an array
+// read in place is kept alive by the caller's `keep`).
 struct IdsArg {
     std::string text;
     std::vector<uint64_t> offsets;
     fc::IdColumn col;
 };
+
+using NameFn = std::function<std::string()>;
+
+// The packed forms of ids_arg: numpy arrays of any dtype but int64 (refused unless S or
+// U; an S array whose ids all fill its width is read in place, kept by `keep`), and
+// pyarrow arrays (false when ids is none: not a pyarrow object).
+void packed_array_ids(const py::array& a, const NameFn& name, IdsArg& out, std::vector<py::object>& keep);
+bool arrow_ids(py::handle ids, const NameFn& name, IdsArg& out, std::vector<py::object>& keep);
+// What an id argument may be, for messages.
+extern const char* const kIdForms;
 
 // `name()` builds the argument's name for a message (only on failure).
 template <typename Name>
@@ -120,17 +135,20 @@ void ids_arg(py::handle ids, const Name& name, IdsArg& out, std::vector<py::obje
     if (ids.is_none()) return;
     if (py::isinstance<py::array>(ids)) {
         using Ints = py::array_t<int64_t, py::array::c_style>;
-        auto a = py::isinstance<Ints>(ids) && py::reinterpret_borrow<py::array>(ids).ndim() == 1
-                     ? py::reinterpret_borrow<Ints>(ids)
-                     : need<int64_t>(ids, name(), {-1});
-        keep.push_back(a);
-        out.col.ints = a.data();
-        out.col.n = static_cast<size_t>(a.shape(0));
+        if (py::isinstance<Ints>(ids) && py::reinterpret_borrow<py::array>(ids).ndim() == 1) {
+            auto a = py::reinterpret_borrow<Ints>(ids);
+            keep.push_back(a);
+            out.col.ints = a.data();
+            out.col.n = static_cast<size_t>(a.shape(0));
+            return;
+        }
+        packed_array_ids(py::reinterpret_borrow<py::array>(ids), NameFn(name), out, keep);
         return;
     }
-    if (!PyList_Check(ids.ptr()) && !PyTuple_Check(ids.ptr()))
-        throw std::invalid_argument(name() + " must be a list of str or an int64 numpy array, got " +
-                                    type_name(ids));
+    if (!PyList_Check(ids.ptr()) && !PyTuple_Check(ids.ptr())) {
+        if (arrow_ids(ids, NameFn(name), out, keep)) return;
+        throw std::invalid_argument(name() + " must be " + kIdForms + ", got " + type_name(ids));
+    }
     PyObject* seq = ids.ptr();
     const Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
     PyObject** items = PySequence_Fast_ITEMS(seq);
@@ -163,8 +181,7 @@ void ids_arg(py::handle ids, const Name& name, IdsArg& out, std::vector<py::obje
         if (!p) {
             PyErr_Clear();
             throw std::invalid_argument(name() + "[" + std::to_string(i) + "] must be str, got " +
-                                        type_name(item) +
-                                        "; pass ids as a list of str or an int64 numpy array");
+                                        type_name(item) + "; pass ids as a list of str or an int64 numpy array");
         }
         out.text.append(p, static_cast<size_t>(len));
         out.offsets[static_cast<size_t>(i) + 1] = out.text.size();

@@ -39,19 +39,19 @@ void bind_keys(py::module_& m) {
         "Key bytes of one entity: tenant and entity type length-prefixed, then the id's UTF-8 (ints as decimal).");
     m.def(
         "encode_keys",
-        [](const std::string& tenant, const std::string& entity_type, py::handle ids) {
+        [](const std::string& tenant, const std::string& entity_type, py::handle ids, const std::string& name) {
             IdsArg a;
             std::vector<py::object> keep;
-            ids_arg(ids, [] { return std::string("ids"); }, a, keep);
+            ids_arg(ids, [&] { return name; }, a, keep);
             std::string prefix;
             fc::append_key_prefix(prefix, tenant, entity_type);
             return key_list(a.col.n, [&](std::string& keys, uint64_t* offs, uint8_t* miss) {
                 fc::write_keys(prefix, {a.col}, a.col.n, keys, offs, miss);
             });
         },
-        py::arg("tenant"), py::arg("entity_type"), py::arg("ids"),
-        "encode_key for a list of str ids or an int64 numpy array of ids; b'' where an id is absent "
-        "(empty str or negative int: no such entity, served not_applicable).");
+        py::arg("tenant"), py::arg("entity_type"), py::arg("ids"), py::kw_only(), py::arg("name") = "ids",
+        "encode_key for ids (a list of str, an int64, S or U numpy array, a pyarrow StringArray); b'' where an id "
+        "is absent (empty str or negative int: no such entity, served not_applicable). `name` names ids in errors.");
     m.def(
         "encode_pair_keys",
         [](const std::string& tenant, const std::string& entity_type, const py::sequence& components) {

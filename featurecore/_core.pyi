@@ -10,11 +10,16 @@ ValidationError and an IndexError). The translator is registered in csrc/binding
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-Ids = list[str] | NDArray[np.int64]
+#: Ids of one entity: str (copied), int64 (read in place), packed text: numpy
+#: fixed-width bytes (trailing NULs stripped) or str (to UTF-8), or a pyarrow
+#: StringArray / LargeStringArray (Any: recognised by its type's name, read through
+#: its buffers in place; pyarrow is not imported for it).
+Ids = list[str] | tuple[str, ...] | NDArray[np.int64] | NDArray[np.bytes_] | NDArray[np.str_] | Any
 
 #: Missing-reason name -> uint8 code (0 present ... 7 stale).
 REASONS: dict[str, int]
@@ -31,9 +36,10 @@ def key_prefix(tenant: str, entity_type: str) -> bytes:
 def encode_key(tenant: str, entity_type: str, entity_id: str | int) -> bytes:
     """b"\\x01" + u8 len + tenant + u8 len + entity_type + id UTF-8 (ints as decimal)."""
 
-def encode_keys(tenant: str, entity_type: str, ids: Ids) -> list[bytes]:
+def encode_keys(tenant: str, entity_type: str, ids: Ids, *, name: str = "ids") -> list[bytes]:
     """encode_key for every id; b"" where an id is absent (empty str or negative int):
-    no such entity, so nothing is read for that row and it is served not_applicable."""
+    no such entity, so nothing is read for that row and it is served not_applicable.
+    ``name`` names ``ids`` in errors."""
 def encode_pair_keys(tenant: str, entity_type: str, components: Sequence[Ids]) -> list[bytes]:
     """Keys of a pair entity: encode_key(tenant, entity_type, pair_id(ids of row i)).
 

@@ -38,13 +38,12 @@ from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Mapping
 
 import msgpack
-import numpy as np
 
 from . import _core
 from .errors import AccessDeniedError, FeatureStoreError, NotFoundError, ValidationError
 from .keys import check_tenant
 from .layout import META_CF
-from .online.batch import one_id
+from .online.batch import id_at, one_id
 from .storage.records import RecordStore, records_of
 from .registry.model import PERSONAL_PRIVACY_CLASSES, PRIVACY_CLASSES, RegistryState
 
@@ -359,7 +358,7 @@ class AccessPolicy:
         ids = entities.get("user")
         if ids is None or len(ids) == 0:
             return _NONE
-        user = str(int(ids[0])) if isinstance(ids, np.ndarray) else ids[0]
+        user = str(id_at(ids, 0))
         classes = revoked.get((tenant, user))
         if not classes:
             return _NONE

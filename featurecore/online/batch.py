@@ -388,14 +388,17 @@ def one_id(value: Any, what: str) -> str:
     return str(normalize_ids([value], what)[0])
 
 
-def request_ids(ids: Any, entity: str) -> "list[str] | np.ndarray":
+def request_ids(ids: Any, entity: str) -> Any:
     """``normalize_ids(ids, what, missing_ok=True)`` with the request's fast paths (this
     runs for every entity of every request): a list whose first id is str is returned
     as is (the native key builder checks every id's type while it builds the key, so no
     Python loop runs here; it refuses an int among text ids, which a write would turn
     into its text: pass ``[str(i) for i in ids]``), a 1-d int64 array as a C-contiguous one (the same array
-    unless it is a strided view), one id as a list of one. Errors name
-    ``entities[entity]``.
+    unless it is a strided view), one id as a list of one. Packed text ids are returned
+    as they are for the native call to read without a Python object per id: a 1-d numpy
+    ``S<n>`` or ``U<n>`` array (C-contiguous, as int64 arrays) and a pyarrow
+    ``StringArray`` / ``LargeStringArray`` (recognised by its type's name: pyarrow is not
+    imported here). Errors name ``entities[entity]``.
     """
     kind = type(ids)  # exact types first: the common forms cost one test each
     if kind is np.ndarray and ids.dtype is _INT64 and ids.ndim == 1:
@@ -407,12 +410,13 @@ def request_ids(ids: Any, entity: str) -> "list[str] | np.ndarray":
             return ids
         return normalize_ids(ids, f"entities[{entity!r}]", missing_ok=True)  # ints, or ints mixed with text
     if isinstance(ids, np.ndarray):
-        if ids.ndim == 1 and ids.dtype == np.int64:
+        if ids.ndim == 1 and (ids.dtype == np.int64 or ids.dtype.kind in "SU"):
             return np.ascontiguousarray(ids)
-        if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+        if ids.ndim != 1 or ids.dtype.kind not in "iuO":
             raise ValidationError(
-                f"entities[{entity!r}] must be a 1-d integer array or a list of str, got {ids.dtype} {ids.shape}; "
-                f"pass np.asarray(ids, dtype=np.int64) or [str(i) for i in ids]"
+                f"entities[{entity!r}] must be a 1-d array of integers, fixed-width bytes ('S<n>') or str ('U<n>'), "
+                f"or a list of str, got {ids.dtype} {ids.shape}; pass np.asarray(ids, dtype=np.int64) or "
+                "[str(i) for i in ids]"
             )
         return normalize_ids(ids, f"entities[{entity!r}]", missing_ok=True)
     if isinstance(ids, str):
@@ -422,9 +426,43 @@ def request_ids(ids: Any, entity: str) -> "list[str] | np.ndarray":
         return np.array([ids], dtype=np.int64) if _INT64_MIN <= ids <= _INT64_MAX else [str(ids)]
     if isinstance(ids, tuple):
         return request_ids(list(ids), entity)
+    if kind.__module__ == "pyarrow.lib":
+        if kind.__name__ in _ARROW_TEXT:
+            return ids  # (nulls and bytes that are not UTF-8 are refused by the native call)
+        raise ValidationError(
+            f"entities[{entity!r}] must be a pyarrow StringArray or LargeStringArray, got {kind.__name__}; pass "
+            "ids.cast(pyarrow.string()) (a ChunkedArray: ids.combine_chunks(); integer ids: ids.to_numpy())"
+        )
     raise ValidationError(
-        f"entities[{entity!r}] must be an id (str or int), a list of str or an int64 array, got {type(ids).__name__}"
+        f"entities[{entity!r}] must be an id (str or int), a list of str, or a 1-d array of int64, 'S<n>' or 'U<n>' "
+        f"(or a pyarrow StringArray), got {type(ids).__name__}"
     )
+
+
+#: The pyarrow array types whose offsets and data the native call reads as ids.
+_ARROW_TEXT = frozenset({"StringArray", "LargeStringArray"})
+
+
+def id_at(ids: Any, i: int) -> Any:
+    """Id ``i`` of ids in any form ``request_ids`` returns, as a list of them would hold
+    it (str, or int for an int64 array; bytes that are not UTF-8 decoded with
+    replacement: the native call refuses them)."""
+    if isinstance(ids, np.ndarray):
+        value = ids[i]
+        kind = ids.dtype.kind
+        return value.decode(errors="replace") if kind == "S" else str(value) if kind == "U" else int(value)
+    if isinstance(ids, list):
+        return ids[i]
+    return ids[i].as_py()  # a pyarrow array
+
+
+def id_list(ids: Any) -> list:
+    """Every id of ids (any form ``request_ids`` returns) as ``id_at`` gives it."""
+    if isinstance(ids, np.ndarray) and ids.dtype.kind == "S":
+        return [value.decode(errors="replace") for value in ids.tolist()]
+    if isinstance(ids, (list, np.ndarray)):
+        return list(ids) if isinstance(ids, list) else ids.tolist()
+    return ids.to_pylist()  # a pyarrow array
 
 
 def check_text_ids(ids: list[str], what: str) -> None:

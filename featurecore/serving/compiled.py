@@ -154,8 +154,8 @@ class CompiledFeatureSet:
                 pass
             elif isinstance(ids, (str, int, np.integer)):
                 ids = [ids] if isinstance(ids, str) else np.array([ids], dtype=np.int64)
-            elif isinstance(ids, np.ndarray) and ids.dtype != np.int64:
-                raise ValidationError(f"ids of entity {entity!r} must be int64 or a list of str, got {ids.dtype}")
+            elif isinstance(ids, np.ndarray) and ids.dtype != np.int64 and ids.dtype.kind not in "SU":
+                raise ValidationError(f"ids of entity {entity!r} must be int64, 'S<n>' or 'U<n>' or a list of str, got {ids.dtype}")
             out.append(ids)
         return out
 

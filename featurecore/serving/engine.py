@@ -259,7 +259,7 @@ class ServingEngine:
         elif ids is None:
             raise ValidationError(f"request has no ids for entity {binding.entity!r} read by direct group {binding.ref}; pass entities={{{binding.entity!r}: ...}}")
         else:
-            keys = _core.encode_keys(request.tenant, binding.entity, ids)  # b"" where an id is absent
+            keys = _core.encode_keys(request.tenant, binding.entity, ids, name=f"entities[{binding.entity!r}]")  # b"" where absent
         rows = 1 if binding.per_request else n
         if len(keys) != rows:
             raise ValidationError(

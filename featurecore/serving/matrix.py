@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ..online.batch import id_list
 from ..reasons import Reason
 
 #: Reason names by code (code 0, present, is never counted as missing).
@@ -136,7 +137,7 @@ class FeatureMatrix:
         if self.row_ids is None:
             return [f"row:{i}" for i in range(len(self.values))]
         prefix = f"{self.row_entity}:" if self.row_entity else ""
-        return [f"{prefix}{rid}" for rid in list(self.row_ids)]
+        return [f"{prefix}{rid}" for rid in id_list(self.row_ids)]
 
     def to_pandas(self):
         """Values as a DataFrame (columns = feature columns, index = row labels)."""

@@ -670,7 +670,7 @@ def test_request_validation_messages():
         compiled.context_array({"device": 1})
     # An id of the wrong type is caught natively while its key is built (no Python loop per id).
     items = [_core.ResidentGroup(compiled.groups[i].schema) for i in (0, 1)]
-    with pytest.raises(ValueError, match=r"\(item\)\[1\] must be str, got int; pass ids as a list of str or an int64"):
+    with pytest.raises(ValueError, match=r"entities\['item'\]\[1\] must be str, got int; pass ids as a list of str or an int64"):
         compiled.serve([*items, None], {"user": "u", "item": ["a", 3]}, "default", NOW, {}, {}, 2)
     with pytest.raises(ValidationError, match="feature set home:v1 needs ids for entity 'item'"):
         compiled.serve([None, _core.ResidentGroup(compiled.groups[1].schema), None], {"user": "u"}, "default",
@@ -698,10 +698,10 @@ def test_request_ids_are_normalized_to_a_list_of_str_or_a_contiguous_int64_array
         assert got == expected, label
     assert FeatureRequest("home:v1", {"item": ints}, NOW).entities["item"] is ints  # no copy when none is needed
     for bad, message in [
-        (np.zeros((2, 2), np.int64), r"entities\['item'\] must be a 1-d integer array or a list of str, got int64 \(2, 2\)"),
-        (np.zeros(2), r"entities\['item'\] must be a 1-d integer array or a list of str, got float64 \(2,\)"),
-        (True, r"entities\['item'\] must be an id \(str or int\), a list of str or an int64 array, got bool"),
-        ({"a": 1}, r"entities\['item'\] must be an id \(str or int\), a list of str or an int64 array, got dict"),
+        (np.zeros((2, 2), np.int64), r"entities\['item'\] must be a 1-d array of integers, fixed-width bytes .* or a list of str, got int64 \(2, 2\)"),
+        (np.zeros(2), r"entities\['item'\] must be a 1-d array of integers, fixed-width bytes .* or a list of str, got float64 \(2,\)"),
+        (True, r"entities\['item'\] must be an id \(str or int\), a list of str, or a 1-d array of int64, .*got bool"),
+        ({"a": 1}, r"entities\['item'\] must be an id \(str or int\), a list of str, or a 1-d array of int64, .*got dict"),
     ]:
         with pytest.raises(ValidationError, match=message):
             FeatureRequest("home:v1", {"item": bad}, NOW)

@@ -387,6 +387,29 @@ def test_text_that_is_not_valid_unicode_is_rejected_naming_the_field(field):
     reject(batch(feature(), extra=(AccessRule("\udc80", ("public_catalog",)),)), r"access rule .* field 'purpose' is not valid Unicode text")
 
 
+@pytest.mark.parametrize("value", ["no", "false", None, 0, 1])
+def test_a_flag_that_is_not_true_or_false_is_rejected(value, tmp_path):
+    """online='no' (a quoted YAML "no", or registry.update(ref, online='no')) was stored as
+    the str 'no', which is truthy: the group the owner took out of online serving stayed
+    served; None / 0 / 1 were stored as they came."""
+    from featurecore.registry import FeatureSet, FeatureSetColumn
+    from featurecore.store import FeatureStore
+
+    f = feature()
+    reject(batch(feature(online=value)), rf"feature 'f:v1' field 'online' must be true or false, got {re.escape(repr(value))}")
+    reject(Definitions.of(f, group(f, online=value)), r"feature group 'g:v1' field 'online' must be true or false")
+    reject(batch(feature(offline=value)), r"feature 'f:v1' field 'offline' must be true or false")
+    reject(batch(f, extra=(FeatureSet("s", 1, (FeatureSetColumn(f.ref, indicator=value),), owner="team"),)),
+           r"feature set 's:v1' field 'indicator' must be true or false")
+    with FeatureStore.open(tmp_path / "store") as store:
+        store.apply(batch(f))
+        revision = store.state.revision
+        if value != True:  # noqa: E712 (1 == True: an update to 1 changes nothing, so nothing is checked or stored)
+            with pytest.raises(RegistryError, match=r"field 'online' must be true or false"):
+                store.registry.update("g:v1", online=value)
+        assert store.state.revision == revision and store.state.group("g:v1").online is True
+
+
 def test_a_str_where_a_list_of_names_belongs_is_rejected_once_not_letter_by_letter():
     """TenantAccess('shop_b', privacy_classes='public_catalog') was read as the classes
     'p', 'u', 'b', ... (14 problems, one per letter); FeatureGroup(features='f:v1') as the

@@ -544,6 +544,27 @@ def _text_problems(obj: Any, label: str) -> list[str]:
     return problems
 
 
+def _flag_problems(obj: Any, label: str) -> list[str]:
+    """A bool field (``online``, ``offline``, a column's ``indicator``) holding anything but
+    True or False: the str 'no' is truthy, so it would mean the opposite of what it says."""
+    problems = []
+
+    def walk(value: Any) -> None:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            for f in dataclasses.fields(value):
+                field_value = getattr(value, f.name)
+                if f.type in ("bool", bool) and not isinstance(field_value, bool):
+                    problems.append(f"{label} field '{f.name}' must be true or false, got {field_value!r}")
+                else:
+                    walk(field_value)
+        elif isinstance(value, (tuple, list)):
+            for item in value:
+                walk(item)
+
+    walk(obj)
+    return problems
+
+
 def changed_fields(old: Any, new: Any) -> list[str]:
     """Names of dataclass fields whose values differ."""
     return [f.name for f in dataclasses.fields(old) if getattr(old, f.name) != getattr(new, f.name)]
@@ -706,7 +727,8 @@ def plan_definitions(base: RegistryState, definitions: Definitions) -> ApplyPlan
         if action == "change" and kind == "feature_sets":  # only its SLA may differ; the rest was checked once
             per_key.setdefault((kind, key), []).extend(check_sla(merged[kind][key], state))
         elif action != "unchanged":
-            problems_of = CHECKS[kind](merged[kind][key], state) + _text_problems(merged[kind][key], _label(kind, merged[kind][key]))
+            obj = merged[kind][key]
+            problems_of = CHECKS[kind](obj, state) + _text_problems(obj, _label(kind, obj)) + _flag_problems(obj, _label(kind, obj))
             per_key.setdefault((kind, key), []).extend(problems_of)
     for ref, msgs in membership.items():
         per_key.setdefault(("features", ref), []).extend(msgs)

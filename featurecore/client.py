@@ -111,6 +111,11 @@ class FeatureClient:
                 return response.status, {k.lower(): v for k, v in response.getheaders()}, data
             except (OSError, http.client.HTTPException) as error:  # refused, reset, timed out, closed
                 self.close()
+                if isinstance(error, TimeoutError):
+                    raise FeatureUnavailableError(
+                        f"the feature server at http://{self.host}:{self.port} did not answer within timeout={self.timeout} s; "
+                        "pass a larger FeatureClient(timeout=...) or send fewer candidates per request"
+                    ) from error
                 if attempt or not isinstance(error, (ConnectionError, http.client.RemoteDisconnected, http.client.CannotSendRequest)):
                     raise FeatureUnavailableError(
                         f"cannot reach the feature server at http://{self.host}:{self.port} ({type(error).__name__}: {error}); "

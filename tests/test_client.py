@@ -100,3 +100,18 @@ def test_a_feature_set_or_request_id_that_is_not_text_is_refused(answering):
             client.columns(5)
         with pytest.raises(ValidationError, match=r"request_id must be a str, got 5"):
             client.get_features(REQUEST, request_id=5)
+
+
+def test_a_server_slower_than_the_timeout_is_named_as_such_not_as_unreachable():
+    """A timeout said 'cannot reach the feature server ... check the url and that `featurecore
+    serve` is running' of a server that was running, only slower than timeout=."""
+    import socket
+
+    from featurecore.errors import FeatureUnavailableError
+
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts connections, never answers
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        with FeatureClient(url, timeout=0.2) as client:
+            with pytest.raises(FeatureUnavailableError, match=rf"the feature server at {url} did not answer within timeout=0.2 s; "
+                               r"pass a larger FeatureClient\(timeout=\.\.\.\) or send fewer candidates per request"):
+                client.get_features(REQUEST)

@@ -12,6 +12,7 @@
 
 #include "bind_helpers.h"
 #include "stream_decode.h"
+#include "stream_newer.h"
 
 namespace py = pybind11;
 
@@ -78,9 +79,27 @@ py::tuple decode_stream(const py::sequence& payloads, const std::vector<std::str
                           to_array(out.generated_at), columns);
 }
 
+py::array rows_not_older(const py::sequence& rows, const py::sequence& stored) {
+    const fc::bind::BytesList incoming = fc::bind::bytes_list(rows, "rows", false);
+    const fc::bind::BytesList old = fc::bind::bytes_list(stored, "stored", true);
+    if (old.views.size() != incoming.views.size())
+        throw std::invalid_argument("stored must hold one entry (bytes or None) per row: got " + std::to_string(old.views.size()) +
+                                    " for " + std::to_string(incoming.views.size()) + " rows");
+    std::vector<uint8_t> keep(incoming.views.size());
+    {
+        py::gil_scoped_release release;
+        fc::rows_not_older(incoming.views, old.views, old.absent, keep.data());
+    }
+    return bool_array(keep);
+}
+
 }  // namespace
 
 void bind_stream(py::module_& m) {
+    m.def("rows_not_older", &rows_not_older, py::arg("rows"), py::arg("stored"),
+          "bool per row: True where rows[i] may replace stored[i] (bytes, or None: nothing stored): the online store's "
+          "newest-row rule (featurecore/online/writer.py). False only where the stored row is an intact row of the same "
+          "schema (a v1 row 4 bytes shorter counts) with a later (feature_timestamp, generated_at).");
     m.def("decode_stream", &decode_stream, py::arg("payloads"), py::arg("names"), py::arg("kinds"), py::arg("published_us"),
           "Stream message payloads (msgpack) in the common shape -> (accepted bool per message, rows per message, tenant "
           "per message or None, entity id text per row (an int id as its decimal text, as write makes a list of ids), "

@@ -148,6 +148,13 @@ def rows_checksum_ok(rows: list[bytes]) -> NDArray[np.bool_]:
     """(n,) False where a v2 row's CRC-32C trailer does not match its bytes (a damaged
     row); True for intact v2 rows and for v1 rows (which have no checksum)."""
 
+def rows_not_older(rows: Sequence[bytes], stored: Sequence[bytes | None]) -> NDArray[np.bool_]:
+    """(n,) True where ``rows[i]`` may replace ``stored[i]`` (None: nothing stored), the
+    online store's newest-row rule (csrc/stream_newer.h): False only where the stored row
+    is an intact row of the same schema (a v1 row 4 bytes shorter counts) whose
+    (feature_timestamp, generated_at) is later. GIL released. Raises ValidationError
+    when ``stored`` does not hold one entry per row."""
+
 class GroupTable:
     """Immutable rows of one group as float32 slots (see csrc/group_table.h).
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Mapping, Sequence, cast
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -34,10 +34,6 @@ from .snapshots import Snapshots
 DEFAULT_CHANGELOG_RETENTION = 100_000
 #: Trim the changelog at most once every this many commits (a range delete in the same batch).
 _TRIM_EVERY = 1024
-_V1, _V1_SHORTER = 1, 4  # row format v1: version byte 1, no 4-byte checksum trailer
-#: The first 24 bytes of a row (v1 and v2): header (version, reserved, n_features, fingerprint),
-#: feature_timestamp_us, generated_at_us.
-_ROW_HEAD = np.dtype([("header", "<u8"), ("feature_ts", "<i8"), ("generated_at", "<i8")])
 
 
 @dataclass(frozen=True)
@@ -67,38 +63,6 @@ class Committed:
     sequence: int
     rows: int = 0
     skipped_older: int = 0
-
-
-def _row_heads(rows: Sequence[bytes]) -> np.ndarray:
-    return np.frombuffer(b"".join([row[:24] for row in rows]), _ROW_HEAD)
-
-
-def not_older_mask(rows: Sequence[bytes], stored: Sequence["bytes | None"]) -> np.ndarray:
-    """bool (n,): True where ``rows[i]`` may replace ``stored[i]``: nothing is stored,
-    the stored row is not a row of the same schema (header and length; a stored v1
-    row, 4 bytes shorter, counts) or is damaged (its checksum fails: its timestamps
-    cannot be trusted), or its (feature_ts, generated_at) is not later than the
-    incoming row's."""
-    keep = np.ones(len(rows), dtype=bool)
-    if not len(rows):
-        return keep
-    size = len(rows[0])
-    lengths = np.fromiter((0 if old is None else len(old) for old in stored), np.int64, len(stored))
-    candidates = np.flatnonzero((lengths == size) | (lengths == size - _V1_SHORTER))
-    if not len(candidates):
-        return keep
-    old = _row_heads([cast(bytes, stored[i]) for i in candidates.tolist()])
-    new = _row_heads([rows[i] for i in candidates.tolist()])
-    newer = (old["feature_ts"] > new["feature_ts"]) | (
-        (old["feature_ts"] == new["feature_ts"]) & (old["generated_at"] > new["generated_at"])
-    )
-    # Same schema: the header past the version byte matches, and the version fits the length.
-    old_version = old["header"] & 0xFF
-    versioned = np.where(lengths[candidates] == size, new["header"] & 0xFF, _V1)
-    same = ((old["header"] >> 8) == (new["header"] >> 8)) & (old_version == versioned)
-    same &= _core.rows_checksum_ok([cast(bytes, stored[i]) for i in candidates.tolist()])
-    keep[candidates] = ~(newer & same)
-    return keep
 
 
 def _check_key_lengths(keys: "Sequence[bytes] | None") -> None:
@@ -181,7 +145,8 @@ class OnlineWriter:
         and how many were dropped. One multi-get of the change's keys."""
         if change.keys is None or change.rows is None or not change.keys:
             return change, 0
-        keep = not_older_mask(change.rows, self._backend.read_many(change.group_cf, change.keys))
+        # Natively, the GIL released (csrc/stream_newer.h: the rule, the same-schema and checksum tests).
+        keep = _core.rows_not_older(change.rows, self._backend.read_many(change.group_cf, change.keys))
         if keep.all():
             return change, 0
         rows = np.flatnonzero(keep).tolist()

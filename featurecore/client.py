@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from .online.batch import id_list
 from .errors import AccessDeniedError, FeatureStoreError, FeatureUnavailableError, NotFoundError, ValidationError
 from .serving.matrix import FeatureMatrix
 from .serving.request import FeatureRequest
@@ -42,8 +43,8 @@ FORMATS = {"binary": wire.BINARY, "arrow": wire.ARROW, "json": wire.JSON}
 def request_body(request: FeatureRequest, request_id: str = "") -> dict[str, Any]:
     """The JSON body of ``POST /v1/features`` for a FeatureRequest (caller is not sent:
     the server takes it from the API key)."""
-    def ids(value: Any) -> Any:
-        return value.tolist() if isinstance(value, np.ndarray) else value
+    def ids(value: Any) -> Any:  # arrays (int64, packed S/U, pyarrow strings) as JSON lists
+        return value if isinstance(value, list) else id_list(value)
 
     t = request.request_time
     body: dict[str, Any] = {

@@ -213,3 +213,14 @@ def test_a_packed_user_id_meets_its_consent(stores):
             same(handle(entities | {"user": user}, EVAL_US), want)
     finally:
         consent.restore_consent("default", "u2")
+
+
+def test_the_http_client_sends_packed_ids_as_their_list():
+    from featurecore.client import request_body
+
+    items = ["i1", "é\x00x", "42", ""]
+    want = request_body(FeatureRequest(FEATURE_SET, {"user": "u1", "item": items}, EVAL_US))
+    for form in FORMS:
+        got = request_body(FeatureRequest(FEATURE_SET, {"user": packed(["u1"], form), "item": packed(items, form)}, EVAL_US))
+        assert got["entities"] == {"user": ["u1"], "item": items}
+        assert got == want

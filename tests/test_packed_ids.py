@@ -224,3 +224,20 @@ def test_the_http_client_sends_packed_ids_as_their_list():
         got = request_body(FeatureRequest(FEATURE_SET, {"user": packed(["u1"], form), "item": packed(items, form)}, EVAL_US))
         assert got["entities"] == {"user": ["u1"], "item": items}
         assert got == want
+
+
+def test_written_packed_ids_name_the_entities_a_request_reads(tmp_path):
+    """normalize_ids (writes, deletes, the parity check) reads S/U/arrow ids as requests do."""
+    from featurecore.online.batch import normalize_ids
+
+    ids = ["i1", "é\x00x", "42"]
+    for form in FORMS:
+        assert normalize_ids(packed(ids, form)) == ids
+    with pytest.raises(ValidationError, match=r"entity_ids row 1: id is not valid UTF-8"):
+        normalize_ids(np.array([b"a", b"\xff"]))
+    with FeatureStore.open(tmp_path / "store") as store:
+        store.apply(definitions(user_mode="resident"))
+        rng = np.random.default_rng(0)
+        store.write_online("item_stats:v1", item_frame(ids, rng), entity_ids=packed(ids, "S"), feature_timestamp=T0, generated_at=T0)
+        served = store.get_features(FeatureRequest(FEATURE_SET, {"user": "u1", "item": [*ids, "i2"], "creator": ["c1"] * 4}, EVAL_US))
+        assert (served.reasons[:3, 0] == 0).all() and served.reasons[3, 0] != 0

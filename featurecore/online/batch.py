@@ -352,6 +352,16 @@ def normalize_ids(ids: Any, what: str = "entity_ids", *, missing_ok: bool = Fals
             return ints
         if array.dtype.kind == "U":
             out = array.tolist()
+        elif array.dtype.kind == "S":  # fixed-width bytes: UTF-8, as a request reads them
+            out = []
+            for row, value in enumerate(array.tolist()):
+                try:
+                    out.append(value.decode())
+                except UnicodeDecodeError:
+                    raise ValidationError(
+                        f"{what} row {row}: id is not valid UTF-8, got {value!r}; decode the source bytes with "
+                        "errors='replace' or pass the id as its hex text"
+                    ) from None
         elif array.dtype.kind == "O":
             out = []
             for row, value in enumerate(array.tolist()):

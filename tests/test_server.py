@@ -334,10 +334,7 @@ def test_serve_refuses_to_run_without_keys_or_off_loopback(primary, capsys):
 
 
 
-@pytest.mark.xfail(strict=True, reason="server/supervisor.py (engine-workers'): ServeOptions.check does not check "
-                   "--refresh-interval, so `featurecore serve --refresh-interval 0` (or -1) starts, every worker fails "
-                   "FeatureStore.open 5 times in a row and the server stops; the reason is only in the worker tracebacks")
-@pytest.mark.parametrize("interval", [0.0, -1.0])
+@pytest.mark.parametrize("interval", [0.0, -1.0, float("inf"), float("nan")])
 def test_serve_refuses_a_refresh_interval_the_workers_cannot_use(primary, interval):
     from featurecore.server import ServeOptions
 

@@ -71,6 +71,9 @@ class ServeOptions:
             raise ValidationError(f"--port must be in 0..65535, got {self.port}")
         if self.max_candidates < 1:
             raise ValidationError(f"--max-candidates must be positive, got {self.max_candidates}")
+        interval = self.refresh_interval_s
+        if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0 < interval <= threading.TIMEOUT_MAX:
+            raise ValidationError(f"--refresh-interval must be a positive number of seconds, got {interval!r}")
         if self.auth and self.insecure_local:
             raise ValidationError("pass either --auth FILE or --insecure-local, not both")
         if not self.auth and not self.insecure_local:

@@ -132,6 +132,42 @@ def test_a_forked_worker_opens_its_secondary_in_a_private_directory_under_the_te
     assert child["secondary_dir_removed"]
 
 
+HEAP = textwrap.dedent(
+    """
+    import ctypes, sys
+    from featurecore.serving.preload import preload
+
+    def heap_rss_kb():
+        with open("/proc/self/smaps") as f:
+            lines = f.read().splitlines()
+        at = next(i for i, line in enumerate(lines) if line.endswith("[heap]"))
+        return next(int(line.split()[1]) for line in lines[at:] if line.startswith("Rss:"))
+
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+    blocks = [libc.malloc(60_000) for _ in range(200)]  # ~12 MB of the heap (below the mmap threshold)
+    for b in blocks:
+        ctypes.memset(b, 1, 60_000)
+    keep = libc.malloc(100)  # above them: the freed blocks are not at the heap's top
+    for b in blocks[:-1]:
+        libc.free(b)
+    before = heap_rss_kb()
+    preload(sys.argv[1])
+    print(before, heap_rss_kb())
+    """
+)
+
+
+def test_preload_gives_the_free_pages_of_the_c_heap_back_before_workers_are_forked(tmp_path: Path):
+    root = str(tmp_path / "store")
+    published_store(root)
+    done = subprocess.run([sys.executable, "-c", HEAP, root], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    before, after = map(int, done.stdout.split())
+    assert before - after > 8_000  # kB: the ~12 MB freed in the middle of the heap is no longer resident
+
+
 def test_definitions_applied_after_the_publish_are_read_by_the_worker_itself(tmp_path: Path):
     root = str(tmp_path / "store")
     published_store(root)

@@ -16,6 +16,7 @@ inherit an open RocksDB); it only reads files:
   decodes its own, as it would without a preload.
 - the system's temporary directory is found (``tempfile.gettempdir``), under which each
   worker's RocksDB secondary keeps its files.
+- the C heap's free pages are given back (``_release_free_heap``).
 
 Whatever a worker only reads stays in pages it shares with the parent and its siblings;
 building it in each worker cost every worker ~1 MB of private memory (bench_shared_memory).
@@ -23,6 +24,7 @@ building it in each worker cost every worker ~1 MB of private memory (bench_shar
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import tempfile
@@ -96,7 +98,20 @@ def preload(root: "str | os.PathLike[str]") -> Preloaded:
     # (~290 kB less private memory in each, measured).
     tempfile.gettempdir()
     _current[os.path.realpath(root)] = out
+    _release_free_heap()
     return out
+
+
+def _release_free_heap() -> None:
+    """Give the free pages of the C heap back to the kernel (glibc's ``malloc_trim``; a
+    no-op elsewhere). A forked worker's own native allocations (RocksDB's secondary,
+    buffers) land in the parent's free heap chunks: each worker copies those pages, and
+    the parent then holds its originals of free memory alone (~0.9 MB measured,
+    bench_shared_memory). Released before the fork, a worker faults in a fresh page there
+    instead, and the parent holds nothing."""
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
 
 
 def inherited(root: str) -> "Preloaded | None":

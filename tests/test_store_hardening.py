@@ -490,3 +490,33 @@ def test_a_removed_group_registered_again_with_another_schema_is_refused_while_i
         store.load_resident()
         matrix = store.get_features(FeatureRequest("qset:v1", {"item": ["i1"]}, T0_US + 1))
         assert matrix.values.tolist() == [[0.5]]
+
+
+class EmptyStream:
+    """A StreamSource (streams/source.py) that never has a message."""
+
+    identity = "empty/test"
+
+    def open(self, after, *, max_in_flight):
+        pass
+
+    def fetch(self, max_messages, timeout_s):
+        return []
+
+    def ack(self, through):
+        pass
+
+    def dead_letter(self, message, reason):
+        raise AssertionError("no message to refuse")
+
+    def close(self):
+        pass
+
+
+@pytest.mark.xfail(strict=True, reason="streams/ingest.py (streams'): Ingestor.run does not check max_messages / "
+                   "idle_timeout_s: -1 (the usual 'no limit') stops after the first micro-batch (up to max_batch "
+                   "messages, exit 0), '5' is a TypeError after the first micro-batch, idle_timeout_s=-1 stops at once")
+@pytest.mark.parametrize("kwargs", [{"max_messages": -1}, {"max_messages": "5"}, {"idle_timeout_s": -1.0}])
+def test_ingest_refuses_a_message_count_or_idle_timeout_it_cannot_stop_on(store, kwargs):
+    with pytest.raises(ValidationError, match=rf"{next(iter(kwargs))} must be"):
+        store.ingest("item_behavior:v1", EmptyStream(), **kwargs)

@@ -163,3 +163,24 @@ def test_update_refuses_what_needs_a_new_version(registry):
         registry.update("item_brand:v1", colour="red")
     with pytest.raises(NotFoundError, match=r"'ghost:v1' is not a registered feature, feature group, feature set or model"):
         registry.update("ghost:v1", online=False)
+
+
+def test_an_archived_feature_cannot_come_back_through_a_stage_change(registry):
+    """`featurecore stage F production` brought an archived feature back (deprecate() says an
+    archived feature cannot come back: register a new version), through set_stage,
+    update(stage=) or a re-applied definition alike."""
+    retire_models(registry)
+    feature = CREATOR  # read by no production model now
+    deprecate(registry, feature)
+    remove_from_online(registry, feature)
+    archive(registry, feature)
+    revision = registry.revision
+    for stage in ("production", "deprecated"):
+        with pytest.raises(RegistryError, match=rf"feature '{feature}' is archived and cannot come back \(to stage '{stage}'\); "
+                           r"register a new version of it instead"):
+            registry.set_stage(feature, stage)
+    with pytest.raises(RegistryError, match=r"is archived and cannot come back"):
+        registry.update(feature, stage="experimental")
+    with pytest.raises(RegistryError, match=r"is archived and cannot come back"):
+        registry.apply([dataclasses.replace(registry.state.feature(feature), stage="production")])
+    assert registry.revision == revision and registry.state.feature(feature).stage == "archived"

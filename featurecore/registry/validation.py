@@ -633,6 +633,15 @@ def _assign_groups(
     return problems
 
 
+def _stage_change_problems(old: Feature, new: Feature) -> list[str]:
+    """The workflow's rule on a feature's stage change, however it is made (``set_stage``,
+    ``update``, a re-applied definition): an archived feature never comes back
+    (governance/lifecycle.py; its history is excluded from training sets from then on)."""
+    if old.stage == "archived" and new.stage != "archived":
+        return [f"feature '{new.ref}' is archived and cannot come back (to stage '{new.stage}'); register a new version of it instead"]
+    return []
+
+
 def _lifecycle_problems(state: RegistryState) -> dict[str, list[str]]:
     """Features a production model still reads that are archived or out of online serving."""
     problems: dict[str, list[str]] = {}
@@ -722,6 +731,8 @@ def plan_definitions(base: RegistryState, definitions: Definitions) -> ApplyPlan
                         f"{_describe_change(old, new, semantic)}, {_how_to_change(base, kind, old)}"
                     )
                 actions[kind, key] = ("change", _describe_change(old, new, fields))
+                if kind == "features":
+                    per_key.setdefault((kind, key), []).extend(_stage_change_problems(old, new))
     state = RegistryState(**merged, revision=base.revision)
     for (kind, key), (action, _) in actions.items():
         if action == "change" and kind == "feature_sets":  # only its SLA may differ; the rest was checked once

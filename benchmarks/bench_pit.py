@@ -42,8 +42,11 @@ DAY_US = 86_400_000_000
 T0_US = 1_780_000_000_000_000
 FEATURES = [f"f{i}" for i in range(N_FEATURES)]
 ROUNDS = size(3, 1)
-#: The join over in-memory history: its store directory is never read.
-IN_MEMORY = StoreContext(os.path.join(tempfile.gettempdir(), "featurecore-never-read"), RegistryState())
+#: The join over in-memory history: its store directory is never read, but a StoreContext
+#: needs one that exists (it refuses a mistyped root), so an empty one.
+_EMPTY_ROOT = os.path.join(tempfile.gettempdir(), "featurecore-bench-pit-empty")
+os.makedirs(_EMPTY_ROOT, exist_ok=True)
+IN_MEMORY = StoreContext(_EMPTY_ROOT, RegistryState())
 
 
 def registry() -> RegistryState:

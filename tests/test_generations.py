@@ -14,6 +14,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Iterator
 
 import hypothesis
 import numpy as np
@@ -337,22 +338,29 @@ PUBLISHER = textwrap.dedent(
 )
 
 
+def kill_9_at_random_points(script: str, root: str, *, at_most_s: float, times: int = 6) -> Iterator[None]:
+    """Start ``script`` on store ``root`` in a new process ``times`` times, kill -9 it a random
+    time (up to ``at_most_s``) after it says "open", and yield after each kill."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    rng = np.random.default_rng(0)
+    for _ in range(times):
+        publisher = subprocess.Popen([sys.executable, "-c", script, root], stdout=subprocess.PIPE, text=True, env=env)
+        assert publisher.stdout is not None and publisher.stdout.readline().strip() == "open"
+        time.sleep(float(rng.uniform(0.0, at_most_s)))
+        publisher.send_signal(signal.SIGKILL)
+        publisher.wait()
+        publisher.stdout.close()
+        yield
+
+
 def test_kill_9_during_publish_leaves_the_old_or_the_new_generation(tmp_path: Path):
     root = str(tmp_path / "store")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     items = [f"item-{i}" for i in range(20000)]
     with FeatureStore.open(root, preload=False) as store:
         store.apply(definitions())
         write_ctr(store, 1.0, items)
         store.build_generations("item_stats:v1")
-    rng = np.random.default_rng(0)
-    for _ in range(6):
-        publisher = subprocess.Popen([sys.executable, "-c", PUBLISHER, root], stdout=subprocess.PIPE, text=True, env=env)
-        assert publisher.stdout.readline().strip() == "open"
-        time.sleep(float(rng.uniform(0.0, 0.4)))
-        publisher.send_signal(signal.SIGKILL)
-        publisher.wait()
-        publisher.stdout.close()
+    for _ in kill_9_at_random_points(PUBLISHER, root, at_most_s=0.4):
         info = generations.verify(root, GROUP_CF)  # the manifest names a whole, valid file
         assert info["rows"] == 20000
     with FeatureStore.open(root, mode="read_only") as store:
@@ -376,17 +384,9 @@ REGISTRY_PUBLISHER = textwrap.dedent(
 
 def test_kill_9_while_the_registry_record_is_written_leaves_the_old_or_the_new_one(tmp_path: Path):
     root = str(tmp_path / "store")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     records = {n: bytes([n]) * (4 << 20) for n in (1, 2)}
     generations.publish_registry(root, 1, records[1])
-    rng = np.random.default_rng(0)
-    for _ in range(6):
-        publisher = subprocess.Popen([sys.executable, "-c", REGISTRY_PUBLISHER, root], stdout=subprocess.PIPE, text=True, env=env)
-        assert publisher.stdout.readline().strip() == "open"
-        time.sleep(float(rng.uniform(0.0, 0.3)))
-        publisher.send_signal(signal.SIGKILL)
-        publisher.wait()
-        publisher.stdout.close()
+    for _ in kill_9_at_random_points(REGISTRY_PUBLISHER, root, at_most_s=0.3):
         revision, record = generations.registry_record(root)  # never None: the file is whole
         assert record == records[revision]
 

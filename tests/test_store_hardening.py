@@ -513,9 +513,6 @@ class EmptyStream:
         pass
 
 
-@pytest.mark.xfail(strict=True, reason="streams/ingest.py (streams'): Ingestor.run does not check max_messages / "
-                   "idle_timeout_s: -1 (the usual 'no limit') stops after the first micro-batch (up to max_batch "
-                   "messages, exit 0), '5' is a TypeError after the first micro-batch, idle_timeout_s=-1 stops at once")
 @pytest.mark.parametrize("kwargs", [{"max_messages": -1}, {"max_messages": "5"}, {"idle_timeout_s": -1.0}])
 def test_ingest_refuses_a_message_count_or_idle_timeout_it_cannot_stop_on(store, kwargs):
     with pytest.raises(ValidationError, match=rf"{next(iter(kwargs))} must be"):

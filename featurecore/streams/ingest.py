@@ -345,6 +345,16 @@ class Ingestor:
         """Apply micro-batches until ``stop`` is set, ``max_messages`` were applied or
         nothing arrived for ``idle_timeout_s``; the batch in progress always finishes
         (committed, appended offline with the pending rows, acknowledged) first."""
+        if max_messages is not None and (isinstance(max_messages, bool) or not isinstance(max_messages, int) or max_messages < 1):
+            raise ValidationError(
+                f"max_messages must be a positive int (stop after that many messages) or None (no limit), got {max_messages!r}"
+            )
+        if idle_timeout_s is not None and (
+            isinstance(idle_timeout_s, bool) or not isinstance(idle_timeout_s, (int, float)) or not 0 < idle_timeout_s < float("inf")
+        ):
+            raise ValidationError(
+                f"idle_timeout_s must be seconds > 0 (stop after that long without a message) or None (no limit), got {idle_timeout_s!r}"
+            )
         applied, idle_since = 0, time.monotonic()
         while not (stop is not None and stop.is_set()):
             result = self.step()

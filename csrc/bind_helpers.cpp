@@ -45,46 +45,12 @@ bool all_ascii(const char* p, size_t n) {
     return (acc & 0x8080808080808080ULL) == 0;
 }
 
-// Whether p[0, n) is UTF-8 as Python encodes str: no overlong forms, no surrogates,
-// nothing above U+10FFFF.
-bool valid_utf8(const unsigned char* p, size_t n) {
-    size_t i = 0;
-    while (i < n) {
-        const unsigned c = p[i];
-        if (c < 0x80) {
-            ++i;
-            continue;
-        }
-        size_t k;
-        unsigned lo = 0x80, hi = 0xBF;  // the range of the second byte
-        if (c >= 0xC2 && c <= 0xDF) {
-            k = 1;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            k = 2;
-            if (c == 0xE0) lo = 0xA0;
-            if (c == 0xED) hi = 0x9F;  // (surrogates)
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            k = 3;
-            if (c == 0xF0) lo = 0x90;
-            if (c == 0xF4) hi = 0x8F;
-        } else {
-            return false;
-        }
-        if (i + k >= n) return false;  // (truncated)
-        if (p[i + 1] < lo || p[i + 1] > hi) return false;
-        for (size_t j = 2; j <= k; ++j)
-            if ((p[i + j] & 0xC0) != 0x80) return false;
-        i += k + 1;
-    }
-    return true;
-}
-
 // Packed ids are bytes; the list path's are str, so every id must be UTF-8 for the
 // same text to name the same entity either way.
 void check_utf8(const char* text, const uint64_t* offs, size_t n, const NameFn& name) {
     if (n == 0 || all_ascii(text + offs[0], offs[n] - offs[0])) return;
     for (size_t i = 0; i < n; ++i)
-        if (!valid_utf8(reinterpret_cast<const unsigned char*>(text + offs[i]), offs[i + 1] - offs[i]))
+        if (!fc::valid_utf8(reinterpret_cast<const uint8_t*>(text + offs[i]), offs[i + 1] - offs[i]))
             throw std::invalid_argument(at(name, i) + " is not valid UTF-8; ids are UTF-8 text: decode the "
                                         "source bytes with errors='replace' or pass the id as its hex text");
 }

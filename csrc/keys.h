@@ -73,4 +73,8 @@ uint64_t hash_id_text(uint64_t prefix_hash, const char* id, size_t len);
 // Bytes of key's prefix (3 + tenant + entity type), or 0 if key is not well formed.
 size_t key_prefix_length(const char* key, size_t len);
 
+// True when [p, p + n) is well-formed UTF-8 without surrogates (what Python's strict
+// decoder accepts).
+bool valid_utf8(const uint8_t* p, size_t n);
+
 }  // namespace fc

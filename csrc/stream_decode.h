@@ -47,8 +47,4 @@ struct StreamColumns {
 StreamColumns decode_stream_payloads(const std::vector<StreamPayload>& payloads, const std::vector<std::string>& names,
                                      const std::string& kinds, int64_t published_us);
 
-// True when [p, p + n) is well-formed UTF-8 without surrogates (what Python's strict
-// decoder accepts).
-bool valid_utf8(const uint8_t* p, size_t n);
-
 }  // namespace fc

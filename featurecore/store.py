@@ -416,9 +416,16 @@ class FeatureStore:
         Raises:
             ValidationError: the batch does not fit the schema; nothing was written.
             NotFoundError: the group is not registered.
+            RegistryError: the group is out of online serving (``online: false``).
         """
         writer = self._require_primary("write online rows")
         schema = self.group_schema(group_ref)
+        if not self.state.is_online(schema.ref):  # as materialization refuses it (registry.deploy.assert_materializable)
+            why = "the group has online: false" if not self.state.group(schema.ref).online else "none of its features is online"
+            raise RegistryError(
+                f"group {schema.ref} is out of online serving ({why}), so write_online would store rows nobody serves; "
+                f"write() its history offline, or set online: true again (registry.update({schema.ref!r}, online=True)) to serve it"
+            )
         check_tenant(tenant)
         _check_lineage(code_version, pipeline_run_id)
         published = micros_now() if published_at is None else published_at

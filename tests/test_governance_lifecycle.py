@@ -184,3 +184,27 @@ def test_an_archived_feature_cannot_come_back_through_a_stage_change(registry):
     with pytest.raises(RegistryError, match=r"is archived and cannot come back"):
         registry.apply([dataclasses.replace(registry.state.feature(feature), stage="production")])
     assert registry.revision == revision and registry.state.feature(feature).stage == "archived"
+
+
+def test_a_feature_served_online_by_a_feature_set_cannot_be_archived_by_a_stage_change(registry):
+    """`featurecore stage F archived` (set_stage, update(stage=), a re-applied definition)
+    archived a feature that feature sets still served online: serving went on while its
+    history was excluded from their training sets (no model of them could be retrained on
+    what it is served). archive() refuses it; the stage change now does too, naming the
+    feature sets, until the feature is out of online serving."""
+    retire_models(registry)
+    deprecate(registry, CREATOR)  # read by no production model now, still served online
+    revision = registry.revision
+    message = (rf"feature '{CREATOR}' cannot be archived while feature set\(s\) home_ranker_features:v18, "
+               r"trending_features:v3 serve it online \(an archived feature's history is excluded from their training sets\); "
+               rf"take it out of online serving first: featurecore remove-online {CREATOR}")
+    with pytest.raises(RegistryError, match=message):
+        registry.set_stage(CREATOR, "archived")
+    with pytest.raises(RegistryError, match=message):
+        registry.update(CREATOR, stage="archived")
+    with pytest.raises(RegistryError, match=message):
+        registry.apply([dataclasses.replace(registry.state.feature(CREATOR), stage="archived")])
+    assert registry.revision == revision and registry.state.feature(CREATOR).stage == "deprecated"
+    # Out of online serving in the same apply, or before: archived.
+    registry.apply([dataclasses.replace(registry.state.feature(CREATOR), stage="archived", online=False)])
+    assert registry.state.feature(CREATOR).stage == "archived"

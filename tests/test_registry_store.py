@@ -182,6 +182,9 @@ def test_deprecating_lists_dependents_and_archiving_is_guarded(store_dir, regist
         registry.set_stage("creator_report_rate_30d:v1", "gone")
     registry.set_model_stage("home_ranker:v18", "deprecated")
     registry.set_model_stage("trending_ranker:v3", "deprecated")
+    with pytest.raises(RegistryError, match=r"cannot be archived while feature set\(s\) home_ranker_features:v18, trending_features:v3 serve it online"):
+        registry.set_stage("creator_report_rate_30d:v1", "archived")
+    registry.update("creator_report_rate_30d:v1", online=False)
     assert registry.set_stage("creator_report_rate_30d:v1", "archived")["to"] == "archived"
     with pytest.raises(RegistryError, match=r"is archived but production model\(s\) trending_ranker:v3 read it"):
         registry.set_model_stage("trending_ranker:v3", "production")

@@ -300,7 +300,8 @@ def test_prior_value_is_immutable(example_state):
 
 
 def test_new_feature_set_cannot_use_archived_feature(example_state):
-    archived = dataclasses.replace(example_state.feature("item_brand:v1"), stage="archived")
+    # (out of online serving too: a feature a feature set serves online cannot be archived)
+    archived = dataclasses.replace(example_state.feature("item_brand:v1"), stage="archived", online=False)
     retired = dataclasses.replace(example_state.model("home_ranker:v18"), stage="deprecated")
     state = validate(Definitions.of(archived, retired), example_state)
     reject(
@@ -321,7 +322,7 @@ def test_problems_of_existing_features_reject_the_incoming_definition_that_cause
     assert plan.problems == (plan.rows[0].detail,)
 
     retired = dataclasses.replace(example_state.model("home_ranker:v18"), stage="deprecated")
-    archived = dataclasses.replace(ctr, stage="archived")
+    archived = dataclasses.replace(ctr, stage="archived", online=False)
     state = validate(
         Definitions.of(
             retired, dataclasses.replace(example_state.model("trending_ranker:v3"), stage="deprecated"), archived

@@ -178,3 +178,27 @@ def test_resident_groups_held_per_route_are_fetched_again_after_any_group_is_ins
     np.testing.assert_array_equal(store.get_features(request(ITEMS)).values, warm.values)
     assert store._engine.route(store.state, request(ITEMS)).held[0][1][0] is replaced
     assert snapshots.reads["g/item_stats/v1"] == item_reads + 1
+
+
+def test_an_entity_name_the_registry_does_not_know_is_refused_naming_the_feature_sets_entities(store):
+    """entities={"gadget": ...} beside the needed ones was ignored, in process, through a
+    prepared handle and over HTTP; so was a typo of an entity the feature set does not
+    need but the request means (``"usr"`` for the user whose consent revocations apply).
+    A registered entity the feature set does not read is still accepted: one request
+    dict may serve several feature sets (and ``user`` decides consent)."""
+    at = request(ITEMS).request_time
+    base = {"user": "u1", "item": ITEMS, "creator": ["c1"] * 3}
+    message = (r"entities names 'gadget', which is no registered entity; feature set ranker:v1 reads entities "
+               r"\['creator', 'item', 'user'\] \(other registered entities are accepted\): remove 'gadget' or fix its name")
+    with pytest.raises(ValidationError, match=message):
+        store.get_features(FeatureRequest(FEATURE_SET, {**base, "gadget": ["g1", "g2", "g3"]}, at, context={"hour": 9.0},
+                                          candidate={"source_rank": np.arange(3, dtype=np.float32)}))
+    handle = store.prepare(FEATURE_SET)
+    with pytest.raises(ValidationError, match=message):
+        handle({**base, "gadget": "g1"}, at)
+    with pytest.raises(ValidationError, match=r"entities names 'usr', which is no registered entity"):
+        handle({"usr": "u1", "item": ITEMS, "creator": ["c1"] * 3, "user": "u1"}, at)
+    served = handle(base, at)
+    with_a_session = handle({**base, "session": "s1", "seller": ["x"] * 3}, at)  # registered, not read by ranker:v1
+    np.testing.assert_array_equal(with_a_session.values, served.values)
+    np.testing.assert_array_equal(with_a_session.reasons, served.reasons)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from featurecore import FeatureStore, ValidationError, _core
-from featurecore.errors import FeatureStoreError, OutOfRangeError
+from featurecore.errors import FeatureStoreError, OutOfRangeError, RegistryError
 from featurecore.monitoring import LogHistogram, ParityMonitor
 from featurecore.monitoring.drift import Baseline
 
@@ -517,3 +517,49 @@ class EmptyStream:
 def test_ingest_refuses_a_message_count_or_idle_timeout_it_cannot_stop_on(store, kwargs):
     with pytest.raises(ValidationError, match=rf"{next(iter(kwargs))} must be"):
         store.ingest("item_behavior:v1", EmptyStream(), **kwargs)
+
+
+def test_write_online_to_a_group_out_of_online_serving_is_refused_and_writes_nothing(store_dir, example_repo):
+    """write_online to a group taken out of online serving (``online: false``) stored rows
+    nobody serves, and kept a changelog entry for them; write() appends such a group's
+    history offline only, and materialization refuses it. Now refused like materialization,
+    naming the group and both ways out."""
+    from conftest import group_frame
+
+    with FeatureStore.open(store_dir) as store:
+        store.apply(example_repo)
+        store.registry.set_model_stage("home_ranker:v18", "deprecated")  # the production model reading it
+        store.registry.update("user_profile:v1", online=False)
+        sequence = store.online_stats()["sequence"]
+        with pytest.raises(RegistryError, match=r"group user_profile:v1 is out of online serving \(the group has online: false\), so "
+                           r"write_online would store rows nobody serves; write\(\) its history offline, or set online: true "
+                           r"again \(registry.update\('user_profile:v1', online=True\)\) to serve it"):
+            store.write_online("user_profile:v1", group_frame(store.state, "user_profile:v1", 2), entity_ids=["u1", "u2"],
+                               feature_timestamp=1_782_864_000_000_000)
+    with FeatureStore.open(store_dir) as reopened:
+        assert reopened.online_stats()["sequence"] == sequence  # no commit, no changelog entry
+        reopened.registry.update("user_profile:v1", online=True)
+        receipt = reopened.write_online("user_profile:v1", group_frame(reopened.state, "user_profile:v1", 2), entity_ids=["u1", "u2"],
+                                        feature_timestamp=1_782_864_000_000_000)
+        assert receipt.rows == 2 and receipt.sequence == sequence + 1
+
+
+class BrokerNotToBeReached:
+    """Stands in for the broker connection (NatsSource connects when it is built): the
+    test fails with this, not with a connection timeout, if it is reached."""
+
+    def __init__(self, *args, **kwargs):
+        raise AssertionError("connected to the broker before checking max_batch / offline_interval_s")
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "streams' files: store.ingestor builds the NatsSource (which connects) before Ingestor checks max_batch / "
+    "offline_interval_s, so without a broker the user waits ~6 s for a connection error instead of the argument error; "
+    "the checks must be callable before the source is built (featurecore/streams/ingest.py)"))
+@pytest.mark.parametrize("kwargs", [{"max_batch": 0}, {"offline_interval_s": -1.0}])
+def test_ingestor_checks_its_arguments_before_connecting_to_the_broker(store, monkeypatch, kwargs):
+    import featurecore.streams
+
+    monkeypatch.setattr(featurecore.streams, "NatsSource", BrokerNotToBeReached)
+    with pytest.raises(ValidationError, match=rf"{next(iter(kwargs))} must be"):
+        store.ingestor("item_behavior:v1", "nats://127.0.0.1:4222/clicks", **kwargs)

@@ -17,6 +17,7 @@ from .. import _core
 from ..errors import RegistryError
 from ..keys import tenant_problem
 from ..reasons import DEFAULT_KINDS, MISSING_REASONS, STALE_CAPABLE_REASONS
+from . import lineage
 from .lineage import production_users
 from .render import render_table
 from .serde import to_plain
@@ -642,6 +643,22 @@ def _stage_change_problems(old: Feature, new: Feature) -> list[str]:
     return []
 
 
+def _archive_problems(state: RegistryState, ref: str) -> list[str]:
+    """A feature archived now must be out of online serving where a feature set reads it:
+    its history is excluded from the feature sets' training sets, serving would go on."""
+    feature = state.features[ref]
+    group = state.feature_groups.get(feature.group) if feature.group else None
+    if feature.stage != "archived" or not feature.online or (group is not None and not group.online):
+        return []
+    sets = lineage.feature_sets_using(state, ref)
+    if not sets:
+        return []
+    return [
+        f"feature '{ref}' cannot be archived while feature set(s) {', '.join(sets)} serve it online (an archived feature's "
+        f"history is excluded from their training sets); take it out of online serving first: featurecore remove-online {ref}"
+    ]
+
+
 def _lifecycle_problems(state: RegistryState) -> dict[str, list[str]]:
     """Features a production model still reads that are archived or out of online serving."""
     problems: dict[str, list[str]] = {}
@@ -745,6 +762,9 @@ def plan_definitions(base: RegistryState, definitions: Definitions) -> ApplyPlan
         per_key.setdefault(("features", ref), []).extend(msgs)
     for ref, msgs in _lifecycle_problems(state).items():
         per_key.setdefault(("features", ref), []).extend(msgs)
+    for (kind, key), (action, _) in actions.items():
+        if kind == "features" and action == "change" and base.features[key].stage != "archived":
+            per_key.setdefault((kind, key), []).extend(_archive_problems(state, key))
     problems = list(general)
     for (kind, key), (action, detail) in actions.items():
         where = definitions.origins.get((kind, key))

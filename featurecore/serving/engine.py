@@ -186,6 +186,7 @@ class ServingEngine:
         except AccessDeniedError as error:
             self._policy.denied(request, error)
             raise
+        _refuse_unknown_entities(state, route, entities)
         row_entity, n = _candidates(route, entities)
         compiled = route.compiled
         cut_short: list[str] = []  # direct groups a deadline stopped
@@ -331,6 +332,7 @@ class PreparedFeatureSet:
             return self._slow(entities, request_time, context, candidate, deadline_ms, out)
         self._check_time(request_time)
         ids = {name if type(name) is str else str(name): request_ids(value, str(name)) for name, value in entities.items()}
+        _refuse_unknown_entities(state, route, ids)
         consent_off = engine._policy.consent_off(t.tenant, ids, route.compiled.groups, route.consent)
         if consent_off:
             return self._slow(entities, request_time, context, candidate, deadline_ms, out)
@@ -373,6 +375,18 @@ def _source_kind(state: RegistryState, binding: GroupBinding, skipped: frozenset
     if binding.ref in skipped:
         return "skip"
     return binding.serving_mode if state.is_online(binding.ref) else "offline"
+
+
+def _refuse_unknown_entities(state: RegistryState, route: Route, entities: Mapping[str, Any]) -> None:
+    """Refuse an entity name nobody registered (a typo, e.g. ``usr`` for the user whose
+    consent applies); registered entities the feature set does not read are accepted, so
+    one request dict may serve several feature sets."""
+    if not entities.keys() <= state.entities.keys():
+        unknown = sorted(set(entities) - set(state.entities))[0]
+        raise ValidationError(
+            f"entities names {unknown!r}, which is no registered entity; feature set {route.compiled.ref} reads entities "
+            f"{sorted(set(route.compiled.roles))} (other registered entities are accepted): remove {unknown!r} or fix its name"
+        )
 
 
 def _candidates(route: Route, entities: Mapping[str, Any]) -> tuple[str, int]:

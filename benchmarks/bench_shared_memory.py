@@ -20,7 +20,11 @@ Measured:
   from before ``FeatureStore.open``, and from after it (RocksDB and the registry open) to
   after serving: what the group costs; ``bytes/raw`` = one worker's group growth / the
   raw float32 payload. Forked: parent + N workers over parent + 1 worker, and over one
-  spawned worker (the gate: a whole N-worker service against one standalone process);
+  spawned worker (the gate: a whole N-worker service against one standalone process).
+  The gate's store is one nobody writes to, so its forked workers never open RocksDB
+  (online/deferred.py); the same forked service is then measured while a primary writes
+  WRITE_ROWS_S rows/s (every worker opens its secondary and follows the writes in its
+  overlay): reported beside it, not gated;
 - time to first request: ``FeatureStore.open`` -> first ``get_features`` returned (maps
   and verifies the file or finds the inherited mapping, replays the changelog, serves);
   one worker alone, and the median of N starting together, in both shapes; for the
@@ -152,7 +156,9 @@ def worker(root: str, compare: bool) -> None:
     contenders.clear()
     p50 = {name: statistics.median(ts) * 1e6 for name, ts in times.items()}
     report = json.dumps({"pid": os.getpid(), "first_ms": first_ms, "first_cpu_ms": first_cpu_ms, "open_ms": open_s * 1000, "p50_us": p50,
-                         "pss_before_kb": before, "pss_opened_kb": opened, "mapped": group.generation_path is not None})
+                         "pss_before_kb": before, "pss_opened_kb": opened, "mapped": group.generation_path is not None,
+                         # a forked worker opens its RocksDB secondary only once something was written (online/deferred.py)
+                         "rocksdb_opened": getattr(store.backend, "opened", True), "overlay_rows": group.overlay_rows})
     os.write(1, f"{report}\n".encode())  # one write: forked siblings share this pipe
     os.read(0, 1)
     store.close()
@@ -185,6 +191,43 @@ def writer(root: str) -> None:
         store.build_generations("items:v1")
         store.db.flush()
     print(json.dumps({"written": written, "writing_s": writing_s}), flush=True)
+
+
+def steady_writer(root: str) -> None:
+    """The primary: writes WRITE_ROWS_S rows a second to random items (a batch every tenth
+    of a second) until a line arrives on stdin; then publishes and flushes as ``writer``."""
+    import select
+
+    from featurecore.store import FeatureStore
+
+    rng = np.random.default_rng(4)
+    written, start = 0, time.time()
+    with FeatureStore.open(root, preload=False) as store:
+        print("open", flush=True)
+        while not select.select([sys.stdin], [], [], 0.1)[0]:
+            batch = max(1, int((time.time() - start) * WRITE_ROWS_S) - written)
+            values = rng.random((batch, DIM), dtype=np.float32)
+            store.write_online("items:v1", {f"f{j}": values[:, j] for j in range(DIM)},
+                               entity_ids=rng.choice(N_ITEMS, batch, replace=False), feature_timestamp=EVAL_US - 1_000_000)
+            written += batch
+        store.build_generations("items:v1")
+        store.db.flush()
+    print(json.dumps({"written": written, "seconds": time.time() - start}), flush=True)
+
+
+def fork_workers_under_writer(root: str, n: int) -> "tuple[dict, list[dict], dict]":
+    """``fork_workers`` while a primary writes WRITE_ROWS_S rows/s: every worker follows the
+    writes, so each opens its RocksDB secondary and holds the rows written since the
+    generation in its overlay. Returns the parent's report, the workers', the writer's."""
+    w = subprocess.Popen([sys.executable, "-m", "benchmarks.bench_shared_memory", "--steady-writer", root],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert w.stdout.readline().strip() == "open", "the writer did not open the store"
+        time.sleep(1.0)
+        parent, reports = fork_workers(root, n)
+    finally:
+        wrote = json.loads(w.communicate("\n", timeout=300)[0])
+    return parent, reports, wrote
 
 
 def serve_under_writer(root: str) -> None:
@@ -383,6 +426,7 @@ def main() -> None:
     many = start_workers(root, N_WORKERS)
     fork_parent_one, fork_one = fork_workers(root, 1)
     fork_parent, fork_many = fork_workers(root, N_WORKERS)
+    live_parent, live_many, live_wrote = fork_workers_under_writer(root, N_WORKERS)
     compare = start_workers(root, 1, compare=True)[0]
     served_many, served_one = serve_workers(root, N_WORKERS), serve_workers(root, 1)
     served, wrote = under_writer(root)
@@ -390,6 +434,7 @@ def main() -> None:
     forked_one = fork_parent_one["pss_kb"] + fork_one[0]["pss_kb"]
     forked_many = fork_parent["pss_kb"] + sum(r["pss_kb"] for r in fork_many)
     forked_first = statistics.median(r["first_ms"] for r in fork_many)
+    forked_live = live_parent["pss_kb"] + sum(r["pss_kb"] for r in live_many)
     total_one = one["pss_kb"]
     total_many = sum(r["pss_kb"] for r in many)
     open_one = one["pss_kb"] - one["pss_before_kb"]
@@ -404,6 +449,11 @@ def main() -> None:
          f"{forked_many / forked_one:.2f}x", "<= 1.15x"),
         ("forked: parent + N workers / 1 spawned worker", f"{forked_many / 1024:.0f} MiB / {total_one / 1024:.0f} MiB",
          f"{forked_many / total_one:.2f}x", "<= 1.15x"),
+        (f"  RocksDB opened by (of {N_WORKERS} forked workers)", f"{sum(r['rocksdb_opened'] for r in fork_many)}", "", ""),
+        (f"forked, under a writer ({live_wrote['written'] / live_wrote['seconds']:.0f} rows/s): parent + N / 1 spawned",
+         f"{forked_live / 1024:.0f} MiB / {total_one / 1024:.0f} MiB", f"{forked_live / total_one:.2f}x", ""),
+        (f"  RocksDB opened by; overlay rows (median)",
+         f"{sum(r['rocksdb_opened'] for r in live_many)}; {statistics.median(r['overlay_rows'] for r in live_many):.0f}", "", ""),
         ("same, PSS growth from before open", f"{open_many / 1024:.0f} MiB / {open_one / 1024:.0f} MiB",
          f"{open_many / open_one:.2f}x", ""),
         ("same, PSS growth from open to served (the group)", f"{group_many / 1024:.0f} MiB / {group_one / 1024:.0f} MiB",
@@ -464,6 +514,8 @@ if __name__ == "__main__":
         forked_parent(sys.argv[2], int(sys.argv[3]))
     elif len(sys.argv) > 1 and sys.argv[1] == "--writer":
         writer(sys.argv[2])
+    elif len(sys.argv) > 1 and sys.argv[1] == "--steady-writer":
+        steady_writer(sys.argv[2])
     elif len(sys.argv) > 1 and sys.argv[1] == "--under-writer":
         serve_under_writer(sys.argv[2])
     else:

@@ -29,11 +29,14 @@ from .governance.deletion import forget_deleted_in_group, pending_deletions, res
 from .online import generations
 from .online.backend import OnlineBackend
 from .online.backend_rocksdb import RocksDBBackend
+from .online.deferred import DeferredBackend
 from .online.context import StoreContext
 from .online.tombstones import Tombstones, tombstone_version
 from .online.batch import GroupSchema, check_tenant, micros_now, normalize_ids, to_micros, validate_batch
 from .online.direct import DirectReader
+from .layout import online_path
 from .storage import rocksdb
+from .storage.write_stamp import WriteStamp
 from .online.refresh import DEFAULT_REFRESH_INTERVAL_S, Refresher
 from .online.snapshots import LoadStats, Snapshots
 from .online.writer import DEFAULT_CHANGELOG_RETENTION, Committed, OnlineWriter
@@ -131,16 +134,27 @@ class FeatureStore:
         self._adhoc = AdhocFeatureSets()
         #: Defaults from the configuration file (``FeatureStore.open``), or the built-in ones.
         self.config = StoreConfig()
+        # What a parent decoded, compiled and read before forking this process (serving.preload;
+        # its generation mappings stay with the caller, so this store pins no file).
+        preloaded = preloaded_by_parent(self.root)
+        # A follower reads the store's write stamp before its state: its refresher skips
+        # passes while the stamp keeps this value (nothing written since).
+        self._stamp = None if mode != "secondary" else (
+            preloaded.stamp if preloaded is not None and preloaded.stamp is not None else WriteStamp.open(self.root)
+        )
+        seen = self._stamp.value() if self._stamp is not None else 0
+        reads = preloaded.reads if preloaded is not None else None
         #: The online storage seam (replaced when a secondary reopens); the registry, lineage
-        #: and consent keep their records in it too.
-        self._backend = self._open_backend()
+        #: and consent keep their records in it too. A forked worker whose parent read the
+        #: store at this very stamp opens RocksDB only when it needs it (online/deferred.py).
+        self._backend: "RocksDBBackend | DeferredBackend" = (
+            DeferredBackend(self._open_backend, reads, self._stamp, location=online_path(self.root))
+            if self._stamp is not None and reads is not None and reads.stamp == seen else self._open_backend()
+        )
         self.snapshots = Snapshots(
             lambda: self._backend, self._lock, root=self.root, publish=mode == "primary", on_publish=self._publish_registry
         )
         self.direct = DirectReader(lambda: self._backend)
-        # What a parent decoded and compiled before forking this process (serving.preload;
-        # its generation mappings stay with the caller, so this store pins no file).
-        preloaded = preloaded_by_parent(self.root)
         self._known_registry = preloaded.registry if preloaded is not None else None
         try:
             self.registry = Registry(
@@ -167,6 +181,7 @@ class FeatureStore:
             elif mode == "secondary":
                 self._refresher = Refresher(
                     lambda: self._backend, self.snapshots, self._lock, interval_s=refresh_interval_s, on_catch_up=self._after_catch_up,
+                    stamp=self._stamp, seen=seen,
                 )
             if preload:
                 self.load_resident()

@@ -68,10 +68,12 @@ class ServerProcess:
         raise TimeoutError(f"server not ready: {body!r}\n" + self.log())
 
     def workers(self) -> list[int]:
-        """Pids of the supervisor's live worker processes."""
+        """Pids of the supervisor's live worker processes (its children that it announced
+        as workers: a preload also forks a short-lived child that reads the store)."""
+        started = {int(m.group(1)) for line in list(self.lines) if (m := re.search(r"worker \d+ started \(pid (\d+)\)", line))}
         path = f"/proc/{self.proc.pid}/task/{self.proc.pid}/children"
         with open(path) as f:
-            return [int(p) for p in f.read().split()]
+            return [int(p) for p in f.read().split() if int(p) in started]
 
     def stop(self, timeout: float = 30.0) -> int:
         if self.proc.poll() is None:

@@ -83,7 +83,10 @@ class RocksDBBackend(RocksDBRecords):
         state at open time. RocksDB's errors propagate (the caller names the fix:
         FeatureStore._open_backend)."""
         if secondary_path is None:
-            return cls(open_database(root, read_only=read_only), owns_db=True)
+            backend = cls(open_database(root, read_only=read_only), owns_db=True)
+            if not read_only:
+                backend.stamp_writes(root)
+            return backend
         groups = frozenset(groups)
         return cls(open_database(root, secondary_path=secondary_path, only=groups), owns_db=True, follower=secondary_path, groups=groups)
 
@@ -130,6 +133,7 @@ class RocksDBBackend(RocksDBRecords):
             for key in spec.delete_meta:
                 wb.delete(key, handle)
         self.db.write(wb)
+        self._written()
 
     def replace_group(self, group: str, keys: Sequence[bytes], rows: Sequence[bytes]) -> int:
         if len(keys) != len(rows):
@@ -147,6 +151,7 @@ class RocksDBBackend(RocksDBRecords):
                 options = rocksdict.IngestExternalFileOptions()
                 options.set_move_files(True)
                 family.ingest_external_file([path], options)
+                self._written()
         finally:
             if os.path.exists(path):
                 os.remove(path)
@@ -160,6 +165,7 @@ class RocksDBBackend(RocksDBRecords):
     def create_groups(self, groups: Sequence[str]) -> None:
         for group in groups:
             self._family(group)
+        self._written()  # a follower lists the new column families on its next catch-up
 
     def scan_group(
         self, group: str, chunk_rows: int = 8192, *, prefix: bytes = b"", cache: bool = True

@@ -52,6 +52,7 @@ from urllib.parse import quote, unquote
 from .. import _core
 from ..errors import GenerationError, ValidationError
 from ..layout import fsync_directory, online_path
+from ..storage import write_stamp
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +119,7 @@ def publish(root: str, group_cf: str, group: _core.ResidentGroup, sequence: int)
     manifest = Manifest(group_cf, name, sequence, len(group), os.path.getsize(path), time.time_ns() // 1000)
     previous = _current_file(root, group_cf)
     _replace(directory, MANIFEST, _writes(json.dumps(asdict(manifest)).encode()))
+    write_stamp.bump(root)  # followers that skip unchanged stores map it on their next pass
     _prune(directory, keep=lambda entry: entry.name in (name, previous))
     logger.info("published generation %s of %s (%d rows, sequence %d)", name, group_cf, manifest.rows, sequence)
     return manifest

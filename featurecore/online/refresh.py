@@ -14,6 +14,12 @@ secondary instance). A background thread, every ``interval_s``, through the
    upserts (or removes) them natively; an entry without keys reloads its group;
 4. if the changelog was trimmed past its last sequence, reloads every loaded group.
 
+When the store has a write stamp (storage/write_stamp.py), a pass first compares it with
+the stamp it read before it last caught up (or, for the first pass, before the store was
+opened) and does nothing else when it is the same: nothing was written since. An idle
+follower's pass is then one memory read, and a forked worker that has not opened its
+RocksDB secondary yet (online/deferred.py) does not open it.
+
 Entries of groups this process has not loaded are skipped without decoding their keys
 (online/changelog.py), so a stream feeding a direct group costs its readers almost nothing.
 
@@ -32,6 +38,7 @@ import threading
 import time
 from typing import Callable
 
+from ..storage.write_stamp import WriteStamp
 from . import changelog
 from .backend import OnlineBackend
 from .snapshots import Snapshots
@@ -54,6 +61,9 @@ class Refresher:
             applied; the store reloads its registry there, and reopens its RocksDB
             secondary when the catch-up brought new table files (a flush, compaction or
             replacement: the old instance's point reads could return older rows).
+        stamp: the store's write stamp, if it has one, and ``seen``: its value read
+            before the state this process holds was read (passes are skipped while the
+            stamp still has it).
     """
 
     def __init__(
@@ -64,12 +74,16 @@ class Refresher:
         *,
         interval_s: float = DEFAULT_REFRESH_INTERVAL_S,
         on_catch_up: "Callable[[], None] | None" = None,
+        stamp: "WriteStamp | None" = None,
+        seen: int = 0,
     ):
         self._backend = backend
         self._snapshots = snapshots
         self._lock = lock
         self.interval_s = float(interval_s)
         self._on_catch_up = on_catch_up
+        self._stamp = stamp
+        self._seen = seen
         self.sequence = backend().last_sequence()
         #: Seconds the last pass took, and time.monotonic() when a pass last succeeded.
         self.last_refresh_s = 0.0
@@ -82,6 +96,11 @@ class Refresher:
         """Catch up once and apply new changelog entries; returns how many were applied."""
         with self._lock:
             start = time.perf_counter()
+            stamp = self._stamp.value() if self._stamp is not None else None
+            if stamp is not None and stamp == self._seen:  # nothing written since the last pass
+                self.last_refresh_s = time.perf_counter() - start
+                self.last_success = time.monotonic()
+                return 0
             self._backend().catch_up()
             if self._on_catch_up is not None:
                 self._on_catch_up()
@@ -102,6 +121,8 @@ class Refresher:
                     self._apply(backend, entry)
                 self.sequence = entries[-1].sequence
                 applied += len(entries)
+            if stamp is not None:  # only once everything up to it is applied: a failed pass is retried
+                self._seen = stamp
             self.last_refresh_s = time.perf_counter() - start
             self.last_success = time.monotonic()
             return applied

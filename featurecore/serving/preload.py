@@ -14,6 +14,11 @@ inherit an open RocksDB); it only reads files:
   ``ServingEngine(compiled=...)``, the store's schema cache).
   A worker that finds another record (definitions changed since the last publish)
   decodes its own, as it would without a preload.
+- the records a worker's store reads when it opens (registry head, consent, the
+  changelog's last sequence and tail after each generation) are read once, in a
+  short-lived forked child that opens the RocksDB secondary and exits, with the store's
+  write stamp read before (``_record_reads``): a worker whose stamp is still that value
+  starts without opening RocksDB and opens it only when it needs it (online/deferred.py).
 - the system's temporary directory is found (``tempfile.gettempdir``), under which each
   worker's RocksDB secondary keeps its files.
 - the C heap's free pages are given back (``_release_free_heap``).
@@ -27,15 +32,23 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import pickle
+import shutil
 import tempfile
 import weakref
 from dataclasses import dataclass, field
 
-from ..errors import FeatureStoreError, ValidationError
+from ..access import ConsentRegistry
+from ..errors import FeatureStoreError, GenerationError, ValidationError
 from ..online import generations
+from ..online.backend_rocksdb import RocksDBBackend
+from ..online.deferred import RecordedReads, Recorder
 from ..online.batch import GroupSchema
 from ..registry.model import RegistryState
+from ..registry.registry import Registry
 from ..registry.serde import loads_record
+from ..storage import rocksdb
+from ..storage.write_stamp import WriteStamp
 from .compiled import CompiledFeatureSet, compile_feature_set
 
 logger = logging.getLogger(__name__)
@@ -56,6 +69,10 @@ class Preloaded:
     compiled: "dict[tuple[int, str], CompiledFeatureSet]" = field(default_factory=dict)
     #: Every feature group's write schema in that state, by (revision, ref).
     schemas: "dict[tuple[int, str], GroupSchema]" = field(default_factory=dict)
+    #: The store's write stamp (None: the store has none yet) and what a worker's open
+    #: reads, as of that stamp (None: not recorded; workers open RocksDB at once).
+    stamp: "WriteStamp | None" = None
+    reads: "RecordedReads | None" = None
 
 
 _current: "weakref.WeakValueDictionary[str, Preloaded]" = weakref.WeakValueDictionary()
@@ -92,6 +109,9 @@ def preload(root: "str | os.PathLike[str]") -> Preloaded:
                     out.schemas[(state.revision, ref)] = GroupSchema.from_state(state, ref)
                 except FeatureStoreError:
                     continue
+    out.stamp = WriteStamp.open(root)
+    if out.stamp is not None:
+        out.reads = _record_reads(out)
     # Each worker opens its RocksDB secondary in a directory under the system's temporary
     # directory; tempfile finds that directory once per process (probing candidates by
     # writing a file in each) and keeps it: found here, every forked worker inherits it
@@ -100,6 +120,60 @@ def preload(root: "str | os.PathLike[str]") -> Preloaded:
     _current[os.path.realpath(root)] = out
     _release_free_heap()
     return out
+
+
+def _record_reads(preloaded: Preloaded) -> "RecordedReads | None":
+    """What a worker's store reads when it opens, read in a forked child (RocksDB's
+    threads start and end there: this process stays free of them) as of the write stamp
+    read first; None when the child fails (logged: workers then open RocksDB at once)."""
+    assert preloaded.stamp is not None
+    reads = RecordedReads(preloaded.stamp.value())
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover  (the child; its outcome is checked by the parent)
+        code = 1
+        try:
+            os.close(read_end)
+            _read_as_a_worker_opens(preloaded, reads)
+            with os.fdopen(write_end, "wb") as pipe:
+                pipe.write(pickle.dumps(reads.answers))
+            code = 0
+        except BaseException as error:
+            os.write(2, f"featurecore preload: reading the store failed: {error!r}\n".encode())
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        data = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    if status != 0 or not data:
+        logger.warning("could not read store %s ahead of its workers (status %d); each worker opens RocksDB itself", preloaded.root, status)
+        return None
+    reads.answers = pickle.loads(data)  # (written by our own child just now)
+    return reads
+
+
+def _read_as_a_worker_opens(preloaded: Preloaded, reads: RecordedReads) -> None:
+    """Open a RocksDB secondary of the store and make, through ``recorder``, the reads a
+    secondary ``FeatureStore`` makes when it opens and loads its resident groups from
+    their generations (store.py, online/snapshots.py ``_replay``)."""
+    directory = rocksdb.secondary_directory()
+    backend = RocksDBBackend.open(preloaded.root, secondary_path=directory)
+    try:
+        records = Recorder(backend, reads)
+        Registry(records, known=preloaded.registry)
+        ConsentRegistry(records)
+        records.last_sequence()
+        for group_cf in generations.list_groups(preloaded.root):
+            try:
+                manifest = generations.current(preloaded.root, group_cf)
+            except GenerationError:  # a worker refuses it too, and builds the group from RocksDB
+                continue
+            if manifest is not None:
+                records.changelog_after(manifest.sequence)
+    finally:
+        backend.close()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _release_free_heap() -> None:

@@ -18,6 +18,7 @@ import rocksdict
 
 from ..errors import FeatureStoreError, NotFoundError
 from ..layout import FIXED_CFS, online_path
+from .write_stamp import WriteStamp
 
 #: One block cache for every column family of every store this process opens, so
 #: memory stays bounded however many groups exist.
@@ -165,6 +166,19 @@ class RocksDBRecords:
         # milliseconds in rocksdict, far more than a small write.
         self._handles: dict[str, Any] = {}
         self._families: dict[str, rocksdict.Rdict] = {}
+        self._stamp: "WriteStamp | None" = None
+
+    def stamp_writes(self, root: str) -> None:
+        """This instance is the store's writer: every write from now on changes the store's
+        write stamp (storage/write_stamp.py). Changed at once too: a primary killed between
+        a commit and its stamp left the stamp of the state before that commit."""
+        self._stamp = WriteStamp.open(root, create=True)
+        self._written()
+
+    def _written(self) -> None:
+        """After each successful write: followers comparing the stamp catch up."""
+        if self._stamp is not None:
+            self._stamp.bump()
 
     @classmethod
     def open(cls, root: str, *, read_only: bool = False) -> "RocksDBRecords":
@@ -182,7 +196,10 @@ class RocksDBRecords:
             raise FeatureStoreError(
                 f"cannot open store {root!r}: {exc}; if another process holds it, stop it or open read-only"
             ) from exc
-        return cls(db, owns_db=True)
+        records = cls(db, owns_db=True)
+        if not read_only:
+            records.stamp_writes(root)
+        return records
 
     @property
     def location(self) -> str:
@@ -257,6 +274,7 @@ class RocksDBRecords:
                 f"cannot write {space!r} records of the store at {self.location!r}: {exc}; write through the store's "
                 "primary (FeatureStore.open(root), mode='primary')"
             ) from exc
+        self._written()
 
     def flush(self) -> None:
         """Flush every column family's memtable to a table file (``OnlineBackend.flush``;

@@ -625,6 +625,8 @@ class FeatureStore:
         """
         from .offline.log import DEFAULT_CHUNK_ROWS
 
+        for flag, name in ((strict, "strict"), (include_archived, "include_archived"), (reasons, "reasons")):
+            check_flag(flag, name)
         chunk_rows = DEFAULT_CHUNK_ROWS if chunk_rows is None else chunk_rows
         state, feature_set_ref = self._feature_set_or_list(feature_set_ref, features)
         context = self.context().with_state(state)

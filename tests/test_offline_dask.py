@@ -265,3 +265,41 @@ def test_import_featurecore_does_not_import_dask():
 
     code = "import sys, featurecore; assert not [m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')]"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_client_partitions_or_flag_the_join_cannot_use_is_refused_before_anything_is_written(random_store, tmp_path):
+    """A scheduler address nobody listens at was a bare OSError after the task graph was
+    built and the output directory made ('missing port number' a ValueError), client=5
+    an AttributeError, and an address with no output= was silently ignored (the lazy frame
+    ran on the local scheduler); partitions=0 meant the default, '2' was a TypeError;
+    strict='no' a pybind11 TypeError (in process too), reasons='no' / include_archived='no'
+    were taken as True."""
+    import dask
+
+    from featurecore.errors import FeatureUnavailableError
+
+    events = random_events(seed=1, n=10)
+    out = tmp_path / "out"
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        with pytest.raises(FeatureUnavailableError, match=r"client='tcp://127.0.0.1:1': cannot reach the Dask scheduler \(OSError: .*\); "
+                           r"start it, or pass client=None for Dask's local scheduler"):
+            random_store.training_set(events, "trending_features:v3", engine="dask", client="tcp://127.0.0.1:1", output=out)
+    with pytest.raises(FeatureUnavailableError, match=r"client='no port': cannot reach the Dask scheduler \(ValueError: "):
+        random_store.training_set(events, "trending_features:v3", engine="dask", client="no port", output=out)
+    assert not out.exists()
+    for client, match in ((5, r"client must be a distributed.Client, a scheduler address \('tcp://host:8786'\) or None, got int 5"),
+                          ("tcp://127.0.0.1:1", r"client='tcp://127.0.0.1:1' is used with output= only: a lazy Dask DataFrame runs "
+                                                r"where you compute it; pass output=<directory>, or connect first")):
+        with pytest.raises(ValidationError, match=match):
+            random_store.training_set(events, "trending_features:v3", engine="dask", client=client)
+    for partitions in (0, "2", 2.0, True):
+        with pytest.raises(ValidationError, match=rf"partitions must be a positive int or None \(the default\), got {partitions!r}"):
+            random_store.training_set(events, "trending_features:v3", engine="dask", partitions=partitions)
+    for flag in ("strict", "reasons", "include_archived"):
+        with pytest.raises(ValidationError, match=rf"{flag} must be True or False, got 'no'"):
+            random_store.training_set(events, "trending_features:v3", engine="dask", **{flag: "no"})
+        if flag != "reasons":
+            with pytest.raises(ValidationError, match=rf"{flag} must be True or False, got 'no'"):
+                random_store.training_set(events, "trending_features:v3", **{flag: "no"})
+    with pytest.raises(ValidationError, match=r"output must be a directory path \(str or os.PathLike\) or None, got int 5"):
+        random_store.training_set(events, "trending_features:v3", engine="dask", output=5)

@@ -37,7 +37,7 @@ from typing import Any, Sequence, cast
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import ValidationError
+from ..errors import FeatureUnavailableError, ValidationError
 from ..registry.deploy import assert_trainable
 from ..online.batch import GroupSchema, check_tenant
 from ..online.context import StoreContext
@@ -260,8 +260,32 @@ def _resolve_client(client: Any):
     if isinstance(client, str):
         from distributed import Client
 
-        return Client(client), True
+        try:
+            return Client(client), True
+        except (OSError, ValueError, TypeError) as error:
+            raise FeatureUnavailableError(
+                f"client={client!r}: cannot reach the Dask scheduler ({type(error).__name__}: {error}); "
+                "start it, or pass client=None for Dask's local scheduler"
+            ) from error
     return client, False
+
+
+def _check_dask_arguments(output: Any, client: Any, partitions: Any) -> None:
+    if output is not None and not isinstance(output, (str, os.PathLike)):
+        raise ValidationError(f"output must be a directory path (str or os.PathLike) or None, got {type(output).__name__} {output!r}")
+    if client is not None and not isinstance(client, str) and not hasattr(client, "compute"):
+        raise ValidationError(
+            f"client must be a distributed.Client, a scheduler address ('tcp://host:8786') or None, got {type(client).__name__} {client!r}"
+        )
+    if isinstance(client, str) and output is None:
+        raise ValidationError(
+            f"client={client!r} is used with output= only: a lazy Dask DataFrame runs where you compute it; "
+            f"pass output=<directory>, or connect first (distributed.Client({client!r})) and compute the frame there"
+        )
+    if partitions is not None and (isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1):
+        raise ValidationError(
+            f"partitions must be a positive int or None (the default), got {partitions!r}; pass the number of entity-hash buckets"
+        )
 
 
 def dask_training_set(
@@ -320,6 +344,7 @@ def dask_training_set(
     import dask
 
     state = context.state
+    _check_dask_arguments(output, client, partitions)
     assert_trainable(state, feature_set_ref, include_archived=include_archived)
     if tenant_column is None:
         check_tenant(tenant)
@@ -346,8 +371,6 @@ def dask_training_set(
     }
     history_rows = sum(f.rows for h in histories.values() for f in h.files)
     buckets = partitions or max(2, math.ceil(history_rows / BUCKET_HISTORY_ROWS))
-    if buckets < 1:
-        raise ValidationError(f"partitions must be >= 1, got {partitions}; pass a positive number of entity-hash buckets")
     if isinstance(time_slices, bool) or not isinstance(time_slices, int) or time_slices < 1:
         raise ValidationError(f"time_slices must be an int >= 1, got {time_slices!r}; pass 1 for no time slices")
     spec = JoinSpec(
@@ -409,6 +432,7 @@ def dask_training_set(
             ]
     target = None if output is None else os.fspath(output)
     if target is not None:
+        client, owned = _resolve_client(client)  # before the directory is made: an unreachable scheduler leaves nothing
         os.makedirs(target, exist_ok=True)
     outputs = [
         delayed(_assemble_task)(source, e, {ref: [sel[e] for sel in selections] for ref, selections in selected.items()}, spec, target)
@@ -422,7 +446,7 @@ def dask_training_set(
         import dask.dataframe as dd
 
         return dd.from_delayed(outputs, meta=meta.to_pandas(), verify_meta=False)
-    rows = _run(outputs, client, progress)
+    rows = _run(outputs, client, owned, progress)
     files = tuple(os.path.join(target, f"part-{e:05d}.parquet") for e in range(parts))
     return TrainingSetFiles(target, sum(rows), files, versions)
 
@@ -432,11 +456,11 @@ def _id_type(sample: pa.Table, state: RegistryState, entity: str) -> pa.DataType
     return ids.type.value_type if pa.types.is_dictionary(ids.type) else ids.type
 
 
-def _run(outputs: list, client: Any, progress: "bool | None") -> list[int]:
-    """Compute ``outputs`` (row counts), logging each finished partition."""
+def _run(outputs: list, client: Any, owned: bool, progress: "bool | None") -> list[int]:
+    """Compute ``outputs`` (row counts) on ``client`` (``_resolve_client``; closed here when
+    ``owned``), logging each finished partition."""
     import dask
 
-    client, owned = _resolve_client(client)
     rows = [0] * len(outputs)
     try:
         with ProgressBar("training set (dask)", len(outputs), unit="partitions", progress=progress) as bar:

@@ -90,3 +90,17 @@ def test_deleted_entities_are_not_backfilled(tmp_path):
     )
     assert (summary.rows, summary.skipped) == (1, 1)
     assert OfflineLog.open(root, state, "item_stats:v2").read(["entity_id"]).column("entity_id").to_pylist() == [2]
+
+
+@pytest.mark.parametrize(("times", "match"), [
+    # seconds, not microseconds: every row was skipped as 'outside the range' and the backfill succeeded with 0 rows
+    ([int(T0.timestamp())] * 2, r"backfill source column 'feature_timestamp' row 0: 1782864000 is 1970-01-01.* read as microseconds, before the earliest plausible time"),
+    ([T0, pd.NaT], r"backfill source column 'feature_timestamp' row 1: timestamp is missing \(NaT\)"),  # was skipped as 'outside the range'
+    (["2026-07-01T01:00:00Z"] * 2, r"backfill source column 'feature_timestamp' row 0: timestamp must be a tz-aware datetime or int64 microseconds, got '2026-07-01T01:00:00Z'"),  # was pyarrow's ArrowInvalid
+])
+def test_feature_timestamps_a_write_would_refuse_are_refused_not_skipped_as_outside_the_range(tmp_path, times, match):
+    root, state = str(tmp_path), make_state()
+    table = pd.DataFrame({"entity_id": [1, 2], "feature_timestamp": times, "ctr": [0.1, 0.2]})
+    with pytest.raises(ValidationError, match=match):
+        backfill(StoreContext(root, state), "item_stats:v2", table, start=T0.date(), end=T0.date() + dt.timedelta(days=1))
+    assert OfflineLog.open(root, state, "item_stats:v2").files() == ()

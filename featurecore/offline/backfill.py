@@ -22,12 +22,11 @@ from typing import Any, Callable
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ..errors import ValidationError
 from ..online.batch import GroupSchema, check_tenant, micros_now, to_micros, validate_batch
 from ..online.context import StoreContext
-from .log import TIMESTAMP, OfflineLog, StagedAppend, read_parquet_input
+from .log import OfflineLog, StagedAppend, read_parquet_input
 from ..progress import ProgressBar
 
 logger = logging.getLogger(__name__)
@@ -145,12 +144,11 @@ def backfill(
                         f"backfill source has no column {feature_timestamp!r} (columns: {table.column_names}); "
                         "pass feature_timestamp='<column>'"
                     )
-                ts = table.column(feature_timestamp)
-                if pa.types.is_timestamp(ts.type) and ts.type.tz is not None:
-                    ts = ts.cast(TIMESTAMP)
-                ts_us = pc.cast(ts, pa.int64())
-                inside = pc.and_(pc.greater_equal(ts_us, _micros(a)), pc.less(ts_us, _micros(b)))
-                kept = table.filter(inside)
+                # as a write reads them (a time in seconds or a null is refused, not skipped as 'outside the range')
+                what = f"backfill source column {feature_timestamp!r}"
+                ts_us = to_micros(table.column(feature_timestamp), table.num_rows, what)
+                context.timestamp_bounds.check(ts_us, what)
+                kept = table.filter(pa.array((ts_us >= _micros(a)) & (ts_us < _micros(b))))
                 skipped += table.num_rows - kept.num_rows
                 if kept.num_rows:
                     batch = validate_batch(

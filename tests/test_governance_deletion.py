@@ -146,6 +146,10 @@ def test_the_receipt_is_logged_queryable_and_survives_reopen(store_dir, example_
         assert deletion_log(reopened, entity="user", limit=1)[0]["reason"] == "t1 retry"
         assert deletion_log(reopened, tenant="shop_b", entity_id="i1")[0]["pairs"] == {"user_item_activity:v1": 3}
         assert deletion_log(reopened, entity_id="nobody") == []
+        # a typo of the entity answered [] ('never deleted'), as `featurecore deletions --entity users` printed
+        with pytest.raises(ValidationError, match=r"entity 'users' is not a registered entity \(known: .*'user'.*\); "
+                           r"pass one of them, or no entity for every receipt"):
+            deletion_log(reopened, entity="users")
         for bad in (-1, 0, "2", 1.5, True, None):  # -1 and '2' returned every receipt, 0 none
             with pytest.raises(ValidationError, match=rf"limit must be a positive int, got {bad!r}"):
                 deletion_log(reopened, limit=bad)

@@ -140,6 +140,17 @@ def test_a_retention_that_is_not_a_non_negative_number_of_hours_is_refused(log, 
     assert log.read(["entity_id"]).column("entity_id").to_pylist() == [1]
 
 
+@pytest.mark.parametrize("min_files", [0, -1, True, "2", None, 1.5])
+def test_a_min_files_that_is_not_a_positive_count_is_refused(log, min_files):
+    """0, -1 and True rewrote every one-file partition (a commit that changed nothing),
+    '2' and None were TypeErrors, 1.5 acted as 2."""
+    log.append(item_batch(log, [1], [T0_US]))
+    version = log.snapshot().version
+    with pytest.raises(ValidationError, match=rf"min_files must be an int >= 1 \(files a date partition needs to be compacted\), got {min_files!r}"):
+        log.optimize(min_files=min_files)
+    assert log.snapshot().version == version
+
+
 def test_abort_removes_staged_files(log):
     staged = log.stage(item_batch(log, [2], [T0_US]))
     staged.abort()

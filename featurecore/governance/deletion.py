@@ -332,6 +332,11 @@ def deletion_log(
     """
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise ValidationError(f"limit must be a positive int, got {limit!r}")
+    state = getattr(db, "state", None)  # a FeatureStore's (an OnlineBackend has no registry)
+    if entity is not None and state is not None and entity not in state.entities:
+        raise ValidationError(
+            f"entity {entity!r} is not a registered entity (known: {sorted(state.entities)}); pass one of them, or no entity for every receipt"
+        )
     out: list[dict[str, Any]] = []
     for _, value in backend_of(db).scan_records(META_CF, DELETION_PREFIX, reverse=True):
         if len(out) == limit:

@@ -598,6 +598,8 @@ class OfflineLog:
         different dates never tie), so a join skips the row groups whose id range holds
         none of its events' ids. Returns ``{"partitions": n, "files_removed": n,
         "files_added": n}``."""
+        if isinstance(min_files, bool) or not isinstance(min_files, int) or min_files < 1:
+            raise ValidationError(f"min_files must be an int >= 1 (files a date partition needs to be compacted), got {min_files!r}")
         with self._locked():
             current = self.snapshot()
             by_date: dict[str, list[LogFile]] = {}

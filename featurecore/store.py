@@ -674,7 +674,7 @@ class FeatureStore:
         self._require_primary("materialize")
         check_flag(incremental, "incremental")
         as_of_us = None if as_of is None else self._micros(as_of, "as_of")
-        refs = [self.group_schema(group_ref).ref] if group_ref else [
+        refs = [self.group_schema(group_ref).ref] if group_ref is not None else [
             g.ref for g in self.state.feature_groups.values() if self.state.is_online(g.ref)
         ]
         from .offline import materialize_bulk, materialize_incremental

@@ -226,6 +226,11 @@ def test_a_group_ref_that_is_not_a_str_is_a_validation_error(store, ref):
         store.write_online(ref, frame(["i1"]), entity_ids=["i1"], feature_timestamp=T0_US)
     with pytest.raises(FeatureStoreError, match=r"group_ref must be"):
         store.delete_online(ref, ["i1"])
+    if ref is not None:  # None means every group there
+        # '' (an unset variable in a script) materialized every group: a bulk
+        # rebuild of each from offline, dropping rows written online only
+        with pytest.raises(FeatureStoreError, match=r"group_ref must be"):
+            store.materialize(ref)
 
 
 def test_a_raw_change_with_an_oversized_key_is_refused_by_the_writer(store):

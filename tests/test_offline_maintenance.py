@@ -3,6 +3,7 @@ to a Delta table, verified row for row, resumable), optimize and vacuum."""
 
 import json
 import os
+import re
 import shutil
 import uuid
 
@@ -139,3 +140,23 @@ def test_optimize_and_vacuum_verbs(store_dir, example_repo, capsys):
         after = store.training_set(events(), FEATURE_SET)
         np.testing.assert_array_equal(after.values, before.values)
         assert len(OfflineLog.open(store.root, store.state, GROUP).files()) == 1
+
+
+@pytest.mark.parametrize(("damage", "match"), [
+    (lambda manifest: manifest.pop("files"), r"KeyError: 'files'"),  # was a bare KeyError
+    (lambda manifest: manifest.update(id_type="int64"), r"ArrowInvalid: Failed to parse string: 'i.' as a scalar of type int64"),  # was pyarrow's
+])
+def test_a_manifest_that_does_not_match_its_files_is_an_error_naming_it_and_nothing_is_migrated(old_store, capsys, damage, match):
+    store_dir, directory = old_store
+    path = os.path.join(directory, "_manifest.json")
+    with open(path) as f:
+        manifest = json.load(f)
+    damage(manifest)
+    with open(path, "w") as f:
+        json.dump(manifest, f)
+    before = sorted(os.listdir(directory))
+    code, _, err = run(capsys, "migrate-offline", "--store", str(store_dir))
+    assert code == 1
+    assert re.search(rf"cannot migrate {GROUP}: {re.escape(path)} does not match the old log's files or the group's schema \({match}\); "
+                     r"restore the old log from a backup and rerun migrate-offline", err), err
+    assert sorted(os.listdir(directory)) == before  # no _delta_log, the old files kept

@@ -101,8 +101,14 @@ def migrate_group(context: StoreContext, group_ref: str) -> "MigrationSummary | 
             raise FeatureStoreError(
                 f"cannot migrate {group_ref}: {manifest_path} is garbled ({error}); restore it from a backup"
             ) from error
-    files, rows = _old_rows(log, manifest)
-    id_type = manifest["id_type"] or "string"
+    try:
+        files, rows = _old_rows(log, manifest)
+        id_type = manifest["id_type"] or "string"
+    except (KeyError, TypeError, AttributeError, pa.ArrowInvalid, pa.ArrowTypeError) as error:  # a damaged manifest or old file
+        raise FeatureStoreError(
+            f"cannot migrate {group_ref}: {manifest_path} does not match the old log's files or the group's schema "
+            f"({type(error).__name__}: {error}); restore the old log from a backup and rerun migrate-offline"
+        ) from error
     log.migrating = True
     if log.snapshot().version < 0:
         DeltaTable.create(log.directory, log._delta_schema(id_type), partition_by=["date"], mode="ignore")

@@ -9,13 +9,16 @@ offline table, on the same machine as the broker:
    ``--max-batch`` messages) applies all of them: rows/s into online + offline, wall time
    from the first fetch to the last commit (target >= 100k rows/s per process);
 2. **reader, quiet and live**: one reader process serves W1 requests (1 user + 800 items +
-   creators over the resident W1 groups, ``benchmarks/conftest.py``) throughout, while
+   creators over the resident W1 groups, ``benchmarks/conftest.py``), each followed by a
+   session request (one user's row of the stream's own group, read directly from RocksDB,
+   as a ranking service reads the session features the stream writes) throughout, while
    ``--rounds`` rounds alternate a **quiet** window (nothing published) with a **live** one (a
    publisher process publishes at ``--rate`` rows/s while the consumer ingests). Live:
    end-to-end freshness (broker publish time -> committed and servable in the consumer's
    process; a secondary adds up to its ``refresh_interval_s``) p50/p99 (target p99 <= 1 s).
-   The reader's p99 in the live windows against the quiet ones (target <= 1.5x), pooled and
-   per round.
+   The reader's p99 in the live windows against the quiet ones (target <= 1.5x for W1; the
+   session requests' ratio is reported beside it), pooled and per round, and how often its
+   secondary reopened (a new RocksDB secondary: with the GIL held) in the live windows.
 
 The reader is its own process (a secondary store, refreshed every 0.1 s), as serving
 workers run beside a ``featurecore ingest`` process; all of it shares 2 cores with the
@@ -48,7 +51,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.conftest import N_CREATORS, N_ITEMS, GROUPS, W1Data, _requests, build_store, w1_definitions  # noqa: E402
 from benchmarks.sizes import TINY, gate, size  # noqa: E402
 from featurecore.reasons import MISSING_REASONS  # noqa: E402
-from featurecore.registry import DefaultAction, DefaultPolicy, Feature, FeatureGroup  # noqa: E402
+from featurecore.registry import DefaultAction, DefaultPolicy, Feature, FeatureGroup, FeatureSet  # noqa: E402
 from featurecore.serving.request import FeatureRequest  # noqa: E402
 from featurecore.store import FeatureStore  # noqa: E402
 from featurecore.streams.broker import LocalNatsServer  # noqa: E402
@@ -67,7 +70,9 @@ def session_definitions() -> list:
     actions = DefaultPolicy({reason: DefaultAction("constant", value=0.0) for reason in MISSING_REASONS})
     features = [Feature(f"session_{j}", 1, "session", "float32", owner="bench", privacy_class="behavioral", default_policy=actions,
                         group=GROUP) for j in range(FEATURES)]
-    return [*features, FeatureGroup("user_session", 1, "session", tuple(f.ref for f in features), 3_600.0, "direct", owner="bench")]
+    refs = tuple(f.ref for f in features)
+    return [*features, FeatureGroup("user_session", 1, "session", refs, 3_600.0, "direct", owner="bench"),
+            FeatureSet("session", 1, refs, owner="bench")]
 
 
 def payloads(count_rows: int, per_message: int, start: int, rng: np.random.Generator) -> "list[bytes]":
@@ -134,34 +139,51 @@ def w1_data() -> W1Data:
 
 
 def read(root: str) -> None:
-    """The reader process (``--read``): a secondary serving W1 requests, one every ~2 ms,
-    from the "ready" line it prints until its stdin closes; then prints each request's
-    (time.monotonic() at its start, latency) in seconds as JSON. CLOCK_MONOTONIC is the
-    same clock in every process, so the parent assigns requests to its windows."""
+    """The reader process (``--read``): a secondary serving, from the "ready" line it prints
+    until its stdin closes, a W1 request then a session request (feature set ``session:v1``:
+    the stream's group, one user's session, read directly from RocksDB) every ~2 ms; then
+    prints as JSON each request's (time.monotonic() at its start, latency) in seconds per
+    kind, and each reopen of its secondary (start, seconds). CLOCK_MONOTONIC is the same
+    clock in every process, so the parent assigns requests and reopens to its windows."""
     import json
     import threading
 
     requests = w1_data().requests[800]
-    samples: list[tuple[float, float]] = []
+    sessions = [f"s{i}" for i in np.random.default_rng(3).integers(0, SESSIONS, 4096).tolist()]
+    samples: dict[str, list[tuple[float, float]]] = {"w1": [], "session": []}
+    reopens: list[tuple[float, float]] = []
     done = threading.Event()
     sys.stdin.readline()  # started early (see Reader), serving from this line on
     with FeatureStore.open(root, mode="secondary", refresh_interval_s=0.1) as store:
-        def request(r: int) -> None:
-            entities = {"user": requests.user_ids[r], "item": requests.item_ids[r], "creator": requests.creator_ids[r]}
-            started, start = time.monotonic(), time.perf_counter()
-            store.get_features(FeatureRequest("w1:v1", entities, EVAL_US))
-            samples.append((started, time.perf_counter() - start))
+        reopen = store._reopen  # counted, not changed: the secondary reopened by its refresher
 
-        request(0)  # loads the resident groups
-        samples.clear()
+        def timed_reopen() -> None:
+            started, start = time.monotonic(), time.perf_counter()
+            reopen()
+            reopens.append((started, time.perf_counter() - start))
+
+        store._reopen = timed_reopen  # type: ignore[method-assign]
+
+        def request(kind: str, feature_set: str, entities: dict) -> None:
+            started, start = time.monotonic(), time.perf_counter()
+            store.get_features(FeatureRequest(feature_set, entities, EVAL_US))
+            samples[kind].append((started, time.perf_counter() - start))
+
+        def both(r: int) -> None:
+            request("w1", "w1:v1", {"user": requests.user_ids[r], "item": requests.item_ids[r], "creator": requests.creator_ids[r]})
+            request("session", "session:v1", {"session": sessions[r % len(sessions)]})
+
+        both(0)  # loads the resident groups and opens the session group
+        samples["w1"].clear()
+        samples["session"].clear()
         threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
         print("ready", flush=True)
         r = 0
         while not done.is_set():
-            request(r)
+            both(r)
             r = (r + 1) % len(requests.item_ids)
             time.sleep(0.002)
-    print(json.dumps(samples))
+    print(json.dumps({"samples": samples, "reopens": reopens}))
 
 
 class Reader:
@@ -178,11 +200,14 @@ class Reader:
         line = self.process.stdout.readline()
         assert line.strip() == "ready", f"the reader process did not start: {line!r}"
 
-    def stop(self) -> "list[tuple[float, float]]":
+    def stop(self) -> "tuple[dict[str, list[tuple[float, float]]], list[tuple[float, float]]]":
+        """The requests of each kind and the reopens: (start, seconds) each."""
         import json
 
         out, _ = self.process.communicate("")
-        return [(float(t), float(latency)) for t, latency in json.loads(out)]
+        found = json.loads(out)
+        pairs = lambda rows: [(float(a), float(b)) for a, b in rows]  # noqa: E731
+        return {kind: pairs(rows) for kind, rows in found["samples"].items()}, pairs(found["reopens"])
 
 
 def within(samples: "list[tuple[float, float]]", windows: "list[tuple[float, float]]") -> "list[float]":
@@ -284,22 +309,32 @@ def main() -> None:
                             ingestor.run(idle_timeout_s=0.5)
                             live_seconds += time.perf_counter() - live_started
                     finally:
-                        samples = serving.stop()
+                        samples, reopens = serving.stop()
                     fresh = ingestor.stats.freshness
                     p50, p99 = fresh.quantile(0.5), fresh.quantile(0.99)
                     print(f"live: {ingestor.stats.rows - before:,} rows in {live_seconds:.1f} s over {args.rounds} windows at a published "
                           f"{args.rate:,.0f} rows/s; freshness p50 {p50:.3f} s  p99 {p99:.3f} s (n={fresh.count:,} messages)", flush=True)
-                    for i, (q, l, p) in enumerate(zip(quiet_windows, live_windows, published), 1):
-                        quiet_i, live_i = within(samples, [q]), within(samples, [l])
-                        print(f"round {i}: reader quiet {quantiles(quiet_i)}; live {quantiles(live_i)}; p99 "
-                              f"{np.percentile(live_i, 99) / np.percentile(quiet_i, 99):.2f}x; publisher: {p}", flush=True)
-                    quiet, live = within(samples, quiet_windows), within(samples, live_windows)
-                    ratio = np.percentile(live, 99) / np.percentile(quiet, 99) if live and quiet else float("nan")
-                    print(f"reader, all rounds: quiet {quantiles(quiet)}; live {quantiles(live)}; p99 {ratio:.2f}x quiet", flush=True)
+                    ratios = {}
+                    for kind, label in (("w1", "W1 (800 items)"), ("session", "session (the stream's group, 1 user)")):
+                        for i, (q, l, p) in enumerate(zip(quiet_windows, live_windows, published), 1):
+                            quiet_i, live_i = within(samples[kind], [q]), within(samples[kind], [l])
+                            print(f"round {i}: reader {kind} quiet {quantiles(quiet_i)}; live {quantiles(live_i)}; p99 "
+                                  f"{np.percentile(live_i, 99) / np.percentile(quiet_i, 99):.2f}x; publisher: {p}", flush=True)
+                        quiet, live = within(samples[kind], quiet_windows), within(samples[kind], live_windows)
+                        ratios[kind] = np.percentile(live, 99) / np.percentile(quiet, 99) if live and quiet else float("nan")
+                        print(f"reader {label}, all rounds: quiet {quantiles(quiet)}; live {quantiles(live)}; p99 {ratios[kind]:.2f}x quiet",
+                              flush=True)
+                    live_reopens = [seconds for started, seconds in reopens if any(a <= started < b for a, b in live_windows)]
+                    print(f"reader's secondary reopened {len(live_reopens)} times in {sum(b - a for a, b in live_windows):.0f} s of live windows"
+                          + (f" (p50 {np.percentile(live_reopens, 50) * 1e3:.1f} ms, max {max(live_reopens) * 1e3:.1f} ms)" if live_reopens else "")
+                          + f", {len(reopens)} times in all", flush=True)
+                    ratio = ratios["w1"]
                     if p99 > 1.0:
                         failures.append(f"freshness p99 {p99:.3f} s > 1 s")
                     if not ratio <= 1.5:
                         failures.append(f"reader p99 {ratio:.2f}x quiet > 1.5x")
+                    if not ratios["session"] <= 1.5:  # reported beside the targets: the issue's is W1's
+                        print(f"(not a target of the issue: the session reader's p99 {ratios['session']:.2f}x quiet > 1.5x)")
                 finally:
                     ingestor.source.close()
         finally:  # processes a failure left waiting for their start

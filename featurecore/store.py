@@ -1011,10 +1011,10 @@ class FeatureStore:
     def _after_catch_up(self) -> None:
         """Follow registry and consent changes; reopen the secondary instead when the
         backend says this follower cannot serve current rows (``needs_new_follower``:
-        RocksDB, a column family created after it opened, or table files this catch-up
-        brought, whose rows the old instance's replayed WAL would shadow,
-        facebook/rocksdb#15051; tests/test_multiprocess.py). It runs right after each
-        catch-up, before the pass reads any changed row."""
+        RocksDB, a compaction this catch-up brought rewrote rows the old instance
+        replayed from the WAL, which would win over them, facebook/rocksdb#15051;
+        tests/test_multiprocess.py). It runs right after each catch-up, before the pass
+        reads any changed row."""
         if self._backend.needs_new_follower():
             self._reopen()
         else:

@@ -25,6 +25,7 @@ from featurecore.layout import CHANGELOG_CF, META_CF, REGISTRY_CF
 from featurecore.online import changelog
 from featurecore.online.backend import GroupWrite, OnlineBackend, WriteBatchSpec
 from featurecore.online.backend_rocksdb import RocksDBBackend
+from featurecore.storage.rocksdb import multi_get
 
 
 class Opened:
@@ -231,11 +232,11 @@ def test_a_follower_sees_commits_and_replacements_after_catch_up(writer_and_foll
 
 @pytest.mark.xfail(
     strict=True,
-    reason="RocksDB secondary: after catch_up, point reads of keys the follower had in its memtable before a "
-    "replace_group (SST ingest) return the replaced values, while an iterator sees the new content; the store "
-    "reopens its secondary when a catch-up brings new table files (FeatureStore._after_catch_up; tests/test_online_refresh.py)",
+    reason="RocksDB secondary: after catch_up, point reads (multi-get) of keys the follower had in its memtable before a "
+    "replace_group (SST ingest) return the replaced values, while an iterator sees the new content "
+    "(facebook/rocksdb#15051); a follower reads such a group with iterator seeks (backend_rocksdb.py)",
 )
-def test_a_follower_point_reads_see_a_replacement(writer_and_follower):
+def test_rocksdb_point_reads_of_a_secondary_see_a_replacement(writer_and_follower):
     """The RocksDB gap itself (a strict xfail: an upgrade that fixes it shows up here)."""
     writer, follower = writer_and_follower
     writer.commit(WriteBatchSpec(writes=(GroupWrite(G1, [b"a", b"b"], [b"1", b"2"]),)))
@@ -243,6 +244,17 @@ def test_a_follower_point_reads_see_a_replacement(writer_and_follower):
     assert follower.read_many(G1, [b"a", b"b"]) == [b"1", b"2"]  # G1 opened: its rows replayed into memory
     writer.replace_group(G1, [b"b", b"c"], [b"2'", b"3"])
     follower.catch_up()
+    assert multi_get(follower._existing(G1), [b"a", b"b", b"c"]) == [None, b"2'", b"3"]
+
+
+def test_a_follower_reads_a_replacement_of_rows_it_replayed(writer_and_follower):
+    writer, follower = writer_and_follower
+    writer.commit(WriteBatchSpec(writes=(GroupWrite(G1, [b"a", b"b"], [b"1", b"2"]),)))
+    follower.catch_up()
+    assert follower.read_many(G1, [b"a", b"b"]) == [b"1", b"2"]
+    writer.replace_group(G1, [b"b", b"c"], [b"2'", b"3"])
+    follower.catch_up()
+    assert not follower.needs_new_follower()
     assert follower.read_many(G1, [b"a", b"b", b"c"]) == [None, b"2'", b"3"]
 
 
@@ -423,10 +435,20 @@ def test_a_follower_reads_records_rewritten_and_flushed_without_a_new_follower(w
     assert follower.read_record(META_CF, b"pos") is None
 
 
+def compact(writer: OnlineBackend, name: str) -> None:
+    """Flush and compact key space ``name`` of the writer to RocksDB's bottom level: rows
+    there get sequence 0 and tombstones are dropped (the second pass does it here)."""
+    family = writer.db.get_column_family(name)  # type: ignore[attr-defined]
+    family.flush()
+    family.compact_range(None, None)
+    family.compact_range(None, None)
+
+
 def test_a_follower_replays_and_reopens_only_for_the_groups_it_reads(writer_and_follower, request):
     """A group the follower never read (a stream it does not serve) is not opened: its
-    flushes (and the changelog's) ask for no new follower; a group it read is, and its
-    flushes do (a replayed memtable could shadow the flushed rows, facebook/rocksdb#15051)."""
+    flushes and compactions (and the changelog's) ask for no new follower; a group it read
+    is: its flushes need none (its replayed rows are read with an iterator), a compaction
+    of rows it replayed does (facebook/rocksdb#15051: the output's sequence 0 loses to them)."""
     writer, follower = writer_and_follower
     writer.commit(WriteBatchSpec(writes=(GroupWrite(G1, [b"a"], [b"1"]), GroupWrite(G2, [b"a"], [b"1"])), changelog=((2, entry(G1, [b"a"])),)))
     follower.catch_up()
@@ -434,17 +456,117 @@ def test_a_follower_replays_and_reopens_only_for_the_groups_it_reads(writer_and_
     assert not follower.needs_new_follower()
     for sequence, name in ((3, G2), (4, CHANGELOG_CF)):
         writer.commit(WriteBatchSpec(writes=(GroupWrite(G2, [b"a"], [b"2"]),), changelog=((sequence, entry(G2, [b"a"])),)))
-        writer.db.get_column_family(name).flush()
+        compact(writer, name)
         follower.catch_up()
         assert not follower.needs_new_follower(), name
     assert follower.read_many(G2, [b"a"]) == [b"2"]  # its first read opens it, caught up
     writer.commit(WriteBatchSpec(writes=(GroupWrite(G2, [b"a"], [b"3"]),)))
     writer.db.get_column_family(G2).flush()
     follower.catch_up()
+    assert not follower.needs_new_follower()
+    assert follower.read_many(G2, [b"a"]) == [b"3"]
+    compact(writer, G2)
+    follower.catch_up()
     assert follower.needs_new_follower()
     follower = request.node.new_follower()
     follower.catch_up()
     assert follower.read_many(G2, [b"a"]) == [b"3"]
+
+
+def test_a_follower_reads_group_rows_rewritten_and_flushed_without_a_new_follower(writer_and_follower):
+    """The follower replayed version n of a row, the writer wrote n + 1 (or deleted it) and
+    flushed before the follower's next catch-up: a multi-get keeps returning n
+    (facebook/rocksdb#15051), the follower's iterator seeks return n + 1 with no new follower."""
+    writer, follower = writer_and_follower
+    keys = [b"k%d" % i for i in range(60)]
+    follower.read_many(G1, keys[:1])
+    for version in range(4):
+        writer.commit(WriteBatchSpec(writes=(GroupWrite(G1, keys, [b"%d" % version] * len(keys)), GroupWrite(G1, [b"gone"], [b"x"]))))
+        follower.catch_up()
+        assert follower.read_many(G1, [b"gone"]) == [b"x"]
+        writer.commit(WriteBatchSpec(writes=(GroupWrite(G1, keys[::2], [b"%d'" % version] * 30), GroupWrite(G1, [b"gone"], None))))
+        writer.db.get_column_family(G1).flush()
+        follower.catch_up()
+        assert not follower.needs_new_follower()
+        assert follower.read_many(G1, [*keys[:4], b"gone", b"k"]) == [b"%d'" % version, b"%d" % version] * 2 + [None, None]
+        assert follower.read_many(G1, keys, cache=False) == [b"%d'" % version, b"%d" % version] * 30
+
+
+def test_a_follower_asks_to_be_replaced_when_a_compaction_rewrites_rows_or_records_it_replayed(writer_and_follower, request):
+    """A compaction's bottom-level output (sequence 0, tombstones dropped) loses to older
+    versions a follower replayed, even in an iterator; the follower asks for a new one, for
+    a group it reads and for the registry and meta records alike. With nothing replayed
+    (a new follower) a compaction asks nothing."""
+    writer, follower = writer_and_follower
+    for space in (G1, REGISTRY_CF, META_CF):
+        follower.read_many(G1, [b"a"])
+        if space == G1:
+            writer.commit(WriteBatchSpec(writes=(GroupWrite(G1, [b"a", b"b"], [b"1", b"1"]),)))
+        else:
+            writer.write_records(space, [(b"a", b"1"), (b"b", b"1")])
+        follower.catch_up()
+        if space == G1:
+            writer.commit(WriteBatchSpec(writes=(GroupWrite(G1, [b"a"], [b"2"]), GroupWrite(G1, [b"b"], None))))
+        else:
+            writer.write_records(space, [(b"a", b"2")], [b"b"])
+        compact(writer, space)
+        follower.catch_up()
+        assert follower.needs_new_follower(), space
+        follower = request.node.new_follower()
+        follower.catch_up()
+        assert not follower.needs_new_follower()
+        if space == G1:
+            assert follower.read_many(G1, [b"a", b"b"]) == [b"2", None]
+        else:
+            assert follower.read_record(space, b"a") == b"2" and follower.read_record(space, b"b") is None
+        compact(writer, space)
+        follower.catch_up()
+        assert not follower.needs_new_follower(), space  # its memtables hold nothing of it
+
+
+WRITE = st.tuples(st.lists(st.sampled_from([b"a", b"b", b"c"]), min_size=1, max_size=2, unique=True), st.sampled_from([b"", b"1", b"2", b"3"]))
+ROUND = st.tuples(st.lists(WRITE, min_size=1, max_size=3), st.sampled_from(["", "flush", "compact"]))
+
+
+@settings(max_examples=40, deadline=None)
+@given(rounds=st.lists(ROUND, min_size=1, max_size=5))
+def test_a_follower_serves_the_rows_of_a_dict_oracle_through_flushes_and_compactions(tmp_path_factory, rounds):
+    """Rounds of random writes and deletes (b"": delete) of a group's rows and of meta
+    records, each ended by nothing, a flush or a compaction, then a catch-up of a
+    follower that reads them: after each catch-up (and the new follower it asks for) it
+    serves exactly what a dict holds."""
+    everything = [b"a", b"b", b"c", b"z"]
+    for name, factory in BACKENDS.items():
+        path = str(tmp_path_factory.mktemp(name) / "store")
+        writer = factory(path)
+        writer.backend.commit(WriteBatchSpec(writes=(GroupWrite(G1, [b"z"], [b"0"]),), meta=((b"z", b"0"),)))
+        followers = [factory(path, follow=True)]
+        try:
+            backend, rows = writer.backend, {b"z": b"0"}
+            followers[-1].backend.read_many(G1, [b"z"])
+            for writes, end in rounds:
+                for keys, value in writes:
+                    if value:
+                        backend.commit(WriteBatchSpec(writes=(GroupWrite(G1, keys, [value] * len(keys)),), meta=tuple((k, value) for k in keys)))
+                        rows.update(dict.fromkeys(keys, value))
+                    else:
+                        backend.commit(WriteBatchSpec(writes=(GroupWrite(G1, keys, None),), delete_meta=tuple(keys)))
+                        for key in keys:
+                            rows.pop(key, None)
+                for space in (G1, META_CF) if end else ():
+                    compact(backend, space) if end == "compact" else backend.db.get_column_family(space).flush()  # type: ignore[attr-defined]
+                follower = followers[-1].backend
+                follower.catch_up()
+                if follower.needs_new_follower():
+                    followers.append(factory(path, follow=True))
+                    follower = followers[-1].backend
+                    follower.catch_up()
+                assert follower.read_many(G1, everything) == [rows.get(k) for k in everything]
+                assert [follower.read_record(META_CF, k) for k in everything] == [rows.get(k) for k in everything]
+        finally:
+            for opened in followers:
+                opened.close()
+            writer.close()
 
 
 RECORD = st.tuples(st.sampled_from([META_CF, REGISTRY_CF]), st.lists(st.tuples(KEY, st.binary(max_size=4)), max_size=4), st.lists(KEY, max_size=3))

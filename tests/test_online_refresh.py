@@ -172,20 +172,34 @@ def test_online_stats_report_resident_groups_and_refresh_health(pair):
     assert "refresh" not in primary.online_stats()
 
 
-def test_a_flush_by_the_primary_reopens_the_secondary_and_removes_the_old_directory(pair):
-    """The secondary must not keep serving rows it replayed before the primary flushed
-    newer ones (tests/test_multiprocess.py has the cross-process case); the reopen it
-    takes for that leaves one secondary directory behind, not one per flush."""
+def test_a_compaction_by_the_primary_reopens_the_secondary_and_removes_the_old_directory(pair):
+    """The secondary must not keep serving rows it replayed before the primary rewrote
+    them (tests/test_multiprocess.py has the cross-process case): after a flush it reads
+    them with iterator seeks and needs no reopen; after a compaction to the bottom level
+    (sequence 0: the replayed rows would win) it reopens, and leaves one secondary
+    directory behind, not one per compaction."""
     primary, secondary = pair
     write_ctr(primary, 2.0)
     secondary.refresh()
     assert ctr_of(secondary)[0] == [2.0] * 10
     (first_dir,) = secondary._secondary_dirs
+    families = [primary.db.get_column_family(name) for name in rocksdict.Rdict.list_cf(primary.db.path())]
     for value in (3.0, 4.0):
         write_ctr(primary, value)
-        for name in rocksdict.Rdict.list_cf(primary.db.path()):
-            primary.db.get_column_family(name).flush()
+        for family in families:
+            family.flush()
         secondary.refresh()
         assert ctr_of(secondary)[0] == [value] * 10
+    assert secondary._secondary_dirs == [first_dir]  # no reopen for a flush
+    for value in (5.0, 6.0):
+        write_ctr(primary, value)
+        secondary.refresh()
+        for family in families:
+            family.flush()
+            family.compact_range(None, None)
+            family.compact_range(None, None)
+        secondary.refresh()
+        assert ctr_of(secondary)[0] == [value] * 10
+    del families
     (last_dir,) = secondary._secondary_dirs
     assert last_dir != first_dir and not os.path.exists(first_dir) and os.path.isdir(last_dir)

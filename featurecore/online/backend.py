@@ -129,10 +129,11 @@ class OnlineBackend(RecordStore, Protocol):
     def needs_new_follower(self) -> bool:
         """A follower, right after ``catch_up``: True when it cannot serve the current
         rows and a new follower must replace it (the store opens one,
-        ``FeatureStore._reopen``). RocksDB: a key space created after it opened, or table
-        files the catch-up brought (a flush, compaction or group replacement: the rows
-        its memtable replayed from the writer's WAL would shadow the newer flushed rows,
-        facebook/rocksdb#15051). False for a backend whose followers stay current."""
+        ``FeatureStore._reopen``). RocksDB: a compaction the catch-up brought rewrote rows
+        of a key space whose memtables hold rows replayed from the writer's WAL (the
+        rewritten rows' sequence 0 loses to them, facebook/rocksdb#15051; a flush does
+        not: the follower reads such rows with an iterator). False for a backend whose
+        followers stay current."""
         ...
 
     def flush(self) -> None:

@@ -5,10 +5,10 @@ secondary instance). A background thread, every ``interval_s``, through the
 ``OnlineBackend`` (online/backend.py):
 
 1. calls ``catch_up()`` (the secondary now sees every commit the primary finished,
-   each whole or not at all); when that brought new table files (the primary flushed,
-   compacted or ingested), the store reopens its RocksDB secondary before anything is
-   read: the old instance's memtable would shadow the flushed rows (store.py,
-   ``_after_catch_up``);
+   each whole or not at all); when that brought a compaction of rows its memtables
+   replayed, the store reopens its RocksDB secondary before anything is read: the old
+   instance's memtable would win over the rewritten rows (store.py, ``_after_catch_up``;
+   online/backend_rocksdb.py);
 2. reads the changelog entries after the last sequence it applied;
 3. re-reads the changed keys of loaded resident groups (``read_many``, uncached) and
    upserts (or removes) them natively; an entry without keys reloads its group;
@@ -59,8 +59,8 @@ class Refresher:
         interval_s: seconds between passes.
         on_catch_up: called (under ``lock``) after each catch-up, before entries are
             applied; the store reloads its registry there, and reopens its RocksDB
-            secondary when the catch-up brought new table files (a flush, compaction or
-            replacement: the old instance's point reads could return older rows).
+            secondary when the backend needs a new follower (a compaction of rows it
+            replayed: the old instance could return older rows).
         stamp: the store's write stamp, if it has one, and ``seen``: its value read
             before the state this process holds was read (passes are skipped while the
             stamp still has it).

@@ -410,3 +410,15 @@ def test_a_command_on_a_store_that_does_not_exist_is_refused_and_creates_nothing
     assert code == 1, out
     assert f"store {str(typo)!r} does not exist; check --store" in err
     assert not typo.exists()
+
+
+@pytest.mark.parametrize("verb", sorted(cli.COMMANDS))
+def test_every_verb_has_help_and_names_an_argument_it_does_not_know(capsys, verb):
+    """`featurecore VERB --help` prints the verb's usage (exit 0), and a mistyped option is a
+    usage error (exit 2): argparse formats each verb's help only when asked, so a help text
+    it cannot format (a bare '%') would only show here."""
+    code, out, _ = run(capsys, verb, "--help")
+    assert code == 0 and out.startswith(f"usage: featurecore {verb} ")
+    code, _, err = run(capsys, verb, "--no-such-option")  # (or, first, the arguments it lacks)
+    assert code == 2 and "featurecore" in err.splitlines()[-1]
+    assert "unrecognized arguments: --no-such-option" in err or "the following arguments are required: " in err

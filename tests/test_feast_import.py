@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -323,3 +324,27 @@ def test_feasts_parser_reads_the_pairs_repo_as_its_dump(tmp_path: Path, capsys: 
     assert "field customer_profile.notes (String): not made categorical: 60 distinct values" in printed
     categories = string_categories(PAIRS_DUMP, feast_repo, max_categories=20)
     assert load_definitions(out) == convert(PAIRS_DUMP, categories=categories)[0]
+
+
+def test_a_python_without_feast_is_named_in_the_one_line_the_cli_prints(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The error said 'Feast could not parse REPO (exit 1); its last lines:' and the lines
+    followed on lines the CLI does not print: the user saw no reason at all. The reason
+    (the last stderr line) is now on the first line, the tail below it."""
+    out = tmp_path / "imported"
+    assert main(["import-feast", str(FEAST_REPO), str(out), "--feast-python", sys.executable]) == 1
+    err = capsys.readouterr().err
+    first = err.splitlines()[0]
+    assert first.startswith(f"featurecore import-feast: error: Feast could not parse {FEAST_REPO.resolve()} (exit 1): ")
+    assert first.endswith("ModuleNotFoundError: No module named 'feast'")
+    assert "  -     import feast\n" in err  # the tail of its traceback, below
+    assert not out.exists()
+
+
+@pytest.mark.skipif(_feast() is None, reason="no Python with feast (set FEATURECORE_FEAST_PYTHON; .ci/run does)")
+def test_a_feast_repo_its_parser_refuses_is_named_with_the_reason(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    feast_repo = tmp_path / "feast_repo"
+    shutil.copytree(FEAST_REPO, feast_repo)
+    with open(feast_repo / "feature_definitions.py", "a") as f:
+        f.write("\nraise RuntimeError('the repo is broken')\n")
+    assert main(["import-feast", str(feast_repo), str(tmp_path / "imported"), "--feast-python", str(_feast())]) == 1
+    assert capsys.readouterr().err.splitlines()[0].endswith("RuntimeError: the repo is broken")

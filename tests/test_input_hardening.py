@@ -276,6 +276,20 @@ def test_a_negative_int_id_is_not_applicable_online_and_offline_in_any_container
         assert [Reason(int(r)).name for r in training.reasons[:, j]] == ["not_applicable", "present"], items
 
 
+@pytest.mark.parametrize("history", [["7", "x"], [7, 8]], ids=["text ids", "int ids"])
+def test_a_uint64_events_id_beyond_int64_is_refused_as_online_requests_refuse_it(store, history):
+    """A uint64 events column holding 2**63 was pyarrow's ArrowInvalid ('not in range');
+    requests and writes say 'integer id out of int64 range ... pass it as str'."""
+    write(store, history)
+    events = pd.DataFrame({"item_id": np.array([7, 2**63], np.uint64), "user_id": ["u1", "u1"], "creator_id": ["c1", "c1"],
+                           "event_timestamp": [AT, AT]})
+    with pytest.raises(ValidationError, match=r"events column 'item_id' row 1: integer id out of int64 range, got 9223372036854775808; pass it as str"):
+        store.training_set(events, FEATURE_SET)
+    with pytest.raises(ValidationError, match=r"entities\['item'\] row 1: integer id out of int64 range"):
+        store.get_features(FeatureRequest(FEATURE_SET, {"user": "u1", "item": np.array([7, 2**63], np.uint64), "creator": ["c1"] * 2}, AT))
+    assert store.training_set(events.iloc[:1], FEATURE_SET).reasons.shape[0] == 1  # below 2**63 a uint64 id is an int id
+
+
 def test_numpy_ints_in_a_list_are_ids_like_python_ints(store_dir):
     """list(np.array([...])) holds numpy ints: writes and requests refused them with
     'ids must be str or int, got int64 np.int64(7)'."""

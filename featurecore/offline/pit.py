@@ -236,6 +236,11 @@ def event_keys(ids: pa.ChunkedArray, history_is_int: bool, what: str = "entity i
     ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
     if pa.types.is_dictionary(ids.type):  # pandas categoricals
         ids = ids.cast(ids.type.value_type)
+    if pa.types.is_uint64(ids.type):  # as requests and writes refuse them (arrow's compare to 0 would raise)
+        beyond = pc.fill_null(pc.greater(ids, pa.scalar(2**63 - 1, pa.uint64())), False)
+        if pc.any(beyond).as_py():
+            row = pc.index(beyond, True).as_py()
+            raise ValidationError(f"{what} row {row}: integer id out of int64 range, got {ids[row].as_py()}; pass it as str")
     if pa.types.is_integer(ids.type) and history_is_int:
         valid = pc.fill_null(pc.greater_equal(ids, 0), False)
         keys = np.ascontiguousarray(pc.fill_null(ids, -1).cast(pa.int64()).to_numpy(), np.int64)

@@ -192,9 +192,9 @@ def read_feast_repo(path: "str | os.PathLike[str]", *, python: "str | None" = No
         )
     except subprocess.TimeoutExpired:
         raise RegistryError(f"Feast's parser did not finish within {timeout_s:.0f}s on {repo}") from None
-    if done.returncode != 0:
-        tail = "\n".join(done.stderr.strip().splitlines()[-5:])
-        raise RegistryError(f"Feast could not parse {repo} (exit {done.returncode}); its last lines:\n{tail}")
+    if done.returncode != 0:  # the reason (the last stderr line) first: the CLI prints the first line, then the problems
+        tail = done.stderr.strip().splitlines()[-5:] or ["(no output)"]
+        raise RegistryError(f"Feast could not parse {repo} (exit {done.returncode}): {tail[-1]}", tail)
     return json.loads(done.stdout)
 
 

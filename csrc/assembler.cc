@@ -280,7 +280,7 @@ void assemble_rows(const AssemblyPlan& plan, const std::vector<GroupRows>& group
                 const int64_t ahead = in.refs[i + kAhead];
                 if (ahead < 0) continue;
                 const uint8_t* rec = in.table.record(static_cast<size_t>(ahead));
-                for (size_t b = 0; b < in.table.record_bytes; b += 64) __builtin_prefetch(rec + b);
+                for (size_t b = 0; b < in.table.span; b += 64) __builtin_prefetch(rec + b);
             }
         }
         for (size_t g = 0; g < G; ++g) {

@@ -88,13 +88,26 @@ void bind_resident(py::module_& m) {
         .def("clear", &ResidentGroup::clear, py::call_guard<py::gil_scoped_release>())
         .def_static(
             "map_generation",
-            [](const RowLayoutPtr& schema, const std::string& path, bool verify) {
+            [](const RowLayoutPtr& schema, const std::string& path, bool verify, size_t part) {
                 py::gil_scoped_release release;
-                return std::make_shared<ResidentGroup>(schema, fc::Generation::open(path, *schema, verify));
+                return std::make_shared<ResidentGroup>(schema, fc::Generation::open(path, *schema, verify, part), part);
             },
-            py::arg("schema"), py::arg("path"), py::kw_only(), py::arg("verify") = true)
-        .def("write_generation", &ResidentGroup::write_generation, py::arg("path"), py::arg("sequence"),
-             py::call_guard<py::gil_scoped_release>())
+            py::arg("schema"), py::arg("path"), py::kw_only(), py::arg("verify") = true, py::arg("part") = 0)
+        .def("write_generation",
+             py::overload_cast<const std::string&, uint64_t>(&ResidentGroup::write_generation, py::const_),
+             py::arg("path"), py::arg("sequence"), py::call_guard<py::gil_scoped_release>())
+        .def_static(
+            "write_entity_generation",
+            [](const std::string& path, const std::vector<ResidentPtr>& groups, uint64_t sequence) {
+                std::vector<const ResidentGroup*> raw;
+                for (size_t k = 0; k < groups.size(); ++k) {
+                    if (!groups[k]) throw std::invalid_argument("write_entity_generation: groups[" + std::to_string(k) + "] is None; pass ResidentGroups");
+                    raw.push_back(groups[k].get());
+                }
+                py::gil_scoped_release release;
+                ResidentGroup::write_generation(path, raw, sequence);
+            },
+            py::arg("path"), py::arg("groups"), py::arg("sequence"))
         .def_property_readonly("generation_path",
                                [](const ResidentGroup& r) -> py::object {
                                    if (!r.generation()) return py::none();
@@ -135,6 +148,7 @@ void bind_resident(py::module_& m) {
             d["index_slots"] = g.index_slots;
             d["arena_bytes"] = g.arena_bytes;
             d["key_bytes"] = g.key_bytes;
+            d["parts"] = g.parts.size();
             return d;
         },
         py::arg("path"),

@@ -1,5 +1,6 @@
 #include "generation.h"
 
+#include "group_table.h"
 #include "keys.h"
 
 #include <fcntl.h>
@@ -19,27 +20,38 @@ namespace {
 
 constexpr char kMagic[8] = {'F', 'C', 'G', 'E', 'N', 'v', '1', '\n'};
 
-// Fixed header fields, in file order (then dtypes[n], dims[n]).
+// Fixed header fields, in file order (then parts[n_parts], dtypes[n], dims[n], key prefix).
 struct RawHeader {
     char magic[8];
     uint32_t format_version;
     uint32_t header_bytes;
     uint64_t file_bytes;
     uint64_t changelog_sequence;
-    uint32_t schema_fingerprint;
-    uint32_t n_features;
+    uint32_t schema_fingerprint;  // part 0's
+    uint32_t n_features;          // of every part
     uint64_t n_rows, record_bytes, extra_bytes, null_bytes, index_slots, arena_bytes, key_bytes;
     uint64_t prefix_bytes;  // the group's key prefix, after dims (GenerationInfo::key_prefix)
     uint64_t section_offset[kSections];
     uint32_t body_crc;
     uint32_t header_crc;
+    uint32_t n_parts;
+    uint32_t zero;
 };
-static_assert(sizeof(RawHeader) == 144, "the header layout is the file format");
+static_assert(sizeof(RawHeader) == 152, "the header layout is the file format");
 constexpr size_t kHeaderCrcAt = offsetof(RawHeader, header_crc);
 
+struct RawPart {
+    uint32_t schema_fingerprint;
+    uint32_t n_features;
+    uint64_t offset, extra_bytes, null_bytes, null_offset;
+};
+static_assert(sizeof(RawPart) == 40, "the part layout is the file format");
+// Parts in one file: far more than groups of one entity anyone reads together.
+constexpr size_t kMaxParts = 64;
+
 size_t round_up(size_t n) { return (n + kPageBytes - 1) / kPageBytes * kPageBytes; }
-size_t header_bytes_for(size_t n_features, size_t prefix_bytes) {
-    return round_up(sizeof(RawHeader) + 5 * n_features + prefix_bytes);
+size_t header_bytes_for(size_t n_parts, size_t n_features, size_t prefix_bytes) {
+    return round_up(sizeof(RawHeader) + sizeof(RawPart) * n_parts + 5 * n_features + prefix_bytes);
 }
 // The longest key prefix: format byte, two length bytes, tenant and entity type (keys.h).
 constexpr size_t kMaxPrefixBytes = 3 + 2 * kMaxNameBytes;
@@ -199,8 +211,9 @@ RawHeader check_header(const std::string& path, const uint8_t* base, size_t size
     if (h.format_version != kGenerationFormat)
         throw bad("format version " + std::to_string(h.format_version) + ", this featurecore reads " +
                   std::to_string(kGenerationFormat));
-    if (h.prefix_bytes > kMaxPrefixBytes || h.header_bytes < sizeof h || h.header_bytes % kPageBytes != 0 ||
-        h.header_bytes > size || h.header_bytes != header_bytes_for(h.n_features, h.prefix_bytes))
+    if (h.n_parts == 0 || h.n_parts > kMaxParts || h.n_features > 0xFFFFFF || h.prefix_bytes > kMaxPrefixBytes ||
+        h.header_bytes < sizeof h || h.header_bytes % kPageBytes != 0 || h.header_bytes > size ||
+        h.header_bytes != header_bytes_for(h.n_parts, h.n_features, h.prefix_bytes))
         throw bad("bad header size");
     if (header_checksum(base, h.header_bytes) != h.header_crc) throw bad("header checksum mismatch (corrupt)");
     if (h.file_bytes != size)
@@ -217,13 +230,43 @@ RawHeader check_header(const std::string& path, const uint8_t* base, size_t size
     if (h.index_slots == 0 || (h.index_slots & (h.index_slots - 1)) != 0 || h.n_rows >= h.index_slots ||
         h.n_rows >= 0xFFFFFFFFull)
         throw bad("bad index size");
+    // Parts: part 0 at 0 with the header's extra bytes (the key's), each after the last
+    // one's head inside the record, the features and bitmaps adding up.
+    uint64_t features = 0, nulls = 0, last_end = 0;
+    for (uint32_t k = 0; k < h.n_parts; ++k) {
+        RawPart p;
+        std::memcpy(&p, base + sizeof h + k * sizeof p, sizeof p);
+        const bool first_ok = k > 0 || (p.offset == 0 && p.extra_bytes == h.extra_bytes &&
+                                         p.schema_fingerprint == h.schema_fingerprint);
+        if (!first_ok || (k > 0 && p.offset < last_end) || p.offset % 8 != 0 || p.extra_bytes % 8 != 0 ||
+            p.extra_bytes > 256 || p.offset + kRecordHeadBytes + p.extra_bytes > h.record_bytes ||
+            p.null_offset != h.n_rows * nulls || p.n_features > h.n_features)
+            throw bad("part " + std::to_string(k) + " is misplaced");
+        last_end = p.offset + kRecordHeadBytes + p.extra_bytes;
+        features += p.n_features;
+        nulls += p.null_bytes;
+    }
+    if (features != h.n_features || nulls != h.null_bytes) throw bad("the parts do not add up to the records");
     return h;
 }
 
 // The header fields of a checked header at base.
 GenerationInfo info_of(const RawHeader& h, const uint8_t* base) {
     GenerationInfo i;
-    i.key_prefix.assign(reinterpret_cast<const char*>(base) + sizeof h + 5 * h.n_features, h.prefix_bytes);
+    i.key_prefix.assign(reinterpret_cast<const char*>(base) + sizeof h + sizeof(RawPart) * h.n_parts + 5 * h.n_features,
+                        h.prefix_bytes);
+    for (uint32_t k = 0; k < h.n_parts; ++k) {
+        RawPart r;
+        std::memcpy(&r, base + sizeof h + k * sizeof r, sizeof r);
+        GenerationPart p;
+        p.schema_fingerprint = r.schema_fingerprint;
+        p.n_features = r.n_features;
+        p.offset = r.offset;
+        p.extra_bytes = r.extra_bytes;
+        p.null_bytes = r.null_bytes;
+        p.null_offset = r.null_offset;
+        i.parts.push_back(p);
+    }
     i.format_version = h.format_version;
     i.file_bytes = h.file_bytes;
     i.changelog_sequence = h.changelog_sequence;
@@ -240,8 +283,12 @@ GenerationInfo info_of(const RawHeader& h, const uint8_t* base) {
 
 }  // namespace
 
-void write_generation(const std::string& path, const RowLayout& schema, GenerationInfo info,
+void write_generation(const std::string& path, const std::vector<const RowLayout*>& schemas, GenerationInfo info,
                       const GenerationParts& parts) {
+    if (schemas.empty() || schemas.size() > kMaxParts || info.parts.size() != schemas.size())
+        throw std::invalid_argument("write_generation: " + std::to_string(schemas.size()) + " schemas for " +
+                                    std::to_string(info.parts.size()) + " parts; pass 1.." +
+                                    std::to_string(kMaxParts) + " groups, one part each");
     const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0) throw std::invalid_argument(sys_error("cannot create generation file", path));
     auto fail = [&](const std::string& what) {
@@ -262,11 +309,13 @@ void write_generation(const std::string& path, const RowLayout& schema, Generati
             n -= static_cast<size_t>(w);
         }
     };
-    const size_t nf = schema.n_features();
+    size_t nf = 0;
+    for (const RowLayout* schema : schemas) nf += schema->n_features();
+    const size_t np = schemas.size();
     if (info.key_prefix.size() > kMaxPrefixBytes)
         throw std::invalid_argument("write_generation: a key prefix of " + std::to_string(info.key_prefix.size()) +
                                     " bytes; keys.h's prefixes have at most " + std::to_string(kMaxPrefixBytes));
-    const size_t hb = header_bytes_for(nf, info.key_prefix.size());
+    const size_t hb = header_bytes_for(np, nf, info.key_prefix.size());
     std::vector<uint8_t> header(hb, 0);
     std::vector<uint8_t> zeros(kPageBytes, 0);
     write_all(header.data(), hb);  // rewritten at the end, with the checksums
@@ -284,8 +333,9 @@ void write_generation(const std::string& path, const RowLayout& schema, Generati
     }
     h.file_bytes = at;
     h.changelog_sequence = info.changelog_sequence;
-    h.schema_fingerprint = schema.fingerprint();
+    h.schema_fingerprint = schemas[0]->fingerprint();
     h.n_features = static_cast<uint32_t>(nf);
+    h.n_parts = static_cast<uint32_t>(np);
     h.n_rows = info.n_rows;
     h.record_bytes = info.record_bytes;
     h.extra_bytes = info.extra_bytes;
@@ -304,12 +354,25 @@ void write_generation(const std::string& path, const RowLayout& schema, Generati
         h.body_crc = body_checksum(m.p + hb, at - hb);
     }
     std::memcpy(header.data(), &h, sizeof h);
-    for (size_t j = 0; j < nf; ++j) {
-        const uint32_t dim = schema.dims()[j];
-        header[sizeof h + j] = schema.dtypes()[j];
-        std::memcpy(header.data() + sizeof h + nf + 4 * j, &dim, 4);
+    const size_t types_at = sizeof h + sizeof(RawPart) * np;
+    size_t j = 0;
+    for (size_t k = 0; k < np; ++k) {
+        const RowLayout& schema = *schemas[k];
+        RawPart p{};
+        p.schema_fingerprint = schema.fingerprint();
+        p.n_features = static_cast<uint32_t>(schema.n_features());
+        p.offset = info.parts[k].offset;
+        p.extra_bytes = info.parts[k].extra_bytes;
+        p.null_bytes = info.parts[k].null_bytes;
+        p.null_offset = info.parts[k].null_offset;
+        std::memcpy(header.data() + sizeof h + k * sizeof p, &p, sizeof p);
+        for (size_t f = 0; f < schema.n_features(); ++f, ++j) {
+            const uint32_t dim = schema.dims()[f];
+            header[types_at + j] = schema.dtypes()[f];
+            std::memcpy(header.data() + types_at + nf + 4 * j, &dim, 4);
+        }
     }
-    std::memcpy(header.data() + sizeof h + 5 * nf, info.key_prefix.data(), info.key_prefix.size());
+    std::memcpy(header.data() + types_at + 5 * nf, info.key_prefix.data(), info.key_prefix.size());
     h.header_crc = header_checksum(header.data(), hb);
     std::memcpy(header.data() + kHeaderCrcAt, &h.header_crc, 4);
     if (::pwrite(fd, header.data(), hb, 0) != static_cast<ssize_t>(hb)) fail("cannot write generation header");
@@ -344,7 +407,8 @@ std::shared_ptr<const Generation> Generation::map(const std::string& path) {
     return g;
 }
 
-std::shared_ptr<const Generation> Generation::open(const std::string& path, const RowLayout& schema, bool verify_body) {
+std::shared_ptr<const Generation> Generation::open(const std::string& path, const RowLayout& schema, bool verify_body,
+                                                   size_t part) {
     std::shared_ptr<const Generation> g = verify_body ? map(path) : verified_mapping(path);
     if (!g) {
         Mapping m;
@@ -352,22 +416,28 @@ std::shared_ptr<const Generation> Generation::open(const std::string& path, cons
         g = adopt(path, m.p, m.n);
         m.p = nullptr;
     }
-    const size_t nf = schema.n_features();
-    const uint8_t* header = g->base_;
-    bool same = g->n_features_ == nf && g->info_.schema_fingerprint == schema.fingerprint();
-    for (size_t j = 0; same && j < nf; ++j) {
-        uint32_t dim;
-        std::memcpy(&dim, header + sizeof(RawHeader) + nf + 4 * j, 4);
-        same = header[sizeof(RawHeader) + j] == schema.dtypes()[j] && dim == schema.dims()[j];
-    }
     auto bad = [&](const std::string& why) {
         return GenerationError("generation file " + path + " is refused: " + why +
                                "; rebuild it (featurecore snapshot build)");
     };
+    const std::vector<GenerationPart>& parts = g->info_.parts;
+    if (part >= parts.size())
+        throw bad("it holds " + std::to_string(parts.size()) + " part(s), not part " + std::to_string(part));
+    const GenerationPart& p = parts[part];
+    size_t before = 0;  // features of the parts before `part`
+    for (size_t k = 0; k < part; ++k) before += parts[k].n_features;
+    const size_t nf = schema.n_features();
+    const uint8_t* types = g->base_ + sizeof(RawHeader) + sizeof(RawPart) * parts.size();
+    bool same = p.n_features == nf && p.schema_fingerprint == schema.fingerprint();
+    for (size_t j = 0; same && j < nf; ++j) {
+        uint32_t dim;
+        std::memcpy(&dim, types + g->n_features_ + 4 * (before + j), 4);
+        same = types[before + j] == schema.dtypes()[j] && dim == schema.dims()[j];
+    }
     if (!same)
-        throw bad("it holds another schema (fingerprint " + std::to_string(g->info_.schema_fingerprint) +
+        throw bad("it holds another schema (fingerprint " + std::to_string(p.schema_fingerprint) +
                   ", the group's is " + std::to_string(schema.fingerprint()) + ")");
-    if (g->info_.null_bytes != 0 && g->info_.null_bytes != schema.bitmap_bytes()) throw bad("bad null bitmap size");
+    if (p.null_bytes != 0 && p.null_bytes != schema.bitmap_bytes()) throw bad("bad null bitmap size");
     return g;
 }
 

@@ -7,19 +7,32 @@
 //
 //   header (header_bytes, a multiple of 4096):
 //     char     magic[8] = "FCGENv1\n"
-//     u32      format_version (= 3)      u32 header_bytes
+//     u32      format_version (= 4)      u32 header_bytes
 //     u64      file_bytes                u64 changelog_sequence (changes up to it are in the rows)
-//     u32      schema_fingerprint        u32 n_features
+//     u32      schema_fingerprint        u32 n_features   (part 0's; n_features: of every part)
 //     u64      n_rows, record_bytes, extra_bytes, null_bytes, index_slots, arena_bytes, key_bytes
 //     u64      prefix_bytes
 //     u64      section_offset[4]         records, nulls, index, arena
 //     u32      body_crc                  see body_checksum()
 //     u32      header_crc                CRC-32C of the header region with this field zeroed
-//     u8       dtypes[n_features]        u32 dims[n_features]   (the schema's layout)
+//     u32      n_parts                   u32 zero
+//     part[n_parts]: u32 schema_fingerprint, u32 n_features, u64 offset, extra_bytes, null_bytes, null_offset
+//     u8       dtypes[n_features]        u32 dims[n_features]   (the parts' schemas, in part order)
 //     char     key_prefix[prefix_bytes]  the key prefix the records' short keys leave out (resident.h)
 //   records | null bitmaps | index slots | key arena        (each padded with zeros to a page)
-// null_bytes is 0 (and the null bitmap section empty) when no row has a null: a reader
-// reads a row's bitmap only when the row's any_null byte is set (group_table.h).
+//
+// Parts: one file may hold several groups of one entity (an entity table): row r's
+// record (record_bytes) holds every group's part of that entity side by side, so a
+// request reading all of them reads one record. Part k is laid out like a record of
+// its own (GroupTable: a 16-byte head with generated_at, status and any_null, then
+// extra_bytes, then the slots) starting at `offset` in the record; part 0 starts at 0
+// and its head and extra bytes hold the row's key (resident.h; extra_bytes in the
+// fixed header is part 0's). A file of one group has one part. Every part holds every
+// row (the groups held the same keys when the file was written).
+// null_bytes (the sum of the parts') is 0 (and the null bitmap section empty) when no
+// row has a null; part k's bitmaps (its null_bytes each, 0: none) start at null_offset
+// in the section: a reader reads a row's bitmap only when its any_null byte is set
+// (group_table.h).
 //
 // A Generation is the mapping of one such file: immutable, so any number of threads
 // read it without a lock; the mapping goes when the last shared_ptr to it does.
@@ -38,6 +51,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "codec.h"
 
@@ -53,13 +67,24 @@ class GenerationError : public std::runtime_error {
 constexpr size_t kPageBytes = 4096;
 // 2: keys inline from the record's owner bytes (resident.h); 3: 8-byte index slots, no
 // null bitmap section when no row has a null, keys stored without the group's key prefix
-// and int ids as int64 (resident.h), unpadded records from four cache lines on.
-constexpr uint32_t kGenerationFormat = 3;
+// and int ids as int64 (resident.h), unpadded records from four cache lines on;
+// 4: parts (several groups of one entity in one record).
+constexpr uint32_t kGenerationFormat = 4;
 // Bytes of one hash index slot (resident.h's IndexSlot).
 constexpr size_t kIndexSlotBytes = 8;
 
 // The four sections, in file order.
 enum GenerationSection { kRecords = 0, kNulls = 1, kIndex = 2, kArena = 3, kSections = 4 };
+
+// One group's part of a generation's records (see Parts above).
+struct GenerationPart {
+    uint32_t schema_fingerprint = 0;
+    uint32_t n_features = 0;
+    uint64_t offset = 0;       // of its head in a record
+    uint64_t extra_bytes = 0;  // between its head and its slots
+    uint64_t null_bytes = 0;   // of its bitmap per row (0: no bitmaps)
+    uint64_t null_offset = 0;  // of its bitmaps in the null bitmap section
+};
 
 struct GenerationInfo {
     uint32_t format_version = kGenerationFormat;
@@ -74,6 +99,7 @@ struct GenerationInfo {
     uint64_t arena_bytes = 0;
     uint64_t key_bytes = 0;
     std::string key_prefix;  // the key prefix (keys.h) of the group's short keys, or empty
+    std::vector<GenerationPart> parts;
 };
 
 // The sections' bytes, to be written.
@@ -82,21 +108,23 @@ struct GenerationParts {
     size_t bytes[kSections] = {0, 0, 0, 0};
 };
 
-// Writes a generation file at `path` (created; must not exist) and fsyncs it. Throws
+// Writes a generation file at `path` (created; must not exist) and fsyncs it: schemas[k]
+// is part k's (info.parts[k]: offset, extra_bytes, null_bytes, null_offset; the
+// fingerprints and feature counts are taken from the schemas). Throws
 // std::invalid_argument if the path cannot be created, GenerationError on an I/O error
 // (the partial file is removed).
-void write_generation(const std::string& path, const RowLayout& schema, GenerationInfo info,
-                      const GenerationParts& parts);
+void write_generation(const std::string& path, const std::vector<const RowLayout*>& schemas, GenerationInfo info,
+                      const GenerationParts& sections);
 
 class Generation {
   public:
-    // Maps `path` read-only and checks the header, the section bounds and the schema's
-    // layout (and, with verify_body, the body checksum). Throws GenerationError naming
-    // what is wrong.
+    // Maps `path` read-only and checks the header, the section bounds and that part
+    // `part` has the schema's layout (and, with verify_body, the body checksum). Throws
+    // GenerationError naming what is wrong.
     // A verified mapping of this process is reused (see above); verify_body=false maps
     // without the body checksum (and shares the mapping with no one).
     static std::shared_ptr<const Generation> open(const std::string& path, const RowLayout& schema,
-                                                  bool verify_body = true);
+                                                  bool verify_body = true, size_t part = 0);
     // Maps `path` and checks it whole (header, sections, body checksum) without a schema
     // to match, or returns this process's live verified mapping of it. Throws GenerationError.
     static std::shared_ptr<const Generation> map(const std::string& path);

@@ -166,6 +166,7 @@ TableView GroupTable::view() const {
     TableView v;
     v.records = records_.data();
     v.record_bytes = record_bytes_;
+    v.span = record_bytes_;
     v.slots_offset = kRecordHeadBytes + extra_bytes_;
     v.nulls = nulls_.data();
     v.null_bytes = schema_->bitmap_bytes();

@@ -103,19 +103,26 @@ constexpr size_t kOwnerBytesAt = 12;  // the head's owner bytes, followed by the
 struct TableView {
     const uint8_t* records = nullptr;
     size_t record_bytes = 0;
+    // Bytes of a record this view reads (from record(r) on): record_bytes, or less for
+    // one group's part of an entity table's records (generation.h), which the
+    // assembler's prefetch covers.
+    size_t span = 0;
     size_t slots_offset = kRecordHeadBytes;
     const uint8_t* nulls = nullptr;  // null bitmaps, null_bytes per row; read only for rows with any_null
     size_t null_bytes = 0;
     size_t n_slots = 0;
 
     // Rows from `split` on are row r - split of a second segment (a resident group's
-    // overlay, numbered after the rows of its mapped generation).
+    // overlay, numbered after the rows of its mapped generation), records record_bytes2
+    // apart (the same head, extra bytes and slots: a generation's records may be wider,
+    // holding other groups' parts).
     size_t split = SIZE_MAX;
     const uint8_t* records2 = nullptr;
     const uint8_t* nulls2 = nullptr;
+    size_t record_bytes2 = 0;
 
     const uint8_t* record(size_t r) const {
-        return r < split ? records + r * record_bytes : records2 + (r - split) * record_bytes;
+        return r < split ? records + r * record_bytes : records2 + (r - split) * record_bytes2;
     }
     int64_t generated_at(size_t r) const {
         int64_t v;

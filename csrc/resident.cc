@@ -195,15 +195,18 @@ void IndexView::find_many(const KeyProbe& keys, const uint8_t* skip, size_t n, i
     }
 }
 
-size_t ResidentGroup::extra_bytes_for(const RowLayout& schema, size_t id_bytes) {
+size_t ResidentGroup::padded_extra(size_t record, size_t id_bytes) {
     constexpr size_t kLine = 64;
     constexpr size_t kRoom = kRecordHeadBytes - IndexView::kTextAt;  // key room before the extra bytes
-    const size_t record = GroupTable::record_bytes_of(schema.n_slots(), kMinExtra);
     const size_t padded = (record + kLine - 1) / kLine * kLine;
     const size_t pad = padded - record;  // a multiple of 8, as record is
     const bool small = padded <= 3 * kLine && pad * 3 <= record;
     const bool holds_ids = id_bytes > kRoom + kMinExtra && id_bytes <= kRoom + kMinExtra + pad;
     return record > kLine && (small || holds_ids) ? kMinExtra + pad : kMinExtra;
+}
+
+size_t ResidentGroup::extra_bytes_for(const RowLayout& schema, size_t id_bytes) {
+    return padded_extra(GroupTable::record_bytes_of(schema.n_slots(), kMinExtra), id_bytes);
 }
 
 ResidentGroup::ResidentGroup(std::shared_ptr<const RowLayout> schema)
@@ -215,25 +218,40 @@ ResidentGroup::ResidentGroup(std::shared_ptr<const RowLayout> schema)
     reset_filter_locked();
 }
 
-ResidentGroup::ResidentGroup(std::shared_ptr<const RowLayout> schema, std::shared_ptr<const Generation> base)
+ResidentGroup::ResidentGroup(std::shared_ptr<const RowLayout> schema, std::shared_ptr<const Generation> base, size_t part)
     : ResidentGroup(std::move(schema)) {
     const GenerationInfo& g = base->info();
-    // The file's records are laid out for its ids (extra_bytes_for); the overlay takes the same layout.
-    if (g.extra_bytes < kMinExtra || g.extra_bytes % 8 != 0 || g.extra_bytes > 64 ||
-        g.record_bytes != GroupTable::record_bytes_of(schema_->n_slots(), g.extra_bytes) ||
-        (g.null_bytes != 0 && g.null_bytes != schema_->bitmap_bytes()))
+    if (part >= g.parts.size())  // (Generation::open checked the part's schema)
+        throw GenerationError("generation file " + base->path() + " is refused: it holds no part " +
+                              std::to_string(part) + "; rebuild it (featurecore snapshot build)");
+    const GenerationPart& p = g.parts[part];
+    // The part is laid out like a record of its own (extra_bytes_for its ids; other
+    // groups' parts may follow it): the overlay takes the same layout.
+    const size_t own_bytes = GroupTable::record_bytes_of(schema_->n_slots(), p.extra_bytes);
+    if (p.extra_bytes < kMinExtra || p.extra_bytes % 8 != 0 || p.extra_bytes > 256 ||
+        g.extra_bytes < kMinExtra || g.extra_bytes > 256 || p.offset + own_bytes > g.record_bytes ||
+        (g.parts.size() == 1 && own_bytes != g.record_bytes) ||
+        (p.null_bytes != 0 && p.null_bytes != schema_->bitmap_bytes()))
         throw GenerationError("generation file " + base->path() + " is refused: its rows are " +
-                              std::to_string(g.record_bytes) + " bytes with " + std::to_string(g.extra_bytes) +
-                              " extra, not a layout of this group's schema; rebuild it (featurecore snapshot build)");
-    relayout_locked(g.extra_bytes);
+                              std::to_string(g.record_bytes) + " bytes with " + std::to_string(p.extra_bytes) +
+                              " extra at " + std::to_string(p.offset) +
+                              ", not a layout of this group's schema; rebuild it (featurecore snapshot build)");
+    relayout_locked(p.extra_bytes);
     base_.slots = reinterpret_cast<const IndexSlot*>(base->section(kIndex));
     base_.mask = g.index_slots - 1;
-    base_.rows = rows_.view();
+    base_.rows = rows_.view();  // the keys: part 0's head and extra bytes
     base_.rows.records = base->section(kRecords);
-    base_.rows.nulls = g.null_bytes ? base->section(kNulls) : nullptr;  // none: no base row has a null
-    base_.inline_key = inline_key_;
+    base_.rows.record_bytes = base_.rows.span = g.record_bytes;
+    base_.rows.slots_offset = kRecordHeadBytes + g.extra_bytes;
+    base_.inline_key = kRecordHeadBytes - IndexView::kTextAt + g.extra_bytes;
     base_.arena = reinterpret_cast<const char*>(base->section(kArena));
     base_.arena_bytes = g.arena_bytes;
+    part_rows_ = rows_.view();  // this group's values: its part
+    part_rows_.records = base->section(kRecords) + p.offset;
+    part_rows_.record_bytes = g.record_bytes;
+    part_rows_.span = own_bytes;
+    // none: no base row has a null
+    part_rows_.nulls = p.null_bytes ? base->section(kNulls) + p.null_offset : nullptr;
     prefix_ = g.key_prefix;  // the overlay's short keys too
     prefix_hash_ = hash_bytes(prefix_.data(), prefix_.size());
     base_.prefix = prefix_;
@@ -257,10 +275,11 @@ IndexView ResidentGroup::own_view() const {
 TableView ResidentGroup::view_locked() const {
     if (!gen_) return rows_.view();
     const TableView overlay = rows_.view();
-    TableView v = base_.rows;
+    TableView v = part_rows_;
     v.split = n_base();
     v.records2 = overlay.records;
     v.nulls2 = overlay.nulls;
+    v.record_bytes2 = overlay.record_bytes;
     return v;
 }
 
@@ -627,6 +646,7 @@ void ResidentGroup::clear() {
     filter_.shrink_to_fit();
     gen_.reset();
     base_ = IndexView();
+    part_rows_ = TableView();
     prefix_.clear();
     prefix_hash_ = hash_bytes(prefix_.data(), 0);
     inline_key_ = kRecordHeadBytes - IndexView::kTextAt + rows_.extra_bytes();
@@ -646,6 +666,17 @@ std::shared_ptr<const PeerRows> ResidentGroup::peer_rows_locked(const ResidentGr
     const uint64_t lid = leader.id_, lch = leader.changes_, own = changes_;
     if (peer_ && peer_->leader_id == lid && peer_->leader_changes == lch && peer_->own_changes == own) return peer_;
     peer_.reset();  // stale: its memory goes now (a request in flight keeps its own reference)
+    if (gen_ && gen_ == leader.gen_ && rows_.n_rows() == 0 && leader.rows_.n_rows() == 0) {
+        // Parts of one generation with no change since: one row order (write_generation).
+        auto map = std::make_shared<PeerRows>();
+        map->leader_id = lid;
+        map->leader_changes = lch;
+        map->own_changes = own;
+        map->leader_rows = n_base();
+        map->identity = true;
+        peer_ = map;
+        return peer_;
+    }
     if (peer_debt_.leader_id != lid || peer_debt_.leader_changes != lch || peer_debt_.own_changes != own) {
         peer_debt_.leader_id = lid;
         peer_debt_.leader_changes = lch;
@@ -780,7 +811,137 @@ void ResidentGroup::write_generation(const std::string& path, uint64_t sequence)
     parts.bytes[kIndex] = index_.size() * sizeof(Slot);
     parts.data[kArena] = arena_.data();
     parts.bytes[kArena] = arena_.size();
-    fc::write_generation(path, *schema_, info, parts);
+    GenerationPart part;
+    part.extra_bytes = info.extra_bytes;
+    part.null_bytes = info.null_bytes;
+    info.parts = {part};
+    fc::write_generation(path, {schema_.get()}, info, parts);
+}
+
+void ResidentGroup::write_generation(const std::string& path, const std::vector<const ResidentGroup*>& groups,
+                                     uint64_t sequence) {
+    if (groups.empty()) throw std::invalid_argument("write_generation: no groups; pass at least one");
+    if (groups.size() == 1) return groups[0]->write_generation(path, sequence);
+    std::vector<std::shared_lock<std::shared_mutex>> locks;
+    for (const ResidentGroup* g : groups) {
+        for (const auto& held : locks)
+            if (held.mutex() == &g->mu_)
+                throw std::invalid_argument("write_generation: a group is given twice; pass each group once");
+        locks.emplace_back(g->mu_);
+    }
+    const ResidentGroup& lead = *groups[0];
+    const size_t n = lead.rows_.n_rows();
+    for (size_t k = 0; k < groups.size(); ++k) {
+        if (groups[k]->gen_)
+            throw std::invalid_argument("write_generation: group " + std::to_string(k) + " serves from generation " +
+                                        groups[k]->gen_->path() + "; write a generation from groups loaded from RocksDB");
+        if (groups[k]->rows_.n_rows() != n)
+            throw std::invalid_argument("write_generation: group " + std::to_string(k) + " holds " +
+                                        std::to_string(groups[k]->rows_.n_rows()) + " keys, group 0 " +
+                                        std::to_string(n) + "; groups of one file hold the same keys");
+    }
+    // rows[k][r]: group k's row of the key of group 0's row r.
+    const IndexView lv = lead.own_view();
+    std::vector<std::vector<uint32_t>> rows(groups.size());
+    std::string key;
+    for (size_t k = 1; k < groups.size(); ++k) {
+        rows[k].resize(n);
+        for (size_t r = 0; r < n; ++r) {
+            key.clear();
+            lv.append_key(static_cast<uint32_t>(r), key);
+            const int64_t at = groups[k]->find_locked(key.data(), key.size(), hash_key(key.data(), key.size()));
+            if (at < 0)
+                throw std::invalid_argument("write_generation: group " + std::to_string(k) +
+                                            " lacks a key of group 0; groups of one file hold the same keys");
+            rows[k][r] = static_cast<uint32_t>(at);
+        }
+    }
+    // Layout: part 0 (head, key extra bytes, slots), then each other group's head, kMinExtra
+    // bytes (what its overlay keeps a key in) and slots; padded to whole lines when that
+    // adds at most a third (and a line more when that holds ids like the first inline),
+    // the padding part 0's extra bytes.
+    KeyForm first;
+    if (n > 0) first = lv.stored(0);
+    const size_t id_bytes = first.kind == KeyForm::kInt ? 0 : first.text.size();
+    size_t rest = 0;
+    for (size_t k = 1; k < groups.size(); ++k)
+        rest += GroupTable::record_bytes_of(groups[k]->schema_->n_slots(), kMinExtra);
+    const size_t base0 = GroupTable::record_bytes_of(lead.schema_->n_slots(), kMinExtra);
+    constexpr size_t kLine = 64;
+    constexpr size_t kRoom = kRecordHeadBytes - IndexView::kTextAt;
+    const size_t pad = (base0 + rest + kLine - 1) / kLine * kLine - base0 - rest;
+    size_t extra0 = kMinExtra;
+    if (pad * 3 <= base0 + rest) {
+        extra0 += pad;
+        if (id_bytes > kRoom + extra0 && id_bytes <= kRoom + extra0 + kLine) extra0 += kLine;
+    }
+    GenerationInfo info;
+    info.changelog_sequence = sequence;
+    info.n_rows = n;
+    info.extra_bytes = extra0;
+    info.index_slots = lead.index_.size();
+    info.key_bytes = lead.key_bytes_;
+    info.key_prefix = lead.prefix_;
+    std::vector<const RowLayout*> schemas;
+    size_t at = 0;
+    for (size_t k = 0; k < groups.size(); ++k) {
+        GenerationPart p;
+        p.offset = at;
+        p.extra_bytes = k == 0 ? extra0 : kMinExtra;
+        p.null_offset = n * info.null_bytes;
+        const TableView v = groups[k]->rows_.view();
+        bool any_null = false;
+        for (size_t r = 0; r < n && !any_null; ++r) any_null = v.any_null(r);
+        p.null_bytes = any_null ? groups[k]->schema_->bitmap_bytes() : 0;
+        info.null_bytes += p.null_bytes;
+        at += GroupTable::record_bytes_of(groups[k]->schema_->n_slots(), p.extra_bytes);
+        info.parts.push_back(p);
+        schemas.push_back(groups[k]->schema_.get());
+    }
+    info.record_bytes = at;
+    const size_t rb = at;
+    const size_t inline0 = kRoom + extra0;
+    HugeVector<uint8_t> records(n * rb, uint8_t{0});
+    std::vector<uint8_t> nulls(n * info.null_bytes, 0);
+    std::vector<char> arena;
+    for (size_t k = 0; k < groups.size(); ++k) {
+        const GenerationPart& p = info.parts[k];
+        const TableView v = groups[k]->rows_.view();
+        const size_t slot_bytes = 4 * groups[k]->schema_->n_slots();
+        for (size_t r = 0; r < n; ++r) {
+            const size_t src = k == 0 ? r : rows[k][r];
+            uint8_t* dst = records.data() + r * rb + p.offset;
+            std::memcpy(dst, v.record(src), 10);  // generated_at, status, any_null
+            std::memcpy(dst + kRecordHeadBytes + p.extra_bytes, v.slots(src), slot_bytes);
+            if (p.null_bytes) std::memcpy(nulls.data() + p.null_offset + r * p.null_bytes, v.nulls_of(src), p.null_bytes);
+            if (k != 0) continue;
+            // The key, in part 0's head and extra bytes (IndexView's record key).
+            const KeyForm f = lv.stored(static_cast<uint32_t>(r));
+            dst[IndexView::kKindAt] = f.kind;
+            const uint16_t tag = static_cast<uint16_t>(f.kind == KeyForm::kInt ? 0 : f.text.size());
+            std::memcpy(dst + 10, &tag, sizeof tag);
+            if (f.kind == KeyForm::kInt) {
+                std::memcpy(dst + IndexView::kIntAt, &f.v, sizeof f.v);
+            } else if (f.text.size() <= inline0) {
+                std::memcpy(dst + IndexView::kTextAt, f.text.data(), f.text.size());
+            } else {
+                const uint64_t off = arena.size();
+                std::memcpy(dst + IndexView::kIntAt, &off, sizeof off);
+                arena.insert(arena.end(), f.text.begin(), f.text.end());
+            }
+        }
+    }
+    info.arena_bytes = arena.size();
+    GenerationParts sections;
+    sections.data[kRecords] = records.data();
+    sections.bytes[kRecords] = records.size();
+    sections.data[kNulls] = nulls.data();
+    sections.bytes[kNulls] = nulls.size();
+    sections.data[kIndex] = lead.index_.data();
+    sections.bytes[kIndex] = lead.index_.size() * sizeof(Slot);
+    sections.data[kArena] = arena.data();
+    sections.bytes[kArena] = arena.size();
+    fc::write_generation(path, schemas, info, sections);
 }
 
 }  // namespace fc

@@ -147,11 +147,14 @@ class ResidentGroup {
     // gather floor either way).
     static constexpr size_t kMinExtra = 8;
     static size_t extra_bytes_for(const RowLayout& schema, size_t id_bytes);
+    // The extra bytes (>= kMinExtra) of a record whose other bytes and kMinExtra make
+    // `record` bytes, by the rule above.
+    static size_t padded_extra(size_t record, size_t id_bytes);
 
     explicit ResidentGroup(std::shared_ptr<const RowLayout> schema);
-    // A group serving from a mapped generation (an empty overlay); throws
-    // GenerationError if the file's record layout is not this schema's.
-    ResidentGroup(std::shared_ptr<const RowLayout> schema, std::shared_ptr<const Generation> base);
+    // A group serving part `part` of a mapped generation (an empty overlay); throws
+    // GenerationError if that part's record layout is not this schema's.
+    ResidentGroup(std::shared_ptr<const RowLayout> schema, std::shared_ptr<const Generation> base, size_t part = 0);
     ResidentGroup(const ResidentGroup&) = delete;
     ResidentGroup& operator=(const ResidentGroup&) = delete;
 
@@ -192,6 +195,15 @@ class ResidentGroup {
     // Writes this group as a generation file at `path` (see generation.h) holding the
     // changes up to changelog `sequence`. Only a heap group (no base) is written.
     void write_generation(const std::string& path, uint64_t sequence) const;
+    // Writes groups of one entity holding the same keys (heap groups, at least one) as one
+    // generation file whose record holds each group's part of an entity side by side
+    // (groups[k] is part k; rows in groups[0]'s order, its index and keys), so a request
+    // reading all of them reads one record. Records are padded to whole cache lines when
+    // that adds at most a third, the padding holding the keys (and one more line when that
+    // holds ids like the first inline: W1's two 32-float groups of UUIDs, 384 bytes). Throws std::invalid_argument if a group serves a generation or the groups
+    // hold different keys.
+    static void write_generation(const std::string& path, const std::vector<const ResidentGroup*>& groups,
+                                 uint64_t sequence);
     // The mapped generation, or nullptr for a heap group.
     const std::shared_ptr<const Generation>& generation() const { return gen_; }
     // Rows (live and tombstones) in the overlay of changes since the generation.
@@ -298,7 +310,8 @@ class ResidentGroup {
     // Bits are set as keys are indexed, never cleared but by a resize or clear().
     std::vector<uint64_t> filter_;
     std::shared_ptr<const Generation> gen_;  // the mapped base, or nullptr
-    IndexView base_;                          // over gen_'s sections
+    IndexView base_;                          // over gen_'s sections (rows: the keys, in part 0)
+    TableView part_rows_;                     // this group's part of gen_'s records
     const uint64_t id_;     // unique per group object in the process (never reused)
     uint64_t changes_ = 0;  // bumped by every change of which key is which row (under mu_)
     // The peer map and the probes made without a valid one (guarded by peer_mu_).

@@ -152,7 +152,8 @@ class FeatureStore:
             if self._stamp is not None and reads is not None and reads.stamp == seen else self._open_backend()
         )
         self.snapshots = Snapshots(
-            lambda: self._backend, self._lock, root=self.root, publish=mode == "primary", on_publish=self._publish_registry
+            lambda: self._backend, self._lock, root=self.root, publish=mode == "primary", on_publish=self._publish_registry,
+            entity_groups=lambda schema: [s for s in self.resident_schemas(None) if s.entity_type == schema.entity_type],
         )
         self.direct = DirectReader(lambda: self._backend)
         self._known_registry = preloaded.registry if preloaded is not None else None

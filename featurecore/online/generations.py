@@ -73,8 +73,9 @@ KEEP_AS_OF = 4
 
 @dataclass(frozen=True)
 class Manifest:
-    """The current generation of one group: its file (in the group's directory), the
-    changelog sequence its rows include, and what it holds."""
+    """The current generation of one group: its file (relative to the group's directory:
+    an entity file lives in its first group's), the group's part in it, the changelog
+    sequence its rows include, and what it holds."""
 
     group_cf: str
     file: str
@@ -82,9 +83,11 @@ class Manifest:
     rows: int
     file_bytes: int
     created_at_us: int
+    part: int = 0
 
     def path(self, root: str) -> str:
-        return os.path.join(group_dir(root, self.group_cf), self.file)
+        path = os.path.join(group_dir(root, self.group_cf), self.file)
+        return os.path.normpath(path) if os.sep in self.file else path
 
 
 def group_dir(root: str, group_cf: str) -> str:
@@ -117,12 +120,61 @@ def publish(root: str, group_cf: str, group: _core.ResidentGroup, sequence: int)
     name = f"{sequence:020d}-{uuid.uuid4().hex[:12]}{SUFFIX}"
     path = _replace(directory, name, lambda temp: group.write_generation(temp, sequence))
     manifest = Manifest(group_cf, name, sequence, len(group), os.path.getsize(path), time.time_ns() // 1000)
-    previous = _current_file(root, group_cf)
-    _replace(directory, MANIFEST, _writes(json.dumps(asdict(manifest)).encode()))
-    write_stamp.bump(root)  # followers that skip unchanged stores map it on their next pass
-    _prune(directory, keep=lambda entry: entry.name in (name, previous))
+    _install_manifest(root, manifest)
     logger.info("published generation %s of %s (%d rows, sequence %d)", name, group_cf, manifest.rows, sequence)
     return manifest
+
+
+def publish_entity(root: str, group_cfs: "list[str]", groups: "list[_core.ResidentGroup]", sequence: int) -> "list[Manifest]":
+    """Write ``groups`` (heap groups of one entity holding the same keys, every change up
+    to changelog ``sequence``) as one entity generation file (each group's part of an
+    entity side by side in one record: ``ResidentGroup.write_entity_generation``) in the
+    first group's directory, and make it each group's current generation (its manifest
+    naming its part). Returns the manifests, in ``group_cfs`` order.
+
+    Raises:
+        ValueError: the groups hold different keys (nothing is published).
+    """
+    directory = group_dir(root, group_cfs[0])
+    os.makedirs(directory, exist_ok=True)
+    name = f"{sequence:020d}-{uuid.uuid4().hex[:12]}{SUFFIX}"
+    path = _replace(directory, name, lambda temp: _core.ResidentGroup.write_entity_generation(temp, groups, sequence))
+    size, now = os.path.getsize(path), time.time_ns() // 1000
+    manifests = []
+    for part, (group_cf, group) in enumerate(zip(group_cfs, groups)):
+        own = group_dir(root, group_cf)
+        os.makedirs(own, exist_ok=True)
+        manifest = Manifest(group_cf, os.path.relpath(path, own) if part else name, sequence, len(group), size, now, part)
+        _install_manifest(root, manifest)
+        manifests.append(manifest)
+    logger.info("published entity generation %s of %s (%d rows, sequence %d)", name, ", ".join(group_cfs), len(groups[0]), sequence)
+    return manifests
+
+
+def _install_manifest(root: str, manifest: Manifest) -> None:
+    """Make ``manifest`` its group's current one, then remove the group directory's files
+    that neither it, the previous manifest nor another group's manifest names (an
+    entity file lives in its first group's directory and is named by the others')."""
+    directory = group_dir(root, manifest.group_cf)
+    previous = _current_file(root, manifest.group_cf)
+    _replace(directory, MANIFEST, _writes(json.dumps(asdict(manifest)).encode()))
+    write_stamp.bump(root)  # followers that skip unchanged stores map it on their next pass
+    kept = {os.path.normpath(os.path.join(directory, f)) for f in (manifest.file, previous) if f is not None}
+    kept |= _named_by_manifests(root)
+    _prune(directory, keep=lambda entry: os.path.normpath(entry.path) in kept)
+
+
+def _named_by_manifests(root: str) -> "set[str]":
+    """The files the current manifests of store ``root``'s groups name."""
+    named = set()
+    for group_cf in list_groups(root):
+        try:
+            manifest = current(root, group_cf)
+        except GenerationError:
+            continue
+        if manifest is not None:
+            named.add(os.path.normpath(manifest.path(root)))
+    return named
 
 
 def publish_registry(root: str, revision: int, record: bytes) -> None:

@@ -8,7 +8,12 @@ Reads go through ``ResidentGroup``'s own shared lock and need no Python lock.
 
 Given the store's root, a group is served from its current generation file
 (generations.py) when there is one: the file is mapped, not copied, and the changelog
-entries after its sequence are replayed into the group's overlay. A file that is
+entries after its sequence are replayed into the group's overlay. Resident groups of one
+entity share one file when they hold the same keys (an entity generation: each group's
+part of an entity side by side in one record, so a request reading them all reads one
+record per entity): the primary publishes a group together with the other loaded groups
+of its entity (``publish`` and ``featurecore snapshot build``: with every resident group
+of its entity, ``entity_groups``); groups whose keys differ get a file each. A file that is
 refused (missing, truncated, corrupt, another schema) or too old to catch up from (the
 changelog was trimmed past it, or the group was replaced wholesale after it) is logged
 and the group is built from RocksDB instead; the primary then publishes a fresh
@@ -74,6 +79,8 @@ class Snapshots:
             ``FOLLOW_INTERVAL_S`` (secondaries do it on their refresh pass); ``close`` stops it.
         on_publish: called after each generation this process publishes (the store
             writes the registry record next to it, ``generations.publish_registry``).
+        entity_groups: the resident groups of a group's entity (itself included), which
+            ``publish`` writes into one entity generation; None: the loaded ones.
     """
 
     def __init__(
@@ -84,8 +91,10 @@ class Snapshots:
         root: "str | None" = None,
         publish: bool = False,
         on_publish: "Callable[[], None] | None" = None,
+        entity_groups: "Callable[[GroupSchema], list[GroupSchema]] | None" = None,
     ):
         self._backend = backend
+        self._entity_groups = entity_groups
         self._on_publish = on_publish
         self._root = root
         self._publish = publish and root is not None
@@ -189,7 +198,7 @@ class Snapshots:
             path = manifest.path(self._root)
             if path in self.refused:
                 return None
-            group = _core.ResidentGroup.map_generation(schema.native, path)
+            group = _core.ResidentGroup.map_generation(schema.native, path, part=manifest.part)
         except GenerationError as error:
             if path is not None:
                 self.refused[path] = str(error)
@@ -219,15 +228,48 @@ class Snapshots:
         return True
 
     def _publish_and_map(self, schema: GroupSchema, group: _core.ResidentGroup, sequence: int) -> _core.ResidentGroup:
-        """Publish ``group`` as the group's generation and return it mapped (``group``
-        itself if publishing or mapping fails: serving goes on from the heap)."""
+        """Publish ``group`` as the group's generation, with the other loaded groups of its
+        entity when they hold the same keys (those switch to the entity file), and return
+        it mapped (``group`` itself if publishing or mapping fails: serving goes on from the heap)."""
+        partners = [s for s in self._group_schemas.values() if s.entity_type == schema.entity_type and s.cf_name != schema.cf_name]
         try:
-            generations.publish(self._root or "", schema.cf_name, group, sequence)
+            joint = self._publish_entity([schema, *partners], {schema.cf_name: (group, sequence)})
+            if not joint:
+                generations.publish(self._root or "", schema.cf_name, group, sequence)
         except (OSError, GenerationError) as error:
             logger.error("%s: could not publish a generation (%s); serving it from this process's memory", schema.cf_name, error)
             return group
         self._published()
+        for partner in partners if joint else []:
+            self._switch(partner)
         return self._map_current(schema) or group
+
+    def _publish_entity(self, schemas: "list[GroupSchema]", built: "dict[str, tuple[_core.ResidentGroup, int]]") -> bool:
+        """Publish ``schemas`` (groups of one entity; ``built``: those already built from
+        RocksDB, with their sequence) as one entity generation, building the others now.
+        False (nothing published) for a single group or groups holding different keys."""
+        if len(schemas) < 2:
+            return False
+        schemas = sorted(schemas, key=lambda s: s.cf_name)  # one part order, whichever group loads first
+        for s in schemas:
+            if s.cf_name not in built:
+                built[s.cf_name] = self._build(s)
+        groups = [built[s.cf_name][0] for s in schemas]
+        sequence = min(built[s.cf_name][1] for s in schemas)  # (a change after it is replayed again, harmlessly)
+        try:
+            generations.publish_entity(self._root or "", [s.cf_name for s in schemas], groups, sequence)
+        except ValueError as error:  # different keys: a file each
+            logger.info("%s: one generation file each (%s)", ", ".join(s.cf_name for s in schemas), error)
+            return False
+        return True
+
+    def _switch(self, schema: GroupSchema) -> bool:
+        """Install ``schema``'s current generation (a loaded group); False if it cannot be mapped."""
+        start = time.perf_counter()
+        mapped = self._map_current(schema)
+        if mapped is not None:
+            self._install(schema, mapped, time.perf_counter() - start)
+        return mapped is not None
 
     def _published(self) -> None:
         """After a publish. The writer flushes the database: the writes it holds in memory
@@ -255,12 +297,18 @@ class Snapshots:
             except GenerationError:
                 manifest = None
             if force or manifest is None or manifest.sequence < self._last_sequence() or not os.path.exists(manifest.path(self._root)):
-                group, sequence = self._build(schema)
-                manifest = generations.publish(self._root, schema.cf_name, group, sequence)
-                del group
+                built = {schema.cf_name: self._build(schema)}
+                entity = self._entity_groups(schema) if self._entity_groups is not None else [
+                    s for s in self._group_schemas.values() if s.entity_type == schema.entity_type]
+                entity = [schema, *(s for s in entity if s.cf_name != schema.cf_name)]
+                if not self._publish_entity(entity, built):
+                    group, sequence = built[schema.cf_name]
+                    generations.publish(self._root, schema.cf_name, group, sequence)
+                del built
+                manifest = generations.current(self._root, schema.cf_name)
+                assert manifest is not None
             self._published()  # the registry record too, even when the generation was current already
-            if schema.cf_name in self._groups:
-                self.switch_generations([schema.cf_name])
+            self.switch_generations([name for name in self._groups if self._group_schemas[name].entity_type == schema.entity_type])
             return manifest
 
     def switch_generations(self, names: "list[str] | None" = None) -> list[str]:
@@ -279,10 +327,7 @@ class Snapshots:
                     continue
                 if manifest is None or manifest.path(self._root) in (group.generation_path, *self.refused):
                     continue
-                start = time.perf_counter()
-                mapped = self._map_current(self._group_schemas[name])
-                if mapped is not None:
-                    self._install(self._group_schemas[name], mapped, time.perf_counter() - start)
+                if self._switch(self._group_schemas[name]):
                     switched.append(name)
         return switched
 

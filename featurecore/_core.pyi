@@ -121,8 +121,9 @@ def encode_rows(
 
 def verify_generation(path: str) -> dict[str, int]:
     """Check a whole generation file (header, sections, body checksum); returns its
-    header fields (format_version, file_bytes, changelog_sequence, schema_fingerprint,
-    rows, record_bytes, null_bytes (0: no null bitmaps), index_slots, arena_bytes, key_bytes).
+    header fields (format_version, file_bytes, changelog_sequence, schema_fingerprint (part
+    0's), rows, record_bytes, null_bytes (0: no null bitmaps), index_slots, arena_bytes,
+    key_bytes, parts: groups in the file).
     Raises GenerationError."""
 
 class MappedGeneration:
@@ -230,16 +231,24 @@ class ResidentGroup:
         """Copies of the rows of keys (absent -> entity_not_found)."""
     def clear(self) -> None: ...
     @staticmethod
-    def map_generation(schema: RowLayout, path: str, *, verify: bool = True) -> ResidentGroup:
-        """A group serving from the generation file at ``path``, mapped read-only (shared
-        with every process mapping it, nothing copied), with an empty overlay: later
-        upserts/removes go to the overlay (removals of mapped keys as tombstones).
-        Raises GenerationError if the file is missing, truncated, corrupt (header or,
-        with ``verify``, body checksum) or of another schema."""
+    def map_generation(schema: RowLayout, path: str, *, verify: bool = True, part: int = 0) -> ResidentGroup:
+        """A group serving part ``part`` of the generation file at ``path`` (an entity
+        generation holds several groups), mapped read-only (shared with every process
+        mapping it, nothing copied), with an empty overlay: later upserts/removes go to
+        the overlay (removals of mapped keys as tombstones). Raises GenerationError if the
+        file is missing, truncated, corrupt (header or, with ``verify``, body checksum),
+        has no such part or that part is of another schema."""
     def write_generation(self, path: str, sequence: int) -> None:
         """Write this (heap) group as a generation file at ``path`` (must not exist),
         fsynced, holding the changes up to changelog ``sequence``. ValueError for a
         mapped group."""
+    @staticmethod
+    def write_entity_generation(path: str, groups: Sequence[ResidentGroup], sequence: int) -> None:
+        """Write heap groups of one entity holding the same keys as one generation file at
+        ``path`` (must not exist) whose record holds each group's part side by side
+        (``groups[k]`` is part k; rows, keys and index of ``groups[0]``), so a request
+        reading them all reads one record per entity. ValueError if a group is mapped or
+        given twice, or the groups hold different keys."""
     @property
     def generation_path(self) -> str | None:
         """The mapped generation file, None for a group built in memory."""

@@ -240,3 +240,139 @@ def test_a_part_of_another_schema_or_number_and_an_older_format_are_refused(tmp_
     for call in (lambda: _core.ResidentGroup.map_generation(SCHEMA_A, str(path)), lambda: _core.verify_generation(str(path))):
         with pytest.raises(GenerationError, match="format version 3, this featurecore reads 4; rebuild it"):
             call()
+
+
+# --------------------------------------------------------------------------- through a store
+
+
+def entity_definitions() -> list:
+    from online_defs import _feature
+    from featurecore.registry import FeatureGroup, FeatureSet, FeatureSetColumn
+
+    a = (_feature("a0", "item", "float32", "public_catalog", "item_a"), _feature("a1", "item", "float32", "public_catalog", "item_a"))
+    b = (_feature("b0", "item", "float32", "public_catalog", "item_b"), _feature("b1", "item", "int64", "public_catalog", "item_b"))
+    groups = [FeatureGroup(name, 1, "item", tuple(f.ref for f in fs), 86_400.0, "resident", owner="ranking-team")
+              for name, fs in (("item_a", a), ("item_b", b))]
+    feature_set = FeatureSet("both", 1, tuple(FeatureSetColumn(f.ref) for f in a + b), owner="ranking-team")
+    return [*a, *b, *groups, feature_set]
+
+
+STORE_ITEMS = [str(10**12 + 37 * i) for i in range(40)]
+CF_A, CF_B = "g/item_a/v1", "g/item_b/v1"
+
+
+def write_items(store, group: str, items, value: float) -> None:
+    from online_defs import T0
+
+    n = len(items)
+    if group == "item_a":
+        frame = {"a0": np.full(n, value, np.float32), "a1": np.arange(n, dtype=np.float32)}
+    else:
+        frame = {"b0": np.full(n, value, np.float32), "b1": np.arange(n, dtype=np.int64)}
+    store.write_online(f"{group}:v1", frame, entity_ids=items, feature_timestamp=T0)
+
+
+def served(store, items) -> np.ndarray:
+    from featurecore.serving import FeatureRequest
+
+    matrix = store.get_features(FeatureRequest("both:v1", {"item": items}, 1_782_867_600_000_000))
+    return matrix.values[:, [matrix.columns.index("a0:v1"), matrix.columns.index("b0:v1")]]
+
+
+def test_a_store_serves_the_groups_of_one_entity_from_one_generation_file(tmp_path: Path, caplog):
+    from featurecore.online import generations
+    from featurecore.store import FeatureStore
+
+    root = str(tmp_path / "store")
+    new = str(10**13 + 1)
+    with FeatureStore.open(root) as store:
+        store.apply(entity_definitions())
+        write_items(store, "item_a", STORE_ITEMS, 1.0)
+        write_items(store, "item_b", STORE_ITEMS[::-1], 2.0)
+        assert (served(store, STORE_ITEMS) == [1.0, 2.0]).all()
+        ma, mb = generations.current(root, CF_A), generations.current(root, CF_B)
+        assert ma.path(root) == mb.path(root) and (ma.part, mb.part) == (0, 1)  # parts in column-family order
+        assert store.snapshots.loaded(CF_A).generation_path == store.snapshots.loaded(CF_B).generation_path == ma.path(root)
+        # A write to one group goes to its overlay only; a key only one group has is served by it.
+        write_items(store, "item_b", STORE_ITEMS[:5], 3.0)
+        write_items(store, "item_a", [new], 4.0)
+        assert store.snapshots.loaded(CF_A).overlay_rows == 1 and store.snapshots.loaded(CF_B).overlay_rows == 5
+        # (item_b has no row for the new item: its entity_not_found default)
+        want = np.array([[1.0, 3.0]] * 5 + [[1.0, 2.0]] * 35 + [[4.0, -float(Reason.entity_not_found)]], np.float32)
+        got = served(store, STORE_ITEMS + [new])
+        assert np.array_equal(got, want)
+    with FeatureStore.open(root) as store:  # reopened: both parts mapped, the changelog replayed into each overlay
+        before = served(store, STORE_ITEMS + [new])
+        assert np.array_equal(before, got, equal_nan=True)
+        assert store.snapshots.loads[CF_A].generation == store.snapshots.loads[CF_B].generation == ma.path(root)
+        # The groups hold different keys now: snapshot build writes a file each, served the same.
+        store.build_generations()
+        assert generations.current(root, CF_A).path(root) != generations.current(root, CF_B).path(root)
+        assert np.array_equal(served(store, STORE_ITEMS + [new]), got, equal_nan=True)
+        write_items(store, "item_b", [new], 5.0)
+        store.build_generations()  # the same keys again: one entity file
+        ma, mb = generations.current(root, CF_A), generations.current(root, CF_B)
+        assert ma.path(root) == mb.path(root) and generations.verify(root, CF_B)["parts"] == 2
+        assert served(store, [new])[0].tolist() == [4.0, 5.0]
+        assert os.path.exists(ma.path(root))
+    # A file of the format before entity files is refused; the groups are built from RocksDB.
+    path = Path(ma.path(root))
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<I", data, 8, 3)
+    path.write_bytes(bytes(data))
+    with FeatureStore.open(root) as store:
+        assert served(store, [new, STORE_ITEMS[0]]).tolist() == [[4.0, 5.0], [1.0, 3.0]]
+        assert "format version 3, this featurecore reads 4" in store.snapshots.refused[str(path)]
+    assert "building the group from RocksDB instead" in caplog.text
+
+
+ENTITY_PUBLISHER = """
+import sys
+from featurecore.store import FeatureStore
+with FeatureStore.open(sys.argv[1], mode="read_only", preload=False) as store:
+    print("open", flush=True)
+    while True:
+        store.build_generations()
+"""
+
+READER = """
+import sys, json
+sys.path.insert(0, sys.argv[2])
+from test_entity_generations import served, CF_A, CF_B
+from featurecore.store import FeatureStore
+with FeatureStore.open(sys.argv[1], mode="secondary") as store:
+    values = served(store, json.loads(sys.argv[3]))
+    print(json.dumps([values.tolist(), store.snapshots.loads[CF_A].generation, store.snapshots.loads[CF_B].generation]))
+"""
+
+
+def test_kill_9_during_an_entity_publish_leaves_each_group_the_old_or_the_new_file_and_processes_map_it(tmp_path: Path):
+    import json
+    import subprocess
+    import sys
+
+    from featurecore.online import generations
+    from featurecore.store import FeatureStore
+    from test_generations import kill_9_at_random_points
+
+    root = str(tmp_path / "store")
+    items = [str(10**12 + i) for i in range(20000)]
+    with FeatureStore.open(root, preload=False) as store:
+        store.apply(entity_definitions())
+        write_items(store, "item_a", items, 1.0)
+        write_items(store, "item_b", items, 2.0)
+        store.build_generations()
+    for _ in kill_9_at_random_points(ENTITY_PUBLISHER, root, at_most_s=0.5, times=4):
+        for cf in (CF_A, CF_B):  # each manifest names a whole, valid file (the new one or the old)
+            info = generations.verify(root, cf)
+            assert info["rows"] == 20000 and info["parts"] == 2
+    here = str(Path(__file__).resolve().parent)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    readers = [subprocess.run([sys.executable, "-c", READER, root, here, json.dumps(items[:300])], capture_output=True,
+                              text=True, env=env, timeout=120) for _ in range(2)]
+    for reader in readers:  # a second and a third process map the entity file and serve from it
+        assert reader.returncode == 0, reader.stderr
+        values, gen_a, gen_b = json.loads(reader.stdout)
+        # (a kill between the two manifests leaves the groups on different entity files, each whole)
+        assert values == [[1.0, 2.0]] * 300
+        assert gen_a == generations.current(root, CF_A).path(root) and gen_b == generations.current(root, CF_B).path(root)

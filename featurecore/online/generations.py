@@ -86,8 +86,7 @@ class Manifest:
     part: int = 0
 
     def path(self, root: str) -> str:
-        path = os.path.join(group_dir(root, self.group_cf), self.file)
-        return os.path.normpath(path) if os.sep in self.file else path
+        return os.path.normpath(os.path.join(group_dir(root, self.group_cf), self.file))
 
 
 def group_dir(root: str, group_cf: str) -> str:

@@ -767,18 +767,23 @@ size_t ResidentGroup::nbytes() const {
     std::shared_lock<std::shared_mutex> lock(mu_);
     std::lock_guard<std::mutex> peer_lock(peer_mu_);
     return rows_.nbytes() + arena_.capacity() + index_.capacity() * sizeof(Slot) + filter_.capacity() * sizeof(uint64_t) +
-           (gen_ ? gen_->info().file_bytes : 0) + (peer_ ? peer_->rows.capacity() * sizeof(uint32_t) : 0);
+           shared_share(gen_ ? gen_->info().file_bytes : 0) + (peer_ ? peer_->rows.capacity() * sizeof(uint32_t) : 0);
+}
+
+size_t ResidentGroup::shared_share(size_t bytes) const {
+    if (!gen_ || part_rows_.span == part_rows_.record_bytes) return bytes;
+    return static_cast<size_t>(static_cast<double>(bytes) * part_rows_.span / part_rows_.record_bytes);
 }
 
 size_t ResidentGroup::payload_bytes() const {
     std::shared_lock<std::shared_mutex> lock(mu_);
     const size_t value_bytes = schema_->row_bytes() - kHeaderBytes - schema_->bitmap_bytes() - kChecksumBytes;
-    return (rows_.n_rows() + n_base()) * value_bytes + key_bytes_ + (gen_ ? gen_->info().key_bytes : 0);
+    return (rows_.n_rows() + n_base()) * value_bytes + key_bytes_ + shared_share(gen_ ? gen_->info().key_bytes : 0);
 }
 
 size_t ResidentGroup::index_bytes() const {
     std::shared_lock<std::shared_mutex> lock(mu_);
-    return (index_.capacity() + (gen_ ? gen_->info().index_slots : 0)) * sizeof(Slot);
+    return index_.capacity() * sizeof(Slot) + shared_share(gen_ ? gen_->info().index_slots * sizeof(Slot) : 0);
 }
 
 void ResidentGroup::write_generation(const std::string& path, uint64_t sequence) const {

@@ -184,7 +184,8 @@ class ResidentGroup {
     void clear();
 
     size_t size() const;
-    // Bytes held: rows, key arena and the hash index.
+    // Bytes held: rows, key arena and the hash index (of a generation several groups
+    // share, this group's part's share).
     size_t nbytes() const;
     // Bytes of the raw typed payload held: each entry's values at their dtype's
     // width (no timestamps, bitmaps or headers) plus its key.
@@ -238,6 +239,9 @@ class ResidentGroup {
     static constexpr Slot kFree{0, kEmpty};
 
     IndexView own_view() const;
+    // This group's share of bytes its mapped generation's parts share (the file, its index,
+    // its keys): its part's share of a record (all of them for a one-group file).
+    size_t shared_share(size_t bytes) const;
     // Appends the key of row r in view_locked()'s numbering (base rows first, then the
     // overlay's) to out.
     void append_key_at_locked(size_t r, std::string& out) const;

@@ -267,7 +267,8 @@ class ResidentGroup:
     @property
     def nbytes(self) -> int:
         """Bytes held: rows (records, null bitmaps, feature timestamps), key arena and
-        the hash index, plus the mapped generation file's size."""
+        the hash index, plus the mapped generation file's size (of a file several groups
+        share, this group's part's share of it; payload_bytes and index_bytes likewise)."""
     @property
     def payload_bytes(self) -> int:
         """The raw typed payload of the live entries: values at their dtype's width

@@ -305,3 +305,30 @@ def test_thresholds_and_policies_that_cannot_judge_are_refused():
         with pytest.raises(ValidationError, match=message):
             DriftPolicy(**kwargs)
     assert DriftPolicy(min_rows=10).tier(0.5) == "critical"
+
+
+def test_a_column_with_no_live_values_has_no_psi_to_export(tmp_path):
+    """A feature set registered with a baseline and not served yet (a restarted server),
+    or a column missing in every live row, reported PSI 6.69 and JS 0.5 against the empty
+    window, and the Prometheus exporter published them: a `featurecore_feature_psi > 0.25`
+    alert fired on every restart. Such a column has no distribution: PSI and JS are NaN,
+    not exported; its status stays insufficient_data."""
+    from featurecore.monitoring import ServingCollector, exposition
+
+    x, r = _normal(0, n=200, f=2)
+    base = Baseline.from_matrix(x, r, ["a:v1", "b:v1"])
+    empty = evaluate_drift(base, np.zeros_like(base.counts), np.zeros(2, np.int64), 0)
+    assert all(math.isnan(c.psi) and math.isnan(c.js) and c.status == "insufficient_data" for c in empty.columns)
+    counts = base.counts.copy()
+    counts[0] = 0  # a missing in every live row, b served as in the baseline
+    a_missing = {c.column: c for c in evaluate_drift(base, counts, np.array([200, 0]), 200).columns}
+    assert math.isnan(a_missing["a:v1"].psi) and a_missing["b:v1"].psi == pytest.approx(0.0, abs=1e-9)
+    collector = ServingCollector(sample_rate=1.0)
+    collector.register("fs:v1", ["a:v1", "b:v1"], ["g:v1"], baseline=base)
+    text = exposition(collector).decode()
+    assert "featurecore_feature_psi{" not in text and 'featurecore_feature_drift_status{column="a:v1"' in text
+    from featurecore.monitoring import html_report, png_report, take_snapshot
+
+    snapshot = take_snapshot(collector)  # the reports draw and list such a column without a PSI
+    assert png_report(snapshot, tmp_path / "m.png").stat().st_size > 0
+    assert ">nan</td>" not in html_report(snapshot, tmp_path / "m.html").read_text()

@@ -171,3 +171,23 @@ def test_the_monitor_text_draws_rich_tables_when_styled(snapshot, monkeypatch):
     assert [c.strip() for c in gather.split("│")] == ["gather", "50.0", "50.0", "50.0", "50.0"]
     assert "━" in plain and "STAGE" in plain and "MODEL AT RISK home_ranker:v2" in plain
     assert "\x1b[" not in text_report(snapshot)  # plain by default (what the HTML embeds)
+
+
+@pytest.mark.parametrize("top", [-2, 0, "3", 2.5, True, None])
+def test_a_top_that_is_not_a_count_is_refused(snapshot, tmp_path, top):
+    """`featurecore monitor --top -2` listed every feature but the last two under 'top 2'
+    (a slice [:top]), 0 listed none, '3' was a TypeError."""
+    match = rf"top must be a positive int \(features listed per section\), got {re.escape(repr(top))}; e.g. top=10"
+    for render in (lambda: text_report(snapshot, top=top), lambda: png_report(snapshot, tmp_path / "m.png", top=top),
+                   lambda: html_report(snapshot, tmp_path / "m.html", top=top)):
+        with pytest.raises(ValidationError, match=match):
+            render()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_report_path_that_cannot_be_written_is_named(snapshot, tmp_path):
+    """`featurecore monitor --png <a folder>` was an IsADirectoryError traceback."""
+    for render in (png_report, html_report):
+        with pytest.raises(ValidationError, match=rf"cannot write the report to {re.escape(repr(str(tmp_path)))} \(IsADirectoryError: .*\); "
+                           r"pass a file path in an existing folder"):
+            render(snapshot, tmp_path)

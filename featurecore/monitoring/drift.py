@@ -531,7 +531,8 @@ def evaluate_drift(
         shares = {m: deps.share(m, feature) for m in deps.models_of(feature)}
         tier = max((policy.tier(s) for s in shares.values()), key=_TIER_ORDER.__getitem__, default="normal")
         up = float(live_missing[j] - base_missing[j])
-        p, js = float(psi_v[j]), float(js_v[j])
+        # no live value (nothing served yet, or missing in every row): no distribution to compare
+        p, js = (float(psi_v[j]), float(js_v[j])) if np.any(counts[j]) else (math.nan, math.nan)
         missing_only = rows - int(missing[j]) < policy.min_present
         judged_p, judged_js = (0.0, 0.0) if missing_only else (p, js)
         if rows < policy.min_rows:
@@ -558,7 +559,7 @@ def evaluate_drift(
                 missing_rate_only=missing_only,
             )
         )
-    columns.sort(key=lambda c: (_STATUS_ORDER[c.status], -c.psi))
+    columns.sort(key=lambda c: (_STATUS_ORDER[c.status], -c.psi if math.isfinite(c.psi) else math.inf))
     risks = tuple(
         ModelRisk(
             model=m,

@@ -205,11 +205,28 @@ def _indented(table: str) -> str:
     return "\n".join("    " + line for line in table.splitlines())
 
 
+def _check_top(top: Any) -> None:
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:  # (a slice [:top] of -2 drops the last two)
+        raise ValidationError(f"top must be a positive int (features listed per section), got {top!r}; e.g. top=10")
+
+
+def _write(path: Path, write: Any) -> Path:
+    """``write(path)``; an OSError (a folder, a missing one) named as the report's path."""
+    try:
+        write(path)
+    except OSError as error:
+        raise ValidationError(
+            f"cannot write the report to {str(path)!r} ({type(error).__name__}: {error}); pass a file path in an existing folder"
+        ) from error
+    return path
+
+
 def text_report(snapshot: MonitoringSnapshot, *, top: int = 10, styled: bool = False) -> str:
     """The ``featurecore monitor`` text: per feature set traffic, latency, staleness,
     the ``top`` columns by missing rate, drift findings and models at risk; then parity.
     Tables are plain aligned text, or ``rich`` tables with ``styled=True`` (the CLI on a
     terminal; see ``featurecore.registry.render.render_table``)."""
+    _check_top(top)
     stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(snapshot.taken_at_unix))
     lines = [f"featurecore monitor - {stamp}"]
     if not snapshot.feature_sets:
@@ -295,7 +312,7 @@ _MISSING_ONLY_WHY = "too few live present values for PSI/JS"
 
 
 def _drift_order(c: Any) -> tuple:
-    return (_STATUS_ORDER[c.status], -c.psi, c.column)
+    return (_STATUS_ORDER[c.status], -c.psi if math.isfinite(c.psi) else math.inf, c.column)
 
 
 def _label(fs: str, column: str, many: bool) -> str:
@@ -340,13 +357,14 @@ def _figure(snapshot: MonitoringSnapshot, top: int) -> Any:
     cols = cols[:top]
     if cols:
         labels = [label for label, _ in cols][::-1]
-        psis = [c.psi for _, c in cols][::-1]
+        psis = [c.psi if math.isfinite(c.psi) else 0.0 for _, c in cols][::-1]  # NaN: no live values
         ax_drift.barh(labels, psis, color=[_STATUS_COLORS[c.status] for _, c in cols][::-1])
         for y, (_, c) in enumerate(cols[::-1]):
             up = c.live_missing_rate - c.baseline_missing_rate
             outage = f"  missing {_pct(c.baseline_missing_rate)} -> {_pct(c.live_missing_rate)}" if up > 0.01 else ""
             only = "  judged on missing rate only" if c.missing_rate_only else ""
-            ax_drift.text(c.psi, y, f" {c.psi:.3f}{outage}{only}", va="center", fontsize=8)
+            value = f"{c.psi:.3f}" if math.isfinite(c.psi) else "no live values"
+            ax_drift.text(psis[y], y, f" {value}{outage}{only}", va="center", fontsize=8)
         for x, style, tier in ((0.1, ":", "critical"), (0.25, "--", "normal")):
             ax_drift.axvline(x, color="black", linestyle=style, linewidth=1, label=f"alert, {tier} tier (PSI {x})")
         ax_drift.set_xlim(0, max(max(psis) * 1.15, 0.3))
@@ -445,15 +463,16 @@ def _empty(ax: Any, empty: bool, text: str) -> None:
 def png_report(snapshot: MonitoringSnapshot, path: str | Path, *, top: int = 20) -> Path:
     """Write a PNG (1600x1100) with four panels: drift (PSI per column), missing
     reasons, staleness per group and latency per stage; return its path."""
-    path = Path(path)
-    _figure(snapshot, top).savefig(path, format="png")
-    return path
+    _check_top(top)
+    figure = _figure(snapshot, top)
+    return _write(Path(path), lambda p: figure.savefig(p, format="png"))
 
 
 def html_report(snapshot: MonitoringSnapshot, path: str | Path, *, top: int = 20) -> Path:
     """Write one self-contained HTML page: the PNG (inline), then per feature set tables of
     latency and staleness against the SLAs and of every feature (missing and null rates,
     reasons, drift), then the text report."""
+    _check_top(top)
     buffer = io.BytesIO()
     _figure(snapshot, top).savefig(buffer, format="png")
     image = base64.b64encode(buffer.getvalue()).decode("ascii")
@@ -465,9 +484,7 @@ def html_report(snapshot: MonitoringSnapshot, path: str | Path, *, top: int = 20
         + "<details><summary>text report</summary>"
         f"<pre>{html.escape(text_report(snapshot, top=top))}</pre></details></body></html>\n"
     )
-    path = Path(path)
-    path.write_text(page, encoding="utf-8")
-    return path
+    return _write(Path(path), lambda p: p.write_text(page, encoding="utf-8"))
 
 
 _CSS = (
@@ -519,7 +536,7 @@ def _html_feature_set(snapshot: MonitoringSnapshot, s: FeatureSetSummary) -> str
         else:
             judged = f"missing rate only ({_MISSING_ONLY_WHY})" if d.missing_rate_only else "PSI, JS and missing rate"
             status = d.status.upper() + (f": {'; '.join(d.why)}" if d.why else "") if d.status != "ok" else "ok"
-            psi = f"{d.psi:.3f}"
+            psi = f"{d.psi:.3f}" if math.isfinite(d.psi) else "-"
         features.append([label, _pct(c.missing_rate), _pct(c.null_rate), reasons or "-", psi, status, judged])
     head = (f"<h2>feature set {html.escape(s.feature_set)}</h2><p>tenants: {html.escape(', '.join(s.tenants) or '-')}; "
             f"requests {s.requests:,} (sampled {s.sampled_requests:,}); rows {s.rows:,} (inspected {s.sampled_rows:,})</p>")

@@ -1,21 +1,22 @@
 """W1's two item groups vs the same values as one item group, in one run: what storing
-the groups of one entity in one record would save a request.
+the groups of one entity in one record saves a request.
 
 Run: ``python -m pytest benchmarks/bench_w1_ids_layout.py --benchmark-only -s``
 (``W1_IDS_ROUNDS=300`` for a quick run).
 
 W1 (bench_w1_ids.py: 13-digit int ids and UUIDs, requests rotating through a pool) keeps
 its 64 item float32 in two groups of 32 written together (``item_static`` and
-``item_behavior``: one row order, so a request probes the item ids once and the second
-group's rows are the first's), so each candidate reads two records of 192 bytes, each
-with its own head, and the assembler handles two groups. The C++ physical limit
+``item_behavior``: the same keys). Until format 4 each candidate read two records of 192
+bytes, each with its own head; the store now publishes them as one entity generation
+(docs/ARCHITECTURE.md), each candidate's parts side by side in one 320-byte record (384
+with UUIDs inline), and the assembler still handles two groups. The C++ physical limit
 (physical_limit.cc) reads one row of 64 floats per candidate. This benchmark serves the
 same values and requests from two stores in one process: W1 as it is (``two groups``) and
 W1 with one item group of the 64 features (``one group``, same matrix columns), prepared
 handles interleaved round by round with the numpy floor (bench_w1_ids.interleaved), and
-the C++ limit on the same requests (bench_w1_ids.interleaved_with_limit). ``one / two`` is the share of a W1 request that
-serving groups of one entity from one record would leave; once the engine does, ``two
-groups`` costs what ``one group`` does.
+the C++ limit on the same requests (bench_w1_ids.interleaved_with_limit). ``one / two`` was 0.71-0.87 with two records per
+candidate (session 6) and is ~1.0 with entity generations: ``two groups`` costs what ``one
+group`` does.
 """
 
 from __future__ import annotations

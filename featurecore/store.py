@@ -534,6 +534,7 @@ class FeatureStore:
         from .streams import Ingestor, NatsSource
 
         schema = self.group_schema(group_ref)
+        Ingestor.check_options(max_batch, offline_interval_s)  # before NatsSource connects
         if not isinstance(source, str) and not all(hasattr(source, name) for name in ("identity", "open", "fetch", "ack", "close")):
             raise ValidationError(
                 f"source must be a 'nats://HOST:PORT/SUBJECT' URL or a StreamSource, got {type(source).__name__} {source!r}"

@@ -552,10 +552,6 @@ class BrokerNotToBeReached:
         raise AssertionError("connected to the broker before checking max_batch / offline_interval_s")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "streams' files: store.ingestor builds the NatsSource (which connects) before Ingestor checks max_batch / "
-    "offline_interval_s, so without a broker the user waits ~6 s for a connection error instead of the argument error; "
-    "the checks must be callable before the source is built (featurecore/streams/ingest.py)"))
 @pytest.mark.parametrize("kwargs", [{"max_batch": 0}, {"offline_interval_s": -1.0}])
 def test_ingestor_checks_its_arguments_before_connecting_to_the_broker(store, monkeypatch, kwargs):
     import featurecore.streams

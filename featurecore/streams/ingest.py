@@ -152,6 +152,19 @@ class Ingestor:
             (0: every micro-batch); ``run`` always appends them before it returns.
     """
 
+    @staticmethod
+    def check_options(max_batch: int, offline_interval_s: float) -> None:
+        """Refuse a ``max_batch`` or ``offline_interval_s`` the consumer cannot use; the
+        store calls it before it connects to a broker, so a wrong one is not reported
+        after a connection attempt (or as the broker's error)."""
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+            raise ValidationError(f"max_batch must be a positive int (messages per micro-batch), got {max_batch!r}; e.g. max_batch=4096")
+        if isinstance(offline_interval_s, bool) or not isinstance(offline_interval_s, (int, float)) or not 0 <= offline_interval_s < float("inf"):
+            raise ValidationError(
+                f"offline_interval_s must be seconds >= 0 (how long applied rows may wait for their offline append), "
+                f"got {offline_interval_s!r}; e.g. offline_interval_s=1.0, or 0 to append every micro-batch"
+            )
+
     def __init__(
         self,
         group_ref: str,
@@ -161,13 +174,7 @@ class Ingestor:
         max_batch: int = DEFAULT_MAX_BATCH,
         offline_interval_s: float = DEFAULT_OFFLINE_INTERVAL_S,
     ):
-        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
-            raise ValidationError(f"max_batch must be a positive int (messages per micro-batch), got {max_batch!r}; e.g. max_batch=4096")
-        if isinstance(offline_interval_s, bool) or not isinstance(offline_interval_s, (int, float)) or not 0 <= offline_interval_s < float("inf"):
-            raise ValidationError(
-                f"offline_interval_s must be seconds >= 0 (how long applied rows may wait for their offline append), "
-                f"got {offline_interval_s!r}; e.g. offline_interval_s=1.0, or 0 to append every micro-batch"
-            )
+        self.check_options(max_batch, offline_interval_s)
         state = context.state
         self.schema = GroupSchema.from_state(state, group_ref)
         self.source = source

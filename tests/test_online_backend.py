@@ -524,17 +524,35 @@ def test_a_follower_asks_to_be_replaced_when_a_compaction_rewrites_rows_or_recor
         assert not follower.needs_new_follower(), space  # its memtables hold nothing of it
 
 
-WRITE = st.tuples(st.lists(st.sampled_from([b"a", b"b", b"c"]), min_size=1, max_size=2, unique=True), st.sampled_from([b"", b"1", b"2", b"3"]))
-ROUND = st.tuples(st.lists(WRITE, min_size=1, max_size=3), st.sampled_from(["", "flush", "compact"]))
+def test_a_follower_that_renewed_its_memtables_needs_no_new_follower_for_a_compaction(writer_and_follower):
+    """After the compaction, the writer wrote the group again (into the WAL its flush
+    started): the follower's catch-up sealed the memtable it had replayed and dropped it
+    (flushed), so what it holds now is newer than every table file; no new follower, and
+    the compacted rows are read (the dropped a=1, b=1 would have won over them)."""
+    writer, follower = writer_and_follower
+    follower.read_many(G1, [b"z"])
+    writer.commit(WriteBatchSpec(writes=(GroupWrite(G1, [b"a", b"b"], [b"1", b"1"]),)))
+    follower.catch_up()
+    writer.commit(WriteBatchSpec(writes=(GroupWrite(G1, [b"a"], [b"2"]), GroupWrite(G1, [b"b"], None))))
+    compact(writer, G1)
+    writer.commit(WriteBatchSpec(writes=(GroupWrite(G1, [b"c"], [b"1"]),)))
+    follower.catch_up()
+    assert not follower.needs_new_follower()
+    assert follower.read_many(G1, [b"a", b"b", b"c", b"z"]) == [b"2", None, b"1", b"0"]
+
+
+ROW_WRITE = st.tuples(st.lists(st.sampled_from([b"a", b"b", b"c"]), min_size=1, max_size=2, unique=True), st.sampled_from([b"", b"1", b"2", b"3"]))
+ROUND = st.tuples(st.lists(ROW_WRITE, min_size=1, max_size=3), st.sampled_from(["", "flush", "compact"]), st.lists(ROW_WRITE, max_size=2))
 
 
 @settings(max_examples=40, deadline=None)
 @given(rounds=st.lists(ROUND, min_size=1, max_size=5))
 def test_a_follower_serves_the_rows_of_a_dict_oracle_through_flushes_and_compactions(tmp_path_factory, rounds):
     """Rounds of random writes and deletes (b"": delete) of a group's rows and of meta
-    records, each ended by nothing, a flush or a compaction, then a catch-up of a
-    follower that reads them: after each catch-up (and the new follower it asks for) it
-    serves exactly what a dict holds."""
+    records, then nothing, a flush or a compaction, then maybe more writes (into the WAL
+    a flush started: the follower renews its memtables), then a catch-up of a follower
+    that reads them: after each catch-up (and the new follower it asks for) it serves
+    exactly what a dict holds."""
     everything = [b"a", b"b", b"c", b"z"]
     for name, factory in BACKENDS.items():
         path = str(tmp_path_factory.mktemp(name) / "store")
@@ -544,7 +562,7 @@ def test_a_follower_serves_the_rows_of_a_dict_oracle_through_flushes_and_compact
         try:
             backend, rows = writer.backend, {b"z": b"0"}
             followers[-1].backend.read_many(G1, [b"z"])
-            for writes, end in rounds:
+            def write(writes: list) -> None:
                 for keys, value in writes:
                     if value:
                         backend.commit(WriteBatchSpec(writes=(GroupWrite(G1, keys, [value] * len(keys)),), meta=tuple((k, value) for k in keys)))
@@ -553,8 +571,12 @@ def test_a_follower_serves_the_rows_of_a_dict_oracle_through_flushes_and_compact
                         backend.commit(WriteBatchSpec(writes=(GroupWrite(G1, keys, None),), delete_meta=tuple(keys)))
                         for key in keys:
                             rows.pop(key, None)
+
+            for writes, end, after in rounds:
+                write(writes)
                 for space in (G1, META_CF) if end else ():
                     compact(backend, space) if end == "compact" else backend.db.get_column_family(space).flush()  # type: ignore[attr-defined]
+                write(after)
                 follower = followers[-1].backend
                 follower.catch_up()
                 if follower.needs_new_follower():

@@ -130,10 +130,10 @@ class OnlineBackend(RecordStore, Protocol):
         """A follower, right after ``catch_up``: True when it cannot serve the current
         rows and a new follower must replace it (the store opens one,
         ``FeatureStore._reopen``). RocksDB: a compaction the catch-up brought rewrote rows
-        of a key space whose memtables hold rows replayed from the writer's WAL (the
-        rewritten rows' sequence 0 loses to them, facebook/rocksdb#15051; a flush does
-        not: the follower reads such rows with an iterator). False for a backend whose
-        followers stay current."""
+        of a key space whose memtables may hold rows replayed from the writer's WAL before
+        a flush (the rewritten rows' sequence 0 loses to them, facebook/rocksdb#15051; a
+        flush alone does not: the follower reads such rows with an iterator). False for a
+        backend whose followers stay current."""
         ...
 
     def flush(self) -> None:

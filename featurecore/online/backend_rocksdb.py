@@ -22,8 +22,10 @@ whose memtables hold replayed rows (the group a stream writes) with iterator see
 any other with one multi-get (faster: 1.1-3x for 50-800 keys, nothing to shadow), and a
 flush needs no new follower. A compaction can still make the iterator wrong: its output
 at the bottom level carries sequence 0 and drops tombstones, so a replayed older version
-wins again; ``needs_new_follower`` asks for a new follower only then (files of a family
-with replayed rows rewritten, not a flush's new level-0 files).
+wins again; ``needs_new_follower`` asks for a new follower only then, and only while the
+family's memtables may still hold rows replayed before a flush: under a steady stream the
+follower seals and drops them at the family's next write, usually before the compaction
+(``_observe``).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import re
 import tempfile
 import threading
 import uuid
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, NamedTuple, Sequence
 
 import rocksdict
 
@@ -78,8 +80,11 @@ class RocksDBBackend(RocksDBRecords):
         self._on_disk = list_column_families(self._root)
         self._opened = frozenset(FIXED_CFS) | (frozenset(groups) & self._on_disk)
         self._opening = threading.RLock()
-        self._tables = self._table_files() if follower is not None else {}
-        self._seeking = self._replayed() if follower is not None else frozenset()
+        self._seeking: frozenset[str] = frozenset()
+        self._rewritten: frozenset[str] = frozenset()
+        self._families_seen: dict[str, _Seen] = {}
+        if follower is not None:
+            self._observe(opened=True)
 
     @classmethod
     def open(
@@ -243,7 +248,7 @@ class RocksDBBackend(RocksDBRecords):
         self.db.try_catch_up_with_primary()
         # Only a catch-up fills a follower's memtables, and it holds the GIL as this does,
         # so no read runs between the two with a stale choice.
-        self._seeking = self._replayed()
+        self._observe()
 
     def _existing(self, name: str, *, create: bool = False) -> "rocksdict.Rdict | None":
         family = self._families.get(name)  # the per-request path: one dict lookup
@@ -273,8 +278,7 @@ class RocksDBBackend(RocksDBRecords):
         self._families.clear()
         self._handles.clear()
         self._opened = opened
-        self._tables = self._table_files()
-        self._seeking = self._replayed()
+        self._observe(opened=True)
 
     def read_record(self, space: str, key: bytes) -> "bytes | None":
         if self._follower is None:
@@ -287,35 +291,63 @@ class RocksDBBackend(RocksDBRecords):
             return value if found == key else None
         return None
 
-    def _replayed(self) -> frozenset[str]:
-        """A follower's opened groups whose memtables hold rows replayed from the WAL."""
-        return frozenset(name for name in self._opened - set(FIXED_CFS) if _holds_replayed_rows(self._existing(name)))
+    def _observe(self, *, opened: bool = False) -> None:
+        """After a catch-up (or an open, ``opened``): for each opened column family but the
+        changelog (its entries are written once: no older version can win), whether its
+        memtables hold replayed rows (a group's are then read with seeks), and whether
+        they may hold rows replayed before the newest table files ("suspect"): rows a
+        flush since then covered. A compaction of a suspect family rewrote rows they
+        hold (``needs_new_follower``).
 
-    def _table_files(self) -> "dict[str, tuple[frozenset[int], frozenset[int]]]":
-        """A follower's opened column families' table files: (all, those in level 0) by
-        family, from RocksDB's ``rocksdb.sstables`` property. Not the changelog's: an
-        entry is written once and never rewritten, so no older version of it can win."""
-        files = {}
+        A family's memtables were renewed in this catch-up when they were empty after the
+        last, or when the active one holds fewer entries than after the last (a memtable
+        only grows: RocksDB sealed it and started a new one, at a write of the family
+        from a newer WAL) and no sealed one is left (dropped: flushed); all they hold was
+        then replayed now, after the table files this catch-up installed (RocksDB skips
+        replaying what those hold), as a new follower's would be."""
+        seen: dict[str, _Seen] = {}
+        rewritten = []
         for name in self._opened - {CHANGELOG_CF}:
             family = self._existing(name)
-            if family is not None:
-                files[name] = _level_files(family.property_value("rocksdb.sstables") or "")
-        return files
+            if family is None:
+                continue
+            files, level0 = _level_files(family.property_value("rocksdb.sstables") or "")
+            active = family.property_int_value("rocksdb.num-entries-active-mem-table") or 0
+            sealed = family.property_int_value("rocksdb.num-entries-imm-mem-tables") or 0
+            last = self._families_seen.get(name)
+            if opened or last is None:
+                seen[name] = _Seen(files, active, active + sealed, False)
+                continue
+            new = files - last.files
+            renewed = last.entries == 0 or (sealed == 0 and (active == 0 or active < last.active))
+            suspect = not renewed and (last.suspect or bool(new))
+            if suspect and (last.files - files or new - level0):
+                rewritten.append(name)
+            seen[name] = _Seen(files, active, active + sealed, suspect)
+        self._families_seen = seen
+        self._rewritten = frozenset(rewritten)
+        self._seeking = frozenset(name for name, state in seen.items() if name not in FIXED_CFS and state.entries)
 
     def needs_new_follower(self) -> bool:
-        """True when a compaction (or a group replacement's file below level 0) rewrote
-        rows of a column family whose memtables hold replayed rows: its bottom-level output
-        has sequence 0 and no tombstones, so the replayed older versions would win even
-        in an iterator (module docstring). A flush only adds level-0 files, whose rows
-        an iterator orders above the replayed ones: no new follower."""
+        """True when the last catch-up brought a compaction (or a group replacement's file
+        below level 0) of a column family whose memtables may hold rows replayed before a
+        flush of newer versions (``_observe``): the bottom-level output has sequence 0 and
+        no tombstones, so those replayed versions would win even in an iterator (module
+        docstring). A flush only adds level-0 files, whose rows an iterator orders above
+        the replayed ones: no new follower."""
         self._on_disk = list_column_families(self._root)  # a group created since is opened on its first read
-        tables = self._table_files()
-        for name, (files, level0) in tables.items():
-            before = self._tables.get(name, (frozenset(), frozenset()))[0]
-            if (before - files or (files - before) - level0) and _holds_replayed_rows(self._existing(name)):
-                return True
-        self._tables = tables
-        return False
+        return bool(self._rewritten)
+
+
+class _Seen(NamedTuple):
+    """A follower's column family after a catch-up: its table files, the entries of its
+    active memtable and of all its memtables, and whether they may hold rows older than
+    a flush since (``_observe``)."""
+
+    files: frozenset[int]
+    active: int
+    entries: int
+    suspect: bool
 
 
 #: A level's heading and a table file's number in RocksDB's ``rocksdb.sstables`` property.
@@ -328,12 +360,6 @@ def _level_files(sstables: str) -> "tuple[frozenset[int], frozenset[int]]":
     heads = list(_LEVEL.finditer(sstables))
     level0 = sstables[heads[0].end() : heads[1].start()] if len(heads) > 1 and heads[0].group(1) == "0" else ""
     return frozenset(map(int, _TABLE_NUMBER.findall(sstables))), frozenset(map(int, _TABLE_NUMBER.findall(level0)))
-
-
-def _holds_replayed_rows(family: "rocksdict.Rdict | None") -> bool:
-    return family is not None and any(
-        family.property_int_value(name) for name in ("rocksdb.num-entries-active-mem-table", "rocksdb.num-entries-imm-mem-tables")
-    )
 
 
 def _seek_many(family: rocksdict.Rdict, keys: Sequence[bytes], options: "rocksdict.ReadOptions | None") -> "list[bytes | None]":

@@ -303,3 +303,12 @@ def test_a_client_partitions_or_flag_the_join_cannot_use_is_refused_before_anyth
                 random_store.training_set(events, "trending_features:v3", **{flag: "no"})
     with pytest.raises(ValidationError, match=r"output must be a directory path \(str or os.PathLike\) or None, got int 5"):
         random_store.training_set(events, "trending_features:v3", engine="dask", output=5)
+
+
+@pytest.mark.parametrize("tenant", ["", "t" * 256])
+def test_a_tenant_column_holding_a_tenant_no_request_can_name_is_refused(random_store, tenant):
+    """An empty tenant (or one over 255 bytes) in the tenant column was joined as a tenant
+    of its own: its rows came out missing, while `tenant=''` is refused, online and offline."""
+    events = random_events(seed=1, n=10).assign(tenant=["default"] * 9 + [tenant])
+    with pytest.raises(ValidationError, match=r"events column 'tenant': tenant must be a non-empty str of at most 255 UTF-8 bytes"):
+        random_store.training_set(events, "trending_features:v3", engine="dask", tenant_column="tenant").compute()

@@ -47,6 +47,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import ValidationError
+from ..keys import tenant_problem
 from ..online.batch import GroupSchema
 from ..online.tombstones import NO_TOMBSTONES, Tombstones
 from ..registry.model import RegistryState
@@ -227,6 +228,10 @@ def _tenant_column(table: pa.Table, name: str) -> pa.Array:
         column = column.cast(column.type.value_type)
     if column.null_count or not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
         raise ValidationError(f"events column {name!r} must hold a tenant name (str) in every row, got type {column.type} with {column.null_count} nulls")
+    for tenant in pc.unique(column).to_pylist():  # the rule requests follow: '' is no tenant
+        problem = tenant_problem(tenant)
+        if problem:
+            raise ValidationError(f"events column {name!r}: {problem}")
     return column.cast(pa.string())
 
 

@@ -210,9 +210,10 @@ def steady_writer(root: str) -> None:
             store.write_online("items:v1", {f"f{j}": values[:, j] for j in range(DIM)},
                                entity_ids=rng.choice(N_ITEMS, batch, replace=False), feature_timestamp=EVAL_US - 1_000_000)
             written += batch
+        seconds = time.time() - start
         store.build_generations("items:v1")
         store.db.flush()
-    print(json.dumps({"written": written, "seconds": time.time() - start}), flush=True)
+    print(json.dumps({"written": written, "seconds": seconds}), flush=True)
 
 
 def fork_workers_under_writer(root: str, n: int) -> "tuple[dict, list[dict], dict]":

@@ -206,3 +206,13 @@ def test_a_store_without_a_write_stamp_is_followed_as_before(root: str):
             worker.until(lambda out: out["ctr"][:50] == [4.0] * 50)
     finally:
         worker.close()
+
+
+def test_a_preload_whose_reader_child_does_not_answer_in_time_leaves_workers_to_open_rocksdb(root: str, monkeypatch, caplog):
+    from featurecore.serving import preload as preload_module
+
+    monkeypatch.setattr(preload_module, "READ_TIMEOUT_S", 0.0)  # the child is killed before it can answer
+    with caplog.at_level("WARNING", logger="featurecore.serving.preload"):
+        preloaded = preload_module.preload(root)
+    assert preloaded.reads is None and preloaded.stamp is not None and len(preloaded.mappings) == 2
+    assert "each worker opens RocksDB itself" in caplog.text

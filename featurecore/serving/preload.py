@@ -33,8 +33,11 @@ import ctypes
 import logging
 import os
 import pickle
+import select
 import shutil
+import signal
 import tempfile
+import time
 import weakref
 from dataclasses import dataclass, field
 
@@ -122,10 +125,15 @@ def preload(root: "str | os.PathLike[str]") -> Preloaded:
     return out
 
 
+#: Seconds ``preload`` waits for its reader child before giving up on it (and killing it).
+READ_TIMEOUT_S = 60.0
+
+
 def _record_reads(preloaded: Preloaded) -> "RecordedReads | None":
     """What a worker's store reads when it opens, read in a forked child (RocksDB's
     threads start and end there: this process stays free of them) as of the write stamp
-    read first; None when the child fails (logged: workers then open RocksDB at once)."""
+    read first; None when the child fails or takes longer than ``READ_TIMEOUT_S`` (logged:
+    workers then open RocksDB at once)."""
     assert preloaded.stamp is not None
     reads = RecordedReads(preloaded.stamp.value())
     read_end, write_end = os.pipe()
@@ -143,24 +151,36 @@ def _record_reads(preloaded: Preloaded) -> "RecordedReads | None":
         finally:
             os._exit(code)
     os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        data = pipe.read()
+    data, deadline = [], time.monotonic() + READ_TIMEOUT_S
+    try:
+        while select.select([read_end], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            chunk = os.read(read_end, 1 << 16)
+            if not chunk:
+                break
+            data.append(chunk)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            data = []
+    finally:
+        os.close(read_end)
     _, status = os.waitpid(pid, 0)
     if status != 0 or not data:
         logger.warning("could not read store %s ahead of its workers (status %d); each worker opens RocksDB itself", preloaded.root, status)
         return None
-    reads.answers = pickle.loads(data)  # (written by our own child just now)
+    reads.answers = pickle.loads(b"".join(data))  # (written by our own child just now)
     return reads
 
 
 def _read_as_a_worker_opens(preloaded: Preloaded, reads: RecordedReads) -> None:
-    """Open a RocksDB secondary of the store and make, through ``recorder``, the reads a
+    """Open a RocksDB secondary of the store and make, through a ``Recorder``, the reads a
     secondary ``FeatureStore`` makes when it opens and loads its resident groups from
-    their generations (store.py, online/snapshots.py ``_replay``)."""
+    their generations (store.py, online/snapshots.py ``_replay``). The secondary is not
+    closed: the child exits right after, and a close in a process forked from one whose
+    RocksDB threads were started (a parent that opened a store before) could wait forever
+    for a background job no thread of the child runs."""
     directory = rocksdb.secondary_directory()
-    backend = RocksDBBackend.open(preloaded.root, secondary_path=directory)
     try:
-        records = Recorder(backend, reads)
+        records = Recorder(RocksDBBackend.open(preloaded.root, secondary_path=directory), reads)
         Registry(records, known=preloaded.registry)
         ConsentRegistry(records)
         records.last_sequence()
@@ -172,7 +192,6 @@ def _read_as_a_worker_opens(preloaded: Preloaded, reads: RecordedReads) -> None:
             if manifest is not None:
                 records.changelog_after(manifest.sequence)
     finally:
-        backend.close()
         shutil.rmtree(directory, ignore_errors=True)
 
 

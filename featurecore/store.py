@@ -615,7 +615,7 @@ class FeatureStore:
                 ``events`` may also be a Dask DataFrame or Parquet files.
             output: (dask) a directory to write the training set to as Parquet files
                 (returns ``TrainingSetFiles``); None returns a Dask DataFrame.
-            client: (dask) a ``distributed.Client`` or a scheduler address.
+            client: (dask) a ``distributed.Client``, or a scheduler address (with ``output``).
             partitions: (dask) the number of entity-hash buckets.
             time_slices: (dask) also cut events and history into this many time slices
                 (long ranges; each carries one row per entity from before it: same answers).

@@ -321,8 +321,9 @@ def dask_training_set(
         output: a directory (shared by the workers) to write the training set to as
             ``part-NNNNN.parquet`` files in events order; None returns a lazy Dask
             DataFrame with one partition per events partition.
-        client: a ``distributed.Client``, a scheduler address (``"tcp://host:8786"``) or
-            None (the current client, else Dask's local scheduler).
+        client: a ``distributed.Client``, a scheduler address (``"tcp://host:8786"``, with
+            ``output`` only: a lazy frame runs where it is computed) or None (the current
+            client, else Dask's local scheduler).
         partitions: entity-hash buckets (default: about 4M history rows each, at least 2).
         time_slices: also cut events and history into this many slices of time (equal
             spans of the history's range), for long ranges: a task holds one bucket's

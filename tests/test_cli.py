@@ -287,10 +287,14 @@ def test_materialize_backfill_and_training_set_verbs(store_dir, example_repo, tm
 
 
 def test_an_events_or_source_file_that_is_missing_or_not_parquet_is_an_error_naming_it(tmp_path, capsys, applied):
-    """Both were a traceback (FileNotFoundError, ArrowInvalid) instead of an error line."""
+    """Both were a traceback (FileNotFoundError, ArrowInvalid) instead of an error line; a
+    folder holding no Parquet file said the events had no column 'event_timestamp'."""
     text = tmp_path / "events.csv"
     text.write_text("item_id,event_timestamp\ni1,2026-07-01\n")
-    for path, problem in ((tmp_path / "nope.parquet", "does not exist"), (text, "is not a Parquet file")):
+    empty = tmp_path / "no-files-yet"
+    empty.mkdir()
+    for path, problem in ((tmp_path / "nope.parquet", "does not exist"), (text, "is not a Parquet file"),
+                          (empty, "is a folder with no Parquet files")):
         code, _, err = run(capsys, "training-set", "trending_features:v3", "--events", str(path), "--out",
                            str(tmp_path / "o.parquet"), *applied)
         assert code == 1 and f"events {str(path)!r} {problem}" in err and "Traceback" not in err

@@ -979,12 +979,15 @@ def read_parquet_input(path: "str | os.PathLike", what: str) -> pa.Table:
     if not os.path.exists(path):
         raise ValidationError(f"{what} {os.fspath(path)!r} does not exist; pass the path of a Parquet file or folder")
     try:
-        return pq.read_table(path)
+        table = pq.read_table(path)
     except (OSError, pa.ArrowException) as error:
         raise ValidationError(
             f"{what} {os.fspath(path)!r} is not a Parquet file pyarrow can read ({error}); "
             "convert it, e.g. pandas.read_csv(path).to_parquet(...)"
         ) from None
+    if table.num_columns == 0 and os.path.isdir(path):  # (it would be refused for its missing columns)
+        raise ValidationError(f"{what} {os.fspath(path)!r} is a folder with no Parquet files; pass a Parquet file or a folder of them")
+    return table
 
 
 def micros(column: "pa.Array | pa.ChunkedArray") -> np.ndarray:

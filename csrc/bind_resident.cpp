@@ -58,6 +58,7 @@ void bind_resident(py::module_& m) {
             },
             py::arg("keys"), py::arg("columns"), py::arg("nulls"), py::arg("generated_at"))
         .def("reserve", &ResidentGroup::reserve, py::arg("n_rows"), py::call_guard<py::gil_scoped_release>())
+        .def("fit_index", &ResidentGroup::fit_index, py::call_guard<py::gil_scoped_release>())
         .def(
             "remove",
             [](ResidentGroup& self, const py::sequence& keys) {

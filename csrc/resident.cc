@@ -393,16 +393,34 @@ void ResidentGroup::erase_slot_locked(size_t pos) {
     index_[hole] = kFree;
 }
 
+// The smallest index of at least `slots` slots (a power of two) keeping the load
+// factor at or below 0.7 for n_keys keys.
+static size_t index_slots_for(size_t n_keys, size_t slots) {
+    while (n_keys * 10 > slots * 7) slots *= 2;
+    return slots;
+}
+
 // Keeps the load factor at or below 0.7 for n_keys keys.
 void ResidentGroup::reserve_index_locked(size_t n_keys) {
-    size_t cap = index_.size();
-    while (n_keys * 10 > cap * 7) cap *= 2;
-    if (cap == index_.size()) return;
-    HugeVector<Slot> old(cap, kFree);
+    const size_t cap = index_slots_for(n_keys, index_.size());
+    if (cap != index_.size()) rebuild_index_locked(cap);
+}
+
+// Re-inserts every key into a new index of `slots` slots (a power of two, above the keys).
+void ResidentGroup::rebuild_index_locked(size_t slots) {
+    HugeVector<Slot> old(slots, kFree);
     old.swap(index_);
     reset_filter_locked();  // refilled by insert_index_locked
     for (const Slot& s : old)
         if (s.row != kEmpty) insert_index_locked(hash_of_row(s.row), s.row);
+}
+
+void ResidentGroup::fit_index() {
+    std::unique_lock<std::shared_mutex> lock(mu_);
+    const size_t keys = static_cast<size_t>(
+        std::count_if(index_.begin(), index_.end(), [](const Slot& s) { return s.row != kEmpty; }));
+    const size_t cap = index_slots_for(keys, 16);  // 16: a new group's index
+    if (cap < index_.size()) rebuild_index_locked(cap);
 }
 
 void ResidentGroup::compact_arena_locked() {

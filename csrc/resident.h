@@ -175,6 +175,10 @@ class ResidentGroup {
     // group in chunks whose total is known or estimated: the chunks then append
     // without reallocating.
     void reserve(size_t n_rows);
+    // Shrinks the hash index (and its filter) to the keys it holds, after a reserve()
+    // that overestimated: RocksDB's row estimate also counts overwritten keys that no
+    // compaction has dropped yet, and a generation written from this group copies its index.
+    void fit_index();
     // Removes the keys that exist; returns how many were removed.
     size_t remove(const std::vector<std::string_view>& keys);
     // out[i] = current row of keys[i] or -1.
@@ -296,6 +300,7 @@ class ResidentGroup {
     }
     void erase_slot_locked(size_t pos);
     void reserve_index_locked(size_t n_keys);
+    void rebuild_index_locked(size_t slots);
     void compact_arena_locked();
 
     std::shared_ptr<const RowLayout> schema_;

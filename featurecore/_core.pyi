@@ -224,6 +224,9 @@ class ResidentGroup:
     def reserve(self, n_rows: int) -> None:
         """Capacity for n_rows rows in total, so a load in chunks of known (or estimated)
         total size appends without reallocating."""
+    def fit_index(self) -> None:
+        """Shrink the hash index to the keys it holds, after a reserve() that
+        overestimated (RocksDB's row estimate counts overwritten keys until a compaction)."""
     def remove(self, keys: Sequence[bytes]) -> int: ...
     def lookup(self, keys: Sequence[bytes]) -> NDArray[np.int64]:
         """Row of each key, -1 if absent."""

@@ -295,6 +295,8 @@ def test_big_batches_equal_a_dict_oracle(seed, reserve):
         assert group.remove(gone) == len(gone)
         for k in gone:
             del oracle[k]
+    if reserve:  # the index rebuilt for the keys left must find exactly them
+        group.fit_index()
     all_keys = _core.encode_keys("default", "item", pool)
     table = group.get(all_keys)
     present = np.array([k in oracle for k in all_keys])
@@ -324,6 +326,26 @@ def test_reserve_sizes_chunked_loads_once():
     np.testing.assert_array_equal(group.get(keys).slots(), table.slots())
     with pytest.raises(ValueError, match=r"reserve: a resident group holds at most 2\^32-2 rows"):
         group.reserve(2**32)
+
+
+def test_fit_index_shrinks_an_index_reserved_for_more_keys_than_were_loaded():
+    """A load sized by RocksDB's estimate (which counts overwritten keys until a
+    compaction) keeps an index for the keys it holds, in the heap and in its generations."""
+    n = 5_000
+    keys = _core.encode_keys("default", "item", np.arange(n, dtype=np.int64) * 7_919 + 10**12)
+    group = _core.ResidentGroup(SCHEMA)
+    group.reserve(8 * n)
+    group.upsert(keys, rows_for(np.arange(n)))
+    assert group.remove(keys[:100]) == 100
+    assert group.index_bytes == 8 * 65_536
+    group.fit_index()
+    assert group.index_bytes == 8 * 8_192  # the power of two holding 4,900 keys at load <= 0.7
+    assert group.lookup(keys[:100]).tolist() == [-1] * 100
+    np.testing.assert_array_equal(group.get(keys[100:]).slots()[:, 0], np.arange(100, n, dtype=np.float32))
+    more = _core.encode_keys("default", "item", np.arange(n, 2 * n, dtype=np.int64))
+    group.upsert(more, rows_for(np.arange(n, 2 * n)))  # grows again as it fills
+    np.testing.assert_array_equal(group.get(more).slots()[:, 0], np.arange(n, 2 * n, dtype=np.float32))
+    assert len(group) == 2 * n - 100 and group.index_bytes == 8 * 16_384
 
 
 @hypothesis.given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 700), overlap=st.booleans())

@@ -480,7 +480,9 @@ def test_a_follower_reads_group_rows_rewritten_and_flushed_without_a_new_followe
     writer, follower = writer_and_follower
     keys = [b"k%d" % i for i in range(60)]
     follower.read_many(G1, keys[:1])
-    for version in range(4):
+    # Three flushes: a fourth level-0 file would start RocksDB's automatic compaction, after
+    # which asking for a new follower is right (the test next to this one), so the check raced.
+    for version in range(3):
         writer.commit(WriteBatchSpec(writes=(GroupWrite(G1, keys, [b"%d" % version] * len(keys)), GroupWrite(G1, [b"gone"], [b"x"]))))
         follower.catch_up()
         assert follower.read_many(G1, [b"gone"]) == [b"x"]

@@ -214,7 +214,7 @@ ResidentGroup::ResidentGroup(std::shared_ptr<const RowLayout> schema)
       inline_key_(kRecordHeadBytes - IndexView::kTextAt + extra_bytes_for(*schema, 0)),
       rows_(schema, 0, extra_bytes_for(*schema, 0)),
       id_(next_group_id()) {
-    index_.assign(16, kFree);
+    index_.assign(kInitialIndexSlots, kFree);
     reset_filter_locked();
 }
 
@@ -419,7 +419,7 @@ void ResidentGroup::fit_index() {
     std::unique_lock<std::shared_mutex> lock(mu_);
     const size_t keys = static_cast<size_t>(
         std::count_if(index_.begin(), index_.end(), [](const Slot& s) { return s.row != kEmpty; }));
-    const size_t cap = index_slots_for(keys, 16);  // 16: a new group's index
+    const size_t cap = index_slots_for(keys, kInitialIndexSlots);
     if (cap < index_.size()) rebuild_index_locked(cap);
 }
 
@@ -658,7 +658,7 @@ void ResidentGroup::clear() {
     rows_ = GroupTable(schema_, 0, rows_.extra_bytes());
     std::vector<char>().swap(arena_);
     arena_garbage_ = key_bytes_ = 0;
-    index_.assign(16, kFree);
+    index_.assign(kInitialIndexSlots, kFree);
     index_.shrink_to_fit();
     reset_filter_locked();
     filter_.shrink_to_fit();

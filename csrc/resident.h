@@ -237,6 +237,7 @@ class ResidentGroup {
 
   private:
     static constexpr uint32_t kEmpty = 0xFFFFFFFFu;
+    static constexpr size_t kInitialIndexSlots = 16;  // a new (or cleared) group's index
     // Status of an overlay row that removes its key from the base (never served).
     static constexpr uint8_t kTombstone = 0xFF;
     using Slot = IndexSlot;

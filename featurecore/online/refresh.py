@@ -93,39 +93,42 @@ class Refresher:
         self._thread: "threading.Thread | None" = None
 
     def refresh(self) -> int:
-        """Catch up once and apply new changelog entries; returns how many were applied."""
+        """Catch up once and apply new changelog entries; returns how many were applied
+        (none, without catching up, while the write stamp has not moved)."""
         with self._lock:
             start = time.perf_counter()
             stamp = self._stamp.value() if self._stamp is not None else None
-            if stamp is not None and stamp == self._seen:  # nothing written since the last pass
-                self.last_refresh_s = time.perf_counter() - start
-                self.last_success = time.monotonic()
-                return 0
-            self._backend().catch_up()
-            if self._on_catch_up is not None:
-                self._on_catch_up()
-            backend = self._backend()  # the callback may have reopened the secondary
-            self._snapshots.switch_generations()  # newly published generations, mapped and caught up
             applied = 0
-            while entries := backend.changelog_after(self.sequence):
-                # Sequences have no gaps, so a first entry past the next sequence means the
-                # primary trimmed entries this reader had not applied. (Checked here rather
-                # than with first_sequence(), whose seek reads the oldest entry's block: ~2 ms
-                # a pass when that entry holds a stream commit's keys.)
-                if entries[0].sequence > self.sequence + 1:
-                    for name in self._snapshots.loaded_names():
-                        self._snapshots.apply(name, None, None)  # a current generation, else RocksDB
-                    self.sequence = backend.last_sequence()
-                    continue
-                for entry in entries:
-                    self._apply(backend, entry)
-                self.sequence = entries[-1].sequence
-                applied += len(entries)
-            if stamp is not None:  # only once everything up to it is applied: a failed pass is retried
-                self._seen = stamp
+            if stamp is None or stamp != self._seen:
+                applied = self._catch_up_and_apply()
+                if stamp is not None:  # only once everything up to it is applied: a failed pass is retried
+                    self._seen = stamp
             self.last_refresh_s = time.perf_counter() - start
             self.last_success = time.monotonic()
             return applied
+
+    def _catch_up_and_apply(self) -> int:
+        self._backend().catch_up()
+        if self._on_catch_up is not None:
+            self._on_catch_up()
+        backend = self._backend()  # the callback may have reopened the secondary
+        self._snapshots.switch_generations()  # newly published generations, mapped and caught up
+        applied = 0
+        while entries := backend.changelog_after(self.sequence):
+            # Sequences have no gaps, so a first entry past the next sequence means the
+            # primary trimmed entries this reader had not applied. (Checked here rather
+            # than with first_sequence(), whose seek reads the oldest entry's block: ~2 ms
+            # a pass when that entry holds a stream commit's keys.)
+            if entries[0].sequence > self.sequence + 1:
+                for name in self._snapshots.loaded_names():
+                    self._snapshots.apply(name, None, None)  # a current generation, else RocksDB
+                self.sequence = backend.last_sequence()
+                continue
+            for entry in entries:
+                self._apply(backend, entry)
+            self.sequence = entries[-1].sequence
+            applied += len(entries)
+        return applied
 
     def _apply(self, backend: OnlineBackend, entry: changelog.ChangeEntry) -> None:
         if self._snapshots.loaded(entry.group_cf) is None:

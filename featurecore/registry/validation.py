@@ -17,8 +17,7 @@ from .. import _core
 from ..errors import RegistryError
 from ..keys import tenant_problem
 from ..reasons import DEFAULT_KINDS, MISSING_REASONS, STALE_CAPABLE_REASONS
-from . import lineage
-from .lineage import production_users
+from .lineage import feature_sets_using, production_users
 from .render import render_table
 from .serde import to_plain
 from .model import (
@@ -650,7 +649,7 @@ def _archive_problems(state: RegistryState, ref: str) -> list[str]:
     group = state.feature_groups.get(feature.group) if feature.group else None
     if feature.stage != "archived" or not feature.online or (group is not None and not group.online):
         return []
-    sets = lineage.feature_sets_using(state, ref)
+    sets = feature_sets_using(state, ref)
     if not sets:
         return []
     return [

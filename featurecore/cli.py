@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .config import load_config
 from .errors import FeatureStoreError, NotFoundError, RegistryError
-from .layout import online_path
+from .layout import fsync_directory, online_path
 from .registry import Registry, RegistryState, load_definitions, plan_definitions, render_describe, render_search
 from .registry.catalog import LIST_COLUMNS, list_definitions
 from .registry.registry import prune_plan
@@ -348,18 +348,51 @@ def _training_set(args: argparse.Namespace) -> int:
     features = [f for f in args.features.split(",") if f] if args.features else None
     if (args.feature_set is None) == (features is None):
         raise FeatureStoreError("training-set needs a FEATURE_SET ref or --features a:v1,b:v2 (not both)")
-    out = Path(args.out)
-    if out.is_dir() or not out.parent.is_dir():  # checked before the join, which may take minutes
-        raise FeatureStoreError(f"--out {args.out!r} must be a file in an existing folder; create the folder or pick another path")
+    out = _training_set_out(args.out, args.events)  # checked before the join, which may take minutes
     with FeatureStore.open(args.store, mode="read_only", preload=False) as store:
         training = store.training_set(
             args.events, args.feature_set, features=features, event_timestamp=args.event_timestamp,
             tenant=args.tenant, strict=args.strict,
         )
         table = training.to_arrow(reasons=args.reasons)
-    pq.write_table(table, args.out)
+    # Written beside --out and renamed over it: --out may be the events file itself (the
+    # output keeps every events column, so writing it in place is allowed), and a failed
+    # write (disk full, quota, a kill) must leave whatever was at --out, events included, whole.
+    # A symlink is written through, as an in-place write would: its target is replaced.
+    target = out.resolve()
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        pq.write_table(table, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+        fsync_directory(str(target.parent))
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise FeatureStoreError(
+            f"--out {args.out!r} could not be written ({exc.strerror or exc}); nothing was changed there: "
+            "free space or pick another path"
+        ) from None
     print(f"wrote {table.num_rows:,} rows x {len(training.columns)} feature columns to {args.out}")
     return 0
+
+
+def _training_set_out(out_arg: str, events_arg: str) -> Path:
+    """``--out`` of ``training-set``, refused unless it is a new or replaceable file in a
+    folder the user may write, and not a file inside the ``--events`` folder (the next run
+    would read it as events)."""
+    out = Path(out_arg)
+    if out.is_dir() or not out.parent.is_dir():
+        raise FeatureStoreError(f"--out {out_arg!r} must be a file in an existing folder; create the folder or pick another path")
+    if not os.access(out.parent, os.W_OK | os.X_OK):
+        raise FeatureStoreError(f"--out {out_arg!r}: the folder {str(out.parent)!r} is not writable; pick another path")
+    events = Path(events_arg)
+    if events.is_dir() and out.resolve().is_relative_to(events.resolve()):
+        raise FeatureStoreError(
+            f"--out {out_arg!r} is inside the --events folder {events_arg!r}, whose Parquet files are all read as events; "
+            "write it outside that folder"
+        )
+    return out
 
 
 def _training_set_args(parser: argparse.ArgumentParser) -> None:

@@ -71,6 +71,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: Keys a group registered again is read in per step by ``forget_deleted_in_group``: its
+#: memory is one step's keys and rows, whatever the group's size.
+FORGET_CHUNK_ROWS = 65_536
+
 DELETION_PREFIX = b"deletion/"
 #: Serializes the read-modify-write of the version (only the primary process writes).
 _VERSION_LOCK = threading.Lock()
@@ -252,23 +256,27 @@ def forget_deleted_in_group(context: StoreContext, group_ref: str) -> tuple[int,
     register it), online and offline, as ``delete_entity`` does for the groups registered
     when it runs. ``FeatureStore.apply`` calls it for a group registered again after a
     removal: its rows stayed stored, and deletions made meanwhile did not reach them.
-    Returns (online rows, offline rows) removed. Cost: one pass over the group's keys and,
-    if any tenant has tombstones, one read of its history."""
+    Returns (online rows, offline rows) removed. Cost: one pass over the group's keys, a
+    scan chunk at a time (memory: one chunk plus the keys removed, whatever the group's
+    size) and, if any tenant has tombstones, one read of its history."""
     from ..offline.log import OfflineLog  # (pyarrow: paid only when deleting)
 
     state, tombstones = context.state, context.tombstones()
     schema = GroupSchema.from_state(state, group_ref)
-    by_tenant: dict[str, tuple[list[bytes], list[str]]] = {}
-    for keys, _ in context.online_backend("forget deleted entities").scan_group(schema.cf_name, cache=False):
+    doomed: list[bytes] = []
+    for keys, _ in context.online_backend("forget deleted entities").scan_group(
+        schema.cf_name, FORGET_CHUNK_ROWS, cache=False
+    ):
+        by_tenant: dict[str, tuple[list[bytes], list[str]]] = {}
         for key in keys:
             tenant, _, entity_id = _core.decode_key(key)
             tenant_keys, tenant_ids = by_tenant.setdefault(tenant.decode(), ([], []))
             tenant_keys.append(key)
             tenant_ids.append(entity_id.decode())
-    doomed = [
-        key for tenant, (keys, ids) in by_tenant.items()
-        for key, keep in zip(keys, tombstones.keep_mask(state, group_ref, tenant, ids).tolist()) if not keep
-    ]
+        doomed.extend(
+            key for tenant, (tenant_keys, ids) in by_tenant.items()
+            for key, keep in zip(tenant_keys, tombstones.keep_mask(state, group_ref, tenant, ids).tolist()) if not keep
+        )
     if doomed:
         context.online_writer("forget deleted entities").commit([Change(schema.cf_name, doomed)])
     log = OfflineLog.open(context.root, state, group_ref)

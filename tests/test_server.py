@@ -212,7 +212,7 @@ def test_int_ids_and_str_ids_are_the_same_entities(server, primary):
         (b"{not json", 400, None, "not valid JSON"),
         (body(feature_set="nope:v1"), 404, "feature_set", "not registered"),
         # an entity name nobody registered was ignored (a typo of one the request means)
-        (body(entities={**body()["entities"], "gadget": "g1"}), 400, None, "entities names 'gadget', which is no registered entity"),
+        (body(entities={**body()["entities"], "gadget": "g1"}), 400, "entities", "entities names 'gadget', which is no registered entity"),
         (body(n=1001), 413, "entities", "more than this server's cap of 1000"),
         (body(feature_set="strict:v1", candidate={}, context={}, deadline_ms=0.0001), 504, "deadline_ms", "timeout"),
     ],

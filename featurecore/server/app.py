@@ -35,6 +35,7 @@ from .protocol import (
     encode_arrow,
     encode_binary,
     encode_json,
+    field_of,
     largest_count,
     matrix_headers,
     pick_format,
@@ -233,7 +234,7 @@ class Worker:
             else:
                 failure = HttpError(503, str(error), None)
         except (ValidationError, ValueError, TypeError) as error:
-            failure = HttpError(400, str(error), None)
+            failure = HttpError(400, str(error), field_of(str(error)))
         except Exception:
             logger.error("request_id=%s internal error:\n%s", request_id, traceback.format_exc())
             failure = HttpError(500, f"internal error; the server log has the details under request_id {request_id}")

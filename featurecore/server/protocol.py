@@ -53,7 +53,25 @@ class RequestBody(msgspec.Struct, forbid_unknown_fields=True):
 _DECODER = msgspec.json.Decoder(RequestBody)
 _ENCODE = msgspec.json.encode
 _PATH = re.compile(r" - at `\$\.?([^`]+)`$")
-_UNKNOWN = re.compile(r"unknown field `([^`]*)`")
+_UNKNOWN = re.compile(r"(?:unknown|missing required) field `([^`]*)`")
+#: The request field an engine or request error names first (its messages start with it:
+#: "entities['user'] has 2 ids...", "context value 'zzz' is not...", "request_time: ...").
+_FIELD_FIRST = re.compile(
+    r"^(?:per-candidate )?(feature_set|entities|request_time|request_id|tenant|privacy_mode|purpose|context|candidate|"
+    r"deadline_ms)\b(?:\['([^']*)'\]| value '([^']*)')?"
+)
+#: The longest request_id taken (it is echoed in the X-Request-Id header).
+MAX_REQUEST_ID_CHARS = 256
+
+
+def field_of(message: str) -> str | None:
+    """The request field an error message is about (``"entities"``, ``"context.hour"``), or
+    None when it names none: the ``field`` of a 400 built from an engine error."""
+    match = _FIELD_FIRST.match(message)
+    if match is None:
+        return None
+    key = match.group(2) if match.group(2) is not None else match.group(3)
+    return match.group(1) if key is None else f"{match.group(1)}.{key}"
 
 
 class HttpError(Exception):
@@ -98,6 +116,14 @@ def decode_request(body: bytes) -> RequestBody:
         raise HttpError(
             400, f"request_id must be printable text (no control characters), got {decoded.request_id!r}", "request_id"
         )
+    if len(decoded.request_id) > MAX_REQUEST_ID_CHARS:  # echoed as a header: clients refuse a 64 KiB line
+        raise HttpError(
+            400, f"request_id must be at most {MAX_REQUEST_ID_CHARS} characters, got {len(decoded.request_id)}; "
+            "send a shorter id", "request_id",
+        )
+    for name in ("tenant", "purpose"):  # '' is a mistake, not "the key's own" (None is)
+        if getattr(decoded, name) == "":
+            raise HttpError(400, f"{name} must be a non-empty name, or left out for the API key's own; got ''", name)
     if decoded.privacy_mode not in PRIVACY_MODES:
         raise HttpError(400, f"privacy_mode must be one of {list(PRIVACY_MODES)}, got {decoded.privacy_mode!r}", "privacy_mode")
     return decoded

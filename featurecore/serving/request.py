@@ -94,14 +94,25 @@ class FeatureRequest:
             raise ValidationError(f"caller must be a str (free text for audit logs), got {caller!r}; e.g. caller='home-feed'")
         if context is None:
             context = {}
+        elif type(context) is not dict and not isinstance(context, Mapping):
+            raise ValidationError(
+                f"context must map a context feature name to a number, got {type(context).__name__} {context!r}; "
+                "e.g. context={'hour': 10.0}"
+            )
         elif context:
             _check_context(context)
         if candidate is None:
             candidate = {}
+        elif type(candidate) is not dict and not isinstance(candidate, Mapping):
+            raise ValidationError(
+                f"candidate must map a candidate feature name to one value per candidate, got {type(candidate).__name__}; "
+                "e.g. candidate={'source_rank': np.arange(n)}"
+            )
         elif candidate:  # (an empty mapping is kept as given)
             candidate = _candidate_arrays(candidate)
-        if deadline_ms is not None and not (
-            isinstance(deadline_ms, (int, float)) and deadline_ms > 0 and math.isfinite(deadline_ms)
+        if deadline_ms is not None and not (  # (a bool is an int: True would be a 1 ms deadline)
+            isinstance(deadline_ms, (int, float)) and not isinstance(deadline_ms, bool) and deadline_ms > 0
+            and math.isfinite(deadline_ms)
         ):
             raise ValidationError(f"deadline_ms must be a positive number or None, got {deadline_ms!r}")
         self.__dict__.update(  # (frozen: attributes are set once, here)
@@ -158,6 +169,10 @@ def _candidate_arrays(candidate: Mapping[str, Any]) -> dict[str, np.ndarray]:
         if arr.ndim != 1 or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
             raise ValidationError(
                 f"candidate[{name!r}] must be a 1-d numeric array (one value per candidate), got {arr.dtype} {arr.shape}"
+            )
+        if arr.dtype.kind == "c":  # served as float32: the imaginary part would be dropped
+            raise ValidationError(
+                f"candidate[{name!r}] must be a 1-d array of real numbers, got {arr.dtype}; pass the real part or the magnitude"
             )
         if arr.dtype.kind == "f":
             beyond = np.abs(arr) > _FLOAT32_MAX  # inf included, NaN (missing) not

@@ -182,3 +182,25 @@ def test_bad_arguments_name_the_fix():
         _core.decode_stream([b""], ["a"], "x", 0)
     with pytest.raises(ValidationError, match=r"payloads\[1\] must be bytes, got str"):
         _core.decode_stream([b"", "text"], ["a"], "f", 0)
+
+
+@SETTINGS
+@given(ids=st.lists(st.one_of(st.text(min_size=1, max_size=30).filter(lambda s: "\x00" not in s), st.integers(0, 10**15).map(str)),
+                    min_size=0, max_size=60, unique=True),
+       tenant=st.sampled_from(["default", "t\u00e9nant", "x" * 40]))
+def test_a_change_in_key_order_holds_the_same_puts_in_ascending_key_order(ids, tenant):
+    """``ingest._in_key_order`` (the commit's memtable inserts and multi-get in key order)
+    only reorders: every key keeps its row, and the keys ascend (exactly for ids of at most
+    16 UTF-8 bytes, by their first 16 bytes beyond)."""
+    from featurecore.online.writer import Change
+    from featurecore.streams.ingest import _in_key_order
+
+    keys = _core.encode_keys(tenant, "session", ids)
+    rows = [f"row {i}".encode() for i in range(len(keys))]
+    prefix = len(_core.key_prefix(tenant, "session"))
+    ordered = _in_key_order(Change("g/x/v1", keys, rows), prefix)
+    assert sorted(zip(ordered.keys, ordered.rows)) == sorted(zip(keys, rows))
+    heads = [k[prefix:prefix + 16] for k in ordered.keys]
+    assert heads == sorted(heads)
+    if all(len(i.encode()) <= 16 for i in ids):
+        assert ordered.keys == sorted(keys)

@@ -57,11 +57,13 @@ import msgpack
 import numpy as np
 import pyarrow as pa
 
+from .. import _core
 from ..errors import ValidationError
 from ..monitoring.metrics import LogHistogram
 from ..offline.log import OfflineLog
 from ..offline.write import newest_per_entity
 from ..online.batch import GroupSchema, micros_now
+from ..online.writer import Change
 from ..layout import META_CF
 from ..online.context import StoreContext
 from .decode import TenantBatch, concat_batches, decode
@@ -136,6 +138,25 @@ class BatchResult:
     dead_letters: int
     redelivered: int
     skipped_older: int
+
+
+def _in_key_order(change: Change, prefix_bytes: int) -> Change:
+    """``change`` with its puts in ascending key order, by the 16 bytes after the keys'
+    common prefix of ``prefix_bytes`` (each key is there once, so the order changes nothing
+    stored; keys alike in those 16 bytes keep their order among themselves).
+
+    RocksDB then inserts each key into the memtable next to the previous one (its skip
+    list keeps the last insert's position) and its multi-get of the stored rows walks the
+    memtable and files in order: a micro-batch of random entity ids committed with ~1/2
+    of the CPU (3.5 -> 1.5-2.3 us per row), for ~0.3 us per row of numpy sorting (a
+    Python sort of the bytes costs 1-2 us per row; streams note, session 9)."""
+    keys, rows = change.keys, change.rows
+    if keys is None or rows is None or len(keys) < 2:
+        return change
+    head = np.array(keys, dtype=f"S{prefix_bytes + 16}")  # (truncated; shorter keys padded with NULs, which sort first)
+    words = np.ascontiguousarray(head.view(np.uint8).reshape(len(keys), -1)[:, prefix_bytes:]).view(">u8")
+    order = np.lexsort((words[:, 1], words[:, 0])).tolist()
+    return Change(change.group_cf, [keys[i] for i in order], [rows[i] for i in order])
 
 
 class Ingestor:
@@ -261,7 +282,8 @@ class Ingestor:
                 self._pending_messages += sum(1 for m in fresh if m.sequence > offline_through)
                 self._pending_through = last
         # Online: every fresh row (those of messages <= P only after a restart: newest per entity wins).
-        changes = [self._writer.encode(self.schema, newest_per_entity(b.batch), b.tenant) for b in batches] if self._online else []
+        changes = [_in_key_order(self._writer.encode(self.schema, newest_per_entity(b.batch), b.tenant), len(_core.key_prefix(b.tenant, self.schema.entity_type)))
+                   for b in batches] if self._online else []
         stats = self.stats
         with self.lock:
             before = (stats.sequence, stats.messages, stats.rows, stats.dead_letters, stats.redelivered)

@@ -29,3 +29,12 @@ def test_each_entity_keeps_its_row_with_the_latest_timestamps_then_the_last_one(
     assert kept.columns[0].tolist() == sorted(float(row) for _, _, row in newest.values())  # the rows, in batch order
     ids = kept.ids.tolist() if int_ids else [int(i[1:]) for i in kept.ids]
     assert sorted(ids) == sorted(newest)
+
+
+@settings(max_examples=300, deadline=None)
+@given(rows, st.booleans())
+def test_rows_already_in_timestamp_order_take_the_fast_path_to_the_same_rows(drawn, int_ids):
+    """A stream's micro-batch usually arrives in (feature_timestamp, generated_at) order;
+    ``newest_per_entity`` skips its sort then and must keep the same rows."""
+    drawn = sorted(drawn, key=lambda row: (row[1], row[2]))
+    test_each_entity_keeps_its_row_with_the_latest_timestamps_then_the_last_one.hypothesis.inner_test(drawn, int_ids)

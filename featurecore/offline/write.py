@@ -62,9 +62,15 @@ def newest_per_entity(batch: Batch) -> Batch:
     # Rows in (feature_timestamp, generated_at) order, ties in row order (lexsort is stable);
     # a dict keeps each id's last row in that order. ~10x faster than the pandas sort and
     # drop_duplicates this replaced on a stream's 1,000-row micro-batches (streams note, session 6).
-    order = np.lexsort((batch.generated_at, batch.feature_ts)).tolist()
     ids = batch.ids.tolist() if isinstance(batch.ids, np.ndarray) else batch.ids
-    newest = dict(zip([ids[i] for i in order], order))
+    rising = np.diff(batch.feature_ts)
+    if ((rising > 0) | ((rising == 0) & (np.diff(batch.generated_at) >= 0))).all():
+        # Already in that order (a stream's rows usually are): the sort and its reordered
+        # copy of the ids cost ~1/2 of this function on a 20k-row micro-batch.
+        newest = dict(zip(ids, range(len(ids))))
+    else:
+        order = np.lexsort((batch.generated_at, batch.feature_ts)).tolist()
+        newest = dict(zip([ids[i] for i in order], order))
     if len(newest) == len(batch):
         return batch
     keep = np.zeros(len(batch), dtype=bool)

@@ -18,7 +18,11 @@ offline table, on the same machine as the broker:
    process; a secondary adds up to its ``refresh_interval_s``) p50/p99 (target p99 <= 1 s).
    The reader's p99 in the live windows against the quiet ones (target <= 1.5x for W1; the
    session requests' ratio is reported beside it), pooled and per round, and how often its
-   secondary reopened (a new RocksDB secondary: with the GIL held) in the live windows.
+   secondary reopened (a new RocksDB secondary: with the GIL held) in the live windows and
+   in the quiet ones, and the machine's 1-min load average at each window's start and end;
+   a last "reader evidence" line puts the ratio, the reopens and the load side by side, so
+   a run says whether it could decide the 1.5x target (the other processes of a shared
+   machine move the ratio more than the stream does).
 
 The reader is its own process (a secondary store, refreshed every 0.1 s), as serving
 workers run beside a ``featurecore ingest`` process; all of it shares 2 cores with the
@@ -291,20 +295,25 @@ def main() -> None:
                     ingestor.stats.freshness = type(ingestor.stats.freshness)(1e-4, 3600.0)
                     before = ingestor.stats.rows
                     quiet_windows, live_windows, live_seconds, published = [], [], 0.0, []
+                    loads: "dict[str, list[float]]" = {"quiet": [], "live": []}  # 1-min load average at each window's start and end
                     serving.start()
                     try:
                         for process in publishers:
                             time.sleep(0.5)  # the previous window's refresh passes and compactions settle
                             quiet_windows.append((time.monotonic(), time.monotonic() + args.seconds))
+                            loads["quiet"].append(os.getloadavg()[0])
                             time.sleep(args.seconds)
+                            loads["quiet"].append(os.getloadavg()[0])
                             assert process.stdin is not None and process.stdout is not None
                             process.stdin.write("go\n")
                             process.stdin.flush()
                             assert process.stdout.readline().strip() == "publishing"
                             live_started, opened = time.perf_counter(), time.monotonic()
+                            loads["live"].append(os.getloadavg()[0])
                             while process.poll() is None:
                                 ingestor.step(timeout_s=0.05)
                             live_windows.append((opened, time.monotonic()))
+                            loads["live"].append(os.getloadavg()[0])
                             published.append(process.stdout.readline().strip())
                             ingestor.run(idle_timeout_s=0.5)
                             live_seconds += time.perf_counter() - live_started
@@ -315,6 +324,12 @@ def main() -> None:
                     print(f"live: {ingestor.stats.rows - before:,} rows in {live_seconds:.1f} s over {args.rounds} windows at a published "
                           f"{args.rate:,.0f} rows/s; freshness p50 {p50:.3f} s  p99 {p99:.3f} s (n={fresh.count:,} messages)", flush=True)
                     ratios = {}
+                    reopened = lambda window: [seconds for started, seconds in reopens if window[0] <= started < window[1]]  # noqa: E731
+                    for i, (q, l) in enumerate(zip(quiet_windows, live_windows), 1):
+                        print(f"round {i}: reader reopens quiet {len(reopened(q))}, live {len(reopened(l))}"
+                              + (f" (live max {max(reopened(l)) * 1e3:.1f} ms)" if reopened(l) else "")
+                              + f"; load (1-min average, start/end) quiet {loads['quiet'][2 * i - 2]:.1f}/{loads['quiet'][2 * i - 1]:.1f}, "
+                              f"live {loads['live'][2 * i - 2]:.1f}/{loads['live'][2 * i - 1]:.1f}", flush=True)
                     for kind, label in (("w1", "W1 (800 items)"), ("session", "session (the stream's group, 1 user)")):
                         for i, (q, l, p) in enumerate(zip(quiet_windows, live_windows, published), 1):
                             quiet_i, live_i = within(samples[kind], [q]), within(samples[kind], [l])
@@ -329,6 +344,13 @@ def main() -> None:
                           + (f" (p50 {np.percentile(live_reopens, 50) * 1e3:.1f} ms, max {max(live_reopens) * 1e3:.1f} ms)" if live_reopens else "")
                           + f", {len(reopens)} times in all", flush=True)
                     ratio = ratios["w1"]
+                    highest = max(loads["quiet"] + loads["live"])
+                    quiet_reopens = sum(len(reopened(q)) for q in quiet_windows)
+                    print(f"reader evidence: W1 p99 live/quiet {ratio:.2f}x (target <= 1.5x), session {ratios['session']:.2f}x; reader reopens "
+                          f"{len(live_reopens)} live / {quiet_reopens} quiet; load {min(loads['quiet'] + loads['live']):.1f}-{highest:.1f} during "
+                          "the windows, this bench's own reader and consumer included"
+                          + (" (above ~2.5 on 2 cores other processes shared them: a run on a quiet machine decides the 1.5x target)"
+                             if highest > 2.5 else " (a quiet machine: this run decides the 1.5x target)"), flush=True)
                     if p99 > 1.0:
                         failures.append(f"freshness p99 {p99:.3f} s > 1 s")
                     if not ratio <= 1.5:

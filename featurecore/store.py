@@ -1017,7 +1017,15 @@ class FeatureStore:
         replayed from the WAL, which would win over them, facebook/rocksdb#15051;
         tests/test_multiprocess.py). It runs right after each catch-up, before the pass
         reads any changed row."""
-        if self._backend.needs_new_follower():
+        backend = self._backend
+        # A resident group whose rows the pass re-reads with seeks (its memtables may hold
+        # rows replayed before a flush) is served by a new follower instead: its memtables
+        # hold only what was written since that flush (a small replay, right after it), so
+        # the re-reads are one multi-get again. Seeks are binding calls per key, each
+        # giving the GIL up and taking it back: 100 keys took 50-900 ms beside a thread
+        # serving requests, which waited at every hand-over (bench_shared_memory's p99
+        # under a writer). Direct groups keep their seeks (a request reads few keys).
+        if backend.needs_new_follower() or any(backend.seeks(name) for name in self.snapshots.loaded_names()):
             self._reopen()
         else:
             self.registry.reload()

@@ -136,6 +136,15 @@ class OnlineBackend(RecordStore, Protocol):
         backend whose followers stay current."""
         ...
 
+    def seeks(self, group: str) -> bool:
+        """A follower, after ``catch_up``: True when ``read_many`` of ``group`` reads
+        key by key (RocksDB: its memtables may hold rows replayed before a flush of newer
+        versions, which a point read would return; an iterator's seeks do not). Still
+        correct, but a reader re-reading many keys of it (a resident group's refresh)
+        serves them cheaper from a new follower (``FeatureStore._after_catch_up``).
+        False for a backend whose reads never need it."""
+        ...
+
     def flush(self) -> None:
         """The writer: move every write so far out of memory into the backend's files, so
         a follower opened afterwards holds none of them in memory of its own (RocksDB:

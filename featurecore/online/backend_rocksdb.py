@@ -18,9 +18,16 @@ secondary seals the memtable it replayed only when that column family's next wri
 arrives in a newer WAL (facebook/rocksdb#15051). A point read (multi-get) looks at the
 memtable first and returns such a row; an iterator orders the memtable's and the table
 files' versions of a key by sequence and returns the newest. So a follower reads a group
-whose memtables hold replayed rows (the group a stream writes) with iterator seeks, and
-any other with one multi-get (faster: 1.1-3x for 50-800 keys, nothing to shadow), and a
-flush needs no new follower. A compaction can still make the iterator wrong: its output
+whose memtables may hold rows replayed before a flush ("suspect", ``_observe``) with
+iterator seeks, and a flush needs no new follower. Every other group, including one whose
+memtables hold only rows replayed after its newest table file (the usual state of a group
+a stream or writer writes: the catch-up after a flush renews them at the group's next
+write), is read with one multi-get: nothing in its memtables is older than its files.
+That matters beyond the 1.1-3x a multi-get saves over seeks for 50-800 keys: a seek loop
+is four rocksdict calls per key, each giving the GIL up and waiting for it again, so in a
+refresher thread beside a thread serving requests, 100 keys took 83 ms (p50) instead of
+~1 ms and the requests waited for the GIL at every hand-over (bench_shared_memory's writer
+p99: 2-19x quiet; one multi-get is one hand-over). A compaction can still make the iterator wrong: its output
 at the bottom level carries sequence 0 and drops tombstones, so a replayed older version
 wins again; ``needs_new_follower`` asks for a new follower only then, and only while the
 family's memtables may still hold rows replayed before a flush: under a steady stream the
@@ -245,9 +252,11 @@ class RocksDBBackend(RocksDBRecords):
         return sequence
 
     def catch_up(self) -> None:
+        # Only a catch-up fills a follower's memtables. rocksdict may give the GIL up inside
+        # it, so a read running beside it (a request reading a direct group) seeks: right
+        # whatever the catch-up brings, until ``_observe`` knows which groups are suspect.
+        self._seeking = self._opened - frozenset(FIXED_CFS)
         self.db.try_catch_up_with_primary()
-        # Only a catch-up fills a follower's memtables, and it holds the GIL as this does,
-        # so no read runs between the two with a stale choice.
         self._observe()
 
     def _existing(self, name: str, *, create: bool = False) -> "rocksdict.Rdict | None":
@@ -294,10 +303,10 @@ class RocksDBBackend(RocksDBRecords):
     def _observe(self, *, opened: bool = False) -> None:
         """After a catch-up (or an open, ``opened``): for each opened column family but the
         changelog (its entries are written once: no older version can win), whether its
-        memtables hold replayed rows (a group's are then read with seeks), and whether
-        they may hold rows replayed before the newest table files ("suspect"): rows a
-        flush since then covered. A compaction of a suspect family rewrote rows they
-        hold (``needs_new_follower``).
+        memtables hold replayed rows, and whether they may hold rows replayed before the
+        newest table files ("suspect"): rows a flush since then covered. A suspect group
+        is read with seeks (a point read could return such a row); a compaction of a
+        suspect family rewrote rows they hold (``needs_new_follower``).
 
         A family's memtables were renewed in this catch-up when they were empty after the
         last, or when the active one holds fewer entries than after the last (a memtable
@@ -326,7 +335,11 @@ class RocksDBBackend(RocksDBRecords):
             seen[name] = _Seen(files, active, active + sealed, suspect)
         self._families_seen = seen
         self._rewritten = frozenset(rewritten)
-        self._seeking = frozenset(name for name, state in seen.items() if name not in FIXED_CFS and state.entries)
+        # Seeks only where a point read could return a row older than a table file's.
+        self._seeking = frozenset(name for name, state in seen.items() if name not in FIXED_CFS and state.entries and state.suspect)
+
+    def seeks(self, group: str) -> bool:
+        return group in self._seeking
 
     def needs_new_follower(self) -> bool:
         """True when the last catch-up brought a compaction (or a group replacement's file

@@ -184,6 +184,9 @@ class DeferredBackend:
     def needs_new_follower(self) -> bool:
         return self.real().needs_new_follower()
 
+    def seeks(self, group: str) -> bool:
+        return self._real is not None and self._real.seeks(group)
+
     def flush(self) -> None:
         self.real().flush()
 

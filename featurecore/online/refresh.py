@@ -8,7 +8,8 @@ secondary instance). A background thread, every ``interval_s``, through the
    each whole or not at all); when that brought a compaction of rows its memtables
    replayed, the store reopens its RocksDB secondary before anything is read: the old
    instance's memtable would win over the rewritten rows (store.py, ``_after_catch_up``;
-   online/backend_rocksdb.py);
+   online/backend_rocksdb.py); and when a loaded group would be read with seeks (a flush
+   covered rows it replayed), too: step 3's re-reads are then one multi-get;
 2. reads the changelog entries after the last sequence it applied;
 3. re-reads the changed keys of loaded resident groups (``read_many``, uncached) and
    upserts (or removes) them natively; an entry without keys reloads its group;

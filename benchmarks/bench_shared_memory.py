@@ -36,8 +36,11 @@ Measured:
 - under a writer: a primary writes 1,000 rows/s to random items in alternate blocks of
   ``BLOCK_S`` seconds while a secondary (refreshing every 0.1 s, so the rows reach its
   overlay) serves without pause: p50 and p99 of requests in writing blocks over quiet
-  ones (same process, interleaved; the first ``SETTLE_S`` of each block left out). The
-  writer then publishes a new generation and flushes, so a reused store starts clean;
+  ones (same process, interleaved; the first ``SETTLE_S`` of each block left out), and
+  the refresher's passes, its longest pass and its RocksDB reopens over the blocks (a
+  long pass is what stalls requests: session 9 found re-reads by seek loops, one GIL
+  hand-over per rocksdict call, at 2-19x quiet p99). The writer then publishes a new
+  generation and flushes, so a reused store starts clean;
 - ``featurecore serve`` (``--insecure-local``, N workers, then 1): the sum of PSS of the
   supervisor and its workers after ``SERVED_ROUNDS`` x N binary requests; the time from
   starting the command to every worker having loaded its groups; and from a SIGKILL of
@@ -244,6 +247,7 @@ def serve_under_writer(root: str) -> None:
         store.get_features(FeatureRequest("bench:v1", {"item": pool[0]}, EVAL_US))  # loaded before the blocks
         print("open", flush=True)
         t0 = float(sys.stdin.readline())
+        before = store.online_stats()["refresh"]
         r = 0
         while (now := time.time()) < t0 + BLOCK_S * BLOCKS:
             request = FeatureRequest("bench:v1", {"item": pool[r % len(pool)]}, EVAL_US)
@@ -255,9 +259,14 @@ def serve_under_writer(root: str) -> None:
             if now >= t0 and into >= SETTLE_S:
                 times["writing" if int((now - t0) / BLOCK_S) % 2 == 1 else "quiet"].append(took)
         overlay = store.snapshots.loaded(GROUP_CF).overlay_rows
+        after = store.online_stats()["refresh"]
+    # The refresher's side (the evidence for the p99): catch-up passes, the longest, and new
+    # RocksDB secondaries opened for a flush or compaction, over the blocks.
+    refresh = {"passes": after["passes"] - before["passes"], "reopens": after["reopens"] - before["reopens"],
+               "longest_pass_ms": after["longest_pass_s"] * 1000}
     print(json.dumps({name: {"n": len(ts), "p50_us": float(np.percentile(ts, 50) * 1e6),
                              "p99_us": float(np.percentile(ts, 99) * 1e6)} for name, ts in times.items()}
-                     | {"overlay_rows": overlay}), flush=True)
+                     | {"overlay_rows": overlay, "refresh": refresh}), flush=True)
 
 
 def under_writer(root: str) -> "tuple[dict, dict]":
@@ -479,6 +488,8 @@ def main() -> None:
          f"{quiet['p50_us']:.0f} us / {writing['p50_us']:.0f} us", f"{writing['p50_us'] / quiet['p50_us']:.2f}x", ""),
         (f"p99 quiet / writing (overlay {served['overlay_rows']} rows)",
          f"{quiet['p99_us']:.0f} us / {writing['p99_us']:.0f} us", f"{write_ratio:.2f}x", "<= 1.5x"),
+        ("  refresher: passes; longest; secondary reopens",
+         f"{served['refresh']['passes']}; {served['refresh']['longest_pass_ms']:.1f} ms; {served['refresh']['reopens']}", "", ""),
     ]
     rows += [
         (f"featurecore serve: PSS, {N_WORKERS} workers / 1 (+ supervisor)",

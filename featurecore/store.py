@@ -128,6 +128,7 @@ class FeatureStore:
             )
         self._writer: OnlineWriter | None = None
         self._refresher: Refresher | None = None
+        self._reopens = 0
         self._schemas: dict[tuple[int, str], GroupSchema] = {}
         self._tombstone_cache: "Tombstones | None" = None
         self._closed = False
@@ -984,6 +985,9 @@ class FeatureStore:
             stats["refresh"] = {
                 "interval_s": self._refresher.interval_s,
                 "last_pass_s": self._refresher.last_refresh_s,
+                "passes": self._refresher.passes,  # that caught up
+                "longest_pass_s": self._refresher.longest_pass_s,
+                "reopens": self._reopens,  # new RocksDB secondaries for a flush or compaction (_after_catch_up)
                 "since_last_success_s": time.monotonic() - self._refresher.last_success,
                 "last_error": None if self._refresher.last_error is None else str(self._refresher.last_error),
             }
@@ -1037,6 +1041,7 @@ class FeatureStore:
         closed: requests in flight may still read from it; it is released with its last
         reference. Its directory (it holds only its info log) is removed now."""
         self._backend = self._open_backend(self._backend.groups_open)
+        self._reopens += 1
         for path in self._secondary_dirs[:-1]:
             shutil.rmtree(path, ignore_errors=True)
         del self._secondary_dirs[:-1]

@@ -199,6 +199,7 @@ def test_a_flush_or_compaction_of_resident_rows_the_secondary_replayed_reopens_i
         assert ctr_of(secondary)[0] == [value] * 10
         (now,) = secondary._secondary_dirs  # reopened for the flush, the old directory removed
         assert now != previous and not os.path.exists(previous)
+        assert secondary.online_stats()["refresh"]["reopens"] == int(value - 2)
         assert not secondary.backend.seeks("g/item_stats/v1")
         write_ctr(primary, value)
         for family in families:  # a flush of rows it never replayed: no reopen

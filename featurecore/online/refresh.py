@@ -88,6 +88,9 @@ class Refresher:
         self.sequence = backend().last_sequence()
         #: Seconds the last pass took, and time.monotonic() when a pass last succeeded.
         self.last_refresh_s = 0.0
+        #: Passes that caught up (not skipped for an unchanged stamp), and the longest one's seconds.
+        self.passes = 0
+        self.longest_pass_s = 0.0
         self.last_success = time.monotonic()
         self.last_error: "Exception | None" = None
         self._stop = threading.Event()
@@ -104,6 +107,8 @@ class Refresher:
                 applied = self._catch_up_and_apply()
                 if stamp is not None:  # only once everything up to it is applied: a failed pass is retried
                     self._seen = stamp
+                self.passes += 1
+                self.longest_pass_s = max(self.longest_pass_s, time.perf_counter() - start)
             self.last_refresh_s = time.perf_counter() - start
             self.last_success = time.monotonic()
             return applied

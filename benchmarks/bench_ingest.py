@@ -156,6 +156,7 @@ def read(root: str) -> None:
     sessions = [f"s{i}" for i in np.random.default_rng(3).integers(0, SESSIONS, 4096).tolist()]
     samples: dict[str, list[tuple[float, float]]] = {"w1": [], "session": []}
     reopens: list[tuple[float, float]] = []
+    passes: list[tuple[float, float]] = []
     done = threading.Event()
     sys.stdin.readline()  # started early (see Reader), serving from this line on
     with FeatureStore.open(root, mode="secondary", refresh_interval_s=0.1) as store:
@@ -167,6 +168,18 @@ def read(root: str) -> None:
             reopens.append((started, time.perf_counter() - start))
 
         store._reopen = timed_reopen  # type: ignore[method-assign]
+        refresher = store._refresher
+        assert refresher is not None
+        catch_up = refresher._catch_up_and_apply  # counted, not changed: each pass of the refresher thread
+
+        def timed_pass() -> int:
+            started, start = time.monotonic(), time.perf_counter()
+            try:
+                return catch_up()
+            finally:
+                passes.append((started, time.perf_counter() - start))
+
+        refresher._catch_up_and_apply = timed_pass  # type: ignore[method-assign]
 
         def request(kind: str, feature_set: str, entities: dict) -> None:
             started, start = time.monotonic(), time.perf_counter()
@@ -187,7 +200,7 @@ def read(root: str) -> None:
             both(r)
             r = (r + 1) % len(requests.item_ids)
             time.sleep(0.002)
-    print(json.dumps({"samples": samples, "reopens": reopens}))
+    print(json.dumps({"samples": samples, "reopens": reopens, "passes": passes}))
 
 
 class Reader:
@@ -204,14 +217,15 @@ class Reader:
         line = self.process.stdout.readline()
         assert line.strip() == "ready", f"the reader process did not start: {line!r}"
 
-    def stop(self) -> "tuple[dict[str, list[tuple[float, float]]], list[tuple[float, float]]]":
-        """The requests of each kind and the reopens: (start, seconds) each."""
+    def stop(self) -> "tuple[dict[str, list[tuple[float, float]]], list[tuple[float, float]], list[tuple[float, float]]]":
+        """The requests of each kind, the reopens and the refresher's passes (catch-up and
+        apply, a reopen included): (start, seconds) each."""
         import json
 
         out, _ = self.process.communicate("")
         found = json.loads(out)
         pairs = lambda rows: [(float(a), float(b)) for a, b in rows]  # noqa: E731
-        return {kind: pairs(rows) for kind, rows in found["samples"].items()}, pairs(found["reopens"])
+        return {kind: pairs(rows) for kind, rows in found["samples"].items()}, pairs(found["reopens"]), pairs(found["passes"])
 
 
 def within(samples: "list[tuple[float, float]]", windows: "list[tuple[float, float]]") -> "list[float]":
@@ -318,7 +332,7 @@ def main() -> None:
                             ingestor.run(idle_timeout_s=0.5)
                             live_seconds += time.perf_counter() - live_started
                     finally:
-                        samples, reopens = serving.stop()
+                        samples, reopens, passes = serving.stop()
                     fresh = ingestor.stats.freshness
                     p50, p99 = fresh.quantile(0.5), fresh.quantile(0.99)
                     print(f"live: {ingestor.stats.rows - before:,} rows in {live_seconds:.1f} s over {args.rounds} windows at a published "
@@ -343,6 +357,18 @@ def main() -> None:
                     print(f"reader's secondary reopened {len(live_reopens)} times in {sum(b - a for a, b in live_windows):.0f} s of live windows"
                           + (f" (p50 {np.percentile(live_reopens, 50) * 1e3:.1f} ms, max {max(live_reopens) * 1e3:.1f} ms)" if live_reopens else "")
                           + f", {len(reopens)} times in all", flush=True)
+                    for name, windows in (("quiet", quiet_windows), ("live", live_windows)):
+                        during = [seconds for started, seconds in passes if any(a <= started < b for a, b in windows)]
+                        # W1 requests slower than the quiet p99 that overlapped a refresher pass in this process
+                        limit = np.percentile(within(samples["w1"], quiet_windows), 99)
+                        slow = [(started, latency) for started, latency in samples["w1"]
+                                if latency > limit and any(a <= started < b for a, b in windows)]
+                        overlapping = sum(1 for started, latency in slow
+                                          if any(p < started + latency and started < p + d for p, d in passes))
+                        print(f"reader's refresher passes in the {name} windows: {len(during)}"
+                              + (f" (p50 {np.percentile(during, 50) * 1e3:.2f} ms, p99 {np.percentile(during, 99) * 1e3:.2f} ms, "
+                                 f"max {max(during) * 1e3:.1f} ms, {sum(during):.2f} s in all)" if during else "")
+                              + f"; W1 requests slower than the quiet p99: {len(slow)}, {overlapping} of them during a pass", flush=True)
                     ratio = ratios["w1"]
                     highest = max(loads["quiet"] + loads["live"])
                     quiet_reopens = sum(len(reopened(q)) for q in quiet_windows)

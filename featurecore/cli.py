@@ -422,7 +422,11 @@ def _init(args: argparse.Namespace) -> int:
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise FeatureStoreError(f"init: {str(target)!r} already exists and is not an empty folder; pass a new folder name")
     source = examples.path(args.template)
-    shutil.copytree(source, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+    try:
+        shutil.copytree(source, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+    except OSError as exc:  # a read-only parent, a file on the way (shutil.Error: per-file failures)
+        reason = exc.strerror or str(exc)
+        raise FeatureStoreError(f"init: {str(target)!r} cannot be created ({reason}); pick a folder you may write") from None
     files = sorted(p.relative_to(target).as_posix() for p in target.rglob("*.y*ml"))
     print(f"created features repo {target} from the {args.template!r} template: {', '.join(files)}")
     print(f"next: featurecore plan --repo {target} && featurecore apply --repo {target}")

@@ -73,6 +73,11 @@ def load_config(explicit: "str | os.PathLike | None" = None) -> StoreConfig:
         data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ValidationError(f"config file {str(path)!r} does not exist; create it or drop --config / {ENV_VAR}") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:  # a folder, unreadable, not text
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ValidationError(
+            f"config file {str(path)!r} cannot be read ({reason}); pass a readable TOML file to --config / {ENV_VAR}"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ValidationError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
     problems = [f"unknown key {k!r} (known: {', '.join(_TYPES)})" for k in data if k not in _TYPES]

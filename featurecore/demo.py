@@ -56,14 +56,19 @@ QUICK = DemoSize(users=200, items=2_000, creators=1_000, days=3, candidates=200,
 def prepare_store_dir(path: Path) -> None:
     """Create ``path`` for the demo; a directory the demo made before is wiped, any
     other non-empty directory is refused (the demo never deletes user data)."""
+    if path.exists() and not path.is_dir():
+        raise FeatureStoreError(f"--store {str(path)!r} is a file; pass an empty or new directory")
     if path.exists() and any(path.iterdir()):
         if not (path / MARKER).exists():
             raise FeatureStoreError(
                 f"--store {str(path)!r} exists and was not made by the demo; pass an empty or new directory"
             )
         shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
-    (path / MARKER).write_text("made by `featurecore demo`; safe to delete\n")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        (path / MARKER).write_text("made by `featurecore demo`; safe to delete\n")
+    except OSError as exc:  # a read-only folder, a file on the way
+        raise FeatureStoreError(f"--store {str(path)!r} cannot be created ({exc.strerror}); pick a folder you may write") from None
 
 
 def _ids(prefix: str, n: int) -> np.ndarray:

@@ -261,6 +261,14 @@ class FeatureStore:
                 return RocksDBBackend.open(self.root, secondary_path=self._secondary_dirs[-1], groups=groups)
             return RocksDBBackend.open(self.root, read_only=self.mode == "read_only")
         except Exception as error:  # RocksDB raises a bare Exception for every status
+            text = str(error)
+            if isinstance(error, (PermissionError, NotADirectoryError)) or any(
+                s in text for s in ("Permission denied", "os error 13", "Not a directory", "Read-only file system")
+            ):  # not another process: the lock hint would send the user the wrong way
+                raise FeatureStoreError(
+                    f"cannot open store {self.root!r} as {self.mode}: {text}; this user must be able to write the store "
+                    "directory (and, for a new store, its parent folder): fix the permissions or pass another --store"
+                ) from error
             raise FeatureStoreError(
                 f"cannot open store {self.root!r} as {self.mode}: {error}; only one process may open it as primary, "
                 "open the others with mode='secondary'"

@@ -622,7 +622,7 @@ class FeatureStore:
                 ``"dask"`` runs the same join partitioned by entity hash on Dask
                 (``offline.dask_engine``; ``pip install 'featurecore[dask]'``), where
                 ``events`` may also be a Dask DataFrame or Parquet files.
-            output: (dask) a directory to write the training set to as Parquet files
+            output: (dask) a new or empty directory to write the training set to as Parquet files
                 (returns ``TrainingSetFiles``); None returns a Dask DataFrame.
             client: (dask) a ``distributed.Client``, or a scheduler address (with ``output``).
             partitions: (dask) the number of entity-hash buckets.

@@ -286,6 +286,24 @@ def _check_dask_arguments(output: Any, client: Any, partitions: Any) -> None:
         raise ValidationError(
             f"partitions must be a positive int or None (the default), got {partitions!r}; pass the number of entity-hash buckets"
         )
+    if output is not None and os.path.lexists(os.fspath(output)):
+        _check_output_is_empty(os.fspath(output))
+
+
+def _check_output_is_empty(target: str) -> None:
+    """A run writes ``part-NNNNN.parquet`` per events partition and nothing else: into a
+    folder holding files already, a reader of the folder would mix in a previous run's
+    extra parts (or the events themselves, overwritten part by part when ``output`` is
+    their folder)."""
+    if not os.path.isdir(target):
+        raise ValidationError(f"output {target!r} is a file; pass a new or empty directory")
+    entries = sorted(os.listdir(target))
+    if entries:
+        raise ValidationError(
+            f"output {target!r} must be a new or empty directory, it holds {len(entries)} entries ({', '.join(entries[:3])}"
+            f"{', ...' if len(entries) > 3 else ''}); a reader of the folder would mix them with this run's part files: "
+            "remove them or pass another directory"
+        )
 
 
 def dask_training_set(
@@ -318,8 +336,8 @@ def dask_training_set(
             the offline tables' locations, which is all a task needs.
         events: pandas DataFrame, Arrow Table, Dask DataFrame, or Parquet file /
             directory / glob / list of files (read by the workers, never by the client).
-        output: a directory (shared by the workers) to write the training set to as
-            ``part-NNNNN.parquet`` files in events order; None returns a lazy Dask
+        output: a new or empty directory (shared by the workers) to write the training set
+            to as ``part-NNNNN.parquet`` files in events order; None returns a lazy Dask
             DataFrame with one partition per events partition.
         client: a ``distributed.Client``, a scheduler address (``"tcp://host:8786"``, with
             ``output`` only: a lazy frame runs where it is computed) or None (the current

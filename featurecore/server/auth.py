@@ -21,8 +21,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import hmac
+import os
 import re
 import secrets
+import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,23 +135,43 @@ def main(argv: list[str] | None = None) -> int:
         field, text = problem
         parser.error(f"--{'purpose' if field == 'purposes' else field}{text}")
     key, entry = new_key_entry(args.caller, args.tenant, args.purpose)
-    print(f"# API key (shown once; give it to {args.caller}): {key}", file=sys.stderr)
     if args.add_to is None:
+        print(f"# API key (shown once; give it to {args.caller}): {key}", file=sys.stderr)
         print("# append under `keys:` in the --auth file:", file=sys.stderr)
         print(entry, end="")
         return 0
     path = Path(args.add_to)
-    existing = path.read_text(encoding="utf-8") if path.exists() else ""
+    try:
+        existing = path.read_text(encoding="utf-8") if path.exists() else ""
+    except (OSError, UnicodeDecodeError) as exc:  # a folder, unreadable, not text
+        parser.error(f"--add-to {args.add_to!r} cannot be read ({getattr(exc, 'strerror', None) or exc}); give an --auth file")
     if existing.strip() and not re.search(r"^keys:\s*$", existing, re.MULTILINE):
         parser.error(f"--add-to {args.add_to!r} has no `keys:` line; give a new file or an --auth file made by this command")
-    with path.open("a", encoding="utf-8") as out:
-        if not existing.strip():
-            out.write("keys:\n")
-        elif not existing.endswith("\n"):
-            out.write("\n")
-        out.write(entry)
+    text = existing if existing.endswith("\n") or not existing.strip() else existing + "\n"
+    try:  # the whole file written beside it and renamed over it: a failed write leaves the old file whole
+        _replace_text(path, ("keys:\n" if not existing.strip() else text) + entry)
+    except OSError as exc:
+        parser.error(f"--add-to {args.add_to!r} cannot be written ({exc.strerror or exc}); nothing was added and no key was made")
+    print(f"# API key (shown once; give it to {args.caller}): {key}", file=sys.stderr)  # only once it is granted
     print(f"# added to {args.add_to} (caller {args.caller}, tenant {args.tenant})", file=sys.stderr)
     return 0
+
+
+def _replace_text(path: Path, text: str) -> None:
+    """Write ``path`` whole (temp file, fsync, rename), keeping an existing file's mode
+    (an --auth file is often 0600)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        if path.exists():
+            os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 if __name__ == "__main__":

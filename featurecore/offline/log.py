@@ -809,8 +809,19 @@ class OfflineLog:
             + ("" if self.local else f"; if the object store at {self.location[0]} failed, check set_offline_location(root, uri, storage_options)")
         )
 
+    def _check_columns(self, entry: LogFile, reader: pq.ParquetFile, names: "Sequence[str]") -> None:
+        """A data file that lacks columns the read needs (a foreign Parquet file put in
+        place of the table's) is refused as unreadable: pyarrow reads the columns it has
+        and the caller's select failed with a bare KeyError."""
+        have = set(reader.schema_arrow.names)
+        absent = [name for name in names if name not in have]
+        if absent:
+            raise self._missing(entry, ValueError(f"it lacks the table's columns {absent}"))
+
     def _read_file(self, entry: LogFile, columns: "Sequence[str] | None") -> pa.Table:
         reader = self._parquet(entry)
+        if columns is not None:
+            self._check_columns(entry, reader, columns)
         try:
             return reader.read(columns=list(columns) if columns is not None else None)
         except (OSError, pa.ArrowInvalid) as error:
@@ -875,6 +886,7 @@ class OfflineLog:
             # The filter columns are read only where a filter applies (a string column
             # of tenants costs as much to decode as a few feature columns).
             extra = [c for c, needed in (("tenant", mixed), ("feature_timestamp", covered)) if needed and c not in wanted]
+            self._check_columns(entry, reader, wanted + extra)
             # Whole row groups (ROW_GROUP_ROWS each) decode faster than iter_batches.
             for group in groups:
                 try:

@@ -44,10 +44,13 @@ from dataclasses import dataclass, field
 from ..access import ConsentRegistry
 from ..errors import FeatureStoreError, GenerationError, ValidationError
 from ..online import generations
+from ..layout import META_CF
 from ..online.backend_rocksdb import RocksDBBackend
+from ..online.tombstones import TOMBSTONE_PREFIX
 from ..online.deferred import RecordedReads, Recorder
 from ..online.batch import GroupSchema
 from ..registry.model import RegistryState
+from ..registry.provenance import ages_from_lineage
 from ..registry.registry import Registry
 from ..registry.serde import loads_record
 from ..storage import rocksdb
@@ -181,9 +184,15 @@ def _read_as_a_worker_opens(preloaded: Preloaded, reads: RecordedReads) -> None:
     directory = rocksdb.secondary_directory()
     try:
         records = Recorder(RocksDBBackend.open(preloaded.root, secondary_path=directory), reads)
-        Registry(records, known=preloaded.registry)
+        state = Registry(records, known=preloaded.registry).state
         ConsentRegistry(records)
         records.last_sequence()
+        # featurecore serve's /readyz (server/app.py readiness) reads each online group's
+        # newest lineage record and, through online_stats, the tombstones of unfinished
+        # deletions (governance.deletion.pending_deletions): recorded, a health check opens
+        # no RocksDB in a worker.
+        ages_from_lineage(records, [g.ref for g in state.feature_groups.values() if state.is_online(g.ref)])
+        list(records.scan_records(META_CF, TOMBSTONE_PREFIX))
         for group_cf in generations.list_groups(preloaded.root):
             try:
                 manifest = generations.current(preloaded.root, group_cf)

@@ -233,6 +233,12 @@ def within(samples: "list[tuple[float, float]]", windows: "list[tuple[float, flo
     return [latency for started, latency in samples if any(a <= started < b for a, b in windows)]
 
 
+def busy(spans: "list[tuple[float, float]]", windows: "list[tuple[float, float]]") -> float:
+    """The share of ``windows``' time that ``spans`` (start, seconds) starting in them cover."""
+    total = sum(b - a for a, b in windows)
+    return sum(seconds for started, seconds in spans if any(a <= started < b for a, b in windows)) / total if total else 0.0
+
+
 def quantiles(values: "list[float]") -> str:
     if not values:
         return "-"
@@ -287,6 +293,19 @@ def main() -> None:
             with FeatureStore.open(root) as store:
                 store.apply(w1_definitions("resident") + session_definitions())
                 ingestor = store.ingestor(GROUP, server.url("sessions"), durable="bench", max_batch=args.max_batch)
+                consumer: "dict[str, list[tuple[float, float]]]" = {"apply": [], "flush": []}  # (start, seconds) of its steps
+
+                def timed(name: str, call):  # type: ignore[no-untyped-def]
+                    def run(*args, **kwargs):  # type: ignore[no-untyped-def]
+                        started, start = time.monotonic(), time.perf_counter()
+                        try:
+                            return call(*args, **kwargs)
+                        finally:
+                            consumer[name].append((started, time.perf_counter() - start))
+                    return run
+
+                ingestor.apply = timed("apply", ingestor.apply)  # type: ignore[method-assign]
+                ingestor.flush = timed("flush", ingestor.flush)  # type: ignore[method-assign]
                 try:
                     # 1. backlog
                     started, cpu = time.perf_counter(), time.process_time()
@@ -365,10 +384,15 @@ def main() -> None:
                                 if latency > limit and any(a <= started < b for a, b in windows)]
                         overlapping = sum(1 for started, latency in slow
                                           if any(p < started + latency and started < p + d for p, d in passes))
+                        steps = {kind: sum(1 for started, latency in slow if any(p < started + latency and started < p + d for p, d in spans))
+                                 for kind, spans in consumer.items()}
                         print(f"reader's refresher passes in the {name} windows: {len(during)}"
                               + (f" (p50 {np.percentile(during, 50) * 1e3:.2f} ms, p99 {np.percentile(during, 99) * 1e3:.2f} ms, "
                                  f"max {max(during) * 1e3:.1f} ms, {sum(during):.2f} s in all)" if during else "")
-                              + f"; W1 requests slower than the quiet p99: {len(slow)}, {overlapping} of them during a pass", flush=True)
+                              + f"; W1 requests slower than the quiet p99: {len(slow)}, {overlapping} of them during a pass, "
+                              f"{steps['apply']} during a consumer micro-batch (decode + online commit), {steps['flush']} during its offline "
+                              f"append; share of the windows' time in passes / micro-batches / appends: "
+                              + " / ".join(f"{busy(spans, windows):.1%}" for spans in (passes, consumer["apply"], consumer["flush"])), flush=True)
                     ratio = ratios["w1"]
                     highest = max(loads["quiet"] + loads["live"])
                     quiet_reopens = sum(len(reopened(q)) for q in quiet_windows)

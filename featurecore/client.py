@@ -166,6 +166,9 @@ class FeatureClient:
             )
         if not isinstance(request_id, str):
             raise ValidationError(f"request_id must be a str, got {request_id!r}")
+        problem = wire.request_id_problem(request_id)  # refused here as the server would refuse it
+        if problem:
+            raise ValidationError(problem)
         media = FORMATS[fmt]
         body = json.dumps(request_body(request, request_id), allow_nan=False).encode()
         status, headers, data = self._request("POST", "/v1/features", body, {**self._headers, "Accept": media})

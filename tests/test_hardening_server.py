@@ -123,3 +123,19 @@ def test_junk_in_any_field_is_a_json_4xx_and_the_worker_lives(server, replaced, 
         error = json.loads(data)
         assert error["status"] == status and error["message"] and "field" in error
         assert headers["content-type"] == wire.JSON
+
+
+@pytest.mark.parametrize("request_id, match", [
+    ("r" * 257, "request_id must be at most 256 characters, got 257"),
+    ("r1\r\nX-Evil: 1", "request_id must be printable text"),
+])
+def test_the_client_refuses_a_request_id_the_server_would_refuse_before_sending(request_id, match):
+    """One rule (wire.request_id_problem) on both sides: the client checks it first, so an
+    unreachable server is never even tried."""
+    from featurecore.client import FeatureClient
+    from featurecore.errors import ValidationError
+    from featurecore.serving import FeatureRequest
+
+    with FeatureClient("http://127.0.0.1:1", api_key="k") as client:
+        with pytest.raises(ValidationError, match=match):
+            client.get_features(FeatureRequest("ranker:v1", {"user": "u1"}, 1_782_950_400_000_000), request_id=request_id)

@@ -41,3 +41,22 @@ def columns_fingerprint(columns: Sequence[str]) -> str:
     '7e18f737311b2dc3'
     """
     return hashlib.sha256("\n".join(columns).encode()).hexdigest()[:16]
+
+
+#: The longest request_id a server takes (it is echoed in the X-Request-Id header, and
+#: HTTP clients refuse a header line over 64 KiB).
+MAX_REQUEST_ID_CHARS = 256
+
+
+def request_id_problem(request_id: str) -> "str | None":
+    """Why a server refuses ``request_id`` (None if it takes it): the one rule for the
+    server's 400 and the client's check before sending.
+
+    >>> request_id_problem("r" * 300)
+    'request_id must be at most 256 characters, got 300; send a shorter id'
+    """
+    if not request_id.isprintable():  # echoed as the X-Request-Id header: a line break would end it
+        return f"request_id must be printable text (no control characters), got {request_id!r}"
+    if len(request_id) > MAX_REQUEST_ID_CHARS:
+        return f"request_id must be at most {MAX_REQUEST_ID_CHARS} characters, got {len(request_id)}; send a shorter id"
+    return None

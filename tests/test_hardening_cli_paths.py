@@ -114,8 +114,8 @@ def test_a_training_set_out_in_a_read_only_folder_is_refused_before_the_join(tmp
     assert result.returncode == 1 and f"the folder {str(read_only)!r} is not writable" in line
 
 
-# Bugs in tail's files (featurecore/storage/*, featurecore/online/*, serving/preload.py), asked
-# for in /work/notes/requests.md; strict, so the fix shows up as an unexpected pass.
+# A store this process may only read (a shared team store, a read-only mount), and a
+# generations folder that cannot be made.
 
 
 @pytest.fixture
@@ -129,23 +129,17 @@ def read_only_store(tmp_path, read_only, capsys):
         path.chmod(0o755 if path.is_dir() else 0o644)
 
 
-@pytest.mark.xfail(strict=True, reason="storage/rocksdb.py: rocksdict writes online/rocksdict-config.json on every open, "
-                   "read-only included, so a store the user may only read cannot be listed (EACCES)")
 def test_a_store_the_user_may_only_read_can_be_listed(tmp_path, read_only_store):
     result = unprivileged("list", "--store", str(read_only_store), cwd=tmp_path)
     assert result.returncode == 0 and "item_ctr_7d_smoothed" in result.stdout, result.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="serving/preload.py -> storage/write_stamp.py opens write-stamp O_RDWR: "
-                   "serve on a store it may not write is a PermissionError traceback")
 def test_serve_on_a_store_it_may_not_write_is_one_error_line(tmp_path, read_only_store):
     result = unprivileged("serve", "--store", str(read_only_store), "--insecure-local", "--port", "0", cwd=tmp_path)
     assert "Traceback" not in result.stderr and result.returncode == 1, result.stderr[-2000:]
     assert "featurecore serve: error: " in result.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="online/generations.py publish_entity: os.makedirs under a 'generations' "
-                   "that is a file is a NotADirectoryError traceback")
 def test_snapshot_build_with_a_file_where_the_generations_folder_belongs_is_one_error_line(tmp_path, capsys):
     store = tmp_path / "store"
     assert run(capsys, "apply", "--store", str(store), "--repo", str(EXAMPLE_REPO))[0] == 0

@@ -37,6 +37,7 @@ per group, the oldest go first.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -46,7 +47,7 @@ import time
 import uuid
 import zlib
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Callable, Iterator
 from urllib.parse import quote, unquote
 
 from .. import _core
@@ -107,6 +108,8 @@ def current(root: str, group_cf: str) -> "Manifest | None":
         return Manifest(**data)
     except FileNotFoundError:
         return None
+    except TypeError:  # JSON of another shape: Python's own message would name Manifest.__init__
+        raise GenerationError(f"generation manifest {path} is not one featurecore wrote; rebuild it with featurecore snapshot build") from None
     except (OSError, ValueError, TypeError) as error:
         raise GenerationError(f"generation manifest {path} is unreadable ({error}); rebuild it with featurecore snapshot build") from None
 
@@ -115,9 +118,10 @@ def publish(root: str, group_cf: str, group: _core.ResidentGroup, sequence: int)
     """Write ``group`` (a heap group holding every change up to changelog ``sequence``)
     as ``group_cf``'s new current generation; returns its manifest."""
     directory = group_dir(root, group_cf)
-    os.makedirs(directory, exist_ok=True)
-    name = f"{sequence:020d}-{uuid.uuid4().hex[:12]}{SUFFIX}"
-    path = _replace(directory, name, lambda temp: group.write_generation(temp, sequence))
+    with _named_os_errors(directory):
+        os.makedirs(directory, exist_ok=True)
+        name = f"{sequence:020d}-{uuid.uuid4().hex[:12]}{SUFFIX}"
+        path = _replace(directory, name, lambda temp: group.write_generation(temp, sequence))
     manifest = Manifest(group_cf, name, sequence, len(group), os.path.getsize(path), time.time_ns() // 1000)
     _install_manifest(root, manifest)
     logger.info("published generation %s of %s (%d rows, sequence %d)", name, group_cf, manifest.rows, sequence)
@@ -135,9 +139,10 @@ def publish_entity(root: str, group_cfs: "list[str]", groups: "list[_core.Reside
         ValueError: the groups hold different keys (nothing is published).
     """
     directory = group_dir(root, group_cfs[0])
-    os.makedirs(directory, exist_ok=True)
-    name = f"{sequence:020d}-{uuid.uuid4().hex[:12]}{SUFFIX}"
-    path = _replace(directory, name, lambda temp: _core.ResidentGroup.write_entity_generation(temp, groups, sequence))
+    with _named_os_errors(directory):
+        os.makedirs(directory, exist_ok=True)
+        name = f"{sequence:020d}-{uuid.uuid4().hex[:12]}{SUFFIX}"
+        path = _replace(directory, name, lambda temp: _core.ResidentGroup.write_entity_generation(temp, groups, sequence))
     size, now = os.path.getsize(path), time.time_ns() // 1000
     manifests = []
     for part, (group_cf, group) in enumerate(zip(group_cfs, groups)):
@@ -148,6 +153,20 @@ def publish_entity(root: str, group_cfs: "list[str]", groups: "list[_core.Reside
         manifests.append(manifest)
     logger.info("published entity generation %s of %s (%d rows, sequence %d)", name, ", ".join(group_cfs), len(groups[0]), sequence)
     return manifests
+
+
+@contextlib.contextmanager
+def _named_os_errors(directory: str) -> Iterator[None]:
+    """A generation that cannot be written under ``directory`` (a file where a folder
+    belongs, a folder this process may not write, a full disk) is a GenerationError naming
+    the path and the fix, not a bare OSError."""
+    try:
+        yield
+    except OSError as error:
+        raise GenerationError(
+            f"cannot write a generation under {directory!r}: {error.strerror or error} ({error.filename or directory}); "
+            "make that path a folder this process may write (or remove what is there), then run featurecore snapshot build"
+        ) from None
 
 
 def _install_manifest(root: str, manifest: Manifest) -> None:

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from ..errors import FeatureStoreError, ValidationError
 from ..layout import online_path
 from ..serving import preload
+from ..storage import rocksdb
 from . import worker
 from .auth import AuthTable
 
@@ -92,6 +93,12 @@ class ServeOptions:
             raise FeatureStoreError(
                 f"store {self.store!r} does not exist; create it first (`featurecore apply --store {self.store}`), "
                 "the server only reads it"
+            )
+        if not rocksdb.writable(self.store):
+            raise FeatureStoreError(
+                f"this user may not write store {self.store!r}'s online folder {online_path(self.store)!r}: serve workers follow "
+                "the store as RocksDB secondaries, which write there; serve as a user who may write the store, or fix its "
+                "permissions (read-only verbs such as `featurecore list` need no write access)"
             )
 
 

@@ -11,6 +11,7 @@ and ``changelog`` plus one per feature group version. The online storage seam
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from typing import Any, Iterable, Iterator, Sequence, cast
 
@@ -111,11 +112,38 @@ def open_database(
         options.set_max_file_opening_threads(1)
     elif read_only:
         access = rocksdict.AccessType.read_only()
+        if not writable(root):
+            return _open_read_only_view(path, options, column_families)
     else:
         access = rocksdict.AccessType.read_write()
         for name in FIXED_CFS:
             column_families.setdefault(name, raw_options())
     return rocksdict.Rdict(path, options, column_families=column_families, access_type=access)
+
+
+def writable(root: str) -> bool:
+    """Can this process write store ``root``'s RocksDB folder? rocksdict writes
+    ``rocksdict-config.json`` there on every open, read-only and secondary ones included."""
+    path = online_path(root)
+    config = os.path.join(path, "rocksdict-config.json")
+    return os.access(path, os.W_OK) and (not os.path.exists(config) or os.access(config, os.W_OK))
+
+
+def _open_read_only_view(path: str, options: rocksdict.Options, column_families: "dict[str, rocksdict.Options]") -> rocksdict.Rdict:
+    """Open the database in ``path`` read-only when this process may not write that folder
+    (a shared team store, a read-only mount): through a temporary folder of links to its
+    files, where rocksdict may write its config. The folder goes once the database is open:
+    a read-only open reads the MANIFEST and the WAL then and never again, and opens every
+    table file then too (``max_open_files`` is RocksDB's default, -1), so the links are not
+    read afterwards."""
+    view = tempfile.mkdtemp(prefix="featurecore-read-only-")
+    try:
+        for name in os.listdir(path):
+            if name not in ("rocksdict-config.json", "LOCK") and not name.startswith("LOG"):  # (RocksDB's info log)
+                os.symlink(os.path.join(path, name), os.path.join(view, name))
+        return rocksdict.Rdict(view, options, column_families=column_families, access_type=rocksdict.AccessType.read_only())
+    finally:
+        shutil.rmtree(view, ignore_errors=True)
 
 
 def column_family(db: rocksdict.Rdict, name: str, *, create: bool = True) -> rocksdict.Rdict:

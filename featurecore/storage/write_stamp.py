@@ -39,12 +39,15 @@ class WriteStamp:
         self._map = mapped
 
     @classmethod
-    def open(cls, root: str, *, create: bool = False) -> "WriteStamp | None":
-        """Map store ``root``'s stamp; ``create``: the primary makes the file when missing
-        (else None: a store no primary of this version opened yet, whose followers read
-        the database as before)."""
+    def open(cls, root: str, *, create: bool = False, writable: bool = False) -> "WriteStamp | None":
+        """Map store ``root``'s stamp: read-only for a follower (which may not be allowed to
+        write the store), ``writable`` to ``bump`` it; ``create``: the primary makes the file
+        when missing (else None: a store no primary of this version opened yet, whose
+        followers read the database as before)."""
+        writable = writable or create
+        flags = (os.O_RDWR | (os.O_CREAT if create else 0)) if writable else os.O_RDONLY
         try:
-            fd = os.open(path(root), os.O_RDWR | (os.O_CREAT if create else 0), 0o644)
+            fd = os.open(path(root), flags, 0o644)
         except FileNotFoundError:
             return None
         try:
@@ -52,7 +55,7 @@ class WriteStamp:
                 if not create:
                     return None
                 os.ftruncate(fd, _SIZE)
-            return cls(mmap.mmap(fd, _SIZE))
+            return cls(mmap.mmap(fd, _SIZE, access=mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ))
         finally:
             os.close(fd)
 
@@ -68,6 +71,6 @@ class WriteStamp:
 def bump(root: str) -> None:
     """Change store ``root``'s stamp if it has one (a process that is not the primary,
     e.g. one publishing a generation)."""
-    stamp = WriteStamp.open(root)
+    stamp = WriteStamp.open(root, writable=True)
     if stamp is not None:
         stamp.bump()

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from featurecore import _core
+from featurecore import _core, cli
 from featurecore.offline.write import write_batch
 from featurecore.registry import RegistryState, load_definitions, validate
 from featurecore.store import FeatureStore
@@ -19,6 +19,21 @@ T0_US = 1_782_950_400_000_000
 USERS = ["u1", "u2", "u:3"]
 ITEMS = [f"i{i}" for i in range(6)]
 CREATORS = ["c0", "c1"]
+
+
+def run_cli(capsys, *argv):
+    """``featurecore *argv`` in this process: (exit code, stdout, stderr)."""
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def applied(store_dir, example_repo, capsys):
+    """The example repo applied to a new store: the CLI's ``--store`` arguments for it."""
+    code, out, _ = run_cli(capsys, "apply", "--store", str(store_dir), "--repo", str(example_repo))
+    assert code == 0 and "registry revision 1" in out
+    return ["--store", str(store_dir)]
 
 
 @pytest.fixture

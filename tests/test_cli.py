@@ -12,18 +12,7 @@ from featurecore import cli
 from featurecore.layout import group_cf_name, online_path
 from featurecore.registry import Registry
 
-
-def run(capsys, *argv):
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-@pytest.fixture
-def applied(store_dir, example_repo, capsys):
-    code, out, _ = run(capsys, "apply", "--store", str(store_dir), "--repo", str(example_repo))
-    assert code == 0 and "registry revision 1" in out
-    return ["--store", str(store_dir)]
+from conftest import run_cli as run
 
 
 def test_apply_prints_the_plan_and_stores(store_dir, example_repo, capsys, applied):

@@ -26,17 +26,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from featurecore import cli
-
-from conftest import EXAMPLE_REPO, T0_US
+from conftest import EXAMPLE_REPO, T0_US, run_cli as run
 
 LOCK_HINT = "only one process may open it as primary"
-
-
-def run(capsys, *argv):
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def unprivileged(*argv: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -16,22 +16,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from featurecore import cli
-
-from conftest import ITEMS, T0_US
-
-
-def run(capsys, *argv):
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-@pytest.fixture
-def applied(store_dir, example_repo, capsys):
-    code, _, _ = run(capsys, "apply", "--store", str(store_dir), "--repo", str(example_repo))
-    assert code == 0
-    return ["--store", str(store_dir)]
+from conftest import ITEMS, T0_US, run_cli as run
 
 
 def events_frame(n: int, seed: int = 0) -> pd.DataFrame:

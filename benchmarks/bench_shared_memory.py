@@ -90,6 +90,15 @@ def definitions() -> list:
     return [*features, group, FeatureSet("bench", 1, tuple(f.ref for f in features), owner="bench")]
 
 
+def current_generation(root: str) -> str:
+    """The path of a reused store's current generation file."""
+    from featurecore.online import generations
+
+    manifest = generations.current(root, GROUP_CF)
+    assert manifest is not None, f"{root} has no generation of {GROUP_CF}: remove it to rebuild"
+    return manifest.path(root)
+
+
 def build(root: str) -> str:
     from featurecore.store import FeatureStore
 
@@ -425,12 +434,11 @@ def main() -> None:
     directory = os.environ.get("BENCH_SHM_DIR") or tempfile.mkdtemp(prefix="bench_shm_")
     root = os.path.join(directory, "store")
     t = time.perf_counter()
-    path = build(root) if not os.path.exists(root) else None
+    path = build(root) if not os.path.exists(root) else current_generation(root)
     print(f"store: {N_ITEMS} items x {DIM} float32 at {root} ({time.perf_counter() - t:.1f} s)")
-    if path:
-        with open(path, "rb") as f:  # into the page cache
-            while f.read(1 << 24):
-                pass
+    with open(path, "rb") as f:  # into the page cache (a reused store's file may have left it)
+        while f.read(1 << 24):
+            pass
     raw_kb = N_ITEMS * DIM * 4 / 1024
     one = start_workers(root, 1)[0]
     many = start_workers(root, N_WORKERS)

@@ -16,17 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from featurecore.errors import ValidationError
-from featurecore.store import FeatureStore
 
-from test_offline_dask import random_events, write_random_history
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory, example_repo):
-    with FeatureStore.open(tmp_path_factory.mktemp("dask-output") / "store") as store:
-        store.apply(example_repo)
-        write_random_history(store, seed=7)
-        yield store
+from test_offline_dask import random_events, random_store  # noqa: F401 (the module's store fixture)
 
 
 def events_folder(path, parts: int):
@@ -41,30 +32,30 @@ def join(store, events, output):
     return store.training_set(str(events), "home_ranker_features:v18", engine="dask", tenant_column="tenant", output=output)
 
 
-def test_a_second_run_into_the_folder_of_a_first_is_refused_before_the_join(store, tmp_path):
+def test_a_second_run_into_the_folder_of_a_first_is_refused_before_the_join(random_store, tmp_path):
     events_folder(tmp_path / "three", 3)
     events_folder(tmp_path / "one", 1)
     out = tmp_path / "out"
-    assert join(store, tmp_path / "three", out).rows == 120
+    assert join(random_store, tmp_path / "three", out).rows == 120
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     with pytest.raises(ValidationError, match=r"output '.*out' must be a new or empty directory, it holds 3 entries "
                                               r"\(part-00000.parquet, part-00001.parquet, part-00002.parquet\)"):
-        join(store, tmp_path / "one", out)
+        join(random_store, tmp_path / "one", out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert join(store, tmp_path / "one", empty).rows == 40  # an empty folder is a new one
+    assert join(random_store, tmp_path / "one", empty).rows == 40  # an empty folder is a new one
 
 
-def test_output_equal_to_the_events_folder_leaves_the_events_whole(store, tmp_path):
+def test_output_equal_to_the_events_folder_leaves_the_events_whole(random_store, tmp_path):
     events = tmp_path / "events"
     before = events_folder(events, 2)
     with pytest.raises(ValidationError, match="must be a new or empty directory, it holds 2 entries"):
-        join(store, events, events)
+        join(random_store, events, events)
     with pytest.raises(ValidationError, match="must be a new or empty directory"):
-        join(store, str(events / "*.parquet"), events / ".." / "events")
+        join(random_store, str(events / "*.parquet"), events / ".." / "events")
     assert {p.name: p.read_bytes() for p in events.iterdir()} == before
     (tmp_path / "afile").write_text("mine")
     with pytest.raises(ValidationError, match=r"output '.*afile' is a file; pass a new or empty directory"):
-        join(store, events, tmp_path / "afile")
+        join(random_store, events, tmp_path / "afile")
     assert sorted(os.listdir(tmp_path)) == ["afile", "events"]

@@ -13,12 +13,16 @@
 //   item ids: kind 0: i64[n_items]; kind 1: u64 offsets[n_items + 1], bytes
 //   item rows f32[n_items * 64], creator rows f32[n_creators * 8], user rows f32[n_users * 16]
 //   per request: user i64, creator ids i64[n], item ids (kind 0: i64[n]; kind 1: offsets, bytes)
-// Output (stdout): one line "p50_ns p99_ns checksum".
+// Output (stdout): one line "p50_ns p99_ns checksum" for `rounds` requests served in a loop.
+// Built with -DFC_LIMIT_LIBRARY -shared instead, the same work is a library that serves one
+// request per call (limit_open, limit_serve): bench_w1_ids.py runs it as a contender
+// interleaved with the others, in the same process and the same cache state.
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -134,73 +138,137 @@ Ids read_ids(FILE* f, uint32_t kind, size_t n) {
     return ids;
 }
 
+// The loaded input: indexes, tables, requests and the output matrix, so that a request's
+// work (serve) is the unavoidable part alone.
+class Limit {
+  public:
+    explicit Limit(const char* path) {
+        FILE* f = std::fopen(path, "rb");
+        if (!f) throw std::runtime_error(std::string("cannot open ") + path);
+        try {
+            load(f);
+        } catch (...) {
+            std::fclose(f);
+            throw;
+        }
+        std::fclose(f);
+    }
+    uint32_t n_requests() const { return static_cast<uint32_t>(requests_.size()); }
+    uint32_t rounds() const { return rounds_; }
+    const std::vector<float>& out() const { return out_; }
+
+    // Request k's matrix into out(): hash, probe, memcpy (a default row for a miss).
+    void serve(uint32_t k) {
+        const Request& r = requests_[k % requests_.size()];
+        user_.ints[0] = r.user;
+        uint32_t user_row;
+        user_index_->find(user_keys_, user_, hashes_.data(), &user_row);
+        item_index_->find(item_keys_, r.items, hashes_.data(), item_rows_.data());
+        creator_index_->find(creator_keys_, r.creators, hashes_.data(), creator_rows_.data());
+        const float* u = user_row == kEmpty ? zeros_.data() : &users_[size_t{user_row} * kUser];
+        for (uint32_t i = 0; i < n_; ++i) {
+            if (i + 8 < n_ && item_rows_[i + 8] != kEmpty) __builtin_prefetch(&items_[size_t{item_rows_[i + 8]} * kItem]);
+            float* o = &out_[size_t{i} * kWidth];
+            std::memcpy(o, item_rows_[i] == kEmpty ? zeros_.data() : &items_[size_t{item_rows_[i]} * kItem],
+                        kItem * sizeof(float));
+            std::memcpy(o + kItem,
+                        creator_rows_[i] == kEmpty ? zeros_.data() : &creators_[size_t{creator_rows_[i]} * kCreator],
+                        kCreator * sizeof(float));
+            std::memcpy(o + kItem + kCreator, u, kUser * sizeof(float));
+        }
+    }
+
+  private:
+    struct Request {
+        int64_t user;
+        Ids creators, items;
+    };
+
+    void load(FILE* f) {
+        const uint32_t kind = get<uint32_t>(f), n_items = get<uint32_t>(f), n_creators = get<uint32_t>(f),
+                       n_users = get<uint32_t>(f), n_requests = get<uint32_t>(f);
+        n_ = get<uint32_t>(f);
+        rounds_ = get<uint32_t>(f);
+        item_keys_ = read_ids(f, kind, n_items);
+        get_n(f, items_, size_t{n_items} * kItem);
+        get_n(f, creators_, size_t{n_creators} * kCreator);
+        get_n(f, users_, size_t{n_users} * kUser);
+        requests_.resize(n_requests);
+        for (Request& r : requests_) {
+            r.user = get<int64_t>(f);
+            r.creators = read_ids(f, 0, n_);
+            r.items = read_ids(f, kind, n_);
+        }
+        for (uint32_t i = 0; i < n_creators; ++i) creator_keys_.ints.push_back(i);  // creators and users are
+        for (uint32_t i = 0; i < n_users; ++i) user_keys_.ints.push_back(i);        // ids 0.. in row order
+        item_index_ = std::make_unique<Index>(item_keys_);
+        creator_index_ = std::make_unique<Index>(creator_keys_);
+        user_index_ = std::make_unique<Index>(user_keys_);
+        out_.assign(size_t{n_} * kWidth, 0.0f);
+        zeros_.assign(kWidth, 0.0f);
+        hashes_.resize(n_);
+        item_rows_.resize(n_);
+        creator_rows_.resize(n_);
+        user_.ints.push_back(0);
+    }
+
+    uint32_t n_ = 0, rounds_ = 0;
+    Ids item_keys_, creator_keys_, user_keys_, user_;
+    std::vector<float> items_, creators_, users_, out_, zeros_;
+    std::vector<Request> requests_;
+    std::unique_ptr<Index> item_index_, creator_index_, user_index_;
+    std::vector<uint64_t> hashes_;
+    std::vector<uint32_t> item_rows_, creator_rows_;
+};
+
 }  // namespace
 
+#ifdef FC_LIMIT_LIBRARY
+// The same loop as a shared library, so bench_w1_ids.py can run it interleaved with the
+// Python contenders, one request per round like them (ctypes: limit_open, limit_serve).
+extern "C" {
+void* limit_open(const char* path) {
+    try {
+        return new Limit(path);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "physical_limit: %s\n", e.what());
+        return nullptr;
+    }
+}
+// Serves request k; returns the nanoseconds the work took (timed here, so the ctypes call
+// costs the baseline nothing).
+int64_t limit_serve(void* limit, uint32_t k) {
+    const auto t0 = std::chrono::steady_clock::now();
+    static_cast<Limit*>(limit)->serve(k);
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
+}
+// The matrix of the last request served (n x 88 float32: item, creator, user columns).
+const float* limit_out(void* limit) { return static_cast<Limit*>(limit)->out().data(); }
+void limit_close(void* limit) { delete static_cast<Limit*>(limit); }
+}
+#else
 int main(int argc, char** argv) {
     if (argc != 2) {
         std::fprintf(stderr, "usage: physical_limit INPUT\n");
         return 2;
     }
-    FILE* f = std::fopen(argv[1], "rb");
-    if (!f) {
-        std::perror(argv[1]);
+    try {
+        Limit limit(argv[1]);
+        std::vector<int64_t> ns(limit.rounds());
+        double checksum = 0;
+        for (uint32_t k = 0; k < limit.rounds(); ++k) {
+            const auto t0 = std::chrono::steady_clock::now();
+            limit.serve(k % limit.n_requests());
+            ns[k] = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
+            checksum += limit.out()[(k * 7919u) % limit.out().size()];
+        }
+        std::sort(ns.begin(), ns.end());
+        std::printf("%lld %lld %.6f\n", static_cast<long long>(ns[ns.size() / 2]),
+                    static_cast<long long>(ns[std::min(ns.size() - 1, ns.size() * 99 / 100)]), checksum);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "physical_limit: %s\n", e.what());
         return 2;
     }
-    const uint32_t kind = get<uint32_t>(f), n_items = get<uint32_t>(f), n_creators = get<uint32_t>(f),
-                   n_users = get<uint32_t>(f), n_requests = get<uint32_t>(f), n = get<uint32_t>(f),
-                   rounds = get<uint32_t>(f);
-    const Ids item_keys = read_ids(f, kind, n_items);
-    std::vector<float> items, creators, users;
-    get_n(f, items, size_t{n_items} * kItem);
-    get_n(f, creators, size_t{n_creators} * kCreator);
-    get_n(f, users, size_t{n_users} * kUser);
-    struct Request {
-        int64_t user;
-        Ids creators, items;
-    };
-    std::vector<Request> requests(n_requests);
-    for (Request& r : requests) {
-        r.user = get<int64_t>(f);
-        r.creators = read_ids(f, 0, n);
-        r.items = read_ids(f, kind, n);
-    }
-    std::fclose(f);
-    Ids creator_keys, user_keys;  // creators and users are ids 0.. in row order
-    for (uint32_t i = 0; i < n_creators; ++i) creator_keys.ints.push_back(i);
-    for (uint32_t i = 0; i < n_users; ++i) user_keys.ints.push_back(i);
-    const Index item_index(item_keys), creator_index(creator_keys), user_index(user_keys);
-
-    std::vector<float> out(size_t{n} * kWidth), zeros(kWidth, 0.0f);
-    std::vector<uint64_t> hashes(n);
-    std::vector<uint32_t> item_rows(n), creator_rows(n);
-    std::vector<int64_t> ns(rounds);
-    double checksum = 0;
-    Ids user;
-    user.ints.push_back(0);
-    for (uint32_t k = 0; k < rounds; ++k) {
-        const Request& r = requests[k % n_requests];
-        const auto t0 = std::chrono::steady_clock::now();
-        user.ints[0] = r.user;
-        uint32_t user_row;
-        user_index.find(user_keys, user, hashes.data(), &user_row);
-        item_index.find(item_keys, r.items, hashes.data(), item_rows.data());
-        creator_index.find(creator_keys, r.creators, hashes.data(), creator_rows.data());
-        const float* u = user_row == kEmpty ? zeros.data() : &users[size_t{user_row} * kUser];
-        for (uint32_t i = 0; i < n; ++i) {
-            if (i + 8 < n && item_rows[i + 8] != kEmpty) __builtin_prefetch(&items[size_t{item_rows[i + 8]} * kItem]);
-            float* o = &out[size_t{i} * kWidth];
-            std::memcpy(o, item_rows[i] == kEmpty ? zeros.data() : &items[size_t{item_rows[i]} * kItem],
-                        kItem * sizeof(float));
-            std::memcpy(o + kItem,
-                        creator_rows[i] == kEmpty ? zeros.data() : &creators[size_t{creator_rows[i]} * kCreator],
-                        kCreator * sizeof(float));
-            std::memcpy(o + kItem + kCreator, u, kUser * sizeof(float));
-        }
-        ns[k] = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
-        checksum += out[(k * 7919u) % out.size()];
-    }
-    std::sort(ns.begin(), ns.end());
-    std::printf("%lld %lld %.6f\n", static_cast<long long>(ns[ns.size() / 2]),
-                static_cast<long long>(ns[std::min(ns.size() - 1, ns.size() * 99 / 100)]), checksum);
     return 0;
 }
+#endif

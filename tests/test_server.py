@@ -336,6 +336,19 @@ def test_serve_refuses_to_run_without_keys_or_off_loopback(primary, capsys):
 
 
 
+def test_serve_refuses_more_workers_than_the_machine_can_run(primary, capsys):
+    from featurecore.server.supervisor import MAX_WORKERS_PER_CPU, max_workers
+
+    cpus = len(os.sched_getaffinity(0))
+    assert max_workers() == MAX_WORKERS_PER_CPU * cpus
+    assert main(["serve", "--store", primary.root, "--insecure-local", "--workers", str(max_workers() + 1)]) == 1
+    err = capsys.readouterr().err
+    assert f"--workers {max_workers() + 1} is more than this machine can serve with" in err and "one worker per core" in err
+    from featurecore.server import ServeOptions
+
+    ServeOptions(store=primary.root, insecure_local=True, workers=max_workers()).check()  # the cap itself is accepted
+
+
 @pytest.mark.parametrize("interval", [0.0, -1.0, float("inf"), float("nan")])
 def test_serve_refuses_a_refresh_interval_the_workers_cannot_use(primary, interval):
     from featurecore.server import ServeOptions

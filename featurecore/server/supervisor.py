@@ -48,6 +48,19 @@ logger = logging.getLogger("featurecore.server")
 #: Consecutive failed starts (exits before listening) of one slot that stop the server.
 MAX_FAILED_STARTS = 5
 
+#: Serve workers per CPU this process may run on, at most. Each worker is a process with
+#: its own RocksDB follower, overlay and Python heap; a ranking service runs about one per
+#: core, and hundreds (a typo of --workers) would exhaust memory and file descriptors.
+MAX_WORKERS_PER_CPU = 16
+
+
+def max_workers() -> int:
+    """The most ``--workers`` a server may start on this machine (MAX_WORKERS_PER_CPU
+    per CPU this process may use)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    cpus = len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
+    return MAX_WORKERS_PER_CPU * max(1, cpus)
+
 
 @dataclass(frozen=True)
 class ServeOptions:
@@ -68,6 +81,12 @@ class ServeOptions:
         """Raise ValidationError/FeatureStoreError naming the option and the fix."""
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
             raise ValidationError(f"--workers must be a positive integer, got {self.workers!r}")
+        if self.workers > max_workers():
+            raise ValidationError(
+                f"--workers {self.workers} is more than this machine can serve with: at most {MAX_WORKERS_PER_CPU} per CPU "
+                f"this process may use, {max_workers()} here (each worker is a process holding its own RocksDB follower); "
+                "pass about one worker per core"
+            )
         if not 0 <= self.port <= 65535:
             raise ValidationError(f"--port must be in 0..65535, got {self.port}")
         if self.max_candidates < 1:

@@ -643,7 +643,7 @@ def _stage_args(parser: argparse.ArgumentParser) -> None:
 def _serve_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes serving the store (default 1; at most 16 per CPU)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes serving the store (default 1; about one per core)")
     parser.add_argument("--auth", default=None, metavar="FILE", help="API keys file (see `python -m featurecore.server.auth`)")
     parser.add_argument("--insecure-local", action="store_true", help="serve without API keys (loopback addresses only)")
     parser.add_argument("--max-candidates", type=int, default=10_000, help="candidates per request above which it is refused with 413")

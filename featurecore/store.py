@@ -909,14 +909,13 @@ class FeatureStore:
         if self._closed:
             self._raise_closed()
 
-        def check_time(request_time_us: int) -> None:  # what get_features checks first
-            if self._closed:
-                self._raise_closed()
-            self.timestamp_bounds.check(request_time_us, "request_time")
+        def time_ok(request_time_us: int) -> bool:  # what get_features checks first, without raising
+            bounds = self.timestamp_bounds
+            return not self._closed and bounds.earliest_us <= request_time_us <= bounds.latest_us()
 
         return self._engine.prepare(
             feature_set, tenant=tenant, purpose=purpose, privacy_mode=privacy_mode, caller=caller,
-            serve=self.get_features, check_time=check_time,
+            serve=self.get_features, time_ok=time_ok,
         )
 
     def resident_schemas(self, group_ref: "str | None") -> "list[GroupSchema]":

@@ -10,6 +10,7 @@ policy, group schemas, resident snapshots, the direct reader), never the store f
 
 from __future__ import annotations
 
+import operator
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
@@ -162,13 +163,14 @@ class ServingEngine:
         privacy_mode: str,
         caller: str,
         serve: Callable[[FeatureRequest], FeatureMatrix],
-        check_time: Callable[[int], None],
+        time_ok: Callable[[int], bool],
     ) -> "PreparedFeatureSet":
         """A handle serving ``feature_set`` in a loop; see ``FeatureStore.prepare``.
         ``serve`` serves the calls the handle does not (the store's get_features) and
-        ``check_time`` is what that path checks of a request time before serving."""
+        ``time_ok`` says whether that path would serve an int request time now (store
+        open, time within bounds) without raising."""
         template = FeatureRequest(feature_set, {"_": ""}, 0, tenant=tenant, purpose=purpose, privacy_mode=privacy_mode, caller=caller)
-        return PreparedFeatureSet(self, template, serve, check_time)
+        return PreparedFeatureSet(self, template, serve, time_ok)
 
     def get_features(self, request: FeatureRequest, *, state: "RegistryState | None" = None) -> FeatureMatrix:
         """Serve ``request``; see ``FeatureStore.get_features``. ``state``: a state derived
@@ -276,9 +278,13 @@ class PreparedFeatureSet:
     Made by ``FeatureStore.prepare``. Access is checked when it is made and again after
     every registry change; a call serves exactly what ``get_features`` serves for the
     same request. When every group of the route is resident (or privacy-skipped), the
-    call brings no context, candidate values or deadline and the user's consent disables
-    no group, the Python work per call is the ids' validation, the consent lookup and one
-    native call; otherwise the call goes through ``get_features``.
+    call brings no context, candidate values or deadline, the ids come in the common
+    forms (an int, a list of str, a 1-d C-contiguous int64 array) of registered entities,
+    the request time is an int within bounds and the user's consent disables no group,
+    the Python work per call is a few dict lookups (what the route needs was worked out
+    once per registry revision, ``_Fast``) and one native call; every other call, errors
+    included, goes through ``get_features``, so it serves and raises what that serves
+    and raises.
     """
 
     def __init__(
@@ -286,27 +292,38 @@ class PreparedFeatureSet:
         engine: ServingEngine,
         template: FeatureRequest,
         serve: Callable[[FeatureRequest], FeatureMatrix],
-        check_time: Callable[[int], None],
+        time_ok: Callable[[int], bool],
     ):
         self._engine = engine
         self._template = template
         self._serve = serve
-        self._check_time = check_time
-        self._revision = -1
+        self._time_ok = time_ok
+        self._state = engine._state
+        self._seen: RegistryState | None = None  # the state _route and _fast are of
         self._route: Route | None = None
+        #: What the fast path needs at _seen's revision; None: every call takes the slow path.
+        self._fast: _Fast | None = None
         self._refresh(engine._state())
 
-    def _refresh(self, state: RegistryState) -> Route:
+    def _refresh(self, state: RegistryState, *, raising: bool = True) -> Route | None:
+        """The route at ``state`` (worked out again when the revision moved). A denial
+        is raised (and audited) when ``raising``; else the route is None and a call takes
+        the slow path, where get_features raises it (and audits it) as it would."""
         engine, template = self._engine, self._template
-        try:
-            route = engine.route(state, template)
-            if route.denial is not None:  # tenant rules now, not per call
-                raise AccessDeniedError(route.denial)
-        except AccessDeniedError as error:
-            engine._policy.denied(template, error)
-            raise
-        self._route, self._revision = route, state.revision
-        return route
+        if self._seen is None or state.revision != self._seen.revision:
+            self._fast = None
+            try:
+                route = engine.route(state, template)
+                if route.denial is not None:  # tenant rules now, not per call
+                    raise AccessDeniedError(route.denial)
+            except AccessDeniedError as error:
+                if not raising:
+                    return None
+                engine._policy.denied(template, error)
+                raise
+            self._route, self._fast = route, _Fast.of(state, route, template.tenant) if route.resident is not None else None
+        self._seen = state
+        return self._route
 
     def __call__(
         self,
@@ -324,34 +341,89 @@ class PreparedFeatureSet:
         (``outputs(n)`` makes them for n candidates), so a loop allocates no output per
         request; the returned matrix's arrays are then these.
         """
-        engine, t = self._engine, self._template
-        state = engine._state()
-        route = self._route if state.revision == self._revision else self._refresh(state)
-        assert route is not None
-        if route.resident is None or context or candidate or deadline_ms is not None or type(request_time) is not int or type(entities) is not dict or not entities:
-            return self._slow(entities, request_time, context, candidate, deadline_ms, out)
-        self._check_time(request_time)
-        ids = {name if type(name) is str else str(name): request_ids(value, str(name)) for name, value in entities.items()}
-        _refuse_unknown_entities(state, route, ids)
-        consent_off = engine._policy.consent_off(t.tenant, ids, route.compiled.groups, route.consent)
-        if consent_off:
-            return self._slow(entities, request_time, context, candidate, deadline_ms, out)
-        row_entity, n = _candidates(route, ids)
-        sources = engine._residents(route.resident, route.held)
+        state = self._state()
+        if state is not self._seen:
+            self._refresh(state, raising=False)
+        fast = self._fast
+        if (
+            fast is None or context is not None or candidate is not None or deadline_ms is not None
+            or type(request_time) is not int or type(entities) is not dict
+        ):
+            return self._general(entities, request_time, context, candidate, deadline_ms, out)
+        # The ids in the forms get_features serves as they are (``request_ids``), of
+        # registered entities; anything else takes the slow path, which normalizes or
+        # refuses it (so does an id the native call refuses: see the except below).
+        known = fast.known
+        ids = {}
+        for name, value in entities.items():
+            kind = type(value)
+            if kind is np.ndarray:
+                if value.ndim != 1 or not value.flags.c_contiguous or (value.dtype is not _INT64 and value.dtype.kind not in "SU"):
+                    return self._slow(entities, request_time, None, None, None, out)
+            elif kind is int:
+                if not 0 <= value <= _INT64_MAX:  # (a negative int is no entity, its text is one)
+                    return self._slow(entities, request_time, None, None, None, out)
+                # One id of a per-request entity: its text, the same key (an int id's key
+                # is its decimal text, csrc/resolve.h) for a third of a numpy array's
+                # cost; a per-candidate entity's ids label the rows: as request_ids has them.
+                value = [str(value)] if name not in fast.row_entities else request_ids(value, name)
+            elif kind is str:
+                value = [value]
+            elif kind is not list or (value and type(value[0]) is not str):
+                return self._slow(entities, request_time, None, None, None, out)
+            if name not in known:  # (a name that is not str too)
+                return self._slow(entities, request_time, None, None, None, out)
+            ids[name] = value
+        if not ids or not self._time_ok(request_time):
+            return self._slow(entities, request_time, None, None, None, out)
+        row_entity, n = "", 1
+        for entity in fast.candidate_entities:
+            rows = ids.get(entity)
+            if rows is not None:
+                if not row_entity:
+                    row_entity, n = entity, len(rows)
+                elif len(rows) != n:
+                    return self._slow(entities, request_time, None, None, None, out)
         try:
-            return route.compiled.serve_roles(
-                sources, _role_ids(route, ids), t.tenant, request_time, None, None, n,
-                ids.get(row_entity) if row_entity else None, row_entity,
-                None if out is None else route.compiled.check_out(out, n),
-            )
-        except ValidationError:  # a refused id: raised again, named as get_features names it
-            return self._slow(entities, request_time, context, candidate, deadline_ms, out)
+            role_ids = fast.role_ids(ids)
+        except KeyError:  # an entity the feature set reads is absent
+            return self._slow(entities, request_time, None, None, None, out)
+        engine = self._engine
+        if engine._policy.consent_off(fast.tenant, ids, fast.groups, fast.consent):
+            return self._slow(entities, request_time, None, None, None, out)
+        compiled = fast.compiled
+        try:
+            if out is None:
+                stats = _core.serve(fast.plan, engine._residents(fast.resident, fast.held), role_ids, fast.tenant,
+                                    request_time, fast.no_context, compiled.candidate_array(None, n) if fast.has_candidate else None,
+                                    rows=n)
+            else:
+                stats = _core.serve(fast.plan, engine._residents(fast.resident, fast.held), role_ids, fast.tenant,
+                                    request_time, fast.no_context, compiled.candidate_array(None, n) if fast.has_candidate else None,
+                                    *compiled.check_out(out, n))
+        except ValidationError:  # refused ids (or out): raised again as get_features raises it
+            return self._slow(entities, request_time, None, None, None, out)
+        row_ids = ids[row_entity] if row_entity else None
+        if fast.can_fail and stats.fail_row >= 0:
+            compiled._raise_on_fail(stats, row_ids)
+        return FeatureMatrix.served(compiled.ref, compiled.columns, compiled.group_names, stats, row_ids, row_entity)
+
+    def _general(self, entities: Any, request_time: Any, context: Any, candidate: Any, deadline_ms: Any, out: Any) -> FeatureMatrix:
+        """A call the fast path does not take as it comes: empty context and candidate
+        mappings are no values (the fast path again); the rest is get_features'."""
+        if (
+            self._fast is not None and deadline_ms is None
+            and (context is None or (type(context) is dict and not context))
+            and (candidate is None or (type(candidate) is dict and not candidate))
+            and (context is not None or candidate is not None)
+        ):
+            return self(entities, request_time, out=out)
+        return self._slow(entities, request_time, context, candidate, deadline_ms, out)
 
     def outputs(self, n: int) -> "tuple[np.ndarray, np.ndarray, np.ndarray]":
         """New (values float32 (n, F), reasons uint8 (n, F), group_age float32 (n, G))
         arrays for ``out=`` of calls with n candidates."""
-        state = self._engine._state()
-        route = self._route if state.revision == self._revision else self._refresh(state)
+        route = self._refresh(self._state())
         assert route is not None
         return route.compiled.outputs(n)
 
@@ -359,16 +431,61 @@ class PreparedFeatureSet:
         t = self._template
         matrix = self._serve(
             FeatureRequest(t.feature_set, entities, request_time, tenant=t.tenant, privacy_mode=t.privacy_mode, purpose=t.purpose,
-                           caller=t.caller, context=context or {}, candidate=candidate or {}, deadline_ms=deadline_ms)
+                           caller=t.caller, context=context, candidate=candidate, deadline_ms=deadline_ms)
         )
         if out is not None:  # the same contract as the fast path: the matrix lives in out
-            assert self._route is not None
-            values, reasons, group_age = self._route.compiled.check_out(out, len(matrix.values))
+            compiled = self._engine.compiled(self._state(), t.feature_set)
+            values, reasons, group_age = compiled.check_out(out, len(matrix.values))
             np.copyto(values, matrix.values)
             np.copyto(reasons, matrix.reasons)
             np.copyto(group_age, matrix.group_age)
             matrix.values, matrix.reasons, matrix.group_age = values, reasons, group_age
         return matrix
+
+
+_INT64 = np.dtype(np.int64)
+_INT64_MAX = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class _Fast:
+    """What a prepared handle's fast path needs of a route whose groups are all resident
+    (or privacy-skipped), worked out once per registry revision."""
+
+    compiled: CompiledFeatureSet
+    plan: Any
+    tenant: str
+    #: The registered entity names (a request may name only these).
+    known: frozenset[str]
+    candidate_entities: tuple[str, ...]
+    row_entities: frozenset[str]
+    #: ids by entity -> the native call's ids per role (KeyError: an entity it reads is absent).
+    role_ids: Callable[[Mapping[str, Any]], Any]
+    groups: tuple[GroupBinding, ...]
+    consent: dict[frozenset[str], frozenset[str]]
+    resident: tuple[GroupSchema | None, ...]
+    held: list
+    no_context: np.ndarray
+    #: The feature set has candidate columns (the native call then reads an (n, M) array: NaN, not_computed).
+    has_candidate: bool
+    can_fail: bool
+
+    @staticmethod
+    def of(state: RegistryState, route: Route, tenant: str) -> "_Fast":
+        compiled = route.compiled
+        entities = route.role_entities
+        role_ids: Callable[[Mapping[str, Any]], Any]
+        if len(entities) > 1 and all(e is not None for e in entities):  # one C call makes the tuple
+            role_ids = operator.itemgetter(*entities)
+        else:
+            role_ids = lambda ids: [None if e is None else ids[e] for e in entities]  # noqa: E731
+        assert route.resident is not None
+        return _Fast(
+            compiled, compiled.plan, tenant, frozenset(state.entities), route.candidate_entities,
+            frozenset(route.candidate_entities), role_ids,
+            compiled.groups, route.consent, route.resident, route.held, compiled._no_context,
+            bool(compiled.candidate_names), compiled.can_fail,
+        )
 
 
 def _source_kind(state: RegistryState, binding: GroupBinding, skipped: frozenset[str]) -> str:

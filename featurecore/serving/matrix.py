@@ -12,6 +12,7 @@ from ..reasons import Reason
 
 #: Reason names by code (code 0, present, is never counted as missing).
 _REASON_NAMES: tuple[str, ...] = tuple(Reason(code).name for code in range(len(Reason)))
+_new = object.__new__
 
 
 def diagnostics_of(stats: Any) -> dict:
@@ -71,6 +72,22 @@ class FeatureMatrix:
         self.group_names = group_names
         self._diagnostics = diagnostics
         self._stats = stats  # the native AssembleStats diagnostics (and unread arrays) come from
+
+    @classmethod
+    def served(
+        cls, feature_set: str, columns: tuple[str, ...], group_names: tuple[str, ...], stats: Any, row_ids: Any, row_entity: str
+    ) -> "FeatureMatrix":
+        """The matrix of a native serve call's ``stats`` (its arrays, diagnostics from its
+        counts): what ``__init__`` makes of them, in a third less time (one per request)."""
+        matrix = _new(cls)  # (attribute stores: what __init__ does, without its call)
+        matrix.feature_set = feature_set
+        matrix._values = matrix._reasons = matrix._group_age = matrix._diagnostics = None
+        matrix.columns = columns
+        matrix.row_ids = row_ids
+        matrix.row_entity = row_entity
+        matrix.group_names = group_names
+        matrix._stats = stats
+        return matrix
 
     @property
     def values(self) -> np.ndarray:

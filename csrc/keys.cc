@@ -151,9 +151,17 @@ size_t key_prefix_length(const char* key, size_t len) {
     return p <= len ? p : 0;
 }
 
-uint64_t hash_id_int(uint64_t prefix_hash, int64_t v) {
+namespace {
+inline uint64_t hash_int_inline(uint64_t prefix_hash, int64_t v) {
     constexpr uint64_t k1 = 0xe7037ed1a0b428dbull, k2 = 0x8ebc6af09c88c6e3ull;
     return mix(prefix_hash ^ k1, mix(static_cast<uint64_t>(v) ^ k2, k1));
+}
+}  // namespace
+
+uint64_t hash_id_int(uint64_t prefix_hash, int64_t v) { return hash_int_inline(prefix_hash, v); }
+
+void hash_ids_int(uint64_t prefix_hash, const int64_t* v, size_t n, uint64_t* out) {
+    for (size_t i = 0; i < n; ++i) out[i] = hash_int_inline(prefix_hash, v[i]);
 }
 
 bool parse_int_id(const char* id, size_t len, int64_t& out) {

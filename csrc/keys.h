@@ -69,6 +69,8 @@ uint64_t hash_key(const char* key, size_t len);
 // hash_id_text hashes as integers.
 bool parse_int_id(const char* id, size_t len, int64_t& v);
 uint64_t hash_id_int(uint64_t prefix_hash, int64_t v);
+// out[i] = hash_id_int(prefix_hash, v[i]) for i < n (a request's int ids, in one loop).
+void hash_ids_int(uint64_t prefix_hash, const int64_t* v, size_t n, uint64_t* out);
 uint64_t hash_id_text(uint64_t prefix_hash, const char* id, size_t len);
 // Bytes of key's prefix (3 + tenant + entity type), or 0 if key is not well formed.
 size_t key_prefix_length(const char* key, size_t len);

@@ -121,22 +121,78 @@ int64_t IndexView::find(const char* key, size_t len, uint64_t hash) const {
     return pos == mask + 1 ? -1 : static_cast<int64_t>(slots[pos].row);
 }
 
-void IndexView::find_many(const KeyProbe& keys, const uint8_t* skip, size_t n, int64_t* out) const {
+namespace {
+
+// The software pipeline of IndexView::find_many: for key i, the index slot of key i, the
+// record of key i - kAhead (what `same` reads: the head and `reach` bytes from the inline
+// key on), then, when arena_stage, the arena bytes of key i - 2 kAhead when its record
+// holds an arena offset, and finally the compare of key i - lag. A template, so each
+// compare (an int id's, or the general one) compiles into its own tight loop.
+template <typename Same>
+void pipelined_find(const IndexView& v, const uint64_t* hashes, const uint8_t* skip, size_t n, int64_t* out,
+                    bool arena_stage, Same same) {
     constexpr size_t kAhead = 12;  // keys between prefetch stages: enough misses in flight
+    const IndexSlot* slots = v.slots;
+    const size_t mask = v.mask;
+    const uint32_t kFree = 0xFFFFFFFFu;
+    auto probe = [&](size_t k) -> int64_t {
+        const uint64_t hash = hashes[k];
+        const uint32_t fp = fingerprint(hash);
+        for (size_t pos = hash & mask;; pos = (pos + 1) & mask) {
+            const IndexSlot& s = slots[pos];
+            if (s.row == kFree) return -1;
+            if (s.fp == fp && same(k, s.row)) return static_cast<int64_t>(s.row);
+        }
+    };
+    // Arena keys take a third stage (their offset is read from the record the second
+    // prefetched); without any, the compare follows the record prefetch directly.
+    const size_t lag = (arena_stage ? 3 : 2) * kAhead;
+    for (size_t i = 0; i < n + lag; ++i) {
+        if (i < n && !skip[i]) __builtin_prefetch(&slots[hashes[i] & mask]);
+        if (i >= kAhead && i - kAhead < n && !skip[i - kAhead]) {
+            const IndexSlot& s = slots[hashes[i - kAhead] & mask];
+            if (s.row != kFree) {  // what the compare reads: the head and the inline key (or arena offset)
+                __builtin_prefetch(v.rows.record(s.row));
+                __builtin_prefetch(v.rows.record(s.row) + IndexView::kTextAt + v.inline_key - 1);
+            }
+        }
+        if (arena_stage && i >= 2 * kAhead && i - 2 * kAhead < n && !skip[i - 2 * kAhead]) {
+            const IndexSlot& s = slots[hashes[i - 2 * kAhead] & mask];
+            if (s.row != kFree && v.rows.tag(s.row) > v.inline_key) {  // a long key: its arena bytes
+                uint64_t off;
+                std::memcpy(&off, v.rows.record(s.row) + IndexView::kIntAt, sizeof off);
+                __builtin_prefetch(v.arena + off);
+            }
+        }
+        if (i >= lag) {
+            const size_t k = i - lag;
+            out[k] = skip[k] ? -1 : probe(k);
+        }
+    }
+}
+
+}  // namespace
+
+void IndexView::find_many(const KeyProbe& keys, const uint8_t* skip, size_t n, int64_t* out) const {
     const uint64_t* hashes = keys.hashes;
     const size_t plen = keys.prefix.size();
     // The ids' prefix is the group's (the usual case): keys are compared as ids, an int
     // id as an integer. Otherwise only keys stored whole can match.
     const bool short_form = !prefix.empty() && keys.prefix == prefix;
+    if (short_form && keys.ints) {  // int ids: only a kInt record can match, never an arena key
+        const int64_t* ints = keys.ints;
+        return pipelined_find(*this, hashes, skip, n, out, false, [&](size_t k, uint32_t row) -> bool {
+            const uint8_t* rec = rows.record(row);
+            int64_t v;
+            std::memcpy(&v, rec + kIntAt, sizeof v);
+            return rec[kKindAt] == KeyForm::kInt && v == ints[k];
+        });
+    }
     // Key k equals the key of row: same form, same id (or same whole key).
     auto same = [&](size_t k, uint32_t row) -> bool {
         const uint8_t* rec = rows.record(row);
         const uint8_t kind = rec[kKindAt];
         int64_t v;
-        if (short_form && keys.ints) {
-            std::memcpy(&v, rec + kIntAt, sizeof v);
-            return kind == KeyForm::kInt && v == keys.ints[k];
-        }
         char digits[20];
         const char* id;
         size_t len;
@@ -159,40 +215,7 @@ void IndexView::find_many(const KeyProbe& keys, const uint8_t* skip, size_t n, i
         return t.size() == plen + len && same_bytes(t.data(), keys.prefix.data(), plen) &&
                same_bytes(t.data() + plen, id, len);
     };
-    auto probe = [&](size_t k) -> int64_t {
-        const uint64_t hash = hashes[k];
-        const uint32_t fp = fingerprint(hash);
-        for (size_t pos = hash & mask;; pos = (pos + 1) & mask) {
-            const IndexSlot& s = slots[pos];
-            if (s.row == 0xFFFFFFFFu) return -1;
-            if (s.fp == fp && same(k, s.row)) return static_cast<int64_t>(s.row);
-        }
-    };
-    // Arena keys take a third stage (their offset is read from the record the second
-    // prefetched); without any, the compare follows the record prefetch directly.
-    const size_t lag = (arena_bytes ? 3 : 2) * kAhead;
-    for (size_t i = 0; i < n + lag; ++i) {
-        if (i < n && !skip[i]) __builtin_prefetch(&slots[hashes[i] & mask]);
-        if (i >= kAhead && i - kAhead < n && !skip[i - kAhead]) {
-            const IndexSlot& s = slots[hashes[i - kAhead] & mask];
-            if (s.row != 0xFFFFFFFFu) {  // what the compare reads: the head and the inline key (or arena offset)
-                __builtin_prefetch(rows.record(s.row));
-                __builtin_prefetch(rows.record(s.row) + kTextAt + inline_key - 1);
-            }
-        }
-        if (arena_bytes && i >= 2 * kAhead && i - 2 * kAhead < n && !skip[i - 2 * kAhead]) {
-            const IndexSlot& s = slots[hashes[i - 2 * kAhead] & mask];
-            if (s.row != 0xFFFFFFFFu && rows.tag(s.row) > inline_key) {  // a long key: its arena bytes
-                uint64_t off;
-                std::memcpy(&off, rows.record(s.row) + kIntAt, sizeof off);
-                __builtin_prefetch(arena + off);
-            }
-        }
-        if (i >= lag) {
-            const size_t k = i - lag;
-            out[k] = skip[k] ? -1 : probe(k);
-        }
-    }
+    pipelined_find(*this, hashes, skip, n, out, arena_bytes != 0, same);
 }
 
 size_t ResidentGroup::padded_extra(size_t record, size_t id_bytes) {
@@ -692,6 +715,7 @@ std::shared_ptr<const PeerRows> ResidentGroup::peer_rows_locked(const ResidentGr
         map->own_changes = own;
         map->leader_rows = n_base();
         map->identity = true;
+        map->same_keys = true;
         peer_ = map;
         return peer_;
     }

@@ -90,6 +90,9 @@ struct PeerRows {
     uint64_t leader_id = 0, leader_changes = 0, own_changes = 0;
     size_t leader_rows = 0;  // rows of the leader the map covers
     bool identity = false;
+    // This group holds exactly the leader's keys (both serve parts of one generation with
+    // no change since): an id the leader lacks is absent here too, and is not probed.
+    bool same_keys = false;
     std::vector<uint32_t> rows;
 };
 

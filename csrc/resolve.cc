@@ -55,10 +55,9 @@ void hash_role_ids(const AssemblyPlan& plan, size_t role, std::string_view tenan
     miss.resize(n_rows);
     if (spec.components.empty() && role_ids[role].ints) {
         const int64_t* ints = role_ids[role].ints;
-        for (size_t i = 0; i < n_rows; ++i) {
-            miss[i] = ints[i] < 0 ? kNotApplicable : kPresent;  // (so never probed)
-            hashes[i] = hash_id_int(ph, ints[i]);
-        }
+        uint8_t* m = miss.data();
+        for (size_t i = 0; i < n_rows; ++i) m[i] = ints[i] < 0 ? kNotApplicable : kPresent;  // (so never probed)
+        hash_ids_int(ph, ints, n_rows, hashes.data());
         return;
     }
     const char* text;
@@ -102,8 +101,9 @@ ResidentGroup::Probe role_probe(const AssemblyPlan& plan, size_t role, const std
 
 // Rows of a resident group (the follower) for ids its role's first group (the leader)
 // was already probed for: through the follower's peer map of the leader's rows when it
-// has a valid one (an id the leader lacks is still probed here: the follower may hold
-// it), else by probing every id. out[i] = row or -1, as find_many_locked.
+// has a valid one (an id the leader lacks is still probed here, the follower may hold
+// it, unless the map says it holds the leader's keys), else by probing every id.
+// out[i] = row or -1, as find_many_locked.
 void follower_rows(const ResidentGroup& leader, const int64_t* leader_refs, const ResidentGroup& follower,
                    const ResidentGroup::Probe& probe, const uint8_t* skip, size_t n, int64_t* out, ServeScratch& sc) {
     if (&leader == &follower) {
@@ -113,6 +113,10 @@ void follower_rows(const ResidentGroup& leader, const int64_t* leader_refs, cons
     const std::shared_ptr<const PeerRows> map = follower.peer_rows_locked(leader, n);
     if (!map) {
         follower.find_many_locked(probe, skip, n, out);
+        return;
+    }
+    if (map->same_keys) {  // the leader's rows, and its misses
+        std::copy(leader_refs, leader_refs + n, out);
         return;
     }
     const uint32_t* rows = map->identity ? nullptr : map->rows.data();  // identity: the leader's rows
@@ -208,8 +212,8 @@ AssembleStats serve(const AssemblyPlan& plan, std::string_view tenant, const std
     sc.role_offs.resize(roles.size());
     sc.role_hashes.resize(roles.size());
     sc.role_miss.resize(roles.size());
+    sc.role_absent.resize(roles.size());
     sc.refs.resize(pgroups.size());
-    sc.miss.resize(pgroups.size());
     if (sc.iota.size() < n) {
         sc.iota.resize(n);
         for (size_t i = 0; i < n; ++i) sc.iota[i] = static_cast<int64_t>(i);
@@ -219,7 +223,13 @@ AssembleStats serve(const AssemblyPlan& plan, std::string_view tenant, const std
     for (size_t g = 0; g < pgroups.size(); ++g) {
         const uint32_t role = pgroups[g].spec.role;
         if (sources[g].resident && !built[role]) {
-            hash_role_ids(plan, role, tenant, role_ids, role_rows(plan, role, n), sc);
+            const size_t nr = role_rows(plan, role, n);
+            hash_role_ids(plan, role, tenant, role_ids, nr, sc);
+            const uint8_t* m = sc.role_miss[role].data();
+            auto& absent = sc.role_absent[role];
+            absent.resize(nr);
+            uint8_t* a = absent.data();
+            for (size_t i = 0; i < nr; ++i) a[i] = m[i] ? m[i] : static_cast<uint8_t>(kEntityNotFound);
             built[role] = 1;
         }
     }
@@ -247,9 +257,7 @@ AssembleStats serve(const AssemblyPlan& plan, std::string_view tenant, const std
                                             " has a different schema than the plan; load it with the plan's schema");
             const auto& rmiss = sc.role_miss[role];
             auto& refs = sc.refs[g];
-            auto& miss = sc.miss[g];
             refs.resize(nr);
-            miss.resize(nr);
             if (leader[role] < 0) {
                 src.resident->find_many_locked(role_probe(plan, role, role_ids, sc), rmiss.data(), nr, refs.data());
                 leader[role] = static_cast<int32_t>(g);
@@ -258,10 +266,9 @@ AssembleStats serve(const AssemblyPlan& plan, std::string_view tenant, const std
                               sc.refs[static_cast<size_t>(leader[role])].data(), *src.resident,
                               role_probe(plan, role, role_ids, sc), rmiss.data(), nr, refs.data(), sc);
             }
-            for (size_t i = 0; i < nr; ++i) miss[i] = rmiss[i] ? rmiss[i] : static_cast<uint8_t>(kEntityNotFound);
             gr.table = src.resident->view_locked();
             gr.refs = refs.data();
-            gr.miss = miss.data();
+            gr.miss = sc.role_absent[role].data();
             gr.miss_stride = gr.refs_stride = nr == 1 ? 0 : 1;
         } else if (src.table) {
             if (!src.table->schema().same_layout(*pgroups[g].spec.schema))

@@ -46,10 +46,10 @@ struct GroupSource {
 // Buffers reused across serve calls on one thread.
 struct ServeScratch {
     std::vector<std::vector<int64_t>> refs;
-    std::vector<std::vector<uint8_t>> miss;
     std::vector<std::string> role_prefix, role_keys;
     std::vector<std::vector<uint64_t>> role_offs, role_hashes;
     std::vector<std::vector<uint8_t>> role_miss;
+    std::vector<std::vector<uint8_t>> role_absent;  // role_miss, kEntityNotFound where kPresent
     std::vector<int64_t> iota;
     std::vector<uint8_t> peer_skip;  // follower_rows: ids left to probe
     std::vector<int64_t> peer_out;

@@ -269,3 +269,19 @@ def test_refusals_name_the_argument_as_get_features_does(store):
         assert_same(lambda: handle(entities, AT), lambda: store.get_features(FeatureRequest(FEATURE_SET, entities, AT)))
     with pytest.raises(ValidationError, match="request_time"):
         handle(base, AT // 1_000_000)
+
+
+def test_each_call_counts_one_read_of_each_group_it_reads(store):
+    """Snapshots.reads counts what every request is handed (a warm call counts one int
+    per group set and the counts are expanded when read: the same counts as one per group)."""
+    handle = store.prepare(FEATURE_SET, privacy_mode="non_personalized")  # the user group is not read
+    entities = {"user": 1001, "item": np.array([1, 2], dtype=np.int64), "creator": np.array([101, 102])}
+    handle(entities, AT)
+    before = store.snapshots.reads
+    for _ in range(3):
+        handle(entities, AT)
+    store.get_features(FeatureRequest(FEATURE_SET, entities, AT, privacy_mode="non_personalized"))
+    after = store.snapshots.reads
+    groups = ("g/item_stats/v1", "g/creator_stats/v1", "g/user_profile/v1")
+    assert [after[name] - before[name] for name in groups] == [4, 4, 0]
+    assert set(after) - set(before) <= set(groups)

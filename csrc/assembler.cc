@@ -353,12 +353,11 @@ void assemble_rows(const AssemblyPlan& plan, const std::vector<GroupRows>& group
 
 }  // namespace
 
-AssembleStats assemble(const AssemblyPlan& plan, const std::vector<GroupRows>& groups, const RequestCols& req,
-                       const Outputs& out, int threads) {
-    constexpr size_t kMinRowsPerThread = 16384;  // below this a thread costs more than it saves
-    const int64_t t0 = now_ns();
-    const size_t n_chunks =
-        std::max<size_t>(1, std::min<size_t>(static_cast<size_t>(std::max(threads, 1)), out.n / kMinRowsPerThread));
+namespace {
+
+// assemble() over n_chunks > 1 chunks of rows, one thread each (offline batches).
+void assemble_chunks(const AssemblyPlan& plan, const std::vector<GroupRows>& groups, const RequestCols& req,
+                     const Outputs& out, size_t n_chunks, AssembleStats& stats) {
     std::vector<AssembleStats> parts(n_chunks);
     std::vector<std::thread> workers;
     size_t c = 1;
@@ -373,7 +372,6 @@ AssembleStats assemble(const AssemblyPlan& plan, const std::vector<GroupRows>& g
         assemble_rows(plan, groups, req, out, out.n * rest / n_chunks, out.n * (rest + 1) / n_chunks, parts[rest]);
     assemble_rows(plan, groups, req, out, 0, out.n / n_chunks, parts[0]);
     for (auto& t : workers) t.join();
-    AssembleStats stats;
     for (const AssembleStats& part : parts) {  // chunks are in row order: the first fail wins
         for (int r = 1; r < kNumReasons; ++r) stats.reason_counts[r] += part.reason_counts[r];
         if (stats.fail_row < 0 && part.fail_row >= 0) {
@@ -382,6 +380,21 @@ AssembleStats assemble(const AssemblyPlan& plan, const std::vector<GroupRows>& g
             stats.fail_reason = part.fail_reason;
         }
     }
+}
+
+}  // namespace
+
+AssembleStats assemble(const AssemblyPlan& plan, const std::vector<GroupRows>& groups, const RequestCols& req,
+                       const Outputs& out, int threads) {
+    constexpr size_t kMinRowsPerThread = 16384;  // below this a thread costs more than it saves
+    const int64_t t0 = now_ns();
+    const size_t n_chunks =
+        std::max<size_t>(1, std::min<size_t>(static_cast<size_t>(std::max(threads, 1)), out.n / kMinRowsPerThread));
+    AssembleStats stats;
+    if (n_chunks == 1)  // a request: on this thread, nothing allocated
+        assemble_rows(plan, groups, req, out, 0, out.n, stats);
+    else
+        assemble_chunks(plan, groups, req, out, n_chunks, stats);
     uint64_t missing = 0;
     for (int r = 1; r < kNumReasons; ++r) missing += stats.reason_counts[r];
     stats.reason_counts[kPresent] = out.n * plan.n_columns() - missing;

@@ -63,7 +63,7 @@ Outs outputs_arg(const AssemblyPlan& plan, py::handle values, py::handle reasons
 }
 
 struct ReqArg {
-    std::vector<py::object> keep;
+    py::object keep[3];  // the arrays req points into (eval_time, context, candidate)
     fc::RequestCols req;
     int64_t eval_time = 0;  // a scalar eval_time_us
 };
@@ -73,8 +73,8 @@ void request_times(py::handle eval_time_us, py::ssize_t n, ReqArg& r) {
     if (et.shape(0) != n && et.shape(0) != 1)
         throw std::invalid_argument("eval_time_us has " + std::to_string(et.shape(0)) + " entries; pass " +
                                     std::to_string(n) + " (one per row) or 1 (broadcast)");
-    r.keep.push_back(et);
     r.req.eval_time = et.data();
+    r.keep[0] = et;
     r.req.eval_stride = et.shape(0) == 1 ? 0 : 1;
 }
 
@@ -95,13 +95,13 @@ void request_arg(const AssemblyPlan& plan, py::ssize_t n, py::handle eval_time_u
     const auto C = static_cast<py::ssize_t>(plan.context_cols().size());
     const bool per_row = py::isinstance<py::array>(context) && py::reinterpret_borrow<py::array>(context).ndim() == 2;
     auto ctx = per_row ? need<float>(context, "context", {n, C}) : need<float>(context, "context", {C});
-    r.keep.push_back(ctx);
     r.req.context = ctx.data();
+    r.keep[1] = ctx;
     r.req.context_stride = per_row ? static_cast<size_t>(C) : 0;
     if (candidate.is_none() && plan.candidate_cols().empty()) return;  // nothing to read
     auto cand = need<float>(candidate, "candidate", {n, static_cast<py::ssize_t>(plan.candidate_cols().size())});
-    r.keep.push_back(cand);
     r.req.candidate = cand.data();
+    r.keep[2] = cand;
 }
 
 // What assemble/serve return: cell counts per reason, the first `fail`, timings, and
@@ -196,9 +196,16 @@ Stats run_assemble(const AssemblyPlan& plan, const py::sequence& tables, const p
 Stats run_serve(const AssemblyPlan& plan, const py::sequence& sources, const py::sequence& ids, const std::string& tenant,
                 py::handle eval_time_us, py::handle context, py::handle candidate, py::handle values,
                 py::handle reasons, py::handle group_age, py::ssize_t rows) {
-    // Reused per thread so a request allocates nothing once warm.
+    // Reused per thread so a request allocates nothing once warm (keep is emptied on the
+    // way out, with the GIL held, whatever happens).
     thread_local std::vector<IdsArg> id_args;
     thread_local fc::ServeScratch scratch;
+    thread_local std::vector<py::object> keep;
+    thread_local std::vector<fc::IdColumn> cols;
+    thread_local std::vector<fc::GroupSource> srcs;
+    struct Release {
+        ~Release() { keep.clear(); }
+    } release_keep;
     Outs o = outputs_arg(plan, values, reasons, group_age, rows);
     ReqArg req;
     request_arg(plan, static_cast<py::ssize_t>(o.out.n), eval_time_us, context, candidate, req);
@@ -207,8 +214,7 @@ Stats run_serve(const AssemblyPlan& plan, const py::sequence& sources, const py:
         throw std::invalid_argument("serve: ids needs one entry per plan role (" + std::to_string(roles.size()) +
                                     "), got " + std::to_string(py::len(ids)));
     if (id_args.size() < roles.size()) id_args.resize(roles.size());
-    std::vector<py::object> keep;
-    std::vector<fc::IdColumn> cols(roles.size());
+    cols.assign(roles.size(), fc::IdColumn{});
     for (size_t r = 0; r < roles.size(); ++r) {
         ids_arg(ids[r], [&] { return "entities['" + roles[r].entity_type + "']"; }, id_args[r], keep);
         cols[r] = id_args[r].col;
@@ -217,7 +223,7 @@ Stats run_serve(const AssemblyPlan& plan, const py::sequence& sources, const py:
     if (static_cast<size_t>(py::len(sources)) != G)
         throw std::invalid_argument("serve: sources needs one entry per plan group (" + std::to_string(G) +
                                     "), got " + std::to_string(py::len(sources)));
-    std::vector<fc::GroupSource> srcs(G);
+    srcs.assign(G, fc::GroupSource{});
     for (size_t g = 0; g < G; ++g) {
         py::object s = sources[g];
         if (s.is_none()) continue;
@@ -303,6 +309,6 @@ void bind_assembly(py::module_& m) {
           "Fills values/reasons/group_age in place from per-group row refs (large batches over `threads` threads).");
     m.def("serve", &run_serve, py::arg("plan"), py::arg("sources"), py::arg("ids"), py::arg("tenant"),
           py::arg("eval_time_us"), py::arg("context"), py::arg("candidate"), py::arg("values") = py::none(),
-          py::arg("reasons") = py::none(), py::arg("group_age") = py::none(), py::kw_only(), py::arg("rows") = -1,
+          py::arg("reasons") = py::none(), py::arg("group_age") = py::none(), py::arg("rows") = -1,
           "One request: resolve keys per group, then assemble, with the GIL released.");
 }

@@ -219,7 +219,8 @@ AssembleStats serve(const AssemblyPlan& plan, std::string_view tenant, const std
         for (size_t i = 0; i < n; ++i) sc.iota[i] = static_cast<int64_t>(i);
     }
     // Hash once per role, shared by every resident group of that entity.
-    std::vector<uint8_t> built(roles.size(), 0);
+    auto& built = sc.built;
+    built.assign(roles.size(), 0);
     for (size_t g = 0; g < pgroups.size(); ++g) {
         const uint32_t role = pgroups[g].spec.role;
         if (sources[g].resident && !built[role]) {
@@ -235,17 +236,23 @@ AssembleStats serve(const AssemblyPlan& plan, std::string_view tenant, const std
     }
     // Shared locks in address order, each group once, so two readers never
     // wait on each other's writers in a cycle.
-    std::vector<const ResidentGroup*> residents;
+    // The locks are released when serve returns, however it returns.
+    struct Release {
+        ServeScratch& sc;
+        ~Release() { sc.locks.clear(); }
+    } release{sc};
+    auto& residents = sc.residents;
+    residents.clear();
     for (const auto& s : sources)
         if (s.resident) residents.push_back(s.resident);
     std::sort(residents.begin(), residents.end());
     residents.erase(std::unique(residents.begin(), residents.end()), residents.end());
-    std::vector<std::shared_lock<std::shared_mutex>> locks;
-    locks.reserve(residents.size());
-    for (const ResidentGroup* r : residents) locks.emplace_back(r->mutex());
+    for (const ResidentGroup* r : residents) sc.locks.emplace_back(r->mutex());
 
-    std::vector<GroupRows> rows(pgroups.size());
-    std::vector<int32_t> leader(roles.size(), -1);  // per role: its first resident group, probed
+    auto& rows = sc.rows;
+    rows.assign(pgroups.size(), GroupRows{});
+    auto& leader = sc.leader;  // per role: its first resident group, probed
+    leader.assign(roles.size(), -1);
     for (size_t g = 0; g < pgroups.size(); ++g) {
         const GroupSource& src = sources[g];
         GroupRows& gr = rows[g];

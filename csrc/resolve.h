@@ -16,6 +16,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <mutex>
+#include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -53,6 +55,12 @@ struct ServeScratch {
     std::vector<int64_t> iota;
     std::vector<uint8_t> peer_skip;  // follower_rows: ids left to probe
     std::vector<int64_t> peer_out;
+    // serve's per-request state (its locks released when it returns).
+    std::vector<uint8_t> built;
+    std::vector<const ResidentGroup*> residents;
+    std::vector<std::shared_lock<std::shared_mutex>> locks;
+    std::vector<GroupRows> rows;
+    std::vector<int32_t> leader;
 };
 
 // Appends id i of `ids` (ints as decimal text) to `out`; false, appending nothing,

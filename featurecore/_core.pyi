@@ -382,7 +382,6 @@ def serve(
     values: NDArray[np.float32] | None = None,
     reasons: NDArray[np.uint8] | None = None,
     group_age: NDArray[np.float32] | None = None,
-    *,
     rows: int = -1,
 ) -> AssembleStats:
     """One request in one native call (GIL released after the ids are copied).

@@ -325,9 +325,13 @@ def test_serve_matches_lookup_then_reference(spec, seed, n, tenant):
     # columns, and the matrix allocated by serve (rows=n): bit-identical.
     alloc = _core.serve(plan, sources, [user, items], tenant, now, context,
                         candidate if candidate.shape[1] else None, rows=n)
-    for mine, theirs in zip((alloc.values, alloc.reasons, alloc.group_age), got):
-        assert mine.shape == theirs.shape and mine.dtype == theirs.dtype
-        np.testing.assert_array_equal(mine.view(np.uint8), theirs.view(np.uint8))
+    # rows may also be given positionally, after three None outputs (the prepared handle's call).
+    positional = _core.serve(plan, sources, [user, items], tenant, now, context,
+                             candidate if candidate.shape[1] else None, None, None, None, n)
+    for made in (alloc, positional):
+        for mine, theirs in zip((made.values, made.reasons, made.group_age), got):
+            assert mine.shape == theirs.shape and mine.dtype == theirs.dtype
+            np.testing.assert_array_equal(mine.view(np.uint8), theirs.view(np.uint8))
     assert stats.values is got[0] and stats.reasons is got[1] and stats.group_age is got[2]
 
 

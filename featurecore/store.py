@@ -910,8 +910,7 @@ class FeatureStore:
             self._raise_closed()
 
         def time_ok(request_time_us: int) -> bool:  # what get_features checks first, without raising
-            bounds = self.timestamp_bounds
-            return not self._closed and bounds.earliest_us <= request_time_us <= bounds.latest_us()
+            return not self._closed and self.timestamp_bounds.contains(request_time_us)
 
         return self._engine.prepare(
             feature_set, tenant=tenant, purpose=purpose, privacy_mode=privacy_mode, caller=caller,

@@ -96,14 +96,19 @@ class TimestampBounds:
         now = time.time_ns() // 1000 if now_us is None else now_us
         return now + self._ahead_us
 
+    def contains(self, micros: int, now_us: "int | None" = None) -> bool:
+        """Whether one timestamp (int microseconds) is within the bounds now."""
+        return self._earliest_us <= micros <= self.latest_us(now_us)
+
     def check(self, micros: Any, what: str, now_us: "int | None" = None) -> None:
         """Raise ValidationError naming ``what``, the first bad row and the unit expected
         if any of ``micros`` (an int or an int64 array) is outside the bounds."""
-        low, high = self.earliest_us, self.latest_us(now_us)
+        now = time.time_ns() // 1000 if now_us is None else now_us  # one "now" for the test and the message
         if type(micros) is int:  # one request time: no array
-            if low <= micros <= high:
+            if self.contains(micros, now):
                 return
             int64_micros(micros, what)
+        low, high = self.earliest_us, self.latest_us(now)
         array = np.asarray(micros, dtype=np.int64).reshape(-1)
         if not len(array) or (low <= int(array.min()) and int(array.max()) <= high):
             return

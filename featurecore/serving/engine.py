@@ -279,7 +279,8 @@ class PreparedFeatureSet:
     every registry change; a call serves exactly what ``get_features`` serves for the
     same request. When every group of the route is resident (or privacy-skipped), the
     call brings no context, candidate values or deadline, the ids come in the common
-    forms (an int, a list of str, a 1-d C-contiguous int64 array) of registered entities,
+    forms (an int, a str, a list of str, a 1-d C-contiguous int64, ``S`` or ``U`` array)
+    of registered entities,
     the request time is an int within bounds and the user's consent disables no group,
     the Python work per call is a few dict lookups (what the route needs was worked out
     once per registry revision, ``_Fast``) and one native call; every other call, errors

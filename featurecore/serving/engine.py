@@ -189,7 +189,7 @@ class ServingEngine:
             self._policy.denied(request, error)
             raise
         _refuse_unknown_entities(state, route, entities)
-        row_entity, n = _candidates(route, entities)
+        row_entity, n = _candidates(route.candidate_entities, entities)
         compiled = route.compiled
         cut_short: list[str] = []  # direct groups a deadline stopped
         corrupt: dict[str, int] = {}  # direct groups' rows that did not decode
@@ -377,31 +377,20 @@ class PreparedFeatureSet:
             ids[name] = value
         if not ids or not self._time_ok(request_time):
             return self._slow(entities, request_time, None, None, None, out)
-        row_entity, n = "", 1
-        for entity in fast.candidate_entities:
-            rows = ids.get(entity)
-            if rows is not None:
-                if not row_entity:
-                    row_entity, n = entity, len(rows)
-                elif len(rows) != n:
-                    return self._slow(entities, request_time, None, None, None, out)
         try:
+            row_entity, n = _candidates(fast.candidate_entities, ids)
             role_ids = fast.role_ids(ids)
-        except KeyError:  # an entity the feature set reads is absent
+        except (ValidationError, KeyError):  # counts that disagree; an entity the feature set reads is absent
             return self._slow(entities, request_time, None, None, None, out)
         engine = self._engine
         if engine._policy.consent_off(fast.tenant, ids, fast.groups, fast.consent):
             return self._slow(entities, request_time, None, None, None, out)
         compiled = fast.compiled
         try:
-            if out is None:
-                stats = _core.serve(fast.plan, engine._residents(fast.resident, fast.held), role_ids, fast.tenant,
-                                    request_time, fast.no_context, compiled.candidate_array(None, n) if fast.has_candidate else None,
-                                    None, None, None, n)  # (rows positional: a keyword costs pybind11 ~0.2-0.3 us)
-            else:
-                stats = _core.serve(fast.plan, engine._residents(fast.resident, fast.held), role_ids, fast.tenant,
-                                    request_time, fast.no_context, compiled.candidate_array(None, n) if fast.has_candidate else None,
-                                    *compiled.check_out(out, n))
+            stats = _core.serve(fast.plan, engine._residents(fast.resident, fast.held), role_ids, fast.tenant,
+                                request_time, fast.no_context, compiled.candidate_array(None, n) if fast.has_candidate else None,
+                                # (positional: a keyword costs pybind11 ~0.2-0.3 us)
+                                *((None, None, None, n) if out is None else compiled.check_out(out, n)))
         except ValidationError:  # refused ids (or out): raised again as get_features raises it
             return self._slow(entities, request_time, None, None, None, out)
         row_ids = ids[row_entity] if row_entity else None
@@ -507,19 +496,19 @@ def _refuse_unknown_entities(state: RegistryState, route: Route, entities: Mappi
         )
 
 
-def _candidates(route: Route, entities: Mapping[str, Any]) -> tuple[str, int]:
+def _candidates(candidate_entities: tuple[str, ...], entities: Mapping[str, Any]) -> tuple[str, int]:
     """The per-candidate entity labelling the rows and the candidate count (1 if none):
-    the first of the route's per-candidate entities the request names, whose id count
+    the first of a route's per-candidate entities the request names, whose id count
     every other one it names must match."""
     row_entity, n = "", 1
-    for entity in route.candidate_entities:
+    for entity in candidate_entities:
         ids = entities.get(entity)
         if ids is None:
             continue
         if not row_entity:
             row_entity, n = entity, len(ids)
         elif len(ids) != n:
-            counts = {e: len(entities[e]) for e in route.candidate_entities if e in entities}
+            counts = {e: len(entities[e]) for e in candidate_entities if e in entities}
             raise ValidationError(f"per-candidate entities must have one id per candidate each, got counts {counts}; pass equal-length id lists")
     return row_entity, n
 
